@@ -1,0 +1,44 @@
+# One-command set-up, demo, tests and benchmarks. See README.md.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+HOME_DIR ?= tfx_home
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONWARNINGS := ignore::FutureWarning
+
+# Python 3.10: python3.10 on PATH, else pyenv's 3.10, else uv's own discovery.
+PYTHON310 ?= $(shell command -v python3.10 2>/dev/null || \
+	(command -v pyenv >/dev/null && ls -d $$(pyenv root)/versions/3.10*/bin/python3.10 2>/dev/null | tail -n 1) || \
+	echo 3.10)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: setup data demo test test-fast bench clean
+
+setup: $(VENV)/.installed data
+
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt
+	command -v uv >/dev/null || python3 -m pip install --quiet uv
+	uv venv --allow-existing --python $(PYTHON310) $(VENV)
+	uv pip install --python $(PY) -r requirements.txt
+	uv pip install --python $(PY) --no-deps -r requirements-nodeps.txt
+	touch $@
+
+data: $(FASHION_MNIST)
+
+$(FASHION_MNIST):
+	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
+
+demo: setup
+	$(PY) -m pipeline run --model convnet --profile full --home $(HOME_DIR)
+	$(PY) -m pipeline run --model rnn --profile full --home $(HOME_DIR)
+	$(PY) -m serving demo --home $(HOME_DIR)
+
+test: setup
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(HOME_DIR) bench/results

@@ -1,0 +1,219 @@
+"""Finds what a data path holds: its format, splits, spans and class names.
+
+This runs once, when the pipeline is built, and is the one place that knows
+the on-disk layouts this project reads:
+
+Images
+  - IDX files (MNIST / Fashion-MNIST): `train-images-idx3-ubyte[.gz]` and
+    `t10k-images-idx3-ubyte[.gz]`, with their `*-labels-idx1-*` beside them.
+  - Class folders: `<root>/[train|test|eval/]<class name>/<image files>`.
+  - TFRecords of tf.Example (`*.tfrecord*`, optionally under `train/`, `test/`)
+    with an `image` bytes and a `label` int64 feature.
+Sequences
+  - UCR/UEA `.ts` files: a `<NAME>_TRAIN.ts` / `<NAME>_TEST.ts` pair (a folder,
+    a prefix, or one of the two files).
+  - A long-format CSV (one row per time step), or a folder of `train*.csv` /
+    `test*.csv` files.
+
+Any of these may sit inside span folders, `<root>/span-<N>/...`: the patterns
+then carry TFX's `{SPAN}` placeholder, so ExampleGen reads the newest span (or
+a rolling window of them) and records the span in ML Metadata.
+"""
+
+import dataclasses
+import glob
+import os
+import re
+from typing import Dict, Optional, Tuple
+
+from components import image_formats
+from components import sequence_formats
+from components.errors import InputDataError
+
+IMAGES = 'images'
+SEQUENCES = 'sequences'
+
+TRAIN = 'train'
+EVAL = 'eval'
+TEST = 'test'
+
+CLASS_NAMES_FILE = 'class_names.txt'
+SPAN_DIR_PREFIX = 'span-'
+_SPAN_DIR = re.compile(r'^span-(\d+)$')
+FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """A data set as ExampleGen reads it.
+
+    Attributes:
+        kind: `images` or `sequences`.
+        format: `idx`, `class_folders`, `tfrecord`, `ts` or `csv`.
+        root: The ExampleGen `input_base`.
+        split_patterns: Split name -> file pattern relative to `root`; may
+            hold `{SPAN}`. Splits missing here (eval, test) are carved from
+            train by a stable hash.
+        class_names: Names of the classes; a label is an index into them.
+        num_channels: Channels per time step (sequences only).
+    """
+
+    kind: str
+    format: str
+    root: str
+    split_patterns: Dict[str, str]
+    class_names: Tuple[str, ...]
+    num_channels: Optional[int] = None
+
+    @property
+    def has_spans(self) -> bool:
+        """Whether the data is laid out in `span-{SPAN}` folders."""
+        return any('{SPAN}' in p for p in self.split_patterns.values())
+
+
+def detect(path: str, kind: str) -> DataSource:
+    """Inspects `path` and returns the DataSource ExampleGen should read.
+
+    Args:
+        path: A data folder, a file, or (for `.ts`) a TRAIN/TEST prefix.
+        kind: `images` or `sequences`.
+
+    Raises:
+        InputDataError: if nothing readable of that kind is found there.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    spans = _span_numbers(path)
+    if spans:
+        newest = os.path.join(path, f'{SPAN_DIR_PREFIX}{spans[-1]}')
+        inner = detect(newest, kind)
+        prefix = SPAN_DIR_PREFIX + '{SPAN}'
+        return dataclasses.replace(
+            inner,
+            root=path,
+            split_patterns={s: os.path.join(prefix, p)
+                            for s, p in inner.split_patterns.items()})
+    if kind == IMAGES:
+        return _detect_images(path)
+    if kind == SEQUENCES:
+        return _detect_sequences(path)
+    raise ValueError(f'unknown data kind {kind!r}')
+
+
+def _span_numbers(path: str) -> list:
+    if not os.path.isdir(path):
+        return []
+    numbers = [int(m.group(1)) for m in map(_SPAN_DIR.match, os.listdir(path))
+               if m and os.path.isdir(os.path.join(path, m.group(0)))]
+    return sorted(numbers)
+
+
+def _detect_images(path: str) -> DataSource:
+    if not os.path.isdir(path):
+        raise InputDataError(path, 'not a folder of images, IDX or TFRecord '
+                             'files')
+    idx = _idx_patterns(path)
+    if idx:
+        return DataSource(IMAGES, 'idx', path, idx, _idx_class_names(path))
+    records = _tfrecord_patterns(path)
+    if records:
+        return DataSource(IMAGES, 'tfrecord', path, records,
+                          _class_names_file(path, required=True))
+    dataset = image_formats.scan_class_folders(path)
+    patterns = {split: (f'{split}/*/*' if split in _split_dirs(path) else '*/*')
+                for split in dataset.files}
+    return DataSource(IMAGES, 'class_folders', path, patterns,
+                      dataset.class_names)
+
+
+def _split_dirs(path: str) -> Dict[str, str]:
+    """Split name -> sub-folder name, for the split folders present."""
+    names = {'train': TRAIN, 'test': TEST, 'eval': EVAL, 'validation': EVAL}
+    return {names[d]: d for d in os.listdir(path)
+            if d in names and os.path.isdir(os.path.join(path, d))}
+
+
+def _idx_patterns(path: str) -> Dict[str, str]:
+    patterns = {}
+    for split, stem in ((TRAIN, 'train'), (TEST, 't10k')):
+        if glob.glob(os.path.join(path, f'{stem}-images-idx*-ubyte*')):
+            patterns[split] = f'{stem}-images-idx*-ubyte*'
+    return patterns
+
+
+def _idx_class_names(path: str) -> Tuple[str, ...]:
+    names = _class_names_file(path, required=False)
+    if names:
+        return names
+    if os.path.realpath(path) == FASHION_MNIST_DIR:
+        return image_formats.FASHION_MNIST_CLASS_NAMES
+    labels_file = image_formats.labels_path_for(
+        glob.glob(os.path.join(path, 'train-images-idx*-ubyte*'))[0])
+    num_classes = int(image_formats.read_idx(labels_file).max()) + 1
+    return tuple(str(i) for i in range(num_classes))
+
+
+def _tfrecord_patterns(path: str) -> Dict[str, str]:
+    split_dirs = _split_dirs(path)
+    patterns = {split: f'{d}/*.tfrecord*' for split, d in split_dirs.items()
+                if glob.glob(os.path.join(path, d, '*.tfrecord*'))}
+    if not patterns and glob.glob(os.path.join(path, '*.tfrecord*')):
+        patterns = {TRAIN: '*.tfrecord*'}
+    return patterns
+
+
+def _class_names_file(path: str, required: bool) -> Tuple[str, ...]:
+    names_path = os.path.join(path, CLASS_NAMES_FILE)
+    if not os.path.exists(names_path):
+        if required:
+            raise InputDataError(
+                path, f'TFRecord data needs a {CLASS_NAMES_FILE} beside it, '
+                'one class name per line, in label order')
+        return ()
+    with open(names_path, encoding='utf-8') as f:
+        names = tuple(line.strip() for line in f if line.strip())
+    if not names:
+        raise InputDataError(names_path, 'holds no class names')
+    return names
+
+
+def _detect_sequences(path: str) -> DataSource:
+    if path.endswith('.csv') and os.path.isfile(path):
+        root, name = os.path.split(path)
+        return DataSource(SEQUENCES, 'csv', root, {TRAIN: name},
+                          sequence_formats.class_labels_of_csv(path),
+                          _num_channels(sequence_formats.read_long_csv(path),
+                                        path))
+    if os.path.isdir(path) and not glob.glob(os.path.join(path, '*.ts')):
+        csv_files = {split: sorted(glob.glob(os.path.join(path, f'{split}*.csv')))
+                     for split in (TRAIN, TEST, EVAL)}
+        csv_files = {split: files for split, files in csv_files.items() if files}
+        if csv_files:
+            labels = set()
+            for files in csv_files.values():
+                for csv_path in files:
+                    labels.update(sequence_formats.class_labels_of_csv(csv_path))
+            first = next(iter(csv_files.values()))[0]
+            return DataSource(
+                SEQUENCES, 'csv', path,
+                {split: f'{split}*.csv' for split in csv_files},
+                tuple(sorted(labels)),
+                _num_channels(sequence_formats.read_long_csv(first), first))
+    train_path, test_path = sequence_formats.find_ts_pair(path)
+    header = sequence_formats.read_ts_header(train_path)
+    test_header = sequence_formats.read_ts_header(test_path)
+    if set(test_header.class_labels) - set(header.class_labels):
+        raise InputDataError(test_path, 'declares class labels that '
+                             f'{os.path.basename(train_path)} does not')
+    return DataSource(SEQUENCES, 'ts', os.path.dirname(train_path),
+                      {TRAIN: os.path.basename(train_path),
+                       TEST: os.path.basename(test_path)},
+                      header.class_labels,
+                      _num_channels(sequence_formats.read_ts(train_path),
+                                    train_path))
+
+
+def _num_channels(sequences, path: str) -> int:
+    first = next(iter(sequences), None)
+    if first is None:
+        raise InputDataError(path, 'holds no sequences')
+    return int(first.values.shape[1])

@@ -1,0 +1,158 @@
+"""The ExampleGen executor shared by every raw format this project reads.
+
+TFX's FileBasedExampleGen runs it on Beam. On top of TFX's base executor it
+1. dispatches each input split to the reader of the data source's format;
+2. carves the splits the data does not give (eval, test) out of train by a
+   stable hash of the serialized example, so reruns split identically;
+3. collects bad records (unreadable files, labels out of range, ...) in a side
+   output instead of failing deep inside a Beam worker, then fails the run
+   with an `InputDataError` naming the first bad file, or, when configured to
+   skip, counts them on the Examples artifact (`bad_records_skipped`).
+"""
+
+import glob
+import hashlib
+import json
+import os
+from typing import Any, Callable, Dict, List
+
+import apache_beam as beam
+from absl import logging
+from google.protobuf import json_format
+from google.protobuf import struct_pb2
+from tfx.components.example_gen import base_example_gen_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
+
+from components.errors import InputDataError
+from components.example_gen import data_source
+from components.example_gen import images
+from components.example_gen import sequences
+
+ON_BAD_RECORD_FAIL = 'fail'
+ON_BAD_RECORD_SKIP = 'skip'
+BAD_RECORDS_PROPERTY = 'bad_records_skipped'
+_BAD_RECORDS_DIR_KEY = '_bad_records_dir'
+_BAD_RECORDS_SHOWN = 10
+
+# format -> reader(pipeline, settings, file_pattern) -> (examples, bad records)
+_READERS: Dict[str, Callable[..., Any]] = {
+    'idx': images.read_idx,
+    'class_folders': images.read_class_folders,
+    'tfrecord': images.read_tfrecords,
+    'ts': sequences.read_ts,
+    'csv': sequences.read_csv,
+}
+
+
+def settings_to_custom_config(settings: Dict[str, Any]
+                              ) -> example_gen_pb2.CustomConfig:
+    """Packs reader settings (a JSON-able dict) into ExampleGen's custom_config."""
+    struct = struct_pb2.Struct()
+    struct.update(settings)
+    config = example_gen_pb2.CustomConfig()
+    config.custom_config.Pack(struct)
+    return config
+
+
+def _settings(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
+    config = example_gen_pb2.CustomConfig()
+    json_format.Parse(exec_properties['custom_config'], config)
+    struct = struct_pb2.Struct()
+    config.custom_config.Unpack(struct)
+    return json_format.MessageToDict(struct)
+
+
+def _output_splits(settings: Dict[str, Any], input_splits: List[str]
+                   ) -> List[str]:
+    carved = [s for s in (data_source.EVAL, data_source.TEST)
+              if s not in input_splits and settings.get(f'{s}_percent')]
+    return list(input_splits) + carved
+
+
+def _bucket(record: bytes) -> int:
+    return int(hashlib.sha256(record).hexdigest(), 16) % 100
+
+
+class Executor(base_example_gen_executor.BaseExampleGenExecutor):
+    """Reads this project's raw formats into tf.Example splits."""
+
+    def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+        return _read_split
+
+    def GenerateExamplesByBeam(self, pipeline: beam.Pipeline,
+                               exec_properties: Dict[str, Any]
+                               ) -> Dict[str, beam.pvalue.PCollection]:
+        splits = super().GenerateExamplesByBeam(pipeline, exec_properties)
+        settings = _settings(exec_properties)
+        names = _output_splits(settings, list(splits))
+        # TFX names the output splits after the input ones; ours add carved
+        # splits, so the artifact must know them before Do writes them.
+        self._examples.split_names = artifact_utils.encode_split_names(names)
+        carved = names[len(splits):]
+        if not carved:
+            return splits
+        # Buckets [0, test%) go to test, the next eval% to eval, rest train.
+        bounds, upper = [], 0
+        for split in (data_source.TEST, data_source.EVAL):
+            upper += settings.get(f'{split}_percent', 0) if split in carved else 0
+            bounds.append((split, upper))
+
+        def partition(record: bytes, _) -> int:
+            bucket = _bucket(record)
+            for index, (_, bound) in enumerate(bounds):
+                if bucket < bound:
+                    return index
+            return len(bounds)
+
+        parts = splits[data_source.TRAIN] | 'CarveSplits' >> beam.Partition(
+            partition, len(bounds) + 1)
+        splits[data_source.TRAIN] = parts[len(bounds)]
+        for index, (split, _) in enumerate(bounds):
+            if split in carved:
+                splits[split] = parts[index]
+        return splits
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        bad_dir = os.path.join(self._get_tmp_dir(), 'bad_records')
+        os.makedirs(bad_dir, exist_ok=True)
+        exec_properties = {**exec_properties, _BAD_RECORDS_DIR_KEY: bad_dir}
+        self._examples = artifact_utils.get_single_instance(
+            output_dict['examples'])
+        super().Do(input_dict, output_dict, exec_properties)
+
+        settings = _settings(exec_properties)
+        bad = _read_bad_records(bad_dir)
+        if bad and settings.get('on_bad_record') != ON_BAD_RECORD_SKIP:
+            first = bad[0]
+            more = f' (and {len(bad) - 1} more bad records)' if len(bad) > 1 else ''
+            raise InputDataError(first['path'], first['reason'] + more,
+                                 first.get('line'))
+        for record in bad[:_BAD_RECORDS_SHOWN]:
+            logging.warning('Skipped bad record %s: %s', record['path'],
+                            record['reason'])
+        self._examples.set_int_custom_property(BAD_RECORDS_PROPERTY, len(bad))
+
+
+def _read_bad_records(bad_dir: str) -> List[Dict[str, Any]]:
+    records = []
+    for path in sorted(glob.glob(os.path.join(bad_dir, '*'))):
+        with open(path, encoding='utf-8') as f:
+            records.extend(json.loads(line) for line in f if line.strip())
+    return sorted(records, key=lambda r: (r['path'], r.get('line') or 0))
+
+
+@beam.ptransform_fn
+@beam.typehints.with_input_types(beam.Pipeline)
+@beam.typehints.with_output_types(bytes)
+def _read_split(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
+                split_pattern: str) -> beam.pvalue.PCollection:
+    settings = _settings(exec_properties)
+    pattern = os.path.join(exec_properties['input_base'], split_pattern)
+    examples, bad = _READERS[settings['format']](pipeline, settings, pattern)
+    name = hashlib.sha1(split_pattern.encode()).hexdigest()[:8]
+    _ = (bad
+         | 'BadToJson' >> beam.Map(json.dumps)
+         | 'WriteBad' >> beam.io.WriteToText(
+             os.path.join(exec_properties[_BAD_RECORDS_DIR_KEY], name)))
+    return examples

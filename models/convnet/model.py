@@ -1,0 +1,78 @@
+"""The convnet: the classic stack of normalization, filter bank, nonlinearity
+and pooling, repeated.
+
+Inputs arrive z-scored by tf.Transform (the first normalization). Each block
+is, twice, a 3x3 convolution (the filter bank), batch normalization and a
+ReLU, then 2x2 max pooling and dropout; `conv_filters` in config gives one
+width per block. A dense layer and a softmax classifier follow. Trained with
+cross-entropy on shuffled mini-batches by models/training.py.
+"""
+
+from typing import Any, Dict
+
+import tensorflow as tf
+from tfx import v1 as tfx
+
+from models import export
+from models import features
+from models import signatures
+from models import training
+
+keras = tf.keras
+
+
+def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
+    """The convnet for images of config `image_shape`."""
+    height, width, channels = (int(d) for d in params['image_shape'])
+    dropout = float(params.get('dropout', 0.25))
+    image = keras.Input((height, width, channels), name=features.IMAGE_KEY)
+    x = image
+    for block, filters in enumerate(params['conv_filters']):
+        for layer in range(2):
+            name = f'block{block}_conv{layer}'
+            x = keras.layers.Conv2D(int(filters), 3, padding='same',
+                                    use_bias=False, name=name)(x)
+            x = keras.layers.BatchNormalization(name=f'{name}_bn')(x)
+            x = keras.layers.ReLU(name=f'{name}_relu')(x)
+        x = keras.layers.MaxPooling2D(2, name=f'block{block}_pool')(x)
+        x = keras.layers.Dropout(dropout, name=f'block{block}_dropout')(x)
+    x = keras.layers.Flatten(name='flatten')(x)
+    x = keras.layers.Dense(int(params.get('dense_units', 256)), use_bias=False,
+                           name='dense')(x)
+    x = keras.layers.BatchNormalization(name='dense_bn')(x)
+    x = keras.layers.ReLU(name='dense_relu')(x)
+    x = keras.layers.Dropout(2 * dropout, name='dense_dropout')(x)
+    scores = keras.layers.Dense(num_classes, activation='softmax',
+                                name='classifier')(x)
+    return keras.Model({features.IMAGE_KEY: image}, scores, name='convnet')
+
+
+def to_model_inputs(transformed: Dict[str, tf.Tensor],
+                    params: Dict[str, Any]) -> Dict[str, tf.Tensor]:
+    """Transformed features -> the convnet's inputs."""
+    del params  # The transformed image is the input as it is.
+    return {features.IMAGE_KEY: transformed[features.IMAGE_KEY]}
+
+
+def image_signature(predict: export.PredictFn, params: Dict[str, Any]):
+    """`serving_image`: encoded image bytes (PNG, JPEG, ...) as a client sends
+    them."""
+    del params  # Any size and colour: the transform graph resizes.
+
+    @tf.function(input_signature=[tf.TensorSpec(
+        [None], tf.string, name=signatures.IMAGE_INPUT)])
+    def serve_images(images):
+        return predict({features.IMAGE_KEY: export.rows_to_sparse(images)})
+
+    return serve_images
+
+
+RECIPE = training.ModelRecipe(
+    build_model=build_model,
+    to_model_inputs=to_model_inputs,
+    extra_signatures={signatures.IMAGE_SIGNATURE: image_signature})
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """The TFX Trainer's entry point for the convnet."""
+    training.run(fn_args, RECIPE)

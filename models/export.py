@@ -1,0 +1,70 @@
+"""Exports a trained Keras model with the serving signatures of models/signatures.py.
+
+The transform graph (tf.Transform) is attached to the model, so every
+signature takes raw data and applies the very normalization used in
+training. One function builds all signatures; a model package only says how
+its extra signature's inputs become raw features.
+"""
+
+from typing import Callable, Dict, Sequence
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from models import features
+from models import signatures
+
+# Raw features -> {scores, classes}: the model with its transform graph.
+PredictFn = Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
+# (PredictFn, hyper-parameters) -> one signature: a tf.function with an
+# input_signature, taking what a client sends.
+SignatureFactory = Callable[..., Callable[..., Dict[str, tf.Tensor]]]
+
+
+def rows_to_sparse(dense: tf.Tensor) -> tf.SparseTensor:
+    """[batch] or [batch, n] dense values as the sparse [batch, n] a VarLen
+    feature parses to (all values kept, unlike tf.sparse.from_dense)."""
+    if dense.shape.rank == 1:
+        dense = dense[:, tf.newaxis]
+    return tf.RaggedTensor.from_tensor(dense).to_sparse()
+
+
+def export_serving_model(
+        model: tf.keras.Model,
+        tf_transform_output: tft.TFTransformOutput,
+        class_names: Sequence[str],
+        to_model_inputs: Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]],
+        extra_signatures: Dict[str, SignatureFactory],
+        export_dir: str) -> None:
+    """Saves `model` as a SavedModel whose signatures take raw data.
+
+    Args:
+        model: The trained Keras model; takes `to_model_inputs`'s output.
+        tf_transform_output: The Transform component's output.
+        class_names: Class names in label order.
+        to_model_inputs: Transformed features -> the model's inputs.
+        extra_signatures: Signature name -> a function making that signature
+            from the predict function, besides `serving_default`.
+        export_dir: Where to write the SavedModel.
+    """
+    model.tft_layer = tf_transform_output.transform_features_layer()
+    names = tf.constant(list(class_names))
+    raw_spec = dict(tf_transform_output.raw_feature_spec())
+    raw_spec.pop(features.LABEL_KEY)
+
+    def predict(raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        transformed = model.tft_layer(raw_features)
+        scores = model(to_model_inputs(transformed), training=False)
+        classes = tf.tile(names[tf.newaxis, :], [tf.shape(scores)[0], 1])
+        return {signatures.SCORES_OUTPUT: scores,
+                signatures.CLASSES_OUTPUT: classes}
+
+    @tf.function(input_signature=[tf.TensorSpec(
+        [None], tf.string, name=signatures.EXAMPLES_INPUT)])
+    def serve_examples(inputs):
+        return predict(tf.io.parse_example(inputs, raw_spec))
+
+    serving = {signatures.DEFAULT_SIGNATURE: serve_examples}
+    for name, make_signature in extra_signatures.items():
+        serving[name] = make_signature(predict)
+    model.save(export_dir, save_format='tf', signatures=serving)

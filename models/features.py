@@ -1,0 +1,54 @@
+"""Raw feature names and example builders: the contract between ingest and models.
+
+ExampleGen writes tf.Examples with these features; each model's
+`preprocessing_fn` reads them, and the exported `serving_default` signature
+parses them. Labels are integer indices into the data set's class names.
+
+Images:    `image` (bytes, encoded PNG/JPEG), `label` (int64).
+Sequences: `sequence` (float list: the [length, channels] values flattened
+           row-major, NaN where missing), `length` (int64), `label` (int64).
+"""
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.example import example_pb2
+from tensorflow.core.example import feature_pb2
+
+LABEL_KEY = 'label'
+IMAGE_KEY = 'image'
+SEQUENCE_KEY = 'sequence'
+LENGTH_KEY = 'length'
+
+
+def _int64(value: int) -> feature_pb2.Feature:
+    return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[value]))
+
+
+def image_example(image: bytes, label: int) -> bytes:
+    """A serialized tf.Example holding one encoded image and its label."""
+    return example_pb2.Example(features=feature_pb2.Features(feature={
+        IMAGE_KEY: feature_pb2.Feature(
+            bytes_list=feature_pb2.BytesList(value=[image])),
+        LABEL_KEY: _int64(label),
+    })).SerializeToString()
+
+
+def sequence_example(values: np.ndarray, label: int) -> bytes:
+    """A serialized tf.Example holding one [length, channels] sequence."""
+    values = np.asarray(values, dtype=np.float32)
+    return example_pb2.Example(features=feature_pb2.Features(feature={
+        SEQUENCE_KEY: feature_pb2.Feature(
+            float_list=feature_pb2.FloatList(value=values.ravel())),
+        LENGTH_KEY: _int64(values.shape[0]),
+        LABEL_KEY: _int64(label),
+    })).SerializeToString()
+
+
+def dense_column(feature: tf.Tensor, default: Any) -> tf.Tensor:
+    """A single-valued raw feature ([batch] dense or [batch, 1] sparse) as
+    a [batch] dense tensor."""
+    if isinstance(feature, tf.SparseTensor):
+        feature = tf.sparse.to_dense(feature, default_value=default)
+    return tf.reshape(feature, [-1])

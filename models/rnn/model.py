@@ -1,0 +1,90 @@
+"""The RNN: masked, optionally bidirectional and stacked LSTM or GRU layers.
+
+Padded time steps are masked from the sequence lengths (not from a padding
+value, which a z-scored step could equal). Dropout between layers, a softmax
+classifier, gradients clipped by global norm (`clip_norm`, the remedy for
+exploding gradients through time), cross-entropy on shuffled mini-batches
+(models/training.py).
+"""
+
+from typing import Any, Dict
+
+import tensorflow as tf
+from tfx import v1 as tfx
+
+from models import export
+from models import features
+from models import signatures
+from models import training
+
+keras = tf.keras
+_CELLS = {'lstm': keras.layers.LSTM, 'gru': keras.layers.GRU}
+
+
+def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
+    """The RNN for sequences of `num_channels` channels."""
+    channels = int(params['num_channels'])
+    dropout = float(params.get('dropout', 0.25))
+    cell = _CELLS[params.get('cell', 'lstm')]
+    sequence = keras.Input((None, channels), name=features.SEQUENCE_KEY)
+    length = keras.Input((), dtype=tf.int64, name=features.LENGTH_KEY)
+    mask = keras.layers.Lambda(
+        lambda args: tf.sequence_mask(args[1], tf.shape(args[0])[1]),
+        name='mask')([sequence, length])
+    x = sequence
+    units = [int(u) for u in params['units']]
+    for index, width in enumerate(units):
+        layer = cell(width, return_sequences=index < len(units) - 1,
+                     name=f'rnn{index}')
+        if params.get('bidirectional', True):
+            layer = keras.layers.Bidirectional(layer, name=f'birnn{index}')
+        x = layer(x, mask=mask)
+        x = keras.layers.Dropout(dropout, name=f'dropout{index}')(x)
+    scores = keras.layers.Dense(num_classes, activation='softmax',
+                                name='classifier')(x)
+    return keras.Model({features.SEQUENCE_KEY: sequence,
+                        features.LENGTH_KEY: length}, scores, name='rnn')
+
+
+def to_model_inputs(transformed: Dict[str, tf.Tensor],
+                    params: Dict[str, Any]) -> Dict[str, tf.Tensor]:
+    """Transformed (flat, sparse) sequences -> padded [batch, time, channels]."""
+    values = tf.sparse.to_dense(transformed[features.SEQUENCE_KEY])
+    channels = int(params['num_channels'])
+    return {
+        features.SEQUENCE_KEY: tf.reshape(
+            values, [tf.shape(values)[0], -1, channels]),
+        features.LENGTH_KEY: tf.cast(transformed[features.LENGTH_KEY], tf.int64),
+    }
+
+
+def sequence_signature(predict: export.PredictFn, params: Dict[str, Any]):
+    """`serving_sequence`: padded float sequences and their lengths."""
+    channels = int(params['num_channels'])
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, channels], tf.float32,
+                      name=signatures.SEQUENCE_INPUT),
+        tf.TensorSpec([None], tf.int64, name=signatures.LENGTH_INPUT)])
+    def serve_sequences(sequences, lengths):
+        steps = tf.boolean_mask(
+            sequences, tf.sequence_mask(lengths, tf.shape(sequences)[1]))
+        flat = tf.RaggedTensor.from_row_lengths(
+            tf.reshape(steps, [-1]), lengths * channels)
+        return predict({
+            features.SEQUENCE_KEY: flat.to_sparse(),
+            features.LENGTH_KEY: export.rows_to_sparse(lengths),
+        })
+
+    return serve_sequences
+
+
+RECIPE = training.ModelRecipe(
+    build_model=build_model,
+    to_model_inputs=to_model_inputs,
+    extra_signatures={signatures.SEQUENCE_SIGNATURE: sequence_signature})
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """The TFX Trainer's entry point for the RNN."""
+    training.run(fn_args, RECIPE)

@@ -1,0 +1,28 @@
+"""Names of the serving signatures, their inputs and outputs: one place for all.
+
+Every model this project exports has the same serving contract, so the
+exporter, the model server's checks, the client and the tests read these
+names from here. This module imports nothing heavy (no TensorFlow).
+
+- `serving_default` takes serialized tf.Example protos under the input
+  name `inputs`. That is the convention TFMA and TF Serving's Classify API
+  use; the outputs `classes` and `scores` are what Classify reads.
+- Image models add `serving_image`: encoded image bytes (PNG, JPEG, ...).
+- Sequence models add `serving_sequence`: a float tensor of padded
+  sequences [batch, time, channels] and their lengths [batch].
+All signatures return `scores` (class probabilities, [batch, num_classes])
+and `classes` (class names, [batch, num_classes], aligned with `scores`).
+"""
+
+DEFAULT_SIGNATURE = 'serving_default'
+EXAMPLES_INPUT = 'inputs'
+
+IMAGE_SIGNATURE = 'serving_image'
+IMAGE_INPUT = 'images'
+
+SEQUENCE_SIGNATURE = 'serving_sequence'
+SEQUENCE_INPUT = 'sequences'
+LENGTH_INPUT = 'lengths'
+
+SCORES_OUTPUT = 'scores'
+CLASSES_OUTPUT = 'classes'

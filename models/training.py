@@ -1,0 +1,146 @@
+"""The training loop every model shares: data, strategy, fit, export.
+
+A model package supplies a `ModelRecipe` (how to build its Keras model, how
+transformed features become model inputs, its extra serving signatures) and a
+one-line `run_fn` that calls `run(fn_args, recipe)`. Everything else, the
+same for every model, lives here once.
+
+Hyper-parameters arrive in the Trainer's `custom_config` (from
+pipeline/configs.py) and may be overridden by a Tuner's `hyperparameters`.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Callable, Dict, List, Optional
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from absl import logging
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from models import distribute
+from models import export
+from models import features
+
+keras = tf.keras
+
+ModelInputsFn = Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
+Params = Dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRecipe:
+    """What a model package contributes to the shared training loop.
+
+    Attributes:
+        build_model: (hyper-parameters, number of classes) -> an uncompiled
+            Keras model with a softmax output.
+        to_model_inputs: (transformed features, hyper-parameters) -> the
+            model's inputs.
+        extra_signatures: Serving signatures besides `serving_default`.
+    """
+
+    build_model: Callable[[Params, int], keras.Model]
+    to_model_inputs: Callable[[Dict[str, tf.Tensor], Params],
+                              Dict[str, tf.Tensor]]
+    extra_signatures: Dict[str, export.SignatureFactory]
+
+
+def hyperparameters(fn_args: tfx.components.FnArgs) -> Dict[str, Any]:
+    """The run's hyper-parameters: custom_config, overridden by a Tuner's."""
+    params = dict(fn_args.custom_config or {})
+    tuned = fn_args.hyperparameters
+    if tuned:
+        params.update(tuned.get('values', tuned) if isinstance(tuned, dict)
+                      else tuned)
+    return params
+
+
+def make_dataset(file_pattern: List[str],
+                 data_accessor: tfx.components.DataAccessor,
+                 tf_transform_output: tft.TFTransformOutput,
+                 to_model_inputs: ModelInputsFn,
+                 batch_size: int,
+                 shuffle: bool,
+                 seed: Optional[int] = None) -> tf.data.Dataset:
+    """One epoch of (model inputs, label) batches of transformed examples."""
+    dataset = data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=batch_size, label_key=features.LABEL_KEY,
+            num_epochs=1, shuffle=shuffle, shuffle_seed=seed),
+        tf_transform_output.transformed_metadata.schema)
+    return dataset.map(
+        lambda inputs, label: (to_model_inputs(inputs), label),
+        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def compile_model(model: keras.Model, params: Dict[str, Any]) -> None:
+    """Adam on sparse categorical cross-entropy, clipped when configured."""
+    clip_norm = params.get('clip_norm')
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            learning_rate=params.get('learning_rate', 1e-3),
+            global_clipnorm=clip_norm or None),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name='accuracy')])
+
+
+def run(fn_args: tfx.components.FnArgs, recipe: ModelRecipe) -> None:
+    """Trains the recipe's model under the configured strategy and exports it."""
+    params = hyperparameters(fn_args)
+    class_names = params['class_names']
+    strategy = distribute.make_strategy(params.get('strategy', 'auto'))
+    replicas = strategy.num_replicas_in_sync
+    global_batch = int(params['batch_size']) * replicas
+    logging.info('Training with %s over %d replicas, global batch %d',
+                 type(strategy).__name__, replicas, global_batch)
+
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    to_model_inputs = functools.partial(recipe.to_model_inputs, params=params)
+    train = make_dataset(fn_args.train_files, fn_args.data_accessor,
+                         tf_transform_output, to_model_inputs,
+                         global_batch, shuffle=True, seed=params.get('seed'))
+    evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor,
+                              tf_transform_output, to_model_inputs,
+                              global_batch, shuffle=False)
+
+    with strategy.scope():
+        model = recipe.build_model(params, len(class_names))
+        compile_model(model, params)
+        if fn_args.base_model and params.get('warm_start'):
+            warm_start(model, fn_args.base_model)
+
+    model.fit(train, validation_data=evaluation,
+              epochs=int(params['epochs']),
+              callbacks=[keras.callbacks.TensorBoard(
+                  log_dir=fn_args.model_run_dir, update_freq='epoch')],
+              verbose=2)
+    export.export_serving_model(
+        model, tf_transform_output, class_names, to_model_inputs,
+        {name: functools.partial(make, params=params)
+         for name, make in recipe.extra_signatures.items()},
+        fn_args.serving_model_dir)
+
+
+def warm_start(model: keras.Model, base_model_dir: str) -> bool:
+    """Loads the weights of a previously exported model when shapes match.
+
+    Returns:
+        True if the weights were loaded; False (logged) when the base
+        model's architecture differs, in which case training starts afresh.
+    """
+    base = tf.saved_model.load(base_model_dir)
+    base_weights = {v.name: v for v in base.variables}
+    ours = model.weights
+    if len(ours) != len(base_weights) or any(
+            w.name not in base_weights or
+            base_weights[w.name].shape != w.shape for w in ours):
+        logging.warning('Base model %s does not match this architecture; '
+                        'training from scratch', base_model_dir)
+        return False
+    for weight in ours:
+        weight.assign(base_weights[weight.name])
+    logging.info('Warm-started from %s', base_model_dir)
+    return True

@@ -1,0 +1,172 @@
+"""Everything a pipeline run is configured by: models, profiles, paths, Beam.
+
+Code elsewhere reads these facts from here; nothing below runs anything.
+A run is described by one `RunConfig`, built by the command line from a
+model name, a profile and flags.
+"""
+
+import dataclasses
+import importlib.util
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+from components.example_gen import data_source
+
+DEFAULT_HOME = 'tfx_home'
+PROFILES = ('smoke', 'full')
+DEFAULT_IMAGE = 'ghcr.io/tfx-deep-pipelines/pipeline:latest'
+
+
+def _sktime_data(name: str) -> str:
+    """A UCR/UEA data set shipped as .ts files inside the sktime wheel."""
+    spec = importlib.util.find_spec('sktime')
+    if spec is None or not spec.submodule_search_locations:
+        return os.path.join('sktime-not-installed', name)
+    return os.path.join(spec.submodule_search_locations[0], 'datasets', 'data',
+                        name)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFamily:
+    """A model package and the data it learns from.
+
+    Attributes:
+        kind: The data kind it reads (data_source.IMAGES or SEQUENCES).
+        preprocessing_fn: Dotted path of its tf.Transform preprocessing_fn.
+        run_fn: Dotted path of its TFX Trainer run_fn.
+        default_data: The public data set it trains on by default.
+        profiles: Profile name -> hyper-parameters and data limits.
+    """
+
+    kind: str
+    preprocessing_fn: str
+    run_fn: str
+    default_data: str
+    profiles: Dict[str, Dict[str, Any]]
+
+
+MODELS: Dict[str, ModelFamily] = {
+    'convnet': ModelFamily(
+        kind=data_source.IMAGES,
+        preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
+        run_fn='models.convnet.model.run_fn',
+        default_data=data_source.FASHION_MNIST_DIR,
+        profiles={
+            'smoke': dict(max_examples_per_split=2000, image_shape=[28, 28, 1],
+                          conv_filters=[16, 32], dense_units=64, epochs=1,
+                          batch_size=64, min_accuracy=0.3),
+            'full': dict(max_examples_per_split=0, image_shape=[28, 28, 1],
+                         conv_filters=[32, 64], dense_units=256, epochs=15,
+                         batch_size=128, min_accuracy=0.9),
+        }),
+    'rnn': ModelFamily(
+        kind=data_source.SEQUENCES,
+        preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
+        run_fn='models.rnn.model.run_fn',
+        default_data=_sktime_data('JapaneseVowels'),
+        profiles={
+            'smoke': dict(max_examples_per_split=0, cell='lstm', units=[32],
+                          bidirectional=True, epochs=3, batch_size=32,
+                          clip_norm=1.0, min_accuracy=0.2),
+            'full': dict(max_examples_per_split=0, cell='lstm', units=[64, 64],
+                         bidirectional=True, epochs=60, batch_size=32,
+                         clip_norm=1.0, min_accuracy=0.9),
+        }),
+}
+
+# Shared defaults; a profile's entries override them.
+TRAINING_DEFAULTS: Dict[str, Any] = dict(
+    learning_rate=1e-3, dropout=0.25, seed=42, strategy='auto',
+    warm_start=False)
+# Splits a data set does not give are carved from train by a stable hash.
+EVAL_PERCENT = 10
+TEST_PERCENT = 20
+# A candidate may lose at most this much accuracy against the blessed model.
+MAX_ACCURACY_DROP = 0.0
+ON_BAD_RECORD = 'fail'
+
+
+def default_beam_args() -> List[str]:
+    """DirectRunner, multi-processing, one worker per core.
+
+    Other runners (Flink, Spark, Dataflow) are chosen by passing their flags
+    instead, e.g. `--beam-arg=--runner=FlinkRunner`.
+    """
+    return ['--runner=DirectRunner', '--direct_running_mode=multi_processing',
+            f'--direct_num_workers={os.cpu_count() or 1}']
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One pipeline run: which model, on what data, where, and how.
+
+    Attributes:
+        model: Key of MODELS.
+        profile: `smoke` or `full`.
+        data: Path of the raw data (a folder, a file or a .ts prefix).
+        home: Folder holding metadata, artifacts and the serving base path.
+        strategy: tf.distribute strategy name (models/distribute.py).
+        beam_args: Beam pipeline arguments.
+        overrides: Hyper-parameters overriding the profile's.
+        kubeflow_image: Container image for Kubeflow components.
+        kubeflow_root: pipeline_root on the cluster (a bucket path).
+        kubeflow_data: The data path as the cluster sees it.
+    """
+
+    model: str
+    profile: str = 'smoke'
+    data: Optional[str] = None
+    home: str = DEFAULT_HOME
+    strategy: Optional[str] = None
+    beam_args: Tuple[str, ...] = ()
+    overrides: Tuple[Tuple[str, Any], ...] = ()
+    kubeflow_image: str = DEFAULT_IMAGE
+    kubeflow_root: str = 'gs://YOUR_BUCKET/tfx'
+    kubeflow_data: Optional[str] = None
+
+    @property
+    def family(self) -> ModelFamily:
+        return MODELS[self.model]
+
+    @property
+    def data_path(self) -> str:
+        return os.path.abspath(self.data or self.family.default_data)
+
+    @property
+    def home_path(self) -> str:
+        return os.path.abspath(self.home)
+
+    @property
+    def pipeline_name(self) -> str:
+        return f'{self.model}-pipeline'
+
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.home_path, 'pipelines', self.pipeline_name)
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.home_path, 'metadata.sqlite')
+
+    @property
+    def serving_base_path(self) -> str:
+        """`<home>/serving`: the model base paths TF Serving polls live here."""
+        return os.path.join(self.home_path, 'serving')
+
+    @property
+    def serving_model_dir(self) -> str:
+        """`<home>/serving/<model>`: Pusher writes `<version>/` below it."""
+        return os.path.join(self.serving_base_path, self.model)
+
+    @property
+    def effective_beam_args(self) -> List[str]:
+        return list(self.beam_args) or default_beam_args()
+
+    @property
+    def hyperparameters(self) -> Dict[str, Any]:
+        """Training defaults, then the profile's values, then overrides."""
+        params = {**TRAINING_DEFAULTS, **self.family.profiles[self.profile],
+                  **dict(self.overrides)}
+        if self.strategy:
+            params['strategy'] = self.strategy
+        return params

@@ -1,0 +1,177 @@
+"""`create_pipeline()`: the one place the TFX components are wired together.
+
+ExampleGen → StatisticsGen → SchemaGen → ExampleValidator → DataGate
+→ Transform → Trainer → Evaluator (vs. the last blessed model)
+→ ServingCheck → Pusher. The same pipeline serves every model family and
+both runners (local and Kubeflow).
+"""
+
+from typing import List, Optional
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.components import FileBasedExampleGen
+from tfx.dsl.components.base import executor_spec
+
+from components.data_gate import DataGate
+from components.example_gen import data_source
+from components.example_gen import executor as example_gen_executor
+from models import features
+from models import signatures
+from pipeline import configs
+from pipeline import summary
+
+SERVING_CHECK_SPLIT = data_source.TEST
+
+
+def example_gen_settings(config: configs.RunConfig,
+                         source: data_source.DataSource) -> dict:
+    """What the ExampleGen executor needs to read `source`."""
+    params = config.hyperparameters
+    return {
+        'format': source.format,
+        'class_names': list(source.class_names),
+        'eval_percent': configs.EVAL_PERCENT,
+        'test_percent': configs.TEST_PERCENT,
+        'max_examples_per_split': params.get('max_examples_per_split', 0),
+        'max_length': params.get('max_length', 0),
+        'on_bad_record': params.get('on_bad_record', configs.ON_BAD_RECORD),
+    }
+
+
+def eval_config(min_accuracy: float) -> tfma.EvalConfig:
+    """Accuracy on the test split, overall and per class.
+
+    The thresholds apply to the overall slice: at least `min_accuracy`, and
+    no worse than the last blessed model by more than MAX_ACCURACY_DROP.
+    """
+    threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(
+            lower_bound={'value': min_accuracy}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={'value': -configs.MAX_ACCURACY_DROP - 1e-10}))
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(
+            signature_name=signatures.DEFAULT_SIGNATURE,
+            label_key=features.LABEL_KEY,
+            prediction_key=signatures.SCORES_OUTPUT)],
+        slicing_specs=[tfma.SlicingSpec(),
+                       tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name='ExampleCount'),
+            tfma.MetricConfig(
+                class_name='SparseCategoricalAccuracy',
+                config=f'"name": "{summary.ACCURACY_METRIC}"',
+                per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+                    slicing_specs=[tfma.SlicingSpec()],
+                    threshold=threshold)]),
+        ])])
+
+
+def create_pipeline(config: configs.RunConfig,
+                    source: data_source.DataSource,
+                    metadata_connection_config=None,
+                    beam_pipeline_args: Optional[List[str]] = None,
+                    pipeline_root: Optional[str] = None,
+                    serving_model_dir: Optional[str] = None,
+                    serving_check: bool = True) -> tfx.dsl.Pipeline:
+    """Wires the TFX pipeline for `config.model` reading `source`.
+
+    Args:
+        config: The run's configuration.
+        source: The data to read (components/example_gen/data_source.py).
+        metadata_connection_config: ML Metadata connection (local runs).
+        beam_pipeline_args: Beam arguments (default: config's).
+        pipeline_root: Artifact root (default: config's, under home).
+        serving_model_dir: Where Pusher writes versions (default: config's).
+        serving_check: Whether to check the model in a model server before
+            pushing it (components/serving_check.py).
+    """
+    family = config.family
+    params = config.hyperparameters
+    transform_config = {'image_shape': params.get('image_shape'),
+                        'num_channels': source.num_channels}
+    trainer_config = {**params, 'class_names': list(source.class_names),
+                      'num_channels': source.num_channels}
+
+    example_gen = FileBasedExampleGen(
+        input_base=source.root,
+        input_config=tfx.proto.Input(splits=[
+            tfx.proto.Input.Split(name=name, pattern=pattern)
+            for name, pattern in source.split_patterns.items()]),
+        custom_config=example_gen_executor.settings_to_custom_config(
+            example_gen_settings(config, source)),
+        custom_executor_spec=executor_spec.BeamExecutorSpec(
+            example_gen_executor.Executor))
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs['examples'])
+    # Unshaped (VarLen) raw features: images and sequences of any size parse
+    # the same way in Transform and in serving.
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs['statistics'],
+        infer_feature_shape=False)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs['statistics'],
+        schema=schema_gen.outputs['schema'])
+    data_gate = DataGate(anomalies=example_validator.outputs['anomalies'])
+
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs['examples'],
+        schema=schema_gen.outputs['schema'],
+        preprocessing_fn=family.preprocessing_fn,
+        custom_config=transform_config,
+        splits_config=tfx.proto.SplitsConfig(
+            analyze=[data_source.TRAIN],
+            transform=[data_source.TRAIN, data_source.EVAL]))
+    transform.add_upstream_node(data_gate)
+
+    trainer = tfx.components.Trainer(
+        run_fn=family.run_fn,
+        examples=transform.outputs['transformed_examples'],
+        transform_graph=transform.outputs['transform_graph'],
+        schema=schema_gen.outputs['schema'],
+        train_args=tfx.proto.TrainArgs(splits=[data_source.TRAIN]),
+        eval_args=tfx.proto.EvalArgs(splits=[data_source.EVAL]),
+        custom_config=trainer_config)
+
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id('latest_blessed_model_resolver')
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs['examples'],
+        model=trainer.outputs['model'],
+        baseline_model=model_resolver.outputs['model'],
+        example_splits=[data_source.TEST],
+        eval_config=eval_config(float(params['min_accuracy'])))
+
+    components = [example_gen, statistics_gen, schema_gen, example_validator,
+                  data_gate, transform, trainer, model_resolver, evaluator]
+    push_inputs = dict(model=trainer.outputs['model'],
+                       model_blessing=evaluator.outputs['blessing'])
+    if serving_check:
+        from components.serving_check import ServingCheck  # pylint: disable=import-outside-toplevel
+        check = ServingCheck(model=trainer.outputs['model'],
+                             examples=example_gen.outputs['examples'],
+                             split=SERVING_CHECK_SPLIT, model_name=config.model)
+        check.add_upstream_node(evaluator)
+        components.append(check)
+        push_inputs['infra_blessing'] = check.outputs['blessing']
+    pusher = tfx.components.Pusher(
+        **push_inputs,
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=serving_model_dir or config.serving_model_dir)))
+    components.append(pusher)
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=pipeline_root or config.pipeline_root,
+        components=components,
+        enable_cache=True,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args or config.effective_beam_args)

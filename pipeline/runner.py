@@ -1,0 +1,172 @@
+"""Runs the pipeline locally (LocalDagRunner, ML Metadata in SQLite) or
+compiles it for Kubeflow Pipelines (KubeflowV2DagRunner)."""
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import os
+import sys
+import time
+from typing import Any, Dict, Iterator, Optional, TextIO
+
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+from tfx.dsl.compiler import constants
+from tfx.orchestration import metadata
+from tfx.orchestration.local import runner_utils
+from tfx.orchestration.portable import launcher
+from tfx.orchestration.portable import runtime_parameter_utils
+from tfx.orchestration.portable import tfx_runner
+from tfx.proto.orchestration import pipeline_pb2
+
+from components.example_gen import data_source
+from pipeline import configs
+from pipeline import pipeline as pipeline_lib
+from pipeline import summary
+
+
+class ProgressDagRunner(tfx_runner.IrBasedRunner):
+    """LocalDagRunner's loop, printing each component as it starts and ends.
+
+    It runs the nodes in topological order with TFX's own Launcher, exactly
+    as LocalDagRunner does, and also records each component's wall time and
+    whether ML Metadata's cache answered for it.
+    """
+
+    def __init__(self, out: TextIO = sys.stderr):
+        super().__init__()
+        self._out = out
+        self.run_id = ''
+        self.timings: Dict[str, float] = {}
+
+    def _say(self, text: str) -> None:
+        print(f'[{time.strftime("%H:%M:%S")}] {text}', file=self._out,
+              flush=True)
+
+    def run_with_ir(self, pipeline: pipeline_pb2.Pipeline,
+                    run_options: Optional[pipeline_pb2.RunOptions] = None
+                    ) -> None:
+        """Runs every node of the compiled pipeline, in order."""
+        if run_options is not None:
+            raise ValueError('partial runs are not supported here')
+        self.run_id = datetime.datetime.now().isoformat()
+        runtime_parameter_utils.substitute_runtime_parameter(
+            pipeline, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: self.run_id})
+        deployment = runner_utils.extract_local_deployment_config(pipeline)
+        connection = getattr(
+            deployment.metadata_connection_config,
+            deployment.metadata_connection_config.WhichOneof(
+                'connection_config'))
+        for node in pipeline.nodes:
+            pipeline_node = node.pipeline_node
+            node_id = pipeline_node.node_info.id
+            component_launcher = launcher.Launcher(
+                pipeline_node=pipeline_node,
+                mlmd_connection=metadata.Metadata(connection),
+                pipeline_info=pipeline.pipeline_info,
+                pipeline_runtime_spec=pipeline.runtime_spec,
+                executor_spec=runner_utils.extract_executor_spec(
+                    deployment, node_id),
+                custom_driver_spec=runner_utils.extract_custom_driver_spec(
+                    deployment, node_id))
+            self._say(f'{node_id} ...')
+            started = time.monotonic()
+            execution = component_launcher.launch()
+            seconds = time.monotonic() - started
+            self.timings[node_id] = round(seconds, 1)
+            cached = execution is not None and _was_cached(
+                connection, execution.execution_id)
+            self._say(f'{node_id} done in {seconds:.1f} s'
+                      f'{" (cached)" if cached else ""}')
+
+
+def _was_cached(connection, execution_id: int) -> bool:
+    with metadata.Metadata(connection) as handle:
+        [execution] = handle.store.get_executions_by_id([execution_id])
+    return execution.last_known_state == metadata_store_pb2.Execution.CACHED
+
+
+@contextlib.contextmanager
+def _quiet_logs(verbose: bool) -> Iterator[None]:
+    """Keeps TFX's, Beam's and TensorFlow's INFO and WARNING lines off the
+    console unless `verbose`; errors still show."""
+    if verbose:
+        logging.getLogger('absl').setLevel(logging.INFO)
+        yield
+        return
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(old_level)
+
+
+def metadata_config(config: configs.RunConfig):
+    """ML Metadata in SQLite under the run's home."""
+    os.makedirs(config.home_path, exist_ok=True)
+    return tfx.orchestration.metadata.sqlite_metadata_connection_config(
+        config.metadata_path)
+
+
+def run_local(config: configs.RunConfig, out: TextIO = sys.stderr,
+              verbose: bool = False,
+              serving_check: bool = True,
+              started: Optional[float] = None) -> Dict[str, Any]:
+    """Runs one pipeline run with LocalDagRunner's loop (ProgressDagRunner).
+
+    Args:
+        config: The run's configuration.
+        out: Where progress lines go.
+        verbose: Show TFX's, Beam's and TensorFlow's logs.
+        serving_check: Check the model in a model server before pushing.
+        started: time.monotonic() when the job started (default: now).
+
+    Returns:
+        The run's summary (pipeline/summary.py): model, profile, blessed,
+        pushed_model, accuracy, wall_seconds, ...
+    """
+    started = time.monotonic() if started is None else started
+    source = data_source.detect(config.data_path, config.family.kind)
+    connection = metadata_config(config)
+    tfx_pipeline = pipeline_lib.create_pipeline(
+        config, source, metadata_connection_config=connection,
+        serving_check=serving_check)
+    runner = ProgressDagRunner(out)
+    with _quiet_logs(verbose):
+        runner.run(tfx_pipeline)
+    store = metadata_store.MetadataStore(connection)
+    result = summary.run_summary(store, runner.run_id)
+    return {'model': config.model, 'profile': config.profile, **result,
+            'wall_seconds': round(time.monotonic() - started, 1),
+            'component_seconds': runner.timings}
+
+
+def compile_kubeflow(config: configs.RunConfig, output: str,
+                     data_path: Optional[str] = None) -> str:
+    """Writes the pipeline as a Kubeflow Pipelines (v2) PipelineJob JSON.
+
+    The data layout is read from `config.data_path` here; on the cluster the
+    same layout is read from `config.kubeflow_data` (default: the same path).
+
+    Returns:
+        The path written.
+    """
+    source = data_source.detect(data_path or config.data_path,
+                                config.family.kind)
+    if config.kubeflow_data:
+        source = dataclasses.replace(source, root=config.kubeflow_data)
+    tfx_pipeline = pipeline_lib.create_pipeline(
+        config, source, pipeline_root=config.kubeflow_root,
+        serving_model_dir=f'{config.kubeflow_root}/serving/{config.model}')
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=config.kubeflow_image),
+        output_dir=os.path.dirname(os.path.abspath(output)),
+        output_filename=os.path.basename(output))
+    runner.run(tfx_pipeline, write_out=True)
+    return output
+

@@ -1,0 +1,76 @@
+"""What a pipeline run did, read back from ML Metadata.
+
+The final JSON line of `python -m pipeline run` comes from here: whether the
+model was blessed, where it was pushed, its test accuracy, the span read.
+"""
+
+from typing import Any, Dict, List, Optional
+
+import tensorflow_model_analysis as tfma
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT,
+                  metadata_store_pb2.Event.DECLARED_OUTPUT)
+ACCURACY_METRIC = 'accuracy'
+
+
+def run_outputs(store: metadata_store.MetadataStore, run_id: str
+                ) -> Dict[str, List[metadata_store_pb2.Artifact]]:
+    """Artifact type name -> artifacts output by one run's executions
+    (cached executions included)."""
+    context = store.get_context_by_type_and_name('pipeline_run', run_id)
+    if context is None:
+        raise LookupError(f'no pipeline run {run_id!r} in ML Metadata')
+    executions = store.get_executions_by_context(context.id)
+    events = store.get_events_by_execution_ids([e.id for e in executions])
+    artifact_ids = sorted({e.artifact_id for e in events
+                           if e.type in _OUTPUT_EVENTS})
+    outputs: Dict[str, List[metadata_store_pb2.Artifact]] = {}
+    artifacts = store.get_artifacts_by_id(artifact_ids)
+    types = {t.id: t.name for t in store.get_artifact_types_by_id(
+        list({a.type_id for a in artifacts}))}
+    for artifact in artifacts:
+        outputs.setdefault(types[artifact.type_id], []).append(artifact)
+    return outputs
+
+
+def _property(artifact, name: str) -> Any:
+    for properties in (artifact.custom_properties, artifact.properties):
+        if name in properties:
+            value = properties[name]
+            return getattr(value, value.WhichOneof('value'))
+    return None
+
+
+def accuracy(evaluation_uri: str) -> Optional[float]:
+    """The candidate model's overall accuracy in an Evaluator output."""
+    for metrics in tfma.load_metrics(evaluation_uri):
+        if metrics.slice_key.single_slice_keys:
+            continue
+        for entry in metrics.metric_keys_and_values:
+            key = entry.key
+            if (key.name == ACCURACY_METRIC and not key.is_diff and
+                    key.model_name in ('', 'candidate')):
+                return round(entry.value.double_value.value, 4)
+    return None
+
+
+def run_summary(store: metadata_store.MetadataStore, run_id: str
+                ) -> Dict[str, Any]:
+    """blessed, pushed_model, accuracy and span of one pipeline run."""
+    outputs = run_outputs(store, run_id)
+    blessing = (outputs.get('ModelBlessing') or [None])[-1]
+    evaluation = (outputs.get('ModelEvaluation') or [None])[-1]
+    pushed = (outputs.get('PushedModel') or [None])[-1]
+    infra = (outputs.get('InfraBlessing') or [None])[-1]
+    examples = (outputs.get('Examples') or [None])[0]
+    blessed = bool(blessing and _property(blessing, 'blessed'))
+    return {
+        'blessed': blessed and (infra is None or
+                                bool(_property(infra, 'blessed'))),
+        'pushed_model': (_property(pushed, 'pushed_destination')
+                         if pushed and _property(pushed, 'pushed') else None),
+        'accuracy': accuracy(evaluation.uri) if evaluation else None,
+        'span': _property(examples, 'span') if examples else None,
+    }

@@ -1,0 +1,16 @@
+"""Test set-up shared by every test: the environment TFX 1.16 needs, and two
+logical CPU devices so that MirroredStrategy has two replicas to mirror over.
+"""
+
+import os
+import warnings
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+warnings.filterwarnings('ignore', category=FutureWarning)
+
+from models import distribute  # pylint: disable=wrong-import-position
+
+# Devices must be split before TensorFlow initializes them, i.e. before any
+# test runs an op.
+distribute.split_cpu(2)

@@ -1,0 +1,394 @@
+"""In-process tests of the server's pieces (no server process, fast)."""
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow.core.framework import tensor_pb2
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import batching
+from serving import config as config_lib
+from serving import errors
+from serving import flags as flags_lib
+from serving import json_codec
+from serving import manager as manager_lib
+from serving import servable as servable_lib
+from serving import tensors
+
+
+# -------------------------------------------------------------------- flags
+
+def test_flags_both_forms_and_defaults():
+    flags = flags_lib.parse(['--port', '9000', '--rest_api_port=9001',
+                             '--enable_batching', '--model_name', 'm',
+                             '--enable_model_warmup=false'])
+    assert (flags.port, flags.rest_api_port, flags.model_name) == (9000, 9001,
+                                                                   'm')
+    assert flags.enable_batching and not flags.enable_model_warmup
+    assert flags.file_system_poll_wait_seconds == 1
+    assert flags.max_num_load_retries == 5
+    assert flags.host == '127.0.0.1'
+    assert flags.saved_model_tags == 'serve'
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--nope=1'], 'unknown argument'),
+    (['positional'], 'unknown argument'),
+    (['--port'], 'Missing value'),
+    (['--port=x'], 'Illegal value'),
+    (['--enable_batching=maybe'], 'Illegal value'),
+    (['--use_tflite_model'], 'TFLite'),
+])
+def test_flags_errors(argv, message):
+    with pytest.raises(flags_lib.FlagError, match=message):
+        flags_lib.parse(argv)
+
+
+def test_grpc_channel_arguments():
+    assert flags_lib.grpc_channel_arguments(
+        'grpc.max_connection_age_ms=2000,grpc.primary_user_agent=x') == [
+            ('grpc.max_connection_age_ms', 2000),
+            ('grpc.primary_user_agent', 'x')]
+
+
+# ------------------------------------------------------------------- config
+
+def test_batching_parameters_defaults_and_values():
+    options = config_lib.parse_batching_parameters('')
+    assert options.max_batch_size == 1000
+    assert options.batch_timeout_micros == 0
+    assert options.max_enqueued_batches == 10
+    options = config_lib.parse_batching_parameters(
+        'max_batch_size { value: 4 } batch_timeout_micros { value: 7 } '
+        'allowed_batch_sizes: 2 allowed_batch_sizes: 4 '
+        'pad_variable_length_inputs: true some_future_field: 3')
+    assert options.max_batch_size == 4
+    assert options.allowed_batch_sizes == (2, 4)
+    assert options.pad_variable_length_inputs
+
+
+@pytest.mark.parametrize('text', [
+    'max_batch_size { value: 8 } allowed_batch_sizes: 4',
+    'max_batch_size { value: 8 } allowed_batch_sizes: 8 allowed_batch_sizes: 4',
+    'max_batch_size { value: 0 }',
+    'max_batch_size: 3',
+])
+def test_batching_parameters_rejected(text):
+    with pytest.raises(errors.ServingError):
+        config_lib.parse_batching_parameters(text)
+
+
+def test_monitoring_config(tmp_path):
+    path = tmp_path / 'm.config'
+    path.write_text('prometheus_config { enable: true }')
+    assert config_lib.read_monitoring_path(str(path)) == (
+        '/monitoring/prometheus/metrics')
+    path.write_text('prometheus_config { enable: true path: "/m" }')
+    assert config_lib.read_monitoring_path(str(path)) == '/m'
+    path.write_text('prometheus_config { enable: false path: "/m" }')
+    assert config_lib.read_monitoring_path(str(path)) is None
+
+
+# ------------------------------------------------------------------ tensors
+
+def test_to_ndarray_follows_tensor_from_proto():
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
+    proto.tensor_shape.dim.add().size = 4
+    proto.float_val.extend([1.0, 2.0])
+    assert tensors.to_ndarray(proto, 'x').tolist() == [1.0, 2.0, 2.0, 2.0]
+    proto.ClearField('float_val')
+    assert tensors.to_ndarray(proto, 'x').tolist() == [0.0] * 4
+    packed = tf.make_tensor_proto(np.arange(6, dtype=np.int64).reshape(2, 3))
+    assert tensors.to_ndarray(packed, 'x').tolist() == [[0, 1, 2], [3, 4, 5]]
+    packed.tensor_content = packed.tensor_content[:-1]
+    with pytest.raises(errors.ServingError, match='tensor parsing error: x'):
+        tensors.to_ndarray(packed, 'x')
+    strings = tf.make_tensor_proto([[b'a', b'b']])
+    assert tensors.to_ndarray(strings, 's').tolist() == [[b'a', b'b']]
+
+
+@pytest.mark.parametrize('array', [
+    np.array([[1.5, -2.0]], np.float32), np.array([1, 2], np.int8),
+    np.array([True, False]), np.array([[b'x', b'yz']], dtype=object),
+    np.array([1.5], np.float16), np.array([2**40], np.int64),
+    np.array([1 + 2j], np.complex64),
+])
+def test_fill_proto_round_trips(array):
+    proto = tensors.to_proto(array)
+    if array.dtype != np.complex64:
+        assert not proto.tensor_content
+    back = tf.make_ndarray(proto)
+    assert back.tolist() == array.tolist()
+
+
+# --------------------------------------------------------------------- JSON
+
+def test_json_floats_print_like_tf_serving():
+    values = np.array([0.1, 1.0, 1e-5, 9e6, 0.123456789, np.nan, -np.inf,
+                       16777216.0], np.float32)
+    assert json_codec._tokens(values, False) == [
+        '0.1', '1.0', '1e-05', '9e+06', '0.123456791', 'NaN', '-Infinity',
+        '16777216.0']
+
+
+def _specs(**dtypes):
+    return {k: servable_lib.TensorSpec(v, None) for k, v in dtypes.items()}
+
+
+def test_json_instances_and_inputs():
+    specs = _specs(a=types_pb2.DT_FLOAT, b=types_pb2.DT_STRING)
+    arrays, fmt = json_codec.predict_inputs(
+        {'instances': [{'a': [1, 2.5], 'b': {'b64': 'aGk='}},
+                       {'a': [3, 4], 'b': 'yo'}]}, specs)
+    assert fmt == json_codec.ROW
+    assert arrays['a'].dtype == np.float32 and arrays['a'].shape == (2, 2)
+    assert arrays['b'].tolist() == [b'hi', b'yo']
+    arrays, fmt = json_codec.predict_inputs(
+        {'inputs': {'a': 1.5, 'b': ['x']}}, specs)
+    assert fmt == json_codec.COLUMNAR and arrays['a'].shape == ()
+
+
+@pytest.mark.parametrize('doc, dtype, message', [
+    ({'instances': [[1, 2], [3]]}, types_pb2.DT_FLOAT, 'Expecting tensor size'),
+    ({'instances': [1.5]}, types_pb2.DT_INT32, 'not of expected type: int32'),
+    ({'instances': [True]}, types_pb2.DT_INT64, 'not of expected type: int64'),
+    ({'instances': [16777217]}, types_pb2.DT_FLOAT, 'without loss of precision'),
+    ({'instances': [2**31]}, types_pb2.DT_INT32, 'not of expected type'),
+    ({'inputs': [[1], 2]}, types_pb2.DT_FLOAT, 'found at incorrect level'),
+    ({'inputs': [[1], [2, 3]]}, types_pb2.DT_FLOAT, 'unexpected size'),
+    ({'instances': [{'c': 1}]}, types_pb2.DT_FLOAT,
+     'does not have named input: c'),
+    ({'instances': [{'b64': 3}]}, types_pb2.DT_STRING,
+     'does not have named input: b64'),
+    ({'instances': [[{'b64': 3}]]}, types_pb2.DT_STRING,
+     'not formatted correctly for base64'),
+    ({'instances': [['a']]}, types_pb2.DT_HALF, 'Conversion of JSON Value'),
+    ({'instances': [{'b64': 'a', 'x': 1}]}, types_pb2.DT_STRING,
+     'does not have named input'),
+])
+def test_json_errors(doc, dtype, message):
+    with pytest.raises(errors.ServingError, match=message) as info:
+        json_codec.predict_inputs(doc, _specs(x=dtype))
+    assert info.value.code == errors.Code.INVALID_ARGUMENT
+
+
+def test_json_predict_response_layouts():
+    outputs = {'scores': np.array([[0.5, 0.25]], np.float32),
+               'label_bytes': np.array([b'\x00\x01'], dtype=object)}
+    assert json_codec.predict_response(outputs, json_codec.ROW) == (
+        '{"predictions": [{"label_bytes": {"b64": "AAE="}, '
+        '"scores": [0.5, 0.25]}]}')
+    assert json_codec.predict_response(outputs, json_codec.COLUMNAR) == (
+        '{"outputs": {"label_bytes": [{"b64": "AAE="}], '
+        '"scores": [[0.5, 0.25]]}}')
+    with pytest.raises(errors.ServingError, match='inconsistent batch size'):
+        json_codec.predict_response(
+            {'a': np.zeros([2]), 'b': np.zeros([3])}, json_codec.ROW)
+
+
+def test_json_examples():
+    from tensorflow_serving.apis import classification_pb2
+    request = classification_pb2.ClassificationRequest()
+    json_codec.fill_examples({'context': {'c': 'x'}, 'examples': [
+        {'f': [1.5, 2.0], 'i': 3, 'b': {'b64': 'AA=='}, 't': True}]}, request)
+    example = request.input.example_list_with_context.examples[0]
+    features = example.features.feature
+    assert list(features['f'].float_list.value) == [1.5, 2.0]
+    assert list(features['i'].int64_list.value) == [3]
+    assert list(features['b'].bytes_list.value) == [b'\x00']
+    assert list(features['t'].int64_list.value) == [1]
+
+
+# ----------------------------------------------------------------- batching
+
+def _batcher(**kwargs) -> batching.BatchScheduler:
+    return batching.BatchScheduler(config_lib.BatchingOptions(**kwargs))
+
+
+def test_batcher_merges_pads_and_splits():
+    scheduler = _batcher(max_batch_size=8, batch_timeout_micros=50000,
+                         num_batch_threads=1, allowed_batch_sizes=(4, 8))
+    seen = []
+
+    def run(inputs):
+        seen.append(inputs['x'].shape[0])
+        return {'y': inputs['x'] * 2}
+
+    calls = [lambda i=i: scheduler.run('m', 'k', run, {
+        'x': np.full((1 + i % 2, 3), i, np.float32)}) for i in range(4)]
+    results = [None] * 4
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+        i, calls[i]())) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, result in enumerate(results):
+        assert result['y'].tolist() == np.full((1 + i % 2, 3), 2 * i).tolist()
+    assert sum(seen) >= 6 and all(s in (4, 8) for s in seen)
+    big = scheduler.run('m', 'k', run, {'x': np.arange(20.0).reshape(20, 1)})
+    assert big['y'].ravel().tolist() == list(np.arange(20.0) * 2)
+    scheduler.stop()
+
+
+def test_batcher_rejects_scalars_and_unequal_batches():
+    scheduler = _batcher(num_batch_threads=1)
+    with pytest.raises(errors.ServingError, match='at least one dimension'):
+        scheduler.run('m', 'k', lambda x: x, {'x': np.float32(1)})
+    with pytest.raises(errors.ServingError, match='equal 0th-dimension'):
+        scheduler.run('m', 'k', lambda x: x, {'x': np.zeros(2),
+                                               'y': np.zeros(3)})
+    scheduler.stop()
+
+
+def test_batcher_queue_full_is_unavailable():
+    scheduler = _batcher(max_batch_size=1, max_enqueued_batches=1,
+                         num_batch_threads=1)
+    release = threading.Event()
+
+    def slow(inputs):
+        release.wait(5)
+        return inputs
+
+    first = threading.Thread(target=scheduler.run,
+                             args=('m', 'k', slow, {'x': np.zeros(1)}))
+    first.start()
+    time.sleep(0.2)  # The first task is running; the queue is empty.
+    second = threading.Thread(target=scheduler.run,
+                              args=('m', 'k', slow, {'x': np.zeros(1)}))
+    second.start()
+    time.sleep(0.2)
+    with pytest.raises(errors.ServingError) as info:
+        scheduler.run('m', 'k', slow, {'x': np.zeros(1)})
+    assert info.value.code == errors.Code.UNAVAILABLE
+    release.set()
+    first.join()
+    second.join()
+    scheduler.stop()
+
+
+# ------------------------------------------------------------------ manager
+
+class _FakeServable:
+    def __init__(self, name, version):
+        self.name, self.version = name, version
+        self.closed = False
+
+    def acquire(self):
+        return not self.closed
+
+    def release(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+def _manager(tmp_path: Path, versions, policy='', fail=(), labels='',
+             allow=False):
+    base = tmp_path / 'm'
+    for version in versions:
+        (base / str(version)).mkdir(parents=True)
+        (base / str(version) / 'saved_model.pb').write_bytes(b'')
+    events = []
+
+    def load(name, version, path):
+        events.append(('load', version))
+        if version in fail:
+            raise errors.ServingError(errors.Code.DATA_LOSS, 'corrupt')
+        return _FakeServable(name, version)
+
+    manager = manager_lib.ModelManager(load, manager_lib.ManagerOptions(
+        poll_seconds=0, settle_seconds=0, max_load_retries=1,
+        load_retry_interval=0.01, allow_labels_for_unavailable=allow))
+    config = text_format.Parse(
+        f'model_config_list {{ config {{ name: "m" base_path: "{base}" '
+        f'model_platform: "tensorflow" {policy} {labels} }} }}',
+        model_server_config_pb2.ModelServerConfig())
+    return manager, config, base, events
+
+
+def _states(manager):
+    return [(s.version, manager_lib.STATE_NAMES[s.state])
+            for s in manager.version_status('m')]
+
+
+def _wait(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, 'timed out'
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize('policy, expected', [
+    ('', [(5, 'AVAILABLE')]),
+    ('model_version_policy { latest { num_versions: 2 } }',
+     [(5, 'AVAILABLE'), (3, 'AVAILABLE')]),
+    ('model_version_policy { all {} }',
+     [(5, 'AVAILABLE'), (3, 'AVAILABLE'), (1, 'AVAILABLE')]),
+    ('model_version_policy { specific { versions: 1 versions: 3 } }',
+     [(3, 'AVAILABLE'), (1, 'AVAILABLE')]),
+])
+def test_manager_version_policies(tmp_path, policy, expected):
+    manager, config, _, events = _manager(tmp_path, [1, 3, 5], policy)
+    manager.reload(config)
+    _wait(lambda: _states(manager) == expected)
+    assert events[0] == ('load', expected[0][0])  # Highest version first.
+    assert manager.acquire('m').version == expected[0][0]
+    manager.stop()
+
+
+def test_manager_swap_preserves_availability_and_failures_keep_old(tmp_path):
+    manager, config, base, events = _manager(tmp_path, [1], fail=(3,))
+    manager.reload(config)
+    old = manager.acquire('m')
+    (base / '2').mkdir()
+    (base / '2' / 'saved_model.pb').write_bytes(b'')
+    manager.poll()
+    _wait(lambda: _states(manager) == [(2, 'AVAILABLE'), (1, 'END')])
+    assert old.closed
+    (base / '3').mkdir()
+    (base / '3' / 'saved_model.pb').write_bytes(b'')
+    manager.poll()
+    _wait(lambda: dict(_states(manager)).get(3) == 'END')
+    assert events.count(('load', 3)) == 2  # One retry.
+    assert manager.acquire('m').version == 2
+    status = manager.version_status('m', 3)[0]
+    assert status.error.code == errors.Code.DATA_LOSS
+    with pytest.raises(errors.ServingError) as info:
+        manager.acquire('m', version=3)
+    assert info.value.code == errors.Code.NOT_FOUND
+    manager.stop()
+
+
+def test_manager_labels(tmp_path):
+    labels = 'version_labels { key: "stable" value: 1 }'
+    manager, config, _, _ = _manager(tmp_path, [1], labels=labels)
+    with pytest.raises(errors.ServingError) as info:
+        manager.reload(config)
+    assert info.value.code == errors.Code.FAILED_PRECONDITION
+    manager.stop()
+    manager, config, _, _ = _manager(tmp_path / 'b', [1], labels=labels,
+                                     allow=True)
+    manager.reload(config)
+    assert manager.acquire('m', label='stable').version == 1
+    with pytest.raises(errors.ServingError) as info:
+        manager.acquire('m', label='nope')
+    assert info.value.code == errors.Code.INVALID_ARGUMENT
+    manager.stop()
+
+
+def test_manager_ignores_incomplete_and_non_numeric_dirs(tmp_path):
+    manager, config, base, events = _manager(tmp_path, [1])
+    (base / '9').mkdir()  # No saved_model.pb.
+    (base / 'latest').mkdir()
+    manager.reload(config)
+    assert _states(manager) == [(1, 'AVAILABLE')]
+    assert events == [('load', 1)]
+    manager.stop()

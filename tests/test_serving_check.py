@@ -1,0 +1,379 @@
+"""Tests for components/serving_check.py: the executor runs for real.
+
+Each executor run starts a real model server subprocess on a tiny SavedModel
+built here with the project's serving contract (models/signatures.py).
+The tiny-model builders are shared with tests/serving/test_client_cli.py.
+"""
+
+import io
+import json
+import os
+from typing import List, Sequence
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from tensorflow_serving.apis import prediction_log_pb2
+from tfx.components.pusher import executor as pusher_executor
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
+from tfx.utils import proto_utils
+
+from components import serving_check
+from models import features
+from models import signatures
+
+IMAGE_CLASSES = ('dark', 'mid', 'light')
+SEQUENCE_CLASSES = ('down', 'flat', 'up')
+NUM_EXAMPLES = 5
+
+
+# --- Tiny models with the project's serving contract -----------------------
+
+def _classes_like(names: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+    return tf.tile(names[tf.newaxis], [batch, 1])
+
+
+class _ImageModel(tf.Module):
+    """Scores 3 classes from the mean brightness of a grayscale PNG."""
+
+    def __init__(self, broken: bool = False):
+        super().__init__()
+        self.names = tf.constant(IMAGE_CLASSES)
+        self.weights = tf.Variable([-8.0, 0.0, 8.0])
+        self.bias = tf.Variable([4.0, 2.0, -4.0])
+        self.broken = broken
+
+    def _outputs(self, images: tf.Tensor):
+        def brightness(image):
+            pixels = tf.io.decode_png(image, channels=1)
+            return tf.reduce_mean(tf.cast(pixels, tf.float32)) / 255.0
+
+        means = tf.map_fn(brightness, images,
+                          fn_output_signature=tf.float32)
+        scores = tf.nn.softmax(means[:, tf.newaxis] * self.weights + self.bias)
+        if self.broken:
+            scores = scores * float('nan')
+        return {signatures.SCORES_OUTPUT: scores,
+                signatures.CLASSES_OUTPUT: _classes_like(
+                    self.names, tf.shape(images)[0])}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def serve_examples(self, inputs):
+        parsed = tf.io.parse_example(inputs, {
+            features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+        return self._outputs(parsed[features.IMAGE_KEY])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def serve_images(self, images):
+        return self._outputs(images)
+
+
+class _SequenceModel(tf.Module):
+    """Scores 3 classes from the mean of a sequence's values.
+
+    Its lengths input is int32, to check that clients convert to the dtype
+    the model declares.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.names = tf.constant(SEQUENCE_CLASSES)
+        self.weights = tf.Variable([-3.0, 0.0, 3.0])
+        self.bias = tf.Variable([0.0, 1.0, 0.0])
+
+    def _outputs(self, means: tf.Tensor):
+        scores = tf.nn.softmax(means[:, tf.newaxis] * self.weights + self.bias)
+        return {signatures.SCORES_OUTPUT: scores,
+                signatures.CLASSES_OUTPUT: _classes_like(
+                    self.names, tf.shape(means)[0])}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def serve_examples(self, inputs):
+        parsed = tf.io.parse_example(inputs, {
+            features.SEQUENCE_KEY: tf.io.RaggedFeature(tf.float32)})
+        return self._outputs(
+            tf.reduce_mean(parsed[features.SEQUENCE_KEY], axis=1))
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, None, None], tf.float32),
+        tf.TensorSpec([None], tf.int32)])
+    def serve_sequences(self, sequences, lengths):
+        mask = tf.sequence_mask(lengths, tf.shape(sequences)[1],
+                                dtype=tf.float32)
+        total = tf.reduce_sum(sequences * mask[:, :, tf.newaxis], axis=[1, 2])
+        count = tf.cast(lengths * tf.shape(sequences)[2], tf.float32)
+        return self._outputs(total / count)
+
+
+def save_image_model(path: str, broken: bool = False) -> str:
+    """Saves a tiny image classifier SavedModel at `path`; returns `path`."""
+    module = _ImageModel(broken)
+    tf.saved_model.save(module, path, signatures={
+        signatures.DEFAULT_SIGNATURE: module.serve_examples,
+        signatures.IMAGE_SIGNATURE: module.serve_images})
+    return path
+
+
+def save_sequence_model(path: str) -> str:
+    """Saves a tiny sequence classifier SavedModel at `path`; returns `path`."""
+    module = _SequenceModel()
+    tf.saved_model.save(module, path, signatures={
+        signatures.DEFAULT_SIGNATURE: module.serve_examples,
+        signatures.SEQUENCE_SIGNATURE: module.serve_sequences})
+    return path
+
+
+def png_bytes(brightness: int, size: int = 6) -> bytes:
+    """A grayscale PNG of one brightness (0-255)."""
+    out = io.BytesIO()
+    Image.new('L', (size, size), brightness).save(out, format='PNG')
+    return out.getvalue()
+
+
+def image_examples(count: int) -> List[bytes]:
+    """Serialized image tf.Examples of increasing brightness."""
+    return [features.image_example(png_bytes(int(255 * i / max(count - 1, 1))),
+                                   i % len(IMAGE_CLASSES))
+            for i in range(count)]
+
+
+def sequence_examples(count: int, channels: int = 2) -> List[bytes]:
+    """Serialized sequence tf.Examples of different lengths."""
+    rng = np.random.default_rng(0)
+    return [features.sequence_example(
+        rng.normal(size=(3 + i, channels)).astype(np.float32), i % 3)
+            for i in range(count)]
+
+
+# --- Artifacts ---------------------------------------------------------------
+
+def _examples_artifact(root: str, records: Sequence[bytes],
+                       split: str = 'test') -> standard_artifacts.Examples:
+    examples = standard_artifacts.Examples()
+    examples.uri = root
+    examples.split_names = artifact_utils.encode_split_names(['train', split])
+    for name in ('train', split):
+        os.makedirs(os.path.join(root, f'Split-{name}'), exist_ok=True)
+        path = os.path.join(root, f'Split-{name}',
+                            'data_tfrecord-00000-of-00001.gz')
+        with tf.io.TFRecordWriter(path, options='GZIP') as writer:
+            for record in records:
+                writer.write(record)
+    return examples
+
+
+def _model_artifact(root: str) -> standard_artifacts.Model:
+    model = standard_artifacts.Model()
+    model.uri = root
+    return model
+
+
+def _run_check(tmp_path, name: str, model_root: str,
+               records: Sequence[bytes], timeout: int = 90
+               ) -> standard_artifacts.InfraBlessing:
+    blessing = standard_artifacts.InfraBlessing()
+    blessing.uri = str(tmp_path / f'{name}_blessing')
+    os.makedirs(blessing.uri)
+    serving_check.Executor().Do(
+        {serving_check.MODEL_KEY: [_model_artifact(model_root)],
+         serving_check.EXAMPLES_KEY: [_examples_artifact(
+             str(tmp_path / f'{name}_examples'), records)]},
+        {serving_check.BLESSING_KEY: [blessing]},
+        {serving_check.SPLIT_KEY: 'test',
+         serving_check.NUM_EXAMPLES_KEY: NUM_EXAMPLES,
+         serving_check.TIMEOUT_SECONDS_KEY: timeout,
+         serving_check.MODEL_NAME_KEY: name})
+    return blessing
+
+
+def _serving_dir(root) -> str:
+    return path_utils.serving_model_dir(str(root))
+
+
+def _read_warmup(model_dir: str) -> List[prediction_log_pb2.PredictionLog]:
+    path = path_utils.warmup_file_path(model_dir)
+    return [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(path)]
+
+
+def _not_blessed_reason(blessing) -> str:
+    with open(os.path.join(blessing.uri,
+                           serving_check.NOT_BLESSED_FILENAME)) as f:
+        return f.read()
+
+
+# --- Executor runs with a real server ---------------------------------------
+
+@pytest.fixture(scope='module')
+def image_blessing(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp('image')
+    model_root = tmp_path / 'model'
+    save_image_model(_serving_dir(model_root))
+    return _run_check(tmp_path, 'convnet', str(model_root),
+                      image_examples(NUM_EXAMPLES + 3))
+
+
+def test_good_image_model_is_blessed_with_warmup(image_blessing):
+    assert image_blessing.get_int_custom_property('blessed') == 1
+    assert image_blessing.get_int_custom_property('has_model') == 1
+    assert os.path.exists(os.path.join(image_blessing.uri,
+                                       serving_check.BLESSED_FILENAME))
+    stamped = path_utils.stamped_model_path(image_blessing.uri)
+    logs = _read_warmup(stamped)
+    # One Classify on serving_default, one Predict on serving_image.
+    assert [log.WhichOneof('log_type') for log in logs] == [
+        'classify_log', 'predict_log']
+    assert len(logs[0].classify_log.request.input.example_list.examples) == \
+        NUM_EXAMPLES
+    predict = logs[1].predict_log.request
+    assert predict.model_spec.signature_name == signatures.IMAGE_SIGNATURE
+    assert predict.inputs[signatures.IMAGE_INPUT].tensor_shape.dim[0].size == \
+        NUM_EXAMPLES
+
+
+def test_blessed_copy_loads_and_serves(image_blessing):
+    stamped = path_utils.stamped_model_path(image_blessing.uri)
+    loaded = tf.saved_model.load(stamped)
+    outputs = loaded.signatures[signatures.IMAGE_SIGNATURE](
+        images=tf.constant([png_bytes(255)]))
+    top = int(tf.argmax(outputs[signatures.SCORES_OUTPUT][0]))
+    assert outputs[signatures.CLASSES_OUTPUT][0, top].numpy() == b'light'
+
+
+def test_pusher_pushes_the_warmed_model(image_blessing, tmp_path):
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = str(tmp_path / 'pushed_model')
+    destination = pusher_pb2.PushDestination(
+        filesystem=pusher_pb2.PushDestination.Filesystem(
+            base_directory=str(tmp_path / 'serving' / 'convnet')))
+    pusher_executor.Executor().Do(
+        {'infra_blessing': [image_blessing]}, {'pushed_model': [pushed]},
+        {'push_destination': proto_utils.proto_to_json(destination)})
+    assert pushed.get_int_custom_property('pushed') == 1
+    version_dir = pushed.get_string_custom_property('pushed_destination')
+    assert os.path.exists(os.path.join(version_dir, 'saved_model.pb'))
+    assert len(_read_warmup(version_dir)) == 2
+
+
+def test_good_sequence_model_is_blessed(tmp_path):
+    model_root = tmp_path / 'model'
+    save_sequence_model(_serving_dir(model_root))
+    blessing = _run_check(tmp_path, 'rnn', str(model_root),
+                          sequence_examples(NUM_EXAMPLES))
+    assert blessing.get_int_custom_property('blessed') == 1, \
+        _not_blessed_reason(blessing)
+    logs = _read_warmup(path_utils.stamped_model_path(blessing.uri))
+    assert len(logs) == 2
+    request = logs[1].predict_log.request
+    assert request.model_spec.signature_name == signatures.SEQUENCE_SIGNATURE
+    assert request.inputs[signatures.LENGTH_INPUT].dtype == \
+        tf.int32.as_datatype_enum
+
+
+def test_model_returning_nan_is_not_blessed(tmp_path):
+    model_root = tmp_path / 'model'
+    save_image_model(_serving_dir(model_root), broken=True)
+    blessing = _run_check(tmp_path, 'nan', str(model_root),
+                          image_examples(NUM_EXAMPLES))
+    assert blessing.get_int_custom_property('blessed') == 0
+    assert not blessing.get_int_custom_property('has_model')
+    assert 'non-finite' in _not_blessed_reason(blessing)
+    assert not os.path.exists(path_utils.stamped_model_path(blessing.uri))
+
+
+def test_corrupt_model_is_not_blessed(tmp_path):
+    model_dir = _serving_dir(tmp_path / 'model')
+    save_image_model(model_dir)
+    with open(os.path.join(model_dir, 'saved_model.pb'), 'wb') as f:
+        f.write(b'this is not a SavedModel')
+    blessing = _run_check(tmp_path, 'corrupt', str(tmp_path / 'model'),
+                          image_examples(NUM_EXAMPLES), timeout=60)
+    assert blessing.get_int_custom_property('blessed') == 0
+    # Like tensorflow_model_server, the server refuses to start without it.
+    assert 'exited with status' in _not_blessed_reason(blessing)
+
+
+# --- Without a server --------------------------------------------------------
+
+def test_missing_saved_model_is_not_blessed(tmp_path):
+    os.makedirs(_serving_dir(tmp_path / 'model'))
+    blessing = _run_check(tmp_path, 'empty', str(tmp_path / 'model'),
+                          image_examples(2))
+    assert blessing.get_int_custom_property('blessed') == 0
+    assert 'saved_model.pb' in _not_blessed_reason(blessing)
+
+
+def test_missing_split_raises(tmp_path):
+    examples = _examples_artifact(str(tmp_path / 'examples'), image_examples(1),
+                                  split='eval')
+    with pytest.raises(ValueError):
+        serving_check.read_serialized_examples(examples, 'test', 4)
+
+
+def test_read_serialized_examples_limits(tmp_path):
+    records = image_examples(4)
+    examples = _examples_artifact(str(tmp_path / 'examples'), records)
+    assert serving_check.read_serialized_examples(examples, 'test', 3) == \
+        records[:3]
+
+
+def test_check_probability_rows():
+    good = [[0.2, 0.8], [0.5, 0.5]]
+    names = [('a', 'b'), ('a', 'b')]
+    serving_check.check_probability_rows('x', names, good, 2)
+    bad_cases = [
+        (names, good, 3, 'rows'),
+        (names, [[0.2, 0.9], [0.5, 0.5]], 2, 'probability'),
+        (names, [[float('inf'), 0.0], [0.5, 0.5]], 2, 'non-finite'),
+        ([('a', ''), ('a', 'b')], good, 2, 'empty class'),
+        ([('a', 'a'), ('a', 'b')], good, 2, 'repeats'),
+    ]
+    for classes, scores, batch, message in bad_cases:
+        with pytest.raises(serving_check.ModelCheckFailed, match=message):
+            serving_check.check_probability_rows('x', classes, scores, batch)
+
+
+def test_check_agreement():
+    serving_check.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
+                                  [{'a': 0.30005, 'b': 0.69995}])
+    with pytest.raises(serving_check.ModelCheckFailed, match='differ'):
+        serving_check.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
+                                      [{'a': 0.31, 'b': 0.69}])
+    with pytest.raises(serving_check.ModelCheckFailed, match='classes'):
+        serving_check.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
+                                      [{'a': 0.3, 'c': 0.7}])
+
+
+def test_component_compiles_for_kubeflow_v2(tmp_path):
+    from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
+    model = tfx.dsl.Importer(source_uri=str(tmp_path / 'model'),
+                             artifact_type=standard_artifacts.Model
+                             ).with_id('model_importer')
+    examples = tfx.dsl.Importer(source_uri=str(tmp_path / 'examples'),
+                                artifact_type=standard_artifacts.Examples
+                                ).with_id('examples_importer')
+    check = serving_check.ServingCheck(
+        model=model.outputs['result'], examples=examples.outputs['result'],
+        model_name='convnet', num_examples=4, timeout_seconds=60)
+    pusher = tfx.components.Pusher(
+        infra_blessing=check.outputs['blessing'],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=str(tmp_path / 'serving' / 'convnet'))))
+    pipeline = tfx.dsl.Pipeline(
+        pipeline_name='serving-check-test',
+        pipeline_root=str(tmp_path / 'root'),
+        components=[model, examples, check, pusher])
+    output = tmp_path / 'pipeline.json'
+    tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image='example/image:latest'),
+        output_filename=str(output)).run(pipeline, write_out=True)
+    spec = json.loads(output.read_text())
+    executors = spec['pipelineSpec']['deploymentSpec']['executors']
+    assert any('components.serving_check.Executor' in json.dumps(e)
+               for e in executors.values())
