@@ -32,7 +32,7 @@ def image_example(image: bytes, label: int) -> bytes:
         IMAGE_KEY: feature_pb2.Feature(
             bytes_list=feature_pb2.BytesList(value=[image])),
         LABEL_KEY: _int64(label),
-    })).SerializeToString()
+    })).SerializeToString(deterministic=True)
 
 
 def sequence_example(values: np.ndarray, label: int) -> bytes:
@@ -43,7 +43,7 @@ def sequence_example(values: np.ndarray, label: int) -> bytes:
             float_list=feature_pb2.FloatList(value=values.ravel())),
         LENGTH_KEY: _int64(values.shape[0]),
         LABEL_KEY: _int64(label),
-    })).SerializeToString()
+    })).SerializeToString(deterministic=True)
 
 
 def dense_column(feature: tf.Tensor, default: Any) -> tf.Tensor:

@@ -151,8 +151,6 @@ def create_pipeline(config: configs.RunConfig,
 
     components = [example_gen, statistics_gen, schema_gen, example_validator,
                   data_gate, transform, trainer, model_resolver, evaluator]
-    push_inputs = dict(model=trainer.outputs['model'],
-                       model_blessing=evaluator.outputs['blessing'])
     if serving_check:
         from components.serving_check import ServingCheck  # pylint: disable=import-outside-toplevel
         check = ServingCheck(model=trainer.outputs['model'],
@@ -160,8 +158,13 @@ def create_pipeline(config: configs.RunConfig,
                              split=SERVING_CHECK_SPLIT, model_name=config.model)
         check.add_upstream_node(evaluator)
         components.append(check)
-        push_inputs['infra_blessing'] = check.outputs['blessing']
+        # Given the infra blessing and no model, Pusher pushes the checked
+        # copy of the model, which carries the warmup requests.
+        push_inputs = dict(infra_blessing=check.outputs['blessing'])
+    else:
+        push_inputs = dict(model=trainer.outputs['model'])
     pusher = tfx.components.Pusher(
+        model_blessing=evaluator.outputs['blessing'],
         **push_inputs,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(

@@ -120,7 +120,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as e:  # pylint: disable=broad-except
         if not _is_expected(e):
             raise
-        print(f'error: {e}', file=sys.stderr)
+        # One line, even when the server's message has several.
+        message = ' '.join(line.strip() for line in str(e).splitlines())
+        print(f'error: {message}', file=sys.stderr)
         return _EXIT_ERROR
     return 0
 

@@ -33,7 +33,8 @@ def read_ts(pipeline: beam.Pipeline, settings: Dict[str, Any], pattern: str):
     return _read_sequences(
         pipeline, settings, pattern,
         lambda path, s: sequence_formats.read_ts(
-            path, max_length=s.get('max_length')))
+            path, max_length=int(s['max_length']) if s.get('max_length')
+            else None))
 
 
 def read_csv(pipeline: beam.Pipeline, settings: Dict[str, Any], pattern: str):

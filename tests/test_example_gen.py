@@ -1,0 +1,166 @@
+"""The ExampleGen executor run for real on Beam over every raw layout,
+including bad files: errors name the file, or (when configured) are skipped
+and counted."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfx.dsl.components.base import base_beam_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
+from tfx.types import standard_artifacts
+from tfx.utils import proto_utils
+
+from components.errors import InputDataError
+from components.example_gen import data_source
+from components.example_gen import executor
+from models import features
+from pipeline import configs
+from pipeline import pipeline as pipeline_lib
+from tests import datasets
+
+
+def run_example_gen(tmp_path, source, **settings):
+    """Runs the executor on `source`; returns split -> list of tf.Example."""
+    config = configs.RunConfig(model='convnet' if source.kind == 'images'
+                               else 'rnn', profile='full')
+    all_settings = {**pipeline_lib.example_gen_settings(config, source),
+                    **settings}
+    examples = standard_artifacts.Examples()
+    examples.uri = str(tmp_path / 'examples')
+    exec_properties = {
+        'input_base': source.root,
+        'input_config': proto_utils.proto_to_json(example_gen_pb2.Input(
+            splits=[example_gen_pb2.Input.Split(name=n, pattern=p)
+                    for n, p in source.split_patterns.items()])),
+        'output_config': proto_utils.proto_to_json(example_gen_pb2.Output()),
+        'custom_config': proto_utils.proto_to_json(
+            executor.settings_to_custom_config(all_settings)),
+        'output_data_format': example_gen_pb2.FORMAT_TF_EXAMPLE,
+    }
+    context = base_beam_executor.BaseBeamExecutor.Context(
+        tmp_dir=str(tmp_path / 'tmp'), unique_id='test',
+        beam_pipeline_args=['--direct_running_mode=in_memory'])
+    executor.Executor(context).Do({}, {'examples': [examples]},
+                                  exec_properties)
+    result = {}
+    for split in artifact_utils.decode_split_names(examples.split_names):
+        files = glob.glob(os.path.join(
+            artifact_utils.get_split_uri([examples], split), '*.gz'))
+        result[split] = [tf.train.Example.FromString(r.numpy()) for r in
+                         tf.data.TFRecordDataset(files, compression_type='GZIP')]
+    return result, examples
+
+
+def _labels(examples):
+    return sorted(e.features.feature[features.LABEL_KEY].int64_list.value[0]
+                  for e in examples)
+
+
+def test_idx_files_give_train_and_test_and_a_stable_eval_carved_from_train(
+        tmp_path):
+    folder = datasets.write_idx_dataset(str(tmp_path / 'idx'), train=60,
+                                        test=20, num_classes=10)
+    source = data_source.detect(folder, data_source.IMAGES)
+    assert source.format == 'idx'
+    assert source.class_names == tuple(str(i) for i in range(10))
+
+    splits, _ = run_example_gen(tmp_path / 'run1', source)
+    again, _ = run_example_gen(tmp_path / 'run2', source)
+
+    assert set(splits) == {'train', 'eval', 'test'}
+    assert len(splits['train']) + len(splits['eval']) == 60
+    assert 0 < len(splits['eval']) < 20
+    assert _labels(splits['test']) == sorted(np.arange(20) % 10)
+    assert _labels(again['eval']) == _labels(splits['eval'])
+    # The image is the PNG of the IDX pixels.
+    images, labels = datasets.images_with_labels(20, 10, seed=1)
+    by_label = {}
+    for example in splits['test']:
+        label = example.features.feature['label'].int64_list.value[0]
+        png = example.features.feature['image'].bytes_list.value[0]
+        by_label.setdefault(label, []).append(tf.io.decode_png(png).numpy())
+    assert any(np.array_equal(p[..., 0], images[0]) for p in by_label[labels[0]])
+
+
+def test_idx_label_out_of_range_fails_naming_the_labels_file(tmp_path):
+    folder = datasets.write_idx_dataset(str(tmp_path / 'idx'), num_classes=10)
+    (tmp_path / 'idx' / 'class_names.txt').write_text('a\nb\nc\n')
+    source = data_source.detect(folder, data_source.IMAGES)
+    assert source.class_names == ('a', 'b', 'c')
+    with pytest.raises(InputDataError) as error:
+        run_example_gen(tmp_path, source)
+    assert 'labels-idx1-ubyte.gz' in error.value.path
+    assert 'range' in str(error.value)
+
+
+def test_truncated_idx_file_fails_naming_the_file(tmp_path):
+    folder = datasets.write_idx_dataset(str(tmp_path / 'idx'))
+    images = os.path.join(folder, 't10k-images-idx3-ubyte.gz')
+    import gzip  # pylint: disable=import-outside-toplevel
+    with gzip.open(images, 'rb') as f:
+        data = f.read()
+    with gzip.open(images, 'wb') as f:
+        f.write(data[:-100])
+    source = data_source.detect(folder, data_source.IMAGES)
+    with pytest.raises(InputDataError) as error:
+        run_example_gen(tmp_path, source)
+    assert error.value.path == images
+    assert 'truncated' in error.value.reason
+
+
+def test_class_folders_with_a_corrupt_image_fail_or_skip_and_count(tmp_path):
+    root = datasets.write_class_folders(str(tmp_path / 'folders'),
+                                        ['cat', 'dog'], per_class=4)
+    corrupt = tmp_path / 'folders' / 'train' / 'dog' / 'broken.png'
+    corrupt.write_bytes(datasets.png_bytes(np.zeros((9, 9), np.uint8))[:40])
+    source = data_source.detect(root, data_source.IMAGES)
+    assert source.format == 'class_folders'
+    assert source.class_names == ('cat', 'dog')
+
+    with pytest.raises(InputDataError) as error:
+        run_example_gen(tmp_path / 'fail', source)
+    assert error.value.path.endswith('broken.png')
+
+    splits, examples = run_example_gen(tmp_path / 'skip', source,
+                                       on_bad_record='skip')
+    assert examples.get_int_custom_property(executor.BAD_RECORDS_PROPERTY) == 1
+    assert len(splits['train']) + len(splits['eval']) == 8
+    assert _labels(splits['test']) == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_ts_files_become_sequence_examples_with_their_real_lengths(tmp_path):
+    folder = datasets.write_ts_dataset(str(tmp_path / 'ts'), train=30, test=12)
+    source = data_source.detect(os.path.join(folder, 'Toy'),
+                                data_source.SEQUENCES)
+    assert (source.format, source.num_channels) == ('ts', 3)
+    assert source.class_names == ('a', 'b', 'c')
+
+    splits, _ = run_example_gen(tmp_path, source)
+
+    assert len(splits['test']) == 12
+    lengths = {}
+    for example in splits['test']:
+        feature = example.features.feature
+        length = feature[features.LENGTH_KEY].int64_list.value[0]
+        assert len(feature[features.SEQUENCE_KEY].float_list.value) == 3 * length
+        lengths[length] = True
+    assert len(lengths) > 1  # variable lengths kept, no padding
+
+
+def test_spans_are_found_and_patterns_carry_the_span_placeholder(tmp_path):
+    for span in (1, 2):
+        datasets.write_idx_dataset(str(tmp_path / 'data' / f'span-{span}'))
+    source = data_source.detect(str(tmp_path / 'data'), data_source.IMAGES)
+    assert source.has_spans
+    assert source.split_patterns['train'].startswith('span-{SPAN}/')
+
+
+def test_a_folder_without_data_is_a_clear_error(tmp_path):
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(InputDataError) as error:
+        data_source.detect(str(tmp_path / 'empty'), data_source.IMAGES)
+    assert str(tmp_path / 'empty') in str(error.value)

@@ -1,0 +1,154 @@
+"""End to end, as a user runs it: `python -m pipeline run` on small data sets
+(real Beam, real ML Metadata in SQLite, real SavedModels, the real serving
+check), for both models.
+
+Beam runs in-memory here: on data this small, spawning a worker process per
+core costs more than it saves.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import sequence_formats
+from models import features
+from models import signatures
+from tests import datasets
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST_BEAM = ['--beam-arg=--direct_running_mode=in_memory']
+
+
+def run_pipeline(*args):
+    """Runs the CLI; returns (summary dict or None, stderr)."""
+    process = subprocess.run(
+        [sys.executable, '-m', 'pipeline', 'run', *FAST_BEAM, *args],
+        cwd=REPO, capture_output=True, text=True, timeout=1200, check=False)
+    lines = [l for l in process.stdout.splitlines() if l.startswith('{')]
+    if process.returncode != 0 or not lines:
+        return None, process.stderr
+    return json.loads(lines[-1]), process.stderr
+
+
+@pytest.fixture(scope='module')
+def convnet_run(tmp_path_factory):
+    """One smoke run of the convnet pipeline on a small IDX data set."""
+    root = tmp_path_factory.mktemp('convnet')
+    data = datasets.write_idx_dataset(str(root / 'data'), train=400, test=100)
+    home = str(root / 'home')
+    summary, log = run_pipeline('--model', 'convnet', '--data', data,
+                                '--home', home, '--set', 'epochs=2')
+    assert summary is not None, log
+    return summary, data, home, log
+
+
+def _signature(model, name):
+    return model.signatures[name]
+
+
+def test_convnet_run_pushes_a_blessed_model_with_two_agreeing_signatures(
+        convnet_run):
+    summary, data, home, log = convnet_run
+    assert summary['model'] == 'convnet' and summary['profile'] == 'smoke'
+    assert summary['blessed'] is True
+    assert summary['accuracy'] > 0.5
+    pushed = summary['pushed_model']
+    assert os.path.dirname(pushed) == os.path.join(home, 'serving', 'convnet')
+    assert os.path.basename(pushed).isdigit()
+    # Progress lines name each component with its time.
+    assert 'Trainer done in' in log and 'ServingCheck done in' in log
+    # The serving check's warmup requests travel with the pushed model.
+    assert os.path.exists(os.path.join(
+        pushed, 'assets.extra', 'tf_serving_warmup_requests'))
+
+    model = tf.saved_model.load(pushed)
+    images, labels = datasets.images_with_labels(8, 10, seed=5)
+    pngs = [datasets.png_bytes(image) for image in images]
+    from_examples = _signature(model, signatures.DEFAULT_SIGNATURE)(
+        inputs=tf.constant([features.image_example(png, int(label))
+                            for png, label in zip(pngs, labels)]))
+    from_images = _signature(model, signatures.IMAGE_SIGNATURE)(
+        images=tf.constant(pngs))
+    np.testing.assert_allclose(from_examples[signatures.SCORES_OUTPUT],
+                               from_images[signatures.SCORES_OUTPUT],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        from_images[signatures.SCORES_OUTPUT].numpy().sum(axis=1), 1.0,
+        rtol=1e-5)
+    names = from_images[signatures.CLASSES_OUTPUT].numpy()[0]
+    assert [n.decode() for n in names] == [str(i) for i in range(10)]
+
+
+def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
+        convnet_run):
+    _, data, home, _ = convnet_run
+    summary, log = run_pipeline('--model', 'convnet', '--data', data,
+                                '--home', home, '--set', 'epochs=2')
+    assert summary is not None, log
+    for component in ('FileBasedExampleGen', 'Transform', 'Trainer'):
+        assert f'{component} done in' in log
+        assert any(line.endswith('(cached)') for line in log.splitlines()
+                   if f'] {component} done' in line), log
+    # Compared with itself as the baseline, the model is not worse.
+    assert summary['blessed'] is True
+
+
+def test_a_worse_model_is_not_pushed(convnet_run):
+    _, data, home, _ = convnet_run
+    versions = sorted(os.listdir(os.path.join(home, 'serving', 'convnet')))
+    # A learning rate of zero leaves the weights random: worse than blessed.
+    summary, log = run_pipeline('--model', 'convnet', '--data', data,
+                                '--home', home, '--set', 'epochs=1',
+                                '--set', 'learning_rate=0', '--set',
+                                'min_accuracy=0')
+    assert summary is not None, log
+    assert summary['blessed'] is False
+    assert summary['pushed_model'] is None
+    assert sorted(os.listdir(os.path.join(home, 'serving', 'convnet'))) == versions
+
+
+def test_rnn_run_pushes_a_model_whose_two_signatures_agree(tmp_path):
+    data = datasets.write_ts_dataset(str(tmp_path / 'data'), train=60, test=30)
+    summary, log = run_pipeline('--model', 'rnn', '--data', data,
+                                '--home', str(tmp_path / 'home'),
+                                '--set', 'epochs=8', '--set', 'units=[8]')
+    assert summary is not None, log
+    assert summary['blessed'] is True, log
+    model = tf.saved_model.load(summary['pushed_model'])
+
+    sequences = list(sequence_formats.read_ts(
+        os.path.join(data, 'Toy_TEST.ts')))[:6]
+    class_index = {'a': 0, 'b': 1, 'c': 2}
+    from_examples = _signature(model, signatures.DEFAULT_SIGNATURE)(
+        inputs=tf.constant([features.sequence_example(
+            s.values, class_index[s.label]) for s in sequences]))
+    longest = max(len(s.values) for s in sequences)
+    padded = np.zeros((len(sequences), longest, 3), np.float32)
+    for i, s in enumerate(sequences):
+        padded[i, :len(s.values)] = s.values
+    from_tensors = _signature(model, signatures.SEQUENCE_SIGNATURE)(
+        sequences=tf.constant(padded),
+        lengths=tf.constant([len(s.values) for s in sequences], tf.int64))
+    np.testing.assert_allclose(from_examples[signatures.SCORES_OUTPUT],
+                               from_tensors[signatures.SCORES_OUTPUT],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_bad_data_ends_the_run_with_one_line_naming_the_file(tmp_path):
+    data = datasets.write_idx_dataset(str(tmp_path / 'data'), train=40, test=10)
+    labels = os.path.join(data, 't10k-labels-idx1-ubyte.gz')
+    datasets.write_idx(labels, np.full(10, 12))  # labels out of range
+    process = subprocess.run(
+        [sys.executable, '-m', 'pipeline', 'run', *FAST_BEAM, '--model',
+         'convnet', '--data', data, '--home', str(tmp_path / 'home')],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert process.returncode == 2
+    last = process.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and labels in last, process.stderr
+    assert not glob.glob(str(tmp_path / 'home' / 'serving' / '*' / '*'))
