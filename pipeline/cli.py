@@ -3,6 +3,10 @@
     python -m pipeline run --model convnet [--profile smoke|full] [--data PATH]
         [--home DIR] [--strategy auto|mirrored|one_device|multi_worker]
     python -m pipeline compile --model convnet --target kubeflow --output FILE
+    python -m pipeline schedule --model M [--cron "EXPR"] [--on-new-data]
+        [--max-runs N]                       (runs locally, one at a time)
+    python -m pipeline submit --model M --target kubeflow --host URL
+    python -m pipeline schedule --model M --target kubeflow --host URL --cron "EXPR"
 
 `run` prints each component as it starts and ends, then one JSON line: model,
 profile, blessed, pushed_model, accuracy, wall_seconds (and more).
@@ -83,17 +87,47 @@ def build_parser() -> argparse.ArgumentParser:
                      help='push without checking the model in a server')
     run.add_argument('--verbose', action='store_true',
                      help='show TFX and Beam logs')
+    run.add_argument('--no-lock', action='store_true',
+                     help=argparse.SUPPRESS)  # The scheduler holds it.
 
     compile_ = commands.add_parser('compile', help='compile for Kubeflow')
     _add_run_config_flags(compile_)
     _add_kubeflow_flags(compile_)
     compile_.add_argument('--output', required=True,
                           help='the PipelineJob JSON file to write')
+
+    submit = commands.add_parser('submit', help='start a run on Kubeflow')
+    _add_run_config_flags(submit)
+    _add_kubeflow_flags(submit)
+    _add_kfp_client_flags(submit)
+
+    schedule = commands.add_parser(
+        'schedule', help='retrain on a cron schedule and/or on new data')
+    _add_run_config_flags(schedule)
+    _add_kubeflow_flags(schedule, target_default='local')
+    _add_kfp_client_flags(schedule, host_required=False)
+    schedule.add_argument('--cron', help='5-field cron expression')
+    schedule.add_argument('--on-new-data', action='store_true',
+                          help='run when a new span-N folder appears in --data')
+    schedule.add_argument('--poll-seconds', type=float, default=60.0,
+                          help='how often --on-new-data looks (default 60)')
+    schedule.add_argument('--max-runs', type=int, default=0,
+                          help='stop after N runs (default: never)')
     return parser
 
 
-def _add_kubeflow_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--target', default='kubeflow', choices=['kubeflow'])
+def _add_kfp_client_flags(parser: argparse.ArgumentParser,
+                          host_required: bool = True) -> None:
+    parser.add_argument('--host', required=host_required,
+                        help='Kubeflow Pipelines API endpoint URL')
+    parser.add_argument('--experiment', default='tfx-deep-pipelines')
+    parser.add_argument('--namespace', help='Kubeflow namespace')
+
+
+def _add_kubeflow_flags(parser: argparse.ArgumentParser,
+                        target_default: str = 'kubeflow') -> None:
+    parser.add_argument('--target', default=target_default,
+                        choices=sorted({'kubeflow', target_default}))
     parser.add_argument('--image', help='container image of the components '
                         f'(default: {configs.DEFAULT_IMAGE})')
     parser.add_argument('--pipeline-root', help='pipeline root on the cluster')
@@ -116,20 +150,73 @@ def _data_error(error: BaseException) -> Optional[BaseException]:
     return None
 
 
+def _run(args: argparse.Namespace) -> dict:
+    """The `run` command: one local run, under the pipeline's run lock so
+    that it never overlaps a scheduled run."""
+    from pipeline import runner  # pylint: disable=import-outside-toplevel
+    from pipeline import scheduler  # pylint: disable=import-outside-toplevel
+    config = _run_config(args)
+    lock = scheduler.RunLock(scheduler.lock_path(config.scheduler_state_dir))
+    if not args.no_lock and not lock.acquire(blocking=False):
+        print(f'waiting for the run in progress ({lock.holder()}) ...',
+              file=sys.stderr, flush=True)
+        lock.acquire(blocking=True)
+    try:
+        return runner.run_local(config, verbose=args.verbose,
+                                serving_check=not args.no_serving_check,
+                                started=_STARTED)
+    finally:
+        if not args.no_lock:
+            lock.release()
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    """The `submit` and `schedule` commands (pipeline/retrain.py)."""
+    from pipeline import retrain  # pylint: disable=import-outside-toplevel
+    config = _run_config(args)
+    if args.command == 'submit':
+        result = retrain.submit_kubeflow(config, args.host, args.experiment,
+                                         args.namespace)
+    elif args.target == 'kubeflow':
+        if not (args.host and args.cron):
+            raise SystemExit('schedule --target kubeflow needs --host and --cron')
+        result = retrain.schedule_kubeflow(config, args.host, args.experiment,
+                                           args.cron, args.namespace)
+    else:
+        if not (args.cron or args.on_new_data):
+            raise SystemExit('schedule needs --cron, --on-new-data, or both')
+        return retrain.schedule_local(config, _run_flags(args), args.cron,
+                                      args.on_new_data, args.max_runs,
+                                      args.poll_seconds)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def _run_flags(args: argparse.Namespace) -> List[str]:
+    """The `run` command line of the configuration `schedule` was given."""
+    flags = ['--model', args.model, '--profile', args.profile,
+             '--home', args.home, '--no-lock']
+    if args.data:
+        flags += ['--data', args.data]
+    if args.strategy:
+        flags += ['--strategy', args.strategy]
+    flags += [f'--beam-arg={arg}' for arg in args.beam_args]
+    flags += [f'--set={key}={json.dumps(value)}' for key, value in args.overrides]
+    return flags
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Runs the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == 'run':
-            from pipeline import runner  # pylint: disable=import-outside-toplevel
-            result = runner.run_local(_run_config(args), verbose=args.verbose,
-                                      serving_check=not args.no_serving_check,
-                                      started=_STARTED)
-            print(json.dumps(result), flush=True)
+            print(json.dumps(_run(args)), flush=True)
         elif args.command == 'compile':
             from pipeline import runner  # pylint: disable=import-outside-toplevel
             path = runner.compile_kubeflow(_run_config(args), args.output)
             print(json.dumps({'compiled': os.path.abspath(path)}), flush=True)
+        else:
+            return _retrain(args)
     except Exception as error:  # pylint: disable=broad-except
         data_error = _data_error(error)
         if data_error is None:

@@ -159,6 +159,11 @@ class RunConfig:
         return os.path.join(self.serving_base_path, self.model)
 
     @property
+    def scheduler_state_dir(self) -> str:
+        """Lock, span state and run history of this pipeline's scheduler."""
+        return os.path.join(self.home_path, 'scheduler', self.model)
+
+    @property
     def effective_beam_args(self) -> List[str]:
         return list(self.beam_args) or default_beam_args()
 

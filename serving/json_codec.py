@@ -72,6 +72,9 @@ def parse_body(body: bytes) -> Dict[str, Any]:
         raise errors.invalid_argument('JSON Parse error: The document is empty')
     try:
         doc = json.loads(body)
+    except RecursionError:
+        raise errors.invalid_argument(
+            'JSON Parse error: document nested too deeply') from None
     except (ValueError, UnicodeDecodeError) as e:
         offset = getattr(e, 'pos', 0)
         raise errors.invalid_argument(
@@ -196,7 +199,10 @@ def to_tensor(value: Any, dtype: int) -> np.ndarray:
     """A (nested-list) JSON value as a tensor of `dtype`."""
     shape = _dense_shape(value)
     leaves: List[Any] = []
-    _flatten(value, 0, shape, leaves)
+    try:
+        _flatten(value, 0, shape, leaves)
+    except RecursionError:
+        raise errors.invalid_argument('JSON value nested too deeply') from None
     return _convert(leaves, dtype).reshape(shape)
 
 
@@ -222,7 +228,11 @@ def predict_inputs(doc: Dict[str, Any],
         if not instances:
             raise errors.invalid_argument(
                 f"JSON Value: {_dump(doc)} No values in 'instances' array")
-        return _from_instances(instances, specs), ROW
+        try:
+            return _from_instances(instances, specs), ROW
+        except RecursionError:
+            raise errors.invalid_argument(
+                "'instances' nested too deeply") from None
     if has_inputs:
         return _from_inputs(doc['inputs'], specs), COLUMNAR
     raise errors.invalid_argument("Missing 'inputs' or 'instances' key")

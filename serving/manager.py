@@ -129,13 +129,14 @@ class ModelManager:
             if config.WhichOneof('config') is None:
                 logging.info('Taking no action for empty config.')
                 return
-            models = list(config.model_config_list.config)
+            applied = model_server_config_pb2.ModelServerConfig()
+            applied.CopyFrom(config)
+            models = list(applied.model_config_list.config)
             with self._cv:
                 labels = self._checked_labels(models)
                 added = self._apply(models)
                 self._labels = labels
-                self.current_config = model_server_config_pb2.ModelServerConfig()
-                self.current_config.CopyFrom(config)
+                self.current_config = applied
             logging.info('Adding/updating models.')
             self.poll()
             self._start_polling()
@@ -521,7 +522,3 @@ class ModelManager:
             raise errors.not_found(
                 f'Could not find any versions of model {name}')
         return [states[v] for v in sorted(states, reverse=True)]
-
-    def model_names(self) -> List[str]:
-        with self._cv:
-            return sorted(n for n, m in self._models.items() if not m.removed)

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from typing import List, Optional
 
 from google.protobuf import text_format
@@ -173,7 +174,7 @@ def serve(flags) -> int:
     if flags.grpc_socket_path:
         addresses.append(f'unix:{flags.grpc_socket_path}')
     try:
-        server, ports, _ = grpc_server.start(
+        server, ports, health = grpc_server.start(
             inference, manager.reload, addresses, flags.grpc_max_threads,
             channel_args, metrics)
     except (OSError, RuntimeError) as e:
@@ -203,6 +204,7 @@ def serve(flags) -> int:
     signal.signal(signal.SIGINT, on_signal)
     while not stop.wait(1.0):
         pass
+    health.enter_graceful_shutdown()
     server.stop(grace=2).wait(5)
     if http_server is not None:
         http_server.shutdown()
@@ -246,4 +248,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT,
                         datefmt='%Y-%m-%d %H:%M:%S', stream=sys.stderr,
                         force=True)
+    # Importing TensorFlow drags in google.api_core, which nags about Python
+    # 3.10 on every start.
+    warnings.filterwarnings('ignore', category=FutureWarning)
     return serve(flags)

@@ -17,6 +17,10 @@ from tensorflow.core.framework import types_pb2
 
 from serving import errors
 
+# A typed field shorter than its shape is expanded by repeating its last
+# value; refuse to expand a few bytes of request into more than this.
+_MAX_EXPANDED_BYTES = 1 << 30
+
 # DataTypeString() names, used in error messages as TF Serving words them.
 _DTYPE_NAMES = {
     types_pb2.DT_FLOAT: 'float', types_pb2.DT_DOUBLE: 'double',
@@ -111,7 +115,11 @@ def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
     shape = tuple(d.size for d in shape_proto.dim)
     if any(d < 0 for d in shape):
         raise errors.invalid_argument(f'tensor parsing error: {alias}')
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = 1
+    for size in shape:
+        count *= size
+    if count * 8 > _MAX_EXPANDED_BYTES and count > _value_count(proto):
+        raise errors.invalid_argument(f'tensor parsing error: {alias}')
     dtype = proto.dtype
     try:
         if dtype == types_pb2.DT_STRING:
@@ -142,6 +150,14 @@ def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
     except Exception:  # pylint: disable=broad-except
         raise errors.invalid_argument(
             f'tensor parsing error: {alias}') from None
+
+
+def _value_count(proto: tensor_pb2.TensorProto) -> int:
+    """How many values a TensorProto actually carries (a lower bound)."""
+    if proto.tensor_content:
+        return len(proto.tensor_content)
+    return max((len(getattr(proto, f)) for f, _ in _FIELDS.values()),
+               default=0) + len(proto.string_val)
 
 
 def _to_ndarray_slow(proto: tensor_pb2.TensorProto,

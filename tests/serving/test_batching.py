@@ -174,14 +174,12 @@ def test_variable_length_inputs_are_padded_when_enabled(batching_server):
     rows = [[[0.0] + [1.0] * (w - 1)] for w in (2, 5, 3, 4)]
     results = _run_concurrently(
         [lambda r=r: _varlen(stub, 'padded', r) for r in rows])
-    widths = []
     for row, result in zip(rows, results):
         assert not isinstance(result, Exception), result
         assert result.tolist() == [sum(row[0])]
-        widths.append(len(row[0]))
-    padding = _metric(batching_server, ':tensorflow:serving:batching_session:'
+    batches = _metric(batching_server, ':tensorflow:serving:batching_session:'
                       'processed_batch_size_count{model_name="padded"}')
-    assert 0 < padding <= len(rows)
+    assert 0 < batches <= len(rows)
 
 
 def test_request_larger_than_max_batch_size_is_split(batching_server,

@@ -392,3 +392,17 @@ def test_manager_ignores_incomplete_and_non_numeric_dirs(tmp_path):
     assert _states(manager) == [(1, 'AVAILABLE')]
     assert events == [('load', 1)]
     manager.stop()
+
+
+def test_huge_shapes_without_data_are_rejected():
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
+    proto.tensor_shape.dim.add().size = 2**40
+    proto.float_val.append(1.0)
+    with pytest.raises(errors.ServingError, match='tensor parsing error'):
+        tensors.to_ndarray(proto, 'x')
+
+
+def test_deeply_nested_json_is_a_parse_error():
+    body = b'{"instances": ' + b'[' * 100000 + b']' * 100000 + b'}'
+    with pytest.raises(errors.ServingError, match='JSON Parse error'):
+        json_codec.parse_body(body)
