@@ -26,13 +26,8 @@ no server to start, or a missing split or no examples in it.
 """
 
 import contextlib
-import importlib.util
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
@@ -60,6 +55,9 @@ from tfx.utils import path_utils
 from models import features
 from models import signatures
 from serving import client as client_lib
+from serving.process import ServerProcess
+from serving.process import free_port
+from serving.process import server_command
 
 MODEL_KEY = standard_component_specs.MODEL_KEY
 EXAMPLES_KEY = standard_component_specs.EXAMPLES_KEY
@@ -80,11 +78,8 @@ HAS_MODEL_KEY = 'has_model'
 BLESSED_FILENAME = 'INFRA_BLESSED'
 NOT_BLESSED_FILENAME = 'INFRA_NOT_BLESSED'
 
-TF_SERVING_BINARY = 'tensorflow_model_server'
 PROBABILITY_TOLERANCE = 1e-3
 AGREEMENT_TOLERANCE = 1e-4
-_LOG_TAIL_CHARS = 4000
-_STOP_GRACE_SECONDS = 10
 _MIN_RPC_SECONDS = 10.0
 _PORT_RETRIES = 3
 _PORT_IN_USE_MARKERS = ('address already in use', 'failed to bind',
@@ -145,105 +140,6 @@ def read_serialized_examples(examples: types.Artifact, split: str,
     if not records:
         raise ValueError(f'split {split!r} ({split_uri}) has no examples')
     return records
-
-
-# --- The model server process ------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def server_command(port: int, model_name: str,
-                   model_base_path: str) -> List[str]:
-    """The command that serves one model on loopback, gRPC only.
-
-    Uses `tensorflow_model_server` when it is on PATH, else this project's
-    server (`python -m serving serve`) with the same flags.
-
-    Raises:
-        RuntimeError: Neither server is available.
-    """
-    flags = [f'--port={port}', '--rest_api_port=0',
-             f'--model_name={model_name}',
-             f'--model_base_path={model_base_path}',
-             # A model that fails to load once is reported at once, not
-             # after minutes of retries.
-             '--max_num_load_retries=0']
-    binary = shutil.which(TF_SERVING_BINARY)
-    if binary:
-        return [binary] + flags
-    if importlib.util.find_spec('serving.__main__') is None:
-        raise RuntimeError(
-            f'no model server: {TF_SERVING_BINARY} is not on PATH and the '
-            '`serving` package has no __main__')
-    return [sys.executable, '-m', 'serving', 'serve'] + flags
-
-
-def _server_env() -> Dict[str, str]:
-    """The environment for `python -m serving`, whatever the working dir."""
-    env = dict(os.environ)
-    spec = importlib.util.find_spec('serving')
-    if spec is not None and spec.origin:
-        root = os.path.dirname(os.path.dirname(spec.origin))
-        env['PYTHONPATH'] = os.pathsep.join(
-            p for p in (root, env.get('PYTHONPATH')) if p)
-    env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    return env
-
-
-class ServerProcess:
-    """A model server subprocess whose output goes to a log file."""
-
-    def __init__(self, command: Sequence[str], log_path: str):
-        self.command = list(command)
-        self.log_path = log_path
-        self._log = open(log_path, 'wb')  # pylint: disable=consider-using-with
-        try:
-            # FileNotFoundError/PermissionError here are our infrastructure's
-            # faults, so they propagate.
-            self._process = subprocess.Popen(  # pylint: disable=consider-using-with
-                self.command, stdin=subprocess.DEVNULL, stdout=self._log,
-                stderr=subprocess.STDOUT, env=_server_env())
-        except BaseException:
-            self._log.close()
-            raise
-
-    @property
-    def pid(self) -> int:
-        """The server's process id."""
-        return self._process.pid
-
-    def exit_code(self) -> Optional[int]:
-        """The exit status if the server has stopped, else None."""
-        return self._process.poll()
-
-    def log_tail(self, limit: int = _LOG_TAIL_CHARS) -> str:
-        """The last `limit` characters the server printed."""
-        self._log.flush()
-        try:
-            with open(self.log_path, 'rb') as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - limit))
-                return f.read().decode('utf-8', errors='replace').strip()
-        except OSError:
-            return ''
-
-    def stop(self) -> None:
-        """Stops the server: SIGTERM, then SIGKILL after a grace period."""
-        try:
-            if self._process.poll() is None:
-                self._process.terminate()
-                try:
-                    self._process.wait(_STOP_GRACE_SECONDS)
-                except subprocess.TimeoutExpired:
-                    logging.warning('Model server %d ignored SIGTERM; killing '
-                                    'it.', self._process.pid)
-                    self._process.kill()
-                    self._process.wait()
-        finally:
-            self._log.close()
 
 
 @contextlib.contextmanager
@@ -596,7 +492,7 @@ class Executor(base_executor.BaseExecutor):
             io_utils.copy_dir(model_path, os.path.join(base_path, '1'))
             log_path = os.path.join(tmp, 'server.log')
             for attempt in range(1, _PORT_RETRIES + 1):
-                port = _free_port()
+                port = free_port()
                 server = ServerProcess(
                     server_command(port, model_name, base_path), log_path)
                 logging.info('Started model server %d: %s', server.pid,

@@ -59,6 +59,13 @@ def _build_parser() -> argparse.ArgumentParser:
         'status', help="show the state of each of a model's versions")
     _add_server_args(status)
 
+    demo = commands.add_parser(
+        'demo', help='serve the models pushed under a home and query each')
+    demo.add_argument('--home', default='tfx_home',
+                      help='the pipeline home whose serving/ to serve')
+    demo.add_argument('--count', type=_positive_int, default=5,
+                      help='test files to send per model (default 5)')
+
     local = commands.add_parser(
         'local-config',
         help='rewrite the container base paths of a models.config',
@@ -115,6 +122,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _predict(args)
         elif args.command == 'status':
             _status(args)
+        elif args.command == 'demo':
+            from serving import demo  # pylint: disable=import-outside-toplevel
+            return demo.run(args.home, args.count)
         else:
             _local_config(args)
     except Exception as e:  # pylint: disable=broad-except
