@@ -125,22 +125,21 @@ def run(fn_args: tfx.components.FnArgs, recipe: ModelRecipe) -> None:
 
 
 def warm_start(model: keras.Model, base_model_dir: str) -> bool:
-    """Loads the weights of a previously exported model when shapes match.
+    """Loads the weights of a previously exported model when they match.
+
+    Weights are matched by name (layers are named in build_model) and shape.
 
     Returns:
-        True if the weights were loaded; False (logged) when the base
-        model's architecture differs, in which case training starts afresh.
+        True if every weight was loaded; False (logged) when the base model's
+        architecture differs, in which case training starts afresh.
     """
-    base = tf.saved_model.load(base_model_dir)
-    base_weights = {v.name: v for v in base.variables}
-    ours = model.weights
-    if len(ours) != len(base_weights) or any(
-            w.name not in base_weights or
-            base_weights[w.name].shape != w.shape for w in ours):
+    base = {v.name: v for v in tf.saved_model.load(base_model_dir).variables}
+    if any(w.name not in base or base[w.name].shape != w.shape
+           for w in model.weights):
         logging.warning('Base model %s does not match this architecture; '
                         'training from scratch', base_model_dir)
         return False
-    for weight in ours:
-        weight.assign(base_weights[weight.name])
+    for weight in model.weights:
+        weight.assign(base[weight.name])
     logging.info('Warm-started from %s', base_model_dir)
     return True

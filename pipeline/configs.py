@@ -77,12 +77,19 @@ MODELS: Dict[str, ModelFamily] = {
 # Shared defaults; a profile's entries override them.
 TRAINING_DEFAULTS: Dict[str, Any] = dict(
     learning_rate=1e-3, dropout=0.25, seed=42, strategy='auto',
-    warm_start=False)
+    # Start from the last blessed model's weights when the shapes match.
+    warm_start=False,
+    # Read the newest N spans (span-{SPAN} layouts).
+    span_window=1,
+    # Jensen-Shannon divergence from the previous run's statistics above
+    # which a feature is reported as drifted; stop the run on drift or not.
+    drift_threshold=0.3, stop_on_drift=False,
+    # A candidate may lose at most this much test accuracy against the last
+    # blessed model and still be pushed.
+    max_accuracy_drop=0.0)
 # Splits a data set does not give are carved from train by a stable hash.
 EVAL_PERCENT = 10
 TEST_PERCENT = 20
-# A candidate may lose at most this much accuracy against the blessed model.
-MAX_ACCURACY_DROP = 0.0
 ON_BAD_RECORD = 'fail'
 
 

@@ -36,21 +36,23 @@ def example_gen_settings(config: configs.RunConfig,
         'max_examples_per_split': params.get('max_examples_per_split', 0),
         'max_length': params.get('max_length', 0),
         'on_bad_record': params.get('on_bad_record', configs.ON_BAD_RECORD),
+        'span_window': params.get('span_window', 1),
     }
 
 
-def eval_config(min_accuracy: float) -> tfma.EvalConfig:
+def eval_config(min_accuracy: float, max_accuracy_drop: float
+                ) -> tfma.EvalConfig:
     """Accuracy on the test split, overall and per class.
 
     The thresholds apply to the overall slice: at least `min_accuracy`, and
-    no worse than the last blessed model by more than MAX_ACCURACY_DROP.
+    no worse than the last blessed model by more than `max_accuracy_drop`.
     """
     threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(
             lower_bound={'value': min_accuracy}),
         change_threshold=tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={'value': -configs.MAX_ACCURACY_DROP - 1e-10}))
+            absolute={'value': -max_accuracy_drop - 1e-10}))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
             signature_name=signatures.DEFAULT_SIGNATURE,
@@ -114,7 +116,20 @@ def create_pipeline(config: configs.RunConfig,
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs['statistics'],
         schema=schema_gen.outputs['schema'])
-    data_gate = DataGate(anomalies=example_validator.outputs['anomalies'])
+    previous_statistics = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        statistics=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.ExampleStatistics),
+    ).with_id('previous_statistics_resolver')
+    # Resolved before this run's statistics exist: the previous run's.
+    statistics_gen.add_upstream_node(previous_statistics)
+    data_gate = DataGate(
+        anomalies=example_validator.outputs['anomalies'],
+        statistics=statistics_gen.outputs['statistics'],
+        schema=schema_gen.outputs['schema'],
+        baseline_statistics=previous_statistics.outputs['statistics'],
+        drift_threshold=float(params['drift_threshold']),
+        stop_on_drift=bool(params['stop_on_drift']))
 
     transform = tfx.components.Transform(
         examples=example_gen.outputs['examples'],
@@ -126,15 +141,6 @@ def create_pipeline(config: configs.RunConfig,
             transform=[data_source.TRAIN, data_source.EVAL]))
     transform.add_upstream_node(data_gate)
 
-    trainer = tfx.components.Trainer(
-        run_fn=family.run_fn,
-        examples=transform.outputs['transformed_examples'],
-        transform_graph=transform.outputs['transform_graph'],
-        schema=schema_gen.outputs['schema'],
-        train_args=tfx.proto.TrainArgs(splits=[data_source.TRAIN]),
-        eval_args=tfx.proto.EvalArgs(splits=[data_source.EVAL]),
-        custom_config=trainer_config)
-
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -142,15 +148,27 @@ def create_pipeline(config: configs.RunConfig,
             type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id('latest_blessed_model_resolver')
 
+    trainer = tfx.components.Trainer(
+        run_fn=family.run_fn,
+        base_model=model_resolver.outputs['model'],
+        examples=transform.outputs['transformed_examples'],
+        transform_graph=transform.outputs['transform_graph'],
+        schema=schema_gen.outputs['schema'],
+        train_args=tfx.proto.TrainArgs(splits=[data_source.TRAIN]),
+        eval_args=tfx.proto.EvalArgs(splits=[data_source.EVAL]),
+        custom_config=trainer_config)
+
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs['examples'],
         model=trainer.outputs['model'],
         baseline_model=model_resolver.outputs['model'],
         example_splits=[data_source.TEST],
-        eval_config=eval_config(float(params['min_accuracy'])))
+        eval_config=eval_config(float(params['min_accuracy']),
+                                float(params['max_accuracy_drop'])))
 
-    components = [example_gen, statistics_gen, schema_gen, example_validator,
-                  data_gate, transform, trainer, model_resolver, evaluator]
+    components = [example_gen, previous_statistics, statistics_gen,
+                  schema_gen, example_validator, data_gate, transform,
+                  model_resolver, trainer, evaluator]
     if serving_check:
         from components.serving_check import ServingCheck  # pylint: disable=import-outside-toplevel
         check = ServingCheck(model=trainer.outputs['model'],

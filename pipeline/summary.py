@@ -4,6 +4,7 @@ The final JSON line of `python -m pipeline run` comes from here: whether the
 model was blessed, where it was pushed, its test accuracy, the span read.
 """
 
+import os
 from typing import Any, Dict, List, Optional
 
 import tensorflow_model_analysis as tfma
@@ -65,6 +66,8 @@ def run_summary(store: metadata_store.MetadataStore, run_id: str
     pushed = (outputs.get('PushedModel') or [None])[-1]
     infra = (outputs.get('InfraBlessing') or [None])[-1]
     examples = (outputs.get('Examples') or [None])[0]
+    drift = [a for a in outputs.get('ExampleAnomalies', [])
+             if _property(a, 'drifted_features') is not None]
     blessed = bool(blessing and _property(blessing, 'blessed'))
     return {
         'blessed': blessed and (infra is None or
@@ -73,4 +76,17 @@ def run_summary(store: metadata_store.MetadataStore, run_id: str
                          if pushed and _property(pushed, 'pushed') else None),
         'accuracy': accuracy(evaluation.uri) if evaluation else None,
         'span': _property(examples, 'span') if examples else None,
+        'drift': drifted_features(drift[-1].uri) if drift else [],
     }
+
+
+def drifted_features(drift_uri: str) -> List[str]:
+    """'feature: why' for each feature the DataGate found drifted."""
+    from components import data_gate  # pylint: disable=import-outside-toplevel
+    from tensorflow_data_validation.utils import anomalies_util  # pylint: disable=import-outside-toplevel
+    path = os.path.join(drift_uri, 'Split-train', data_gate.ANOMALIES_FILE)
+    if not os.path.exists(path):
+        return []
+    anomalies = anomalies_util.load_anomalies_binary(path)
+    return [f'{feature}: {info.description}'
+            for feature, info in sorted(anomalies.anomaly_info.items())]

@@ -80,7 +80,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                            self._inference.multi_inference, request)
 
     def GetModelMetadata(self, request, context):
-        return self._timed(context, 'GetModelMetadata', request.model_spec.name,
+        # TF Serving labels status and metadata latencies with an empty API.
+        return self._timed(context, '', request.model_spec.name,
                            self._inference.metadata, request, counted=False)
 
 
@@ -94,11 +95,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._timed = _Timed(metrics)
 
     def GetModelStatus(self, request, context):
-        return self._timed(context, 'GetModelStatus', request.model_spec.name,
+        return self._timed(context, '', request.model_spec.name,
                            self._inference.status, request, counted=False)
 
     def HandleReloadConfigRequest(self, request, context):
         response = model_management_pb2.ReloadConfigResponse()
+        response.status.SetInParent()  # OK, as TF Serving reports success.
         try:
             if request.config.WhichOneof('config') != 'model_config_list':
                 raise errors.invalid_argument(

@@ -108,6 +108,7 @@ class ModelManager:
             target=self._manage_loop, name='manager', daemon=True)
         self._manager_thread.start()
         self._poll_thread: Optional[threading.Thread] = None
+        self._unsettled = False  # A poll saw a version still being written.
 
     # ----------------------------------------------------------------- config
 
@@ -256,9 +257,15 @@ class ModelManager:
             models = [(name, m.config, set(m.harnesses))
                       for name, m in self._models.items() if not m.removed]
         found = {}
+        self._unsettled = False
         for name, model_config, known in models:
             found[name] = (model_config, self._aspired_on_disk(
                 name, model_config, known))
+        if self._unsettled and self._options.poll_seconds == 0:
+            # Polling once: look again when the new directory has settled.
+            timer = threading.Timer(self._options.settle_seconds, self.poll)
+            timer.daemon = True
+            timer.start()
         with self._cv:
             for name, (model_config, aspired) in found.items():
                 model = self._models.get(name)
@@ -324,14 +331,15 @@ class ModelManager:
             return False
         newest = 0.0
         try:
-            for root, dirs, files in os.walk(path):
+            for root, _, files in os.walk(path):
                 for entry in [root] + [os.path.join(root, f) for f in files]:
                     st = os.stat(entry)
                     newest = max(newest, st.st_mtime, st.st_ctime)
-                del dirs
         except OSError:
             return False
-        return time.time() - newest >= self._options.settle_seconds
+        settled = time.time() - newest >= self._options.settle_seconds
+        self._unsettled = self._unsettled or not settled
+        return settled
 
     # -------------------------------------------------------------- lifecycle
 

@@ -18,6 +18,7 @@ import warnings
 from typing import List, Optional
 
 from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
 
 from serving import config as config_lib
 from serving import errors
@@ -36,7 +37,7 @@ def _fail(message: str) -> int:
     return _EXIT_FAILURE
 
 
-def _read_model_config(flags) -> 'model_server_config_pb2.ModelServerConfig':
+def _read_model_config(flags) -> model_server_config_pb2.ModelServerConfig:
     if flags.model_config_file:
         return config_lib.read_model_server_config(flags.model_config_file)
     return config_lib.single_model_config(flags.model_name,

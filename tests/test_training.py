@@ -64,3 +64,21 @@ def test_strategy_by_name(name, replicas):
 def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match='unknown strategy'):
         distribute.make_strategy('tpu')
+
+
+def test_warm_start_loads_the_previous_weights_and_refuses_other_shapes(
+        tmp_path):
+    params = {'image_shape': [12, 12, 1], 'conv_filters': [4],
+              'dense_units': 8}
+    previous = convnet.build_model(params, num_classes=3)
+    previous.save(str(tmp_path / 'previous'), save_format='tf')
+
+    fresh = convnet.build_model(params, num_classes=3)
+    assert not np.allclose(fresh.get_layer('dense').kernel.numpy(),
+                           previous.get_layer('dense').kernel.numpy())
+    assert training.warm_start(fresh, str(tmp_path / 'previous'))
+    for mine, theirs in zip(fresh.weights, previous.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+    wider = convnet.build_model({**params, 'dense_units': 16}, num_classes=3)
+    assert not training.warm_start(wider, str(tmp_path / 'previous'))

@@ -35,7 +35,7 @@ BAD_RECORDS_PROPERTY = 'bad_records_skipped'
 _BAD_RECORDS_DIR_KEY = '_bad_records_dir'
 _BAD_RECORDS_SHOWN = 10
 
-# format -> reader(pipeline, settings, file_pattern) -> (examples, bad records)
+# format -> reader(pipeline, settings, file patterns) -> (examples, bad records)
 _READERS: Dict[str, Callable[..., Any]] = {
     'idx': images.read_idx,
     'class_folders': images.read_class_folders,
@@ -134,6 +134,24 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         self._examples.set_int_custom_property(BAD_RECORDS_PROPERTY, len(bad))
 
 
+def _span_window(split_pattern: str, exec_properties: Dict[str, Any],
+                 window: int) -> List[str]:
+    """The split's pattern for each of the newest `window` spans.
+
+    TFX resolves `{SPAN}` to the newest span only; older spans of a rolling
+    window are read by rewriting its folder name.
+    """
+    span = exec_properties.get('span')
+    newest = f'{data_source.SPAN_DIR_PREFIX}{span}/'
+    if window <= 1 or span is None or not split_pattern.startswith(newest):
+        return [split_pattern]
+    rest = split_pattern[len(newest):]
+    return [f'{data_source.SPAN_DIR_PREFIX}{s}/{rest}'
+            for s in range(max(int(span) - window + 1, 0), int(span) + 1)
+            if os.path.isdir(os.path.join(exec_properties['input_base'],
+                                          f'{data_source.SPAN_DIR_PREFIX}{s}'))]
+
+
 def _read_bad_records(bad_dir: str) -> List[Dict[str, Any]]:
     records = []
     for path in sorted(glob.glob(os.path.join(bad_dir, '*'))):
@@ -148,8 +166,10 @@ def _read_bad_records(bad_dir: str) -> List[Dict[str, Any]]:
 def _read_split(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                 split_pattern: str) -> beam.pvalue.PCollection:
     settings = _settings(exec_properties)
-    pattern = os.path.join(exec_properties['input_base'], split_pattern)
-    examples, bad = _READERS[settings['format']](pipeline, settings, pattern)
+    patterns = [os.path.join(exec_properties['input_base'], p)
+                for p in _span_window(split_pattern, exec_properties,
+                                      int(settings.get('span_window') or 1))]
+    examples, bad = _READERS[settings['format']](pipeline, settings, patterns)
     name = hashlib.sha1(split_pattern.encode()).hexdigest()[:8]
     _ = (bad
          | 'BadToJson' >> beam.Map(json.dumps)

@@ -1,7 +1,6 @@
 """Beam readers for image data: IDX files, class folders, TFRecords."""
 
 import functools
-import glob
 import hashlib
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -18,13 +17,6 @@ from models import features
 _IDX_CHUNKS = 16
 
 
-def _glob(pattern: str) -> List[str]:
-    files = sorted(glob.glob(pattern))
-    if not files:
-        raise InputDataError(pattern, 'no file matches this pattern')
-    return files
-
-
 @functools.lru_cache(maxsize=2)
 def _load_idx(images_path: str, num_classes: int
               ) -> Tuple[np.ndarray, np.ndarray]:
@@ -32,8 +24,9 @@ def _load_idx(images_path: str, num_classes: int
     return image_formats.read_idx_dataset(images_path, labels_path, num_classes)
 
 
-def read_idx(pipeline: beam.Pipeline, settings: Dict[str, Any], pattern: str):
-    """Reads IDX image files (and their label files) matching `pattern`."""
+def read_idx(pipeline: beam.Pipeline, settings: Dict[str, Any],
+             patterns: List[str]):
+    """Reads IDX image files (and their label files) matching `patterns`."""
     num_classes = len(settings['class_names'])
     limit = reading.first_n(settings)
 
@@ -46,7 +39,7 @@ def read_idx(pipeline: beam.Pipeline, settings: Dict[str, Any], pattern: str):
             yield features.image_example(image_formats.encode_png(images[i]),
                                          int(labels[i]))
 
-    items = [(path, chunk) for path in _glob(pattern)
+    items = [(path, chunk) for path in reading.glob_files(patterns)
              for chunk in range(_IDX_CHUNKS)]
     return reading.read_items(pipeline, items, read_chunk)
 
@@ -56,10 +49,10 @@ def _stable_order(path: str) -> str:
 
 
 def read_class_folders(pipeline: beam.Pipeline, settings: Dict[str, Any],
-                       pattern: str):
-    """Reads `<class name>/<image file>` paths matching `pattern`."""
+                       patterns: List[str]):
+    """Reads `<class name>/<image file>` paths matching `patterns`."""
     class_names = settings['class_names']
-    files = [f for f in _glob(pattern)
+    files = [f for f in reading.glob_files(patterns)
              if f.lower().endswith(image_formats.IMAGE_EXTENSIONS)]
     limit = reading.first_n(settings)
     if limit:
@@ -76,7 +69,7 @@ def read_class_folders(pipeline: beam.Pipeline, settings: Dict[str, Any],
 
 
 def read_tfrecords(pipeline: beam.Pipeline, settings: Dict[str, Any],
-                   pattern: str):
+                   patterns: List[str]):
     """Reads TFRecord files of tf.Example, checking their image and label."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     num_classes = len(settings['class_names'])
@@ -100,7 +93,7 @@ def read_tfrecords(pipeline: beam.Pipeline, settings: Dict[str, Any],
                                      f'{label[0]}, outside [0, {num_classes})')
             yield features.image_example(image[0], int(label[0]))
 
-    return reading.read_items(pipeline, _glob(pattern), read_file)
+    return reading.read_items(pipeline, reading.glob_files(patterns), read_file)
 
 
 def _compression(path: str) -> str:

@@ -1,6 +1,8 @@
 """Beam plumbing shared by the format readers: fan out, read, divert bad input."""
 
-from typing import Any, Callable, Dict, Iterable, Iterator, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
+
+import glob
 
 import apache_beam as beam
 
@@ -60,3 +62,11 @@ def label_index(class_names: Sequence[str], label: str, path: str,
 def first_n(settings: Dict[str, Any]) -> int:
     """How many examples a reader may take from one input split (0: all)."""
     return int(settings.get('max_examples_per_split') or 0)
+
+
+def glob_files(patterns: Sequence[str]) -> List[str]:
+    """The sorted files matching any of `patterns`; an InputDataError if none."""
+    files = sorted({f for p in patterns for f in glob.glob(p)})
+    if not files:
+        raise InputDataError(patterns[0], 'no file matches this pattern')
+    return files

@@ -1,24 +1,20 @@
 """Beam readers for sequence data: UCR/UEA `.ts` files and long-format CSV."""
 
-import glob
 import itertools
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, List
 
 import apache_beam as beam
 
 from components import sequence_formats
-from components.errors import InputDataError
 from components.example_gen import reading
 from models import features
 
 
 def _read_sequences(pipeline: beam.Pipeline, settings: Dict[str, Any],
-                    pattern: str, parse):
+                    patterns: List[str], parse):
     class_names = settings['class_names']
     limit = reading.first_n(settings) or None
-    files = sorted(glob.glob(pattern))
-    if not files:
-        raise InputDataError(pattern, 'no file matches this pattern')
+    files = reading.glob_files(patterns)
 
     def read_file(path: str) -> Iterator[bytes]:
         for sequence in itertools.islice(parse(path, settings), limit):
@@ -28,17 +24,19 @@ def _read_sequences(pipeline: beam.Pipeline, settings: Dict[str, Any],
     return reading.read_items(pipeline, files, read_file)
 
 
-def read_ts(pipeline: beam.Pipeline, settings: Dict[str, Any], pattern: str):
-    """Reads UCR/UEA `.ts` files matching `pattern`."""
+def read_ts(pipeline: beam.Pipeline, settings: Dict[str, Any],
+            patterns: List[str]):
+    """Reads UCR/UEA `.ts` files matching `patterns`."""
     return _read_sequences(
-        pipeline, settings, pattern,
+        pipeline, settings, patterns,
         lambda path, s: sequence_formats.read_ts(
             path, max_length=int(s['max_length']) if s.get('max_length')
             else None))
 
 
-def read_csv(pipeline: beam.Pipeline, settings: Dict[str, Any], pattern: str):
-    """Reads long-format CSV files (one row per time step) matching `pattern`."""
+def read_csv(pipeline: beam.Pipeline, settings: Dict[str, Any],
+             patterns: List[str]):
+    """Reads long-format CSV files (one row per time step) matching `patterns`."""
     return _read_sequences(
-        pipeline, settings, pattern,
+        pipeline, settings, patterns,
         lambda path, s: sequence_formats.read_long_csv(path))

@@ -18,7 +18,6 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_management_pb2
 from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
-from tensorflow_serving.config import model_server_config_pb2
 
 from tests.serving import server_utils
 from tests.serving import testmodels
