@@ -11,7 +11,7 @@ not compared: every image is its own category.
 """
 
 import os
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import tensorflow_data_validation as tfdv
 from tensorflow_data_validation.utils import anomalies_util
@@ -83,8 +83,8 @@ def DataGate(
         statistics: InputArtifact[standard_artifacts.ExampleStatistics],
         schema: InputArtifact[standard_artifacts.Schema],
         drift: OutputArtifact[standard_artifacts.ExampleAnomalies],
-        baseline_statistics: Optional[InputArtifact[
-            standard_artifacts.ExampleStatistics]] = None,
+        baseline_statistics: InputArtifact[
+            standard_artifacts.ExampleStatistics] = None,
         drift_threshold: Parameter[float] = 0.3,
         stop_on_drift: Parameter[bool] = False):
     """Fails on anomalies; reports (and optionally fails on) drift."""

@@ -14,6 +14,7 @@ from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
 from components.data_gate import DataGate
+from components.serving_check import ServingCheck
 from components.example_gen import data_source
 from components.example_gen import executor as example_gen_executor
 from models import features
@@ -148,9 +149,13 @@ def create_pipeline(config: configs.RunConfig,
             type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id('latest_blessed_model_resolver')
 
+    # The base model is an input only when used: as an input it would change
+    # the Trainer's cache key with every newly blessed model.
+    warm_start = ({'base_model': model_resolver.outputs['model']}
+                  if params['warm_start'] else {})
     trainer = tfx.components.Trainer(
         run_fn=family.run_fn,
-        base_model=model_resolver.outputs['model'],
+        **warm_start,
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
@@ -170,7 +175,6 @@ def create_pipeline(config: configs.RunConfig,
                   schema_gen, example_validator, data_gate, transform,
                   model_resolver, trainer, evaluator]
     if serving_check:
-        from components.serving_check import ServingCheck  # pylint: disable=import-outside-toplevel
         check = ServingCheck(model=trainer.outputs['model'],
                              examples=example_gen.outputs['examples'],
                              split=SERVING_CHECK_SPLIT, model_name=config.model)

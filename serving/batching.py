@@ -17,6 +17,7 @@ Requests larger than `max_batch_size` are split across batches.
 import collections
 import threading
 import time
+from concurrent import futures
 from typing import Callable, Deque, Dict, Hashable, List, Optional, Tuple
 
 import numpy as np
@@ -31,15 +32,13 @@ RunFn = Callable[[Arrays], Arrays]
 class _Task:
     """One request's rows waiting for a batch."""
 
-    __slots__ = ('inputs', 'rows', 'enqueued', 'done', 'outputs', 'error')
+    __slots__ = ('inputs', 'rows', 'enqueued', 'future')
 
     def __init__(self, inputs: Arrays, rows: int):
         self.inputs = inputs
         self.rows = rows
         self.enqueued = time.monotonic()
-        self.done = threading.Event()
-        self.outputs: Optional[Arrays] = None
-        self.error: Optional[errors.ServingError] = None
+        self.future: futures.Future = futures.Future()
 
 
 class _Queue:
@@ -78,10 +77,23 @@ class BatchScheduler:
             options: Optional[config.BatchingOptions] = None) -> Arrays:
         """Runs `run(inputs)` as part of a batch and returns this request's rows.
 
+        Blocking form of `submit`.
+        """
+        return self.submit(model_name, key, run, inputs, options).result()
+
+    def submit(self, model_name: str, key: Hashable, run: RunFn,
+               inputs: Arrays, options: Optional[config.BatchingOptions] = None
+               ) -> futures.Future:
+        """Queues `inputs` for a batched `run`; the future gets this request's rows.
+
         `key` identifies what may be batched together (servable version,
         signature, outputs); shapes are added to it here. `options` overrides
         the server's batching parameters for this queue (per-model
         batching_params.pbtxt); its num_batch_threads is not used.
+
+        Raises:
+          errors.ServingError: the inputs cannot be batched, or the queue is
+            full (UNAVAILABLE).
         """
         options = options or self.options
         rows = _batch_rows(inputs)
@@ -94,7 +106,9 @@ class BatchScheduler:
             key = (key, tuple(sorted((k, v.ndim, v.dtype.str)
                                      for k, v in inputs.items())))
         if rows == 0:
-            return run(inputs)
+            done: futures.Future = futures.Future()
+            done.set_result(run(inputs))
+            return done
         limit = options.max_batch_size
         chunks = [inputs] if rows <= limit else [
             {k: v[start:start + limit] for k, v in inputs.items()}
@@ -115,14 +129,9 @@ class BatchScheduler:
                 queue.tasks.append(task)
                 queue.rows += task.rows
             self._cv.notify()
-        for task in tasks:
-            task.done.wait()
-            if task.error is not None:
-                raise task.error
         if len(tasks) == 1:
-            return tasks[0].outputs
-        return {k: np.concatenate([t.outputs[k] for t in tasks])
-                for k in tasks[0].outputs}
+            return tasks[0].future
+        return _joined([t.future for t in tasks])
 
     def _take_batch(self) -> Tuple[Optional[_Queue], List[_Task], float]:
         """Pops a ready batch; else returns how long to wait for one."""
@@ -177,17 +186,19 @@ class BatchScheduler:
                 self._metrics.observe_batch_processed(model_name, padded,
                                                       padded - rows)
             outputs = queue.run(merged)
+            results = []
             offset = 0
             for task in batch:
-                task.outputs = _slice_outputs(outputs, offset, task.rows, padded)
+                results.append(_slice_outputs(outputs, offset, task.rows,
+                                              padded))
                 offset += task.rows
         except Exception as e:  # pylint: disable=broad-except
             error = errors.from_exception(e)
             for task in batch:
-                task.error = error
-        finally:
-            for task in batch:
-                task.done.set()
+                task.future.set_exception(error)
+            return
+        for task, result in zip(batch, results):
+            task.future.set_result(result)
 
 
 def _merge(batch: List[_Task], options: config.BatchingOptions
@@ -206,6 +217,30 @@ def _merge(batch: List[_Task], options: config.BatchingOptions
                 [tensor, np.repeat(tensor[:1], padded - rows, axis=0)])
         merged[name] = tensor
     return merged, rows, padded
+
+
+def _joined(parts: List[futures.Future]) -> futures.Future:
+    """A future for a split request: its parts' outputs concatenated."""
+    joined: futures.Future = futures.Future()
+    remaining = [len(parts)]
+    lock = threading.Lock()
+
+    def on_done(_):
+        with lock:
+            remaining[0] -= 1
+            if remaining[0]:
+                return
+        errors_seen = [p.exception() for p in parts if p.exception()]
+        if errors_seen:
+            joined.set_exception(errors_seen[0])
+            return
+        outputs = [p.result() for p in parts]
+        joined.set_result({k: np.concatenate([o[k] for o in outputs])
+                           for k in outputs[0]})
+
+    for part in parts:
+        part.add_done_callback(on_done)
+    return joined
 
 
 def _batch_rows(inputs: Arrays) -> int:

@@ -124,8 +124,11 @@ def start(inference: inference_lib.Inference, reload: ReloadFn,
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_threads,
                                    thread_name_prefix='grpc'),
+        # Unlimited message sizes, as TF Serving sets; no SO_REUSEPORT, so a
+        # port that is already taken fails loudly instead of being shared.
         options=[('grpc.max_receive_message_length', -1),
-                 ('grpc.max_send_message_length', -1)] + list(options))
+                 ('grpc.max_send_message_length', -1),
+                 ('grpc.so_reuseport', 0)] + list(options))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(inference, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
