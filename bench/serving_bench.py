@@ -249,6 +249,57 @@ def _throughput(port: int, request, clients: int, seconds: float) -> float:
     return round(total / elapsed, 1)
 
 
+def _layer_throughput(base_path: str, request, clients: int, seconds: float,
+                      batching: bool) -> float:
+    """Requests/s through the server's request layer in-process (no gRPC).
+
+    Separates what batching itself gains from what the Python gRPC stack
+    (client and server, same cores) costs per request.
+    """
+    # pylint: disable=import-outside-toplevel
+    from serving import batching as batching_lib
+    from serving import config as config_lib
+    from serving import inference as inference_lib
+    from serving import manager as manager_lib
+    from serving import servable as servable_lib
+
+    manager = manager_lib.ModelManager(
+        lambda name, version, path: servable_lib.load(name, version, path,
+                                                      ('serve',)),
+        manager_lib.ManagerOptions(poll_seconds=0, settle_seconds=0))
+    manager.reload(config_lib.single_model_config(
+        MODEL_NAME, os.path.abspath(base_path)))
+    batcher = None
+    if batching:
+        batcher = batching_lib.BatchScheduler(
+            config_lib.parse_batching_parameters(BATCHING_PARAMETERS))
+    inference = inference_lib.Inference(manager, None, batcher)
+    for _ in range(20):
+        inference.predict(request)
+    counts = [0] * clients
+    stop = threading.Event()
+
+    def client(i: int) -> None:
+        while not stop.is_set():
+            inference.predict(request)
+            counts[i] += 1
+
+    threads = [threading.Thread(target=client, args=(i,))
+               for i in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    elapsed = time.perf_counter() - start
+    if batcher:
+        batcher.stop()
+    manager.stop()
+    return round(sum(counts) / elapsed, 1)
+
+
 def run(quick: bool = False, model_base_path: Optional[str] = None) -> dict:
     """Runs the benchmark and returns its results as a dict."""
     iterations = 200 if quick else 1000
@@ -268,9 +319,14 @@ def run(quick: bool = False, model_base_path: Optional[str] = None) -> dict:
                          'cpus': os.cpu_count()},
             'latency_ms': {},
             'throughput_rps': {},
+            'in_process_layer_rps_at_32': {},
         }
         results['latency_ms']['in_process'] = _in_process_latency(
             base_path, png, iterations)
+        for batching in (False, True):
+            key = 'batching_on' if batching else 'batching_off'
+            results['in_process_layer_rps_at_32'][key] = _layer_throughput(
+                base_path, request, 32, seconds, batching)
         for batching in (False, True):
             key = 'batching_on' if batching else 'batching_off'
             server = _Server(base_path, workdir, batching)
@@ -312,6 +368,10 @@ def format_table(results: dict) -> str:
         lines.append(f'  {clients:<10}{off:>14.1f}{on:>14.1f}')
     lines.append(f'  speedup from batching at 32 clients: '
                  f'{results["batching_speedup_at_32"]}x')
+    layer = results['in_process_layer_rps_at_32']
+    lines.append(f'  same, 32 threads calling the request layer in-process '
+                 f'(no gRPC): {layer["batching_off"]:.1f} -> '
+                 f'{layer["batching_on"]:.1f}')
     return '\n'.join(lines)
 
 

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,16 +23,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from serving.process import free_port  # pylint: disable=unused-import
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _READY_LINE = 'Running gRPC ModelServer at'
 _REST_LINE = 'Exporting HTTP/REST API at'
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def server_env() -> Dict[str, str]:
