@@ -53,8 +53,9 @@ def _problems(split: str, anomalies: anomalies_pb2.Anomalies) -> List[Problem]:
 
 
 def _load_statistics(artifact, split: str):
+    # By path: a resolved artifact may come without its split_names property.
     return tfdv.load_stats_binary(os.path.join(
-        artifact_utils.get_split_uri([artifact], split), 'FeatureStats.pb'))
+        artifact.uri, f'Split-{split}', 'FeatureStats.pb'))
 
 
 def drift_anomalies(schema: schema_pb2.Schema, statistics, baseline,
