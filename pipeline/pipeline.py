@@ -120,7 +120,8 @@ def create_pipeline(config: configs.RunConfig,
     previous_statistics = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
         statistics=tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.ExampleStatistics),
+            type=tfx.types.standard_artifacts.ExampleStatistics,
+            producer_component_id=statistics_gen.id, output_key='statistics'),
     ).with_id('previous_statistics_resolver')
     # Resolved before this run's statistics exist: the previous run's.
     statistics_gen.add_upstream_node(previous_statistics)
