@@ -7,10 +7,14 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::FutureWarning
 
-# Python 3.10: python3.10 on PATH, else pyenv's 3.10, else uv's own discovery.
-PYTHON310 ?= $(shell command -v python3.10 2>/dev/null || \
-	(command -v pyenv >/dev/null && ls -d $$(pyenv root)/versions/3.10*/bin/python3.10 2>/dev/null | tail -n 1) || \
-	echo 3.10)
+# Python 3.10: the first python3.10 that runs, from PATH or pyenv's versions
+# (a pyenv shim on PATH may not run), else uv's own discovery.
+PYTHON310 ?= $(shell for p in $$(command -v python3.10) \
+	$$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10*/bin/python3.10 2>/dev/null); do \
+	"$$p" -c '' 2>/dev/null && echo "$$p" && break; done)
+ifeq ($(PYTHON310),)
+PYTHON310 := 3.10
+endif
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: setup data demo test test-fast bench clean

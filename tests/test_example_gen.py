@@ -164,3 +164,13 @@ def test_a_folder_without_data_is_a_clear_error(tmp_path):
     with pytest.raises(InputDataError) as error:
         data_source.detect(str(tmp_path / 'empty'), data_source.IMAGES)
     assert str(tmp_path / 'empty') in str(error.value)
+
+
+def test_a_span_window_reads_the_newest_spans_that_exist(tmp_path):
+    for span in (1, 2, 4):
+        (tmp_path / f'span-{span}').mkdir()
+    properties = {'span': 4, 'input_base': str(tmp_path)}
+    pattern = 'span-4/train-images-idx*'
+    assert executor._span_window(pattern, properties, 1) == [pattern]  # pylint: disable=protected-access
+    assert executor._span_window(pattern, properties, 3) == [  # pylint: disable=protected-access
+        'span-2/train-images-idx*', 'span-4/train-images-idx*']
