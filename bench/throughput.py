@@ -142,11 +142,14 @@ def measure(model_name: str, home: str, profile: str = 'full',
                                      to_inputs, batch_size, shuffle=shuffle,
                                      seed=params.get('seed'))
 
+    # One dataset for every epoch, as the Trainer's run_fn builds it once
+    # and fits on it for all epochs.
+    train = pipeline_dataset()
     input_rates = []
     count = 0
-    for _ in range(2):  # Cold (first read of the files), then warm.
+    for _ in range(2):  # Cold (first pass over the files), then warm.
         started = time.monotonic()
-        count = sum(int(label.shape[0]) for _, label in pipeline_dataset())
+        count = sum(int(label.shape[0]) for _, label in train)
         input_rates.append(count / (time.monotonic() - started))
     arrays, labels = materialize(pipeline_dataset(shuffle=False))
 
@@ -159,15 +162,15 @@ def measure(model_name: str, home: str, profile: str = 'full',
             training.compile_model(model, params)
         models[key] = model
     # Warm-up: trace the train step on a few batches of each input.
-    models['make_dataset'].fit(pipeline_dataset().take(WARMUP_BATCHES),
-                               epochs=1, verbose=0)
+    models['make_dataset'].fit(train.take(WARMUP_BATCHES), epochs=1,
+                               verbose=0)
     warm = WARMUP_BATCHES * batch_size
     models['arrays'].fit({k: v[:warm] for k, v in arrays.items()},
                          labels[:warm], batch_size=batch_size, epochs=1,
                          verbose=0)
     fits = {
         'make_dataset': lambda: models['make_dataset'].fit(
-            pipeline_dataset(), epochs=1, verbose=0),
+            train, epochs=1, verbose=0),
         'arrays': lambda: models['arrays'].fit(
             arrays, labels, batch_size=batch_size, epochs=1, shuffle=True,
             verbose=0),

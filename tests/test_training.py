@@ -11,9 +11,16 @@ from models.convnet import model as convnet
 from models.rnn import model as rnn
 
 
-def _train_one_step(recipe, params, inputs, labels):
+@pytest.fixture(scope='module')
+def mirrored():
+    """One MirroredStrategy for the module: a second one in the same process
+    would reuse the first one's collective instance keys on the same devices."""
     strategy = distribute.make_strategy('mirrored')
     assert strategy.num_replicas_in_sync == 2
+    return strategy
+
+
+def _train_one_step(strategy, recipe, params, inputs, labels):
     with strategy.scope():
         model = recipe.build_model(params, num_classes=3)
         training.compile_model(model, params)
@@ -26,24 +33,25 @@ def _train_one_step(recipe, params, inputs, labels):
     return model
 
 
-def test_convnet_trains_under_mirrored_strategy_on_two_devices():
+def test_convnet_trains_under_mirrored_strategy_on_two_devices(mirrored):
     params = {'image_shape': [12, 12, 1], 'conv_filters': [4, 8],
               'dense_units': 8, 'learning_rate': 1e-2}
     images = np.random.default_rng(0).normal(size=(16, 12, 12, 1))
-    model = _train_one_step(convnet.RECIPE, params,
+    model = _train_one_step(mirrored, convnet.RECIPE, params,
                             {'image': images.astype(np.float32)},
                             np.arange(16) % 3)
     scores = model({'image': images[:4].astype(np.float32)}).numpy()
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_rnn_masks_padding_and_clips_gradients_under_mirrored_strategy():
+def test_rnn_masks_padding_and_clips_gradients_under_mirrored_strategy(
+        mirrored):
     params = {'num_channels': 2, 'units': [4, 4], 'bidirectional': True,
               'cell': 'gru', 'clip_norm': 1.0, 'learning_rate': 1e-2}
     rng = np.random.default_rng(0)
     lengths = rng.integers(2, 6, size=16)
     sequences = rng.normal(size=(16, 6, 2)).astype(np.float32)
-    model = _train_one_step(rnn.RECIPE, params,
+    model = _train_one_step(mirrored, rnn.RECIPE, params,
                             {'sequence': sequences, 'length': lengths},
                             np.arange(16) % 3)
     # Values past a sequence's length are masked: changing them changes nothing.

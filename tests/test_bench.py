@@ -1,0 +1,149 @@
+"""The benchmark's pure pieces on tiny inputs: by-hand loading and z-score,
+scaled IDX data, growth exponent, JSON lines, and the report writer.
+Behaviour only; nothing here times anything."""
+
+import json
+
+import numpy as np
+
+from bench import by_hand
+from bench import common
+from bench import report
+from bench import scaling
+from components import image_formats
+from tests import datasets
+
+
+def test_by_hand_loads_idx_and_zscores_with_train_statistics(tmp_path):
+    folder = datasets.write_idx_dataset(str(tmp_path / 'idx'), train=30,
+                                        test=10, num_classes=3)
+    images, labels = by_hand.load_idx_split(
+        f'{folder}/train-images-idx3-ubyte.gz', num_classes=3, limit=20)
+    assert images.shape == (20, 28, 28, 1) and images.dtype == np.uint8
+    assert labels.shape == (20,) and labels.max() < 3
+
+    test, _ = by_hand.load_idx_split(f'{folder}/t10k-images-idx3-ubyte.gz', 3)
+    train_z, test_z = by_hand.zscore_images(images, test)
+    assert train_z.dtype == np.float32 and test_z.shape == (10, 28, 28, 1)
+    np.testing.assert_allclose(train_z.mean(), 0.0, atol=1e-4)
+    np.testing.assert_allclose(train_z.std(), 1.0, atol=1e-3)
+    # The test split is scaled with the training split's statistics.
+    mean, std = images.mean() / 255.0, images.std() / 255.0
+    np.testing.assert_allclose(test_z, (test / 255.0 - mean) / std,
+                               rtol=1e-3, atol=1e-3)
+
+
+def test_holdout_splits_every_index_once():
+    keep, held = by_hand.holdout(50, 10, seed=1)
+    assert len(held) == 5 and len(keep) == 45
+    assert sorted(np.concatenate([keep, held]).tolist()) == list(range(50))
+
+
+def test_sequences_zscore_ignores_and_zeroes_missing_values():
+    train = [np.array([[1.0, np.nan], [3.0, 4.0]], np.float32),
+             np.array([[5.0, 8.0]], np.float32)]
+    [normalized] = by_hand.zscore_sequences(train)
+    steps = np.concatenate(normalized)
+    assert steps[0, 1] == 0.0  # Missing -> the mean, 0.
+    np.testing.assert_allclose(steps[:, 0].mean(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(steps[[1, 2], 1], [-1.0, 1.0], atol=1e-5)
+
+    padded, lengths = by_hand.pad_sequences(normalized)
+    assert padded.shape == (2, 2, 2) and lengths.tolist() == [2, 1]
+    assert (padded[1, 1] == 0).all()
+
+
+def test_scaled_idx_repeats_images_and_keeps_class_names(tmp_path):
+    source = datasets.write_idx_dataset(str(tmp_path / 'src'), train=10,
+                                        test=4, num_classes=3)
+    rows = scaling.write_scaled_idx(source, str(tmp_path / 'x2.5'), 2.5)
+    assert rows == {'train': 25, 'test': 10}
+    images, labels = image_formats.read_idx_dataset(
+        str(tmp_path / 'x2.5' / 'train-images-idx3-ubyte'),
+        str(tmp_path / 'x2.5' / 'train-labels-idx1-ubyte'), 3)
+    original, _ = image_formats.read_idx_dataset(
+        f'{source}/train-images-idx3-ubyte.gz',
+        f'{source}/train-labels-idx1-ubyte.gz', 3)
+    assert images.shape == (25, 28, 28)
+    np.testing.assert_array_equal(images[10:20], original)
+    assert labels[:10].tolist() == labels[10:20].tolist()
+    assert (tmp_path / 'x2.5' / 'class_names.txt').read_text().split() == [
+        '0', '1', '2']
+    assert scaling.write_scaled_idx(source, str(tmp_path / 'half'),
+                                    0.5) == {'train': 5, 'test': 2}
+
+
+def test_growth_exponent():
+    assert scaling.growth_exponent([1, 4], [10.0, 40.0]) == 1.0
+    assert scaling.growth_exponent([1, 2, 4], [10.0, 12.0, 20.0]) == 0.5
+    assert scaling.growth_exponent([1], [10.0]) is None
+
+
+def test_last_json_line_skips_progress_lines():
+    text = '[10:00:00] Trainer ...\n{"a": 1}\nnot json {\n'
+    assert common.last_json_line(text) == {'a': 1}
+
+
+def _fake_results():
+    return {
+        'mode': 'quick', 'profile': 'full',
+        'machine': {'cpus': 2, 'load_start': [1.0, 1.0, 1.0]},
+        'pipeline': {'convnet': {
+            'wall_seconds': 120.0, 'startup_seconds': 20.0,
+            'component_seconds': {'FileBasedExampleGen': 10.0,
+                                  'StatisticsGen': 5.0, 'Transform': 15.0,
+                                  'Trainer': 50.0, 'Evaluator': 15.0,
+                                  'Pusher': 5.0}}},
+        'by_hand': {'convnet': {
+            'wall_seconds': 100.0, 'startup_seconds': 20.0,
+            'phase_seconds': {'load': 1.0, 'normalize': 1.0, 'build': 1.0,
+                              'fit': 75.0, 'evaluate': 1.0, 'save': 1.0}}},
+        'ratios': {'convnet': 1.2},
+        'smoke': {'convnet': {'wall_seconds': 90.0},
+                  'rnn': {'wall_seconds': 130.0}},
+        'throughput': {'convnet': {
+            'ratio': 0.97, 'cpu_ratio': 1.0,
+            'fit_examples_per_second': {'make_dataset': 97.0, 'arrays': 100.0},
+            'input_only_examples_per_second': {'cold': 1e3, 'warm': 2e3}}},
+        'scaling': {'growth_exponent': 0.8, 'points': [
+            {'scale': s, 'total_rows': int(100 * s),
+             'ingest_seconds': 10.0 * s ** 0.8,
+             'rows_per_second': 10.0 * s ** 0.2,
+             'component_seconds': {'FileBasedExampleGen': 1.0,
+                                   'StatisticsGen': 1.0, 'Transform': 1.0},
+             'component_rows_per_second': {'FileBasedExampleGen': 1.0,
+                                           'StatisticsGen': 2.0,
+                                           'Transform': 3.0}}
+            for s in (1.0, 2.0, 4.0)]},
+        'serving': {'status': 'not available'},
+        'errors': {},
+    }
+
+
+def test_report_writes_json_png_and_judges_targets(tmp_path):
+    results = _fake_results()
+    json_path, png_path = report.write_report(results, tmp_path)
+    written = json.loads(json_path.read_text())
+    targets = written['targets']
+    assert targets['convnet_pipeline_over_by_hand']['met'] is True
+    assert targets['trainer_throughput_ratio']['met'] is True
+    assert targets['ingest_growth_exponent']['met'] is True
+    assert targets['smoke_end_to_end_seconds'] == {
+        'value': 130.0, 'limit': 120.0, 'rule': '<=', 'met': False,
+        'note': 'the slower of the two models'}
+    assert png_path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+    table = report.format_table(results)
+    assert 'convnet' in table and 'NOT met' in table
+    breakdown = dict(report.pipeline_breakdown(results['pipeline']['convnet']))
+    assert breakdown['other components'] == 5.0
+    assert breakdown['startup'] == 20.0
+
+
+def test_report_leaves_unmeasured_targets_open(tmp_path):
+    results = _fake_results()
+    results['profile'] = 'smoke'
+    del results['scaling']
+    report.write_report(results, tmp_path)
+    assert results['targets']['convnet_pipeline_over_by_hand']['met'] is None
+    assert results['targets']['ingest_growth_exponent']['met'] is None
