@@ -134,13 +134,14 @@ def measure(model_name: str, home: str, profile: str = 'full',
                                                 config.pipeline_name)
     pattern = [os.path.join(examples_uri, 'Split-train', '*')]
     accessor = data_accessor(examples_uri)
-    transform_output = tft.TFTransformOutput(graph_uri)
+    schema = tft.TFTransformOutput(graph_uri).transformed_metadata.schema
     to_inputs = functools.partial(module.to_model_inputs, params=params)
 
     def pipeline_dataset(shuffle: bool = True):
-        return training.make_dataset(pattern, accessor, transform_output,
-                                     to_inputs, batch_size, shuffle=shuffle,
-                                     seed=params.get('seed'))
+        return training.make_dataset(pattern, accessor, schema, to_inputs,
+                                     batch_size, shuffle=shuffle,
+                                     seed=params.get('seed'),
+                                     cache=bool(params['cache_examples']))
 
     # One dataset for every epoch, as the Trainer's run_fn builds it once
     # and fits on it for all epochs.

@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 from tfx import v1 as tfx
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.public import tfxio
 
 from models import distribute
@@ -57,20 +58,52 @@ def hyperparameters(fn_args: tfx.components.FnArgs) -> Dict[str, Any]:
     return params
 
 
+# Examples parsed per step when filling the in-memory cache, and the shuffle
+# buffer drawn from it (TFXIO's own default buffer).
+_CACHE_PARSE_BATCH = 1024
+_SHUFFLE_BUFFER = 10_000
+
+
 def make_dataset(file_pattern: List[str],
                  data_accessor: tfx.components.DataAccessor,
-                 tf_transform_output: tft.TFTransformOutput,
+                 schema: schema_pb2.Schema,
                  to_model_inputs: ModelInputsFn,
                  batch_size: int,
                  shuffle: bool,
-                 seed: Optional[int] = None) -> tf.data.Dataset:
-    """One epoch of (model inputs, label) batches of transformed examples."""
-    dataset = data_accessor.tf_dataset_factory(
-        file_pattern,
-        tfxio.TensorFlowDatasetOptions(
-            batch_size=batch_size, label_key=features.LABEL_KEY,
-            num_epochs=1, shuffle=shuffle, shuffle_seed=seed),
-        tf_transform_output.transformed_metadata.schema)
+                 seed: Optional[int] = None,
+                 cache: bool = False) -> tf.data.Dataset:
+    """One epoch of (model inputs, label) batches of transformed examples.
+
+    Args:
+        file_pattern: The split's transformed example files.
+        data_accessor: The Trainer's TFXIO data accessor.
+        schema: The transformed examples' schema.
+        to_model_inputs: Transformed features -> the model's inputs.
+        batch_size: Examples per batch (the global batch).
+        shuffle: Shuffle the examples, anew each epoch.
+        seed: Shuffle seed.
+        cache: Read, decompress and parse the files once and keep the parsed
+            examples in memory, so that later epochs only shuffle and batch
+            them. Needs memory for the whole split.
+    """
+    if not cache:
+        dataset = data_accessor.tf_dataset_factory(
+            file_pattern,
+            tfxio.TensorFlowDatasetOptions(
+                batch_size=batch_size, label_key=features.LABEL_KEY,
+                num_epochs=1, shuffle=shuffle, shuffle_seed=seed),
+            schema)
+    else:
+        dataset = data_accessor.tf_dataset_factory(
+            file_pattern,
+            tfxio.TensorFlowDatasetOptions(
+                batch_size=_CACHE_PARSE_BATCH, label_key=features.LABEL_KEY,
+                num_epochs=1, shuffle=False),
+            schema).unbatch().cache()
+        if shuffle:
+            dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=seed,
+                                      reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size)
     return dataset.map(
         lambda inputs, label: (to_model_inputs(inputs), label),
         num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -98,13 +131,16 @@ def run(fn_args: tfx.components.FnArgs, recipe: ModelRecipe) -> None:
                  type(strategy).__name__, replicas, global_batch)
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    schema = tf_transform_output.transformed_metadata.schema
     to_model_inputs = functools.partial(recipe.to_model_inputs, params=params)
+    cache = bool(params.get('cache_examples', True))
     train = make_dataset(fn_args.train_files, fn_args.data_accessor,
-                         tf_transform_output, to_model_inputs,
-                         global_batch, shuffle=True, seed=params.get('seed'))
+                         schema, to_model_inputs,
+                         global_batch, shuffle=True, seed=params.get('seed'),
+                         cache=cache)
     evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor,
-                              tf_transform_output, to_model_inputs,
-                              global_batch, shuffle=False)
+                              schema, to_model_inputs,
+                              global_batch, shuffle=False, cache=cache)
 
     with strategy.scope():
         model = recipe.build_model(params, len(class_names))

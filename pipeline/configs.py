@@ -77,6 +77,9 @@ MODELS: Dict[str, ModelFamily] = {
 # Shared defaults; a profile's entries override them.
 TRAINING_DEFAULTS: Dict[str, Any] = dict(
     learning_rate=1e-3, dropout=0.25, seed=42, strategy='auto',
+    # Keep the parsed training and eval examples in memory after the first
+    # epoch (models/training.py); false when they do not fit in memory.
+    cache_examples=True,
     # Start from the last blessed model's weights when the shapes match.
     warm_start=False,
     # Read the newest N spans (span-{SPAN} layouts).

@@ -55,7 +55,11 @@ def eval_config(min_accuracy: float, max_accuracy_drop: float
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
             absolute={'value': -max_accuracy_drop - 1e-10}))
     return tfma.EvalConfig(
+        # A generic SavedModel: otherwise TFMA deserializes the Keras model
+        # twice per model (once only to learn its type), which cost the
+        # RNN's Evaluator most of its time (bench/).
         model_specs=[tfma.ModelSpec(
+            model_type=tfma.constants.TF_GENERIC,
             signature_name=signatures.DEFAULT_SIGNATURE,
             label_key=features.LABEL_KEY,
             prediction_key=signatures.SCORES_OUTPUT)],

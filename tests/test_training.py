@@ -90,3 +90,72 @@ def test_warm_start_loads_the_previous_weights_and_refuses_other_shapes(
 
     wider = convnet.build_model({**params, 'dense_units': 16}, num_classes=3)
     assert not training.warm_start(wider, str(tmp_path / 'previous'))
+
+
+def _write_examples(folder, count):
+    """`count` gzipped tf.Examples: image [4] = its index, a var-len `steps`."""
+    path = folder / 'Split-train'
+    path.mkdir()
+    with tf.io.TFRecordWriter(str(path / 'data.gz'), 'GZIP') as writer:
+        for index in range(count):
+            example = tf.train.Example(features=tf.train.Features(feature={
+                'image': tf.train.Feature(float_list=tf.train.FloatList(
+                    value=[float(index)] * 4)),
+                'steps': tf.train.Feature(float_list=tf.train.FloatList(
+                    value=[float(index)] * (index % 5 + 1))),
+                'label': tf.train.Feature(int64_list=tf.train.Int64List(
+                    value=[index % 3])),
+            }))
+            writer.write(example.SerializeToString())
+    return [str(path / '*')]
+
+
+def _accessor(examples_uri):
+    from tfx.components.trainer import fn_args_utils
+    from tfx.components.util import tfxio_utils
+    from tfx.types import standard_artifacts
+    examples = standard_artifacts.Examples()
+    examples.uri = examples_uri
+    examples.split_names = '["train"]'
+    return fn_args_utils.DataAccessor(
+        tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
+            [examples], ['test']),
+        record_batch_factory=None, data_view_decode_fn=None)
+
+
+@pytest.mark.parametrize('cache', [False, True])
+def test_make_dataset_yields_every_example_once_per_epoch_reshuffled(
+        tmp_path, cache):
+    from tensorflow_transform.tf_metadata import schema_utils
+    pattern = _write_examples(tmp_path, 300)
+    schema = schema_utils.schema_from_feature_spec({
+        'image': tf.io.FixedLenFeature([4], tf.float32),
+        'steps': tf.io.VarLenFeature(tf.float32),
+        'label': tf.io.FixedLenFeature([], tf.int64),
+    })
+
+    def to_model_inputs(transformed):
+        return {'image': transformed['image'],
+                'steps': tf.sparse.to_dense(transformed['steps'])}
+
+    dataset = training.make_dataset(
+        pattern, _accessor(str(tmp_path)), schema, to_model_inputs,
+        batch_size=32, shuffle=True, seed=1, cache=cache)
+    epochs = []
+    for _ in range(2):
+        order = []
+        for inputs, label in dataset:
+            image = inputs['image'].numpy()
+            steps = inputs['steps'].numpy()
+            assert image.shape[1:] == (4,)
+            assert steps.shape[1] == 5  # Padded to the batch's longest.
+            index = image[:, 0].astype(int)
+            np.testing.assert_array_equal(label.numpy(), index % 3)
+            for row, i in enumerate(index):
+                np.testing.assert_array_equal(
+                    steps[row], [i] * (i % 5 + 1) + [0] * (4 - i % 5))
+            order.extend(index)
+        epochs.append(order)
+    assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(300))
+    assert epochs[0] != epochs[1]  # A new order each epoch.
+    assert epochs[0] != list(range(300))
