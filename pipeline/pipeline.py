@@ -22,6 +22,9 @@ from models import signatures
 from pipeline import configs
 from pipeline import summary
 
+# Resolves nothing on a pipeline's first run, by design.
+PREVIOUS_STATISTICS_RESOLVER = 'previous_statistics_resolver'
+
 SERVING_CHECK_SPLIT = data_source.TEST
 
 
@@ -126,7 +129,7 @@ def create_pipeline(config: configs.RunConfig,
         statistics=tfx.dsl.Channel(
             type=tfx.types.standard_artifacts.ExampleStatistics,
             producer_component_id=statistics_gen.id, output_key='statistics'),
-    ).with_id('previous_statistics_resolver')
+    ).with_id(PREVIOUS_STATISTICS_RESOLVER)
     # Resolved before this run's statistics exist: the previous run's.
     statistics_gen.add_upstream_node(previous_statistics)
     data_gate = DataGate(

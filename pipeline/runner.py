@@ -88,10 +88,34 @@ def _was_cached(connection, execution_id: int) -> bool:
     return execution.last_known_state == metadata_store_pb2.Execution.CACHED
 
 
+class _FirstRunResolutionFilter(logging.Filter):
+    """Drops the traceback TFX logs as an ERROR when the previous-statistics
+    resolver finds nothing: on a pipeline's first run that is expected, and
+    the run goes on without a drift baseline."""
+
+    _PREFIX = (f'[{pipeline_lib.PREVIOUS_STATISTICS_RESOLVER}] '
+               'Input resolution error')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self._PREFIX)
+
+
 @contextlib.contextmanager
 def _quiet_logs(verbose: bool) -> Iterator[None]:
     """Keeps TFX's, Beam's and TensorFlow's INFO and WARNING lines off the
-    console unless `verbose`; errors still show."""
+    console unless `verbose`; errors still show, but for the expected one of
+    a first run (_FirstRunResolutionFilter)."""
+    first_run_filter = _FirstRunResolutionFilter()
+    logging.getLogger('absl').addFilter(first_run_filter)
+    try:
+        with _log_level(verbose):
+            yield
+    finally:
+        logging.getLogger('absl').removeFilter(first_run_filter)
+
+
+@contextlib.contextmanager
+def _log_level(verbose: bool) -> Iterator[None]:
     if verbose:
         logging.getLogger('absl').setLevel(logging.INFO)
         yield
