@@ -67,4 +67,8 @@ def export_serving_model(
     serving = {signatures.DEFAULT_SIGNATURE: serve_examples}
     for name, make_signature in extra_signatures.items():
         serving[name] = make_signature(predict)
-    model.save(export_dir, save_format='tf', signatures=serving)
+    # Without Keras's traces of every layer's call: the signatures above are
+    # all a server or TFMA calls, and the traces cost the RNN 11-14 s to
+    # save and 2-4 s more to load (bench/).
+    model.save(export_dir, save_format='tf', signatures=serving,
+               save_traces=False)

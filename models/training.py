@@ -169,7 +169,11 @@ def warm_start(model: keras.Model, base_model_dir: str) -> bool:
         True if every weight was loaded; False (logged) when the base model's
         architecture differs, in which case training starts afresh.
     """
-    base = {v.name: v for v in tf.saved_model.load(base_model_dir).variables}
+    loaded = tf.saved_model.load(base_model_dir)
+    # Every variable the SavedModel holds, whether or not Keras traces were
+    # saved with it (export.py saves none, so `loaded.variables` is absent).
+    base = {v.name: v for v in tf.train.TrackableView(loaded).descendants()
+            if isinstance(v, tf.Variable)}
     if any(w.name not in base or base[w.name].shape != w.shape
            for w in model.weights):
         logging.warning('Base model %s does not match this architecture; '

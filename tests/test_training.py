@@ -74,12 +74,14 @@ def test_unknown_strategy_is_refused():
         distribute.make_strategy('tpu')
 
 
+@pytest.mark.parametrize('save_traces', [True, False])
 def test_warm_start_loads_the_previous_weights_and_refuses_other_shapes(
-        tmp_path):
+        tmp_path, save_traces):
     params = {'image_shape': [12, 12, 1], 'conv_filters': [4],
               'dense_units': 8}
     previous = convnet.build_model(params, num_classes=3)
-    previous.save(str(tmp_path / 'previous'), save_format='tf')
+    previous.save(str(tmp_path / 'previous'), save_format='tf',
+                  save_traces=save_traces)
 
     fresh = convnet.build_model(params, num_classes=3)
     assert not np.allclose(fresh.get_layer('dense').kernel.numpy(),
