@@ -211,7 +211,6 @@ def train_and_evaluate(config: configs.RunConfig,
         `phase_seconds` (load, normalize, build, fit, evaluate, save), the
         split sizes, epochs, batch size and test accuracy.
     """
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     from models import distribute  # pylint: disable=import-outside-toplevel
     from models import training  # pylint: disable=import-outside-toplevel
     module = __import__(f'models.{config.model}.model', fromlist=['model'])
@@ -235,7 +234,9 @@ def train_and_evaluate(config: configs.RunConfig,
         _, accuracy = model.evaluate(*splits['test'], batch_size=batch_size,
                                      verbose=0)
     with watch('save'), tempfile.TemporaryDirectory() as folder:
-        tf.saved_model.save(model, os.path.join(folder, 'model'))
+        # As models/export.py saves (without Keras's layer traces).
+        model.save(os.path.join(folder, 'model'), save_format='tf',
+                   save_traces=False)
     return {
         'model': config.model, 'profile': config.profile,
         'epochs': epochs, 'batch_size': batch_size,
