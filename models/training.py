@@ -11,18 +11,20 @@ pipeline/configs.py) and may be overridden by a Tuner's `hyperparameters`.
 
 import dataclasses
 import functools
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, TYPE_CHECKING
 
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
-from tfx import v1 as tfx
 from tensorflow_metadata.proto.v0 import schema_pb2
-from tfx_bsl.public import tfxio
+from tfx_bsl.tfxio import dataset_options
 
 from models import distribute
 from models import export
 from models import features
+
+if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
+    from tfx import v1 as tfx
 
 keras = tf.keras
 
@@ -48,7 +50,7 @@ class ModelRecipe:
     extra_signatures: Dict[str, export.SignatureFactory]
 
 
-def hyperparameters(fn_args: tfx.components.FnArgs) -> Dict[str, Any]:
+def hyperparameters(fn_args: 'tfx.components.FnArgs') -> Dict[str, Any]:
     """The run's hyper-parameters: custom_config, overridden by a Tuner's."""
     params = dict(fn_args.custom_config or {})
     tuned = fn_args.hyperparameters
@@ -65,7 +67,7 @@ _SHUFFLE_BUFFER = 10_000
 
 
 def make_dataset(file_pattern: List[str],
-                 data_accessor: tfx.components.DataAccessor,
+                 data_accessor: 'tfx.components.DataAccessor',
                  schema: schema_pb2.Schema,
                  to_model_inputs: ModelInputsFn,
                  batch_size: int,
@@ -89,14 +91,14 @@ def make_dataset(file_pattern: List[str],
     if not cache:
         dataset = data_accessor.tf_dataset_factory(
             file_pattern,
-            tfxio.TensorFlowDatasetOptions(
+            dataset_options.TensorFlowDatasetOptions(
                 batch_size=batch_size, label_key=features.LABEL_KEY,
                 num_epochs=1, shuffle=shuffle, shuffle_seed=seed),
             schema)
     else:
         dataset = data_accessor.tf_dataset_factory(
             file_pattern,
-            tfxio.TensorFlowDatasetOptions(
+            dataset_options.TensorFlowDatasetOptions(
                 batch_size=_CACHE_PARSE_BATCH, label_key=features.LABEL_KEY,
                 num_epochs=1, shuffle=False),
             schema).unbatch().cache()
@@ -120,7 +122,7 @@ def compile_model(model: keras.Model, params: Dict[str, Any]) -> None:
         metrics=[keras.metrics.SparseCategoricalAccuracy(name='accuracy')])
 
 
-def run(fn_args: tfx.components.FnArgs, recipe: ModelRecipe) -> None:
+def run(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe) -> None:
     """Trains the recipe's model under the configured strategy and exports it."""
     params = hyperparameters(fn_args)
     class_names = params['class_names']

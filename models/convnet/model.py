@@ -8,15 +8,17 @@ width per block. A dense layer and a softmax classifier follow. Trained with
 cross-entropy on shuffled mini-batches by models/training.py.
 """
 
-from typing import Any, Dict
+from typing import Any, Dict, TYPE_CHECKING
 
 import tensorflow as tf
-from tfx import v1 as tfx
 
 from models import export
 from models import features
 from models import signatures
 from models import training
+
+if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
+    from tfx import v1 as tfx
 
 keras = tf.keras
 
@@ -73,6 +75,6 @@ RECIPE = training.ModelRecipe(
     extra_signatures={signatures.IMAGE_SIGNATURE: image_signature})
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
     """The TFX Trainer's entry point for the convnet."""
     training.run(fn_args, RECIPE)

@@ -7,15 +7,17 @@ exploding gradients through time), cross-entropy on shuffled mini-batches
 (models/training.py).
 """
 
-from typing import Any, Dict
+from typing import Any, Dict, TYPE_CHECKING
 
 import tensorflow as tf
-from tfx import v1 as tfx
 
 from models import export
 from models import features
 from models import signatures
 from models import training
+
+if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
+    from tfx import v1 as tfx
 
 keras = tf.keras
 _CELLS = {'lstm': keras.layers.LSTM, 'gru': keras.layers.GRU}
@@ -85,6 +87,6 @@ RECIPE = training.ModelRecipe(
     extra_signatures={signatures.SEQUENCE_SIGNATURE: sequence_signature})
 
 
-def run_fn(fn_args: tfx.components.FnArgs) -> None:
+def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
     """The TFX Trainer's entry point for the RNN."""
     training.run(fn_args, RECIPE)
