@@ -71,7 +71,8 @@ class Bench:
                         'load_start': common.load_average(),
                         'uptime_start': _uptime()},
             'beam_args': beam_args or configs.default_beam_args(),
-            'pipeline': {}, 'by_hand': {}, 'ratios': {}, 'smoke': {},
+            'pipeline': {}, 'by_hand': {}, 'ratios': {}, 'cpu_ratios': {},
+            'smoke': {},
             'throughput': {}, 'errors': {},
         }
 
@@ -110,6 +111,9 @@ class Bench:
             if run and hand:
                 self.results['ratios'][model] = round(
                     run['wall_seconds'] / hand['wall_seconds'], 3)
+                # Less swayed than wall time by other load on the machine.
+                self.results['cpu_ratios'][model] = round(
+                    run['cpu_seconds'] / hand['cpu_seconds'], 3)
 
     def smoke(self) -> None:
         """The smoke profile end to end (a full run measures it apart)."""

@@ -7,6 +7,7 @@ exactly as a user running either would see it.
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -37,6 +38,12 @@ def load_average() -> List[float]:
         return []
 
 
+def children_cpu_seconds() -> float:
+    """User + system seconds of every finished child process so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def last_json_line(text: str) -> Dict[str, Any]:
     """The last line of `text` that parses as a JSON object.
 
@@ -59,7 +66,8 @@ def run_json(args: Sequence[str], log_path: Optional[Path] = None,
 
     The child's stderr (progress lines, logs) goes to `log_path` when given.
     The result gains `outer_wall_seconds` (process start to exit, as measured
-    here) and `load_before` / `load_after` (load averages).
+    here), `cpu_seconds` (user + system time of the child and its own
+    children) and `load_before` / `load_after` (load averages).
 
     Args:
         args: Arguments after the interpreter, e.g. ['-m', 'pipeline', ...].
@@ -71,6 +79,7 @@ def run_json(args: Sequence[str], log_path: Optional[Path] = None,
     """
     env = {**os.environ, **CHILD_ENV}
     load_before = load_average()
+    cpu_before = children_cpu_seconds()
     started = time.monotonic()
     stderr_file = open(log_path, 'w', encoding='utf-8') if log_path else None
     try:
@@ -83,6 +92,7 @@ def run_json(args: Sequence[str], log_path: Optional[Path] = None,
         if stderr_file:
             stderr_file.close()
     wall = time.monotonic() - started
+    cpu = children_cpu_seconds() - cpu_before
     if completed.returncode != 0:
         tail = (completed.stderr or '')[-2000:] if not log_path else (
             Path(log_path).read_text(encoding='utf-8')[-2000:])
@@ -90,6 +100,7 @@ def run_json(args: Sequence[str], log_path: Optional[Path] = None,
                            f'{completed.returncode}:\n{tail}')
     result = last_json_line(completed.stdout)
     result['outer_wall_seconds'] = round(wall, 1)
+    result['cpu_seconds'] = round(cpu, 1)
     result['load_before'] = load_before
     result['load_after'] = load_average()
     return result

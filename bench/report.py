@@ -49,7 +49,9 @@ def evaluate_targets(results: Dict[str, Any]) -> Dict[str, Any]:
     return {
         'convnet_pipeline_over_by_hand': _target(
             ratio, MAX_PIPELINE_OVER_BY_HAND, True, profile == 'full',
-            '' if profile == 'full' else
+            (f'CPU seconds ratio: '
+             f'{(results.get("cpu_ratios") or {}).get("convnet")}')
+            if profile == 'full' else
             f'measured on the {profile} profile; the target is for full'),
         'trainer_throughput_ratio': _target(
             throughput.get('ratio'), MIN_TRAINER_THROUGHPUT, False,
@@ -164,12 +166,15 @@ def format_table(results: Dict[str, Any]) -> str:
     lines = [f'bench ({results.get("mode")}, profile '
              f'{results.get("profile")}), load at start '
              f'{(results.get("machine") or {}).get("load_start")}', '']
-    lines.append(f'{"":<24}{"pipeline s":>12}{"by hand s":>12}{"ratio":>8}')
+    lines.append(f'{"":<24}{"pipeline s":>12}{"by hand s":>12}{"ratio":>8}'
+                 f'{"CPU s ratio":>13}')
     for model, run in (results.get('pipeline') or {}).items():
         hand = (results.get('by_hand') or {}).get(model) or {}
+        cpu_ratio = (results.get('cpu_ratios') or {}).get(model)
         lines.append(f'{model:<24}{_fmt(run.get("wall_seconds")):>12}'
                      f'{_fmt(hand.get("wall_seconds")):>12}'
-                     f'{_fmt((results.get("ratios") or {}).get(model), 2):>8}')
+                     f'{_fmt((results.get("ratios") or {}).get(model), 2):>8}'
+                     f'{_fmt(cpu_ratio, 2):>13}')
         for name, seconds in pipeline_breakdown(run):
             lines.append(f'  {name:<22}{_fmt(seconds):>12}')
         for name, seconds in by_hand_breakdown(hand):
