@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bench import throughput
 from models import distribute
 from models import training
 from models.convnet import model as convnet
@@ -112,19 +113,6 @@ def _write_examples(folder, count):
     return [str(path / '*')]
 
 
-def _accessor(examples_uri):
-    from tfx.components.trainer import fn_args_utils
-    from tfx.components.util import tfxio_utils
-    from tfx.types import standard_artifacts
-    examples = standard_artifacts.Examples()
-    examples.uri = examples_uri
-    examples.split_names = '["train"]'
-    return fn_args_utils.DataAccessor(
-        tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
-            [examples], ['test']),
-        record_batch_factory=None, data_view_decode_fn=None)
-
-
 @pytest.mark.parametrize('cache', [False, True])
 def test_make_dataset_yields_every_example_once_per_epoch_reshuffled(
         tmp_path, cache):
@@ -141,7 +129,7 @@ def test_make_dataset_yields_every_example_once_per_epoch_reshuffled(
                 'steps': tf.sparse.to_dense(transformed['steps'])}
 
     dataset = training.make_dataset(
-        pattern, _accessor(str(tmp_path)), schema, to_model_inputs,
+        pattern, throughput.data_accessor(str(tmp_path)), schema, to_model_inputs,
         batch_size=32, shuffle=True, seed=1, cache=cache)
     epochs = []
     for _ in range(2):
