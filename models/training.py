@@ -135,7 +135,7 @@ def run(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe) -> None:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     schema = tf_transform_output.transformed_metadata.schema
     to_model_inputs = functools.partial(recipe.to_model_inputs, params=params)
-    cache = bool(params.get('cache_examples', True))
+    cache = bool(params['cache_examples'])
     train = make_dataset(fn_args.train_files, fn_args.data_accessor,
                          schema, to_model_inputs,
                          global_batch, shuffle=True, seed=params.get('seed'),
