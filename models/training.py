@@ -125,6 +125,10 @@ def compile_model(model: keras.Model, params: Dict[str, Any]) -> None:
 def run(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe) -> None:
     """Trains the recipe's model under the configured strategy and exports it."""
     params = hyperparameters(fn_args)
+    if params.get('seed') is not None:
+        # Same data and seed, same weights: initial weights, dropout and the
+        # shuffle order all draw from it.
+        keras.utils.set_random_seed(int(params['seed']))
     class_names = params['class_names']
     strategy = distribute.make_strategy(params.get('strategy', 'auto'))
     replicas = strategy.num_replicas_in_sync
