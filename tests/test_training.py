@@ -149,3 +149,6 @@ def test_make_dataset_yields_every_example_once_per_epoch_reshuffled(
     assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(300))
     assert epochs[0] != epochs[1]  # A new order each epoch.
     assert epochs[0] != list(range(300))
+    # No autotuning model thread, which made dropping each epoch's
+    # iterator wait up to a minute (see make_dataset).
+    assert dataset.options().autotune.enabled is False
