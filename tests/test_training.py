@@ -70,6 +70,13 @@ def test_strategy_by_name(name, replicas):
     assert distribute.make_strategy(name).num_replicas_in_sync == replicas
 
 
+def test_auto_on_cpu_feeds_the_dataset_itself_to_keras():
+    # No distributed-dataset wrapper, whose per-epoch iterators stall.
+    dataset = tf.data.Dataset.range(4)
+    strategy = distribute.make_strategy('auto')
+    assert strategy.experimental_distribute_dataset(dataset) is dataset
+
+
 def test_unknown_strategy_is_refused():
     with pytest.raises(ValueError, match='unknown strategy'):
         distribute.make_strategy('tpu')
