@@ -58,7 +58,9 @@ def _add_run_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--beam-arg', action='append', default=[],
                         dest='beam_args', metavar='FLAG',
                         help='a Beam pipeline argument, e.g. '
-                        '--beam-arg=--runner=FlinkRunner (repeatable)')
+                        '--beam-arg=--runner=FlinkRunner (repeatable; '
+                        'replaces the default --runner=FnApiRunner '
+                        '--direct_running_mode=in_memory)')
     parser.add_argument('--set', action='append', default=[], type=_override,
                         dest='overrides', metavar='KEY=VALUE',
                         help='override a hyper-parameter, e.g. --set epochs=3')

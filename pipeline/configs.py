@@ -97,20 +97,27 @@ ON_BAD_RECORD = 'fail'
 
 
 def default_beam_args() -> List[str]:
-    """DirectRunner, in memory: the bundles run in the pipeline's own process.
+    """Beam's FnApiRunner, in memory: bundles run in the pipeline's process.
 
-    Measured by bench/ (2 cores): multi_processing starts a worker process
-    per core for every Beam component, each importing TensorFlow anew, which
-    costs ~20-40 s per component; ExampleGen + StatisticsGen + Transform of
-    Fashion-MNIST took 160 s with it and 49 s in memory (198 s and 130 s at
-    4x the data), and the smoke run 204 s against 108 s. multi_threading was
-    no faster than in_memory. TensorFlow ops inside the bundles still use
-    every core. On a large machine or data set pass
-    `--beam-arg=--direct_running_mode=multi_processing
+    Not `DirectRunner`: since Beam 2.68 it first tries the Prism runner,
+    which downloads a Go binary from GitHub at run time. Offline it fails,
+    falls back to the FnApiRunner and leaves a temporary folder behind, once
+    for every Beam component; online the pipeline would run on a binary
+    nobody tested with it. Beam's advice is to name the FnApiRunner.
+
+    In memory, measured by bench/ (2 cores): multi_processing starts a worker
+    process per core for every Beam component, each importing TensorFlow
+    anew, which costs ~20-40 s per component; ExampleGen + StatisticsGen +
+    Transform of Fashion-MNIST took 160 s with it and 49 s in memory (198 s
+    and 130 s at 4x the data), and the smoke run 204 s against 108 s.
+    multi_threading was no faster than in_memory. TensorFlow ops inside the
+    bundles still use every core. `--beam-arg` flags replace these: on a
+    large machine or data set pass `--beam-arg=--runner=FnApiRunner
+    --beam-arg=--direct_running_mode=multi_processing
     --beam-arg=--direct_num_workers=N`, or another runner (Flink, Spark,
     Dataflow), e.g. `--beam-arg=--runner=FlinkRunner`.
     """
-    return ['--runner=DirectRunner', '--direct_running_mode=in_memory']
+    return ['--runner=FnApiRunner', '--direct_running_mode=in_memory']
 
 
 @dataclasses.dataclass(frozen=True)

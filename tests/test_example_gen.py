@@ -43,7 +43,7 @@ def run_example_gen(tmp_path, source, **settings):
     }
     context = base_beam_executor.BaseBeamExecutor.Context(
         tmp_dir=str(tmp_path / 'tmp'), unique_id='test',
-        beam_pipeline_args=['--direct_running_mode=in_memory'])
+        beam_pipeline_args=configs.default_beam_args())
     executor.Executor(context).Do({}, {'examples': [examples]},
                                   exec_properties)
     result = {}

@@ -2,8 +2,7 @@
 (real Beam, real ML Metadata in SQLite, real SavedModels, the real serving
 check), for both models.
 
-Beam runs in-memory here: on data this small, spawning a worker process per
-core costs more than it saves.
+Beam runs with the pipeline's defaults (FnApiRunner, in memory).
 """
 
 import glob
@@ -22,13 +21,12 @@ from models import signatures
 from tests import datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST_BEAM = ['--beam-arg=--direct_running_mode=in_memory']
 
 
 def run_pipeline(*args):
     """Runs the CLI; returns (summary dict or None, stderr)."""
     process = subprocess.run(
-        [sys.executable, '-m', 'pipeline', 'run', *FAST_BEAM, *args],
+        [sys.executable, '-m', 'pipeline', 'run', *args],
         cwd=REPO, capture_output=True, text=True, timeout=1200, check=False)
     lines = [l for l in process.stdout.splitlines() if l.startswith('{')]
     if process.returncode != 0 or not lines:
@@ -148,7 +146,7 @@ def test_bad_data_ends_the_run_with_one_line_naming_the_file(tmp_path):
     labels = os.path.join(data, 't10k-labels-idx1-ubyte.gz')
     datasets.write_idx(labels, np.full(10, 12))  # labels out of range
     process = subprocess.run(
-        [sys.executable, '-m', 'pipeline', 'run', *FAST_BEAM, '--model',
+        [sys.executable, '-m', 'pipeline', 'run', '--model',
          'convnet', '--data', data, '--home', str(tmp_path / 'home')],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
     assert process.returncode == 2

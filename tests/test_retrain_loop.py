@@ -22,10 +22,9 @@ from serving.process import free_port
 from tests import datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN_FLAGS = ['--model', 'convnet', '--beam-arg=--direct_running_mode=in_memory',
-             '--set', 'epochs=6', '--set', 'learning_rate=0.003',
-             '--set', 'min_accuracy=0.6', '--set', 'max_accuracy_drop=0.1',
-             '--set', 'warm_start=true']
+RUN_FLAGS = ['--model', 'convnet', '--set', 'epochs=6',
+             '--set', 'learning_rate=0.003', '--set', 'min_accuracy=0.6',
+             '--set', 'max_accuracy_drop=0.1', '--set', 'warm_start=true']
 
 
 def write_span(root, span, shuffle_labels=False):
