@@ -126,7 +126,6 @@ def make_dataset(file_pattern: List[str],
             tf.data.AUTOTUNE).with_options(_WITHOUT_AUTOTUNE_MODEL)
 
 
-
 def compile_model(model: keras.Model, params: Dict[str, Any]) -> None:
     """Adam on sparse categorical cross-entropy, clipped when configured."""
     clip_norm = params.get('clip_norm')
