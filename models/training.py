@@ -66,20 +66,6 @@ _CACHE_PARSE_BATCH = 1024
 _SHUFFLE_BUFFER = 10_000
 
 
-def _options_without_autotune_model() -> tf.data.Options:
-    # tf.data's autotuning model thread sleeps up to 60 s between rounds, and
-    # in TF 2.16 destroying an iterator waits for it to wake: Keras makes a new
-    # iterator every epoch, so epochs stalled idle for up to a minute. Without
-    # it, AUTOTUNE still means one map call per core and a prefetch buffer
-    # that grows when the model waits for data.
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return options
-
-
-_WITHOUT_AUTOTUNE_MODEL = _options_without_autotune_model()
-
-
 def make_dataset(file_pattern: List[str],
                  data_accessor: 'tfx.components.DataAccessor',
                  schema: schema_pb2.Schema,
@@ -120,10 +106,17 @@ def make_dataset(file_pattern: List[str],
             dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=seed,
                                       reshuffle_each_iteration=True)
         dataset = dataset.batch(batch_size)
+    # tf.data's autotuning thread sleeps up to 60 s between rounds, and in
+    # TF 2.16 dropping an iterator waits for it to wake: Keras drops one every
+    # epoch, so epochs stalled idle for up to a minute. Without it, AUTOTUNE
+    # still means one map call per core and a prefetch buffer that grows when
+    # the model waits for data.
+    options = tf.data.Options()
+    options.autotune.enabled = False
     return dataset.map(
         lambda inputs, label: (to_model_inputs(inputs), label),
         num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-            tf.data.AUTOTUNE).with_options(_WITHOUT_AUTOTUNE_MODEL)
+            tf.data.AUTOTUNE).with_options(options)
 
 
 def compile_model(model: keras.Model, params: Dict[str, Any]) -> None:
