@@ -17,7 +17,7 @@ PYTHON310 := 3.10
 endif
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data demo test test-fast bench clean
+.PHONY: setup data demo test bench bazel bazel-test clean
 
 setup: $(VENV)/.installed data
 
@@ -43,6 +43,15 @@ test: setup
 
 bench: setup
 	$(PY) -m bench
+
+# Bazel 4.2 from Debian, offline (WORKSPACE); `make test` stays the one test
+# command CI runs.
+bazel:
+	command -v bazel >/dev/null || { apt-get update -qq && \
+	    apt-get install -y -qq bazel-bootstrap bazel-platforms bazel-rules-java; }
+
+bazel-test: setup bazel
+	bazel test //...
 
 clean:
 	rm -rf $(HOME_DIR) bench/results
