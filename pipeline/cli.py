@@ -156,9 +156,9 @@ def _run(args: argparse.Namespace) -> dict:
     """The `run` command: one local run, under the pipeline's run lock so
     that it never overlaps a scheduled run."""
     from pipeline import runner  # pylint: disable=import-outside-toplevel
-    from pipeline import scheduler  # pylint: disable=import-outside-toplevel
+    from pipeline import run_lock  # pylint: disable=import-outside-toplevel
     config = _run_config(args)
-    lock = scheduler.RunLock(scheduler.lock_path(config.scheduler_state_dir))
+    lock = run_lock.RunLock(run_lock.lock_path(config.scheduler_state_dir))
     if not args.no_lock and not lock.acquire(blocking=False):
         print(f'waiting for the run in progress ({lock.holder()}) ...',
               file=sys.stderr, flush=True)
