@@ -36,7 +36,7 @@ $(FASHION_MNIST):
 demo: setup
 	$(PY) -m pipeline run --model convnet --profile full --home $(HOME_DIR)
 	$(PY) -m pipeline run --model rnn --profile full --home $(HOME_DIR)
-	$(PY) -m serving demo --home $(HOME_DIR)
+	$(PY) -m pipeline demo --home $(HOME_DIR)
 
 test: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider
