@@ -17,7 +17,7 @@ PYTHON310 := 3.10
 endif
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data demo test bench bazel bazel-test clean
+.PHONY: setup data demo lint test bench bazel bazel-test clean
 
 setup: $(VENV)/.installed data
 
@@ -37,6 +37,9 @@ demo: setup
 	$(PY) -m pipeline run --model convnet --profile full --home $(HOME_DIR)
 	$(PY) -m pipeline run --model rnn --profile full --home $(HOME_DIR)
 	$(PY) -m pipeline demo --home $(HOME_DIR)
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 test: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider
