@@ -26,6 +26,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import regression_pb2
 
+from models import signatures
 from serving import errors
 from serving import inference as inference_lib
 from serving import json_codec
@@ -127,7 +128,7 @@ class RestApi:
         signature = json_codec.signature_name(doc)
         servable = self.inference.manager.acquire(*target)
         try:
-            name = signature or inference_lib.DEFAULT_SIGNATURE
+            name = signature or signatures.DEFAULT_SIGNATURE
             signature_def = servable.signature_defs.get(name)
             if signature_def is None:
                 raise errors.invalid_argument(
