@@ -140,3 +140,43 @@ def test_recovery_fails_only_unfinished_executions_of_this_pipeline(
     assert not os.path.exists(folders[ids[0]])
     assert os.path.exists(folders[ids[1]])
     assert runner.recover_interrupted(connection, config) == []
+
+
+def test_pusher_stages_then_renames_and_clears_a_killed_push(tmp_path):
+    from tfx.proto import pusher_pb2  # pylint: disable=import-outside-toplevel
+    from tfx.types import standard_artifacts  # pylint: disable=import-outside-toplevel
+    from tfx.types import standard_component_specs as specs  # pylint: disable=import-outside-toplevel
+    from tfx.utils import path_utils  # pylint: disable=import-outside-toplevel
+    from tfx.utils import proto_utils  # pylint: disable=import-outside-toplevel
+    from components.pusher import executor  # pylint: disable=import-outside-toplevel
+
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / 'model')
+    model_dir = path_utils.serving_model_path(model.uri)
+    os.makedirs(os.path.join(model_dir, 'variables'))
+    for name in ('saved_model.pb', os.path.join('variables', 'v.data')):
+        with open(os.path.join(model_dir, name), 'wb') as f:
+            f.write(b'x' * 100)
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.uri = str(tmp_path / 'blessing')
+    blessing.set_int_custom_property('blessed', 1)
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = str(tmp_path / 'pushed')
+    base = tmp_path / 'serving'
+    # A push killed mid-copy left this behind.
+    os.makedirs(base / executor.STAGING_DIR / '123' / 'variables')
+    destination = pusher_pb2.PushDestination(
+        filesystem=pusher_pb2.PushDestination.Filesystem(
+            base_directory=str(base)))
+
+    executor.Executor().Do(
+        {specs.MODEL_KEY: [model], specs.MODEL_BLESSING_KEY: [blessing]},
+        {specs.PUSHED_MODEL_KEY: [pushed]},
+        {specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination)})
+
+    [version] = os.listdir(base)
+    assert version.isdigit()
+    assert pushed.get_string_custom_property('pushed_destination') == str(
+        base / version)
+    assert sorted(os.listdir(base / version)) == ['saved_model.pb',
+                                                  'variables']
