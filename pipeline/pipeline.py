@@ -17,6 +17,7 @@ from components.data_gate import DataGate
 from components.serving_check import ServingCheck
 from components.example_gen import data_source
 from components.example_gen import executor as example_gen_executor
+from components.pusher import executor as pusher_executor
 from models import features
 from models import signatures
 from pipeline import configs
@@ -196,6 +197,9 @@ def create_pipeline(config: configs.RunConfig,
     pusher = tfx.components.Pusher(
         model_blessing=evaluator.outputs['blessing'],
         **push_inputs,
+        # Copies to a staging folder, then renames: no partial version.
+        custom_executor_spec=executor_spec.ExecutorClassSpec(
+            pusher_executor.Executor),
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=serving_model_dir or config.serving_model_dir)))
