@@ -240,7 +240,9 @@ def run(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
     logging.info('Training with %s over %d replicas, global batch %d',
                  type(strategy).__name__, replicas, global_batch)
 
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    # transform_graph_path: the Tuner's FnArgs leave the deprecated
+    # transform_output unset.
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     schema = tf_transform_output.transformed_metadata.schema
     to_model_inputs = functools.partial(recipe.to_model_inputs, params=params)
     cache = bool(params['cache_examples'])

@@ -93,6 +93,10 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
         print(f'Tuner trials (score: best eval accuracy):\n{table}',
               flush=True)
         logging.info('Tuner trials:\n%s', table)
+        if not any(t.score is not None for t in trials):
+            # Else the Tuner would hand the Trainer a default as the best.
+            raise RuntimeError('every Tuner trial failed; the first:\n'
+                               + (trials[0].message if trials else ''))
 
 
 def tuner_fn(fn_args: 'tfx.components.FnArgs',

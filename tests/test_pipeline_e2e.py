@@ -142,7 +142,10 @@ def test_rnn_run_pushes_a_model_whose_two_signatures_agree(tmp_path):
                                rtol=1e-5, atol=1e-6)
 
 
-FCN_FLAGS = ('--model', 'fcn', '--set', 'tune_trials=2')
+# Fewer steps than the profile's minimum: three trainings (two trials and
+# the Trainer) on 60 series.
+FCN_FLAGS = ('--model', 'fcn', '--set', 'tune_trials=2',
+             '--set', 'min_train_steps=60')
 
 
 @pytest.fixture(scope='module')
