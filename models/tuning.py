@@ -72,7 +72,8 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
         self._deadline = time.monotonic() + max_seconds
 
     def pre_create_trial(self):
-        if time.monotonic() > self._deadline:
+        # At least one trial, however small the budget.
+        if self.oracle.trials and time.monotonic() > self._deadline:
             # The oracle stops once it holds max_trials trials.
             logging.info('Tuner: wall-time budget spent after %d trials',
                          len(self.oracle.trials))
