@@ -234,7 +234,8 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     model = tf.saved_model.load(summary['pushed_model'])
     kernels = sorted((v.name, v.shape[-1]) for v in
                      tf.train.TrackableView(model).descendants()
-                     if isinstance(v, tf.Variable) and 'conv' in v.name)
+                     if isinstance(v, tf.Variable)
+                     and v.name.startswith('block') and 'conv' in v.name)
     assert [filters for _, filters in kernels] == [
         best['width'], 2 * best['width'], best['width']][:best['depth']], (
             kernels, best)
