@@ -74,9 +74,10 @@ def write_sequence_cut(name: str, root: str, train: int) -> None:
 
 def by_hand(root: str, epochs: int, seed: int = 42) -> dict:
     """Plain Keras on a class-folder image set (see the module docstring)."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from models import training  # pylint: disable=import-outside-toplevel
-    from models.convnet import model as convnet  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
+    from models import training
+    from models.convnet import model as convnet
     params = configs.RunConfig(model='convnet', profile='full').hyperparameters
     height, width, channels = params['image_shape']
     tf.keras.utils.set_random_seed(seed)

@@ -207,8 +207,9 @@ def test_schedule_gives_a_small_data_set_enough_steps_and_fitting_momentum():
     assert large['epochs'] == 15
     assert large['early_stopping_patience'] == 10
     assert large['batch_norm_momentum'] == 0.99
-    assert training.training_schedule(
-        {**params, 'batch_norm_momentum': 0.9}, 10)['batch_norm_momentum'] == 0.9
+    explicit = training.training_schedule(
+        {**params, 'batch_norm_momentum': 0.9}, 10)
+    assert explicit['batch_norm_momentum'] == 0.9
 
 
 def test_batch_norm_recalibration_sets_the_training_data_statistics():
