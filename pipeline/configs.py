@@ -36,6 +36,7 @@ class ModelFamily:
         run_fn: Dotted path of its TFX Trainer run_fn.
         default_data: The public data set it trains on by default.
         profiles: Profile name -> hyper-parameters and data limits.
+        tuner_fn: Dotted path of its TFX Tuner tuner_fn (random search).
     """
 
     kind: str
@@ -43,6 +44,7 @@ class ModelFamily:
     run_fn: str
     default_data: str
     profiles: Dict[str, Dict[str, Any]]
+    tuner_fn: Optional[str] = None
 
 
 MODELS: Dict[str, ModelFamily] = {
@@ -50,11 +52,13 @@ MODELS: Dict[str, ModelFamily] = {
         kind=data_source.IMAGES,
         preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
         run_fn='models.convnet.model.run_fn',
+        tuner_fn='models.convnet.model.tuner_fn',
         default_data=data_source.FASHION_MNIST_DIR,
         profiles={
             'smoke': dict(max_examples_per_split=2000, image_shape=[28, 28, 1],
                           conv_filters=[16, 32], dense_units=64, epochs=1,
-                          batch_size=64, min_accuracy=0.3),
+                          min_train_steps=200, batch_size=64,
+                          min_accuracy=0.3),
             'full': dict(max_examples_per_split=0, image_shape=[28, 28, 1],
                          conv_filters=[32, 64], dense_units=256, epochs=15,
                          batch_size=128, min_accuracy=0.9),
@@ -63,20 +67,49 @@ MODELS: Dict[str, ModelFamily] = {
         kind=data_source.SEQUENCES,
         preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
         run_fn='models.rnn.model.run_fn',
+        tuner_fn='models.rnn.model.tuner_fn',
         default_data=_sktime_data('JapaneseVowels'),
         profiles={
             'smoke': dict(max_examples_per_split=0, cell='lstm', units=[32],
-                          bidirectional=True, epochs=3, batch_size=32,
-                          clip_norm=1.0, min_accuracy=0.2),
+                          bidirectional=True, epochs=3, min_train_steps=200,
+                          batch_size=32, clip_norm=1.0, min_accuracy=0.2),
             'full': dict(max_examples_per_split=0, cell='lstm', units=[64, 64],
                          bidirectional=True, epochs=60, batch_size=32,
                          clip_norm=1.0, min_accuracy=0.9),
+        }),
+    # Wang et al. 2017's FCN: the same data, preprocessing_fn and
+    # signatures as the RNN.
+    'fcn': ModelFamily(
+        kind=data_source.SEQUENCES,
+        preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
+        run_fn='models.fcn.model.run_fn',
+        tuner_fn='models.fcn.model.tuner_fn',
+        default_data=_sktime_data('JapaneseVowels'),
+        profiles={
+            'smoke': dict(max_examples_per_split=0, conv_filters=[32, 64, 32],
+                          kernel_sizes=[8, 5, 3], dropout=0.0, epochs=3,
+                          min_train_steps=200, batch_size=32,
+                          min_accuracy=0.2),
+            'full': dict(max_examples_per_split=0,
+                         conv_filters=[128, 256, 128], kernel_sizes=[8, 5, 3],
+                         dropout=0.0, epochs=60, batch_size=16,
+                         min_accuracy=0.9),
         }),
 }
 
 # Shared defaults; a profile's entries override them.
 TRAINING_DEFAULTS: Dict[str, Any] = dict(
     learning_rate=1e-3, dropout=0.25, seed=42, strategy='auto',
+    # Training length adapts to the data (models/training.py): at least this
+    # many steps, however few an epoch has; early stopping on the eval
+    # split's accuracy after this many epochs without a better one (or a
+    # fifth of the epochs), restoring the best epoch's weights; batch-norm
+    # statistics recomputed over up to this many training batches.
+    min_train_steps=1000, early_stopping_patience=10,
+    recalibration_batches=100,
+    # Random search (TFX Tuner) before training: this many trials, 0 = off,
+    # and no trial starts after tune_seconds of searching.
+    tune_trials=0, tune_seconds=3600,
     # Keep the parsed training and eval examples in memory after the first
     # epoch (models/training.py); false when they do not fit in memory.
     cache_examples=True,

@@ -162,9 +162,22 @@ def create_pipeline(config: configs.RunConfig,
     # the Trainer's cache key with every newly blessed model.
     warm_start = ({'base_model': model_resolver.outputs['model']}
                   if params['warm_start'] else {})
+    tuners = []
+    if int(params['tune_trials']) > 0:
+        # Random search (models/tuning.py); the Trainer takes the best.
+        tuners.append(tfx.components.Tuner(
+            tuner_fn=family.tuner_fn,
+            examples=transform.outputs['transformed_examples'],
+            transform_graph=transform.outputs['transform_graph'],
+            schema=schema_gen.outputs['schema'],
+            train_args=tfx.proto.TrainArgs(splits=[data_source.TRAIN]),
+            eval_args=tfx.proto.EvalArgs(splits=[data_source.EVAL]),
+            custom_config=trainer_config))
     trainer = tfx.components.Trainer(
         run_fn=family.run_fn,
         **warm_start,
+        **{'hyperparameters': tuner.outputs['best_hyperparameters']
+           for tuner in tuners},
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
@@ -182,7 +195,7 @@ def create_pipeline(config: configs.RunConfig,
 
     components = [example_gen, previous_statistics, statistics_gen,
                   schema_gen, example_validator, data_gate, transform,
-                  model_resolver, trainer, evaluator]
+                  model_resolver, *tuners, trainer, evaluator]
     if serving_check:
         check = ServingCheck(model=trainer.outputs['model'],
                              examples=example_gen.outputs['examples'],

@@ -1,6 +1,6 @@
 """End to end, as a user runs it: `python -m pipeline run` on small data sets
 (real Beam, real ML Metadata in SQLite, real SavedModels, the real serving
-check), for both models.
+check), for every model family.
 
 Beam runs with the pipeline's defaults (FnApiRunner, in memory).
 """
@@ -39,12 +39,13 @@ def run_pipeline(*args):
 
 @pytest.fixture(scope='module')
 def convnet_run(tmp_path_factory):
-    """One smoke run of the convnet pipeline on a small IDX data set."""
+    """One run of the convnet pipeline on a small IDX data set, under the
+    default profile: training adapts its length to the data's size."""
     root = tmp_path_factory.mktemp('convnet')
     data = datasets.write_idx_dataset(str(root / 'data'), train=400, test=100)
     home = str(root / 'home')
     summary, log = run_pipeline('--model', 'convnet', '--data', data,
-                                '--home', home, '--set', 'epochs=2')
+                                '--home', home)
     assert summary is not None, log
     return summary, data, home, log
 
@@ -135,7 +136,7 @@ def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
         convnet_run):
     _, data, home, _ = convnet_run
     summary, log = run_pipeline('--model', 'convnet', '--data', data,
-                                '--home', home, '--set', 'epochs=2')
+                                '--home', home)
     assert summary is not None, log
     for component in ('FileBasedExampleGen', 'Transform', 'Trainer'):
         assert f'{component} done in' in log
@@ -189,6 +190,61 @@ def test_rnn_run_pushes_a_model_whose_two_signatures_agree(tmp_path):
                                rtol=1e-5, atol=1e-6)
 
 
+# Fewer steps than the profile's minimum: three trainings (two trials and
+# the Trainer) on 60 series.
+FCN_FLAGS = ('--model', 'fcn', '--set', 'tune_trials=2',
+             '--set', 'min_train_steps=60')
+
+
+@pytest.fixture(scope='module')
+def fcn_run(tmp_path_factory):
+    """One smoke run of the 1-D convnet (FCN) pipeline on small sequences,
+    with a random search of two trials before the Trainer."""
+    root = tmp_path_factory.mktemp('fcn')
+    data = datasets.write_ts_dataset(str(root / 'data'), train=60, test=30)
+    home = str(root / 'home')
+    summary, log = run_pipeline(*FCN_FLAGS, '--data', data, '--home', home)
+    assert summary is not None, log
+    return summary, data, home, log
+
+
+def test_fcn_run_pushes_a_model_that_ignores_padding(fcn_run):
+    summary, data, _, log = fcn_run
+    assert summary['model'] == 'fcn'
+    assert summary['blessed'] is True, log
+    assert summary['accuracy'] > 0.6, summary
+    model = tf.saved_model.load(summary['pushed_model'])
+    serve = _signature(model, signatures.SEQUENCE_SIGNATURE)
+
+    sequences = list(sequence_formats.read_ts(
+        os.path.join(data, 'Toy_TEST.ts')))[:6]
+    short = min(sequences, key=lambda s: len(s.values))
+    longest = max(len(s.values) for s in sequences)
+
+    def scores_of_short(batch, width):
+        """`short`'s scores, sent first in `batch` padded to `width`."""
+        padded = np.full((len(batch), width, 3), 7.0, np.float32)
+        for i, s in enumerate(batch):
+            padded[i, :len(s.values)] = s.values
+        return serve(sequences=tf.constant(padded), lengths=tf.constant(
+            [len(s.values) for s in batch], tf.int64))[
+                signatures.SCORES_OUTPUT].numpy()[0]
+
+    alone = scores_of_short([short], len(short.values))
+    # Padded to two lengths, and inside the model padded to the batch's
+    # longest sequence: the same answer.
+    np.testing.assert_allclose(
+        scores_of_short([short] + sequences, longest), alone, atol=1e-5)
+    np.testing.assert_allclose(
+        scores_of_short([short] + sequences, longest + 20), alone, atol=1e-5)
+    class_index = {'a': 0, 'b': 1, 'c': 2}
+    from_examples = _signature(model, signatures.DEFAULT_SIGNATURE)(
+        inputs=tf.constant([features.sequence_example(
+            short.values, class_index[short.label])]))
+    np.testing.assert_allclose(
+        from_examples[signatures.SCORES_OUTPUT].numpy()[0], alone, atol=1e-5)
+
+
 def test_bad_data_ends_the_run_with_one_line_naming_the_file(tmp_path):
     data = datasets.write_idx_dataset(str(tmp_path / 'data'), train=40, test=10)
     labels = os.path.join(data, 't10k-labels-idx1-ubyte.gz')
@@ -201,3 +257,39 @@ def test_bad_data_ends_the_run_with_one_line_naming_the_file(tmp_path):
     last = process.stderr.strip().splitlines()[-1]
     assert last.startswith('error: ') and labels in last, process.stderr
     assert not glob.glob(str(tmp_path / 'home' / 'serving' / '*' / '*'))
+
+
+def _only_file(pattern):
+    matches = glob.glob(pattern)
+    assert len(matches) == 1, (pattern, matches)
+    with open(matches[0], encoding='utf-8') as f:
+        return json.load(f)
+
+
+def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
+    summary, data, home, log = fcn_run
+    outputs = os.path.join(home, 'pipelines', 'fcn-pipeline', 'Tuner')
+    trials = _only_file(os.path.join(outputs, 'tuner_results', '*',
+                                     'tuner_results.json'))
+    best = _only_file(os.path.join(outputs, 'best_hyperparameters', '*',
+                                   'best_hyperparameters.txt'))['values']
+    assert len(trials) == 2, trials
+    assert all(0.0 <= t['score'] <= 1.0 for t in trials)
+    best_trial = max(trials, key=lambda t: t['score'])
+    assert {k: best_trial[k] for k in best} == best
+    # The pushed model has the best trial's architecture: its convolutions
+    # are `depth` blocks of `width`, 2 x `width`, ... filters.
+    model = tf.saved_model.load(summary['pushed_model'])
+    kernels = sorted((v.name, v.shape[-1]) for v in
+                     tf.train.TrackableView(model).descendants()
+                     if isinstance(v, tf.Variable)
+                     and v.name.startswith('block') and 'conv' in v.name)
+    assert [filters for _, filters in kernels] == [
+        best['width'], 2 * best['width'], best['width']][:best['depth']], (
+            kernels, best)
+
+    # A rerun on the same data takes the Tuner's result from the cache.
+    again, log = run_pipeline(*FCN_FLAGS, '--data', data, '--home', home)
+    assert again is not None, log
+    assert any(line.endswith('(cached)') for line in log.splitlines()
+               if '] Tuner done' in line), log

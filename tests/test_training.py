@@ -9,6 +9,7 @@ from bench import throughput
 from models import distribute
 from models import training
 from models.convnet import model as convnet
+from models.fcn import model as fcn
 from models.rnn import model as rnn
 
 
@@ -62,6 +63,39 @@ def test_rnn_masks_padding_and_clips_gradients_under_mirrored_strategy(
     clean = model({'sequence': sequences, 'length': lengths}).numpy()
     padded = model({'sequence': noisy, 'length': lengths}).numpy()
     np.testing.assert_allclose(clean, padded, atol=1e-6)
+
+
+def test_fcn_ignores_padding_in_convolutions_batch_norm_and_pooling(mirrored):
+    params = {'num_channels': 2, 'conv_filters': [4, 6], 'kernel_sizes': [5, 3],
+              'learning_rate': 1e-2}
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(3, 9, size=16)
+    sequences = rng.normal(size=(16, 12, 2)).astype(np.float32)
+    for i, length in enumerate(lengths):
+        sequences[i, length:] = 0.0  # Padded as to_model_inputs pads.
+    labels = np.arange(16) % 3
+    model = _train_one_step(mirrored, fcn.RECIPE, params,
+                            {'sequence': sequences, 'length': lengths}, labels)
+    inputs = {'sequence': sequences, 'length': lengths}
+    clean = model(inputs).numpy()
+    # Other values past each length, and more padding: the same scores.
+    noisy = np.concatenate([sequences, np.zeros((16, 7, 2), np.float32)], 1)
+    for i, length in enumerate(lengths):
+        noisy[i, length:] = 1e3
+    np.testing.assert_allclose(
+        model({'sequence': noisy, 'length': lengths}).numpy(), clean,
+        rtol=1e-4, atol=1e-5)
+    # Batch-norm statistics of a training step count real steps only: the
+    # same batch padded further gives the same update.
+    with mirrored.scope():
+        twin = fcn.build_model(params, num_classes=3)
+    twin.set_weights(model.get_weights())
+    model(inputs, training=True)
+    twin({'sequence': noisy, 'length': lengths}, training=True)
+    for mine, theirs in zip(model.non_trainable_weights,
+                            twin.non_trainable_weights):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(),
+                                   rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize('name,replicas', [
@@ -159,3 +193,48 @@ def test_make_dataset_yields_every_example_once_per_epoch_reshuffled(
     # No autotuning model thread, which made dropping each epoch's
     # iterator wait up to a minute (see make_dataset).
     assert dataset.options().autotune.enabled is False
+
+
+def test_schedule_gives_a_small_data_set_enough_steps_and_fitting_momentum():
+    params = {'epochs': 15, 'min_train_steps': 1000,
+              'early_stopping_patience': 10}
+    small = training.training_schedule(params, steps_per_epoch=10)
+    assert small['epochs'] == 100  # 1000 steps, not 150.
+    assert small['early_stopping_patience'] == 20
+    # An epoch later, 5% of the old moving averages is left, not 0.99**10.
+    assert small['batch_norm_momentum'] ** 10 == pytest.approx(0.05)
+    large = training.training_schedule(params, steps_per_epoch=469)
+    assert large['epochs'] == 15
+    assert large['early_stopping_patience'] == 10
+    assert large['batch_norm_momentum'] == 0.99
+    explicit = training.training_schedule(
+        {**params, 'batch_norm_momentum': 0.9}, 10)
+    assert explicit['batch_norm_momentum'] == 0.9
+
+
+def test_batch_norm_recalibration_sets_the_training_data_statistics():
+    params = {'image_shape': [6, 6, 1], 'conv_filters': [3],
+              'dense_units': 4, 'dropout': 0.3, 'batch_norm_momentum': 0.99}
+    model = convnet.build_model(params, num_classes=2)
+    images = np.random.default_rng(2).normal(
+        3.0, 2.0, size=(64, 6, 6, 1)).astype(np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        ({'image': images}, np.zeros(64))).batch(16)
+    assert training.recalibrate_batch_norm(model, dataset, 100) == 4
+    # The first conv's outputs over all training images: their mean and
+    # variance are now the layer's moving statistics.
+    conv = keras_model_until(model, 'block0_conv0')(images).numpy()
+    norm = model.get_layer('block0_conv0_bn')
+    np.testing.assert_allclose(norm.moving_mean.numpy(),
+                               conv.mean(axis=(0, 1, 2)), rtol=1e-3, atol=1e-4)
+    batch_variances = np.mean([conv[i:i + 16].var(axis=(0, 1, 2))
+                               for i in range(0, 64, 16)], axis=0)
+    np.testing.assert_allclose(norm.moving_variance.numpy(), batch_variances,
+                               rtol=1e-2)
+    # Dropout and momentum are as they were.
+    assert model.get_layer('dense_dropout').rate == 0.6
+    assert norm.momentum == 0.99
+
+
+def keras_model_until(model, layer_name):
+    return tf.keras.Model(model.inputs, model.get_layer(layer_name).output)

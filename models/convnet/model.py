@@ -27,6 +27,8 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     """The convnet for images of config `image_shape`."""
     height, width, channels = (int(d) for d in params['image_shape'])
     dropout = float(params.get('dropout', 0.25))
+    # models/training.py sets it from the steps an epoch.
+    momentum = float(params.get('batch_norm_momentum', 0.99))
     image = keras.Input((height, width, channels), name=features.IMAGE_KEY)
     x = image
     for block, filters in enumerate(params['conv_filters']):
@@ -34,14 +36,16 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
             name = f'block{block}_conv{layer}'
             x = keras.layers.Conv2D(int(filters), 3, padding='same',
                                     use_bias=False, name=name)(x)
-            x = keras.layers.BatchNormalization(name=f'{name}_bn')(x)
+            x = keras.layers.BatchNormalization(momentum=momentum,
+                                                name=f'{name}_bn')(x)
             x = keras.layers.ReLU(name=f'{name}_relu')(x)
         x = keras.layers.MaxPooling2D(2, name=f'block{block}_pool')(x)
         x = keras.layers.Dropout(dropout, name=f'block{block}_dropout')(x)
     x = keras.layers.Flatten(name='flatten')(x)
     x = keras.layers.Dense(int(params.get('dense_units', 256)), use_bias=False,
                            name='dense')(x)
-    x = keras.layers.BatchNormalization(name='dense_bn')(x)
+    x = keras.layers.BatchNormalization(momentum=momentum,
+                                        name='dense_bn')(x)
     x = keras.layers.ReLU(name='dense_relu')(x)
     x = keras.layers.Dropout(2 * dropout, name='dense_dropout')(x)
     scores = keras.layers.Dense(num_classes, activation='softmax',
@@ -69,12 +73,31 @@ def image_signature(predict: export.PredictFn, params: Dict[str, Any]):
     return serve_images
 
 
+def search_space(hp) -> Dict[str, Any]:
+    """The Tuner's space (a KerasTuner HyperParameters) -> params."""
+    width = hp.Choice('width', [16, 32, 64])
+    depth = hp.Int('depth', 1, 3)
+    return {'conv_filters': [width * 2**block for block in range(depth)],
+            'dense_units': hp.Choice('dense_units', [64, 128, 256]),
+            'dropout': hp.Float('dropout', 0.0, 0.5, step=0.125),
+            'learning_rate': hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
+            'batch_size': hp.Choice('batch_size', [32, 64, 128])}
+
+
 RECIPE = training.ModelRecipe(
     build_model=build_model,
     to_model_inputs=to_model_inputs,
-    extra_signatures={signatures.IMAGE_SIGNATURE: image_signature})
+    extra_signatures={signatures.IMAGE_SIGNATURE: image_signature},
+    search_space=search_space)
 
 
 def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
     """The TFX Trainer's entry point for the convnet."""
     training.run(fn_args, RECIPE)
+
+
+def tuner_fn(fn_args: 'tfx.components.FnArgs'
+             ) -> 'tfx.components.TunerFnResult':
+    """The TFX Tuner's entry point for the convnet."""
+    from models import tuning  # pylint: disable=import-outside-toplevel
+    return tuning.tuner_fn(fn_args, RECIPE)

@@ -81,12 +81,32 @@ def sequence_signature(predict: export.PredictFn, params: Dict[str, Any]):
     return serve_sequences
 
 
+def search_space(hp) -> Dict[str, Any]:
+    """The Tuner's space (a KerasTuner HyperParameters) -> params."""
+    depth = hp.Int('depth', 1, 2)
+    width = hp.Choice('width', [32, 64, 128])
+    return {'units': [width] * depth,
+            'cell': hp.Choice('cell', list(_CELLS)),
+            'bidirectional': hp.Boolean('bidirectional', default=True),
+            'dropout': hp.Float('dropout', 0.0, 0.5, step=0.125),
+            'learning_rate': hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
+            'batch_size': hp.Choice('batch_size', [16, 32, 64])}
+
+
 RECIPE = training.ModelRecipe(
     build_model=build_model,
     to_model_inputs=to_model_inputs,
-    extra_signatures={signatures.SEQUENCE_SIGNATURE: sequence_signature})
+    extra_signatures={signatures.SEQUENCE_SIGNATURE: sequence_signature},
+    search_space=search_space)
 
 
 def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
     """The TFX Trainer's entry point for the RNN."""
     training.run(fn_args, RECIPE)
+
+
+def tuner_fn(fn_args: 'tfx.components.FnArgs'
+             ) -> 'tfx.components.TunerFnResult':
+    """The TFX Tuner's entry point for the RNN."""
+    from models import tuning  # pylint: disable=import-outside-toplevel
+    return tuning.tuner_fn(fn_args, RECIPE)

@@ -1,0 +1,135 @@
+"""Small data sets for the defaults that adapt to the data, and a plain Keras
+script to compare the pipeline with.
+
+    python -m bench.small_data images DIR [--per-class 150] [--size 32]
+    python -m bench.small_data sequences NAME DIR [--train 100]
+    python -m bench.small_data by-hand DIR [--epochs 40]
+
+`images` writes a class-folder set (`DIR/train/<class>/*.png`,
+`DIR/test/<class>/*.png`) of Fashion-MNIST images resized to SIZE x SIZE RGB:
+another size and colour than the 28x28 gray the convnet's profiles assume.
+`sequences` writes the first TRAIN training series of a UCR/UEA set from the
+sktime wheel with its whole test split. `by-hand` is the plain Keras script
+for an image set: `image_dataset_from_directory` at the profile's
+`image_shape`, the same convnet (`models.convnet.model.build_model`), Adam,
+a fixed number of epochs, no early stopping and no schedule; it prints one
+JSON line with the test accuracy and each epoch's eval accuracy.
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=wrong-import-position
+import numpy as np
+from PIL import Image
+
+from components import image_formats
+from components import sequence_formats
+from components.example_gen import data_source
+from pipeline import configs
+
+FASHION_NAMES = ('T-shirt_top', 'Trouser', 'Pullover', 'Dress', 'Coat',
+                 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle_boot')
+
+
+def write_image_folders(root: str, per_class: int, size: int,
+                        seed: int = 0) -> None:
+    """`per_class` training and `per_class // 3` test images of each class."""
+    rng = np.random.default_rng(seed)
+    for split, prefix, count in (('train', 'train', per_class),
+                                 ('test', 't10k', max(per_class // 3, 1))):
+        images_path = os.path.join(data_source.FASHION_MNIST_DIR,
+                                   f'{prefix}-images-idx3-ubyte.gz')
+        images, labels = image_formats.read_idx_dataset(
+            images_path, image_formats.labels_path_for(images_path), 10)
+        for label, name in enumerate(FASHION_NAMES):
+            folder = os.path.join(root, split, name)
+            os.makedirs(folder, exist_ok=True)
+            chosen = rng.choice(np.flatnonzero(labels == label), count,
+                                replace=False)
+            for index in chosen:
+                Image.fromarray(images[index]).convert('RGB').resize(
+                    (size, size), Image.BILINEAR).save(
+                        os.path.join(folder, f'{index}.png'))
+
+
+def write_sequence_cut(name: str, root: str, train: int) -> None:
+    """The first `train` training series of a sktime UCR/UEA set."""
+    source = configs.MODELS['rnn'].default_data.replace('JapaneseVowels', name)
+    os.makedirs(root, exist_ok=True)
+    for split, limit in (('TRAIN', train), ('TEST', 0)):
+        path = os.path.join(source, f'{name}_{split}.ts')
+        series = list(sequence_formats.read_ts(path))
+        labels = sorted({s.label for s in series})
+        sequence_formats.write_ts(
+            os.path.join(root, f'{name}_{split}.ts'),
+            series[:limit] if limit else series, name, labels)
+
+
+def by_hand(root: str, epochs: int, seed: int = 42) -> dict:
+    """Plain Keras on a class-folder image set (see the module docstring)."""
+    # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
+    from models import training
+    from models.convnet import model as convnet
+    params = configs.RunConfig(model='convnet', profile='full').hyperparameters
+    height, width, channels = params['image_shape']
+    tf.keras.utils.set_random_seed(seed)
+
+    def load(split, subset=None):
+        return tf.keras.utils.image_dataset_from_directory(
+            os.path.join(root, split), image_size=(height, width),
+            color_mode='grayscale' if channels == 1 else 'rgb',
+            batch_size=params['batch_size'], seed=seed, subset=subset,
+            validation_split=(configs.EVAL_PERCENT / 100 if subset else None))
+
+    train, held, test = load('train', 'training'), load(
+        'train', 'validation'), load('test')
+    scale = tf.keras.layers.Rescaling(1 / 255)
+    normalize = tf.keras.layers.Normalization()
+    normalize.adapt(train.map(lambda x, _: scale(x)))
+    model = convnet.build_model(params, len(FASHION_NAMES))
+    inputs = tf.keras.Input((height, width, channels))
+    wrapped = tf.keras.Model(inputs, model(normalize(scale(inputs))))
+    training.compile_model(wrapped, params)
+    history = wrapped.fit(train, validation_data=held, epochs=epochs,
+                          verbose=0)
+    _, accuracy = wrapped.evaluate(test, verbose=0)
+    return {'test_accuracy': round(float(accuracy), 4),
+            'eval_accuracy_by_epoch': [round(a, 4) for a in
+                                       history.history['val_accuracy']]}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    commands = parser.add_subparsers(dest='command', required=True)
+    images = commands.add_parser('images')
+    images.add_argument('root')
+    images.add_argument('--per-class', type=int, default=150)
+    images.add_argument('--size', type=int, default=32)
+    sequences = commands.add_parser('sequences')
+    sequences.add_argument('name')
+    sequences.add_argument('root')
+    sequences.add_argument('--train', type=int, default=100)
+    hand = commands.add_parser('by-hand')
+    hand.add_argument('root')
+    hand.add_argument('--epochs', type=int, default=40)
+    args = parser.parse_args(argv)
+    if args.command == 'images':
+        write_image_folders(args.root, args.per_class, args.size)
+    elif args.command == 'sequences':
+        write_sequence_cut(args.name, args.root, args.train)
+    else:
+        print(json.dumps(by_hand(args.root, args.epochs)), flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

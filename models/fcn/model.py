@@ -1,0 +1,96 @@
+"""The 1-D fully convolutional network for sequences (Wang et al. 2017).
+
+Per block: a 1-D convolution over time (the filter bank), batch
+normalization and a ReLU; then global average pooling over time and a
+softmax classifier. `conv_filters` and `kernel_sizes` give one width and one
+kernel length per block (the paper: 128/256/128 filters, kernels 8/5/3).
+
+Masked so padding never counts: the steps past a sequence's length are set
+to zero before every convolution (so a convolution sees the same zeros at a
+sequence's end as 'same' padding gives an unpadded sequence), batch
+normalization takes its statistics over real steps only, and the pooling
+averages real steps only. A sequence's scores are therefore the same however
+far it is padded in its batch.
+
+It reads what the RNN reads: the same tf.Transform output, model inputs and
+serving signatures (models/rnn/).
+"""
+
+from typing import Any, Dict, TYPE_CHECKING
+
+import tensorflow as tf
+
+from models import features
+from models import signatures
+from models import training
+from models.rnn import model as rnn
+
+if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
+    from tfx import v1 as tfx
+
+keras = tf.keras
+
+
+def _zero_padding(args):
+    """[batch, time, width] with the steps past each length set to zero."""
+    values, mask = args
+    return values * tf.cast(mask, values.dtype)[..., tf.newaxis]
+
+
+def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
+    """The FCN for sequences of `num_channels` channels."""
+    channels = int(params['num_channels'])
+    momentum = float(params.get('batch_norm_momentum', 0.99))
+    sequence = keras.Input((None, channels), name=features.SEQUENCE_KEY)
+    length = keras.Input((), dtype=tf.int64, name=features.LENGTH_KEY)
+    mask = keras.layers.Lambda(
+        lambda args: tf.sequence_mask(args[1], tf.shape(args[0])[1]),
+        name='mask')([sequence, length])
+    x = sequence
+    for block, (filters, kernel) in enumerate(
+            zip(params['conv_filters'], params['kernel_sizes'])):
+        x = keras.layers.Lambda(_zero_padding, name=f'block{block}_zero')(
+            [x, mask])
+        x = keras.layers.Conv1D(int(filters), int(kernel), padding='same',
+                                use_bias=False, name=f'block{block}_conv')(x)
+        x = keras.layers.BatchNormalization(
+            momentum=momentum, name=f'block{block}_bn')(x, mask=mask)
+        x = keras.layers.ReLU(name=f'block{block}_relu')(x)
+    x = keras.layers.GlobalAveragePooling1D(name='pool')(x, mask=mask)
+    x = keras.layers.Dropout(float(params.get('dropout', 0.0)),
+                             name='dropout')(x)
+    scores = keras.layers.Dense(num_classes, activation='softmax',
+                                name='classifier')(x)
+    return keras.Model({features.SEQUENCE_KEY: sequence,
+                        features.LENGTH_KEY: length}, scores, name='fcn')
+
+
+def search_space(hp) -> Dict[str, Any]:
+    """The Tuner's space (a KerasTuner HyperParameters) -> params: the
+    paper's three blocks scaled in width, or the first two."""
+    width = hp.Choice('width', [32, 64, 128])
+    depth = hp.Int('depth', 2, 3)
+    return {'conv_filters': [width, 2 * width, width][:depth],
+            'kernel_sizes': [8, 5, 3][:depth],
+            'dropout': hp.Float('dropout', 0.0, 0.5, step=0.125),
+            'learning_rate': hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
+            'batch_size': hp.Choice('batch_size', [16, 32, 64])}
+
+
+RECIPE = training.ModelRecipe(
+    build_model=build_model,
+    to_model_inputs=rnn.to_model_inputs,
+    extra_signatures={signatures.SEQUENCE_SIGNATURE: rnn.sequence_signature},
+    search_space=search_space)
+
+
+def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
+    """The TFX Trainer's entry point for the FCN."""
+    training.run(fn_args, RECIPE)
+
+
+def tuner_fn(fn_args: 'tfx.components.FnArgs'
+             ) -> 'tfx.components.TunerFnResult':
+    """The TFX Tuner's entry point for the FCN."""
+    from models import tuning  # pylint: disable=import-outside-toplevel
+    return tuning.tuner_fn(fn_args, RECIPE)
