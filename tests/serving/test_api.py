@@ -211,7 +211,8 @@ def _bad_requests():
                                        'serving_default'),
          code.INVALID_ARGUMENT, 'Could not parse example input'),
         ('not a png', with_inputs({'images': [b'garbage']}, 'serving_image'),
-         code.INVALID_ARGUMENT, ''),
+         code.INVALID_ARGUMENT, 'Unknown image file format. One of JPEG, PNG, '
+         'GIF, BMP required.'),
         ('bad tensor_content', broken_content, code.INVALID_ARGUMENT,
          'tensor parsing error: x'),
         ('unknown output', with_filter('nope'), code.INVALID_ARGUMENT,
@@ -703,40 +704,49 @@ def test_warmup_requests_replayed_before_available(main_server, main_models):
             f'{conftest.MAIN_WARMUP_REQUESTS}') in text
 
 
+def _scrape(server) -> dict:
+    """Series (name and labels) -> value, from one Prometheus scrape."""
+    code, text = server.http('GET', '/monitoring/prometheus/metrics')
+    assert code == 200
+    lines = text.splitlines()
+    assert '# TYPE :tensorflow:serving:request_latency histogram' in lines
+    return {line.rsplit(' ', 1)[0]: float(line.rsplit(' ', 1)[1])
+            for line in lines if line and not line.startswith('#')}
+
+
 def test_prometheus_metrics(main_server, predict_stub):
+    # The server is shared: count what these calls add, from a baseline.
+    before = _scrape(main_server)
     predict_stub.Predict(_float_request(), timeout=30)
     with pytest.raises(grpc.RpcError):
         predict_stub.Predict(_float_request(signature_name='nope'), timeout=30)
     main_server.http('POST', '/v1/models/mnist:predict',
                      {'signature_name': 'serving_float', 'instances': ROWS})
     main_server.http('POST', '/v1/models/nope:predict', {'instances': [1]})
-    code, text = main_server.http('GET', '/monitoring/prometheus/metrics')
-    assert code == 200
-    lines = text.splitlines()
+    after = _scrape(main_server)
 
-    def value(prefix: str) -> float:
-        matches = [l for l in lines if l.startswith(prefix + ' ')]
-        assert matches, f'{prefix} missing from metrics'
-        return float(matches[0].rsplit(' ', 1)[1])
+    def added(series: str) -> float:
+        assert series in after, f'{series} missing from metrics'
+        return after[series] - before.get(series, 0)
 
-    assert value(':tensorflow:serving:request_count{model_name="mnist",'
-                 'status="OK"}') >= 2
-    assert value(':tensorflow:serving:request_count{model_name="mnist",'
-                 'status="FAILED_PRECONDITION"}') >= 1
-    assert value(':tensorflow:serving:request_count{model_name="nope",'
-                 'status="NOT_FOUND"}') >= 1
-    assert value(':tensorflow:serving:request_latency_count{model_name="mnist",'
-                 'API="Predict",entrypoint="GRPC"}') >= 1
-    assert value(':tensorflow:serving:request_latency_count{model_name="mnist",'
-                 'API="predict",entrypoint="REST"}') >= 1
-    assert value(':tensorflow:serving:request_latency_bucket{model_name="mnist",'
-                 'API="Predict",entrypoint="GRPC",le="+Inf"}') >= 1
-    assert value(':tensorflow:serving:runtime_latency_count{model_name="mnist",'
-                 'API="Predict",runtime="TF1"}') >= 1
-    assert value(':tensorflow:serving:model_versions_available{'
-                 'model_name="mnist"}') == 2
-    assert value(':tensorflow:serving:model_versions_available{'
-                 'model_name="every"}') == 2
-    assert any(l.startswith(':tensorflow:cc:saved_model:load_attempt_count{')
-               and 'status="success"' in l for l in lines)
-    assert '# TYPE :tensorflow:serving:request_latency histogram' in lines
+    count = ':tensorflow:serving:request_count'
+    assert added(count + '{model_name="mnist",status="OK"}') == 2
+    assert added(count + '{model_name="mnist",'
+                 'status="FAILED_PRECONDITION"}') == 1
+    assert added(count + '{model_name="nope",status="NOT_FOUND"}') == 1
+    grpc_latency = ('{model_name="mnist",API="Predict",entrypoint="GRPC"')
+    assert added(':tensorflow:serving:request_latency_count'
+                 + grpc_latency + '}') == 2
+    assert added(':tensorflow:serving:request_latency_bucket'
+                 + grpc_latency + ',le="+Inf"}') == 2
+    assert added(':tensorflow:serving:request_latency_count{model_name='
+                 '"mnist",API="predict",entrypoint="REST"}') == 1
+    # Only the two calls that reached the model ran it.
+    assert added(':tensorflow:serving:runtime_latency_count{model_name='
+                 '"mnist",API="Predict",runtime="TF1"}') == 2
+    assert after[':tensorflow:serving:model_versions_available{'
+                 'model_name="mnist"}'] == 2
+    assert after[':tensorflow:serving:model_versions_available{'
+                 'model_name="every"}'] == 2
+    assert any(s.startswith(':tensorflow:cc:saved_model:load_attempt_count{')
+               and 'status="success"' in s for s in after)

@@ -2,7 +2,9 @@
 
 The batching server serves the same SavedModel as `main_server`'s latest
 `mnist` (bias 2) and a `padded` copy whose batching_params.pbtxt turns on
-pad_variable_length_inputs (--enable_per_model_batching_parameters).
+pad_variable_length_inputs (--enable_per_model_batching_parameters) and
+waits up to PADDED_TIMEOUT_SECONDS for a batch to fill: a batch that fills
+runs at once, so the wait costs nothing unless merging is broken.
 """
 
 import threading
@@ -19,15 +21,17 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tests.serving import server_utils
 from tests.serving import testmodels
 
-BATCHING = """\
-max_batch_size { value: 8 }
-batch_timeout_micros { value: 20000 }
-max_enqueued_batches { value: 1000 }
-num_batch_threads { value: 1 }
+MAX_BATCH_SIZE = 8
+# Options of both models but the timeout.
+BATCHING = f"""\
+max_batch_size {{ value: {MAX_BATCH_SIZE} }}
+max_enqueued_batches {{ value: 1000 }}
+num_batch_threads {{ value: 1 }}
 allowed_batch_sizes: 2
 allowed_batch_sizes: 4
-allowed_batch_sizes: 8
+allowed_batch_sizes: {MAX_BATCH_SIZE}
 """
+PADDED_TIMEOUT_SECONDS = 30
 
 
 @pytest.fixture(scope='module')
@@ -36,7 +40,8 @@ def batching_server(tmp_path_factory, add_version, start_server):
     add_version(root / 'models' / 'mnist', 3, 2.0)
     padded = add_version(root / 'models' / 'padded', 1, 2.0)
     (padded / 'batching_params.pbtxt').write_text(
-        BATCHING + 'pad_variable_length_inputs: true\n')
+        BATCHING + 'pad_variable_length_inputs: true\n'
+        f'batch_timeout_micros {{ value: {PADDED_TIMEOUT_SECONDS * 10**6} }}\n')
     config = root / 'models.config'
     config.write_text(
         'model_config_list { '
@@ -44,7 +49,7 @@ def batching_server(tmp_path_factory, add_version, start_server):
                    f'model_platform: "tensorflow" }}'
                    for n in ('mnist', 'padded')) + ' }')
     params = root / 'batching.config'
-    params.write_text(BATCHING)
+    params.write_text(BATCHING + 'batch_timeout_micros { value: 20000 }\n')
     monitoring = root / 'monitoring.config'
     monitoring.write_text('prometheus_config { enable: true }')
     return start_server([
@@ -110,9 +115,17 @@ def _metric(server, name: str) -> float:
                if line.startswith(name))
 
 
+def _batches_run(server, model: str, total: str = 'count') -> float:
+    """How many batches (`total='sum'`: rows) the server ran for `model`."""
+    return _metric(server, ':tensorflow:serving:batching_session:'
+                   f'processed_batch_size_{total}{{model_name="{model}"}}')
+
+
 def test_batched_results_equal_unbatched(batching_server, main_server):
     batched, unbatched = _stub(batching_server), _stub(main_server)
     requests = _requests()
+    before = _batches_run(batching_server, 'mnist')
+    rows_before = _batches_run(batching_server, 'mnist', 'sum')
     results = _run_concurrently(
         [lambda m=m, r=r: getattr(batched, m)(r, timeout=60)
          for m, r in requests])
@@ -138,12 +151,10 @@ def test_batched_results_equal_unbatched(batching_server, main_server):
                                            [c.score for c in want.classes],
                                            rtol=1e-6, atol=1e-7)
     # Requests really were merged, and batches padded to allowed sizes.
-    batches = _metric(batching_server, ':tensorflow:serving:batching_session:'
-                      'processed_batch_size_count{model_name="mnist"}')
+    batches = _batches_run(batching_server, 'mnist') - before
     assert 0 < batches < len(requests)
-    sizes = _metric(batching_server, ':tensorflow:serving:batching_session:'
-                    'processed_batch_size_sum{model_name="mnist"}')
-    assert sizes / batches > 1
+    rows = _batches_run(batching_server, 'mnist', 'sum') - rows_before
+    assert rows / batches > 1
 
 
 def _varlen(stub, model, rows):
@@ -169,17 +180,19 @@ def test_different_inner_shapes_are_not_merged(batching_server):
 
 def test_variable_length_inputs_are_padded_when_enabled(batching_server):
     stub = _stub(batching_server)
-    # Padding repeats each tensor's first element, so rows starting with 0
-    # sum the same padded or not.
-    rows = [[[0.0] + [1.0] * (w - 1)] for w in (2, 5, 3, 4)]
+    before = _batches_run(batching_server, 'padded')
+    # One row per request, each of its own width, MAX_BATCH_SIZE rows in
+    # all: the batch fills, and runs, only if rows of different widths are
+    # merged, i.e. padded to the widest. Padding repeats each tensor's first
+    # element, so rows starting with 0 sum the same padded or not.
+    rows = [[[0.0] + [1.0] * (w - 1)] for w in range(2, 2 + MAX_BATCH_SIZE)]
     results = _run_concurrently(
         [lambda r=r: _varlen(stub, 'padded', r) for r in rows])
     for row, result in zip(rows, results):
         assert not isinstance(result, Exception), result
         assert result.tolist() == [sum(row[0])]
-    batches = _metric(batching_server, ':tensorflow:serving:batching_session:'
-                      'processed_batch_size_count{model_name="padded"}')
-    assert 0 < batches <= len(rows)
+    batches = _batches_run(batching_server, 'padded') - before
+    assert 0 < batches < len(rows)
 
 
 def test_request_larger_than_max_batch_size_is_split(batching_server,
@@ -208,6 +221,7 @@ def test_unequal_batch_sizes_are_rejected(batching_server):
 
 
 def test_rest_requests_are_batched_too(batching_server):
+    before = _batches_run(batching_server, 'mnist')
     code, body = batching_server.http('POST', '/v1/models/mnist:predict', {
         'signature_name': 'serving_float', 'instances': [[0.1, 0.2, 0.3, 0.4]]})
     assert code == 200, body
@@ -215,6 +229,7 @@ def test_rest_requests_are_batched_too(batching_server):
         body['predictions'][0]['scores'],
         testmodels.expected_scores(np.array([[0.1, 0.2, 0.3, 0.4]]), 2.0)[0],
         rtol=1e-5)
+    assert _batches_run(batching_server, 'mnist') - before == 1
 
 
 def test_bad_batching_parameters_fail_startup(tmp_path: Path):

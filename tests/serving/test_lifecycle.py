@@ -1,9 +1,10 @@
 """Model lifecycle against a real server: hot loading, failures, reloads.
 
 One server for the module polls the file system every second and the config
-file every second. Tests run in order and build on each other's versions:
-`hot` goes 1 -> 2 (swap under load) -> 6 (slow copy) -> 9 (corrupt, so 6
-keeps serving).
+file every second. Tests do not depend on each other or on their order: each
+changes only models of its own (`hot`, `growing`, `corrupted`; config tests
+add and remove others), and each config test starts and ends with the base
+config (BASE_MODELS) written and reloaded.
 """
 
 import shutil
@@ -23,6 +24,8 @@ from tests.serving import server_utils
 from tests.serving import testmodels
 
 ROWS = [[0.1, 0.2, 0.3, 0.4]]
+# Served from start-up on, version 1 each; `steady` never changes.
+BASE_MODELS = ('hot', 'growing', 'corrupted', 'steady')
 
 
 @pytest.fixture(scope='module')
@@ -33,8 +36,10 @@ def workdir(tmp_path_factory) -> Path:
 @pytest.fixture(scope='module')
 def models(workdir, add_version) -> Path:
     root = workdir / 'models'
-    add_version(root / 'hot', 1, 0.0)
+    for name in BASE_MODELS:
+        add_version(root / name, 1, 0.0)
     add_version(root / 'second', 1, 1.0)
+    add_version(root / 'polled', 1, 1.0)
     add_version(root / 'labelled', 1, 0.0)
     add_version(root / 'labelled', 2, 1.0)
     (root / 'broken' / '1').mkdir(parents=True)
@@ -55,7 +60,7 @@ def _config_text(models: Path, *entries: str) -> str:
 @pytest.fixture(scope='module')
 def config_file(workdir, models) -> Path:
     path = workdir / 'models.config'
-    path.write_text(_config_text(models, 'hot'))
+    path.write_text(_config_text(models, *BASE_MODELS))
     return path
 
 
@@ -84,6 +89,20 @@ def predict_stub(channel):
 @pytest.fixture(scope='module')
 def model_stub(channel):
     return model_service_pb2_grpc.ModelServiceStub(channel)
+
+
+@pytest.fixture
+def base_config(server, models, config_file, model_stub) -> str:
+    """Serves the base config (file and reload) before and after a test."""
+    text = _config_text(models, *BASE_MODELS)
+
+    def restore():
+        config_file.write_text(text)
+        assert _reload(model_stub, text).status.error_code == 0
+
+    restore()
+    yield text
+    restore()
 
 
 def _predict_version(stub, name='hot', **spec) -> int:
@@ -130,8 +149,8 @@ def test_hot_swap_under_load_loses_no_request(server, models, add_version,
 
 
 def test_incomplete_and_changing_version_dirs_are_not_loaded(
-        server, models, model_source, predict_stub):
-    half = models / 'hot' / '6'
+        server, models, add_version, model_source, predict_stub):
+    half = models / 'growing' / '6'
     (half / 'variables').mkdir(parents=True)
     shutil.copy(model_source[0.0] / 'saved_model.pb', half)
     scratch = half / 'variables' / 'partial'
@@ -139,40 +158,43 @@ def test_incomplete_and_changing_version_dirs_are_not_loaded(
     for i in range(15):
         scratch.write_bytes(b'x' * i)
         time.sleep(0.2)
-        assert 6 not in dict(server.model_states('hot'))
+        assert 6 not in dict(server.model_states('growing'))
     scratch.unlink()
     shutil.copytree(model_source[0.0], half, dirs_exist_ok=True)
-    server.wait_for_states('hot', [(6, 'AVAILABLE'), (2, 'END')])
-    assert _predict_version(predict_stub) == 6
-    # No saved_model.pb at all: ignored for good.
-    (models / 'hot' / '8' / 'variables').mkdir(parents=True)
-    time.sleep(2.5)
-    assert 8 not in dict(server.model_states('hot'))
-    shutil.rmtree(models / 'hot' / '8')
+    server.wait_for_states('growing', [(6, 'AVAILABLE'), (1, 'END')])
+    assert _predict_version(predict_stub, 'growing') == 6
+    # No saved_model.pb at all: not a version, so 7 (created after it) is
+    # the latest, and loads.
+    (models / 'growing' / '8' / 'variables').mkdir(parents=True)
+    add_version(models / 'growing', 7)
+    server.wait_for_states('growing', [(7, 'AVAILABLE'), (6, 'END')])
+    assert 8 not in dict(server.model_states('growing'))
+    assert _predict_version(predict_stub, 'growing') == 7
 
 
 def test_corrupt_version_is_reported_and_old_keeps_serving(
         server, models, model_stub, predict_stub):
-    corrupt = models / 'hot' / '9'
+    corrupt = models / 'corrupted' / '9'
     corrupt.mkdir()
     (corrupt / 'saved_model.pb').write_bytes(b'\x08\xff\xff garbage' * 50)
-    server.wait_for_states('hot', [(9, 'END'), (6, 'AVAILABLE')])
+    server.wait_for_states('corrupted', [(9, 'END'), (1, 'AVAILABLE')])
     request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = 'hot'
+    request.model_spec.name = 'corrupted'
     request.model_spec.version.value = 9
     status = model_stub.GetModelStatus(request, timeout=30)
     entry = status.model_version_status[0]
     assert entry.state == get_model_status_pb2.ModelVersionStatus.END
     assert entry.status.error_code != 0
     assert entry.status.error_message
-    assert _predict_version(predict_stub) == 6
-    assert 'Loading servable: {name: hot version: 9} failed' in server.log()
-    code, body = server.http('GET', '/v1/models/hot/versions/9')
+    assert _predict_version(predict_stub, 'corrupted') == 1
+    assert ('Loading servable: {name: corrupted version: 9} failed'
+            in server.log())
+    code, body = server.http('GET', '/v1/models/corrupted/versions/9')
     assert code == 200
     assert body['model_version_status'][0]['status']['error_code'] != 'OK'
     shutil.rmtree(corrupt)
     time.sleep(2)
-    assert _predict_version(predict_stub) == 6
+    assert _predict_version(predict_stub, 'corrupted') == 1
 
 
 def _reload(model_stub, text: str):
@@ -182,8 +204,8 @@ def _reload(model_stub, text: str):
 
 
 def test_reload_config_adds_labels_and_removes_models(
-        server, models, config_file, model_stub, predict_stub):
-    text = _config_text(models, 'hot', 'second')
+        server, models, config_file, model_stub, predict_stub, base_config):
+    text = _config_text(models, *BASE_MODELS, 'second')
     # The polled file must say the same, or its next poll would undo this.
     config_file.write_text(text)
     response = _reload(model_stub, text)
@@ -193,7 +215,7 @@ def test_reload_config_adds_labels_and_removes_models(
     assert _predict_version(predict_stub, 'second') == 1
 
     labelled = _config_text(
-        models, 'hot', 'second',
+        models, *BASE_MODELS, 'second',
         'labelled:model_version_policy { all {} } '
         'version_labels { key: "stable" value: 1 }')
     with pytest.raises(grpc.RpcError) as info:
@@ -203,7 +225,7 @@ def test_reload_config_adds_labels_and_removes_models(
             'is not currently available for inference') in info.value.details()
     assert server.model_states('labelled') == []
 
-    unlabelled = _config_text(models, 'hot', 'second',
+    unlabelled = _config_text(models, *BASE_MODELS, 'second',
                               'labelled:model_version_policy { all {} }')
     config_file.write_text(unlabelled)
     _reload(model_stub, unlabelled)
@@ -213,7 +235,7 @@ def test_reload_config_adds_labels_and_removes_models(
     assert _predict_version(predict_stub, 'labelled',
                             version_label='stable') == 1
 
-    text = _config_text(models, 'hot',
+    text = _config_text(models, *BASE_MODELS,
                         'labelled:model_version_policy { all {} } '
                         'version_labels { key: "stable" value: 2 }')
     config_file.write_text(text)
@@ -240,38 +262,38 @@ def test_reload_config_adds_labels_and_removes_models(
     ('', grpc.StatusCode.INVALID_ARGUMENT, 'Only ModelConfigList'),
 ])
 def test_reload_config_rejects_bad_configs(server, model_stub, predict_stub,
-                                           text, code, message):
+                                           base_config, text, code, message):
     with pytest.raises(grpc.RpcError) as info:
         _reload(model_stub, text)
     assert info.value.code() == code
     assert message in info.value.details()
-    assert _predict_version(predict_stub) == 6
+    assert _predict_version(predict_stub, 'steady') == 1
 
 
-def test_reload_with_model_that_fails_to_load(server, models, config_file,
-                                              model_stub, predict_stub):
-    current = config_file.read_text()
-    text = current.rstrip().rstrip('}') + (
-        f'config {{ name: "broken" base_path: "{models / "broken"}" '
-        f'model_platform: "tensorflow" }} }}\n')
+def test_reload_with_model_that_fails_to_load(server, models, model_stub,
+                                              predict_stub, base_config):
+    text = _config_text(models, *BASE_MODELS, 'broken')
     with pytest.raises(grpc.RpcError) as info:
         _reload(model_stub, text)
     assert info.value.code() == grpc.StatusCode.UNKNOWN
     assert '1 model(s) did not become available' in info.value.details()
     assert server.model_states('broken') == [(1, 'END')]
-    assert _predict_version(predict_stub) == 6
-    _reload(model_stub, current)
+    assert _predict_version(predict_stub, 'steady') == 1
 
 
 def test_config_file_poll_applies_changes(server, models, config_file,
-                                          predict_stub):
-    config_file.write_text(_config_text(models, 'hot', 'second'))
-    server.wait_for_states('second', [(1, 'AVAILABLE')], timeout=60)
-    assert _predict_version(predict_stub, 'second') == 1
-    server.wait_for_states('labelled', [(1, 'END'), (2, 'END')], timeout=60)
+                                          predict_stub, base_config):
+    config_file.write_text(_config_text(models, *BASE_MODELS, 'polled'))
+    server.wait_for_states('polled', [(1, 'AVAILABLE')], timeout=60)
+    assert _predict_version(predict_stub, 'polled') == 1
+    config_file.write_text(base_config)
+    server.wait_for_states('polled', [(1, 'END')], timeout=60)
 
 
-def test_sigterm_stops_the_server(server):
+def test_sigterm_stops_the_server(start_server, models):
+    server = start_server(['--model_name=steady',
+                           f'--model_base_path={models / "steady"}'],
+                          rest=False)
     assert server.stop() == 0
     assert 'shutting down' in server.log()
 

@@ -212,7 +212,7 @@ def _batcher(**kwargs) -> batching.BatchScheduler:
 
 
 def test_batcher_merges_pads_and_splits():
-    scheduler = _batcher(max_batch_size=8, batch_timeout_micros=50000,
+    scheduler = _batcher(max_batch_size=8, batch_timeout_micros=0,
                          num_batch_threads=1, allowed_batch_sizes=(4, 8))
     seen = []
 
@@ -220,20 +220,27 @@ def test_batcher_merges_pads_and_splits():
         seen.append(inputs['x'].shape[0])
         return {'y': inputs['x'] * 2}
 
-    calls = [lambda i=i: scheduler.run('m', 'k', run, {
-        'x': np.full((1 + i % 2, 3), i, np.float32)}) for i in range(4)]
-    results = [None] * 4
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(
-        i, calls[i]())) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for i, result in enumerate(results):
-        assert result['y'].tolist() == np.full((1 + i % 2, 3), 2 * i).tolist()
-    assert sum(seen) >= 6 and all(s in (4, 8) for s in seen)
+    # The one batch thread is busy while the four calls queue, so all four
+    # are due when it frees up: merging is certain, whatever the timing.
+    busy, release = threading.Event(), threading.Event()
+
+    def hold(inputs):
+        busy.set()
+        release.wait(30)
+        return inputs
+
+    blocker = scheduler.submit('m', 'other', hold, {'x': np.zeros((1, 1))})
+    assert busy.wait(30)
+    inputs = [np.full((1 + i % 2, 3), i, np.float32) for i in range(4)]
+    pending = [scheduler.submit('m', 'k', run, {'x': x}) for x in inputs]
+    release.set()
+    blocker.result(30)
+    for x, future in zip(inputs, pending):
+        assert future.result(30)['y'].tolist() == (2 * x).tolist()
+    assert seen == [8]  # One run for four calls; 6 rows padded to 8.
     big = scheduler.run('m', 'k', run, {'x': np.arange(20.0).reshape(20, 1)})
     assert big['y'].ravel().tolist() == list(np.arange(20.0) * 2)
+    assert seen[1:] == [8, 8, 4]  # Split at max_batch_size; 4 is allowed.
     scheduler.stop()
 
 
