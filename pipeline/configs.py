@@ -89,7 +89,16 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     drift_threshold=0.3, stop_on_drift=False,
     # A candidate may lose at most this much test accuracy against the last
     # blessed model and still be pushed.
-    max_accuracy_drop=0.0)
+    max_accuracy_drop=0.0,
+    # Scale-out (models/distribute.py, models/workers.py). `mirrored` on a
+    # machine without GPUs mirrors over this many logical CPU devices;
+    # `multi_worker` outside a cluster starts this many worker processes,
+    # stopped after worker_timeout_seconds (0: no limit).
+    cpu_devices=2, workers=2, worker_timeout_seconds=0,
+    # learning_rate is for one replica's batch_size; over many replicas the
+    # global batch grows, and the rate with it (linear, sqrt or none),
+    # reached by a linear warm-up over warmup_epochs.
+    learning_rate_scaling='linear', warmup_epochs=1)
 # Splits a data set does not give are carved from train by a stable hash.
 EVAL_PERCENT = 10
 TEST_PERCENT = 20
