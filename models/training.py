@@ -339,11 +339,12 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
 
     timer = _EpochTimer()
     with _own_dir(fn_args.model_run_dir, chief) as log_dir:
-        model.fit(train_data, validation_data=evaluation,
-                  epochs=int(params['epochs']),
-                  callbacks=[timer, keras.callbacks.TensorBoard(
-                      log_dir=log_dir, update_freq='epoch')],
-                  verbose=2, **fit_args)
+        history = model.fit(
+            train_data, validation_data=evaluation,
+            epochs=int(params['epochs']),
+            callbacks=[timer, keras.callbacks.TensorBoard(
+                log_dir=log_dir, update_freq='epoch')],
+            verbose=2, **fit_args)
     # Every worker saves (the variables are read collectively), only the
     # chief where the model belongs; the others into a folder they remove.
     with _own_dir(fn_args.serving_model_dir, chief) as export_dir:
@@ -355,6 +356,8 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
     report.update(chief=chief, export_dir=export_dir,
                   steps=int(model.optimizer.iterations.numpy()),
                   epoch_seconds=timer.seconds,
+                  val_accuracy=[round(float(v), 4) for v in
+                                history.history.get('val_accuracy', [])],
                   weights_sha256=weights_digest(model))
     return report
 

@@ -26,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence, TYPE_CHECKING
 
@@ -207,6 +206,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         spec = json.load(f)
     # pylint: disable=import-outside-toplevel
     import importlib
+    import tensorflow as tf
     from absl import logging
     from tfx.components.trainer import fn_args_utils
     from models import training
@@ -219,10 +219,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     report = training.train(fn_args, recipe, params)
     index = json.loads(os.environ['TF_CONFIG'])['task']['index']
     path = spec['report'].format(index=index)
-    with tempfile.NamedTemporaryFile('w', dir=os.path.dirname(path),
-                                     delete=False) as f:
+    # Local or a bucket (gs://...) as on a cluster; whole or not at all.
+    with tf.io.gfile.GFile(path + '.partial', 'w') as f:
         json.dump(report, f)
-    os.replace(f.name, path)
+    tf.io.gfile.rename(path + '.partial', path, overwrite=True)
     return 0
 
 
