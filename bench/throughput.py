@@ -56,17 +56,8 @@ def transform_outputs(home: str, pipeline_name: str) -> Tuple[str, str]:
 
 def data_accessor(examples_uri: str):
     """A Trainer DataAccessor over the Examples artifact at `examples_uri`."""
-    # pylint: disable=import-outside-toplevel
-    from tfx.components.trainer import fn_args_utils
-    from tfx.components.util import tfxio_utils
-    from tfx.types import standard_artifacts
-    examples = standard_artifacts.Examples()
-    examples.uri = examples_uri
-    examples.split_names = '["train", "eval"]'
-    return fn_args_utils.DataAccessor(
-        tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
-            [examples], ['bench']),
-        record_batch_factory=None, data_view_decode_fn=None)
+    from models import workers  # pylint: disable=import-outside-toplevel
+    return workers.data_accessor(examples_uri)
 
 
 def materialize(dataset) -> Tuple[Dict[str, np.ndarray], np.ndarray]:

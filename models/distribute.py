@@ -3,11 +3,15 @@
 - `auto`: MirroredStrategy over all local GPUs when there are any, else
   TensorFlow's default strategy (the CPU, no distribution machinery).
 - `mirrored`: MirroredStrategy over all local GPUs, or when there are none,
-  over all logical CPU devices (see `split_cpu`; how tests exercise it).
+  over `cpu_devices` logical CPU devices (`prepare_devices`), as it would
+  over that many GPUs.
 - `one_device`: the first GPU, else the CPU.
 - `multi_worker`: MultiWorkerMirroredStrategy; the cluster comes from the
-  TF_CONFIG environment variable, as on Kubeflow or any TF cluster.
+  TF_CONFIG environment variable, as on Kubeflow or any TF cluster, or from
+  the worker processes models/workers.py starts.
 """
+
+from typing import Tuple
 
 import tensorflow as tf
 
@@ -24,8 +28,65 @@ def split_cpu(num_devices: int) -> None:
         cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
 
 
+def prepare_devices(name: str, cpu_devices: int) -> None:
+    """Gives strategy `name` its devices; call it before TensorFlow starts.
+
+    `mirrored` on a machine without GPUs mirrors over `cpu_devices` logical
+    CPU devices, which must be made before any op runs. Nothing to do when
+    there are GPUs, for other strategies, or when the CPU is split already.
+
+    Raises:
+        RuntimeError: if the devices are needed and TensorFlow has started
+            with fewer of them.
+    """
+    if (name != 'mirrored' or cpu_devices < 2
+            or tf.config.list_physical_devices('GPU')):
+        return
+    cpu = tf.config.list_physical_devices('CPU')[0]
+    configured = tf.config.get_logical_device_configuration(cpu) or []
+    if len(configured) >= cpu_devices:
+        return
+    try:
+        split_cpu(cpu_devices)
+    except RuntimeError as error:
+        raise RuntimeError(
+            f'strategy mirrored needs {cpu_devices} logical CPU devices, '
+            'which can only be made before TensorFlow starts; call '
+            'models.distribute.prepare_devices at process start') from error
+
+
+def is_default(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` is TensorFlow's default (no distribution)."""
+    return type(strategy) is type(  # pylint: disable=unidiomatic-typecheck
+        tf.distribute.get_strategy())
+
+
+def chief_and_workers(strategy: tf.distribute.Strategy) -> Tuple[bool, int]:
+    """(whether this process is the chief, how many workers train).
+
+    The chief is the `chief` task, else worker 0 (TF_CONFIG's convention);
+    a process outside any cluster is the chief of one.
+    """
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec() if resolver else None
+    if not spec or not spec.jobs:
+        return True, 1
+    jobs = [job for job in ('chief', 'worker') if job in spec.jobs]
+    chief = (resolver.task_type == 'chief' or
+             (resolver.task_type == 'worker' and resolver.task_id == 0
+              and 'chief' not in spec.jobs))
+    return chief, sum(spec.num_tasks(job) for job in jobs)
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """Returns the strategy called `name` (one of STRATEGIES)."""
+    if name == 'multi_worker':
+        # First, before anything lists devices: listing them starts
+        # TensorFlow, and collective ops must be configured before it starts.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name not in STRATEGIES:
+        raise ValueError(
+            f'unknown strategy {name!r}; expected one of {STRATEGIES}')
     gpus = [d.name for d in tf.config.list_logical_devices('GPU')]
     cpus = [d.name for d in tf.config.list_logical_devices('CPU')]
     if name == 'auto':
@@ -38,8 +99,4 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if name == 'mirrored':
         return tf.distribute.MirroredStrategy(gpus or cpus)
-    if name == 'one_device':
-        return tf.distribute.OneDeviceStrategy((gpus or cpus)[0])
-    if name == 'multi_worker':
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f'unknown strategy {name!r}; expected one of {STRATEGIES}')
+    return tf.distribute.OneDeviceStrategy((gpus or cpus)[0])

@@ -9,10 +9,20 @@ Hyper-parameters arrive in the Trainer's `custom_config` (from
 pipeline/configs.py) and may be overridden by a Tuner's `hyperparameters`.
 """
 
+import contextlib
 import dataclasses
 import functools
+import hashlib
+import json
 import math
-from typing import Any, Callable, Dict, List, Optional, TYPE_CHECKING
+import os
+import shutil
+import tempfile
+import time
+from typing import (Any, Callable, Dict, Iterator, List, Optional,
+                    TYPE_CHECKING, Union)
+
+import numpy as np
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -23,6 +33,7 @@ from tfx_bsl.tfxio import dataset_options
 from models import distribute
 from models import export
 from models import features
+from models import workers
 
 if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
     from tfx import v1 as tfx
@@ -31,6 +42,9 @@ keras = tf.keras
 
 ModelInputsFn = Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
 Params = Dict[str, Any]
+LearningRate = Union[float, keras.optimizers.schedules.LearningRateSchedule]
+# What `run` did, as JSON, in the Trainer's model run directory.
+TRAINING_REPORT = 'training.json'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +92,10 @@ def make_dataset(file_pattern: List[str],
                  batch_size: int,
                  shuffle: bool,
                  seed: Optional[int] = None,
-                 cache: bool = False) -> tf.data.Dataset:
+                 cache: bool = False,
+                 num_shards: int = 1,
+                 shard_index: int = 0,
+                 repeat: bool = False) -> tf.data.Dataset:
     """One epoch of (model inputs, label) batches of transformed examples.
 
     Args:
@@ -86,14 +103,20 @@ def make_dataset(file_pattern: List[str],
         data_accessor: The Trainer's TFXIO data accessor.
         schema: The transformed examples' schema.
         to_model_inputs: Transformed features -> the model's inputs.
-        batch_size: Examples per batch (the global batch).
+        batch_size: Examples per batch (the global batch, or one
+            replica's share of it).
         shuffle: Shuffle the examples, anew each epoch.
         seed: Shuffle seed.
         cache: Read, decompress and parse the files once and keep the parsed
             examples in memory, so that later epochs only shuffle and batch
             them. Needs memory for the whole split.
+        num_shards: Input pipelines reading the split (replicas or workers);
+            this one keeps every `num_shards`-th example from `shard_index`.
+        shard_index: This pipeline's index.
+        repeat: Repeat the epoch forever (reshuffled each time), for a
+            distributed dataset fitted for a given number of steps.
     """
-    if not cache:
+    if not (cache or num_shards > 1):
         dataset = data_accessor.tf_dataset_factory(
             file_pattern,
             dataset_options.TensorFlowDatasetOptions(
@@ -106,11 +129,19 @@ def make_dataset(file_pattern: List[str],
             dataset_options.TensorFlowDatasetOptions(
                 batch_size=_CACHE_PARSE_BATCH, label_key=features.LABEL_KEY,
                 num_epochs=1, shuffle=False),
-            schema).unbatch().cache()
+            schema).unbatch()
+        if num_shards > 1:
+            # Sharded by example (DATA), not by file (AUTO, FILE): Transform
+            # writes a split as one file, which cannot be divided.
+            dataset = dataset.shard(num_shards, shard_index)
+        if cache:
+            dataset = dataset.cache()
         if shuffle:
             dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=seed,
                                       reshuffle_each_iteration=True)
         dataset = dataset.batch(batch_size)
+    if repeat:
+        dataset = dataset.repeat()
     # tf.data's autotuning thread sleeps up to 60 s between rounds, and in
     # TF 2.16 dropping an iterator waits for it to wake: Keras drops one every
     # epoch, so epochs stalled idle for up to a minute. Without it, AUTOTUNE
@@ -124,12 +155,18 @@ def make_dataset(file_pattern: List[str],
             tf.data.AUTOTUNE).with_options(options)
 
 
-def compile_model(model: keras.Model, params: Dict[str, Any]) -> None:
-    """Adam on sparse categorical cross-entropy, clipped when configured."""
+def compile_model(model: keras.Model, params: Dict[str, Any],
+                  learning_rate: Optional[LearningRate] = None) -> None:
+    """Adam on sparse categorical cross-entropy, clipped when configured.
+
+    `learning_rate` (default: the configured one) may be a schedule.
+    """
     clip_norm = params.get('clip_norm')
+    if learning_rate is None:
+        learning_rate = params.get('learning_rate', 1e-3)
     model.compile(
         optimizer=keras.optimizers.Adam(
-            learning_rate=params.get('learning_rate', 1e-3),
+            learning_rate=learning_rate,
             global_clipnorm=clip_norm or None),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name='accuracy')])
@@ -207,9 +244,87 @@ def recalibrate_batch_norm(model: keras.Model, dataset: tf.data.Dataset,
     return batches
 
 
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """From `initial` to `target` linearly over `warmup_steps`, then flat.
+
+    The "gradual warm-up" of large-minibatch training (Goyal et al., 2017):
+    a learning rate scaled up with the global batch is reached gradually,
+    from the rate of one replica's batch.
+    """
+
+    def __init__(self, initial: float, target: float, warmup_steps: int):
+        super().__init__()
+        self.initial = float(initial)
+        self.target = float(target)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        done = tf.minimum(tf.cast(step, tf.float32)
+                          / float(max(self.warmup_steps, 1)), 1.0)
+        return self.initial + (self.target - self.initial) * done
+
+    def get_config(self) -> Dict[str, Any]:
+        return {'initial': self.initial, 'target': self.target,
+                'warmup_steps': self.warmup_steps}
+
+
+def scaled_learning_rate(params: Params, replicas: int) -> float:
+    """The configured learning rate scaled to the global batch.
+
+    `learning_rate` is the rate for one replica's batch (`batch_size`);
+    `learning_rate_scaling` says how it grows with the replicas: `linear`
+    (Goyal et al.), `sqrt`, or `none`.
+    """
+    base = float(params.get('learning_rate', 1e-3))
+    scaling = params.get('learning_rate_scaling', 'linear')
+    factors = {'linear': replicas, 'sqrt': math.sqrt(replicas), 'none': 1}
+    if scaling not in factors:
+        raise ValueError(f'learning_rate_scaling {scaling!r}: expected one '
+                         f'of {sorted(factors)}')
+    return base * factors[scaling]
+
+
+def count_examples(file_pattern: List[str]) -> int:
+    """The records in a split's (gzipped) TFRecord files."""
+    files = sorted(f for pattern in file_pattern
+                   for f in tf.io.gfile.glob(pattern))
+    compression = 'GZIP' if files and all(
+        f.endswith('.gz') for f in files) else ''
+    return int(tf.data.TFRecordDataset(files, compression).reduce(
+        np.int64(0), lambda count, _: count + 1))
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Wall seconds of each epoch, validation included."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: List[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(round(time.monotonic() - self._started, 2))
+
+
+def weights_digest(model: keras.Model) -> str:
+    """SHA-256 of every weight's value: equal on workers that agree."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
 def run(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
         params: Optional[Params] = None, export_model: bool = True) -> float:
     """Trains the recipe's model under the configured strategy and exports it.
+
+    `multi_worker` outside a cluster (no TF_CONFIG) starts the configured
+    number of worker processes here (models/workers.py), each of which trains
+    (`train`) inside the cluster. The chief writes what the training did
+    (`TRAINING_REPORT` in the model run directory).
 
     Args:
         fn_args: The Trainer's (or the Tuner's) arguments.
@@ -229,32 +344,95 @@ def run(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
             from models import tuning  # pylint: disable=import-outside-toplevel
             params.update(tuning.tuned_params(recipe.search_space,
                                               fn_args.hyperparameters))
+    if (params.get('strategy') == 'multi_worker' and export_model
+            and not workers.in_cluster()):
+        report = workers.launch(fn_args, recipe, params)
+    else:
+        report = train(fn_args, recipe, params, export_model)
+    if report['chief'] and export_model:
+        tf.io.gfile.makedirs(fn_args.model_run_dir)
+        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir,
+                                            TRAINING_REPORT), 'w') as f:
+            json.dump(report, f)
+    return report['best_val_accuracy']
+
+
+def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
+          params: Params, export_model: bool = True) -> Dict[str, Any]:
+    """Trains (and exports) in this process, as one replica set of the
+    cluster.
+
+    Returns:
+        What the training did: strategy, replicas, workers, batch sizes,
+        learning rate, steps, epoch seconds, the best eval accuracy, where
+        the model went, a digest of the final weights.
+    """
+    name = params.get('strategy', 'auto')
+    # The strategy first: MultiWorkerMirroredStrategy must be made before
+    # anything starts TensorFlow (the seed, listing devices, any op).
+    distribute.prepare_devices(name, int(params.get('cpu_devices', 2)))
+    strategy = distribute.make_strategy(name)
     if params.get('seed') is not None:
         # Same data and seed, same weights: initial weights, dropout and the
         # shuffle order all draw from it.
         keras.utils.set_random_seed(int(params['seed']))
     class_names = params['class_names']
-    strategy = distribute.make_strategy(params.get('strategy', 'auto'))
     replicas = strategy.num_replicas_in_sync
-    global_batch = int(params['batch_size']) * replicas
-    logging.info('Training with %s over %d replicas, global batch %d',
-                 type(strategy).__name__, replicas, global_batch)
+    per_replica_batch = int(params['batch_size'])
+    global_batch = per_replica_batch * replicas
+    chief, num_workers = distribute.chief_and_workers(strategy)
 
     # transform_graph_path: the Tuner's FnArgs leave the deprecated
     # transform_output unset.
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     schema = tf_transform_output.transformed_metadata.schema
     to_model_inputs = functools.partial(recipe.to_model_inputs, params=params)
-    cache = bool(params['cache_examples'])
-    train = make_dataset(fn_args.train_files, fn_args.data_accessor,
-                         schema, to_model_inputs,
-                         global_batch, shuffle=True, seed=params.get('seed'),
-                         cache=cache)
-    evaluation = make_dataset(fn_args.eval_files, fn_args.data_accessor,
-                              schema, to_model_inputs,
-                              global_batch, shuffle=False, cache=cache)
+    make = functools.partial(make_dataset, data_accessor=fn_args.data_accessor,
+                             schema=schema, to_model_inputs=to_model_inputs,
+                             cache=bool(params['cache_examples']))
+    learning_rate: LearningRate = float(params.get('learning_rate', 1e-3))
+    report: Dict[str, Any] = {
+        'strategy': name, 'replicas': replicas,
+        'workers': num_workers, 'per_replica_batch': per_replica_batch,
+        'global_batch': global_batch, 'learning_rate': learning_rate,
+        'warmup_steps': 0, 'steps_per_epoch': None}
+    fit_args: Dict[str, Any] = {}
+    if distribute.is_default(strategy):
+        train_data = make(fn_args.train_files, batch_size=global_batch,
+                          shuffle=True, seed=params.get('seed'))
+        evaluation = make(fn_args.eval_files, batch_size=global_batch,
+                          shuffle=False)
+    else:
+        # Each replica (or worker) reads its own shard through its own
+        # iterator, made once for the whole fit: Keras then drops no
+        # MultiDeviceIterator between epochs (a stall of up to 60 s each).
+        inputs: List[Dict[str, int]] = []
+        train_data = distributed_dataset(
+            strategy, global_batch, inputs, functools.partial(
+                make, fn_args.train_files, shuffle=True,
+                seed=params.get('seed'), repeat=True))
+        evaluation = distributed_dataset(
+            strategy, global_batch, [], functools.partial(
+                make, fn_args.eval_files, shuffle=False, repeat=True))
+        steps = math.ceil(count_examples(fn_args.train_files) / global_batch)
+        fit_args = dict(steps_per_epoch=steps, validation_steps=math.ceil(
+            count_examples(fn_args.eval_files) / global_batch))
+        target = scaled_learning_rate(params, replicas)
+        warmup = round(float(params.get('warmup_epochs', 1)) * steps)
+        if target != learning_rate and warmup > 0:
+            learning_rate = LinearWarmup(learning_rate, target, warmup)
+        else:
+            learning_rate = target
+        report.update(learning_rate=target, warmup_steps=warmup
+                      if isinstance(learning_rate, LinearWarmup) else 0,
+                      steps_per_epoch=steps,
+                      per_replica_batch=inputs[0]['batch'],
+                      input_shards=[[i['shard'], i['shards']] for i in inputs])
+    logging.info('Training with %s: %s', type(strategy).__name__, report)
 
-    steps_per_epoch = count_batches(train)
+    # Distributed input repeats: its steps were counted from the examples.
+    steps_per_epoch = (fit_args['steps_per_epoch'] if fit_args
+                       else count_batches(train_data))
     params.update(training_schedule(params, steps_per_epoch))
     logging.info('%d steps an epoch; schedule %s', steps_per_epoch,
                  {k: params[k] for k in ('epochs', 'batch_norm_momentum',
@@ -262,7 +440,7 @@ def run(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
 
     with strategy.scope():
         model = recipe.build_model(params, len(class_names))
-        compile_model(model, params)
+        compile_model(model, params, learning_rate)
         if fn_args.base_model and params.get('warm_start'):
             warm_start(model, fn_args.base_model)
 
@@ -272,22 +450,83 @@ def run(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
         monitor='val_accuracy', mode='max',
         patience=int(params['early_stopping_patience']),
         restore_best_weights=True, verbose=1)
-    callbacks = [early_stopping]
-    if fn_args.model_run_dir:  # A Tuner's trials have none.
-        callbacks.append(keras.callbacks.TensorBoard(
-            log_dir=fn_args.model_run_dir, update_freq='epoch'))
-    model.fit(train, validation_data=evaluation,
-              epochs=int(params['epochs']), callbacks=callbacks, verbose=2)
+    timer = _EpochTimer()
+    callbacks = [early_stopping, timer]
+    with contextlib.ExitStack() as stack:
+        if fn_args.model_run_dir:  # A Tuner's trials have none.
+            log_dir = stack.enter_context(
+                _own_dir(fn_args.model_run_dir, chief))
+            callbacks.append(keras.callbacks.TensorBoard(
+                log_dir=log_dir, update_freq='epoch'))
+        history = model.fit(
+            train_data, validation_data=evaluation,
+            epochs=int(params['epochs']), callbacks=callbacks, verbose=2,
+            **fit_args)
+    report.update(chief=chief, best_val_accuracy=float(early_stopping.best),
+                  steps=int(model.optimizer.iterations.numpy()),
+                  epoch_seconds=timer.seconds,
+                  val_accuracy=[round(float(v), 4) for v in
+                                history.history.get('val_accuracy', [])])
     if not export_model:
-        return float(early_stopping.best)
-    recalibrate_batch_norm(model, train,
-                           int(params.get('recalibration_batches', 100)))
-    export.export_serving_model(
-        model, tf_transform_output, class_names, to_model_inputs,
-        {name: functools.partial(make, params=params)
-         for name, make in recipe.extra_signatures.items()},
-        fn_args.serving_model_dir)
-    return float(early_stopping.best)
+        return report
+    if distribute.is_default(strategy):
+        # Outside one device, the pass would have to run per replica.
+        recalibrate_batch_norm(model, train_data,
+                               int(params.get('recalibration_batches', 100)))
+    # Every worker saves (the variables are read collectively), only the
+    # chief where the model belongs; the others into a folder they remove.
+    with _own_dir(fn_args.serving_model_dir, chief) as export_dir:
+        export.export_serving_model(
+            model, tf_transform_output, class_names, to_model_inputs,
+            {name: functools.partial(make_signature, params=params)
+             for name, make_signature in recipe.extra_signatures.items()},
+            export_dir)
+    report.update(export_dir=export_dir, weights_sha256=weights_digest(model))
+    return report
+
+
+def distributed_dataset(strategy: tf.distribute.Strategy, global_batch: int,
+                        inputs: List[Dict[str, int]],
+                        make: Callable[..., tf.data.Dataset]):
+    """`make(batch_size=, num_shards=, shard_index=)` for every replica (one
+    strategy over local devices) or every worker (many workers), each with
+    its shard of the examples and its share of the global batch.
+
+    `inputs` gets, for each input pipeline made here, its per-replica
+    `batch`, its `shard` and the number of `shards`.
+    """
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        batch = context.get_per_replica_batch_size(global_batch)
+        inputs.append({'batch': batch, 'shard': context.input_pipeline_id,
+                       'shards': context.num_input_pipelines})
+        return make(batch_size=batch,
+                    num_shards=context.num_input_pipelines,
+                    shard_index=context.input_pipeline_id)
+
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        # One pipeline per replica, each iterated by itself on the host:
+        # no MultiDeviceIterator, whose own tf.data pipeline keeps the
+        # autotuning thread that stalls dropping an iterator.
+        options = tf.distribute.InputOptions(
+            experimental_replication_mode=(
+                tf.distribute.InputReplicationMode.PER_REPLICA),
+            experimental_fetch_to_device=False)
+    else:
+        options = tf.distribute.InputOptions()
+    return strategy.distribute_datasets_from_function(dataset_fn, options)
+
+
+@contextlib.contextmanager
+def _own_dir(path: str, chief: bool) -> Iterator[str]:
+    """`path` on the chief; elsewhere a temporary folder, removed after."""
+    if chief:
+        yield path
+        return
+    temporary = tempfile.mkdtemp(prefix='worker-')
+    try:
+        yield temporary
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 def warm_start(model: keras.Model, base_model_dir: str) -> bool:

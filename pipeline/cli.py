@@ -224,6 +224,10 @@ def _run_flags(args: argparse.Namespace) -> List[str]:
 def main(argv: Optional[List[str]] = None) -> int:
     """Runs the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    problem = configs.beam_args_problem(args.beam_args)
+    if problem:
+        print(f'error: {problem}', file=sys.stderr, flush=True)
+        return EXIT_BAD_DATA
     try:
         if args.command == 'run':
             print(json.dumps(_run(args)), flush=True)

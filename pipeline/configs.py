@@ -122,7 +122,16 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     drift_threshold=0.3, stop_on_drift=False,
     # A candidate may lose at most this much test accuracy against the last
     # blessed model and still be pushed.
-    max_accuracy_drop=0.0)
+    max_accuracy_drop=0.0,
+    # Scale-out (models/distribute.py, models/workers.py). `mirrored` on a
+    # machine without GPUs mirrors over this many logical CPU devices;
+    # `multi_worker` outside a cluster starts this many worker processes,
+    # stopped after worker_timeout_seconds (0: no limit).
+    cpu_devices=2, workers=2, worker_timeout_seconds=0,
+    # learning_rate is for one replica's batch_size; over many replicas the
+    # global batch grows, and the rate with it (linear, sqrt or none),
+    # reached by a linear warm-up over warmup_epochs.
+    learning_rate_scaling='linear', warmup_epochs=1)
 # Splits a data set does not give are carved from train by a stable hash.
 EVAL_PERCENT = 10
 TEST_PERCENT = 20
@@ -151,6 +160,64 @@ def default_beam_args() -> List[str]:
     Dataflow), e.g. `--beam-arg=--runner=FlinkRunner`.
     """
     return ['--runner=FnApiRunner', '--direct_running_mode=in_memory']
+
+
+# Beam runners `--beam-arg=--runner=NAME` may name (Beam accepts any case,
+# without "Runner", or a module path). Tested here: FnApiRunner, in memory or
+# multi_processing. Passed through untested (they need a cluster or a job
+# server jar no registry here ships): Flink, Spark, Dataflow, portable.
+BEAM_RUNNERS = ('FnApiRunner', 'FlinkRunner', 'SparkRunner', 'DataflowRunner',
+                'PortableRunner')
+# Refused before the run, with why.
+BEAM_RUNNERS_REFUSED = {
+    'DaskRunner': 'in Beam 2.74 it loses data while reporting success '
+                  '(only the last branch of a graph runs, beam.io.Read does '
+                  'nothing)',
+    'DirectRunner': 'since Beam 2.68 it first downloads the Prism runner '
+                    'from GitHub',
+    'PrismRunner': 'it downloads a Go binary from GitHub at run time',
+    'SwitchingDirectRunner': 'it is the DirectRunner, which first downloads '
+                             'the Prism runner from GitHub',
+}
+DIRECT_RUNNING_MODES = ('in_memory', 'multi_threading', 'multi_processing')
+
+
+def _flag_values(beam_args: List[str], name: str) -> List[str]:
+    """Values of `--name=V` and `--name V` in `beam_args`."""
+    values = []
+    for index, arg in enumerate(beam_args):
+        if arg.startswith(f'--{name}='):
+            values.append(arg.split('=', 1)[1])
+        elif arg == f'--{name}' and index + 1 < len(beam_args):
+            values.append(beam_args[index + 1])
+    return values
+
+
+def beam_args_problem(beam_args: List[str]) -> Optional[str]:
+    """What is wrong with `--beam-arg` flags, in one line; None if nothing.
+
+    Checks the runner (one of BEAM_RUNNERS, not a refused one) and
+    `--direct_running_mode`, so that a typo or a runner known to be broken
+    stops the run before it starts.
+    """
+    known = {name.lower(): name for name in BEAM_RUNNERS}
+    refused = {name.lower(): name for name in BEAM_RUNNERS_REFUSED}
+    for value in _flag_values(beam_args, 'runner'):
+        key = value.rsplit('.', 1)[-1].lower()
+        key = key if key.endswith('runner') else key + 'runner'
+        if key in refused:
+            name = refused[key]
+            return (f'--beam-arg=--runner={value}: not supported, '
+                    f'{BEAM_RUNNERS_REFUSED[name]}; use --runner=FnApiRunner '
+                    '(the default)')
+        if key not in known:
+            return (f'--beam-arg=--runner={value}: unknown Beam runner; '
+                    f'expected one of {", ".join(BEAM_RUNNERS)}')
+    for value in _flag_values(beam_args, 'direct_running_mode'):
+        if value not in DIRECT_RUNNING_MODES:
+            return (f'--beam-arg=--direct_running_mode={value}: expected one '
+                    f'of {", ".join(DIRECT_RUNNING_MODES)}')
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

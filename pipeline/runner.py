@@ -24,6 +24,7 @@ from tfx.orchestration.portable import tfx_runner
 from tfx.proto.orchestration import pipeline_pb2
 
 from components.example_gen import data_source
+from models import distribute
 from pipeline import configs
 from pipeline import pipeline as pipeline_lib
 from pipeline import summary
@@ -212,6 +213,10 @@ def run_local(config: configs.RunConfig, out: TextIO = sys.stderr,
         pushed_model, accuracy, wall_seconds, ...
     """
     started = time.monotonic() if started is None else started
+    # The Trainer runs in this process: its devices are made before any
+    # component starts TensorFlow.
+    params = config.hyperparameters
+    distribute.prepare_devices(params['strategy'], int(params['cpu_devices']))
     source = data_source.detect(config.data_path, config.family.kind)
     connection = metadata_config(config)
     tfx_pipeline = pipeline_lib.create_pipeline(

@@ -4,6 +4,7 @@ The final JSON line of `python -m pipeline run` comes from here: whether the
 model was blessed, where it was pushed, its test accuracy, the span read.
 """
 
+import json
 import os
 from typing import Any, Dict, List, Optional
 
@@ -66,6 +67,7 @@ def run_summary(store: metadata_store.MetadataStore, run_id: str
     pushed = (outputs.get('PushedModel') or [None])[-1]
     infra = (outputs.get('InfraBlessing') or [None])[-1]
     examples = (outputs.get('Examples') or [None])[0]
+    model_run = (outputs.get('ModelRun') or [None])[-1]
     drift = [a for a in outputs.get('ExampleAnomalies', [])
              if _property(a, 'drifted_features') is not None]
     blessed = bool(blessing and _property(blessing, 'blessed'))
@@ -77,7 +79,26 @@ def run_summary(store: metadata_store.MetadataStore, run_id: str
         'accuracy': accuracy(evaluation.uri) if evaluation else None,
         'span': _property(examples, 'span') if examples else None,
         'drift': drifted_features(drift[-1].uri) if drift else [],
+        'training': training_summary(model_run.uri) if model_run else None,
     }
+
+
+# What the JSON line shows of the Trainer's report (models/training.py).
+TRAINING_KEYS = ('strategy', 'replicas', 'workers', 'per_replica_batch',
+                 'global_batch', 'learning_rate', 'warmup_steps',
+                 'epoch_seconds')
+
+
+def training_summary(model_run_uri: str) -> Optional[Dict[str, Any]]:
+    """Strategy, replicas, batch sizes, learning rate and epoch times of the
+    Trainer whose model run is at `model_run_uri`, if it wrote them."""
+    from models import training  # pylint: disable=import-outside-toplevel
+    path = os.path.join(model_run_uri, training.TRAINING_REPORT)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding='utf-8') as f:
+        report = json.load(f)
+    return {key: report.get(key) for key in TRAINING_KEYS}
 
 
 def drifted_features(drift_uri: str) -> List[str]:

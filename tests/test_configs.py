@@ -1,12 +1,15 @@
-"""The pipeline's default configuration: Beam arguments."""
+"""The pipeline's default configuration: Beam arguments, and the check that
+refuses a Beam runner known not to work before a run starts."""
 
 import logging
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 
+from pipeline import cli
 from pipeline import configs
 
 
@@ -19,3 +22,33 @@ def test_default_beam_args_run_in_memory_without_fetching_prism(caplog):
         assert_that(doubled, equal_to([2, 4, 6]))
     assert type(pipeline.runner).__name__ == 'FnApiRunner'
     assert 'prism' not in caplog.text.lower()
+
+
+@pytest.mark.parametrize('flags,fault', [
+    (['--runner=DaskRunner'], 'loses data'),
+    (['--runner', 'dask'], 'loses data'),
+    (['--runner=DirectRunner'], 'Prism'),
+    (['--runner=FnApiRuner'], 'unknown Beam runner'),
+    (['--direct_running_mode=multiprocessing'], 'expected one of'),
+])
+def test_unknown_or_broken_beam_runner_stops_the_run_before_it_starts(
+        tmp_path, capsys, flags, fault):
+    home = tmp_path / 'home'
+    code = cli.main(['run', '--model', 'convnet', '--home', str(home),
+                     *[f'--beam-arg={flag}' for flag in flags]])
+    assert code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith('error: --beam-arg=--') and fault in line, line
+    assert not home.exists()
+
+
+@pytest.mark.parametrize('flags', [
+    configs.default_beam_args(),
+    ['--runner=FnApiRunner', '--direct_running_mode=multi_processing',
+     '--direct_num_workers=2'],
+    ['--runner=FlinkRunner', '--flink_master=localhost:8081'],
+    ['--runner', 'apache_beam.runners.portability.spark_runner.SparkRunner'],
+    ['--runner=dataflow', '--project=p'],
+])
+def test_tested_and_pass_through_runners_are_accepted(flags):
+    assert configs.beam_args_problem(flags) is None

@@ -146,6 +146,32 @@ def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
     assert summary['blessed'] is True
 
 
+def test_mirrored_run_trains_on_two_devices_and_pushes(convnet_run):
+    """`--strategy mirrored` through the real Trainer, on 2 logical CPU
+    devices the run makes at start: each replica its batch_size, the global
+    batch and learning rate twice that, no worse than the `auto` model."""
+    first, data, home, _ = convnet_run
+    summary, log = run_pipeline('--model', 'convnet', '--data', data,
+                                '--home', home, '--set', 'epochs=2',
+                                '--set', 'max_accuracy_drop=0.1',
+                                '--strategy', 'mirrored')
+    assert summary is not None, log
+    training = summary['training']
+    assert training['strategy'] == 'mirrored', training
+    assert training['replicas'] == 2
+    assert training['per_replica_batch'] == 64  # The smoke profile's.
+    assert training['global_batch'] == 128
+    assert training['learning_rate'] == pytest.approx(2e-3)
+    assert training['warmup_steps'] > 0
+    assert len(training['epoch_seconds']) == 2
+    assert first['training']['strategy'] == 'auto'
+    assert first['training']['replicas'] == 1
+    # Compared with the `auto` model as the baseline: within noise of it.
+    assert summary['accuracy'] >= first['accuracy'] - 0.1, (summary, first)
+    assert summary['blessed'] is True, (summary, first)
+    assert summary['pushed_model'] is not None
+
+
 def test_a_worse_model_is_not_pushed(convnet_run):
     _, data, home, _ = convnet_run
     versions = sorted(os.listdir(os.path.join(home, 'serving', 'convnet')))

@@ -1,0 +1,251 @@
+"""The Trainer's run_fn under `mirrored` (2 logical CPU devices, split by
+tests/conftest.py) and `multi_worker` (real worker processes on 127.0.0.1),
+on a tiny real tf.Transform output of the convnet's preprocessing_fn, read
+through a real TFX DataAccessor, as the Trainer does."""
+
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+
+import apache_beam as beam
+import numpy as np
+import psutil
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata
+from tensorflow_transform.tf_metadata import metadata_io
+from tensorflow_transform.tf_metadata import schema_utils
+from tfx.components.trainer import fn_args_utils
+
+from models import distribute
+from models import features
+from models import signatures
+from models import training
+from models import workers
+from models.convnet import model as convnet
+from models.convnet import preprocessing
+from tests import datasets
+
+SIZE = 12
+CLASSES = 3
+TRAIN, EVAL = 300, 90
+PARAMS = {
+    'image_shape': [SIZE, SIZE, 1], 'conv_filters': [4], 'dense_units': 16,
+    'dropout': 0.1, 'epochs': 3, 'batch_size': 16, 'learning_rate': 0.01,
+    'seed': 7, 'cache_examples': True, 'class_names': ['a', 'b', 'c'],
+    'learning_rate_scaling': 'linear', 'warmup_epochs': 1, 'cpu_devices': 2,
+}
+
+
+def _raw_examples(count, seed):
+    images, labels = datasets.images_with_labels(count, CLASSES, seed, SIZE)
+    return [{features.IMAGE_KEY: [datasets.png_bytes(image)],
+             features.LABEL_KEY: [int(label)]}
+            for image, label in zip(images, labels)]
+
+
+@pytest.fixture(scope='module')
+def transformed(tmp_path_factory):
+    """<root>/transform_graph (as TFX's Transform writes it) and
+    <root>/examples/Split-{train,eval}/ gzipped transformed tf.Examples."""
+    root = tmp_path_factory.mktemp('transformed')
+    raw_metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec({
+            features.IMAGE_KEY: tf.io.VarLenFeature(tf.string),
+            features.LABEL_KEY: tf.io.VarLenFeature(tf.int64)}))
+    graph = str(root / 'transform_graph')
+    splits = {'train': _raw_examples(TRAIN, 0), 'eval': _raw_examples(EVAL, 1)}
+    with tempfile.TemporaryDirectory() as temp_dir:
+        with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
+            with beam.Pipeline() as pipeline:
+                raw = {name: pipeline | f'Create{name}' >> beam.Create(rows)
+                       for name, rows in splits.items()}
+                transform_fn = (
+                    (raw['train'], raw_metadata)
+                    | tft_beam.AnalyzeDataset(
+                        lambda inputs: preprocessing.preprocessing_fn(
+                            inputs, {'image_shape': [SIZE, SIZE, 1]})))
+                _ = transform_fn | tft_beam.WriteTransformFn(graph)
+                for name, rows in raw.items():
+                    (data, metadata) = (
+                        ((rows, raw_metadata), transform_fn)
+                        | f'Transform{name}' >> tft_beam.TransformDataset())
+                    coder = tft.coders.ExampleProtoCoder(metadata.schema)
+                    _ = (data | f'Encode{name}' >> beam.Map(coder.encode)
+                         | f'Write{name}' >> beam.io.WriteToTFRecord(
+                             str(root / 'examples' / f'Split-{name}' / 'data'),
+                             file_name_suffix='.gz'))
+    metadata_io.write_metadata(raw_metadata, os.path.join(
+        graph, tft.TFTransformOutput.RAW_METADATA_DIR))
+    return root
+
+
+def _fn_args(root, out, **params):
+    examples = str(root / 'examples')
+    return fn_args_utils.FnArgs(
+        working_dir=str(out), train_files=[f'{examples}/Split-train/*'],
+        eval_files=[f'{examples}/Split-eval/*'],
+        transform_output=str(root / 'transform_graph'),
+        transform_graph_path=str(root / 'transform_graph'),
+        serving_model_dir=str(out / 'serving_model'),
+        model_run_dir=str(out / 'model_run'),
+        custom_config={**PARAMS, **params},
+        data_accessor=workers.data_accessor(examples))
+
+
+def _report(fn_args):
+    with open(os.path.join(fn_args.model_run_dir,
+                           training.TRAINING_REPORT)) as f:
+        return json.load(f)
+
+
+def _accuracy(serving_model_dir):
+    """The exported model's accuracy on fresh images, through serving_default."""
+    model = tf.saved_model.load(serving_model_dir)
+    images, labels = datasets.images_with_labels(60, CLASSES, 9, SIZE)
+    scores = model.signatures[signatures.DEFAULT_SIGNATURE](
+        inputs=tf.constant([features.image_example(datasets.png_bytes(i),
+                                                   int(l))
+                            for i, l in zip(images, labels)]))
+    predicted = scores[signatures.SCORES_OUTPUT].numpy().argmax(axis=1)
+    return float((predicted == labels).mean())
+
+
+@pytest.fixture(scope='module')
+def mirrored_run(transformed, tmp_path_factory):
+    out = tmp_path_factory.mktemp('mirrored')
+    fn_args = _fn_args(transformed, out, strategy='mirrored')
+    convnet.run_fn(fn_args)
+    return fn_args, _report(fn_args)
+
+
+def test_mirrored_run_fn_gives_each_replica_its_shard_and_scales_the_rate(
+        mirrored_run):
+    fn_args, report = mirrored_run
+    assert report['strategy'] == 'mirrored'
+    assert report['replicas'] == 2 and report['workers'] == 1
+    # Each replica is fed its own 16 (batch_size), so a step takes 32.
+    assert report['per_replica_batch'] == 16
+    assert report['global_batch'] == 32
+    assert report['input_shards'] == [[0, 2], [1, 2]]
+    # An epoch is the split once over the global batch, not once per replica.
+    steps = math.ceil(TRAIN / 32)
+    assert report['steps_per_epoch'] == steps
+    assert report['steps'] == steps * PARAMS['epochs']
+    assert report['learning_rate'] == pytest.approx(0.02)
+    assert report['warmup_steps'] == steps
+    assert len(report['epoch_seconds']) == PARAMS['epochs']
+    # Trained: the exported model tells the classes apart (chance is 1/3).
+    assert _accuracy(fn_args.serving_model_dir) > 0.8
+
+
+def test_linear_warmup_climbs_from_one_replicas_rate_to_the_scaled_one():
+    schedule = training.LinearWarmup(0.01, 0.02, warmup_steps=10)
+    assert float(schedule(0)) == pytest.approx(0.01)
+    assert float(schedule(5)) == pytest.approx(0.015)
+    assert float(schedule(10)) == pytest.approx(0.02)
+    assert float(schedule(50)) == pytest.approx(0.02)
+
+
+def test_each_replica_reads_its_own_shard_once_per_epoch(transformed):
+    strategy = distribute.make_strategy('mirrored')
+    examples = str(transformed / 'examples')
+    schema = tft.TFTransformOutput(
+        str(transformed / 'transform_graph')).transformed_metadata.schema
+    inputs = []
+    dataset = training.distributed_dataset(
+        strategy, 32, inputs, lambda **shard: training.make_dataset(
+            [f'{examples}/Split-train/*'], workers.data_accessor(examples),
+            schema, lambda inputs: inputs, shuffle=True, seed=1, cache=True,
+            repeat=True, **shard))
+    assert inputs == [{'batch': 16, 'shard': 0, 'shards': 2},
+                      {'batch': 16, 'shard': 1, 'shards': 2}]
+    iterator = iter(dataset)
+    seen = [[], []]
+    for _ in range(math.ceil(TRAIN / 32)):
+        inputs, _ = next(iterator)
+        for replica, images in enumerate(
+                strategy.experimental_local_results(inputs[features.IMAGE_KEY])):
+            assert images.shape[0] <= 16
+            seen[replica].extend(image.tobytes() for image in images.numpy())
+    # Disjoint shards that together are the split, each example once.
+    assert not set(seen[0]) & set(seen[1])
+    assert len(set(seen[0]) | set(seen[1])) == len(seen[0]) + len(seen[1]) == TRAIN
+
+
+@pytest.fixture(scope='module')
+def worker_runs(transformed, tmp_path_factory):
+    """The convnet's run_fn under multi_worker with 1 and with 2 workers."""
+    runs = {}
+    for count in (1, 2):
+        out = tmp_path_factory.mktemp(f'workers{count}')
+        fn_args = _fn_args(transformed, out, strategy='multi_worker',
+                           workers=count, worker_timeout_seconds=900)
+        convnet.run_fn(fn_args)
+        runs[count] = fn_args, _report(fn_args)
+    return runs
+
+
+def _worker_processes():
+    return [p for p in psutil.Process().children(recursive=True)
+            if 'models.workers' in ' '.join(p.cmdline())]
+
+
+def test_two_workers_train_one_model_that_only_the_chief_exports(worker_runs):
+    fn_args, report = worker_runs[2]
+    assert report['strategy'] == 'multi_worker'
+    assert report['workers'] == 2 and report['replicas'] == 2
+    assert report['per_replica_batch'] == 16 and report['global_batch'] == 32
+    assert report['learning_rate'] == pytest.approx(0.02)
+    # Worker i reads shard i of 2; an epoch is the split once, over both.
+    assert report['input_shards'] == [[0, 2]]
+    assert report['steps'] == math.ceil(TRAIN / 32) * PARAMS['epochs']
+    # The workers agree on every weight.
+    first, second = report['worker_weights_sha256']
+    assert first == second
+    # The chief exported to the real place; worker 1 to a folder it removed.
+    chief_dir, other_dir = report['worker_export_dirs']
+    assert chief_dir == fn_args.serving_model_dir
+    assert tf.saved_model.contains_saved_model(chief_dir)
+    assert other_dir != chief_dir and not os.path.exists(other_dir)
+    assert not _worker_processes()
+
+
+def test_two_workers_learn_as_well_as_one(worker_runs):
+    one, two = (_accuracy(worker_runs[n][0].serving_model_dir) for n in (1, 2))
+    print(f'accuracy: 1 worker {one:.3f}, 2 workers {two:.3f}')
+    assert worker_runs[1][1]['workers'] == 1
+    assert two > 0.8 and abs(one - two) <= 0.15, (one, two)
+
+
+def test_a_worker_that_dies_fails_the_run_with_its_log(transformed, tmp_path):
+    fn_args = _fn_args(transformed, tmp_path, strategy='multi_worker',
+                       workers=2, epochs=200, worker_timeout_seconds=900)
+    log = os.path.join(fn_args.model_run_dir, 'workers', 'worker-1.log')
+    killed = []
+
+    def kill_worker_1_once_training():
+        while not killed:
+            if os.path.exists(log) and 'Training with' in open(log).read():
+                for process in _worker_processes():
+                    if '"index": 1' in process.environ().get('TF_CONFIG', ''):
+                        process.kill()
+                        killed.append(process.pid)
+            time.sleep(0.5)
+
+    killer = threading.Thread(target=kill_worker_1_once_training, daemon=True)
+    killer.start()
+    with pytest.raises(workers.WorkerError) as failure:
+        convnet.run_fn(fn_args)
+    assert killed
+    message = str(failure.value)
+    assert message.startswith('worker 1 of 2 was killed by signal 9'), message
+    assert log in message and 'Training with' in message
+    # Worker 0, waiting on its peer, was stopped; nothing was exported.
+    assert not _worker_processes()
+    assert not os.path.exists(fn_args.serving_model_dir)
