@@ -100,18 +100,35 @@ class _FirstRunResolutionFilter(logging.Filter):
         return not record.getMessage().startswith(self._PREFIX)
 
 
+class _BelowErrorFilter(logging.Filter):
+    """Drops INFO and WARNING records, whatever level a library set its
+    logger to: TFX's `ArtifactQuery.property_predicate is not supported`
+    and `payload_format` warnings reach absl's logger at WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+# Loggers whose records below ERROR the default console drops.
+_QUIET_LOGGERS = ('absl', 'tensorflow', 'apache_beam')
+
+
 @contextlib.contextmanager
 def _quiet_logs(verbose: bool) -> Iterator[None]:
     """Keeps TFX's, Beam's and TensorFlow's INFO and WARNING lines off the
     console unless `verbose`; errors still show, but for the expected one of
     a first run (_FirstRunResolutionFilter)."""
-    first_run_filter = _FirstRunResolutionFilter()
-    logging.getLogger('absl').addFilter(first_run_filter)
+    filters = [('absl', _FirstRunResolutionFilter())]
+    if not verbose:
+        filters += [(name, _BelowErrorFilter()) for name in _QUIET_LOGGERS]
+    for name, log_filter in filters:
+        logging.getLogger(name).addFilter(log_filter)
     try:
         with _log_level(verbose):
             yield
     finally:
-        logging.getLogger('absl').removeFilter(first_run_filter)
+        for name, log_filter in filters:
+            logging.getLogger(name).removeFilter(log_filter)
 
 
 @contextlib.contextmanager
