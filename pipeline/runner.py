@@ -153,6 +153,11 @@ def metadata_config(config: configs.RunConfig):
         config.metadata_path)
 
 
+def tensorboard_logdir(config: configs.RunConfig) -> str:
+    """The folder holding every Trainer run's TensorBoard logs."""
+    return os.path.join(config.pipeline_root, 'Trainer', 'model_run')
+
+
 def run_local(config: configs.RunConfig, out: TextIO = sys.stderr,
               verbose: bool = False,
               serving_check: bool = True,
@@ -179,6 +184,9 @@ def run_local(config: configs.RunConfig, out: TextIO = sys.stderr,
     runner = ProgressDagRunner(out)
     with _quiet_logs(verbose):
         runner.run(tfx_pipeline)
+    if 'Trainer' in runner.timings:
+        runner._say('training curves: tensorboard --logdir '  # pylint: disable=protected-access
+                    f'{tensorboard_logdir(config)}')
     store = metadata_store.MetadataStore(connection)
     result = summary.run_summary(store, runner.run_id)
     return {'model': config.model, 'profile': config.profile, **result,
