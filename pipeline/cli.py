@@ -54,11 +54,12 @@ def _add_run_config_flags(parser: argparse.ArgumentParser,
                         help='the model family to train')
     parser.add_argument('--profile', default='smoke', choices=configs.PROFILES,
                         help='data size and hyper-parameters: smoke (minutes)'
-                        ' or full')
+                        ' or full (default smoke)')
     parser.add_argument('--data', help='raw data: a folder, file or .ts prefix '
                         '(default: the model\'s public data set)')
     parser.add_argument('--home', default=configs.DEFAULT_HOME,
-                        help='folder for metadata, artifacts and serving/')
+                        help='folder for metadata, artifacts and serving/ '
+                        f'(default {configs.DEFAULT_HOME})')
     parser.add_argument('--strategy', choices=_STRATEGIES,
                         help='tf.distribute strategy (default: auto)')
     parser.add_argument('--beam-arg', action='append', default=[],
@@ -132,14 +133,17 @@ def _add_kfp_client_flags(parser: argparse.ArgumentParser,
                           host_required: bool = True) -> None:
     parser.add_argument('--host', required=host_required,
                         help='Kubeflow Pipelines API endpoint URL')
-    parser.add_argument('--experiment', default='tfx-deep-pipelines')
+    parser.add_argument('--experiment', default='tfx-deep-pipelines',
+                        help='Kubeflow experiment of the runs '
+                        '(default tfx-deep-pipelines)')
     parser.add_argument('--namespace', help='Kubeflow namespace')
 
 
 def _add_kubeflow_flags(parser: argparse.ArgumentParser,
                         target_default: str = 'kubeflow') -> None:
     parser.add_argument('--target', default=target_default,
-                        choices=sorted({'kubeflow', target_default}))
+                        choices=sorted({'kubeflow', target_default}),
+                        help=f'where to run (default {target_default})')
     parser.add_argument('--image', help='container image of the components '
                         f'(default: {configs.DEFAULT_IMAGE})')
     parser.add_argument('--pipeline-root', help='pipeline root on the cluster')

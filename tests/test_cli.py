@@ -2,6 +2,7 @@
 loads TensorFlow: exit 2 and one line, checked in a real subprocess whose
 loaded modules are inspected (not timed: speed is measured under bench/)."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -9,8 +10,11 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 
+from pipeline import cli
 from pipeline import configs
+from serving import cli as serving_cli
 from tests import datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,3 +136,37 @@ def test_native_library_noise_is_dropped_and_the_rest_kept():
     verbose = subprocess.run([sys.executable, '-c', code % True], cwd=REPO,
                              capture_output=True, text=True, check=True)
     assert 'Unable to register cuDNN' in verbose.stderr
+
+
+def _subcommands(parser):
+    [subparsers] = [a for a in parser._actions  # pylint: disable=protected-access
+                    if isinstance(a, argparse._SubParsersAction)]  # pylint: disable=protected-access
+    return subparsers.choices
+
+
+@pytest.mark.parametrize('parser', [cli.build_parser(),
+                                    serving_cli._build_parser()])  # pylint: disable=protected-access
+def test_every_command_and_flag_has_help(parser):
+    for name, command in _subcommands(parser).items():
+        missing = [a.option_strings or a.dest for a in command._actions  # pylint: disable=protected-access
+                   if not a.help]
+        assert not missing, (name, missing)
+
+
+def test_serving_help_lists_every_command():
+    process = subprocess.run([sys.executable, '-m', 'serving', '--help'],
+                             cwd=REPO, capture_output=True, text=True,
+                             timeout=120, check=True)
+    listed = [l.split()[0] for l in process.stdout.splitlines()
+              if l.startswith('  ')]
+    assert listed == ['serve', *_subcommands(serving_cli._build_parser())]  # pylint: disable=protected-access
+
+
+def test_docker_compose_mounts_the_default_home():
+    with open(os.path.join(REPO, 'serving', 'deploy', 'docker-compose.yml'),
+              encoding='utf-8') as f:
+        compose = yaml.safe_load(f)
+    volumes = compose['services']['tf-serving']['volumes']
+    assert f'${{PIPELINE_HOME:-../../{configs.DEFAULT_HOME}}}/serving:/models:ro' in volumes
+    assert serving_cli._build_parser().parse_args(  # pylint: disable=protected-access
+        ['demo']).home == configs.DEFAULT_HOME

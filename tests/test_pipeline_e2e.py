@@ -61,6 +61,14 @@ def test_convnet_run_pushes_a_blessed_model_with_two_agreeing_signatures(
     assert os.path.basename(pushed).isdigit()
     # Progress lines name each component with its time.
     assert 'Trainer done in' in log and 'ServingCheck done in' in log
+    # The first line comes before the heavy imports; TensorFlow's CUDA
+    # registration lines and TFX's warnings stay off the console.
+    assert 'loading TensorFlow and TFX' in log.splitlines()[1], log
+    assert 'Unable to register' not in log and 'WARNING:absl' not in log, log
+    logdir = os.path.join(home, 'pipelines', 'convnet-pipeline', 'Trainer',
+                          'model_run')
+    assert f'training curves: tensorboard --logdir {logdir}' in log
+    assert glob.glob(os.path.join(logdir, '*', 'train', 'events.out.*'))
     # The serving check's warmup requests travel with the pushed model.
     assert os.path.exists(os.path.join(
         pushed, 'assets.extra', 'tf_serving_warmup_requests'))
