@@ -13,6 +13,7 @@ from tfx import v1 as tfx
 from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
+from components import push_once
 from components.data_gate import DataGate
 from components.serving_check import ServingCheck
 from components.example_gen import data_source
@@ -198,7 +199,10 @@ def create_pipeline(config: configs.RunConfig,
         **push_inputs,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=serving_model_dir or config.serving_model_dir)))
+                base_directory=serving_model_dir or config.serving_model_dir)),
+        # No new version for the model already served (a cached rerun).
+        custom_executor_spec=executor_spec.ExecutorClassSpec(
+            push_once.Executor))
     components.append(pusher)
 
     return tfx.dsl.Pipeline(

@@ -54,7 +54,7 @@ def test_convnet_run_pushes_a_blessed_model_with_two_agreeing_signatures(
         convnet_run):
     summary, data, home, log = convnet_run
     assert summary['model'] == 'convnet' and summary['profile'] == 'smoke'
-    assert summary['blessed'] is True
+    assert summary['blessed'] is True and summary['new_version'] is True
     assert summary['accuracy'] > 0.5
     pushed = summary['pushed_model']
     assert os.path.dirname(pushed) == os.path.join(home, 'serving', 'convnet')
@@ -93,7 +93,7 @@ def test_convnet_run_pushes_a_blessed_model_with_two_agreeing_signatures(
 
 def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
         convnet_run):
-    _, data, home, _ = convnet_run
+    first, data, home, _ = convnet_run
     summary, log = run_pipeline('--model', 'convnet', '--data', data,
                                 '--home', home, '--set', 'epochs=2')
     assert summary is not None, log
@@ -103,6 +103,12 @@ def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
                    if f'] {component} done' in line), log
     # Compared with itself as the baseline, the model is not worse.
     assert summary['blessed'] is True
+    # It is the model already served: no new version, and the JSON line
+    # names the version that serves it.
+    assert summary['pushed_model'] == first['pushed_model']
+    assert summary['new_version'] is False
+    assert os.listdir(os.path.join(home, 'serving', 'convnet')) == [
+        os.path.basename(first['pushed_model'])]
 
 
 def test_a_worse_model_is_not_pushed(convnet_run):
