@@ -17,7 +17,7 @@ PYTHON310 := 3.10
 endif
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data demo test test-fast bench clean
+.PHONY: setup data demo lint test bench bazel bazel-test clean
 
 setup: $(VENV)/.installed data
 
@@ -36,13 +36,25 @@ $(FASHION_MNIST):
 demo: setup
 	$(PY) -m pipeline run --model convnet --profile full --home $(HOME_DIR)
 	$(PY) -m pipeline run --model rnn --profile full --home $(HOME_DIR)
-	$(PY) -m serving demo --home $(HOME_DIR)
+	$(PY) -m pipeline demo --home $(HOME_DIR)
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 test: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 bench: setup
 	$(PY) -m bench
+
+# Bazel 4.2 from Debian, offline (WORKSPACE); `make test` stays the one test
+# command CI runs.
+bazel:
+	command -v bazel >/dev/null || { apt-get update -qq && \
+	    apt-get install -y -qq bazel-bootstrap bazel-platforms bazel-rules-java; }
+
+bazel-test: setup bazel
+	bazel test //...
 
 clean:
 	rm -rf $(HOME_DIR) bench/results

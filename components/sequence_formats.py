@@ -275,7 +275,7 @@ def class_labels_of_csv(path: str, label_column: str = 'label') -> Tuple[str, ..
     path = os.fspath(path)
     rows = _csv_rows(path)
     columns = _csv_header(path, next(rows, (1, None))[1])
-    label_i = _column_index(path, columns, label_column, 'label_column')
+    label_i = _column_index(path, columns, label_column)
     labels = set()
     for line_no, row in rows:
         if row:
@@ -592,9 +592,9 @@ def _csv_columns(path: str, row: Optional[List[str]], id_column: str, time_colum
                  ) -> Tuple[int, int, int, List[int], List[str]]:
     """Resolves the column names of a long CSV's header row to indices."""
     columns = _csv_header(path, row)
-    id_i = _column_index(path, columns, id_column, 'id_column')
-    time_i = _column_index(path, columns, time_column, 'time_column')
-    label_i = _column_index(path, columns, label_column, 'label_column')
+    id_i = _column_index(path, columns, id_column)
+    time_i = _column_index(path, columns, time_column)
+    label_i = _column_index(path, columns, label_column)
     keys = {id_column, time_column, label_column}
     if channel_columns is None:
         channel_is = [i for i, c in enumerate(columns) if c not in keys]
@@ -602,18 +602,19 @@ def _csv_columns(path: str, row: Optional[List[str]], id_column: str, time_colum
         clash = sorted(keys.intersection(channel_columns))
         if clash:
             raise ValueError(f'channel_columns includes id/time/label columns {clash}')
-        channel_is = [_column_index(path, columns, c, 'channel_columns')
+        channel_is = [_column_index(path, columns, c)
                       for c in channel_columns]
     if not channel_is:
         raise InputDataError(path, f'no channel columns: the header has only {columns}', 1)
     return id_i, time_i, label_i, channel_is, columns
 
 
-def _column_index(path: str, columns: List[str], name: str, argument: str) -> int:
+def _column_index(path: str, columns: List[str], name: str) -> int:
     if name not in columns:
         raise InputDataError(
-            path, f'no column {name!r} in the header row {columns}; name the right '
-            f'one with {argument}=', 1)
+            path, f'no column {name!r} in the header row {columns}; rename the '
+            'column that holds it (a long-format CSV has the columns series_id, '
+            'time, label and one per channel)', 1)
     return columns.index(name)
 
 

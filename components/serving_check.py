@@ -222,27 +222,48 @@ def check_probability_rows(what: str, classes: Sequence[Sequence[str]],
 
 
 def check_agreement(what: str, expected: Sequence[Mapping[str, float]],
-                    actual: Sequence[Mapping[str, float]]) -> None:
-    """Checks that two signatures give each input the same class scores.
+                    actual: Sequence[Mapping[str, float]],
+                    reference: str = signatures.DEFAULT_SIGNATURE) -> None:
+    """Checks that two sources give each input the same class scores.
 
     Args:
         what: Names the compared signature in the failure message.
-        expected: {class: score} per input from `serving_default`.
+        expected: {class: score} per input from `reference`.
         actual: {class: score} per input from the other signature.
+        reference: Names where `expected` comes from.
 
     Raises:
         WrongAnswer: The class names or scores differ (beyond 1e-4).
     """
+    if len(expected) != len(actual):
+        raise WrongAnswer(f'{what}: {len(actual)} answers, {reference} '
+                          f'gives {len(expected)}')
     for i, (want, got) in enumerate(zip(expected, actual)):
         if set(want) != set(got):
             raise WrongAnswer(
                 f'{what}: row {i} has classes {sorted(got)}, '
-                f'{signatures.DEFAULT_SIGNATURE} has {sorted(want)}')
+                f'{reference} has {sorted(want)}')
         worst = max(abs(want[c] - got[c]) for c in want)
         if worst > AGREEMENT_TOLERANCE:
             raise WrongAnswer(
                 f'{what}: row {i} scores differ from '
-                f'{signatures.DEFAULT_SIGNATURE} by up to {worst:.3g}')
+                f'{reference} by up to {worst:.3g}')
+
+
+IN_PROCESS = f'the SavedModel\'s own {signatures.DEFAULT_SIGNATURE}'
+
+
+def in_process_scores(model_path: str, serialized_examples: Sequence[bytes]
+                      ) -> List[Dict[str, float]]:
+    """{class: score} per example from the SavedModel called in this process:
+    what the served model must answer."""
+    model = tf.saved_model.load(model_path)
+    outputs = model.signatures[signatures.DEFAULT_SIGNATURE](
+        **{signatures.EXAMPLES_INPUT: tf.constant(list(serialized_examples))})
+    classes = outputs[signatures.CLASSES_OUTPUT].numpy()
+    scores = outputs[signatures.SCORES_OUTPUT].numpy()
+    return [{c.decode(): float(v) for c, v in zip(row_classes, row_scores)}
+            for row_classes, row_scores in zip(classes, scores)]
 
 
 def _feature(example: Any, key: str, kind: str, signature: str) -> Any:
@@ -304,7 +325,9 @@ def build_signature_inputs(signature: str, signature_def: Any,
 def check_served_model(address: str, model_name: str,
                        serialized_examples: Sequence[bytes],
                        deadline: float,
-                       server: Optional[ServerProcess] = None) -> List[Any]:
+                       server: Optional[ServerProcess] = None,
+                       in_process: Optional[Sequence[Mapping[str, float]]]
+                       = None) -> List[Any]:
     """Waits for the model, queries every signature it can feed, checks them.
 
     Args:
@@ -313,6 +336,9 @@ def check_served_model(address: str, model_name: str,
         serialized_examples: Serialized raw tf.Examples to send.
         deadline: time.monotonic() by which the model must be AVAILABLE.
         server: The server process, to notice if it dies while loading.
+        in_process: {class: score} per example from the model called in
+            process (`in_process_scores`), which the served answers must
+            equal.
 
     Returns:
         The requests sent (a ClassificationRequest, then PredictRequests),
@@ -327,7 +353,8 @@ def check_served_model(address: str, model_name: str,
         _wait_for_model(client, model_name, deadline, server)
         client.timeout = max(deadline - time.monotonic(), _MIN_RPC_SECONDS)
         try:
-            return _query_and_check(client, model_name, serialized_examples)
+            return _query_and_check(client, model_name, serialized_examples,
+                                    in_process)
         except client_lib.ServingError as e:
             raise ModelCheckFailed(str(e)) from None
 
@@ -353,7 +380,9 @@ def _wait_for_model(client: Any, model_name: str, deadline: float,
 
 
 def _query_and_check(client: Any, model_name: str,
-                     serialized_examples: Sequence[bytes]) -> List[Any]:
+                     serialized_examples: Sequence[bytes],
+                     in_process: Optional[Sequence[Mapping[str, float]]]
+                     ) -> List[Any]:
     batch = len(serialized_examples)
     signature_defs = client.model_metadata(model_name)
     default = signature_defs.get(signatures.DEFAULT_SIGNATURE)
@@ -371,6 +400,8 @@ def _query_and_check(client: Any, model_name: str,
     check_probability_rows(what, [p.classes for p in predictions],
                            [p.scores for p in predictions], batch)
     expected = [dict(p.pairs()) for p in predictions]
+    if in_process is not None:
+        check_agreement(what, in_process, expected, IN_PROCESS)
     requests: List[Any] = [classify]
 
     for name in sorted(signature_defs):
@@ -483,6 +514,11 @@ class Executor(base_executor.BaseExecutor):
         if not fileio.exists(os.path.join(model_path, 'saved_model.pb')):
             raise ModelCheckFailed(f'no SavedModel (saved_model.pb) in '
                                    f'{model_path}')
+        try:
+            in_process = in_process_scores(model_path, serialized)
+        except Exception as e:  # pylint: disable=broad-except
+            raise ModelCheckFailed(
+                f'the SavedModel does not answer in process: {e}') from None
         deadline = time.monotonic() + timeout
         # A local folder even when the pipeline root is remote: the server
         # subprocess reads it.
@@ -500,7 +536,7 @@ class Executor(base_executor.BaseExecutor):
                 try:
                     return check_served_model(
                         f'127.0.0.1:{port}', model_name, serialized,
-                        deadline, server)
+                        deadline, server, in_process)
                 except ServerExited as e:
                     if e.port_was_taken() and attempt < _PORT_RETRIES:
                         logging.warning('Port %d was taken; retrying.', port)

@@ -126,7 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
                           help='how often --on-new-data looks (default 60)')
     schedule.add_argument('--max-runs', type=int, default=0,
                           help='stop after N runs (default: never)')
+
+    demo = commands.add_parser(
+        'demo', help='serve the models pushed under a home and query each')
+    demo.add_argument('--home', default=configs.DEFAULT_HOME,
+                      help='the pipeline home whose serving/ to serve '
+                      f'(default {configs.DEFAULT_HOME})')
+    demo.add_argument('--count', type=_positive_int, default=5,
+                      help='test files to send per model (default 5)')
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'{text} is not a positive number')
+    return value
 
 
 def _add_kfp_client_flags(parser: argparse.ArgumentParser,
@@ -205,9 +220,9 @@ def _run(args: argparse.Namespace) -> dict:
     _say('loading TensorFlow and TFX ...')
     with _native_noise_dropped(args.verbose):
         from pipeline import runner  # pylint: disable=import-outside-toplevel
-        from pipeline import scheduler  # pylint: disable=import-outside-toplevel
+        from pipeline import run_lock  # pylint: disable=import-outside-toplevel
     config = _run_config(args)
-    lock = scheduler.RunLock(scheduler.lock_path(config.scheduler_state_dir))
+    lock = run_lock.RunLock(run_lock.lock_path(config.scheduler_state_dir))
     if not args.no_lock and not lock.acquire(blocking=False):
         print(f'waiting for the run in progress ({lock.holder()}) ...',
               file=sys.stderr, flush=True)
@@ -275,6 +290,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         configs.SettingError: a `--set` the model does not accept.
         InputDataError: naming the data file and the fault.
     """
+    if args.command == 'demo':
+        return
     configs.check_overrides(args.model, args.overrides)
     if args.command != 'run':  # The scheduler may wait for the data.
         return
@@ -290,7 +307,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == 'run' and args.list_settings:
         _list_settings(args.model)
         return 0
-    if args.model is None:
+    if getattr(args, 'model', '') is None:
         parser.error('the following arguments are required: --model')
     if args.command == 'run':
         _say(f'checking settings and data ({args.data or "default data"}) ...')
@@ -298,6 +315,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         _check_arguments(args)
         if args.command == 'run':
             print(json.dumps(_run(args)), flush=True)
+        elif args.command == 'demo':
+            from pipeline import demo  # pylint: disable=import-outside-toplevel
+            return demo.run(args.home, args.count)
         elif args.command == 'compile':
             from pipeline import runner  # pylint: disable=import-outside-toplevel
             path = runner.compile_kubeflow(_run_config(args), args.output)

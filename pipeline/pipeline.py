@@ -13,11 +13,11 @@ from tfx import v1 as tfx
 from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
-from components import push_once
 from components.data_gate import DataGate
 from components.serving_check import ServingCheck
 from components.example_gen import data_source
 from components.example_gen import executor as example_gen_executor
+from components.pusher import executor as pusher_executor
 from models import features
 from models import signatures
 from pipeline import configs
@@ -197,12 +197,13 @@ def create_pipeline(config: configs.RunConfig,
     pusher = tfx.components.Pusher(
         model_blessing=evaluator.outputs['blessing'],
         **push_inputs,
+        # Copies to a staging folder, then renames: no partial version; no
+        # new version for the model already served (a cached rerun).
+        custom_executor_spec=executor_spec.ExecutorClassSpec(
+            pusher_executor.Executor),
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=serving_model_dir or config.serving_model_dir)),
-        # No new version for the model already served (a cached rerun).
-        custom_executor_spec=executor_spec.ExecutorClassSpec(
-            push_once.Executor))
+                base_directory=serving_model_dir or config.serving_model_dir)))
     components.append(pusher)
 
     return tfx.dsl.Pipeline(

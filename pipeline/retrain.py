@@ -17,6 +17,7 @@ from components.example_gen import data_source
 from pipeline import configs
 from pipeline import kubeflow_client
 from pipeline import scheduler
+from pipeline import spans
 
 SPAN_PATTERN = data_source.SPAN_DIR_PREFIX + '{SPAN}'
 
@@ -47,8 +48,8 @@ def schedule_local(config: configs.RunConfig, run_args: List[str], cron: str,
     Returns:
         The process exit code.
     """
-    watcher = (scheduler.SpanWatcher(config.data_path, SPAN_PATTERN,
-                                     poll_seconds) if on_new_data else None)
+    watcher = (spans.SpanWatcher(config.data_path, SPAN_PATTERN, poll_seconds)
+               if on_new_data else None)
     runs = scheduler.Scheduler(
         lambda: run_in_child(run_args), config.scheduler_state_dir,
         cron=cron or None, watcher=watcher, max_runs=max_runs or None)

@@ -4,11 +4,13 @@ compiles it for Kubeflow Pipelines (KubeflowV2DagRunner)."""
 import contextlib
 import dataclasses
 import datetime
+import glob
 import logging
 import os
+import shutil
 import sys
 import time
-from typing import Any, Dict, Iterator, Optional, TextIO
+from typing import Any, Dict, Iterator, List, Optional, TextIO
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -146,6 +148,62 @@ def _log_level(verbose: bool) -> Iterator[None]:
         root.setLevel(old_level)
 
 
+_UNFINISHED = (metadata_store_pb2.Execution.NEW,
+               metadata_store_pb2.Execution.RUNNING)
+INTERRUPTED_PROPERTY = 'interrupted'
+
+
+def recover_interrupted(connection, config: configs.RunConfig,
+                        out: TextIO = sys.stderr) -> List[int]:
+    """Marks this pipeline's executions left unfinished as FAILED.
+
+    A run killed mid-way (kill -9, power loss) leaves its execution RUNNING in
+    ML Metadata and its output folders half written. Runs of one pipeline on
+    one home never overlap (the run lock), so any unfinished execution found
+    before a run starts belongs to a dead run: its outputs, never published,
+    are removed, and it is marked FAILED, so that nothing reads it as live.
+
+    Returns:
+        The ids of the executions recovered.
+    """
+    if not os.path.exists(config.metadata_path):
+        return []
+    store = metadata_store.MetadataStore(connection)
+    pipeline_context = store.get_context_by_type_and_name(
+        'pipeline', config.pipeline_name)
+    if pipeline_context is None:
+        return []
+    node_type = store.get_context_type('node')
+    recovered = []
+    for execution in store.get_executions_by_context(pipeline_context.id):
+        if execution.last_known_state not in _UNFINISHED:
+            continue
+        node_ids = [c.name.split('.', 1)[-1] for c in
+                    store.get_contexts_by_execution(execution.id)
+                    if c.type_id == node_type.id]
+        removed = []
+        for node_id in node_ids:
+            node_root = os.path.join(config.pipeline_root, node_id)
+            for folder in (glob.glob(os.path.join(node_root, '*',
+                                                  str(execution.id))) +
+                           [os.path.join(node_root, '.system',
+                                         'executor_execution',
+                                         str(execution.id))]):
+                if os.path.isdir(folder):
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+        execution.last_known_state = metadata_store_pb2.Execution.FAILED
+        execution.custom_properties[INTERRUPTED_PROPERTY].string_value = (
+            'interrupted: still running when the next run started')
+        store.put_executions([execution])
+        recovered.append(execution.id)
+        print(f'[{time.strftime("%H:%M:%S")}] {"/".join(node_ids)}: '
+              f'execution {execution.id} was interrupted; marked FAILED, '
+              f'{len(removed)} half-written folders removed', file=out,
+              flush=True)
+    return recovered
+
+
 def metadata_config(config: configs.RunConfig):
     """ML Metadata in SQLite under the run's home."""
     os.makedirs(config.home_path, exist_ok=True)
@@ -181,6 +239,7 @@ def run_local(config: configs.RunConfig, out: TextIO = sys.stderr,
     tfx_pipeline = pipeline_lib.create_pipeline(
         config, source, metadata_connection_config=connection,
         serving_check=serving_check)
+    recover_interrupted(connection, config, out)
     runner = ProgressDagRunner(out)
     with _quiet_logs(verbose):
         runner.run(tfx_pipeline)

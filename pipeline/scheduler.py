@@ -27,66 +27,31 @@ Guarantees:
 * Every run is appended to ``<state_dir>/history.jsonl`` (trigger, start, end,
   status, summary or error) and kept in ``Scheduler.history``.
 
-Time comes from an injectable ``Clock`` (``SystemClock``, or ``FakeClock`` in
-tests) so tests never wait for wall time.
-
-Running it as a service
------------------------
-Instead of a terminal session, run the built-in scheduler under systemd
-(``/etc/systemd/system/tfx-retrain.service``)::
-
-    [Unit]
-    Description=TFX retraining scheduler
-    After=network-online.target
-
-    [Service]
-    User=tfx
-    WorkingDirectory=/srv/tfx-pipeline
-    Environment=TF_USE_LEGACY_KERAS=1
-    ExecStart=/srv/tfx-pipeline/.venv/bin/python -m pipeline schedule \\
-        --model M --cron "0 3 * * *" --on-new-data
-    Restart=on-failure
-    RestartSec=30
-    # SIGTERM to the scheduler only, so a run in progress (and its worker
-    # processes) can finish; everything left is killed after TimeoutStopSec.
-    KillMode=mixed
-    TimeoutStopSec=2h
-
-    [Install]
-    WantedBy=multi-user.target
-
-then ``systemctl enable --now tfx-retrain`` and ``journalctl -u tfx-retrain -f``.
-Set ``Environment=TZ=UTC`` to read the cron expression in UTC.
-
-Or skip the built-in scheduler and let plain cron start single runs, with
-``flock -n`` on the same lock file so a run never overlaps another run or a
-running scheduler (``crontab -e``)::
-
-    0 3 * * * cd /srv/tfx-pipeline && flock -n <state-dir>/pipeline.lock \\
-        .venv/bin/python -m pipeline run --model M >> logs/retrain.log 2>&1
-
-Plain cron has no on-new-data trigger and keeps no run history.
+Time comes from an injectable ``Clock`` (pipeline/clock.py; tests pass a fake
+one) so tests never wait for wall time. The lock is pipeline/run_lock.py, the
+span watcher pipeline/spans.py. To run it under systemd, or plain cron
+instead, see docs/scheduling.md.
 """
 
 import dataclasses
 import datetime
-import fcntl
 import functools
-import glob
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
-import time
-from typing import Any, Callable, Dict, List, Optional, Protocol, Union
-import zoneinfo
+from typing import Any, Callable, Dict, List, Optional, Union
 
+from pipeline.clock import Clock
+from pipeline.clock import SystemClock
+from pipeline.clock import resolve_timezone
 from pipeline.cron import CronSchedule
+from pipeline.run_lock import RunLock
+from pipeline.run_lock import lock_path
+from pipeline.spans import SpanWatcher
 
-LOCK_FILENAME = 'pipeline.lock'
 STATE_FILENAME = 'state.json'
 HISTORY_FILENAME = 'history.jsonl'
 
@@ -99,269 +64,6 @@ _MAX_COUNTED_TICKS = 1000
 
 class SchedulerAborted(KeyboardInterrupt):
     """A second SIGINT/SIGTERM aborted the scheduler (and any run in progress)."""
-
-
-class Clock(Protocol):
-    """Time source for the scheduler; ``now`` must be timezone-aware."""
-
-    def now(self) -> datetime.datetime:
-        ...
-
-    def sleep(self, seconds: float) -> None:
-        ...
-
-
-class SystemClock:
-    """Wall-clock time whose ``sleep`` returns early after ``interrupt()``.
-
-    ``interrupt`` only sets a flag, so it is safe to call from a signal
-    handler (setting a ``threading.Event`` there can deadlock on the lock the
-    interrupted ``Event.wait`` holds); sleeps therefore go in short slices.
-
-    Args:
-        tick_seconds: Longest slice of a sleep, i.e. the most an interrupt
-            waits to take effect.
-    """
-
-    def __init__(self, tick_seconds: float = 0.2):
-        self._tick = tick_seconds
-        self._interrupted = False
-
-    def now(self) -> datetime.datetime:
-        """Returns the current time in UTC."""
-        return datetime.datetime.now(datetime.timezone.utc)
-
-    def sleep(self, seconds: float) -> None:
-        """Sleeps ``seconds``, or less once ``interrupt`` has been called."""
-        deadline = time.monotonic() + max(0.0, seconds)
-        while not self._interrupted:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            time.sleep(min(remaining, self._tick))
-
-    def interrupt(self) -> None:
-        """Ends the current and all later sleeps (within one tick)."""
-        self._interrupted = True
-
-
-class FakeClock:
-    """A clock for tests: ``sleep`` advances time instantly.
-
-    Args:
-        start: Initial time (timezone-aware).
-        real_sleep: Real seconds each ``sleep`` also takes, for tests where
-            another process must make progress meanwhile.
-
-    Attributes:
-        sleeps: Every ``sleep`` duration requested, in order.
-    """
-
-    def __init__(self, start: datetime.datetime, real_sleep: float = 0.0):
-        if start.tzinfo is None:
-            raise ValueError('FakeClock needs a timezone-aware start time')
-        self._now = start
-        self._real_sleep = real_sleep
-        self._callbacks: List[tuple] = []
-        self.sleeps: List[float] = []
-
-    def now(self) -> datetime.datetime:
-        """Returns the fake current time."""
-        return self._now
-
-    def sleep(self, seconds: float) -> None:
-        """Records the sleep and advances time by ``seconds``."""
-        self.sleeps.append(seconds)
-        self.advance(seconds)
-        if self._real_sleep:
-            time.sleep(self._real_sleep)
-
-    def advance(self, seconds: float) -> None:
-        """Advances time, firing ``call_at`` callbacks that come due on the way."""
-        target = self._now + datetime.timedelta(seconds=max(0.0, seconds))
-        while self._callbacks and self._callbacks[0][0] <= target:
-            when, _, callback = self._callbacks.pop(0)
-            self._now = max(self._now, when)
-            callback()
-        self._now = target
-
-    def call_at(self, when: datetime.datetime, callback: Callable[[], Any]) -> None:
-        """Calls ``callback`` when time reaches ``when`` (during a sleep)."""
-        self._callbacks.append((when, len(self._callbacks), callback))
-        self._callbacks.sort(key=lambda entry: (entry[0], entry[1]))
-
-
-def local_timezone() -> datetime.tzinfo:
-    """Returns the machine's time zone, with its daylight-saving rules if known."""
-    name = os.environ.get('TZ', '').lstrip(':')
-    if name:
-        try:
-            return zoneinfo.ZoneInfo(name)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            pass
-    try:
-        with open('/etc/localtime', 'rb') as zone_file:
-            return zoneinfo.ZoneInfo.from_file(zone_file, key='localtime')
-    except (OSError, ValueError):
-        return datetime.datetime.now().astimezone().tzinfo
-
-
-def _resolve_timezone(tz: Union[datetime.tzinfo, str, None]) -> datetime.tzinfo:
-    if tz is None or tz == 'local':
-        return local_timezone()
-    if isinstance(tz, str):
-        if tz.upper() == 'UTC':
-            return datetime.timezone.utc
-        try:
-            return zoneinfo.ZoneInfo(tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f'unknown time zone {tz!r}') from None
-    return tz
-
-
-class RunLock:
-    """An exclusive ``flock`` on a file, shared by every process that runs the pipeline.
-
-    ``flock`` locks belong to the open file, so two ``RunLock`` objects on one
-    path exclude each other even inside one process, and the lock is freed if
-    the holder dies. The file is never deleted (that would race with waiters);
-    the holder's pid is written into it for diagnostics.
-
-    Args:
-        path: The lock file; created if missing.
-    """
-
-    def __init__(self, path: Union[str, os.PathLike]):
-        self.path = os.fspath(path)
-        self._file = None
-
-    def acquire(self, blocking: bool = False) -> bool:
-        """Takes the lock; returns False if another holder has it and not blocking."""
-        if self._file is not None:
-            raise RuntimeError(f'{self.path} is already held by this RunLock')
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        lock_file = open(self.path, 'a+')
-        try:
-            flags = fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB
-            fcntl.flock(lock_file.fileno(), flags)
-        except BlockingIOError:
-            lock_file.close()
-            return False
-        except BaseException:
-            lock_file.close()
-            raise
-        lock_file.truncate(0)
-        lock_file.write(f'pid {os.getpid()}\n')
-        lock_file.flush()
-        self._file = lock_file
-        return True
-
-    def release(self) -> None:
-        """Releases the lock if held."""
-        if self._file is not None:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-
-    def holder(self) -> str:
-        """Describes the current holder (as written in the file), best effort."""
-        try:
-            with open(self.path) as lock_file:
-                return lock_file.read().strip() or 'an unknown process'
-        except OSError:
-            return 'an unknown process'
-
-    def __enter__(self) -> 'RunLock':
-        if not self.acquire():
-            _LOG.info('pipeline lock %s is held by %s; waiting for it',
-                      self.path, self.holder())
-            self.acquire(blocking=True)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.release()
-
-
-def lock_path(state_dir: Union[str, os.PathLike]) -> str:
-    """Returns the lock file every run of one pipeline shares."""
-    return os.path.join(os.fspath(state_dir), LOCK_FILENAME)
-
-
-def _glob_and_regex(text: str) -> tuple:
-    """Translates a pattern fragment with ``*`` and ``?`` into glob and regex."""
-    glob_parts, regex_parts = [], []
-    for char in text:
-        if char == '*':
-            glob_parts.append('*')
-            regex_parts.append('[^/]*')
-        elif char == '?':
-            glob_parts.append('?')
-            regex_parts.append('[^/]')
-        else:
-            glob_parts.append(glob.escape(char))
-            regex_parts.append(re.escape(char))
-    return ''.join(glob_parts), ''.join(regex_parts)
-
-
-_SPAN_TOKEN = re.compile(r'\{SPAN(?::(\d+))?\}')
-
-
-class SpanWatcher:
-    """Finds the newest data span under a root directory.
-
-    Args:
-        data_root: Directory the pattern is relative to.
-        pattern: Relative path of a span with exactly one ``{SPAN}`` (any
-            number of digits) or ``{SPAN:N}`` (exactly N digits) token, and
-            optionally ``*``/``?`` wildcards, e.g. ``span-{SPAN}`` or
-            ``span-{SPAN}/_SUCCESS`` (point it at a marker written last if
-            spans are copied in slowly, so a half-copied span does not
-            trigger a run). Matches files and directories.
-        poll_seconds: How often the scheduler checks.
-    """
-
-    def __init__(self, data_root: Union[str, os.PathLike],
-                 pattern: str = 'span-{SPAN}', poll_seconds: float = 60.0):
-        tokens = _SPAN_TOKEN.findall(pattern)
-        if len(tokens) != 1:
-            raise ValueError(f'span pattern {pattern!r} must contain exactly one '
-                             '{SPAN} or {SPAN:N} token')
-        if poll_seconds <= 0:
-            raise ValueError(f'poll_seconds must be positive, got {poll_seconds}')
-        self.data_root = os.fspath(data_root)
-        self.pattern = pattern
-        self.poll_seconds = float(poll_seconds)
-        match = _SPAN_TOKEN.search(pattern)
-        prefix_glob, prefix_regex = _glob_and_regex(pattern[:match.start()])
-        suffix_glob, suffix_regex = _glob_and_regex(pattern[match.end():])
-        digits = r'(\d{%s})' % match.group(1) if match.group(1) else r'(\d+)'
-        self._glob = prefix_glob + '*' + suffix_glob
-        self._regex = re.compile(prefix_regex + digits + suffix_regex)
-
-    @property
-    def key(self) -> str:
-        """Identifies this watcher in the scheduler's state file."""
-        return f'{os.path.abspath(self.data_root)}::{self.pattern}'
-
-    def spans(self) -> List[int]:
-        """Returns every span number present, ascending."""
-        root = os.path.abspath(self.data_root)
-        found = set()
-        for path in glob.glob(os.path.join(glob.escape(root), self._glob)):
-            relative = os.path.relpath(path, root).replace(os.sep, '/')
-            match = self._regex.fullmatch(relative)
-            if match:
-                found.add(int(match.group(1)))
-        return sorted(found)
-
-    def latest_span(self) -> Optional[int]:
-        """Returns the highest span number present, or None."""
-        spans = self.spans()
-        return spans[-1] if spans else None
-
-    def describe(self) -> str:
-        """A short human description for log lines."""
-        return os.path.join(self.data_root, self.pattern)
 
 
 @dataclasses.dataclass
@@ -452,7 +154,7 @@ class Scheduler:
         self._cron = CronSchedule.parse(cron) if isinstance(cron, str) else cron
         self._watcher = watcher
         self._clock = clock or SystemClock()
-        self._tz = _resolve_timezone(tz)
+        self._tz = resolve_timezone(tz)
         self._max_runs = max_runs
         self._on_busy = on_busy
         self._lock_poll_seconds = lock_poll_seconds

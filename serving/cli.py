@@ -19,7 +19,6 @@ stderr and exit with status 1; usage errors exit with status 2.
 """
 
 import argparse
-import io
 import os
 import sys
 import warnings
@@ -27,8 +26,6 @@ from typing import List, Optional, Sequence, Tuple
 
 _EXIT_ERROR = 1
 _SEQUENCE_SUFFIXES = ('.ts', '.csv')
-# Formats the image signature decodes as they are; others are re-encoded.
-_NATIVE_IMAGE_FORMATS = ('PNG', 'JPEG')
 _CONTAINER_MODELS_DIR = '/models'
 
 
@@ -60,14 +57,6 @@ def _build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         'status', help="show the state of each of a model's versions")
     _add_server_args(status)
-
-    demo = commands.add_parser(
-        'demo', help='serve the models pushed under a home and query each')
-    demo.add_argument('--home', default='tfx_home',
-                      help='the pipeline home whose serving/ to serve '
-                      '(default tfx_home)')
-    demo.add_argument('--count', type=_positive_int, default=5,
-                      help='test files to send per model (default 5)')
 
     local = commands.add_parser(
         'local-config',
@@ -133,9 +122,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _predict(args)
         elif args.command == 'status':
             _status(args)
-        elif args.command == 'demo':
-            from serving import demo  # pylint: disable=import-outside-toplevel
-            return demo.run(args.home, args.count)
         else:
             _local_config(args)
     except Exception as e:  # pylint: disable=broad-except
@@ -200,24 +186,16 @@ def _read_sequences(path: str, suffix: str) -> List[_Input]:
 
 
 def _read_image(path: str) -> bytes:
-    from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
-    with open(path, 'rb') as f:
-        data = f.read()
+    """The file as PNG or JPEG bytes, decoded as the pipeline's reader does."""
+    # Lazy: sequence prediction must not depend on the image readers.
+    from components import image_formats  # pylint: disable=import-outside-toplevel
+    from components.errors import InputDataError  # pylint: disable=import-outside-toplevel
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format in _NATIVE_IMAGE_FORMATS:
-                return data
-            image.load()
-            if image.mode not in ('L', 'LA', 'RGB', 'RGBA', 'I;16'):
-                image = image.convert('RGBA' if 'A' in image.getbands()
-                                      else 'RGB')
-            out = io.BytesIO()
-            image.save(out, format='PNG')
-            return out.getvalue()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return image_formats.decode_image_file(path)
+    except InputDataError as e:
         raise CliError(
-            f'{path}: neither an image Pillow can read nor a sequence file '
-            f'({", ".join(_SEQUENCE_SUFFIXES)})') from None
+            f'{e.path}: neither an image nor a sequence file '
+            f'({", ".join(_SEQUENCE_SUFFIXES)}): it {e.reason}') from None
 
 
 def _predict(args: argparse.Namespace) -> None:

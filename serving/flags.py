@@ -14,6 +14,15 @@ Additions that tensorflow_model_server does not have:
   --version_settle_seconds  a new version directory is loaded only once none
                             of its files changed for this long (protects
                             against half-copied exports).
+  --rest_api_max_body_bytes larger REST request bodies are answered 413
+                            without being read (default 32 MiB, 0: no limit).
+
+Bounds TF Serving has a flag for keep its flag, but not always its default:
+gRPC requests above 64 MiB are refused (RESOURCE_EXHAUSTED) unless
+--grpc_channel_arguments=grpc.max_receive_message_length=N says otherwise;
+--rest_api_num_threads threads handle REST requests (idle connections hold
+none), and --rest_api_timeout_in_ms closes idle connections and answers 408
+to a request body that does not arrive in time.
 """
 
 import dataclasses
@@ -117,6 +126,9 @@ _FLAGS: Dict[str, Tuple[type, Any, str]] = {
     'version_settle_seconds': (float, 1.0, 'Load a new version directory '
                                'only once it has not changed for this long '
                                '(not a TF Serving flag).'),
+    'rest_api_max_body_bytes': (int, 32 * 1024 * 1024, 'Larger HTTP/REST '
+                                'request bodies are answered 413 unread; 0 '
+                                'for no limit (not a TF Serving flag).'),
 }
 
 _UNSUPPORTED = {

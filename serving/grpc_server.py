@@ -26,6 +26,11 @@ _MODEL_SERVICE = 'tensorflow.serving.ModelService'
 
 ReloadFn = Callable[..., None]
 
+# TF Serving leaves gRPC messages unbounded; one huge Predict then holds
+# gigabytes. Requests are bounded by default, responses are not (they are
+# already in memory when sent).
+DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH = 64 * 1024 * 1024
+
 
 def _grpc_code(code: errors.Code) -> grpc.StatusCode:
     return next(c for c in grpc.StatusCode if c.value[0] == int(code))
@@ -121,14 +126,19 @@ def start(inference: inference_lib.Inference, reload: ReloadFn,
           options: List[Tuple[str, object]], metrics=None
           ) -> Tuple[grpc.Server, List[int], health.HealthServicer]:
     """Starts the gRPC server; returns (server, bound ports, health)."""
+    # --grpc_channel_arguments override these defaults; gRPC answers a
+    # larger request RESOURCE_EXHAUSTED before it reaches a servicer.
+    merged = dict([('grpc.max_receive_message_length',
+                    DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH),
+                   ('grpc.max_send_message_length', -1),
+                   # No SO_REUSEPORT: a port already taken fails loudly
+                   # instead of being shared.
+                   ('grpc.so_reuseport', 0)])
+    merged.update(options)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_threads,
                                    thread_name_prefix='grpc'),
-        # Unlimited message sizes, as TF Serving sets; no SO_REUSEPORT, so a
-        # port that is already taken fails loudly instead of being shared.
-        options=[('grpc.max_receive_message_length', -1),
-                 ('grpc.max_send_message_length', -1),
-                 ('grpc.so_reuseport', 0)] + list(options))
+        options=list(merged.items()))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(inference, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(

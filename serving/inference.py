@@ -20,13 +20,13 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import regression_pb2
 
+from models.signatures import DEFAULT_SIGNATURE
 from serving import batching
 from serving import errors
 from serving import manager as manager_lib
 from serving import servable as servable_lib
 from serving import tensors
 
-DEFAULT_SIGNATURE = 'serving_default'
 SIGNATURE_DEF_FIELD = 'signature_def'
 _PREDICT_METHODS = (servable_lib.PREDICT_METHOD, servable_lib.CLASSIFY_METHOD,
                     servable_lib.REGRESS_METHOD)

@@ -28,15 +28,15 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
+from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import config as config_lib
 from serving import errors
 
-# ModelVersionStatus.State values.
-START, LOADING, AVAILABLE, UNLOADING, END = 10, 20, 30, 40, 50
-STATE_NAMES = {START: 'START', LOADING: 'LOADING', AVAILABLE: 'AVAILABLE',
-               UNLOADING: 'UNLOADING', END: 'END'}
+State = get_model_status_pb2.ModelVersionStatus.State
+START, LOADING, AVAILABLE, UNLOADING, END = (
+    State.START, State.LOADING, State.AVAILABLE, State.UNLOADING, State.END)
 
 _VERSION_DIR = re.compile(r'\d+')
 _MISSING_LOG_EVERY = 60.0

@@ -102,7 +102,6 @@ class Metrics:
         self._counters: Dict[str, Dict[Labels, float]] = {}
         self._gauges: Dict[str, Dict[Labels, float]] = {}
         self._histograms: Dict[str, Dict[Labels, _Histogram]] = {}
-        self._bucket_specs: Dict[str, Sequence[float]] = {}
 
     def _add(self, name: str, labels: Labels, value: float = 1) -> None:
         with self._lock:

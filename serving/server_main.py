@@ -186,8 +186,11 @@ def serve(flags) -> int:
     if flags.rest_api_port:
         api = rest.RestApi(inference, metrics, prometheus_path)
         try:
-            http_server, rest_port = rest.start(api, flags.host,
-                                                flags.rest_api_port)
+            http_server, rest_port = rest.start(
+                api, flags.host, flags.rest_api_port,
+                num_threads=flags.rest_api_num_threads,
+                timeout_ms=flags.rest_api_timeout_in_ms,
+                max_body_bytes=flags.rest_api_max_body_bytes)
         except OSError as e:
             server.stop(0)
             return _fail(f'failed to start HTTP server: {e}')

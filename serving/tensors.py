@@ -8,7 +8,8 @@ means zeros). Outbound tensors are written as TF Serving writes them
 so clients reading `float_val` directly keep working.
 """
 
-from typing import Callable, Dict, Optional, Tuple
+import dataclasses
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -21,65 +22,62 @@ from serving import errors
 # value; refuse to expand a few bytes of request into more than this.
 _MAX_EXPANDED_BYTES = 1 << 30
 
-# DataTypeString() names, used in error messages as TF Serving words them.
-_DTYPE_NAMES = {
-    types_pb2.DT_FLOAT: 'float', types_pb2.DT_DOUBLE: 'double',
-    types_pb2.DT_INT32: 'int32', types_pb2.DT_UINT8: 'uint8',
-    types_pb2.DT_INT16: 'int16', types_pb2.DT_INT8: 'int8',
-    types_pb2.DT_STRING: 'string', types_pb2.DT_COMPLEX64: 'complex64',
-    types_pb2.DT_INT64: 'int64', types_pb2.DT_BOOL: 'bool',
-    types_pb2.DT_BFLOAT16: 'bfloat16', types_pb2.DT_UINT16: 'uint16',
-    types_pb2.DT_COMPLEX128: 'complex128', types_pb2.DT_HALF: 'half',
-    types_pb2.DT_UINT32: 'uint32', types_pb2.DT_UINT64: 'uint64',
-}
 
-# dtype enum -> (typed field, numpy dtype of that field's values).
-_FIELDS = {
-    types_pb2.DT_FLOAT: ('float_val', np.float32),
-    types_pb2.DT_DOUBLE: ('double_val', np.float64),
-    types_pb2.DT_INT32: ('int_val', np.int32),
-    types_pb2.DT_UINT8: ('int_val', np.int32),
-    types_pb2.DT_INT16: ('int_val', np.int32),
-    types_pb2.DT_INT8: ('int_val', np.int32),
-    types_pb2.DT_UINT16: ('int_val', np.int32),
-    types_pb2.DT_INT64: ('int64_val', np.int64),
-    types_pb2.DT_BOOL: ('bool_val', np.bool_),
-    types_pb2.DT_UINT32: ('uint32_val', np.uint32),
-    types_pb2.DT_UINT64: ('uint64_val', np.uint64),
-    types_pb2.DT_HALF: ('half_val', np.uint16),
-}
 
-_NUMPY_DTYPES = {
-    types_pb2.DT_FLOAT: np.dtype(np.float32),
-    types_pb2.DT_DOUBLE: np.dtype(np.float64),
-    types_pb2.DT_INT32: np.dtype(np.int32),
-    types_pb2.DT_UINT8: np.dtype(np.uint8),
-    types_pb2.DT_INT16: np.dtype(np.int16),
-    types_pb2.DT_INT8: np.dtype(np.int8),
-    types_pb2.DT_UINT16: np.dtype(np.uint16),
-    types_pb2.DT_INT64: np.dtype(np.int64),
-    types_pb2.DT_BOOL: np.dtype(np.bool_),
-    types_pb2.DT_UINT32: np.dtype(np.uint32),
-    types_pb2.DT_UINT64: np.dtype(np.uint64),
-    types_pb2.DT_HALF: np.dtype(np.float16),
-    types_pb2.DT_STRING: np.dtype(object),
+@dataclasses.dataclass(frozen=True)
+class _Encoding:
+    """How tensors of one DataType are named, held and written in a proto.
+
+    Attributes:
+        name: DataTypeString(), as TF Serving's messages word it.
+        numpy: The numpy dtype such tensors are held in.
+        field: The TensorProto field that holds their values.
+        field_numpy: The numpy dtype of that field's values.
+    """
+
+    name: str
+    numpy: np.dtype
+    field: str
+    field_numpy: np.dtype
+
+
+def _encoding(name, numpy, field, field_numpy=None) -> _Encoding:
+    return _Encoding(name, np.dtype(numpy), field,
+                     np.dtype(field_numpy or numpy))
+
+
+# The DataTypes TF Serving's requests carry; others (complex, bfloat16) go
+# through TensorFlow's own, slower codec.
+_ENCODINGS = {
+    types_pb2.DT_FLOAT: _encoding('float', np.float32, 'float_val'),
+    types_pb2.DT_DOUBLE: _encoding('double', np.float64, 'double_val'),
+    types_pb2.DT_INT32: _encoding('int32', np.int32, 'int_val'),
+    types_pb2.DT_UINT8: _encoding('uint8', np.uint8, 'int_val', np.int32),
+    types_pb2.DT_INT16: _encoding('int16', np.int16, 'int_val', np.int32),
+    types_pb2.DT_INT8: _encoding('int8', np.int8, 'int_val', np.int32),
+    types_pb2.DT_UINT16: _encoding('uint16', np.uint16, 'int_val', np.int32),
+    types_pb2.DT_INT64: _encoding('int64', np.int64, 'int64_val'),
+    types_pb2.DT_BOOL: _encoding('bool', np.bool_, 'bool_val'),
+    types_pb2.DT_UINT32: _encoding('uint32', np.uint32, 'uint32_val'),
+    types_pb2.DT_UINT64: _encoding('uint64', np.uint64, 'uint64_val'),
+    # half_val holds each float16's bits as an integer.
+    types_pb2.DT_HALF: _encoding('half', np.float16, 'half_val', np.uint16),
+    types_pb2.DT_STRING: _encoding('string', object, 'string_val'),
 }
 
 
 def dtype_name(dtype: int) -> str:
     """TF's DataTypeString(dtype), e.g. 'float' for DT_FLOAT."""
-    name = _DTYPE_NAMES.get(dtype)
-    if name is None:
-        name = tf.dtypes.as_dtype(dtype).name
-    return name
+    encoding = _ENCODINGS.get(dtype)
+    return encoding.name if encoding else tf.dtypes.as_dtype(dtype).name
 
 
 def numpy_dtype(dtype: int) -> np.dtype:
     """The numpy dtype tensors of DataType `dtype` are held in."""
-    np_dtype = _NUMPY_DTYPES.get(dtype)
-    if np_dtype is None:
-        np_dtype = np.dtype(tf.dtypes.as_dtype(dtype).as_numpy_dtype)
-    return np_dtype
+    encoding = _ENCODINGS.get(dtype)
+    if encoding is None:
+        return np.dtype(tf.dtypes.as_dtype(dtype).as_numpy_dtype)
+    return encoding.numpy
 
 
 def dtype_of(array: np.ndarray) -> int:
@@ -131,20 +129,19 @@ def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
                 values = _fill(values, count) if len(values) else np.full(
                     count, b'', dtype=object)
             return values.reshape(shape)
-        np_dtype = _NUMPY_DTYPES.get(dtype)
-        if np_dtype is None:
+        encoding = _ENCODINGS.get(dtype)
+        if encoding is None:
             return _to_ndarray_slow(proto, shape)
         if proto.tensor_content:
             content = proto.tensor_content
-            if len(content) != count * np_dtype.itemsize:
+            if len(content) != count * encoding.numpy.itemsize:
                 raise ValueError('tensor_content size mismatch')
-            return np.frombuffer(content, dtype=np_dtype).reshape(shape)
-        field, field_dtype = _FIELDS[dtype]
-        values = _fill(np.array(getattr(proto, field), dtype=field_dtype),
-                       count)
+            return np.frombuffer(content, dtype=encoding.numpy).reshape(shape)
+        values = _fill(np.array(getattr(proto, encoding.field),
+                                dtype=encoding.field_numpy), count)
         if dtype == types_pb2.DT_HALF:
-            return values.astype(np.uint16).view(np.float16).reshape(shape)
-        return values.astype(np_dtype, copy=False).reshape(shape)
+            return values.view(np.float16).reshape(shape)
+        return values.astype(encoding.numpy, copy=False).reshape(shape)
     except errors.ServingError:
         raise
     except Exception:  # pylint: disable=broad-except
@@ -156,8 +153,8 @@ def _value_count(proto: tensor_pb2.TensorProto) -> int:
     """How many values a TensorProto actually carries (a lower bound)."""
     if proto.tensor_content:
         return len(proto.tensor_content)
-    return max((len(getattr(proto, f)) for f, _ in _FIELDS.values()),
-               default=0) + len(proto.string_val)
+    return max(len(getattr(proto, encoding.field))
+               for encoding in _ENCODINGS.values())
 
 
 def _to_ndarray_slow(proto: tensor_pb2.TensorProto,
@@ -168,50 +165,13 @@ def _to_ndarray_slow(proto: tensor_pb2.TensorProto,
     return tf.make_ndarray(proto).reshape(shape)
 
 
-def _write_strings(array: np.ndarray, proto: tensor_pb2.TensorProto) -> None:
-    proto.string_val.extend(array.ravel().tolist())
-
-
-def _writer(field: str, cast: Optional[type] = None
-            ) -> Callable[[np.ndarray, tensor_pb2.TensorProto], None]:
-    def write(array: np.ndarray, proto: tensor_pb2.TensorProto) -> None:
-        flat = array.ravel()
-        if cast is not None:
-            flat = flat.astype(cast)
-        getattr(proto, field).extend(flat.tolist())
-    return write
-
-
-def _write_half(array: np.ndarray, proto: tensor_pb2.TensorProto) -> None:
-    proto.half_val.extend(
-        array.astype(np.float16).ravel().view(np.uint16).tolist())
-
-
-_WRITERS = {
-    types_pb2.DT_FLOAT: _writer('float_val'),
-    types_pb2.DT_DOUBLE: _writer('double_val'),
-    types_pb2.DT_INT32: _writer('int_val'),
-    types_pb2.DT_UINT8: _writer('int_val', np.int32),
-    types_pb2.DT_INT16: _writer('int_val', np.int32),
-    types_pb2.DT_INT8: _writer('int_val', np.int32),
-    types_pb2.DT_UINT16: _writer('int_val', np.int32),
-    types_pb2.DT_INT64: _writer('int64_val'),
-    types_pb2.DT_BOOL: _writer('bool_val'),
-    types_pb2.DT_UINT32: _writer('uint32_val'),
-    types_pb2.DT_UINT64: _writer('uint64_val'),
-    types_pb2.DT_HALF: _write_half,
-    types_pb2.DT_STRING: _write_strings,
-}
-
-
 def fill_proto(array: np.ndarray, proto: tensor_pb2.TensorProto,
                dtype: Optional[int] = None) -> None:
     """Writes `array` into `proto` as Tensor::AsProtoField does."""
     if dtype is None:
         dtype = dtype_of(array)
-    writer = _WRITERS.get(dtype)
-    if writer is None:
-        # Exotic dtypes (complex, bfloat16): TF's own encoder is good enough.
+    encoding = _ENCODINGS.get(dtype)
+    if encoding is None:
         proto.CopyFrom(tf.make_tensor_proto(
             array, dtype=tf.dtypes.as_dtype(dtype)))
         return
@@ -219,7 +179,12 @@ def fill_proto(array: np.ndarray, proto: tensor_pb2.TensorProto,
     dims = proto.tensor_shape.dim
     for size in array.shape:
         dims.add().size = size
-    writer(array, proto)
+    flat = array.ravel()
+    if dtype == types_pb2.DT_HALF:
+        flat = flat.astype(np.float16, copy=False).view(np.uint16)
+    else:
+        flat = flat.astype(encoding.field_numpy, copy=False)
+    getattr(proto, encoding.field).extend(flat.tolist())
 
 
 def to_proto(array: np.ndarray, dtype: Optional[int] = None

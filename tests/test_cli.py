@@ -168,5 +168,4 @@ def test_docker_compose_mounts_the_default_home():
         compose = yaml.safe_load(f)
     volumes = compose['services']['tf-serving']['volumes']
     assert f'${{PIPELINE_HOME:-../../{configs.DEFAULT_HOME}}}/serving:/models:ro' in volumes
-    assert serving_cli._build_parser().parse_args(  # pylint: disable=protected-access
-        ['demo']).home == configs.DEFAULT_HOME
+    assert cli.build_parser().parse_args(['demo']).home == configs.DEFAULT_HOME

@@ -5,6 +5,7 @@ check), for both models.
 Beam runs with the pipeline's defaults (FnApiRunner, in memory).
 """
 
+import base64
 import glob
 import json
 import os
@@ -18,7 +19,9 @@ import tensorflow as tf
 from components import sequence_formats
 from models import features
 from models import signatures
+from serving import client as client_lib
 from tests import datasets
+from tests.serving import server_utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,6 +92,51 @@ def test_convnet_run_pushes_a_blessed_model_with_two_agreeing_signatures(
         rtol=1e-5)
     names = from_images[signatures.CLASSES_OUTPUT].numpy()[0]
     assert [n.decode() for n in names] == [str(i) for i in range(10)]
+
+
+def test_served_answers_equal_the_saved_models_own(convnet_run, tmp_path):
+    """The pushed model over gRPC and REST answers as it does in process."""
+    summary = convnet_run[0]
+    pushed = summary['pushed_model']
+    images, labels = datasets.images_with_labels(8, 10, seed=7)
+    pngs = [datasets.png_bytes(image) for image in images]
+    model = tf.saved_model.load(pushed)
+    own = model.signatures[signatures.IMAGE_SIGNATURE](
+        images=tf.constant(pngs))[signatures.SCORES_OUTPUT].numpy()
+    own_default = _signature(model, signatures.DEFAULT_SIGNATURE)(
+        inputs=tf.constant([features.image_example(png, int(label))
+                            for png, label in zip(pngs, labels)]))
+    names = [n.decode() for n in
+             own_default[signatures.CLASSES_OUTPUT].numpy()[0]]
+    server = server_utils.start_model_server(tmp_path, [
+        '--model_name=convnet',
+        f'--model_base_path={os.path.dirname(pushed)}'])
+    try:
+        with client_lib.ModelServerClient(server.grpc_address) as client:
+            client.wait_until_available('convnet', timeout=120)
+            outputs = client.send_predict(client_lib.build_predict_request(
+                'convnet', {signatures.IMAGE_INPUT: np.array(pngs, object)},
+                signatures.IMAGE_SIGNATURE))
+            classified = client.send_classify(
+                client_lib.build_classification_request(
+                    'convnet', [features.image_example(png, 0)
+                                for png in pngs],
+                    signatures.DEFAULT_SIGNATURE), top_k=None)
+        code, body = server.http('POST', '/v1/models/convnet:predict', {
+            'signature_name': signatures.IMAGE_SIGNATURE,
+            'instances': [{'b64': base64.b64encode(png).decode()}
+                          for png in pngs]})
+    finally:
+        server.stop()
+    np.testing.assert_allclose(outputs[signatures.SCORES_OUTPUT], own,
+                               rtol=1e-5, atol=1e-6)
+    assert code == 200, body
+    np.testing.assert_allclose(
+        [p[signatures.SCORES_OUTPUT] for p in body['predictions']], own,
+        rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        [[dict(p.pairs())[n] for n in names] for p in classified],
+        own_default[signatures.SCORES_OUTPUT], rtol=1e-5, atol=1e-6)
 
 
 def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(

@@ -9,7 +9,7 @@ from tfx.types import standard_component_specs as specs
 from tfx.utils import path_utils
 from tfx.utils import proto_utils
 
-from components import push_once
+from components.pusher import executor as pusher_executor
 
 
 def _push(model_dir, base, tmp_path, name):
@@ -23,7 +23,7 @@ def _push(model_dir, base, tmp_path, name):
     destination = pusher_pb2.PushDestination(
         filesystem=pusher_pb2.PushDestination.Filesystem(
             base_directory=base))
-    push_once.Executor().Do(
+    pusher_executor.Executor().Do(
         {specs.MODEL_KEY: [model], specs.MODEL_BLESSING_KEY: [blessing]},
         {specs.PUSHED_MODEL_KEY: [pushed]},
         {specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination)})
@@ -48,12 +48,12 @@ def test_the_served_model_is_not_pushed_again_and_a_new_one_is(tmp_path):
     [version] = os.listdir(base)
     assert first.get_string_custom_property('pushed_destination') == (
         os.path.join(base, version))
-    assert not first.get_int_custom_property(push_once.ALREADY_SERVING)
+    assert not first.get_int_custom_property(pusher_executor.ALREADY_SERVING)
 
     again = _push(model, base, tmp_path, 'again')
     assert os.listdir(base) == [version]
     assert again.get_int_custom_property('pushed') == 1
-    assert again.get_int_custom_property(push_once.ALREADY_SERVING) == 1
+    assert again.get_int_custom_property(pusher_executor.ALREADY_SERVING) == 1
     assert again.get_string_custom_property('pushed_destination') == (
         os.path.join(base, version))
     assert again.get_string_custom_property('pushed_version') == version

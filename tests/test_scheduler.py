@@ -17,8 +17,12 @@ import zoneinfo
 
 import pytest
 
-from pipeline.scheduler import (FakeClock, RunLock, Scheduler, SpanWatcher,
-                                lock_path, read_history)
+from pipeline.run_lock import RunLock
+from pipeline.run_lock import lock_path
+from pipeline.scheduler import Scheduler
+from pipeline.scheduler import read_history
+from pipeline.spans import SpanWatcher
+from tests.fakes import FakeClock
 
 UTC = datetime.timezone.utc
 START = datetime.datetime(2024, 1, 1, 1, 30, tzinfo=UTC)
@@ -374,7 +378,9 @@ repo, state, data, markers, run_seconds = sys.argv[1:6]
 package = types.ModuleType('pipeline')
 package.__path__ = [os.path.join(repo, 'pipeline')]
 sys.modules['pipeline'] = package
-from pipeline.scheduler import Scheduler, SpanWatcher, SystemClock
+from pipeline.clock import SystemClock
+from pipeline.scheduler import Scheduler
+from pipeline.spans import SpanWatcher
 
 def run_pipeline():
     open(os.path.join(markers, 'run-started'), 'w').close()

@@ -432,9 +432,9 @@ HEADER = 'series_id,time,v,label\n'
 
 @pytest.mark.parametrize('text, kwargs, line, fragments', [
     ('id,time,v,label\na,0,1,x\n', {}, 1,
-     ["no column 'series_id' in the header row ['id', 'time', 'v', 'label']", 'id_column=']),
-    ('series_id,t,v,label\na,0,1,x\n', {}, 1, ["no column 'time'", 'time_column=']),
-    ('series_id,time,v,class\na,0,1,x\n', {}, 1, ["no column 'label'", 'label_column=']),
+     ["no column 'series_id' in the header row ['id', 'time', 'v', 'label']", 'rename the column']),
+    ('series_id,t,v,label\na,0,1,x\n', {}, 1, ["no column 'time'", 'rename the column']),
+    ('series_id,time,v,class\na,0,1,x\n', {}, 1, ["no column 'label'", 'rename the column']),
     (HEADER + 'a,0,1,x\n', {'channel_columns': ['v', 'w']}, 1, ["no column 'w'"]),
     ('series_id,time,label\na,0,x\n', {}, 1, ['no channel columns']),
     ('series_id,time,v,v,label\n', {}, 1, ["repeats columns ['v']"]),

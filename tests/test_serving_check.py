@@ -346,6 +346,14 @@ def test_check_agreement():
     with pytest.raises(serving_check.ModelCheckFailed, match='classes'):
         serving_check.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
                                       [{'a': 0.3, 'c': 0.7}])
+    with pytest.raises(serving_check.ModelCheckFailed,
+                       match="differ from the SavedModel's own"):
+        serving_check.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
+                                      [{'a': 0.4, 'b': 0.6}],
+                                      serving_check.IN_PROCESS)
+    with pytest.raises(serving_check.ModelCheckFailed, match='1 answers'):
+        serving_check.check_agreement('x', [{'a': 0.3, 'b': 0.7}] * 2,
+                                      [{'a': 0.3, 'b': 0.7}])
 
 
 def test_component_compiles_for_kubeflow_v2(tmp_path):

@@ -29,6 +29,7 @@ from typing import Dict, Optional, Tuple
 from components import image_formats
 from components import sequence_formats
 from components.errors import InputDataError
+from components.example_gen import class_check
 
 IMAGES = 'images'
 SEQUENCES = 'sequences'
@@ -93,10 +94,13 @@ def detect(path: str, kind: str) -> DataSource:
             split_patterns={s: os.path.join(prefix, p)
                             for s, p in inner.split_patterns.items()})
     if kind == IMAGES:
-        return _detect_images(path)
-    if kind == SEQUENCES:
-        return _detect_sequences(path)
-    raise ValueError(f'unknown data kind {kind!r}')
+        source = _detect_images(path)
+    elif kind == SEQUENCES:
+        source = _detect_sequences(path)
+    else:
+        raise ValueError(f'unknown data kind {kind!r}')
+    class_check.check(source)
+    return source
 
 
 def _span_numbers(path: str) -> list:
@@ -146,10 +150,8 @@ def _idx_class_names(path: str) -> Tuple[str, ...]:
         return names
     if os.path.realpath(path) == FASHION_MNIST_DIR:
         return image_formats.FASHION_MNIST_CLASS_NAMES
-    labels_file = image_formats.labels_path_for(
-        glob.glob(os.path.join(path, 'train-images-idx*-ubyte*'))[0])
-    num_classes = int(image_formats.read_idx(labels_file).max()) + 1
-    return tuple(str(i) for i in range(num_classes))
+    return class_check.idx_class_names(image_formats.labels_path_for(
+        glob.glob(os.path.join(path, 'train-images-idx*-ubyte*'))[0]))
 
 
 def _tfrecord_patterns(path: str) -> Dict[str, str]:

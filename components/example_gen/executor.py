@@ -157,7 +157,11 @@ def _read_bad_records(bad_dir: str) -> List[Dict[str, Any]]:
     for path in sorted(glob.glob(os.path.join(bad_dir, '*'))):
         with open(path, encoding='utf-8') as f:
             records.extend(json.loads(line) for line in f if line.strip())
-    return sorted(records, key=lambda r: (r['path'], r.get('line') or 0))
+    # One fault can surface once per work item (each chunk of a truncated IDX
+    # file reports it): count distinct faults, not reports.
+    distinct = {(r['path'], r.get('line'), r['reason']): r for r in records}
+    return sorted(distinct.values(),
+                  key=lambda r: (r['path'], r.get('line') or 0))
 
 
 @beam.ptransform_fn

@@ -315,7 +315,7 @@ def _manager(tmp_path: Path, versions, policy='', fail=(), labels='',
 
 
 def _states(manager):
-    return [(s.version, manager_lib.STATE_NAMES[s.state])
+    return [(s.version, manager_lib.State.Name(s.state))
             for s in manager.version_status('m')]
 
 

@@ -1,4 +1,4 @@
-"""`python -m serving demo --home DIR`: serve the pushed models and ask them.
+"""`python -m pipeline demo --home DIR`: serve the pushed models and ask them.
 
 Starts the model server over every model pushed to `<home>/serving`, waits
 until each is AVAILABLE, sends a few files from its data set's test split over

@@ -1,0 +1,255 @@
+"""The server's bounds, against the real server process on 127.0.0.1:
+request sizes on both ports, REST threads and time, disconnects, and a
+bounded load test while versions swap and a broken version appears.
+
+One server for the module, with small limits so that tests stay cheap.
+"""
+
+import http.client
+import json
+import os
+import re
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+from tests.serving import testmodels
+
+REST_THREADS = 2
+TIMEOUT_MS = 1500
+MAX_BODY = 100_000
+MAX_GRPC = 200_000
+ROWS = [[0.1, 0.2, 0.3, 0.4]]
+
+
+@pytest.fixture(scope='module')
+def models(tmp_path_factory, add_version) -> Path:
+    root = tmp_path_factory.mktemp('limits')
+    add_version(root / 'm', 1, 0.0)
+    return root
+
+
+@pytest.fixture(scope='module')
+def server(start_server, models):
+    return start_server([
+        '--model_name=m', f'--model_base_path={models / "m"}',
+        '--file_system_poll_wait_seconds=1', '--version_settle_seconds=0.3',
+        '--max_num_load_retries=0',
+        f'--rest_api_num_threads={REST_THREADS}',
+        f'--rest_api_timeout_in_ms={TIMEOUT_MS}',
+        f'--rest_api_max_body_bytes={MAX_BODY}',
+        f'--grpc_channel_arguments=grpc.max_receive_message_length={MAX_GRPC}',
+    ])
+
+
+@pytest.fixture(scope='module')
+def stub(server):
+    channel = grpc.insecure_channel(server.grpc_address, options=[
+        ('grpc.max_send_message_length', 64 << 20)])
+    yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    channel.close()
+
+
+def _predict_body(rows) -> bytes:
+    return json.dumps({'signature_name': 'serving_float',
+                       'instances': rows}).encode()
+
+
+def _threads(server) -> int:
+    status = Path(f'/proc/{server.process.pid}/status').read_text()
+    return int(re.search(r'^Threads:\s+(\d+)', status, re.M).group(1))
+
+
+def _peak_rss_mb(server) -> float:
+    status = Path(f'/proc/{server.process.pid}/status').read_text()
+    return int(re.search(r'^VmHWM:\s+(\d+)', status, re.M).group(1)) / 1024
+
+
+def _rest_ok(server) -> None:
+    code, body = server.http('POST', '/v1/models/m:predict',
+                             raw=_predict_body(ROWS), timeout=20)
+    assert code == 200, body
+
+
+def test_grpc_request_above_max_receive_is_resource_exhausted(server, stub):
+    big = testmodels.float_predict_request(
+        np.zeros((MAX_GRPC // 16 + 10, 4), np.float32).tolist(), 'm')
+    assert big.ByteSize() > MAX_GRPC
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Predict(big, timeout=30)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    small = testmodels.float_predict_request(ROWS, 'm')
+    assert stub.Predict(small, timeout=30).outputs
+    assert server.running()
+
+
+def test_rest_body_above_the_limit_is_413_unread(server):
+    connection = http.client.HTTPConnection('127.0.0.1', server.rest_port,
+                                            timeout=20)
+    # Headers only: the server must answer without waiting for the body.
+    connection.putrequest('POST', '/v1/models/m:predict')
+    connection.putheader('Content-Length', str(50 * MAX_BODY))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413
+    assert 'rest_api_max_body_bytes' in json.loads(response.read())['error']
+    connection.close()
+    code, _ = server.http('POST', '/v1/models/m:predict',
+                          raw=b' ' * (MAX_BODY + 1))
+    assert code == 413
+    _rest_ok(server)
+
+
+def test_rest_stalled_body_is_408_and_idle_connections_close(server):
+    started = time.monotonic()
+    with socket.create_connection(('127.0.0.1', server.rest_port), 20) as s:
+        s.sendall(b'POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n'
+                  b'Content-Length: 100\r\n\r\n{"instan')
+        reply = s.recv(4096)
+        assert reply.startswith(b'HTTP/1.1 408'), reply
+    assert time.monotonic() - started < 10 * TIMEOUT_MS / 1000
+    with socket.create_connection(('127.0.0.1', server.rest_port), 20) as s:
+        assert s.recv(10) == b''  # Idle: closed by the server.
+    _rest_ok(server)
+
+
+def test_rest_threads_stay_bounded_under_many_connections(server):
+    _rest_ok(server)
+    before = _threads(server)
+    idle = [socket.create_connection(('127.0.0.1', server.rest_port), 20)
+            for _ in range(60)]
+    stalled = []
+    for _ in range(20):
+        s = socket.create_connection(('127.0.0.1', server.rest_port), 20)
+        s.sendall(b'POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n'
+                  b'Content-Length: 1000\r\n\r\n{')
+        stalled.append(s)
+    try:
+        time.sleep(0.5)
+        during = _threads(server)
+        # Stalled bodies occupy the workers at most until the timeout.
+        _rest_ok(server)
+    finally:
+        for s in idle + stalled:
+            s.close()
+    assert during <= before + REST_THREADS, (before, during)
+
+
+def test_client_disconnects_are_logged_in_one_line(server):
+    linger = struct.pack('ii', 1, 0)  # close() sends a reset
+    body = _predict_body(np.ones((2000, 4)).tolist())
+    for _ in range(20):
+        s = socket.create_connection(('127.0.0.1', server.rest_port), 20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        s.sendall(b'POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n'
+                  b'Content-Length: %d\r\n\r\n' % len(body) + body)
+        s.close()
+    time.sleep(2)
+    _rest_ok(server)
+    log = server.log()
+    assert 'Traceback' not in log, log[-3000:]
+    assert re.search(r'REST client 127\.0\.0\.1:\d+ disconnected: '
+                     r'(BrokenPipeError|ConnectionResetError)', log), log[-3000:]
+
+
+def test_load_while_versions_swap_and_a_broken_version_appears(
+        server, stub, models, add_version):
+    """16 gRPC and 16 REST clients for 12 s; no request that should succeed
+    fails, the server stays up, its memory stays bounded."""
+    stop = threading.Event()
+    served = {'grpc': 0, 'rest': 0}
+    failures = []
+    lock = threading.Lock()
+
+    def grpc_client():
+        request = testmodels.float_predict_request(ROWS, 'm')
+        while not stop.is_set():
+            try:
+                stub.Predict(request, timeout=30)
+                with lock:
+                    served['grpc'] += 1
+            except grpc.RpcError as e:
+                failures.append(f'gRPC {e.code()}: {e.details()}')
+
+    def rest_client():
+        connection = http.client.HTTPConnection('127.0.0.1', server.rest_port,
+                                                timeout=30)
+        while not stop.is_set():
+            try:
+                connection.request('POST', '/v1/models/m:predict',
+                                   body=_predict_body(ROWS))
+                response = connection.getresponse()
+                text = response.read()
+                if response.status != 200:
+                    failures.append(f'REST {response.status}: {text[:200]}')
+                else:
+                    with lock:
+                        served['rest'] += 1
+            except (OSError, http.client.HTTPException) as e:
+                failures.append(f'REST {type(e).__name__}: {e}')
+                connection.close()
+        connection.close()
+
+    clients = ([threading.Thread(target=grpc_client) for _ in range(16)] +
+               [threading.Thread(target=rest_client) for _ in range(16)])
+    for thread in clients:
+        thread.start()
+    swaps, broken = 0, []
+    try:
+        deadline = time.monotonic() + 12
+        version = 2
+        while time.monotonic() < deadline:
+            if version % 3 == 0:
+                # A broken version: it fails to load, the previous serves on.
+                (models / 'm' / str(version)).mkdir()
+                (models / 'm' / str(version) / 'saved_model.pb').write_bytes(
+                    b'garbage' * 10)
+                server.wait_for_log(f'{{name: m version: {version}}} failed',
+                                    timeout=60)
+                broken.append(version)
+            else:
+                add_version(models / 'm', version, float(version % 3))
+                server.wait_for_states('m', [(version, 'AVAILABLE')],
+                                       timeout=60)
+                swaps += 1
+            version += 1
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(60)
+    peak = _peak_rss_mb(server)
+    print(f'\nload: {served} requests served during {swaps} swaps and '
+          f'{len(broken)} broken versions, {len(failures)} failures, peak '
+          f'server RSS {peak:.0f} MB')
+    assert not failures, failures[:5]
+    assert served['grpc'] > 0 and served['rest'] > 0
+    assert swaps >= 2 and broken
+    assert server.running()
+    assert peak < 4096
+    _rest_ok(server)
+
+
+def test_grpc_requests_are_bounded_by_default(main_server):
+    """Without --grpc_channel_arguments a request above 64 MiB is refused."""
+    request = testmodels.float_predict_request(ROWS, 'mnist')
+    tensor = request.inputs['x']
+    rows = (64 << 20) // 16 + 1
+    tensor.ClearField('float_val')
+    tensor.tensor_shape.dim[0].size = rows
+    tensor.tensor_content = bytes(16 * rows)
+    with grpc.insecure_channel(main_server.grpc_address, options=[
+            ('grpc.max_send_message_length', 128 << 20)]) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(request, timeout=60)
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        small = testmodels.float_predict_request(ROWS, 'mnist')
+        assert stub.Predict(small, timeout=30).outputs
