@@ -15,12 +15,15 @@ file (or feature) and what is wrong.
 """
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
+import tempfile
 import time
 import warnings
-from typing import Any, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 _STARTED = time.monotonic()  # Before TFX's imports, which take seconds.
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
@@ -30,6 +33,7 @@ warnings.filterwarnings('ignore', category=FutureWarning)
 
 from components.errors import DataValidationError  # pylint: disable=wrong-import-position
 from components.errors import InputDataError  # pylint: disable=wrong-import-position
+from components.example_gen import data_source  # pylint: disable=wrong-import-position
 from pipeline import configs  # pylint: disable=wrong-import-position
 
 EXIT_BAD_DATA = 2
@@ -37,22 +41,25 @@ _STRATEGIES = ('auto', 'mirrored', 'one_device', 'multi_worker')
 
 
 def _override(text: str) -> Tuple[str, Any]:
-    key, sep, value = text.partition('=')
-    if not sep:
-        raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
     try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+        return configs.parse_setting(text)
+    except configs.SettingError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
-def _add_run_config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--model', required=True, choices=sorted(configs.MODELS))
-    parser.add_argument('--profile', default='smoke', choices=configs.PROFILES)
+def _add_run_config_flags(parser: argparse.ArgumentParser,
+                          model_required: bool = True) -> None:
+    parser.add_argument('--model', required=model_required,
+                        choices=sorted(configs.MODELS),
+                        help='the model family to train')
+    parser.add_argument('--profile', default='smoke', choices=configs.PROFILES,
+                        help='data size and hyper-parameters: smoke (minutes)'
+                        ' or full (default smoke)')
     parser.add_argument('--data', help='raw data: a folder, file or .ts prefix '
                         '(default: the model\'s public data set)')
     parser.add_argument('--home', default=configs.DEFAULT_HOME,
-                        help='folder for metadata, artifacts and serving/')
+                        help='folder for metadata, artifacts and serving/ '
+                        f'(default {configs.DEFAULT_HOME})')
     parser.add_argument('--strategy', choices=_STRATEGIES,
                         help='tf.distribute strategy (default: auto)')
     parser.add_argument('--beam-arg', action='append', default=[],
@@ -63,7 +70,8 @@ def _add_run_config_flags(parser: argparse.ArgumentParser) -> None:
                         '--direct_running_mode=in_memory)')
     parser.add_argument('--set', action='append', default=[], type=_override,
                         dest='overrides', metavar='KEY=VALUE',
-                        help='override a hyper-parameter, e.g. --set epochs=3')
+                        help='override a setting, e.g. --set epochs=3 '
+                        '(repeatable; `run --list-settings` lists them)')
 
 
 def _run_config(args: argparse.Namespace) -> configs.RunConfig:
@@ -84,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest='command', required=True)
 
     run = commands.add_parser('run', help='run the pipeline locally')
-    _add_run_config_flags(run)
+    _add_run_config_flags(run, model_required=False)
+    run.add_argument('--list-settings', action='store_true',
+                     help='print every --set key, its default per profile '
+                     'and what it does, then exit')
     run.add_argument('--no-serving-check', action='store_true',
                      help='push without checking the model in a server')
     run.add_argument('--verbose', action='store_true',
@@ -119,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         'demo', help='serve the models pushed under a home and query each')
     demo.add_argument('--home', default=configs.DEFAULT_HOME,
-                      help='the pipeline home whose serving/ to serve')
+                      help='the pipeline home whose serving/ to serve '
+                      f'(default {configs.DEFAULT_HOME})')
     demo.add_argument('--count', type=_positive_int, default=5,
                       help='test files to send per model (default 5)')
     return parser
@@ -136,14 +148,17 @@ def _add_kfp_client_flags(parser: argparse.ArgumentParser,
                           host_required: bool = True) -> None:
     parser.add_argument('--host', required=host_required,
                         help='Kubeflow Pipelines API endpoint URL')
-    parser.add_argument('--experiment', default='tfx-deep-pipelines')
+    parser.add_argument('--experiment', default='tfx-deep-pipelines',
+                        help='Kubeflow experiment of the runs '
+                        '(default tfx-deep-pipelines)')
     parser.add_argument('--namespace', help='Kubeflow namespace')
 
 
 def _add_kubeflow_flags(parser: argparse.ArgumentParser,
                         target_default: str = 'kubeflow') -> None:
     parser.add_argument('--target', default=target_default,
-                        choices=sorted({'kubeflow', target_default}))
+                        choices=sorted({'kubeflow', target_default}),
+                        help=f'where to run (default {target_default})')
     parser.add_argument('--image', help='container image of the components '
                         f'(default: {configs.DEFAULT_IMAGE})')
     parser.add_argument('--pipeline-root', help='pipeline root on the cluster')
@@ -166,11 +181,46 @@ def _data_error(error: BaseException) -> Optional[BaseException]:
     return None
 
 
+# What TensorFlow's native libraries print to file descriptor 2 as they load
+# on a machine without GPUs: not errors a user can act on.
+_NATIVE_NOISE = re.compile(
+    r'Unable to register cu(DNN|FFT|BLAS) factory|TF-TRT Warning|'
+    r'computation placer already registered|oneDNN custom operations|'
+    r'rebuild TensorFlow with the appropriate compiler flags|'
+    r'This TensorFlow binary is optimized')
+
+
+@contextlib.contextmanager
+def _native_noise_dropped(verbose: bool) -> Iterator[None]:
+    """Drops _NATIVE_NOISE from what is written to stderr meanwhile, at the
+    file descriptor, where C++ writes; everything else is written after."""
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            for line in sink:
+                if not _NATIVE_NOISE.search(line.decode(errors='replace')):
+                    sys.stderr.buffer.write(line)
+            sys.stderr.flush()
+
+
 def _run(args: argparse.Namespace) -> dict:
     """The `run` command: one local run, under the pipeline's run lock so
     that it never overlaps a scheduled run."""
-    from pipeline import runner  # pylint: disable=import-outside-toplevel
-    from pipeline import run_lock  # pylint: disable=import-outside-toplevel
+    _say('loading TensorFlow and TFX ...')
+    with _native_noise_dropped(args.verbose):
+        from pipeline import runner  # pylint: disable=import-outside-toplevel
+        from pipeline import run_lock  # pylint: disable=import-outside-toplevel
     config = _run_config(args)
     lock = run_lock.RunLock(run_lock.lock_path(config.scheduler_state_dir))
     if not args.no_lock and not lock.acquire(blocking=False):
@@ -221,14 +271,52 @@ def _run_flags(args: argparse.Namespace) -> List[str]:
     return flags
 
 
+def _say(text: str) -> None:
+    """A progress line on stderr, timed like the runner's."""
+    print(f'[{time.strftime("%H:%M:%S")}] {text}', file=sys.stderr, flush=True)
+
+
+def _list_settings(model: Optional[str]) -> None:
+    for name in [model] if model else sorted(configs.MODELS):
+        print(f'{name} (--set KEY=VALUE; defaults per --profile):')
+        print(configs.settings_table(name))
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Checks the settings and the data before TFX and TensorFlow load, so
+    that a typo or unreadable data is answered in seconds.
+
+    Raises:
+        configs.SettingError: a `--set` the model does not accept.
+        InputDataError: naming the data file and the fault.
+    """
+    if args.command == 'demo':
+        return
+    configs.check_overrides(args.model, args.overrides)
+    if args.command != 'run':  # The scheduler may wait for the data.
+        return
+    config = _run_config(args)
+    source = data_source.detect(config.data_path, config.family.kind)
+    data_source.check_first_records(source)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Runs the command line; returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    problem = configs.beam_args_problem(args.beam_args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == 'run' and args.list_settings:
+        _list_settings(args.model)
+        return 0
+    if getattr(args, 'model', '') is None:
+        parser.error('the following arguments are required: --model')
+    problem = configs.beam_args_problem(getattr(args, 'beam_args', ()))
     if problem:
         print(f'error: {problem}', file=sys.stderr, flush=True)
         return EXIT_BAD_DATA
+    if args.command == 'run':
+        _say(f'checking settings and data ({args.data or "default data"}) ...')
     try:
+        _check_arguments(args)
         if args.command == 'run':
             print(json.dumps(_run(args)), flush=True)
         elif args.command == 'demo':
@@ -240,6 +328,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(json.dumps({'compiled': os.path.abspath(path)}), flush=True)
         else:
             return _retrain(args)
+    except configs.SettingError as error:
+        print(f'error: {error}', file=sys.stderr, flush=True)
+        return EXIT_BAD_DATA
     except Exception as error:  # pylint: disable=broad-except
         data_error = _data_error(error)
         if data_error is None:

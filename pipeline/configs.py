@@ -6,7 +6,9 @@ model name, a profile and flags.
 """
 
 import dataclasses
+import difflib
 import importlib.util
+import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -136,6 +138,145 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
 EVAL_PERCENT = 10
 TEST_PERCENT = 20
 ON_BAD_RECORD = 'fail'
+# Read by ExampleGen only; settable with --set like the rest.
+DATA_DEFAULTS: Dict[str, Any] = dict(on_bad_record=ON_BAD_RECORD,
+                                     max_length=0)
+
+# What each `--set` key does: the one place its description lives
+# (`python -m pipeline run --list-settings` prints it with the defaults).
+SETTING_HELP: Dict[str, str] = dict(
+    max_examples_per_split='examples read per split, 0 for all',
+    image_shape='[height, width, channels] images are resized to',
+    conv_filters='convolution filters per block, one number per block',
+    dense_units='units of the dense layer before the classifier',
+    cell='recurrent cell: lstm or gru',
+    units='units per recurrent layer, one number per layer',
+    bidirectional='read sequences both ways',
+    clip_norm='clip gradients to this global norm (0: no clipping)',
+    epochs='passes over the training split',
+    batch_size='examples per step and replica',
+    min_accuracy='test accuracy a model needs to be pushed',
+    learning_rate="Adam's learning rate",
+    dropout='dropout rate',
+    seed='seed of weights, dropout and shuffling',
+    strategy='tf.distribute strategy (as --strategy)',
+    cache_examples='keep parsed examples in memory after the first epoch',
+    warm_start="start from the last blessed model's weights",
+    span_window='read the newest N span-N folders',
+    drift_threshold='Jensen-Shannon divergence from the previous span '
+    'above which a feature is reported as drifted',
+    stop_on_drift='stop the run when a feature drifted',
+    max_accuracy_drop='test accuracy a model may lose against the last '
+    'blessed one and still be pushed',
+    on_bad_record='an unreadable record: fail the run, or skip and report it',
+    max_length='longest sequence accepted, 0 for any',
+)
+# Settings whose value is one of a few words.
+SETTING_CHOICES: Dict[str, Tuple[str, ...]] = dict(
+    cell=('lstm', 'gru'), on_bad_record=('fail', 'skip'),
+    strategy=('auto', 'mirrored', 'one_device', 'multi_worker'))
+
+
+# Settings that count something and cannot be 0.
+_COUNTS = ('epochs', 'batch_size', 'span_window', 'conv_filters', 'units',
+           'image_shape', 'dense_units')
+
+
+class SettingError(ValueError):
+    """A `--set KEY=VALUE` the model's configuration does not accept."""
+
+
+def setting_defaults(model: str) -> Dict[str, Dict[str, Any]]:
+    """Every settable key of `model` -> profile -> its default value."""
+    keys: Dict[str, Dict[str, Any]] = {}
+    for profile in PROFILES:
+        values = {**TRAINING_DEFAULTS, **DATA_DEFAULTS,
+                  **MODELS[model].profiles[profile]}
+        for key, value in values.items():
+            keys.setdefault(key, {})[profile] = value
+    return keys
+
+
+def parse_setting(text: str) -> Tuple[str, Any]:
+    """`KEY=VALUE` -> (key, value): JSON when it parses, else the text."""
+    key, sep, value = text.partition('=')
+    if not sep or not key:
+        raise SettingError(f'expected KEY=VALUE, got {text!r}')
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return 'true or false'
+    if isinstance(value, int):
+        return 'an integer'
+    if isinstance(value, float):
+        return 'a number'
+    if isinstance(value, list):
+        inner = _type_name(value[0]) if value else 'values'
+        return f'a list of {inner.replace("an ", "").replace("a ", "")}s'
+    return 'text'
+
+
+def _matches(value: Any, default: Any) -> bool:
+    """Whether `value` has the type of `default` (an int is a number)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return (isinstance(value, (int, float)) and
+                not isinstance(value, bool))
+    if isinstance(default, list):
+        return (isinstance(value, list) and
+                all(_matches(v, default[0]) for v in value) if default
+                else isinstance(value, list))
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
+
+
+def check_overrides(model: str, overrides) -> None:
+    """Raises SettingError naming the first key or value `model` does not
+    accept: unknown keys (with the closest known ones), values whose type
+    differs from the default's, words outside SETTING_CHOICES."""
+    defaults = setting_defaults(model)
+    for key, value in overrides:
+        if key not in defaults:
+            close = difflib.get_close_matches(key, defaults, n=3)
+            hint = (f'; did you mean {" or ".join(close)}?' if close else
+                    '; `python -m pipeline run --model '
+                    f'{model} --list-settings` lists them')
+            raise SettingError(f'--set {key}: no such setting for {model}'
+                               f'{hint}')
+        default = next(iter(defaults[key].values()))
+        if not _matches(value, default):
+            raise SettingError(
+                f'--set {key}={json.dumps(value)}: expected '
+                f'{_type_name(default)}, like {json.dumps(default)}')
+        if key in SETTING_CHOICES and value not in SETTING_CHOICES[key]:
+            raise SettingError(
+                f'--set {key}={value}: expected one of '
+                f'{", ".join(SETTING_CHOICES[key])}')
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(v, (int, float)) and not isinstance(v, bool) and
+               v < (1 if key in _COUNTS else 0) for v in numbers):
+            raise SettingError(f'--set {key}={json.dumps(value)}: must be '
+                               f'{"positive" if key in _COUNTS else "0 or more"}')
+
+
+def settings_table(model: str) -> str:
+    """Every settable key of `model`: its default per profile, what it does."""
+    rows = [('key', *PROFILES, 'what it does')]
+    for key, values in sorted(setting_defaults(model).items()):
+        rows.append((key, *(json.dumps(values[p]) for p in PROFILES),
+                     SETTING_HELP.get(key, '')))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return '\n'.join('  '.join([c.ljust(w) for c, w in zip(row, widths)] +
+                               [row[-1]]).rstrip() for row in rows)
 
 
 def default_beam_args() -> List[str]:
@@ -294,7 +435,8 @@ class RunConfig:
     @property
     def hyperparameters(self) -> Dict[str, Any]:
         """Training defaults, then the profile's values, then overrides."""
-        params = {**TRAINING_DEFAULTS, **self.family.profiles[self.profile],
+        params = {**TRAINING_DEFAULTS, **DATA_DEFAULTS,
+                  **self.family.profiles[self.profile],
                   **dict(self.overrides)}
         if self.strategy:
             params['strategy'] = self.strategy

@@ -210,7 +210,8 @@ def create_pipeline(config: configs.RunConfig,
     pusher = tfx.components.Pusher(
         model_blessing=evaluator.outputs['blessing'],
         **push_inputs,
-        # Copies to a staging folder, then renames: no partial version.
+        # Copies to a staging folder, then renames: no partial version; no
+        # new version for the model already served (a cached rerun).
         custom_executor_spec=executor_spec.ExecutorClassSpec(
             pusher_executor.Executor),
         push_destination=tfx.proto.PushDestination(

@@ -103,18 +103,35 @@ class _FirstRunResolutionFilter(logging.Filter):
         return not record.getMessage().startswith(self._PREFIX)
 
 
+class _BelowErrorFilter(logging.Filter):
+    """Drops INFO and WARNING records, whatever level a library set its
+    logger to: TFX's `ArtifactQuery.property_predicate is not supported`
+    and `payload_format` warnings reach absl's logger at WARNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+# Loggers whose records below ERROR the default console drops.
+_QUIET_LOGGERS = ('absl', 'tensorflow', 'apache_beam')
+
+
 @contextlib.contextmanager
 def _quiet_logs(verbose: bool) -> Iterator[None]:
     """Keeps TFX's, Beam's and TensorFlow's INFO and WARNING lines off the
     console unless `verbose`; errors still show, but for the expected one of
     a first run (_FirstRunResolutionFilter)."""
-    first_run_filter = _FirstRunResolutionFilter()
-    logging.getLogger('absl').addFilter(first_run_filter)
+    filters = [('absl', _FirstRunResolutionFilter())]
+    if not verbose:
+        filters += [(name, _BelowErrorFilter()) for name in _QUIET_LOGGERS]
+    for name, log_filter in filters:
+        logging.getLogger(name).addFilter(log_filter)
     try:
         with _log_level(verbose):
             yield
     finally:
-        logging.getLogger('absl').removeFilter(first_run_filter)
+        for name, log_filter in filters:
+            logging.getLogger(name).removeFilter(log_filter)
 
 
 @contextlib.contextmanager
@@ -195,6 +212,11 @@ def metadata_config(config: configs.RunConfig):
         config.metadata_path)
 
 
+def tensorboard_logdir(config: configs.RunConfig) -> str:
+    """The folder holding every Trainer run's TensorBoard logs."""
+    return os.path.join(config.pipeline_root, 'Trainer', 'model_run')
+
+
 def run_local(config: configs.RunConfig, out: TextIO = sys.stderr,
               verbose: bool = False,
               serving_check: bool = True,
@@ -226,6 +248,9 @@ def run_local(config: configs.RunConfig, out: TextIO = sys.stderr,
     runner = ProgressDagRunner(out)
     with _quiet_logs(verbose):
         runner.run(tfx_pipeline)
+    if 'Trainer' in runner.timings:
+        runner._say('training curves: tensorboard --logdir '  # pylint: disable=protected-access
+                    f'{tensorboard_logdir(config)}')
     store = metadata_store.MetadataStore(connection)
     result = summary.run_summary(store, runner.run_id)
     return {'model': config.model, 'profile': config.profile, **result,

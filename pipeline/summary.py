@@ -76,6 +76,10 @@ def run_summary(store: metadata_store.MetadataStore, run_id: str
                                 bool(_property(infra, 'blessed'))),
         'pushed_model': (_property(pushed, 'pushed_destination')
                          if pushed and _property(pushed, 'pushed') else None),
+        # False when the blessed model was the version already served and
+        # no new version was written (components/pusher/executor.py).
+        'new_version': bool(pushed and _property(pushed, 'pushed') and
+                            not _property(pushed, 'already_serving')),
         'accuracy': accuracy(evaluation.uri) if evaluation else None,
         'span': _property(examples, 'span') if examples else None,
         'drift': drifted_features(drift[-1].uri) if drift else [],

@@ -50,7 +50,9 @@ def _build_parser() -> argparse.ArgumentParser:
     which.add_argument('--label', help='model version label')
     predict.add_argument('--top', type=_positive_int, default=5, metavar='K',
                          help='classes to show per input (default 5)')
-    predict.add_argument('files', nargs='+', metavar='FILE')
+    predict.add_argument('files', nargs='+', metavar='FILE',
+                         help='image files (anything Pillow reads) or '
+                         'sequence files (.ts, long-format .csv)')
 
     status = commands.add_parser(
         'status', help="show the state of each of a model's versions")
@@ -71,6 +73,14 @@ def _build_parser() -> argparse.ArgumentParser:
     local.add_argument('--output', '-o',
                        help='write here instead of standard output')
     return parser
+
+
+def commands() -> List[Tuple[str, str]]:
+    """(name, help) of each subcommand, in the order `--help` lists them."""
+    parser = _build_parser()
+    [subparsers] = [a for a in parser._actions  # pylint: disable=protected-access
+                    if isinstance(a, argparse._SubParsersAction)]  # pylint: disable=protected-access
+    return [(a.dest, a.help) for a in subparsers._choices_actions]  # pylint: disable=protected-access
 
 
 def _add_server_args(parser: argparse.ArgumentParser) -> None:

@@ -58,13 +58,21 @@ def test_convnet_run_pushes_a_blessed_model_with_two_agreeing_signatures(
         convnet_run):
     summary, data, home, log = convnet_run
     assert summary['model'] == 'convnet' and summary['profile'] == 'smoke'
-    assert summary['blessed'] is True
+    assert summary['blessed'] is True and summary['new_version'] is True
     assert summary['accuracy'] > 0.5
     pushed = summary['pushed_model']
     assert os.path.dirname(pushed) == os.path.join(home, 'serving', 'convnet')
     assert os.path.basename(pushed).isdigit()
     # Progress lines name each component with its time.
     assert 'Trainer done in' in log and 'ServingCheck done in' in log
+    # The first line comes before the heavy imports; TensorFlow's CUDA
+    # registration lines and TFX's warnings stay off the console.
+    assert 'loading TensorFlow and TFX' in log.splitlines()[1], log
+    assert 'Unable to register' not in log and 'WARNING:absl' not in log, log
+    logdir = os.path.join(home, 'pipelines', 'convnet-pipeline', 'Trainer',
+                          'model_run')
+    assert f'training curves: tensorboard --logdir {logdir}' in log
+    assert glob.glob(os.path.join(logdir, '*', 'train', 'events.out.*'))
     # The serving check's warmup requests travel with the pushed model.
     assert os.path.exists(os.path.join(
         pushed, 'assets.extra', 'tf_serving_warmup_requests'))
@@ -134,7 +142,7 @@ def test_served_answers_equal_the_saved_models_own(convnet_run, tmp_path):
 
 def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
         convnet_run):
-    _, data, home, _ = convnet_run
+    first, data, home, _ = convnet_run
     summary, log = run_pipeline('--model', 'convnet', '--data', data,
                                 '--home', home)
     assert summary is not None, log
@@ -144,6 +152,12 @@ def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
                    if f'] {component} done' in line), log
     # Compared with itself as the baseline, the model is not worse.
     assert summary['blessed'] is True
+    # It is the model already served: no new version, and the JSON line
+    # names the version that serves it.
+    assert summary['pushed_model'] == first['pushed_model']
+    assert summary['new_version'] is False
+    assert os.listdir(os.path.join(home, 'serving', 'convnet')) == [
+        os.path.basename(first['pushed_model'])]
 
 
 def test_mirrored_run_trains_on_two_devices_and_pushes(convnet_run):

@@ -219,3 +219,36 @@ def _num_channels(sequences, path: str) -> int:
     if first is None:
         raise InputDataError(path, 'holds no sequences')
     return int(first.values.shape[1])
+
+
+def check_first_records(source: DataSource) -> None:
+    """Reads the first records of each split of `source`, without Beam or
+    TensorFlow, so that unreadable data is reported before a run starts.
+
+    IDX splits are read whole (images and labels, labels checked against the
+    class names: a file of either is one split); class folders decode each
+    split's first image; `.ts` and CSV files were read by `detect` already.
+    TFRecords need TensorFlow to read and are left to ExampleGen.
+
+    Raises:
+        InputDataError: naming the file and the fault.
+    """
+    root = source.root
+    spans = _span_numbers(root) if source.has_spans else []
+    for pattern in source.split_patterns.values():
+        if spans:
+            pattern = pattern.replace('{SPAN}', str(spans[-1]))
+        files = sorted(glob.glob(os.path.join(root, pattern)))
+        if not files:
+            raise InputDataError(os.path.join(root, pattern),
+                                 'matches no files')
+        if source.format == 'idx':
+            for images in files:
+                image_formats.read_idx_dataset(
+                    images, image_formats.labels_path_for(images),
+                    len(source.class_names))
+        elif source.format == 'class_folders':
+            images = [f for f in files
+                      if f.lower().endswith(image_formats.IMAGE_EXTENSIONS)]
+            if images:
+                image_formats.decode_image_file(images[0])

@@ -1,0 +1,171 @@
+"""The pipeline command line answers bad arguments and bad data before it
+loads TensorFlow: exit 2 and one line, checked in a real subprocess whose
+loaded modules are inspected (not timed: speed is measured under bench/)."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline import cli
+from pipeline import configs
+from serving import cli as serving_cli
+from tests import datasets
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Runs the command line in-process and reports which heavy modules it loaded.
+_MAIN_THEN_REPORT_IMPORTS = (
+    'import sys\n'
+    'from pipeline import cli\n'
+    'code = cli.main(sys.argv[1:])\n'
+    'print("loaded:", sorted(m for m in ("tensorflow", "tfx", "apache_beam")'
+    ' if m in sys.modules))\n'
+    'sys.exit(code)\n')
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, '-c', _MAIN_THEN_REPORT_IMPORTS, *args], cwd=REPO,
+        capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.fixture(scope='module')
+def idx_data(tmp_path_factory):
+    return datasets.write_idx_dataset(
+        str(tmp_path_factory.mktemp('cli') / 'data'), train=40, test=10)
+
+
+def _error_lines(process):
+    return [l for l in process.stderr.splitlines() if l.startswith('error:')]
+
+
+@pytest.mark.parametrize('setting, message', [
+    ('epoch=3', 'error: --set epoch: no such setting for convnet; '
+     'did you mean epochs?'),
+    ('epochs=three', 'error: --set epochs="three": expected an integer, '
+     'like 1'),
+    ('epochs=0', 'error: --set epochs=0: must be positive'),
+    ('conv_filters=[16,"a"]', 'expected a list of integers'),
+    ('units=[8]', 'no such setting for convnet; did you mean dense_units?'),
+    ('cache_examples=1', 'expected true or false'),
+])
+def test_a_bad_setting_exits_2_with_one_line_before_tensorflow_loads(
+        idx_data, tmp_path, setting, message):
+    process = run_cli('run', '--model', 'convnet', '--data', idx_data,
+                      '--home', str(tmp_path / 'home'), '--set', setting)
+    assert process.returncode == 2, process.stderr
+    assert len(_error_lines(process)) == 1, process.stderr
+    assert message in _error_lines(process)[0]
+    assert 'Traceback' not in process.stderr
+    assert 'loaded: []' in process.stdout
+    assert not os.path.exists(tmp_path / 'home')
+
+
+def test_rnn_settings_are_checked_against_the_rnn_defaults(tmp_path):
+    data = datasets.write_ts_dataset(str(tmp_path / 'data'), train=6, test=3)
+    process = run_cli('run', '--model', 'rnn', '--data', data,
+                      '--set', 'cell=transformer')
+    assert process.returncode == 2
+    assert _error_lines(process) == [
+        'error: --set cell=transformer: expected one of lstm, gru']
+    assert 'loaded: []' in process.stdout
+
+
+def test_bad_data_is_found_before_tensorflow_loads(tmp_path):
+    data = datasets.write_idx_dataset(str(tmp_path / 'data'), train=40,
+                                      test=10)
+    labels = os.path.join(data, 't10k-labels-idx1-ubyte.gz')
+    datasets.write_idx(labels, np.full(10, 12))  # out of range
+    process = run_cli('run', '--model', 'convnet', '--data', data,
+                      '--home', str(tmp_path / 'home'))
+    assert process.returncode == 2
+    [line] = _error_lines(process)
+    assert line.startswith(f'error: {labels}: has label 12 at index 0')
+    assert 'loaded: []' in process.stdout
+
+    missing = run_cli('run', '--model', 'convnet', '--data',
+                      str(tmp_path / 'nowhere'))
+    assert missing.returncode == 2
+    assert _error_lines(missing) == [
+        f'error: {tmp_path / "nowhere"}: not a folder of images, IDX or '
+        'TFRecord files']
+    assert 'loaded: []' in missing.stdout
+
+
+def test_list_settings_prints_every_key_with_defaults_and_description():
+    process = run_cli('run', '--list-settings')
+    assert process.returncode == 0, process.stderr
+    assert 'loaded: []' in process.stdout
+    sections = process.stdout.split(' (--set KEY=VALUE')
+    for model in configs.MODELS:
+        [section] = [s for s in sections[1:]
+                     if sections[sections.index(s) - 1].endswith(model)]
+        for key, defaults in configs.setting_defaults(model).items():
+            [row] = [l for l in section.splitlines()
+                     if l.split()[:1] == [key]]
+            assert row.endswith(configs.SETTING_HELP[key]), row
+            assert all(json.dumps(defaults[profile]) in row
+                       for profile in configs.PROFILES), row
+
+
+def test_every_setting_has_a_description():
+    # One place for what a key does: next to the defaults, in configs.py.
+    keys = set()
+    for model in configs.MODELS:
+        keys |= set(configs.setting_defaults(model))
+    assert sorted(keys - set(configs.SETTING_HELP)) == []
+
+
+def test_native_library_noise_is_dropped_and_the_rest_kept():
+    code = (
+        'import os, sys\n'
+        'from pipeline import cli\n'
+        'with cli._native_noise_dropped(verbose=%s):\n'
+        '    os.write(2, b"E0101 cuda_dnn.cc] Unable to register cuDNN '
+        'factory: x\\n")\n'
+        '    os.write(2, b"a real problem\\n")\n')
+    quiet = subprocess.run([sys.executable, '-c', code % False], cwd=REPO,
+                           capture_output=True, text=True, check=True)
+    assert quiet.stderr == 'a real problem\n'
+    verbose = subprocess.run([sys.executable, '-c', code % True], cwd=REPO,
+                             capture_output=True, text=True, check=True)
+    assert 'Unable to register cuDNN' in verbose.stderr
+
+
+def _subcommands(parser):
+    [subparsers] = [a for a in parser._actions  # pylint: disable=protected-access
+                    if isinstance(a, argparse._SubParsersAction)]  # pylint: disable=protected-access
+    return subparsers.choices
+
+
+@pytest.mark.parametrize('parser', [cli.build_parser(),
+                                    serving_cli._build_parser()])  # pylint: disable=protected-access
+def test_every_command_and_flag_has_help(parser):
+    for name, command in _subcommands(parser).items():
+        missing = [a.option_strings or a.dest for a in command._actions  # pylint: disable=protected-access
+                   if not a.help]
+        assert not missing, (name, missing)
+
+
+def test_serving_help_lists_every_command():
+    process = subprocess.run([sys.executable, '-m', 'serving', '--help'],
+                             cwd=REPO, capture_output=True, text=True,
+                             timeout=120, check=True)
+    listed = [l.split()[0] for l in process.stdout.splitlines()
+              if l.startswith('  ')]
+    assert listed == ['serve', *_subcommands(serving_cli._build_parser())]  # pylint: disable=protected-access
+
+
+def test_docker_compose_mounts_the_default_home():
+    with open(os.path.join(REPO, 'serving', 'deploy', 'docker-compose.yml'),
+              encoding='utf-8') as f:
+        compose = yaml.safe_load(f)
+    volumes = compose['services']['tf-serving']['volumes']
+    assert f'${{PIPELINE_HOME:-../../{configs.DEFAULT_HOME}}}/serving:/models:ro' in volumes
+    assert cli.build_parser().parse_args(['demo']).home == configs.DEFAULT_HOME
