@@ -109,6 +109,8 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # statistics recomputed over up to this many training batches.
     min_train_steps=1000, early_stopping_patience=10,
     recalibration_batches=100,
+    # 0: from the steps an epoch (models/training.py training_schedule).
+    batch_norm_momentum=0.0,
     # Random search (TFX Tuner) before training: this many trials, 0 = off,
     # and no trial starts after tune_seconds of searching.
     tune_trials=0, tune_seconds=3600,
@@ -170,16 +172,34 @@ SETTING_HELP: Dict[str, str] = dict(
     'blessed one and still be pushed',
     on_bad_record='an unreadable record: fail the run, or skip and report it',
     max_length='longest sequence accepted, 0 for any',
+    min_train_steps='train at least this many steps, however small the data',
+    early_stopping_patience='epochs without a better eval accuracy before '
+    'training stops (the best epoch is kept)',
+    recalibration_batches='training batches batch-norm statistics are '
+    'recomputed over before export',
+    batch_norm_momentum="batch-norm moving averages' momentum, 0: from the "
+    'steps an epoch',
+    tune_trials='random-search trials before training (TFX Tuner), 0: none',
+    tune_seconds='no trial starts after this many seconds of search',
+    cpu_devices='logical CPU devices `mirrored` uses when there is no GPU',
+    workers='worker processes `multi_worker` starts outside a cluster',
+    worker_timeout_seconds='stop the workers after this long, 0: no limit',
+    learning_rate_scaling='how the learning rate grows with the replicas: '
+    'linear, sqrt or none',
+    warmup_epochs='epochs of linear warm-up to the scaled learning rate',
+    kernel_sizes='convolution kernel widths, one number per block',
 )
 # Settings whose value is one of a few words.
 SETTING_CHOICES: Dict[str, Tuple[str, ...]] = dict(
     cell=('lstm', 'gru'), on_bad_record=('fail', 'skip'),
-    strategy=('auto', 'mirrored', 'one_device', 'multi_worker'))
+    strategy=('auto', 'mirrored', 'one_device', 'multi_worker'),
+    learning_rate_scaling=('linear', 'sqrt', 'none'))
 
 
 # Settings that count something and cannot be 0.
 _COUNTS = ('epochs', 'batch_size', 'span_window', 'conv_filters', 'units',
-           'image_shape', 'dense_units')
+           'image_shape', 'dense_units', 'cpu_devices', 'workers',
+           'kernel_sizes')
 
 
 class SettingError(ValueError):
