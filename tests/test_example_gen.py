@@ -24,18 +24,20 @@ from tests import datasets
 
 
 def run_example_gen(tmp_path, source, **settings):
-    """Runs the executor on `source`; returns split -> list of tf.Example."""
+    """Runs the executor on `source` as the pipeline configures it (the
+    layout is learned again at run time); returns split -> list of
+    tf.Example."""
     config = configs.RunConfig(model='convnet' if source.kind == 'images'
                                else 'rnn', profile='full')
-    all_settings = {**pipeline_lib.example_gen_settings(config, source),
+    all_settings = {**pipeline_lib.example_gen_settings(config, source.root),
                     **settings}
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / 'examples')
     exec_properties = {
-        'input_base': source.root,
-        'input_config': proto_utils.proto_to_json(example_gen_pb2.Input(
-            splits=[example_gen_pb2.Input.Split(name=n, pattern=p)
-                    for n, p in source.split_patterns.items()])),
+        'input_base': os.path.dirname(source.root),
+        'input_config': proto_utils.proto_to_json(
+            executor.fingerprint_input_config(
+                os.path.basename(source.root))),
         'output_config': proto_utils.proto_to_json(example_gen_pb2.Output()),
         'custom_config': proto_utils.proto_to_json(
             executor.settings_to_custom_config(all_settings)),
