@@ -236,6 +236,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             from pipeline import kubeflow_launcher  # pylint: disable=import-outside-toplevel
             try:
                 result = kubeflow_launcher.run_compiled(args.job, args.home)
+            except kubeflow_launcher.BadJob as error:
+                print(f'error: {error}', file=sys.stderr, flush=True)
+                return EXIT_USAGE
             except kubeflow_launcher.TaskFailed as error:
                 print(f'error: {error}', file=sys.stderr, flush=True)
                 return 1

@@ -60,6 +60,10 @@ class TaskFailed(RuntimeError):
     """A task's command failed; the message names the task and its log."""
 
 
+class BadJob(ValueError):
+    """The file is not a compiled job this launcher can run."""
+
+
 def _artifact_title(artifact_type: pipeline_spec_pb2.ArtifactTypeSchema
                     ) -> str:
     if artifact_type.schema_title:
@@ -80,7 +84,7 @@ def _topological_order(dag: pipeline_spec_pb2.DagSpec) -> List[str]:
     while needs:
         ready = sorted(n for n, deps in needs.items() if deps <= set(order))
         if not ready:
-            raise ValueError(f'the job\'s DAG has a cycle among {sorted(needs)}')
+            raise BadJob(f'the job\'s DAG has a cycle among {sorted(needs)}')
         order.extend(ready)
         for name in ready:
             del needs[name]
@@ -184,13 +188,18 @@ class CompiledJobRunner:
     """Runs one compiled PipelineJob, task by task (see the module doc)."""
 
     def __init__(self, job_path: str, home: str, out: TextIO = sys.stderr):
-        package = kubeflow_client.load_pipeline_package(job_path)
-        self.spec = json_format.ParseDict(package.pipeline_spec,
-                                          pipeline_spec_pb2.PipelineSpec(),
-                                          ignore_unknown_fields=True)
+        try:
+            package = kubeflow_client.load_pipeline_package(job_path)
+            self.spec = json_format.ParseDict(package.pipeline_spec,
+                                              pipeline_spec_pb2.PipelineSpec(),
+                                              ignore_unknown_fields=True)
+        except (OSError, ValueError, json_format.ParseError) as error:
+            text = str(error)
+            raise BadJob(text if job_path in text else f'{job_path}: {text}'
+                         ) from error
         self.pipeline_root = package.pipeline_root
         if not self.pipeline_root:
-            raise ValueError(f'{job_path}: the job names no pipeline root')
+            raise BadJob(f'{job_path}: the job names no pipeline root')
         self.parameters = package.parameters
         self.home = os.path.abspath(home)
         os.makedirs(self.home, exist_ok=True)

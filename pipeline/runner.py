@@ -177,8 +177,14 @@ def compile_kubeflow(config: configs.RunConfig, output: str) -> str:
         The path written.
     """
     target = config.kubeflow_target()
+    # Beam's workers run the image, which holds TFX and this project: by
+    # default TFX would build and ship an sdist of itself at every Beam
+    # component's start (tens of seconds each).
+    beam_args = config.effective_beam_args + (
+        [] if config.beam_args else [f'--sdk_container_image={target.image}'])
     tfx_pipeline = pipeline_lib.create_pipeline(
-        config, target.data, pipeline_root=target.pipeline_root,
+        config, target.data, beam_pipeline_args=beam_args,
+        pipeline_root=target.pipeline_root,
         serving_model_dir=target.serving_model_dir)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
