@@ -17,7 +17,10 @@ PYTHON310 := 3.10
 endif
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: setup data demo lint test bench bazel bazel-test clean
+.PHONY: setup data demo lint test bench bazel bazel-test clean image
+
+# The Kubeflow image, tagged as `compile` expects by default.
+IMAGE ?= $(shell $(PY) -c 'from pipeline import configs; print(configs.default_image())')
 
 setup: $(VENV)/.installed data
 
@@ -55,6 +58,9 @@ bazel:
 
 bazel-test: setup bazel
 	bazel test //...
+
+image: setup
+	docker build -t $(IMAGE) .
 
 clean:
 	rm -rf $(HOME_DIR) bench/results

@@ -176,16 +176,14 @@ def run_ingest(data: str, home: str, beam_args: Sequence[str] = ()
     """
     # pylint: disable=import-outside-toplevel
     from tfx.dsl.compiler import compiler
-    from components.example_gen import data_source
     from pipeline import configs
     from pipeline import pipeline as pipeline_lib
     from pipeline import runner
 
     config = configs.RunConfig(model='convnet', profile='full', data=data,
                                home=home, beam_args=tuple(beam_args))
-    source = data_source.detect(config.data_path, config.family.kind)
     tfx_pipeline = pipeline_lib.create_pipeline(
-        config, source, metadata_connection_config=runner.metadata_config(config),
+        config, config.data_path, metadata_connection_config=runner.metadata_config(config),
         serving_check=False)
     ir = compiler.Compiler().compile(tfx_pipeline)
     kept = [node for node in ir.nodes

@@ -6,7 +6,9 @@ one-line `run_fn` that calls `run(fn_args, recipe)`. Everything else, the
 same for every model, lives here once.
 
 Hyper-parameters arrive in the Trainer's `custom_config` (from
-pipeline/configs.py) and may be overridden by a Tuner's `hyperparameters`.
+pipeline/configs.py) and may be overridden by a Tuner's `hyperparameters`;
+class names and channels come from the data, through the transform graph
+(models/data_facts.py).
 """
 
 import contextlib
@@ -30,6 +32,7 @@ from absl import logging
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.tfxio import dataset_options
 
+from models import data_facts
 from models import distribute
 from models import export
 from models import features
@@ -70,8 +73,11 @@ class ModelRecipe:
 
 
 def hyperparameters(fn_args: 'tfx.components.FnArgs') -> Dict[str, Any]:
-    """The run's hyper-parameters: custom_config, overridden by a Tuner's."""
-    params = dict(fn_args.custom_config or {})
+    """The run's hyper-parameters: custom_config and what ExampleGen learned
+    from the data (`class_names`, `num_channels`: models/data_facts.py),
+    overridden by a Tuner's."""
+    params = {**(fn_args.custom_config or {}),
+              **data_facts.from_fn_args(fn_args)}
     tuned = fn_args.hyperparameters
     if tuned:
         params.update(tuned.get('values', tuned) if isinstance(tuned, dict)

@@ -3,8 +3,10 @@
     python -m pipeline run --model convnet [--profile smoke|full] [--data PATH]
         [--home DIR] [--strategy auto|mirrored|one_device|multi_worker]
     python -m pipeline compile --model convnet --target kubeflow --output FILE
+        --pipeline-root URI [--image IMAGE] [--data URI]   (URIs as pods see them)
     python -m pipeline schedule --model M [--cron "EXPR"] [--on-new-data]
         [--max-runs N]                       (runs locally, one at a time)
+    python -m pipeline run-compiled FILE [--home DIR]   (the job, task by task)
     python -m pipeline submit --model M --target kubeflow --host URL
     python -m pipeline schedule --model M --target kubeflow --host URL --cron "EXPR"
 
@@ -37,6 +39,7 @@ from components.example_gen import data_source  # pylint: disable=wrong-import-p
 from pipeline import configs  # pylint: disable=wrong-import-position
 
 EXIT_BAD_DATA = 2
+EXIT_USAGE = 2
 _STRATEGIES = ('auto', 'mirrored', 'one_device', 'multi_worker')
 
 
@@ -81,8 +84,7 @@ def _run_config(args: argparse.Namespace) -> configs.RunConfig:
         beam_args=tuple(args.beam_args), overrides=tuple(args.overrides),
         **{k: v for k, v in (
             ('kubeflow_image', getattr(args, 'image', None)),
-            ('kubeflow_root', getattr(args, 'pipeline_root', None)),
-            ('kubeflow_data', getattr(args, 'cluster_data', None))) if v})
+            ('kubeflow_root', getattr(args, 'pipeline_root', None))) if v})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kubeflow_flags(compile_)
     compile_.add_argument('--output', required=True,
                           help='the PipelineJob JSON file to write')
+
+    run_compiled = commands.add_parser(
+        'run-compiled', help='run a compiled Kubeflow job here, task by task, '
+        'as its launcher would on a cluster')
+    run_compiled.add_argument('job', metavar='FILE',
+                              help='the PipelineJob JSON `compile` wrote')
+    run_compiled.add_argument('--home', default=configs.DEFAULT_HOME,
+                              help='folder for the ML Metadata that resolvers '
+                              'search, and the tasks\' logs')
 
     submit = commands.add_parser('submit', help='start a run on Kubeflow')
     _add_run_config_flags(submit)
@@ -160,10 +171,11 @@ def _add_kubeflow_flags(parser: argparse.ArgumentParser,
                         choices=sorted({'kubeflow', target_default}),
                         help=f'where to run (default {target_default})')
     parser.add_argument('--image', help='container image of the components '
-                        f'(default: {configs.DEFAULT_IMAGE})')
-    parser.add_argument('--pipeline-root', help='pipeline root on the cluster')
-    parser.add_argument('--cluster-data', help='the data path as the cluster '
-                        'sees it (default: --data)')
+                        f'(default: {configs.IMAGE_REPOSITORY}:<git describe>'
+                        ', as `make image` tags it)')
+    parser.add_argument('--pipeline-root',
+                        help='artifact root as the pods see it: gs://..., '
+                        's3://... or a path mounted in every pod (required)')
 
 
 def _data_error(error: BaseException) -> Optional[BaseException]:
@@ -290,7 +302,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         configs.SettingError: a `--set` the model does not accept.
         InputDataError: naming the data file and the fault.
     """
-    if args.command == 'demo':
+    if not hasattr(args, 'overrides'):  # demo, run-compiled
         return
     configs.check_overrides(args.model, args.overrides)
     if args.command != 'run':  # The scheduler may wait for the data.
@@ -316,12 +328,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == 'run':
         _say(f'checking settings and data ({args.data or "default data"}) ...')
     try:
+        if getattr(args, 'target', None) == 'kubeflow':
+            # Before TFX's slow import: a job lacking these cannot be written.
+            _run_config(args).kubeflow_target()
+    except configs.KubeflowConfigError as error:
+        print(f'error: {args.command}: {error}', file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    try:
         _check_arguments(args)
         if args.command == 'run':
             print(json.dumps(_run(args)), flush=True)
         elif args.command == 'demo':
             from pipeline import demo  # pylint: disable=import-outside-toplevel
             return demo.run(args.home, args.count)
+        elif args.command == 'run-compiled':
+            from pipeline import kubeflow_launcher  # pylint: disable=import-outside-toplevel
+            try:
+                result = kubeflow_launcher.run_compiled(args.job, args.home)
+            except kubeflow_launcher.BadJob as error:
+                print(f'error: {error}', file=sys.stderr, flush=True)
+                return EXIT_USAGE
+            except kubeflow_launcher.TaskFailed as error:
+                print(f'error: {error}', file=sys.stderr, flush=True)
+                return 1
+            print(json.dumps(result), flush=True)
         elif args.command == 'compile':
             from pipeline import runner  # pylint: disable=import-outside-toplevel
             path = runner.compile_kubeflow(_run_config(args), args.output)

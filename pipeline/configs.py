@@ -10,13 +10,55 @@ import difflib
 import importlib.util
 import json
 import os
+import posixpath
+import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
 from components.example_gen import data_source
 
 DEFAULT_HOME = 'tfx_home'
 PROFILES = ('smoke', 'full')
-DEFAULT_IMAGE = 'ghcr.io/tfx-deep-pipelines/pipeline:latest'
+# The Kubeflow image (Dockerfile; `make image` builds it): its repository,
+# tagged by default with this checkout's `git describe` (default_image()),
+# and where it holds each model's default data set.
+IMAGE_REPOSITORY = 'tfx-deep-pipelines'
+IMAGE_DATA_DIR = '/pipeline/data'
+_REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def default_image() -> Optional[str]:
+    """`tfx-deep-pipelines:<git describe --always --dirty>` of this checkout,
+    the name `make image` builds; None outside a git checkout."""
+    try:
+        described = subprocess.run(
+            ['git', '-C', _REPO_DIR, 'describe', '--always', '--dirty'],
+            capture_output=True, text=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f'{IMAGE_REPOSITORY}:{described.stdout.strip()}'
+
+
+class KubeflowConfigError(ValueError):
+    """A Kubeflow job cannot be written: a required setting is missing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KubeflowTarget:
+    """Where a compiled Kubeflow job runs, as its pods see it.
+
+    Attributes:
+        image: Container image of every component.
+        pipeline_root: Artifact root (gs://, s3:// or a path mounted in every
+            pod).
+        data: The raw data's URI as the pods read it.
+        serving_model_dir: Where Pusher writes versions:
+            `<pipeline root>/serving/<model>`.
+    """
+
+    image: str
+    pipeline_root: str
+    data: str
+    serving_model_dir: str
 
 
 def _sktime_data(name: str) -> str:
@@ -393,9 +435,9 @@ class RunConfig:
         strategy: tf.distribute strategy name (models/distribute.py).
         beam_args: Beam pipeline arguments.
         overrides: Hyper-parameters overriding the profile's.
-        kubeflow_image: Container image for Kubeflow components.
-        kubeflow_root: pipeline_root on the cluster (a bucket path).
-        kubeflow_data: The data path as the cluster sees it.
+        kubeflow_image: Container image for Kubeflow components (default:
+            default_image()).
+        kubeflow_root: pipeline_root on the cluster (required for Kubeflow).
     """
 
     model: str
@@ -405,9 +447,8 @@ class RunConfig:
     strategy: Optional[str] = None
     beam_args: Tuple[str, ...] = ()
     overrides: Tuple[Tuple[str, Any], ...] = ()
-    kubeflow_image: str = DEFAULT_IMAGE
-    kubeflow_root: str = 'gs://YOUR_BUCKET/tfx'
-    kubeflow_data: Optional[str] = None
+    kubeflow_image: Optional[str] = None
+    kubeflow_root: Optional[str] = None
 
     @property
     def family(self) -> ModelFamily:
@@ -416,6 +457,31 @@ class RunConfig:
     @property
     def data_path(self) -> str:
         return os.path.abspath(self.data or self.family.default_data)
+
+    def kubeflow_target(self) -> KubeflowTarget:
+        """The image, pipeline root and data URI of a Kubeflow job.
+
+        `data` is taken as the pods' URI as given (default: the model's data
+        set inside the image).
+
+        Raises:
+            KubeflowConfigError: naming the missing setting.
+        """
+        image = self.kubeflow_image or default_image()
+        if not image:
+            raise KubeflowConfigError(
+                '--image is required: no git checkout here to tag the '
+                'default image from')
+        if not self.kubeflow_root:
+            raise KubeflowConfigError(
+                '--pipeline-root is required: where the pods write artifacts '
+                '(gs://..., s3://... or a path mounted in every pod)')
+        data = self.data or posixpath.join(
+            IMAGE_DATA_DIR, os.path.basename(self.family.default_data))
+        return KubeflowTarget(
+            image=image, pipeline_root=self.kubeflow_root, data=data,
+            serving_model_dir=posixpath.join(self.kubeflow_root, 'serving',
+                                             self.model))
 
     @property
     def home_path(self) -> str:

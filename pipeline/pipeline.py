@@ -6,6 +6,7 @@ ExampleGen → StatisticsGen → SchemaGen → ExampleValidator → DataGate
 both runners (local and Kubeflow).
 """
 
+import posixpath
 from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
@@ -18,6 +19,7 @@ from components.serving_check import ServingCheck
 from components.example_gen import data_source
 from components.example_gen import executor as example_gen_executor
 from components.pusher import executor as pusher_executor
+from components.transform.component import Transform
 from models import features
 from models import signatures
 from pipeline import configs
@@ -29,13 +31,15 @@ PREVIOUS_STATISTICS_RESOLVER = 'previous_statistics_resolver'
 SERVING_CHECK_SPLIT = data_source.TEST
 
 
-def example_gen_settings(config: configs.RunConfig,
-                         source: data_source.DataSource) -> dict:
-    """What the ExampleGen executor needs to read `source`."""
+def example_gen_settings(config: configs.RunConfig, data_uri: str) -> dict:
+    """What the ExampleGen executor needs to read `data_uri`: the data's kind
+    and name (its layout and classes are learned where it is read, at run
+    time), the carved splits' sizes and the reading limits."""
     params = config.hyperparameters
     return {
-        'format': source.format,
-        'class_names': list(source.class_names),
+        example_gen_executor.KIND: config.family.kind,
+        example_gen_executor.DATA_NAME: posixpath.basename(
+            data_uri.rstrip('/')),
         'eval_percent': configs.EVAL_PERCENT,
         'test_percent': configs.TEST_PERCENT,
         'max_examples_per_split': params.get('max_examples_per_split', 0),
@@ -81,7 +85,7 @@ def eval_config(min_accuracy: float, max_accuracy_drop: float
 
 
 def create_pipeline(config: configs.RunConfig,
-                    source: data_source.DataSource,
+                    data_uri: str,
                     metadata_connection_config=None,
                     beam_pipeline_args: Optional[List[str]] = None,
                     pipeline_root: Optional[str] = None,
@@ -91,7 +95,8 @@ def create_pipeline(config: configs.RunConfig,
 
     Args:
         config: The run's configuration.
-        source: The data to read (components/example_gen/data_source.py).
+        data_uri: The raw data (a folder, a file or a `.ts` prefix) as the
+            components will see it when they run; nothing reads it here.
         metadata_connection_config: ML Metadata connection (local runs).
         beam_pipeline_args: Beam arguments (default: config's).
         pipeline_root: Artifact root (default: config's, under home).
@@ -101,18 +106,13 @@ def create_pipeline(config: configs.RunConfig,
     """
     family = config.family
     params = config.hyperparameters
-    transform_config = {'image_shape': params.get('image_shape'),
-                        'num_channels': source.num_channels}
-    trainer_config = {**params, 'class_names': list(source.class_names),
-                      'num_channels': source.num_channels}
+    settings = example_gen_settings(config, data_uri)
 
     example_gen = FileBasedExampleGen(
-        input_base=source.root,
-        input_config=tfx.proto.Input(splits=[
-            tfx.proto.Input.Split(name=name, pattern=pattern)
-            for name, pattern in source.split_patterns.items()]),
-        custom_config=example_gen_executor.settings_to_custom_config(
-            example_gen_settings(config, source)),
+        input_base=posixpath.dirname(data_uri.rstrip('/')),
+        input_config=example_gen_executor.fingerprint_input_config(
+            settings[example_gen_executor.DATA_NAME]),
+        custom_config=example_gen_executor.settings_to_custom_config(settings),
         custom_executor_spec=executor_spec.BeamExecutorSpec(
             example_gen_executor.Executor))
     statistics_gen = tfx.components.StatisticsGen(
@@ -141,11 +141,12 @@ def create_pipeline(config: configs.RunConfig,
         drift_threshold=float(params['drift_threshold']),
         stop_on_drift=bool(params['stop_on_drift']))
 
-    transform = tfx.components.Transform(
+    # Given ExampleGen's data facts (channels) at run time.
+    transform = Transform(
         examples=example_gen.outputs['examples'],
         schema=schema_gen.outputs['schema'],
         preprocessing_fn=family.preprocessing_fn,
-        custom_config=transform_config,
+        custom_config={'image_shape': params.get('image_shape')},
         splits_config=tfx.proto.SplitsConfig(
             analyze=[data_source.TRAIN],
             transform=[data_source.TRAIN, data_source.EVAL]))
@@ -183,7 +184,7 @@ def create_pipeline(config: configs.RunConfig,
         schema=schema_gen.outputs['schema'],
         train_args=tfx.proto.TrainArgs(splits=[data_source.TRAIN]),
         eval_args=tfx.proto.EvalArgs(splits=[data_source.EVAL]),
-        custom_config=trainer_config)
+        custom_config=params)
 
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs['examples'],

@@ -2,7 +2,6 @@
 compiles it for Kubeflow Pipelines (KubeflowV2DagRunner)."""
 
 import contextlib
-import dataclasses
 import datetime
 import glob
 import logging
@@ -23,7 +22,6 @@ from tfx.orchestration.portable import runtime_parameter_utils
 from tfx.orchestration.portable import tfx_runner
 from tfx.proto.orchestration import pipeline_pb2
 
-from components.example_gen import data_source
 from models import distribute
 from pipeline import configs
 from pipeline import pipeline as pipeline_lib
@@ -239,10 +237,9 @@ def run_local(config: configs.RunConfig, out: TextIO = sys.stderr,
     # component starts TensorFlow.
     params = config.hyperparameters
     distribute.prepare_devices(params['strategy'], int(params['cpu_devices']))
-    source = data_source.detect(config.data_path, config.family.kind)
     connection = metadata_config(config)
     tfx_pipeline = pipeline_lib.create_pipeline(
-        config, source, metadata_connection_config=connection,
+        config, config.data_path, metadata_connection_config=connection,
         serving_check=serving_check)
     recover_interrupted(connection, config, out)
     runner = ProgressDagRunner(out)
@@ -258,28 +255,30 @@ def run_local(config: configs.RunConfig, out: TextIO = sys.stderr,
             'component_seconds': runner.timings}
 
 
-def compile_kubeflow(config: configs.RunConfig, output: str,
-                     data_path: Optional[str] = None) -> str:
+def compile_kubeflow(config: configs.RunConfig, output: str) -> str:
     """Writes the pipeline as a Kubeflow Pipelines (v2) PipelineJob JSON.
 
-    The data layout is read from `config.data_path` here; on the cluster the
-    same layout is read from `config.kubeflow_data` (default: the same path).
+    Nothing is read from the data or the compiling machine: the job holds the
+    image, pipeline root and data URI of `config` (configs.KubeflowTarget),
+    and ExampleGen learns the data's layout in its pod.
 
     Returns:
         The path written.
     """
-    source = data_source.detect(data_path or config.data_path,
-                                config.family.kind)
-    if config.kubeflow_data:
-        source = dataclasses.replace(source, root=config.kubeflow_data)
+    target = config.kubeflow_target()
+    # Beam's workers run the image, which holds TFX and this project: by
+    # default TFX would build and ship an sdist of itself at every Beam
+    # component's start (tens of seconds each).
+    beam_args = config.effective_beam_args + (
+        [] if config.beam_args else [f'--sdk_container_image={target.image}'])
     tfx_pipeline = pipeline_lib.create_pipeline(
-        config, source, pipeline_root=config.kubeflow_root,
-        serving_model_dir=f'{config.kubeflow_root}/serving/{config.model}')
+        config, target.data, beam_pipeline_args=beam_args,
+        pipeline_root=target.pipeline_root,
+        serving_model_dir=target.serving_model_dir)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
-            default_image=config.kubeflow_image),
+            default_image=target.image),
         output_dir=os.path.dirname(os.path.abspath(output)),
         output_filename=os.path.basename(output))
     runner.run(tfx_pipeline, write_out=True)
     return output
-

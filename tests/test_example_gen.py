@@ -18,6 +18,7 @@ from tfx.utils import proto_utils
 from components.errors import InputDataError
 from components.example_gen import data_source
 from components.example_gen import executor
+from models import data_facts
 from models import features
 from pipeline import configs
 from pipeline import pipeline as pipeline_lib
@@ -25,18 +26,20 @@ from tests import datasets
 
 
 def run_example_gen(tmp_path, source, **settings):
-    """Runs the executor on `source`; returns split -> list of tf.Example."""
+    """Runs the executor on `source` as the pipeline configures it (the
+    layout is learned again at run time); returns split -> list of
+    tf.Example."""
     config = configs.RunConfig(model='convnet' if source.kind == 'images'
                                else 'rnn', profile='full')
-    all_settings = {**pipeline_lib.example_gen_settings(config, source),
+    all_settings = {**pipeline_lib.example_gen_settings(config, source.root),
                     **settings}
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / 'examples')
     exec_properties = {
-        'input_base': source.root,
-        'input_config': proto_utils.proto_to_json(example_gen_pb2.Input(
-            splits=[example_gen_pb2.Input.Split(name=n, pattern=p)
-                    for n, p in source.split_patterns.items()])),
+        'input_base': os.path.dirname(source.root),
+        'input_config': proto_utils.proto_to_json(
+            executor.fingerprint_input_config(
+                os.path.basename(source.root))),
         'output_config': proto_utils.proto_to_json(example_gen_pb2.Output()),
         'custom_config': proto_utils.proto_to_json(
             executor.settings_to_custom_config(all_settings)),
@@ -147,8 +150,12 @@ def test_ts_files_become_sequence_examples_with_their_real_lengths(tmp_path):
     assert (source.format, source.num_channels) == ('ts', 3)
     assert source.class_names == ('a', 'b', 'c')
 
-    splits, _ = run_example_gen(tmp_path, source)
+    splits, examples = run_example_gen(tmp_path, source)
 
+    # What the executor learned from the data, for Transform and the Trainer.
+    assert data_facts.read(examples.uri) == {
+        'class_names': ['a', 'b', 'c'], 'num_channels': 3, 'format': 'ts',
+        'span': 0}
     assert len(splits['test']) == 12
     lengths = {}
     for example in splits['test']:
@@ -165,6 +172,21 @@ def test_spans_are_found_and_patterns_carry_the_span_placeholder(tmp_path):
     source = data_source.detect(str(tmp_path / 'data'), data_source.IMAGES)
     assert source.has_spans
     assert source.split_patterns['train'].startswith('span-{SPAN}/')
+
+
+def test_the_executor_reads_the_newest_span_it_finds_when_it_runs(tmp_path):
+    datasets.write_idx_dataset(str(tmp_path / 'data' / 'span-1'), train=30,
+                               test=10)
+    source = data_source.detect(str(tmp_path / 'data'), data_source.IMAGES)
+    # A span lands after the pipeline was built: the run reads it.
+    datasets.write_idx_dataset(str(tmp_path / 'data' / 'span-2'), train=60,
+                               test=20)
+
+    splits, examples = run_example_gen(tmp_path, source)
+
+    assert examples.span == 2
+    assert data_facts.read(examples.uri)['span'] == 2
+    assert sum(len(s) for s in splits.values()) == 80
 
 
 def test_a_folder_without_data_is_a_clear_error(tmp_path):

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from pipeline import kubeflow_client
+from tests import kubeflow_jobs
 
 # Output of KubeflowV2DagRunner (TFX 1.16) for a 1-component pipeline
 # (CsvExampleGen), trimmed of the long instance schema; compiling it here
@@ -286,6 +287,48 @@ def test_server_error_propagates(package_path):
             kubeflow_client.submit_run(api.url, package_path, 'e', 'r',
                                        params=None)
     assert raised.value.status == 500
+
+
+@pytest.fixture(scope='module')
+def project_job():
+    """This project's own compiled job (the rnn's, reading a bucket)."""
+    job = kubeflow_jobs.compiled_job('rnn', 'gs://bucket/data/JapaneseVowels')
+    with open(job.path, encoding='utf-8') as job_file:
+        return job.path, json.load(job_file)
+
+
+def _arrived_whole(sent, job):
+    """The posted spec is the compiled one: every task, the image, the root."""
+    spec = job['pipelineSpec']
+    assert sent['pipeline_spec'] == spec
+    assert set(sent['pipeline_spec']['root']['dag']['tasks']) == set(
+        spec['root']['dag']['tasks']) >= {'FileBasedExampleGen', 'Trainer',
+                                         'Pusher'}
+    images = {e['container']['image'] for e in
+              sent['pipeline_spec']['deploymentSpec']['executors'].values()
+              if 'container' in e}
+    assert images == {kubeflow_jobs.IMAGE}
+    assert sent['runtime_config'] == {
+        'pipeline_root': kubeflow_jobs.PIPELINE_ROOT, 'parameters': {}}
+
+
+def test_submit_posts_the_projects_compiled_job_whole(project_job):
+    path, job = project_job
+    with KfpApiStub() as api:
+        run_id = kubeflow_client.submit_run(api.url, path, 'retraining',
+                                            'rnn-pipeline')
+    _arrived_whole(api.body_of('POST', f'{API}/runs'), job)
+    assert run_id.startswith('run-')
+
+
+def test_recurring_run_posts_the_projects_compiled_job_whole(project_job):
+    path, job = project_job
+    with KfpApiStub() as api:
+        kubeflow_client.create_recurring_run(
+            api.url, path, 'retraining', 'rnn-nightly', cron='0 3 * * *')
+    sent = api.body_of('POST', f'{API}/recurringruns')
+    _arrived_whole(sent, job)
+    assert sent['trigger'] == {'cron_schedule': {'cron': '0 0 3 * * *'}}
 
 
 @pytest.mark.parametrize('expression, expected', [

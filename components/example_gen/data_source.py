@@ -1,6 +1,6 @@
 """Finds what a data path holds: its format, splits, spans and class names.
 
-This runs once, when the pipeline is built, and is the one place that knows
+This runs in the ExampleGen executor, where the data is, and is the one place that knows
 the on-disk layouts this project reads:
 
 Images
@@ -101,6 +101,12 @@ def detect(path: str, kind: str) -> DataSource:
         raise ValueError(f'unknown data kind {kind!r}')
     class_check.check(source)
     return source
+
+
+def newest_span(path: str) -> int:
+    """The highest N of the `span-N` folders in `path` (0 if none)."""
+    numbers = _span_numbers(path)
+    return numbers[-1] if numbers else 0
 
 
 def _span_numbers(path: str) -> list:

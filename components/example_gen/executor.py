@@ -1,6 +1,10 @@
 """The ExampleGen executor shared by every raw format this project reads.
 
 TFX's FileBasedExampleGen runs it on Beam. On top of TFX's base executor it
+0. learns the data's layout at run time (format, splits, newest span, class
+   names, channels: data_source.detect), where the data is, never where the
+   pipeline was compiled, and writes what it learned beside the examples
+   (models/data_facts.py) for Transform and the Trainer;
 1. dispatches each input split to the reader of the data source's format;
 2. carves the splits the data does not give (eval, test) out of train by a
    stable hash of the serialized example, so reruns split identically;
@@ -14,7 +18,7 @@ import glob
 import hashlib
 import json
 import os
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import apache_beam as beam
 from absl import logging
@@ -23,11 +27,21 @@ from google.protobuf import struct_pb2
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
+from tfx.utils import proto_utils
 
 from components.errors import InputDataError
 from components.example_gen import data_source
 from components.example_gen import images
 from components.example_gen import sequences
+from models import data_facts
+
+# Settings the pipeline gives (settings_to_custom_config): the data's kind
+# and its name inside `input_base`, its parent.
+KIND = 'kind'
+DATA_NAME = 'data_name'
+# Folder levels below the data that TFX's driver fingerprints, so that any
+# changed file of our deepest layout (span-N/split/class/image) is seen.
+_FINGERPRINT_DEPTH = 5
 
 ON_BAD_RECORD_FAIL = 'fail'
 ON_BAD_RECORD_SKIP = 'skip'
@@ -53,6 +67,44 @@ def settings_to_custom_config(settings: Dict[str, Any]
     config = example_gen_pb2.CustomConfig()
     config.custom_config.Pack(struct)
     return config
+
+
+def fingerprint_input_config(data_name: str) -> example_gen_pb2.Input:
+    """The compile-time input_config: patterns under the data's parent that
+    match the data (a folder, a file or a `.ts` prefix) and every file below
+    it. TFX's ExampleGen driver fingerprints them for its cache; the executor
+    replaces them with the splits it finds (`Executor.Do`)."""
+    return example_gen_pb2.Input(splits=[
+        example_gen_pb2.Input.Split(
+            name=f'fingerprint-{depth}',
+            pattern='/'.join([f'{data_name}*'] + ['*'] * depth))
+        for depth in range(_FINGERPRINT_DEPTH)])
+
+
+def _learn_layout(exec_properties: Dict[str, Any]
+                  ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(exec_properties for reading the data, the data facts): the layout
+    found where the data is, now."""
+    settings = _settings(exec_properties)
+    source = data_source.detect(
+        os.path.join(exec_properties['input_base'], settings[DATA_NAME]),
+        settings[KIND])
+    span = data_source.newest_span(source.root) if source.has_spans else 0
+    splits = [example_gen_pb2.Input.Split(
+        name=name, pattern=pattern.replace('{SPAN}', str(span)))
+              for name, pattern in source.split_patterns.items()]
+    settings.update(format=source.format, class_names=list(source.class_names))
+    facts = {data_facts.CLASS_NAMES: list(source.class_names),
+             data_facts.NUM_CHANNELS: source.num_channels,
+             data_facts.FORMAT: source.format, data_facts.SPAN: span}
+    return {**exec_properties,
+            'input_base': source.root, 'span': span,
+            'input_config': proto_utils.proto_to_json(
+                example_gen_pb2.Input(splits=splits)),
+            # Our splits are carved in GenerateExamplesByBeam, not by TFX.
+            'output_config': proto_utils.proto_to_json(example_gen_pb2.Output()),
+            'custom_config': proto_utils.proto_to_json(
+                settings_to_custom_config(settings))}, facts
 
 
 def _settings(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
@@ -116,10 +168,22 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         bad_dir = os.path.join(self._get_tmp_dir(), 'bad_records')
         os.makedirs(bad_dir, exist_ok=True)
+        exec_properties, facts = _learn_layout(exec_properties)
         exec_properties = {**exec_properties, _BAD_RECORDS_DIR_KEY: bad_dir}
         self._examples = artifact_utils.get_single_instance(
             output_dict['examples'])
         super().Do(input_dict, output_dict, exec_properties)
+        data_facts.write(self._examples.uri, facts)
+        self._examples.span = facts[data_facts.SPAN]
+        # Shown with the artifact in ML Metadata and the KFP UI; the file
+        # is what Transform reads.
+        self._examples.set_string_custom_property(
+            data_facts.FORMAT, facts[data_facts.FORMAT])
+        self._examples.set_int_custom_property(
+            'num_classes', len(facts[data_facts.CLASS_NAMES]))
+        if facts[data_facts.NUM_CHANNELS] is not None:
+            self._examples.set_int_custom_property(
+                data_facts.NUM_CHANNELS, facts[data_facts.NUM_CHANNELS])
 
         settings = _settings(exec_properties)
         bad = _read_bad_records(bad_dir)

@@ -1,0 +1,181 @@
+"""The compiled Kubeflow job, run task by task: `python -m pipeline compile
+--target kubeflow`, then `python -m pipeline run-compiled`.
+
+No Kubeflow cluster can run here: `run-compiled` stands in for the cluster's
+KFP v2 launcher, and only for it. It builds each task's ExecutorInput and
+command with kfp's own code and runs the command the container would run —
+TFX's `kubeflow_v2_run_executor` entrypoint, with this project's executors —
+as a subprocess; artifacts pass between tasks by URI under the job's
+pipeline root. One run per model, shared by this module's tests; the pushed
+model is then served over gRPC by the project's model server.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline import kubeflow_launcher
+from serving import client as client_lib
+from serving.process import ServerProcess
+from serving.process import free_port
+from serving.process import server_command
+from tests import datasets
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Smoke-sized, set at compile time as a user would.
+SMOKE = {
+    'convnet': ['--set', 'epochs=3', '--set', 'conv_filters=[8]',
+                '--set', 'dense_units=16', '--set', 'min_accuracy=0.3'],
+    'rnn': ['--set', 'epochs=15', '--set', 'units=[8]',
+            '--set', 'learning_rate=0.01', '--set', 'min_accuracy=0.3'],
+}
+
+
+def _cli(*args, cwd=REPO, timeout=1800):
+    process = subprocess.run(
+        [sys.executable, '-m', 'pipeline', *args], cwd=cwd,
+        env={**os.environ, 'PYTHONPATH': REPO}, capture_output=True,
+        text=True, timeout=timeout, check=False)
+    lines = [l for l in process.stdout.splitlines() if l.startswith('{')]
+    return process, (json.loads(lines[-1]) if lines else None)
+
+
+def _compile_and_run(root, model, data):
+    job = str(root / f'{model}.json')
+    process, _ = _cli('compile', '--model', model, '--target', 'kubeflow',
+                      '--image', 'tfx-deep-pipelines:test',
+                      '--pipeline-root', str(root / 'pipeline_root'),
+                      '--data', data, '--output', job, *SMOKE[model])
+    assert process.returncode == 0, process.stderr[-3000:]
+    process, summary = _cli('run-compiled', job, '--home', str(root / 'home'))
+    assert process.returncode == 0 and summary, process.stderr[-5000:]
+    return {'job': job, 'summary': summary, 'log': process.stderr,
+            'root': str(root / 'pipeline_root')}
+
+
+@pytest.fixture(scope='module')
+def convnet_job(tmp_path_factory):
+    root = tmp_path_factory.mktemp('kfp_convnet')
+    data = datasets.write_idx_dataset(str(root / 'data'), train=400, test=100)
+    return _compile_and_run(root, 'convnet', data)
+
+
+@pytest.fixture(scope='module')
+def rnn_job(tmp_path_factory):
+    root = tmp_path_factory.mktemp('kfp_rnn')
+    data = datasets.write_ts_dataset(str(root / 'data'), train=60, test=30)
+    return _compile_and_run(root, 'rnn', data)
+
+
+def _check_every_task_ran_and_pushed(run, model):
+    with open(run['job'], encoding='utf-8') as job_file:
+        tasks = json.load(job_file)['pipelineSpec']['root']['dag']['tasks']
+    summary = run['summary']
+    assert set(summary['task_seconds']) == set(tasks)
+    # A first run: the resolvers find nothing earlier in this root.
+    assert summary['resolved'] == {
+        name: [] for name in tasks if 'resolver' in name}, summary
+    assert summary['blessed'] is True, run['log'][-3000:]
+    pushed = summary['pushed_model']
+    assert os.path.dirname(pushed) == os.path.join(run['root'], 'serving',
+                                                   model)
+    assert os.path.basename(pushed).isdigit()
+    return pushed
+
+
+def _serve(tmp_path, model, pushed):
+    port = free_port()
+    server = ServerProcess(server_command(port, model,
+                                          os.path.dirname(pushed)),
+                           str(tmp_path / 'server.log'))
+    client = client_lib.ModelServerClient(f'127.0.0.1:{port}')
+    try:
+        client.wait_until_available(model, timeout=180)
+    except BaseException:
+        server.stop()
+        raise
+    return server, client
+
+
+def test_convnet_job_reaches_pusher_and_its_model_answers_over_grpc(
+        convnet_job, tmp_path):
+    pushed = _check_every_task_ran_and_pushed(convnet_job, 'convnet')
+    images, labels = datasets.images_with_labels(20, 10, seed=5)
+    server, client = _serve(tmp_path, 'convnet', pushed)
+    try:
+        predictions = client.predict_images(
+            'convnet', [datasets.png_bytes(i) for i in images])
+    finally:
+        server.stop()
+    # Class names were learned by ExampleGen when the job ran (IDX: indices).
+    assert {p.top_class for p in predictions} <= {str(i) for i in range(10)}
+    hits = np.mean([p.top_class == str(l)
+                    for p, l in zip(predictions, labels)])
+    assert hits > 0.5, hits
+
+
+def test_rnn_job_reaches_pusher_and_its_model_answers_over_grpc(
+        rnn_job, tmp_path):
+    pushed = _check_every_task_ran_and_pushed(rnn_job, 'rnn')
+    sequences = datasets.sequences_with_labels(12, ('a', 'b', 'c'), seed=7)
+    server, client = _serve(tmp_path, 'rnn', pushed)
+    try:
+        predictions = client.predict_sequences(
+            'rnn', [s.values for s in sequences])
+    finally:
+        server.stop()
+    # The .ts header's labels, learned at run time, reach the served model.
+    assert {p.top_class for p in predictions} <= {'a', 'b', 'c'}
+    hits = np.mean([p.top_class == s.label
+                    for p, s in zip(predictions, sequences)])
+    assert hits > 0.5, hits
+
+
+def test_resolvers_answer_from_earlier_runs_of_the_pipeline_only(tmp_path):
+    """The launcher's artifact queries, on real ML Metadata: the newest
+    matching artifact of an earlier run, never one of the run asking."""
+    store = kubeflow_launcher.ArtifactStore(str(tmp_path / 'mlmd.sqlite'),
+                                            'p')
+
+    def artifact(title, name, **metadata):
+        runtime = kubeflow_launcher.pipeline_spec_pb2.RuntimeArtifact(
+            name=name, uri=f'/root/{name}')
+        runtime.type.schema_title = title
+        runtime.metadata.update(metadata)
+        return runtime
+
+    store.record('run1', [artifact('tfx.Model', 'run1/Trainer/model'),
+                          artifact('tfx.ModelBlessing', 'run1/Evaluator/b',
+                                   blessed=1,
+                                   current_model_id='run1/Trainer/model')])
+    store.record('run2', [artifact('tfx.Model', 'run2/Trainer/model'),
+                          artifact('tfx.ModelBlessing', 'run2/Evaluator/b',
+                                   blessed=0,
+                                   current_model_id='run2/Trainer/model')])
+    blessed = ('schema_title="tfx.ModelBlessing" AND state=LIVE AND '
+               'metadata.blessed.number_value=1')
+    [blessing] = store.latest(blessed, 'run3')
+    assert blessing.name == 'run1/Evaluator/b'
+    [model] = store.latest('schema_title="tfx.Model" AND state=LIVE AND '
+                           'name="run1/Trainer/model"', 'run3')
+    assert model.uri == '/root/run1/Trainer/model'
+    [newest] = store.latest('schema_title="tfx.Model" AND state=LIVE', 'run3')
+    assert newest.name == 'run2/Trainer/model'
+    # A run never resolves its own outputs, nor anything on a first run.
+    assert store.latest(blessed, 'run1') == []
+    assert kubeflow_launcher.ArtifactStore(
+        str(tmp_path / 'other.sqlite'), 'p').latest(blessed, 'run1') == []
+
+
+def test_run_compiled_refuses_a_file_that_is_no_job_in_one_line(tmp_path):
+    not_a_job = tmp_path / 'job.json'
+    not_a_job.write_text('{"displayName": "x"}')
+    process, summary = _cli('run-compiled', str(not_a_job), '--home',
+                            str(tmp_path / 'home'), timeout=300)
+    assert process.returncode == 2 and summary is None
+    [line] = process.stderr.strip().splitlines()
+    assert line.startswith(f'error: {not_a_job}: neither a PipelineJob'), line
