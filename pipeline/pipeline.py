@@ -173,7 +173,7 @@ def create_pipeline(config: configs.RunConfig,
             schema=schema_gen.outputs['schema'],
             train_args=tfx.proto.TrainArgs(splits=[data_source.TRAIN]),
             eval_args=tfx.proto.EvalArgs(splits=[data_source.EVAL]),
-            custom_config=trainer_config))
+            custom_config=params))
     trainer = tfx.components.Trainer(
         run_fn=family.run_fn,
         **warm_start,
