@@ -30,6 +30,7 @@ def train_once(model_name: str, home: str, strategy: str, out: str,
     """One `training.run` of the model's run_fn in this process."""
     # pylint: disable=import-outside-toplevel
     from tfx.components.trainer import fn_args_utils
+
     from components.example_gen import data_source
     from models import distribute
     from models import training

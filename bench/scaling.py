@@ -176,6 +176,7 @@ def run_ingest(data: str, home: str, beam_args: Sequence[str] = ()
     """
     # pylint: disable=import-outside-toplevel
     from tfx.dsl.compiler import compiler
+
     from pipeline import configs
     from pipeline import pipeline as pipeline_lib
     from pipeline import runner

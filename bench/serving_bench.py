@@ -52,6 +52,7 @@ def export_convnet(base_path: str) -> str:
     """Exports a small Keras convnet behind PNG and tf.Example signatures."""
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
+
     from models import signatures
 
     tf.random.set_seed(0)
@@ -167,6 +168,7 @@ def _percentiles(seconds: List[float]) -> Dict[str, float]:
 def _in_process_latency(base_path: str, png: bytes, iterations: int
                         ) -> Dict[str, float]:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
     from models import signatures  # pylint: disable=import-outside-toplevel
     version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
     loaded = tf.saved_model.load(os.path.join(base_path, str(version)))
@@ -185,6 +187,7 @@ def _request(png: bytes):
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
+
     from models import signatures
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL_NAME

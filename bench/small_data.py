@@ -76,6 +76,7 @@ def by_hand(root: str, epochs: int, seed: int = 42) -> dict:
     """Plain Keras on a class-folder image set (see the module docstring)."""
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
+
     from models import training
     from models.convnet import model as convnet
     params = configs.RunConfig(model='convnet', profile='full').hyperparameters

@@ -110,6 +110,7 @@ def measure(model_name: str, home: str, profile: str = 'full',
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
     import tensorflow_transform as tft
+
     from components.example_gen import data_source
     from models import distribute
     from models import training

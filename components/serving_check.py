@@ -32,9 +32,9 @@ import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
+from absl import logging
 from tensorflow.core.example import example_pb2
 from tensorflow_serving.apis import classification_pb2
 from tensorflow_serving.apis import predict_pb2

@@ -21,11 +21,18 @@ import os
 import shutil
 import tempfile
 import time
-from typing import (Any, Callable, Dict, Iterator, List, Optional,
-                    TYPE_CHECKING, Union)
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Union,
+)
 
 import numpy as np
-
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging

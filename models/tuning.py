@@ -16,7 +16,7 @@ same search space (`tuned_params`), and every trial's values and score
 """
 
 import time
-from typing import Any, Callable, Dict, List, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Dict, List
 
 import keras_tuner
 from absl import logging

@@ -27,10 +27,11 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 if TYPE_CHECKING:  # Neither TFX nor training is imported to start workers.
     from tfx import v1 as tfx
+
     from models import training
 
 SPEC_FILE = 'spec.json'
@@ -208,9 +209,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         spec = json.load(f)
     # pylint: disable=import-outside-toplevel
     import importlib
+
     import tensorflow as tf
     from absl import logging
     from tfx.components.trainer import fn_args_utils
+
     from models import training
     logging.set_verbosity(logging.INFO)
     module, name = spec['recipe'].split(':')

@@ -231,8 +231,8 @@ def _run(args: argparse.Namespace) -> dict:
     that it never overlaps a scheduled run."""
     _say('loading TensorFlow and TFX ...')
     with _native_noise_dropped(args.verbose):
-        from pipeline import runner  # pylint: disable=import-outside-toplevel
         from pipeline import run_lock  # pylint: disable=import-outside-toplevel
+        from pipeline import runner  # pylint: disable=import-outside-toplevel
     config = _run_config(args)
     lock = run_lock.RunLock(run_lock.lock_path(config.scheduler_state_dir))
     if not args.no_lock and not lock.acquire(blocking=False):

@@ -7,8 +7,8 @@ time instantly (tests/fakes.py), so they never wait for wall time.
 import datetime
 import os
 import time
-from typing import Protocol, Union
 import zoneinfo
+from typing import Protocol, Union
 
 
 class Clock(Protocol):

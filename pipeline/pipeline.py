@@ -15,10 +15,10 @@ from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 
 from components.data_gate import DataGate
-from components.serving_check import ServingCheck
 from components.example_gen import data_source
 from components.example_gen import executor as example_gen_executor
 from components.pusher import executor as pusher_executor
+from components.serving_check import ServingCheck
 from components.transform.component import Transform
 from models import features
 from models import signatures

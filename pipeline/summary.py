@@ -107,8 +107,9 @@ def training_summary(model_run_uri: str) -> Optional[Dict[str, Any]]:
 
 def drifted_features(drift_uri: str) -> List[str]:
     """'feature: why' for each feature the DataGate found drifted."""
-    from components import data_gate  # pylint: disable=import-outside-toplevel
     from tensorflow_data_validation.utils import anomalies_util  # pylint: disable=import-outside-toplevel
+
+    from components import data_gate  # pylint: disable=import-outside-toplevel
     path = os.path.join(drift_uri, 'Split-train', data_gate.ANOMALIES_FILE)
     if not os.path.exists(path):
         return []

@@ -11,6 +11,7 @@ import importlib.util
 import sys
 from typing import List, Optional
 
+
 def _usage() -> str:
     """Every command: `serve` and each of serving/cli.py's, with its help."""
     from serving import cli  # pylint: disable=import-outside-toplevel

@@ -18,9 +18,9 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from PIL import Image
 
 from components import image_formats
 from components import sequence_formats

@@ -148,6 +148,7 @@ def test_pusher_stages_then_renames_and_clears_a_killed_push(tmp_path):
     from tfx.types import standard_component_specs as specs  # pylint: disable=import-outside-toplevel
     from tfx.utils import path_utils  # pylint: disable=import-outside-toplevel
     from tfx.utils import proto_utils  # pylint: disable=import-outside-toplevel
+
     from components.pusher import executor  # pylint: disable=import-outside-toplevel
 
     model = standard_artifacts.Model()

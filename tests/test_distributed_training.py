@@ -11,7 +11,6 @@ import threading
 import time
 
 import apache_beam as beam
-import numpy as np
 import psutil
 import pytest
 import tensorflow as tf

@@ -1,8 +1,16 @@
 """Beam plumbing shared by the format readers: fan out, read, divert bad input."""
 
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
-
 import glob
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Sequence,
+    Tuple,
+)
 
 import apache_beam as beam
 

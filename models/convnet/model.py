@@ -8,7 +8,7 @@ width per block. A dense layer and a softmax classifier follow. Trained with
 cross-entropy on shuffled mini-batches by models/training.py.
 """
 
-from typing import Any, Dict, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Dict
 
 import tensorflow as tf
 

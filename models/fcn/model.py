@@ -16,7 +16,7 @@ It reads what the RNN reads: the same tf.Transform output, model inputs and
 serving signatures (models/rnn/).
 """
 
-from typing import Any, Dict, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Dict
 
 import tensorflow as tf
 

@@ -7,7 +7,7 @@ exploding gradients through time), cross-entropy on shuffled mini-batches
 (models/training.py).
 """
 
-from typing import Any, Dict, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Dict
 
 import tensorflow as tf
 

@@ -7,7 +7,6 @@ One server for the module, with small limits so that tests stay cheap.
 
 import http.client
 import json
-import os
 import re
 import socket
 import struct

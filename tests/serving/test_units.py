@@ -21,7 +21,6 @@ from serving import manager as manager_lib
 from serving import servable as servable_lib
 from serving import tensors
 
-
 # -------------------------------------------------------------------- flags
 
 def test_flags_both_forms_and_defaults():

@@ -22,8 +22,8 @@ from typing import Iterable, List, Optional
 import numpy as np
 import tensorflow as tf
 from PIL import Image
-from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
 from models import signatures
 
