@@ -19,27 +19,30 @@ import time
 
 _STARTED = time.monotonic()  # Before TensorFlow's import, as pipeline/cli.py.
 
+# E402: every import below follows the start-time mark on purpose (the
+# timings count from interpreter start), and TensorFlow's after the environment
+# set-up.
 # pylint: disable=wrong-import-position
-import argparse
-import glob
-import json
-import os
-import sys
-import tempfile
-import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import warnings  # noqa: E402
+from typing import Any, Dict, List, Optional, Sequence, Tuple  # noqa: E402
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 warnings.filterwarnings('ignore', category=FutureWarning)
 
-import numpy as np
+import numpy as np  # noqa: E402
 
-from bench import common
-from components import image_formats
-from components import sequence_formats
-from components.example_gen import data_source
-from pipeline import configs
+from bench import common  # noqa: E402
+from components import image_formats  # noqa: E402
+from components import sequence_formats  # noqa: E402
+from components.example_gen import data_source  # noqa: E402
+from pipeline import configs  # noqa: E402
 
 Arrays = Dict[str, np.ndarray]
 EPSILON = 1e-6  # As the preprocessing_fns add to the variance.
@@ -168,7 +171,8 @@ def load_data(config: configs.RunConfig
     if source.kind == data_source.IMAGES:
         num_classes = len(source.class_names)
         with watch('load'):
-            train_x, train_y = load_idx_split(paths['train'], num_classes, limit)
+            train_x, train_y = load_idx_split(paths['train'],
+                                              num_classes, limit)
             test_x, test_y = load_idx_split(paths['test'], num_classes, limit)
         with watch('normalize'):
             keep, held = holdout(len(train_x), configs.EVAL_PERCENT, seed)
@@ -258,7 +262,8 @@ def _override(text: str) -> Tuple[str, Any]:
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line: runs the by-hand job and prints its JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--model', required=True, choices=sorted(configs.MODELS))
+    parser.add_argument('--model', required=True,
+                        choices=sorted(configs.MODELS))
     parser.add_argument('--profile', default='smoke', choices=configs.PROFILES)
     parser.add_argument('--data')
     parser.add_argument('--set', action='append', default=[], type=_override,

@@ -132,16 +132,18 @@ class _Server:
         if batching:
             params = os.path.join(workdir, 'batching.config')
             Path(params).write_text(BATCHING_PARAMETERS)
-            args += ['--enable_batching', f'--batching_parameters_file={params}']
-        env = dict(os.environ, TF_USE_LEGACY_KERAS='1', TF_CPP_MIN_LOG_LEVEL='2',
+            args += ['--enable_batching',
+                     f'--batching_parameters_file={params}']
+        env = dict(os.environ, TF_USE_LEGACY_KERAS='1',
+                   TF_CPP_MIN_LOG_LEVEL='2',
                    PYTHONPATH=str(REPO_ROOT))
         with open(self.log_path, 'wb') as log:
             self.process = subprocess.Popen(args, stdout=log,
                                             stderr=subprocess.STDOUT,
                                             env=env, cwd=str(REPO_ROOT))
         deadline = time.monotonic() + 300
-        while 'Running gRPC ModelServer at' not in Path(self.log_path).read_text(
-                errors='replace'):
+        while ('Running gRPC ModelServer at'
+               not in Path(self.log_path).read_text(errors='replace')):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError('model server did not start:\n' +

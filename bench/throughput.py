@@ -203,7 +203,8 @@ def measure(model_name: str, home: str, profile: str = 'full',
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line: measures one model and prints a JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--model', required=True, choices=sorted(configs.MODELS))
+    parser.add_argument('--model', required=True,
+                        choices=sorted(configs.MODELS))
     parser.add_argument('--home', required=True)
     parser.add_argument('--profile', default='full', choices=configs.PROFILES)
     parser.add_argument('--rounds', type=int, default=3)

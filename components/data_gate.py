@@ -39,7 +39,8 @@ def find_anomalies(anomalies_artifact) -> List[Problem]:
             anomalies_artifact.split_names):
         path = os.path.join(artifact_utils.get_split_uri(
             [anomalies_artifact], split), ANOMALIES_FILE)
-        problems.extend(_problems(split, anomalies_util.load_anomalies_binary(path)))
+        problems.extend(_problems(split,
+                                  anomalies_util.load_anomalies_binary(path)))
     return problems
 
 
@@ -71,8 +72,10 @@ def drift_anomalies(schema: schema_pb2.Schema, statistics, baseline,
     # Only the drift findings: schema anomalies are ExampleValidator's job.
     for name in list(anomalies.anomaly_info):
         info = anomalies.anomaly_info[name]
-        if not any(r.type in (anomalies_pb2.AnomalyInfo.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH,
-                              anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH)
+        if not any(r.type in (
+                anomalies_pb2.AnomalyInfo
+                .COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH,
+                anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH)
                    for r in info.reason):
             del anomalies.anomaly_info[name]
     return anomalies
@@ -94,7 +97,8 @@ def DataGate(
         raise DataValidationError(problems)
     drift.split_names = artifact_utils.encode_split_names([_DRIFT_SPLIT])
     report = anomalies_pb2.Anomalies()
-    if baseline_statistics is not None and baseline_statistics.id != statistics.id:
+    if (baseline_statistics is not None
+            and baseline_statistics.id != statistics.id):
         report = drift_anomalies(
             tfdv.load_schema_text(os.path.join(schema.uri, 'schema.pbtxt')),
             _load_statistics(statistics, _DRIFT_SPLIT),

@@ -1,4 +1,4 @@
-"""The one error type that bad input data raises, naming the file and the fault."""
+"""The one error type bad input data raises, naming the file and the fault."""
 
 from typing import Optional
 
@@ -35,7 +35,8 @@ class DataValidationError(ValueError):
         self.problems = [tuple(p) for p in problems]
         lines = [f'  {split}: feature {feature!r}: {description}'
                  for split, feature, description in self.problems]
-        super().__init__('data validation found anomalies:\n' + '\n'.join(lines))
+        super().__init__('data validation found anomalies:\n'
+                         + '\n'.join(lines))
 
     def __reduce__(self):
         return (DataValidationError, (self.problems,))

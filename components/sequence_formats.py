@@ -3,9 +3,10 @@
 Both readers yield `LabeledSequence`s whose values are float32
 [length, channels], NaN where a value is missing.
 
-* .ts (sktime/aeon `load_from_tsfile` semantics): `@tag value` header lines up to
-  `@data`, then one series per line: channels separated by ':', the values of a
-  channel by ',', the class label after the last ':', '?' for a missing value.
+* .ts (sktime/aeon `load_from_tsfile` semantics): `@tag value` header lines up
+  to `@data`, then one series per line: channels separated by ':', the values
+  of a channel by ',', the class label after the last ':', '?' for a missing
+  value.
 * Long CSV: one row per time step, with a series id, an integer time index, a
   label and one column per channel.
 
@@ -25,7 +26,8 @@ from components.errors import InputDataError
 
 _TRAIN_SUFFIX = '_TRAIN.ts'
 _TEST_SUFFIX = '_TEST.ts'
-# '%' as well as '#': the archive's UnitTest files carry ARFF-style '%' comments.
+# '%' as well as '#': the archive's UnitTest files carry ARFF-style '%'
+# comments.
 _COMMENT_PREFIXES = ('#', '%')
 _BOOL_TAGS = {
     '@timestamps': 'timestamps',
@@ -54,7 +56,7 @@ class TsHeader:
 
 @dataclasses.dataclass(frozen=True)
 class LabeledSequence:
-    """One labelled series: values is float32 [length, channels], NaN if missing."""
+    """A labelled series: float32 values [length, channels], NaN if missing."""
     series_id: str
     values: np.ndarray
     label: str
@@ -112,26 +114,33 @@ def read_ts(path: str,
     for line_no, text in lines:
         if text.startswith('@'):
             raise InputDataError(
-                path, f'header tag {_clip(text.split()[0])!r} after @data; move it '
+                path,
+                f'header tag {_clip(text.split()[0])!r} after @data; move it '
                 'above the @data line', line_no)
-        values, label = _parse_ts_series(path, text, line_no, header, num_dims, dims_source)
+        values, label = _parse_ts_series(path, text, line_no, header,
+                                         num_dims, dims_source)
         if num_dims is None:
-            num_dims, dims_source = values.shape[1], f'the first series, line {line_no}'
+            num_dims, dims_source = (values.shape[1],
+                                     f'the first series, line {line_no}')
         if header.equal_length:
             if expected_length is None:
                 expected_length = len(values)
                 length_source = f'the first series, line {line_no}'
             if len(values) != expected_length:
                 raise InputDataError(
-                    path, f'series of length {len(values)}, but @equalLength is true '
-                    f'(the default when absent) and the length is {expected_length} (from '
-                    f'{length_source}); declare @equalLength false for series of '
+                    path,
+                    f'series of length {len(values)}, but @equalLength is true '
+                    '(the default when absent) and the length is '
+                    f'{expected_length} (from {length_source}); '
+                    'declare @equalLength false for series of '
                     'different lengths', line_no)
         series_id = f'{stem}:{index}'
         if max_length is not None and len(values) > max_length:
             raise InputDataError(
-                path, f'series {series_id} has length {len(values)}, above max_length '
-                f'{max_length}; raise the limit or shorten the series', line_no)
+                path,
+                f'series {series_id} has length {len(values)}, above '
+                f'max_length {max_length}; raise the limit or shorten the '
+                'series', line_no)
         yield LabeledSequence(series_id, values, label)
         index += 1
     if index == 0:
@@ -154,16 +163,19 @@ def find_ts_pair(path: str) -> Tuple[str, str]:
     path = os.fspath(path)
     if os.path.isdir(path):
         ts_files = sorted(n for n in os.listdir(path) if n.endswith('.ts'))
-        names = [n[:-len(_TRAIN_SUFFIX)] for n in ts_files if n.endswith(_TRAIN_SUFFIX)]
+        names = [n[:-len(_TRAIN_SUFFIX)] for n in ts_files
+                 if n.endswith(_TRAIN_SUFFIX)]
         pairs = [n for n in names if n + _TEST_SUFFIX in ts_files]
         if not pairs:
             found = ', '.join(ts_files) or 'none'
             raise InputDataError(
-                path, 'no <NAME>_TRAIN.ts and <NAME>_TEST.ts pair in this folder '
+                path,
+                'no <NAME>_TRAIN.ts and <NAME>_TEST.ts pair in this folder '
                 f'(.ts files found: {found})')
         if len(pairs) > 1:
             raise InputDataError(
-                path, f'several .ts pairs in this folder ({", ".join(pairs)}); pass '
+                path,
+                f'several .ts pairs in this folder ({", ".join(pairs)}); pass '
                 f'the prefix of one, e.g. {os.path.join(path, pairs[0])}')
         prefix = os.path.join(path, pairs[0])
     elif path.endswith(_TRAIN_SUFFIX):
@@ -181,8 +193,8 @@ def find_ts_pair(path: str) -> Tuple[str, str]:
     if missing:
         raise InputDataError(
             path, f'{" and ".join(missing)} not found; pass a folder holding '
-            '<NAME>_TRAIN.ts and <NAME>_TEST.ts, their common prefix, or one of '
-            'the two files')
+            '<NAME>_TRAIN.ts and <NAME>_TEST.ts, their common prefix, or one '
+            'of the two files')
     return train, test
 
 
@@ -221,7 +233,8 @@ def read_long_csv(
     id_i, time_i, label_i, channel_is, columns = _csv_columns(
         path, next(rows, (1, None))[1], id_column, time_column, label_column,
         channel_columns)
-    # Per series: label, the line it was first seen on, and time -> (line, values).
+    # Per series: label, the line it was first seen on, and
+    # time -> (line, values).
     series: Dict[str, Tuple[str, int, Dict[int, Tuple[int, List[float]]]]] = {}
     for line_no, row in rows:
         if not row:
@@ -236,18 +249,21 @@ def read_long_csv(
                 values.append(_parse_value(row[i], _CSV_MISSING))
             except ValueError as e:
                 raise InputDataError(
-                    path, f'column {columns[i]!r}: {e}; an empty cell, "?" or "NaN" '
+                    path,
+                    f'column {columns[i]!r}: {e}; an empty cell, "?" or "NaN" '
                     'marks a missing value', line_no) from None
-        first_label, first_line, steps = series.setdefault(series_id, (label, line_no, {}))
+        first_label, first_line, steps = series.setdefault(series_id,
+                                                           (label, line_no, {}))
         if label != first_label:
             raise InputDataError(
                 path, f'series {series_id!r} has label {label!r} here but '
-                f'{first_label!r} on line {first_line}; all rows of a series need '
-                'the same label', line_no)
+                f'{first_label!r} on line {first_line}; all rows of a series '
+                'need the same label', line_no)
         if time in steps:
             raise InputDataError(
                 path, f'series {series_id!r} has time {time} twice (lines '
-                f'{steps[time][0]} and {line_no}); each time step needs one row',
+                f'{steps[time][0]} and {line_no}); each time step needs one '
+                'row',
                 line_no)
         steps[time] = (line_no, values)
     if not series:
@@ -255,11 +271,14 @@ def read_long_csv(
     for series_id, (label, _, steps) in series.items():
         values = [steps[t][1] for t in sorted(steps)]
         yield LabeledSequence(
-            series_id, np.asarray(values, dtype=np.float32).reshape(len(values), -1), label)
+            series_id,
+            np.asarray(values,
+                       dtype=np.float32).reshape(len(values), -1), label)
 
 
-def class_labels_of_csv(path: str, label_column: str = 'label') -> Tuple[str, ...]:
-    """Returns the sorted unique labels of a long CSV, streaming through it once.
+def class_labels_of_csv(path: str,
+                        label_column: str = 'label') -> Tuple[str, ...]:
+    """Returns the sorted unique labels of a long CSV, streaming it once.
 
     Args:
         path: The CSV file; its first row names the columns.
@@ -311,13 +330,14 @@ def write_ts(path: str, sequences: Iterable[LabeledSequence], problem_name: str,
         raise ValueError(f'problem_name must be one word, got {problem_name!r}')
     for label in class_labels:
         if not label or len(label.split()) != 1 or ':' in label:
-            raise ValueError(f'class label {label!r} cannot go in a .ts file: it '
-                             'must be non-empty, without whitespace or ":"')
+            raise ValueError(f'class label {label!r} cannot go in a .ts file: '
+                             'it must be non-empty, without whitespace or ":"')
     if len(set(class_labels)) != len(class_labels):
         raise ValueError(f'class_labels has duplicates: {class_labels}')
     undeclared = sorted({s.label for s in sequences} - set(class_labels))
     if undeclared:
-        raise ValueError(f'labels {undeclared} are not in class_labels {class_labels}')
+        raise ValueError(f'labels {undeclared} are not in class_labels '
+                         f'{class_labels}')
     lengths = {s.values.shape[0] for s in sequences}
     missing = any(np.isnan(s.values).any() for s in sequences)
     header = [
@@ -340,7 +360,7 @@ def write_ts(path: str, sequences: Iterable[LabeledSequence], problem_name: str,
 
 
 def write_long_csv(path: str, sequences: Iterable[LabeledSequence]) -> None:
-    """Writes sequences as a long CSV that read_long_csv reads back with defaults.
+    """Writes sequences as a long CSV that read_long_csv reads with defaults.
 
     Columns: series_id, time (0-based), channel_0 ... channel_{C-1}, label; NaN
     is written as an empty cell.
@@ -350,18 +370,21 @@ def write_long_csv(path: str, sequences: Iterable[LabeledSequence]) -> None:
         sequences: The series; all need the same number of channels.
 
     Raises:
-        ValueError: Nothing to write, channel counts differ or a series is empty.
+        ValueError: Nothing to write, channel counts differ or a series is
+            empty.
     """
     sequences = list(sequences)
     num_channels = _check_writable(sequences)
     with open(path, 'w', encoding='utf-8', newline='') as f:
         writer = csv.writer(f, lineterminator='\n')
         writer.writerow(['series_id', 'time']
-                        + [f'channel_{c}' for c in range(num_channels)] + ['label'])
+                        + [f'channel_{c}' for c in range(num_channels)]
+                        + ['label'])
         for s in sequences:
             for t, step in enumerate(s.values):
                 writer.writerow([s.series_id, t]
-                                + [_format_value(v, '') for v in step] + [s.label])
+                                + [_format_value(v, '') for v in step]
+                                + [s.label])
 
 
 def _text_lines(path: str) -> Iterator[str]:
@@ -378,76 +401,98 @@ def _text_lines(path: str) -> Iterator[str]:
                 text = raw.decode('utf-8')
             except UnicodeDecodeError as e:
                 raise InputDataError(
-                    path, f'not UTF-8 text ({e.reason} at byte {e.start} of the '
+                    path,
+                    f'not UTF-8 text ({e.reason} at byte {e.start} of the '
                     'line); save the file as UTF-8', line_no) from None
             yield text.lstrip('\ufeff') if line_no == 1 else text
 
 
 def _ts_content_lines(path: str) -> Iterator[Tuple[int, str]]:
-    """Yields (line number, stripped text) of a .ts file's non-blank, non-comment lines."""
+    """Yields (line number, stripped text) of a .ts file's content lines.
+
+    Content lines are those that are neither blank nor comments.
+    """
     for line_no, line in enumerate(_text_lines(path), 1):
         text = line.strip()
         if text and not text.startswith(_COMMENT_PREFIXES):
             yield line_no, text
 
 
-def _parse_ts_header(path: str, lines: Iterator[Tuple[int, str]]) -> Tuple[TsHeader, int]:
-    """Consumes header lines up to @data; returns the header and @data's line."""
+def _parse_ts_header(path: str,
+                     lines: Iterator[Tuple[int, str]]) -> Tuple[TsHeader, int]:
+    """Consumes header lines up to @data; returns the header and its line."""
     fields: Dict[str, object] = {}
     tag_lines: Dict[str, int] = {}
     for line_no, text in lines:
         if not text.startswith('@'):
             raise InputDataError(
-                path, f'data before @data: {_clip(text)!r}; the header is "@tag '
-                'value" lines and "#" comments, ended by a line "@data"', line_no)
-        written_tag, *rest = text.split(None, 1)  # Messages quote the tag as written.
+                path,
+                f'data before @data: {_clip(text)!r}; the header is "@tag '
+                'value" lines and "#" comments, ended by a line '
+                '"@data"', line_no)
+        # Messages quote the tag as written.
+        written_tag, *rest = text.split(None, 1)
         tag, value = written_tag.lower(), rest[0].strip() if rest else ''
         if tag == '@data':
             if value:
-                raise InputDataError(path, f'@data takes no value, got {_clip(value)!r}; '
-                                     'put the series on the following lines', line_no)
+                raise InputDataError(path,
+                                     '@data takes no value, got '
+                                     f'{_clip(value)!r}; put the series on the '
+                                     'following lines', line_no)
             return _build_header(path, fields, tag_lines, line_no), line_no
         if tag == '@problemname':
             if not value:
                 raise InputDataError(path, '@problemName needs a name', line_no)
-            # The first one wins: the archive's UnitTest_TEST.ts names two problems.
+            # The first one wins: the archive's UnitTest_TEST.ts names two
+            # problems.
             fields.setdefault('problem_name', value)
             continue
         if tag in _BOOL_TAGS:
-            key, parsed = _BOOL_TAGS[tag], _parse_bool(path, written_tag, value, line_no)
+            key, parsed = _BOOL_TAGS[tag], _parse_bool(path, written_tag,
+                                                       value, line_no)
         elif tag in _INT_TAGS:
-            key, parsed = _INT_TAGS[tag], _parse_positive_int(path, written_tag, value, line_no)
+            key, parsed = _INT_TAGS[tag], _parse_positive_int(path, written_tag,
+                                                              value, line_no)
         elif tag == '@classlabel':
-            key, parsed = 'class_labels', _parse_class_labels(path, value, line_no)
+            key, parsed = 'class_labels', _parse_class_labels(path,
+                                                              value, line_no)
         elif tag == '@targetlabel':
             if _parse_bool(path, written_tag, value, line_no):
                 raise InputDataError(
-                    path, '@targetLabel true marks a regression problem (numeric '
-                    'targets), which is not supported; only classification files '
-                    '(@classLabel true <labels>) are', line_no)
+                    path,
+                    '@targetLabel true marks a regression problem (numeric '
+                    'targets), which is not supported; only classification '
+                    'files (@classLabel true <labels>) are', line_no)
             continue
         else:
             raise InputDataError(
-                path, f'unknown header tag {_clip(written_tag)!r}; known tags: @problemName, '
-                '@timeStamps, @missing, @univariate, @dimensions, @equalLength, '
-                '@seriesLength, @classLabel, @targetLabel, @data', line_no)
+                path,
+                f'unknown header tag {_clip(written_tag)!r}; known tags: '
+                '@problemName, @timeStamps, @missing, @univariate, '
+                '@dimensions, @equalLength, @seriesLength, @classLabel, '
+                '@targetLabel, @data', line_no)
         if key in fields and fields[key] != parsed:
             raise InputDataError(
-                path, f'{written_tag} repeats line {tag_lines[key]} with a different value; '
-                'keep one', line_no)
+                path,
+                f'{written_tag} repeats line {tag_lines[key]} with a different '
+                'value; keep one', line_no)
         fields[key], tag_lines[key] = parsed, line_no
         if key == 'timestamps' and parsed:
             raise InputDataError(
-                path, 'timestamps are not supported (@timeStamps true); write the '
+                path,
+                'timestamps are not supported (@timeStamps true); write the '
                 'series as plain values with @timeStamps false', line_no)
     if not fields:
-        raise InputDataError(path, 'the file is empty (or only comments); expected a '
-                             '.ts header of "@tag value" lines ended by "@data"')
+        raise InputDataError(path,
+                             'the file is empty (or only comments); expected '
+                             'a .ts header of "@tag value" lines ended by '
+                             '"@data"')
     raise InputDataError(path, 'no @data line: the header must end with a line '
                          '"@data", followed by one series per line')
 
 
-def _build_header(path: str, fields: Dict[str, object], tag_lines: Dict[str, int],
+def _build_header(path: str, fields: Dict[str, object],
+                  tag_lines: Dict[str, int],
                   data_line: int) -> TsHeader:
     """Checks the header tags against each other and applies the defaults."""
     if 'class_labels' not in fields:
@@ -458,7 +503,8 @@ def _build_header(path: str, fields: Dict[str, object], tag_lines: Dict[str, int
     num_dimensions = fields.get('num_dimensions')
     if univariate and num_dimensions not in (None, 1):
         raise InputDataError(
-            path, f'@dimensions {num_dimensions} contradicts @univariate true (the '
+            path,
+            f'@dimensions {num_dimensions} contradicts @univariate true (the '
             'default when the tag is absent); declare @univariate false',
             tag_lines['num_dimensions'])
     return TsHeader(
@@ -477,14 +523,17 @@ def _build_header(path: str, fields: Dict[str, object], tag_lines: Dict[str, int
 def _parse_bool(path: str, tag: str, value: str, line_no: int) -> bool:
     if value.lower() not in ('true', 'false'):
         raise InputDataError(
-            path, f'{tag} needs "true" or "false", got {_clip(value)!r}', line_no)
+            path,
+            f'{tag} needs "true" or "false", got {_clip(value)!r}', line_no)
     return value.lower() == 'true'
 
 
 def _parse_positive_int(path: str, tag: str, value: str, line_no: int) -> int:
     if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise InputDataError(
-            path, f'{tag} needs a positive whole number, got {_clip(value)!r}', line_no)
+            path,
+            f'{tag} needs a positive whole number, got {_clip(value)!r}',
+            line_no)
     return int(value)
 
 
@@ -493,19 +542,22 @@ def _parse_class_labels(path: str, value: str, line_no: int) -> Tuple[str, ...]:
     if flag.lower() == 'false':
         raise InputDataError(
             path, '@classLabel false: the series carry no class labels, and '
-            'classification needs them ("@classLabel true <label> ...")', line_no)
+            'classification needs them ("@classLabel true <label> ...")',
+            line_no)
     if flag.lower() != 'true' or not labels:
         raise InputDataError(
             path, '@classLabel needs "true" followed by the class labels, e.g. '
             f'"@classLabel true 1 2 3"; got {_clip(value)!r}', line_no)
     if len(set(labels)) != len(labels):
-        raise InputDataError(path, f'@classLabel lists a label twice: {labels}', line_no)
+        raise InputDataError(
+            path, f'@classLabel lists a label twice: {labels}', line_no)
     return tuple(labels)
 
 
 def _parse_ts_series(path: str, text: str, line_no: int, header: TsHeader,
-                     num_dims: Optional[int], dims_source: str) -> Tuple[np.ndarray, str]:
-    """Parses one data line into float32 values [length, channels] and its label.
+                     num_dims: Optional[int],
+                     dims_source: str) -> Tuple[np.ndarray, str]:
+    """Parses a data line into float32 values [length, channels] and a label.
 
     num_dims, when known, is the expected number of dimensions and dims_source
     where that expectation comes from, for the error message.
@@ -514,7 +566,8 @@ def _parse_ts_series(path: str, text: str, line_no: int, header: TsHeader,
     label = label.strip()
     if not sep or not label:
         raise InputDataError(
-            path, 'no class label: a series line is the values of each dimension, '
+            path,
+            'no class label: a series line is the values of each dimension, '
             '":"-separated, then ":" and the label', line_no)
     if label not in header.class_labels:
         raise InputDataError(
@@ -529,27 +582,32 @@ def _parse_ts_series(path: str, text: str, line_no: int, header: TsHeader,
     channels = []
     for dim, dim_text in enumerate(dim_texts, 1):
         if not dim_text.strip():
-            raise InputDataError(path, f'dimension {dim} has no values', line_no)
+            raise InputDataError(path,
+                                 f'dimension {dim} has no values', line_no)
         channel = []
         for k, token in enumerate(dim_text.split(','), 1):
             try:
                 channel.append(_parse_value(token, _TS_MISSING))
             except ValueError as e:
                 raise InputDataError(
-                    path, f'dimension {dim}, value {k}: {e}; values are numbers '
-                    'separated by "," with "?" for a missing one', line_no) from None
+                    path,
+                    f'dimension {dim}, value {k}: {e}; values are numbers '
+                    'separated by "," with "?" for a '
+                    'missing one', line_no) from None
         channels.append(channel)
     lengths = [len(c) for c in channels]
     if len(set(lengths)) > 1:
-        listed = ', '.join(f'dimension {d}: {n}' for d, n in enumerate(lengths, 1))
+        listed = ', '.join(f'dimension {d}: {n}'
+                           for d, n in enumerate(lengths, 1))
         raise InputDataError(
-            path, f'the dimensions of this series have different lengths ({listed}); '
+            path,
+            f'the dimensions of this series have different lengths ({listed}); '
             'each needs one value per time step', line_no)
     return np.asarray(channels, dtype=np.float32).T, label
 
 
 def _parse_value(token: str, missing: frozenset) -> float:
-    """Returns the number in token, NaN for a missing marker; ValueError otherwise."""
+    """The number in token, NaN for a missing marker; ValueError otherwise."""
     token = token.strip()
     if token in missing:
         return math.nan
@@ -558,7 +616,8 @@ def _parse_value(token: str, missing: frozenset) -> float:
     except ValueError:
         raise ValueError(f'{_clip(token)!r} is not a number') from None
     if abs(value) > _FLOAT32_MAX:
-        raise ValueError(f'{_clip(token)!r} is infinite or too large for float32')
+        raise ValueError(f'{_clip(token)!r} is infinite or too large for '
+                         'float32')
     return value
 
 
@@ -571,7 +630,8 @@ def _csv_rows(path: str) -> Iterator[Tuple[int, List[str]]]:
         except StopIteration:
             return
         except csv.Error as e:
-            raise InputDataError(path, f'malformed CSV: {e}', reader.line_num) from None
+            raise InputDataError(path, f'malformed CSV: {e}',
+                                 reader.line_num) from None
         # line_num counts the lines read so far: a quoted cell can span several.
         yield reader.line_num, row
 
@@ -579,15 +639,18 @@ def _csv_rows(path: str) -> Iterator[Tuple[int, List[str]]]:
 def _csv_header(path: str, row: Optional[List[str]]) -> List[str]:
     if not row:
         what = 'the file is empty' if row is None else 'the first line is blank'
-        raise InputDataError(path, f'{what}; expected a header row naming the columns', 1)
+        raise InputDataError(path, f'{what}; expected a header row naming the '
+                                   'columns', 1)
     columns = [c.strip() for c in row]
     duplicates = sorted({c for c in columns if columns.count(c) > 1})
     if duplicates:
-        raise InputDataError(path, f'the header row repeats columns {duplicates}', 1)
+        raise InputDataError(path, 'the header row repeats columns '
+                                   f'{duplicates}', 1)
     return columns
 
 
-def _csv_columns(path: str, row: Optional[List[str]], id_column: str, time_column: str,
+def _csv_columns(path: str, row: Optional[List[str]], id_column: str,
+                 time_column: str,
                  label_column: str, channel_columns: Optional[Sequence[str]]
                  ) -> Tuple[int, int, int, List[int], List[str]]:
     """Resolves the column names of a long CSV's header row to indices."""
@@ -601,11 +664,13 @@ def _csv_columns(path: str, row: Optional[List[str]], id_column: str, time_colum
     else:
         clash = sorted(keys.intersection(channel_columns))
         if clash:
-            raise ValueError(f'channel_columns includes id/time/label columns {clash}')
+            raise ValueError('channel_columns includes id/time/label columns '
+                             f'{clash}')
         channel_is = [_column_index(path, columns, c)
                       for c in channel_columns]
     if not channel_is:
-        raise InputDataError(path, f'no channel columns: the header has only {columns}', 1)
+        raise InputDataError(path, 'no channel columns: the header has only '
+                                   f'{columns}', 1)
     return id_i, time_i, label_i, channel_is, columns
 
 
@@ -613,15 +678,17 @@ def _column_index(path: str, columns: List[str], name: str) -> int:
     if name not in columns:
         raise InputDataError(
             path, f'no column {name!r} in the header row {columns}; rename the '
-            'column that holds it (a long-format CSV has the columns series_id, '
-            'time, label and one per channel)', 1)
+            'column that holds it (a long-format CSV has the columns '
+            'series_id, time, label and one per channel)', 1)
     return columns.index(name)
 
 
-def _check_row_width(path: str, row: List[str], columns: List[str], line_no: int) -> None:
+def _check_row_width(path: str, row: List[str],
+                     columns: List[str], line_no: int) -> None:
     if len(row) != len(columns):
         raise InputDataError(
-            path, f'{len(row)} cells, but the header row has {len(columns)} columns',
+            path, f'{len(row)} cells, but the header row has {len(columns)} '
+                  'columns',
             line_no)
 
 
@@ -642,7 +709,8 @@ def _parse_time(path: str, cell: str, column: str, line_no: int) -> int:
         time = math.nan
     if not time.is_integer():
         raise InputDataError(
-            path, f'time index {_clip(cell)!r} in column {column!r} is not a whole '
+            path,
+            f'time index {_clip(cell)!r} in column {column!r} is not a whole '
             'number', line_no)
     return int(time)
 
@@ -654,8 +722,9 @@ def _check_writable(sequences: List[LabeledSequence]) -> int:
     num_channels = sequences[0].values.shape[-1]
     for s in sequences:
         if s.values.ndim != 2 or s.values.shape[1] != num_channels:
-            raise ValueError(f'series {s.series_id!r} has shape {s.values.shape}; '
-                             f'expected [length, {num_channels}]')
+            raise ValueError(f'series {s.series_id!r} has shape '
+                             f'{s.values.shape}; expected [length, '
+                             f'{num_channels}]')
         if s.values.shape[0] == 0:
             raise ValueError(f'series {s.series_id!r} is empty')
     return num_channels
@@ -667,5 +736,5 @@ def _format_value(value: float, missing: str) -> str:
 
 
 def _clip(text: str, limit: int = 40) -> str:
-    """Shortens text quoted in an error message (a data line can be megabytes)."""
+    """Shortens text quoted in an error message (a line can be megabytes)."""
     return text if len(text) <= limit else text[:limit] + '...'

@@ -1,4 +1,4 @@
-"""Exports a trained Keras model with the serving signatures of models/signatures.py.
+"""Exports a trained Keras model with the signatures of models/signatures.py.
 
 The transform graph (tf.Transform) is attached to the model, so every
 signature takes raw data and applies the very normalization used in

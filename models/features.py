@@ -1,4 +1,4 @@
-"""Raw feature names and example builders: the contract between ingest and models.
+"""Raw feature names and example builders: the ingest <-> models contract.
 
 ExampleGen writes tf.Examples with these features; each model's
 `preprocessing_fn` reads them, and the exported `serving_default` signature

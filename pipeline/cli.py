@@ -3,12 +3,14 @@
     python -m pipeline run --model convnet [--profile smoke|full] [--data PATH]
         [--home DIR] [--strategy auto|mirrored|one_device|multi_worker]
     python -m pipeline compile --model convnet --target kubeflow --output FILE
-        --pipeline-root URI [--image IMAGE] [--data URI]   (URIs as pods see them)
+        --pipeline-root URI [--image IMAGE] [--data URI]
+                                             (URIs as pods see them)
     python -m pipeline schedule --model M [--cron "EXPR"] [--on-new-data]
         [--max-runs N]                       (runs locally, one at a time)
     python -m pipeline run-compiled FILE [--home DIR]   (the job, task by task)
     python -m pipeline submit --model M --target kubeflow --host URL
-    python -m pipeline schedule --model M --target kubeflow --host URL --cron "EXPR"
+    python -m pipeline schedule --model M --target kubeflow --host URL
+        --cron "EXPR"
 
 `run` prints each component as it starts and ends, then one JSON line: model,
 profile, blessed, pushed_model, accuracy, wall_seconds (and more).
@@ -33,10 +35,13 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # google-cloud libraries that TFX imports warn about Python 3.10 at import.
 warnings.filterwarnings('ignore', category=FutureWarning)
 
-from components.errors import DataValidationError  # pylint: disable=wrong-import-position
-from components.errors import InputDataError  # pylint: disable=wrong-import-position
-from components.example_gen import data_source  # pylint: disable=wrong-import-position
-from pipeline import configs  # pylint: disable=wrong-import-position
+# E402: these imports load TFX/TensorFlow, so they must follow the timer and
+# the environment set-up above.
+# pylint: disable=wrong-import-position
+from components.errors import DataValidationError  # noqa: E402
+from components.errors import InputDataError  # noqa: E402
+from components.example_gen import data_source  # noqa: E402
+from pipeline import configs  # noqa: E402
 
 EXIT_BAD_DATA = 2
 EXIT_USAGE = 2
@@ -257,7 +262,8 @@ def _retrain(args: argparse.Namespace) -> int:
                                          args.namespace)
     elif args.target == 'kubeflow':
         if not (args.host and args.cron):
-            raise SystemExit('schedule --target kubeflow needs --host and --cron')
+            raise SystemExit('schedule --target kubeflow needs --host and '
+                             '--cron')
         result = retrain.schedule_kubeflow(config, args.host, args.experiment,
                                            args.cron, args.namespace)
     else:
@@ -279,7 +285,8 @@ def _run_flags(args: argparse.Namespace) -> List[str]:
     if args.strategy:
         flags += ['--strategy', args.strategy]
     flags += [f'--beam-arg={arg}' for arg in args.beam_args]
-    flags += [f'--set={key}={json.dumps(value)}' for key, value in args.overrides]
+    flags += [f'--set={key}={json.dumps(value)}'
+              for key, value in args.overrides]
     return flags
 
 

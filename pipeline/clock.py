@@ -56,7 +56,7 @@ class SystemClock:
 
 
 def local_timezone() -> datetime.tzinfo:
-    """Returns the machine's time zone, with its daylight-saving rules if known."""
+    """Returns the machine's time zone, with its DST rules if known."""
     name = os.environ.get('TZ', '').lstrip(':')
     if name:
         try:

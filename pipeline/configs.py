@@ -326,8 +326,9 @@ def check_overrides(model: str, overrides) -> None:
         numbers = value if isinstance(value, list) else [value]
         if any(isinstance(v, (int, float)) and not isinstance(v, bool) and
                v < (1 if key in _COUNTS else 0) for v in numbers):
-            raise SettingError(f'--set {key}={json.dumps(value)}: must be '
-                               f'{"positive" if key in _COUNTS else "0 or more"}')
+            raise SettingError(
+                f'--set {key}={json.dumps(value)}: must be '
+                f'{"positive" if key in _COUNTS else "0 or more"}')
 
 
 def settings_table(model: str) -> str:

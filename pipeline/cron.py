@@ -1,4 +1,4 @@
-"""Standard 5-field cron expressions, parsed and evaluated without third-party code.
+"""Standard 5-field cron expressions, parsed and evaluated without dependencies.
 
 Fields, in order: minute (0-59), hour (0-23), day of month (1-31),
 month (1-12 or ``jan``-``dec``), day of week (0-7 or ``sun``-``sat``; 0 and 7
@@ -133,7 +133,8 @@ def _render_field(values: FrozenSet[int], wildcard: bool) -> str:
     ordered = sorted(values)
     if len(ordered) >= 3:
         step = ordered[1] - ordered[0]
-        if step > 1 and all(b - a == step for a, b in zip(ordered, ordered[1:])):
+        if step > 1 and all(b - a == step
+                            for a, b in zip(ordered, ordered[1:])):
             return f'{ordered[0]}-{ordered[-1]}/{step}'
     parts = []
     start = previous = ordered[0]

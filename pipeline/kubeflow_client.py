@@ -1,4 +1,4 @@
-"""Submit runs and recurring runs of the compiled pipeline to Kubeflow Pipelines.
+"""Submits runs and recurring runs of the compiled pipeline to Kubeflow.
 
 Both entry points go through ``kfp.Client(host=...)`` (kfp 2.5, KFP API
 v2beta1). The package is what ``KubeflowV2DagRunner`` writes: a *PipelineJob*
@@ -60,7 +60,7 @@ class PipelinePackage:
 
 
 def _plain_value(value: Dict[str, Any]) -> Any:
-    """Converts a pipeline-spec-2.0 ``Value`` (``{'intValue': '3'}``) to Python."""
+    """A pipeline-spec-2.0 ``Value`` (``{'intValue': '3'}``) as Python."""
     if 'intValue' in value:
         return int(value['intValue'])
     if 'doubleValue' in value:
@@ -70,7 +70,8 @@ def _plain_value(value: Dict[str, Any]) -> Any:
     raise ValueError(f'unsupported runtime parameter value {value!r}')
 
 
-def load_pipeline_package(package_path: Union[str, os.PathLike]) -> PipelinePackage:
+def load_pipeline_package(
+        package_path: Union[str, os.PathLike]) -> PipelinePackage:
     """Reads a PipelineJob JSON (or a PipelineSpec JSON/YAML) package.
 
     Args:
@@ -119,7 +120,7 @@ def load_pipeline_package(package_path: Union[str, os.PathLike]) -> PipelinePack
 
 def write_pipeline_spec(package: PipelinePackage,
                         path: Union[str, os.PathLike]) -> str:
-    """Writes the spec as the YAML package kfp's client reads; returns the path."""
+    """Writes the spec as the YAML package kfp reads; returns the path."""
     documents = [package.pipeline_spec]
     if package.platform_spec:
         documents.append(package.platform_spec)
@@ -151,7 +152,8 @@ def _parameters(package: PipelinePackage,
     unknown = sorted(set(params or {}) - known)
     if unknown:
         raise ValueError(f'unknown pipeline parameter(s) {", ".join(unknown)}; '
-                         f'the pipeline takes: {", ".join(sorted(known)) or "none"}')
+                         'the pipeline takes: '
+                         f'{", ".join(sorted(known)) or "none"}')
     return merged
 
 
@@ -250,7 +252,8 @@ def create_recurring_run(host: str,
         The recurring run ID.
     """
     if max_concurrency < 1:
-        raise ValueError(f'max_concurrency must be at least 1, got {max_concurrency}')
+        raise ValueError('max_concurrency must be at least 1, got '
+                         f'{max_concurrency}')
     kfp_cron = to_kfp_cron(cron)
     package = load_pipeline_package(package_path)
     parameters = _parameters(package, params)

@@ -175,7 +175,8 @@ def _term_holds(artifact: metadata_store_pb2.Artifact, type_name: str,
     if key == 'name':
         return artifact.name == value
     if key.startswith('metadata.'):
-        metadata = json.loads(artifact.custom_properties[_METADATA].string_value)
+        metadata = json.loads(
+            artifact.custom_properties[_METADATA].string_value)
         field = key.split('.')[1]
         try:
             return float(metadata.get(field)) == float(value)
@@ -289,9 +290,11 @@ class CompiledJobRunner:
         for name, spec in task.inputs.parameters.items():
             if spec.HasField('runtime_value'):
                 constant = spec.runtime_value.constant_value
-                arguments[name] = getattr(constant, constant.WhichOneof('value'))
+                arguments[name] = getattr(constant,
+                                          constant.WhichOneof('value'))
             elif spec.component_input_parameter:
-                arguments[name] = self.parameters[spec.component_input_parameter]
+                arguments[name] = self.parameters[
+                    spec.component_input_parameter]
         # kfp.local builds the rest; it takes no input artifacts itself.
         outputs_only = pipeline_spec_pb2.ComponentSpec()
         outputs_only.CopyFrom(component)

@@ -15,7 +15,7 @@ _LOG = logging.getLogger(__name__)
 
 
 class RunLock:
-    """An exclusive ``flock`` on a file, shared by every process that runs the pipeline.
+    """An exclusive ``flock`` on a file, shared by all pipeline processes.
 
     ``flock`` locks belong to the open file, so two ``RunLock`` objects on one
     path exclude each other even inside one process, and the lock is freed if
@@ -31,7 +31,7 @@ class RunLock:
         self._file = None
 
     def acquire(self, blocking: bool = False) -> bool:
-        """Takes the lock; returns False if another holder has it and not blocking."""
+        """Takes the lock; False if another holder has it and not blocking."""
         if self._file is not None:
             raise RuntimeError(f'{self.path} is already held by this RunLock')
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -59,7 +59,7 @@ class RunLock:
             self._file = None
 
     def holder(self) -> str:
-        """Describes the current holder (as written in the file), best effort."""
+        """Describes the current holder (as the file says it), best effort."""
         try:
             with open(self.path) as lock_file:
                 return lock_file.read().strip() or 'an unknown process'

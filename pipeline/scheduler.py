@@ -1,4 +1,4 @@
-"""Retraining triggers: run the pipeline on a cron schedule and/or when new data lands.
+"""Retraining triggers: run the pipeline on a cron schedule and/or on new data.
 
 ``Scheduler`` calls ``run_pipeline() -> dict`` (one pipeline run, returning its
 summary) whenever a trigger fires:
@@ -63,7 +63,7 @@ _MAX_COUNTED_TICKS = 1000
 
 
 class SchedulerAborted(KeyboardInterrupt):
-    """A second SIGINT/SIGTERM aborted the scheduler (and any run in progress)."""
+    """A second SIGINT/SIGTERM aborted the scheduler (and any run under way)."""
 
 
 @dataclasses.dataclass
@@ -77,7 +77,8 @@ class Trigger:
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready form for the history."""
-        record: Dict[str, Any] = {'kind': self.kind, 'due': self.due.isoformat()}
+        record: Dict[str, Any] = {'kind': self.kind,
+                                  'due': self.due.isoformat()}
         if self.span is not None:
             record['span'] = self.span
         if self.ticks > 1:
@@ -146,7 +147,8 @@ class Scheduler:
             raise ValueError('the scheduler needs a cron schedule, a data '
                              'watcher, or both')
         if on_busy not in ('wait', 'skip'):
-            raise ValueError(f"on_busy must be 'wait' or 'skip', got {on_busy!r}")
+            raise ValueError("on_busy must be 'wait' or 'skip', got "
+                             f"{on_busy!r}")
         if max_runs is not None and max_runs < 1:
             raise ValueError(f'max_runs must be at least 1, got {max_runs}')
         self._run_pipeline = run_pipeline
@@ -219,7 +221,8 @@ class Scheduler:
     def _now(self) -> datetime.datetime:
         now = self._clock.now()
         if now.tzinfo is None:
-            raise ValueError('Clock.now() must return a timezone-aware datetime')
+            raise ValueError('Clock.now() must return a timezone-aware '
+                             'datetime')
         return now.astimezone(self._tz)
 
     def _loop(self, until: Optional[datetime.datetime]) -> None:
@@ -260,14 +263,15 @@ class Scheduler:
                 # been handled by now, so the announced time is the real one.
                 self._announce_next(next_cron)
                 announce = False
-            wake = min(t for t in (next_cron, next_poll, until) if t is not None)
+            wake = min(t for t in (next_cron, next_poll, until)
+                       if t is not None)
             self._clock.sleep(max(0.0, (wake - now).total_seconds()))
         self._say(f'scheduler stopped ({self._stop_reason}) after '
                   f'{self._runs} run(s)')
 
     def _count_ticks(self, trigger: Trigger, now: datetime.datetime
                      ) -> datetime.datetime:
-        """Counts cron times due by ``now`` into ``trigger``; returns the next one."""
+        """Adds cron times due by ``now`` to ``trigger``; returns the next."""
         following = self._cron.next_after(trigger.due)
         while following <= now and trigger.ticks < _MAX_COUNTED_TICKS:
             trigger.ticks += 1
@@ -295,8 +299,8 @@ class Scheduler:
         last = spans.get(self._watcher.key)
         if last is None and not self._run_on_existing_data:
             self._mark_span_seen(latest)
-            self._say(f'first start: span {latest} already present, recorded as '
-                      'seen; waiting for a newer one')
+            self._say(f'first start: span {latest} already present, recorded '
+                      'as seen; waiting for a newer one')
             return None
         if last is None or latest > last:
             return latest
@@ -311,8 +315,8 @@ class Scheduler:
         if not self._lock.acquire():
             holder = self._lock.holder()
             if self._on_busy == 'skip':
-                self._say(f'pipeline lock {self._lock.path} is held by {holder}; '
-                          f'skipping this run', logging.WARNING)
+                self._say(f'pipeline lock {self._lock.path} is held by '
+                          f'{holder}; skipping this run', logging.WARNING)
                 now = self._now()
                 self._record(triggers, None, now, now, 'skipped',
                              error=f'lock held by {holder}')

@@ -7,7 +7,7 @@ from typing import List, Optional, Union
 
 
 def _glob_and_regex(text: str) -> tuple:
-    """Translates a pattern fragment with ``*`` and ``?`` into glob and regex."""
+    """Translates a pattern fragment with ``*`` and ``?`` to glob and regex."""
     glob_parts, regex_parts = [], []
     for char in text:
         if char == '*':
@@ -43,10 +43,11 @@ class SpanWatcher:
                  pattern: str = 'span-{SPAN}', poll_seconds: float = 60.0):
         tokens = _SPAN_TOKEN.findall(pattern)
         if len(tokens) != 1:
-            raise ValueError(f'span pattern {pattern!r} must contain exactly one '
-                             '{SPAN} or {SPAN:N} token')
+            raise ValueError(f'span pattern {pattern!r} must contain exactly '
+                             'one {SPAN} or {SPAN:N} token')
         if poll_seconds <= 0:
-            raise ValueError(f'poll_seconds must be positive, got {poll_seconds}')
+            raise ValueError('poll_seconds must be positive, got '
+                             f'{poll_seconds}')
         self.data_root = os.fspath(data_root)
         self.pattern = pattern
         self.poll_seconds = float(poll_seconds)

@@ -75,7 +75,7 @@ class BatchScheduler:
 
     def run(self, model_name: str, key: Hashable, run: RunFn, inputs: Arrays,
             options: Optional[config.BatchingOptions] = None) -> Arrays:
-        """Runs `run(inputs)` as part of a batch and returns this request's rows.
+        """Runs `run(inputs)` as part of a batch; returns this request's rows.
 
         Blocking form of `submit`.
         """
@@ -84,7 +84,7 @@ class BatchScheduler:
     def submit(self, model_name: str, key: Hashable, run: RunFn,
                inputs: Arrays, options: Optional[config.BatchingOptions] = None
                ) -> futures.Future:
-        """Queues `inputs` for a batched `run`; the future gets this request's rows.
+        """Queues `inputs` for a batched `run`; the future gets this one's rows.
 
         `key` identifies what may be batched together (servable version,
         signature, outputs); shapes are added to it here. `options` overrides
@@ -145,7 +145,8 @@ class BatchScheduler:
             deadline = (queue.tasks[0].enqueued +
                         queue.options.batch_timeout_micros / 1e6)
             if queue.rows >= queue.options.max_batch_size or deadline <= now:
-                if best is None or queue.tasks[0].enqueued < best.tasks[0].enqueued:
+                if (best is None
+                        or queue.tasks[0].enqueued < best.tasks[0].enqueued):
                     best = queue
             else:
                 wait = min(wait, deadline - now)
@@ -182,7 +183,8 @@ class BatchScheduler:
             merged, rows, padded = _merge(batch, queue.options)
             if self._metrics:
                 for task in batch:
-                    self._metrics.observe_batch_queuing((start - task.enqueued) * 1e6)
+                    self._metrics.observe_batch_queuing(
+                        (start - task.enqueued) * 1e6)
                 self._metrics.observe_batch_processed(model_name, padded,
                                                       padded - rows)
             outputs = queue.run(merged)

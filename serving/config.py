@@ -20,7 +20,8 @@ PLATFORM = 'tensorflow'
 DEFAULT_PROMETHEUS_PATH = '/monitoring/prometheus/metrics'
 
 
-def read_model_server_config(path: str) -> model_server_config_pb2.ModelServerConfig:
+def read_model_server_config(
+        path: str) -> model_server_config_pb2.ModelServerConfig:
     """Parses a ModelServerConfig text proto file."""
     config = model_server_config_pb2.ModelServerConfig()
     with open(path, encoding='utf-8') as f:
@@ -118,7 +119,8 @@ def parse_batching_parameters(text: str, source: str = '<text>'
     defaults = BatchingOptions()
 
     def get(field: str, default: int) -> int:
-        return getattr(params, field).value if params.HasField(field) else default
+        return (getattr(params, field).value if params.HasField(field)
+                else default)
 
     options = BatchingOptions(
         max_batch_size=get('max_batch_size', defaults.max_batch_size),
@@ -163,7 +165,7 @@ def read_batching_parameters(path: Optional[str]) -> BatchingOptions:
 
 
 def read_monitoring_path(path: Optional[str]) -> Optional[str]:
-    """Returns the Prometheus path enabled by --monitoring_config_file, if any."""
+    """The Prometheus path enabled by --monitoring_config_file, if any."""
     if not path:
         return None
     config = extra_protos.MonitoringConfig()

@@ -1,4 +1,4 @@
-"""Command-line flags of `python -m serving serve`, named as tensorflow_model_server's.
+"""Flags of `python -m serving serve`, named as tensorflow_model_server's.
 
 Every TF Serving flag this server implements keeps its name, type, default
 and meaning, and both `--flag=value` and `--flag value` are accepted (a bare

@@ -126,7 +126,8 @@ class Inference:
 
     def predict_with(self, servable, request: predict_pb2.PredictRequest
                      ) -> predict_pb2.PredictResponse:
-        sig = self.predict_signature(servable, request.model_spec.signature_name)
+        sig = self.predict_signature(servable,
+                                     request.model_spec.signature_name)
         sig.check_names(request.inputs.keys())
         arrays = tensors.arrays_from_protos(request.inputs)
         outputs = self.predict_arrays(servable, sig, arrays,
@@ -265,7 +266,8 @@ class Inference:
             raise errors.invalid_argument(
                 f'Expected output Tensor of DT_FLOAT.  Got: '
                 f'DT_{tensors.dtype_name(tensors.dtype_of(values)).upper()}')
-        if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        if not (values.ndim == 1
+                or (values.ndim == 2 and values.shape[1] == 1)):
             raise errors.invalid_argument(
                 f'Expected output Tensor shape to be either [batch_size] or '
                 f'[batch_size, 1] but got {tensors.shape_string(values.shape)}')

@@ -1,4 +1,4 @@
-"""JSON <-> tensors and tf.Examples for the REST API (TF Serving's json_tensor.cc).
+"""JSON <-> tensors and tf.Examples for the REST API (as json_tensor.cc).
 
 Requests: `{"signature_name": ..., "instances": [...]}` (row format, one
 entry per batch element, objects when there are several named inputs) or
@@ -360,7 +360,8 @@ def _feature(name: str, content: Any) -> feature_pb2.Feature:
             feature.bytes_list.value.append(value.encode('utf-8'))
         elif isinstance(value, float):
             need('float')
-            if math.isfinite(value) and abs(value) > _FLOAT_MAX[types_pb2.DT_FLOAT]:
+            if (math.isfinite(value)
+                    and abs(value) > _FLOAT_MAX[types_pb2.DT_FLOAT]):
                 raise errors.invalid_argument(
                     f'Cannot convert JSON value: {_dump(value)} to float '
                     f'without loss of precision.')
@@ -449,7 +450,7 @@ def _tokens(array: np.ndarray, as_bytes: bool) -> List[str]:
         return ['true' if v else 'false' for v in flat.tolist()]
     if kind.kind in ('i', 'u'):
         return [str(v) for v in flat.tolist()]
-    if kind == object:
+    if kind == np.dtype(object):
         if as_bytes:
             return ['{"b64": "%s"}' % base64.b64encode(v).decode('ascii')
                     for v in flat.tolist()]
@@ -501,7 +502,8 @@ def predict_response(outputs: Dict[str, np.ndarray], fmt: str) -> str:
         for name in names:
             shape = outputs[name].shape
             step = len(tokens[name]) // batch
-            parts[name] = _nest(tokens[name][i * step:(i + 1) * step], shape[1:])
+            parts[name] = _nest(tokens[name][i * step:(i + 1) * step],
+                                shape[1:])
         if len(names) == 1:
             rows.append(parts[names[0]])
         else:

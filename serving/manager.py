@@ -171,7 +171,8 @@ class ModelManager:
             model = self._models.get(model_config.name)
             if model is None or model.removed:
                 if model is None:
-                    model = self._models[model_config.name] = _Model(model_config)
+                    model = self._models[model_config.name] = _Model(
+                        model_config)
                 model.removed = False
                 added.append(model_config.name)
             model.config = model_config
@@ -250,7 +251,7 @@ class ModelManager:
                 logging.exception('File system poll failed')
 
     def poll(self) -> None:
-        """Lists every model's base path once and updates its aspired versions."""
+        """Lists each model's base path once; updates its aspired versions."""
         if self._options.poll_seconds < 0:
             return  # TF Serving: negative disables polling entirely.
         with self._cv:
@@ -319,7 +320,8 @@ class ModelManager:
         with self._cv:
             model = self._models.get(name)
             now = time.monotonic()
-            if model is None or now - model.last_missing_log < _MISSING_LOG_EVERY:
+            if (model is None
+                    or now - model.last_missing_log < _MISSING_LOG_EVERY):
                 return
             model.last_missing_log = now
         logging.warning(message)

@@ -156,7 +156,8 @@ class Signature:
         return next(iter(self.inputs)), classes, scores
 
     def regress_outputs(self) -> Tuple[str, str]:
-        """(input, output) aliases if usable for Regress (PreProcessRegression)."""
+        """(input, output) aliases if usable for Regress (PreProcessRegression).
+        """
         if len(self.inputs) != 1:
             raise errors.invalid_argument('Expected one input Tensor.')
         if len(self.outputs) != 1:
@@ -180,7 +181,8 @@ class Servable:
         self.signature_defs = signature_defs
         self.signatures = signatures
         self._loaded = loaded
-        # Per-model batching_params.pbtxt (--enable_per_model_batching_parameters).
+        # Per-model batching_params.pbtxt
+        # (--enable_per_model_batching_parameters).
         self.batching_options = None
         self._lock = threading.Condition()
         self._refs = 0

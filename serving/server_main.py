@@ -109,7 +109,8 @@ def _poll_config_file(flags, manager: manager_lib.ModelManager,
     """Re-applies --model_config_file whenever it differs from the config."""
     while not stop.wait(flags.model_config_file_poll_wait_seconds):
         try:
-            config = config_lib.read_model_server_config(flags.model_config_file)
+            config = config_lib.read_model_server_config(
+                flags.model_config_file)
             if config != manager.current_config:
                 logging.info('Reloading config from %s',
                              flags.model_config_file)
@@ -196,7 +197,8 @@ def serve(flags) -> int:
             return _fail(f'failed to start HTTP server: {e}')
         logging.info('Exporting HTTP/REST API at:%s ...',
                      _bind(flags.host, rest_port))
-    if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
+    if (flags.model_config_file
+            and flags.model_config_file_poll_wait_seconds > 0):
         threading.Thread(target=_poll_config_file, args=(flags, manager, stop),
                          name='config-poll', daemon=True).start()
 

@@ -196,7 +196,7 @@ def to_proto(array: np.ndarray, dtype: Optional[int] = None
 
 
 def shape_tuple(shape_proto) -> Optional[Tuple[int, ...]]:
-    """A TensorShapeProto as a tuple (-1 for unknown dims), None if unknown rank."""
+    """A TensorShapeProto as a tuple (-1: unknown dim), None if unknown rank."""
     if shape_proto.unknown_rank:
         return None
     return tuple(d.size for d in shape_proto.dim)

@@ -9,7 +9,10 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 warnings.filterwarnings('ignore', category=FutureWarning)
 
-from models import distribute  # pylint: disable=wrong-import-position
+# E402: importing models imports TensorFlow, which reads the environment set
+# above at import time.
+# pylint: disable=wrong-import-position
+from models import distribute  # noqa: E402
 
 # Devices must be split before TensorFlow initializes them, i.e. before any
 # test runs an op.

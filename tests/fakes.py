@@ -37,7 +37,7 @@ class FakeClock:
             time.sleep(self._real_sleep)
 
     def advance(self, seconds: float) -> None:
-        """Advances time, firing ``call_at`` callbacks that come due on the way."""
+        """Advances time, firing the ``call_at`` callbacks that come due."""
         target = self._now + datetime.timedelta(seconds=max(0.0, seconds))
         while self._callbacks and self._callbacks[0][0] <= target:
             when, _, callback = self._callbacks.pop(0)
@@ -45,7 +45,8 @@ class FakeClock:
             callback()
         self._now = target
 
-    def call_at(self, when: datetime.datetime, callback: Callable[[], Any]) -> None:
+    def call_at(self, when: datetime.datetime,
+                callback: Callable[[], Any]) -> None:
         """Calls ``callback`` when time reaches ``when`` (during a sleep)."""
         self._callbacks.append((when, len(self._callbacks), callback))
         self._callbacks.sort(key=lambda entry: (entry[0], entry[1]))

@@ -29,7 +29,8 @@ from pipeline import cli
 from tests import datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TS_HEADER = '@problemName Toy\n@univariate true\n@classLabel true a b c\n@data\n'
+TS_HEADER = ('@problemName Toy\n@univariate true\n@classLabel true a b c\n'
+             '@data\n')
 CSV_HEADER = 'series_id,time,v,label\n'
 
 
@@ -192,7 +193,8 @@ SUBPROCESS = [corrupt_image, idx_stray_label, one_class_folder]
 def _check_one_line_naming_the_fault(code, stderr, home, path, line,
                                      fragment):
     assert code == cli.EXIT_BAD_DATA, stderr
-    errors = [l for l in stderr.splitlines() if l.startswith('error: ')]
+    errors = [line for line in stderr.splitlines()
+              if line.startswith('error: ')]
     assert len(errors) == 1, stderr
     where = f'{path}:{line}: ' if line is not None else f'{path}: '
     assert errors[0].startswith(f'error: {where}'), (errors[0], where)

@@ -88,7 +88,8 @@ def test_multi_processing_transforms_every_example_alike(ingests):
         expected, actual = (_transformed(ingests[mode], split)
                             for mode in MODES)
         assert len(actual) == len(expected) > 0
-        assert [label for label, _ in actual] == [l for l, _ in expected]
+        assert ([label for label, _ in actual]
+                == [label for label, _ in expected])
         np.testing.assert_allclose([image for _, image in actual],
                                    [image for _, image in expected],
                                    atol=2e-4)

@@ -42,7 +42,8 @@ def idx_data(tmp_path_factory):
 
 
 def _error_lines(process):
-    return [l for l in process.stderr.splitlines() if l.startswith('error:')]
+    return [line for line in process.stderr.splitlines()
+            if line.startswith('error:')]
 
 
 @pytest.mark.parametrize('setting, message', [
@@ -107,8 +108,8 @@ def test_list_settings_prints_every_key_with_defaults_and_description():
         [section] = [s for s in sections[1:]
                      if sections[sections.index(s) - 1].endswith(model)]
         for key, defaults in configs.setting_defaults(model).items():
-            [row] = [l for l in section.splitlines()
-                     if l.split()[:1] == [key]]
+            [row] = [line for line in section.splitlines()
+                     if line.split()[:1] == [key]]
             assert row.endswith(configs.SETTING_HELP[key]), row
             assert all(json.dumps(defaults[profile]) in row
                        for profile in configs.PROFILES), row
@@ -157,8 +158,8 @@ def test_serving_help_lists_every_command():
     process = subprocess.run([sys.executable, '-m', 'serving', '--help'],
                              cwd=REPO, capture_output=True, text=True,
                              timeout=120, check=True)
-    listed = [l.split()[0] for l in process.stdout.splitlines()
-              if l.startswith('  ')]
+    listed = [line.split()[0] for line in process.stdout.splitlines()
+              if line.startswith('  ')]
     assert listed == ['serve', *_subcommands(serving_cli._build_parser())]  # pylint: disable=protected-access
 
 
@@ -167,5 +168,6 @@ def test_docker_compose_mounts_the_default_home():
               encoding='utf-8') as f:
         compose = yaml.safe_load(f)
     volumes = compose['services']['tf-serving']['volumes']
-    assert f'${{PIPELINE_HOME:-../../{configs.DEFAULT_HOME}}}/serving:/models:ro' in volumes
+    assert (f'${{PIPELINE_HOME:-../../{configs.DEFAULT_HOME}}}'
+            '/serving:/models:ro') in volumes
     assert cli.build_parser().parse_args(['demo']).home == configs.DEFAULT_HOME

@@ -71,9 +71,10 @@ def test_a_run_killed_in_the_trainer_resumes_from_the_cache(tmp_path):
     assert f'execution {killed.id} was interrupted; marked FAILED' in log
     for component in ('FileBasedExampleGen', 'StatisticsGen', 'SchemaGen',
                       'Transform'):
-        [done] = [l for l in log.splitlines() if f'] {component} done' in l]
+        [done] = [line for line in log.splitlines()
+                  if f'] {component} done' in line]
         assert done.endswith('(cached)'), log
-    [trainer] = [l for l in log.splitlines() if '] Trainer done' in l]
+    [trainer] = [line for line in log.splitlines() if '] Trainer done' in line]
     assert not trainer.endswith('(cached)')
 
     summary = json.loads(rerun.stdout.strip().splitlines()[-1])

@@ -97,7 +97,8 @@ def test_macros(macro, fields):
 ])
 def test_day_restriction_flags(days, weekdays, restricted):
     schedule = CronSchedule.parse(f'0 0 {days} * {weekdays}')
-    assert (schedule.days_restricted, schedule.weekdays_restricted) == restricted
+    assert (schedule.days_restricted,
+            schedule.weekdays_restricted) == restricted
 
 
 @pytest.mark.parametrize('expression, message', [
@@ -202,7 +203,8 @@ def test_hourly_at_day_end():
 
 def test_next_after_matches_brute_force():
     start = at(2024, 2, 26, 22, 0)
-    for expression in ('7,37 */5 * * *', '0 0-6/3 1,29 * 2', '30 23 * feb,mar *',
+    for expression in ('7,37 */5 * * *', '0 0-6/3 1,29 * 2',
+                       '30 23 * feb,mar *',
                        '*/10 1 28-31 * *'):
         schedule = CronSchedule.parse(expression)
         expected = start + datetime.timedelta(minutes=1)
@@ -236,7 +238,8 @@ def test_next_after_skips_by_field_not_by_minute(monkeypatch):
 def test_keeps_time_zone_and_uses_its_wall_clock():
     paris = zone('Europe/Paris')
     moment = at(2024, 6, 1, 0, 30, tz=UTC)  # 02:30 in Paris
-    result = CronSchedule.parse('0 3 * * *').next_after(moment.astimezone(paris))
+    result = CronSchedule.parse('0 3 * * *').next_after(
+        moment.astimezone(paris))
     assert result == at(2024, 6, 1, 3, 0, tz=paris)
     assert result.tzinfo is paris
     assert result.astimezone(UTC) == at(2024, 6, 1, 1, 0)
@@ -244,7 +247,8 @@ def test_keeps_time_zone_and_uses_its_wall_clock():
 
 def test_naive_datetime_is_rejected():
     with pytest.raises(ValueError, match='timezone-aware'):
-        CronSchedule.parse('* * * * *').next_after(datetime.datetime(2024, 1, 1))
+        CronSchedule.parse('* * * * *').next_after(
+            datetime.datetime(2024, 1, 1))
 
 
 def test_daylight_saving_gap_is_skipped_and_repeat_fires_once():

@@ -104,13 +104,13 @@ def _report(fn_args):
 
 
 def _accuracy(serving_model_dir):
-    """The exported model's accuracy on fresh images, through serving_default."""
+    """The exported model's accuracy on fresh images, via serving_default."""
     model = tf.saved_model.load(serving_model_dir)
     images, labels = datasets.images_with_labels(60, CLASSES, 9, SIZE)
     scores = model.signatures[signatures.DEFAULT_SIGNATURE](
         inputs=tf.constant([features.image_example(datasets.png_bytes(i),
-                                                   int(l))
-                            for i, l in zip(images, labels)]))
+                                                   int(label))
+                            for i, label in zip(images, labels)]))
     predicted = scores[signatures.SCORES_OUTPUT].numpy().argmax(axis=1)
     return float((predicted == labels).mean())
 
@@ -174,7 +174,8 @@ def test_each_replica_reads_its_own_shard_once_per_epoch(transformed):
             seen[replica].extend(image.tobytes() for image in images.numpy())
     # Disjoint shards that together are the split, each example once.
     assert not set(seen[0]) & set(seen[1])
-    assert len(set(seen[0]) | set(seen[1])) == len(seen[0]) + len(seen[1]) == TRAIN
+    assert (len(set(seen[0]) | set(seen[1]))
+            == len(seen[0]) + len(seen[1]) == TRAIN)
 
 
 @pytest.fixture(scope='module')

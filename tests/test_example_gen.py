@@ -55,7 +55,8 @@ def run_example_gen(tmp_path, source, **settings):
         files = glob.glob(os.path.join(
             artifact_utils.get_split_uri([examples], split), '*.gz'))
         result[split] = [tf.train.Example.FromString(r.numpy()) for r in
-                         tf.data.TFRecordDataset(files, compression_type='GZIP')]
+                         tf.data.TFRecordDataset(files,
+                                                 compression_type='GZIP')]
     return result, examples
 
 
@@ -87,7 +88,8 @@ def test_idx_files_give_train_and_test_and_a_stable_eval_carved_from_train(
         label = example.features.feature['label'].int64_list.value[0]
         png = example.features.feature['image'].bytes_list.value[0]
         by_label.setdefault(label, []).append(tf.io.decode_png(png).numpy())
-    assert any(np.array_equal(p[..., 0], images[0]) for p in by_label[labels[0]])
+    assert any(np.array_equal(p[..., 0], images[0])
+               for p in by_label[labels[0]])
 
 
 def test_idx_label_out_of_range_fails_naming_the_labels_file(tmp_path):
@@ -161,7 +163,8 @@ def test_ts_files_become_sequence_examples_with_their_real_lengths(tmp_path):
     for example in splits['test']:
         feature = example.features.feature
         length = feature[features.LENGTH_KEY].int64_list.value[0]
-        assert len(feature[features.SEQUENCE_KEY].float_list.value) == 3 * length
+        values = feature[features.SEQUENCE_KEY].float_list.value
+        assert len(values) == 3 * length
         lengths[length] = True
     assert len(lengths) > 1  # variable lengths kept, no padding
 

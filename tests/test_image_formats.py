@@ -421,7 +421,10 @@ def test_scan_flat_layout(tmp_path):
         '.ipynb_checkpoints/x.png': PNG_GRAY})
     dataset = image_formats.scan_class_folders(root)
     assert dataset.class_names == ('cat', 'dog')
-    join = lambda *parts: os.path.join(root, *parts)
+
+    def join(*parts):
+        return os.path.join(root, *parts)
+
     assert dataset.files == {'train': (
         (join('cat', 'a.bmp'), 0), (join('cat', 'more', 'b.gif'), 0),
         (join('dog', '1.png'), 1), (join('dog', '2.JPG'), 1))}
@@ -439,7 +442,10 @@ def test_scan_split_layout(tmp_path):
         'validation/a/5.png': PNG_GRAY, 'LICENSE': b'x'})
     dataset = image_formats.scan_class_folders(root)
     assert dataset.class_names == ('a', 'b', 'c')
-    join = lambda *parts: os.path.join(root, *parts)
+
+    def join(*parts):
+        return os.path.join(root, *parts)
+
     assert dataset.files == {
         'train': ((join('train', 'a', '1.jpg'), 0),
                   (join('train', 'b', '1.png'), 1),

@@ -44,7 +44,8 @@ def layer_of(module: str) -> int:
 
 
 def module_name(path: pathlib.Path) -> str:
-    """`serving/cli.py` -> `serving.cli`; a package's __init__ -> the package."""
+    """`serving/cli.py` -> `serving.cli`; a package's __init__ -> the package.
+    """
     parts = list(path.relative_to(REPO).with_suffix('').parts)
     if parts[-1] == '__init__':
         parts.pop()

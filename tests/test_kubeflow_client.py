@@ -1,4 +1,4 @@
-"""Tests for pipeline.kubeflow_client against a recording stand-in for the KFP API.
+"""Tests for pipeline.kubeflow_client against a recording stand-in KFP API.
 
 No Kubeflow cluster can run here, so a real HTTP server on 127.0.0.1 stands in
 for the KFP API server: it answers the v2beta1 REST calls kfp 2.5's client
@@ -42,7 +42,8 @@ TFX_PIPELINE_JOB = {
                 }}},
             }
         },
-        'deploymentSpec': {'executors': {'CsvExampleGen_executor': {'container': {
+        'deploymentSpec': {'executors': {
+            'CsvExampleGen_executor': {'container': {
             'args': ['--executor_class_path',
                      'tfx.components.example_gen.csv_example_gen.executor.Executor',
                      '--json_serialized_invocation_args', '{{$}}'],
@@ -71,7 +72,7 @@ API = '/apis/v2beta1'
 
 
 def _with_runtime_parameters():
-    """The same job with two runtime parameters, as TFX writes them (spec 2.0)."""
+    """The same job with two runtime parameters, as TFX writes (spec 2.0)."""
     job = copy.deepcopy(TFX_PIPELINE_JOB)
     job['pipelineSpec']['root']['inputDefinitions'] = {'parameters': {
         'epochs': {'type': 'INT'}, 'learning_rate': {'type': 'DOUBLE'}}}
@@ -101,7 +102,8 @@ class KfpApiStub:
             def log_message(self, *args):
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self._server = http.server.ThreadingHTTPServer(('127.0.0.1', 0),
+                                                       Handler)
         self.url = f'http://127.0.0.1:{self._server.server_address[1]}'
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={'poll_interval': 0.05},
@@ -168,7 +170,8 @@ def _isolated_kfp_client(tmp_path, monkeypatch):
     # not change the requests under test.
     monkeypatch.setattr(kfp.Client, '_LOCAL_KFP_CONTEXT',
                         str(tmp_path / 'no-kfp-context.json'))
-    for name in ('KF_PIPELINES_ENDPOINT', 'KF_PIPELINES_DEFAULT_EXPERIMENT_NAME',
+    for name in ('KF_PIPELINES_ENDPOINT',
+                 'KF_PIPELINES_DEFAULT_EXPERIMENT_NAME',
                  'KF_PIPELINES_OVERRIDE_EXPERIMENT_NAME'):
         monkeypatch.delenv(name, raising=False)
 
@@ -195,7 +198,8 @@ def test_submit_run_creates_experiment_and_run(package_path):
     lookup = json.loads(api.requests[1]['query']['filter'])
     assert lookup['predicates'][0]['key'] == 'display_name'
     assert lookup['predicates'][0]['stringValue'] == 'retraining'
-    assert api.body_of('POST', f'{API}/experiments')['display_name'] == 'retraining'
+    experiment = api.body_of('POST', f'{API}/experiments')
+    assert experiment['display_name'] == 'retraining'
     run = api.body_of('POST', f'{API}/runs')
     assert run['display_name'] == 'tiny-1'
     assert run['experiment_id'] == api.experiments['retraining']
@@ -227,13 +231,15 @@ def test_submit_run_merges_parameters_over_package_defaults(tmp_path):
         kubeflow_client.submit_run(api.url, path, 'e', 'r',
                                    params={'epochs': 10})
 
-    assert api.body_of('POST', f'{API}/runs')['runtime_config']['parameters'] == {
+    run = api.body_of('POST', f'{API}/runs')
+    assert run['runtime_config']['parameters'] == {
         'epochs': 10, 'learning_rate': 0.01}
 
 
 def test_submit_run_rejects_unknown_parameter_before_any_request(package_path):
     with KfpApiStub() as api:
-        with pytest.raises(ValueError, match='unknown pipeline parameter.*epochs'):
+        with pytest.raises(ValueError,
+                           match='unknown pipeline parameter.*epochs'):
             kubeflow_client.submit_run(api.url, package_path, 'e', 'r',
                                        params={'epochs': 1})
     assert api.requests == []
@@ -357,7 +363,8 @@ def test_pipeline_spec_yaml_passes_through(tmp_path):
     spec_path = tmp_path / 'spec.yaml'
     spec_path.write_text(yaml.safe_dump(TFX_PIPELINE_JOB['pipelineSpec']))
     package = kubeflow_client.load_pipeline_package(spec_path)
-    written = kubeflow_client.write_pipeline_spec(package, tmp_path / 'out.yaml')
+    written = kubeflow_client.write_pipeline_spec(package,
+                                                  tmp_path / 'out.yaml')
     with open(written) as spec_file:
         assert yaml.safe_load(spec_file) == TFX_PIPELINE_JOB['pipelineSpec']
 

@@ -40,7 +40,8 @@ def _cli(*args, cwd=REPO, timeout=1800):
         [sys.executable, '-m', 'pipeline', *args], cwd=cwd,
         env={**os.environ, 'PYTHONPATH': REPO}, capture_output=True,
         text=True, timeout=timeout, check=False)
-    lines = [l for l in process.stdout.splitlines() if l.startswith('{')]
+    lines = [line for line in process.stdout.splitlines()
+             if line.startswith('{')]
     return process, (json.loads(lines[-1]) if lines else None)
 
 
@@ -113,8 +114,8 @@ def test_convnet_job_reaches_pusher_and_its_model_answers_over_grpc(
         server.stop()
     # Class names were learned by ExampleGen when the job ran (IDX: indices).
     assert {p.top_class for p in predictions} <= {str(i) for i in range(10)}
-    hits = np.mean([p.top_class == str(l)
-                    for p, l in zip(predictions, labels)])
+    hits = np.mean([p.top_class == str(label)
+                    for p, label in zip(predictions, labels)])
     assert hits > 0.5, hits
 
 

@@ -31,7 +31,8 @@ def run_pipeline(*args):
     process = subprocess.run(
         [sys.executable, '-m', 'pipeline', 'run', *args],
         cwd=REPO, capture_output=True, text=True, timeout=1200, check=False)
-    lines = [l for l in process.stdout.splitlines() if l.startswith('{')]
+    lines = [line for line in process.stdout.splitlines()
+             if line.startswith('{')]
     if process.returncode != 0 or not lines:
         return None, process.stderr
     return json.loads(lines[-1]), process.stderr
@@ -197,7 +198,8 @@ def test_a_worse_model_is_not_pushed(convnet_run):
     assert summary is not None, log
     assert summary['blessed'] is False
     assert summary['pushed_model'] is None
-    assert sorted(os.listdir(os.path.join(home, 'serving', 'convnet'))) == versions
+    serving_dir = os.path.join(home, 'serving', 'convnet')
+    assert sorted(os.listdir(serving_dir)) == versions
 
 
 def test_rnn_run_pushes_a_model_whose_two_signatures_agree(tmp_path):

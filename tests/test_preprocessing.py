@@ -1,4 +1,4 @@
-"""The preprocessing_fns run for real through tf.Transform on Beam, on tiny data."""
+"""The preprocessing_fns run for real via tf.Transform on Beam, on tiny data."""
 
 import io
 import math
@@ -84,7 +84,8 @@ def test_sequences_are_zscored_per_channel_and_missing_values_imputed():
     assert int(by_label[0][features.LENGTH_KEY]) == 3
     assert first.shape == (3, 2) and second.shape == (1, 2)
     # Channel 0 over all steps: 1, 3, 5, 7 (mean 4, std sqrt(5)).
-    np.testing.assert_allclose(first[:, 0], np.array([-3, -1, 1]) / math.sqrt(5),
+    np.testing.assert_allclose(first[:, 0],
+                               np.array([-3, -1, 1]) / math.sqrt(5),
                                rtol=1e-4)
     # Channel 1 ignores the NaN: 10, 30, 20 (mean 20), and imputes it as 0.
     std = math.sqrt(200 / 3)

@@ -103,7 +103,8 @@ def test_spans_retrain_compare_push_and_swap(tmp_path):
             cwd=REPO, capture_output=True, text=True, timeout=900, check=True)
         third_run = json.loads(run.stdout.strip().splitlines()[-1])
         assert third_run['span'] == 3
-        assert third_run['blessed'] is False and third_run['pushed_model'] is None
+        assert third_run['blessed'] is False
+        assert third_run['pushed_model'] is None
         assert versions(home) == [first, second]
         time.sleep(3)
         assert available(client) == [second]

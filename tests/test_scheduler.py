@@ -66,7 +66,8 @@ class Recorder:
 def make(tmp_path, clock=None, **kwargs):
     clock = clock or FakeClock(START)
     lines = []
-    recorder = Recorder(clock, kwargs.pop('fail_on', ()), kwargs.pop('during', None))
+    recorder = Recorder(clock, kwargs.pop('fail_on', ()),
+                        kwargs.pop('during', None))
     scheduler = Scheduler(recorder, tmp_path / 'state', clock=clock, tz='UTC',
                           echo=lines.append, **kwargs)
     return scheduler, recorder, lines
@@ -133,7 +134,8 @@ def test_failed_run_is_recorded_and_scheduler_keeps_going(tmp_path, caplog):
     assert history[0]['summary'] is None
     assert 'run #1 failed after 0s: RuntimeError: boom in run 1' in lines
     assert 'RuntimeError: boom in run 1' in caplog.text
-    assert lines[lines.index('run #1 failed after 0s: RuntimeError: boom in run 1')
+    assert lines[lines.index('run #1 failed after 0s: RuntimeError: boom in '
+                             'run 1')
                  + 1] == 'next run at 2024-01-01T03:00:00+00:00'
 
 
@@ -152,7 +154,8 @@ def test_needs_a_trigger_and_valid_options(tmp_path):
 
 
 def test_span_watcher_finds_spans(tmp_path):
-    for name in ('span-1', 'span-12', 'span-x', 'span-3.tmp', 'other-99', '.span-50'):
+    for name in ('span-1', 'span-12', 'span-x', 'span-3.tmp',
+                 'other-99', '.span-50'):
         (tmp_path / name).mkdir()
     (tmp_path / 'span-7').write_text('a file counts too')
     watcher = SpanWatcher(tmp_path, 'span-{SPAN}')
@@ -193,7 +196,8 @@ def test_new_span_triggers_run_once_and_state_survives_restart(tmp_path):
     assert history[0]['trigger'][0]['kind'] == 'new-data'
     state = json.loads((tmp_path / 'state' / 'state.json').read_text())
     assert state['spans'][watcher.key] == 3
-    assert lines[-2].startswith('next run when a span newer than span 3 appears')
+    assert lines[-2].startswith('next run when a span newer than span 3 '
+                                'appears')
 
     # A new scheduler process on the same state dir: span 3 is old news.
     clock = FakeClock(START + minutes(120))
@@ -216,7 +220,8 @@ def test_existing_spans_at_first_start(tmp_path):
                                      run_on_existing_data=False)
     baseline.run(until=START + minutes(10))
     assert recorder.times == []
-    assert any('span 5 already present, recorded as seen' in l for l in lines)
+    assert any('span 5 already present, recorded as seen' in line
+               for line in lines)
 
 
 def test_cron_and_new_data_together(tmp_path):
@@ -229,9 +234,10 @@ def test_cron_and_new_data_together(tmp_path):
         watcher=SpanWatcher(data, poll_seconds=600))
     history = scheduler.run(until=at(5))
     assert recorder.times == [at(2), at(2, 40), at(4)]
-    assert [r['trigger'][0]['kind'] for r in history] == ['cron', 'new-data', 'cron']
-    assert lines[1] == ('next run at 2024-01-01T02:00:00+00:00; or earlier when '
-                        f'a span appears in {data}/span-{{SPAN}}')
+    assert ([r['trigger'][0]['kind'] for r in history]
+            == ['cron', 'new-data', 'cron'])
+    assert lines[1] == ('next run at 2024-01-01T02:00:00+00:00; or earlier '
+                        f'when a span appears in {data}/span-{{SPAN}}')
 
 
 def test_triggers_during_a_run_are_coalesced(tmp_path):
@@ -256,9 +262,11 @@ def test_triggers_during_a_run_are_coalesced(tmp_path):
     ]
     assert ('trigger cron (2024-01-01T03:00:00+00:00, 3 ticks) came due during '
             'run #1; queued (at most one pending run)') in lines
-    assert any(l.startswith('trigger new-data (span 7) came due during run #1')
-               for l in lines)
-    assert any(l.startswith('coalesced 2 triggers into one run') for l in lines)
+    assert any(line.startswith(
+                   'trigger new-data (span 7) came due during run #1')
+               for line in lines)
+    assert any(line.startswith('coalesced 2 triggers into one run')
+               for line in lines)
     # Announced once idle again, after the coalesced run.
     assert next_run_lines(lines) == [
         'next run at 2024-01-01T02:00:00+00:00; or earlier when a span '
@@ -314,11 +322,12 @@ def test_scheduler_waits_for_lock_held_by_another_process(tmp_path):
             target=scheduler.run, kwargs={'install_signal_handlers': False})
         thread.start()
         deadline = time.monotonic() + 10
-        while not any('waiting for it' in l for l in lines):
+        while not any('waiting for it' in line for line in lines):
             assert time.monotonic() < deadline, lines
             time.sleep(0.02)
         assert runs == [], 'ran while another process held the lock'
-        assert any(f'held by pid {holder.pid} (test holder)' in l for l in lines)
+        assert any(f'held by pid {holder.pid} (test holder)' in line
+                   for line in lines)
 
         released.set()
         holder.stdin.write('\n')
@@ -331,19 +340,21 @@ def test_scheduler_waits_for_lock_held_by_another_process(tmp_path):
         holder.wait()
     assert runs == [True], 'ran while another process held the lock'
     assert scheduler.history[0]['status'] == 'succeeded'
-    assert any(l.startswith('pipeline lock acquired after waiting') for l in lines)
+    assert any(line.startswith('pipeline lock acquired after waiting')
+               for line in lines)
 
 
 def test_scheduler_skips_when_lock_busy_and_on_busy_skip(tmp_path):
     state = tmp_path / 'state'
     manual_run = RunLock(lock_path(state))
     assert manual_run.acquire()
-    scheduler, recorder, lines = make(tmp_path, cron='0 * * * *', on_busy='skip')
+    scheduler, recorder, lines = make(tmp_path, cron='0 * * * *',
+                                      on_busy='skip')
     history = scheduler.run(until=at(3, 30))
     assert recorder.times == []
     assert [r['status'] for r in history] == ['skipped', 'skipped']
     assert history[0]['error'] == f'lock held by pid {os.getpid()}'
-    assert any('skipping this run' in l for l in lines)
+    assert any('skipping this run' in line for line in lines)
 
     manual_run.release()
     scheduler, recorder, _ = make(tmp_path, clock=FakeClock(at(3, 30)),
@@ -366,7 +377,8 @@ def test_run_holds_the_lock_that_crontab_flock_uses(tmp_path):
     Scheduler(run_pipeline, state, cron='* * * * *', max_runs=1, tz='UTC',
               clock=FakeClock(START), echo=None).run()
     assert outcomes == [1]
-    assert subprocess.run(['flock', '-n', lock_path(state), 'true']).returncode == 0
+    assert subprocess.run(['flock', '-n', lock_path(state),
+                           'true']).returncode == 0
 
 
 # Signals ---------------------------------------------------------------------
@@ -412,7 +424,8 @@ class Child:
             directory.mkdir()
         self.stdout_path = tmp_path / 'stdout.txt'
         self.stderr_path = tmp_path / 'stderr.txt'
-        with open(self.stdout_path, 'w') as out, open(self.stderr_path, 'w') as err:
+        with open(self.stdout_path, 'w') as out, \
+                open(self.stderr_path, 'w') as err:
             self.process = subprocess.Popen(
                 [sys.executable, '-c', CHILD, REPO, str(self.state),
                  str(self.data), str(self.markers), str(run_seconds),

@@ -170,7 +170,8 @@ def test_make_dataset_yields_every_example_once_per_epoch_reshuffled(
                 'steps': tf.sparse.to_dense(transformed['steps'])}
 
     dataset = training.make_dataset(
-        pattern, throughput.data_accessor(str(tmp_path)), schema, to_model_inputs,
+        pattern, throughput.data_accessor(str(tmp_path)), schema,
+        to_model_inputs,
         batch_size=32, shuffle=True, seed=1, cache=cache)
     epochs = []
     for _ in range(2):

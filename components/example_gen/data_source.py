@@ -1,7 +1,7 @@
 """Finds what a data path holds: its format, splits, spans and class names.
 
-This runs in the ExampleGen executor, where the data is, and is the one place that knows
-the on-disk layouts this project reads:
+This runs in the ExampleGen executor, where the data is, and is the one place
+that knows the on-disk layouts this project reads:
 
 Images
   - IDX files (MNIST / Fashion-MNIST): `train-images-idx3-ubyte[.gz]` and
@@ -192,9 +192,11 @@ def _detect_sequences(path: str) -> DataSource:
                           _num_channels(sequence_formats.read_long_csv(path),
                                         path))
     if os.path.isdir(path) and not glob.glob(os.path.join(path, '*.ts')):
-        csv_files = {split: sorted(glob.glob(os.path.join(path, f'{split}*.csv')))
+        csv_files = {split: sorted(glob.glob(os.path.join(path,
+                                                          f'{split}*.csv')))
                      for split in (TRAIN, TEST, EVAL)}
-        csv_files = {split: files for split, files in csv_files.items() if files}
+        csv_files = {split: files for split, files in csv_files.items()
+                     if files}
         if csv_files:
             labels = set()
             for files in csv_files.values():

@@ -61,7 +61,7 @@ _READERS: Dict[str, Callable[..., Any]] = {
 
 def settings_to_custom_config(settings: Dict[str, Any]
                               ) -> example_gen_pb2.CustomConfig:
-    """Packs reader settings (a JSON-able dict) into ExampleGen's custom_config."""
+    """Packs reader settings (a JSON-able dict) into custom_config."""
     struct = struct_pb2.Struct()
     struct.update(settings)
     config = example_gen_pb2.CustomConfig()
@@ -102,7 +102,8 @@ def _learn_layout(exec_properties: Dict[str, Any]
             'input_config': proto_utils.proto_to_json(
                 example_gen_pb2.Input(splits=splits)),
             # Our splits are carved in GenerateExamplesByBeam, not by TFX.
-            'output_config': proto_utils.proto_to_json(example_gen_pb2.Output()),
+            'output_config': proto_utils.proto_to_json(
+                example_gen_pb2.Output()),
             'custom_config': proto_utils.proto_to_json(
                 settings_to_custom_config(settings))}, facts
 
@@ -147,7 +148,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         # Buckets [0, test%) go to test, the next eval% to eval, rest train.
         bounds, upper = [], 0
         for split in (data_source.TEST, data_source.EVAL):
-            upper += settings.get(f'{split}_percent', 0) if split in carved else 0
+            upper += (settings.get(f'{split}_percent', 0) if split in carved
+                      else 0)
             bounds.append((split, upper))
 
         def partition(record: bytes, _) -> int:
@@ -189,7 +191,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         bad = _read_bad_records(bad_dir)
         if bad and settings.get('on_bad_record') != ON_BAD_RECORD_SKIP:
             first = bad[0]
-            more = f' (and {len(bad) - 1} more bad records)' if len(bad) > 1 else ''
+            more = (f' (and {len(bad) - 1} more bad records)' if len(bad) > 1
+                    else '')
             raise InputDataError(first['path'], first['reason'] + more,
                                  first.get('line'))
         for record in bad[:_BAD_RECORDS_SHOWN]:

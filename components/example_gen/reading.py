@@ -1,4 +1,4 @@
-"""Beam plumbing shared by the format readers: fan out, read, divert bad input."""
+"""Beam plumbing shared by format readers: fan out, read, divert bad input."""
 
 import glob
 from typing import (
@@ -73,7 +73,7 @@ def first_n(settings: Dict[str, Any]) -> int:
 
 
 def glob_files(patterns: Sequence[str]) -> List[str]:
-    """The sorted files matching any of `patterns`; an InputDataError if none."""
+    """The sorted files matching any of `patterns`; InputDataError if none."""
     files = sorted({f for p in patterns for f in glob.glob(p)})
     if not files:
         raise InputDataError(patterns[0], 'no file matches this pattern')

@@ -36,7 +36,7 @@ def read_ts(pipeline: beam.Pipeline, settings: Dict[str, Any],
 
 def read_csv(pipeline: beam.Pipeline, settings: Dict[str, Any],
              patterns: List[str]):
-    """Reads long-format CSV files (one row per time step) matching `patterns`."""
+    """Reads long-format CSV files (a row per time step) matching `patterns`."""
     return _read_sequences(
         pipeline, settings, patterns,
         lambda path, s: sequence_formats.read_long_csv(path))

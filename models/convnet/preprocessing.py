@@ -34,8 +34,9 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
                      custom_config: Dict[str, Any]) -> Dict[str, tf.Tensor]:
     """tf.Transform's preprocessing_fn for the image models."""
     height, width, channels = (int(d) for d in custom_config['image_shape'])
-    images = decode_images(features.dense_column(inputs[features.IMAGE_KEY], b''),
-                           height, width, channels)
+    images = decode_images(
+        features.dense_column(inputs[features.IMAGE_KEY], b''),
+        height, width, channels)
     pixels = tf.reshape(images, [-1, channels])
     mean = tft.mean(pixels, reduce_instance_dims=False)
     variance = tft.var(pixels, reduce_instance_dims=False)

@@ -50,13 +50,14 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
 
 def to_model_inputs(transformed: Dict[str, tf.Tensor],
                     params: Dict[str, Any]) -> Dict[str, tf.Tensor]:
-    """Transformed (flat, sparse) sequences -> padded [batch, time, channels]."""
+    """Transformed (flat, sparse) sequences -> padded [batch, time, channel]."""
     values = tf.sparse.to_dense(transformed[features.SEQUENCE_KEY])
     channels = int(params['num_channels'])
     return {
         features.SEQUENCE_KEY: tf.reshape(
             values, [tf.shape(values)[0], -1, channels]),
-        features.LENGTH_KEY: tf.cast(transformed[features.LENGTH_KEY], tf.int64),
+        features.LENGTH_KEY: tf.cast(transformed[features.LENGTH_KEY],
+                                     tf.int64),
     }
 
 

@@ -113,7 +113,8 @@ def main_server(tmp_path_factory, main_models) -> server_utils.ServerProcess:
 
 
 @pytest.fixture(scope='module')
-def start_server(tmp_path_factory) -> Callable[[List[str]], server_utils.ServerProcess]:
+def start_server(
+        tmp_path_factory) -> Callable[[List[str]], server_utils.ServerProcess]:
     """Starts extra servers for one test module; stops them afterwards."""
     servers: List[server_utils.ServerProcess] = []
     workdir = tmp_path_factory.mktemp('servers')

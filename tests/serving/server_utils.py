@@ -92,7 +92,7 @@ class ServerProcess:
     def http(self, method: str, path: str, body: Any = None,
              raw: Optional[bytes] = None, timeout: float = 30.0
              ) -> Tuple[int, Any]:
-        """Sends one REST request; returns (HTTP status, decoded JSON or text)."""
+        """Sends a REST request; returns (HTTP status, decoded JSON or text)."""
         data = raw if raw is not None else (
             None if body is None else json.dumps(body).encode())
         request = urllib.request.Request(self.rest_url + path, data=data,
@@ -141,7 +141,8 @@ def launch(tmp_path: Path, args: Sequence[str], rest: bool = True,
                f'--port={grpc_port}', f'--rest_api_port={rest_port}',
                *args]
     with open(log_path, 'wb') as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, stdout=log,
+                                   stderr=subprocess.STDOUT,
                                    env=server_env(), cwd=str(REPO_ROOT))
     return ServerProcess(process, grpc_port, rest_port, log_path)
 

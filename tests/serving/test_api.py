@@ -44,7 +44,8 @@ def model_stub(channel):
     return model_service_pb2_grpc.ModelServiceStub(channel)
 
 
-def _float_request(rows=ROWS, name='mnist', **spec) -> predict_pb2.PredictRequest:
+def _float_request(rows=ROWS, name='mnist',
+                   **spec) -> predict_pb2.PredictRequest:
     request = testmodels.float_predict_request(rows, name)
     for key, value in spec.items():
         if key == 'version':
@@ -350,7 +351,8 @@ def test_multi_inference(predict_stub):
     assert first.model_spec.signature_name == 'serving_default'
     assert first.model_spec.version.value == 3
     np.testing.assert_allclose(
-        [c.score for c in first.classification_result.classifications[0].classes],
+        [c.score
+         for c in first.classification_result.classifications[0].classes],
         _expected_for([10])[0], rtol=1e-5)
     assert second.model_spec.signature_name == 'regress'
     assert second.regression_result.regressions[0].value == pytest.approx(
@@ -488,7 +490,8 @@ def test_rest_model_status(main_server):
 @pytest.mark.parametrize('path, code, message', [
     ('/v1/models/nope', 404, 'Could not find any versions of model nope'),
     ('/v1/models/mnist/versions/9', 404, 'Could not find version 9 of model'),
-    ('/v1/models/mnist/labels/nope', 400, 'Unrecognized servable version label'),
+    ('/v1/models/mnist/labels/nope', 400,
+     'Unrecognized servable version label'),
     ('/v1/models', 400, 'Missing model name in request.'),
     ('/v1/models/mnist/versions/x', 400, 'Malformed request: GET'),
     ('/v1/nope', 400, 'Malformed request: GET /v1/nope'),
@@ -613,7 +616,8 @@ def test_rest_examples_for_default_signature(main_server):
     assert labels == ['zero', 'one', 'two']
     np.testing.assert_allclose([pair[1] for pair in body['results'][0]],
                                expected, rtol=1e-5)
-    code, body = main_server.http('POST', '/v1/models/mnist/labels/stable:regress', {
+    stable_regress = '/v1/models/mnist/labels/stable:regress'
+    code, body = main_server.http('POST', stable_regress, {
         'signature_name': 'regress', 'context': {'image/float': values},
         'examples': [{}]})
     assert code == 200, body

@@ -155,7 +155,8 @@ def test_client_disconnects_are_logged_in_one_line(server):
     log = server.log()
     assert 'Traceback' not in log, log[-3000:]
     assert re.search(r'REST client 127\.0\.0\.1:\d+ disconnected: '
-                     r'(BrokenPipeError|ConnectionResetError)', log), log[-3000:]
+                     r'(BrokenPipeError|ConnectionResetError)',
+                     log), log[-3000:]
 
 
 def test_load_while_versions_swap_and_a_broken_version_appears(

@@ -82,7 +82,8 @@ class _TestModel(tf.Module):
     def serving_float(self, x):
         return self._head(x)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name='a'),
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32,
+                                                name='a'),
                                   tf.TensorSpec([None], tf.string, name='b')])
     def serving_multi(self, a, b):
         return {'total': tf.reduce_sum(a, axis=1), 'echo_bytes': b}
@@ -148,7 +149,8 @@ def quadrant_features(pixels: np.ndarray) -> np.ndarray:
                     dtype=np.float32)
 
 
-def write_warmup(version_dir: str, requests: Iterable[predict_pb2.PredictRequest]
+def write_warmup(version_dir: str,
+                 requests: Iterable[predict_pb2.PredictRequest]
                  ) -> int:
     """Writes assets.extra/tf_serving_warmup_requests; returns the count."""
     directory = os.path.join(version_dir, 'assets.extra')
@@ -165,7 +167,8 @@ def write_warmup(version_dir: str, requests: Iterable[predict_pb2.PredictRequest
 
 
 def float_predict_request(rows: List[List[float]],
-                          name: Optional[str] = None) -> predict_pb2.PredictRequest:
+                          name: Optional[str] = None
+                          ) -> predict_pb2.PredictRequest:
     request = predict_pb2.PredictRequest()
     if name:
         request.model_spec.name = name
