@@ -4,7 +4,7 @@
                             [--data PATH] [--set key=value ...]
 
 Reads the raw files with the project's own readers
-(`image_formats.read_idx_dataset`, `sequence_formats.read_ts`), z-scores them
+(`image_formats.read_idx_dataset`, `ts_format.read_ts`), z-scores them
 with numpy exactly as the Transform does (per channel, statistics of the
 training split; missing sequence values become 0), holds out the same share
 of the training split for validation, builds the SAME model
@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 from bench import common  # noqa: E402
 from components import image_formats  # noqa: E402
-from components import sequence_formats  # noqa: E402
+from components import ts_format  # noqa: E402
 from components.example_gen import data_source  # noqa: E402
 from pipeline import configs  # noqa: E402
 
@@ -105,7 +105,7 @@ def load_ts_split(path: str, class_names: Sequence[str], limit: int = 0
                   ) -> Tuple[List[np.ndarray], np.ndarray]:
     """A .ts split as a list of float32 [length, channels] and label indices."""
     values, labels = [], []
-    for index, sequence in enumerate(sequence_formats.read_ts(path)):
+    for index, sequence in enumerate(ts_format.read_ts(path)):
         if limit and index >= limit:
             break
         values.append(sequence.values)

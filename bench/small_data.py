@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from components import image_formats
-from components import sequence_formats
+from components import ts_format
 from components.example_gen import data_source
 from pipeline import configs
 
@@ -65,9 +65,9 @@ def write_sequence_cut(name: str, root: str, train: int) -> None:
     os.makedirs(root, exist_ok=True)
     for split, limit in (('TRAIN', train), ('TEST', 0)):
         path = os.path.join(source, f'{name}_{split}.ts')
-        series = list(sequence_formats.read_ts(path))
+        series = list(ts_format.read_ts(path))
         labels = sorted({s.label for s in series})
-        sequence_formats.write_ts(
+        ts_format.write_ts(
             os.path.join(root, f'{name}_{split}.ts'),
             series[:limit] if limit else series, name, labels)
 

@@ -13,7 +13,7 @@ import tempfile
 from typing import List, Tuple
 
 from components import image_formats
-from components import sequence_formats
+from components import ts_format
 from pipeline import configs
 from serving import client as client_lib
 from serving.process import ServerProcess
@@ -49,17 +49,17 @@ def _image_queries(folder: str, count: int) -> List[Tuple[str, str]]:
 
 def _sequence_queries(folder: str, count: int):
     """The first test series of JapaneseVowels, and a .ts file of them."""
-    _, test_path = sequence_formats.find_ts_pair(
+    _, test_path = ts_format.find_ts_pair(
         configs.MODELS['rnn'].default_data)
-    header = sequence_formats.read_ts_header(test_path)
+    header = ts_format.read_ts_header(test_path)
     sequences = []
-    for sequence in sequence_formats.read_ts(test_path):
+    for sequence in ts_format.read_ts(test_path):
         sequences.append(sequence)
         if len(sequences) == count:
             break
     path = os.path.join(folder, 'japanese_vowels_test.ts')
-    sequence_formats.write_ts(path, sequences, header.problem_name,
-                              header.class_labels)
+    ts_format.write_ts(path, sequences, header.problem_name,
+                       header.class_labels)
     return path, sequences
 
 

@@ -172,11 +172,12 @@ def _read_inputs(paths: Sequence[str]) -> List[_Input]:
 def _read_sequences(path: str, suffix: str) -> List[_Input]:
     try:
         # Lazy: image prediction must not depend on the sequence readers.
-        from components import sequence_formats  # pylint: disable=import-outside-toplevel
+        from components import long_csv_format  # pylint: disable=import-outside-toplevel
+        from components import ts_format  # pylint: disable=import-outside-toplevel
     except ImportError as e:
         raise CliError(f'{path}: cannot read sequence files ({e})') from None
-    reader = (sequence_formats.read_ts if suffix == '.ts'
-              else sequence_formats.read_long_csv)
+    reader = (ts_format.read_ts if suffix == '.ts'
+              else long_csv_format.read_long_csv)
     inputs = [_Input(f'{path} [{seq.series_id}]', sequence=seq.values,
                      label=seq.label)
               for seq in reader(path)]

@@ -9,7 +9,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from components import sequence_formats
+from components import labeled_sequences
+from components import ts_format
 
 
 def write_idx(path: str, array: np.ndarray) -> None:
@@ -83,7 +84,7 @@ def sequences_with_labels(count: int, class_labels: Sequence[str],
         k = i % len(class_labels)
         length = int(rng.integers(5, 12))
         values = rng.normal(size=(length, channels)) + 2.0 * k
-        result.append(sequence_formats.LabeledSequence(
+        result.append(labeled_sequences.LabeledSequence(
             f'series{i}', values.astype(np.float32), class_labels[k]))
     return result
 
@@ -93,7 +94,7 @@ def write_ts_dataset(folder: str, name: str = 'Toy', train: int = 30,
     """A <name>_TRAIN.ts / <name>_TEST.ts pair; returns the folder."""
     os.makedirs(folder, exist_ok=True)
     for split, count, seed in (('TRAIN', train, 0), ('TEST', test, 1)):
-        sequence_formats.write_ts(
+        ts_format.write_ts(
             os.path.join(folder, f'{name}_{split}.ts'),
             sequences_with_labels(count, class_labels, seed=seed),
             name, class_labels)

@@ -23,7 +23,7 @@ from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
 
 from components import image_formats
-from components import sequence_formats
+from components import long_csv_format
 from components.example_gen import data_source
 from pipeline import cli
 from tests import datasets
@@ -255,7 +255,7 @@ def test_inputs_that_must_work(tmp_path):
     csv_path = _write(os.path.join(root, 'my series.csv'), text)
     source = data_source.detect(csv_path, data_source.SEQUENCES)
     assert source.class_names == ('x', 'y') and source.num_channels == 1
-    assert len(list(sequence_formats.read_long_csv(csv_path))) == 4
+    assert len(list(long_csv_format.read_long_csv(csv_path))) == 4
 
     ts_dir = os.path.join(root, 'my ts')
     for split in ('TRAIN', 'TEST'):

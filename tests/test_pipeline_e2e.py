@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import sequence_formats
+from components import ts_format
 from models import features
 from models import signatures
 from serving import client as client_lib
@@ -214,7 +214,7 @@ def test_rnn_run_pushes_a_model_whose_two_signatures_agree(tmp_path):
     assert summary['blessed'] is True, log
     model = tf.saved_model.load(summary['pushed_model'])
 
-    sequences = list(sequence_formats.read_ts(
+    sequences = list(ts_format.read_ts(
         os.path.join(data, 'Toy_TEST.ts')))[:6]
     class_index = {'a': 0, 'b': 1, 'c': 2}
     from_examples = _signature(model, signatures.DEFAULT_SIGNATURE)(
@@ -258,7 +258,7 @@ def test_fcn_run_pushes_a_model_that_ignores_padding(fcn_run):
     model = tf.saved_model.load(summary['pushed_model'])
     serve = _signature(model, signatures.SEQUENCE_SIGNATURE)
 
-    sequences = list(sequence_formats.read_ts(
+    sequences = list(ts_format.read_ts(
         os.path.join(data, 'Toy_TEST.ts')))[:6]
     short = min(sequences, key=lambda s: len(s.values))
     longest = max(len(s.values) for s in sequences)

@@ -1,4 +1,8 @@
-"""Tests for components.sequence_formats: .ts and long-CSV readers, writers."""
+"""Tests for the .ts and long-CSV readers and writers of labelled sequences.
+
+components/ts_format.py, components/long_csv_format.py and what they share,
+components/labeled_sequences.py.
+"""
 
 import importlib.util
 import os
@@ -7,7 +11,9 @@ import pickle
 import numpy as np
 import pytest
 
-from components import sequence_formats as sf
+from components import labeled_sequences
+from components import long_csv_format
+from components import ts_format
 from components.errors import InputDataError
 
 
@@ -85,8 +91,8 @@ def raises_at(line, *fragments):
 
 @needs_archive
 def test_gunpoint_univariate_counts_shapes_and_values():
-    train = list(sf.read_ts(archive('GunPoint/GunPoint_TRAIN.ts')))
-    test = list(sf.read_ts(archive('GunPoint/GunPoint_TEST.ts')))
+    train = list(ts_format.read_ts(archive('GunPoint/GunPoint_TRAIN.ts')))
+    test = list(ts_format.read_ts(archive('GunPoint/GunPoint_TEST.ts')))
     assert (len(train), len(test)) == (50, 150)
     assert {s.values.shape for s in train + test} == {(150, 1)}
     assert {s.values.dtype for s in train} == {np.dtype(np.float32)}
@@ -104,8 +110,8 @@ def test_gunpoint_univariate_counts_shapes_and_values():
 
 @needs_archive
 def test_gunpoint_header():
-    header = sf.read_ts_header(archive('GunPoint/GunPoint_TEST.ts'))
-    assert header == sf.TsHeader(
+    header = ts_format.read_ts_header(archive('GunPoint/GunPoint_TEST.ts'))
+    assert header == ts_format.TsHeader(
         problem_name='GunPoint', univariate=True, equal_length=True,
         series_length=150,
         num_dimensions=None, class_labels=('1', '2'), missing=False,
@@ -114,13 +120,15 @@ def test_gunpoint_header():
 
 @needs_archive
 def test_japanese_vowels_multivariate_unequal_length():
-    header = sf.read_ts_header(
+    header = ts_format.read_ts_header(
         archive('JapaneseVowels/JapaneseVowels_TRAIN.ts'))
     assert header.num_dimensions == 12 and not header.univariate
     assert not header.equal_length and header.series_length is None
     assert header.class_labels == tuple('123456789')
-    train = list(sf.read_ts(archive('JapaneseVowels/JapaneseVowels_TRAIN.ts')))
-    test = list(sf.read_ts(archive('JapaneseVowels/JapaneseVowels_TEST.ts')))
+    train = list(ts_format.read_ts(
+        archive('JapaneseVowels/JapaneseVowels_TRAIN.ts')))
+    test = list(ts_format.read_ts(
+        archive('JapaneseVowels/JapaneseVowels_TEST.ts')))
     assert (len(train), len(test)) == (270, 370)
     lengths = [len(s.values) for s in train + test]
     assert (min(lengths), max(lengths)) == (7, 29)
@@ -141,10 +149,10 @@ def test_japanese_vowels_multivariate_unequal_length():
 
 @needs_archive
 def test_plaid_unequal_length_univariate():
-    header = sf.read_ts_header(archive('PLAID/PLAID_TRAIN.ts'))
+    header = ts_format.read_ts_header(archive('PLAID/PLAID_TRAIN.ts'))
     assert header.univariate and not header.equal_length
     assert header.class_labels == tuple(str(i) for i in range(11))
-    train = list(sf.read_ts(archive('PLAID/PLAID_TRAIN.ts')))
+    train = list(ts_format.read_ts(archive('PLAID/PLAID_TRAIN.ts')))
     lengths = [len(s.values) for s in train]
     assert len(train) == 537
     assert (min(lengths), max(lengths)) == (100, 1344)
@@ -153,12 +161,14 @@ def test_plaid_unequal_length_univariate():
 
 @needs_archive
 def test_basic_motions_declares_dimensions_and_word_labels():
-    header = sf.read_ts_header(archive('BasicMotions/BasicMotions_TRAIN.ts'))
+    header = ts_format.read_ts_header(
+        archive('BasicMotions/BasicMotions_TRAIN.ts'))
     assert header.problem_name == 'BasicMotions'
     assert header.num_dimensions == 6 and header.series_length == 100
     assert header.class_labels == ('Standing', 'Running',
                                    'Walking', 'Badminton')
-    series = list(sf.read_ts(archive('BasicMotions/BasicMotions_TRAIN.ts')))
+    series = list(ts_format.read_ts(
+        archive('BasicMotions/BasicMotions_TRAIN.ts')))
     assert len(series) == 40 and {s.values.shape for s in series} == {(100, 6)}
     assert {s.label for s in series} == set(header.class_labels)
 
@@ -167,26 +177,27 @@ def test_basic_motions_declares_dimensions_and_word_labels():
 def test_arrowhead_absent_tags_take_defaults():
     # ArrowHead has no @equalLength/@seriesLength, its TEST file no @missing,
     # and a blank line inside the header.
-    header = sf.read_ts_header(archive('ArrowHead/ArrowHead_TEST.ts'))
+    header = ts_format.read_ts_header(archive('ArrowHead/ArrowHead_TEST.ts'))
     assert header.equal_length and header.series_length is None
     assert not header.missing
-    series = list(sf.read_ts(archive('ArrowHead/ArrowHead_TRAIN.ts')))
+    series = list(ts_format.read_ts(archive('ArrowHead/ArrowHead_TRAIN.ts')))
     assert len(series) == 36 and {s.values.shape for s in series} == {(251, 1)}
 
 
 @needs_archive
 def test_unittest_percent_comments_and_repeated_problem_name():
     # UnitTest_TEST.ts opens with '%' comments and has two @problemName lines.
-    header = sf.read_ts_header(archive('UnitTest/UnitTest_TEST.ts'))
+    header = ts_format.read_ts_header(archive('UnitTest/UnitTest_TEST.ts'))
     assert header.problem_name == 'UnitTest'
-    assert len(list(sf.read_ts(archive('UnitTest/UnitTest_TEST.ts')))) == 22
+    series = list(ts_format.read_ts(archive('UnitTest/UnitTest_TEST.ts')))
+    assert len(series) == 22
 
 
 @needs_archive
 @pytest.mark.parametrize('relative', CLASSIFICATION_FILES)
 def test_every_archive_classification_file_reads(relative):
-    header = sf.read_ts_header(archive(relative))
-    series = list(sf.read_ts(archive(relative)))
+    header = ts_format.read_ts_header(archive(relative))
+    series = list(ts_format.read_ts(archive(relative)))
     assert series
     assert {s.label for s in series} <= set(header.class_labels)
     # All declare @missing false.
@@ -202,7 +213,7 @@ def test_every_archive_classification_file_reads(relative):
 ])
 def test_archive_regression_files_are_rejected(relative, line):
     with raises_at(line, 'regression'):
-        sf.read_ts_header(archive(relative))
+        ts_format.read_ts_header(archive(relative))
 
 
 # --- .ts parsing --------------------------------------------------------------
@@ -210,10 +221,10 @@ def test_archive_regression_files_are_rejected(relative, line):
 
 def test_missing_values_read_as_nan(tmp_path):
     path = write(tmp_path, ts_text('1,?,3:a', 'NaN,2, nan :b', missing='true'))
-    first, second = sf.read_ts(path)
+    first, second = ts_format.read_ts(path)
     np.testing.assert_array_equal(first.values[:, 0], [1, np.nan, 3])
     np.testing.assert_array_equal(second.values[:, 0], [np.nan, 2, np.nan])
-    assert sf.read_ts_header(path).missing
+    assert ts_format.read_ts_header(path).missing
 
 
 def test_comments_blank_lines_crlf_bom_and_tag_case(tmp_path):
@@ -222,11 +233,11 @@ def test_comments_blank_lines_crlf_bom_and_tag_case(tmp_path):
             'true x y\r\n% another comment\r\n@DATA\r\n\r\n1.5,2:3,4:x\r\n# '
             'comment among the data\r\n5:6:y\r\n')
     path = write(tmp_path, text)
-    header = sf.read_ts_header(path)
+    header = ts_format.read_ts_header(path)
     assert (header.problem_name, header.univariate,
             header.equal_length) == ('Toy', False, False)
     assert header.class_labels == ('x', 'y')
-    first, second = sf.read_ts(path)
+    first, second = ts_format.read_ts(path)
     np.testing.assert_array_equal(first.values, np.float32([[1.5, 3], [2, 4]]))
     assert (second.label, second.values.tolist()) == ('y', [[5, 6]])
 
@@ -234,21 +245,21 @@ def test_comments_blank_lines_crlf_bom_and_tag_case(tmp_path):
 def test_unequal_multivariate_without_dimensions_tag_is_inferred(tmp_path):
     path = write(tmp_path,
                  ts_text('1,2,3:4,5,6:a', '7:8:b', univariate='false'))
-    header = sf.read_ts_header(path)
+    header = ts_format.read_ts_header(path)
     assert header.num_dimensions is None
-    shapes = [s.values.shape for s in sf.read_ts(path)]
+    shapes = [s.values.shape for s in ts_format.read_ts(path)]
     assert shapes == [(3, 2), (1, 2)]
 
 
 def test_problem_name_defaults_to_file_stem(tmp_path):
     path = write(tmp_path, ts_text('1:a', problemName=None),
                  name='Stem_TEST.ts')
-    assert sf.read_ts_header(path).problem_name == 'Stem_TEST'
+    assert ts_format.read_ts_header(path).problem_name == 'Stem_TEST'
 
 
 def test_series_are_yielded_before_a_later_fault(tmp_path):
     path = write(tmp_path, ts_text('1,2:a', '3,x:b'))
-    series = sf.read_ts(path)
+    series = ts_format.read_ts(path)
     assert next(series).values.tolist() == [[1], [2]]
     with raises_at(9, "value 2: 'x' is not a number"):
         next(series)
@@ -256,9 +267,9 @@ def test_series_are_yielded_before_a_later_fault(tmp_path):
 
 def test_max_length_rejects_longer_series_without_truncating(tmp_path):
     path = write(tmp_path, ts_text('1,2:a', '1,2,3:b'))
-    assert len(list(sf.read_ts(path, max_length=3))) == 2
+    assert len(list(ts_format.read_ts(path, max_length=3))) == 2
     with raises_at(9, 'series toy_TRAIN:1 has length 3, above max_length 2'):
-        list(sf.read_ts(path, max_length=2))
+        list(ts_format.read_ts(path, max_length=2))
 
 
 # Header rows: problemName, timeStamps, missing, univariate, equalLength,
@@ -337,32 +348,32 @@ def test_malformed_ts_raises_with_line_and_reason(tmp_path, text,
                                                   line, fragments):
     path = write(tmp_path, text)
     with raises_at(line, *fragments):
-        list(sf.read_ts(path))
+        list(ts_format.read_ts(path))
 
 
 def test_equal_length_is_the_default_and_checked(tmp_path):
     path = write(tmp_path, ts_text('1,2:a', '1,2,3:b', equalLength=None))
-    assert sf.read_ts_header(path).equal_length
+    assert ts_format.read_ts_header(path).equal_length
     with raises_at(8, 'the default when absent',
                    'from the first series, line 7'):
-        list(sf.read_ts(path))
+        list(ts_format.read_ts(path))
 
 
 def test_non_utf8_and_missing_files(tmp_path):
     path = tmp_path / 'latin1.ts'
     path.write_bytes(ts_text('1:a').encode() + b'# caf\xe9\n')
     with raises_at(9, 'not UTF-8 text'):
-        list(sf.read_ts(str(path)))
+        list(ts_format.read_ts(str(path)))
     with raises_at(None, 'file not found'):
-        sf.read_ts_header(str(tmp_path / 'absent.ts'))
+        ts_format.read_ts_header(str(tmp_path / 'absent.ts'))
     with raises_at(None, 'is a folder'):
-        sf.read_ts_header(str(tmp_path))
+        ts_format.read_ts_header(str(tmp_path))
 
 
 def test_error_names_the_file_and_line_in_its_message(tmp_path):
     path = write(tmp_path, ts_text('1,2:c'))
     with pytest.raises(InputDataError) as info:
-        list(sf.read_ts(path))
+        list(ts_format.read_ts(path))
     assert str(info.value).startswith(f'{path}:8: label ')
     assert pickle.loads(pickle.dumps(info.value)).line == 8
 
@@ -382,41 +393,42 @@ def test_find_ts_pair_forms_on_the_archive():
     folder = archive('JapaneseVowels')
     expected = (os.path.join(folder, 'JapaneseVowels_TRAIN.ts'),
                 os.path.join(folder, 'JapaneseVowels_TEST.ts'))
-    assert sf.find_ts_pair(folder) == expected
-    assert sf.find_ts_pair(os.path.join(folder, 'JapaneseVowels')) == expected
-    assert sf.find_ts_pair(expected[0]) == expected
-    assert sf.find_ts_pair(expected[1]) == expected
+    assert ts_format.find_ts_pair(folder) == expected
+    assert ts_format.find_ts_pair(
+        os.path.join(folder, 'JapaneseVowels')) == expected
+    assert ts_format.find_ts_pair(expected[0]) == expected
+    assert ts_format.find_ts_pair(expected[1]) == expected
 
 
 def test_find_ts_pair_folder_ignores_other_files(tmp_path):
     folder = _touch(tmp_path / 'p', 'P_TRAIN.ts', 'P_TEST.ts',
                     'README.md', 'Q_TRAIN.ts')
-    assert sf.find_ts_pair(folder) == (os.path.join(folder, 'P_TRAIN.ts'),
-                                       os.path.join(folder, 'P_TEST.ts'))
+    assert ts_format.find_ts_pair(folder) == (
+        os.path.join(folder, 'P_TRAIN.ts'), os.path.join(folder, 'P_TEST.ts'))
 
 
 def test_find_ts_pair_errors(tmp_path):
     with raises_at(None, 'no <NAME>_TRAIN.ts and <NAME>_TEST.ts pair',
                    'found: none'):
-        sf.find_ts_pair(_touch(tmp_path / 'empty'))
+        ts_format.find_ts_pair(_touch(tmp_path / 'empty'))
     with raises_at(None, 'found: Half_TRAIN.ts'):
-        sf.find_ts_pair(_touch(tmp_path / 'half', 'Half_TRAIN.ts'))
+        ts_format.find_ts_pair(_touch(tmp_path / 'half', 'Half_TRAIN.ts'))
     two = _touch(tmp_path / 'two', 'A_TRAIN.ts', 'A_TEST.ts',
                  'B_TRAIN.ts', 'B_TEST.ts')
     with raises_at(None, 'several .ts pairs in this folder (A, B)'):
-        sf.find_ts_pair(two)
-    assert (sf.find_ts_pair(os.path.join(two, 'B'))[1]
+        ts_format.find_ts_pair(two)
+    assert (ts_format.find_ts_pair(os.path.join(two, 'B'))[1]
             == os.path.join(two, 'B_TEST.ts'))
     half = str(tmp_path / 'half' / 'Half')
     with raises_at(None, f'{half}_TEST.ts not found'):
-        sf.find_ts_pair(half + '_TRAIN.ts')
+        ts_format.find_ts_pair(half + '_TRAIN.ts')
     with raises_at(None, f'{half}_TEST.ts not found'):
-        sf.find_ts_pair(half)
+        ts_format.find_ts_pair(half)
     with raises_at(None, 'not found'):
-        sf.find_ts_pair(str(tmp_path / 'nowhere' / 'X'))
+        ts_format.find_ts_pair(str(tmp_path / 'nowhere' / 'X'))
     odd = _touch(tmp_path / 'odd', 'odd.ts')
     with raises_at(None, 'not named <NAME>_TRAIN.ts or <NAME>_TEST.ts'):
-        sf.find_ts_pair(os.path.join(odd, 'odd.ts'))
+        ts_format.find_ts_pair(os.path.join(odd, 'odd.ts'))
 
 
 # --- Long CSV -----------------------------------------------------------------
@@ -431,7 +443,8 @@ def test_long_csv_shuffled_interleaved_rows_are_sorted_by_time(tmp_path):
         '\n'
         's2,0,10.25,dog,-2\n'
         's1,1,2,cat,20\n'), name='long.csv')
-    s2, s1 = sf.read_long_csv(path)  # In order of first appearance.
+    # In order of first appearance.
+    s2, s1 = long_csv_format.read_long_csv(path)
     assert ((s2.series_id, s2.label, s1.series_id, s1.label)
             == ('s2', 'dog', 's1', 'cat'))
     assert s1.values.dtype == np.float32
@@ -442,7 +455,7 @@ def test_long_csv_shuffled_interleaved_rows_are_sorted_by_time(tmp_path):
 def test_long_csv_missing_cells_are_nan(tmp_path):
     path = write(tmp_path, 'series_id,time,a,b,label\n'
                  'k,0,,?,z\nk,1,NaN,nan,z\nk,2," 4 ",5,z\n', name='m.csv')
-    (series,) = sf.read_long_csv(path)
+    (series,) = long_csv_format.read_long_csv(path)
     np.testing.assert_array_equal(
         series.values, [[np.nan, np.nan], [np.nan, np.nan], [4, 5]])
 
@@ -451,10 +464,11 @@ def test_long_csv_named_columns_gaps_and_float_times(tmp_path):
     path = write(tmp_path,
                  'id,t,noise,b,a,y\nq,5.0,x,2,1,u\nq,1,x,4,3,u\nq,-3,x,6,5,u\n',
                  name='n.csv')
-    (series,) = sf.read_long_csv(path, id_column='id', time_column='t',
-                                 label_column='y', channel_columns=['a', 'b'])
+    (series,) = long_csv_format.read_long_csv(
+        path, id_column='id', time_column='t', label_column='y',
+        channel_columns=['a', 'b'])
     np.testing.assert_array_equal(series.values, [[5, 6], [3, 4], [1, 2]])
-    assert sf.class_labels_of_csv(path, label_column='y') == ('u',)
+    assert long_csv_format.class_labels_of_csv(path, label_column='y') == ('u',)
 
 
 def test_class_labels_of_csv_sorted_unique(tmp_path):
@@ -462,7 +476,7 @@ def test_class_labels_of_csv_sorted_unique(tmp_path):
                  'series_id,time,v,label\na,0,1,b\na,1,1,b\nc,0,1,10\n'
                  'd,0,1,2\n',
                  name='l.csv')
-    assert sf.class_labels_of_csv(path) == ('10', '2', 'b')
+    assert long_csv_format.class_labels_of_csv(path) == ('10', '2', 'b')
 
 
 HEADER = 'series_id,time,v,label\n'
@@ -507,30 +521,30 @@ def test_malformed_csv_raises_with_line_and_reason(tmp_path, text, kwargs,
                                                    line, fragments):
     path = write(tmp_path, text, name='bad.csv')
     with raises_at(line, *fragments):
-        list(sf.read_long_csv(path, **kwargs))
+        list(long_csv_format.read_long_csv(path, **kwargs))
 
 
 def test_csv_line_numbers_count_quoted_multiline_cells(tmp_path):
     path = write(tmp_path, HEADER + '"a\nb",0,1,x\nc,0,oops,x\n', name='q.csv')
     with raises_at(4, "'oops' is not a number"):
-        list(sf.read_long_csv(path))
+        list(long_csv_format.read_long_csv(path))
 
 
 def test_class_labels_of_csv_errors(tmp_path):
     with raises_at(1, "no column 'label'"):
-        sf.class_labels_of_csv(write(tmp_path,
-                                     'series_id,time,v\na,0,1\n', name='a.csv'))
+        long_csv_format.class_labels_of_csv(
+            write(tmp_path, 'series_id,time,v\na,0,1\n', name='a.csv'))
     with raises_at(3, "empty 'label' cell"):
-        sf.class_labels_of_csv(write(tmp_path, HEADER + 'a,0,1,x\na,1,1,\n',
-                                     name='b.csv'))
+        long_csv_format.class_labels_of_csv(
+            write(tmp_path, HEADER + 'a,0,1,x\na,1,1,\n', name='b.csv'))
     with raises_at(None, 'file not found'):
-        sf.class_labels_of_csv(str(tmp_path / 'absent.csv'))
+        long_csv_format.class_labels_of_csv(str(tmp_path / 'absent.csv'))
 
 
 def test_channel_columns_must_not_name_key_columns(tmp_path):
     path = write(tmp_path, HEADER + 'a,0,1,x\n', name='k.csv')
     with pytest.raises(ValueError, match='id/time/label'):
-        list(sf.read_long_csv(path, channel_columns=['v', 'time']))
+        list(long_csv_format.read_long_csv(path, channel_columns=['v', 'time']))
 
 
 # --- Writers and round trips --------------------------------------------------
@@ -542,7 +556,7 @@ def _sequences():
     for i, (length, label) in enumerate([(5, 'up'), (3, 'down'), (1, 'up')]):
         values = (rng.normal(size=(length, 2)).astype(np.float32)
                   * 10.0 ** (i * 3 - 3))
-        out.append(sf.LabeledSequence(f'seq{i}', values, label))
+        out.append(labeled_sequences.LabeledSequence(f'seq{i}', values, label))
     out[0].values[2, 1] = np.nan
     return out
 
@@ -560,60 +574,64 @@ def _assert_same(read, written, ids=None):
 def test_ts_round_trip_multivariate_unequal_with_missing(tmp_path):
     written = _sequences()
     path = str(tmp_path / 'rt_TRAIN.ts')
-    sf.write_ts(path, iter(written), 'RoundTrip', ['up', 'down'])
-    header = sf.read_ts_header(path)
-    assert header == sf.TsHeader(
+    ts_format.write_ts(path, iter(written), 'RoundTrip', ['up', 'down'])
+    header = ts_format.read_ts_header(path)
+    assert header == ts_format.TsHeader(
         problem_name='RoundTrip', univariate=False, equal_length=False,
         series_length=None,
         num_dimensions=2, class_labels=('up', 'down'), missing=True,
         timestamps=False)
-    _assert_same(list(sf.read_ts(path)), written,
+    _assert_same(list(ts_format.read_ts(path)), written,
                  ['rt_TRAIN:0', 'rt_TRAIN:1', 'rt_TRAIN:2'])
 
 
 def test_ts_round_trip_equal_length_univariate(tmp_path):
-    written = [sf.LabeledSequence(str(i),
-                                  np.float32([[0.1], [i], [-1e-7]]), 'c')
-               for i in range(3)]
+    written = [
+        labeled_sequences.LabeledSequence(
+            str(i), np.float32([[0.1], [i], [-1e-7]]), 'c')
+        for i in range(3)]
     path = str(tmp_path / 'eq.ts')
-    sf.write_ts(path, written, 'Eq', ['c'])
-    header = sf.read_ts_header(path)
+    ts_format.write_ts(path, written, 'Eq', ['c'])
+    header = ts_format.read_ts_header(path)
     assert (header.univariate, header.equal_length,
             header.series_length) == (True, True, 3)
     assert not header.missing
     last_line = (tmp_path / 'eq.ts').read_text().splitlines()[-1]
     assert last_line == '0.1,2.0,-1e-07:c'
-    _assert_same(list(sf.read_ts(path)), written, ['eq:0', 'eq:1', 'eq:2'])
+    _assert_same(list(ts_format.read_ts(path)), written,
+                 ['eq:0', 'eq:1', 'eq:2'])
 
 
 @needs_archive
 def test_ts_round_trip_of_an_archive_file(tmp_path):
     original = list(
-        sf.read_ts(archive('JapaneseVowels/JapaneseVowels_TRAIN.ts')))
+        ts_format.read_ts(archive('JapaneseVowels/JapaneseVowels_TRAIN.ts')))
     path = str(tmp_path / 'JapaneseVowels_TRAIN.ts')
-    sf.write_ts(path, original, 'JapaneseVowels', list('123456789'))
-    _assert_same(list(sf.read_ts(path)), original)
+    ts_format.write_ts(path, original, 'JapaneseVowels', list('123456789'))
+    _assert_same(list(ts_format.read_ts(path)), original)
 
 
 def test_long_csv_round_trip(tmp_path):
     written = _sequences()
     path = str(tmp_path / 'rt.csv')
-    sf.write_long_csv(path, iter(written))
+    long_csv_format.write_long_csv(path, iter(written))
     assert (tmp_path / 'rt.csv').read_text().splitlines()[0] == (
         'series_id,time,channel_0,channel_1,label')
-    _assert_same(list(sf.read_long_csv(path)), written)
-    assert sf.class_labels_of_csv(path) == ('down', 'up')
+    _assert_same(list(long_csv_format.read_long_csv(path)), written)
+    assert long_csv_format.class_labels_of_csv(path) == ('down', 'up')
 
 
 def test_csv_round_trip_quotes_awkward_ids(tmp_path):
-    written = [sf.LabeledSequence('a,"b"', np.float32([[1], [2]]), 'x y')]
+    written = [labeled_sequences.LabeledSequence('a,"b"',
+                                                 np.float32([[1], [2]]), 'x y')]
     path = str(tmp_path / 'odd.csv')
-    sf.write_long_csv(path, written)
-    _assert_same(list(sf.read_long_csv(path)), written)
+    long_csv_format.write_long_csv(path, written)
+    _assert_same(list(long_csv_format.read_long_csv(path)), written)
 
 
 def _one(label='a', shape=(2, 1), series_id='s'):
-    return sf.LabeledSequence(series_id, np.zeros(shape, np.float32), label)
+    return labeled_sequences.LabeledSequence(series_id,
+                                             np.zeros(shape, np.float32), label)
 
 
 @pytest.mark.parametrize('sequences, labels, message', [
@@ -630,5 +648,5 @@ def _one(label='a', shape=(2, 1), series_id='s'):
 def test_write_ts_rejects_what_it_cannot_write(tmp_path, sequences,
                                                labels, message):
     with pytest.raises(ValueError) as info:
-        sf.write_ts(str(tmp_path / 'w.ts'), sequences, 'W', labels)
+        ts_format.write_ts(str(tmp_path / 'w.ts'), sequences, 'W', labels)
     assert message in str(info.value)

@@ -18,7 +18,8 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from components import image_formats
-from components import sequence_formats
+from components import long_csv_format
+from components import ts_format
 from components.errors import InputDataError
 
 MIN_CLASSES = 2
@@ -143,13 +144,13 @@ def _sequences_first_seen(source, read) -> Dict[str, _FirstSeen]:
 
 
 def _ts_first_seen(source) -> Dict[str, _FirstSeen]:
-    return _sequences_first_seen(source, sequence_formats.read_ts)
+    return _sequences_first_seen(source, ts_format.read_ts)
 
 
 def _csv_first_seen(source) -> Dict[str, _FirstSeen]:
     if 'train' not in source.split_patterns:
         return {}
-    return _sequences_first_seen(source, sequence_formats.read_long_csv)
+    return _sequences_first_seen(source, long_csv_format.read_long_csv)
 
 
 _FIRST_SEEN = {

@@ -27,7 +27,8 @@ import re
 from typing import Dict, Optional, Tuple
 
 from components import image_formats
-from components import sequence_formats
+from components import long_csv_format
+from components import ts_format
 from components.errors import InputDataError
 from components.example_gen import class_check
 
@@ -188,8 +189,8 @@ def _detect_sequences(path: str) -> DataSource:
     if path.endswith('.csv') and os.path.isfile(path):
         root, name = os.path.split(path)
         return DataSource(SEQUENCES, 'csv', root, {TRAIN: name},
-                          sequence_formats.class_labels_of_csv(path),
-                          _num_channels(sequence_formats.read_long_csv(path),
+                          long_csv_format.class_labels_of_csv(path),
+                          _num_channels(long_csv_format.read_long_csv(path),
                                         path))
     if os.path.isdir(path) and not glob.glob(os.path.join(path, '*.ts')):
         csv_files = {split: sorted(glob.glob(os.path.join(path,
@@ -201,16 +202,16 @@ def _detect_sequences(path: str) -> DataSource:
             labels = set()
             for files in csv_files.values():
                 for csv_path in files:
-                    labels.update(sequence_formats.class_labels_of_csv(csv_path))
+                    labels.update(long_csv_format.class_labels_of_csv(csv_path))
             first = next(iter(csv_files.values()))[0]
             return DataSource(
                 SEQUENCES, 'csv', path,
                 {split: f'{split}*.csv' for split in csv_files},
                 tuple(sorted(labels)),
-                _num_channels(sequence_formats.read_long_csv(first), first))
-    train_path, test_path = sequence_formats.find_ts_pair(path)
-    header = sequence_formats.read_ts_header(train_path)
-    test_header = sequence_formats.read_ts_header(test_path)
+                _num_channels(long_csv_format.read_long_csv(first), first))
+    train_path, test_path = ts_format.find_ts_pair(path)
+    header = ts_format.read_ts_header(train_path)
+    test_header = ts_format.read_ts_header(test_path)
     if set(test_header.class_labels) - set(header.class_labels):
         raise InputDataError(test_path, 'declares class labels that '
                              f'{os.path.basename(train_path)} does not')
@@ -218,8 +219,7 @@ def _detect_sequences(path: str) -> DataSource:
                       {TRAIN: os.path.basename(train_path),
                        TEST: os.path.basename(test_path)},
                       header.class_labels,
-                      _num_channels(sequence_formats.read_ts(train_path),
-                                    train_path))
+                      _num_channels(ts_format.read_ts(train_path), train_path))
 
 
 def _num_channels(sequences, path: str) -> int:

@@ -5,7 +5,8 @@ from typing import Any, Dict, Iterator, List
 
 import apache_beam as beam
 
-from components import sequence_formats
+from components import long_csv_format
+from components import ts_format
 from components.example_gen import reading
 from models import features
 
@@ -29,7 +30,7 @@ def read_ts(pipeline: beam.Pipeline, settings: Dict[str, Any],
     """Reads UCR/UEA `.ts` files matching `patterns`."""
     return _read_sequences(
         pipeline, settings, patterns,
-        lambda path, s: sequence_formats.read_ts(
+        lambda path, s: ts_format.read_ts(
             path, max_length=int(s['max_length']) if s.get('max_length')
             else None))
 
@@ -39,4 +40,4 @@ def read_csv(pipeline: beam.Pipeline, settings: Dict[str, Any],
     """Reads long-format CSV files (a row per time step) matching `patterns`."""
     return _read_sequences(
         pipeline, settings, patterns,
-        lambda path, s: sequence_formats.read_long_csv(path))
+        lambda path, s: long_csv_format.read_long_csv(path))

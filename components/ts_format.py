@@ -1,28 +1,28 @@
-"""Readers and writers for labelled time series: UCR/UEA .ts files and long CSV.
+"""Reads and writes UCR/UEA .ts files of labelled time series.
 
-Both readers yield `LabeledSequence`s whose values are float32
-[length, channels], NaN where a value is missing.
+Semantics of sktime/aeon `load_from_tsfile`: `@tag value` header lines up to
+`@data`, then one series per line: channels separated by ':', the values of a
+channel by ',', the class label after the last ':', '?' for a missing value.
 
-* .ts (sktime/aeon `load_from_tsfile` semantics): `@tag value` header lines up
-  to `@data`, then one series per line: channels separated by ':', the values
-  of a channel by ',', the class label after the last ':', '?' for a missing
-  value.
-* Long CSV: one row per time step, with a series id, an integer time index, a
-  label and one column per channel.
-
-The readers are generators that validate as they go: every fault in the input
-raises `InputDataError` naming the file, the 1-based line and what to fix.
+`read_ts` yields `LabeledSequence`s whose values are float32
+[length, channels], NaN where a value is missing. It is a generator that
+validates as it goes: every fault in the input raises `InputDataError` naming
+the file, the 1-based line and what to fix.
 """
 
-import csv
 import dataclasses
-import math
 import os
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
 from components.errors import InputDataError
+from components.labeled_sequences import LabeledSequence
+from components.labeled_sequences import check_writable
+from components.labeled_sequences import clip
+from components.labeled_sequences import format_value
+from components.labeled_sequences import parse_value
+from components.labeled_sequences import text_lines
 
 _TRAIN_SUFFIX = '_TRAIN.ts'
 _TEST_SUFFIX = '_TEST.ts'
@@ -37,8 +37,6 @@ _BOOL_TAGS = {
 }
 _INT_TAGS = {'@serieslength': 'series_length', '@dimensions': 'num_dimensions'}
 _TS_MISSING = frozenset({'?'})
-_CSV_MISSING = frozenset({'', '?'})
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,14 +50,6 @@ class TsHeader:
     class_labels: Tuple[str, ...]  # In declared order.
     missing: bool  # As declared (default False); '?' reads as NaN regardless.
     timestamps: bool  # Always False: files with timestamps are rejected.
-
-
-@dataclasses.dataclass(frozen=True)
-class LabeledSequence:
-    """A labelled series: float32 values [length, channels], NaN if missing."""
-    series_id: str
-    values: np.ndarray
-    label: str
 
 
 def read_ts_header(path: str) -> TsHeader:
@@ -115,7 +105,7 @@ def read_ts(path: str,
         if text.startswith('@'):
             raise InputDataError(
                 path,
-                f'header tag {_clip(text.split()[0])!r} after @data; move it '
+                f'header tag {clip(text.split()[0])!r} after @data; move it '
                 'above the @data line', line_no)
         values, label = _parse_ts_series(path, text, line_no, header,
                                          num_dims, dims_source)
@@ -198,113 +188,6 @@ def find_ts_pair(path: str) -> Tuple[str, str]:
     return train, test
 
 
-def read_long_csv(
-        path: str,
-        id_column: str = 'series_id',
-        time_column: str = 'time',
-        label_column: str = 'label',
-        channel_columns: Optional[Sequence[str]] = None,
-) -> Iterator[LabeledSequence]:
-    """Yields the series of a long-format CSV: one row per time step.
-
-    The whole file is read and validated before the first series is yielded,
-    because the rows of a series may be spread over the file in any order.
-
-    Args:
-        path: The CSV file; its first row names the columns.
-        id_column: The column holding each row's series id.
-        time_column: The integer time index; a series' rows are sorted by it.
-        label_column: The class label, the same on every row of a series.
-        channel_columns: The value columns, in channel order; None means every
-            column other than the three above, in file order.
-
-    Yields:
-        One LabeledSequence per series id, in order of first appearance. An
-        empty cell, "?" or "NaN" is a missing value (NaN).
-
-    Raises:
-        InputDataError: The file is missing or empty, a named column is absent,
-            a row has the wrong number of cells, an id, time or label is empty,
-            a time index is not an integer or repeats within a series, a value
-            is not a number, or the rows of a series disagree on the label.
-    """
-    path = os.fspath(path)
-    rows = _csv_rows(path)
-    id_i, time_i, label_i, channel_is, columns = _csv_columns(
-        path, next(rows, (1, None))[1], id_column, time_column, label_column,
-        channel_columns)
-    # Per series: label, the line it was first seen on, and
-    # time -> (line, values).
-    series: Dict[str, Tuple[str, int, Dict[int, Tuple[int, List[float]]]]] = {}
-    for line_no, row in rows:
-        if not row:
-            continue
-        _check_row_width(path, row, columns, line_no)
-        series_id = _required_cell(path, row, id_i, columns, line_no)
-        label = _required_cell(path, row, label_i, columns, line_no)
-        time = _parse_time(path, row[time_i], columns[time_i], line_no)
-        values = []
-        for i in channel_is:
-            try:
-                values.append(_parse_value(row[i], _CSV_MISSING))
-            except ValueError as e:
-                raise InputDataError(
-                    path,
-                    f'column {columns[i]!r}: {e}; an empty cell, "?" or "NaN" '
-                    'marks a missing value', line_no) from None
-        first_label, first_line, steps = series.setdefault(series_id,
-                                                           (label, line_no, {}))
-        if label != first_label:
-            raise InputDataError(
-                path, f'series {series_id!r} has label {label!r} here but '
-                f'{first_label!r} on line {first_line}; all rows of a series '
-                'need the same label', line_no)
-        if time in steps:
-            raise InputDataError(
-                path, f'series {series_id!r} has time {time} twice (lines '
-                f'{steps[time][0]} and {line_no}); each time step needs one '
-                'row',
-                line_no)
-        steps[time] = (line_no, values)
-    if not series:
-        raise InputDataError(path, 'no data rows after the header row')
-    for series_id, (label, _, steps) in series.items():
-        values = [steps[t][1] for t in sorted(steps)]
-        yield LabeledSequence(
-            series_id,
-            np.asarray(values,
-                       dtype=np.float32).reshape(len(values), -1), label)
-
-
-def class_labels_of_csv(path: str,
-                        label_column: str = 'label') -> Tuple[str, ...]:
-    """Returns the sorted unique labels of a long CSV, streaming it once.
-
-    Args:
-        path: The CSV file; its first row names the columns.
-        label_column: The column holding the class label.
-
-    Returns:
-        The distinct labels, sorted as strings ("10" before "2").
-
-    Raises:
-        InputDataError: The file is missing or empty, has no such column, or a
-            row has the wrong number of cells or an empty label.
-    """
-    path = os.fspath(path)
-    rows = _csv_rows(path)
-    columns = _csv_header(path, next(rows, (1, None))[1])
-    label_i = _column_index(path, columns, label_column)
-    labels = set()
-    for line_no, row in rows:
-        if row:
-            _check_row_width(path, row, columns, line_no)
-            labels.add(_required_cell(path, row, label_i, columns, line_no))
-    if not labels:
-        raise InputDataError(path, 'no data rows after the header row')
-    return tuple(sorted(labels))
-
-
 def write_ts(path: str, sequences: Iterable[LabeledSequence], problem_name: str,
              class_labels: Sequence[str]) -> None:
     """Writes sequences as a .ts classification file that read_ts reads back.
@@ -325,7 +208,7 @@ def write_ts(path: str, sequences: Iterable[LabeledSequence], problem_name: str,
     """
     sequences = list(sequences)
     class_labels = tuple(class_labels)
-    num_channels = _check_writable(sequences)
+    num_channels = check_writable(sequences)
     if not problem_name or len(problem_name.split()) != 1:
         raise ValueError(f'problem_name must be one word, got {problem_name!r}')
     for label in class_labels:
@@ -354,57 +237,9 @@ def write_ts(path: str, sequences: Iterable[LabeledSequence], problem_name: str,
     with open(path, 'w', encoding='utf-8', newline='\n') as f:
         f.write('\n'.join(header) + '\n')
         for s in sequences:
-            channels = [','.join(_format_value(v, '?') for v in s.values[:, c])
+            channels = [','.join(format_value(v, '?') for v in s.values[:, c])
                         for c in range(num_channels)]
             f.write(':'.join(channels) + ':' + s.label + '\n')
-
-
-def write_long_csv(path: str, sequences: Iterable[LabeledSequence]) -> None:
-    """Writes sequences as a long CSV that read_long_csv reads with defaults.
-
-    Columns: series_id, time (0-based), channel_0 ... channel_{C-1}, label; NaN
-    is written as an empty cell.
-
-    Args:
-        path: The file to write (overwritten).
-        sequences: The series; all need the same number of channels.
-
-    Raises:
-        ValueError: Nothing to write, channel counts differ or a series is
-            empty.
-    """
-    sequences = list(sequences)
-    num_channels = _check_writable(sequences)
-    with open(path, 'w', encoding='utf-8', newline='') as f:
-        writer = csv.writer(f, lineterminator='\n')
-        writer.writerow(['series_id', 'time']
-                        + [f'channel_{c}' for c in range(num_channels)]
-                        + ['label'])
-        for s in sequences:
-            for t, step in enumerate(s.values):
-                writer.writerow([s.series_id, t]
-                                + [_format_value(v, '') for v in step]
-                                + [s.label])
-
-
-def _text_lines(path: str) -> Iterator[str]:
-    """Yields the lines of a UTF-8 file, ends kept, a leading BOM dropped."""
-    try:
-        f = open(path, 'rb')
-    except FileNotFoundError:
-        raise InputDataError(path, 'file not found') from None
-    except IsADirectoryError:
-        raise InputDataError(path, 'is a folder, expected a file') from None
-    with f:
-        for line_no, raw in enumerate(f, 1):
-            try:
-                text = raw.decode('utf-8')
-            except UnicodeDecodeError as e:
-                raise InputDataError(
-                    path,
-                    f'not UTF-8 text ({e.reason} at byte {e.start} of the '
-                    'line); save the file as UTF-8', line_no) from None
-            yield text.lstrip('\ufeff') if line_no == 1 else text
 
 
 def _ts_content_lines(path: str) -> Iterator[Tuple[int, str]]:
@@ -412,7 +247,7 @@ def _ts_content_lines(path: str) -> Iterator[Tuple[int, str]]:
 
     Content lines are those that are neither blank nor comments.
     """
-    for line_no, line in enumerate(_text_lines(path), 1):
+    for line_no, line in enumerate(text_lines(path), 1):
         text = line.strip()
         if text and not text.startswith(_COMMENT_PREFIXES):
             yield line_no, text
@@ -427,7 +262,7 @@ def _parse_ts_header(path: str,
         if not text.startswith('@'):
             raise InputDataError(
                 path,
-                f'data before @data: {_clip(text)!r}; the header is "@tag '
+                f'data before @data: {clip(text)!r}; the header is "@tag '
                 'value" lines and "#" comments, ended by a line '
                 '"@data"', line_no)
         # Messages quote the tag as written.
@@ -437,7 +272,7 @@ def _parse_ts_header(path: str,
             if value:
                 raise InputDataError(path,
                                      '@data takes no value, got '
-                                     f'{_clip(value)!r}; put the series on the '
+                                     f'{clip(value)!r}; put the series on the '
                                      'following lines', line_no)
             return _build_header(path, fields, tag_lines, line_no), line_no
         if tag == '@problemname':
@@ -467,7 +302,7 @@ def _parse_ts_header(path: str,
         else:
             raise InputDataError(
                 path,
-                f'unknown header tag {_clip(written_tag)!r}; known tags: '
+                f'unknown header tag {clip(written_tag)!r}; known tags: '
                 '@problemName, @timeStamps, @missing, @univariate, '
                 '@dimensions, @equalLength, @seriesLength, @classLabel, '
                 '@targetLabel, @data', line_no)
@@ -524,7 +359,7 @@ def _parse_bool(path: str, tag: str, value: str, line_no: int) -> bool:
     if value.lower() not in ('true', 'false'):
         raise InputDataError(
             path,
-            f'{tag} needs "true" or "false", got {_clip(value)!r}', line_no)
+            f'{tag} needs "true" or "false", got {clip(value)!r}', line_no)
     return value.lower() == 'true'
 
 
@@ -532,7 +367,7 @@ def _parse_positive_int(path: str, tag: str, value: str, line_no: int) -> int:
     if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise InputDataError(
             path,
-            f'{tag} needs a positive whole number, got {_clip(value)!r}',
+            f'{tag} needs a positive whole number, got {clip(value)!r}',
             line_no)
     return int(value)
 
@@ -547,7 +382,7 @@ def _parse_class_labels(path: str, value: str, line_no: int) -> Tuple[str, ...]:
     if flag.lower() != 'true' or not labels:
         raise InputDataError(
             path, '@classLabel needs "true" followed by the class labels, e.g. '
-            f'"@classLabel true 1 2 3"; got {_clip(value)!r}', line_no)
+            f'"@classLabel true 1 2 3"; got {clip(value)!r}', line_no)
     if len(set(labels)) != len(labels):
         raise InputDataError(
             path, f'@classLabel lists a label twice: {labels}', line_no)
@@ -571,7 +406,7 @@ def _parse_ts_series(path: str, text: str, line_no: int, header: TsHeader,
             '":"-separated, then ":" and the label', line_no)
     if label not in header.class_labels:
         raise InputDataError(
-            path, f'label {_clip(label)!r} is not declared in @classLabel '
+            path, f'label {clip(label)!r} is not declared in @classLabel '
             f'({" ".join(header.class_labels)})', line_no)
     dim_texts = body.split(':')
     if num_dims is not None and len(dim_texts) != num_dims:
@@ -587,7 +422,7 @@ def _parse_ts_series(path: str, text: str, line_no: int, header: TsHeader,
         channel = []
         for k, token in enumerate(dim_text.split(','), 1):
             try:
-                channel.append(_parse_value(token, _TS_MISSING))
+                channel.append(parse_value(token, _TS_MISSING))
             except ValueError as e:
                 raise InputDataError(
                     path,
@@ -604,137 +439,3 @@ def _parse_ts_series(path: str, text: str, line_no: int, header: TsHeader,
             f'the dimensions of this series have different lengths ({listed}); '
             'each needs one value per time step', line_no)
     return np.asarray(channels, dtype=np.float32).T, label
-
-
-def _parse_value(token: str, missing: frozenset) -> float:
-    """The number in token, NaN for a missing marker; ValueError otherwise."""
-    token = token.strip()
-    if token in missing:
-        return math.nan
-    try:
-        value = float(token)  # Also reads "nan"/"NaN" as missing.
-    except ValueError:
-        raise ValueError(f'{_clip(token)!r} is not a number') from None
-    if abs(value) > _FLOAT32_MAX:
-        raise ValueError(f'{_clip(token)!r} is infinite or too large for '
-                         'float32')
-    return value
-
-
-def _csv_rows(path: str) -> Iterator[Tuple[int, List[str]]]:
-    """Yields (line number, cells) of each CSV row, [] for a blank line."""
-    reader = csv.reader(_text_lines(path))
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            raise InputDataError(path, f'malformed CSV: {e}',
-                                 reader.line_num) from None
-        # line_num counts the lines read so far: a quoted cell can span several.
-        yield reader.line_num, row
-
-
-def _csv_header(path: str, row: Optional[List[str]]) -> List[str]:
-    if not row:
-        what = 'the file is empty' if row is None else 'the first line is blank'
-        raise InputDataError(path, f'{what}; expected a header row naming the '
-                                   'columns', 1)
-    columns = [c.strip() for c in row]
-    duplicates = sorted({c for c in columns if columns.count(c) > 1})
-    if duplicates:
-        raise InputDataError(path, 'the header row repeats columns '
-                                   f'{duplicates}', 1)
-    return columns
-
-
-def _csv_columns(path: str, row: Optional[List[str]], id_column: str,
-                 time_column: str,
-                 label_column: str, channel_columns: Optional[Sequence[str]]
-                 ) -> Tuple[int, int, int, List[int], List[str]]:
-    """Resolves the column names of a long CSV's header row to indices."""
-    columns = _csv_header(path, row)
-    id_i = _column_index(path, columns, id_column)
-    time_i = _column_index(path, columns, time_column)
-    label_i = _column_index(path, columns, label_column)
-    keys = {id_column, time_column, label_column}
-    if channel_columns is None:
-        channel_is = [i for i, c in enumerate(columns) if c not in keys]
-    else:
-        clash = sorted(keys.intersection(channel_columns))
-        if clash:
-            raise ValueError('channel_columns includes id/time/label columns '
-                             f'{clash}')
-        channel_is = [_column_index(path, columns, c)
-                      for c in channel_columns]
-    if not channel_is:
-        raise InputDataError(path, 'no channel columns: the header has only '
-                                   f'{columns}', 1)
-    return id_i, time_i, label_i, channel_is, columns
-
-
-def _column_index(path: str, columns: List[str], name: str) -> int:
-    if name not in columns:
-        raise InputDataError(
-            path, f'no column {name!r} in the header row {columns}; rename the '
-            'column that holds it (a long-format CSV has the columns '
-            'series_id, time, label and one per channel)', 1)
-    return columns.index(name)
-
-
-def _check_row_width(path: str, row: List[str],
-                     columns: List[str], line_no: int) -> None:
-    if len(row) != len(columns):
-        raise InputDataError(
-            path, f'{len(row)} cells, but the header row has {len(columns)} '
-                  'columns',
-            line_no)
-
-
-def _required_cell(path: str, row: List[str], i: int, columns: List[str],
-                   line_no: int) -> str:
-    value = row[i].strip()
-    if not value:
-        raise InputDataError(path, f'empty {columns[i]!r} cell', line_no)
-    return value
-
-
-def _parse_time(path: str, cell: str, column: str, line_no: int) -> int:
-    """Parses a time index: a whole number, written as "3" or "3.0"."""
-    cell = cell.strip()
-    try:
-        time = float(cell)
-    except ValueError:
-        time = math.nan
-    if not time.is_integer():
-        raise InputDataError(
-            path,
-            f'time index {_clip(cell)!r} in column {column!r} is not a whole '
-            'number', line_no)
-    return int(time)
-
-
-def _check_writable(sequences: List[LabeledSequence]) -> int:
-    """Returns the channel count shared by all sequences; ValueError if none."""
-    if not sequences:
-        raise ValueError('no sequences to write')
-    num_channels = sequences[0].values.shape[-1]
-    for s in sequences:
-        if s.values.ndim != 2 or s.values.shape[1] != num_channels:
-            raise ValueError(f'series {s.series_id!r} has shape '
-                             f'{s.values.shape}; expected [length, '
-                             f'{num_channels}]')
-        if s.values.shape[0] == 0:
-            raise ValueError(f'series {s.series_id!r} is empty')
-    return num_channels
-
-
-def _format_value(value: float, missing: str) -> str:
-    # str() of a float32 is its shortest round-tripping form ("0.1", "1e+20").
-    return missing if np.isnan(value) else str(np.float32(value))
-
-
-def _clip(text: str, limit: int = 40) -> str:
-    """Shortens text quoted in an error message (a line can be megabytes)."""
-    return text if len(text) <= limit else text[:limit] + '...'
