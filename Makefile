@@ -44,7 +44,7 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup
+test: setup lint
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 bench: setup
