@@ -91,9 +91,8 @@ def read_long_csv(
         if time in steps:
             raise InputDataError(
                 path, f'series {series_id!r} has time {time} twice (lines '
-                f'{steps[time][0]} and {line_no}); each time step needs one '
-                'row',
-                line_no)
+                f'{steps[time][0]} and {line_no}); each time step needs '
+                'one row', line_no)
         steps[time] = (line_no, values)
     if not series:
         raise InputDataError(path, 'no data rows after the header row')
@@ -101,8 +100,8 @@ def read_long_csv(
         values = [steps[t][1] for t in sorted(steps)]
         yield LabeledSequence(
             series_id,
-            np.asarray(values,
-                       dtype=np.float32).reshape(len(values), -1), label)
+            np.asarray(values, dtype=np.float32).reshape(len(values), -1),
+            label)
 
 
 def class_labels_of_csv(path: str,
@@ -191,8 +190,8 @@ def _csv_header(path: str, row: Optional[List[str]]) -> List[str]:
 
 
 def _csv_columns(path: str, row: Optional[List[str]], id_column: str,
-                 time_column: str,
-                 label_column: str, channel_columns: Optional[Sequence[str]]
+                 time_column: str, label_column: str,
+                 channel_columns: Optional[Sequence[str]]
                  ) -> Tuple[int, int, int, List[int], List[str]]:
     """Resolves the column names of a long CSV's header row to indices."""
     columns = _csv_header(path, row)
@@ -228,8 +227,8 @@ def _check_row_width(path: str, row: List[str],
                      columns: List[str], line_no: int) -> None:
     if len(row) != len(columns):
         raise InputDataError(
-            path, f'{len(row)} cells, but the header row has {len(columns)} '
-                  'columns',
+            path,
+            f'{len(row)} cells, but the header row has {len(columns)} columns',
             line_no)
 
 

@@ -327,8 +327,7 @@ def _parse_ts_header(path: str,
 
 
 def _build_header(path: str, fields: Dict[str, object],
-                  tag_lines: Dict[str, int],
-                  data_line: int) -> TsHeader:
+                  tag_lines: Dict[str, int], data_line: int) -> TsHeader:
     """Checks the header tags against each other and applies the defaults."""
     if 'class_labels' not in fields:
         raise InputDataError(
@@ -427,8 +426,8 @@ def _parse_ts_series(path: str, text: str, line_no: int, header: TsHeader,
                 raise InputDataError(
                     path,
                     f'dimension {dim}, value {k}: {e}; values are numbers '
-                    'separated by "," with "?" for a '
-                    'missing one', line_no) from None
+                    'separated by "," with "?" for a missing one',
+                    line_no) from None
         channels.append(channel)
     lengths = [len(c) for c in channels]
     if len(set(lengths)) > 1:
