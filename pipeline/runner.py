@@ -36,9 +36,10 @@ class ProgressDagRunner(tfx_runner.IrBasedRunner):
     whether ML Metadata's cache answered for it.
     """
 
-    def __init__(self, out: TextIO = sys.stderr):
+    def __init__(self, out: Optional[TextIO] = None):
         super().__init__()
-        self._out = out
+        # Resolved now, not at import: tests and callers may swap stderr.
+        self._out = out or sys.stderr
         self.run_id = ''
         self.timings: Dict[str, float] = {}
 
@@ -153,7 +154,7 @@ INTERRUPTED_PROPERTY = 'interrupted'
 
 
 def recover_interrupted(connection, config: configs.RunConfig,
-                        out: TextIO = sys.stderr) -> List[int]:
+                        out: Optional[TextIO] = None) -> List[int]:
     """Marks this pipeline's executions left unfinished as FAILED.
 
     A run killed mid-way (kill -9, power loss) leaves its execution RUNNING in
@@ -198,7 +199,8 @@ def recover_interrupted(connection, config: configs.RunConfig,
         recovered.append(execution.id)
         print(f'[{time.strftime("%H:%M:%S")}] {"/".join(node_ids)}: '
               f'execution {execution.id} was interrupted; marked FAILED, '
-              f'{len(removed)} half-written folders removed', file=out,
+              f'{len(removed)} half-written folders removed',
+              file=out or sys.stderr,
               flush=True)
     return recovered
 
@@ -215,7 +217,7 @@ def tensorboard_logdir(config: configs.RunConfig) -> str:
     return os.path.join(config.pipeline_root, 'Trainer', 'model_run')
 
 
-def run_local(config: configs.RunConfig, out: TextIO = sys.stderr,
+def run_local(config: configs.RunConfig, out: Optional[TextIO] = None,
               verbose: bool = False,
               serving_check: bool = True,
               started: Optional[float] = None) -> Dict[str, Any]:
@@ -223,7 +225,7 @@ def run_local(config: configs.RunConfig, out: TextIO = sys.stderr,
 
     Args:
         config: The run's configuration.
-        out: Where progress lines go.
+        out: Where progress lines go (default: stderr).
         verbose: Show TFX's, Beam's and TensorFlow's logs.
         serving_check: Check the model in a model server before pushing.
         started: time.monotonic() when the job started (default: now).
@@ -233,6 +235,7 @@ def run_local(config: configs.RunConfig, out: TextIO = sys.stderr,
         pushed_model, accuracy, wall_seconds, ...
     """
     started = time.monotonic() if started is None else started
+    out = out or sys.stderr
     # The Trainer runs in this process: its devices are made before any
     # component starts TensorFlow.
     params = config.hyperparameters

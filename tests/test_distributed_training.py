@@ -21,6 +21,7 @@ from tensorflow_transform.tf_metadata import metadata_io
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx.components.trainer import fn_args_utils
 
+from models import data_facts
 from models import distribute
 from models import features
 from models import signatures
@@ -81,6 +82,9 @@ def transformed(tmp_path_factory):
                              file_name_suffix='.gz'))
     metadata_io.write_metadata(raw_metadata, os.path.join(
         graph, tft.TFTransformOutput.RAW_METADATA_DIR))
+    # What the project's Transform copies from ExampleGen's output.
+    data_facts.write(graph, {data_facts.CLASS_NAMES: PARAMS['class_names'],
+                             data_facts.NUM_CHANNELS: 1})
     return root
 
 
