@@ -241,12 +241,13 @@ def run_local(config: configs.RunConfig, out: Optional[TextIO] = None,
     params = config.hyperparameters
     distribute.prepare_devices(params['strategy'], int(params['cpu_devices']))
     connection = metadata_config(config)
-    tfx_pipeline = pipeline_lib.create_pipeline(
-        config, config.data_path, metadata_connection_config=connection,
-        serving_check=serving_check)
-    recover_interrupted(connection, config, out)
     runner = ProgressDagRunner(out)
+    # Quiet from the pipeline's construction on: TFX warns there too.
     with _quiet_logs(verbose):
+        tfx_pipeline = pipeline_lib.create_pipeline(
+            config, config.data_path, metadata_connection_config=connection,
+            serving_check=serving_check)
+        recover_interrupted(connection, config, out)
         runner.run(tfx_pipeline)
     if 'Trainer' in runner.timings:
         runner._say('training curves: tensorboard --logdir '  # pylint: disable=protected-access

@@ -39,6 +39,9 @@ PARAMS = {
     'dropout': 0.1, 'epochs': 3, 'batch_size': 16, 'learning_rate': 0.01,
     'seed': 7, 'cache_examples': True, 'class_names': ['a', 'b', 'c'],
     'learning_rate_scaling': 'linear', 'warmup_epochs': 1, 'cpu_devices': 2,
+    # A fixed schedule: these tests count steps and epochs (the schedule's
+    # adaptation to the data is tested in test_training.py).
+    'min_train_steps': 0, 'early_stopping_patience': 100,
 }
 
 
