@@ -257,7 +257,8 @@ def in_process_scores(model_path: str, serialized_examples: Sequence[bytes]
                       ) -> List[Dict[str, float]]:
     """{class: score} per example from the SavedModel called in this process:
     what the served model must answer."""
-    model = tf.saved_model.load(model_path)
+    # As TF Serving loads it: the MetaGraph tagged `serve`.
+    model = tf.saved_model.load(model_path, tags=[tf.saved_model.SERVING])
     outputs = model.signatures[signatures.DEFAULT_SIGNATURE](
         **{signatures.EXAMPLES_INPUT: tf.constant(list(serialized_examples))})
     classes = outputs[signatures.CLASSES_OUTPUT].numpy()

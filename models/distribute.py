@@ -11,11 +11,18 @@
   the worker processes models/workers.py starts.
 """
 
-from typing import Tuple
+from typing import Dict, List, Tuple
 
 import tensorflow as tf
 
 STRATEGIES = ('auto', 'mirrored', 'one_device', 'multi_worker')
+
+# One MirroredStrategy per device list and process: a second one over the same
+# devices starts its collective group and instance keys from the first one's,
+# and TensorFlow's collective executor, which caches them per process, then
+# fails a later all-reduce with "Shape mismatch in the collective instance"
+# (seen when a process trains twice: tuner trials, tests).
+_MIRRORED: Dict[Tuple[str, ...], tf.distribute.MirroredStrategy] = {}
 
 
 def split_cpu(num_devices: int) -> None:
@@ -91,12 +98,20 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     cpus = [d.name for d in tf.config.list_logical_devices('CPU')]
     if name == 'auto':
         if gpus:
-            return tf.distribute.MirroredStrategy(gpus)
+            return _mirrored(gpus)
         # Not OneDeviceStrategy: Keras would feed it through a
         # MultiDeviceIterator made anew each epoch, and in TF 2.16 dropping
         # one waits up to 60 s for tf.data's autotuning thread (measured:
         # a 39 s stall between epochs and 34 s at the end of fit).
         return tf.distribute.get_strategy()
     if name == 'mirrored':
-        return tf.distribute.MirroredStrategy(gpus or cpus)
+        return _mirrored(gpus or cpus)
     return tf.distribute.OneDeviceStrategy((gpus or cpus)[0])
+
+
+def _mirrored(devices: List[str]) -> tf.distribute.MirroredStrategy:
+    """The process's MirroredStrategy over `devices` (see _MIRRORED)."""
+    key = tuple(devices)
+    if key not in _MIRRORED:
+        _MIRRORED[key] = tf.distribute.MirroredStrategy(devices)
+    return _MIRRORED[key]

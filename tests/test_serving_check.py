@@ -293,8 +293,11 @@ def test_corrupt_model_is_not_blessed(tmp_path):
     blessing = _run_check(tmp_path, 'corrupt', str(tmp_path / 'model'),
                           image_examples(NUM_EXAMPLES), timeout=60)
     assert blessing.get_int_custom_property('blessed') == 0
-    # Like tensorflow_model_server, the server refuses to start without it.
-    assert 'exited with status' in _not_blessed_reason(blessing)
+    # Found before any server starts: like tensorflow_model_server, the check
+    # loads the MetaGraph tagged `serve`, and there is none.
+    reason = _not_blessed_reason(blessing)
+    assert 'does not answer in process' in reason
+    assert "tags 'serve' could not be found" in reason
 
 
 # --- Without a server --------------------------------------------------------

@@ -13,10 +13,10 @@ from models.fcn import model as fcn
 from models.rnn import model as rnn
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture
 def mirrored():
-    """One MirroredStrategy for the module: a second one in the same process
-    would reuse the first one's collective instance keys on the same devices."""
+    """MirroredStrategy over the 2 logical CPUs, asked for anew by each test
+    as each Trainer run asks for it."""
     strategy = distribute.make_strategy('mirrored')
     assert strategy.num_replicas_in_sync == 2
     return strategy
@@ -96,6 +96,20 @@ def test_fcn_ignores_padding_in_convolutions_batch_norm_and_pooling(mirrored):
                             twin.non_trainable_weights):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(),
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_a_process_trains_models_of_other_shapes_under_mirrored_in_turn():
+    # As tuner trials do: each asks for the strategy again. A second
+    # MirroredStrategy over the same devices would reuse the first one's
+    # collective keys, and the second all-reduce would fail on a shape
+    # mismatch.
+    images = np.random.default_rng(2).normal(size=(16, 12, 12, 1))
+    for filters in ([3], [5, 7]):
+        params = {'image_shape': [12, 12, 1], 'conv_filters': filters,
+                  'dense_units': 6, 'learning_rate': 1e-2}
+        _train_one_step(distribute.make_strategy('mirrored'), convnet.RECIPE,
+                        params, {'image': images.astype(np.float32)},
+                        np.arange(16) % 3)
 
 
 @pytest.mark.parametrize('name,replicas', [
