@@ -18,7 +18,7 @@ from components.data_gate import DataGate
 from components.example_gen import data_source
 from components.example_gen import executor as example_gen_executor
 from components.pusher import executor as pusher_executor
-from components.serving_check import ServingCheck
+from components.serving_check.component import ServingCheck
 from components.transform.component import Transform
 from models import features
 from models import signatures
@@ -102,7 +102,7 @@ def create_pipeline(config: configs.RunConfig,
         pipeline_root: Artifact root (default: config's, under home).
         serving_model_dir: Where Pusher writes versions (default: config's).
         serving_check: Whether to check the model in a model server before
-            pushing it (components/serving_check.py).
+            pushing it (components/serving_check/).
     """
     family = config.family
     params = config.hyperparameters

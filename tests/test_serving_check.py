@@ -1,4 +1,4 @@
-"""Tests for components/serving_check.py: the executor runs for real.
+"""Tests for components/serving_check/: the executor runs for real.
 
 Each executor run starts a real model server subprocess on a tiny SavedModel
 built here with the project's serving contract (models/signatures.py).
@@ -22,7 +22,11 @@ from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 from tfx.utils import proto_utils
 
-from components import serving_check
+from components.serving_check import answer_checks
+from components.serving_check import component
+from components.serving_check import errors
+from components.serving_check import executor
+from components.serving_check import request_builder
 from models import features
 from models import signatures
 
@@ -178,15 +182,15 @@ def _run_check(tmp_path, name: str, model_root: str,
     blessing = standard_artifacts.InfraBlessing()
     blessing.uri = str(tmp_path / f'{name}_blessing')
     os.makedirs(blessing.uri)
-    serving_check.Executor().Do(
-        {serving_check.MODEL_KEY: [_model_artifact(model_root)],
-         serving_check.EXAMPLES_KEY: [_examples_artifact(
+    executor.Executor().Do(
+        {executor.MODEL_KEY: [_model_artifact(model_root)],
+         executor.EXAMPLES_KEY: [_examples_artifact(
              str(tmp_path / f'{name}_examples'), records)]},
-        {serving_check.BLESSING_KEY: [blessing]},
-        {serving_check.SPLIT_KEY: 'test',
-         serving_check.NUM_EXAMPLES_KEY: NUM_EXAMPLES,
-         serving_check.TIMEOUT_SECONDS_KEY: timeout,
-         serving_check.MODEL_NAME_KEY: name})
+        {executor.BLESSING_KEY: [blessing]},
+        {executor.SPLIT_KEY: 'test',
+         executor.NUM_EXAMPLES_KEY: NUM_EXAMPLES,
+         executor.TIMEOUT_SECONDS_KEY: timeout,
+         executor.MODEL_NAME_KEY: name})
     return blessing
 
 
@@ -202,7 +206,7 @@ def _read_warmup(model_dir: str) -> List[prediction_log_pb2.PredictionLog]:
 
 def _not_blessed_reason(blessing) -> str:
     with open(os.path.join(blessing.uri,
-                           serving_check.NOT_BLESSED_FILENAME)) as f:
+                           executor.NOT_BLESSED_FILENAME)) as f:
         return f.read()
 
 
@@ -221,7 +225,7 @@ def test_good_image_model_is_blessed_with_warmup(image_blessing):
     assert image_blessing.get_int_custom_property('blessed') == 1
     assert image_blessing.get_int_custom_property('has_model') == 1
     assert os.path.exists(os.path.join(image_blessing.uri,
-                                       serving_check.BLESSED_FILENAME))
+                                       executor.BLESSED_FILENAME))
     stamped = path_utils.stamped_model_path(image_blessing.uri)
     logs = _read_warmup(stamped)
     # One Classify on serving_default, one Predict on serving_image.
@@ -314,20 +318,20 @@ def test_missing_split_raises(tmp_path):
     examples = _examples_artifact(str(tmp_path / 'examples'), image_examples(1),
                                   split='eval')
     with pytest.raises(ValueError):
-        serving_check.read_serialized_examples(examples, 'test', 4)
+        request_builder.read_serialized_examples(examples, 'test', 4)
 
 
 def test_read_serialized_examples_limits(tmp_path):
     records = image_examples(4)
     examples = _examples_artifact(str(tmp_path / 'examples'), records)
-    assert serving_check.read_serialized_examples(examples, 'test', 3) == \
+    assert request_builder.read_serialized_examples(examples, 'test', 3) == \
         records[:3]
 
 
 def test_check_probability_rows():
     good = [[0.2, 0.8], [0.5, 0.5]]
     names = [('a', 'b'), ('a', 'b')]
-    serving_check.check_probability_rows('x', names, good, 2)
+    answer_checks.check_probability_rows('x', names, good, 2)
     bad_cases = [
         (names, good, 3, 'rows'),
         (names, [[0.2, 0.9], [0.5, 0.5]], 2, 'probability'),
@@ -336,26 +340,26 @@ def test_check_probability_rows():
         ([('a', 'a'), ('a', 'b')], good, 2, 'repeats'),
     ]
     for classes, scores, batch, message in bad_cases:
-        with pytest.raises(serving_check.ModelCheckFailed, match=message):
-            serving_check.check_probability_rows('x', classes, scores, batch)
+        with pytest.raises(errors.ModelCheckFailed, match=message):
+            answer_checks.check_probability_rows('x', classes, scores, batch)
 
 
 def test_check_agreement():
-    serving_check.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
+    answer_checks.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
                                   [{'a': 0.30005, 'b': 0.69995}])
-    with pytest.raises(serving_check.ModelCheckFailed, match='differ'):
-        serving_check.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
+    with pytest.raises(errors.ModelCheckFailed, match='differ'):
+        answer_checks.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
                                       [{'a': 0.31, 'b': 0.69}])
-    with pytest.raises(serving_check.ModelCheckFailed, match='classes'):
-        serving_check.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
+    with pytest.raises(errors.ModelCheckFailed, match='classes'):
+        answer_checks.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
                                       [{'a': 0.3, 'c': 0.7}])
-    with pytest.raises(serving_check.ModelCheckFailed,
+    with pytest.raises(errors.ModelCheckFailed,
                        match="differ from the SavedModel's own"):
-        serving_check.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
+        answer_checks.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
                                       [{'a': 0.4, 'b': 0.6}],
-                                      serving_check.IN_PROCESS)
-    with pytest.raises(serving_check.ModelCheckFailed, match='1 answers'):
-        serving_check.check_agreement('x', [{'a': 0.3, 'b': 0.7}] * 2,
+                                      answer_checks.IN_PROCESS)
+    with pytest.raises(errors.ModelCheckFailed, match='1 answers'):
+        answer_checks.check_agreement('x', [{'a': 0.3, 'b': 0.7}] * 2,
                                       [{'a': 0.3, 'b': 0.7}])
 
 
@@ -367,7 +371,7 @@ def test_component_compiles_for_kubeflow_v2(tmp_path):
     examples = tfx.dsl.Importer(source_uri=str(tmp_path / 'examples'),
                                 artifact_type=standard_artifacts.Examples
                                 ).with_id('examples_importer')
-    check = serving_check.ServingCheck(
+    check = component.ServingCheck(
         model=model.outputs['result'], examples=examples.outputs['result'],
         model_name='convnet', num_examples=4, timeout_seconds=60)
     pusher = tfx.components.Pusher(
@@ -386,5 +390,5 @@ def test_component_compiles_for_kubeflow_v2(tmp_path):
         output_filename=str(output)).run(pipeline, write_out=True)
     spec = json.loads(output.read_text())
     executors = spec['pipelineSpec']['deploymentSpec']['executors']
-    assert any('components.serving_check.Executor' in json.dumps(e)
+    assert any('components.serving_check.executor.Executor' in json.dumps(e)
                for e in executors.values())

@@ -1,0 +1,2 @@
+"""ServingCheck: TFX's InfraValidator job, without Docker (component.py).
+"""
