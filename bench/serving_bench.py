@@ -267,18 +267,20 @@ def _layer_throughput(base_path: str, request, clients: int, seconds: float,
     from serving import inference as inference_lib
     from serving import manager as manager_lib
     from serving import servable as servable_lib
+    from serving import served_versions
 
+    served = served_versions.ServedVersions()
     manager = manager_lib.ModelManager(
         lambda name, version, path: servable_lib.load(name, version, path,
                                                       ('serve',)),
-        manager_lib.ManagerOptions(poll_seconds=0, settle_seconds=0))
+        served, manager_lib.ManagerOptions(poll_seconds=0, settle_seconds=0))
     manager.reload(config_lib.single_model_config(
         MODEL_NAME, os.path.abspath(base_path)))
     batcher = None
     if batching:
         batcher = batching_lib.BatchScheduler(
             config_lib.parse_batching_parameters(BATCHING_PARAMETERS))
-    inference = inference_lib.Inference(manager, None, batcher)
+    inference = inference_lib.Inference(served, None, batcher)
     for _ in range(20):
         inference.predict(request)
     counts = [0] * clients

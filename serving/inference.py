@@ -23,8 +23,8 @@ from tensorflow_serving.apis import regression_pb2
 from models.signatures import DEFAULT_SIGNATURE
 from serving import batching
 from serving import errors
-from serving import manager as manager_lib
 from serving import servable as servable_lib
+from serving import served_versions
 from serving import tensors
 
 SIGNATURE_DEF_FIELD = 'signature_def'
@@ -70,12 +70,12 @@ def serialized_examples(inp: input_pb2.Input) -> np.ndarray:
 
 
 class Inference:
-    """Runs requests against the servables a ModelManager serves."""
+    """Runs requests against the served versions of the models."""
 
-    def __init__(self, manager: manager_lib.ModelManager, metrics=None,
+    def __init__(self, served: served_versions.ServedVersions, metrics=None,
                  batcher: Optional[batching.BatchScheduler] = None,
                  method_name_check: bool = False):
-        self.manager = manager
+        self.served = served
         self.metrics = metrics
         self.batcher = batcher
         self.method_name_check = method_name_check
@@ -83,7 +83,7 @@ class Inference:
     # ------------------------------------------------------------ execution
 
     def acquire(self, spec: model_pb2.ModelSpec):
-        return self.manager.acquire(*spec_target(spec))
+        return self.served.acquire(*spec_target(spec))
 
     def run(self, servable, sig: servable_lib.Signature,
             arrays: Dict[str, np.ndarray], outputs: Tuple[str, ...],
@@ -370,7 +370,7 @@ class Inference:
                ) -> get_model_status_pb2.GetModelStatusResponse:
         if not request.HasField('model_spec'):
             raise errors.invalid_argument('Missing ModelSpec')
-        statuses = self.manager.version_status(
+        statuses = self.served.version_status(
             *spec_target(request.model_spec))
         response = get_model_status_pb2.GetModelStatusResponse()
         for status in statuses:

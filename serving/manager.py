@@ -1,56 +1,39 @@
-"""Model lifecycle: which versions are on disk, loaded, served and labelled.
+"""Model lifecycle: loading and unloading the versions a config aspires to.
 
-This follows TF Serving's FileSystemStoragePathSource + AspiredVersionsManager
-with the AvailabilityPreservingPolicy:
+This follows TF Serving's AspiredVersionsManager with the
+AvailabilityPreservingPolicy. The aspired versions come from the version
+poller (version_poller.py, TF Serving's FileSystemStoragePathSource), and
+what requests see is published to the served versions (served_versions.py).
 
-* Every `file_system_poll_wait_seconds` each model's base path is listed;
-  numeric directories are versions, and the version policy (latest N, all,
-  specific) picks the aspired ones. Unlike TF Serving, a directory counts
-  only once it holds saved_model.pb(txt) and nothing in it changed for
-  `settle_seconds`, so a half-copied export is never loaded.
 * One manager thread acts on the aspired sets one step at a time: it unloads
   an un-aspired version only while another version keeps serving (or nothing
   is aspired any more), and otherwise loads the highest new aspired version.
   So a new version is loaded and warmed up before the old one goes, and a
   version that fails to load leaves the old one serving.
 * Version states go START -> LOADING -> AVAILABLE -> UNLOADING -> END (END with
-  an error status when loading failed) and are kept after END, as TF Serving's
-  ServableStateMonitor keeps them.
+  an error status when loading failed).
 
 Loading itself is injected (`loader`), so this module imports no TensorFlow.
 """
 
 import dataclasses
 import logging
-import os
-import re
 import threading
-import time
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import config as config_lib
 from serving import errors
-
-State = get_model_status_pb2.ModelVersionStatus.State
-START, LOADING, AVAILABLE, UNLOADING, END = (
-    State.START, State.LOADING, State.AVAILABLE, State.UNLOADING, State.END)
-
-_VERSION_DIR = re.compile(r'\d+')
-_MISSING_LOG_EVERY = 60.0
+from serving import served_versions
+from serving import version_poller
+from serving.served_versions import AVAILABLE
+from serving.served_versions import END
+from serving.served_versions import LOADING
+from serving.served_versions import START
+from serving.served_versions import UNLOADING
 
 Loader = Callable[[str, int, str], object]
-
-
-@dataclasses.dataclass(frozen=True)
-class VersionStatus:
-    """A version's state as GetModelStatus reports it."""
-
-    version: int
-    state: int
-    error: Optional[errors.ServingError] = None
 
 
 class _Harness:
@@ -71,7 +54,6 @@ class _Model:
         self.removed = False
         self.aspired: Optional[Dict[int, str]] = None  # None until polled.
         self.harnesses: Dict[int, _Harness] = {}
-        self.last_missing_log = 0.0
 
 
 @dataclasses.dataclass
@@ -81,7 +63,6 @@ class ManagerOptions:
     max_load_retries: int = 5
     load_retry_interval: float = 60.0
     allow_labels_for_unavailable: bool = False
-    on_versions_changed: Optional[Callable[[str, int], None]] = None
 
 
 def _servable_id(name: str, version: int) -> str:
@@ -89,26 +70,32 @@ def _servable_id(name: str, version: int) -> str:
 
 
 class ModelManager:
-    """Loads, serves and unloads model versions; resolves requests to them."""
+    """Loads and unloads model versions; publishes them to `served`."""
 
-    def __init__(self, loader: Loader, options: ManagerOptions):
+    def __init__(self, loader: Loader,
+                 served: served_versions.ServedVersions,
+                 options: ManagerOptions):
+        """Starts the manager thread; nothing is loaded before `reload()`.
+
+        Args:
+          loader: Loads (name, version, path) into a servable.
+          served: Where the versions and their states are published.
+          options: Polling, retry and label settings.
+        """
         self._loader = loader
+        self._served = served
         self._options = options
         self._cv = threading.Condition(threading.RLock())
         self._reload_lock = threading.Lock()
         self._models: Dict[str, _Model] = {}
-        self._states: Dict[str, Dict[int, VersionStatus]] = {}
-        self._labels: Dict[str, Dict[str, int]] = {}
         self.current_config = model_server_config_pb2.ModelServerConfig()
         self._stopped = False
-        # Read without the lock by request threads; replaced, never mutated.
-        self._serving: Dict[str, Dict[int, object]] = {}
-        self._latest: Dict[str, object] = {}
+        self._poller = version_poller.VersionPoller(
+            self._models_to_poll, self._set_aspired, options.poll_seconds,
+            options.settle_seconds)
         self._manager_thread = threading.Thread(
             target=self._manage_loop, name='manager', daemon=True)
         self._manager_thread.start()
-        self._poll_thread: Optional[threading.Thread] = None
-        self._unsettled = False  # A poll saw a version still being written.
 
     # ----------------------------------------------------------------- config
 
@@ -134,34 +121,16 @@ class ModelManager:
             applied.CopyFrom(config)
             models = list(applied.model_config_list.config)
             with self._cv:
-                labels = self._checked_labels(models)
+                labels = self._served.checked_labels(
+                    models, self._options.allow_labels_for_unavailable)
                 added = self._apply(models)
-                self._labels = labels
+                self._served.set_labels(labels)
                 self.current_config = applied
             logging.info('Adding/updating models.')
-            self.poll()
-            self._start_polling()
+            self._poller.poll()
+            self._poller.start()
             self._wait_available(added, alive)
             logging.info('Finished adding/updating models')
-
-    def _checked_labels(self, models: List[model_server_config_pb2.ModelConfig]
-                        ) -> Dict[str, Dict[str, int]]:
-        labels: Dict[str, Dict[str, int]] = {}
-        for model in models:
-            current = self._labels.get(model.name, {})
-            states = self._states.get(model.name, {})
-            for label, version in model.version_labels.items():
-                status = states.get(version)
-                available = status is not None and status.state == AVAILABLE
-                unused = current.get(label, version) == version
-                if not available and not (
-                        self._options.allow_labels_for_unavailable and unused):
-                    raise errors.failed_precondition(
-                        f'Request to assign label to version {version} of '
-                        f'model {model.name}, which is not currently '
-                        f'available for inference')
-                labels.setdefault(model.name, {})[label] = version
-        return labels
 
     def _apply(self, models: List[model_server_config_pb2.ModelConfig]
                ) -> List[str]:
@@ -226,122 +195,30 @@ class ModelManager:
 
     def _failure(self, name: str) -> str:
         model = self._models[name]
-        status = self._states[name][max(model.aspired)]
+        status = self._served.status(name, max(model.aspired))
         return str(status.error) if status.error else 'unloaded'
 
     # ---------------------------------------------------------------- polling
 
-    def _start_polling(self) -> None:
-        if self._poll_thread or self._options.poll_seconds <= 0:
-            return
-        self._poll_thread = threading.Thread(
-            target=self._poll_loop, name='fs-poll', daemon=True)
-        self._poll_thread.start()
-
-    def _poll_loop(self) -> None:
-        while True:
-            with self._cv:
-                self._cv.wait_for(lambda: self._stopped,
-                                  self._options.poll_seconds)
-                if self._stopped:
-                    return
-            try:
-                self.poll()
-            except Exception:  # pylint: disable=broad-except
-                logging.exception('File system poll failed')
-
     def poll(self) -> None:
         """Lists each model's base path once; updates its aspired versions."""
-        if self._options.poll_seconds < 0:
-            return  # TF Serving: negative disables polling entirely.
+        self._poller.poll()
+
+    def _models_to_poll(self) -> List[Tuple[
+            str, model_server_config_pb2.ModelConfig, Set[int]]]:
         with self._cv:
-            models = [(name, m.config, set(m.harnesses))
-                      for name, m in self._models.items() if not m.removed]
-        found = {}
-        self._unsettled = False
-        for name, model_config, known in models:
-            found[name] = (model_config, self._aspired_on_disk(
-                name, model_config, known))
-        if self._unsettled and self._options.poll_seconds == 0:
-            # Polling once: look again when the new directory has settled.
-            timer = threading.Timer(self._options.settle_seconds, self.poll)
-            timer.daemon = True
-            timer.start()
+            return [(name, m.config, set(m.harnesses))
+                    for name, m in self._models.items() if not m.removed]
+
+    def _set_aspired(self, found: version_poller.AspiredVersions) -> None:
         with self._cv:
             for name, (model_config, aspired) in found.items():
                 model = self._models.get(name)
-                if model is None or model.removed or aspired is None:
+                if model is None or model.removed:
                     continue
                 if model.config is model_config and aspired != model.aspired:
                     model.aspired = aspired
                     self._cv.notify_all()
-
-    def _aspired_on_disk(self, name: str,
-                         model_config: model_server_config_pb2.ModelConfig,
-                         known: Set[int]) -> Optional[Dict[int, str]]:
-        base = model_config.base_path
-        try:
-            children = os.listdir(base)
-        except OSError:
-            self._log_missing(name, f'Could not find base path {base} for '
-                                    f'servable {name}')
-            return None
-        versions: Dict[int, str] = {}
-        for child in sorted(children):
-            if _VERSION_DIR.fullmatch(child):
-                versions.setdefault(int(child), os.path.join(base, child))
-
-        def ready(version: int) -> bool:
-            return version in known or self._complete(versions[version])
-
-        policy = model_config.model_version_policy
-        choice = policy.WhichOneof('policy_choice')
-        if choice == 'all':
-            aspired = [v for v in versions if ready(v)]
-        elif choice == 'specific':
-            wanted = set(policy.specific.versions)
-            aspired = [v for v in versions if v in wanted and ready(v)]
-        else:
-            count = policy.latest.num_versions if choice == 'latest' else 1
-            aspired = []
-            for version in sorted(versions, reverse=True):
-                if len(aspired) >= max(count, 1):
-                    break
-                if ready(version):
-                    aspired.append(version)
-        if not aspired:
-            self._log_missing(
-                name, f'No versions of servable {name} found under base path '
-                      f'{base}. Did you forget to name your leaf directory as '
-                      f"a number (eg. '/1/')?")
-        return {v: versions[v] for v in aspired}
-
-    def _log_missing(self, name: str, message: str) -> None:
-        with self._cv:
-            model = self._models.get(name)
-            now = time.monotonic()
-            if (model is None
-                    or now - model.last_missing_log < _MISSING_LOG_EVERY):
-                return
-            model.last_missing_log = now
-        logging.warning(message)
-
-    def _complete(self, path: str) -> bool:
-        """A version dir is loadable: has a SavedModel and stopped changing."""
-        if not (os.path.isfile(os.path.join(path, 'saved_model.pb')) or
-                os.path.isfile(os.path.join(path, 'saved_model.pbtxt'))):
-            return False
-        newest = 0.0
-        try:
-            for root, _, files in os.walk(path):
-                for entry in [root] + [os.path.join(root, f) for f in files]:
-                    st = os.stat(entry)
-                    newest = max(newest, st.st_mtime, st.st_ctime)
-        except OSError:
-            return False
-        settled = time.time() - newest >= self._options.settle_seconds
-        self._unsettled = self._unsettled or not settled
-        return settled
 
     # -------------------------------------------------------------- lifecycle
 
@@ -349,27 +226,16 @@ class ModelManager:
                    error: Optional[errors.ServingError] = None) -> None:
         """Records a state change; caller holds the lock."""
         harness.state = state
-        self._states.setdefault(name, {})[harness.version] = VersionStatus(
-            harness.version, state, error)
+        self._served.set_state(name, harness.version, state, error)
         self._cv.notify_all()
 
     def _publish(self, name: str) -> None:
-        """Rebuilds the request-visible map of AVAILABLE versions of `name`."""
+        """Publishes the AVAILABLE versions of `name`; caller holds the lock.
+        """
         model = self._models.get(name)
-        versions = {} if model is None else {
+        self._served.publish(name, {} if model is None else {
             v: h.servable for v, h in model.harnesses.items()
-            if h.state == AVAILABLE}
-        serving = dict(self._serving)
-        latest = dict(self._latest)
-        if versions:
-            serving[name] = versions
-            latest[name] = versions[max(versions)]
-        else:
-            serving.pop(name, None)
-            latest.pop(name, None)
-        self._serving, self._latest = serving, latest
-        if self._options.on_versions_changed:
-            self._options.on_versions_changed(name, len(versions))
+            if h.state == AVAILABLE})
 
     def _next_action(self) -> Optional[Tuple[str, str, _Harness]]:
         """Picks one load or unload (AvailabilityPreservingPolicy); locked."""
@@ -478,57 +344,8 @@ class ModelManager:
         logging.info('Done unloading servable version %s', sid)
 
     def stop(self) -> None:
+        """Ends the manager and polling threads (loaded versions stay)."""
+        self._poller.stop()
         with self._cv:
             self._stopped = True
             self._cv.notify_all()
-
-    # --------------------------------------------------------------- requests
-
-    def label_version(self, name: str, label: str) -> int:
-        version = self._labels.get(name, {}).get(label)
-        if version is None:
-            raise errors.invalid_argument(
-                f'Unrecognized servable version label: {label}')
-        return version
-
-    def acquire(self, name: str, version: Optional[int] = None,
-                label: Optional[str] = None):
-        """Returns the servable a request asks for, with a reference held.
-
-        The caller must `release()` it. Raises ServingError: INVALID_ARGUMENT
-        for a missing name or unknown label, NOT_FOUND if not being served.
-        """
-        if not name:
-            raise errors.invalid_argument('ModelSpec has no name specified.')
-        if label:
-            version = self.label_version(name, label)
-        for _ in range(4):
-            if version is None:
-                servable = self._latest.get(name)
-            else:
-                servable = self._serving.get(name, {}).get(version)
-            if servable is None:
-                break
-            if servable.acquire():
-                return servable
-            time.sleep(0.001)  # Being unloaded; a newer map is on its way.
-        request = (f'Latest({name})' if version is None
-                   else f'Specific({name}, {version})')
-        raise errors.not_found(f'Servable not found for request: {request}')
-
-    def version_status(self, name: str, version: Optional[int] = None,
-                       label: Optional[str] = None) -> List[VersionStatus]:
-        """GetModelStatus: one version (by number or label) or all of them."""
-        if label:
-            version = self.label_version(name, label)
-        states = dict(self._states.get(name, {}))
-        if version is not None:
-            status = states.get(version)
-            if status is None:
-                raise errors.not_found(
-                    f'Could not find version {version} of model {name}')
-            return [status]
-        if not states:
-            raise errors.not_found(
-                f'Could not find any versions of model {name}')
-        return [states[v] for v in sorted(states, reverse=True)]

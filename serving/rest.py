@@ -131,7 +131,7 @@ class RestApi:
     def _predict(self, target, body: bytes) -> str:
         doc = json_codec.parse_body(body)
         signature = json_codec.signature_name(doc)
-        servable = self.inference.manager.acquire(*target)
+        servable = self.inference.served.acquire(*target)
         try:
             name = signature or signatures.DEFAULT_SIGNATURE
             signature_def = servable.signature_defs.get(name)

@@ -25,6 +25,7 @@ from serving import errors
 from serving import flags as flags_lib
 from serving import manager as manager_lib
 from serving import metrics as metrics_lib
+from serving import served_versions
 
 _EXIT_FAILURE = 255
 _LOG_FORMAT = ('%(asctime)s.%(msecs)03d: %(levelname).1s '
@@ -151,20 +152,21 @@ def serve(flags) -> int:
     metrics = metrics_lib.Metrics()
     batcher = (batching_lib.BatchScheduler(batching, metrics)
                if batching else None)
-    holder = {}
+    # Requests and warmup read the served versions; the manager, loading
+    # with warmup, writes them.
+    served = served_versions.ServedVersions(
+        on_versions_changed=metrics.versions_available)
+    inference = inference_lib.Inference(
+        served, metrics, batcher, flags.enable_signature_method_name_check)
     manager = manager_lib.ModelManager(
-        lambda *args: holder['load'](*args),
+        _make_loader(flags, inference, metrics), served,
         manager_lib.ManagerOptions(
             poll_seconds=flags.file_system_poll_wait_seconds,
             settle_seconds=flags.version_settle_seconds,
             max_load_retries=flags.max_num_load_retries,
             load_retry_interval=flags.load_retry_interval_micros / 1e6,
             allow_labels_for_unavailable=(
-                flags.allow_version_labels_for_unavailable_models),
-            on_versions_changed=metrics.versions_available))
-    inference = inference_lib.Inference(
-        manager, metrics, batcher, flags.enable_signature_method_name_check)
-    holder['load'] = _make_loader(flags, inference, metrics)
+                flags.allow_version_labels_for_unavailable_models)))
     try:
         manager.reload(config)
     except errors.ServingError as e:

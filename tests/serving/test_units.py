@@ -19,6 +19,7 @@ from serving import flags as flags_lib
 from serving import json_codec
 from serving import manager as manager_lib
 from serving import servable as servable_lib
+from serving import served_versions
 from serving import tensors
 
 # -------------------------------------------------------------------- flags
@@ -311,19 +312,20 @@ def _manager(tmp_path: Path, versions, policy='', fail=(), labels='',
             raise errors.ServingError(errors.Code.DATA_LOSS, 'corrupt')
         return _FakeServable(name, version)
 
-    manager = manager_lib.ModelManager(load, manager_lib.ManagerOptions(
+    served = served_versions.ServedVersions()
+    manager = manager_lib.ModelManager(load, served, manager_lib.ManagerOptions(
         poll_seconds=0, settle_seconds=0, max_load_retries=1,
         load_retry_interval=0.01, allow_labels_for_unavailable=allow))
     config = text_format.Parse(
         f'model_config_list {{ config {{ name: "m" base_path: "{base}" '
         f'model_platform: "tensorflow" {policy} {labels} }} }}',
         model_server_config_pb2.ModelServerConfig())
-    return manager, config, base, events
+    return manager, served, config, base, events
 
 
-def _states(manager):
-    return [(s.version, manager_lib.State.Name(s.state))
-            for s in manager.version_status('m')]
+def _states(served):
+    return [(s.version, served_versions.State.Name(s.state))
+            for s in served.version_status('m')]
 
 
 def _wait(predicate, timeout=10):
@@ -343,60 +345,60 @@ def _wait(predicate, timeout=10):
      [(3, 'AVAILABLE'), (1, 'AVAILABLE')]),
 ])
 def test_manager_version_policies(tmp_path, policy, expected):
-    manager, config, _, events = _manager(tmp_path, [1, 3, 5], policy)
+    manager, served, config, _, events = _manager(tmp_path, [1, 3, 5], policy)
     manager.reload(config)
-    _wait(lambda: _states(manager) == expected)
+    _wait(lambda: _states(served) == expected)
     assert events[0] == ('load', expected[0][0])  # Highest version first.
-    assert manager.acquire('m').version == expected[0][0]
+    assert served.acquire('m').version == expected[0][0]
     manager.stop()
 
 
 def test_manager_swap_preserves_availability_and_failures_keep_old(tmp_path):
-    manager, config, base, events = _manager(tmp_path, [1], fail=(3,))
+    manager, served, config, base, events = _manager(tmp_path, [1], fail=(3,))
     manager.reload(config)
-    old = manager.acquire('m')
+    old = served.acquire('m')
     (base / '2').mkdir()
     (base / '2' / 'saved_model.pb').write_bytes(b'')
     manager.poll()
-    _wait(lambda: _states(manager) == [(2, 'AVAILABLE'), (1, 'END')])
+    _wait(lambda: _states(served) == [(2, 'AVAILABLE'), (1, 'END')])
     assert old.closed
     (base / '3').mkdir()
     (base / '3' / 'saved_model.pb').write_bytes(b'')
     manager.poll()
-    _wait(lambda: dict(_states(manager)).get(3) == 'END')
+    _wait(lambda: dict(_states(served)).get(3) == 'END')
     assert events.count(('load', 3)) == 2  # One retry.
-    assert manager.acquire('m').version == 2
-    status = manager.version_status('m', 3)[0]
+    assert served.acquire('m').version == 2
+    status = served.version_status('m', 3)[0]
     assert status.error.code == errors.Code.DATA_LOSS
     with pytest.raises(errors.ServingError) as info:
-        manager.acquire('m', version=3)
+        served.acquire('m', version=3)
     assert info.value.code == errors.Code.NOT_FOUND
     manager.stop()
 
 
 def test_manager_labels(tmp_path):
     labels = 'version_labels { key: "stable" value: 1 }'
-    manager, config, _, _ = _manager(tmp_path, [1], labels=labels)
+    manager, served, config, _, _ = _manager(tmp_path, [1], labels=labels)
     with pytest.raises(errors.ServingError) as info:
         manager.reload(config)
     assert info.value.code == errors.Code.FAILED_PRECONDITION
     manager.stop()
-    manager, config, _, _ = _manager(tmp_path / 'b', [1], labels=labels,
-                                     allow=True)
+    manager, served, config, _, _ = _manager(tmp_path / 'b', [1],
+                                             labels=labels, allow=True)
     manager.reload(config)
-    assert manager.acquire('m', label='stable').version == 1
+    assert served.acquire('m', label='stable').version == 1
     with pytest.raises(errors.ServingError) as info:
-        manager.acquire('m', label='nope')
+        served.acquire('m', label='nope')
     assert info.value.code == errors.Code.INVALID_ARGUMENT
     manager.stop()
 
 
 def test_manager_ignores_incomplete_and_non_numeric_dirs(tmp_path):
-    manager, config, base, events = _manager(tmp_path, [1])
+    manager, served, config, base, events = _manager(tmp_path, [1])
     (base / '9').mkdir()  # No saved_model.pb.
     (base / 'latest').mkdir()
     manager.reload(config)
-    assert _states(manager) == [(1, 'AVAILABLE')]
+    assert _states(served) == [(1, 'AVAILABLE')]
     assert events == [('load', 1)]
     manager.stop()
 
