@@ -19,8 +19,6 @@ from pipeline import kubeflow_client
 from pipeline import scheduler
 from pipeline import spans
 
-SPAN_PATTERN = data_source.SPAN_DIR_PREFIX + '{SPAN}'
-
 
 class RunFailed(RuntimeError):
     """A pipeline run child process failed; carries its last error line."""
@@ -48,7 +46,8 @@ def schedule_local(config: configs.RunConfig, run_args: List[str], cron: str,
     Returns:
         The process exit code.
     """
-    watcher = (spans.SpanWatcher(config.data_path, SPAN_PATTERN, poll_seconds)
+    watcher = (spans.SpanWatcher(config.data_path, data_source.SPAN_DIR_PATTERN,
+                                  poll_seconds)
                if on_new_data else None)
     runs = scheduler.Scheduler(
         lambda: run_in_child(run_args), config.scheduler_state_dir,

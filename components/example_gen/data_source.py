@@ -23,14 +23,14 @@ a rolling window of them) and records the span in ML Metadata.
 import dataclasses
 import glob
 import os
-import re
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from components import image_formats
 from components import long_csv_format
 from components import ts_format
 from components.errors import InputDataError
 from components.example_gen import class_check
+from components.example_gen import spans
 
 IMAGES = 'images'
 SEQUENCES = 'sequences'
@@ -41,7 +41,7 @@ TEST = 'test'
 
 CLASS_NAMES_FILE = 'class_names.txt'
 SPAN_DIR_PREFIX = 'span-'
-_SPAN_DIR = re.compile(r'^span-(\d+)$')
+SPAN_DIR_PATTERN = SPAN_DIR_PREFIX + '{SPAN}'
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 
 
@@ -84,15 +84,14 @@ def detect(path: str, kind: str) -> DataSource:
         InputDataError: if nothing readable of that kind is found there.
     """
     path = os.path.abspath(os.path.expanduser(path))
-    spans = _span_numbers(path)
-    if spans:
-        newest = os.path.join(path, f'{SPAN_DIR_PREFIX}{spans[-1]}')
+    numbers = span_numbers(path)
+    if numbers:
+        newest = os.path.join(path, spans.fill(SPAN_DIR_PATTERN, numbers[-1]))
         inner = detect(newest, kind)
-        prefix = SPAN_DIR_PREFIX + '{SPAN}'
         return dataclasses.replace(
             inner,
             root=path,
-            split_patterns={s: os.path.join(prefix, p)
+            split_patterns={s: os.path.join(SPAN_DIR_PATTERN, p)
                             for s, p in inner.split_patterns.items()})
     if kind == IMAGES:
         source = _detect_images(path)
@@ -106,16 +105,15 @@ def detect(path: str, kind: str) -> DataSource:
 
 def newest_span(path: str) -> int:
     """The highest N of the `span-N` folders in `path` (0 if none)."""
-    numbers = _span_numbers(path)
+    numbers = span_numbers(path)
     return numbers[-1] if numbers else 0
 
 
-def _span_numbers(path: str) -> list:
-    if not os.path.isdir(path):
-        return []
-    numbers = [int(m.group(1)) for m in map(_SPAN_DIR.match, os.listdir(path))
-               if m and os.path.isdir(os.path.join(path, m.group(0)))]
-    return sorted(numbers)
+def span_numbers(path: str) -> List[int]:
+    """The N of the `span-N` folders in `path`, ascending."""
+    return [number for number, found
+            in spans.find_spans(path, SPAN_DIR_PATTERN).items()
+            if any(os.path.isdir(p) for p in found)]
 
 
 def _detect_images(path: str) -> DataSource:
@@ -242,10 +240,10 @@ def check_first_records(source: DataSource) -> None:
         InputDataError: naming the file and the fault.
     """
     root = source.root
-    spans = _span_numbers(root) if source.has_spans else []
+    numbers = span_numbers(root) if source.has_spans else []
     for pattern in source.split_patterns.values():
-        if spans:
-            pattern = pattern.replace('{SPAN}', str(spans[-1]))
+        if numbers:
+            pattern = spans.fill(pattern, numbers[-1])
         files = sorted(glob.glob(os.path.join(root, pattern)))
         if not files:
             raise InputDataError(os.path.join(root, pattern),

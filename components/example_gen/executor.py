@@ -33,6 +33,7 @@ from components.errors import InputDataError
 from components.example_gen import data_source
 from components.example_gen import images
 from components.example_gen import sequences
+from components.example_gen import spans
 from models import data_facts
 
 # Settings the pipeline gives (settings_to_custom_config): the data's kind
@@ -91,7 +92,7 @@ def _learn_layout(exec_properties: Dict[str, Any]
         settings[KIND])
     span = data_source.newest_span(source.root) if source.has_spans else 0
     splits = [example_gen_pb2.Input.Split(
-        name=name, pattern=pattern.replace('{SPAN}', str(span)))
+        name=name, pattern=spans.fill(pattern, span))
               for name, pattern in source.split_patterns.items()]
     settings.update(format=source.format, class_names=list(source.class_names))
     facts = {data_facts.CLASS_NAMES: list(source.class_names),
@@ -214,9 +215,8 @@ def _span_window(split_pattern: str, exec_properties: Dict[str, Any],
         return [split_pattern]
     rest = split_pattern[len(newest):]
     return [f'{data_source.SPAN_DIR_PREFIX}{s}/{rest}'
-            for s in range(max(int(span) - window + 1, 0), int(span) + 1)
-            if os.path.isdir(os.path.join(exec_properties['input_base'],
-                                          f'{data_source.SPAN_DIR_PREFIX}{s}'))]
+            for s in data_source.span_numbers(exec_properties['input_base'])
+            if int(span) - window < s <= int(span)]
 
 
 def _read_bad_records(bad_dir: str) -> List[Dict[str, Any]]:
