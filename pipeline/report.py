@@ -4,16 +4,14 @@ Built after the run from ML Metadata and the run's artifacts (nothing is
 recomputed): the data's statistics and anomalies (TFDV's own HTML), drift
 against the previous span, the Trainer's curves, TFMA's metrics overall and
 per class by class name, the confusion matrix, the comparison with the last
-blessed model and the serving check's verdict. Figures are PNGs inlined in
-the page, so the page is one file that can be mailed or archived.
+blessed model and the serving check's verdict. Figures are inline SVG, so
+the page is one file that can be mailed or archived.
 
 `write_report` gathers (`gather`) and renders (`render`); `render` takes
 plain values and protos, so it is tested on small inputs apart from a run.
 """
 
-import base64
 import html
-import io
 import json
 import os
 import re
@@ -268,20 +266,82 @@ def _none(text: str) -> str:
     return f'<p class="none">{html.escape(text)}</p>'
 
 
-def _png(figure) -> str:
-    """A matplotlib figure as an inline <img>."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format='png', dpi=80, bbox_inches='tight')
-    data = base64.b64encode(buffer.getvalue()).decode('ascii')
-    return f'<img alt="figure" src="data:image/png;base64,{data}">'
+_COLORS = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd')
 
 
-def _pyplot():
-    # Imported when a figure is drawn: the Agg backend needs no display.
-    import matplotlib  # pylint: disable=import-outside-toplevel
-    matplotlib.use('Agg')
-    from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
-    return pyplot
+def _curves_svg(title: str, series: Dict[str, List[float]]) -> str:
+    """A line chart by epoch as inline SVG (no plotting library: drawing
+    with one cost seconds a run)."""
+    width, height, left, top, bottom = 470, 240, 44, 24, 36
+    # The legend right of the plot.
+    plot_w, plot_h = width - left - 100, height - top - bottom
+    values = [v for vs in series.values() for v in vs] or [0.0]
+    low, high = min(values), max(values)
+    high = high if high > low else low + 1.0
+    epochs = max([len(vs) for vs in series.values()] or [1])
+
+    def x(i):
+        return left + plot_w * (i / max(epochs - 1, 1))
+
+    def y(v):
+        return top + plot_h * (1 - (v - low) / (high - low))
+    parts = [f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}"'
+             ' fill="none" stroke="#999"/>',
+             f'<text x="{width / 2}" y="15" text-anchor="middle">'
+             f'{html.escape(title)}</text>',
+             f'<text x="{left + plot_w / 2}" y="{height - 4}" '
+             'text-anchor="middle">epoch</text>']
+    for k in range(5):
+        v = low + (high - low) * k / 4
+        parts.append(f'<text x="{left - 4}" y="{y(v) + 4:.1f}" '
+                     f'text-anchor="end" font-size="10">{v:.3g}</text>')
+    for i in sorted({0, epochs - 1, (epochs - 1) // 2}):
+        parts.append(f'<text x="{x(i):.1f}" y="{top + plot_h + 14}" '
+                     f'text-anchor="middle" font-size="10">{i + 1}</text>')
+    for n, (name, vs) in enumerate(sorted(series.items())):
+        color = _COLORS[n % len(_COLORS)]
+        points = ' '.join(f'{x(i):.1f},{y(v):.1f}' for i, v in enumerate(vs))
+        parts.append(f'<polyline points="{points}" fill="none" '
+                     f'stroke="{color}" stroke-width="2"/>')
+        parts.append(f'<text x="{left + plot_w + 6}" y="{top + 14 + 13 * n}" '
+                     f'font-size="11" fill="{color}">'
+                     f'{html.escape(name)}</text>')
+    return (f'<svg class="curves" width="{width}" height="{height}" '
+            'xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" '
+            f'font-size="12">{"".join(parts)}</svg>')
+
+
+def _confusion_svg(matrix: List[List[float]], labels: List[str]) -> str:
+    """The confusion matrix as an inline SVG heat map."""
+    cell, left, top = 30, 12 + 7 * max(len(x) for x in labels), 40
+    size = cell * len(labels)
+    peak = max([max(row) for row in matrix] or [0]) or 1
+    parts = [f'<text x="{left + size / 2}" y="14" text-anchor="middle">'
+             'predicted</text>']
+    for i, label in enumerate(labels):
+        parts.append(f'<text x="{left + cell * i + cell / 2}" y="{top - 6}" '
+                     f'text-anchor="middle" font-size="10">'
+                     f'{html.escape(label[:6])}</text>')
+        parts.append(f'<text x="{left - 4}" y="{top + cell * i + cell / 2 + 4}"'
+                     f' text-anchor="end" font-size="10">'
+                     f'{html.escape(label)}</text>')
+        for j, count in enumerate(matrix[i]):
+            shade = count / peak
+            fill = 'rgb({},{},{})'.format(*[round(255 - (255 - c) * shade)
+                                            for c in (8, 81, 156)])
+            parts.append(f'<rect x="{left + cell * j}" y="{top + cell * i}" '
+                         f'width="{cell}" height="{cell}" fill="{fill}" '
+                         'stroke="#eee"/>')
+            if count:
+                ink = 'white' if shade > .5 else 'black'
+                parts.append(
+                    f'<text x="{left + cell * j + cell / 2}" '
+                    f'y="{top + cell * i + cell / 2 + 4}" text-anchor="middle"'
+                    f' font-size="10" fill="{ink}">{count:g}</text>')
+    return (f'<svg class="confusion" width="{left + size + 10}" '
+            f'height="{top + size + 10}" xmlns="http://www.w3.org/2000/svg" '
+            f'font-family="sans-serif" font-size="12">{"".join(parts)}</svg>'
+            '<p>Rows: true class; columns: predicted class.</p>')
 
 
 def _class_name(class_names: List[str], index: int) -> str:
@@ -363,19 +423,10 @@ def _training_section(report: Optional[Dict[str, Any]]) -> str:
         return _none('No training report: the Trainer did not run.')
     history = report.get('history') or {
         'val_accuracy': report.get('val_accuracy', [])}
-    pyplot = _pyplot()
-    figure, axes = pyplot.subplots(1, 2, figsize=(10, 3.2))
-    for name, values in sorted(history.items()):
-        epochs = range(1, len(values) + 1)
-        axes[0 if 'loss' in name else 1].plot(epochs, values, marker='.',
-                                              label=name)
-    for ax, title in zip(axes, ('loss', 'accuracy')):
-        ax.set_title(title)
-        ax.set_xlabel('epoch')
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
-    curves = _png(figure)
-    pyplot.close(figure)
+    curves = ''.join(
+        _curves_svg(title, {name: values for name, values in history.items()
+                            if ('loss' in name) == (title == 'loss')})
+        for title in ('loss', 'accuracy'))
     rows = [[key, report[key]] for key in summary.TRAINING_KEYS[:-1] +
             ('steps', 'best_val_accuracy') if key in report]
     seconds = report.get('epoch_seconds') or []
@@ -412,24 +463,7 @@ def _confusion_section(matrix: Optional[List[List[float]]],
         return _none('No confusion matrix: the Evaluator did not compute '
                      'MultiClassConfusionMatrixPlot.')
     labels = [_class_name(class_names, i) for i in range(len(matrix))]
-    pyplot = _pyplot()
-    size = 2 + 0.45 * len(labels)
-    figure, ax = pyplot.subplots(figsize=(size + 1, size))
-    image = ax.imshow(matrix, cmap='Blues')
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha='right')
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel('predicted')
-    ax.set_ylabel('true')
-    peak = max([max(row) for row in matrix] or [0])
-    for i, row in enumerate(matrix):
-        for j, count in enumerate(row):
-            if count:
-                ax.text(j, i, f'{count:g}', ha='center', va='center',
-                        color='white' if count > peak / 2 else 'black',
-                        fontsize=8)
-    figure.colorbar(image)
-    picture = _png(figure)
-    pyplot.close(figure)
+    picture = _confusion_svg(matrix, labels)
     table = _table(['true \\ predicted', *labels],
                    [[labels[i], *[f'{c:g}' for c in row]]
                     for i, row in enumerate(matrix)], 'confusion-table')
@@ -470,12 +504,13 @@ def _serving_section(serving: Optional[Dict[str, Any]]) -> str:
                      'refused') + '</p>' + reason)
 
 
-# Once loaded, the page records how many figures the browser decoded (a
-# headless browser's DOM then shows whether the PNGs render).
+# Once loaded, the page records how many figures the browser laid out (a
+# headless browser's DOM then shows whether they render).
 _COUNT_FIGURES = (
     '<script>window.addEventListener("load", () => {'
-    'document.body.dataset.figuresShown = Array.from(document.images)'
-    '.filter(i => i.complete && i.naturalWidth > 0).length;});</script>')
+    'document.body.dataset.figuresShown = Array.from('
+    'document.querySelectorAll("svg"))'
+    '.filter(f => f.getBBox().width > 0).length;});</script>')
 
 
 def render(run_id: str, run: Dict[str, Any], *,

@@ -20,13 +20,14 @@ def dump_dom(path: str) -> str:
 
 
 class Sections(html.parser.HTMLParser):
-    """The text of each <section id=...> of a DOM, and its attributes."""
+    """A DOM's <body> attributes, the text and figures (<svg>) of each
+    <section id=...>, the rows of each table with a class."""
 
     def __init__(self, dom: str):
         super().__init__()
         self.text: Dict[str, str] = {}
         self.body: Dict[str, str] = {}
-        self.images: Dict[str, int] = {}
+        self.figures: Dict[str, int] = {}
         self.tables: Dict[str, List[List[str]]] = {}
         self._section = None
         self._row = None
@@ -39,8 +40,9 @@ class Sections(html.parser.HTMLParser):
         elif tag == 'section':
             self._section = attrs.get('id')
             self.text[self._section] = ''
-        elif tag == 'img' and self._section:
-            self.images[self._section] = self.images.get(self._section, 0) + 1
+        elif tag == 'svg' and self._section:
+            self.figures[self._section] = self.figures.get(self._section,
+                                                           0) + 1
         elif tag == 'table' and attrs.get('class'):
             self._table = self.tables.setdefault(attrs['class'], [])
         elif tag == 'tr' and getattr(self, '_table', None) is not None:

@@ -170,9 +170,9 @@ def test_the_runs_report_renders_every_section_in_chromium(convnet_run):
     assert 'No previous span' in page.text['drift']
     assert 'No blessed model before this one' in page.text['comparison']
     assert 'answered' in page.text['serving']
-    # The curves and the confusion matrix, decoded by the browser.
-    assert page.images == {'training': 1, 'confusion': 1}
-    assert page.body['data-figures-shown'] == '2'
+    # Two training curves and the confusion matrix, laid out by the browser.
+    assert page.figures == {'training': 2, 'confusion': 1}
+    assert page.body['data-figures-shown'] == '3'
 
 
 def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(

@@ -79,9 +79,9 @@ def test_every_section_renders_with_class_names_and_figures(tmp_path):
     assert 'not blessed' in page.text['comparison']
     assert 'refused' in page.text['serving']
     assert 'no signature' in page.text['serving']
-    # The training curves and the confusion matrix, decoded by the browser.
-    assert page.images == {'training': 1, 'confusion': 1}
-    assert page.body['data-figures-shown'] == '2'
+    # Two training curves and the confusion matrix, laid out by the browser.
+    assert page.figures == {'training': 2, 'confusion': 1}
+    assert page.body['data-figures-shown'] == '3'
 
 
 def test_a_run_where_nothing_after_the_data_ran_still_renders(tmp_path):
