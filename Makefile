@@ -16,13 +16,15 @@ ifeq ($(PYTHON310),)
 PYTHON310 := 3.10
 endif
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# The headless browser the tests open the run reports in.
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup data demo lint test bench bazel bazel-test clean image
+.PHONY: setup data browser demo lint test bench bazel bazel-test clean image
 
 # The Kubeflow image, tagged as `compile` expects by default.
 IMAGE ?= $(shell $(PY) -c 'from pipeline import configs; print(configs.default_image())')
 
-setup: $(VENV)/.installed data
+setup: $(VENV)/.installed data browser
 
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	command -v uv >/dev/null || python3 -m pip install --quiet uv
@@ -35,6 +37,11 @@ data: $(FASHION_MNIST)
 
 $(FASHION_MNIST):
 	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
+
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	apt-get update -qq && apt-get install -y -qq chromium
 
 demo: setup
 	$(PY) -m pipeline run --model convnet --profile full --home $(HOME_DIR)

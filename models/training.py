@@ -479,7 +479,10 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
                   steps=int(model.optimizer.iterations.numpy()),
                   epoch_seconds=timer.seconds,
                   val_accuracy=[round(float(v), 4) for v in
-                                history.history.get('val_accuracy', [])])
+                                history.history.get('val_accuracy', [])],
+                  # Every metric by epoch: the run's report draws them.
+                  history={name: [round(float(v), 4) for v in values]
+                           for name, values in history.history.items()})
     if not export_model:
         return report
     if distribute.is_default(strategy):

@@ -81,6 +81,8 @@ def eval_config(min_accuracy: float, max_accuracy_drop: float
                 per_slice_thresholds=[tfma.PerSliceMetricThreshold(
                     slicing_specs=[tfma.SlicingSpec()],
                     threshold=threshold)]),
+            # For the run's report (pipeline/report.py).
+            tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
         ])])
 
 

@@ -25,6 +25,7 @@ from tfx.proto.orchestration import pipeline_pb2
 from models import distribute
 from pipeline import configs
 from pipeline import pipeline as pipeline_lib
+from pipeline import report
 from pipeline import summary
 
 
@@ -253,8 +254,12 @@ def run_local(config: configs.RunConfig, out: Optional[TextIO] = None,
         runner._say('training curves: tensorboard --logdir '  # pylint: disable=protected-access
                     f'{tensorboard_logdir(config)}')
     store = metadata_store.MetadataStore(connection)
-    result = summary.run_summary(store, runner.run_id)
-    return {'model': config.model, 'profile': config.profile, **result,
+    result = {'model': config.model, 'profile': config.profile,
+              **summary.run_summary(store, runner.run_id)}
+    result['report'] = report.write_report(
+        store, runner.run_id, report.report_path(
+            config.home_path, config.pipeline_name, runner.run_id), result)
+    return {**result,
             'wall_seconds': round(time.monotonic() - started, 1),
             'component_seconds': runner.timings}
 

@@ -17,9 +17,12 @@ import pytest
 import tensorflow as tf
 
 from components import ts_format
+from models import data_facts
 from models import features
 from models import signatures
+from pipeline import report
 from serving import client as client_lib
+from tests import browser
 from tests import datasets
 from tests.serving import server_utils
 
@@ -141,6 +144,37 @@ def test_served_answers_equal_the_saved_models_own(convnet_run, tmp_path):
         own_default[signatures.SCORES_OUTPUT], rtol=1e-5, atol=1e-6)
 
 
+def test_the_runs_report_renders_every_section_in_chromium(convnet_run):
+    """The report the run wrote (its path in the JSON line), as headless
+    chromium renders it: every section, per-class metrics by class name, a
+    confusion matrix over the test split, the curves."""
+    summary, _, home, _ = convnet_run
+    path = summary['report']
+    assert path.startswith(os.path.join(home, report.REPORTS_DIR, ''))
+    page = browser.Sections(browser.dump_dom(path))
+    assert list(page.text) == [key for key, _ in report.SECTIONS]
+    examples = os.path.join(home, 'pipelines', 'convnet-pipeline',
+                            'FileBasedExampleGen', 'examples', '1')
+    class_names = data_facts.read(examples)[data_facts.CLASS_NAMES]
+    per_class = page.tables['metrics-per-class']
+    assert [row[0] for row in per_class[1:]] == class_names
+    overall = dict(zip(*page.tables['metrics-overall']))
+    assert float(overall['accuracy']) == pytest.approx(summary['accuracy'],
+                                                       abs=1e-4)
+    confusion = page.tables['confusion-table']
+    assert confusion[0][1:] == class_names
+    assert sum(float(c) for row in confusion[1:] for c in row[1:]) == float(
+        overall['example_count'])
+    assert 'label' in [row[1] for row in page.tables['statistics-table']]
+    assert 'No anomalies found' in page.text['anomalies']
+    assert 'No previous span' in page.text['drift']
+    assert 'No blessed model before this one' in page.text['comparison']
+    assert 'answered' in page.text['serving']
+    # Two training curves and the confusion matrix, laid out by the browser.
+    assert page.figures == {'training': 2, 'confusion': 1}
+    assert page.body['data-figures-shown'] == '3'
+
+
 def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
         convnet_run):
     first, data, home, _ = convnet_run
@@ -203,6 +237,11 @@ def test_a_worse_model_is_not_pushed(convnet_run):
     assert summary['pushed_model'] is None
     serving_dir = os.path.join(home, 'serving', 'convnet')
     assert sorted(os.listdir(serving_dir)) == versions
+    # Its report renders too, saying why nothing was pushed.
+    page = browser.Sections(browser.dump_dom(summary['report']))
+    assert 'not blessed' in page.text['comparison']
+    assert 'Baseline' in page.text['comparison']
+    assert 'accuracy change against the baseline' in page.text['comparison']
 
 
 def test_rnn_run_pushes_a_model_whose_two_signatures_agree(tmp_path):
