@@ -256,9 +256,16 @@ def run_local(config: configs.RunConfig, out: Optional[TextIO] = None,
     store = metadata_store.MetadataStore(connection)
     result = {'model': config.model, 'profile': config.profile,
               **summary.run_summary(store, runner.run_id)}
-    result['report'] = report.write_report(
-        store, runner.run_id, report.report_path(
-            config.home_path, config.pipeline_name, runner.run_id), result)
+    try:
+        result['report'] = report.write_report(
+            store, runner.run_id, report.report_path(
+                config.home_path, config.pipeline_name, runner.run_id),
+            result)
+    except Exception as e:  # pylint: disable=broad-except
+        # The run did its work (a model may be pushed already): a report
+        # that cannot be written is said, and does not fail the run.
+        result['report'] = None
+        runner._say(f'report not written: {type(e).__name__}: {e}')  # pylint: disable=protected-access
     return {**result,
             'wall_seconds': round(time.monotonic() - started, 1),
             'component_seconds': runner.timings}
