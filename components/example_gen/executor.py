@@ -178,6 +178,9 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         super().Do(input_dict, output_dict, exec_properties)
         data_facts.write(self._examples.uri, facts)
         self._examples.span = facts[data_facts.SPAN]
+        # TFX's driver also wrote a `span` custom property, from the
+        # compile-time fingerprint patterns that have no {SPAN}: always 0.
+        self._examples.set_int_custom_property('span', facts[data_facts.SPAN])
         # Shown with the artifact in ML Metadata and the KFP UI; the file
         # is what Transform reads.
         self._examples.set_string_custom_property(
