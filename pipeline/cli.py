@@ -315,8 +315,28 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.command != 'run':  # The scheduler may wait for the data.
         return
     config = _run_config(args)
+    if config.hyperparameters.get('schema_path'):
+        _check_schema_file(config.hyperparameters['schema_path'])
     source = data_source.detect(config.data_path, config.family.kind)
     data_source.check_first_records(source)
+
+
+def _check_schema_file(path: str) -> None:
+    """A curated schema (`--set schema_path=`) that cannot be read ends the
+    run now, not in ImportSchemaGen's traceback."""
+    # Protocol buffers only: neither TensorFlow nor TFX loads.
+    from google.protobuf import text_format  # pylint: disable=import-outside-toplevel
+    from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=import-outside-toplevel
+    try:
+        with open(path, encoding='utf-8') as f:
+            schema = text_format.Parse(f.read(), schema_pb2.Schema())
+    except OSError as error:
+        raise InputDataError(path, f'cannot read the schema: '
+                             f'{error.strerror}') from error
+    except (text_format.ParseError, UnicodeDecodeError) as error:
+        raise InputDataError(path, f'not a schema.pbtxt: {error}') from error
+    if not schema.feature:
+        raise InputDataError(path, 'the schema has no features')
 
 
 def main(argv: Optional[List[str]] = None) -> int:

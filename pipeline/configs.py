@@ -166,6 +166,9 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # Jensen-Shannon divergence from the previous run's statistics above
     # which a feature is reported as drifted; stop the run on drift or not.
     drift_threshold=0.3, stop_on_drift=False,
+    # A curated schema.pbtxt every span is validated against ('' infers
+    # one from each run's own statistics, which its data cannot break).
+    schema_path='',
     # A candidate may lose at most this much test accuracy against the last
     # blessed model and still be pushed.
     max_accuracy_drop=0.0,
@@ -210,6 +213,8 @@ SETTING_HELP: Dict[str, str] = dict(
     drift_threshold='Jensen-Shannon divergence from the previous span '
     'above which a feature is reported as drifted',
     stop_on_drift='stop the run when a feature drifted',
+    schema_path='a curated schema.pbtxt every span must match '
+    "(ImportSchemaGen); '' infers one from each run's data",
     max_accuracy_drop='test accuracy a model may lose against the last '
     'blessed one and still be pushed',
     on_bad_record='an unreadable record: fail the run, or skip and report it',

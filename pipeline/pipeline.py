@@ -121,9 +121,14 @@ def create_pipeline(config: configs.RunConfig,
         examples=example_gen.outputs['examples'])
     # Unshaped (VarLen) raw features: images and sequences of any size parse
     # the same way in Transform and in serving.
-    schema_gen = tfx.components.SchemaGen(
-        statistics=statistics_gen.outputs['statistics'],
-        infer_feature_shape=False)
+    if params.get('schema_path'):
+        # A curated schema: a span that breaks it stops at the DataGate.
+        schema_gen = tfx.components.ImportSchemaGen(
+            schema_file=params['schema_path'])
+    else:
+        schema_gen = tfx.components.SchemaGen(
+            statistics=statistics_gen.outputs['statistics'],
+            infer_feature_shape=False)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs['statistics'],
         schema=schema_gen.outputs['schema'])

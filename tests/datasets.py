@@ -76,26 +76,31 @@ def write_class_folders(root: str, class_names: Sequence[str],
 
 
 def sequences_with_labels(count: int, class_labels: Sequence[str],
-                          channels: int = 3, seed: int = 0):
-    """Variable-length sequences whose class sets their mean."""
+                          channels: int = 3, seed: int = 0,
+                          offset: float = 0.0):
+    """Variable-length sequences whose class sets their mean (`offset` is
+    added to every value)."""
     rng = np.random.default_rng(seed)
     result = []
     for i in range(count):
         k = i % len(class_labels)
         length = int(rng.integers(5, 12))
-        values = rng.normal(size=(length, channels)) + 2.0 * k
+        values = rng.normal(size=(length, channels)) + 2.0 * k + offset
         result.append(labeled_sequences.LabeledSequence(
             f'series{i}', values.astype(np.float32), class_labels[k]))
     return result
 
 
 def write_ts_dataset(folder: str, name: str = 'Toy', train: int = 30,
-                     test: int = 12, class_labels=('a', 'b', 'c')) -> str:
-    """A <name>_TRAIN.ts / <name>_TEST.ts pair; returns the folder."""
+                     test: int = 12, class_labels=('a', 'b', 'c'),
+                     offset: float = 0.0) -> str:
+    """A <name>_TRAIN.ts / <name>_TEST.ts pair; returns the folder.
+    `offset` shifts every value: a drifted (or out-of-domain) span."""
     os.makedirs(folder, exist_ok=True)
     for split, count, seed in (('TRAIN', train, 0), ('TEST', test, 1)):
         ts_format.write_ts(
             os.path.join(folder, f'{name}_{split}.ts'),
-            sequences_with_labels(count, class_labels, seed=seed),
+            sequences_with_labels(count, class_labels, seed=seed,
+                                  offset=offset),
             name, class_labels)
     return folder

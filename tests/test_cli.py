@@ -99,6 +99,25 @@ def test_bad_data_is_found_before_tensorflow_loads(tmp_path):
     assert 'loaded: []' in missing.stdout
 
 
+@pytest.mark.parametrize('content, message', [
+    (None, 'cannot read the schema: No such file or directory'),
+    ('feature { name: "x" type: WRONG }', 'not a schema.pbtxt: '),
+    ('', 'the schema has no features'),
+])
+def test_an_unreadable_curated_schema_exits_2_before_tensorflow_loads(
+        idx_data, tmp_path, content, message):
+    schema = tmp_path / 'schema.pbtxt'
+    if content is not None:
+        schema.write_text(content, encoding='utf-8')
+    process = run_cli('run', '--model', 'convnet', '--data', idx_data,
+                      '--home', str(tmp_path / 'home'),
+                      '--set', f'schema_path={schema}')
+    assert process.returncode == 2, process.stderr
+    [line] = _error_lines(process)
+    assert line.startswith(f'error: {schema}: {message}'), line
+    assert 'loaded: []' in process.stdout
+
+
 def test_list_settings_prints_every_key_with_defaults_and_description():
     process = run_cli('run', '--list-settings')
     assert process.returncode == 0, process.stderr

@@ -15,6 +15,8 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components import ts_format
 from models import data_facts
@@ -99,38 +101,43 @@ def test_convnet_run_pushes_a_blessed_model_with_two_agreeing_signatures(
     assert [n.decode() for n in names] == [str(i) for i in range(10)]
 
 
-def test_served_answers_equal_the_saved_models_own(convnet_run, tmp_path):
-    """The pushed model over gRPC and REST answers as it does in process."""
-    summary = convnet_run[0]
-    pushed = summary['pushed_model']
-    images, labels = datasets.images_with_labels(8, 10, seed=7)
-    pngs = [datasets.png_bytes(image) for image in images]
+def _rest_value(value):
+    """One instance's input as TF Serving's REST API takes it."""
+    if isinstance(value, bytes):
+        return {'b64': base64.b64encode(value).decode()}
+    return value.tolist()
+
+
+def assert_served_as_in_process(tmp_path, pushed, signature, inputs,
+                                examples):
+    """The pushed model answers over gRPC (Predict by `signature` on
+    `inputs`, numpy arrays by input name; Classify on `examples`) and REST
+    (predict) as it does in process, to float tolerance."""
+    name = os.path.basename(os.path.dirname(pushed))
     model = tf.saved_model.load(pushed)
-    own = model.signatures[signatures.IMAGE_SIGNATURE](
-        images=tf.constant(pngs))[signatures.SCORES_OUTPUT].numpy()
+    own = model.signatures[signature](**{
+        key: tf.constant(value) for key, value in inputs.items()})[
+            signatures.SCORES_OUTPUT].numpy()
     own_default = _signature(model, signatures.DEFAULT_SIGNATURE)(
-        inputs=tf.constant([features.image_example(png, int(label))
-                            for png, label in zip(pngs, labels)]))
-    names = [n.decode() for n in
-             own_default[signatures.CLASSES_OUTPUT].numpy()[0]]
+        inputs=tf.constant(examples))
+    classes = [n.decode() for n in
+               own_default[signatures.CLASSES_OUTPUT].numpy()[0]]
     server = server_utils.start_model_server(tmp_path, [
-        '--model_name=convnet',
-        f'--model_base_path={os.path.dirname(pushed)}'])
+        f'--model_name={name}', f'--model_base_path={os.path.dirname(pushed)}'])
     try:
         with client_lib.ModelServerClient(server.grpc_address) as client:
-            client.wait_until_available('convnet', timeout=120)
+            client.wait_until_available(name, timeout=120)
             outputs = client.send_predict(client_lib.build_predict_request(
-                'convnet', {signatures.IMAGE_INPUT: np.array(pngs, object)},
-                signatures.IMAGE_SIGNATURE))
+                name, inputs, signature))
             classified = client.send_classify(
                 client_lib.build_classification_request(
-                    'convnet', [features.image_example(png, 0)
-                                for png in pngs],
-                    signatures.DEFAULT_SIGNATURE), top_k=None)
-        code, body = server.http('POST', '/v1/models/convnet:predict', {
-            'signature_name': signatures.IMAGE_SIGNATURE,
-            'instances': [{'b64': base64.b64encode(png).decode()}
-                          for png in pngs]})
+                    name, examples, signatures.DEFAULT_SIGNATURE),
+                top_k=None)
+        code, body = server.http('POST', f'/v1/models/{name}:predict', {
+            'signature_name': signature,
+            'instances': [{key: _rest_value(value[i])
+                           for key, value in inputs.items()}
+                          for i in range(len(own))]})
     finally:
         server.stop()
     np.testing.assert_allclose(outputs[signatures.SCORES_OUTPUT], own,
@@ -140,7 +147,7 @@ def test_served_answers_equal_the_saved_models_own(convnet_run, tmp_path):
         [p[signatures.SCORES_OUTPUT] for p in body['predictions']], own,
         rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
-        [[dict(p.pairs())[n] for n in names] for p in classified],
+        [[dict(p.pairs())[n] for n in classes] for p in classified],
         own_default[signatures.SCORES_OUTPUT], rtol=1e-5, atol=1e-6)
 
 
@@ -173,6 +180,16 @@ def test_the_runs_report_renders_every_section_in_chromium(convnet_run):
     # Two training curves and the confusion matrix, laid out by the browser.
     assert page.figures == {'training': 2, 'confusion': 1}
     assert page.body['data-figures-shown'] == '3'
+
+
+def test_served_answers_equal_the_saved_models_own(convnet_run, tmp_path):
+    """The pushed model over gRPC and REST answers as it does in process."""
+    images, _ = datasets.images_with_labels(8, 10, seed=7)
+    pngs = [datasets.png_bytes(image) for image in images]
+    assert_served_as_in_process(
+        tmp_path, convnet_run[0]['pushed_model'], signatures.IMAGE_SIGNATURE,
+        {signatures.IMAGE_INPUT: np.array(pngs, object)},
+        [features.image_example(png, 0) for png in pngs])
 
 
 def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
@@ -244,34 +261,128 @@ def test_a_worse_model_is_not_pushed(convnet_run):
     assert 'accuracy change against the baseline' in page.text['comparison']
 
 
-def test_rnn_run_pushes_a_model_whose_two_signatures_agree(tmp_path):
-    data = datasets.write_ts_dataset(str(tmp_path / 'data'), train=60, test=30)
+CLASS_INDEX = {'a': 0, 'b': 1, 'c': 2}  # write_ts_dataset's classes
+
+
+@pytest.fixture(scope='module')
+def rnn_run(tmp_path_factory):
+    """One run of the RNN pipeline on small sequences (the first span of
+    its home, whose schema the data-gate tests curate)."""
+    root = tmp_path_factory.mktemp('rnn')
+    data = datasets.write_ts_dataset(str(root / 'data'), train=60, test=30)
+    home = str(root / 'home')
     summary, log = run_pipeline('--model', 'rnn', '--data', data,
-                                '--home', str(tmp_path / 'home'),
+                                '--home', home,
                                 '--set', 'epochs=15', '--set', 'units=[8]',
                                 '--set', 'learning_rate=0.01')
     assert summary is not None, log
+    return summary, data, home, log
+
+
+def _test_sequences(data, count=6):
+    return list(ts_format.read_ts(os.path.join(data, 'Toy_TEST.ts')))[:count]
+
+
+def _padded(sequences):
+    """The serving_sequence inputs: values zero-padded to the longest."""
+    longest = max(len(s.values) for s in sequences)
+    padded = np.zeros((len(sequences), longest, 3), np.float32)
+    for i, s in enumerate(sequences):
+        padded[i, :len(s.values)] = s.values
+    return {signatures.SEQUENCE_INPUT: padded,
+            signatures.LENGTH_INPUT: np.array(
+                [len(s.values) for s in sequences], np.int64)}
+
+
+def test_rnn_run_pushes_a_model_whose_two_signatures_agree(rnn_run):
+    summary, data, _, log = rnn_run
     # The classes differ in their means: chance is 1/3, a trained RNN nears 1.
     assert summary['accuracy'] > 0.6, summary
     assert summary['blessed'] is True, log
     model = tf.saved_model.load(summary['pushed_model'])
 
-    sequences = list(ts_format.read_ts(
-        os.path.join(data, 'Toy_TEST.ts')))[:6]
-    class_index = {'a': 0, 'b': 1, 'c': 2}
+    sequences = _test_sequences(data)
     from_examples = _signature(model, signatures.DEFAULT_SIGNATURE)(
         inputs=tf.constant([features.sequence_example(
-            s.values, class_index[s.label]) for s in sequences]))
-    longest = max(len(s.values) for s in sequences)
-    padded = np.zeros((len(sequences), longest, 3), np.float32)
-    for i, s in enumerate(sequences):
-        padded[i, :len(s.values)] = s.values
+            s.values, CLASS_INDEX[s.label]) for s in sequences]))
     from_tensors = _signature(model, signatures.SEQUENCE_SIGNATURE)(
-        sequences=tf.constant(padded),
-        lengths=tf.constant([len(s.values) for s in sequences], tf.int64))
+        **{key: tf.constant(value)
+           for key, value in _padded(sequences).items()})
     np.testing.assert_allclose(from_examples[signatures.SCORES_OUTPUT],
                                from_tensors[signatures.SCORES_OUTPUT],
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('family', ['rnn', 'fcn'])
+def test_served_sequence_answers_equal_the_saved_models_own(
+        family, request, tmp_path):
+    """The RNN's and the FCN's pushed models over gRPC and REST answer as
+    they do in process."""
+    summary, data, _, _ = request.getfixturevalue(f'{family}_run')
+    sequences = _test_sequences(data)
+    assert_served_as_in_process(
+        tmp_path, summary['pushed_model'], signatures.SEQUENCE_SIGNATURE,
+        _padded(sequences),
+        [features.sequence_example(s.values, 0) for s in sequences])
+
+
+def _gate_run(home, data, *flags):
+    """A run on `home` that the DataGate is to stop: (exit code, stderr)."""
+    process = subprocess.run(
+        [sys.executable, '-m', 'pipeline', 'run', '--model', 'rnn',
+         '--data', data, '--home', home, *flags,
+         # Short, should the gate let the span through.
+         '--set', 'epochs=1', '--set', 'min_train_steps=0'],
+        cwd=REPO, capture_output=True, text=True, timeout=1200, check=False)
+    return process.returncode, process.stderr
+
+
+def _assert_stopped_at_the_gate(code, log, home, pushed, *words):
+    """Exit 2, the last line names the feature and the anomaly (`words`),
+    nothing after the DataGate ran, nothing new pushed."""
+    assert code == 2, log
+    last = log.strip().splitlines()[-1]
+    assert last.startswith('error: data validation found anomalies: '), log
+    assert all(word in last for word in words), last
+    assert '] DataGate ...' in log and '] Transform ...' not in log, log
+    assert os.listdir(os.path.join(home, 'serving', 'rnn')) == [
+        os.path.basename(pushed)]
+
+
+def test_a_span_that_breaks_the_curated_schema_stops_before_transform(
+        rnn_run, tmp_path):
+    """The first span's schema, curated with the sequence values' domain:
+    a later span outside it stops the run at the DataGate."""
+    summary, _, home, _ = rnn_run
+    # The first run's, named by its execution id.
+    inferred = min(glob.glob(os.path.join(
+        home, 'pipelines', 'rnn-pipeline', 'SchemaGen', 'schema', '*',
+        'schema.pbtxt')), key=lambda path: int(path.split(os.sep)[-2]))
+    schema = tfdv.load_schema_text(inferred)
+    # write_ts_dataset's values lie within [-10, 15].
+    tfdv.get_feature(schema, features.SEQUENCE_KEY).float_domain.CopyFrom(
+        schema_pb2.FloatDomain(min=-20.0, max=20.0))
+    curated = str(tmp_path / 'schema.pbtxt')
+    tfdv.write_schema_text(schema, curated)
+    data = datasets.write_ts_dataset(str(tmp_path / 'data'), train=30,
+                                     test=12, offset=100.0)
+    code, log = _gate_run(home, data, '--set', f'schema_path={curated}')
+    _assert_stopped_at_the_gate(code, log, home, summary['pushed_model'],
+                                f"feature '{features.SEQUENCE_KEY}'",
+                                'Unexpectedly high value')
+
+
+def test_stop_on_drift_stops_a_drifted_span_before_transform(
+        rnn_run, tmp_path):
+    """Values shifted far from the previous span's: with stop_on_drift the
+    run stops at the DataGate, naming the drifted feature."""
+    summary, _, home, _ = rnn_run
+    data = datasets.write_ts_dataset(str(tmp_path / 'data'), train=60,
+                                     test=30, offset=30.0)
+    code, log = _gate_run(home, data, '--set', 'stop_on_drift=true')
+    _assert_stopped_at_the_gate(code, log, home, summary['pushed_model'],
+                                f"feature '{features.SEQUENCE_KEY}'",
+                                'Jensen-Shannon')
 
 
 # Fewer steps than the profile's minimum: three trainings (two trials and
