@@ -254,7 +254,8 @@ def run_local(config: configs.RunConfig, out: Optional[TextIO] = None,
                     f'{tensorboard_logdir(config)}')
     store = metadata_store.MetadataStore(connection)
     result = summary.run_summary(store, runner.run_id)
-    return {'model': config.model, 'profile': config.profile, **result,
+    return {'model': config.model, 'profile': config.profile,
+            'run': runner.run_id, **result,
             'wall_seconds': round(time.monotonic() - started, 1),
             'component_seconds': runner.timings}
 
