@@ -15,6 +15,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import sys
 from typing import Any
 
 from google.protobuf import descriptor_pb2
@@ -75,6 +76,12 @@ def message(proto: str, name: str) -> Any:
     Example: message('tensorflow_serving/apis/predict.proto',
     'tensorflow.serving.PredictRequest').
     """
+    if 'tensorflow' in sys.modules:
+        # TensorFlow is loaded anyway: its own classes, so that requests
+        # built here pass isinstance checks of code written against them.
+        module = importlib.import_module(
+            proto[:-len('.proto')].replace('/', '.') + '_pb2')
+        return getattr(module, name.rsplit('.', 1)[-1])
     _add(proto)
     return _FACTORY.GetPrototype(_POOL.FindMessageTypeByName(name))
 
