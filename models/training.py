@@ -43,6 +43,7 @@ from models import data_facts
 from models import distribute
 from models import export
 from models import features
+from models import progress
 from models import workers
 
 if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
@@ -464,7 +465,7 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
         patience=int(params['early_stopping_patience']),
         restore_best_weights=True, verbose=1)
     timer = _EpochTimer()
-    callbacks = [early_stopping, timer]
+    callbacks = [early_stopping, timer, progress.TrainingProgress()]
     with contextlib.ExitStack() as stack:
         if fn_args.model_run_dir:  # A Tuner's trials have none.
             log_dir = stack.enter_context(
@@ -473,7 +474,7 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
                 log_dir=log_dir, update_freq='epoch'))
         history = model.fit(
             train_data, validation_data=evaluation,
-            epochs=int(params['epochs']), callbacks=callbacks, verbose=2,
+            epochs=int(params['epochs']), callbacks=callbacks, verbose=0,
             **fit_args)
     report.update(chief=chief, best_val_accuracy=float(early_stopping.best),
                   steps=int(model.optimizer.iterations.numpy()),

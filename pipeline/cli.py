@@ -8,6 +8,8 @@
     python -m pipeline schedule --model M [--cron "EXPR"] [--on-new-data]
         [--max-runs N]                       (runs locally, one at a time)
     python -m pipeline run-compiled FILE [--home DIR]   (the job, task by task)
+    python -m pipeline runs [--home DIR] [--model M]   (past runs, from MLMD)
+    python -m pipeline show RUN [--home DIR]   (one run: components, artifacts)
     python -m pipeline submit --model M --target kubeflow --host URL
     python -m pipeline schedule --model M --target kubeflow --host URL
         --cron "EXPR"
@@ -21,6 +23,7 @@ file (or feature) and what is wrong.
 import argparse
 import contextlib
 import json
+import logging
 import os
 import re
 import sys
@@ -143,6 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument('--max-runs', type=int, default=0,
                           help='stop after N runs (default: never)')
 
+    runs = commands.add_parser(
+        'runs', help="list a home's past runs from ML Metadata")
+    runs.add_argument('--home', default=configs.DEFAULT_HOME,
+                      help=f'pipeline home (default {configs.DEFAULT_HOME})')
+    runs.add_argument('--model', choices=sorted(configs.MODELS),
+                      help="only this model family's runs")
+    show = commands.add_parser(
+        'show', help='one run: its components, their times and artifacts')
+    show.add_argument('run', metavar='RUN',
+                      help='the run id `runs` lists, or a prefix of one')
+    show.add_argument('--home', default=configs.DEFAULT_HOME,
+                      help=f'pipeline home (default {configs.DEFAULT_HOME})')
+
     demo = commands.add_parser(
         'demo', help='serve the models pushed under a home and query each')
     demo.add_argument('--home', default=configs.DEFAULT_HOME,
@@ -253,6 +269,28 @@ def _run(args: argparse.Namespace) -> dict:
             lock.release()
 
 
+def _history(args: argparse.Namespace) -> int:
+    """The `runs` and `show` commands (pipeline/history.py)."""
+    path = configs.metadata_path(args.home)
+    if not os.path.isfile(path):  # Before TensorFlow loads, with TFMA.
+        print(f'error: {path}: no ML Metadata (no run has used --home '
+              f'{args.home})', file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    with _native_noise_dropped(verbose=False):
+        from pipeline import history  # pylint: disable=import-outside-toplevel
+    logging.getLogger('tensorflow').setLevel(logging.ERROR)  # TFMA's warnings
+    store = history.open_store(path)
+    if args.command == 'runs':
+        print(history.format_runs(history.list_runs(store, args.model)))
+        return 0
+    try:
+        print(history.format_run(history.run_details(store, args.run)))
+    except history.NoSuchRun as error:
+        print(f'error: {path}: {error}', file=sys.stderr, flush=True)
+        return EXIT_USAGE
+    return 0
+
+
 def _retrain(args: argparse.Namespace) -> int:
     """The `submit` and `schedule` commands (pipeline/retrain.py)."""
     from pipeline import retrain  # pylint: disable=import-outside-toplevel
@@ -346,7 +384,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == 'run' and args.list_settings:
         _list_settings(args.model)
         return 0
-    if getattr(args, 'model', '') is None:
+    if getattr(args, 'model', '') is None and args.command != 'runs':
         parser.error('the following arguments are required: --model')
     problem = configs.beam_args_problem(getattr(args, 'beam_args', ()))
     if problem:
@@ -365,6 +403,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         _check_arguments(args)
         if args.command == 'run':
             print(json.dumps(_run(args)), flush=True)
+        elif args.command in ('runs', 'show'):
+            return _history(args)
         elif args.command == 'demo':
             from pipeline import demo  # pylint: disable=import-outside-toplevel
             return demo.run(args.home, args.count)

@@ -429,6 +429,11 @@ def beam_args_problem(beam_args: List[str]) -> Optional[str]:
     return None
 
 
+def metadata_path(home: str) -> str:
+    """The ML Metadata (SQLite) of the pipeline home `home`."""
+    return os.path.join(os.path.abspath(home), 'metadata.sqlite')
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One pipeline run: which model, on what data, where, and how.
@@ -503,7 +508,7 @@ class RunConfig:
 
     @property
     def metadata_path(self) -> str:
-        return os.path.join(self.home_path, 'metadata.sqlite')
+        return metadata_path(self.home)
 
     @property
     def serving_base_path(self) -> str:

@@ -255,6 +255,7 @@ def run_local(config: configs.RunConfig, out: Optional[TextIO] = None,
                     f'{tensorboard_logdir(config)}')
     store = metadata_store.MetadataStore(connection)
     result = {'model': config.model, 'profile': config.profile,
+              'run': runner.run_id,
               **summary.run_summary(store, runner.run_id)}
     try:
         result['report'] = report.write_report(

@@ -24,6 +24,8 @@ import sys
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
+from serving.errors import ServingError
+
 _EXIT_ERROR = 1
 _SEQUENCE_SUFFIXES = ('.ts', '.csv')
 _CONTAINER_MODELS_DIR = '/models'
@@ -111,9 +113,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     args = _build_parser().parse_args(
         list(sys.argv[1:] if argv is None else argv))
-    # TensorFlow is imported only for its protos: its C++ start-up messages
-    # (level 2 still lets "Unable to register cuDNN factory" through) would
-    # bury the one-line errors and the results.
+    # The client does not import TensorFlow, but a file reader may: its C++
+    # start-up messages (level 2 still lets "Unable to register cuDNN
+    # factory" through) would bury the one-line errors and the results.
     if 'tensorflow' not in sys.modules:
         os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
     warnings.filterwarnings('ignore', category=FutureWarning)
@@ -136,11 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _is_expected(error: Exception) -> bool:
     """True for errors worth one line: bad input, I/O, the server's answer."""
-    if isinstance(error, (CliError, OSError, ValueError)):
-        return True
-    # Only loaded (with TensorFlow) by the subcommands that talk to a server.
-    client = sys.modules.get('serving.client')
-    return client is not None and isinstance(error, client.ServingError)
+    return isinstance(error, (CliError, OSError, ValueError, ServingError))
 
 
 # --- predict -----------------------------------------------------------------

@@ -3,7 +3,9 @@
 It speaks only the standard `tensorflow_serving.apis` protos, so it works the
 same against this project's server (`python -m serving serve`) and against
 the real `tensorflow_model_server`. The signature, input and output names come
-from `models.signatures`.
+from `models.signatures`. It imports neither TensorFlow nor its protos'
+modules (`serving.api_protos` has the same messages), so that a command line
+client answers in a second or two.
 
 Example:
     with ModelServerClient('127.0.0.1:8500') as client:
@@ -18,37 +20,35 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
-import tensorflow as tf
-from tensorflow_serving.apis import classification_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2
-from tensorflow_serving.apis import get_model_status_pb2
-from tensorflow_serving.apis import model_pb2
-from tensorflow_serving.apis import model_service_pb2_grpc
-from tensorflow_serving.apis import predict_pb2
-from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from models import signatures
+from serving import api_protos
+from serving import tensors
+from serving.errors import Code
+from serving.errors import ServingError
+from serving.errors import VersionStatus
 
-_State = get_model_status_pb2.ModelVersionStatus.State
+
+def _api(proto: str, name: str) -> Any:
+    """The message class tensorflow.serving.<name> of apis/<proto>.proto."""
+    return api_protos.message(f'tensorflow_serving/apis/{proto}.proto',
+                              f'tensorflow.serving.{name}')
+
+
+_ModelSpec = _api('model', 'ModelSpec')
+_PredictRequest = _api('predict', 'PredictRequest')
+_PredictResponse = _api('predict', 'PredictResponse')
+_ClassificationRequest = _api('classification', 'ClassificationRequest')
+_ClassificationResponse = _api('classification', 'ClassificationResponse')
+_StatusRequest = _api('get_model_status', 'GetModelStatusRequest')
+_StatusResponse = _api('get_model_status', 'GetModelStatusResponse')
+_VersionStatusProto = _api('get_model_status', 'ModelVersionStatus')
+_MetadataRequest = _api('get_model_metadata', 'GetModelMetadataRequest')
+_MetadataResponse = _api('get_model_metadata', 'GetModelMetadataResponse')
+_SignatureDefMap = _api('get_model_metadata', 'SignatureDefMap')
 # Large enough for a batch of full-size images; gRPC's default is 4 MiB.
 _MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _DEFAULT_BATCH_SIZE = 32
-
-
-class ServingError(RuntimeError):
-    """A request to the model server failed.
-
-    Attributes:
-        code: The gRPC status code, or None when the failure is not an RPC
-            status (e.g. a malformed answer).
-        details: The server's message (or ours), without the prefix.
-    """
-
-    def __init__(self, message: str, code: Optional[grpc.StatusCode] = None,
-                 details: str = ''):
-        self.code = code
-        self.details = details or message
-        super().__init__(message)
 
 
 class ModelNotAvailableError(ServingError):
@@ -59,33 +59,13 @@ class ModelNotAvailableError(ServingError):
             empty when it never answered).
     """
 
-    def __init__(self, message: str, statuses: Sequence['VersionStatus'] = (),
-                 code: Optional[grpc.StatusCode] = None, details: str = ''):
+    def __init__(self, message: str, statuses: Sequence[VersionStatus] = (),
+                 code: Code = Code.UNAVAILABLE):
         self.statuses = list(statuses)
-        super().__init__(message, code=code, details=details)
-
-
-@dataclasses.dataclass(frozen=True)
-class VersionStatus:
-    """The state of one version of a model, as GetModelStatus reports it.
-
-    Attributes:
-        version: The model version number.
-        state: The state name: START, LOADING, AVAILABLE, UNLOADING or END.
-        error_code: The gRPC-style error code number of the last load (0: OK).
-        error_message: The server's message for that error, if any.
-    """
-
-    version: int
-    state: str
-    error_code: int = 0
-    error_message: str = ''
+        super().__init__(code, message)
 
     def __str__(self) -> str:
-        text = f'version {self.version}: {self.state}'
-        if self.error_code:
-            text += f' (error {self.error_code}: {self.error_message})'
-        return text
+        return self.message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +159,7 @@ def pad_sequences(sequences: Sequence[np.ndarray],
 
 def model_spec(model: str, version: Optional[int] = None,
                label: Optional[str] = None,
-               signature: Optional[str] = None) -> model_pb2.ModelSpec:
+               signature: Optional[str] = None) -> Any:
     """Builds the ModelSpec naming a model, its version or label, a signature.
 
     Raises:
@@ -187,7 +167,7 @@ def model_spec(model: str, version: Optional[int] = None,
     """
     if version is not None and label is not None:
         raise ValueError('give a version or a label, not both')
-    spec = model_pb2.ModelSpec(name=model)
+    spec = _ModelSpec(name=model)
     if version is not None:
         spec.version.value = int(version)
     if label is not None:
@@ -226,9 +206,14 @@ class ModelServerClient:
             ('grpc.initial_reconnect_backoff_ms', 250),
             ('grpc.max_reconnect_backoff_ms', 1000),
         ])
-        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
-        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(
-            self._channel)
+        self._get_model_status = self._method(
+            'ModelService/GetModelStatus', _StatusResponse)
+        self._get_model_metadata = self._method(
+            'PredictionService/GetModelMetadata', _MetadataResponse)
+        self._predict = self._method('PredictionService/Predict',
+                                     _PredictResponse)
+        self._classify = self._method('PredictionService/Classify',
+                                      _ClassificationResponse)
         self._metadata_cache: Dict[Tuple[str, Optional[int], Optional[str]],
                                    Dict[str, Any]] = {}
 
@@ -244,20 +229,25 @@ class ModelServerClient:
 
     # --- Plumbing -----------------------------------------------------------
 
+    def _method(self, name: str, response_class: Any) -> Any:
+        # Requests of TensorFlow's classes serialize the same: any will do.
+        return self._channel.unary_unary(
+            f'/tensorflow.serving.{name}',
+            request_serializer=lambda request: request.SerializeToString(),
+            response_deserializer=response_class.FromString)
+
     def _call(self, rpc: Any, request: Any, what: str,
               timeout: Optional[float] = None) -> Any:
         try:
             return rpc(request, timeout=timeout or self.timeout)
         except grpc.RpcError as e:
-            code = e.code() if hasattr(e, 'code') else None
+            status = e.code() if hasattr(e, 'code') else None
+            code = Code(status.value[0]) if status is not None else Code.UNKNOWN
             details = (e.details() if hasattr(e, 'details') else '') or str(e)
-            if code == grpc.StatusCode.UNAVAILABLE:
-                message = (f'{what}: cannot reach the model server at '
-                           f'{self.address} (UNAVAILABLE: {details})')
-            else:
-                code_name = code.name if code is not None else 'UNKNOWN'
-                message = f'{what}: {code_name}: {details}'
-            raise ServingError(message, code=code, details=details) from None
+            if code == Code.UNAVAILABLE:
+                details = (f'cannot reach the model server at {self.address} '
+                           f'({details}){_http_hint(details)}')
+            raise ServingError(code, details, context=what) from None
 
     # --- Model service ------------------------------------------------------
 
@@ -277,16 +267,17 @@ class ModelServerClient:
             ServingError: The RPC failed (e.g. NOT_FOUND for an unknown model,
                 UNAVAILABLE when the server is down).
         """
-        request = get_model_status_pb2.GetModelStatusRequest(
-            model_spec=model_spec(model, version, label))
-        response = self._call(self._models.GetModelStatus, request,
+        request = _StatusRequest(model_spec=model_spec(model, version, label))
+        response = self._call(self._get_model_status, request,
                               f'GetModelStatus({model})')
         statuses = [
             VersionStatus(
                 version=s.version,
-                state=_State.Name(s.state),
-                error_code=s.status.error_code,
-                error_message=s.status.error_message)
+                state=api_protos.enum_name(_VersionStatusProto, 'State',
+                                           s.state),
+                error=ServingError(s.status.error_code,
+                                   s.status.error_message)
+                if s.status.error_code else None)
             for s in response.model_version_status]
         return sorted(statuses, key=lambda s: s.version)
 
@@ -331,15 +322,14 @@ class ModelServerClient:
                         raise ModelNotAvailableError(
                             f'model {model!r} failed to load: '
                             + '; '.join(str(s) for s in failed),
-                            statuses=statuses, details=failed[0].error_message)
+                            statuses=statuses)
             if remaining <= 0:
                 break
             time.sleep(min(poll_interval, max(remaining, 0.01)))
         if last_error is not None:
             raise ModelNotAvailableError(
                 f'model {model!r} not available after {timeout:g}s: '
-                f'{last_error}', statuses=statuses, code=last_error.code,
-                details=last_error.details)
+                f'{last_error}', statuses=statuses, code=last_error.code)
         shown = '; '.join(str(s) for s in statuses) or 'no versions'
         raise ModelNotAvailableError(
             f'model {model!r} not available after {timeout:g}s: {shown}',
@@ -361,19 +351,18 @@ class ModelServerClient:
         Raises:
             ServingError: The RPC failed or the answer has no signatures.
         """
-        request = get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec=model_spec(model, version, label),
-            metadata_field=['signature_def'])
-        response = self._call(self._predictions.GetModelMetadata, request,
-                              f'GetModelMetadata({model})')
+        what = f'GetModelMetadata({model})'
+        request = _MetadataRequest(model_spec=model_spec(model, version, label),
+                                   metadata_field=['signature_def'])
+        response = self._call(self._get_model_metadata, request, what)
         if 'signature_def' not in response.metadata:
-            raise ServingError(
-                f'GetModelMetadata({model}): the answer has no signature_def')
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
+            raise ServingError(Code.INTERNAL, 'the answer has no signature_def',
+                               context=what)
+        signature_map = _SignatureDefMap()
         if not response.metadata['signature_def'].Unpack(signature_map):
-            raise ServingError(
-                f'GetModelMetadata({model}): signature_def is not a '
-                'SignatureDefMap')
+            raise ServingError(Code.INTERNAL,
+                               'signature_def is not a SignatureDefMap',
+                               context=what)
         return dict(signature_map.signature_def)
 
     def _cached_metadata(self, model: str, version: Optional[int],
@@ -386,8 +375,8 @@ class ModelServerClient:
 
     def input_dtypes(self, model: str, signature: str,
                      version: Optional[int] = None,
-                     label: Optional[str] = None) -> Dict[str, tf.DType]:
-        """Returns {input name: tf.DType} that `signature` declares.
+                     label: Optional[str] = None) -> Dict[str, np.dtype]:
+        """Returns {input name: numpy dtype} that `signature` declares.
 
         Raises:
             ServingError: The model has no such signature, or the RPC failed.
@@ -395,10 +384,10 @@ class ModelServerClient:
         signature_defs = self._cached_metadata(model, version, label)
         if signature not in signature_defs:
             raise ServingError(
+                Code.INVALID_ARGUMENT,
                 f'model {model!r} has no signature {signature!r} '
-                f'(it has: {", ".join(sorted(signature_defs)) or "none"})',
-                code=grpc.StatusCode.INVALID_ARGUMENT)
-        return {name: tf.dtypes.as_dtype(info.dtype)
+                f'(it has: {_signature_names(signature_defs)})')
+        return {name: tensors.numpy_dtype(info.dtype)
                 for name, info in signature_defs[signature].inputs.items()}
 
     # --- Prediction service -------------------------------------------------
@@ -425,11 +414,23 @@ class ModelServerClient:
         Raises:
             ServingError: The RPC failed.
         """
-        return self.send_predict(build_predict_request(
-            model, inputs, signature, version, label, output_filter))
+        try:
+            return self.send_predict(build_predict_request(
+                model, inputs, signature, version, label, output_filter))
+        except ServingError as e:
+            if (e.code not in (Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION)
+                    or signature not in e.message):
+                raise
+            try:
+                names = _signature_names(
+                    self._cached_metadata(model, version, label))
+            except ServingError:
+                raise e from None
+            raise ServingError(
+                e.code, f'{e.message.rstrip(".")}; the model has: {names}',
+                context=e.context) from None
 
-    def send_predict(self, request: predict_pb2.PredictRequest
-                     ) -> Dict[str, np.ndarray]:
+    def send_predict(self, request: Any) -> Dict[str, np.ndarray]:
         """Sends a ready-made PredictRequest; returns {output: numpy array}.
 
         Raises:
@@ -437,9 +438,12 @@ class ModelServerClient:
         """
         what = (f'Predict({request.model_spec.name}, '
                 f'{request.model_spec.signature_name or "serving_default"})')
-        response = self._call(self._predictions.Predict, request, what)
-        return {name: tf.make_ndarray(proto)
-                for name, proto in response.outputs.items()}
+        response = self._call(self._predict, request, what)
+        try:
+            return tensors.arrays_from_protos(response.outputs)
+        except ServingError as e:
+            raise ServingError(Code.INTERNAL, f'the answer has a bad tensor: '
+                               f'{e.message}', context=what) from None
 
     def _predict_classes(self, model: str, inputs: Mapping[str, Any],
                          signature: str, version: Optional[int],
@@ -508,16 +512,14 @@ class ModelServerClient:
         """
         dtypes = self.input_dtypes(model, signatures.SEQUENCE_SIGNATURE,
                                    version, label)
-        values_dtype = dtypes.get(signatures.SEQUENCE_INPUT, tf.float32)
-        lengths_dtype = dtypes.get(signatures.LENGTH_INPUT, tf.int64)
+        values_dtype = dtypes.get(signatures.SEQUENCE_INPUT, np.float32)
+        lengths_dtype = dtypes.get(signatures.LENGTH_INPUT, np.int64)
         results: List[Prediction] = []
         for batch in _batches(list(sequences), batch_size):
-            padded, lengths = pad_sequences(
-                batch, dtype=values_dtype.as_numpy_dtype)
+            padded, lengths = pad_sequences(batch, dtype=values_dtype)
             inputs = {
                 signatures.SEQUENCE_INPUT: padded,
-                signatures.LENGTH_INPUT: lengths.astype(
-                    lengths_dtype.as_numpy_dtype),
+                signatures.LENGTH_INPUT: lengths.astype(lengths_dtype),
             }
             results.extend(self._predict_classes(
                 model, inputs, signatures.SEQUENCE_SIGNATURE, version, label,
@@ -551,7 +553,7 @@ class ModelServerClient:
             model, serialized_examples, signature, version, label)
         return self.send_classify(request, top_k=top_k)
 
-    def send_classify(self, request: classification_pb2.ClassificationRequest,
+    def send_classify(self, request: Any,
                       top_k: Optional[int] = None) -> List[Prediction]:
         """Sends a ready-made ClassificationRequest.
 
@@ -564,12 +566,13 @@ class ModelServerClient:
                 result per example.
         """
         what = f'Classify({request.model_spec.name})'
-        response = self._call(self._predictions.Classify, request, what)
+        response = self._call(self._classify, request, what)
         expected = len(request.input.example_list.examples)
         got = len(response.result.classifications)
         if got != expected:
-            raise ServingError(
-                f'{what}: {got} results for {expected} examples')
+            raise ServingError(Code.INTERNAL,
+                               f'{got} results for {expected} examples',
+                               context=what)
         return [make_prediction([c.label for c in row.classes],
                                 [c.score for c in row.classes], top_k)
                 for row in response.result.classifications]
@@ -580,7 +583,7 @@ def build_classification_request(
         signature: str = signatures.DEFAULT_SIGNATURE,
         version: Optional[int] = None,
         label: Optional[str] = None
-) -> classification_pb2.ClassificationRequest:
+) -> Any:
     """Builds a Classify request for serialized tf.Examples.
 
     Args:
@@ -593,7 +596,7 @@ def build_classification_request(
     Returns:
         The request.
     """
-    request = classification_pb2.ClassificationRequest(
+    request = _ClassificationRequest(
         model_spec=model_spec(model, version, label, signature))
     examples = request.input.example_list.examples
     for serialized in serialized_examples:
@@ -606,7 +609,7 @@ def build_predict_request(
         signature: str = signatures.DEFAULT_SIGNATURE,
         version: Optional[int] = None, label: Optional[str] = None,
         output_filter: Optional[Sequence[str]] = None
-) -> predict_pb2.PredictRequest:
+) -> Any:
     """Builds a Predict request.
 
     Args:
@@ -621,13 +624,13 @@ def build_predict_request(
     Returns:
         The request.
     """
-    request = predict_pb2.PredictRequest(
+    request = _PredictRequest(
         model_spec=model_spec(model, version, label, signature))
     for name, value in inputs.items():
         if not isinstance(value, np.ndarray):
             value = np.asarray(value, dtype=object if _is_bytes_list(value)
                                else None)
-        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        tensors.fill_proto(value, request.inputs[name])
     if output_filter:
         request.output_filter.extend(output_filter)
     return request
@@ -653,14 +656,16 @@ def predictions_from_outputs(outputs: Mapping[str, np.ndarray],
     for name in (signatures.SCORES_OUTPUT, signatures.CLASSES_OUTPUT):
         if name not in outputs:
             raise ServingError(
-                f'{what}: the answer has no {name!r} output '
-                f'(it has: {", ".join(sorted(outputs)) or "none"})')
+                Code.INTERNAL, f'the answer has no {name!r} output '
+                f'(it has: {", ".join(sorted(outputs)) or "none"})',
+                context=what)
     scores = np.asarray(outputs[signatures.SCORES_OUTPUT])
     classes = np.asarray(outputs[signatures.CLASSES_OUTPUT])
     if scores.ndim != 2 or scores.shape != classes.shape:
         raise ServingError(
-            f'{what}: scores {list(scores.shape)} and classes '
-            f'{list(classes.shape)} are not both [batch, num_classes]')
+            Code.INTERNAL, f'scores {list(scores.shape)} and classes '
+            f'{list(classes.shape)} are not both [batch, num_classes]',
+            context=what)
     return [make_prediction(classes[i], scores[i], top_k)
             for i in range(scores.shape[0])]
 
@@ -669,3 +674,17 @@ def _is_bytes_list(value: Any) -> bool:
     return (isinstance(value, (list, tuple)) and bool(value)
             and all(isinstance(v, bytes) for v in value))
 
+
+
+def _signature_names(signature_defs: Mapping[str, Any]) -> str:
+    # `__saved_model_init_op` is no signature one can call.
+    names = sorted(n for n in signature_defs if not n.startswith('__'))
+    return ', '.join(names) or 'none'
+
+
+def _http_hint(details: str) -> str:
+    """A hint when gRPC reached an HTTP/1 server (e.g. the REST port)."""
+    if 'Failed parsing HTTP/2' in details or 'http1' in details.lower():
+        return ('; this is an HTTP/1 port (the REST API?): --server takes '
+                "the server's gRPC port")
+    return ''

@@ -6,6 +6,7 @@ sends them as the call's status; REST maps the code to an HTTP status the way
 neither TensorFlow nor gRPC so the flag and config code can use it cheaply.
 """
 
+import dataclasses
 import enum
 import re
 from typing import Optional
@@ -61,15 +62,57 @@ def http_status(code: Code) -> int:
 
 
 class ServingError(Exception):
-    """A request failure with a canonical status code."""
+    """A request failure with a canonical status code.
 
-    def __init__(self, code: Code, message: str):
+    The server raises it to answer a request; the client raises it when a
+    call fails (`context` then names the call, e.g. `Predict(convnet)`).
+
+    Attributes:
+        code: The canonical status code.
+        message: The status message, as the server sends it.
+        context: What failed, shown before the code ('' on the server).
+    """
+
+    def __init__(self, code: Code, message: str, context: str = ''):
         super().__init__(message)
         self.code = Code(code)
         self.message = message
+        self.context = context
 
     def __str__(self) -> str:
-        return f'{self.code.name}: {self.message}'
+        prefix = f'{self.context}: ' if self.context else ''
+        return f'{prefix}{self.code.name}: {self.message}'
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionStatus:
+    """The state of one version of a model, as GetModelStatus reports it.
+
+    Attributes:
+        version: The model version number.
+        state: START, LOADING, AVAILABLE, UNLOADING or END.
+        error: Why its last load failed, if it did.
+    """
+
+    version: int
+    state: str
+    error: Optional[ServingError] = None
+
+    @property
+    def error_code(self) -> int:
+        """The canonical code number of the last load (0: OK)."""
+        return int(self.error.code) if self.error else 0
+
+    @property
+    def error_message(self) -> str:
+        """The server's message for that error ('' if none)."""
+        return self.error.message if self.error else ''
+
+    def __str__(self) -> str:
+        text = f'version {self.version}: {self.state}'
+        if self.error:
+            text += f' (error {self.error_code}: {self.error_message})'
+        return text
 
 
 def invalid_argument(message: str) -> ServingError:

@@ -9,14 +9,17 @@ so clients reading `float_val` directly keep working.
 """
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2
-from tensorflow.core.framework import types_pb2
 
+from serving import api_protos
 from serving import errors
+
+# TensorFlow is imported only for the DataTypes this module does not encode
+# itself: the client decodes and encodes tensors without it.
+_DataType = api_protos.enum_values('tensorflow/core/framework/types.proto',
+                                   'tensorflow.DataType')
 
 # A typed field shorter than its shape is expanded by repeating its last
 # value; refuse to expand a few bytes of request into more than this.
@@ -49,42 +52,50 @@ def _encoding(name, numpy, field, field_numpy=None) -> _Encoding:
 # The DataTypes TF Serving's requests carry; others (complex, bfloat16) go
 # through TensorFlow's own, slower codec.
 _ENCODINGS = {
-    types_pb2.DT_FLOAT: _encoding('float', np.float32, 'float_val'),
-    types_pb2.DT_DOUBLE: _encoding('double', np.float64, 'double_val'),
-    types_pb2.DT_INT32: _encoding('int32', np.int32, 'int_val'),
-    types_pb2.DT_UINT8: _encoding('uint8', np.uint8, 'int_val', np.int32),
-    types_pb2.DT_INT16: _encoding('int16', np.int16, 'int_val', np.int32),
-    types_pb2.DT_INT8: _encoding('int8', np.int8, 'int_val', np.int32),
-    types_pb2.DT_UINT16: _encoding('uint16', np.uint16, 'int_val', np.int32),
-    types_pb2.DT_INT64: _encoding('int64', np.int64, 'int64_val'),
-    types_pb2.DT_BOOL: _encoding('bool', np.bool_, 'bool_val'),
-    types_pb2.DT_UINT32: _encoding('uint32', np.uint32, 'uint32_val'),
-    types_pb2.DT_UINT64: _encoding('uint64', np.uint64, 'uint64_val'),
+    _DataType['DT_FLOAT']: _encoding('float', np.float32, 'float_val'),
+    _DataType['DT_DOUBLE']: _encoding('double', np.float64, 'double_val'),
+    _DataType['DT_INT32']: _encoding('int32', np.int32, 'int_val'),
+    _DataType['DT_UINT8']: _encoding('uint8', np.uint8, 'int_val', np.int32),
+    _DataType['DT_INT16']: _encoding('int16', np.int16, 'int_val', np.int32),
+    _DataType['DT_INT8']: _encoding('int8', np.int8, 'int_val', np.int32),
+    _DataType['DT_UINT16']: _encoding('uint16', np.uint16, 'int_val', np.int32),
+    _DataType['DT_INT64']: _encoding('int64', np.int64, 'int64_val'),
+    _DataType['DT_BOOL']: _encoding('bool', np.bool_, 'bool_val'),
+    _DataType['DT_UINT32']: _encoding('uint32', np.uint32, 'uint32_val'),
+    _DataType['DT_UINT64']: _encoding('uint64', np.uint64, 'uint64_val'),
     # half_val holds each float16's bits as an integer.
-    types_pb2.DT_HALF: _encoding('half', np.float16, 'half_val', np.uint16),
-    types_pb2.DT_STRING: _encoding('string', object, 'string_val'),
+    _DataType['DT_HALF']: _encoding('half', np.float16, 'half_val', np.uint16),
+    _DataType['DT_STRING']: _encoding('string', object, 'string_val'),
 }
+
+
+def _tf() -> Any:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf
 
 
 def dtype_name(dtype: int) -> str:
     """TF's DataTypeString(dtype), e.g. 'float' for DT_FLOAT."""
     encoding = _ENCODINGS.get(dtype)
-    return encoding.name if encoding else tf.dtypes.as_dtype(dtype).name
+    return encoding.name if encoding else _tf().dtypes.as_dtype(dtype).name
 
 
 def numpy_dtype(dtype: int) -> np.dtype:
     """The numpy dtype tensors of DataType `dtype` are held in."""
     encoding = _ENCODINGS.get(dtype)
     if encoding is None:
-        return np.dtype(tf.dtypes.as_dtype(dtype).as_numpy_dtype)
+        return np.dtype(_tf().dtypes.as_dtype(dtype).as_numpy_dtype)
     return encoding.numpy
 
 
 def dtype_of(array: np.ndarray) -> int:
     """DataType enum of a numpy array (object arrays are strings)."""
     if array.dtype == object or array.dtype.kind in ('S', 'U'):
-        return types_pb2.DT_STRING
-    return tf.dtypes.as_dtype(array.dtype).as_datatype_enum
+        return _DataType['DT_STRING']
+    for dtype, encoding in _ENCODINGS.items():
+        if encoding.numpy == array.dtype:
+            return dtype
+    return _tf().dtypes.as_dtype(array.dtype).as_datatype_enum
 
 
 def _fill(values: np.ndarray, count: int) -> np.ndarray:
@@ -100,7 +111,7 @@ def _fill(values: np.ndarray, count: int) -> np.ndarray:
                                            dtype=values.dtype)])
 
 
-def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
+def to_ndarray(proto: Any, alias: str) -> np.ndarray:
     """Decodes a request TensorProto.
 
     Raises:
@@ -120,7 +131,7 @@ def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
         raise errors.invalid_argument(f'tensor parsing error: {alias}')
     dtype = proto.dtype
     try:
-        if dtype == types_pb2.DT_STRING:
+        if dtype == _DataType['DT_STRING']:
             if proto.tensor_content:
                 raise ValueError('string tensors have no tensor_content')
             values = np.empty(len(proto.string_val), dtype=object)
@@ -139,7 +150,7 @@ def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
             return np.frombuffer(content, dtype=encoding.numpy).reshape(shape)
         values = _fill(np.array(getattr(proto, encoding.field),
                                 dtype=encoding.field_numpy), count)
-        if dtype == types_pb2.DT_HALF:
+        if dtype == _DataType['DT_HALF']:
             return values.view(np.float16).reshape(shape)
         return values.astype(encoding.numpy, copy=False).reshape(shape)
     except errors.ServingError:
@@ -149,7 +160,7 @@ def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
             f'tensor parsing error: {alias}') from None
 
 
-def _value_count(proto: tensor_pb2.TensorProto) -> int:
+def _value_count(proto: Any) -> int:
     """How many values a TensorProto actually carries (a lower bound)."""
     if proto.tensor_content:
         return len(proto.tensor_content)
@@ -157,30 +168,32 @@ def _value_count(proto: tensor_pb2.TensorProto) -> int:
                for encoding in _ENCODINGS.values())
 
 
-def _to_ndarray_slow(proto: tensor_pb2.TensorProto,
+def _to_ndarray_slow(proto: Any,
                      shape: Tuple[int, ...]) -> np.ndarray:
-    if proto.dtype in (types_pb2.DT_INVALID, types_pb2.DT_RESOURCE,
-                       types_pb2.DT_VARIANT):
+    if proto.dtype in (_DataType['DT_INVALID'], _DataType['DT_RESOURCE'],
+                       _DataType['DT_VARIANT']):
         raise ValueError('unsupported dtype')
-    return tf.make_ndarray(proto).reshape(shape)
+    return _tf().make_ndarray(proto).reshape(shape)
 
 
-def fill_proto(array: np.ndarray, proto: tensor_pb2.TensorProto,
+def fill_proto(array: np.ndarray, proto: Any,
                dtype: Optional[int] = None) -> None:
     """Writes `array` into `proto` as Tensor::AsProtoField does."""
     if dtype is None:
         dtype = dtype_of(array)
     encoding = _ENCODINGS.get(dtype)
     if encoding is None:
-        proto.CopyFrom(tf.make_tensor_proto(
-            array, dtype=tf.dtypes.as_dtype(dtype)))
+        tf = _tf()
+        # Through bytes: `proto` may be TensorFlow's class or api_protos'.
+        proto.ParseFromString(tf.make_tensor_proto(
+            array, dtype=tf.dtypes.as_dtype(dtype)).SerializeToString())
         return
     proto.dtype = dtype
     dims = proto.tensor_shape.dim
     for size in array.shape:
         dims.add().size = size
     flat = array.ravel()
-    if dtype == types_pb2.DT_HALF:
+    if dtype == _DataType['DT_HALF']:
         flat = flat.astype(np.float16, copy=False).view(np.uint16)
     else:
         flat = flat.astype(encoding.field_numpy, copy=False)
@@ -188,9 +201,10 @@ def fill_proto(array: np.ndarray, proto: tensor_pb2.TensorProto,
 
 
 def to_proto(array: np.ndarray, dtype: Optional[int] = None
-             ) -> tensor_pb2.TensorProto:
+             ) -> Any:
     """Returns `array` as a TensorProto in TF Serving's response encoding."""
-    proto = tensor_pb2.TensorProto()
+    proto = api_protos.message('tensorflow/core/framework/tensor.proto',
+                               'tensorflow.TensorProto')()
     fill_proto(array, proto, dtype)
     return proto
 
@@ -219,7 +233,7 @@ def shapes_compatible(expected: Optional[Tuple[int, ...]],
     return all(e < 0 or e == a for e, a in zip(expected, actual))
 
 
-def arrays_from_protos(protos: Dict[str, tensor_pb2.TensorProto]
+def arrays_from_protos(protos: Dict[str, Any]
                        ) -> Dict[str, np.ndarray]:
     """Decodes a map of request TensorProtos."""
     return {alias: to_ndarray(proto, alias) for alias, proto in protos.items()}

@@ -9,6 +9,7 @@ import base64
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -22,6 +23,7 @@ from components import ts_format
 from models import data_facts
 from models import features
 from models import signatures
+from pipeline import cli as pipeline_cli
 from pipeline import report
 from serving import client as client_lib
 from tests import browser
@@ -192,12 +194,20 @@ def test_served_answers_equal_the_saved_models_own(convnet_run, tmp_path):
         [features.image_example(png, 0) for png in pngs])
 
 
-def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
-        convnet_run):
-    first, data, home, _ = convnet_run
+@pytest.fixture(scope='module')
+def convnet_second_run(convnet_run):
+    """The same run again on the same home and data: (summary, log)."""
+    _, data, home, _ = convnet_run
     summary, log = run_pipeline('--model', 'convnet', '--data', data,
                                 '--home', home)
     assert summary is not None, log
+    return summary, log
+
+
+def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
+        convnet_run, convnet_second_run):
+    first, _, home, _ = convnet_run
+    summary, log = convnet_second_run
     for component in ('FileBasedExampleGen', 'Transform', 'Trainer'):
         assert f'{component} done in' in log
         assert any(line.endswith('(cached)') for line in log.splitlines()
@@ -210,6 +220,49 @@ def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
     assert summary['new_version'] is False
     assert os.listdir(os.path.join(home, 'serving', 'convnet')) == [
         os.path.basename(first['pushed_model'])]
+
+
+def test_runs_lists_both_runs_and_show_prints_one(
+        convnet_run, convnet_second_run, capsys):
+    """`pipeline runs` and `show` read what the two runs did from ML
+    Metadata (in process: TensorFlow is already loaded here)."""
+    first, _, home, _ = convnet_run
+    second, _ = convnet_second_run
+    assert pipeline_cli.main(['runs', '--home', home,
+                              '--model', 'convnet']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ['run', 'model', 'span', 'accuracy', 'blessed',
+                                'pushed', 'seconds', 'state']
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    version = os.path.basename(first['pushed_model'])
+    for run, pushed in ((first, [version]), (second, [version, '(again)'])):
+        model, span, accuracy, blessed, *rest = rows[run['run']]
+        assert [model, span, blessed] == ['convnet', str(run['span']), 'yes']
+        assert float(accuracy) == pytest.approx(run['accuracy'])
+        assert rest[:len(pushed)] == pushed and rest[-1] == 'COMPLETE'
+        assert 0 < float(rest[-2]) < run['wall_seconds']
+
+    assert pipeline_cli.main(['show', first['run'][:19], '--home', home]) == 0
+    shown = capsys.readouterr().out
+    assert f'run: {first["run"]}\n' in shown and 'state: COMPLETE' in shown
+    assert f'pushed version: {version}\n' in shown
+    trainer = os.path.join(home, 'pipelines', 'convnet-pipeline', 'Trainer')
+    assert re.search(r'^  Trainer: COMPLETE, [0-9.]+ s\n    model: '
+                     + re.escape(trainer), shown, re.M), shown
+
+    assert pipeline_cli.main(['show', '1999-', '--home', home]) == 2
+    assert capsys.readouterr().err.startswith('error: ')
+
+
+def test_runs_of_a_home_without_metadata_is_one_line(tmp_path):
+    process = subprocess.run(
+        [sys.executable, '-m', 'pipeline', 'runs', '--home', str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert process.returncode == 2
+    assert process.stderr.splitlines() == [
+        f'error: {tmp_path}/metadata.sqlite: no ML Metadata (no run has '
+        f'used --home {tmp_path})']
+    assert not os.path.exists(tmp_path / 'metadata.sqlite')
 
 
 def test_mirrored_run_trains_on_two_devices_and_pushes(convnet_run):

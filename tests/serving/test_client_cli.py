@@ -9,9 +9,11 @@ process for the error cases (cheaper: no TensorFlow import per call).
 """
 
 import glob
+import http.server
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -57,11 +59,31 @@ def server(tmp_path_factory, start_server):
     return process.grpc_address
 
 
+# `python -m serving ARGS`, then a line naming the TensorFlow modules it
+# loaded, if any: the client must answer without importing TensorFlow.
+_CLI_REPORTING_IMPORTS = """
+import sys
+from serving.__main__ import main
+try:
+    code = main(sys.argv[1:])
+finally:
+    loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')
+    if loaded:
+        print('loaded TensorFlow:', *loaded[:3], file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, '-m', 'serving', *args], capture_output=True,
-        text=True, env=server_utils.server_env(), cwd=ROOT, timeout=120,
-        check=False)
+        [sys.executable, '-c', _CLI_REPORTING_IMPORTS, *args],
+        capture_output=True, text=True, env=server_utils.server_env(),
+        cwd=ROOT, timeout=120, check=False)
+
+
+def _assert_answered_without_tensorflow(result: subprocess.CompletedProcess):
+    assert result.returncode == 0, result.stderr
+    assert 'loaded TensorFlow' not in result.stderr, result.stderr
 
 
 # --- Input files -------------------------------------------------------------
@@ -131,7 +153,7 @@ def _blocks(stdout: str):
 def test_predict_images(server, image_files):
     result = _run_cli('predict', '--server', server, '--model', 'convnet',
                       '--top', '2', *image_files)
-    assert result.returncode == 0, result.stderr
+    _assert_answered_without_tensorflow(result)
     blocks = _blocks(result.stdout)
     assert list(blocks) == image_files
     for path, pairs in blocks.items():
@@ -145,7 +167,7 @@ def test_predict_ts_and_csv(server, sequence_files):
     ts_path, csv_path = sequence_files
     result = _run_cli('predict', '--server', server, '--model', 'rnn',
                       ts_path, csv_path)
-    assert result.returncode == 0, result.stderr
+    _assert_answered_without_tensorflow(result)
     blocks = _blocks(result.stdout)
     headers = list(blocks)
     assert len(headers) == 4
@@ -161,7 +183,7 @@ def test_predict_ts_and_csv(server, sequence_files):
 
 def test_status(server):
     result = _run_cli('status', '--server', server, '--model', 'rnn')
-    assert result.returncode == 0, result.stderr
+    _assert_answered_without_tensorflow(result)
     assert result.stdout.splitlines() == ['model rnn', '  version 1: AVAILABLE']
 
 
@@ -190,6 +212,23 @@ def test_server_down(capsys, image_files):
     message = _main_error(capsys, 'status', '--server', address, '--model',
                           'convnet', '--timeout', '5')
     assert 'cannot reach the model server' in message
+
+
+def test_rest_port_hint(capsys):
+    """A gRPC call to an HTTP/1 port (the REST API's) says so."""
+    class QuietHandler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):  # Keeps stderr to the CLI's line.
+            pass
+
+    web = http.server.HTTPServer(('127.0.0.1', 0), QuietHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        message = _main_error(capsys, 'status', '--server',
+                              f'127.0.0.1:{web.server_port}', '--model',
+                              'convnet', '--timeout', '5')
+    finally:
+        web.shutdown()
+    assert 'HTTP/1 port (the REST API?)' in message
 
 
 def test_unknown_version(server, capsys, image_files):
@@ -265,6 +304,15 @@ def test_client_errors_carry_grpc_code(server):
         assert 'not available' in str(error.value)
         statuses = client.wait_until_available('convnet', timeout=5)
         assert [str(s) for s in statuses] == ['version 1: AVAILABLE']
+
+
+def test_wrong_signature_names_the_right_ones(server):
+    with client_lib.ModelServerClient(server) as client:
+        with pytest.raises(client_lib.ServingError) as error:
+            client.predict('convnet', {signatures.IMAGE_INPUT: [png_bytes(0)]},
+                           signature='serving_imag')
+    assert (f'the model has: {signatures.DEFAULT_SIGNATURE}, '
+            f'{signatures.IMAGE_SIGNATURE}') in str(error.value)
 
 
 def test_pad_sequences():
