@@ -20,6 +20,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import errors
 from serving import inference as inference_lib
+from serving import memory
 
 _PREDICTION_SERVICE = 'tensorflow.serving.PredictionService'
 _MODEL_SERVICE = 'tensorflow.serving.ModelService'
@@ -55,6 +56,7 @@ class _Timed:
                                   error.code.name if error else 'OK',
                                   (time.perf_counter() - start) * 1e6,
                                   counted=counted)
+        memory.release_after(request.ByteSize())
         if error is not None:
             context.abort(_grpc_code(error.code), error.message)
         return response

@@ -34,6 +34,7 @@ from models import signatures
 from serving import errors
 from serving import inference as inference_lib
 from serving import json_codec
+from serving import memory
 from serving import servable as servable_lib
 
 _PREDICTION = re.compile(
@@ -277,6 +278,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         path = urllib.parse.urlsplit(self.path).path
         self._send(*self.api.handle(self.command, path, body))
+        size = len(body)
+        del body  # Before the trim, so that its pages are free to return.
+        memory.release_after(size)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
     do_OPTIONS = _serve
