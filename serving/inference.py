@@ -376,7 +376,8 @@ class Inference:
         for status in statuses:
             entry = response.model_version_status.add()
             entry.version = status.version
-            entry.state = status.state
+            entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(
+                status.state)
             entry.status.SetInParent()  # TF Serving always sets it (OK too).
             if status.error is not None:
                 entry.status.error_code = int(status.error.code)

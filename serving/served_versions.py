@@ -9,7 +9,6 @@ after END, as the ServableStateMonitor keeps them.
 Request threads read without a lock: every map is replaced, never mutated.
 """
 
-import dataclasses
 import threading
 import time
 from typing import Callable, Dict, List, Optional
@@ -18,19 +17,11 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import errors
+from serving.errors import VersionStatus
 
 State = get_model_status_pb2.ModelVersionStatus.State
 START, LOADING, AVAILABLE, UNLOADING, END = (
     State.START, State.LOADING, State.AVAILABLE, State.UNLOADING, State.END)
-
-
-@dataclasses.dataclass(frozen=True)
-class VersionStatus:
-    """A version's state as GetModelStatus reports it."""
-
-    version: int
-    state: int
-    error: Optional[errors.ServingError] = None
 
 
 class ServedVersions:
@@ -58,7 +49,8 @@ class ServedVersions:
         """Records a version's new state."""
         with self._write_lock:
             states = dict(self._states.get(name, {}))
-            states[version] = VersionStatus(version, state, error)
+            states[version] = VersionStatus(version, State.Name(state),
+                                            error)
             self._states = {**self._states, name: states}
 
     def publish(self, name: str, versions: Dict[int, object]) -> None:
@@ -94,7 +86,8 @@ class ServedVersions:
             states = self._states.get(model.name, {})
             for label, version in model.version_labels.items():
                 status = states.get(version)
-                available = status is not None and status.state == AVAILABLE
+                available = (status is not None and
+                             status.state == State.Name(AVAILABLE))
                 unused = current.get(label, version) == version
                 if not available and not (allow_unavailable and unused):
                     raise errors.failed_precondition(

@@ -289,5 +289,6 @@ def test_memory_of_large_requests_is_returned(main_server):
     after = _rss_mb(main_server)
     print(f'server RSS {before:.0f} MB before, peak '
           f'{_peak_rss_mb(main_server):.0f} MB, {after:.0f} MB after')
-    # Measured without serving/memory.py: 548 MB, peak 2568, 935 after.
-    assert after < before + 150, (before, after)
+    # Measured: 548 MB before, peak 2568, 935 after without serving/memory.py
+    # (+387 MB); with it +73 and +120 MB.
+    assert after < before + 250, (before, after)

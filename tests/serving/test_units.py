@@ -324,8 +324,7 @@ def _manager(tmp_path: Path, versions, policy='', fail=(), labels='',
 
 
 def _states(served):
-    return [(s.version, served_versions.State.Name(s.state))
-            for s in served.version_status('m')]
+    return [(s.version, s.state) for s in served.version_status('m')]
 
 
 def _wait(predicate, timeout=10):
