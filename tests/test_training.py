@@ -227,6 +227,16 @@ def test_schedule_gives_a_small_data_set_enough_steps_and_fitting_momentum():
     assert explicit['batch_norm_momentum'] == 0.9
 
 
+def test_the_kept_epoch_is_chosen_by_eval_accuracy_only_when_it_can_tell():
+    # A 2-example eval split scores 0, 0.5 or 1: the training loss chooses.
+    assert training.best_epoch_monitor(2) == ('loss', 'min')
+    assert training.best_epoch_monitor(training.MIN_EVAL_EXAMPLES - 1) == (
+        'loss', 'min')
+    assert training.best_epoch_monitor(training.MIN_EVAL_EXAMPLES) == (
+        'val_accuracy', 'max')
+    assert training.best_epoch_monitor(6000) == ('val_accuracy', 'max')
+
+
 def test_batch_norm_recalibration_sets_the_training_data_statistics():
     params = {'image_shape': [6, 6, 1], 'conv_filters': [3],
               'dense_units': 4, 'dropout': 0.3, 'batch_norm_momentum': 0.99}
