@@ -499,9 +499,11 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
             train_data, validation_data=evaluation,
             epochs=int(params['epochs']), callbacks=callbacks, verbose=0,
             **fit_args)
-    # The eval accuracy of the epoch whose weights are kept.
-    report.update(chief=chief, best_val_accuracy=float(
-                      history.history['val_accuracy'][early_stopping.best_epoch]),
+    kept_epoch = early_stopping.best_epoch
+    report.update(chief=chief,
+                  # The eval accuracy of the epoch whose weights are kept.
+                  best_val_accuracy=float(
+                      history.history['val_accuracy'][kept_epoch]),
                   steps=int(model.optimizer.iterations.numpy()),
                   epoch_seconds=timer.seconds,
                   val_accuracy=[round(float(v), 4) for v in

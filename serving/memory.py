@@ -2,10 +2,10 @@
 
 A 30 MB REST body becomes about 600 MB of Python objects while it is parsed
 and converted. Python frees them, but glibc's allocator keeps the freed pages
-in its arenas (one per thread that allocated), so the server's resident size
-stayed at its peak after the request: measured 550 MB before four such
-requests at once, 2.5 GB at the peak, 935 MB after. `malloc_trim` hands the
-free pages back to the kernel.
+in its arenas (one per thread that allocated), so the server kept much of it
+after the request: measured 550 MB before four such requests at once, 2.5 GB
+at the peak, 935 MB after. `malloc_trim` hands the free pages back to the
+kernel (about 620-680 MB after).
 """
 
 import ctypes
