@@ -431,6 +431,7 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
         'global_batch': global_batch, 'learning_rate': learning_rate,
         'warmup_steps': 0, 'steps_per_epoch': None}
     fit_args: Dict[str, Any] = {}
+    eval_examples = count_examples(fn_args.eval_files)
     if distribute.is_default(strategy):
         train_data = make(fn_args.train_files, batch_size=global_batch,
                           shuffle=True, seed=params.get('seed'))
@@ -450,7 +451,7 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
                 make, fn_args.eval_files, shuffle=False, repeat=True))
         steps = math.ceil(count_examples(fn_args.train_files) / global_batch)
         fit_args = dict(steps_per_epoch=steps, validation_steps=math.ceil(
-            count_examples(fn_args.eval_files) / global_batch))
+            eval_examples / global_batch))
         target = scaled_learning_rate(params, replicas)
         warmup = round(float(params.get('warmup_epochs', 1)) * steps)
         if target != learning_rate and warmup > 0:
@@ -480,7 +481,6 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
 
     # The weights of the best epoch are restored whether or not training
     # stops early.
-    eval_examples = count_examples(fn_args.eval_files)
     monitor, mode = best_epoch_monitor(eval_examples)
     report.update(eval_examples=eval_examples, best_epoch_by=monitor)
     early_stopping = keras.callbacks.EarlyStopping(

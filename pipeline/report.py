@@ -351,7 +351,7 @@ def _class_name(class_names: List[str], index: int) -> str:
 def _summary_section(run_id: str, run: Dict[str, Any]) -> str:
     rows = [[key, json.dumps(run[key]) if isinstance(run[key], (list, dict))
              else run[key]] for key in
-            ('model', 'profile', 'span', 'accuracy', 'blessed',
+            ('model', 'profile', 'span', 'failed', 'accuracy', 'blessed',
              'pushed_model', 'new_version', 'wall_seconds') if key in run]
     return f'<p>Run <code>{html.escape(run_id)}</code></p>' + _table(
         ['', 'value'], rows)

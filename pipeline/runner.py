@@ -243,13 +243,21 @@ def run_local(config: configs.RunConfig, out: Optional[TextIO] = None,
     distribute.prepare_devices(params['strategy'], int(params['cpu_devices']))
     connection = metadata_config(config)
     runner = ProgressDagRunner(out)
+    failure = None
     # Quiet from the pipeline's construction on: TFX warns there too.
     with _quiet_logs(verbose):
         tfx_pipeline = pipeline_lib.create_pipeline(
             config, config.data_path, metadata_connection_config=connection,
             serving_check=serving_check)
         recover_interrupted(connection, config, out)
-        runner.run(tfx_pipeline)
+        try:
+            runner.run(tfx_pipeline)
+        except Exception as error:  # pylint: disable=broad-except
+            if not runner.run_id:
+                raise
+            # Reported below, then raised: what ran is worth a page most
+            # when a component stopped the run (the anomalies that did).
+            failure = error
     if 'Trainer' in runner.timings:
         runner._say('training curves: tensorboard --logdir '  # pylint: disable=protected-access
                     f'{tensorboard_logdir(config)}')
@@ -257,6 +265,8 @@ def run_local(config: configs.RunConfig, out: Optional[TextIO] = None,
     result = {'model': config.model, 'profile': config.profile,
               'run': runner.run_id,
               **summary.run_summary(store, runner.run_id)}
+    if failure is not None:
+        result['failed'] = f'{type(failure).__name__}: {failure}'
     try:
         result['report'] = report.write_report(
             store, runner.run_id, report.report_path(
@@ -267,6 +277,10 @@ def run_local(config: configs.RunConfig, out: Optional[TextIO] = None,
         # that cannot be written is said, and does not fail the run.
         result['report'] = None
         runner._say(f'report not written: {type(e).__name__}: {e}')  # pylint: disable=protected-access
+    if failure is not None:
+        if result['report']:
+            runner._say(f'report: {result["report"]}')  # pylint: disable=protected-access
+        raise failure
     return {**result,
             'wall_seconds': round(time.monotonic() - started, 1),
             'component_seconds': runner.timings}

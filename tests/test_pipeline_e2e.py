@@ -7,6 +7,7 @@ Beam runs with the pipeline's defaults (FnApiRunner, in memory).
 
 import base64
 import glob
+import html
 import json
 import os
 import re
@@ -392,7 +393,8 @@ def _gate_run(home, data, *flags):
 
 def _assert_stopped_at_the_gate(code, log, home, pushed, *words):
     """Exit 2, the last line names the feature and the anomaly (`words`),
-    nothing after the DataGate ran, nothing new pushed."""
+    nothing after the DataGate ran, nothing new pushed; the stopped run's
+    report says it failed and why."""
     assert code == 2, log
     last = log.strip().splitlines()[-1]
     assert last.startswith('error: data validation found anomalies: '), log
@@ -400,6 +402,10 @@ def _assert_stopped_at_the_gate(code, log, home, pushed, *words):
     assert '] DataGate ...' in log and '] Transform ...' not in log, log
     assert os.listdir(os.path.join(home, 'serving', 'rnn')) == [
         os.path.basename(pushed)]
+    [report] = re.findall(r'\] report: (\S+)$', log, re.M)
+    with open(report, encoding='utf-8') as f:
+        page = html.unescape(f.read())
+    assert 'failed' in page and all(word in page for word in words)
 
 
 def test_a_span_that_breaks_the_curated_schema_stops_before_transform(
