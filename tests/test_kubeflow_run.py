@@ -1,4 +1,4 @@
-"""The compiled Kubeflow job, run task by task: `python -m pipeline compile
+"""The compiled Kubeflow jobs, run task by task: `python -m pipeline compile
 --target kubeflow`, then `python -m pipeline run-compiled`.
 
 No Kubeflow cluster can run here: `run-compiled` stands in for the cluster's
@@ -6,11 +6,11 @@ KFP v2 launcher, and only for it. It builds each task's ExecutorInput and
 command with kfp's own code and runs the command the container would run —
 TFX's `kubeflow_v2_run_executor` entrypoint, with this project's executors —
 as a subprocess; artifacts pass between tasks by URI under the job's
-pipeline root. One run, shared by this module's tests: the convnet on class
-folders whose names only ExampleGen learns when the job runs; the pushed
-model is then served over gRPC by the project's model server. (The rnn's
-compiled job runs the same launcher and entrypoints; its model family is run
-end to end in test_pipeline_e2e.py.)
+pipeline root. One job per model family (the convnet on class folders, the
+rnn on a .ts file pair, whose class names only ExampleGen learns when the
+job runs), both run at once as two pipelines would on a cluster, and shared
+by this module's tests; each pushed model is then served over gRPC by the
+project's model server.
 """
 
 import json
@@ -33,31 +33,34 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = {
     'convnet': ['--set', 'epochs=3', '--set', 'conv_filters=[8]',
                 '--set', 'dense_units=16', '--set', 'min_accuracy=0.3'],
+    'rnn': ['--set', 'epochs=15', '--set', 'units=[8]',
+            '--set', 'learning_rate=0.01', '--set', 'min_accuracy=0.3'],
 }
 CLASS_NAMES = ('boot', 'coat', 'dress', 'shirt')
+SEQUENCE_LABELS = ('a', 'b', 'c')
 
 
-def _cli(*args, cwd=REPO, timeout=1800):
-    process = subprocess.run(
-        [sys.executable, '-m', 'pipeline', *args], cwd=cwd,
-        env={**os.environ, 'PYTHONPATH': REPO}, capture_output=True,
-        text=True, timeout=timeout, check=False)
-    lines = [line for line in process.stdout.splitlines()
-             if line.startswith('{')]
-    return process, (json.loads(lines[-1]) if lines else None)
+def _start(*args):
+    return subprocess.Popen(
+        [sys.executable, '-m', 'pipeline', *args], cwd=REPO,
+        env={**os.environ, 'PYTHONPATH': REPO}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
 
 
-def _compile_and_run(root, model, data):
-    job = str(root / f'{model}.json')
-    process, _ = _cli('compile', '--model', model, '--target', 'kubeflow',
-                      '--image', 'tfx-deep-pipelines:test',
-                      '--pipeline-root', str(root / 'pipeline_root'),
-                      '--data', data, '--output', job, *SMOKE[model])
-    assert process.returncode == 0, process.stderr[-3000:]
-    process, summary = _cli('run-compiled', job, '--home', str(root / 'home'))
-    assert process.returncode == 0 and summary, process.stderr[-5000:]
-    return {'job': job, 'summary': summary, 'log': process.stderr,
-            'root': str(root / 'pipeline_root')}
+def _finish(process, timeout=3600):
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    lines = [line for line in stdout.splitlines() if line.startswith('{')]
+    return stderr, (json.loads(lines[-1]) if lines else None)
+
+
+def _cli(*args, timeout=3600):
+    process = _start(*args)
+    stderr, summary = _finish(process, timeout)
+    return process.returncode, stderr, summary
 
 
 def _write_named_class_folders(root, train, test):
@@ -73,11 +76,46 @@ def _write_named_class_folders(root, train, test):
     return root
 
 
+def _run_at_once(step, models):
+    """Starts `step(model)`'s command for every model, then waits for all."""
+    processes = {model: _start(*step(model)) for model in models}
+    results = {}
+    for model, process in processes.items():
+        stderr, summary = _finish(process)
+        assert process.returncode == 0 and summary, (model, stderr[-5000:])
+        results[model] = {'summary': summary, 'log': stderr}
+    return results
+
+
 @pytest.fixture(scope='module')
-def convnet_job(tmp_path_factory):
-    root = tmp_path_factory.mktemp('kfp_convnet')
-    data = _write_named_class_folders(str(root / 'data'), train=400, test=100)
-    return _compile_and_run(root, 'convnet', data)
+def jobs(tmp_path_factory):
+    """Both families' jobs, compiled and run at once; model -> the run."""
+    root = tmp_path_factory.mktemp('kfp')
+    data = {
+        'convnet': _write_named_class_folders(str(root / 'images'),
+                                              train=400, test=100),
+        'rnn': datasets.write_ts_dataset(str(root / 'sequences'), train=60,
+                                         test=30,
+                                         class_labels=SEQUENCE_LABELS),
+    }
+
+    def compile_job(model):
+        return ('compile', '--model', model, '--target', 'kubeflow',
+                '--image', 'tfx-deep-pipelines:test',
+                '--pipeline-root', str(root / model / 'pipeline_root'),
+                '--data', data[model], '--output', str(root / f'{model}.json'),
+                *SMOKE[model])
+
+    def run_job(model):
+        return ('run-compiled', str(root / f'{model}.json'),
+                '--home', str(root / model / 'home'))
+
+    _run_at_once(compile_job, SMOKE)
+    runs = _run_at_once(run_job, SMOKE)
+    for model, run in runs.items():
+        run['job'] = str(root / f'{model}.json')
+        run['root'] = str(root / model / 'pipeline_root')
+    return runs
 
 
 def _check_every_task_ran_and_pushed(run, model):
@@ -111,8 +149,8 @@ def _serve(tmp_path, model, pushed):
 
 
 def test_convnet_job_reaches_pusher_and_its_model_answers_over_grpc(
-        convnet_job, tmp_path):
-    pushed = _check_every_task_ran_and_pushed(convnet_job, 'convnet')
+        jobs, tmp_path):
+    pushed = _check_every_task_ran_and_pushed(jobs['convnet'], 'convnet')
     images, labels = datasets.images_with_labels(20, len(CLASS_NAMES), seed=5)
     server, client = _serve(tmp_path, 'convnet', pushed)
     try:
@@ -125,6 +163,24 @@ def test_convnet_job_reaches_pusher_and_its_model_answers_over_grpc(
     assert {p.top_class for p in predictions} <= set(CLASS_NAMES)
     hits = np.mean([p.top_class == CLASS_NAMES[label]
                     for p, label in zip(predictions, labels)])
+    assert hits > 0.5, hits
+
+
+def test_rnn_job_reaches_pusher_and_its_model_answers_over_grpc(
+        jobs, tmp_path):
+    pushed = _check_every_task_ran_and_pushed(jobs['rnn'], 'rnn')
+    sequences = datasets.sequences_with_labels(12, SEQUENCE_LABELS, seed=7)
+    server, client = _serve(tmp_path, 'rnn', pushed)
+    try:
+        predictions = client.predict_sequences(
+            'rnn', [s.values for s in sequences])
+    finally:
+        server.stop()
+    # The .ts header's labels, learned when the job ran, reach the served
+    # model.
+    assert {p.top_class for p in predictions} <= set(SEQUENCE_LABELS)
+    hits = np.mean([p.top_class == s.label
+                    for p, s in zip(predictions, sequences)])
     assert hits > 0.5, hits
 
 
@@ -167,8 +223,9 @@ def test_resolvers_answer_from_earlier_runs_of_the_pipeline_only(tmp_path):
 def test_run_compiled_refuses_a_file_that_is_no_job_in_one_line(tmp_path):
     not_a_job = tmp_path / 'job.json'
     not_a_job.write_text('{"displayName": "x"}')
-    process, summary = _cli('run-compiled', str(not_a_job), '--home',
-                            str(tmp_path / 'home'), timeout=300)
-    assert process.returncode == 2 and summary is None
-    [line] = process.stderr.strip().splitlines()
+    returncode, stderr, summary = _cli('run-compiled', str(not_a_job),
+                                       '--home', str(tmp_path / 'home'),
+                                       timeout=300)
+    assert returncode == 2 and summary is None
+    [line] = stderr.strip().splitlines()
     assert line.startswith(f'error: {not_a_job}: neither a PipelineJob'), line
