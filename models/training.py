@@ -229,8 +229,13 @@ def training_schedule(params: Params, steps_per_epoch: int,
       epoch, 0.99 keeps 90% of the previous epoch's averages.
     - Patience: `early_stopping_patience` epochs, or a fifth of the epochs
       when that is more.
-    - Learning-rate plateau patience: `lr_plateau_patience` epochs, or
-      when 0 a fortieth of the epochs (FCN: 50 of 2000), at least 5.
+    - Learning-rate plateau patience: the epochs that make
+      `lr_plateau_steps` steps. FCN's 50 epochs of a small set are about
+      500 steps (batch N/10: 10 steps an epoch); a patience counted in
+      epochs, a fortieth of ours (FCN: 50 of 2000), measured 132 steps on
+      ArrowHead, too few to tell a plateau from the noise of batches of 3:
+      the rate was at its floor by epoch 96 of 445, the training loss
+      still 0.5.
     An explicit `batch_norm_momentum` in params wins.
     """
     steps_per_epoch = max(int(steps_per_epoch), 1)
@@ -242,8 +247,8 @@ def training_schedule(params: Params, steps_per_epoch: int,
     momentum = params.get('batch_norm_momentum') or min(
         0.99, 0.05 ** (1.0 / steps_per_epoch))
     patience = max(int(params.get('early_stopping_patience', 0)), epochs // 5)
-    plateau = (int(params.get('lr_plateau_patience') or 0)
-               or max(5, epochs // 40))
+    plateau = max(1, math.ceil(int(params.get('lr_plateau_steps') or 0)
+                               / steps_per_epoch))
     return {'epochs': epochs, 'batch_norm_momentum': float(momentum),
             'early_stopping_patience': patience,
             'lr_plateau_patience': plateau}
@@ -252,10 +257,9 @@ def training_schedule(params: Params, steps_per_epoch: int,
 def learning_rate_plateau(params: Params, learning_rate: LearningRate
                           ) -> Optional[keras.callbacks.Callback]:
     """Halves (`lr_plateau_factor`) the learning rate when the training
-    loss has not improved for `lr_plateau_patience` epochs, down to
-    `min_learning_rate`: the FCN authors' ReduceLROnPlateau (factor 0.5,
-    patience 50 of 2000 epochs, min_lr 1e-4), its patience scaled to the
-    schedule. The training loss, not an eval metric: a small data set's
+    loss has not improved for `lr_plateau_patience` epochs (from
+    training_schedule), down to `min_learning_rate`: the FCN authors'
+    ReduceLROnPlateau (factor 0.5, patience 50 epochs, min_lr 1e-4). The training loss, not an eval metric: a small data set's
     eval split is too small to tell epochs apart (best_epoch_monitor).
 
     None when off (factor 0 or 1) or when the rate is already a schedule
@@ -545,7 +549,8 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
     plateau = learning_rate_plateau(params, learning_rate)
     if plateau:
         callbacks.insert(0, plateau)
-    report.update(schedule, lr_plateau=bool(plateau))
+    report.update(schedule, steps_per_epoch=steps_per_epoch,
+                  lr_plateau=bool(plateau))
     with contextlib.ExitStack() as stack:
         if fn_args.model_run_dir:  # A Tuner's trials have none.
             log_dir = stack.enter_context(

@@ -234,24 +234,26 @@ def test_a_small_set_trains_on_a_tenth_of_it_a_batch_in_more_steps():
     configured batch, so the capped batch takes as many examples in more,
     smaller steps. A large set keeps its batch and schedule."""
     fcn_full = {'epochs': 60, 'min_train_steps': 1000, 'batch_size': 16,
-                'max_batch_fraction': 0.1, 'early_stopping_patience': 10}
-    batch = training.fitted_batch_size(fcn_full, train_examples=36)
-    assert batch == 3  # ArrowHead's 36 training series.
-    small = training.training_schedule(fcn_full, math.ceil(36 / 3), batch)
+                'max_batch_fraction': 0.1, 'early_stopping_patience': 10,
+                'lr_plateau_steps': 500}
+    # ArrowHead: 36 training series, 34 of them the training split.
+    batch = training.fitted_batch_size(fcn_full, train_examples=34)
+    assert batch == 3
+    small = training.training_schedule(fcn_full, math.ceil(34 / 3), batch)
     assert small['epochs'] == math.ceil(math.ceil(1000 * 16 / 3) / 12) == 445
-    assert small['lr_plateau_patience'] == 445 // 40
+    # 500 steps: 42 epochs of 12 steps, FCN's 50 epochs of 10.
+    assert small['lr_plateau_patience'] == 42
     # Two replicas share the capped global batch.
-    assert training.fitted_batch_size(fcn_full, 36, replicas=2) == 1
+    assert training.fitted_batch_size(fcn_full, 34, replicas=2) == 1
     assert training.fitted_batch_size(fcn_full, 5) == 1  # Never 0.
     assert training.fitted_batch_size(
-        {**fcn_full, 'max_batch_fraction': 0}, 36) == 16
-    convnet_full = {'epochs': 15, 'min_train_steps': 1000, 'batch_size': 128,
-                    'max_batch_fraction': 0.1, 'early_stopping_patience': 10}
+        {**fcn_full, 'max_batch_fraction': 0}, 34) == 16
+    convnet_full = {**fcn_full, 'epochs': 15, 'batch_size': 128}
     for examples in (60_000, 1350):  # Fashion-MNIST; 1350 image folders.
         assert training.fitted_batch_size(convnet_full, examples) == 128
     large = training.training_schedule(convnet_full, 469, 128)
     assert large == {'epochs': 15, 'batch_norm_momentum': 0.99,
-                     'early_stopping_patience': 10, 'lr_plateau_patience': 5}
+                     'early_stopping_patience': 10, 'lr_plateau_patience': 2}
 
 
 def test_the_learning_rate_halves_when_the_training_loss_stalls():
