@@ -259,8 +259,9 @@ def learning_rate_plateau(params: Params, learning_rate: LearningRate
     """Halves (`lr_plateau_factor`) the learning rate when the training
     loss has not improved for `lr_plateau_patience` epochs (from
     training_schedule), down to `min_learning_rate`: the FCN authors'
-    ReduceLROnPlateau (factor 0.5, patience 50 epochs, min_lr 1e-4). The training loss, not an eval metric: a small data set's
-    eval split is too small to tell epochs apart (best_epoch_monitor).
+    ReduceLROnPlateau (factor 0.5, patience 50 epochs, min_lr 1e-4). The
+    training loss, not an eval metric: a small data set's eval split is
+    too small to tell epochs apart (best_epoch_monitor).
 
     None when off (factor 0 or 1) or when the rate is already a schedule
     (the warm-up of many replicas), which Keras cannot reset.
