@@ -194,12 +194,34 @@ def count_batches(dataset: tf.data.Dataset) -> int:
                               lambda count, _: count + 1))
 
 
-def training_schedule(params: Params, steps_per_epoch: int) -> Params:
-    """Epochs, batch-norm momentum and early-stopping patience that fit
-    the data's size.
+def fitted_batch_size(params: Params, train_examples: int,
+                      replicas: int = 1) -> int:
+    """One replica's batch: `batch_size`, or less on a small data set.
 
-    - Epochs: at least `epochs`, and enough for `min_train_steps` steps, so
-      that a small data set (few steps an epoch) still trains enough.
+    The global batch is at most `max_batch_fraction` of the training
+    examples (the FCN authors' rule, min(N/10, 16): Wang et al. 2017, Fawaz
+    et al. 2019), so that an epoch of a few dozen examples is still several
+    noisy steps, not one or two near-full-batch ones. 0 turns the cap off.
+    """
+    batch = int(params['batch_size'])
+    fraction = float(params.get('max_batch_fraction') or 0)
+    if fraction > 0:
+        cap = int(fraction * int(train_examples)) // max(int(replicas), 1)
+        batch = min(batch, max(cap, 1))
+    return batch
+
+
+def training_schedule(params: Params, steps_per_epoch: int,
+                      batch_size: Optional[int] = None) -> Params:
+    """Epochs, batch-norm momentum, early-stopping and learning-rate
+    plateau patience that fit the data's size.
+
+    - Epochs: at least `epochs`, and enough for `min_train_steps` steps of
+      the configured `batch_size`, so that a small data set (few steps an
+      epoch) still trains enough. `batch_size` (the batch trained with,
+      default the configured one) below the configured one (see
+      fitted_batch_size) makes that many more, smaller steps: the same
+      number of examples, about the same computation.
     - Batch-norm momentum: the moving averages forget all but 5% of what
       they held an epoch ago (at most 0.99, Keras's default). Each epoch's
       evaluation, which early stopping chooses by, then sees statistics of
@@ -207,17 +229,50 @@ def training_schedule(params: Params, steps_per_epoch: int) -> Params:
       epoch, 0.99 keeps 90% of the previous epoch's averages.
     - Patience: `early_stopping_patience` epochs, or a fifth of the epochs
       when that is more.
+    - Learning-rate plateau patience: the epochs that make
+      `lr_plateau_steps` steps. FCN's 50 epochs of a small set are about
+      500 steps (batch N/10: 10 steps an epoch); a patience counted in
+      epochs, a fortieth of ours (FCN: 50 of 2000), measured 132 steps on
+      ArrowHead, too few to tell a plateau from the noise of batches of 3:
+      the rate was at its floor by epoch 96 of 445, the training loss
+      still 0.5.
     An explicit `batch_norm_momentum` in params wins.
     """
     steps_per_epoch = max(int(steps_per_epoch), 1)
+    configured = int(params.get('batch_size') or 1)
+    min_steps = math.ceil(int(params.get('min_train_steps', 0)) * configured
+                          / max(int(batch_size or configured), 1))
     epochs = max(int(params['epochs']),
-                 math.ceil(int(params.get('min_train_steps', 0)) /
-                           steps_per_epoch))
+                 math.ceil(min_steps / steps_per_epoch))
     momentum = params.get('batch_norm_momentum') or min(
         0.99, 0.05 ** (1.0 / steps_per_epoch))
     patience = max(int(params.get('early_stopping_patience', 0)), epochs // 5)
+    plateau = max(1, math.ceil(int(params.get('lr_plateau_steps') or 0)
+                               / steps_per_epoch))
     return {'epochs': epochs, 'batch_norm_momentum': float(momentum),
-            'early_stopping_patience': patience}
+            'early_stopping_patience': patience,
+            'lr_plateau_patience': plateau}
+
+
+def learning_rate_plateau(params: Params, learning_rate: LearningRate
+                          ) -> Optional[keras.callbacks.Callback]:
+    """Halves (`lr_plateau_factor`) the learning rate when the training
+    loss has not improved for `lr_plateau_patience` epochs (from
+    training_schedule), down to `min_learning_rate`: the FCN authors'
+    ReduceLROnPlateau (factor 0.5, patience 50 epochs, min_lr 1e-4). The
+    training loss, not an eval metric: a small data set's eval split is
+    too small to tell epochs apart (best_epoch_monitor).
+
+    None when off (factor 0 or 1) or when the rate is already a schedule
+    (the warm-up of many replicas), which Keras cannot reset.
+    """
+    factor = float(params.get('lr_plateau_factor') or 0)
+    if not 0 < factor < 1 or not isinstance(learning_rate, float):
+        return None
+    return keras.callbacks.ReduceLROnPlateau(
+        monitor='loss', mode='min', factor=factor,
+        patience=int(params['lr_plateau_patience']),
+        min_lr=float(params.get('min_learning_rate') or 0), verbose=1)
 
 
 # With fewer eval examples than this, eval accuracy moves in steps too
@@ -412,7 +467,8 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
         keras.utils.set_random_seed(int(params['seed']))
     class_names = params['class_names']
     replicas = strategy.num_replicas_in_sync
-    per_replica_batch = int(params['batch_size'])
+    train_examples = count_examples(fn_args.train_files)
+    per_replica_batch = fitted_batch_size(params, train_examples, replicas)
     global_batch = per_replica_batch * replicas
     chief, num_workers = distribute.chief_and_workers(strategy)
 
@@ -429,7 +485,8 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
         'strategy': name, 'replicas': replicas,
         'workers': num_workers, 'per_replica_batch': per_replica_batch,
         'global_batch': global_batch, 'learning_rate': learning_rate,
-        'warmup_steps': 0, 'steps_per_epoch': None}
+        'warmup_steps': 0, 'steps_per_epoch': None,
+        'train_examples': train_examples}
     fit_args: Dict[str, Any] = {}
     eval_examples = count_examples(fn_args.eval_files)
     if distribute.is_default(strategy):
@@ -449,7 +506,7 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
         evaluation = distributed_dataset(
             strategy, global_batch, [], functools.partial(
                 make, fn_args.eval_files, shuffle=False, repeat=True))
-        steps = math.ceil(count_examples(fn_args.train_files) / global_batch)
+        steps = math.ceil(train_examples / global_batch)
         fit_args = dict(steps_per_epoch=steps, validation_steps=math.ceil(
             eval_examples / global_batch))
         target = scaled_learning_rate(params, replicas)
@@ -468,10 +525,11 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
     # Distributed input repeats: its steps were counted from the examples.
     steps_per_epoch = (fit_args['steps_per_epoch'] if fit_args
                        else count_batches(train_data))
-    params.update(training_schedule(params, steps_per_epoch))
-    logging.info('%d steps an epoch; schedule %s', steps_per_epoch,
-                 {k: params[k] for k in ('epochs', 'batch_norm_momentum',
-                                         'early_stopping_patience')})
+    schedule = training_schedule(params, steps_per_epoch, per_replica_batch)
+    params.update(schedule)
+    logging.info('%d training examples, batch %d, %d steps an epoch; '
+                 'schedule %s', train_examples, per_replica_batch,
+                 steps_per_epoch, schedule)
 
     with strategy.scope():
         model = recipe.build_model(params, len(class_names))
@@ -489,6 +547,11 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
         restore_best_weights=True, verbose=1)
     timer = _EpochTimer()
     callbacks = [early_stopping, timer, progress.TrainingProgress()]
+    plateau = learning_rate_plateau(params, learning_rate)
+    if plateau:
+        callbacks.insert(0, plateau)
+    report.update(schedule, steps_per_epoch=steps_per_epoch,
+                  lr_plateau=bool(plateau))
     with contextlib.ExitStack() as stack:
         if fn_args.model_run_dir:  # A Tuner's trials have none.
             log_dir = stack.enter_context(
@@ -508,9 +571,14 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
                   epoch_seconds=timer.seconds,
                   val_accuracy=[round(float(v), 4) for v in
                                 history.history.get('val_accuracy', [])],
+                  kept_epoch=kept_epoch,
+                  # The rate each epoch trained at (lr_plateau).
+                  epoch_learning_rates=[
+                      float(v) for v in history.history.get('lr', [])],
                   # Every metric by epoch: the run's report draws them.
                   history={name: [round(float(v), 4) for v in values]
-                           for name, values in history.history.items()})
+                           for name, values in history.history.items()
+                           if name != 'lr'})
     if not export_model:
         return report
     if distribute.is_default(strategy):

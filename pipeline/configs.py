@@ -113,13 +113,18 @@ MODELS: Dict[str, ModelFamily] = {
         run_fn='models.rnn.model.run_fn',
         tuner_fn='models.rnn.model.tuner_fn',
         default_data=_sktime_data('JapaneseVowels'),
+        # No small-data batch cap: a recurrent step costs about the same at
+        # any batch (one step of the cell per time step), so more, smaller
+        # steps would cost more time, not the same.
         profiles={
             'smoke': dict(max_examples_per_split=0, cell='lstm', units=[32],
                           bidirectional=True, epochs=3, min_train_steps=200,
-                          batch_size=32, clip_norm=1.0, min_accuracy=0.2),
+                          batch_size=32, clip_norm=1.0, min_accuracy=0.2,
+                          max_batch_fraction=0.0),
             'full': dict(max_examples_per_split=0, cell='lstm', units=[64, 64],
                          bidirectional=True, epochs=60, batch_size=32,
-                         clip_norm=1.0, min_accuracy=0.9),
+                         clip_norm=1.0, min_accuracy=0.9,
+                         max_batch_fraction=0.0),
         }),
     # Wang et al. 2017's FCN: the same data, preprocessing_fn and
     # signatures as the RNN.
@@ -151,6 +156,14 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # statistics recomputed over up to this many training batches.
     min_train_steps=1000, early_stopping_patience=10,
     recalibration_batches=100,
+    # Small data: the global batch is at most this fraction of the training
+    # examples (FCN's min(N/10, 16)), min_train_steps then counts steps of
+    # the configured batch_size (more, smaller steps); the learning rate is
+    # halved when the training loss has not improved for lr_plateau_steps
+    # steps (whole epochs), down to min_learning_rate (FCN's
+    # ReduceLROnPlateau).
+    max_batch_fraction=0.1, lr_plateau_factor=0.5, lr_plateau_steps=500,
+    min_learning_rate=1e-4,
     # 0: from the steps an epoch (models/training.py training_schedule).
     batch_norm_momentum=0.0,
     # Random search (TFX Tuner) before training: this many trials, 0 = off,
@@ -219,7 +232,15 @@ SETTING_HELP: Dict[str, str] = dict(
     'blessed one and still be pushed',
     on_bad_record='an unreadable record: fail the run, or skip and report it',
     max_length='longest sequence accepted, 0 for any',
-    min_train_steps='train at least this many steps, however small the data',
+    min_train_steps='train at least this many steps of batch_size (more, '
+    'smaller steps when the batch is capped), however small the data',
+    max_batch_fraction='the global batch is at most this fraction of the '
+    'training examples, 0: no cap',
+    lr_plateau_factor='multiply the learning rate by this when the training '
+    'loss stalls, 0: never',
+    lr_plateau_steps='steps (rounded up to whole epochs) without a lower '
+    'training loss before the learning rate drops',
+    min_learning_rate='the learning rate drops no lower than this',
     early_stopping_patience='epochs without a better eval accuracy before '
     'training stops (the best epoch is kept)',
     recalibration_batches='training batches batch-norm statistics are '

@@ -276,6 +276,9 @@ def test_mirrored_run_trains_on_two_devices_and_pushes(convnet_run):
                                 # Two epochs, not the smoke profile's
                                 # minimum of steps: counted below.
                                 '--set', 'min_train_steps=0',
+                                # The configured batch, not the small-data
+                                # cap (tests/test_training.py).
+                                '--set', 'max_batch_fraction=0',
                                 '--set', 'max_accuracy_drop=0.1',
                                 '--strategy', 'mirrored')
     assert summary is not None, log

@@ -1,6 +1,8 @@
 """Training steps of both models under MirroredStrategy over 2 logical CPUs
 (tests/conftest.py splits the CPU), and the strategy choice by name."""
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -225,6 +227,55 @@ def test_schedule_gives_a_small_data_set_enough_steps_and_fitting_momentum():
     explicit = training.training_schedule(
         {**params, 'batch_norm_momentum': 0.9}, 10)
     assert explicit['batch_norm_momentum'] == 0.9
+
+
+def test_a_small_set_trains_on_a_tenth_of_it_a_batch_in_more_steps():
+    """FCN's min(N/10, 16) batch; min_train_steps counts steps of the
+    configured batch, so the capped batch takes as many examples in more,
+    smaller steps. A large set keeps its batch and schedule."""
+    fcn_full = {'epochs': 60, 'min_train_steps': 1000, 'batch_size': 16,
+                'max_batch_fraction': 0.1, 'early_stopping_patience': 10,
+                'lr_plateau_steps': 500}
+    # ArrowHead: 36 training series, 34 of them the training split.
+    batch = training.fitted_batch_size(fcn_full, train_examples=34)
+    assert batch == 3
+    small = training.training_schedule(fcn_full, math.ceil(34 / 3), batch)
+    assert small['epochs'] == math.ceil(math.ceil(1000 * 16 / 3) / 12) == 445
+    # 500 steps: 42 epochs of 12 steps, FCN's 50 epochs of 10.
+    assert small['lr_plateau_patience'] == 42
+    # Two replicas share the capped global batch.
+    assert training.fitted_batch_size(fcn_full, 34, replicas=2) == 1
+    assert training.fitted_batch_size(fcn_full, 5) == 1  # Never 0.
+    assert training.fitted_batch_size(
+        {**fcn_full, 'max_batch_fraction': 0}, 34) == 16
+    convnet_full = {**fcn_full, 'epochs': 15, 'batch_size': 128}
+    for examples in (60_000, 1350):  # Fashion-MNIST; 1350 image folders.
+        assert training.fitted_batch_size(convnet_full, examples) == 128
+    large = training.training_schedule(convnet_full, 469, 128)
+    assert large == {'epochs': 15, 'batch_norm_momentum': 0.99,
+                     'early_stopping_patience': 10, 'lr_plateau_patience': 2}
+
+
+def test_the_learning_rate_halves_when_the_training_loss_stalls():
+    """FCN's ReduceLROnPlateau on the training loss: a rate too small to
+    move the loss (a plateau) is halved every `patience` epochs, down to
+    `min_learning_rate`; off at factor 0 and under a warm-up schedule."""
+    params = {'lr_plateau_factor': 0.5, 'lr_plateau_patience': 2,
+              'min_learning_rate': 2e-7, 'learning_rate': 1e-6}
+    plateau = training.learning_rate_plateau(params, 1e-6)
+    model = tf.keras.Sequential([tf.keras.layers.Dense(2, 'softmax')])
+    training.compile_model(model, params)
+    rng = np.random.default_rng(0)
+    history = model.fit(rng.normal(size=(32, 4)), rng.integers(0, 2, 32),
+                        epochs=8, verbose=0, callbacks=[plateau])
+    # Epochs 1-2 do not improve on epoch 0: halved after epoch 2, and so on.
+    np.testing.assert_allclose(
+        history.history['lr'],
+        [1e-6] * 3 + [5e-7] * 2 + [2.5e-7] * 2 + [2e-7], rtol=1e-4)
+    assert training.learning_rate_plateau(
+        {**params, 'lr_plateau_factor': 0}, 1e-6) is None
+    warmup = training.LinearWarmup(1e-3, 2e-3, 10)
+    assert training.learning_rate_plateau(params, warmup) is None
 
 
 def test_the_kept_epoch_is_chosen_by_eval_accuracy_only_when_it_can_tell():
