@@ -20,7 +20,7 @@ import argparse
 import json
 import os
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -39,24 +39,30 @@ FASHION_NAMES = ('T-shirt_top', 'Trouser', 'Pullover', 'Dress', 'Coat',
 
 
 def write_image_folders(root: str, per_class: int, size: int,
-                        seed: int = 0) -> None:
-    """`per_class` training and `per_class // 3` test images of each class."""
+                        seed: int = 0, classes: Sequence[int] = range(10),
+                        colour: bool = True,
+                        test_per_class: Optional[int] = None) -> None:
+    """`per_class` training and `test_per_class` (default `per_class // 3`)
+    test images of each of `classes` (Fashion-MNIST label indices), RGB or
+    gray."""
     rng = np.random.default_rng(seed)
-    for split, prefix, count in (('train', 'train', per_class),
-                                 ('test', 't10k', max(per_class // 3, 1))):
+    for split, prefix, count in (
+            ('train', 'train', per_class),
+            ('test', 't10k', test_per_class or max(per_class // 3, 1))):
         images_path = os.path.join(data_source.FASHION_MNIST_DIR,
                                    f'{prefix}-images-idx3-ubyte.gz')
         images, labels = image_formats.read_idx_dataset(
             images_path, image_formats.labels_path_for(images_path), 10)
-        for label, name in enumerate(FASHION_NAMES):
-            folder = os.path.join(root, split, name)
+        for label in classes:
+            folder = os.path.join(root, split, FASHION_NAMES[label])
             os.makedirs(folder, exist_ok=True)
             chosen = rng.choice(np.flatnonzero(labels == label), count,
                                 replace=False)
             for index in chosen:
-                Image.fromarray(images[index]).convert('RGB').resize(
-                    (size, size), Image.BILINEAR).save(
-                        os.path.join(folder, f'{index}.png'))
+                Image.fromarray(images[index]).convert(
+                    'RGB' if colour else 'L').resize(
+                        (size, size), Image.BILINEAR).save(
+                            os.path.join(folder, f'{index}.png'))
 
 
 def write_sequence_cut(name: str, root: str, train: int) -> None:

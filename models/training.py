@@ -45,6 +45,7 @@ from models import distribute
 from models import export
 from models import features
 from models import progress
+from models import transfer
 from models import workers
 
 if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
@@ -531,8 +532,14 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
                  'schedule %s', train_examples, per_replica_batch,
                  steps_per_epoch, schedule)
 
+    transferred = None
     with strategy.scope():
         model = recipe.build_model(params, len(class_names))
+        if params.get('transfer_from'):
+            transferred = transfer.start_from(model, params, steps_per_epoch,
+                                              learning_rate)
+            learning_rate = transferred.learning_rate
+            report['transfer'] = transferred.report
         compile_model(model, params, learning_rate)
         if fn_args.base_model and params.get('warm_start'):
             warm_start(model, fn_args.base_model)
@@ -552,6 +559,8 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
         callbacks.insert(0, plateau)
     report.update(schedule, steps_per_epoch=steps_per_epoch,
                   lr_plateau=bool(plateau))
+    if transferred:
+        callbacks.append(transferred.callback)
     with contextlib.ExitStack() as stack:
         if fn_args.model_run_dir:  # A Tuner's trials have none.
             log_dir = stack.enter_context(
@@ -650,11 +659,7 @@ def warm_start(model: keras.Model, base_model_dir: str) -> bool:
         True if every weight was loaded; False (logged) when the base model's
         architecture differs, in which case training starts afresh.
     """
-    loaded = tf.saved_model.load(base_model_dir)
-    # Every variable the SavedModel holds, whether or not Keras traces were
-    # saved with it (export.py saves none, so `loaded.variables` is absent).
-    base = {v.name: v for v in tf.train.TrackableView(loaded).descendants()
-            if isinstance(v, tf.Variable)}
+    base = transfer.saved_model_variables(base_model_dir)
     if any(w.name not in base or base[w.name].shape != w.shape
            for w in model.weights):
         logging.warning('Base model %s does not match this architecture; '

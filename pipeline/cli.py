@@ -44,6 +44,7 @@ warnings.filterwarnings('ignore', category=FutureWarning)
 from components.errors import DataValidationError  # noqa: E402
 from components.errors import InputDataError  # noqa: E402
 from components.example_gen import data_source  # noqa: E402
+from models import saved_model_dirs  # noqa: E402
 from pipeline import configs  # noqa: E402
 
 EXIT_BAD_DATA = 2
@@ -355,6 +356,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     config = _run_config(args)
     if config.hyperparameters.get('schema_path'):
         _check_schema_file(config.hyperparameters['schema_path'])
+    if config.hyperparameters.get('transfer_from'):
+        _check_transfer_source(config.hyperparameters['transfer_from'])
     source = data_source.detect(config.data_path, config.family.kind)
     data_source.check_first_records(source)
 
@@ -375,6 +378,15 @@ def _check_schema_file(path: str) -> None:
         raise InputDataError(path, f'not a schema.pbtxt: {error}') from error
     if not schema.feature:
         raise InputDataError(path, 'the schema has no features')
+
+
+def _check_transfer_source(path: str) -> None:
+    """A `--set transfer_from=` that names no readable SavedModel (or model
+    base path) ends the run now, not in the Trainer."""
+    try:
+        saved_model_dirs.newest_saved_model(path)
+    except saved_model_dirs.SavedModelDirError as error:
+        raise InputDataError(error.path, error.fault) from error
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -102,10 +102,12 @@ MODELS: Dict[str, ModelFamily] = {
             'smoke': dict(max_examples_per_split=2000, image_shape=[28, 28, 1],
                           conv_filters=[16, 32], dense_units=64, epochs=1,
                           min_train_steps=200, batch_size=64,
-                          min_accuracy=0.3),
+                          min_accuracy=0.3, scales=[1],
+                          scales_share_weights=False),
             'full': dict(max_examples_per_split=0, image_shape=[28, 28, 1],
                          conv_filters=[32, 64], dense_units=256, epochs=15,
-                         batch_size=128, min_accuracy=0.9),
+                         batch_size=128, min_accuracy=0.9, scales=[1],
+                         scales_share_weights=False),
         }),
     'rnn': ModelFamily(
         kind=data_source.SEQUENCES,
@@ -174,6 +176,11 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     cache_examples=True,
     # Start from the last blessed model's weights when the shapes match.
     warm_start=False,
+    # Start from another trained model's lower layers (models/transfer.py):
+    # frozen for a fraction of the epochs, then fine-tuned at the learning
+    # rate times a factor.
+    transfer_from='', transfer_frozen_fraction=0.25,
+    transfer_learning_rate_factor=0.1,
     # Read the newest N spans (span-{SPAN} layouts).
     span_window=1,
     # Jensen-Shannon divergence from the previous run's statistics above
@@ -256,6 +263,18 @@ SETTING_HELP: Dict[str, str] = dict(
     'linear, sqrt or none',
     warmup_epochs='epochs of linear warm-up to the scaled learning rate',
     kernel_sizes='convolution kernel widths, one number per block',
+    scales='the image at these downsampling factors at once, e.g. [1,2,4] '
+    '(full, half, quarter resolution), merged before the dense layer; [1]: '
+    'single-scale',
+    scales_share_weights='one stack of filter banks for every scale (true) '
+    'or one per scale (false)',
+    transfer_from='start from the lower layers (before the first dense '
+    'layer) of this SavedModel, or of the newest version in this model base '
+    "path, that match by name and shape; '': from scratch",
+    transfer_frozen_fraction='fraction of the epochs the transferred layers '
+    'stay frozen before fine-tuning',
+    transfer_learning_rate_factor='the learning rate is multiplied by this '
+    'once the transferred layers are unfrozen',
 )
 # Settings whose value is one of a few words.
 SETTING_CHOICES: Dict[str, Tuple[str, ...]] = dict(
@@ -267,7 +286,7 @@ SETTING_CHOICES: Dict[str, Tuple[str, ...]] = dict(
 # Settings that count something and cannot be 0.
 _COUNTS = ('epochs', 'batch_size', 'span_window', 'conv_filters', 'units',
            'image_shape', 'dense_units', 'cpu_devices', 'workers',
-           'kernel_sizes')
+           'kernel_sizes', 'scales')
 
 
 class SettingError(ValueError):

@@ -118,6 +118,33 @@ def test_an_unreadable_curated_schema_exits_2_before_tensorflow_loads(
     assert 'loaded: []' in process.stdout
 
 
+@pytest.mark.parametrize('layout, message', [
+    ('missing', 'no such file or directory'),
+    ('empty folder', 'no saved_model.pb and no numbered version folders'),
+    ('empty version', '1/saved_model.pb: cannot read: No such file'),
+    ('empty file', '2/saved_model.pb: empty file'),
+])
+def test_a_bad_transfer_source_exits_2_before_tensorflow_loads(
+        idx_data, tmp_path, layout, message):
+    base = tmp_path / 'base'
+    if layout != 'missing':
+        base.mkdir()
+    if layout in ('empty version', 'empty file'):
+        (base / '1').mkdir()
+    if layout == 'empty file':  # the newest version is the one read
+        (base / '2' / 'variables').mkdir(parents=True)
+        (base / '2' / 'saved_model.pb').write_bytes(b'')
+    process = run_cli('run', '--model', 'convnet', '--data', idx_data,
+                      '--home', str(tmp_path / 'home'),
+                      '--set', f'transfer_from={base}')
+    assert process.returncode == 2, process.stderr
+    [line] = _error_lines(process)
+    assert line.startswith(f'error: {base}'), line
+    assert message in line, line
+    assert 'loaded: []' in process.stdout
+    assert not os.path.exists(tmp_path / 'home')
+
+
 def test_list_settings_prints_every_key_with_defaults_and_description():
     process = run_cli('run', '--list-settings')
     assert process.returncode == 0, process.stderr

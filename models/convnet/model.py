@@ -6,9 +6,15 @@ is, twice, a 3x3 convolution (the filter bank), batch normalization and a
 ReLU, then 2x2 max pooling and dropout; `conv_filters` in config gives one
 width per block. A dense layer and a softmax classifier follow. Trained with
 cross-entropy on shuffled mini-batches by models/training.py.
+
+With `scales` (e.g. [1, 2, 4]) the same image is seen at several
+resolutions at once, each through its own stack of filter banks or one
+shared stack (`scales_share_weights`), merged before the dense layer
+(models/convnet/multiscale.py).
 """
 
-from typing import TYPE_CHECKING, Any, Dict
+import functools
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 import tensorflow as tf
 
@@ -16,6 +22,7 @@ from models import export
 from models import features
 from models import signatures
 from models import training
+from models.convnet import multiscale
 
 if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
     from tfx import v1 as tfx
@@ -23,25 +30,54 @@ if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
 keras = tf.keras
 
 
+def filter_banks(conv_filters: Sequence[int], dropout: float,
+                 momentum: float, prefix: str = '',
+                 pool_padding: str = 'valid') -> List[keras.layers.Layer]:
+    """The layers of the filter-bank stack, in order, made once (so that
+    calling them on several inputs shares their weights).
+
+    Each block is, twice, a 3x3 convolution, batch normalization and a
+    ReLU, then 2x2 max pooling and dropout; `prefix` goes before each
+    layer's name (`block0_conv0`, ...).
+    """
+    layers: List[keras.layers.Layer] = []
+    for block, filters in enumerate(conv_filters):
+        for layer in range(2):
+            name = f'{prefix}block{block}_conv{layer}'
+            layers += [
+                keras.layers.Conv2D(int(filters), 3, padding='same',
+                                    use_bias=False, name=name),
+                keras.layers.BatchNormalization(momentum=momentum,
+                                                name=f'{name}_bn'),
+                keras.layers.ReLU(name=f'{name}_relu')]
+        layers += [
+            keras.layers.MaxPooling2D(2, padding=pool_padding,
+                                      name=f'{prefix}block{block}_pool'),
+            keras.layers.Dropout(dropout,
+                                 name=f'{prefix}block{block}_dropout')]
+    return layers
+
+
 def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
-    """The convnet for images of config `image_shape`."""
+    """The convnet for images of config `image_shape`; multi-scale when
+    config `scales` names more than the full resolution (models/convnet/
+    multiscale.py)."""
     height, width, channels = (int(d) for d in params['image_shape'])
     dropout = float(params.get('dropout', 0.25))
     # models/training.py sets it from the steps an epoch.
     momentum = float(params.get('batch_norm_momentum', 0.99))
     image = keras.Input((height, width, channels), name=features.IMAGE_KEY)
-    x = image
-    for block, filters in enumerate(params['conv_filters']):
-        for layer in range(2):
-            name = f'block{block}_conv{layer}'
-            x = keras.layers.Conv2D(int(filters), 3, padding='same',
-                                    use_bias=False, name=name)(x)
-            x = keras.layers.BatchNormalization(momentum=momentum,
-                                                name=f'{name}_bn')(x)
-            x = keras.layers.ReLU(name=f'{name}_relu')(x)
-        x = keras.layers.MaxPooling2D(2, name=f'block{block}_pool')(x)
-        x = keras.layers.Dropout(dropout, name=f'block{block}_dropout')(x)
-    x = keras.layers.Flatten(name='flatten')(x)
+    scales = [int(s) for s in params.get('scales', [1])]
+    if scales == [1]:
+        x = image
+        for layer in filter_banks(params['conv_filters'], dropout, momentum):
+            x = layer(x)
+        x = keras.layers.Flatten(name='flatten')(x)
+    else:
+        x = multiscale.merged_scales(
+            image, scales, bool(params.get('scales_share_weights', False)),
+            functools.partial(filter_banks, params['conv_filters'], dropout,
+                              momentum))
     x = keras.layers.Dense(int(params.get('dense_units', 256)), use_bias=False,
                            name='dense')(x)
     x = keras.layers.BatchNormalization(momentum=momentum,
