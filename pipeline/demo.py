@@ -13,8 +13,8 @@ import tempfile
 from typing import List, Tuple
 
 from components import image_formats
-from components.example_gen import data_source
 from components import ts_format
+from components.example_gen import data_source
 from pipeline import configs
 from serving import client as client_lib
 from serving.process import ServerProcess
