@@ -73,6 +73,12 @@ class ModelRecipe:
         search_space: Declares the family's hyper-parameters on a KerasTuner
             `HyperParameters` and returns the params their values stand for
             (models/tuning.py); None when the family is not tuned.
+        compile_model: (model, params, learning rate) -> None, in place of
+            `compile_model` (cross-entropy); its metrics must include one
+            named `accuracy`, which chooses the kept epoch.
+        export_model: In place of export.export_serving_model, with the
+            same arguments and `params` and `train_data` (the training
+            split's batches in a fixed order, one pass).
     """
 
     build_model: Callable[[Params, int], keras.Model]
@@ -80,6 +86,8 @@ class ModelRecipe:
                               Dict[str, tf.Tensor]]
     extra_signatures: Dict[str, export.SignatureFactory]
     search_space: Optional[Callable[[Any], Params]] = None
+    compile_model: Optional[Callable[..., None]] = None
+    export_model: Optional[Callable[..., None]] = None
 
 
 def hyperparameters(fn_args: 'tfx.components.FnArgs') -> Dict[str, Any]:
@@ -540,7 +548,8 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
                                               learning_rate)
             learning_rate = transferred.learning_rate
             report['transfer'] = transferred.report
-        compile_model(model, params, learning_rate)
+        (recipe.compile_model or compile_model)(model, params,
+                                                 learning_rate)
         if fn_args.base_model and params.get('warm_start'):
             warm_start(model, fn_args.base_model)
 
@@ -596,8 +605,13 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
                                int(params.get('recalibration_batches', 100)))
     # Every worker saves (the variables are read collectively), only the
     # chief where the model belongs; the others into a folder they remove.
+    exporter = export.export_serving_model
+    if recipe.export_model is not None:
+        exporter = functools.partial(
+            recipe.export_model, params=params, train_data=make(
+                fn_args.train_files, batch_size=global_batch, shuffle=False))
     with _own_dir(fn_args.serving_model_dir, chief) as export_dir:
-        export.export_serving_model(
+        exporter(
             model, tf_transform_output, class_names, to_model_inputs,
             {name: functools.partial(make_signature, params=params)
              for name, make_signature in recipe.extra_signatures.items()},

@@ -10,6 +10,9 @@
     python -m pipeline run-compiled FILE [--home DIR]   (the job, task by task)
     python -m pipeline runs [--home DIR] [--model M]   (past runs, from MLMD)
     python -m pipeline show RUN [--home DIR]   (one run: components, artifacts)
+    python -m pipeline add-class --model-dir DIR --name NAME --images DIR
+                                   (a class for an embedding model, by
+                                    reference images: a new version)
     python -m pipeline submit --model M --target kubeflow --host URL
     python -m pipeline schedule --model M --target kubeflow --host URL
         --cron "EXPR"
@@ -41,6 +44,7 @@ warnings.filterwarnings('ignore', category=FutureWarning)
 # E402: these imports load TFX/TensorFlow, so they must follow the timer and
 # the environment set-up above.
 # pylint: disable=wrong-import-position
+from components import image_formats  # noqa: E402
 from components.errors import DataValidationError  # noqa: E402
 from components.errors import InputDataError  # noqa: E402
 from components.example_gen import data_source  # noqa: E402
@@ -159,6 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help='the run id `runs` lists, or a prefix of one')
     show.add_argument('--home', default=configs.DEFAULT_HOME,
                       help=f'pipeline home (default {configs.DEFAULT_HOME})')
+
+    add = commands.add_parser(
+        'add-class', help='add a class to a pushed embedding model from '
+        'reference images, without retraining: writes the next version')
+    add.add_argument('--model-dir', required=True,
+                     help='the model base path, e.g. '
+                     'tfx_home/serving/embedding (its newest version is '
+                     'copied with the class added)')
+    add.add_argument('--name', required=True, help="the new class's name")
+    add.add_argument('--images', required=True,
+                     help="a folder of the class's reference images "
+                     f'({", ".join(image_formats.IMAGE_EXTENSIONS)})')
 
     demo = commands.add_parser(
         'demo', help='serve the models pushed under a home and query each')
@@ -417,6 +433,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(json.dumps(_run(args)), flush=True)
         elif args.command in ('runs', 'show'):
             return _history(args)
+        elif args.command == 'add-class':
+            _say('loading TensorFlow ...')
+            with _native_noise_dropped(verbose=False):
+                from pipeline import add_class  # pylint: disable=import-outside-toplevel
+                path = add_class.add_class(args.model_dir, args.name,
+                                           args.images)
+            print(json.dumps({'added_class': args.name.strip(),
+                              'new_version': path}), flush=True)
         elif args.command == 'demo':
             from pipeline import demo  # pylint: disable=import-outside-toplevel
             return demo.run(args.home, args.count)

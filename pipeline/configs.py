@@ -109,6 +109,27 @@ MODELS: Dict[str, ModelFamily] = {
                          batch_size=128, min_accuracy=0.9, scales=[1],
                          scales_share_weights=False),
         }),
+    # Metric learning (models/embedding/): the convnet's trunk, unit-vector
+    # embeddings, a triplet loss; classifies by nearest reference.
+    'embedding': ModelFamily(
+        kind=data_source.IMAGES,
+        preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
+        run_fn='models.embedding.model.run_fn',
+        tuner_fn='models.embedding.model.tuner_fn',
+        default_data=data_source.FASHION_MNIST_DIR,
+        profiles={
+            'smoke': dict(max_examples_per_split=2000, image_shape=[28, 28, 1],
+                          conv_filters=[16, 32], dense_units=64,
+                          embedding_dim=32, triplet_margin=0.2,
+                          triplet_mining='semi_hard', references_per_class=50,
+                          epochs=1, min_train_steps=200, batch_size=64,
+                          min_accuracy=0.3),
+            'full': dict(max_examples_per_split=0, image_shape=[28, 28, 1],
+                         conv_filters=[32, 64], dense_units=256,
+                         embedding_dim=64, triplet_margin=0.2,
+                         triplet_mining='semi_hard', references_per_class=200,
+                         epochs=15, batch_size=128, min_accuracy=0.8),
+        }),
     'rnn': ModelFamily(
         kind=data_source.SEQUENCES,
         preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
@@ -275,10 +296,17 @@ SETTING_HELP: Dict[str, str] = dict(
     'stay frozen before fine-tuning',
     transfer_learning_rate_factor='the learning rate is multiplied by this '
     'once the transferred layers are unfrozen',
+    embedding_dim='width of the unit-vector embedding',
+    triplet_margin='triplet loss margin, in squared distance of unit vectors',
+    triplet_mining='triplets mined in each batch: semi_hard (FaceNet) or '
+    'hard (batch-hard)',
+    references_per_class='training examples per class kept as references '
+    'in the exported model, 0: all',
 )
 # Settings whose value is one of a few words.
 SETTING_CHOICES: Dict[str, Tuple[str, ...]] = dict(
     cell=('lstm', 'gru'), on_bad_record=('fail', 'skip'),
+    triplet_mining=('semi_hard', 'hard'),
     strategy=('auto', 'mirrored', 'one_device', 'multi_worker'),
     learning_rate_scaling=('linear', 'sqrt', 'none'))
 
@@ -286,7 +314,7 @@ SETTING_CHOICES: Dict[str, Tuple[str, ...]] = dict(
 # Settings that count something and cannot be 0.
 _COUNTS = ('epochs', 'batch_size', 'span_window', 'conv_filters', 'units',
            'image_shape', 'dense_units', 'cpu_devices', 'workers',
-           'kernel_sizes', 'scales')
+           'kernel_sizes', 'scales', 'embedding_dim')
 
 
 class SettingError(ValueError):

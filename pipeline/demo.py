@@ -14,6 +14,7 @@ from typing import List, Tuple
 
 from components import image_formats
 from components import ts_format
+from components.example_gen import data_source
 from pipeline import configs
 from serving import client as client_lib
 from serving.process import ServerProcess
@@ -92,7 +93,7 @@ def run(home: str, count: int = 5) -> int:
             for model in models:
                 client.wait_until_available(model, _WAIT_SECONDS)
                 print(f'\n{model}: {client.model_status(model)[0]}', flush=True)
-                if model == 'convnet':
+                if configs.MODELS[model].kind == data_source.IMAGES:
                     asked = _image_queries(queries, count)
                     answers = client.predict_images(
                         model, [open(p, 'rb').read() for p, _ in asked],
