@@ -57,10 +57,12 @@ test: setup lint
 bench: setup
 	$(PY) -m bench
 
-# Bazel 4.2 from Debian, offline (WORKSPACE); `make test` stays the one test
-# command CI runs.
+# Bazel 4.2 from Debian, offline: the WORKSPACE points at the platforms and
+# rules_java these packages install. `make test` stays the one test command
+# CI runs.
 bazel:
-	command -v bazel >/dev/null || { apt-get update -qq && \
+	test -x /usr/bin/bazel -a -f /usr/share/bazel/platforms/WORKSPACE \
+	    -a -f /usr/share/bazel/rules/java/WORKSPACE || { apt-get update -qq && \
 	    apt-get install -y -qq bazel-bootstrap bazel-platforms bazel-rules-java; }
 
 bazel-test: setup bazel
