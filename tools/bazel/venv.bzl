@@ -6,6 +6,10 @@ packages; the repository copies requirements.txt and
 requirements-nodeps.txt, reading them by label, so that Bazel re-runs it when
 either changes, and the copies (`@project_venv//:lock`) are data of every
 test: a changed lock invalidates every cached test result.
+
+It also writes `checkout.bzl`, the git environment of the checkout for the
+tests that ask git about it (tests/BUILD): Bazel runs tests in a runfiles
+tree, which is not a git checkout.
 """
 
 _BUILD = """
@@ -38,6 +42,14 @@ toolchain(
 )
 """
 
+_CHECKOUT_BZL = """
+# git pointed at the checkout {root} (tools/bazel/venv.bzl).
+CHECKOUT_GIT_ENV = {{
+    "GIT_DIR": "{root}/.git",
+    "GIT_WORK_TREE": "{root}",
+}}
+"""
+
 def _project_venv_impl(ctx):
     root = ctx.path(Label("//:WORKSPACE")).dirname
     python = root.get_child(".venv").get_child("bin").get_child("python")
@@ -46,6 +58,11 @@ def _project_venv_impl(ctx):
     for name in ["requirements.txt", "requirements-nodeps.txt"]:
         ctx.file(name, ctx.read(Label("//:" + name)), executable = False)
     ctx.file("BUILD", _BUILD.format(python = python), executable = False)
+    ctx.file(
+        "checkout.bzl",
+        _CHECKOUT_BZL.format(root = root),
+        executable = False,
+    )
 
 project_venv = repository_rule(
     implementation = _project_venv_impl,
