@@ -136,7 +136,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     # TensorFlow loads after the arguments parse.
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
+    from models import schedule  # pylint: disable=import-outside-toplevel
     from models import training  # pylint: disable=import-outside-toplevel
+    from models import weights  # pylint: disable=import-outside-toplevel
     from models.convnet import model as convnet  # pylint: disable=import-outside-toplevel
     from models.embedding import model as embedding  # pylint: disable=import-outside-toplevel
 
@@ -160,7 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     y_train = np.array([label_index[c] for c in train_labels])
     batch = int(params['batch_size'])
     steps = int(np.ceil(len(y_train) / batch))
-    params.update(training.training_schedule(
+    params.update(schedule.training_schedule(
         {**params, 'epochs': args.epochs, 'min_train_steps': 0}, steps))
     dataset = tf.data.Dataset.from_tensor_slices(
         (inputs(train_images), y_train))
@@ -188,7 +190,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         history = model.fit(
             dataset.shuffle(len(y_train), seed=args.seed).batch(batch),
             epochs=args.epochs, verbose=0)
-        training.recalibrate_batch_norm(model, recalibration, 100)
+        weights.recalibrate_batch_norm(model, recalibration, 100)
         seconds = time.monotonic() - started
         if name == 'softmax':
             # The trunk's last features, below the softmax.

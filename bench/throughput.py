@@ -4,7 +4,7 @@
                                [--rounds N]
 
 Takes the transformed training examples and transform graph of a pipeline
-run in HOME, builds the Trainer's own dataset (`models.training
+run in HOME, builds the Trainer's own dataset (`models.inputs
 .make_dataset` with a TFXIO DataAccessor, as the Trainer's run_fn does), and
 materializes the very same examples as in-memory numpy arrays. Two copies of
 the same model (built and compiled as the Trainer does) then train, one
@@ -113,6 +113,7 @@ def measure(model_name: str, home: str, profile: str = 'full',
 
     from components.example_gen import data_source
     from models import distribute
+    from models import inputs
     from models import training
     module = __import__(f'models.{model_name}.model', fromlist=['model'])
 
@@ -130,10 +131,10 @@ def measure(model_name: str, home: str, profile: str = 'full',
     to_inputs = functools.partial(module.to_model_inputs, params=params)
 
     def pipeline_dataset(shuffle: bool = True):
-        return training.make_dataset(pattern, accessor, schema, to_inputs,
-                                     batch_size, shuffle=shuffle,
-                                     seed=params.get('seed'),
-                                     cache=bool(params['cache_examples']))
+        return inputs.make_dataset(pattern, accessor, schema, to_inputs,
+                                   batch_size, shuffle=shuffle,
+                                   seed=params.get('seed'),
+                                   cache=bool(params['cache_examples']))
 
     # One dataset for every epoch, as the Trainer's run_fn builds it once
     # and fits on it for all epochs.

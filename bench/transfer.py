@@ -104,15 +104,17 @@ def fit(settings: Dict[str, Any], train: Arrays, test: Arrays, epochs: int,
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
 
+    from models import schedule
     from models import training
     from models import transfer
+    from models import weights
     from models.convnet import model as convnet
     params = {**configs.TRAINING_DEFAULTS,
               **configs.MODELS['convnet'].profiles['smoke'], **settings,
               'image_shape': list(train[0].shape[1:]), 'epochs': epochs}
     batch = int(params['batch_size'])
     steps = -(-len(train[0]) // batch)
-    params['batch_norm_momentum'] = training.training_schedule(
+    params['batch_norm_momentum'] = schedule.training_schedule(
         {**params, 'min_train_steps': 0}, steps)['batch_norm_momentum']
     tf.keras.utils.set_random_seed(seed)
     model = convnet.build_model(params, int(train[1].max()) + 1)
@@ -128,7 +130,7 @@ def fit(settings: Dict[str, Any], train: Arrays, test: Arrays, epochs: int,
         len(train[0]), seed=seed).batch(batch)
     began = time.monotonic()
     model.fit(data, epochs=epochs, verbose=0, callbacks=callbacks)
-    training.recalibrate_batch_norm(model, data, 100)
+    weights.recalibrate_batch_norm(model, data, 100)
     seconds = time.monotonic() - began
     _, accuracy = model.evaluate(*test, batch_size=256, verbose=0)
     if save_to:

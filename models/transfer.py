@@ -5,7 +5,7 @@ newest version is taken (models/saved_model_dirs.py). The new model's lower
 layers, every layer with weights before its first dense layer (the filter
 banks of a convnet or FCN, the recurrent layers of an RNN), take the
 source's weights where a layer's weights all match one of the source's by
-name and shape, as `training.warm_start` matches a whole model; the rest,
+name and shape, as `weights.warm_start` matches a whole model; the rest,
 and the head (the first dense layer and all after it), start afresh. The
 head is always new, so the source may have other classes.
 

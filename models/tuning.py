@@ -21,17 +21,18 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List
 import keras_tuner
 from absl import logging
 
+from models import schedule
 from models import training
 
 if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
     from tfx import v1 as tfx
 
 OBJECTIVE = keras_tuner.Objective('val_accuracy', direction='max')
-SearchSpace = Callable[[keras_tuner.HyperParameters], training.Params]
+SearchSpace = Callable[[keras_tuner.HyperParameters], schedule.Params]
 
 
 def tuned_params(search_space: SearchSpace,
-                 best_hyperparameters: Dict[str, Any]) -> training.Params:
+                 best_hyperparameters: Dict[str, Any]) -> schedule.Params:
     """The params a Tuner's best hyper-parameters (their config, as the
     Trainer receives it) stand for."""
     if 'values' in best_hyperparameters:
@@ -63,7 +64,7 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
 
     def __init__(self, oracle: keras_tuner.Oracle,
                  fn_args: 'tfx.components.FnArgs',
-                 recipe: training.ModelRecipe, params: training.Params,
+                 recipe: training.ModelRecipe, params: schedule.Params,
                  max_seconds: float, **kwargs):
         super().__init__(oracle, **kwargs)
         self._fn_args = fn_args

@@ -172,7 +172,7 @@ MODELS: Dict[str, ModelFamily] = {
 # Shared defaults; a profile's entries override them.
 TRAINING_DEFAULTS: Dict[str, Any] = dict(
     learning_rate=1e-3, dropout=0.25, seed=42, strategy='auto',
-    # Training length adapts to the data (models/training.py): at least this
+    # Training length adapts to the data (models/schedule.py): at least this
     # many steps, however few an epoch has; early stopping on the eval
     # split's accuracy after this many epochs without a better one (or a
     # fifth of the epochs), restoring the best epoch's weights; batch-norm
@@ -187,13 +187,13 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # ReduceLROnPlateau).
     max_batch_fraction=0.1, lr_plateau_factor=0.5, lr_plateau_steps=500,
     min_learning_rate=1e-4,
-    # 0: from the steps an epoch (models/training.py training_schedule).
+    # 0: from the steps an epoch (models/schedule.py training_schedule).
     batch_norm_momentum=0.0,
     # Random search (TFX Tuner) before training: this many trials, 0 = off,
     # and no trial starts after tune_seconds of searching.
     tune_trials=0, tune_seconds=3600,
     # Keep the parsed training and eval examples in memory after the first
-    # epoch (models/training.py); false when they do not fit in memory.
+    # epoch (models/inputs.py); false when they do not fit in memory.
     cache_examples=True,
     # Start from the last blessed model's weights when the shapes match.
     warm_start=False,

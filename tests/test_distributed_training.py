@@ -16,6 +16,7 @@ import tensorflow_transform as tft
 
 from models import distribute
 from models import features
+from models import schedule
 from models import signatures
 from models import training
 from models import workers
@@ -82,11 +83,11 @@ def test_mirrored_run_fn_gives_each_replica_its_shard_and_scales_the_rate(
 
 
 def test_linear_warmup_climbs_from_one_replicas_rate_to_the_scaled_one():
-    schedule = training.LinearWarmup(0.01, 0.02, warmup_steps=10)
-    assert float(schedule(0)) == pytest.approx(0.01)
-    assert float(schedule(5)) == pytest.approx(0.015)
-    assert float(schedule(10)) == pytest.approx(0.02)
-    assert float(schedule(50)) == pytest.approx(0.02)
+    warmup = schedule.LinearWarmup(0.01, 0.02, warmup_steps=10)
+    assert float(warmup(0)) == pytest.approx(0.01)
+    assert float(warmup(5)) == pytest.approx(0.015)
+    assert float(warmup(10)) == pytest.approx(0.02)
+    assert float(warmup(50)) == pytest.approx(0.02)
 
 
 def test_each_replica_reads_its_own_shard_once_per_epoch(transformed):
@@ -95,8 +96,8 @@ def test_each_replica_reads_its_own_shard_once_per_epoch(transformed):
     schema = tft.TFTransformOutput(
         str(transformed / 'transform_graph')).transformed_metadata.schema
     inputs = []
-    dataset = training.distributed_dataset(
-        strategy, 32, inputs, lambda **shard: training.make_dataset(
+    dataset = inputs.distributed_dataset(
+        strategy, 32, inputs, lambda **shard: inputs.make_dataset(
             [f'{examples}/Split-train/*'], workers.data_accessor(examples),
             schema, lambda inputs: inputs, shuffle=True, seed=1, cache=True,
             repeat=True, **shard))

@@ -9,7 +9,10 @@ import tensorflow as tf
 
 from bench import throughput
 from models import distribute
+from models import inputs
+from models import schedule
 from models import training
+from models import weights
 from models.convnet import model as convnet
 from models.fcn import model as fcn
 from models.rnn import model as rnn
@@ -144,12 +147,12 @@ def test_warm_start_loads_the_previous_weights_and_refuses_other_shapes(
     fresh = convnet.build_model(params, num_classes=3)
     assert not np.allclose(fresh.get_layer('dense').kernel.numpy(),
                            previous.get_layer('dense').kernel.numpy())
-    assert training.warm_start(fresh, str(tmp_path / 'previous'))
+    assert weights.warm_start(fresh, str(tmp_path / 'previous'))
     for mine, theirs in zip(fresh.weights, previous.weights):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
 
     wider = convnet.build_model({**params, 'dense_units': 16}, num_classes=3)
-    assert not training.warm_start(wider, str(tmp_path / 'previous'))
+    assert not weights.warm_start(wider, str(tmp_path / 'previous'))
 
 
 def _write_examples(folder, count):
@@ -185,16 +188,16 @@ def test_make_dataset_yields_every_example_once_per_epoch_reshuffled(
         return {'image': transformed['image'],
                 'steps': tf.sparse.to_dense(transformed['steps'])}
 
-    dataset = training.make_dataset(
+    dataset = inputs.make_dataset(
         pattern, throughput.data_accessor(str(tmp_path)), schema,
         to_model_inputs,
         batch_size=32, shuffle=True, seed=1, cache=cache)
     epochs = []
     for _ in range(2):
         order = []
-        for inputs, label in dataset:
-            image = inputs['image'].numpy()
-            steps = inputs['steps'].numpy()
+        for features, label in dataset:
+            image = features['image'].numpy()
+            steps = features['steps'].numpy()
             assert image.shape[1:] == (4,)
             assert steps.shape[1] == 5  # Padded to the batch's longest.
             index = image[:, 0].astype(int)
@@ -215,16 +218,16 @@ def test_make_dataset_yields_every_example_once_per_epoch_reshuffled(
 def test_schedule_gives_a_small_data_set_enough_steps_and_fitting_momentum():
     params = {'epochs': 15, 'min_train_steps': 1000,
               'early_stopping_patience': 10}
-    small = training.training_schedule(params, steps_per_epoch=10)
+    small = schedule.training_schedule(params, steps_per_epoch=10)
     assert small['epochs'] == 100  # 1000 steps, not 150.
     assert small['early_stopping_patience'] == 20
     # An epoch later, 5% of the old moving averages is left, not 0.99**10.
     assert small['batch_norm_momentum'] ** 10 == pytest.approx(0.05)
-    large = training.training_schedule(params, steps_per_epoch=469)
+    large = schedule.training_schedule(params, steps_per_epoch=469)
     assert large['epochs'] == 15
     assert large['early_stopping_patience'] == 10
     assert large['batch_norm_momentum'] == 0.99
-    explicit = training.training_schedule(
+    explicit = schedule.training_schedule(
         {**params, 'batch_norm_momentum': 0.9}, 10)
     assert explicit['batch_norm_momentum'] == 0.9
 
@@ -237,21 +240,21 @@ def test_a_small_set_trains_on_a_tenth_of_it_a_batch_in_more_steps():
                 'max_batch_fraction': 0.1, 'early_stopping_patience': 10,
                 'lr_plateau_steps': 500}
     # ArrowHead: 36 training series, 34 of them the training split.
-    batch = training.fitted_batch_size(fcn_full, train_examples=34)
+    batch = schedule.fitted_batch_size(fcn_full, train_examples=34)
     assert batch == 3
-    small = training.training_schedule(fcn_full, math.ceil(34 / 3), batch)
+    small = schedule.training_schedule(fcn_full, math.ceil(34 / 3), batch)
     assert small['epochs'] == math.ceil(math.ceil(1000 * 16 / 3) / 12) == 445
     # 500 steps: 42 epochs of 12 steps, FCN's 50 epochs of 10.
     assert small['lr_plateau_patience'] == 42
     # Two replicas share the capped global batch.
-    assert training.fitted_batch_size(fcn_full, 34, replicas=2) == 1
-    assert training.fitted_batch_size(fcn_full, 5) == 1  # Never 0.
-    assert training.fitted_batch_size(
+    assert schedule.fitted_batch_size(fcn_full, 34, replicas=2) == 1
+    assert schedule.fitted_batch_size(fcn_full, 5) == 1  # Never 0.
+    assert schedule.fitted_batch_size(
         {**fcn_full, 'max_batch_fraction': 0}, 34) == 16
     convnet_full = {**fcn_full, 'epochs': 15, 'batch_size': 128}
     for examples in (60_000, 1350):  # Fashion-MNIST; 1350 image folders.
-        assert training.fitted_batch_size(convnet_full, examples) == 128
-    large = training.training_schedule(convnet_full, 469, 128)
+        assert schedule.fitted_batch_size(convnet_full, examples) == 128
+    large = schedule.training_schedule(convnet_full, 469, 128)
     assert large == {'epochs': 15, 'batch_norm_momentum': 0.99,
                      'early_stopping_patience': 10, 'lr_plateau_patience': 2}
 
@@ -262,7 +265,7 @@ def test_the_learning_rate_halves_when_the_training_loss_stalls():
     `min_learning_rate`; off at factor 0 and under a warm-up schedule."""
     params = {'lr_plateau_factor': 0.5, 'lr_plateau_patience': 2,
               'min_learning_rate': 2e-7, 'learning_rate': 1e-6}
-    plateau = training.learning_rate_plateau(params, 1e-6)
+    plateau = schedule.learning_rate_plateau(params, 1e-6)
     model = tf.keras.Sequential([tf.keras.layers.Dense(2, 'softmax')])
     training.compile_model(model, params)
     rng = np.random.default_rng(0)
@@ -272,20 +275,20 @@ def test_the_learning_rate_halves_when_the_training_loss_stalls():
     np.testing.assert_allclose(
         history.history['lr'],
         [1e-6] * 3 + [5e-7] * 2 + [2.5e-7] * 2 + [2e-7], rtol=1e-4)
-    assert training.learning_rate_plateau(
+    assert schedule.learning_rate_plateau(
         {**params, 'lr_plateau_factor': 0}, 1e-6) is None
-    warmup = training.LinearWarmup(1e-3, 2e-3, 10)
-    assert training.learning_rate_plateau(params, warmup) is None
+    warmup = schedule.LinearWarmup(1e-3, 2e-3, 10)
+    assert schedule.learning_rate_plateau(params, warmup) is None
 
 
 def test_the_kept_epoch_is_chosen_by_eval_accuracy_only_when_it_can_tell():
     # A 2-example eval split scores 0, 0.5 or 1: the training loss chooses.
-    assert training.best_epoch_monitor(2) == ('loss', 'min')
-    assert training.best_epoch_monitor(training.MIN_EVAL_EXAMPLES - 1) == (
+    assert schedule.best_epoch_monitor(2) == ('loss', 'min')
+    assert schedule.best_epoch_monitor(schedule.MIN_EVAL_EXAMPLES - 1) == (
         'loss', 'min')
-    assert training.best_epoch_monitor(training.MIN_EVAL_EXAMPLES) == (
+    assert schedule.best_epoch_monitor(schedule.MIN_EVAL_EXAMPLES) == (
         'val_accuracy', 'max')
-    assert training.best_epoch_monitor(6000) == ('val_accuracy', 'max')
+    assert schedule.best_epoch_monitor(6000) == ('val_accuracy', 'max')
 
 
 def test_batch_norm_recalibration_sets_the_training_data_statistics():
@@ -296,7 +299,7 @@ def test_batch_norm_recalibration_sets_the_training_data_statistics():
         3.0, 2.0, size=(64, 6, 6, 1)).astype(np.float32)
     dataset = tf.data.Dataset.from_tensor_slices(
         ({'image': images}, np.zeros(64))).batch(16)
-    assert training.recalibrate_batch_norm(model, dataset, 100) == 4
+    assert weights.recalibrate_batch_norm(model, dataset, 100) == 4
     # The first conv's outputs over all training images: their mean and
     # variance are now the layer's moving statistics.
     conv = keras_model_until(model, 'block0_conv0')(images).numpy()

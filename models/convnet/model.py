@@ -64,7 +64,7 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     multiscale.py)."""
     height, width, channels = (int(d) for d in params['image_shape'])
     dropout = float(params.get('dropout', 0.25))
-    # models/training.py sets it from the steps an epoch.
+    # models/schedule.py sets it from the steps an epoch.
     momentum = float(params.get('batch_norm_momentum', 0.99))
     image = keras.Input((height, width, channels), name=features.IMAGE_KEY)
     scales = [int(s) for s in params.get('scales', [1])]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import tensorflow as tf
 
 from models import features
+from models import schedule
 from models import training
 from models.convnet import model as convnet
 from models.embedding import losses
@@ -47,7 +48,7 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
 
 
 def compile_model(model: keras.Model, params: Dict[str, Any],
-                  learning_rate: Optional[training.LearningRate] = None
+                  learning_rate: Optional[schedule.LearningRate] = None
                   ) -> None:
     """Adam on the triplet loss; accuracy is the in-batch 1-NN accuracy."""
     if learning_rate is None:

@@ -1,0 +1,144 @@
+"""Input pipelines of transformed examples for training and evaluation.
+
+`make_dataset` reads one split (or one replica's or worker's shard of it)
+through the Trainer's TFXIO data accessor; `distributed_dataset` gives each
+replica or worker its own; `count_examples` and `count_batches` size an
+epoch.
+"""
+
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx_bsl.tfxio import dataset_options
+
+from models import features
+
+if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
+    from tfx import v1 as tfx
+
+
+ModelInputsFn = Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
+# Examples parsed per step when filling the in-memory cache, and the shuffle
+# buffer drawn from it (TFXIO's own default buffer).
+_CACHE_PARSE_BATCH = 1024
+_SHUFFLE_BUFFER = 10_000
+
+
+def make_dataset(file_pattern: List[str],
+                 data_accessor: 'tfx.components.DataAccessor',
+                 schema: schema_pb2.Schema,
+                 to_model_inputs: ModelInputsFn,
+                 batch_size: int,
+                 shuffle: bool,
+                 seed: Optional[int] = None,
+                 cache: bool = False,
+                 num_shards: int = 1,
+                 shard_index: int = 0,
+                 repeat: bool = False) -> tf.data.Dataset:
+    """One epoch of (model inputs, label) batches of transformed examples.
+
+    Args:
+        file_pattern: The split's transformed example files.
+        data_accessor: The Trainer's TFXIO data accessor.
+        schema: The transformed examples' schema.
+        to_model_inputs: Transformed features -> the model's inputs.
+        batch_size: Examples per batch (the global batch, or one
+            replica's share of it).
+        shuffle: Shuffle the examples, anew each epoch.
+        seed: Shuffle seed.
+        cache: Read, decompress and parse the files once and keep the parsed
+            examples in memory, so that later epochs only shuffle and batch
+            them. Needs memory for the whole split.
+        num_shards: Input pipelines reading the split (replicas or workers);
+            this one keeps every `num_shards`-th example from `shard_index`.
+        shard_index: This pipeline's index.
+        repeat: Repeat the epoch forever (reshuffled each time), for a
+            distributed dataset fitted for a given number of steps.
+    """
+    if not (cache or num_shards > 1):
+        dataset = data_accessor.tf_dataset_factory(
+            file_pattern,
+            dataset_options.TensorFlowDatasetOptions(
+                batch_size=batch_size, label_key=features.LABEL_KEY,
+                num_epochs=1, shuffle=shuffle, shuffle_seed=seed),
+            schema)
+    else:
+        dataset = data_accessor.tf_dataset_factory(
+            file_pattern,
+            dataset_options.TensorFlowDatasetOptions(
+                batch_size=_CACHE_PARSE_BATCH, label_key=features.LABEL_KEY,
+                num_epochs=1, shuffle=False),
+            schema).unbatch()
+        if num_shards > 1:
+            # Sharded by example (DATA), not by file (AUTO, FILE): Transform
+            # writes a split as one file, which cannot be divided.
+            dataset = dataset.shard(num_shards, shard_index)
+        if cache:
+            dataset = dataset.cache()
+        if shuffle:
+            dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=seed,
+                                      reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size)
+    if repeat:
+        dataset = dataset.repeat()
+    # tf.data's autotuning thread sleeps up to 60 s between rounds, and in
+    # TF 2.16 dropping an iterator waits for it to wake: Keras drops one every
+    # epoch, so epochs stalled idle for up to a minute. Without it, AUTOTUNE
+    # still means one map call per core and a prefetch buffer that grows when
+    # the model waits for data.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.map(
+        lambda inputs, label: (to_model_inputs(inputs), label),
+        num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+            tf.data.AUTOTUNE).with_options(options)
+
+
+def count_batches(dataset: tf.data.Dataset) -> int:
+    """Batches in one epoch of `dataset` (one pass over it; a cached
+    dataset's pass fills its cache)."""
+    return int(dataset.reduce(tf.constant(0, tf.int64),
+                              lambda count, _: count + 1))
+
+
+def count_examples(file_pattern: List[str]) -> int:
+    """The records in a split's (gzipped) TFRecord files."""
+    files = sorted(f for pattern in file_pattern
+                   for f in tf.io.gfile.glob(pattern))
+    compression = 'GZIP' if files and all(
+        f.endswith('.gz') for f in files) else ''
+    return int(tf.data.TFRecordDataset(files, compression).reduce(
+        np.int64(0), lambda count, _: count + 1))
+
+
+def distributed_dataset(strategy: tf.distribute.Strategy, global_batch: int,
+                        inputs: List[Dict[str, int]],
+                        make: Callable[..., tf.data.Dataset]):
+    """`make(batch_size=, num_shards=, shard_index=)` for every replica (one
+    strategy over local devices) or every worker (many workers), each with
+    its shard of the examples and its share of the global batch.
+
+    `inputs` gets, for each input pipeline made here, its per-replica
+    `batch`, its `shard` and the number of `shards`.
+    """
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        batch = context.get_per_replica_batch_size(global_batch)
+        inputs.append({'batch': batch, 'shard': context.input_pipeline_id,
+                       'shards': context.num_input_pipelines})
+        return make(batch_size=batch,
+                    num_shards=context.num_input_pipelines,
+                    shard_index=context.input_pipeline_id)
+
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        # One pipeline per replica, each iterated by itself on the host:
+        # no MultiDeviceIterator, whose own tf.data pipeline keeps the
+        # autotuning thread that stalls dropping an iterator.
+        options = tf.distribute.InputOptions(
+            experimental_replication_mode=(
+                tf.distribute.InputReplicationMode.PER_REPLICA),
+            experimental_fetch_to_device=False)
+    else:
+        options = tf.distribute.InputOptions()
+    return strategy.distribute_datasets_from_function(dataset_fn, options)

@@ -1,0 +1,155 @@
+"""How long and how fast a model trains, fitted to the data's size and the
+replicas: batch size, epochs, batch-norm momentum, patience, the learning
+rate's scaling, warm-up and plateau, and the metric that chooses the epoch
+whose weights are kept.
+"""
+
+import math
+from typing import Any, Dict, Optional, Tuple, Union
+
+import tensorflow as tf
+
+keras = tf.keras
+
+Params = Dict[str, Any]
+LearningRate = Union[float, keras.optimizers.schedules.LearningRateSchedule]
+
+
+def fitted_batch_size(params: Params, train_examples: int,
+                      replicas: int = 1) -> int:
+    """One replica's batch: `batch_size`, or less on a small data set.
+
+    The global batch is at most `max_batch_fraction` of the training
+    examples (the FCN authors' rule, min(N/10, 16): Wang et al. 2017, Fawaz
+    et al. 2019), so that an epoch of a few dozen examples is still several
+    noisy steps, not one or two near-full-batch ones. 0 turns the cap off.
+    """
+    batch = int(params['batch_size'])
+    fraction = float(params.get('max_batch_fraction') or 0)
+    if fraction > 0:
+        cap = int(fraction * int(train_examples)) // max(int(replicas), 1)
+        batch = min(batch, max(cap, 1))
+    return batch
+
+
+def training_schedule(params: Params, steps_per_epoch: int,
+                      batch_size: Optional[int] = None) -> Params:
+    """Epochs, batch-norm momentum, early-stopping and learning-rate
+    plateau patience that fit the data's size.
+
+    - Epochs: at least `epochs`, and enough for `min_train_steps` steps of
+      the configured `batch_size`, so that a small data set (few steps an
+      epoch) still trains enough. `batch_size` (the batch trained with,
+      default the configured one) below the configured one (see
+      fitted_batch_size) makes that many more, smaller steps: the same
+      number of examples, about the same computation.
+    - Batch-norm momentum: the moving averages forget all but 5% of what
+      they held an epoch ago (at most 0.99, Keras's default). Each epoch's
+      evaluation, which early stopping chooses by, then sees statistics of
+      the current weights, not of weights many epochs old; with ten steps an
+      epoch, 0.99 keeps 90% of the previous epoch's averages.
+    - Patience: `early_stopping_patience` epochs, or a fifth of the epochs
+      when that is more.
+    - Learning-rate plateau patience: the epochs that make
+      `lr_plateau_steps` steps. FCN's 50 epochs of a small set are about
+      500 steps (batch N/10: 10 steps an epoch); a patience counted in
+      epochs, a fortieth of ours (FCN: 50 of 2000), measured 132 steps on
+      ArrowHead, too few to tell a plateau from the noise of batches of 3:
+      the rate was at its floor by epoch 96 of 445, the training loss
+      still 0.5.
+    An explicit `batch_norm_momentum` in params wins.
+    """
+    steps_per_epoch = max(int(steps_per_epoch), 1)
+    configured = int(params.get('batch_size') or 1)
+    min_steps = math.ceil(int(params.get('min_train_steps', 0)) * configured
+                          / max(int(batch_size or configured), 1))
+    epochs = max(int(params['epochs']),
+                 math.ceil(min_steps / steps_per_epoch))
+    momentum = params.get('batch_norm_momentum') or min(
+        0.99, 0.05 ** (1.0 / steps_per_epoch))
+    patience = max(int(params.get('early_stopping_patience', 0)), epochs // 5)
+    plateau = max(1, math.ceil(int(params.get('lr_plateau_steps') or 0)
+                               / steps_per_epoch))
+    return {'epochs': epochs, 'batch_norm_momentum': float(momentum),
+            'early_stopping_patience': patience,
+            'lr_plateau_patience': plateau}
+
+
+def learning_rate_plateau(params: Params, learning_rate: LearningRate
+                          ) -> Optional[keras.callbacks.Callback]:
+    """Halves (`lr_plateau_factor`) the learning rate when the training
+    loss has not improved for `lr_plateau_patience` epochs (from
+    training_schedule), down to `min_learning_rate`: the FCN authors'
+    ReduceLROnPlateau (factor 0.5, patience 50 epochs, min_lr 1e-4). The
+    training loss, not an eval metric: a small data set's eval split is
+    too small to tell epochs apart (best_epoch_monitor).
+
+    None when off (factor 0 or 1) or when the rate is already a schedule
+    (the warm-up of many replicas), which Keras cannot reset.
+    """
+    factor = float(params.get('lr_plateau_factor') or 0)
+    if not 0 < factor < 1 or not isinstance(learning_rate, float):
+        return None
+    return keras.callbacks.ReduceLROnPlateau(
+        monitor='loss', mode='min', factor=factor,
+        patience=int(params['lr_plateau_patience']),
+        min_lr=float(params.get('min_learning_rate') or 0), verbose=1)
+
+
+# With fewer eval examples than this, eval accuracy moves in steps too
+# coarse to choose an epoch by (two examples: 0, 0.5 or 1; measured on
+# ArrowHead's cut: an epoch at eval 1.0 gave test accuracy 0.39).
+MIN_EVAL_EXAMPLES = 50
+
+
+def best_epoch_monitor(eval_examples: int) -> Tuple[str, str]:
+    """(Keras metric, mode) that chooses the epoch whose weights are kept.
+
+    Eval accuracy, what the Evaluator judges, when the eval split is large
+    enough to tell epochs apart; else the training loss, as the FCN's
+    authors choose the epoch of a model trained without a validation set
+    (Wang et al. 2017; Fawaz et al. 2019).
+    """
+    if eval_examples >= MIN_EVAL_EXAMPLES:
+        return 'val_accuracy', 'max'
+    return 'loss', 'min'
+
+
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """From `initial` to `target` linearly over `warmup_steps`, then flat.
+
+    The "gradual warm-up" of large-minibatch training (Goyal et al., 2017):
+    a learning rate scaled up with the global batch is reached gradually,
+    from the rate of one replica's batch.
+    """
+
+    def __init__(self, initial: float, target: float, warmup_steps: int):
+        super().__init__()
+        self.initial = float(initial)
+        self.target = float(target)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        done = tf.minimum(tf.cast(step, tf.float32)
+                          / float(max(self.warmup_steps, 1)), 1.0)
+        return self.initial + (self.target - self.initial) * done
+
+    def get_config(self) -> Dict[str, Any]:
+        return {'initial': self.initial, 'target': self.target,
+                'warmup_steps': self.warmup_steps}
+
+
+def scaled_learning_rate(params: Params, replicas: int) -> float:
+    """The configured learning rate scaled to the global batch.
+
+    `learning_rate` is the rate for one replica's batch (`batch_size`);
+    `learning_rate_scaling` says how it grows with the replicas: `linear`
+    (Goyal et al.), `sqrt`, or `none`.
+    """
+    base = float(params.get('learning_rate', 1e-3))
+    scaling = params.get('learning_rate_scaling', 'linear')
+    factors = {'linear': replicas, 'sqrt': math.sqrt(replicas), 'none': 1}
+    if scaling not in factors:
+        raise ValueError(f'learning_rate_scaling {scaling!r}: expected one '
+                         f'of {sorted(factors)}')
+    return base * factors[scaling]
