@@ -188,3 +188,20 @@ def test_a_worker_that_dies_fails_the_run_with_its_log(transformed, tmp_path):
     # Worker 0, waiting on its peer, was stopped; nothing was exported.
     assert not _worker_processes()
     assert not os.path.exists(fn_args.serving_model_dir)
+
+
+def test_run_fn_transfers_the_filter_banks_frozen_then_fine_tuned(
+        mirrored_run, transformed, tmp_path):
+    """The Trainer's run_fn under `mirrored`, started from the exported
+    model of `mirrored_run` (models/transfer.py)."""
+    source = mirrored_run[0].serving_model_dir
+    fn_args = _fn_args(transformed, tmp_path, strategy='mirrored', epochs=2,
+                       transfer_from=source, transfer_frozen_fraction=0.5)
+    convnet.run_fn(fn_args)
+    report = _report(fn_args)['transfer']
+    assert report['transfer_from'] == source
+    assert report['layers'] == ['block0_conv0', 'block0_conv0_bn',
+                                'block0_conv1', 'block0_conv1_bn']
+    assert report['new_layers'] == ['dense', 'dense_bn', 'classifier']
+    assert report['frozen_epochs'] == 1
+    assert _accuracy(fn_args.serving_model_dir) > 0.8
