@@ -61,10 +61,10 @@ def train_once(model_name: str, home: str, strategy: str, out: str,
     # The first epoch also traces the step and fills the cache.
     later = seconds[1:] or seconds
     median = statistics.median(later)
-    return {**{k: report.get(k) for k in (
-        'strategy', 'replicas', 'workers', 'per_replica_batch',
-        'global_batch', 'learning_rate', 'warmup_steps', 'epoch_seconds',
-        'val_accuracy')},
+    shown = ('strategy', 'replicas', 'workers', 'per_replica_batch',
+             'global_batch', 'learning_rate', 'warmup_steps', 'epoch_seconds',
+             'val_accuracy')
+    return {**{key: report.get(key) for key in shown},
             'slowest_over_median_epoch': round(max(later) / median, 3)}
 
 

@@ -35,7 +35,7 @@ def _machine_paths(compile_dir):
 @pytest.mark.parametrize('model,data,pods_data', [
     # The default data set: the image's copy.
     ('convnet', None, '/pipeline/data/fashion-mnist'),
-    # A bucket the compiling machine cannot read: nothing is read to compile.
+    # A bucket the compiler cannot read: nothing is read to compile.
     ('rnn', 'gs://bucket/data/JapaneseVowels', 'gs://bucket/data/JapaneseVowels'),
 ])
 def test_compiled_job_parses_holds_every_component_and_no_local_path(

@@ -329,8 +329,8 @@ def test_max_length_rejects_longer_series_without_truncating(tmp_path):
     (ts_text('1:a', seriesLenght='2'), 7,
      ["unknown header tag '@seriesLenght'"]),
     (ts_text('1:a', problemName=''), 1, ['@problemName needs a name']),
-    ('@problemName Toy\n@univariate true\n@UNIVARIATE false\n@classLabel true '
-     'a\n@data\n',
+    ('@problemName Toy\n@univariate true\n'
+     '@UNIVARIATE false\n@classLabel true a\n@data\n',
      3, ['@UNIVARIATE repeats line 2 with a different value']),
     ('@problemName Toy\n1,2:a\n@classLabel true a\n@data\n', 2,
      ["data before @data: '1,2:a'"]),
