@@ -51,9 +51,11 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/yapf --diff --parallel $$(git ls-files '*.py') >/dev/null || \
+	    { echo 'not formatted: run make format' >&2; exit 1; }
 
-# yapf, Google style (pyproject.toml), over the tracked Python files. Not yet
-# part of `lint`: the tree is formatted in one commit of its own first.
+# yapf, Google style (pyproject.toml), over the tracked Python files; `lint`
+# fails on a file it would change.
 format: setup
 	$(VENV)/bin/yapf --in-place --parallel $$(git ls-files '*.py')
 

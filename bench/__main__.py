@@ -39,12 +39,15 @@ FULL_SCALES = (1.0, 2.0, 4.0)
 
 def _say(text: str) -> None:
     print(f'[bench {datetime.datetime.now():%H:%M:%S}] {text}',
-          file=sys.stderr, flush=True)
+          file=sys.stderr,
+          flush=True)
 
 
 def _uptime() -> str:
     try:
-        return subprocess.run(['uptime'], capture_output=True, text=True,
+        return subprocess.run(['uptime'],
+                              capture_output=True,
+                              text=True,
                               check=False).stdout.strip()
     except OSError:
         return ''
@@ -53,8 +56,8 @@ def _uptime() -> str:
 class Bench:
     """One benchmark run: its settings, work folder and results."""
 
-    def __init__(self, quick: bool, workdir: Path,
-                 beam_args: List[str], models: List[str]):
+    def __init__(self, quick: bool, workdir: Path, beam_args: List[str],
+                 models: List[str]):
         self.quick = quick
         self.profile = 'smoke' if quick else 'full'
         self.workdir = workdir
@@ -67,13 +70,19 @@ class Bench:
             'mode': 'quick' if quick else 'full',
             'profile': self.profile,
             'started': datetime.datetime.now().isoformat(timespec='seconds'),
-            'machine': {'cpus': os.cpu_count(),
-                        'load_start': common.load_average(),
-                        'uptime_start': _uptime()},
+            'machine': {
+                'cpus': os.cpu_count(),
+                'load_start': common.load_average(),
+                'uptime_start': _uptime()
+            },
             'beam_args': beam_args or configs.default_beam_args(),
-            'pipeline': {}, 'by_hand': {}, 'ratios': {}, 'cpu_ratios': {},
+            'pipeline': {},
+            'by_hand': {},
+            'ratios': {},
+            'cpu_ratios': {},
             'smoke': {},
-            'throughput': {}, 'errors': {},
+            'throughput': {},
+            'errors': {},
         }
 
     def section(self, name: str, function, *args) -> Any:
@@ -94,18 +103,20 @@ class Bench:
     def pipeline_and_by_hand(self) -> None:
         """Sections 1 and 2: each model's pipeline, then its by-hand twin."""
         for model in self.models:
-            run = self.section(
-                f'pipeline {model} {self.profile}', pipeline_runs.run_pipeline,
-                model, self.profile, self.home(model, self.profile), None,
-                self.beam_args, (), self.logs / f'pipeline-{model}.log')
+            run = self.section(f'pipeline {model} {self.profile}',
+                               pipeline_runs.run_pipeline, model, self.profile,
+                               self.home(model,
+                                         self.profile), None, self.beam_args,
+                               (), self.logs / f'pipeline-{model}.log')
             if run:
                 self.results['pipeline'][model] = run
                 if self.quick:
                     self.results['smoke'][model] = run
-            hand = self.section(
-                f'by hand {model} {self.profile}', common.run_json,
-                ['-m', 'bench.by_hand', '--model', model, '--profile',
-                 self.profile], self.logs / f'by-hand-{model}.log')
+            hand = self.section(f'by hand {model} {self.profile}',
+                                common.run_json, [
+                                    '-m', 'bench.by_hand', '--model', model,
+                                    '--profile', self.profile
+                                ], self.logs / f'by-hand-{model}.log')
             if hand:
                 self.results['by_hand'][model] = hand
             if run and hand:
@@ -118,10 +129,10 @@ class Bench:
     def smoke(self) -> None:
         """The smoke profile end to end (a full run measures it apart)."""
         for model in self.models:
-            run = self.section(
-                f'pipeline {model} smoke', pipeline_runs.run_pipeline,
-                model, 'smoke', self.home(model, 'smoke'), None,
-                self.beam_args, (), self.logs / f'smoke-{model}.log')
+            run = self.section(f'pipeline {model} smoke',
+                               pipeline_runs.run_pipeline, model, 'smoke',
+                               self.home(model, 'smoke'), None, self.beam_args,
+                               (), self.logs / f'smoke-{model}.log')
             if run:
                 self.results['smoke'][model] = run
 
@@ -133,11 +144,11 @@ class Bench:
                 self.results['throughput'][model] = 'no pipeline home'
                 continue
             rounds = 5 if self.quick or model == 'rnn' else 3
-            value = self.section(
-                f'throughput {model}', common.run_json,
-                ['-m', 'bench.throughput', '--model', model, '--home',
-                 str(home), '--profile', self.profile, '--rounds',
-                 str(rounds)], self.logs / f'throughput-{model}.log')
+            value = self.section(f'throughput {model}', common.run_json, [
+                '-m', 'bench.throughput', '--model', model, '--home',
+                str(home), '--profile', self.profile, '--rounds',
+                str(rounds)
+            ], self.logs / f'throughput-{model}.log')
             if value:
                 self.results['throughput'][model] = value
 
@@ -155,11 +166,13 @@ class Bench:
         try:
             from bench import serving_bench  # pylint: disable=import-outside-toplevel
         except ImportError as error:
-            self.results['serving'] = {'status': 'not available',
-                                       'reason': str(error)}
+            self.results['serving'] = {
+                'status': 'not available',
+                'reason': str(error)
+            }
             return
-        pushed = (self.results['pipeline'].get('convnet') or {}).get(
-            'pushed_model')
+        pushed = (self.results['pipeline'].get('convnet') or
+                  {}).get('pushed_model')
         base_path = os.path.dirname(pushed) if pushed else None
         value = self.section('serving', serving_bench.run, self.quick,
                              base_path)
@@ -191,18 +204,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Command line; returns the exit code (1 if a section failed)."""
     parser = argparse.ArgumentParser(prog='python -m bench',
                                      description=__doc__.split('\n')[0])
-    parser.add_argument('--quick', action='store_true',
+    parser.add_argument('--quick',
+                        action='store_true',
                         help='smoke profile, 0.05x-0.2x scales: minutes')
-    parser.add_argument('--only', default=','.join(SECTIONS),
+    parser.add_argument('--only',
+                        default=','.join(SECTIONS),
                         help=f'comma-separated sections of {SECTIONS}')
     parser.add_argument('--models', default=','.join(MODELS))
-    parser.add_argument('--beam-arg', action='append', default=[],
-                        dest='beam_args', metavar='FLAG',
+    parser.add_argument('--beam-arg',
+                        action='append',
+                        default=[],
+                        dest='beam_args',
+                        metavar='FLAG',
                         help='Beam flag for the pipeline runs (default: '
                         "the pipeline's own)")
-    parser.add_argument('--workdir', help='scratch folder (default: a '
+    parser.add_argument('--workdir',
+                        help='scratch folder (default: a '
                         'temporary one, deleted unless a section fails)')
-    parser.add_argument('--output', default=str(common.RESULTS_DIR),
+    parser.add_argument('--output',
+                        default=str(common.RESULTS_DIR),
                         help='folder for report.json and report.png')
     args = parser.parse_args(argv)
     sections = [s for s in args.only.split(',') if s]

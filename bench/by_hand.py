@@ -48,8 +48,9 @@ Arrays = Dict[str, np.ndarray]
 EPSILON = 1e-6  # As the preprocessing_fns add to the variance.
 
 
-def load_idx_split(images_path: str, num_classes: int, limit: int = 0
-                   ) -> Tuple[np.ndarray, np.ndarray]:
+def load_idx_split(images_path: str,
+                   num_classes: int,
+                   limit: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """One IDX split as (uint8 images [N, H, W, C], int64 labels [N]).
 
     Args:
@@ -67,8 +68,7 @@ def load_idx_split(images_path: str, num_classes: int, limit: int = 0
     return images, labels
 
 
-def zscore_images(train: np.ndarray, *others: np.ndarray
-                  ) -> List[np.ndarray]:
+def zscore_images(train: np.ndarray, *others: np.ndarray) -> List[np.ndarray]:
     """Scales uint8 images to [0, 1], then z-scores each channel.
 
     The mean and variance come from `train` alone, over every pixel, as the
@@ -77,8 +77,9 @@ def zscore_images(train: np.ndarray, *others: np.ndarray
     Returns:
         float32 arrays: train first, then each of `others`.
     """
-    scaled = [np.asarray(a, np.float32) / np.float32(255.0)
-              for a in (train, *others)]
+    scaled = [
+        np.asarray(a, np.float32) / np.float32(255.0) for a in (train, *others)
+    ]
     pixels = scaled[0].reshape(-1, scaled[0].shape[-1])
     mean = pixels.mean(axis=0, dtype=np.float64).astype(np.float32)
     var = pixels.var(axis=0, dtype=np.float64).astype(np.float32)
@@ -86,8 +87,8 @@ def zscore_images(train: np.ndarray, *others: np.ndarray
     return [(a - mean) * scale for a in scaled]
 
 
-def holdout(count: int, percent: int, seed: int
-            ) -> Tuple[np.ndarray, np.ndarray]:
+def holdout(count: int, percent: int,
+            seed: int) -> Tuple[np.ndarray, np.ndarray]:
     """Indices of a random `percent`% held out for validation, and the rest.
 
     The pipeline carves its eval split out of train by a hash; a seeded
@@ -101,8 +102,9 @@ def holdout(count: int, percent: int, seed: int
     return np.sort(order[held:]), np.sort(order[:held])
 
 
-def load_ts_split(path: str, class_names: Sequence[str], limit: int = 0
-                  ) -> Tuple[List[np.ndarray], np.ndarray]:
+def load_ts_split(path: str,
+                  class_names: Sequence[str],
+                  limit: int = 0) -> Tuple[List[np.ndarray], np.ndarray]:
     """A .ts split as a list of float32 [length, channels] and label indices."""
     values, labels = [], []
     for index, sequence in enumerate(ts_format.read_ts(path)):
@@ -113,8 +115,8 @@ def load_ts_split(path: str, class_names: Sequence[str], limit: int = 0
     return values, np.asarray(labels, np.int64)
 
 
-def zscore_sequences(train: List[np.ndarray], *others: List[np.ndarray]
-                     ) -> List[List[np.ndarray]]:
+def zscore_sequences(train: List[np.ndarray], *others:
+                     List[np.ndarray]) -> List[List[np.ndarray]]:
     """Z-scores each channel over the present (non-NaN) training steps.
 
     As the RNN's preprocessing_fn: missing values become 0, the mean.
@@ -124,12 +126,14 @@ def zscore_sequences(train: List[np.ndarray], *others: List[np.ndarray]
     std = np.sqrt(np.nanvar(steps, axis=0) + EPSILON)
     mean = np.nan_to_num(mean).astype(np.float32)
     std = np.nan_to_num(std, nan=1.0).astype(np.float32)
-    return [[np.nan_to_num((s - mean) / std).astype(np.float32) for s in split]
+    return [[np.nan_to_num((s - mean) / std).astype(np.float32)
+             for s in split]
             for split in (train, *others)]
 
 
-def pad_sequences(sequences: List[np.ndarray], length: Optional[int] = None
-                  ) -> Tuple[np.ndarray, np.ndarray]:
+def pad_sequences(
+        sequences: List[np.ndarray],
+        length: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
     """[length, channels] sequences -> zero-padded [N, T, C] and lengths [N]."""
     lengths = np.asarray([len(s) for s in sequences], np.int64)
     length = length or int(lengths.max())
@@ -151,8 +155,9 @@ def _split_paths(source: data_source.DataSource) -> Dict[str, str]:
     return paths
 
 
-def load_data(config: configs.RunConfig
-              ) -> Tuple[Dict[str, Tuple[Arrays, np.ndarray]], Dict[str, Any]]:
+def load_data(
+    config: configs.RunConfig
+) -> Tuple[Dict[str, Tuple[Arrays, np.ndarray]], Dict[str, Any]]:
     """Reads, normalizes and splits the run's data with numpy.
 
     Returns:
@@ -171,22 +176,28 @@ def load_data(config: configs.RunConfig
     if source.kind == data_source.IMAGES:
         num_classes = len(source.class_names)
         with watch('load'):
-            train_x, train_y = load_idx_split(paths['train'],
-                                              num_classes, limit)
+            train_x, train_y = load_idx_split(paths['train'], num_classes,
+                                              limit)
             test_x, test_y = load_idx_split(paths['test'], num_classes, limit)
         with watch('normalize'):
             keep, held = holdout(len(train_x), configs.EVAL_PERCENT, seed)
-            train_n, eval_n, test_n = zscore_images(
-                train_x[keep], train_x[held], test_x)
+            train_n, eval_n, test_n = zscore_images(train_x[keep],
+                                                    train_x[held], test_x)
         splits = {
-            'train': ({features.IMAGE_KEY: train_n}, train_y[keep]),
-            'eval': ({features.IMAGE_KEY: eval_n}, train_y[held]),
-            'test': ({features.IMAGE_KEY: test_n}, test_y),
+            'train': ({
+                features.IMAGE_KEY: train_n
+            }, train_y[keep]),
+            'eval': ({
+                features.IMAGE_KEY: eval_n
+            }, train_y[held]),
+            'test': ({
+                features.IMAGE_KEY: test_n
+            }, test_y),
         }
     else:
         with watch('load'):
-            train_s, train_y = load_ts_split(paths['train'],
-                                             source.class_names, limit)
+            train_s, train_y = load_ts_split(paths['train'], source.class_names,
+                                             limit)
             test_s, test_y = load_ts_split(paths['test'], source.class_names,
                                            limit)
         with watch('normalize'):
@@ -199,8 +210,10 @@ def load_data(config: configs.RunConfig
                                        ('eval', eval_n, train_y[held]),
                                        ('test', test_n, test_y)):
                 padded, lengths = pad_sequences(seqs, length)
-                splits[name] = ({features.SEQUENCE_KEY: padded,
-                                 features.LENGTH_KEY: lengths}, labels)
+                splits[name] = ({
+                    features.SEQUENCE_KEY: padded,
+                    features.LENGTH_KEY: lengths
+                }, labels)
         extra['num_channels'] = int(train_s[0].shape[1])
     extra['num_classes'] = len(source.class_names)
     extra['_seconds'] = watch.seconds
@@ -232,20 +245,30 @@ def train_and_evaluate(config: configs.RunConfig,
             training.compile_model(model, params)
     (train_x, train_y), evaluation = splits['train'], splits['eval']
     with watch('fit'):
-        model.fit(train_x, train_y, batch_size=batch_size, epochs=epochs,
-                  validation_data=evaluation, shuffle=True, verbose=verbose)
+        model.fit(train_x,
+                  train_y,
+                  batch_size=batch_size,
+                  epochs=epochs,
+                  validation_data=evaluation,
+                  shuffle=True,
+                  verbose=verbose)
     with watch('evaluate'):
-        _, accuracy = model.evaluate(*splits['test'], batch_size=batch_size,
+        _, accuracy = model.evaluate(*splits['test'],
+                                     batch_size=batch_size,
                                      verbose=0)
     with watch('save'), tempfile.TemporaryDirectory() as folder:
         # As models/export.py saves (without Keras's layer traces).
-        model.save(os.path.join(folder, 'model'), save_format='tf',
+        model.save(os.path.join(folder, 'model'),
+                   save_format='tf',
                    save_traces=False)
     return {
-        'model': config.model, 'profile': config.profile,
-        'epochs': epochs, 'batch_size': batch_size,
-        'examples': {name: int(len(labels))
-                     for name, (_, labels) in splits.items()},
+        'model': config.model,
+        'profile': config.profile,
+        'epochs': epochs,
+        'batch_size': batch_size,
+        'examples': {
+            name: int(len(labels)) for name, (_, labels) in splits.items()
+        },
         'accuracy': round(float(accuracy), 4),
         'phase_seconds': watch.seconds,
     }
@@ -262,15 +285,21 @@ def _override(text: str) -> Tuple[str, Any]:
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line: runs the by-hand job and prints its JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--model', required=True,
+    parser.add_argument('--model',
+                        required=True,
                         choices=sorted(configs.MODELS))
     parser.add_argument('--profile', default='smoke', choices=configs.PROFILES)
     parser.add_argument('--data')
-    parser.add_argument('--set', action='append', default=[], type=_override,
-                        dest='overrides', metavar='KEY=VALUE')
+    parser.add_argument('--set',
+                        action='append',
+                        default=[],
+                        type=_override,
+                        dest='overrides',
+                        metavar='KEY=VALUE')
     parser.add_argument('--verbose', type=int, default=0)
     args = parser.parse_args(argv)
-    config = configs.RunConfig(model=args.model, profile=args.profile,
+    config = configs.RunConfig(model=args.model,
+                               profile=args.profile,
                                data=args.data,
                                overrides=tuple(args.overrides))
     result = train_and_evaluate(config, verbose=args.verbose)

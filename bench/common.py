@@ -60,7 +60,8 @@ def last_json_line(text: str) -> Dict[str, Any]:
     raise ValueError('no JSON line in the output')
 
 
-def run_json(args: Sequence[str], log_path: Optional[Path] = None,
+def run_json(args: Sequence[str],
+             log_path: Optional[Path] = None,
              timeout: Optional[float] = None) -> Dict[str, Any]:
     """Runs `python -m ...` args in the repository; returns its JSON line.
 
@@ -84,10 +85,14 @@ def run_json(args: Sequence[str], log_path: Optional[Path] = None,
     stderr_file = open(log_path, 'w', encoding='utf-8') if log_path else None
     try:
         completed = subprocess.run(
-            [python(), *args], cwd=REPO_ROOT, env=env, text=True,
+            [python(), *args],
+            cwd=REPO_ROOT,
+            env=env,
+            text=True,
             stdout=subprocess.PIPE,
             stderr=stderr_file if stderr_file else subprocess.PIPE,
-            timeout=timeout, check=False)
+            timeout=timeout,
+            check=False)
     finally:
         if stderr_file:
             stderr_file.close()
@@ -124,5 +129,5 @@ class Stopwatch:
 
     def __exit__(self, *exc: Any) -> None:
         self.seconds[self._name] = round(
-            self.seconds.get(self._name, 0.0)
-            + time.monotonic() - self._started, 2)
+            self.seconds.get(self._name, 0.0) + time.monotonic() -
+            self._started, 2)

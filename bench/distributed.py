@@ -35,7 +35,9 @@ def train_once(model_name: str, home: str, strategy: str, out: str,
     from models import distribute
     from models import training
     from models import workers
-    config = configs.RunConfig(model=model_name, home=home, strategy=strategy,
+    config = configs.RunConfig(model=model_name,
+                               home=home,
+                               strategy=strategy,
                                overrides=tuple(overrides))
     params = config.hyperparameters
     distribute.prepare_devices(strategy, int(params['cpu_devices']))
@@ -43,19 +45,23 @@ def train_once(model_name: str, home: str, strategy: str, out: str,
     examples, graph = throughput.transform_outputs(config.home_path,
                                                    config.pipeline_name)
     fn_args = fn_args_utils.FnArgs(
-        working_dir=out, train_files=[f'{examples}/Split-train/*'],
-        eval_files=[f'{examples}/Split-eval/*'], transform_output=graph,
+        working_dir=out,
+        train_files=[f'{examples}/Split-train/*'],
+        eval_files=[f'{examples}/Split-eval/*'],
+        transform_output=graph,
         transform_graph_path=graph,
         serving_model_dir=os.path.join(out, 'serving_model'),
         model_run_dir=os.path.join(out, 'model_run'),
-        custom_config={**params, 'class_names': list(source.class_names),
-                       'num_channels': source.num_channels},
+        custom_config={
+            **params, 'class_names': list(source.class_names),
+            'num_channels': source.num_channels
+        },
         data_accessor=workers.data_accessor(examples))
     module = __import__(config.family.run_fn.rsplit('.', 1)[0],
                         fromlist=['run_fn'])
     module.run_fn(fn_args)
-    with open(os.path.join(fn_args.model_run_dir,
-                           training.TRAINING_REPORT), encoding='utf-8') as f:
+    with open(os.path.join(fn_args.model_run_dir, training.TRAINING_REPORT),
+              encoding='utf-8') as f:
         report = json.load(f)
     seconds = report['epoch_seconds']
     # The first epoch also traces the step and fills the cache.
@@ -64,36 +70,46 @@ def train_once(model_name: str, home: str, strategy: str, out: str,
     shown = ('strategy', 'replicas', 'workers', 'per_replica_batch',
              'global_batch', 'learning_rate', 'warmup_steps', 'epoch_seconds',
              'val_accuracy')
-    return {**{key: report.get(key) for key in shown},
-            'slowest_over_median_epoch': round(max(later) / median, 3)}
+    return {
+        **{
+            key: report.get(key) for key in shown
+        }, 'slowest_over_median_epoch': round(max(later) / median, 3)
+    }
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line: one JSON line with every strategy's figures."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--home', required=True)
-    parser.add_argument('--model', default='convnet',
+    parser.add_argument('--model',
+                        default='convnet',
                         choices=sorted(configs.MODELS))
     parser.add_argument('--epochs', type=int, default=5)
     parser.add_argument('--strategies', default='auto,mirrored,multi_worker')
-    parser.add_argument('--set', action='append', default=[],
-                        dest='overrides', metavar='KEY=VALUE')
+    parser.add_argument('--set',
+                        action='append',
+                        default=[],
+                        dest='overrides',
+                        metavar='KEY=VALUE')
     parser.add_argument('--one', help=argparse.SUPPRESS)  # A child's strategy.
     args = parser.parse_args(argv)
-    overrides = [(k, json.loads(v)) for k, v in
-                 (item.split('=', 1) for item in args.overrides)]
+    overrides = [(k, json.loads(v))
+                 for k, v in (item.split('=', 1) for item in args.overrides)]
     overrides.append(('epochs', args.epochs))
     if args.one:
         with tempfile.TemporaryDirectory() as out:
-            print(json.dumps(train_once(args.model, args.home, args.one, out,
-                                        overrides)), flush=True)
+            print(json.dumps(
+                train_once(args.model, args.home, args.one, out, overrides)),
+                  flush=True)
         return 0
     results = {}
     for strategy in args.strategies.split(','):
-        results[strategy] = common.run_json(
-            ['-m', 'bench.distributed', '--home', args.home, '--model',
-             args.model, '--epochs', str(args.epochs), '--one', strategy,
-             *[f'--set={item}' for item in args.overrides]])
+        results[strategy] = common.run_json([
+            '-m', 'bench.distributed', '--home', args.home, '--model',
+            args.model, '--epochs',
+            str(args.epochs), '--one', strategy,
+            *[f'--set={item}' for item in args.overrides]
+        ])
     print(json.dumps(results), flush=True)
     return 0
 

@@ -55,8 +55,8 @@ def _classes(text: str) -> List[int]:
     return [int(v) for v in text.split(',')]
 
 
-def load_split(prefix: str, classes: Sequence[int],
-               per_class: Optional[int], seed: int):
+def load_split(prefix: str, classes: Sequence[int], per_class: Optional[int],
+               seed: int):
     """(images uint8 [n, 28, 28], labels) of `classes`, `per_class` of each
     drawn at random (None: all)."""
     path = os.path.join(data_source.FASHION_MNIST_DIR,
@@ -74,8 +74,8 @@ def load_split(prefix: str, classes: Sequence[int],
     return images[chosen], labels[chosen]
 
 
-def nearest_reference_accuracy(vectors: np.ndarray, labels: np.ndarray,
-                               k: int, draws: int, seed: int) -> List[float]:
+def nearest_reference_accuracy(vectors: np.ndarray, labels: np.ndarray, k: int,
+                               draws: int, seed: int) -> List[float]:
     """Accuracy per draw of classifying by the nearest of k references a
     class (the references themselves are not scored)."""
     rng = np.random.default_rng(seed)
@@ -84,7 +84,8 @@ def nearest_reference_accuracy(vectors: np.ndarray, labels: np.ndarray,
     for _ in range(draws):
         references = np.concatenate([
             rng.choice(np.flatnonzero(labels == c), k, replace=False)
-            for c in classes])
+            for c in classes
+        ])
         queries = np.setdiff1d(np.arange(len(labels)), references)
         similarity = vectors[queries] @ vectors[references].T
         predicted = labels[references][similarity.argmax(axis=1)]
@@ -92,8 +93,8 @@ def nearest_reference_accuracy(vectors: np.ndarray, labels: np.ndarray,
     return accuracies
 
 
-def neighbour_metrics(vectors: np.ndarray, labels: np.ndarray
-                      ) -> Dict[str, float]:
+def neighbour_metrics(vectors: np.ndarray,
+                      labels: np.ndarray) -> Dict[str, float]:
     """recall@1 and k-NN (majority vote) accuracy, leave-one-out."""
     similarity = vectors @ vectors.T
     np.fill_diagonal(similarity, -np.inf)
@@ -102,8 +103,8 @@ def neighbour_metrics(vectors: np.ndarray, labels: np.ndarray
     metrics = {'recall_at_1': float((neighbours[:, 0] == labels).mean())}
     classes = np.unique(labels)
     for k in KS:
-        votes = np.stack([(neighbours[:, :k] == c).sum(axis=1)
-                          for c in classes], axis=1)
+        votes = np.stack(
+            [(neighbours[:, :k] == c).sum(axis=1) for c in classes], axis=1)
         # Ties go to the class of the nearer neighbours: the vote of the
         # k nearest, then the nearest alone breaks it.
         predicted = classes[votes.argmax(axis=1)]
@@ -118,8 +119,10 @@ def evaluate(vectors: np.ndarray, labels: np.ndarray, draws: int,
     result: Dict[str, Any] = neighbour_metrics(vectors, labels)
     for k in KS:
         per_draw = nearest_reference_accuracy(vectors, labels, k, draws, seed)
-        result[f'references_{k}'] = [round(float(np.mean(per_draw)), 4),
-                                     round(float(np.std(per_draw)), 4)]
+        result[f'references_{k}'] = [
+            round(float(np.mean(per_draw)), 4),
+            round(float(np.std(per_draw)), 4)
+        ]
     return result
 
 
@@ -143,8 +146,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from models.embedding import model as embedding  # pylint: disable=import-outside-toplevel
 
     held_out = [c for c in range(10) if c not in args.seen]
-    params = {**configs.TRAINING_DEFAULTS,
-              **configs.MODELS['embedding'].profiles['smoke']}
+    params = {
+        **configs.TRAINING_DEFAULTS,
+        **configs.MODELS['embedding'].profiles['smoke']
+    }
     tf.keras.utils.set_random_seed(args.seed)
     train_images, train_labels = load_split('train', args.seen,
                                             args.train_per_class, args.seed)
@@ -162,22 +167,41 @@ def main(argv: Optional[List[str]] = None) -> int:
     y_train = np.array([label_index[c] for c in train_labels])
     batch = int(params['batch_size'])
     steps = int(np.ceil(len(y_train) / batch))
-    params.update(schedule.training_schedule(
-        {**params, 'epochs': args.epochs, 'min_train_steps': 0}, steps))
+    params.update(
+        schedule.training_schedule(
+            {
+                **params, 'epochs': args.epochs,
+                'min_train_steps': 0
+            }, steps))
     dataset = tf.data.Dataset.from_tensor_slices(
         (inputs(train_images), y_train))
     recalibration = dataset.batch(batch)
 
     results: Dict[str, Any] = {
-        'command': ' '.join(['python -m bench.metric_learning'] +
-                            (argv if argv is not None else sys.argv[1:])),
-        'seen_classes': args.seen, 'held_out_classes': held_out,
-        'train_images': int(len(y_train)), 'epochs': args.epochs,
-        'steps': steps * args.epochs, 'held_out_images': int(len(test_labels)),
-        'chance': round(1 / len(held_out), 4),
-        'settings': {k: params[k] for k in (
-            'conv_filters', 'dense_units', 'embedding_dim', 'triplet_margin',
-            'triplet_mining', 'batch_size', 'learning_rate', 'dropout')}}
+        'command':
+            ' '.join(['python -m bench.metric_learning'] +
+                     (argv if argv is not None else sys.argv[1:])),
+        'seen_classes':
+            args.seen,
+        'held_out_classes':
+            held_out,
+        'train_images':
+            int(len(y_train)),
+        'epochs':
+            args.epochs,
+        'steps':
+            steps * args.epochs,
+        'held_out_images':
+            int(len(test_labels)),
+        'chance':
+            round(1 / len(held_out), 4),
+        'settings': {
+            k: params[k]
+            for k in ('conv_filters', 'dense_units', 'embedding_dim',
+                      'triplet_margin', 'triplet_mining', 'batch_size',
+                      'learning_rate', 'dropout')
+        }
+    }
     models = {}
     for name in ('embedding', 'softmax'):
         if name == 'embedding':
@@ -187,29 +211,35 @@ def main(argv: Optional[List[str]] = None) -> int:
             model = convnet.build_model(params, len(args.seen))
             training.compile_model(model, params)
         started = time.monotonic()
-        history = model.fit(
-            dataset.shuffle(len(y_train), seed=args.seed).batch(batch),
-            epochs=args.epochs, verbose=0)
+        history = model.fit(dataset.shuffle(len(y_train),
+                                            seed=args.seed).batch(batch),
+                            epochs=args.epochs,
+                            verbose=0)
         weights.recalibrate_batch_norm(model, recalibration, 100)
         seconds = time.monotonic() - started
         if name == 'softmax':
             # The trunk's last features, below the softmax.
-            trunk = tf.keras.Model(
-                model.inputs, model.get_layer('classifier').input)
-            seen_accuracy = float((model.predict(
-                inputs(seen_test), verbose=0).argmax(axis=1) == np.array(
-                    [label_index[c] for c in seen_labels])).mean())
+            trunk = tf.keras.Model(model.inputs,
+                                   model.get_layer('classifier').input)
+            seen_accuracy = float(
+                (model.predict(inputs(seen_test),
+                               verbose=0).argmax(axis=1) == np.array([
+                                   label_index[c] for c in seen_labels
+                               ])).mean())
         else:
             trunk = model
             seen_accuracy = None
-        vectors = trunk.predict(inputs(test_images), batch_size=256,
-                                verbose=0)
+        vectors = trunk.predict(inputs(test_images), batch_size=256, verbose=0)
         models[name] = {
-            'train_seconds': round(seconds, 1),
-            'final_loss': round(float(history.history['loss'][-1]), 4),
-            **({'seen_test_accuracy': round(seen_accuracy, 4)}
-               if seen_accuracy is not None else {}),
-            **evaluate(vectors, test_labels, args.draws, args.seed)}
+            'train_seconds':
+                round(seconds, 1),
+            'final_loss':
+                round(float(history.history['loss'][-1]), 4),
+            **({
+                'seen_test_accuracy': round(seen_accuracy, 4)
+            } if seen_accuracy is not None else {}),
+            **evaluate(vectors, test_labels, args.draws, args.seed)
+        }
         print(f'{name}: {json.dumps(models[name])}', flush=True)
     results['models'] = models
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
@@ -221,17 +251,18 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def format_table(results: Dict[str, Any]) -> str:
     """The measures of both models and chance, one row each."""
-    columns = ['recall_at_1'] + [f'references_{k}' for k in KS] + [
-        f'knn_{k}' for k in KS]
+    columns = ['recall_at_1'] + [f'references_{k}' for k in KS
+                                ] + [f'knn_{k}' for k in KS]
     rows = [['model', *columns]]
     for name, measured in results['models'].items():
-        rows.append([name] + [
-            (f'{measured[c][0]:.3f}±{measured[c][1]:.3f}'
-             if isinstance(measured[c], list) else f'{measured[c]:.3f}')
-            for c in columns])
+        rows.append([name] +
+                    [(f'{measured[c][0]:.3f}±{measured[c][1]:.3f}' if
+                      isinstance(measured[c], list) else f'{measured[c]:.3f}')
+                     for c in columns])
     rows.append(['chance'] + [f'{results["chance"]:.3f}'] * len(columns))
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns) + 1)]
-    return '\n'.join('  '.join(cell.ljust(w) for cell, w in zip(row, widths))
+    return '\n'.join('  '.join(cell.ljust(w)
+                               for cell, w in zip(row, widths))
                      for row in rows)
 
 

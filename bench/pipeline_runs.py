@@ -14,7 +14,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 from bench import common
 
 
-def run_pipeline(model: str, profile: str, home: Path,
+def run_pipeline(model: str,
+                 profile: str,
+                 home: Path,
                  data: Optional[str] = None,
                  beam_args: Sequence[str] = (),
                  overrides: Sequence[Tuple[str, Any]] = (),
@@ -35,8 +37,11 @@ def run_pipeline(model: str, profile: str, home: Path,
         component), `outer_wall_seconds` and the load averages.
     """
     shutil.rmtree(home, ignore_errors=True)
-    args = ['-m', 'pipeline', 'run', '--model', model, '--profile', profile,
-            '--home', str(home)]
+    args = [
+        '-m', 'pipeline', 'run', '--model', model, '--profile', profile,
+        '--home',
+        str(home)
+    ]
     if data:
         args += ['--data', data]
     args += [f'--beam-arg={arg}' for arg in beam_args]

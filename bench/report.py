@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 # Targets (README, Performance).
-MAX_PIPELINE_OVER_BY_HAND = 1.25   # convnet, full profile
-MIN_TRAINER_THROUGHPUT = 0.95      # make_dataset fit / arrays fit
-MAX_GROWTH_EXPONENT = 1.0          # ingest + statistics + transform
-MAX_SMOKE_SECONDS = 120.0          # smoke profile, end to end
+MAX_PIPELINE_OVER_BY_HAND = 1.25  # convnet, full profile
+MIN_TRAINER_THROUGHPUT = 0.95  # make_dataset fit / arrays fit
+MAX_GROWTH_EXPONENT = 1.0  # ingest + statistics + transform
+MAX_SMOKE_SECONDS = 120.0  # smoke profile, end to end
 
 _COMPONENT_ORDER = ('startup', 'FileBasedExampleGen', 'StatisticsGen',
                     'Transform', 'Trainer', 'Evaluator', 'ServingCheck',
@@ -24,13 +24,21 @@ _PHASE_ORDER = ('startup', 'load', 'normalize', 'build', 'fit', 'evaluate',
                 'save')
 
 
-def _target(value: Optional[float], limit: float, at_most: bool,
-            measured: bool = True, note: str = '') -> Dict[str, Any]:
+def _target(value: Optional[float],
+            limit: float,
+            at_most: bool,
+            measured: bool = True,
+            note: str = '') -> Dict[str, Any]:
     met = None
     if measured and value is not None:
         met = value <= limit if at_most else value >= limit
-    return {'value': value, 'limit': limit,
-            'rule': '<=' if at_most else '>=', 'met': met, 'note': note}
+    return {
+        'value': value,
+        'limit': limit,
+        'rule': '<=' if at_most else '>=',
+        'met': met,
+        'note': note
+    }
 
 
 def evaluate_targets(results: Dict[str, Any]) -> Dict[str, Any]:
@@ -44,24 +52,35 @@ def evaluate_targets(results: Dict[str, Any]) -> Dict[str, Any]:
     throughput = (results.get('throughput') or {}).get('convnet') or {}
     scaling = results.get('scaling') or {}
     smoke = results.get('smoke') or {}
-    smoke_walls = [run.get('wall_seconds') for run in smoke.values()
-                   if isinstance(run, dict) and 'wall_seconds' in run]
+    smoke_walls = [
+        run.get('wall_seconds')
+        for run in smoke.values()
+        if isinstance(run, dict) and 'wall_seconds' in run
+    ]
     return {
-        'convnet_pipeline_over_by_hand': _target(
-            ratio, MAX_PIPELINE_OVER_BY_HAND, True, profile == 'full',
-            (f'CPU seconds ratio: '
-             f'{(results.get("cpu_ratios") or {}).get("convnet")}')
-            if profile == 'full' else
-            f'measured on the {profile} profile; the target is for full'),
-        'trainer_throughput_ratio': _target(
-            throughput.get('ratio'), MIN_TRAINER_THROUGHPUT, False,
-            note=f'per CPU second: {throughput.get("cpu_ratio")}'),
-        'ingest_growth_exponent': _target(
-            scaling.get('growth_exponent'), MAX_GROWTH_EXPONENT, True,
-            note='seconds ~ rows^k from the smallest to the largest size'),
-        'smoke_end_to_end_seconds': _target(
-            max(smoke_walls) if smoke_walls else None, MAX_SMOKE_SECONDS,
-            True, note='the slower of the two models'),
+        'convnet_pipeline_over_by_hand':
+            _target(
+                ratio, MAX_PIPELINE_OVER_BY_HAND, True, profile == 'full',
+                (f'CPU seconds ratio: '
+                 f'{(results.get("cpu_ratios") or {}).get("convnet")}')
+                if profile == 'full' else
+                f'measured on the {profile} profile; the target is for full'),
+        'trainer_throughput_ratio':
+            _target(throughput.get('ratio'),
+                    MIN_TRAINER_THROUGHPUT,
+                    False,
+                    note=f'per CPU second: {throughput.get("cpu_ratio")}'),
+        'ingest_growth_exponent':
+            _target(
+                scaling.get('growth_exponent'),
+                MAX_GROWTH_EXPONENT,
+                True,
+                note='seconds ~ rows^k from the smallest to the largest size'),
+        'smoke_end_to_end_seconds':
+            _target(max(smoke_walls) if smoke_walls else None,
+                    MAX_SMOKE_SECONDS,
+                    True,
+                    note='the slower of the two models'),
     }
 
 
@@ -81,8 +100,9 @@ def by_hand_breakdown(run: Dict[str, Any]) -> List[Tuple[str, float]]:
     phases = dict(run.get('phase_seconds') or {})
     parts = {'startup': max(0.0, float(run.get('startup_seconds') or 0.0))}
     parts.update(phases)
-    return [(name, round(float(parts.get(name, 0.0)), 1))
-            for name in _PHASE_ORDER]
+    return [
+        (name, round(float(parts.get(name, 0.0)), 1)) for name in _PHASE_ORDER
+    ]
 
 
 def plot(results: Dict[str, Any], path: Path) -> None:
@@ -105,20 +125,29 @@ def plot(results: Dict[str, Any], path: Path) -> None:
     names = []
     for stack in stacks:
         names += [n for n, _ in stack if n not in names]
-    colors = {name: pyplot.get_cmap('tab20')(i % 20)
-              for i, name in enumerate(names)}
+    colors = {
+        name: pyplot.get_cmap('tab20')(i % 20) for i, name in enumerate(names)
+    }
     drawn = set()
     for x, stack in enumerate(stacks):
         bottom = 0.0
         for name, seconds in stack:
             if seconds <= 0:
                 continue
-            bars.bar(x, seconds, bottom=bottom, color=colors[name],
+            bars.bar(x,
+                     seconds,
+                     bottom=bottom,
+                     color=colors[name],
                      label=name if name not in drawn else None,
-                     edgecolor='white', linewidth=0.5)
+                     edgecolor='white',
+                     linewidth=0.5)
             drawn.add(name)
             bottom += seconds
-        bars.text(x, bottom, f'{bottom:.0f} s', ha='center', va='bottom',
+        bars.text(x,
+                  bottom,
+                  f'{bottom:.0f} s',
+                  ha='center',
+                  va='bottom',
                   fontsize=8)
     bars.set_xticks(range(len(labels)))
     bars.set_xticklabels(labels, fontsize=8)
@@ -132,11 +161,15 @@ def plot(results: Dict[str, Any], path: Path) -> None:
     if points:
         scales = [p['scale'] for p in points]
         scaling_axis.plot(scales, [p['rows_per_second'] for p in points],
-                          'o-', label='ExampleGen+StatisticsGen+Transform')
+                          'o-',
+                          label='ExampleGen+StatisticsGen+Transform')
         for name in ('FileBasedExampleGen', 'StatisticsGen', 'Transform'):
             scaling_axis.plot(
-                scales, [p['component_rows_per_second'].get(name)
-                         for p in points], '.--', alpha=0.6, label=name)
+                scales,
+                [p['component_rows_per_second'].get(name) for p in points],
+                '.--',
+                alpha=0.6,
+                label=name)
         scaling_axis.set_xscale('log', base=2)
         scaling_axis.set_xticks(scales)
         scaling_axis.set_xticklabels([f'{s:g}x' for s in scales])
@@ -145,9 +178,11 @@ def plot(results: Dict[str, Any], path: Path) -> None:
     scaling_axis.set_ylabel('rows / s')
     scaling_axis.set_title('Ingest throughput vs data size')
     load = (results.get('machine') or {}).get('load_start')
-    figure.suptitle(f'bench ({results.get("mode", "?")}), '
-                    f'{(results.get("machine") or {}).get("cpus", "?")} CPUs, '
-                    f'load at start {load}', fontsize=9)
+    figure.suptitle(
+        f'bench ({results.get("mode", "?")}), '
+        f'{(results.get("machine") or {}).get("cpus", "?")} CPUs, '
+        f'load at start {load}',
+        fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     pyplot.close(figure)
@@ -163,9 +198,11 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 def format_table(results: Dict[str, Any]) -> str:
     """The printed summary: walls, ratios, throughput, scaling, targets."""
-    lines = [f'bench ({results.get("mode")}, profile '
-             f'{results.get("profile")}), load at start '
-             f'{(results.get("machine") or {}).get("load_start")}', '']
+    lines = [
+        f'bench ({results.get("mode")}, profile '
+        f'{results.get("profile")}), load at start '
+        f'{(results.get("machine") or {}).get("load_start")}', ''
+    ]
     lines.append(f'{"":<24}{"pipeline s":>12}{"by hand s":>12}{"ratio":>8}'
                  f'{"CPU s ratio":>13}')
     for model, run in (results.get('pipeline') or {}).items():
@@ -183,14 +220,17 @@ def format_table(results: Dict[str, Any]) -> str:
     smoke = results.get('smoke') or {}
     if smoke:
         lines.append('')
-        lines.append('smoke profile, end to end: ' + ', '.join(
-            f'{m} {_fmt(r.get("wall_seconds"))} s' for m, r in smoke.items()
-            if isinstance(r, dict)))
+        lines.append('smoke profile, end to end: ' +
+                     ', '.join(f'{m} {_fmt(r.get("wall_seconds"))} s'
+                               for m, r in smoke.items()
+                               if isinstance(r, dict)))
     throughput = results.get('throughput') or {}
     if throughput:
-        lines += ['', f'{"Trainer throughput":<24}{"make_dataset":>13}'
-                  f'{"arrays":>10}{"ratio":>8}{"cpu ratio":>11}'
-                  f'{"input only":>12}']
+        lines += [
+            '', f'{"Trainer throughput":<24}{"make_dataset":>13}'
+            f'{"arrays":>10}{"ratio":>8}{"cpu ratio":>11}'
+            f'{"input only":>12}'
+        ]
         for model, t in throughput.items():
             if not isinstance(t, dict) or 'ratio' not in t:
                 lines.append(f'{model:<24}{t}')
@@ -203,8 +243,10 @@ def format_table(results: Dict[str, Any]) -> str:
                 f'{_fmt(t["input_only_examples_per_second"]["warm"]):>12}')
     points = (results.get('scaling') or {}).get('points') or []
     if points:
-        lines += ['', f'{"Ingest scale":<14}{"rows":>9}{"ExampleGen":>12}'
-                  f'{"Stats":>8}{"Transform":>11}{"total s":>9}{"rows/s":>9}']
+        lines += [
+            '', f'{"Ingest scale":<14}{"rows":>9}{"ExampleGen":>12}'
+            f'{"Stats":>8}{"Transform":>11}{"total s":>9}{"rows/s":>9}'
+        ]
         for p in points:
             s = p['component_seconds']
             lines.append(
@@ -228,18 +270,20 @@ def format_table(results: Dict[str, Any]) -> str:
             lines.append(f'serving: {serving.get("status", serving)}')
     lines += ['', 'targets']
     for name, target in (results.get('targets') or {}).items():
-        verdict = {True: 'met', False: 'NOT met', None: 'not measured'}[
-            target['met']]
+        verdict = {
+            True: 'met',
+            False: 'NOT met',
+            None: 'not measured'
+        }[target['met']]
         lines.append(f'  {name:<34}{_fmt(target["value"], 3):>9} '
-                     f'{target["rule"]} {target["limit"]:<6} {verdict}'
-                     + (f'  ({target["note"]})' if target['note'] else ''))
+                     f'{target["rule"]} {target["limit"]:<6} {verdict}' +
+                     (f'  ({target["note"]})' if target['note'] else ''))
     for section, error in (results.get('errors') or {}).items():
         lines.append(f'error in {section}: {error.splitlines()[0][:200]}')
     return '\n'.join(lines)
 
 
-def write_report(results: Dict[str, Any], folder: Path
-                 ) -> Tuple[Path, Path]:
+def write_report(results: Dict[str, Any], folder: Path) -> Tuple[Path, Path]:
     """Adds the targets to `results`, writes report.json and report.png.
 
     Returns:

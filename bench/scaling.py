@@ -53,8 +53,8 @@ def write_idx(path: str, array: np.ndarray) -> None:
 def replicate(array: np.ndarray, count: int) -> np.ndarray:
     """The first `count` rows of `array` repeated as often as needed."""
     repeats = math.ceil(count / len(array))
-    return np.concatenate([array] * repeats)[:count] if repeats > 1 else (
-        array[:count])
+    return np.concatenate([array] *
+                          repeats)[:count] if repeats > 1 else (array[:count])
 
 
 def write_scaled_idx(source: str, dest: str, scale: float) -> Dict[str, int]:
@@ -73,9 +73,11 @@ def write_scaled_idx(source: str, dest: str, scale: float) -> Dict[str, int]:
     class_names = data_source.detect(source, data_source.IMAGES).class_names
     rows = {}
     for split, stem in (('train', 'train'), ('test', 't10k')):
-        [images_path] = [os.path.join(source, name)
-                         for name in sorted(os.listdir(source))
-                         if name.startswith(f'{stem}-images-idx')]
+        [images_path] = [
+            os.path.join(source, name)
+            for name in sorted(os.listdir(source))
+            if name.startswith(f'{stem}-images-idx')
+        ]
         images, labels = image_formats.read_idx_dataset(
             images_path, image_formats.labels_path_for(images_path),
             len(class_names))
@@ -85,14 +87,15 @@ def write_scaled_idx(source: str, dest: str, scale: float) -> Dict[str, int]:
         write_idx(os.path.join(dest, f'{stem}-labels-idx1-ubyte'),
                   replicate(labels.astype(np.uint8), count))
         rows[split] = count
-    with open(os.path.join(dest, data_source.CLASS_NAMES_FILE), 'w',
+    with open(os.path.join(dest, data_source.CLASS_NAMES_FILE),
+              'w',
               encoding='utf-8') as f:
         f.write('\n'.join(class_names) + '\n')
     return rows
 
 
-def growth_exponent(sizes: Sequence[float], seconds: Sequence[float]
-                    ) -> Optional[float]:
+def growth_exponent(sizes: Sequence[float],
+                    seconds: Sequence[float]) -> Optional[float]:
     """k in seconds ~ size^k between the smallest and the largest size.
 
     1 is linear growth; below 1, fixed costs still dominate.
@@ -100,11 +103,13 @@ def growth_exponent(sizes: Sequence[float], seconds: Sequence[float]
     if len(sizes) < 2 or min(seconds) <= 0 or max(sizes) == min(sizes):
         return None
     low, high = int(np.argmin(sizes)), int(np.argmax(sizes))
-    return round(math.log(seconds[high] / seconds[low])
-                 / math.log(sizes[high] / sizes[low]), 3)
+    return round(
+        math.log(seconds[high] / seconds[low]) /
+        math.log(sizes[high] / sizes[low]), 3)
 
 
-def run_scaling(scales: Sequence[float], workdir: Path,
+def run_scaling(scales: Sequence[float],
+                workdir: Path,
                 beam_args: Sequence[str] = (),
                 source: str = FASHION_MNIST,
                 log_dir: Optional[Path] = None) -> Dict[str, Any]:
@@ -128,50 +133,63 @@ def run_scaling(scales: Sequence[float], workdir: Path,
         home = workdir / f'home-{scale:g}x'
         shutil.rmtree(home, ignore_errors=True)
         rows = write_scaled_idx(source, str(data), scale)
-        args = ['-m', 'bench.scaling', '--data', str(data), '--home',
-                str(home)] + [f'--beam-arg={a}' for a in beam_args]
+        args = [
+            '-m', 'bench.scaling', '--data',
+            str(data), '--home',
+            str(home)
+        ] + [f'--beam-arg={a}' for a in beam_args]
         try:
             result = common.run_json(
-                args, log_path=(log_dir / f'scaling-{scale:g}x.log'
-                                if log_dir else None))
+                args,
+                log_path=(log_dir /
+                          f'scaling-{scale:g}x.log' if log_dir else None))
         finally:
             shutil.rmtree(data, ignore_errors=True)
             shutil.rmtree(home, ignore_errors=True)
-        seconds = {name: result['component_seconds'].get(name, 0.0)
-                   for name in TIMED}
+        seconds = {
+            name: result['component_seconds'].get(name, 0.0) for name in TIMED
+        }
         total_rows = rows['train'] + rows['test']
         ingest = sum(seconds.values())
         points.append({
-            'scale': scale, 'rows': rows, 'total_rows': total_rows,
+            'scale': scale,
+            'rows': rows,
+            'total_rows': total_rows,
             'component_seconds': seconds,
             'ingest_seconds': round(ingest, 1),
-            'rows_per_second': (round(total_rows / ingest, 1) if ingest
-                                else None),
+            'rows_per_second':
+                (round(total_rows / ingest, 1) if ingest else None),
             'component_rows_per_second': {
                 name: round(total_rows / s, 1) if s else None
-                for name, s in seconds.items()},
+                for name, s in seconds.items()
+            },
             'driver_wall_seconds': result['wall_seconds'],
             'load_before': result['load_before'],
             'load_after': result['load_after'],
         })
     sizes = [p['total_rows'] for p in points]
     return {
-        'method': 'bench/scaling.py driver: the project pipeline cut after '
-                  'Transform, run by ProgressDagRunner; seconds are '
-                  'ExampleGen + StatisticsGen + Transform',
-        'beam_args': list(beam_args),
-        'points': points,
-        'growth_exponent': growth_exponent(
-            sizes, [p['ingest_seconds'] for p in points]),
+        'method':
+            'bench/scaling.py driver: the project pipeline cut after '
+            'Transform, run by ProgressDagRunner; seconds are '
+            'ExampleGen + StatisticsGen + Transform',
+        'beam_args':
+            list(beam_args),
+        'points':
+            points,
+        'growth_exponent':
+            growth_exponent(sizes, [p['ingest_seconds'] for p in points]),
         'growth_exponent_per_component': {
-            name: growth_exponent(
-                sizes, [p['component_seconds'][name] for p in points])
-            for name in TIMED},
+            name:
+                growth_exponent(sizes,
+                                [p['component_seconds'][name] for p in points])
+            for name in TIMED
+        },
     }
 
 
-def run_ingest(data: str, home: str, beam_args: Sequence[str] = ()
-               ) -> Dict[str, Any]:
+def run_ingest(data: str, home: str,
+               beam_args: Sequence[str] = ()) -> Dict[str, Any]:
     """Runs the pipeline's nodes up to Transform on `data` in `home`.
 
     Returns:
@@ -184,15 +202,21 @@ def run_ingest(data: str, home: str, beam_args: Sequence[str] = ()
     from pipeline import pipeline as pipeline_lib
     from pipeline import runner
 
-    config = configs.RunConfig(model='convnet', profile='full', data=data,
-                               home=home, beam_args=tuple(beam_args))
+    config = configs.RunConfig(model='convnet',
+                               profile='full',
+                               data=data,
+                               home=home,
+                               beam_args=tuple(beam_args))
     tfx_pipeline = pipeline_lib.create_pipeline(
-        config, config.data_path,
+        config,
+        config.data_path,
         metadata_connection_config=runner.metadata_config(config),
         serving_check=False)
     ir = compiler.Compiler().compile(tfx_pipeline)
-    kept = [node for node in ir.nodes
-            if node.pipeline_node.node_info.id in INGEST_NODES]
+    kept = [
+        node for node in ir.nodes
+        if node.pipeline_node.node_info.id in INGEST_NODES
+    ]
     del ir.nodes[:]
     ir.nodes.extend(kept)
     dag_runner = runner.ProgressDagRunner(sys.stderr)
@@ -206,7 +230,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--data', required=True)
     parser.add_argument('--home', required=True)
-    parser.add_argument('--beam-arg', action='append', default=[],
+    parser.add_argument('--beam-arg',
+                        action='append',
+                        default=[],
                         dest='beam_args')
     args = parser.parse_args(argv)
     os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')

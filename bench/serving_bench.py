@@ -72,6 +72,7 @@ def export_convnet(base_path: str) -> str:
     class_names = tf.constant([[str(i).encode() for i in range(10)]])
 
     class Exported(tf.Module):
+
         def __init__(self):
             super().__init__()
             self.net = net
@@ -79,30 +80,39 @@ def export_convnet(base_path: str) -> str:
         def _outputs(self, images):
             scores = self.net(images, training=False)
             classes = tf.tile(class_names, [tf.shape(scores)[0], 1])
-            return {signatures.SCORES_OUTPUT: scores,
-                    signatures.CLASSES_OUTPUT: classes}
+            return {
+                signatures.SCORES_OUTPUT: scores,
+                signatures.CLASSES_OUTPUT: classes
+            }
 
-        @tf.function(input_signature=[tf.TensorSpec(
-            [None], tf.string, name=signatures.IMAGE_INPUT)])
+        @tf.function(input_signature=[
+            tf.TensorSpec([None], tf.string, name=signatures.IMAGE_INPUT)
+        ])
         def serving_image(self, images):
-            decoded = tf.map_fn(
-                lambda png: tf.io.decode_png(png, channels=1), images,
-                fn_output_signature=tf.TensorSpec([28, 28, 1], tf.uint8))
+            decoded = tf.map_fn(lambda png: tf.io.decode_png(png, channels=1),
+                                images,
+                                fn_output_signature=tf.TensorSpec([28, 28, 1],
+                                                                  tf.uint8))
             return self._outputs(tf.cast(decoded, tf.float32) / 255.0)
 
-        @tf.function(input_signature=[tf.TensorSpec(
-            [None], tf.string, name=signatures.EXAMPLES_INPUT)])
+        @tf.function(input_signature=[
+            tf.TensorSpec([None], tf.string, name=signatures.EXAMPLES_INPUT)
+        ])
         def serving_default(self, inputs):
-            parsed = tf.io.parse_example(inputs, {
-                'image/float': tf.io.FixedLenFeature([784], tf.float32)})
-            return self._outputs(tf.reshape(parsed['image/float'],
-                                            [-1, 28, 28, 1]))
+            parsed = tf.io.parse_example(
+                inputs,
+                {'image/float': tf.io.FixedLenFeature([784], tf.float32)})
+            return self._outputs(
+                tf.reshape(parsed['image/float'], [-1, 28, 28, 1]))
 
     module = Exported()
     path = os.path.join(base_path, '1')
-    tf.saved_model.save(module, path, signatures={
-        signatures.IMAGE_SIGNATURE: module.serving_image,
-        signatures.DEFAULT_SIGNATURE: module.serving_default})
+    tf.saved_model.save(module,
+                        path,
+                        signatures={
+                            signatures.IMAGE_SIGNATURE: module.serving_image,
+                            signatures.DEFAULT_SIGNATURE: module.serving_default
+                        })
     return base_path
 
 
@@ -126,21 +136,27 @@ class _Server:
     def __init__(self, base_path: str, workdir: str, batching: bool):
         self.port = _free_port()
         self.log_path = os.path.join(workdir, f'server-{self.port}.log')
-        args = [sys.executable, '-m', 'serving', 'serve',
-                f'--port={self.port}', f'--model_name={MODEL_NAME}',
-                f'--model_base_path={os.path.abspath(base_path)}']
+        args = [
+            sys.executable, '-m', 'serving', 'serve', f'--port={self.port}',
+            f'--model_name={MODEL_NAME}',
+            f'--model_base_path={os.path.abspath(base_path)}'
+        ]
         if batching:
             params = os.path.join(workdir, 'batching.config')
             Path(params).write_text(BATCHING_PARAMETERS)
-            args += ['--enable_batching',
-                     f'--batching_parameters_file={params}']
-        env = dict(os.environ, TF_USE_LEGACY_KERAS='1',
+            args += [
+                '--enable_batching', f'--batching_parameters_file={params}'
+            ]
+        env = dict(os.environ,
+                   TF_USE_LEGACY_KERAS='1',
                    TF_CPP_MIN_LOG_LEVEL='2',
                    PYTHONPATH=str(REPO_ROOT))
         with open(self.log_path, 'wb') as log:
-            self.process = subprocess.Popen(args, stdout=log,
+            self.process = subprocess.Popen(args,
+                                            stdout=log,
                                             stderr=subprocess.STDOUT,
-                                            env=env, cwd=str(REPO_ROOT))
+                                            env=env,
+                                            cwd=str(REPO_ROOT))
         deadline = time.monotonic() + 300
         while ('Running gRPC ModelServer at'
                not in Path(self.log_path).read_text(errors='replace')):
@@ -162,13 +178,16 @@ class _Server:
 
 def _percentiles(seconds: List[float]) -> Dict[str, float]:
     millis = np.array(seconds) * 1e3
-    return {'p50': round(float(np.percentile(millis, 50)), 3),
-            'p99': round(float(np.percentile(millis, 99)), 3),
-            'mean': round(float(millis.mean()), 3), 'n': len(seconds)}
+    return {
+        'p50': round(float(np.percentile(millis, 50)), 3),
+        'p99': round(float(np.percentile(millis, 99)), 3),
+        'mean': round(float(millis.mean()), 3),
+        'n': len(seconds)
+    }
 
 
-def _in_process_latency(base_path: str, png: bytes, iterations: int
-                        ) -> Dict[str, float]:
+def _in_process_latency(base_path: str, png: bytes,
+                        iterations: int) -> Dict[str, float]:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
     from models import signatures  # pylint: disable=import-outside-toplevel
@@ -237,8 +256,9 @@ def _throughput(port: int, request, clients: int, seconds: float) -> float:
                 errors.append(e)
                 return
 
-    threads = [threading.Thread(target=client, args=(i,))
-               for i in range(clients)]
+    threads = [
+        threading.Thread(target=client, args=(i,)) for i in range(clients)
+    ]
     for thread in threads:
         thread.start()
     barrier.wait()
@@ -272,10 +292,10 @@ def _layer_throughput(base_path: str, request, clients: int, seconds: float,
     served = served_versions.ServedVersions()
     manager = manager_lib.ModelManager(
         lambda name, version, path: servable_lib.load(name, version, path,
-                                                      ('serve',)),
-        served, manager_lib.ManagerOptions(poll_seconds=0, settle_seconds=0))
-    manager.reload(config_lib.single_model_config(
-        MODEL_NAME, os.path.abspath(base_path)))
+                                                      ('serve',)), served,
+        manager_lib.ManagerOptions(poll_seconds=0, settle_seconds=0))
+    manager.reload(
+        config_lib.single_model_config(MODEL_NAME, os.path.abspath(base_path)))
     batcher = None
     if batching:
         batcher = batching_lib.BatchScheduler(
@@ -291,8 +311,9 @@ def _layer_throughput(base_path: str, request, clients: int, seconds: float,
             inference.predict(request)
             counts[i] += 1
 
-    threads = [threading.Thread(target=client, args=(i,))
-               for i in range(clients)]
+    threads = [
+        threading.Thread(target=client, args=(i,)) for i in range(clients)
+    ]
     start = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -317,13 +338,19 @@ def run(quick: bool = False, model_base_path: Optional[str] = None) -> dict:
             os.path.join(workdir, MODEL_NAME))
         request = _request(png)
         results = {
-            'model': {'base_path': model_base_path or '<built-in convnet>',
-                      'signature': 'serving_image', 'input': '28x28 PNG',
-                      'png_bytes': len(png)},
-            'settings': {'quick': quick, 'latency_iterations': iterations,
-                         'seconds_per_throughput_cell': seconds,
-                         'batching_parameters': BATCHING_PARAMETERS.strip(),
-                         'cpus': os.cpu_count()},
+            'model': {
+                'base_path': model_base_path or '<built-in convnet>',
+                'signature': 'serving_image',
+                'input': '28x28 PNG',
+                'png_bytes': len(png)
+            },
+            'settings': {
+                'quick': quick,
+                'latency_iterations': iterations,
+                'seconds_per_throughput_cell': seconds,
+                'batching_parameters': BATCHING_PARAMETERS.strip(),
+                'cpus': os.cpu_count()
+            },
             'latency_ms': {},
             'throughput_rps': {},
             'in_process_layer_rps_at_32': {},
@@ -343,7 +370,8 @@ def run(quick: bool = False, model_base_path: Optional[str] = None) -> dict:
                         server.port, request, iterations)
                 results['throughput_rps'][key] = {
                     str(c): _throughput(server.port, request, c, seconds)
-                    for c in CONCURRENCY}
+                    for c in CONCURRENCY
+                }
             finally:
                 server.stop()
     latency = results['latency_ms']
@@ -361,14 +389,17 @@ def run(quick: bool = False, model_base_path: Optional[str] = None) -> dict:
 
 def format_table(results: dict) -> str:
     latency = results['latency_ms']
-    lines = ['Predict latency, one 28x28 PNG (ms)',
-             f'  {"":<12}{"p50":>8}{"p99":>8}']
+    lines = [
+        'Predict latency, one 28x28 PNG (ms)', f'  {"":<12}{"p50":>8}{"p99":>8}'
+    ]
     for key in ('in_process', 'grpc'):
         lines.append(f'  {key:<12}{latency[key]["p50"]:>8.3f}'
                      f'{latency[key]["p99"]:>8.3f}')
     lines.append(f'  overhead at p50: {latency["overhead_p50"]:.3f} ms')
-    lines += ['', 'Throughput (requests/s)',
-              f'  {"clients":<10}{"batching off":>14}{"batching on":>14}']
+    lines += [
+        '', 'Throughput (requests/s)',
+        f'  {"clients":<10}{"batching off":>14}{"batching on":>14}'
+    ]
     for clients in CONCURRENCY:
         off = results['throughput_rps']['batching_off'][str(clients)]
         on = results['throughput_rps']['batching_on'][str(clients)]
@@ -384,12 +415,14 @@ def format_table(results: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--quick', action='store_true',
+    parser.add_argument('--quick',
+                        action='store_true',
                         help='fewer iterations and shorter runs')
     parser.add_argument('--model_base_path',
                         help='serve this model instead of the built-in '
-                             'convnet (needs a serving_image signature)')
-    parser.add_argument('--output', default=str(DEFAULT_OUTPUT),
+                        'convnet (needs a serving_image signature)')
+    parser.add_argument('--output',
+                        default=str(DEFAULT_OUTPUT),
                         help='where to write the JSON results')
     args = parser.parse_args(argv)
     results = run(args.quick, args.model_base_path)

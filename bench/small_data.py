@@ -38,17 +38,20 @@ FASHION_NAMES = ('T-shirt_top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                  'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle_boot')
 
 
-def write_image_folders(root: str, per_class: int, size: int,
-                        seed: int = 0, classes: Sequence[int] = range(10),
+def write_image_folders(root: str,
+                        per_class: int,
+                        size: int,
+                        seed: int = 0,
+                        classes: Sequence[int] = range(10),
                         colour: bool = True,
                         test_per_class: Optional[int] = None) -> None:
     """`per_class` training and `test_per_class` (default `per_class // 3`)
     test images of each of `classes` (Fashion-MNIST label indices), RGB or
     gray."""
     rng = np.random.default_rng(seed)
-    for split, prefix, count in (
-            ('train', 'train', per_class),
-            ('test', 't10k', test_per_class or max(per_class // 3, 1))):
+    for split, prefix, count in (('train', 'train', per_class),
+                                 ('test', 't10k', test_per_class or
+                                  max(per_class // 3, 1))):
         images_path = os.path.join(data_source.FASHION_MNIST_DIR,
                                    f'{prefix}-images-idx3-ubyte.gz')
         images, labels = image_formats.read_idx_dataset(
@@ -56,11 +59,12 @@ def write_image_folders(root: str, per_class: int, size: int,
         for label in classes:
             folder = os.path.join(root, split, FASHION_NAMES[label])
             os.makedirs(folder, exist_ok=True)
-            chosen = rng.choice(np.flatnonzero(labels == label), count,
+            chosen = rng.choice(np.flatnonzero(labels == label),
+                                count,
                                 replace=False)
             for index in chosen:
-                Image.fromarray(images[index]).convert(
-                    'RGB' if colour else 'L').resize(
+                Image.fromarray(
+                    images[index]).convert('RGB' if colour else 'L').resize(
                         (size, size), Image.BILINEAR).save(
                             os.path.join(folder, f'{index}.png'))
 
@@ -73,9 +77,8 @@ def write_sequence_cut(name: str, root: str, train: int) -> None:
         path = os.path.join(source, f'{name}_{split}.ts')
         series = list(ts_format.read_ts(path))
         labels = sorted({s.label for s in series})
-        ts_format.write_ts(
-            os.path.join(root, f'{name}_{split}.ts'),
-            series[:limit] if limit else series, name, labels)
+        ts_format.write_ts(os.path.join(root, f'{name}_{split}.ts'),
+                           series[:limit] if limit else series, name, labels)
 
 
 def by_hand(root: str, epochs: int, seed: int = 42) -> dict:
@@ -91,13 +94,17 @@ def by_hand(root: str, epochs: int, seed: int = 42) -> dict:
 
     def load(split, subset=None):
         return tf.keras.utils.image_dataset_from_directory(
-            os.path.join(root, split), image_size=(height, width),
+            os.path.join(root, split),
+            image_size=(height, width),
             color_mode='grayscale' if channels == 1 else 'rgb',
-            batch_size=params['batch_size'], seed=seed, subset=subset,
+            batch_size=params['batch_size'],
+            seed=seed,
+            subset=subset,
             validation_split=(configs.EVAL_PERCENT / 100 if subset else None))
 
-    train, held, test = load('train', 'training'), load(
-        'train', 'validation'), load('test')
+    train, held, test = load('train',
+                             'training'), load('train',
+                                               'validation'), load('test')
     scale = tf.keras.layers.Rescaling(1 / 255)
     normalize = tf.keras.layers.Normalization()
     normalize.adapt(train.map(lambda x, _: scale(x)))
@@ -105,12 +112,15 @@ def by_hand(root: str, epochs: int, seed: int = 42) -> dict:
     inputs = tf.keras.Input((height, width, channels))
     wrapped = tf.keras.Model(inputs, model(normalize(scale(inputs))))
     training.compile_model(wrapped, params)
-    history = wrapped.fit(train, validation_data=held, epochs=epochs,
-                          verbose=0)
+    history = wrapped.fit(train, validation_data=held, epochs=epochs, verbose=0)
     _, accuracy = wrapped.evaluate(test, verbose=0)
-    return {'test_accuracy': round(float(accuracy), 4),
-            'eval_accuracy_by_epoch': [round(a, 4) for a in
-                                       history.history['val_accuracy']]}
+    return {
+        'test_accuracy':
+            round(float(accuracy), 4),
+        'eval_accuracy_by_epoch': [
+            round(a, 4) for a in history.history['val_accuracy']
+        ]
+    }
 
 
 def main(argv: Optional[List[str]] = None) -> int:

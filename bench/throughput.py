@@ -75,14 +75,16 @@ def materialize(dataset) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
     for key, parts in inputs.items():
         if parts[0].ndim >= 2:
             longest = max(p.shape[1] for p in parts)
-            parts = [np.pad(p, [(0, 0), (0, longest - p.shape[1])]
-                            + [(0, 0)] * (p.ndim - 2)) for p in parts]
+            parts = [
+                np.pad(p, [(0, 0),
+                           (0, longest - p.shape[1])] + [(0, 0)] * (p.ndim - 2))
+                for p in parts
+            ]
         arrays[key] = np.concatenate(parts)
     return arrays, np.concatenate(labels).reshape(-1)
 
 
-def _epoch_rates(fit: Callable[[], Any], examples: int
-                 ) -> Tuple[float, float]:
+def _epoch_rates(fit: Callable[[], Any], examples: int) -> Tuple[float, float]:
     """(examples per wall second, examples per CPU second) of one call."""
     wall, cpu = time.monotonic(), time.process_time()
     fit()
@@ -90,9 +92,12 @@ def _epoch_rates(fit: Callable[[], Any], examples: int
             examples / (time.process_time() - cpu))
 
 
-def measure(model_name: str, home: str, profile: str = 'full',
-            rounds: int = 2, overrides: Tuple[Tuple[str, Any], ...] = ()
-            ) -> Dict[str, Any]:
+def measure(
+    model_name: str,
+    home: str,
+    profile: str = 'full',
+    rounds: int = 2,
+    overrides: Tuple[Tuple[str, Any], ...] = ()) -> Dict[str, Any]:
     """Measures the Trainer's input function and fit against numpy arrays.
 
     Args:
@@ -117,11 +122,15 @@ def measure(model_name: str, home: str, profile: str = 'full',
     from models import training
     module = __import__(f'models.{model_name}.model', fromlist=['model'])
 
-    config = configs.RunConfig(model=model_name, profile=profile, home=home,
+    config = configs.RunConfig(model=model_name,
+                               profile=profile,
+                               home=home,
                                overrides=overrides)
     source = data_source.detect(config.data_path, config.family.kind)
-    params = {**config.hyperparameters, 'class_names': list(source.class_names),
-              'num_channels': source.num_channels}
+    params = {
+        **config.hyperparameters, 'class_names': list(source.class_names),
+        'num_channels': source.num_channels
+    }
     batch_size = int(params['batch_size'])
     examples_uri, graph_uri = transform_outputs(config.home_path,
                                                 config.pipeline_name)
@@ -131,8 +140,12 @@ def measure(model_name: str, home: str, profile: str = 'full',
     to_inputs = functools.partial(module.to_model_inputs, params=params)
 
     def pipeline_dataset(shuffle: bool = True):
-        return inputs.make_dataset(pattern, accessor, schema, to_inputs,
-                                   batch_size, shuffle=shuffle,
+        return inputs.make_dataset(pattern,
+                                   accessor,
+                                   schema,
+                                   to_inputs,
+                                   batch_size,
+                                   shuffle=shuffle,
                                    seed=params.get('seed'),
                                    cache=bool(params['cache_examples']))
 
@@ -156,18 +169,25 @@ def measure(model_name: str, home: str, profile: str = 'full',
             training.compile_model(model, params)
         models[key] = model
     # Warm-up: trace the train step on a few batches of each input.
-    models['make_dataset'].fit(train.take(WARMUP_BATCHES), epochs=1,
-                               verbose=0)
+    models['make_dataset'].fit(train.take(WARMUP_BATCHES), epochs=1, verbose=0)
     warm = WARMUP_BATCHES * batch_size
-    models['arrays'].fit({k: v[:warm] for k, v in arrays.items()},
-                         labels[:warm], batch_size=batch_size, epochs=1,
+    models['arrays'].fit({
+        k: v[:warm] for k, v in arrays.items()
+    },
+                         labels[:warm],
+                         batch_size=batch_size,
+                         epochs=1,
                          verbose=0)
     fits = {
-        'make_dataset': lambda: models['make_dataset'].fit(
-            train, epochs=1, verbose=0),
-        'arrays': lambda: models['arrays'].fit(
-            arrays, labels, batch_size=batch_size, epochs=1, shuffle=True,
-            verbose=0),
+        'make_dataset':
+            lambda: models['make_dataset'].fit(train, epochs=1, verbose=0),
+        'arrays':
+            lambda: models['arrays'].fit(arrays,
+                                         labels,
+                                         batch_size=batch_size,
+                                         epochs=1,
+                                         shuffle=True,
+                                         verbose=0),
     }
     rates: Dict[str, List[float]] = {key: [] for key in fits}
     cpu_rates: Dict[str, List[float]] = {key: [] for key in fits}
@@ -182,36 +202,51 @@ def measure(model_name: str, home: str, profile: str = 'full',
     medians = {key: float(np.median(v)) for key, v in rates.items()}
     cpu_medians = {key: float(np.median(v)) for key, v in cpu_rates.items()}
     return {
-        'model': model_name, 'profile': profile, 'examples': count,
-        'batch_size': batch_size, 'rounds': rounds,
+        'model':
+            model_name,
+        'profile':
+            profile,
+        'examples':
+            count,
+        'batch_size':
+            batch_size,
+        'rounds':
+            rounds,
         'input_only_examples_per_second': {
-            'cold': round(input_rates[0], 1), 'warm': round(input_rates[1], 1)},
+            'cold': round(input_rates[0], 1),
+            'warm': round(input_rates[1], 1)
+        },
         # Median over rounds of examples per wall second.
-        'fit_examples_per_second': {k: round(v, 1) for k, v in medians.items()},
+        'fit_examples_per_second': {
+            k: round(v, 1) for k, v in medians.items()
+        },
         'fit_examples_per_second_per_round': {
-            key: [round(v, 1) for v in values]
-            for key, values in rates.items()},
+            key: [round(v, 1) for v in values] for key, values in rates.items()
+        },
         # Examples per second of this process's CPU time: what the input
         # function costs, less swayed by other processes' load.
         'fit_examples_per_cpu_second': {
-            k: round(v, 1) for k, v in cpu_medians.items()},
-        'ratio': round(medians['make_dataset'] / medians['arrays'], 3),
-        'cpu_ratio': round(cpu_medians['make_dataset']
-                           / cpu_medians['arrays'], 3),
+            k: round(v, 1) for k, v in cpu_medians.items()
+        },
+        'ratio':
+            round(medians['make_dataset'] / medians['arrays'], 3),
+        'cpu_ratio':
+            round(cpu_medians['make_dataset'] / cpu_medians['arrays'], 3),
     }
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line: measures one model and prints a JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--model', required=True,
+    parser.add_argument('--model',
+                        required=True,
                         choices=sorted(configs.MODELS))
     parser.add_argument('--home', required=True)
     parser.add_argument('--profile', default='full', choices=configs.PROFILES)
     parser.add_argument('--rounds', type=int, default=3)
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.model, args.home, args.profile,
-                             args.rounds)), flush=True)
+    print(json.dumps(measure(args.model, args.home, args.profile, args.rounds)),
+          flush=True)
     return 0
 
 

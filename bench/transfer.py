@@ -51,10 +51,12 @@ MULTI_SCALE = {'scales': [1, 2, 4]}
 # name -> settings over the convnet's `smoke` profile.
 SCALE_VARIANTS = {
     'single-scale': {},
-    'multi-scale [1,2,4], separate': {**MULTI_SCALE,
-                                      'scales_share_weights': False},
-    'multi-scale [1,2,4], shared': {**MULTI_SCALE,
-                                    'scales_share_weights': True},
+    'multi-scale [1,2,4], separate': {
+        **MULTI_SCALE, 'scales_share_weights': False
+    },
+    'multi-scale [1,2,4], shared': {
+        **MULTI_SCALE, 'scales_share_weights': True
+    },
 }
 Arrays = Tuple[np.ndarray, np.ndarray]
 
@@ -68,11 +70,13 @@ def fashion_mnist(split: str, classes: Sequence[int], per_class: int,
     images, labels = image_formats.read_idx_dataset(
         path, image_formats.labels_path_for(path), 10)
     rng = np.random.default_rng(seed)
-    chosen = [rng.choice(np.flatnonzero(labels == c), per_class,
-                         replace=False) for c in classes]
+    chosen = [
+        rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
+        for c in classes
+    ]
     index = np.concatenate(chosen)
-    new_labels = np.concatenate([np.full(per_class, i)
-                                 for i in range(len(classes))])
+    new_labels = np.concatenate(
+        [np.full(per_class, i) for i in range(len(classes))])
     return images[index][..., np.newaxis], new_labels
 
 
@@ -98,8 +102,12 @@ def z_scored(train: np.ndarray, *others: np.ndarray) -> List[np.ndarray]:
     return [(a - mean) / (std + 1e-3) for a in scaled]
 
 
-def fit(settings: Dict[str, Any], train: Arrays, test: Arrays, epochs: int,
-        seed: int, save_to: Optional[str] = None) -> Dict[str, Any]:
+def fit(settings: Dict[str, Any],
+        train: Arrays,
+        test: Arrays,
+        epochs: int,
+        seed: int,
+        save_to: Optional[str] = None) -> Dict[str, Any]:
     """Trains a convnet for `epochs` epochs; its test accuracy."""
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
@@ -109,13 +117,18 @@ def fit(settings: Dict[str, Any], train: Arrays, test: Arrays, epochs: int,
     from models import transfer
     from models import weights
     from models.convnet import model as convnet
-    params = {**configs.TRAINING_DEFAULTS,
-              **configs.MODELS['convnet'].profiles['smoke'], **settings,
-              'image_shape': list(train[0].shape[1:]), 'epochs': epochs}
+    params = {
+        **configs.TRAINING_DEFAULTS,
+        **configs.MODELS['convnet'].profiles['smoke'],
+        **settings, 'image_shape': list(train[0].shape[1:]),
+        'epochs': epochs
+    }
     batch = int(params['batch_size'])
     steps = -(-len(train[0]) // batch)
     params['batch_norm_momentum'] = schedule.training_schedule(
-        {**params, 'min_train_steps': 0}, steps)['batch_norm_momentum']
+        {
+            **params, 'min_train_steps': 0
+        }, steps)['batch_norm_momentum']
     tf.keras.utils.set_random_seed(seed)
     model = convnet.build_model(params, int(train[1].max()) + 1)
     learning_rate = float(params['learning_rate'])
@@ -135,17 +148,24 @@ def fit(settings: Dict[str, Any], train: Arrays, test: Arrays, epochs: int,
     _, accuracy = model.evaluate(*test, batch_size=256, verbose=0)
     if save_to:
         model.save(save_to, save_format='tf', save_traces=False)
-    return {'test_accuracy': round(float(accuracy), 4), 'steps': epochs * steps,
-            'weights': model.count_params(), 'seconds': round(seconds, 1),
-            'transferred_layers': len(report.get('layers', []))}
+    return {
+        'test_accuracy': round(float(accuracy), 4),
+        'steps': epochs * steps,
+        'weights': model.count_params(),
+        'seconds': round(seconds, 1),
+        'transferred_layers': len(report.get('layers', []))
+    }
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--out', help='folder for the data and the source '
+    parser.add_argument('--out',
+                        help='folder for the data and the source '
                         'model (default: a temporary one)')
-    parser.add_argument('--seeds', type=int, default=1,
+    parser.add_argument('--seeds',
+                        type=int,
+                        default=1,
                         help='seeds per small-set variant')
     parser.add_argument('--source-per-class', type=int, default=500)
     parser.add_argument('--small-per-class', type=int, default=75)
@@ -160,54 +180,74 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def record(data: str, variant: str, result: Dict[str, Any]) -> None:
         rows.append({'data': data, 'variant': variant, **result})
-        print(f'{data:28s} {variant:40s} {result["test_accuracy"]:.3f} '
-              f'({result["steps"]} steps, {result["weights"]} weights, '
-              f'{result["seconds"]} s)', file=sys.stderr, flush=True)
+        print(
+            f'{data:28s} {variant:40s} {result["test_accuracy"]:.3f} '
+            f'({result["steps"]} steps, {result["weights"]} weights, '
+            f'{result["seconds"]} s)',
+            file=sys.stderr,
+            flush=True)
 
     source_dir = os.path.join(out, 'source')
     if os.path.exists(os.path.join(source_dir, '1')):  # a run's --out again
         print(f'source model {source_dir}/1 reused', file=sys.stderr)
     else:
-        train = fashion_mnist('train', SOURCE_CLASSES,
-                              args.source_per_class, 0)
+        train = fashion_mnist('train', SOURCE_CLASSES, args.source_per_class, 0)
         test = fashion_mnist('test', SOURCE_CLASSES, 100, 0)
         train_x, test_x = z_scored(train[0], test[0])
-        record('source: F-MNIST 6 classes', 'single-scale',
-               fit({}, (train_x, train[1]), (test_x, test[1]), 3, 0,
-                   save_to=os.path.join(source_dir, '1')))
+        record(
+            'source: F-MNIST 6 classes', 'single-scale',
+            fit({}, (train_x, train[1]), (test_x, test[1]),
+                3,
+                0,
+                save_to=os.path.join(source_dir, '1')))
 
     small = os.path.join(out, 'small')
-    small_data.write_image_folders(
-        small, args.small_per_class, args.small_size, classes=SMALL_CLASSES,
-        colour=False, test_per_class=100)
+    small_data.write_image_folders(small,
+                                   args.small_per_class,
+                                   args.small_size,
+                                   classes=SMALL_CLASSES,
+                                   colour=False,
+                                   test_per_class=100)
     (train_x, train_y), (test_x, test_y) = (class_folders(small, 'train'),
                                             class_folders(small, 'test'))
     train_x, test_x = z_scored(train_x, test_x)
     name = (f'small: {len(train_y)} train {args.small_size}x'
             f'{args.small_size}')
-    variants = {'from scratch': {}, 'transfer': {'transfer_from': source_dir},
-                # Without the lower fine-tuning rate (the default's tenth).
-                'transfer, fine-tuned at the full rate': {
-                    'transfer_from': source_dir,
-                    'transfer_learning_rate_factor': 1.0},
-                **{f'{k}, from scratch': v for k, v in SCALE_VARIANTS.items()
-                   if v}}
+    variants = {
+        'from scratch': {},
+        'transfer': {
+            'transfer_from': source_dir
+        },
+        # Without the lower fine-tuning rate (the default's tenth).
+        'transfer, fine-tuned at the full rate': {
+            'transfer_from': source_dir,
+            'transfer_learning_rate_factor': 1.0
+        },
+        **{
+            f'{k}, from scratch': v for k, v in SCALE_VARIANTS.items() if v
+        }
+    }
     for variant, settings in variants.items():
         for seed in range(args.seeds):
-            record(name, f'{variant} (seed {seed})',
-                   fit(settings, (train_x, train_y), (test_x, test_y),
-                       args.small_epochs, seed))
+            record(
+                name, f'{variant} (seed {seed})',
+                fit(settings, (train_x, train_y), (test_x, test_y),
+                    args.small_epochs, seed))
 
     train = fashion_mnist('train', range(10), args.fashion_per_class, 1)
     test = fashion_mnist('test', range(10), 100, 1)
     train_x, test_x = z_scored(train[0], test[0])
     for variant, settings in SCALE_VARIANTS.items():
-        record(f'F-MNIST {len(train[1])} train 28x28', variant,
-               fit(settings, (train_x, train[1]), (test_x, test[1]),
-                   args.fashion_epochs, 0))
-    print(json.dumps({'results': rows, 'out': out,
-                      'load_average': common.load_average(),
-                      'wall_seconds': round(time.monotonic() - began)}),
+        record(
+            f'F-MNIST {len(train[1])} train 28x28', variant,
+            fit(settings, (train_x, train[1]), (test_x, test[1]),
+                args.fashion_epochs, 0))
+    print(json.dumps({
+        'results': rows,
+        'out': out,
+        'load_average': common.load_average(),
+        'wall_seconds': round(time.monotonic() - began)
+    }),
           flush=True)
     return 0
 

@@ -37,10 +37,11 @@ def find_anomalies(anomalies_artifact) -> List[Problem]:
     problems = []
     for split in artifact_utils.decode_split_names(
             anomalies_artifact.split_names):
-        path = os.path.join(artifact_utils.get_split_uri(
-            [anomalies_artifact], split), ANOMALIES_FILE)
-        problems.extend(_problems(split,
-                                  anomalies_util.load_anomalies_binary(path)))
+        path = os.path.join(
+            artifact_utils.get_split_uri([anomalies_artifact], split),
+            ANOMALIES_FILE)
+        problems.extend(
+            _problems(split, anomalies_util.load_anomalies_binary(path)))
     return problems
 
 
@@ -48,15 +49,15 @@ def _problems(split: str, anomalies: anomalies_pb2.Anomalies) -> List[Problem]:
     problems = [(split, feature, info.description or info.short_description)
                 for feature, info in sorted(anomalies.anomaly_info.items())]
     if anomalies.HasField('dataset_anomaly_info'):
-        problems.append((split, '<dataset>',
-                         anomalies.dataset_anomaly_info.description))
+        problems.append(
+            (split, '<dataset>', anomalies.dataset_anomaly_info.description))
     return problems
 
 
 def _load_statistics(artifact, split: str):
     # By path: a resolved artifact may come without its split_names property.
-    return tfdv.load_stats_binary(os.path.join(
-        artifact.uri, f'Split-{split}', 'FeatureStats.pb'))
+    return tfdv.load_stats_binary(
+        os.path.join(artifact.uri, f'Split-{split}', 'FeatureStats.pb'))
 
 
 def drift_anomalies(schema: schema_pb2.Schema, statistics, baseline,
@@ -67,46 +68,45 @@ def drift_anomalies(schema: schema_pb2.Schema, statistics, baseline,
         if feature.type == schema_pb2.BYTES:
             continue
         feature.drift_comparator.jensen_shannon_divergence.threshold = threshold
-    anomalies = tfdv.validate_statistics(
-        statistics=statistics, schema=schema, previous_statistics=baseline)
+    anomalies = tfdv.validate_statistics(statistics=statistics,
+                                         schema=schema,
+                                         previous_statistics=baseline)
     # Only the drift findings: schema anomalies are ExampleValidator's job.
     for name in list(anomalies.anomaly_info):
         info = anomalies.anomaly_info[name]
-        if not any(r.type in (
-                anomalies_pb2.AnomalyInfo
-                .COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH,
-                anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH)
+        if not any(r.type in (anomalies_pb2.AnomalyInfo.
+                              COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH,
+                              anomalies_pb2.AnomalyInfo.COMPARATOR_L_INFTY_HIGH)
                    for r in info.reason):
             del anomalies.anomaly_info[name]
     return anomalies
 
 
 @component
-def DataGate(
-        anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
-        statistics: InputArtifact[standard_artifacts.ExampleStatistics],
-        schema: InputArtifact[standard_artifacts.Schema],
-        drift: OutputArtifact[standard_artifacts.ExampleAnomalies],
-        baseline_statistics: InputArtifact[
-            standard_artifacts.ExampleStatistics] = None,
-        drift_threshold: Parameter[float] = 0.3,
-        stop_on_drift: Parameter[bool] = False):
+def DataGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+             statistics: InputArtifact[standard_artifacts.ExampleStatistics],
+             schema: InputArtifact[standard_artifacts.Schema],
+             drift: OutputArtifact[standard_artifacts.ExampleAnomalies],
+             baseline_statistics: InputArtifact[
+                 standard_artifacts.ExampleStatistics] = None,
+             drift_threshold: Parameter[float] = 0.3,
+             stop_on_drift: Parameter[bool] = False):
     """Fails on anomalies; reports (and optionally fails on) drift."""
     problems = find_anomalies(anomalies)
     if problems:
         raise DataValidationError(problems)
     drift.split_names = artifact_utils.encode_split_names([_DRIFT_SPLIT])
     report = anomalies_pb2.Anomalies()
-    if (baseline_statistics is not None
-            and baseline_statistics.id != statistics.id):
+    if (baseline_statistics is not None and
+            baseline_statistics.id != statistics.id):
         report = drift_anomalies(
             tfdv.load_schema_text(os.path.join(schema.uri, 'schema.pbtxt')),
             _load_statistics(statistics, _DRIFT_SPLIT),
             _load_statistics(baseline_statistics, _DRIFT_SPLIT),
             drift_threshold)
-    io_utils.write_bytes_file(os.path.join(
-        artifact_utils.get_split_uri([drift], _DRIFT_SPLIT), ANOMALIES_FILE),
-        report.SerializeToString())
+    io_utils.write_bytes_file(
+        os.path.join(artifact_utils.get_split_uri([drift], _DRIFT_SPLIT),
+                     ANOMALIES_FILE), report.SerializeToString())
     drifted = _problems(_DRIFT_SPLIT, report)
     drift.set_int_custom_property('drifted_features', len(drifted))
     if drifted and stop_on_drift:

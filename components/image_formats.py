@@ -28,9 +28,10 @@ from PIL import Image
 
 from components.errors import InputDataError
 
-FASHION_MNIST_CLASS_NAMES: Tuple[str, ...] = (
-    'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
-    'Sneaker', 'Bag', 'Ankle boot')
+FASHION_MNIST_CLASS_NAMES: Tuple[str,
+                                 ...] = ('T-shirt/top', 'Trouser', 'Pullover',
+                                         'Dress', 'Coat', 'Sandal', 'Shirt',
+                                         'Sneaker', 'Bag', 'Ankle boot')
 
 # The formats image_dataset_from_directory accepts; matched case-insensitively.
 IMAGE_EXTENSIONS: Tuple[str, ...] = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
@@ -58,7 +59,11 @@ _PNG_MODES = ('1', 'L', 'LA', 'P', 'RGB', 'RGBA', 'I;16')
 
 # Split folder name -> split name.
 _SPLIT_FOLDERS = {
-    'train': 'train', 'test': 'test', 'eval': 'eval', 'validation': 'eval'}
+    'train': 'train',
+    'test': 'test',
+    'eval': 'eval',
+    'validation': 'eval'
+}
 
 
 def _read_bytes(path: str) -> bytes:
@@ -132,8 +137,8 @@ def read_idx(path: str) -> np.ndarray:
     count = math.prod(shape)
     expected, found = count * dtype.itemsize, len(data) - header_size
     described = (f'{"x".join(map(str, shape))} {type_name} values '
-                 f'({expected} bytes'
-                 + (' after decompression)' if compressed else ')'))
+                 f'({expected} bytes' +
+                 (' after decompression)' if compressed else ')'))
     if found < expected:
         raise InputDataError(
             path, f'is truncated: its header promises {described} but only '
@@ -245,8 +250,8 @@ def read_idx_dataset(images_path: str, labels_path: str,
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     """Returns a PNG chunk: length, type, payload, CRC of type and payload."""
-    return (struct.pack('>I', len(payload)) + kind + payload
-            + struct.pack('>I', zlib.crc32(kind + payload)))
+    return (struct.pack('>I', len(payload)) + kind + payload +
+            struct.pack('>I', zlib.crc32(kind + payload)))
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -272,8 +277,8 @@ def encode_png(image: np.ndarray) -> bytes:
         raise ValueError(f'image must be uint8, got {image.dtype}')
     if image.ndim == 2:
         image = image[:, :, np.newaxis]
-    if (image.ndim != 3 or image.shape[2] not in _PNG_COLOR_TYPES
-            or 0 in image.shape):
+    if (image.ndim != 3 or image.shape[2] not in _PNG_COLOR_TYPES or
+            0 in image.shape):
         raise ValueError('image must be [H, W] or [H, W, 1|3|4] with H, W > 0,'
                          f' got shape {image.shape}')
     height, width, channels = image.shape
@@ -282,10 +287,10 @@ def encode_png(image: np.ndarray) -> bytes:
     rows[:, 1:] = image.reshape(height, width * channels)
     header = struct.pack('>IIBBBBB', width, height, 8,
                          _PNG_COLOR_TYPES[channels], 0, 0, 0)
-    return b''.join((_PNG_SIGNATURE,
-                     _png_chunk(b'IHDR', header),
-                     _png_chunk(b'IDAT', zlib.compress(rows.tobytes())),
-                     _png_chunk(b'IEND', b'')))
+    return b''.join(
+        (_PNG_SIGNATURE, _png_chunk(b'IHDR', header),
+         _png_chunk(b'IDAT',
+                    zlib.compress(rows.tobytes())), _png_chunk(b'IEND', b'')))
 
 
 def decode_image_file(path: str) -> bytes:
@@ -318,8 +323,8 @@ def decode_image_file(path: str) -> bytes:
             if image.format in ('PNG', 'JPEG', 'MPO'):  # MPO: camera JPEG
                 return data
             if image.mode not in _PNG_MODES:
-                image = image.convert(
-                    'RGBA' if 'A' in image.getbands() else 'RGB')
+                image = image.convert('RGBA' if 'A' in
+                                      image.getbands() else 'RGB')
             buffer = io.BytesIO()
             image.save(buffer, format='PNG')
             return buffer.getvalue()
@@ -328,8 +333,7 @@ def decode_image_file(path: str) -> bytes:
             path, 'is not an image Pillow can read: unknown format or '
             f'damaged header (it starts with {data[:8]!r})') from e
     except Image.DecompressionBombError as e:
-        raise InputDataError(
-            path, f'is too large to decode safely: {e}') from e
+        raise InputDataError(path, f'is too large to decode safely: {e}') from e
     except (OSError, SyntaxError, ValueError, EOFError, IndexError,
             struct.error) as e:
         raise InputDataError(
@@ -439,8 +443,8 @@ def scan_class_folders(root: str) -> ClassFolderDataset:
     """
     if not os.path.isdir(root):
         raise InputDataError(
-            root, 'is not a folder' if os.path.exists(root)
-            else 'does not exist')
+            root,
+            'is not a folder' if os.path.exists(root) else 'does not exist')
     skipped: List[str] = []
     subfolders, files = _list_folder(root)
     splits = [name for name in subfolders if name in _SPLIT_FOLDERS]
@@ -460,12 +464,15 @@ def scan_class_folders(root: str) -> ClassFolderDataset:
                 root, 'has both eval/ and validation/ split folders; keep one')
         _check_no_images_beside(root, files, 'split folders')
         skipped.extend(os.path.join(root, name) for name in files)
-        split_folders = {_SPLIT_FOLDERS[name]: os.path.join(root, name)
-                         for name in splits}
+        split_folders = {
+            _SPLIT_FOLDERS[name]: os.path.join(root, name) for name in splits
+        }
     else:
         split_folders = {'train': root}
-    by_split = {split: _scan_split(folder, skipped)
-                for split, folder in split_folders.items()}
+    by_split = {
+        split: _scan_split(folder, skipped)
+        for split, folder in split_folders.items()
+    }
     class_names = tuple(sorted(by_split['train']))
     for split, classes in by_split.items():
         missing = sorted(set(classes) - set(class_names))
@@ -477,8 +484,12 @@ def scan_class_folders(root: str) -> ClassFolderDataset:
     label = {name: index for index, name in enumerate(class_names)}
     return ClassFolderDataset(
         class_names=class_names,
-        files={split: tuple(sorted((path, label[name])
-                                   for name, paths in classes.items()
-                                   for path in paths))
-               for split, classes in by_split.items()},
+        files={
+            split:
+                tuple(
+                    sorted((path, label[name])
+                           for name, paths in classes.items()
+                           for path in paths))
+            for split, classes in by_split.items()
+        },
         skipped=tuple(sorted(skipped)))

@@ -28,11 +28,11 @@ _CSV_MISSING = frozenset({'', '?'})
 
 
 def read_long_csv(
-        path: str,
-        id_column: str = 'series_id',
-        time_column: str = 'time',
-        label_column: str = 'label',
-        channel_columns: Optional[Sequence[str]] = None,
+    path: str,
+    id_column: str = 'series_id',
+    time_column: str = 'time',
+    label_column: str = 'label',
+    channel_columns: Optional[Sequence[str]] = None,
 ) -> Iterator[LabeledSequence]:
     """Yields the series of a long-format CSV: one row per time step.
 
@@ -60,7 +60,8 @@ def read_long_csv(
     path = os.fspath(path)
     rows = _csv_rows(path)
     id_i, time_i, label_i, channel_is, columns = _csv_columns(
-        path, next(rows, (1, None))[1], id_column, time_column, label_column,
+        path,
+        next(rows, (1, None))[1], id_column, time_column, label_column,
         channel_columns)
     # Per series: label, the line it was first seen on, and
     # time -> (line, values).
@@ -81,8 +82,8 @@ def read_long_csv(
                     path,
                     f'column {columns[i]!r}: {e}; an empty cell, "?" or "NaN" '
                     'marks a missing value', line_no) from None
-        first_label, first_line, steps = series.setdefault(series_id,
-                                                           (label, line_no, {}))
+        first_label, first_line, steps = series.setdefault(
+            series_id, (label, line_no, {}))
         if label != first_label:
             raise InputDataError(
                 path, f'series {series_id!r} has label {label!r} here but '
@@ -151,14 +152,13 @@ def write_long_csv(path: str, sequences: Iterable[LabeledSequence]) -> None:
     num_channels = check_writable(sequences)
     with open(path, 'w', encoding='utf-8', newline='') as f:
         writer = csv.writer(f, lineterminator='\n')
-        writer.writerow(['series_id', 'time']
-                        + [f'channel_{c}' for c in range(num_channels)]
-                        + ['label'])
+        writer.writerow(['series_id', 'time'] +
+                        [f'channel_{c}' for c in range(num_channels)] +
+                        ['label'])
         for s in sequences:
             for t, step in enumerate(s.values):
-                writer.writerow([s.series_id, t]
-                                + [format_value(v, '') for v in step]
-                                + [s.label])
+                writer.writerow([s.series_id, t] +
+                                [format_value(v, '') for v in step] + [s.label])
 
 
 def _csv_rows(path: str) -> Iterator[Tuple[int, List[str]]]:
@@ -179,20 +179,21 @@ def _csv_rows(path: str) -> Iterator[Tuple[int, List[str]]]:
 def _csv_header(path: str, row: Optional[List[str]]) -> List[str]:
     if not row:
         what = 'the file is empty' if row is None else 'the first line is blank'
-        raise InputDataError(path, f'{what}; expected a header row naming the '
-                                   'columns', 1)
+        raise InputDataError(
+            path, f'{what}; expected a header row naming the '
+            'columns', 1)
     columns = [c.strip() for c in row]
     duplicates = sorted({c for c in columns if columns.count(c) > 1})
     if duplicates:
         raise InputDataError(path, 'the header row repeats columns '
-                                   f'{duplicates}', 1)
+                             f'{duplicates}', 1)
     return columns
 
 
-def _csv_columns(path: str, row: Optional[List[str]], id_column: str,
-                 time_column: str, label_column: str,
-                 channel_columns: Optional[Sequence[str]]
-                 ) -> Tuple[int, int, int, List[int], List[str]]:
+def _csv_columns(
+    path: str, row: Optional[List[str]], id_column: str, time_column: str,
+    label_column: str, channel_columns: Optional[Sequence[str]]
+) -> Tuple[int, int, int, List[int], List[str]]:
     """Resolves the column names of a long CSV's header row to indices."""
     columns = _csv_header(path, row)
     id_i = _column_index(path, columns, id_column)
@@ -206,11 +207,11 @@ def _csv_columns(path: str, row: Optional[List[str]], id_column: str,
         if clash:
             raise ValueError('channel_columns includes id/time/label columns '
                              f'{clash}')
-        channel_is = [_column_index(path, columns, c)
-                      for c in channel_columns]
+        channel_is = [_column_index(path, columns, c) for c in channel_columns]
     if not channel_is:
-        raise InputDataError(path, 'no channel columns: the header has only '
-                                   f'{columns}', 1)
+        raise InputDataError(
+            path, 'no channel columns: the header has only '
+            f'{columns}', 1)
     return id_i, time_i, label_i, channel_is, columns
 
 
@@ -223,8 +224,8 @@ def _column_index(path: str, columns: List[str], name: str) -> int:
     return columns.index(name)
 
 
-def _check_row_width(path: str, row: List[str],
-                     columns: List[str], line_no: int) -> None:
+def _check_row_width(path: str, row: List[str], columns: List[str],
+                     line_no: int) -> None:
     if len(row) != len(columns):
         raise InputDataError(
             path,

@@ -107,8 +107,8 @@ def read_ts(path: str,
                 path,
                 f'header tag {clip(text.split()[0])!r} after @data; move it '
                 'above the @data line', line_no)
-        values, label = _parse_ts_series(path, text, line_no, header,
-                                         num_dims, dims_source)
+        values, label = _parse_ts_series(path, text, line_no, header, num_dims,
+                                         dims_source)
         if num_dims is None:
             num_dims, dims_source = (values.shape[1],
                                      f'the first series, line {line_no}')
@@ -127,8 +127,7 @@ def read_ts(path: str,
         series_id = f'{stem}:{index}'
         if max_length is not None and len(values) > max_length:
             raise InputDataError(
-                path,
-                f'series {series_id} has length {len(values)}, above '
+                path, f'series {series_id} has length {len(values)}, above '
                 f'max_length {max_length}; raise the limit or shorten the '
                 'series', line_no)
         yield LabeledSequence(series_id, values, label)
@@ -153,8 +152,11 @@ def find_ts_pair(path: str) -> Tuple[str, str]:
     path = os.fspath(path)
     if os.path.isdir(path):
         ts_files = sorted(n for n in os.listdir(path) if n.endswith('.ts'))
-        names = [n[:-len(_TRAIN_SUFFIX)] for n in ts_files
-                 if n.endswith(_TRAIN_SUFFIX)]
+        names = [
+            n[:-len(_TRAIN_SUFFIX)]
+            for n in ts_files
+            if n.endswith(_TRAIN_SUFFIX)
+        ]
         pairs = [n for n in names if n + _TEST_SUFFIX in ts_files]
         if not pairs:
             found = ', '.join(ts_files) or 'none'
@@ -237,8 +239,11 @@ def write_ts(path: str, sequences: Iterable[LabeledSequence], problem_name: str,
     with open(path, 'w', encoding='utf-8', newline='\n') as f:
         f.write('\n'.join(header) + '\n')
         for s in sequences:
-            channels = [','.join(format_value(v, '?') for v in s.values[:, c])
-                        for c in range(num_channels)]
+            channels = [
+                ','.join(format_value(v, '?')
+                         for v in s.values[:, c])
+                for c in range(num_channels)
+            ]
             f.write(':'.join(channels) + ':' + s.label + '\n')
 
 
@@ -261,8 +266,7 @@ def _parse_ts_header(path: str,
     for line_no, text in lines:
         if not text.startswith('@'):
             raise InputDataError(
-                path,
-                f'data before @data: {clip(text)!r}; the header is "@tag '
+                path, f'data before @data: {clip(text)!r}; the header is "@tag '
                 'value" lines and "#" comments, ended by a line '
                 '"@data"', line_no)
         # Messages quote the tag as written.
@@ -270,10 +274,10 @@ def _parse_ts_header(path: str,
         tag, value = written_tag.lower(), rest[0].strip() if rest else ''
         if tag == '@data':
             if value:
-                raise InputDataError(path,
-                                     '@data takes no value, got '
-                                     f'{clip(value)!r}; put the series on the '
-                                     'following lines', line_no)
+                raise InputDataError(
+                    path, '@data takes no value, got '
+                    f'{clip(value)!r}; put the series on the '
+                    'following lines', line_no)
             return _build_header(path, fields, tag_lines, line_no), line_no
         if tag == '@problemname':
             if not value:
@@ -283,14 +287,14 @@ def _parse_ts_header(path: str,
             fields.setdefault('problem_name', value)
             continue
         if tag in _BOOL_TAGS:
-            key, parsed = _BOOL_TAGS[tag], _parse_bool(path, written_tag,
-                                                       value, line_no)
+            key, parsed = _BOOL_TAGS[tag], _parse_bool(path, written_tag, value,
+                                                       line_no)
         elif tag in _INT_TAGS:
-            key, parsed = _INT_TAGS[tag], _parse_positive_int(path, written_tag,
-                                                              value, line_no)
+            key, parsed = _INT_TAGS[tag], _parse_positive_int(
+                path, written_tag, value, line_no)
         elif tag == '@classlabel':
-            key, parsed = 'class_labels', _parse_class_labels(path,
-                                                              value, line_no)
+            key, parsed = 'class_labels', _parse_class_labels(
+                path, value, line_no)
         elif tag == '@targetlabel':
             if _parse_bool(path, written_tag, value, line_no):
                 raise InputDataError(
@@ -301,8 +305,7 @@ def _parse_ts_header(path: str,
             continue
         else:
             raise InputDataError(
-                path,
-                f'unknown header tag {clip(written_tag)!r}; known tags: '
+                path, f'unknown header tag {clip(written_tag)!r}; known tags: '
                 '@problemName, @timeStamps, @missing, @univariate, '
                 '@dimensions, @equalLength, @seriesLength, @classLabel, '
                 '@targetLabel, @data', line_no)
@@ -318,12 +321,13 @@ def _parse_ts_header(path: str,
                 'timestamps are not supported (@timeStamps true); write the '
                 'series as plain values with @timeStamps false', line_no)
     if not fields:
-        raise InputDataError(path,
-                             'the file is empty (or only comments); expected '
-                             'a .ts header of "@tag value" lines ended by '
-                             '"@data"')
-    raise InputDataError(path, 'no @data line: the header must end with a line '
-                         '"@data", followed by one series per line')
+        raise InputDataError(
+            path, 'the file is empty (or only comments); expected '
+            'a .ts header of "@tag value" lines ended by '
+            '"@data"')
+    raise InputDataError(
+        path, 'no @data line: the header must end with a line '
+        '"@data", followed by one series per line')
 
 
 def _build_header(path: str, fields: Dict[str, object],
@@ -342,8 +346,8 @@ def _build_header(path: str, fields: Dict[str, object],
             'default when the tag is absent); declare @univariate false',
             tag_lines['num_dimensions'])
     return TsHeader(
-        problem_name=fields.get(
-            'problem_name', os.path.splitext(os.path.basename(path))[0]),
+        problem_name=fields.get('problem_name',
+                                os.path.splitext(os.path.basename(path))[0]),
         univariate=univariate,
         equal_length=fields.get('equal_length', True),
         series_length=fields.get('series_length'),
@@ -357,16 +361,15 @@ def _build_header(path: str, fields: Dict[str, object],
 def _parse_bool(path: str, tag: str, value: str, line_no: int) -> bool:
     if value.lower() not in ('true', 'false'):
         raise InputDataError(
-            path,
-            f'{tag} needs "true" or "false", got {clip(value)!r}', line_no)
+            path, f'{tag} needs "true" or "false", got {clip(value)!r}',
+            line_no)
     return value.lower() == 'true'
 
 
 def _parse_positive_int(path: str, tag: str, value: str, line_no: int) -> int:
     if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise InputDataError(
-            path,
-            f'{tag} needs a positive whole number, got {clip(value)!r}',
+            path, f'{tag} needs a positive whole number, got {clip(value)!r}',
             line_no)
     return int(value)
 
@@ -383,8 +386,8 @@ def _parse_class_labels(path: str, value: str, line_no: int) -> Tuple[str, ...]:
             path, '@classLabel needs "true" followed by the class labels, e.g. '
             f'"@classLabel true 1 2 3"; got {clip(value)!r}', line_no)
     if len(set(labels)) != len(labels):
-        raise InputDataError(
-            path, f'@classLabel lists a label twice: {labels}', line_no)
+        raise InputDataError(path, f'@classLabel lists a label twice: {labels}',
+                             line_no)
     return tuple(labels)
 
 
@@ -416,8 +419,8 @@ def _parse_ts_series(path: str, text: str, line_no: int, header: TsHeader,
     channels = []
     for dim, dim_text in enumerate(dim_texts, 1):
         if not dim_text.strip():
-            raise InputDataError(path,
-                                 f'dimension {dim} has no values', line_no)
+            raise InputDataError(path, f'dimension {dim} has no values',
+                                 line_no)
         channel = []
         for k, token in enumerate(dim_text.split(','), 1):
             try:
@@ -431,8 +434,8 @@ def _parse_ts_series(path: str, text: str, line_no: int, header: TsHeader,
         channels.append(channel)
     lengths = [len(c) for c in channels]
     if len(set(lengths)) > 1:
-        listed = ', '.join(f'dimension {d}: {n}'
-                           for d, n in enumerate(lengths, 1))
+        listed = ', '.join(
+            f'dimension {d}: {n}' for d, n in enumerate(lengths, 1))
         raise InputDataError(
             path,
             f'the dimensions of this series have different lengths ({listed}); '

@@ -54,8 +54,8 @@ def from_fn_args(fn_args) -> Dict[str, Any]:
     class names in label order, channels per time step (sequences), the
     raw format and the span read.
     """
-    directory = (getattr(fn_args, 'transform_output', None)
-                 or getattr(fn_args, 'transform_graph_path', None))
+    directory = (getattr(fn_args, 'transform_output', None) or
+                 getattr(fn_args, 'transform_graph_path', None))
     if not directory:
         raise ValueError('the data facts come with the transform graph; '
                          'this component was given none')

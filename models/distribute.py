@@ -46,8 +46,8 @@ def prepare_devices(name: str, cpu_devices: int) -> None:
         RuntimeError: if the devices are needed and TensorFlow has started
             with fewer of them.
     """
-    if (name != 'mirrored' or cpu_devices < 2
-            or tf.config.list_physical_devices('GPU')):
+    if (name != 'mirrored' or cpu_devices < 2 or
+            tf.config.list_physical_devices('GPU')):
         return
     cpu = tf.config.list_physical_devices('CPU')[0]
     configured = tf.config.get_logical_device_configuration(cpu) or []
@@ -80,8 +80,8 @@ def chief_and_workers(strategy: tf.distribute.Strategy) -> Tuple[bool, int]:
         return True, 1
     jobs = [job for job in ('chief', 'worker') if job in spec.jobs]
     chief = (resolver.task_type == 'chief' or
-             (resolver.task_type == 'worker' and resolver.task_id == 0
-              and 'chief' not in spec.jobs))
+             (resolver.task_type == 'worker' and resolver.task_id == 0 and
+              'chief' not in spec.jobs))
     return chief, sum(spec.num_tasks(job) for job in jobs)
 
 

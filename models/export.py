@@ -29,13 +29,13 @@ def rows_to_sparse(dense: tf.Tensor) -> tf.SparseTensor:
     return tf.RaggedTensor.from_tensor(dense).to_sparse()
 
 
-def export_serving_model(
-        model: tf.keras.Model,
-        tf_transform_output: tft.TFTransformOutput,
-        class_names: Sequence[str],
-        to_model_inputs: Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]],
-        extra_signatures: Dict[str, SignatureFactory],
-        export_dir: str) -> None:
+def export_serving_model(model: tf.keras.Model,
+                         tf_transform_output: tft.TFTransformOutput,
+                         class_names: Sequence[str],
+                         to_model_inputs: Callable[[Dict[str, tf.Tensor]],
+                                                   Dict[str, tf.Tensor]],
+                         extra_signatures: Dict[str, SignatureFactory],
+                         export_dir: str) -> None:
     """Saves `model` as a SavedModel whose signatures take raw data.
 
     Args:
@@ -56,11 +56,14 @@ def export_serving_model(
         transformed = model.tft_layer(raw_features)
         scores = model(to_model_inputs(transformed), training=False)
         classes = tf.tile(names[tf.newaxis, :], [tf.shape(scores)[0], 1])
-        return {signatures.SCORES_OUTPUT: scores,
-                signatures.CLASSES_OUTPUT: classes}
+        return {
+            signatures.SCORES_OUTPUT: scores,
+            signatures.CLASSES_OUTPUT: classes
+        }
 
-    @tf.function(input_signature=[tf.TensorSpec(
-        [None], tf.string, name=signatures.EXAMPLES_INPUT)])
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name=signatures.EXAMPLES_INPUT)
+    ])
     def serve_examples(inputs):
         return predict(tf.io.parse_example(inputs, raw_spec))
 
@@ -70,5 +73,7 @@ def export_serving_model(
     # Without Keras's traces of every layer's call: the signatures above are
     # all a server or TFMA calls, and the traces cost the RNN 11-14 s to
     # save and 2-4 s more to load (bench/).
-    model.save(export_dir, save_format='tf', signatures=serving,
+    model.save(export_dir,
+               save_format='tf',
+               signatures=serving,
                save_traces=False)

@@ -28,22 +28,29 @@ def _int64(value: int) -> feature_pb2.Feature:
 
 def image_example(image: bytes, label: int) -> bytes:
     """A serialized tf.Example holding one encoded image and its label."""
-    return example_pb2.Example(features=feature_pb2.Features(feature={
-        IMAGE_KEY: feature_pb2.Feature(
-            bytes_list=feature_pb2.BytesList(value=[image])),
-        LABEL_KEY: _int64(label),
-    })).SerializeToString(deterministic=True)
+    return example_pb2.Example(features=feature_pb2.Features(
+        feature={
+            IMAGE_KEY:
+                feature_pb2.Feature(bytes_list=feature_pb2.BytesList(
+                    value=[image])),
+            LABEL_KEY:
+                _int64(label),
+        })).SerializeToString(deterministic=True)
 
 
 def sequence_example(values: np.ndarray, label: int) -> bytes:
     """A serialized tf.Example holding one [length, channels] sequence."""
     values = np.asarray(values, dtype=np.float32)
-    return example_pb2.Example(features=feature_pb2.Features(feature={
-        SEQUENCE_KEY: feature_pb2.Feature(
-            float_list=feature_pb2.FloatList(value=values.ravel())),
-        LENGTH_KEY: _int64(values.shape[0]),
-        LABEL_KEY: _int64(label),
-    })).SerializeToString(deterministic=True)
+    return example_pb2.Example(features=feature_pb2.Features(
+        feature={
+            SEQUENCE_KEY:
+                feature_pb2.Feature(float_list=feature_pb2.FloatList(
+                    value=values.ravel())),
+            LENGTH_KEY:
+                _int64(values.shape[0]),
+            LABEL_KEY:
+                _int64(label),
+        })).SerializeToString(deterministic=True)
 
 
 def dense_column(feature: tf.Tensor, default: Any) -> tf.Tensor:

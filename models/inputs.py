@@ -18,7 +18,6 @@ from models import features
 if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
     from tfx import v1 as tfx
 
-
 ModelInputsFn = Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
 # Examples parsed per step when filling the in-memory cache, and the shuffle
 # buffer drawn from it (TFXIO's own default buffer).
@@ -61,16 +60,19 @@ def make_dataset(file_pattern: List[str],
         dataset = data_accessor.tf_dataset_factory(
             file_pattern,
             dataset_options.TensorFlowDatasetOptions(
-                batch_size=batch_size, label_key=features.LABEL_KEY,
-                num_epochs=1, shuffle=shuffle, shuffle_seed=seed),
-            schema)
+                batch_size=batch_size,
+                label_key=features.LABEL_KEY,
+                num_epochs=1,
+                shuffle=shuffle,
+                shuffle_seed=seed), schema)
     else:
         dataset = data_accessor.tf_dataset_factory(
             file_pattern,
             dataset_options.TensorFlowDatasetOptions(
-                batch_size=_CACHE_PARSE_BATCH, label_key=features.LABEL_KEY,
-                num_epochs=1, shuffle=False),
-            schema).unbatch()
+                batch_size=_CACHE_PARSE_BATCH,
+                label_key=features.LABEL_KEY,
+                num_epochs=1,
+                shuffle=False), schema).unbatch()
         if num_shards > 1:
             # Sharded by example (DATA), not by file (AUTO, FILE): Transform
             # writes a split as one file, which cannot be divided.
@@ -78,7 +80,8 @@ def make_dataset(file_pattern: List[str],
         if cache:
             dataset = dataset.cache()
         if shuffle:
-            dataset = dataset.shuffle(_SHUFFLE_BUFFER, seed=seed,
+            dataset = dataset.shuffle(_SHUFFLE_BUFFER,
+                                      seed=seed,
                                       reshuffle_each_iteration=True)
         dataset = dataset.batch(batch_size)
     if repeat:
@@ -90,27 +93,28 @@ def make_dataset(file_pattern: List[str],
     # the model waits for data.
     options = tf.data.Options()
     options.autotune.enabled = False
-    return dataset.map(
-        lambda inputs, label: (to_model_inputs(inputs), label),
-        num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-            tf.data.AUTOTUNE).with_options(options)
+    return dataset.map(lambda inputs, label: (to_model_inputs(inputs), label),
+                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+                           tf.data.AUTOTUNE).with_options(options)
 
 
 def count_batches(dataset: tf.data.Dataset) -> int:
     """Batches in one epoch of `dataset` (one pass over it; a cached
     dataset's pass fills its cache)."""
-    return int(dataset.reduce(tf.constant(0, tf.int64),
-                              lambda count, _: count + 1))
+    return int(
+        dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
 
 
 def count_examples(file_pattern: List[str]) -> int:
     """The records in a split's (gzipped) TFRecord files."""
-    files = sorted(f for pattern in file_pattern
-                   for f in tf.io.gfile.glob(pattern))
+    files = sorted(
+        f for pattern in file_pattern for f in tf.io.gfile.glob(pattern))
     compression = 'GZIP' if files and all(
         f.endswith('.gz') for f in files) else ''
-    return int(tf.data.TFRecordDataset(files, compression).reduce(
-        np.int64(0), lambda count, _: count + 1))
+    return int(
+        tf.data.TFRecordDataset(files,
+                                compression).reduce(np.int64(0),
+                                                    lambda count, _: count + 1))
 
 
 def distributed_dataset(strategy: tf.distribute.Strategy, global_batch: int,
@@ -123,10 +127,14 @@ def distributed_dataset(strategy: tf.distribute.Strategy, global_batch: int,
     `inputs` gets, for each input pipeline made here, its per-replica
     `batch`, its `shard` and the number of `shards`.
     """
+
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         batch = context.get_per_replica_batch_size(global_batch)
-        inputs.append({'batch': batch, 'shard': context.input_pipeline_id,
-                       'shards': context.num_input_pipelines})
+        inputs.append({
+            'batch': batch,
+            'shard': context.input_pipeline_id,
+            'shards': context.num_input_pipelines
+        })
         return make(batch_size=batch,
                     num_shards=context.num_input_pipelines,
                     shard_index=context.input_pipeline_id)
@@ -135,10 +143,9 @@ def distributed_dataset(strategy: tf.distribute.Strategy, global_batch: int,
         # One pipeline per replica, each iterated by itself on the host:
         # no MultiDeviceIterator, whose own tf.data pipeline keeps the
         # autotuning thread that stalls dropping an iterator.
-        options = tf.distribute.InputOptions(
-            experimental_replication_mode=(
-                tf.distribute.InputReplicationMode.PER_REPLICA),
-            experimental_fetch_to_device=False)
+        options = tf.distribute.InputOptions(experimental_replication_mode=(
+            tf.distribute.InputReplicationMode.PER_REPLICA),
+                                             experimental_fetch_to_device=False)
     else:
         options = tf.distribute.InputOptions()
     return strategy.distribute_datasets_from_function(dataset_fn, options)

@@ -87,10 +87,10 @@ class TrainingProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         elapsed = time.monotonic() - self._started
         steps = self._steps or 0
-        line = ((self._progress(steps) if steps else '')
-                + f' - {_duration(elapsed)}' + _metrics(logs))
-        self._write(('\r' if self._terminal() else '') + line.lstrip(' -')
-                    + ('\x1b[K' if self._terminal() else '') + '\n')
+        line = ((self._progress(steps) if steps else '') +
+                f' - {_duration(elapsed)}' + _metrics(logs))
+        self._write(('\r' if self._terminal() else '') + line.lstrip(' -') +
+                    ('\x1b[K' if self._terminal() else '') + '\n')
 
     def _progress(self, done: int) -> str:
         if not self._steps:

@@ -31,12 +31,16 @@ def newest_saved_model(path: str) -> str:
     if not os.path.exists(path):
         raise SavedModelDirError(path, 'no such file or directory')
     if not os.path.isdir(path):
-        raise SavedModelDirError(path, 'not a directory: expected a '
-                                 'SavedModel or a model base path')
+        raise SavedModelDirError(
+            path, 'not a directory: expected a '
+            'SavedModel or a model base path')
     saved_model = path
     if not os.path.exists(os.path.join(path, SAVED_MODEL_FILE)):
-        versions = [int(name) for name in os.listdir(path) if name.isdigit()
-                    and os.path.isdir(os.path.join(path, name))]
+        versions = [
+            int(name)
+            for name in os.listdir(path)
+            if name.isdigit() and os.path.isdir(os.path.join(path, name))
+        ]
         if not versions:
             raise SavedModelDirError(
                 path, f'no {SAVED_MODEL_FILE} and no numbered version '

@@ -15,7 +15,8 @@ Params = Dict[str, Any]
 LearningRate = Union[float, keras.optimizers.schedules.LearningRateSchedule]
 
 
-def fitted_batch_size(params: Params, train_examples: int,
+def fitted_batch_size(params: Params,
+                      train_examples: int,
                       replicas: int = 1) -> int:
     """One replica's batch: `batch_size`, or less on a small data set.
 
@@ -32,7 +33,8 @@ def fitted_batch_size(params: Params, train_examples: int,
     return batch
 
 
-def training_schedule(params: Params, steps_per_epoch: int,
+def training_schedule(params: Params,
+                      steps_per_epoch: int,
                       batch_size: Optional[int] = None) -> Params:
     """Epochs, batch-norm momentum, early-stopping and learning-rate
     plateau patience that fit the data's size.
@@ -61,22 +63,27 @@ def training_schedule(params: Params, steps_per_epoch: int,
     """
     steps_per_epoch = max(int(steps_per_epoch), 1)
     configured = int(params.get('batch_size') or 1)
-    min_steps = math.ceil(int(params.get('min_train_steps', 0)) * configured
-                          / max(int(batch_size or configured), 1))
-    epochs = max(int(params['epochs']),
-                 math.ceil(min_steps / steps_per_epoch))
+    min_steps = math.ceil(
+        int(params.get('min_train_steps', 0)) * configured /
+        max(int(batch_size or configured), 1))
+    epochs = max(int(params['epochs']), math.ceil(min_steps / steps_per_epoch))
     momentum = params.get('batch_norm_momentum') or min(
-        0.99, 0.05 ** (1.0 / steps_per_epoch))
+        0.99, 0.05**(1.0 / steps_per_epoch))
     patience = max(int(params.get('early_stopping_patience', 0)), epochs // 5)
-    plateau = max(1, math.ceil(int(params.get('lr_plateau_steps') or 0)
-                               / steps_per_epoch))
-    return {'epochs': epochs, 'batch_norm_momentum': float(momentum),
-            'early_stopping_patience': patience,
-            'lr_plateau_patience': plateau}
+    plateau = max(
+        1,
+        math.ceil(int(params.get('lr_plateau_steps') or 0) / steps_per_epoch))
+    return {
+        'epochs': epochs,
+        'batch_norm_momentum': float(momentum),
+        'early_stopping_patience': patience,
+        'lr_plateau_patience': plateau
+    }
 
 
-def learning_rate_plateau(params: Params, learning_rate: LearningRate
-                          ) -> Optional[keras.callbacks.Callback]:
+def learning_rate_plateau(
+        params: Params,
+        learning_rate: LearningRate) -> Optional[keras.callbacks.Callback]:
     """Halves (`lr_plateau_factor`) the learning rate when the training
     loss has not improved for `lr_plateau_patience` epochs (from
     training_schedule), down to `min_learning_rate`: the FCN authors'
@@ -91,9 +98,12 @@ def learning_rate_plateau(params: Params, learning_rate: LearningRate
     if not 0 < factor < 1 or not isinstance(learning_rate, float):
         return None
     return keras.callbacks.ReduceLROnPlateau(
-        monitor='loss', mode='min', factor=factor,
+        monitor='loss',
+        mode='min',
+        factor=factor,
         patience=int(params['lr_plateau_patience']),
-        min_lr=float(params.get('min_learning_rate') or 0), verbose=1)
+        min_lr=float(params.get('min_learning_rate') or 0),
+        verbose=1)
 
 
 # With fewer eval examples than this, eval accuracy moves in steps too
@@ -130,13 +140,16 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_steps = int(warmup_steps)
 
     def __call__(self, step):
-        done = tf.minimum(tf.cast(step, tf.float32)
-                          / float(max(self.warmup_steps, 1)), 1.0)
+        done = tf.minimum(
+            tf.cast(step, tf.float32) / float(max(self.warmup_steps, 1)), 1.0)
         return self.initial + (self.target - self.initial) * done
 
     def get_config(self) -> Dict[str, Any]:
-        return {'initial': self.initial, 'target': self.target,
-                'warmup_steps': self.warmup_steps}
+        return {
+            'initial': self.initial,
+            'target': self.target,
+            'warmup_steps': self.warmup_steps
+        }
 
 
 def scaled_learning_rate(params: Params, replicas: int) -> float:

@@ -77,8 +77,8 @@ class ModelRecipe:
     """
 
     build_model: Callable[[Params, int], keras.Model]
-    to_model_inputs: Callable[[Dict[str, tf.Tensor], Params],
-                              Dict[str, tf.Tensor]]
+    to_model_inputs: Callable[[Dict[str, tf.Tensor], Params], Dict[str,
+                                                                   tf.Tensor]]
     extra_signatures: Dict[str, export.SignatureFactory]
     search_space: Optional[Callable[[Any], Params]] = None
     compile_model: Optional[Callable[..., None]] = None
@@ -89,16 +89,19 @@ def hyperparameters(fn_args: 'tfx.components.FnArgs') -> Dict[str, Any]:
     """The run's hyper-parameters: custom_config and what ExampleGen learned
     from the data (`class_names`, `num_channels`: models/data_facts.py),
     overridden by a Tuner's."""
-    params = {**(fn_args.custom_config or {}),
-              **data_facts.from_fn_args(fn_args)}
+    params = {
+        **(fn_args.custom_config or {}),
+        **data_facts.from_fn_args(fn_args)
+    }
     tuned = fn_args.hyperparameters
     if tuned:
-        params.update(tuned.get('values', tuned) if isinstance(tuned, dict)
-                      else tuned)
+        params.update(
+            tuned.get('values', tuned) if isinstance(tuned, dict) else tuned)
     return params
 
 
-def compile_model(model: keras.Model, params: Dict[str, Any],
+def compile_model(model: keras.Model,
+                  params: Dict[str, Any],
                   learning_rate: Optional[LearningRate] = None) -> None:
     """Adam on sparse categorical cross-entropy, clipped when configured.
 
@@ -108,9 +111,8 @@ def compile_model(model: keras.Model, params: Dict[str, Any],
     if learning_rate is None:
         learning_rate = params.get('learning_rate', 1e-3)
     model.compile(
-        optimizer=keras.optimizers.Adam(
-            learning_rate=learning_rate,
-            global_clipnorm=clip_norm or None),
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate,
+                                        global_clipnorm=clip_norm or None),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name='accuracy')])
 
@@ -130,8 +132,10 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append(round(time.monotonic() - self._started, 2))
 
 
-def run(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
-        params: Optional[Params] = None, export_model: bool = True) -> float:
+def run(fn_args: 'tfx.components.FnArgs',
+        recipe: ModelRecipe,
+        params: Optional[Params] = None,
+        export_model: bool = True) -> float:
     """Trains the recipe's model under the configured strategy and exports it.
 
     `multi_worker` outside a cluster (no TF_CONFIG) starts the configured
@@ -155,23 +159,26 @@ def run(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
         if fn_args.hyperparameters and recipe.search_space:
             # KerasTuner is imported only when a Tuner ran.
             from models import tuning  # pylint: disable=import-outside-toplevel
-            params.update(tuning.tuned_params(recipe.search_space,
-                                              fn_args.hyperparameters))
-    if (params.get('strategy') == 'multi_worker' and export_model
-            and not workers.in_cluster()):
+            params.update(
+                tuning.tuned_params(recipe.search_space,
+                                    fn_args.hyperparameters))
+    if (params.get('strategy') == 'multi_worker' and export_model and
+            not workers.in_cluster()):
         report = workers.launch(fn_args, recipe, params)
     else:
         report = train(fn_args, recipe, params, export_model)
     if report['chief'] and export_model:
         tf.io.gfile.makedirs(fn_args.model_run_dir)
-        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir,
-                                            TRAINING_REPORT), 'w') as f:
+        with tf.io.gfile.GFile(
+                os.path.join(fn_args.model_run_dir, TRAINING_REPORT), 'w') as f:
             json.dump(report, f)
     return report['best_val_accuracy']
 
 
-def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
-          params: Params, export_model: bool = True) -> Dict[str, Any]:
+def train(fn_args: 'tfx.components.FnArgs',
+          recipe: ModelRecipe,
+          params: Params,
+          export_model: bool = True) -> Dict[str, Any]:
     """Trains (and exports) in this process, as one replica set of the
     cluster.
 
@@ -204,21 +211,30 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
     to_model_inputs = functools.partial(recipe.to_model_inputs, params=params)
     make = functools.partial(inputs.make_dataset,
                              data_accessor=fn_args.data_accessor,
-                             schema=schema, to_model_inputs=to_model_inputs,
+                             schema=schema,
+                             to_model_inputs=to_model_inputs,
                              cache=bool(params['cache_examples']))
     learning_rate: LearningRate = float(params.get('learning_rate', 1e-3))
     report: Dict[str, Any] = {
-        'strategy': name, 'replicas': replicas,
-        'workers': num_workers, 'per_replica_batch': per_replica_batch,
-        'global_batch': global_batch, 'learning_rate': learning_rate,
-        'warmup_steps': 0, 'steps_per_epoch': None,
-        'train_examples': train_examples}
+        'strategy': name,
+        'replicas': replicas,
+        'workers': num_workers,
+        'per_replica_batch': per_replica_batch,
+        'global_batch': global_batch,
+        'learning_rate': learning_rate,
+        'warmup_steps': 0,
+        'steps_per_epoch': None,
+        'train_examples': train_examples
+    }
     fit_args: Dict[str, Any] = {}
     eval_examples = inputs.count_examples(fn_args.eval_files)
     if distribute.is_default(strategy):
-        train_data = make(fn_args.train_files, batch_size=global_batch,
-                          shuffle=True, seed=params.get('seed'))
-        evaluation = make(fn_args.eval_files, batch_size=global_batch,
+        train_data = make(fn_args.train_files,
+                          batch_size=global_batch,
+                          shuffle=True,
+                          seed=params.get('seed'))
+        evaluation = make(fn_args.eval_files,
+                          batch_size=global_batch,
                           shuffle=False)
     else:
         # Each replica (or worker) reads its own shard through its own
@@ -226,40 +242,47 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
         # MultiDeviceIterator between epochs (a stall of up to 60 s each).
         pipelines: List[Dict[str, int]] = []
         train_data = inputs.distributed_dataset(
-            strategy, global_batch, pipelines, functools.partial(
-                make, fn_args.train_files, shuffle=True,
-                seed=params.get('seed'), repeat=True))
+            strategy, global_batch, pipelines,
+            functools.partial(make,
+                              fn_args.train_files,
+                              shuffle=True,
+                              seed=params.get('seed'),
+                              repeat=True))
         evaluation = inputs.distributed_dataset(
-            strategy, global_batch, [], functools.partial(
-                make, fn_args.eval_files, shuffle=False, repeat=True))
+            strategy, global_batch, [],
+            functools.partial(make,
+                              fn_args.eval_files,
+                              shuffle=False,
+                              repeat=True))
         steps = math.ceil(train_examples / global_batch)
-        fit_args = dict(steps_per_epoch=steps, validation_steps=math.ceil(
-            eval_examples / global_batch))
+        fit_args = dict(steps_per_epoch=steps,
+                        validation_steps=math.ceil(eval_examples /
+                                                   global_batch))
         target = schedule.scaled_learning_rate(params, replicas)
         warmup = round(float(params.get('warmup_epochs', 1)) * steps)
         if target != learning_rate and warmup > 0:
-            learning_rate = schedule.LinearWarmup(learning_rate, target,
-                                                  warmup)
+            learning_rate = schedule.LinearWarmup(learning_rate, target, warmup)
         else:
             learning_rate = target
-        report.update(learning_rate=target, warmup_steps=warmup
-                      if isinstance(learning_rate, schedule.LinearWarmup)
-                      else 0,
+        report.update(learning_rate=target,
+                      warmup_steps=warmup if isinstance(
+                          learning_rate, schedule.LinearWarmup) else 0,
                       steps_per_epoch=steps,
                       per_replica_batch=pipelines[0]['batch'],
-                      input_shards=[[p['shard'], p['shards']]
-                                    for p in pipelines])
+                      input_shards=[[p['shard'], p['shards']] for p in pipelines
+                                   ])
     logging.info('Training with %s: %s', type(strategy).__name__, report)
 
     # Distributed input repeats: its steps were counted from the examples.
-    steps_per_epoch = (fit_args['steps_per_epoch'] if fit_args
-                       else inputs.count_batches(train_data))
+    steps_per_epoch = (fit_args['steps_per_epoch']
+                       if fit_args else inputs.count_batches(train_data))
     fitted = schedule.training_schedule(params, steps_per_epoch,
                                         per_replica_batch)
     params.update(fitted)
-    logging.info('%d training examples, batch %d, %d steps an epoch; '
-                 'schedule %s', train_examples, per_replica_batch,
-                 steps_per_epoch, fitted)
+    logging.info(
+        '%d training examples, batch %d, %d steps an epoch; '
+        'schedule %s', train_examples, per_replica_batch, steps_per_epoch,
+        fitted)
 
     transferred = None
     with strategy.scope():
@@ -269,8 +292,7 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
                                               learning_rate)
             learning_rate = transferred.learning_rate
             report['transfer'] = transferred.report
-        (recipe.compile_model or compile_model)(model, params,
-                                                 learning_rate)
+        (recipe.compile_model or compile_model)(model, params, learning_rate)
         if fn_args.base_model and params.get('warm_start'):
             weights.warm_start(model, fn_args.base_model)
 
@@ -279,45 +301,53 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
     monitor, mode = schedule.best_epoch_monitor(eval_examples)
     report.update(eval_examples=eval_examples, best_epoch_by=monitor)
     early_stopping = keras.callbacks.EarlyStopping(
-        monitor=monitor, mode=mode,
+        monitor=monitor,
+        mode=mode,
         patience=int(params['early_stopping_patience']),
-        restore_best_weights=True, verbose=1)
+        restore_best_weights=True,
+        verbose=1)
     timer = _EpochTimer()
     callbacks = [early_stopping, timer, progress.TrainingProgress()]
     plateau = schedule.learning_rate_plateau(params, learning_rate)
     if plateau:
         callbacks.insert(0, plateau)
-    report.update(fitted, steps_per_epoch=steps_per_epoch,
+    report.update(fitted,
+                  steps_per_epoch=steps_per_epoch,
                   lr_plateau=bool(plateau))
     if transferred:
         callbacks.append(transferred.callback)
     with contextlib.ExitStack() as stack:
         if fn_args.model_run_dir:  # A Tuner's trials have none.
-            log_dir = stack.enter_context(
-                _own_dir(fn_args.model_run_dir, chief))
-            callbacks.append(keras.callbacks.TensorBoard(
-                log_dir=log_dir, update_freq='epoch'))
-        history = model.fit(
-            train_data, validation_data=evaluation,
-            epochs=int(params['epochs']), callbacks=callbacks, verbose=0,
-            **fit_args)
+            log_dir = stack.enter_context(_own_dir(fn_args.model_run_dir,
+                                                   chief))
+            callbacks.append(
+                keras.callbacks.TensorBoard(log_dir=log_dir,
+                                            update_freq='epoch'))
+        history = model.fit(train_data,
+                            validation_data=evaluation,
+                            epochs=int(params['epochs']),
+                            callbacks=callbacks,
+                            verbose=0,
+                            **fit_args)
     kept_epoch = early_stopping.best_epoch
-    report.update(chief=chief,
-                  # The eval accuracy of the epoch whose weights are kept.
-                  best_val_accuracy=float(
-                      history.history['val_accuracy'][kept_epoch]),
-                  steps=int(model.optimizer.iterations.numpy()),
-                  epoch_seconds=timer.seconds,
-                  val_accuracy=[round(float(v), 4) for v in
-                                history.history.get('val_accuracy', [])],
-                  kept_epoch=kept_epoch,
-                  # The rate each epoch trained at (lr_plateau).
-                  epoch_learning_rates=[
-                      float(v) for v in history.history.get('lr', [])],
-                  # Every metric by epoch: the run's report draws them.
-                  history={name: [round(float(v), 4) for v in values]
-                           for name, values in history.history.items()
-                           if name != 'lr'})
+    report.update(
+        chief=chief,
+        # The eval accuracy of the epoch whose weights are kept.
+        best_val_accuracy=float(history.history['val_accuracy'][kept_epoch]),
+        steps=int(model.optimizer.iterations.numpy()),
+        epoch_seconds=timer.seconds,
+        val_accuracy=[
+            round(float(v), 4) for v in history.history.get('val_accuracy', [])
+        ],
+        kept_epoch=kept_epoch,
+        # The rate each epoch trained at (lr_plateau).
+        epoch_learning_rates=[float(v) for v in history.history.get('lr', [])],
+        # Every metric by epoch: the run's report draws them.
+        history={
+            name: [round(float(v), 4) for v in values]
+            for name, values in history.history.items()
+            if name != 'lr'
+        })
     if not export_model:
         return report
     if distribute.is_default(strategy):
@@ -328,15 +358,17 @@ def train(fn_args: 'tfx.components.FnArgs', recipe: ModelRecipe,
     # chief where the model belongs; the others into a folder they remove.
     exporter = export.export_serving_model
     if recipe.export_model is not None:
-        exporter = functools.partial(
-            recipe.export_model, params=params, train_data=make(
-                fn_args.train_files, batch_size=global_batch, shuffle=False))
+        exporter = functools.partial(recipe.export_model,
+                                     params=params,
+                                     train_data=make(fn_args.train_files,
+                                                     batch_size=global_batch,
+                                                     shuffle=False))
     with _own_dir(fn_args.serving_model_dir, chief) as export_dir:
         exporter(
-            model, tf_transform_output, class_names, to_model_inputs,
-            {name: functools.partial(make_signature, params=params)
-             for name, make_signature in recipe.extra_signatures.items()},
-            export_dir)
+            model, tf_transform_output, class_names, to_model_inputs, {
+                name: functools.partial(make_signature, params=params)
+                for name, make_signature in recipe.extra_signatures.items()
+            }, export_dir)
     report.update(export_dir=export_dir,
                   weights_sha256=weights.weights_digest(model))
     return report
@@ -353,5 +385,3 @@ def _own_dir(path: str, chief: bool) -> Iterator[str]:
         yield temporary
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
-
-

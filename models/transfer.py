@@ -42,8 +42,11 @@ def saved_model_variables(saved_model_dir: str) -> Dict[str, tf.Variable]:
     """Every variable a SavedModel holds, by name, whether or not Keras
     traces were saved with it (models/export.py saves none)."""
     loaded = tf.saved_model.load(saved_model_dir)
-    return {v.name: v for v in tf.train.TrackableView(loaded).descendants()
-            if isinstance(v, tf.Variable)}
+    return {
+        v.name: v
+        for v in tf.train.TrackableView(loaded).descendants()
+        if isinstance(v, tf.Variable)
+    }
 
 
 def lower_layers(model: keras.Model) -> List[keras.layers.Layer]:
@@ -88,36 +91,40 @@ def transfer_layers(model: keras.Model, source: str) -> Dict[str, Any]:
             f'{saved_model}: no layer of the {model.name} below its head '
             'matches one of this model by name and shape; nothing to '
             'transfer')
-    fresh = [layer.name for layer in model.layers
-             if layer.weights and layer.name not in taken]
-    logging.info('Transferred from %s: %s; new: %s', saved_model, taken,
-                 fresh)
-    return {'transfer_from': saved_model, 'layers': taken,
-            'new_layers': fresh}
+    fresh = [
+        layer.name
+        for layer in model.layers
+        if layer.weights and layer.name not in taken
+    ]
+    logging.info('Transferred from %s: %s; new: %s', saved_model, taken, fresh)
+    return {'transfer_from': saved_model, 'layers': taken, 'new_layers': fresh}
 
 
 class FineTuneRate(keras.optimizers.schedules.LearningRateSchedule):
     """`rate` (a number or a schedule) until `unfreeze_step`, then `rate`
     times `factor`."""
 
-    def __init__(self, rate: LearningRate, unfreeze_step: int,
-                 factor: float):
+    def __init__(self, rate: LearningRate, unfreeze_step: int, factor: float):
         super().__init__()
         self.rate = rate
         self.unfreeze_step = int(unfreeze_step)
         self.factor = float(factor)
 
     def __call__(self, step):
-        rate = tf.cast(self.rate(step) if callable(self.rate)
-                       else self.rate, tf.float32)
-        return tf.where(tf.cast(step, tf.int64) < self.unfreeze_step,
-                        rate, rate * self.factor)
+        rate = tf.cast(
+            self.rate(step) if callable(self.rate) else self.rate, tf.float32)
+        return tf.where(
+            tf.cast(step, tf.int64) < self.unfreeze_step, rate,
+            rate * self.factor)
 
     def get_config(self) -> Dict[str, Any]:
         rate = (keras.optimizers.schedules.serialize(self.rate)
                 if callable(self.rate) else self.rate)
-        return {'rate': rate, 'unfreeze_step': self.unfreeze_step,
-                'factor': self.factor}
+        return {
+            'rate': rate,
+            'unfreeze_step': self.unfreeze_step,
+            'factor': self.factor
+        }
 
 
 class FreezeThenFineTune(keras.callbacks.Callback):
@@ -155,8 +162,7 @@ class FreezeThenFineTune(keras.callbacks.Callback):
         self.frozen = not trainable
         # The train step is traced with the trainable variables of the
         # moment: trace it anew.
-        self.model.train_function = self.model.make_train_function(
-            force=True)
+        self.model.train_function = self.model.make_train_function(force=True)
 
 
 @dataclasses.dataclass
@@ -175,20 +181,20 @@ class Transfer:
     callback: FreezeThenFineTune
 
 
-def start_from(model: keras.Model, params: Dict[str, Any],
-               steps_per_epoch: int, learning_rate: LearningRate) -> Transfer:
+def start_from(model: keras.Model, params: Dict[str, Any], steps_per_epoch: int,
+               learning_rate: LearningRate) -> Transfer:
     """Transfers config `transfer_from`'s lower layers into `model` (built,
     not yet compiled: compile it with the returned learning rate and fit it
     with the returned callback for `params['epochs']` epochs)."""
     report = transfer_layers(model, params['transfer_from'])
     epochs = int(params['epochs'])
     fraction = float(params.get('transfer_frozen_fraction', 0.25))
-    frozen = min(epochs, max(1, math.ceil(fraction * epochs))
-                 if fraction > 0 else 0)
+    frozen = min(epochs,
+                 max(1, math.ceil(fraction * epochs)) if fraction > 0 else 0)
     factor = float(params.get('transfer_learning_rate_factor', 0.1))
     report.update(frozen_epochs=frozen, fine_tune_rate_factor=factor)
-    return Transfer(
-        report=report,
-        learning_rate=FineTuneRate(learning_rate,
-                                   frozen * int(steps_per_epoch), factor),
-        callback=FreezeThenFineTune(report['layers'], frozen))
+    return Transfer(report=report,
+                    learning_rate=FineTuneRate(learning_rate,
+                                               frozen * int(steps_per_epoch),
+                                               factor),
+                    callback=FreezeThenFineTune(report['layers'], frozen))

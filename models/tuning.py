@@ -49,13 +49,14 @@ def trial_table(trials: List[keras_tuner.engine.trial.Trial]) -> str:
     rows = [['trial', 'score', *names]]
     for trial in trials:
         score = trial.score
-        rows.append([trial.trial_id,
-                     'failed' if score is None else f'{score:.4f}',
-                     *(str(trial.hyperparameters.values.get(n, ''))
-                       for n in names)])
+        rows.append([
+            trial.trial_id, 'failed' if score is None else f'{score:.4f}',
+            *(str(trial.hyperparameters.values.get(n, '')) for n in names)
+        ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return '\n'.join('  '.join(cell.ljust(width)
-                               for cell, width in zip(row, widths)).rstrip()
+    return '\n'.join('  '.join(
+        cell.ljust(width)
+        for cell, width in zip(row, widths)).rstrip()
                      for row in rows)
 
 
@@ -63,9 +64,8 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
     """Runs each trial with models/training.py (tf_keras), not Keras 3."""
 
     def __init__(self, oracle: keras_tuner.Oracle,
-                 fn_args: 'tfx.components.FnArgs',
-                 recipe: training.ModelRecipe, params: schedule.Params,
-                 max_seconds: float, **kwargs):
+                 fn_args: 'tfx.components.FnArgs', recipe: training.ModelRecipe,
+                 params: schedule.Params, max_seconds: float, **kwargs):
         super().__init__(oracle, **kwargs)
         self._fn_args = fn_args
         self._recipe = recipe
@@ -81,9 +81,13 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
             self.oracle.max_trials = len(self.oracle.trials)
 
     def run_trial(self, trial, *args, **kwargs) -> Dict[str, float]:
-        params = {**self._params,
-                  **self._recipe.search_space(trial.hyperparameters)}
-        accuracy = training.run(self._fn_args, self._recipe, params,
+        params = {
+            **self._params,
+            **self._recipe.search_space(trial.hyperparameters)
+        }
+        accuracy = training.run(self._fn_args,
+                                self._recipe,
+                                params,
                                 export_model=False)
         return {OBJECTIVE.name: accuracy}
 
@@ -92,13 +96,12 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
         trials = sorted(self.oracle.trials.values(), key=lambda t: t.trial_id)
         table = trial_table(trials)
         # Printed for the user, and in the Tuner's log.
-        print(f'Tuner trials (score: best eval accuracy):\n{table}',
-              flush=True)
+        print(f'Tuner trials (score: best eval accuracy):\n{table}', flush=True)
         logging.info('Tuner trials:\n%s', table)
         if not any(t.score is not None for t in trials):
             # Else the Tuner would hand the Trainer a default as the best.
-            raise RuntimeError('every Tuner trial failed; the first:\n'
-                               + (trials[0].message if trials else ''))
+            raise RuntimeError('every Tuner trial failed; the first:\n' +
+                               (trials[0].message if trials else ''))
 
 
 def tuner_fn(fn_args: 'tfx.components.FnArgs',
@@ -109,11 +112,17 @@ def tuner_fn(fn_args: 'tfx.components.FnArgs',
     params = training.hyperparameters(fn_args)
     hp = keras_tuner.HyperParameters()
     recipe.search_space(hp)  # Declares the space.
-    oracle = keras_tuner.oracles.RandomSearchOracle(
-        objective=OBJECTIVE, max_trials=int(params['tune_trials']),
-        hyperparameters=hp, seed=params.get('seed'),
-        allow_new_entries=False, tune_new_entries=False)
-    tuner = TrialTuner(oracle, fn_args, recipe, params,
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective=OBJECTIVE,
+                                                    max_trials=int(
+                                                        params['tune_trials']),
+                                                    hyperparameters=hp,
+                                                    seed=params.get('seed'),
+                                                    allow_new_entries=False,
+                                                    tune_new_entries=False)
+    tuner = TrialTuner(oracle,
+                       fn_args,
+                       recipe,
+                       params,
                        max_seconds=float(params['tune_seconds']),
                        directory=fn_args.working_dir,
                        project_name='random_search')

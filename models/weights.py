@@ -26,12 +26,16 @@ def recalibrate_batch_norm(model: keras.Model, dataset: tf.data.Dataset,
     Returns:
         The number of batches averaged (0 when the model has no batch norm).
     """
-    norms = [layer for layer in model.submodules
-             if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [
+        layer for layer in model.submodules
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     if not norms:
         return 0
-    dropouts = [layer for layer in model.submodules
-                if isinstance(layer, keras.layers.Dropout)]
+    dropouts = [
+        layer for layer in model.submodules
+        if isinstance(layer, keras.layers.Dropout)
+    ]
     rates = [layer.rate for layer in dropouts]
     momenta = [layer.momentum for layer in norms]
     for layer in dropouts:
@@ -73,8 +77,9 @@ def warm_start(model: keras.Model, base_model_dir: str) -> bool:
     base = transfer.saved_model_variables(base_model_dir)
     if any(w.name not in base or base[w.name].shape != w.shape
            for w in model.weights):
-        logging.warning('Base model %s does not match this architecture; '
-                        'training from scratch', base_model_dir)
+        logging.warning(
+            'Base model %s does not match this architecture; '
+            'training from scratch', base_model_dir)
         return False
     for weight in model.weights:
         weight.assign(base[weight.name])

@@ -104,8 +104,8 @@ def _wait(processes: Sequence[subprocess.Popen], logs: Sequence[str],
         codes = [process.poll() for process in processes]
         for index, code in enumerate(codes):
             if code not in (None, 0):
-                how = (f'was killed by signal {-code}' if code < 0
-                       else f'exited with code {code}')
+                how = (f'was killed by signal {-code}'
+                       if code < 0 else f'exited with code {code}')
                 raise WorkerError(
                     f'worker {index} of {len(processes)} {how}; the end of '
                     f'its log {logs[index]}:\n{_log_tail(logs[index])}')
@@ -140,14 +140,18 @@ def launch(fn_args: 'tfx.components.FnArgs', recipe: 'training.ModelRecipe',
     os.makedirs(folder, exist_ok=True)
     args = {k: v for k, v in vars(fn_args).items() if k != 'data_accessor'}
     spec = {
-        'fn_args': args,
+        'fn_args':
+            args,
         # <examples>/Split-<name>/*: the Examples artifact holding the files.
-        'examples_uri': os.path.dirname(os.path.dirname(
-            fn_args.train_files[0])),
-        'recipe': _recipe_path(recipe),
+        'examples_uri':
+            os.path.dirname(os.path.dirname(fn_args.train_files[0])),
+        'recipe':
+            _recipe_path(recipe),
         # The run's hyper-parameters, a Tuner's best values included.
-        'params': params,
-        'report': os.path.join(folder, 'report-{index}.json'),
+        'params':
+            params,
+        'report':
+            os.path.join(folder, 'report-{index}.json'),
     }
     spec_path = os.path.join(folder, SPEC_FILE)
     with open(spec_path, 'w', encoding='utf-8') as f:
@@ -159,17 +163,30 @@ def launch(fn_args: 'tfx.components.FnArgs', recipe: 'training.ModelRecipe',
     processes: List[subprocess.Popen] = []
     try:
         for index, log in enumerate(logs):
-            env = {'PYTHONWARNINGS': 'ignore::FutureWarning', **os.environ,
-                   'PYTHONPATH': pythonpath,
-                   'TF_CONFIG': json.dumps({
-                       'cluster': cluster,
-                       'task': {'type': 'worker', 'index': index}})}
+            env = {
+                'PYTHONWARNINGS':
+                    'ignore::FutureWarning',
+                **os.environ, 'PYTHONPATH':
+                    pythonpath,
+                'TF_CONFIG':
+                    json.dumps({
+                        'cluster': cluster,
+                        'task': {
+                            'type': 'worker',
+                            'index': index
+                        }
+                    })
+            }
             with open(log, 'w', encoding='utf-8') as output:
-                processes.append(subprocess.Popen(
-                    [sys.executable, '-m', 'models.workers', spec_path],
-                    env=env, stdout=output, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, start_new_session=True,
-                    preexec_fn=_die_with_parent))
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, '-m', 'models.workers', spec_path],
+                        env=env,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                        preexec_fn=_die_with_parent))
         _wait(processes, logs, timeout)
     finally:
         _stop(processes)
@@ -177,9 +194,12 @@ def launch(fn_args: 'tfx.components.FnArgs', recipe: 'training.ModelRecipe',
     for index in range(count):
         with open(spec['report'].format(index=index), encoding='utf-8') as f:
             reports.append(json.load(f))
-    return {**reports[0],
-            'worker_weights_sha256': [r['weights_sha256'] for r in reports],
-            'worker_export_dirs': [r['export_dir'] for r in reports]}
+    return {
+        **reports[0], 'worker_weights_sha256': [
+            r['weights_sha256'] for r in reports
+        ],
+        'worker_export_dirs': [r['export_dir'] for r in reports]
+    }
 
 
 def data_accessor(examples_uri: str) -> 'tfx.components.DataAccessor':
@@ -194,7 +214,8 @@ def data_accessor(examples_uri: str) -> 'tfx.components.DataAccessor':
     return fn_args_utils.DataAccessor(
         tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
             [examples], ['Trainer']),
-        record_batch_factory=None, data_view_decode_fn=None)
+        record_batch_factory=None,
+        data_view_decode_fn=None)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -218,8 +239,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.set_verbosity(logging.INFO)
     module, name = spec['recipe'].split(':')
     recipe = getattr(importlib.import_module(module), name)
-    fn_args = fn_args_utils.FnArgs(
-        **spec['fn_args'], data_accessor=data_accessor(spec['examples_uri']))
+    fn_args = fn_args_utils.FnArgs(**spec['fn_args'],
+                                   data_accessor=data_accessor(
+                                       spec['examples_uri']))
     report = training.train(fn_args, recipe, spec['params'])
     index = json.loads(os.environ['TF_CONFIG'])['task']['index']
     path = spec['report'].format(index=index)

@@ -36,12 +36,14 @@ def newest_version(model_dir: str) -> Tuple[str, int]:
         InputDataError: `model_dir` is not a folder or holds no version.
     """
     if not os.path.isdir(model_dir):
-        raise InputDataError(model_dir, 'is not a folder (expected a model '
-                             'base path, e.g. tfx_home/serving/embedding)')
+        raise InputDataError(
+            model_dir, 'is not a folder (expected a model '
+            'base path, e.g. tfx_home/serving/embedding)')
     newest = pusher_executor.newest_version(model_dir)
     if newest is None:
-        raise InputDataError(model_dir, 'holds no numbered model version '
-                             '(expected a model base path the Pusher wrote)')
+        raise InputDataError(
+            model_dir, 'holds no numbered model version '
+            '(expected a model base path the Pusher wrote)')
     return newest, int(os.path.basename(newest))
 
 
@@ -54,13 +56,16 @@ def read_images(folder: str) -> List[Tuple[str, bytes]]:
             file that is not a readable image.
     """
     try:
-        names = sorted(name for name in os.listdir(folder)
-                       if not name.startswith('.'))
+        names = sorted(
+            name for name in os.listdir(folder) if not name.startswith('.'))
     except OSError as error:
-        raise InputDataError(folder, f'cannot be listed: {error.strerror}'
-                             ) from error
-    paths = [os.path.join(folder, name) for name in names
-             if os.path.isfile(os.path.join(folder, name))]
+        raise InputDataError(folder,
+                             f'cannot be listed: {error.strerror}') from error
+    paths = [
+        os.path.join(folder, name)
+        for name in names
+        if os.path.isfile(os.path.join(folder, name))
+    ]
     if not paths:
         raise InputDataError(folder, 'holds no image files')
     images = []
@@ -110,14 +115,17 @@ def add_class(model_dir: str, name: str, images_dir: str) -> str:
             version_dir, f'already has a class {name!r} (classes: '
             f'{", ".join(class_names)}); choose another name')
     vectors = np.concatenate([
-        embed(images=tf.constant([data for _, data in images[i:i + _BATCH]]))[
-            signatures.EMBEDDINGS_OUTPUT].numpy()
-        for i in range(0, len(images), _BATCH)])
-    table.embeddings.assign(np.concatenate([table.embeddings.numpy(),
-                                            vectors]))
-    table.labels.assign(np.concatenate([
-        table.labels.numpy(),
-        np.full(len(vectors), len(class_names), np.int32)]))
+        embed(images=tf.constant([data
+                                  for _, data in images[i:i + _BATCH]]))[
+                                      signatures.EMBEDDINGS_OUTPUT].numpy()
+        for i in range(0, len(images), _BATCH)
+    ])
+    table.embeddings.assign(np.concatenate([table.embeddings.numpy(), vectors]))
+    table.labels.assign(
+        np.concatenate([
+            table.labels.numpy(),
+            np.full(len(vectors), len(class_names), np.int32)
+        ]))
     table.class_names.assign(class_names + [name])
     return _write_version(model, model_dir, version_dir, version + 1)
 
@@ -125,8 +133,7 @@ def add_class(model_dir: str, name: str, images_dir: str) -> str:
 def _write_version(model, model_dir: str, old_dir: str, version: int) -> str:
     """Saves `model` as `<model_dir>/<version>` through a staging folder."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    staging = os.path.join(model_dir, pusher_executor.STAGING_DIR,
-                           str(version))
+    staging = os.path.join(model_dir, pusher_executor.STAGING_DIR, str(version))
     shutil.rmtree(staging, ignore_errors=True)
     tf.saved_model.save(model, staging, signatures=dict(model.signatures))
     if os.path.isdir(os.path.join(old_dir, _ASSETS_EXTRA)):
@@ -145,5 +152,6 @@ def class_counts(version_dir: str) -> Sequence[Tuple[str, int]]:
     table = tf.saved_model.load(version_dir).reference_table
     counts = np.bincount(table.labels.numpy(),
                          minlength=int(tf.size(table.class_names)))
-    return [(c.decode(), int(n)) for c, n in
-            zip(table.class_names.numpy(), counts)]
+    return [
+        (c.decode(), int(n)) for c, n in zip(table.class_names.numpy(), counts)
+    ]

@@ -65,39 +65,58 @@ def _override(text: str) -> Tuple[str, Any]:
 
 def _add_run_config_flags(parser: argparse.ArgumentParser,
                           model_required: bool = True) -> None:
-    parser.add_argument('--model', required=model_required,
+    parser.add_argument('--model',
+                        required=model_required,
                         choices=sorted(configs.MODELS),
                         help='the model family to train')
-    parser.add_argument('--profile', default='smoke', choices=configs.PROFILES,
+    parser.add_argument('--profile',
+                        default='smoke',
+                        choices=configs.PROFILES,
                         help='data size and hyper-parameters: smoke (minutes)'
                         ' or full (default smoke)')
-    parser.add_argument('--data', help='raw data: a folder, file or .ts prefix '
+    parser.add_argument('--data',
+                        help='raw data: a folder, file or .ts prefix '
                         '(default: the model\'s public data set)')
-    parser.add_argument('--home', default=configs.DEFAULT_HOME,
+    parser.add_argument('--home',
+                        default=configs.DEFAULT_HOME,
                         help='folder for metadata, artifacts and serving/ '
                         f'(default {configs.DEFAULT_HOME})')
-    parser.add_argument('--strategy', choices=_STRATEGIES,
+    parser.add_argument('--strategy',
+                        choices=_STRATEGIES,
                         help='tf.distribute strategy (default: auto)')
-    parser.add_argument('--beam-arg', action='append', default=[],
-                        dest='beam_args', metavar='FLAG',
+    parser.add_argument('--beam-arg',
+                        action='append',
+                        default=[],
+                        dest='beam_args',
+                        metavar='FLAG',
                         help='a Beam pipeline argument, e.g. '
                         '--beam-arg=--runner=FlinkRunner (repeatable; '
                         'replaces the default --runner=FnApiRunner '
                         '--direct_running_mode=in_memory)')
-    parser.add_argument('--set', action='append', default=[], type=_override,
-                        dest='overrides', metavar='KEY=VALUE',
+    parser.add_argument('--set',
+                        action='append',
+                        default=[],
+                        type=_override,
+                        dest='overrides',
+                        metavar='KEY=VALUE',
                         help='override a setting, e.g. --set epochs=3 '
                         '(repeatable; `run --list-settings` lists them)')
 
 
 def _run_config(args: argparse.Namespace) -> configs.RunConfig:
     return configs.RunConfig(
-        model=args.model, profile=args.profile, data=args.data,
-        home=args.home, strategy=args.strategy,
-        beam_args=tuple(args.beam_args), overrides=tuple(args.overrides),
-        **{k: v for k, v in (
-            ('kubeflow_image', getattr(args, 'image', None)),
-            ('kubeflow_root', getattr(args, 'pipeline_root', None))) if v})
+        model=args.model,
+        profile=args.profile,
+        data=args.data,
+        home=args.home,
+        strategy=args.strategy,
+        beam_args=tuple(args.beam_args),
+        overrides=tuple(args.overrides),
+        **{
+            k: v for k, v in (('kubeflow_image', getattr(args, 'image', None)),
+                              ('kubeflow_root',
+                               getattr(args, 'pipeline_root', None))) if v
+        })
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,12 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser('run', help='run the pipeline locally')
     _add_run_config_flags(run, model_required=False)
-    run.add_argument('--list-settings', action='store_true',
+    run.add_argument('--list-settings',
+                     action='store_true',
                      help='print every --set key, its default per profile '
                      'and what it does, then exit')
-    run.add_argument('--no-serving-check', action='store_true',
+    run.add_argument('--no-serving-check',
+                     action='store_true',
                      help='push without checking the model in a server')
-    run.add_argument('--verbose', action='store_true',
+    run.add_argument('--verbose',
+                     action='store_true',
                      help='show TFX and Beam logs')
     run.add_argument('--no-lock', action='store_true',
                      help=argparse.SUPPRESS)  # The scheduler holds it.
@@ -121,15 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
     compile_ = commands.add_parser('compile', help='compile for Kubeflow')
     _add_run_config_flags(compile_)
     _add_kubeflow_flags(compile_)
-    compile_.add_argument('--output', required=True,
+    compile_.add_argument('--output',
+                          required=True,
                           help='the PipelineJob JSON file to write')
 
     run_compiled = commands.add_parser(
-        'run-compiled', help='run a compiled Kubeflow job here, task by task, '
+        'run-compiled',
+        help='run a compiled Kubeflow job here, task by task, '
         'as its launcher would on a cluster')
-    run_compiled.add_argument('job', metavar='FILE',
+    run_compiled.add_argument('job',
+                              metavar='FILE',
                               help='the PipelineJob JSON `compile` wrote')
-    run_compiled.add_argument('--home', default=configs.DEFAULT_HOME,
+    run_compiled.add_argument('--home',
+                              default=configs.DEFAULT_HOME,
                               help='folder for the ML Metadata that resolvers '
                               'search, and the tasks\' logs')
 
@@ -144,44 +170,59 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kubeflow_flags(schedule, target_default='local')
     _add_kfp_client_flags(schedule, host_required=False)
     schedule.add_argument('--cron', help='5-field cron expression')
-    schedule.add_argument('--on-new-data', action='store_true',
+    schedule.add_argument('--on-new-data',
+                          action='store_true',
                           help='run when a new span-N folder appears in --data')
-    schedule.add_argument('--poll-seconds', type=float, default=60.0,
+    schedule.add_argument('--poll-seconds',
+                          type=float,
+                          default=60.0,
                           help='how often --on-new-data looks (default 60)')
-    schedule.add_argument('--max-runs', type=int, default=0,
+    schedule.add_argument('--max-runs',
+                          type=int,
+                          default=0,
                           help='stop after N runs (default: never)')
 
-    runs = commands.add_parser(
-        'runs', help="list a home's past runs from ML Metadata")
-    runs.add_argument('--home', default=configs.DEFAULT_HOME,
+    runs = commands.add_parser('runs',
+                               help="list a home's past runs from ML Metadata")
+    runs.add_argument('--home',
+                      default=configs.DEFAULT_HOME,
                       help=f'pipeline home (default {configs.DEFAULT_HOME})')
-    runs.add_argument('--model', choices=sorted(configs.MODELS),
+    runs.add_argument('--model',
+                      choices=sorted(configs.MODELS),
                       help="only this model family's runs")
     show = commands.add_parser(
         'show', help='one run: its components, their times and artifacts')
-    show.add_argument('run', metavar='RUN',
+    show.add_argument('run',
+                      metavar='RUN',
                       help='the run id `runs` lists, or a prefix of one')
-    show.add_argument('--home', default=configs.DEFAULT_HOME,
+    show.add_argument('--home',
+                      default=configs.DEFAULT_HOME,
                       help=f'pipeline home (default {configs.DEFAULT_HOME})')
 
     add = commands.add_parser(
-        'add-class', help='add a class to a pushed embedding model from '
+        'add-class',
+        help='add a class to a pushed embedding model from '
         'reference images, without retraining: writes the next version')
-    add.add_argument('--model-dir', required=True,
+    add.add_argument('--model-dir',
+                     required=True,
                      help='the model base path, e.g. '
                      'tfx_home/serving/embedding (its newest version is '
                      'copied with the class added)')
     add.add_argument('--name', required=True, help="the new class's name")
-    add.add_argument('--images', required=True,
+    add.add_argument('--images',
+                     required=True,
                      help="a folder of the class's reference images "
                      f'({", ".join(image_formats.IMAGE_EXTENSIONS)})')
 
     demo = commands.add_parser(
         'demo', help='serve the models pushed under a home and query each')
-    demo.add_argument('--home', default=configs.DEFAULT_HOME,
+    demo.add_argument('--home',
+                      default=configs.DEFAULT_HOME,
                       help='the pipeline home whose serving/ to serve '
                       f'(default {configs.DEFAULT_HOME})')
-    demo.add_argument('--count', type=_positive_int, default=5,
+    demo.add_argument('--count',
+                      type=_positive_int,
+                      default=5,
                       help='test files to send per model (default 5)')
     return parser
 
@@ -195,9 +236,11 @@ def _positive_int(text: str) -> int:
 
 def _add_kfp_client_flags(parser: argparse.ArgumentParser,
                           host_required: bool = True) -> None:
-    parser.add_argument('--host', required=host_required,
+    parser.add_argument('--host',
+                        required=host_required,
                         help='Kubeflow Pipelines API endpoint URL')
-    parser.add_argument('--experiment', default='tfx-deep-pipelines',
+    parser.add_argument('--experiment',
+                        default='tfx-deep-pipelines',
                         help='Kubeflow experiment of the runs '
                         '(default tfx-deep-pipelines)')
     parser.add_argument('--namespace', help='Kubeflow namespace')
@@ -205,10 +248,12 @@ def _add_kfp_client_flags(parser: argparse.ArgumentParser,
 
 def _add_kubeflow_flags(parser: argparse.ArgumentParser,
                         target_default: str = 'kubeflow') -> None:
-    parser.add_argument('--target', default=target_default,
+    parser.add_argument('--target',
+                        default=target_default,
                         choices=sorted({'kubeflow', target_default}),
                         help=f'where to run (default {target_default})')
-    parser.add_argument('--image', help='container image of the components '
+    parser.add_argument('--image',
+                        help='container image of the components '
                         f'(default: {configs.IMAGE_REPOSITORY}:<git describe>'
                         ', as `make image` tags it)')
     parser.add_argument('--pipeline-root',
@@ -275,10 +320,12 @@ def _run(args: argparse.Namespace) -> dict:
     lock = run_lock.RunLock(run_lock.lock_path(config.scheduler_state_dir))
     if not args.no_lock and not lock.acquire(blocking=False):
         print(f'waiting for the run in progress ({lock.holder()}) ...',
-              file=sys.stderr, flush=True)
+              file=sys.stderr,
+              flush=True)
         lock.acquire(blocking=True)
     try:
-        return runner.run_local(config, verbose=args.verbose,
+        return runner.run_local(config,
+                                verbose=args.verbose,
                                 serving_check=not args.no_serving_check,
                                 started=_STARTED)
     finally:
@@ -290,8 +337,11 @@ def _history(args: argparse.Namespace) -> int:
     """The `runs` and `show` commands (pipeline/history.py)."""
     path = configs.metadata_path(args.home)
     if not os.path.isfile(path):  # Before TensorFlow loads, with TFMA.
-        print(f'error: {path}: no ML Metadata (no run has used --home '
-              f'{args.home})', file=sys.stderr, flush=True)
+        print(
+            f'error: {path}: no ML Metadata (no run has used --home '
+            f'{args.home})',
+            file=sys.stderr,
+            flush=True)
         return EXIT_USAGE
     with _native_noise_dropped(verbose=False):
         from pipeline import history  # pylint: disable=import-outside-toplevel
@@ -333,15 +383,18 @@ def _retrain(args: argparse.Namespace) -> int:
 
 def _run_flags(args: argparse.Namespace) -> List[str]:
     """The `run` command line of the configuration `schedule` was given."""
-    flags = ['--model', args.model, '--profile', args.profile,
-             '--home', args.home, '--no-lock']
+    flags = [
+        '--model', args.model, '--profile', args.profile, '--home', args.home,
+        '--no-lock'
+    ]
     if args.data:
         flags += ['--data', args.data]
     if args.strategy:
         flags += ['--strategy', args.strategy]
     flags += [f'--beam-arg={arg}' for arg in args.beam_args]
-    flags += [f'--set={key}={json.dumps(value)}'
-              for key, value in args.overrides]
+    flags += [
+        f'--set={key}={json.dumps(value)}' for key, value in args.overrides
+    ]
     return flags
 
 
@@ -439,8 +492,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 from pipeline import add_class  # pylint: disable=import-outside-toplevel
                 path = add_class.add_class(args.model_dir, args.name,
                                            args.images)
-            print(json.dumps({'added_class': args.name.strip(),
-                              'new_version': path}), flush=True)
+            print(json.dumps({
+                'added_class': args.name.strip(),
+                'new_version': path
+            }),
+                  flush=True)
         elif args.command == 'demo':
             from pipeline import demo  # pylint: disable=import-outside-toplevel
             return demo.run(args.home, args.count)

@@ -70,8 +70,7 @@ def local_timezone() -> datetime.tzinfo:
         return datetime.datetime.now().astimezone().tzinfo
 
 
-def resolve_timezone(tz: Union[datetime.tzinfo, str, None]
-                     ) -> datetime.tzinfo:
+def resolve_timezone(tz: Union[datetime.tzinfo, str, None]) -> datetime.tzinfo:
     """A time zone from a name ('UTC', 'local', an IANA name) or tzinfo."""
     if tz is None or tz == 'local':
         return local_timezone()

@@ -32,7 +32,10 @@ def default_image() -> Optional[str]:
     try:
         described = subprocess.run(
             ['git', '-C', _REPO_DIR, 'describe', '--always', '--dirty'],
-            capture_output=True, text=True, check=True, timeout=30)
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30)
     except (OSError, subprocess.SubprocessError):
         return None
     return f'{IMAGE_REPOSITORY}:{described.stdout.strip()}'
@@ -92,92 +95,148 @@ class ModelFamily:
 
 
 MODELS: Dict[str, ModelFamily] = {
-    'convnet': ModelFamily(
-        kind=data_source.IMAGES,
-        preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
-        run_fn='models.convnet.model.run_fn',
-        tuner_fn='models.convnet.model.tuner_fn',
-        default_data=data_source.FASHION_MNIST_DIR,
-        profiles={
-            'smoke': dict(max_examples_per_split=2000, image_shape=[28, 28, 1],
-                          conv_filters=[16, 32], dense_units=64, epochs=1,
-                          min_train_steps=200, batch_size=64,
-                          min_accuracy=0.3, scales=[1],
-                          scales_share_weights=False),
-            'full': dict(max_examples_per_split=0, image_shape=[28, 28, 1],
-                         conv_filters=[32, 64], dense_units=256, epochs=15,
-                         batch_size=128, min_accuracy=0.9, scales=[1],
+    'convnet':
+        ModelFamily(
+            kind=data_source.IMAGES,
+            preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
+            run_fn='models.convnet.model.run_fn',
+            tuner_fn='models.convnet.model.tuner_fn',
+            default_data=data_source.FASHION_MNIST_DIR,
+            profiles={
+                'smoke':
+                    dict(max_examples_per_split=2000,
+                         image_shape=[28, 28, 1],
+                         conv_filters=[16, 32],
+                         dense_units=64,
+                         epochs=1,
+                         min_train_steps=200,
+                         batch_size=64,
+                         min_accuracy=0.3,
+                         scales=[1],
                          scales_share_weights=False),
-        }),
+                'full':
+                    dict(max_examples_per_split=0,
+                         image_shape=[28, 28, 1],
+                         conv_filters=[32, 64],
+                         dense_units=256,
+                         epochs=15,
+                         batch_size=128,
+                         min_accuracy=0.9,
+                         scales=[1],
+                         scales_share_weights=False),
+            }),
     # Metric learning (models/embedding/): the convnet's trunk, unit-vector
     # embeddings, a triplet loss; classifies by nearest reference.
-    'embedding': ModelFamily(
-        kind=data_source.IMAGES,
-        preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
-        run_fn='models.embedding.model.run_fn',
-        tuner_fn='models.embedding.model.tuner_fn',
-        default_data=data_source.FASHION_MNIST_DIR,
-        profiles={
-            'smoke': dict(max_examples_per_split=2000, image_shape=[28, 28, 1],
-                          conv_filters=[16, 32], dense_units=64,
-                          embedding_dim=32, triplet_margin=0.2,
-                          triplet_mining='semi_hard', references_per_class=50,
-                          epochs=1, min_train_steps=200, batch_size=64,
-                          min_accuracy=0.3),
-            'full': dict(max_examples_per_split=0, image_shape=[28, 28, 1],
-                         conv_filters=[32, 64], dense_units=256,
-                         embedding_dim=64, triplet_margin=0.2,
-                         triplet_mining='semi_hard', references_per_class=200,
-                         epochs=15, batch_size=128, min_accuracy=0.8),
-        }),
-    'rnn': ModelFamily(
-        kind=data_source.SEQUENCES,
-        preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
-        run_fn='models.rnn.model.run_fn',
-        tuner_fn='models.rnn.model.tuner_fn',
-        default_data=_sktime_data('JapaneseVowels'),
-        # No small-data batch cap: a recurrent step costs about the same at
-        # any batch (one step of the cell per time step), so more, smaller
-        # steps would cost more time, not the same.
-        profiles={
-            'smoke': dict(max_examples_per_split=0, cell='lstm', units=[32],
-                          bidirectional=True, epochs=3, min_train_steps=200,
-                          batch_size=32, clip_norm=1.0, min_accuracy=0.2,
-                          max_batch_fraction=0.0),
-            'full': dict(max_examples_per_split=0, cell='lstm', units=[64, 64],
-                         bidirectional=True, epochs=60, batch_size=32,
-                         clip_norm=1.0, min_accuracy=0.9,
+    'embedding':
+        ModelFamily(
+            kind=data_source.IMAGES,
+            preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
+            run_fn='models.embedding.model.run_fn',
+            tuner_fn='models.embedding.model.tuner_fn',
+            default_data=data_source.FASHION_MNIST_DIR,
+            profiles={
+                'smoke':
+                    dict(max_examples_per_split=2000,
+                         image_shape=[28, 28, 1],
+                         conv_filters=[16, 32],
+                         dense_units=64,
+                         embedding_dim=32,
+                         triplet_margin=0.2,
+                         triplet_mining='semi_hard',
+                         references_per_class=50,
+                         epochs=1,
+                         min_train_steps=200,
+                         batch_size=64,
+                         min_accuracy=0.3),
+                'full':
+                    dict(max_examples_per_split=0,
+                         image_shape=[28, 28, 1],
+                         conv_filters=[32, 64],
+                         dense_units=256,
+                         embedding_dim=64,
+                         triplet_margin=0.2,
+                         triplet_mining='semi_hard',
+                         references_per_class=200,
+                         epochs=15,
+                         batch_size=128,
+                         min_accuracy=0.8),
+            }),
+    'rnn':
+        ModelFamily(
+            kind=data_source.SEQUENCES,
+            preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
+            run_fn='models.rnn.model.run_fn',
+            tuner_fn='models.rnn.model.tuner_fn',
+            default_data=_sktime_data('JapaneseVowels'),
+            # No small-data batch cap: a recurrent step costs about the same at
+            # any batch (one step of the cell per time step), so more, smaller
+            # steps would cost more time, not the same.
+            profiles={
+                'smoke':
+                    dict(max_examples_per_split=0,
+                         cell='lstm',
+                         units=[32],
+                         bidirectional=True,
+                         epochs=3,
+                         min_train_steps=200,
+                         batch_size=32,
+                         clip_norm=1.0,
+                         min_accuracy=0.2,
                          max_batch_fraction=0.0),
-        }),
+                'full':
+                    dict(max_examples_per_split=0,
+                         cell='lstm',
+                         units=[64, 64],
+                         bidirectional=True,
+                         epochs=60,
+                         batch_size=32,
+                         clip_norm=1.0,
+                         min_accuracy=0.9,
+                         max_batch_fraction=0.0),
+            }),
     # Wang et al. 2017's FCN: the same data, preprocessing_fn and
     # signatures as the RNN.
-    'fcn': ModelFamily(
-        kind=data_source.SEQUENCES,
-        preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
-        run_fn='models.fcn.model.run_fn',
-        tuner_fn='models.fcn.model.tuner_fn',
-        default_data=_sktime_data('JapaneseVowels'),
-        profiles={
-            'smoke': dict(max_examples_per_split=0, conv_filters=[32, 64, 32],
-                          kernel_sizes=[8, 5, 3], dropout=0.0, epochs=3,
-                          min_train_steps=200, batch_size=32,
-                          min_accuracy=0.2),
-            'full': dict(max_examples_per_split=0,
-                         conv_filters=[128, 256, 128], kernel_sizes=[8, 5, 3],
-                         dropout=0.0, epochs=60, batch_size=16,
+    'fcn':
+        ModelFamily(
+            kind=data_source.SEQUENCES,
+            preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
+            run_fn='models.fcn.model.run_fn',
+            tuner_fn='models.fcn.model.tuner_fn',
+            default_data=_sktime_data('JapaneseVowels'),
+            profiles={
+                'smoke':
+                    dict(max_examples_per_split=0,
+                         conv_filters=[32, 64, 32],
+                         kernel_sizes=[8, 5, 3],
+                         dropout=0.0,
+                         epochs=3,
+                         min_train_steps=200,
+                         batch_size=32,
+                         min_accuracy=0.2),
+                'full':
+                    dict(max_examples_per_split=0,
+                         conv_filters=[128, 256, 128],
+                         kernel_sizes=[8, 5, 3],
+                         dropout=0.0,
+                         epochs=60,
+                         batch_size=16,
                          min_accuracy=0.9),
-        }),
+            }),
 }
 
 # Shared defaults; a profile's entries override them.
 TRAINING_DEFAULTS: Dict[str, Any] = dict(
-    learning_rate=1e-3, dropout=0.25, seed=42, strategy='auto',
+    learning_rate=1e-3,
+    dropout=0.25,
+    seed=42,
+    strategy='auto',
     # Training length adapts to the data (models/schedule.py): at least this
     # many steps, however few an epoch has; early stopping on the eval
     # split's accuracy after this many epochs without a better one (or a
     # fifth of the epochs), restoring the best epoch's weights; batch-norm
     # statistics recomputed over up to this many training batches.
-    min_train_steps=1000, early_stopping_patience=10,
+    min_train_steps=1000,
+    early_stopping_patience=10,
     recalibration_batches=100,
     # Small data: the global batch is at most this fraction of the training
     # examples (FCN's min(N/10, 16)), min_train_steps then counts steps of
@@ -185,13 +244,16 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # halved when the training loss has not improved for lr_plateau_steps
     # steps (whole epochs), down to min_learning_rate (FCN's
     # ReduceLROnPlateau).
-    max_batch_fraction=0.1, lr_plateau_factor=0.5, lr_plateau_steps=500,
+    max_batch_fraction=0.1,
+    lr_plateau_factor=0.5,
+    lr_plateau_steps=500,
     min_learning_rate=1e-4,
     # 0: from the steps an epoch (models/schedule.py training_schedule).
     batch_norm_momentum=0.0,
     # Random search (TFX Tuner) before training: this many trials, 0 = off,
     # and no trial starts after tune_seconds of searching.
-    tune_trials=0, tune_seconds=3600,
+    tune_trials=0,
+    tune_seconds=3600,
     # Keep the parsed training and eval examples in memory after the first
     # epoch (models/inputs.py); false when they do not fit in memory.
     cache_examples=True,
@@ -200,13 +262,15 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # Start from another trained model's lower layers (models/transfer.py):
     # frozen for a fraction of the epochs, then fine-tuned at the learning
     # rate times a factor.
-    transfer_from='', transfer_frozen_fraction=0.25,
+    transfer_from='',
+    transfer_frozen_fraction=0.25,
     transfer_learning_rate_factor=0.1,
     # Read the newest N spans (span-{SPAN} layouts).
     span_window=1,
     # Jensen-Shannon divergence from the previous run's statistics above
     # which a feature is reported as drifted; stop the run on drift or not.
-    drift_threshold=0.3, stop_on_drift=False,
+    drift_threshold=0.3,
+    stop_on_drift=False,
     # A curated schema.pbtxt every span is validated against ('' infers
     # one from each run's own statistics, which its data cannot break).
     schema_path='',
@@ -217,18 +281,20 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # machine without GPUs mirrors over this many logical CPU devices;
     # `multi_worker` outside a cluster starts this many worker processes,
     # stopped after worker_timeout_seconds (0: no limit).
-    cpu_devices=2, workers=2, worker_timeout_seconds=0,
+    cpu_devices=2,
+    workers=2,
+    worker_timeout_seconds=0,
     # learning_rate is for one replica's batch_size; over many replicas the
     # global batch grows, and the rate with it (linear, sqrt or none),
     # reached by a linear warm-up over warmup_epochs.
-    learning_rate_scaling='linear', warmup_epochs=1)
+    learning_rate_scaling='linear',
+    warmup_epochs=1)
 # Splits a data set does not give are carved from train by a stable hash.
 EVAL_PERCENT = 10
 TEST_PERCENT = 20
 ON_BAD_RECORD = 'fail'
 # Read by ExampleGen only; settable with --set like the rest.
-DATA_DEFAULTS: Dict[str, Any] = dict(on_bad_record=ON_BAD_RECORD,
-                                     max_length=0)
+DATA_DEFAULTS: Dict[str, Any] = dict(on_bad_record=ON_BAD_RECORD, max_length=0)
 
 # What each `--set` key does: the one place its description lives
 # (`python -m pipeline run --list-settings` prints it with the defaults).
@@ -305,11 +371,11 @@ SETTING_HELP: Dict[str, str] = dict(
 )
 # Settings whose value is one of a few words.
 SETTING_CHOICES: Dict[str, Tuple[str, ...]] = dict(
-    cell=('lstm', 'gru'), on_bad_record=('fail', 'skip'),
+    cell=('lstm', 'gru'),
+    on_bad_record=('fail', 'skip'),
     triplet_mining=('semi_hard', 'hard'),
     strategy=('auto', 'mirrored', 'one_device', 'multi_worker'),
     learning_rate_scaling=('linear', 'sqrt', 'none'))
-
 
 # Settings that count something and cannot be 0.
 _COUNTS = ('epochs', 'batch_size', 'span_window', 'conv_filters', 'units',
@@ -325,8 +391,11 @@ def setting_defaults(model: str) -> Dict[str, Dict[str, Any]]:
     """Every settable key of `model` -> profile -> its default value."""
     keys: Dict[str, Dict[str, Any]] = {}
     for profile in PROFILES:
-        values = {**TRAINING_DEFAULTS, **DATA_DEFAULTS,
-                  **MODELS[model].profiles[profile]}
+        values = {
+            **TRAINING_DEFAULTS,
+            **DATA_DEFAULTS,
+            **MODELS[model].profiles[profile]
+        }
         for key, value in values.items():
             keys.setdefault(key, {})[profile] = value
     return keys
@@ -363,12 +432,11 @@ def _matches(value: Any, default: Any) -> bool:
     if isinstance(default, int):
         return isinstance(value, int) and not isinstance(value, bool)
     if isinstance(default, float):
-        return (isinstance(value, (int, float)) and
-                not isinstance(value, bool))
+        return (isinstance(value, (int, float)) and not isinstance(value, bool))
     if isinstance(default, list):
         return (isinstance(value, list) and
-                all(_matches(v, default[0]) for v in value) if default
-                else isinstance(value, list))
+                all(_matches(v, default[0]) for v in value)
+                if default else isinstance(value, list))
     if isinstance(default, str):
         return isinstance(value, str)
     return True
@@ -382,8 +450,8 @@ def check_overrides(model: str, overrides) -> None:
     for key, value in overrides:
         if key not in defaults:
             close = difflib.get_close_matches(key, defaults, n=3)
-            hint = (f'; did you mean {" or ".join(close)}?' if close else
-                    '; `python -m pipeline run --model '
+            hint = (f'; did you mean {" or ".join(close)}?'
+                    if close else '; `python -m pipeline run --model '
                     f'{model} --list-settings` lists them')
             raise SettingError(f'--set {key}: no such setting for {model}'
                                f'{hint}')
@@ -393,12 +461,12 @@ def check_overrides(model: str, overrides) -> None:
                 f'--set {key}={json.dumps(value)}: expected '
                 f'{_type_name(default)}, like {json.dumps(default)}')
         if key in SETTING_CHOICES and value not in SETTING_CHOICES[key]:
-            raise SettingError(
-                f'--set {key}={value}: expected one of '
-                f'{", ".join(SETTING_CHOICES[key])}')
+            raise SettingError(f'--set {key}={value}: expected one of '
+                               f'{", ".join(SETTING_CHOICES[key])}')
         numbers = value if isinstance(value, list) else [value]
-        if any(isinstance(v, (int, float)) and not isinstance(v, bool) and
-               v < (1 if key in _COUNTS else 0) for v in numbers):
+        if any(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v <
+            (1 if key in _COUNTS else 0) for v in numbers):
             raise SettingError(
                 f'--set {key}={json.dumps(value)}: must be '
                 f'{"positive" if key in _COUNTS else "0 or more"}')
@@ -557,10 +625,11 @@ class RunConfig:
                 '(gs://..., s3://... or a path mounted in every pod)')
         data = self.data or posixpath.join(
             IMAGE_DATA_DIR, os.path.basename(self.family.default_data))
-        return KubeflowTarget(
-            image=image, pipeline_root=self.kubeflow_root, data=data,
-            serving_model_dir=posixpath.join(self.kubeflow_root, 'serving',
-                                             self.model))
+        return KubeflowTarget(image=image,
+                              pipeline_root=self.kubeflow_root,
+                              data=data,
+                              serving_model_dir=posixpath.join(
+                                  self.kubeflow_root, 'serving', self.model))
 
     @property
     def home_path(self) -> str:
@@ -600,9 +669,12 @@ class RunConfig:
     @property
     def hyperparameters(self) -> Dict[str, Any]:
         """Training defaults, then the profile's values, then overrides."""
-        params = {**TRAINING_DEFAULTS, **DATA_DEFAULTS,
-                  **self.family.profiles[self.profile],
-                  **dict(self.overrides)}
+        params = {
+            **TRAINING_DEFAULTS,
+            **DATA_DEFAULTS,
+            **self.family.profiles[self.profile],
+            **dict(self.overrides)
+        }
         if self.strategy:
             params['strategy'] = self.strategy
         return params

@@ -41,9 +41,11 @@ _MACROS = {
 }
 
 _MONTH_NAMES = {
-    name: number for number, name in enumerate(
-        ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct',
-         'nov', 'dec'], start=1)
+    name: number for number, name in enumerate([
+        'jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct',
+        'nov', 'dec'
+    ],
+                                               start=1)
 }
 _WEEKDAY_NAMES = {
     name: number for number, name in enumerate(
@@ -68,8 +70,20 @@ _FIELDS = (
 )
 
 # Longest month lengths, leap years included, to reject dates that never occur.
-_MAX_DAYS = {1: 31, 2: 29, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30,
-             10: 31, 11: 30, 12: 31}
+_MAX_DAYS = {
+    1: 31,
+    2: 29,
+    3: 31,
+    4: 30,
+    5: 31,
+    6: 30,
+    7: 31,
+    8: 31,
+    9: 30,
+    10: 31,
+    11: 30,
+    12: 31
+}
 
 # Feb 29 on a given weekday can be 28 years away; 400 covers every pattern.
 _SEARCH_YEARS = 400
@@ -81,8 +95,8 @@ def _parse_value(text: str, spec: _FieldSpec) -> int:
     if spec.names and text.lower() in spec.names:
         return spec.names[text.lower()]
     if not text.isdigit():
-        raise ValueError(f'{text!r} is not a number'
-                         + (' or a name' if spec.names else ''))
+        raise ValueError(f'{text!r} is not a number' +
+                         (' or a name' if spec.names else ''))
     value = int(text)
     if not spec.low <= value <= spec.high:
         raise ValueError(f'{value} is outside {spec.low}-{spec.high}')
@@ -133,8 +147,8 @@ def _render_field(values: FrozenSet[int], wildcard: bool) -> str:
     ordered = sorted(values)
     if len(ordered) >= 3:
         step = ordered[1] - ordered[0]
-        if step > 1 and all(b - a == step
-                            for a, b in zip(ordered, ordered[1:])):
+        if step > 1 and all(
+                b - a == step for a, b in zip(ordered, ordered[1:])):
             return f'{ordered[0]}-{ordered[-1]}/{step}'
     parts = []
     start = previous = ordered[0]
@@ -204,9 +218,15 @@ class CronSchedule:
                 raise ValueError(
                     f'invalid {spec.name} field {field_text!r} in cron '
                     f'expression {expression!r}: {error}') from None
-        (minutes, _), (hours, _), (days, day_star), (months, _), (
-            weekdays, weekday_star) = parsed
-        schedule = cls(expression, minutes, hours, days, months, weekdays,
+        (minutes, _), (hours, _), (days, day_star), (months,
+                                                     _), (weekdays,
+                                                          weekday_star) = parsed
+        schedule = cls(expression,
+                       minutes,
+                       hours,
+                       days,
+                       months,
+                       weekdays,
                        days_restricted=not day_star,
                        weekdays_restricted=not weekday_star)
         if schedule.days_restricted and not schedule.weekdays_restricted and (
@@ -222,10 +242,13 @@ class CronSchedule:
         Weekday 7 becomes 0, so the result suits parsers that only accept 0-6.
         """
         return ' '.join([
-            _render_field(self.minutes, len(self.minutes) == 60),
-            _render_field(self.hours, len(self.hours) == 24),
+            _render_field(self.minutes,
+                          len(self.minutes) == 60),
+            _render_field(self.hours,
+                          len(self.hours) == 24),
             _render_field(self.days, not self.days_restricted),
-            _render_field(self.months, len(self.months) == 12),
+            _render_field(self.months,
+                          len(self.months) == 12),
             _render_field(self.weekdays, not self.weekdays_restricted),
         ])
 
@@ -244,9 +267,8 @@ class CronSchedule:
 
     def matches(self, moment: datetime.datetime) -> bool:
         """Whether the schedule fires at this minute (on its own wall clock)."""
-        return (moment.minute in self.minutes and moment.hour in self.hours
-                and moment.month in self.months
-                and self.day_matches(moment.date()))
+        return (moment.minute in self.minutes and moment.hour in self.hours and
+                moment.month in self.months and self.day_matches(moment.date()))
 
     def next_after(self, moment: datetime.datetime) -> datetime.datetime:
         """Returns the first firing time strictly after ``moment``.
@@ -328,5 +350,5 @@ def _utc(moment: datetime.datetime) -> datetime.datetime:
 def _exists(moment: datetime.datetime) -> bool:
     """Whether an aware wall time exists (is not skipped by a DST change)."""
     round_trip = _utc(moment).astimezone(moment.tzinfo)
-    return round_trip.replace(tzinfo=None, fold=0) == moment.replace(
-        tzinfo=None, fold=0)
+    return round_trip.replace(tzinfo=None,
+                              fold=0) == moment.replace(tzinfo=None, fold=0)

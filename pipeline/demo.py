@@ -50,8 +50,7 @@ def _image_queries(folder: str, count: int) -> List[Tuple[str, str]]:
 
 def _sequence_queries(folder: str, count: int):
     """The first test series of JapaneseVowels, and a .ts file of them."""
-    _, test_path = ts_format.find_ts_pair(
-        configs.MODELS['rnn'].default_data)
+    _, test_path = ts_format.find_ts_pair(configs.MODELS['rnn'].default_data)
     header = ts_format.read_ts_header(test_path)
     sequences = []
     for sequence in ts_format.read_ts(test_path):
@@ -80,14 +79,18 @@ def run(home: str, count: int = 5) -> int:
 
     port = free_port()
     command = server_command(port, models[0], serving_dir)
-    command = [c for c in command if not c.startswith(
-        ('--model_name=', '--model_base_path='))]
+    command = [
+        c for c in command
+        if not c.startswith(('--model_name=', '--model_base_path='))
+    ]
     command.append(f'--model_config_file={config_path}')
     with tempfile.NamedTemporaryFile(suffix='.log', delete=False) as log:
         server = ServerProcess(command, log.name)
     address = f'127.0.0.1:{port}'
-    print(f'model server on {address} serving {", ".join(models)} '
-          f'from {serving_dir} (log: {log.name})', flush=True)
+    print(
+        f'model server on {address} serving {", ".join(models)} '
+        f'from {serving_dir} (log: {log.name})',
+        flush=True)
     try:
         with client_lib.ModelServerClient(address) as client:
             for model in models:

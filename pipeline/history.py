@@ -78,24 +78,40 @@ def _run_row(store: metadata_store.MetadataStore,
     result = summary.run_summary(store, context.name)
     # A resolver that finds nothing (no previous span yet) is recorded as
     # FAILED, and the run goes on: it does not make the run a failure.
-    resolvers = {t.id for t in store.get_execution_types_by_id(
-        list({e.type_id for e in executions})) if t.name.endswith('.Resolver')}
-    states = {_State.Name(e.last_known_state) for e in executions
-              if e.type_id not in resolvers}
+    resolvers = {
+        t.id
+        for t in store.get_execution_types_by_id(
+            list({e.type_id for e in executions}))
+        if t.name.endswith('.Resolver')
+    }
+    states = {
+        _State.Name(e.last_known_state)
+        for e in executions
+        if e.type_id not in resolvers
+    }
     return {
-        'run': context.name,
-        'started': datetime.datetime.fromtimestamp(
-            context.create_time_since_epoch / 1000).strftime(
-                '%Y-%m-%d %H:%M:%S'),
-        'model': _model(store, context),
-        'span': result['span'],
-        'accuracy': result['accuracy'],
-        'blessed': result['blessed'],
-        'pushed_version': _version(result['pushed_model']),
-        'new_version': result['new_version'],
-        'wall_seconds': _seconds(executions),
-        'state': next((s for s in ('FAILED', 'RUNNING', 'NEW')
-                       if s in states), 'COMPLETE'),
+        'run':
+            context.name,
+        'started':
+            datetime.datetime.fromtimestamp(context.create_time_since_epoch /
+                                            1000).strftime('%Y-%m-%d %H:%M:%S'),
+        'model':
+            _model(store, context),
+        'span':
+            result['span'],
+        'accuracy':
+            result['accuracy'],
+        'blessed':
+            result['blessed'],
+        'pushed_version':
+            _version(result['pushed_model']),
+        'new_version':
+            result['new_version'],
+        'wall_seconds':
+            _seconds(executions),
+        'state':
+            next((s for s in ('FAILED', 'RUNNING', 'NEW') if s in states),
+                 'COMPLETE'),
     }
 
 
@@ -131,8 +147,10 @@ def run_details(store: metadata_store.MetadataStore,
     executions = sorted(store.get_executions_by_context(context.id),
                         key=lambda e: e.create_time_since_epoch)
     events = store.get_events_by_execution_ids([e.id for e in executions])
-    artifacts = {a.id: a for a in store.get_artifacts_by_id(
-        sorted({e.artifact_id for e in events}))}
+    artifacts = {
+        a.id: a for a in store.get_artifacts_by_id(
+            sorted({e.artifact_id for e in events}))
+    }
     components = []
     for execution in executions:
         node = next((c.name.split('.', 1)[-1]
@@ -141,13 +159,13 @@ def run_details(store: metadata_store.MetadataStore,
                                           f'{_PIPELINE_SUFFIX}.')), '')
         outputs: Dict[str, List[str]] = {}
         for event in events:
-            if (event.execution_id == execution.id
-                    and event.type in _OUTPUT_EVENTS
-                    and event.artifact_id in artifacts):
-                key = next((s.key for s in event.path.steps
-                            if s.HasField('key')), '')
-                outputs.setdefault(key, []).append(
-                    artifacts[event.artifact_id].uri)
+            if (event.execution_id == execution.id and
+                    event.type in _OUTPUT_EVENTS and
+                    event.artifact_id in artifacts):
+                key = next(
+                    (s.key for s in event.path.steps if s.HasField('key')), '')
+                outputs.setdefault(key,
+                                   []).append(artifacts[event.artifact_id].uri)
         components.append({
             'component': node,
             'state': _State.Name(execution.last_known_state),
@@ -169,32 +187,36 @@ def _show(value: Any) -> str:
 
 _COLUMNS = (('run', 'run'), ('model', 'model'), ('span', 'span'),
             ('accuracy', 'accuracy'), ('blessed', 'blessed'),
-            ('pushed_version', 'pushed'), ('wall_seconds', 'seconds'),
-            ('state', 'state'))
+            ('pushed_version', 'pushed'), ('wall_seconds',
+                                           'seconds'), ('state', 'state'))
 
 
 def format_runs(runs: List[Dict[str, Any]]) -> str:
     """`list_runs`' result as a table, one line a run."""
-    rows = [[title for _, title in _COLUMNS]] + [
-        [_show(run[key]) + ('' if key != 'pushed_version' or
-                            not run['pushed_version'] or run['new_version']
-                            else ' (again)')
-         for key, _ in _COLUMNS] for run in runs]
+    rows = [[title for _, title in _COLUMNS]] + [[
+        _show(run[key]) +
+        ('' if key != 'pushed_version' or not run['pushed_version'] or
+         run['new_version'] else ' (again)') for key, _ in _COLUMNS
+    ] for run in runs]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    return '\n'.join('  '.join(cell.ljust(width) for cell, width
-                               in zip(row, widths)).rstrip() for row in rows)
+    return '\n'.join('  '.join(
+        cell.ljust(width)
+        for cell, width in zip(row, widths)).rstrip()
+                     for row in rows)
 
 
 def format_run(details: Dict[str, Any]) -> str:
     """`run_details`' result: the run's fields, then each component."""
-    lines = [f'{title}: {_show(details[key])}'
-             for key, title in (('run', 'run'), ('started', 'started'),
-                                ('model', 'model'), ('state', 'state'),
-                                ('span', 'span'), ('accuracy', 'accuracy'),
-                                ('blessed', 'blessed'),
-                                ('pushed_version', 'pushed version'),
-                                ('new_version', 'new version'),
-                                ('wall_seconds', 'wall seconds'))]
+    lines = [
+        f'{title}: {_show(details[key])}'
+        for key, title in (('run', 'run'), ('started', 'started'),
+                           ('model', 'model'), ('state', 'state'),
+                           ('span', 'span'), ('accuracy', 'accuracy'),
+                           ('blessed', 'blessed'), ('pushed_version',
+                                                    'pushed version'),
+                           ('new_version', 'new version'), ('wall_seconds',
+                                                            'wall seconds'))
+    ]
     lines.append('components:')
     for component in details['components']:
         lines.append(f'  {component["component"]}: {component["state"]}, '

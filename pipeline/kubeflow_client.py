@@ -99,12 +99,11 @@ def load_pipeline_package(
         for name, value in runtime.get('parameters', {}).items():
             parameters.setdefault(name, _plain_value(value))
         spec = document['pipelineSpec']
-        return PipelinePackage(
-            pipeline_spec=spec,
-            display_name=document.get('displayName')
-            or spec.get('pipelineInfo', {}).get('name'),
-            parameters=parameters,
-            pipeline_root=runtime.get('gcsOutputDirectory'))
+        return PipelinePackage(pipeline_spec=spec,
+                               display_name=document.get('displayName') or
+                               spec.get('pipelineInfo', {}).get('name'),
+                               parameters=parameters,
+                               pipeline_root=runtime.get('gcsOutputDirectory'))
     if 'pipelineInfo' in document and 'root' in document:
         platform = {}
         for extra in documents[1:]:
@@ -195,8 +194,8 @@ def submit_run(host: str,
     parameters = _parameters(package, params)
     client = _client(host, namespace)
     with tempfile.TemporaryDirectory() as scratch:
-        spec_path = write_pipeline_spec(
-            package, os.path.join(scratch, 'pipeline.yaml'))
+        spec_path = write_pipeline_spec(package,
+                                        os.path.join(scratch, 'pipeline.yaml'))
         result = client.create_run_from_pipeline_package(
             spec_path,
             arguments=parameters,
@@ -258,11 +257,11 @@ def create_recurring_run(host: str,
     package = load_pipeline_package(package_path)
     parameters = _parameters(package, params)
     client = _client(host, namespace)
-    experiment_id = client.create_experiment(
-        name=experiment, namespace=namespace).experiment_id
+    experiment_id = client.create_experiment(name=experiment,
+                                             namespace=namespace).experiment_id
     with tempfile.TemporaryDirectory() as scratch:
-        spec_path = write_pipeline_spec(
-            package, os.path.join(scratch, 'pipeline.yaml'))
+        spec_path = write_pipeline_spec(package,
+                                        os.path.join(scratch, 'pipeline.yaml'))
         recurring_run = client.create_recurring_run(
             experiment_id=experiment_id,
             job_name=job_name,

@@ -64,8 +64,7 @@ class BadJob(ValueError):
     """The file is not a compiled job this launcher can run."""
 
 
-def _artifact_title(artifact_type: pipeline_spec_pb2.ArtifactTypeSchema
-                    ) -> str:
+def _artifact_title(artifact_type: pipeline_spec_pb2.ArtifactTypeSchema) -> str:
     if artifact_type.schema_title:
         return artifact_type.schema_title
     match = re.search(r'^title:\s*(\S+)', artifact_type.instance_schema, re.M)
@@ -76,9 +75,11 @@ def _topological_order(dag: pipeline_spec_pb2.DagSpec) -> List[str]:
     """Task names, each after every task it depends on or reads from."""
     needs = {}
     for name, task in dag.tasks.items():
-        producers = {spec.task_output_artifact.producer_task
-                     for spec in task.inputs.artifacts.values()
-                     if spec.task_output_artifact.producer_task}
+        producers = {
+            spec.task_output_artifact.producer_task
+            for spec in task.inputs.artifacts.values()
+            if spec.task_output_artifact.producer_task
+        }
         needs[name] = set(task.dependent_tasks) | producers
     order: List[str] = []
     while needs:
@@ -127,17 +128,21 @@ class ArtifactStore:
                 metadata_store_pb2.ArtifactType(
                     name=_artifact_title(artifact.type)))
             record = metadata_store_pb2.Artifact(
-                type_id=type_id, uri=artifact.uri, name=artifact.name,
+                type_id=type_id,
+                uri=artifact.uri,
+                name=artifact.name,
                 state=metadata_store_pb2.Artifact.LIVE)
             record.custom_properties[_METADATA].string_value = (
                 json_format.MessageToJson(artifact.metadata))
             ids.extend(self._store.put_artifacts([record]))
-        self._store.put_attributions_and_associations(
-            [metadata_store_pb2.Attribution(artifact_id=i, context_id=c)
-             for i in ids for c in (self._pipeline, run)], [])
+        self._store.put_attributions_and_associations([
+            metadata_store_pb2.Attribution(artifact_id=i, context_id=c)
+            for i in ids
+            for c in (self._pipeline, run)
+        ], [])
 
-    def latest(self, query: str, run_name: str
-               ) -> List[pipeline_spec_pb2.RuntimeArtifact]:
+    def latest(self, query: str,
+               run_name: str) -> List[pipeline_spec_pb2.RuntimeArtifact]:
         """The newest artifact of this pipeline's earlier runs that matches
         `query` (`A AND B AND ...` of TFX's compiled terms), or none."""
         terms = [_TERM.match(term) for term in query.split(' AND ')]
@@ -145,29 +150,34 @@ class ArtifactStore:
             raise ValueError(f'unsupported artifact query {query!r}')
         this_run = self._store.get_context_by_type_and_name(
             _RUN_CONTEXT, run_name)
-        excluded = ({a.id for a in self._store.get_artifacts_by_context(
-            this_run.id)} if this_run else set())
+        excluded = ({
+            a.id for a in self._store.get_artifacts_by_context(this_run.id)
+        } if this_run else set())
         types = {t.id: t.name for t in self._store.get_artifact_types()}
-        candidates = [a for a in self._store.get_artifacts_by_context(
-            self._pipeline) if a.id not in excluded]
+        candidates = [
+            a for a in self._store.get_artifacts_by_context(self._pipeline)
+            if a.id not in excluded
+        ]
         for match in terms:
             key, value = match.group(1), match.group(2) or match.group(3)
-            candidates = [a for a in candidates
-                          if _term_holds(a, types[a.type_id], key, value)]
+            candidates = [
+                a for a in candidates
+                if _term_holds(a, types[a.type_id], key, value)
+            ]
         if not candidates:
             return []
         newest = max(candidates,
                      key=lambda a: (a.create_time_since_epoch, a.id))
-        artifact = pipeline_spec_pb2.RuntimeArtifact(
-            name=newest.name, uri=newest.uri)
+        artifact = pipeline_spec_pb2.RuntimeArtifact(name=newest.name,
+                                                     uri=newest.uri)
         artifact.type.schema_title = types[newest.type_id]
         json_format.Parse(newest.custom_properties[_METADATA].string_value,
                           artifact.metadata)
         return [artifact]
 
 
-def _term_holds(artifact: metadata_store_pb2.Artifact, type_name: str,
-                key: str, value: str) -> bool:
+def _term_holds(artifact: metadata_store_pb2.Artifact, type_name: str, key: str,
+                value: str) -> bool:
     if key == 'schema_title':
         return type_name == value
     if key == 'state':
@@ -196,8 +206,8 @@ class CompiledJobRunner:
                                               ignore_unknown_fields=True)
         except (OSError, ValueError, json_format.ParseError) as error:
             text = str(error)
-            raise BadJob(text if job_path in text else f'{job_path}: {text}'
-                         ) from error
+            raise BadJob(text if job_path in
+                         text else f'{job_path}: {text}') from error
         self.pipeline_root = package.pipeline_root
         if not self.pipeline_root:
             raise BadJob(f'{job_path}: the job names no pipeline root')
@@ -207,8 +217,8 @@ class CompiledJobRunner:
         self.pipeline_name = self.spec.pipeline_info.name
         self.run_name = executor_input_utils.get_local_pipeline_resource_name(
             self.pipeline_name)
-        self.store = ArtifactStore(
-            os.path.join(self.home, METADATA_FILE), self.pipeline_name)
+        self.store = ArtifactStore(os.path.join(self.home, METADATA_FILE),
+                                   self.pipeline_name)
         self.outputs: Dict[str, Dict[str, List[Any]]] = {}
         self.timings: Dict[str, float] = {}
         # Resolver task -> the URIs it resolved.
@@ -216,7 +226,8 @@ class CompiledJobRunner:
         self._out = out
 
     def _say(self, text: str) -> None:
-        print(f'[{time.strftime("%H:%M:%S")}] {text}', file=self._out,
+        print(f'[{time.strftime("%H:%M:%S")}] {text}',
+              file=self._out,
               flush=True)
 
     def run(self) -> Dict[str, Any]:
@@ -228,9 +239,13 @@ class CompiledJobRunner:
             self.outputs[task_name] = self._run_task(task_name)
             self.timings[task_name] = round(time.monotonic() - task_started, 1)
             self._say(f'{task_name} done in {self.timings[task_name]:.1f} s')
-        return {'run': self.run_name, 'pipeline_root': self.pipeline_root,
-                'wall_seconds': round(time.monotonic() - started, 1),
-                'task_seconds': self.timings, 'resolved': self.resolved}
+        return {
+            'run': self.run_name,
+            'pipeline_root': self.pipeline_root,
+            'wall_seconds': round(time.monotonic() - started, 1),
+            'task_seconds': self.timings,
+            'resolved': self.resolved
+        }
 
     def _run_task(self, task_name: str) -> Dict[str, List[Any]]:
         task = self.spec.root.dag.tasks[task_name]
@@ -240,8 +255,9 @@ class CompiledJobRunner:
         inputs = self._input_artifacts(task)
         if 'resolver' in executor:
             outputs = self._resolve(executor['resolver'], inputs)
-            self.resolved[task_name] = [a.uri for artifacts in outputs.values()
-                                        for a in artifacts]
+            self.resolved[task_name] = [
+                a.uri for artifacts in outputs.values() for a in artifacts
+            ]
             return outputs
         if 'container' not in executor:
             raise ValueError(f'task {task_name}: unsupported executor '
@@ -249,8 +265,9 @@ class CompiledJobRunner:
         return self._run_container(task_name, task, component,
                                    executor['container'], inputs)
 
-    def _input_artifacts(self, task: pipeline_spec_pb2.PipelineTaskSpec
-                         ) -> Dict[str, List[Any]]:
+    def _input_artifacts(
+            self,
+            task: pipeline_spec_pb2.PipelineTaskSpec) -> Dict[str, List[Any]]:
         inputs = {}
         for name, spec in task.inputs.artifacts.items():
             producer = spec.task_output_artifact
@@ -265,10 +282,17 @@ class CompiledJobRunner:
                  inputs: Dict[str, List[Any]]) -> Dict[str, List[Any]]:
         """A resolver task: each output's query against earlier runs."""
         outputs = {}
-        context = {'inputs': {'artifacts': {
-            name: {'artifacts': [json_format.MessageToDict(a)
-                                 for a in artifacts]}
-            for name, artifacts in inputs.items()}}}
+        context = {
+            'inputs': {
+                'artifacts': {
+                    name: {
+                        'artifacts': [
+                            json_format.MessageToDict(a) for a in artifacts
+                        ]
+                    } for name, artifacts in inputs.items()
+                }
+            }
+        }
         for key, query in resolver['outputArtifactQueries'].items():
             text = query['filter']
             if '{{$.inputs' in text:
@@ -276,16 +300,14 @@ class CompiledJobRunner:
                            for name in inputs):
                     outputs[key] = []  # Nothing to look up by.
                     continue
-                text = placeholder_utils.resolve_io_placeholders(
-                    context, text)
+                text = placeholder_utils.resolve_io_placeholders(context, text)
             outputs[key] = self.store.latest(text, self.run_name)
         return outputs
 
-    def _executor_input(self, task_name: str,
-                        task: pipeline_spec_pb2.PipelineTaskSpec,
-                        component: pipeline_spec_pb2.ComponentSpec,
-                        inputs: Dict[str, List[Any]]
-                        ) -> pipeline_spec_pb2.ExecutorInput:
+    def _executor_input(
+            self, task_name: str, task: pipeline_spec_pb2.PipelineTaskSpec,
+            component: pipeline_spec_pb2.ComponentSpec,
+            inputs: Dict[str, List[Any]]) -> pipeline_spec_pb2.ExecutorInput:
         arguments = {}
         for name, spec in task.inputs.parameters.items():
             if spec.HasField('runtime_value'):
@@ -342,10 +364,12 @@ class CompiledJobRunner:
             self._execute(task_name, command, log_path)
         output = executor_output_utils.load_executor_output(
             executor_input.outputs.output_file)
-        outputs = {key: list(output.artifacts[key].artifacts)
-                   if key in output.artifacts else list(artifact_list.artifacts)
-                   for key, artifact_list in
-                   executor_input.outputs.artifacts.items()}
+        outputs = {
+            key:
+                list(output.artifacts[key].artifacts)
+                if key in output.artifacts else list(artifact_list.artifacts)
+            for key, artifact_list in executor_input.outputs.artifacts.items()
+        }
         for key, artifacts in outputs.items():
             declared = executor_input.outputs.artifacts[key].artifacts
             for artifact, spec in zip(artifacts, declared):
@@ -359,13 +383,20 @@ class CompiledJobRunner:
         """Runs a container command with the image's environment."""
         if command and command[0] in ('python', 'python3'):
             command = [sys.executable, *command[1:]]
-        env = {**os.environ, 'TF_USE_LEGACY_KERAS': '1',
-               'PYTHONPATH': os.pathsep.join(
-                   [_REPO_DIR] + [p for p in [os.environ.get('PYTHONPATH')]
-                                  if p])}
+        env = {
+            **os.environ, 'TF_USE_LEGACY_KERAS':
+                '1',
+            'PYTHONPATH':
+                os.pathsep.join(
+                    [_REPO_DIR] +
+                    [p for p in [os.environ.get('PYTHONPATH')] if p])
+        }
         with open(log_path, 'a', encoding='utf-8') as log:
-            process = subprocess.run(command, cwd=_REPO_DIR, env=env,
-                                     stdout=log, stderr=subprocess.STDOUT,
+            process = subprocess.run(command,
+                                     cwd=_REPO_DIR,
+                                     env=env,
+                                     stdout=log,
+                                     stderr=subprocess.STDOUT,
                                      check=False)
         if process.returncode != 0:
             with open(log_path, encoding='utf-8') as log:
@@ -376,7 +407,8 @@ class CompiledJobRunner:
                 f'{lines[-1] if lines else "no output"} (log: {log_path})')
 
 
-def run_compiled(job_path: str, home: str,
+def run_compiled(job_path: str,
+                 home: str,
                  out: TextIO = sys.stderr) -> Dict[str, Any]:
     """Runs a compiled PipelineJob here, task by task; returns its summary:
     run, pipeline_root, blessed, pushed_model, accuracy, wall_seconds,
@@ -388,6 +420,7 @@ def run_compiled(job_path: str, home: str,
 
 def _outcome(outputs: Dict[str, Dict[str, List[Any]]]) -> Dict[str, Any]:
     """Blessed, pushed model and accuracy, from the tasks' output artifacts."""
+
     def first(task: str, key: str) -> Optional[Any]:
         artifacts = outputs.get(task, {}).get(key, [])
         return artifacts[0] if artifacts else None
@@ -402,7 +435,10 @@ def _outcome(outputs: Dict[str, Dict[str, List[Any]]]) -> Dict[str, Any]:
     if evaluation is not None:
         from pipeline import summary  # pylint: disable=import-outside-toplevel
         accuracy = summary.accuracy(evaluation.uri)
-    return {'blessed': bool(blessing.get('blessed')),
-            'pushed_model': (pushed.get('pushed_destination')
-                             if pushed.get('pushed') else None),
-            'accuracy': accuracy}
+    return {
+        'blessed': bool(blessing.get('blessed')),
+        'pushed_model':
+            (pushed.get('pushed_destination') if pushed.get('pushed') else None
+            ),
+        'accuracy': accuracy
+    }

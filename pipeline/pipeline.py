@@ -37,20 +37,27 @@ def example_gen_settings(config: configs.RunConfig, data_uri: str) -> dict:
     time), the carved splits' sizes and the reading limits."""
     params = config.hyperparameters
     return {
-        example_gen_executor.KIND: config.family.kind,
-        example_gen_executor.DATA_NAME: posixpath.basename(
-            data_uri.rstrip('/')),
-        'eval_percent': configs.EVAL_PERCENT,
-        'test_percent': configs.TEST_PERCENT,
-        'max_examples_per_split': params.get('max_examples_per_split', 0),
-        'max_length': params.get('max_length', 0),
-        'on_bad_record': params.get('on_bad_record', configs.ON_BAD_RECORD),
-        'span_window': params.get('span_window', 1),
+        example_gen_executor.KIND:
+            config.family.kind,
+        example_gen_executor.DATA_NAME:
+            posixpath.basename(data_uri.rstrip('/')),
+        'eval_percent':
+            configs.EVAL_PERCENT,
+        'test_percent':
+            configs.TEST_PERCENT,
+        'max_examples_per_split':
+            params.get('max_examples_per_split', 0),
+        'max_length':
+            params.get('max_length', 0),
+        'on_bad_record':
+            params.get('on_bad_record', configs.ON_BAD_RECORD),
+        'span_window':
+            params.get('span_window', 1),
     }
 
 
-def eval_config(min_accuracy: float, max_accuracy_drop: float
-                ) -> tfma.EvalConfig:
+def eval_config(min_accuracy: float,
+                max_accuracy_drop: float) -> tfma.EvalConfig:
     """Accuracy on the test split, overall and per class.
 
     The thresholds apply to the overall slice: at least `min_accuracy`, and
@@ -66,24 +73,30 @@ def eval_config(min_accuracy: float, max_accuracy_drop: float
         # A generic SavedModel: otherwise TFMA deserializes the Keras model
         # twice per model (once only to learn its type), which cost the
         # RNN's Evaluator most of its time (bench/).
-        model_specs=[tfma.ModelSpec(
-            model_type=tfma.constants.TF_GENERIC,
-            signature_name=signatures.DEFAULT_SIGNATURE,
-            label_key=features.LABEL_KEY,
-            prediction_key=signatures.SCORES_OUTPUT)],
-        slicing_specs=[tfma.SlicingSpec(),
-                       tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name='ExampleCount'),
-            tfma.MetricConfig(
-                class_name='SparseCategoricalAccuracy',
-                config=f'"name": "{summary.ACCURACY_METRIC}"',
-                per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-                    slicing_specs=[tfma.SlicingSpec()],
-                    threshold=threshold)]),
-            # For the run's report (pipeline/report.py).
-            tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
-        ])])
+        model_specs=[
+            tfma.ModelSpec(model_type=tfma.constants.TF_GENERIC,
+                           signature_name=signatures.DEFAULT_SIGNATURE,
+                           label_key=features.LABEL_KEY,
+                           prediction_key=signatures.SCORES_OUTPUT)
+        ],
+        slicing_specs=[
+            tfma.SlicingSpec(),
+            tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])
+        ],
+        metrics_specs=[
+            tfma.MetricsSpec(metrics=[
+                tfma.MetricConfig(class_name='ExampleCount'),
+                tfma.MetricConfig(class_name='SparseCategoricalAccuracy',
+                                  config=f'"name": "{summary.ACCURACY_METRIC}"',
+                                  per_slice_thresholds=[
+                                      tfma.PerSliceMetricThreshold(
+                                          slicing_specs=[tfma.SlicingSpec()],
+                                          threshold=threshold)
+                                  ]),
+                # For the run's report (pipeline/report.py).
+                tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
+            ])
+        ])
 
 
 def create_pipeline(config: configs.RunConfig,
@@ -136,7 +149,8 @@ def create_pipeline(config: configs.RunConfig,
         strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
         statistics=tfx.dsl.Channel(
             type=tfx.types.standard_artifacts.ExampleStatistics,
-            producer_component_id=statistics_gen.id, output_key='statistics'),
+            producer_component_id=statistics_gen.id,
+            output_key='statistics'),
     ).with_id(PREVIOUS_STATISTICS_RESOLVER)
     # Resolved before this run's statistics exist: the previous run's.
     statistics_gen.add_upstream_node(previous_statistics)
@@ -168,24 +182,28 @@ def create_pipeline(config: configs.RunConfig,
 
     # The base model is an input only when used: as an input it would change
     # the Trainer's cache key with every newly blessed model.
-    warm_start = ({'base_model': model_resolver.outputs['model']}
-                  if params['warm_start'] else {})
+    warm_start = ({
+        'base_model': model_resolver.outputs['model']
+    } if params['warm_start'] else {})
     tuners = []
     if int(params['tune_trials']) > 0:
         # Random search (models/tuning.py); the Trainer takes the best.
-        tuners.append(tfx.components.Tuner(
-            tuner_fn=family.tuner_fn,
-            examples=transform.outputs['transformed_examples'],
-            transform_graph=transform.outputs['transform_graph'],
-            schema=schema_gen.outputs['schema'],
-            train_args=tfx.proto.TrainArgs(splits=[data_source.TRAIN]),
-            eval_args=tfx.proto.EvalArgs(splits=[data_source.EVAL]),
-            custom_config=params))
+        tuners.append(
+            tfx.components.Tuner(
+                tuner_fn=family.tuner_fn,
+                examples=transform.outputs['transformed_examples'],
+                transform_graph=transform.outputs['transform_graph'],
+                schema=schema_gen.outputs['schema'],
+                train_args=tfx.proto.TrainArgs(splits=[data_source.TRAIN]),
+                eval_args=tfx.proto.EvalArgs(splits=[data_source.EVAL]),
+                custom_config=params))
     trainer = tfx.components.Trainer(
         run_fn=family.run_fn,
         **warm_start,
-        **{'hyperparameters': tuner.outputs['best_hyperparameters']
-           for tuner in tuners},
+        **{
+            'hyperparameters': tuner.outputs['best_hyperparameters']
+            for tuner in tuners
+        },
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
@@ -201,13 +219,16 @@ def create_pipeline(config: configs.RunConfig,
         eval_config=eval_config(float(params['min_accuracy']),
                                 float(params['max_accuracy_drop'])))
 
-    components = [example_gen, previous_statistics, statistics_gen,
-                  schema_gen, example_validator, data_gate, transform,
-                  model_resolver, *tuners, trainer, evaluator]
+    components = [
+        example_gen, previous_statistics, statistics_gen, schema_gen,
+        example_validator, data_gate, transform, model_resolver, *tuners,
+        trainer, evaluator
+    ]
     if serving_check:
         check = ServingCheck(model=trainer.outputs['model'],
                              examples=example_gen.outputs['examples'],
-                             split=SERVING_CHECK_SPLIT, model_name=config.model)
+                             split=SERVING_CHECK_SPLIT,
+                             model_name=config.model)
         check.add_upstream_node(evaluator)
         components.append(check)
         # Given the infra blessing and no model, Pusher pushes the checked

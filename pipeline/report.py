@@ -56,8 +56,8 @@ def report_path(home: str, pipeline_name: str, run_id: str) -> str:
     return os.path.join(home, REPORTS_DIR, pipeline_name, f'{name}.html')
 
 
-def write_report(store: metadata_store.MetadataStore, run_id: str,
-                 path: str, run: Dict[str, Any]) -> str:
+def write_report(store: metadata_store.MetadataStore, run_id: str, path: str,
+                 run: Dict[str, Any]) -> str:
     """Writes the report of run `run_id` to `path`; returns `path`.
 
     Args:
@@ -73,8 +73,9 @@ def write_report(store: metadata_store.MetadataStore, run_id: str,
     return path
 
 
-def _artifacts_by_key(store: metadata_store.MetadataStore, run_id: str
-                      ) -> Dict[Tuple[str, str], metadata_store_pb2.Artifact]:
+def _artifacts_by_key(
+        store: metadata_store.MetadataStore,
+        run_id: str) -> Dict[Tuple[str, str], metadata_store_pb2.Artifact]:
     """(artifact type, input or output key) -> the run's artifact (the last
     one when several executions used the key)."""
     context = store.get_context_by_type_and_name('pipeline_run', run_id)
@@ -82,10 +83,15 @@ def _artifacts_by_key(store: metadata_store.MetadataStore, run_id: str
         raise LookupError(f'no pipeline run {run_id!r} in ML Metadata')
     executions = store.get_executions_by_context(context.id)
     events = store.get_events_by_execution_ids([e.id for e in executions])
-    artifacts = {a.id: a for a in store.get_artifacts_by_id(
-        list({e.artifact_id for e in events}))}
-    types = {t.id: t.name for t in store.get_artifact_types_by_id(
-        list({a.type_id for a in artifacts.values()}))}
+    artifacts = {
+        a.id: a
+        for a in store.get_artifacts_by_id(list({e.artifact_id
+                                                 for e in events}))
+    }
+    types = {
+        t.id: t.name for t in store.get_artifact_types_by_id(
+            list({a.type_id for a in artifacts.values()}))
+    }
     found = {}
     for event in sorted(events, key=lambda e: e.execution_id):
         artifact = artifacts[event.artifact_id]
@@ -104,8 +110,7 @@ def _splits(uri: str, file_name: str) -> Dict[str, str]:
     return paths
 
 
-def gather(store: metadata_store.MetadataStore, run_id: str
-           ) -> Dict[str, Any]:
+def gather(store: metadata_store.MetadataStore, run_id: str) -> Dict[str, Any]:
     """What `render` shows of run `run_id`, read from ML Metadata and the
     run's artifacts."""
     found = _artifacts_by_key(store, run_id)
@@ -114,29 +119,39 @@ def gather(store: metadata_store.MetadataStore, run_id: str
     facts = data_facts.read(examples.uri) if examples else {}
     gathered: Dict[str, Any] = {
         'class_names': facts.get(data_facts.CLASS_NAMES) or [],
-        'statistics': {}, 'anomalies': {}, 'drift': None, 'trainer': None,
-        'metrics': None, 'confusion': None, 'blessing': None,
-        'serving': None}
+        'statistics': {},
+        'anomalies': {},
+        'drift': None,
+        'trainer': None,
+        'metrics': None,
+        'confusion': None,
+        'blessing': None,
+        'serving': None
+    }
     statistics = found.get(('ExampleStatistics', 'statistics'))
     if statistics:
         gathered['statistics'] = {
-            split: tfdv.load_stats_binary(path) for split, path in
-            _splits(statistics.uri, _STATS_FILE).items()}
+            split: tfdv.load_stats_binary(path)
+            for split, path in _splits(statistics.uri, _STATS_FILE).items()
+        }
     anomalies = found.get(('ExampleAnomalies', 'anomalies'))
     if anomalies:
         gathered['anomalies'] = {
-            split: anomalies_util.load_anomalies_binary(path) for split, path
-            in _splits(anomalies.uri, data_gate.ANOMALIES_FILE).items()}
+            split: anomalies_util.load_anomalies_binary(path) for split, path in
+            _splits(anomalies.uri, data_gate.ANOMALIES_FILE).items()
+        }
     drift = found.get(('ExampleAnomalies', 'drift'))
     if drift:
         paths = _splits(drift.uri, data_gate.ANOMALIES_FILE)
         baseline = found.get(('ExampleStatistics', 'baseline_statistics'))
         gathered['drift'] = {
             # The DataGate compares only with other statistics than its own.
-            'compared': bool(baseline and statistics and
-                             baseline.id != statistics.id),
-            'anomalies': [anomalies_util.load_anomalies_binary(p)
-                          for p in paths.values()]}
+            'compared':
+                bool(baseline and statistics and baseline.id != statistics.id),
+            'anomalies': [
+                anomalies_util.load_anomalies_binary(p) for p in paths.values()
+            ]
+        }
     model_run = found.get(('ModelRun', 'model_run'))
     report_file = (os.path.join(model_run.uri, training.TRAINING_REPORT)
                    if model_run else '')
@@ -151,8 +166,11 @@ def gather(store: metadata_store.MetadataStore, run_id: str
     blessing = found.get(('ModelBlessing', 'blessing'))
     if blessing:
         gathered['blessing'] = {
-            name: summary._property(blessing, name)  # pylint: disable=protected-access
-            for name in ('blessed', 'current_model', 'baseline_model')}
+            name:
+                summary._property(blessing,
+                                  name)  # pylint: disable=protected-access
+            for name in ('blessed', 'current_model', 'baseline_model')
+        }
     infra = found.get(('InfraBlessing', 'blessing'))
     if infra:
         reason_file = os.path.join(infra.uri, _INFRA_NOT_BLESSED)
@@ -162,7 +180,8 @@ def gather(store: metadata_store.MetadataStore, run_id: str
                 reason = f.read().strip()
         gathered['serving'] = {
             'blessed': bool(summary._property(infra, 'blessed')),  # pylint: disable=protected-access
-            'reason': reason}
+            'reason': reason
+        }
     return gathered
 
 
@@ -182,9 +201,8 @@ def _metrics(evaluation_uri: str) -> Dict[str, Any]:
             if entry.value.WhichOneof('type') != 'double_value':
                 continue
             key = entry.key
-            model = ('diff' if key.is_diff else
-                     'baseline' if key.model_name == 'baseline' else
-                     'candidate')
+            model = ('diff' if key.is_diff else 'baseline'
+                     if key.model_name == 'baseline' else 'candidate')
             row[(key.name, model)] = entry.value.double_value.value
     return result
 
@@ -199,13 +217,14 @@ def _confusion(evaluation_uri: str) -> Optional[List[List[float]]]:
             if (entry.key.name != _CONFUSION_PLOT or
                     entry.key.model_name == 'baseline'):
                 continue
-            matrices = (entry.value.multi_class_confusion_matrix_at_thresholds
-                        .matrices)
+            matrices = (
+                entry.value.multi_class_confusion_matrix_at_thresholds.matrices)
             if not matrices:
                 continue
             cells = matrices[0].entries
-            size = 1 + max([max(c.actual_class_id, c.predicted_class_id)
-                            for c in cells] or [0])
+            size = 1 + max(
+                [max(c.actual_class_id, c.predicted_class_id) for c in cells] or
+                [0])
             matrix = [[0.0] * size for _ in range(size)]
             for cell in cells:
                 if cell.predicted_class_id >= 0:
@@ -223,10 +242,9 @@ def _failures(evaluation_uri: str) -> List[str]:
         for failure in per_slice.failures:
             key = failure.metric_key
             kind = 'change against the baseline' if key.is_diff else 'value'
-            lines.append(
-                f'{key.name} {kind} '
-                f'{failure.metric_value.double_value.value:.4f} fails '
-                f'{failure.metric_threshold}'.replace('\n', ' '))
+            lines.append(f'{key.name} {kind} '
+                         f'{failure.metric_value.double_value.value:.4f} fails '
+                         f'{failure.metric_threshold}'.replace('\n', ' '))
     return lines
 
 
@@ -245,21 +263,24 @@ th:first-child, td:first-child { text-align: left; }
 
 
 def _table(header: List[str], rows: List[List[Any]], css: str = '') -> str:
+
     def cell(value):
         if isinstance(value, float):
             value = f'{value:.4g}'
         return html.escape(str(value))
+
     head = ''.join(f'<th>{cell(h)}</th>' for h in header)
-    body = ''.join('<tr>' + ''.join(f'<td>{cell(v)}</td>' for v in row)
-                   + '</tr>' for row in rows)
+    body = ''.join('<tr>' + ''.join(f'<td>{cell(v)}</td>'
+                                    for v in row) + '</tr>'
+                   for row in rows)
     return f'<table class="{css}"><tr>{head}</tr>{body}</table>'
 
 
 def _verdict(ok: Optional[bool], yes: str, no: str) -> str:
     if ok is None:
         return '<span class="none">not run</span>'
-    return (f'<span class="ok">{html.escape(yes)}</span>' if ok else
-            f'<span class="bad">{html.escape(no)}</span>')
+    return (f'<span class="ok">{html.escape(yes)}</span>'
+            if ok else f'<span class="bad">{html.escape(no)}</span>')
 
 
 def _none(text: str) -> str:
@@ -285,12 +306,15 @@ def _curves_svg(title: str, series: Dict[str, List[float]]) -> str:
 
     def y(v):
         return top + plot_h * (1 - (v - low) / (high - low))
-    parts = [f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}"'
-             ' fill="none" stroke="#999"/>',
-             f'<text x="{width / 2}" y="15" text-anchor="middle">'
-             f'{html.escape(title)}</text>',
-             f'<text x="{left + plot_w / 2}" y="{height - 4}" '
-             'text-anchor="middle">epoch</text>']
+
+    parts = [
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}"'
+        ' fill="none" stroke="#999"/>',
+        f'<text x="{width / 2}" y="15" text-anchor="middle">'
+        f'{html.escape(title)}</text>',
+        f'<text x="{left + plot_w / 2}" y="{height - 4}" '
+        'text-anchor="middle">epoch</text>'
+    ]
     for k in range(5):
         v = low + (high - low) * k / 4
         parts.append(f'<text x="{left - 4}" y="{y(v) + 4:.1f}" '
@@ -316,8 +340,10 @@ def _confusion_svg(matrix: List[List[float]], labels: List[str]) -> str:
     cell, left, top = 30, 12 + 7 * max(len(x) for x in labels), 40
     size = cell * len(labels)
     peak = max([max(row) for row in matrix] or [0]) or 1
-    parts = [f'<text x="{left + size / 2}" y="14" text-anchor="middle">'
-             'predicted</text>']
+    parts = [
+        f'<text x="{left + size / 2}" y="14" text-anchor="middle">'
+        'predicted</text>'
+    ]
     for i, label in enumerate(labels):
         parts.append(f'<text x="{left + cell * i + cell / 2}" y="{top - 6}" '
                      f'text-anchor="middle" font-size="10">'
@@ -327,8 +353,8 @@ def _confusion_svg(matrix: List[List[float]], labels: List[str]) -> str:
                      f'{html.escape(label)}</text>')
         for j, count in enumerate(matrix[i]):
             shade = count / peak
-            fill = 'rgb({},{},{})'.format(*[round(255 - (255 - c) * shade)
-                                            for c in (8, 81, 156)])
+            fill = 'rgb({},{},{})'.format(
+                *[round(255 - (255 - c) * shade) for c in (8, 81, 156)])
             parts.append(f'<rect x="{left + cell * j}" y="{top + cell * i}" '
                          f'width="{cell}" height="{cell}" fill="{fill}" '
                          'stroke="#eee"/>')
@@ -349,17 +375,18 @@ def _class_name(class_names: List[str], index: int) -> str:
 
 
 def _summary_section(run_id: str, run: Dict[str, Any]) -> str:
-    rows = [[key, json.dumps(run[key]) if isinstance(run[key], (list, dict))
-             else run[key]] for key in
-            ('model', 'profile', 'span', 'failed', 'accuracy', 'blessed',
-             'pushed_model', 'new_version', 'wall_seconds') if key in run]
+    rows = [[
+        key,
+        json.dumps(run[key]) if isinstance(run[key], (list, dict)) else run[key]
+    ] for key in ('model', 'profile', 'span', 'failed', 'accuracy', 'blessed',
+                  'pushed_model', 'new_version', 'wall_seconds') if key in run]
     return f'<p>Run <code>{html.escape(run_id)}</code></p>' + _table(
         ['', 'value'], rows)
 
 
 def _statistics_section(
-        statistics: Dict[str, statistics_pb2.DatasetFeatureStatisticsList]
-) -> str:
+        statistics: Dict[str,
+                         statistics_pb2.DatasetFeatureStatisticsList]) -> str:
     if not statistics:
         return _none('No statistics in this run.')
     rows = []
@@ -369,28 +396,33 @@ def _statistics_section(
                 name = '.'.join(feature.path.step) or feature.name
                 if feature.HasField('num_stats'):
                     num = feature.num_stats
-                    rows.append([split, name, 'numeric',
-                                 num.common_stats.num_non_missing,
-                                 num.common_stats.num_missing,
-                                 num.mean, num.std_dev, num.min, num.max])
+                    rows.append([
+                        split, name, 'numeric',
+                        num.common_stats.num_non_missing,
+                        num.common_stats.num_missing, num.mean, num.std_dev,
+                        num.min, num.max
+                    ])
                 else:
                     common = (feature.string_stats.common_stats
                               if feature.HasField('string_stats') else
                               feature.bytes_stats.common_stats)
-                    rows.append([split, name, 'bytes/string',
-                                 common.num_non_missing, common.num_missing,
-                                 '', '', '', ''])
-    table = _table(['split', 'feature', 'kind', 'present', 'missing', 'mean',
-                    'std', 'min', 'max'], rows, 'statistics-table')
+                    rows.append([
+                        split, name, 'bytes/string', common.num_non_missing,
+                        common.num_missing, '', '', '', ''
+                    ])
+    table = _table([
+        'split', 'feature', 'kind', 'present', 'missing', 'mean', 'std', 'min',
+        'max'
+    ], rows, 'statistics-table')
     # TFDV's Facets view (train against eval) loads Facets from the web.
     splits = list(statistics)
     facets = display_util.get_statistics_html(
         statistics[splits[0]],
         statistics[splits[1]] if len(splits) > 1 else None,
-        lhs_name=splits[0], rhs_name=splits[-1])
+        lhs_name=splits[0],
+        rhs_name=splits[-1])
     return (table + '<details><summary>TFDV\'s Facets Overview (it loads '
-            'Facets\' scripts from the web)</summary>' + facets +
-            '</details>')
+            'Facets\' scripts from the web)</summary>' + facets + '</details>')
 
 
 def _anomalies_html(anomalies: anomalies_pb2.Anomalies) -> str:
@@ -422,10 +454,15 @@ def _training_section(report: Optional[Dict[str, Any]]) -> str:
     if not report:
         return _none('No training report: the Trainer did not run.')
     history = report.get('history') or {
-        'val_accuracy': report.get('val_accuracy', [])}
+        'val_accuracy': report.get('val_accuracy', [])
+    }
     curves = ''.join(
-        _curves_svg(title, {name: values for name, values in history.items()
-                            if ('loss' in name) == (title == 'loss')})
+        _curves_svg(
+            title, {
+                name: values
+                for name, values in history.items()
+                if ('loss' in name) == (title == 'loss')
+            })
         for title in ('loss', 'accuracy'))
     rows = [[key, report[key]] for key in summary.TRAINING_KEYS[:-1] +
             ('steps', 'best_val_accuracy') if key in report]
@@ -443,17 +480,16 @@ def _metrics_section(metrics: Optional[Dict[str, Any]],
                      class_names: List[str]) -> str:
     if not metrics:
         return _none('The Evaluator did not run.')
-    names = _metric_names([metrics['overall'],
-                           *metrics['per_class'].values()])
-    overall = _table(['slice', *names], [['overall', *[
-        metrics['overall'].get((n, 'candidate'), '') for n in names]]],
-        'metrics-overall')
-    per_class = _table(
-        ['class', 'label', *names],
-        [[_class_name(class_names, label), label,
-          *[row.get((n, 'candidate'), '') for n in names]]
-         for label, row in sorted(metrics['per_class'].items())],
-        'metrics-per-class')
+    names = _metric_names([metrics['overall'], *metrics['per_class'].values()])
+    overall = _table(['slice', *names], [[
+        'overall',
+        *[metrics['overall'].get((n, 'candidate'), '') for n in names]
+    ]], 'metrics-overall')
+    per_class = _table(['class', 'label', *names], [[
+        _class_name(class_names, label), label,
+        *[row.get((n, 'candidate'), '') for n in names]
+    ] for label, row in sorted(metrics['per_class'].items())],
+                       'metrics-per-class')
     return overall + '<h3>Per class (test split)</h3>' + per_class
 
 
@@ -464,9 +500,10 @@ def _confusion_section(matrix: Optional[List[List[float]]],
                      'MultiClassConfusionMatrixPlot.')
     labels = [_class_name(class_names, i) for i in range(len(matrix))]
     picture = _confusion_svg(matrix, labels)
-    table = _table(['true \\ predicted', *labels],
-                   [[labels[i], *[f'{c:g}' for c in row]]
-                    for i, row in enumerate(matrix)], 'confusion-table')
+    table = _table(
+        ['true \\ predicted', *labels],
+        [[labels[i], *[f'{c:g}' for c in row]] for i, row in enumerate(matrix)],
+        'confusion-table')
     return picture + table
 
 
@@ -483,12 +520,13 @@ def _comparison_section(blessing: Optional[Dict[str, Any]],
         overall = (metrics or {}).get('overall', {})
         names = _metric_names([overall])
         text = (f'<p>Baseline: <code>{html.escape(blessing["baseline_model"])}'
-                '</code></p>' + _table(
-                    ['metric', 'candidate', 'baseline', 'change'],
-                    [[n, overall.get((n, 'candidate'), ''),
-                      overall.get((n, 'baseline'), ''),
-                      overall.get((n, 'diff'), '')] for n in names],
-                    'comparison-table'))
+                '</code></p>' +
+                _table(['metric', 'candidate', 'baseline', 'change'], [[
+                    n,
+                    overall.get((n, 'candidate'), ''),
+                    overall.get((n, 'baseline'), ''),
+                    overall.get((n, 'diff'), '')
+                ] for n in names], 'comparison-table'))
     failed = ''.join(f'<li>{html.escape(line)}</li>' for line in failures)
     return (f'<p>Model: {verdict}</p>' + text +
             (f'<p>Failed thresholds:</p><ul>{failed}</ul>' if failed else ''))
@@ -499,21 +537,23 @@ def _serving_section(serving: Optional[Dict[str, Any]]) -> str:
         return _none('The serving check did not run.')
     reason = (f'<pre>{html.escape(serving["reason"])}</pre>'
               if serving['reason'] else '')
-    return ('<p>The model in a model server: ' +
-            _verdict(serving['blessed'], 'answered (infra-blessed)',
-                     'refused') + '</p>' + reason)
+    return (
+        '<p>The model in a model server: ' +
+        _verdict(serving['blessed'], 'answered (infra-blessed)', 'refused') +
+        '</p>' + reason)
 
 
 # Once loaded, the page records how many figures the browser laid out (a
 # headless browser's DOM then shows whether they render).
-_COUNT_FIGURES = (
-    '<script>window.addEventListener("load", () => {'
-    'document.body.dataset.figuresShown = Array.from('
-    'document.querySelectorAll("svg"))'
-    '.filter(f => f.getBBox().width > 0).length;});</script>')
+_COUNT_FIGURES = ('<script>window.addEventListener("load", () => {'
+                  'document.body.dataset.figuresShown = Array.from('
+                  'document.querySelectorAll("svg"))'
+                  '.filter(f => f.getBBox().width > 0).length;});</script>')
 
 
-def render(run_id: str, run: Dict[str, Any], *,
+def render(run_id: str,
+           run: Dict[str, Any],
+           *,
            class_names: List[str],
            statistics: Dict[str, statistics_pb2.DatasetFeatureStatisticsList],
            anomalies: Dict[str, anomalies_pb2.Anomalies],
@@ -534,14 +574,12 @@ def render(run_id: str, run: Dict[str, Any], *,
         'training': _training_section(trainer),
         'metrics': _metrics_section(metrics, class_names),
         'confusion': _confusion_section(confusion, class_names),
-        'comparison': _comparison_section(blessing, metrics,
-                                          validation or []),
+        'comparison': _comparison_section(blessing, metrics, validation or []),
         'serving': _serving_section(serving),
     }
     title = html.escape(f'{run.get("model", "")} pipeline run {run_id}')
-    sections = ''.join(
-        f'<section id="{key}"><h2>{html.escape(heading)}</h2>'
-        f'{bodies[key]}</section>' for key, heading in SECTIONS)
+    sections = ''.join(f'<section id="{key}"><h2>{html.escape(heading)}</h2>'
+                       f'{bodies[key]}</section>' for key, heading in SECTIONS)
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8">'
             f'<title>{title}</title><style>{_STYLE}</style></head>'
             f'<body><h1>{title}</h1>{sections}{_COUNT_FIGURES}</body></html>')

@@ -28,10 +28,14 @@ def run_in_child(run_args: List[str]) -> Dict[str, Any]:
     """Runs `python -m pipeline run RUN_ARGS`; returns its JSON summary."""
     process = subprocess.run(
         [sys.executable, '-m', 'pipeline', 'run', *run_args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False)
     sys.stderr.write(process.stderr)
-    summaries = [line for line in process.stdout.splitlines()
-                 if line.startswith('{')]
+    summaries = [
+        line for line in process.stdout.splitlines() if line.startswith('{')
+    ]
     if process.returncode != 0 or not summaries:
         errors = process.stderr.strip().splitlines() or ['(no output)']
         raise RunFailed(f'exit code {process.returncode}: {errors[-1]}')
@@ -39,19 +43,20 @@ def run_in_child(run_args: List[str]) -> Dict[str, Any]:
 
 
 def schedule_local(config: configs.RunConfig, run_args: List[str], cron: str,
-                   on_new_data: bool, max_runs: int, poll_seconds: float
-                   ) -> int:
+                   on_new_data: bool, max_runs: int,
+                   poll_seconds: float) -> int:
     """Runs the pipeline on `cron` and/or when a new span appears.
 
     Returns:
         The process exit code.
     """
     watcher = (spans.SpanWatcher(config.data_path, data_source.SPAN_DIR_PATTERN,
-                                  poll_seconds)
-               if on_new_data else None)
-    runs = scheduler.Scheduler(
-        lambda: run_in_child(run_args), config.scheduler_state_dir,
-        cron=cron or None, watcher=watcher, max_runs=max_runs or None)
+                                 poll_seconds) if on_new_data else None)
+    runs = scheduler.Scheduler(lambda: run_in_child(run_args),
+                               config.scheduler_state_dir,
+                               cron=cron or None,
+                               watcher=watcher,
+                               max_runs=max_runs or None)
     try:
         runs.run()
     except scheduler.SchedulerAborted:
@@ -65,22 +70,32 @@ def _compiled(config: configs.RunConfig, directory: str) -> str:
         config, os.path.join(directory, f'{config.pipeline_name}.json'))
 
 
-def submit_kubeflow(config: configs.RunConfig, host: str, experiment: str,
+def submit_kubeflow(config: configs.RunConfig,
+                    host: str,
+                    experiment: str,
                     namespace: str = None) -> Dict[str, Any]:
     """Compiles the pipeline and starts one run of it on Kubeflow."""
     with tempfile.TemporaryDirectory() as directory:
-        run_id = kubeflow_client.submit_run(
-            host, _compiled(config, directory), experiment,
-            run_name=config.pipeline_name, namespace=namespace)
+        run_id = kubeflow_client.submit_run(host,
+                                            _compiled(config, directory),
+                                            experiment,
+                                            run_name=config.pipeline_name,
+                                            namespace=namespace)
     return {'kubeflow_run_id': run_id}
 
 
-def schedule_kubeflow(config: configs.RunConfig, host: str, experiment: str,
-                      cron: str, namespace: str = None) -> Dict[str, Any]:
+def schedule_kubeflow(config: configs.RunConfig,
+                      host: str,
+                      experiment: str,
+                      cron: str,
+                      namespace: str = None) -> Dict[str, Any]:
     """Compiles the pipeline and creates a KFP recurring run on `cron`."""
     with tempfile.TemporaryDirectory() as directory:
         job_id = kubeflow_client.create_recurring_run(
-            host, _compiled(config, directory), experiment,
-            job_name=f'{config.pipeline_name}-recurring', cron=cron,
+            host,
+            _compiled(config, directory),
+            experiment,
+            job_name=f'{config.pipeline_name}-recurring',
+            cron=cron,
             namespace=namespace)
     return {'kubeflow_recurring_run_id': job_id}

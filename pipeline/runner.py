@@ -45,12 +45,14 @@ class ProgressDagRunner(tfx_runner.IrBasedRunner):
         self.timings: Dict[str, float] = {}
 
     def _say(self, text: str) -> None:
-        print(f'[{time.strftime("%H:%M:%S")}] {text}', file=self._out,
+        print(f'[{time.strftime("%H:%M:%S")}] {text}',
+              file=self._out,
               flush=True)
 
-    def run_with_ir(self, pipeline: pipeline_pb2.Pipeline,
-                    run_options: Optional[pipeline_pb2.RunOptions] = None
-                    ) -> None:
+    def run_with_ir(
+            self,
+            pipeline: pipeline_pb2.Pipeline,
+            run_options: Optional[pipeline_pb2.RunOptions] = None) -> None:
         """Runs every node of the compiled pipeline, in order."""
         if run_options is not None:
             raise ValueError('partial runs are not supported here')
@@ -154,7 +156,8 @@ _UNFINISHED = (metadata_store_pb2.Execution.NEW,
 INTERRUPTED_PROPERTY = 'interrupted'
 
 
-def recover_interrupted(connection, config: configs.RunConfig,
+def recover_interrupted(connection,
+                        config: configs.RunConfig,
                         out: Optional[TextIO] = None) -> List[int]:
     """Marks this pipeline's executions left unfinished as FAILED.
 
@@ -179,17 +182,20 @@ def recover_interrupted(connection, config: configs.RunConfig,
     for execution in store.get_executions_by_context(pipeline_context.id):
         if execution.last_known_state not in _UNFINISHED:
             continue
-        node_ids = [c.name.split('.', 1)[-1] for c in
-                    store.get_contexts_by_execution(execution.id)
-                    if c.type_id == node_type.id]
+        node_ids = [
+            c.name.split('.', 1)[-1]
+            for c in store.get_contexts_by_execution(execution.id)
+            if c.type_id == node_type.id
+        ]
         removed = []
         for node_id in node_ids:
             node_root = os.path.join(config.pipeline_root, node_id)
-            for folder in (glob.glob(os.path.join(node_root, '*',
-                                                  str(execution.id))) +
-                           [os.path.join(node_root, '.system',
-                                         'executor_execution',
-                                         str(execution.id))]):
+            for folder in (
+                    glob.glob(os.path.join(node_root, '*', str(execution.id))) +
+                [
+                    os.path.join(node_root, '.system', 'executor_execution',
+                                 str(execution.id))
+                ]):
                 if os.path.isdir(folder):
                     shutil.rmtree(folder, ignore_errors=True)
                     removed.append(folder)
@@ -198,11 +204,12 @@ def recover_interrupted(connection, config: configs.RunConfig,
             'interrupted: still running when the next run started')
         store.put_executions([execution])
         recovered.append(execution.id)
-        print(f'[{time.strftime("%H:%M:%S")}] {"/".join(node_ids)}: '
-              f'execution {execution.id} was interrupted; marked FAILED, '
-              f'{len(removed)} half-written folders removed',
-              file=out or sys.stderr,
-              flush=True)
+        print(
+            f'[{time.strftime("%H:%M:%S")}] {"/".join(node_ids)}: '
+            f'execution {execution.id} was interrupted; marked FAILED, '
+            f'{len(removed)} half-written folders removed',
+            file=out or sys.stderr,
+            flush=True)
     return recovered
 
 
@@ -218,7 +225,8 @@ def tensorboard_logdir(config: configs.RunConfig) -> str:
     return os.path.join(config.pipeline_root, 'Trainer', 'model_run')
 
 
-def run_local(config: configs.RunConfig, out: Optional[TextIO] = None,
+def run_local(config: configs.RunConfig,
+              out: Optional[TextIO] = None,
               verbose: bool = False,
               serving_check: bool = True,
               started: Optional[float] = None) -> Dict[str, Any]:
@@ -247,7 +255,9 @@ def run_local(config: configs.RunConfig, out: Optional[TextIO] = None,
     # Quiet from the pipeline's construction on: TFX warns there too.
     with _quiet_logs(verbose):
         tfx_pipeline = pipeline_lib.create_pipeline(
-            config, config.data_path, metadata_connection_config=connection,
+            config,
+            config.data_path,
+            metadata_connection_config=connection,
             serving_check=serving_check)
         recover_interrupted(connection, config, out)
         try:
@@ -262,16 +272,19 @@ def run_local(config: configs.RunConfig, out: Optional[TextIO] = None,
         runner._say('training curves: tensorboard --logdir '  # pylint: disable=protected-access
                     f'{tensorboard_logdir(config)}')
     store = metadata_store.MetadataStore(connection)
-    result = {'model': config.model, 'profile': config.profile,
-              'run': runner.run_id,
-              **summary.run_summary(store, runner.run_id)}
+    result = {
+        'model': config.model,
+        'profile': config.profile,
+        'run': runner.run_id,
+        **summary.run_summary(store, runner.run_id)
+    }
     if failure is not None:
         result['failed'] = f'{type(failure).__name__}: {failure}'
     try:
         result['report'] = report.write_report(
-            store, runner.run_id, report.report_path(
-                config.home_path, config.pipeline_name, runner.run_id),
-            result)
+            store, runner.run_id,
+            report.report_path(config.home_path, config.pipeline_name,
+                               runner.run_id), result)
     except Exception as e:  # pylint: disable=broad-except
         # The run did its work (a model may be pushed already): a report
         # that cannot be written is said, and does not fail the run.
@@ -281,9 +294,10 @@ def run_local(config: configs.RunConfig, out: Optional[TextIO] = None,
         if result['report']:
             runner._say(f'report: {result["report"]}')  # pylint: disable=protected-access
         raise failure
-    return {**result,
-            'wall_seconds': round(time.monotonic() - started, 1),
-            'component_seconds': runner.timings}
+    return {
+        **result, 'wall_seconds': round(time.monotonic() - started, 1),
+        'component_seconds': runner.timings
+    }
 
 
 def compile_kubeflow(config: configs.RunConfig, output: str) -> str:
@@ -303,7 +317,9 @@ def compile_kubeflow(config: configs.RunConfig, output: str) -> str:
     beam_args = config.effective_beam_args + (
         [] if config.beam_args else [f'--sdk_container_image={target.image}'])
     tfx_pipeline = pipeline_lib.create_pipeline(
-        config, target.data, beam_pipeline_args=beam_args,
+        config,
+        target.data,
+        beam_pipeline_args=beam_args,
         pipeline_root=target.pipeline_root,
         serving_model_dir=target.serving_model_dir)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(

@@ -77,8 +77,10 @@ class Trigger:
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON-ready form for the history."""
-        record: Dict[str, Any] = {'kind': self.kind,
-                                  'due': self.due.isoformat()}
+        record: Dict[str, Any] = {
+            'kind': self.kind,
+            'due': self.due.isoformat()
+        }
         if self.span is not None:
             record['span'] = self.span
         if self.ticks > 1:
@@ -140,8 +142,9 @@ class Scheduler:
                  on_busy: str = 'wait',
                  lock_poll_seconds: float = 5.0,
                  run_on_existing_data: bool = True,
-                 echo: Optional[Callable[[str], None]] = functools.partial(
-                     print, flush=True),
+                 echo: Optional[Callable[[str],
+                                         None]] = functools.partial(print,
+                                                                    flush=True),
                  logger: Optional[logging.Logger] = None):
         if cron is None and watcher is None:
             raise ValueError('the scheduler needs a cron schedule, a data '
@@ -173,7 +176,8 @@ class Scheduler:
 
     # Public control ------------------------------------------------------
 
-    def run(self, until: Optional[datetime.datetime] = None,
+    def run(self,
+            until: Optional[datetime.datetime] = None,
             install_signal_handlers: bool = True) -> List[Dict[str, Any]]:
         """Runs triggers until stopped, ``max_runs`` is reached, or ``until``.
 
@@ -193,8 +197,8 @@ class Scheduler:
         """
         os.makedirs(self.state_dir, exist_ok=True)
         previous = {}
-        if install_signal_handlers and (
-                threading.current_thread() is threading.main_thread()):
+        if install_signal_handlers and (threading.current_thread()
+                                        is threading.main_thread()):
             for signum in (signal.SIGINT, signal.SIGTERM):
                 previous[signum] = signal.signal(signum, self._on_signal)
         try:
@@ -249,7 +253,8 @@ class Scheduler:
             if next_poll is not None and now >= next_poll:
                 span = self._check_new_span()
                 if span is not None:
-                    self._queue(pending, Trigger('new-data', now, span=span),
+                    self._queue(pending,
+                                Trigger('new-data', now, span=span),
                                 due=next_poll)
                 next_poll = now + datetime.timedelta(
                     seconds=self._watcher.poll_seconds)
@@ -263,14 +268,14 @@ class Scheduler:
                 # been handled by now, so the announced time is the real one.
                 self._announce_next(next_cron)
                 announce = False
-            wake = min(t for t in (next_cron, next_poll, until)
-                       if t is not None)
+            wake = min(
+                t for t in (next_cron, next_poll, until) if t is not None)
             self._clock.sleep(max(0.0, (wake - now).total_seconds()))
         self._say(f'scheduler stopped ({self._stop_reason}) after '
                   f'{self._runs} run(s)')
 
-    def _count_ticks(self, trigger: Trigger, now: datetime.datetime
-                     ) -> datetime.datetime:
+    def _count_ticks(self, trigger: Trigger,
+                     now: datetime.datetime) -> datetime.datetime:
         """Adds cron times due by ``now`` to ``trigger``; returns the next."""
         following = self._cron.next_after(trigger.due)
         while following <= now and trigger.ticks < _MAX_COUNTED_TICKS:
@@ -290,8 +295,9 @@ class Scheduler:
         try:
             latest = self._watcher.latest_span()
         except OSError as error:
-            self._say(f'cannot check {self._watcher.describe()} for new spans: '
-                      f'{type(error).__name__}: {error}', logging.WARNING)
+            self._say(
+                f'cannot check {self._watcher.describe()} for new spans: '
+                f'{type(error).__name__}: {error}', logging.WARNING)
             return None
         if latest is None:
             return None
@@ -310,15 +316,20 @@ class Scheduler:
 
     def _execute(self, triggers: List[Trigger]) -> None:
         if len(triggers) > 1:
-            self._say(f'coalesced {len(triggers)} triggers into one run: '
-                      + ', '.join(str(t) for t in triggers))
+            self._say(f'coalesced {len(triggers)} triggers into one run: ' +
+                      ', '.join(str(t) for t in triggers))
         if not self._lock.acquire():
             holder = self._lock.holder()
             if self._on_busy == 'skip':
-                self._say(f'pipeline lock {self._lock.path} is held by '
-                          f'{holder}; skipping this run', logging.WARNING)
+                self._say(
+                    f'pipeline lock {self._lock.path} is held by '
+                    f'{holder}; skipping this run', logging.WARNING)
                 now = self._now()
-                self._record(triggers, None, now, now, 'skipped',
+                self._record(triggers,
+                             None,
+                             now,
+                             now,
+                             'skipped',
                              error=f'lock held by {holder}')
                 return
             self._say(f'pipeline lock {self._lock.path} is held by {holder}; '
@@ -347,35 +358,48 @@ class Scheduler:
         number = self._runs
         self._current_run = number
         start = self._now()
-        self._say(f'run #{number} started (trigger: '
-                  + ', '.join(str(t) for t in triggers) + ')')
+        self._say(f'run #{number} started (trigger: ' +
+                  ', '.join(str(t) for t in triggers) + ')')
         try:
             summary = self._run_pipeline()
         except (Exception, SystemExit) as error:
             end = self._now()
             reason = f'{type(error).__name__}: {error}'
-            self._say(f'run #{number} failed after '
-                      f'{(end - start).total_seconds():.0f}s: {reason}',
-                      logging.ERROR)
+            self._say(
+                f'run #{number} failed after '
+                f'{(end - start).total_seconds():.0f}s: {reason}',
+                logging.ERROR)
             self._log.debug('run #%d traceback', number, exc_info=True)
             self._record(triggers, number, start, end, 'failed', error=reason)
         except BaseException as error:
             end = self._now()
-            self._record(triggers, number, start, end, 'aborted',
+            self._record(triggers,
+                         number,
+                         start,
+                         end,
+                         'aborted',
                          error=f'{type(error).__name__}: {error}')
             raise
         else:
             end = self._now()
             self._say(f'run #{number} succeeded in '
                       f'{(end - start).total_seconds():.0f}s')
-            self._record(triggers, number, start, end, 'succeeded',
+            self._record(triggers,
+                         number,
+                         start,
+                         end,
+                         'succeeded',
                          summary=summary)
         finally:
             self._current_run = None
             self._last_run_end = self._now()
 
-    def _record(self, triggers: List[Trigger], number: Optional[int],
-                start: datetime.datetime, end: datetime.datetime, status: str,
+    def _record(self,
+                triggers: List[Trigger],
+                number: Optional[int],
+                start: datetime.datetime,
+                end: datetime.datetime,
+                status: str,
                 summary: Optional[Dict[str, Any]] = None,
                 error: Optional[str] = None) -> None:
         record = {
@@ -434,8 +458,8 @@ class Scheduler:
         if self._watcher is not None:
             last = self._load_state().get('spans', {}).get(self._watcher.key)
             seen = f'newer than span {last} ' if last is not None else ''
-            parts.append(('or earlier ' if parts else 'next run ')
-                         + f'when a span {seen}appears in '
+            parts.append(('or earlier ' if parts else 'next run ') +
+                         f'when a span {seen}appears in '
                          f'{self._watcher.describe()}')
         self._say('; '.join(parts))
 

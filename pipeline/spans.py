@@ -21,8 +21,10 @@ class SpanWatcher:
         poll_seconds: How often the scheduler checks.
     """
 
-    def __init__(self, data_root: Union[str, os.PathLike],
-                 pattern: str = 'span-{SPAN}', poll_seconds: float = 60.0):
+    def __init__(self,
+                 data_root: Union[str, os.PathLike],
+                 pattern: str = 'span-{SPAN}',
+                 poll_seconds: float = 60.0):
         spans.check_pattern(pattern)
         if poll_seconds <= 0:
             raise ValueError('poll_seconds must be positive, got '

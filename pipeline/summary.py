@@ -17,8 +17,8 @@ _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT,
 ACCURACY_METRIC = 'accuracy'
 
 
-def run_outputs(store: metadata_store.MetadataStore, run_id: str
-                ) -> Dict[str, List[metadata_store_pb2.Artifact]]:
+def run_outputs(store: metadata_store.MetadataStore,
+                run_id: str) -> Dict[str, List[metadata_store_pb2.Artifact]]:
     """Artifact type name -> artifacts output by one run's executions
     (cached executions included)."""
     context = store.get_context_by_type_and_name('pipeline_run', run_id)
@@ -26,12 +26,14 @@ def run_outputs(store: metadata_store.MetadataStore, run_id: str
         raise LookupError(f'no pipeline run {run_id!r} in ML Metadata')
     executions = store.get_executions_by_context(context.id)
     events = store.get_events_by_execution_ids([e.id for e in executions])
-    artifact_ids = sorted({e.artifact_id for e in events
-                           if e.type in _OUTPUT_EVENTS})
+    artifact_ids = sorted(
+        {e.artifact_id for e in events if e.type in _OUTPUT_EVENTS})
     outputs: Dict[str, List[metadata_store_pb2.Artifact]] = {}
     artifacts = store.get_artifacts_by_id(artifact_ids)
-    types = {t.id: t.name for t in store.get_artifact_types_by_id(
-        list({a.type_id for a in artifacts}))}
+    types = {
+        t.id: t.name for t in store.get_artifact_types_by_id(
+            list({a.type_id for a in artifacts}))
+    }
     for artifact in artifacts:
         outputs.setdefault(types[artifact.type_id], []).append(artifact)
     return outputs
@@ -58,8 +60,8 @@ def accuracy(evaluation_uri: str) -> Optional[float]:
     return None
 
 
-def run_summary(store: metadata_store.MetadataStore, run_id: str
-                ) -> Dict[str, Any]:
+def run_summary(store: metadata_store.MetadataStore,
+                run_id: str) -> Dict[str, Any]:
     """blessed, pushed_model, accuracy and span of one pipeline run."""
     outputs = run_outputs(store, run_id)
     blessing = (outputs.get('ModelBlessing') or [None])[-1]
@@ -68,22 +70,29 @@ def run_summary(store: metadata_store.MetadataStore, run_id: str
     infra = (outputs.get('InfraBlessing') or [None])[-1]
     examples = (outputs.get('Examples') or [None])[0]
     model_run = (outputs.get('ModelRun') or [None])[-1]
-    drift = [a for a in outputs.get('ExampleAnomalies', [])
-             if _property(a, 'drifted_features') is not None]
+    drift = [
+        a for a in outputs.get('ExampleAnomalies', [])
+        if _property(a, 'drifted_features') is not None
+    ]
     blessed = bool(blessing and _property(blessing, 'blessed'))
     return {
-        'blessed': blessed and (infra is None or
-                                bool(_property(infra, 'blessed'))),
+        'blessed':
+            blessed and (infra is None or bool(_property(infra, 'blessed'))),
         'pushed_model': (_property(pushed, 'pushed_destination')
                          if pushed and _property(pushed, 'pushed') else None),
         # False when the blessed model was the version already served and
         # no new version was written (components/pusher/executor.py).
-        'new_version': bool(pushed and _property(pushed, 'pushed') and
-                            not _property(pushed, 'already_serving')),
-        'accuracy': accuracy(evaluation.uri) if evaluation else None,
-        'span': _property(examples, 'span') if examples else None,
-        'drift': drifted_features(drift[-1].uri) if drift else [],
-        'training': training_summary(model_run.uri) if model_run else None,
+        'new_version':
+            bool(pushed and _property(pushed, 'pushed') and
+                 not _property(pushed, 'already_serving')),
+        'accuracy':
+            accuracy(evaluation.uri) if evaluation else None,
+        'span':
+            _property(examples, 'span') if examples else None,
+        'drift':
+            drifted_features(drift[-1].uri) if drift else [],
+        'training':
+            training_summary(model_run.uri) if model_run else None,
     }
 
 
@@ -114,5 +123,7 @@ def drifted_features(drift_uri: str) -> List[str]:
     if not os.path.exists(path):
         return []
     anomalies = anomalies_util.load_anomalies_binary(path)
-    return [f'{feature}: {info.description}'
-            for feature, info in sorted(anomalies.anomaly_info.items())]
+    return [
+        f'{feature}: {info.description}'
+        for feature, info in sorted(anomalies.anomaly_info.items())
+    ]

@@ -20,9 +20,10 @@ def _usage() -> str:
     width = max(len(name) for name, _ in commands)
     return '\n'.join(
         ['usage: python -m serving <command> [flags]', '', 'commands:'] +
-        [f'  {name:<{width}}  {text}' for name, text in commands] +
-        ['', 'python -m serving <command> --help shows its flags and '
-         'defaults.'])
+        [f'  {name:<{width}}  {text}' for name, text in commands] + [
+            '', 'python -m serving <command> --help shows its flags and '
+            'defaults.'
+        ])
 
 
 def main(argv: Optional[List[str]] = None) -> int:

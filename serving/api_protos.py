@@ -52,8 +52,8 @@ def _serialized_descriptor(proto: str) -> bytes:
     with open(path, encoding='utf-8') as f:
         tree = ast.parse(f.read(), path)
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call)
-                and getattr(node.func, 'attr', '') == 'AddSerializedFile'):
+        if (isinstance(node, ast.Call) and
+                getattr(node.func, 'attr', '') == 'AddSerializedFile'):
             return ast.literal_eval(node.args[0])
     raise ImportError(f'{path}: no serialized descriptor')
 
@@ -95,5 +95,7 @@ def enum_name(message_class: Any, enum: str, number: int) -> str:
 def enum_values(proto: str, name: str) -> dict:
     """{value name: number} of the top-level enum `name` in file `proto`."""
     _add(proto)
-    return {value.name: value.number
-            for value in _POOL.FindEnumTypeByName(name).values}
+    return {
+        value.name: value.number
+        for value in _POOL.FindEnumTypeByName(name).values
+    }

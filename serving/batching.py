@@ -64,7 +64,8 @@ class BatchScheduler:
         self._stopped = False
         self._threads = [
             threading.Thread(target=self._work, name=f'batch-{i}', daemon=True)
-            for i in range(options.num_batch_threads)]
+            for i in range(options.num_batch_threads)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -73,7 +74,11 @@ class BatchScheduler:
             self._stopped = True
             self._cv.notify_all()
 
-    def run(self, model_name: str, key: Hashable, run: RunFn, inputs: Arrays,
+    def run(self,
+            model_name: str,
+            key: Hashable,
+            run: RunFn,
+            inputs: Arrays,
             options: Optional[config.BatchingOptions] = None) -> Arrays:
         """Runs `run(inputs)` as part of a batch; returns this request's rows.
 
@@ -81,9 +86,13 @@ class BatchScheduler:
         """
         return self.submit(model_name, key, run, inputs, options).result()
 
-    def submit(self, model_name: str, key: Hashable, run: RunFn,
-               inputs: Arrays, options: Optional[config.BatchingOptions] = None
-               ) -> futures.Future:
+    def submit(
+            self,
+            model_name: str,
+            key: Hashable,
+            run: RunFn,
+            inputs: Arrays,
+            options: Optional[config.BatchingOptions] = None) -> futures.Future:
         """Queues `inputs` for a batched `run`; the future gets this one's rows.
 
         `key` identifies what may be batched together (servable version,
@@ -100,21 +109,28 @@ class BatchScheduler:
         if self._metrics:
             self._metrics.observe_batch_input(model_name, rows)
         if not options.pad_variable_length_inputs:
-            key = (key, tuple(sorted((k, v.shape[1:], v.dtype.str)
-                                     for k, v in inputs.items())))
+            key = (key,
+                   tuple(
+                       sorted((k, v.shape[1:], v.dtype.str)
+                              for k, v in inputs.items())))
         else:
-            key = (key, tuple(sorted((k, v.ndim, v.dtype.str)
-                                     for k, v in inputs.items())))
+            key = (
+                key,
+                tuple(
+                    sorted(
+                        (k, v.ndim, v.dtype.str) for k, v in inputs.items())))
         if rows == 0:
             done: futures.Future = futures.Future()
             done.set_result(run(inputs))
             return done
         limit = options.max_batch_size
-        chunks = [inputs] if rows <= limit else [
-            {k: v[start:start + limit] for k, v in inputs.items()}
-            for start in range(0, rows, limit)]
-        tasks = [_Task(chunk, min(limit, rows - i * limit))
-                 for i, chunk in enumerate(chunks)]
+        chunks = [inputs] if rows <= limit else [{
+            k: v[start:start + limit] for k, v in inputs.items()
+        } for start in range(0, rows, limit)]
+        tasks = [
+            _Task(chunk, min(limit, rows - i * limit))
+            for i, chunk in enumerate(chunks)
+        ]
         with self._cv:
             queue = self._queues.get(key)
             if queue is None:
@@ -145,8 +161,8 @@ class BatchScheduler:
             deadline = (queue.tasks[0].enqueued +
                         queue.options.batch_timeout_micros / 1e6)
             if queue.rows >= queue.options.max_batch_size or deadline <= now:
-                if (best is None
-                        or queue.tasks[0].enqueued < best.tasks[0].enqueued):
+                if (best is None or
+                        queue.tasks[0].enqueued < best.tasks[0].enqueued):
                     best = queue
             else:
                 wait = min(wait, deadline - now)
@@ -191,8 +207,8 @@ class BatchScheduler:
             results = []
             offset = 0
             for task in batch:
-                results.append(_slice_outputs(outputs, offset, task.rows,
-                                              padded))
+                results.append(
+                    _slice_outputs(outputs, offset, task.rows, padded))
                 offset += task.rows
         except Exception as e:  # pylint: disable=broad-except
             error = errors.from_exception(e)
@@ -203,8 +219,8 @@ class BatchScheduler:
             task.future.set_result(result)
 
 
-def _merge(batch: List[_Task], options: config.BatchingOptions
-           ) -> Tuple[Arrays, int, int]:
+def _merge(batch: List[_Task],
+           options: config.BatchingOptions) -> Tuple[Arrays, int, int]:
     """Concatenates a batch's inputs; pads rows up to an allowed size."""
     rows = sum(t.rows for t in batch)
     padded = _round_up(rows, options.allowed_batch_sizes)
@@ -237,8 +253,8 @@ def _joined(parts: List[futures.Future]) -> futures.Future:
             joined.set_exception(errors_seen[0])
             return
         outputs = [p.result() for p in parts]
-        joined.set_result({k: np.concatenate([o[k] for o in outputs])
-                           for k in outputs[0]})
+        joined.set_result(
+            {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]})
 
     for part in parts:
         part.add_done_callback(on_done)

@@ -43,16 +43,22 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     predict = commands.add_parser(
-        'predict', help='classify image and sequence files',
+        'predict',
+        help='classify image and sequence files',
         description='Classify image files (PNG, JPEG, anything Pillow reads) '
         'and sequence files (.ts, long-format .csv).')
     _add_server_args(predict)
     which = predict.add_mutually_exclusive_group()
     which.add_argument('--version', type=int, help='model version number')
     which.add_argument('--label', help='model version label')
-    predict.add_argument('--top', type=_positive_int, default=5, metavar='K',
+    predict.add_argument('--top',
+                         type=_positive_int,
+                         default=5,
+                         metavar='K',
                          help='classes to show per input (default 5)')
-    predict.add_argument('files', nargs='+', metavar='FILE',
+    predict.add_argument('files',
+                         nargs='+',
+                         metavar='FILE',
                          help='image files (anything Pillow reads) or '
                          'sequence files (.ts, long-format .csv)')
 
@@ -66,13 +72,16 @@ def _build_parser() -> argparse.ArgumentParser:
         description='Print a ModelServerConfig whose base paths under '
         f'{_CONTAINER_MODELS_DIR} are moved to a local folder.')
     local.add_argument('config', help='ModelServerConfig text proto')
-    local.add_argument('--models-dir', required=True,
+    local.add_argument('--models-dir',
+                       required=True,
                        help='local folder standing for '
                        f'{_CONTAINER_MODELS_DIR}')
-    local.add_argument('--container-dir', default=_CONTAINER_MODELS_DIR,
+    local.add_argument('--container-dir',
+                       default=_CONTAINER_MODELS_DIR,
                        help='base path prefix to replace (default '
                        f'{_CONTAINER_MODELS_DIR})')
-    local.add_argument('--output', '-o',
+    local.add_argument('--output',
+                       '-o',
                        help='write here instead of standard output')
     return parser
 
@@ -80,16 +89,22 @@ def _build_parser() -> argparse.ArgumentParser:
 def commands() -> List[Tuple[str, str]]:
     """(name, help) of each subcommand, in the order `--help` lists them."""
     parser = _build_parser()
-    [subparsers] = [a for a in parser._actions  # pylint: disable=protected-access
-                    if isinstance(a, argparse._SubParsersAction)]  # pylint: disable=protected-access
+    [subparsers] = [
+        a for a in parser._actions  # pylint: disable=protected-access
+        if isinstance(a, argparse._SubParsersAction)
+    ]  # pylint: disable=protected-access
     return [(a.dest, a.help) for a in subparsers._choices_actions]  # pylint: disable=protected-access
 
 
 def _add_server_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--server', required=True, metavar='HOST:PORT',
+    parser.add_argument('--server',
+                        required=True,
+                        metavar='HOST:PORT',
                         help="the model server's gRPC address")
     parser.add_argument('--model', required=True, help='model name')
-    parser.add_argument('--timeout', type=float, default=30.0,
+    parser.add_argument('--timeout',
+                        type=float,
+                        default=30.0,
                         help='seconds to wait for each request (default 30)')
 
 
@@ -143,11 +158,15 @@ def _is_expected(error: Exception) -> bool:
 
 # --- predict -----------------------------------------------------------------
 
+
 class _Input:
     """One thing to classify: an image or one sequence of a file."""
 
-    def __init__(self, name: str, image: Optional[bytes] = None,
-                 sequence=None, label: str = ''):
+    def __init__(self,
+                 name: str,
+                 image: Optional[bytes] = None,
+                 sequence=None,
+                 label: str = ''):
         self.name = name
         self.image = image
         self.sequence = sequence
@@ -174,11 +193,13 @@ def _read_sequences(path: str, suffix: str) -> List[_Input]:
         from components import ts_format  # pylint: disable=import-outside-toplevel
     except ImportError as e:
         raise CliError(f'{path}: cannot read sequence files ({e})') from None
-    reader = (ts_format.read_ts if suffix == '.ts'
-              else long_csv_format.read_long_csv)
-    inputs = [_Input(f'{path} [{seq.series_id}]', sequence=seq.values,
-                     label=seq.label)
-              for seq in reader(path)]
+    reader = (ts_format.read_ts
+              if suffix == '.ts' else long_csv_format.read_long_csv)
+    inputs = [
+        _Input(f'{path} [{seq.series_id}]',
+               sequence=seq.values,
+               label=seq.label) for seq in reader(path)
+    ]
     if not inputs:
         raise CliError(f'{path}: no sequences')
     return inputs
@@ -205,14 +226,18 @@ def _predict(args: argparse.Namespace) -> None:
     results = {}
     with client_lib.ModelServerClient(args.server, args.timeout) as client:
         if images:
-            predictions = client.predict_images(
-                args.model, [i.image for i in images], version=args.version,
-                label=args.label, top_k=args.top)
+            predictions = client.predict_images(args.model,
+                                                [i.image for i in images],
+                                                version=args.version,
+                                                label=args.label,
+                                                top_k=args.top)
             results.update(zip(map(id, images), predictions))
         if sequences:
             predictions = client.predict_sequences(
                 args.model, [i.sequence for i in sequences],
-                version=args.version, label=args.label, top_k=args.top)
+                version=args.version,
+                label=args.label,
+                top_k=args.top)
             results.update(zip(map(id, sequences), predictions))
     for item in inputs:
         print(_format_prediction(item, results[id(item)].pairs()))
@@ -223,12 +248,15 @@ def _format_prediction(item: _Input, pairs: List[Tuple[str, float]]) -> str:
     if item.label:
         header += f'  (true label: {item.label})'
     width = max(len(name) for name, _ in pairs)
-    lines = [header] + [f'  {rank}. {name:<{width}}  {score:.4f}'
-                        for rank, (name, score) in enumerate(pairs, 1)]
+    lines = [header] + [
+        f'  {rank}. {name:<{width}}  {score:.4f}'
+        for rank, (name, score) in enumerate(pairs, 1)
+    ]
     return '\n'.join(lines)
 
 
 # --- status ------------------------------------------------------------------
+
 
 def _status(args: argparse.Namespace) -> None:
     from serving import client as client_lib  # pylint: disable=import-outside-toplevel
@@ -243,7 +271,9 @@ def _status(args: argparse.Namespace) -> None:
 
 # --- local-config ------------------------------------------------------------
 
-def localize_model_config(text: str, models_dir: str,
+
+def localize_model_config(text: str,
+                          models_dir: str,
                           container_dir: str = _CONTAINER_MODELS_DIR) -> str:
     """Moves the base paths under `container_dir` of a models.config.
 
@@ -261,8 +291,8 @@ def localize_model_config(text: str, models_dir: str,
     """
     from google.protobuf import text_format  # pylint: disable=import-outside-toplevel
     from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=import-outside-toplevel
-    config = text_format.Parse(
-        text, model_server_config_pb2.ModelServerConfig())
+    config = text_format.Parse(text,
+                               model_server_config_pb2.ModelServerConfig())
     prefix = container_dir.rstrip('/')
     local = os.path.abspath(models_dir)
     for model in config.model_config_list.config:

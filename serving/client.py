@@ -59,7 +59,9 @@ class ModelNotAvailableError(ServingError):
             empty when it never answered).
     """
 
-    def __init__(self, message: str, statuses: Sequence[VersionStatus] = (),
+    def __init__(self,
+                 message: str,
+                 statuses: Sequence[VersionStatus] = (),
                  code: Code = Code.UNAVAILABLE):
         self.statuses = list(statuses)
         super().__init__(code, message)
@@ -95,7 +97,8 @@ class Prediction:
         return list(zip(self.classes, self.scores))
 
 
-def make_prediction(classes: Sequence[Any], scores: Sequence[float],
+def make_prediction(classes: Sequence[Any],
+                    scores: Sequence[float],
                     top_k: Optional[int] = None) -> Prediction:
     """Sorts one row of class names and scores into a `Prediction`.
 
@@ -107,8 +110,9 @@ def make_prediction(classes: Sequence[Any], scores: Sequence[float],
     Returns:
         The classes and scores, most likely first.
     """
-    names = [c.decode('utf-8') if isinstance(c, bytes) else str(c)
-             for c in classes]
+    names = [
+        c.decode('utf-8') if isinstance(c, bytes) else str(c) for c in classes
+    ]
     values = [float(s) for s in scores]
     # A stable sort keeps the model's class order among equal scores.
     order = sorted(range(len(values)), key=lambda i: -values[i])
@@ -141,9 +145,8 @@ def pad_sequences(sequences: Sequence[np.ndarray],
         if array.ndim == 1:
             array = array[:, np.newaxis]
         if array.ndim != 2:
-            raise ValueError(
-                'a sequence must be [length, channels], got shape '
-                f'{array.shape}')
+            raise ValueError('a sequence must be [length, channels], got shape '
+                             f'{array.shape}')
         arrays.append(array)
     channels = {a.shape[1] for a in arrays}
     if len(channels) != 1:
@@ -157,7 +160,8 @@ def pad_sequences(sequences: Sequence[np.ndarray],
     return padded, lengths
 
 
-def model_spec(model: str, version: Optional[int] = None,
+def model_spec(model: str,
+               version: Optional[int] = None,
                label: Optional[str] = None,
                signature: Optional[str] = None) -> Any:
     """Builds the ModelSpec naming a model, its version or label, a signature.
@@ -198,16 +202,18 @@ class ModelServerClient:
         """
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address, options=[
-            ('grpc.max_send_message_length', _MAX_MESSAGE_BYTES),
-            ('grpc.max_receive_message_length', _MAX_MESSAGE_BYTES),
-            # gRPC backs off up to 2 minutes between reconnects by default;
-            # a poller waiting for a starting server should notice it soon.
-            ('grpc.initial_reconnect_backoff_ms', 250),
-            ('grpc.max_reconnect_backoff_ms', 1000),
-        ])
-        self._get_model_status = self._method(
-            'ModelService/GetModelStatus', _StatusResponse)
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[
+                ('grpc.max_send_message_length', _MAX_MESSAGE_BYTES),
+                ('grpc.max_receive_message_length', _MAX_MESSAGE_BYTES),
+                # gRPC backs off up to 2 minutes between reconnects by default;
+                # a poller waiting for a starting server should notice it soon.
+                ('grpc.initial_reconnect_backoff_ms', 250),
+                ('grpc.max_reconnect_backoff_ms', 1000),
+            ])
+        self._get_model_status = self._method('ModelService/GetModelStatus',
+                                              _StatusResponse)
         self._get_model_metadata = self._method(
             'PredictionService/GetModelMetadata', _MetadataResponse)
         self._predict = self._method('PredictionService/Predict',
@@ -236,7 +242,10 @@ class ModelServerClient:
             request_serializer=lambda request: request.SerializeToString(),
             response_deserializer=response_class.FromString)
 
-    def _call(self, rpc: Any, request: Any, what: str,
+    def _call(self,
+              rpc: Any,
+              request: Any,
+              what: str,
               timeout: Optional[float] = None) -> Any:
         try:
             return rpc(request, timeout=timeout or self.timeout)
@@ -251,7 +260,9 @@ class ModelServerClient:
 
     # --- Model service ------------------------------------------------------
 
-    def model_status(self, model: str, version: Optional[int] = None,
+    def model_status(self,
+                     model: str,
+                     version: Optional[int] = None,
                      label: Optional[str] = None) -> List[VersionStatus]:
         """Returns the state of each version of `model` the server knows.
 
@@ -275,13 +286,15 @@ class ModelServerClient:
                 version=s.version,
                 state=api_protos.enum_name(_VersionStatusProto, 'State',
                                            s.state),
-                error=ServingError(s.status.error_code,
-                                   s.status.error_message)
+                error=ServingError(s.status.error_code, s.status.error_message)
                 if s.status.error_code else None)
-            for s in response.model_version_status]
+            for s in response.model_version_status
+        ]
         return sorted(statuses, key=lambda s: s.version)
 
-    def wait_until_available(self, model: str, timeout: float,
+    def wait_until_available(self,
+                             model: str,
+                             timeout: float,
                              version: Optional[int] = None,
                              poll_interval: float = 0.5) -> List[VersionStatus]:
         """Polls GetModelStatus until a version of `model` is AVAILABLE.
@@ -320,8 +333,8 @@ class ModelServerClient:
                     failed = [s for s in statuses if s.error_code]
                     if failed:
                         raise ModelNotAvailableError(
-                            f'model {model!r} failed to load: '
-                            + '; '.join(str(s) for s in failed),
+                            f'model {model!r} failed to load: ' +
+                            '; '.join(str(s) for s in failed),
                             statuses=statuses)
             if remaining <= 0:
                 break
@@ -329,13 +342,17 @@ class ModelServerClient:
         if last_error is not None:
             raise ModelNotAvailableError(
                 f'model {model!r} not available after {timeout:g}s: '
-                f'{last_error}', statuses=statuses, code=last_error.code)
+                f'{last_error}',
+                statuses=statuses,
+                code=last_error.code)
         shown = '; '.join(str(s) for s in statuses) or 'no versions'
         raise ModelNotAvailableError(
             f'model {model!r} not available after {timeout:g}s: {shown}',
             statuses=statuses)
 
-    def model_metadata(self, model: str, version: Optional[int] = None,
+    def model_metadata(self,
+                       model: str,
+                       version: Optional[int] = None,
                        label: Optional[str] = None) -> Dict[str, Any]:
         """Returns the model's signatures, from GetModelMetadata.
 
@@ -356,7 +373,8 @@ class ModelServerClient:
                                    metadata_field=['signature_def'])
         response = self._call(self._get_model_metadata, request, what)
         if 'signature_def' not in response.metadata:
-            raise ServingError(Code.INTERNAL, 'the answer has no signature_def',
+            raise ServingError(Code.INTERNAL,
+                               'the answer has no signature_def',
                                context=what)
         signature_map = _SignatureDefMap()
         if not response.metadata['signature_def'].Unpack(signature_map):
@@ -373,7 +391,9 @@ class ModelServerClient:
                 model, version, label)
         return self._metadata_cache[key]
 
-    def input_dtypes(self, model: str, signature: str,
+    def input_dtypes(self,
+                     model: str,
+                     signature: str,
                      version: Optional[int] = None,
                      label: Optional[str] = None) -> Dict[str, np.dtype]:
         """Returns {input name: numpy dtype} that `signature` declares.
@@ -387,16 +407,22 @@ class ModelServerClient:
                 Code.INVALID_ARGUMENT,
                 f'model {model!r} has no signature {signature!r} '
                 f'(it has: {_signature_names(signature_defs)})')
-        return {name: tensors.numpy_dtype(info.dtype)
-                for name, info in signature_defs[signature].inputs.items()}
+        return {
+            name: tensors.numpy_dtype(info.dtype)
+            for name, info in signature_defs[signature].inputs.items()
+        }
 
     # --- Prediction service -------------------------------------------------
 
-    def predict(self, model: str, inputs: Mapping[str, Any],
-                signature: str = signatures.DEFAULT_SIGNATURE,
-                version: Optional[int] = None, label: Optional[str] = None,
-                output_filter: Optional[Sequence[str]] = None
-                ) -> Dict[str, np.ndarray]:
+    def predict(
+            self,
+            model: str,
+            inputs: Mapping[str, Any],
+            signature: str = signatures.DEFAULT_SIGNATURE,
+            version: Optional[int] = None,
+            label: Optional[str] = None,
+            output_filter: Optional[Sequence[str]] = None
+    ) -> Dict[str, np.ndarray]:
         """Sends one Predict request.
 
         Args:
@@ -415,8 +441,9 @@ class ModelServerClient:
             ServingError: The RPC failed.
         """
         try:
-            return self.send_predict(build_predict_request(
-                model, inputs, signature, version, label, output_filter))
+            return self.send_predict(
+                build_predict_request(model, inputs, signature, version, label,
+                                      output_filter))
         except ServingError as e:
             if (e.code not in (Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION)
                     or signature not in e.message):
@@ -427,7 +454,8 @@ class ModelServerClient:
             except ServingError:
                 raise e from None
             raise ServingError(
-                e.code, f'{e.message.rstrip(".")}; the model has: {names}',
+                e.code,
+                f'{e.message.rstrip(".")}; the model has: {names}',
                 context=e.context) from None
 
     def send_predict(self, request: Any) -> Dict[str, np.ndarray]:
@@ -443,22 +471,30 @@ class ModelServerClient:
             return tensors.arrays_from_protos(response.outputs)
         except ServingError as e:
             raise ServingError(Code.INTERNAL, f'the answer has a bad tensor: '
-                               f'{e.message}', context=what) from None
+                               f'{e.message}',
+                               context=what) from None
 
-    def _predict_classes(self, model: str, inputs: Mapping[str, Any],
-                         signature: str, version: Optional[int],
-                         label: Optional[str],
+    def _predict_classes(self, model: str, inputs: Mapping[str,
+                                                           Any], signature: str,
+                         version: Optional[int], label: Optional[str],
                          top_k: Optional[int]) -> List[Prediction]:
         outputs = self.predict(
-            model, inputs, signature=signature, version=version, label=label,
+            model,
+            inputs,
+            signature=signature,
+            version=version,
+            label=label,
             output_filter=[signatures.SCORES_OUTPUT, signatures.CLASSES_OUTPUT])
         return predictions_from_outputs(outputs, top_k, what=signature)
 
-    def predict_images(self, model: str, images: Sequence[bytes],
-                       version: Optional[int] = None,
-                       label: Optional[str] = None, top_k: Optional[int] = 5,
-                       batch_size: int = _DEFAULT_BATCH_SIZE
-                       ) -> List[Prediction]:
+    def predict_images(
+            self,
+            model: str,
+            images: Sequence[bytes],
+            version: Optional[int] = None,
+            label: Optional[str] = None,
+            top_k: Optional[int] = 5,
+            batch_size: int = _DEFAULT_BATCH_SIZE) -> List[Prediction]:
         """Classifies encoded images (PNG, JPEG, ...) on the image signature.
 
         Args:
@@ -477,19 +513,23 @@ class ModelServerClient:
         """
         results: List[Prediction] = []
         for batch in _batches(list(images), batch_size):
-            inputs = {signatures.IMAGE_INPUT: np.array(
-                [bytes(b) for b in batch], dtype=object)}
-            results.extend(self._predict_classes(
-                model, inputs, signatures.IMAGE_SIGNATURE, version, label,
-                top_k))
+            inputs = {
+                signatures.IMAGE_INPUT:
+                    np.array([bytes(b) for b in batch], dtype=object)
+            }
+            results.extend(
+                self._predict_classes(model, inputs, signatures.IMAGE_SIGNATURE,
+                                      version, label, top_k))
         return results
 
-    def predict_sequences(self, model: str, sequences: Sequence[np.ndarray],
-                          version: Optional[int] = None,
-                          label: Optional[str] = None,
-                          top_k: Optional[int] = 5,
-                          batch_size: int = _DEFAULT_BATCH_SIZE
-                          ) -> List[Prediction]:
+    def predict_sequences(
+            self,
+            model: str,
+            sequences: Sequence[np.ndarray],
+            version: Optional[int] = None,
+            label: Optional[str] = None,
+            top_k: Optional[int] = 5,
+            batch_size: int = _DEFAULT_BATCH_SIZE) -> List[Prediction]:
         """Classifies sequences on the sequence signature.
 
         Each batch is padded with zeros to its longest sequence and sent with
@@ -521,12 +561,14 @@ class ModelServerClient:
                 signatures.SEQUENCE_INPUT: padded,
                 signatures.LENGTH_INPUT: lengths.astype(lengths_dtype),
             }
-            results.extend(self._predict_classes(
-                model, inputs, signatures.SEQUENCE_SIGNATURE, version, label,
-                top_k))
+            results.extend(
+                self._predict_classes(model, inputs,
+                                      signatures.SEQUENCE_SIGNATURE, version,
+                                      label, top_k))
         return results
 
-    def classify_examples(self, model: str,
+    def classify_examples(self,
+                          model: str,
                           serialized_examples: Sequence[bytes],
                           signature: str = signatures.DEFAULT_SIGNATURE,
                           version: Optional[int] = None,
@@ -549,11 +591,12 @@ class ModelServerClient:
             ServingError: The RPC failed or the answer does not have one
                 result per example.
         """
-        request = build_classification_request(
-            model, serialized_examples, signature, version, label)
+        request = build_classification_request(model, serialized_examples,
+                                               signature, version, label)
         return self.send_classify(request, top_k=top_k)
 
-    def send_classify(self, request: Any,
+    def send_classify(self,
+                      request: Any,
                       top_k: Optional[int] = None) -> List[Prediction]:
         """Sends a ready-made ClassificationRequest.
 
@@ -573,17 +616,20 @@ class ModelServerClient:
             raise ServingError(Code.INTERNAL,
                                f'{got} results for {expected} examples',
                                context=what)
-        return [make_prediction([c.label for c in row.classes],
-                                [c.score for c in row.classes], top_k)
-                for row in response.result.classifications]
+        return [
+            make_prediction([c.label
+                             for c in row.classes],
+                            [c.score
+                             for c in row.classes], top_k)
+            for row in response.result.classifications
+        ]
 
 
-def build_classification_request(
-        model: str, serialized_examples: Sequence[bytes],
-        signature: str = signatures.DEFAULT_SIGNATURE,
-        version: Optional[int] = None,
-        label: Optional[str] = None
-) -> Any:
+def build_classification_request(model: str,
+                                 serialized_examples: Sequence[bytes],
+                                 signature: str = signatures.DEFAULT_SIGNATURE,
+                                 version: Optional[int] = None,
+                                 label: Optional[str] = None) -> Any:
     """Builds a Classify request for serialized tf.Examples.
 
     Args:
@@ -604,12 +650,12 @@ def build_classification_request(
     return request
 
 
-def build_predict_request(
-        model: str, inputs: Mapping[str, Any],
-        signature: str = signatures.DEFAULT_SIGNATURE,
-        version: Optional[int] = None, label: Optional[str] = None,
-        output_filter: Optional[Sequence[str]] = None
-) -> Any:
+def build_predict_request(model: str,
+                          inputs: Mapping[str, Any],
+                          signature: str = signatures.DEFAULT_SIGNATURE,
+                          version: Optional[int] = None,
+                          label: Optional[str] = None,
+                          output_filter: Optional[Sequence[str]] = None) -> Any:
     """Builds a Predict request.
 
     Args:
@@ -628,8 +674,8 @@ def build_predict_request(
         model_spec=model_spec(model, version, label, signature))
     for name, value in inputs.items():
         if not isinstance(value, np.ndarray):
-            value = np.asarray(value, dtype=object if _is_bytes_list(value)
-                               else None)
+            value = np.asarray(value,
+                               dtype=object if _is_bytes_list(value) else None)
         tensors.fill_proto(value, request.inputs[name])
     if output_filter:
         request.output_filter.extend(output_filter)
@@ -666,14 +712,15 @@ def predictions_from_outputs(outputs: Mapping[str, np.ndarray],
             Code.INTERNAL, f'scores {list(scores.shape)} and classes '
             f'{list(classes.shape)} are not both [batch, num_classes]',
             context=what)
-    return [make_prediction(classes[i], scores[i], top_k)
-            for i in range(scores.shape[0])]
+    return [
+        make_prediction(classes[i], scores[i], top_k)
+        for i in range(scores.shape[0])
+    ]
 
 
 def _is_bytes_list(value: Any) -> bool:
-    return (isinstance(value, (list, tuple)) and bool(value)
-            and all(isinstance(v, bytes) for v in value))
-
+    return (isinstance(value, (list, tuple)) and bool(value) and
+            all(isinstance(v, bytes) for v in value))
 
 
 def _signature_names(signature_defs: Mapping[str, Any]) -> str:

@@ -29,8 +29,8 @@ def read_model_server_config(
     return config
 
 
-def single_model_config(name: str, base_path: str
-                        ) -> model_server_config_pb2.ModelServerConfig:
+def single_model_config(
+        name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
     """The config --model_name/--model_base_path stand for."""
     config = model_server_config_pb2.ModelServerConfig()
     model = config.model_config_list.config.add()
@@ -97,8 +97,8 @@ class BatchingOptions:
     pad_variable_length_inputs: bool = False
 
 
-def parse_batching_parameters(text: str, source: str = '<text>'
-                              ) -> BatchingOptions:
+def parse_batching_parameters(text: str,
+                              source: str = '<text>') -> BatchingOptions:
     """Parses a BatchingParameters text proto and checks it.
 
     Unknown fields (newer TF Serving releases add some) are ignored with a
@@ -114,13 +114,14 @@ def parse_batching_parameters(text: str, source: str = '<text>'
         except text_format.ParseError:
             raise errors.invalid_argument(
                 f'Invalid BatchingParameters in {source}: {e}') from None
-        logging.warning('Ignoring unsupported BatchingParameters fields in '
-                        '%s: %s', source, e)
+        logging.warning(
+            'Ignoring unsupported BatchingParameters fields in '
+            '%s: %s', source, e)
     defaults = BatchingOptions()
 
     def get(field: str, default: int) -> int:
-        return (getattr(params, field).value if params.HasField(field)
-                else default)
+        return (getattr(params, field).value
+                if params.HasField(field) else default)
 
     options = BatchingOptions(
         max_batch_size=get('max_batch_size', defaults.max_batch_size),

@@ -42,17 +42,18 @@ _PROMETHEUS_FIELDS = (
     ('path', 2, _FieldProto.TYPE_STRING, _FieldProto.LABEL_OPTIONAL, None),
 )
 
-_MONITORING_FIELDS = (
-    ('prometheus_config', 1, _FieldProto.TYPE_MESSAGE,
-     _FieldProto.LABEL_OPTIONAL, '.tensorflow.serving.PrometheusConfig'),
-)
+_MONITORING_FIELDS = (('prometheus_config', 1, _FieldProto.TYPE_MESSAGE,
+                       _FieldProto.LABEL_OPTIONAL,
+                       '.tensorflow.serving.PrometheusConfig'),)
 
 
 def _add_message(file_proto, name, fields):
     message = file_proto.message_type.add(name=name)
     for field_name, number, field_type, label, type_name in fields:
-        field = message.field.add(
-            name=field_name, number=number, type=field_type, label=label)
+        field = message.field.add(name=field_name,
+                                  number=number,
+                                  type=field_type,
+                                  label=label)
         if type_name:
             field.type_name = type_name
 
@@ -64,15 +65,18 @@ def _build():
     pool.Add(wrappers)
 
     batching = descriptor_pb2.FileDescriptorProto(
-        name='tensorflow_serving/servables/tensorflow/session_bundle_config.proto',
-        package='tensorflow.serving', syntax='proto3',
+        name=
+        'tensorflow_serving/servables/tensorflow/session_bundle_config.proto',
+        package='tensorflow.serving',
+        syntax='proto3',
         dependency=['google/protobuf/wrappers.proto'])
     _add_message(batching, 'BatchingParameters', _BATCHING_FIELDS)
     pool.Add(batching)
 
     monitoring = descriptor_pb2.FileDescriptorProto(
         name='tensorflow_serving/config/monitoring_config.proto',
-        package='tensorflow.serving', syntax='proto3')
+        package='tensorflow.serving',
+        syntax='proto3')
     _add_message(monitoring, 'PrometheusConfig', _PROMETHEUS_FIELDS)
     _add_message(monitoring, 'MonitoringConfig', _MONITORING_FIELDS)
     pool.Add(monitoring)
@@ -80,7 +84,8 @@ def _build():
     factory = message_factory.MessageFactory(pool)
     return (
         factory.GetPrototype(
-            pool.FindMessageTypeByName('tensorflow.serving.BatchingParameters')),
+            pool.FindMessageTypeByName(
+                'tensorflow.serving.BatchingParameters')),
         factory.GetPrototype(
             pool.FindMessageTypeByName('tensorflow.serving.PrometheusConfig')),
         factory.GetPrototype(

@@ -42,23 +42,23 @@ _FLAGS: Dict[str, Tuple[type, Any, str]] = {
                              'API processing.'),
     'rest_api_timeout_in_ms': (int, 30000, 'Timeout for HTTP/REST API calls.'),
     'enable_batching': (bool, False, 'enable batching'),
-    'allow_version_labels_for_unavailable_models': (
-        bool, False, 'If true, allows assigning unused version labels to '
-        'models that are not available yet.'),
+    'allow_version_labels_for_unavailable_models':
+        (bool, False, 'If true, allows assigning unused version labels to '
+         'models that are not available yet.'),
     'batching_parameters_file': (str, '', 'If non-empty, read an ascii '
                                  'BatchingParameters protobuf from the '
                                  'supplied file name.'),
-    'enable_per_model_batching_parameters': (
-        bool, False, 'Enables model specific batching params like batch '
-        'sizes, timeouts, batching feature flags to be read from '
-        '`batching_params.pbtxt` file inside model export dir.'),
+    'enable_per_model_batching_parameters':
+        (bool, False, 'Enables model specific batching params like batch '
+         'sizes, timeouts, batching feature flags to be read from '
+         '`batching_params.pbtxt` file inside model export dir.'),
     'model_config_file': (str, '', 'If non-empty, read an ascii '
                           'ModelServerConfig protobuf from the supplied file '
                           'name, and serve the models in that file.'),
-    'model_config_file_poll_wait_seconds': (
-        int, 0, 'Interval in seconds between each poll of the filesystem for '
-        'model_config_file. If unset or set to zero, poll will be done '
-        'exactly once and not periodically.'),
+    'model_config_file_poll_wait_seconds':
+        (int, 0, 'Interval in seconds between each poll of the filesystem for '
+         'model_config_file. If unset or set to zero, poll will be done '
+         'exactly once and not periodically.'),
     'model_name': (str, 'default', 'name of model (ignored if '
                    '--model_config_file flag is set)'),
     'model_base_path': (str, '', 'path to export (ignored if '
@@ -75,12 +75,12 @@ _FLAGS: Dict[str, Tuple[type, Any, str]] = {
     'load_retry_interval_micros': (int, 60 * 1000 * 1000, 'The interval, in '
                                    'microseconds, between each servable load '
                                    'retry.'),
-    'file_system_poll_wait_seconds': (
-        int, 1, 'Interval in seconds between each poll of the filesystem for '
-        'new model version. If set to zero poll will be exactly done once and '
-        'not periodically. Setting this to negative value will disable '
-        'polling entirely causing ModelServer to indefinitely wait for a new '
-        'model at startup.'),
+    'file_system_poll_wait_seconds':
+        (int, 1, 'Interval in seconds between each poll of the filesystem for '
+         'new model version. If set to zero poll will be exactly done once and '
+         'not periodically. Setting this to negative value will disable '
+         'polling entirely causing ModelServer to indefinitely wait for a new '
+         'model at startup.'),
     'flush_filesystem_caches': (bool, True, 'Accepted for compatibility.'),
     'tensorflow_session_parallelism': (int, 0, 'Number of threads to use for '
                                        'running a Tensorflow session.'),
@@ -111,9 +111,9 @@ _FLAGS: Dict[str, Tuple[type, Any, str]] = {
     'monitoring_config_file': (str, '', 'If non-empty, read an ascii '
                                'MonitoringConfig protobuf from the supplied '
                                'file name'),
-    'enable_signature_method_name_check': (
-        bool, False, 'Enable method_name check for SignatureDef. Disable this '
-        'if serving native TF2 regression/classification models.'),
+    'enable_signature_method_name_check':
+        (bool, False, 'Enable method_name check for SignatureDef. Disable this '
+         'if serving native TF2 regression/classification models.'),
     'xla_cpu_compilation_enabled': (bool, False, 'Accepted for '
                                     'compatibility.'),
     'enable_profiler': (bool, True, 'Accepted for compatibility.'),
@@ -151,8 +151,7 @@ class FlagError(ValueError):
 
 def usage() -> str:
     """Returns the flag listing printed by --help and on errors."""
-    lines = ['usage: python -m serving serve [--flag=value ...]', '',
-             'Flags:']
+    lines = ['usage: python -m serving serve [--flag=value ...]', '', 'Flags:']
     for name, (kind, default, text) in _FLAGS.items():
         shown = str(default).lower() if kind is bool else repr(default)
         lines.append(f'\t--{name}={shown}\t{kind.__name__}\t{text}')
@@ -170,8 +169,7 @@ def _convert(name: str, kind: type, raw: str) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise FlagError(
-            f'Illegal value for flag --{name}: {raw!r}') from None
+        raise FlagError(f'Illegal value for flag --{name}: {raw!r}') from None
 
 
 def parse(argv: Sequence[str]) -> Any:

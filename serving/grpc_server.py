@@ -43,7 +43,12 @@ class _Timed:
     def __init__(self, metrics):
         self._metrics = metrics
 
-    def __call__(self, context, api: str, model_name: str, fn, request,
+    def __call__(self,
+                 context,
+                 api: str,
+                 model_name: str,
+                 fn,
+                 request,
                  counted: bool = True):
         start = time.perf_counter()
         error: Optional[errors.ServingError] = None
@@ -52,7 +57,9 @@ class _Timed:
         except Exception as e:  # pylint: disable=broad-except
             error = errors.from_exception(e)
         if self._metrics:
-            self._metrics.request(model_name, api, 'GRPC',
+            self._metrics.request(model_name,
+                                  api,
+                                  'GRPC',
                                   error.code.name if error else 'OK',
                                   (time.perf_counter() - start) * 1e6,
                                   counted=counted)
@@ -88,22 +95,32 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def GetModelMetadata(self, request, context):
         # TF Serving labels status and metadata latencies with an empty API.
-        return self._timed(context, '', request.model_spec.name,
-                           self._inference.metadata, request, counted=False)
+        return self._timed(context,
+                           '',
+                           request.model_spec.name,
+                           self._inference.metadata,
+                           request,
+                           counted=False)
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """tensorflow.serving.ModelService."""
 
-    def __init__(self, inference: inference_lib.Inference, reload: ReloadFn,
+    def __init__(self,
+                 inference: inference_lib.Inference,
+                 reload: ReloadFn,
                  metrics=None):
         self._inference = inference
         self._reload = reload
         self._timed = _Timed(metrics)
 
     def GetModelStatus(self, request, context):
-        return self._timed(context, '', request.model_spec.name,
-                           self._inference.status, request, counted=False)
+        return self._timed(context,
+                           '',
+                           request.model_spec.name,
+                           self._inference.status,
+                           request,
+                           counted=False)
 
     def HandleReloadConfigRequest(self, request, context):
         response = model_management_pb2.ReloadConfigResponse()
@@ -123,24 +140,26 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def start(inference: inference_lib.Inference, reload: ReloadFn,
-          addresses: List[str], max_threads: int,
-          options: List[Tuple[str, object]], metrics=None
-          ) -> Tuple[grpc.Server, List[int], health.HealthServicer]:
+def start(inference: inference_lib.Inference,
+          reload: ReloadFn,
+          addresses: List[str],
+          max_threads: int,
+          options: List[Tuple[str, object]],
+          metrics=None) -> Tuple[grpc.Server, List[int], health.HealthServicer]:
     """Starts the gRPC server; returns (server, bound ports, health)."""
     # --grpc_channel_arguments override these defaults; gRPC answers a
     # larger request RESOURCE_EXHAUSTED before it reaches a servicer.
-    merged = dict([('grpc.max_receive_message_length',
-                    DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH),
-                   ('grpc.max_send_message_length', -1),
-                   # No SO_REUSEPORT: a port already taken fails loudly
-                   # instead of being shared.
-                   ('grpc.so_reuseport', 0)])
+    merged = dict([
+        ('grpc.max_receive_message_length', DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH),
+        ('grpc.max_send_message_length', -1),
+        # No SO_REUSEPORT: a port already taken fails loudly
+        # instead of being shared.
+        ('grpc.so_reuseport', 0)
+    ])
     merged.update(options)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_threads,
-                                   thread_name_prefix='grpc'),
-        options=list(merged.items()))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_threads,
+                                                    thread_name_prefix='grpc'),
+                         options=list(merged.items()))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(inference, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(

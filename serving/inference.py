@@ -32,8 +32,8 @@ _PREDICT_METHODS = (servable_lib.PREDICT_METHOD, servable_lib.CLASSIFY_METHOD,
                     servable_lib.REGRESS_METHOD)
 
 
-def spec_target(spec: model_pb2.ModelSpec
-                ) -> Tuple[str, Optional[int], Optional[str]]:
+def spec_target(
+        spec: model_pb2.ModelSpec) -> Tuple[str, Optional[int], Optional[str]]:
     """(name, version, label) a ModelSpec asks for."""
     choice = spec.WhichOneof('version_choice')
     version = spec.version.value if choice == 'version' else None
@@ -58,8 +58,10 @@ def serialized_examples(inp: input_pb2.Input) -> np.ndarray:
         records = [e.SerializeToString() for e in inp.example_list.examples]
     elif kind == 'example_list_with_context':
         context = inp.example_list_with_context.context.SerializeToString()
-        records = [context + e.SerializeToString()
-                   for e in inp.example_list_with_context.examples]
+        records = [
+            context + e.SerializeToString()
+            for e in inp.example_list_with_context.examples
+        ]
     else:
         records = []
     if not records:
@@ -72,7 +74,9 @@ def serialized_examples(inp: input_pb2.Input) -> np.ndarray:
 class Inference:
     """Runs requests against the served versions of the models."""
 
-    def __init__(self, served: served_versions.ServedVersions, metrics=None,
+    def __init__(self,
+                 served: served_versions.ServedVersions,
+                 metrics=None,
                  batcher: Optional[batching.BatchScheduler] = None,
                  method_name_check: bool = False):
         self.served = served
@@ -107,8 +111,9 @@ class Inference:
 
     # -------------------------------------------------------------- predict
 
-    def predict(self, request: predict_pb2.PredictRequest
-                ) -> predict_pb2.PredictResponse:
+    def predict(
+            self,
+            request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         servable = self.acquire(request.model_spec)
         try:
             return self.predict_with(servable, request)
@@ -124,8 +129,9 @@ class Inference:
                 f'{{{", ".join(_PREDICT_METHODS)}}}. Was: {sig.method_name}')
         return sig
 
-    def predict_with(self, servable, request: predict_pb2.PredictRequest
-                     ) -> predict_pb2.PredictResponse:
+    def predict_with(
+            self, servable,
+            request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         sig = self.predict_signature(servable,
                                      request.model_spec.signature_name)
         sig.check_names(request.inputs.keys())
@@ -139,9 +145,12 @@ class Inference:
                                sig.outputs[alias].dtype)
         return response
 
-    def predict_arrays(self, servable, sig: servable_lib.Signature,
-                       arrays: Dict[str, np.ndarray],
-                       output_filter=()) -> Dict[str, np.ndarray]:
+    def predict_arrays(
+        self,
+        servable,
+        sig: servable_lib.Signature,
+        arrays: Dict[str, np.ndarray],
+        output_filter=()) -> Dict[str, np.ndarray]:
         """Predict on decoded inputs (the REST API's entry point)."""
         sig.check_inputs(arrays)
         outputs = sig.check_outputs(output_filter)
@@ -157,24 +166,25 @@ class Inference:
             raise errors.invalid_argument(
                 f'No signature was found with the name: {name}')
         if self.method_name_check and sig.method_name != method:
-            kind = ('classification' if method == servable_lib.CLASSIFY_METHOD
-                    else 'regression')
+            kind = ('classification'
+                    if method == servable_lib.CLASSIFY_METHOD else 'regression')
             raise errors.invalid_argument(
                 f'Expected {kind} signature method_name to be {method}. Was: '
                 f'{sig.method_name}')
         return sig
 
-    def classify(self, request: classification_pb2.ClassificationRequest
-                 ) -> classification_pb2.ClassificationResponse:
+    def classify(
+        self, request: classification_pb2.ClassificationRequest
+    ) -> classification_pb2.ClassificationResponse:
         servable = self.acquire(request.model_spec)
         try:
             return self.classify_with(servable, request)
         finally:
             servable.release()
 
-    def classify_with(self, servable,
-                      request: classification_pb2.ClassificationRequest
-                      ) -> classification_pb2.ClassificationResponse:
+    def classify_with(
+        self, servable, request: classification_pb2.ClassificationRequest
+    ) -> classification_pb2.ClassificationResponse:
         sig = self._task_signature(servable, request.model_spec.signature_name,
                                    servable_lib.CLASSIFY_METHOD)
         sig.classify_outputs()
@@ -233,17 +243,18 @@ class Inference:
 
     # -------------------------------------------------------------- regress
 
-    def regress(self, request: regression_pb2.RegressionRequest
-                ) -> regression_pb2.RegressionResponse:
+    def regress(
+        self, request: regression_pb2.RegressionRequest
+    ) -> regression_pb2.RegressionResponse:
         servable = self.acquire(request.model_spec)
         try:
             return self.regress_with(servable, request)
         finally:
             servable.release()
 
-    def regress_with(self, servable,
-                     request: regression_pb2.RegressionRequest
-                     ) -> regression_pb2.RegressionResponse:
+    def regress_with(
+        self, servable, request: regression_pb2.RegressionRequest
+    ) -> regression_pb2.RegressionResponse:
         sig = self._task_signature(servable, request.model_spec.signature_name,
                                    servable_lib.REGRESS_METHOD)
         sig.regress_outputs()
@@ -266,8 +277,8 @@ class Inference:
             raise errors.invalid_argument(
                 f'Expected output Tensor of DT_FLOAT.  Got: '
                 f'DT_{tensors.dtype_name(tensors.dtype_of(values)).upper()}')
-        if not (values.ndim == 1
-                or (values.ndim == 2 and values.shape[1] == 1)):
+        if not (values.ndim == 1 or
+                (values.ndim == 2 and values.shape[1] == 1)):
             raise errors.invalid_argument(
                 f'Expected output Tensor shape to be either [batch_size] or '
                 f'[batch_size, 1] but got {tensors.shape_string(values.shape)}')
@@ -280,8 +291,9 @@ class Inference:
 
     # ------------------------------------------------------ multi-inference
 
-    def multi_inference(self, request: inference_pb2.MultiInferenceRequest
-                        ) -> inference_pb2.MultiInferenceResponse:
+    def multi_inference(
+        self, request: inference_pb2.MultiInferenceRequest
+    ) -> inference_pb2.MultiInferenceResponse:
         if not request.tasks:
             raise errors.invalid_argument(
                 'Found no tasks in MultiInferenceRequest.')
@@ -291,9 +303,9 @@ class Inference:
         finally:
             servable.release()
 
-    def multi_inference_with(self, servable,
-                             request: inference_pb2.MultiInferenceRequest
-                             ) -> inference_pb2.MultiInferenceResponse:
+    def multi_inference_with(
+        self, servable, request: inference_pb2.MultiInferenceRequest
+    ) -> inference_pb2.MultiInferenceResponse:
         model_name = request.tasks[0].model_spec.name if request.tasks else ''
         plan: List[Tuple[str, servable_lib.Signature]] = []
         seen = set()
@@ -341,8 +353,9 @@ class Inference:
 
     # ------------------------------------------------------ metadata/status
 
-    def metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
-                 ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    def metadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         if not request.HasField('model_spec'):
             raise errors.invalid_argument('Missing ModelSpec')
         if not request.metadata_field:
@@ -366,12 +379,12 @@ class Inference:
         finally:
             servable.release()
 
-    def status(self, request: get_model_status_pb2.GetModelStatusRequest
-               ) -> get_model_status_pb2.GetModelStatusResponse:
+    def status(
+        self, request: get_model_status_pb2.GetModelStatusRequest
+    ) -> get_model_status_pb2.GetModelStatusResponse:
         if not request.HasField('model_spec'):
             raise errors.invalid_argument('Missing ModelSpec')
-        statuses = self.served.version_status(
-            *spec_target(request.model_spec))
+        statuses = self.served.version_status(*spec_target(request.model_spec))
         response = get_model_status_pb2.GetModelStatusResponse()
         for status in statuses:
             entry = response.model_version_status.add()

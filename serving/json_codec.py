@@ -38,8 +38,10 @@ _INT_RANGES = {
     types_pb2.DT_UINT64: (0, 2**64 - 1),
 }
 _FLOAT_MAX_INT = {types_pb2.DT_FLOAT: 2**24 - 1, types_pb2.DT_DOUBLE: 2**53 - 1}
-_FLOAT_MAX = {types_pb2.DT_FLOAT: float(np.finfo(np.float32).max),
-              types_pb2.DT_DOUBLE: float(np.finfo(np.float64).max)}
+_FLOAT_MAX = {
+    types_pb2.DT_FLOAT: float(np.finfo(np.float32).max),
+    types_pb2.DT_DOUBLE: float(np.finfo(np.float64).max)
+}
 
 
 def _dump(value: Any) -> str:
@@ -95,6 +97,7 @@ def signature_name(doc: Dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------ values
+
 
 def _is_b64(value: Any) -> bool:
     return (isinstance(value, dict) and len(value) == 1 and
@@ -208,9 +211,10 @@ def to_tensor(value: Any, dtype: int) -> np.ndarray:
 
 # --------------------------------------------------------------- requests
 
-def predict_inputs(doc: Dict[str, Any],
-                   specs: Mapping[str, servable_lib.TensorSpec]
-                   ) -> Tuple[Dict[str, np.ndarray], str]:
+
+def predict_inputs(
+    doc: Dict[str, Any], specs: Mapping[str, servable_lib.TensorSpec]
+) -> Tuple[Dict[str, np.ndarray], str]:
     """Decodes `instances` or `inputs` into arrays; returns (arrays, format)."""
     if not specs:
         raise errors.invalid_argument('Failed to get input map for signature')
@@ -242,9 +246,9 @@ def _is_element_object(value: Any) -> bool:
     return isinstance(value, dict) and not _is_b64(value)
 
 
-def _from_instances(instances: List[Any],
-                    specs: Mapping[str, servable_lib.TensorSpec]
-                    ) -> Dict[str, np.ndarray]:
+def _from_instances(
+        instances: List[Any],
+        specs: Mapping[str, servable_lib.TensorSpec]) -> Dict[str, np.ndarray]:
     if not isinstance(instances[0], dict) and len(specs) > 1:
         raise errors.invalid_argument(
             'instances is a plain list, but expecting list of objects as '
@@ -307,13 +311,15 @@ def _from_instances(instances: List[Any],
                 raise errors.invalid_argument(
                     f"Failed to process element: {index} of 'instances' list. "
                     f'Error: {_status_text(e)}') from None
-    return {name: np.concatenate(arrays).reshape([len(instances)] +
-                                                 shapes[name])
-            for name, arrays in parts.items()}
+    return {
+        name: np.concatenate(arrays).reshape([len(instances)] + shapes[name])
+        for name, arrays in parts.items()
+    }
 
 
-def _from_inputs(value: Any, specs: Mapping[str, servable_lib.TensorSpec]
-                 ) -> Dict[str, np.ndarray]:
+def _from_inputs(
+        value: Any,
+        specs: Mapping[str, servable_lib.TensorSpec]) -> Dict[str, np.ndarray]:
     if not isinstance(value, dict) or _is_b64(value):
         if len(specs) > 1:
             raise errors.invalid_argument(
@@ -344,8 +350,9 @@ def _feature(name: str, content: Any) -> feature_pb2.Feature:
         kind = expected
 
     for value in content if isinstance(content, list) else [content]:
-        if value is None or isinstance(value, list) or (
-                isinstance(value, dict) and not _is_b64(value)):
+        if value is None or isinstance(value,
+                                       list) or (isinstance(value, dict) and
+                                                 not _is_b64(value)):
             raise errors.invalid_argument(
                 f'Feature: {name} has element with unexpected JSON type: '
                 f'{_json_type(value)}')
@@ -360,8 +367,8 @@ def _feature(name: str, content: Any) -> feature_pb2.Feature:
             feature.bytes_list.value.append(value.encode('utf-8'))
         elif isinstance(value, float):
             need('float')
-            if (math.isfinite(value)
-                    and abs(value) > _FLOAT_MAX[types_pb2.DT_FLOAT]):
+            if (math.isfinite(value) and
+                    abs(value) > _FLOAT_MAX[types_pb2.DT_FLOAT]):
                 raise errors.invalid_argument(
                     f'Cannot convert JSON value: {_dump(value)} to float '
                     f'without loss of precision.')
@@ -404,13 +411,14 @@ def fill_examples(doc: Dict[str, Any], request) -> None:
     if not examples:
         raise errors.invalid_argument(
             f"JSON Value: {_dump(doc)} 'examples' value is an empty array")
-    target = (request.input.example_list_with_context.examples if has_context
-              else request.input.example_list.examples)
+    target = (request.input.example_list_with_context.examples
+              if has_context else request.input.example_list.examples)
     for value in examples:
         target.add().CopyFrom(_example(value))
 
 
 # -------------------------------------------------------------- responses
+
 
 def _decimal_tokens(flat: np.ndarray, short: int, full: int,
                     np_type) -> List[str]:
@@ -452,10 +460,14 @@ def _tokens(array: np.ndarray, as_bytes: bool) -> List[str]:
         return [str(v) for v in flat.tolist()]
     if kind == np.dtype(object):
         if as_bytes:
-            return ['{"b64": "%s"}' % base64.b64encode(v).decode('ascii')
-                    for v in flat.tolist()]
-        return [json.dumps(v.decode('utf-8', 'replace'), ensure_ascii=False)
-                for v in flat.tolist()]
+            return [
+                '{"b64": "%s"}' % base64.b64encode(v).decode('ascii')
+                for v in flat.tolist()
+            ]
+        return [
+            json.dumps(v.decode('utf-8', 'replace'), ensure_ascii=False)
+            for v in flat.tolist()
+        ]
     raise errors.invalid_argument(
         f'Failed to write JSON value for tensor type: '
         f'{tensors.dtype_name(tensors.dtype_of(array))}')
@@ -467,8 +479,9 @@ def _nest(tokens: List[str], shape: Tuple[int, ...]) -> str:
     if len(shape) == 1:
         return '[' + ', '.join(tokens) + ']'
     step = len(tokens) // shape[0] if shape[0] else 0
-    return '[' + ', '.join(_nest(tokens[i * step:(i + 1) * step], shape[1:])
-                           for i in range(shape[0])) + ']'
+    return '[' + ', '.join(
+        _nest(tokens[i * step:(i + 1) * step], shape[1:])
+        for i in range(shape[0])) + ']'
 
 
 def predict_response(outputs: Dict[str, np.ndarray], fmt: str) -> str:
@@ -507,8 +520,8 @@ def predict_response(outputs: Dict[str, np.ndarray], fmt: str) -> str:
         if len(names) == 1:
             rows.append(parts[names[0]])
         else:
-            rows.append('{' + ', '.join(f'{json.dumps(n)}: {parts[n]}'
-                                        for n in names) + '}')
+            rows.append('{' + ', '.join(
+                f'{json.dumps(n)}: {parts[n]}' for n in names) + '}')
     return '{"predictions": [' + ', '.join(rows) + ']}'
 
 
@@ -517,13 +530,16 @@ def classify_response(result) -> str:
     if not result.classifications:
         raise errors.invalid_argument(
             'Cannot convert empty ClassificationResults to JSON')
-    scores = np.array([c.score for group in result.classifications
-                       for c in group.classes], dtype=np.float32)
+    scores = np.array(
+        [c.score for group in result.classifications for c in group.classes],
+        dtype=np.float32)
     score_tokens = iter(_tokens(scores, False) if scores.size else [])
     groups = []
     for group in result.classifications:
-        pairs = [f'[{json.dumps(c.label, ensure_ascii=False)}, '
-                 f'{next(score_tokens)}]' for c in group.classes]
+        pairs = [
+            f'[{json.dumps(c.label, ensure_ascii=False)}, '
+            f'{next(score_tokens)}]' for c in group.classes
+        ]
         groups.append('[' + ', '.join(pairs) + ']')
     return '{"results": [' + ', '.join(groups) + ']}'
 

@@ -49,6 +49,7 @@ class _Harness:
 
 
 class _Model:
+
     def __init__(self, config: model_server_config_pb2.ModelConfig):
         self.config = config
         self.removed = False
@@ -72,8 +73,7 @@ def _servable_id(name: str, version: int) -> str:
 class ModelManager:
     """Loads and unloads model versions; publishes them to `served`."""
 
-    def __init__(self, loader: Loader,
-                 served: served_versions.ServedVersions,
+    def __init__(self, loader: Loader, served: served_versions.ServedVersions,
                  options: ManagerOptions):
         """Starts the manager thread; nothing is loaded before `reload()`.
 
@@ -90,16 +90,19 @@ class ModelManager:
         self._models: Dict[str, _Model] = {}
         self.current_config = model_server_config_pb2.ModelServerConfig()
         self._stopped = False
-        self._poller = version_poller.VersionPoller(
-            self._models_to_poll, self._set_aspired, options.poll_seconds,
-            options.settle_seconds)
-        self._manager_thread = threading.Thread(
-            target=self._manage_loop, name='manager', daemon=True)
+        self._poller = version_poller.VersionPoller(self._models_to_poll,
+                                                    self._set_aspired,
+                                                    options.poll_seconds,
+                                                    options.settle_seconds)
+        self._manager_thread = threading.Thread(target=self._manage_loop,
+                                                name='manager',
+                                                daemon=True)
         self._manager_thread.start()
 
     # ----------------------------------------------------------------- config
 
-    def reload(self, config: model_server_config_pb2.ModelServerConfig,
+    def reload(self,
+               config: model_server_config_pb2.ModelServerConfig,
                alive: Callable[[], bool] = lambda: True) -> None:
         """Applies a ModelServerConfig like ServerCore::ReloadConfig.
 
@@ -132,8 +135,8 @@ class ModelManager:
             self._wait_available(added, alive)
             logging.info('Finished adding/updating models')
 
-    def _apply(self, models: List[model_server_config_pb2.ModelConfig]
-               ) -> List[str]:
+    def _apply(self,
+               models: List[model_server_config_pb2.ModelConfig]) -> List[str]:
         names = {m.name for m in models}
         added = []
         for model_config in models:
@@ -153,8 +156,8 @@ class ModelManager:
         self._cv.notify_all()
         return added
 
-    def _wait_available(self, names: List[str],
-                        alive: Callable[[], bool]) -> None:
+    def _wait_available(self, names: List[str], alive: Callable[[],
+                                                                bool]) -> None:
         failed: List[str] = []
         pending = list(names)
         with self._cv:
@@ -162,8 +165,8 @@ class ModelManager:
                 if not alive():
                     raise errors.ServingError(
                         errors.Code.DEADLINE_EXCEEDED,
-                        'Gave up waiting for models to become available: '
-                        + ', '.join(pending))
+                        'Gave up waiting for models to become available: ' +
+                        ', '.join(pending))
                 still = []
                 for name in pending:
                     outcome = self._latest_outcome(name)
@@ -204,11 +207,13 @@ class ModelManager:
         """Lists each model's base path once; updates its aspired versions."""
         self._poller.poll()
 
-    def _models_to_poll(self) -> List[Tuple[
-            str, model_server_config_pb2.ModelConfig, Set[int]]]:
+    def _models_to_poll(
+        self
+    ) -> List[Tuple[str, model_server_config_pb2.ModelConfig, Set[int]]]:
         with self._cv:
             return [(name, m.config, set(m.harnesses))
-                    for name, m in self._models.items() if not m.removed]
+                    for name, m in self._models.items()
+                    if not m.removed]
 
     def _set_aspired(self, found: version_poller.AspiredVersions) -> None:
         with self._cv:
@@ -222,7 +227,10 @@ class ModelManager:
 
     # -------------------------------------------------------------- lifecycle
 
-    def _set_state(self, name: str, harness: _Harness, state: int,
+    def _set_state(self,
+                   name: str,
+                   harness: _Harness,
+                   state: int,
                    error: Optional[errors.ServingError] = None) -> None:
         """Records a state change; caller holds the lock."""
         harness.state = state
@@ -234,8 +242,10 @@ class ModelManager:
         """
         model = self._models.get(name)
         self._served.publish(name, {} if model is None else {
-            v: h.servable for v, h in model.harnesses.items()
-            if h.state == AVAILABLE})
+            v: h.servable
+            for v, h in model.harnesses.items()
+            if h.state == AVAILABLE
+        })
 
     def _next_action(self) -> Optional[Tuple[str, str, _Harness]]:
         """Picks one load or unload (AvailabilityPreservingPolicy); locked."""
@@ -255,10 +265,11 @@ class ModelManager:
                     del model.harnesses[version]
             harnesses = model.harnesses.values()
             has_aspired = any(h.aspired for h in harnesses)
-            aspired_serving = any(h.aspired and h.state == AVAILABLE
-                                  for h in harnesses)
-            unaspired_serving = [h for h in harnesses
-                                 if not h.aspired and h.state == AVAILABLE]
+            aspired_serving = any(
+                h.aspired and h.state == AVAILABLE for h in harnesses)
+            unaspired_serving = [
+                h for h in harnesses if not h.aspired and h.state == AVAILABLE
+            ]
             if unaspired_serving and (not has_aspired or aspired_serving or
                                       len(unaspired_serving) > 1):
                 return 'unload', name, min(unaspired_serving,
@@ -309,8 +320,9 @@ class ModelManager:
                             errors.Code.CANCELLED,
                             f'Loading of servable version {sid} was cancelled')
                         break
-                logging.info('Retrying load of servable version %s '
-                             '(attempt %d of %d)', sid, attempt + 1, attempts)
+                logging.info(
+                    'Retrying load of servable version %s '
+                    '(attempt %d of %d)', sid, attempt + 1, attempts)
             try:
                 servable = self._loader(name, harness.version, harness.path)
             except Exception as e:  # pylint: disable=broad-except

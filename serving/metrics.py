@@ -117,12 +117,17 @@ class Metrics:
                 histogram = series[labels] = _Histogram(limits)
             histogram.observe(value)
 
-    def request(self, model_name: str, api: str, entrypoint: str,
-                status: str, micros: float, counted: bool = True) -> None:
+    def request(self,
+                model_name: str,
+                api: str,
+                entrypoint: str,
+                status: str,
+                micros: float,
+                counted: bool = True) -> None:
         """Records one request's outcome and latency."""
         if counted:
-            self._add(_REQUEST_COUNT, (('model_name', model_name),
-                                       ('status', status)))
+            self._add(_REQUEST_COUNT,
+                      (('model_name', model_name), ('status', status)))
         self._observe(_REQUEST_LATENCY, _LATENCY_BUCKETS,
                       (('model_name', model_name), ('API', api),
                        ('entrypoint', entrypoint)), micros)
@@ -166,15 +171,15 @@ class Metrics:
 
     def versions_available(self, model_name: str, count: int) -> None:
         with self._lock:
-            self._gauges.setdefault(_VERSIONS, {})[
-                (('model_name', model_name),)] = count
+            self._gauges.setdefault(_VERSIONS,
+                                    {})[(('model_name', model_name),)] = count
 
     def render(self) -> str:
         """The Prometheus text exposition of every metric."""
         lines: List[str] = []
         with self._lock:
-            for kind, table in (('counter', self._counters),
-                                ('gauge', self._gauges)):
+            for kind, table in (('counter', self._counters), ('gauge',
+                                                              self._gauges)):
                 for name in sorted(table):
                     lines.append(f'# TYPE {name} {kind}')
                     for labels, value in sorted(table[name].items()):

@@ -35,12 +35,15 @@ def server_command(port: int, model_name: str,
     Raises:
         RuntimeError: Neither server is available.
     """
-    flags = [f'--port={port}', '--rest_api_port=0',
-             f'--model_name={model_name}',
-             f'--model_base_path={model_base_path}',
-             # A model that fails to load once is reported at once, not
-             # after minutes of retries.
-             '--max_num_load_retries=0']
+    flags = [
+        f'--port={port}',
+        '--rest_api_port=0',
+        f'--model_name={model_name}',
+        f'--model_base_path={model_base_path}',
+        # A model that fails to load once is reported at once, not
+        # after minutes of retries.
+        '--max_num_load_retries=0'
+    ]
     binary = shutil.which(TF_SERVING_BINARY)
     if binary:
         return [binary] + flags
@@ -74,8 +77,11 @@ class ServerProcess:
             # FileNotFoundError/PermissionError here are our infrastructure's
             # faults, so they propagate.
             self._process = subprocess.Popen(  # pylint: disable=consider-using-with
-                self.command, stdin=subprocess.DEVNULL, stdout=self._log,
-                stderr=subprocess.STDOUT, env=_server_env())
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=_server_env())
         except BaseException:
             self._log.close()
             raise
@@ -108,8 +114,9 @@ class ServerProcess:
                 try:
                     self._process.wait(_STOP_GRACE_SECONDS)
                 except subprocess.TimeoutExpired:
-                    logging.warning('Model server %d ignored SIGTERM; killing '
-                                    'it.', self._process.pid)
+                    logging.warning(
+                        'Model server %d ignored SIGTERM; killing '
+                        'it.', self._process.pid)
                     self._process.kill()
                     self._process.wait()
         finally:

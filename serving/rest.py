@@ -40,18 +40,18 @@ from serving import servable as servable_lib
 _PREDICTION = re.compile(
     r'(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?'
     r':(classify|regress|predict)')
-_STATUS = re.compile(
-    r'(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|'
-    r'(?:/labels/([^/:]+)))?(?:/(metadata))?')
+_STATUS = re.compile(r'(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|'
+                     r'(?:/labels/([^/:]+)))?(?:/(metadata))?')
 _V1 = re.compile(r'(?i)/v1/.*')
 _INT64_MAX = 2**63 - 1
 _MAX_IDLE_CONNECTIONS = 512
 
 
 def _to_json(message) -> str:
-    return json_format.MessageToJson(
-        message, including_default_value_fields=True,
-        preserving_proto_field_name=True, indent=1)
+    return json_format.MessageToJson(message,
+                                     including_default_value_fields=True,
+                                     preserving_proto_field_name=True,
+                                     indent=1)
 
 
 def _version(text: Optional[str]) -> Optional[int]:
@@ -67,14 +67,16 @@ def _version(text: Optional[str]) -> Optional[int]:
 class RestApi:
     """Request handling, independent of the HTTP server plumbing."""
 
-    def __init__(self, inference: inference_lib.Inference, metrics=None,
+    def __init__(self,
+                 inference: inference_lib.Inference,
+                 metrics=None,
                  prometheus_path: Optional[str] = None):
         self.inference = inference
         self.metrics = metrics
         self.prometheus_path = prometheus_path
 
-    def handle(self, method: str, path: str, body: bytes
-               ) -> Tuple[int, str, str]:
+    def handle(self, method: str, path: str,
+               body: bytes) -> Tuple[int, str, str]:
         """Returns (HTTP status, content type, body) for one request."""
         if (self.prometheus_path and self.metrics and method == 'GET' and
                 path == self.prometheus_path):
@@ -86,8 +88,8 @@ class RestApi:
         model_name, api = '', ''
         try:
             match = _PREDICTION.fullmatch(path) if method == 'POST' else None
-            status_match = (_STATUS.fullmatch(path) if method == 'GET'
-                            else None)
+            status_match = (_STATUS.fullmatch(path)
+                            if method == 'GET' else None)
             if match and match.group(4) in ('predict', 'classify', 'regress'):
                 model_name, api = match.group(1), match.group(4)
                 version = _version(match.group(2))
@@ -115,8 +117,10 @@ class RestApi:
             code, status = errors.http_status(error.code), error.code.name
             output = json_codec.error_body(error.message)
         if self.metrics:
-            self.metrics.request(model_name, api, 'REST', status,
-                                 (time.perf_counter() - start) * 1e6,
+            self.metrics.request(model_name,
+                                 api,
+                                 'REST',
+                                 status, (time.perf_counter() - start) * 1e6,
                                  counted=bool(api))
         return code, 'application/json', output
 
@@ -140,8 +144,10 @@ class RestApi:
                 raise errors.invalid_argument(
                     f'Serving signature name: "{name}" not found in signature '
                     f'def')
-            specs = {k: servable_lib.TensorSpec.from_info(v)
-                     for k, v in signature_def.inputs.items()}
+            specs = {
+                k: servable_lib.TensorSpec.from_info(v)
+                for k, v in signature_def.inputs.items()
+            }
             arrays, fmt = json_codec.predict_inputs(doc, specs)
             sig = self.inference.predict_signature(servable, name)
             outputs = self.inference.predict_arrays(servable, sig, arrays)
@@ -270,8 +276,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         except socket.timeout:
             self.close_connection = True
-            self._send(408, 'application/json', json_codec.error_body(
-                'Request body not received within --rest_api_timeout_in_ms'))
+            self._send(
+                408, 'application/json',
+                json_codec.error_body(
+                    'Request body not received within --rest_api_timeout_in_ms')
+            )
             return
         except ValueError:
             self.send_error(400, 'Bad request body')
@@ -306,8 +315,9 @@ class _RestServer(socketserver.TCPServer):
                  timeout_seconds: float):
         super().__init__(address, handler_class)
         self._timeout = timeout_seconds
-        self._workers = futures.ThreadPoolExecutor(
-            max_workers=max(1, num_threads), thread_name_prefix='rest')
+        self._workers = futures.ThreadPoolExecutor(max_workers=max(
+            1, num_threads),
+                                                   thread_name_prefix='rest')
         self._selector = selectors.DefaultSelector()
         self._returned: 'queue.SimpleQueue' = queue.SimpleQueue()
         self._wake_read, self._wake_write = socket.socketpair()
@@ -385,7 +395,8 @@ class _RestServer(socketserver.TCPServer):
         except (ConnectionError, socket.timeout) as e:
             # A client that went away or stalled: one line, no traceback.
             logging.info('REST client %s:%s disconnected: %s',
-                         *handler.client_address[:2], type(e).__name__)
+                         *handler.client_address[:2],
+                         type(e).__name__)
             handler.close_connection = True
         except Exception:  # pylint: disable=broad-except
             logging.exception('REST request from %s failed',
@@ -435,9 +446,12 @@ class _RestServer(socketserver.TCPServer):
         self.server_close()
 
 
-def start(api: RestApi, host: str, port: int, num_threads: int = 4,
-          timeout_ms: int = 30000, max_body_bytes: int = 0
-          ) -> Tuple[socketserver.TCPServer, int]:
+def start(api: RestApi,
+          host: str,
+          port: int,
+          num_threads: int = 4,
+          timeout_ms: int = 30000,
+          max_body_bytes: int = 0) -> Tuple[socketserver.TCPServer, int]:
     """Starts serving in a background thread; returns (server, bound port).
 
     Args:
@@ -452,12 +466,15 @@ def start(api: RestApi, host: str, port: int, num_threads: int = 4,
     """
     timeout = max(timeout_ms, 1) / 1000.0
     handler = type('Handler', (_Handler,), {
-        'api': api, 'max_body_bytes': max_body_bytes,
-        'timeout_seconds': timeout})
+        'api': api,
+        'max_body_bytes': max_body_bytes,
+        'timeout_seconds': timeout
+    })
     family = socket.AF_INET6 if ':' in host else socket.AF_INET
     server_class = type('Server', (_RestServer,), {'address_family': family})
     server = server_class((host, port), handler, num_threads, timeout)
-    thread = threading.Thread(target=server.serve_forever, name='rest',
+    thread = threading.Thread(target=server.serve_forever,
+                              name='rest',
                               daemon=True)
     thread.start()
     return server, server.server_address[1]

@@ -52,13 +52,16 @@ class Signature:
         self.method_name = signature_def.method_name
         self.inputs: Dict[str, TensorSpec] = {
             k: TensorSpec.from_info(v)
-            for k, v in sorted(signature_def.inputs.items())}
+            for k, v in sorted(signature_def.inputs.items())
+        }
         self.outputs: Dict[str, TensorSpec] = {
             k: TensorSpec.from_info(v)
-            for k, v in sorted(signature_def.outputs.items())}
+            for k, v in sorted(signature_def.outputs.items())
+        }
         self._input_order = {k: i for i, k in enumerate(self.inputs)}
-        self._tf_dtypes = {k: tf.dtypes.as_dtype(v.dtype)
-                           for k, v in self.inputs.items()}
+        self._tf_dtypes = {
+            k: tf.dtypes.as_dtype(v.dtype) for k, v in self.inputs.items()
+        }
         self._function = function
 
     def check_names(self, names: Iterable[str]) -> None:
@@ -124,11 +127,14 @@ class Signature:
             chosen.append(alias)
         return tuple(chosen) if chosen else tuple(self.outputs)
 
-    def run(self, arrays: Dict[str, np.ndarray],
+    def run(self,
+            arrays: Dict[str, np.ndarray],
             outputs: Optional[Tuple[str, ...]] = None) -> Dict[str, np.ndarray]:
         """Calls the signature; inputs must already be checked."""
-        feeds = {k: tf.constant(v, dtype=self._tf_dtypes[k])
-                 for k, v in arrays.items()}
+        feeds = {
+            k: tf.constant(v, dtype=self._tf_dtypes[k])
+            for k, v in arrays.items()
+        }
         try:
             result = self._function(**feeds)
         except Exception as e:  # pylint: disable=broad-except
@@ -223,8 +229,8 @@ class Servable:
         return sig
 
 
-def read_meta_graph(path: str, tags: Tuple[str, ...]
-                    ) -> meta_graph_pb2.MetaGraphDef:
+def read_meta_graph(path: str, tags: Tuple[str,
+                                           ...]) -> meta_graph_pb2.MetaGraphDef:
     """Reads the MetaGraph tagged exactly `tags` from a SavedModel directory."""
     saved_model = saved_model_pb2.SavedModel()
     pb_path = os.path.join(path, 'saved_model.pb')
@@ -273,6 +279,9 @@ def load(name: str, version: int, path: str, tags: Tuple[str, ...]) -> Servable:
     except Exception as e:  # pylint: disable=broad-except
         raise errors.from_exception(e) from None
     functions = loaded.signatures
-    signatures = {key: Signature(key, sdef, functions[key])
-                  for key, sdef in signature_defs.items() if key in functions}
+    signatures = {
+        key: Signature(key, sdef, functions[key])
+        for key, sdef in signature_defs.items()
+        if key in functions
+    }
     return Servable(name, version, path, signature_defs, signatures, loaded)

@@ -20,15 +20,17 @@ from serving import errors
 from serving.errors import VersionStatus
 
 State = get_model_status_pb2.ModelVersionStatus.State
-START, LOADING, AVAILABLE, UNLOADING, END = (
-    State.START, State.LOADING, State.AVAILABLE, State.UNLOADING, State.END)
+START, LOADING, AVAILABLE, UNLOADING, END = (State.START, State.LOADING,
+                                             State.AVAILABLE, State.UNLOADING,
+                                             State.END)
 
 
 class ServedVersions:
     """Resolves requests to servables; keeps every version's state."""
 
-    def __init__(self, on_versions_changed: Optional[
-            Callable[[str, int], None]] = None):
+    def __init__(self,
+                 on_versions_changed: Optional[Callable[[str, int],
+                                                        None]] = None):
         """Starts empty.
 
         Args:
@@ -44,13 +46,15 @@ class ServedVersions:
 
     # ---------------------------------------------------- the manager's side
 
-    def set_state(self, name: str, version: int, state: int,
+    def set_state(self,
+                  name: str,
+                  version: int,
+                  state: int,
                   error: Optional[errors.ServingError] = None) -> None:
         """Records a version's new state."""
         with self._write_lock:
             states = dict(self._states.get(name, {}))
-            states[version] = VersionStatus(version, State.Name(state),
-                                            error)
+            states[version] = VersionStatus(version, State.Name(state), error)
             self._states = {**self._states, name: states}
 
     def publish(self, name: str, versions: Dict[int, object]) -> None:
@@ -68,8 +72,7 @@ class ServedVersions:
         if self._on_versions_changed:
             self._on_versions_changed(name, len(versions))
 
-    def checked_labels(self,
-                       models: List[model_server_config_pb2.ModelConfig],
+    def checked_labels(self, models: List[model_server_config_pb2.ModelConfig],
                        allow_unavailable: bool) -> Dict[str, Dict[str, int]]:
         """The version labels of `models`, if each may be assigned.
 
@@ -115,7 +118,9 @@ class ServedVersions:
                 f'Unrecognized servable version label: {label}')
         return version
 
-    def acquire(self, name: str, version: Optional[int] = None,
+    def acquire(self,
+                name: str,
+                version: Optional[int] = None,
                 label: Optional[str] = None):
         """Returns the servable a request asks for, with a reference held.
 
@@ -136,11 +141,13 @@ class ServedVersions:
             if servable.acquire():
                 return servable
             time.sleep(0.001)  # Being unloaded; a newer map is on its way.
-        request = (f'Latest({name})' if version is None
-                   else f'Specific({name}, {version})')
+        request = (f'Latest({name})'
+                   if version is None else f'Specific({name}, {version})')
         raise errors.not_found(f'Servable not found for request: {request}')
 
-    def version_status(self, name: str, version: Optional[int] = None,
+    def version_status(self,
+                       name: str,
+                       version: Optional[int] = None,
                        label: Optional[str] = None) -> List[VersionStatus]:
         """GetModelStatus: one version (by number or label) or all of them."""
         if label:

@@ -33,7 +33,8 @@ _LOG_FORMAT = ('%(asctime)s.%(msecs)03d: %(levelname).1s '
 
 
 def _fail(message: str) -> int:
-    print(f'Failed to start server. Error: {message}', file=sys.stderr,
+    print(f'Failed to start server. Error: {message}',
+          file=sys.stderr,
           flush=True)
     return _EXIT_FAILURE
 
@@ -74,8 +75,8 @@ def _make_loader(flags, inference, metrics: metrics_lib.Metrics):
     from serving import servable as servable_lib
     from serving import warmup
 
-    tags = tuple(t.strip() for t in flags.saved_model_tags.split(',')
-                 if t.strip())
+    tags = tuple(
+        t.strip() for t in flags.saved_model_tags.split(',') if t.strip())
 
     def load(name: str, version: int, path: str):
         start = time.perf_counter()
@@ -178,9 +179,10 @@ def serve(flags) -> int:
     if flags.grpc_socket_path:
         addresses.append(f'unix:{flags.grpc_socket_path}')
     try:
-        server, ports, health = grpc_server.start(
-            inference, manager.reload, addresses, flags.grpc_max_threads,
-            channel_args, metrics)
+        server, ports, health = grpc_server.start(inference, manager.reload,
+                                                  addresses,
+                                                  flags.grpc_max_threads,
+                                                  channel_args, metrics)
     except (OSError, RuntimeError) as e:
         return _fail(f'failed to start gRPC server: {e}')
     logging.info('Running gRPC ModelServer at %s ...',
@@ -190,7 +192,9 @@ def serve(flags) -> int:
         api = rest.RestApi(inference, metrics, prometheus_path)
         try:
             http_server, rest_port = rest.start(
-                api, flags.host, flags.rest_api_port,
+                api,
+                flags.host,
+                flags.rest_api_port,
                 num_threads=flags.rest_api_num_threads,
                 timeout_ms=flags.rest_api_timeout_in_ms,
                 max_body_bytes=flags.rest_api_max_body_bytes)
@@ -199,10 +203,12 @@ def serve(flags) -> int:
             return _fail(f'failed to start HTTP server: {e}')
         logging.info('Exporting HTTP/REST API at:%s ...',
                      _bind(flags.host, rest_port))
-    if (flags.model_config_file
-            and flags.model_config_file_poll_wait_seconds > 0):
-        threading.Thread(target=_poll_config_file, args=(flags, manager, stop),
-                         name='config-poll', daemon=True).start()
+    if (flags.model_config_file and
+            flags.model_config_file_poll_wait_seconds > 0):
+        threading.Thread(target=_poll_config_file,
+                         args=(flags, manager, stop),
+                         name='config-poll',
+                         daemon=True).start()
 
     def on_signal(signum, _):
         logging.info('Received signal %d, shutting down', signum)
@@ -250,11 +256,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(_version_text())
         return 0
     if not flags.model_base_path and not flags.model_config_file:
-        print(f'{flags_lib.usage()}\nBoth --model_base_path and '
-              f'--model_config_file are empty!', file=sys.stderr)
+        print(
+            f'{flags_lib.usage()}\nBoth --model_base_path and '
+            f'--model_config_file are empty!',
+            file=sys.stderr)
         return _EXIT_FAILURE
-    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT,
-                        datefmt='%Y-%m-%d %H:%M:%S', stream=sys.stderr,
+    logging.basicConfig(level=logging.INFO,
+                        format=_LOG_FORMAT,
+                        datefmt='%Y-%m-%d %H:%M:%S',
+                        stream=sys.stderr,
                         force=True)
     # Importing TensorFlow drags in google.api_core, which nags about Python
     # 3.10 on every start.

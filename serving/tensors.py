@@ -26,7 +26,6 @@ _DataType = api_protos.enum_values('tensorflow/core/framework/types.proto',
 _MAX_EXPANDED_BYTES = 1 << 30
 
 
-
 @dataclasses.dataclass(frozen=True)
 class _Encoding:
     """How tensors of one DataType are named, held and written in a proto.
@@ -45,27 +44,40 @@ class _Encoding:
 
 
 def _encoding(name, numpy, field, field_numpy=None) -> _Encoding:
-    return _Encoding(name, np.dtype(numpy), field,
-                     np.dtype(field_numpy or numpy))
+    return _Encoding(name, np.dtype(numpy), field, np.dtype(field_numpy or
+                                                            numpy))
 
 
 # The DataTypes TF Serving's requests carry; others (complex, bfloat16) go
 # through TensorFlow's own, slower codec.
 _ENCODINGS = {
-    _DataType['DT_FLOAT']: _encoding('float', np.float32, 'float_val'),
-    _DataType['DT_DOUBLE']: _encoding('double', np.float64, 'double_val'),
-    _DataType['DT_INT32']: _encoding('int32', np.int32, 'int_val'),
-    _DataType['DT_UINT8']: _encoding('uint8', np.uint8, 'int_val', np.int32),
-    _DataType['DT_INT16']: _encoding('int16', np.int16, 'int_val', np.int32),
-    _DataType['DT_INT8']: _encoding('int8', np.int8, 'int_val', np.int32),
-    _DataType['DT_UINT16']: _encoding('uint16', np.uint16, 'int_val', np.int32),
-    _DataType['DT_INT64']: _encoding('int64', np.int64, 'int64_val'),
-    _DataType['DT_BOOL']: _encoding('bool', np.bool_, 'bool_val'),
-    _DataType['DT_UINT32']: _encoding('uint32', np.uint32, 'uint32_val'),
-    _DataType['DT_UINT64']: _encoding('uint64', np.uint64, 'uint64_val'),
+    _DataType['DT_FLOAT']:
+        _encoding('float', np.float32, 'float_val'),
+    _DataType['DT_DOUBLE']:
+        _encoding('double', np.float64, 'double_val'),
+    _DataType['DT_INT32']:
+        _encoding('int32', np.int32, 'int_val'),
+    _DataType['DT_UINT8']:
+        _encoding('uint8', np.uint8, 'int_val', np.int32),
+    _DataType['DT_INT16']:
+        _encoding('int16', np.int16, 'int_val', np.int32),
+    _DataType['DT_INT8']:
+        _encoding('int8', np.int8, 'int_val', np.int32),
+    _DataType['DT_UINT16']:
+        _encoding('uint16', np.uint16, 'int_val', np.int32),
+    _DataType['DT_INT64']:
+        _encoding('int64', np.int64, 'int64_val'),
+    _DataType['DT_BOOL']:
+        _encoding('bool', np.bool_, 'bool_val'),
+    _DataType['DT_UINT32']:
+        _encoding('uint32', np.uint32, 'uint32_val'),
+    _DataType['DT_UINT64']:
+        _encoding('uint64', np.uint64, 'uint64_val'),
     # half_val holds each float16's bits as an integer.
-    _DataType['DT_HALF']: _encoding('half', np.float16, 'half_val', np.uint16),
-    _DataType['DT_STRING']: _encoding('string', object, 'string_val'),
+    _DataType['DT_HALF']:
+        _encoding('half', np.float16, 'half_val', np.uint16),
+    _DataType['DT_STRING']:
+        _encoding('string', object, 'string_val'),
 }
 
 
@@ -107,8 +119,8 @@ def _fill(values: np.ndarray, count: int) -> np.ndarray:
         return np.zeros(count, dtype=values.dtype)
     if have > count:
         return values[:count]
-    return np.concatenate([values, np.full(count - have, values[-1],
-                                           dtype=values.dtype)])
+    return np.concatenate(
+        [values, np.full(count - have, values[-1], dtype=values.dtype)])
 
 
 def to_ndarray(proto: Any, alias: str) -> np.ndarray:
@@ -148,8 +160,9 @@ def to_ndarray(proto: Any, alias: str) -> np.ndarray:
             if len(content) != count * encoding.numpy.itemsize:
                 raise ValueError('tensor_content size mismatch')
             return np.frombuffer(content, dtype=encoding.numpy).reshape(shape)
-        values = _fill(np.array(getattr(proto, encoding.field),
-                                dtype=encoding.field_numpy), count)
+        values = _fill(
+            np.array(getattr(proto, encoding.field),
+                     dtype=encoding.field_numpy), count)
         if dtype == _DataType['DT_HALF']:
             return values.view(np.float16).reshape(shape)
         return values.astype(encoding.numpy, copy=False).reshape(shape)
@@ -164,19 +177,19 @@ def _value_count(proto: Any) -> int:
     """How many values a TensorProto actually carries (a lower bound)."""
     if proto.tensor_content:
         return len(proto.tensor_content)
-    return max(len(getattr(proto, encoding.field))
-               for encoding in _ENCODINGS.values())
+    return max(
+        len(getattr(proto, encoding.field)) for encoding in _ENCODINGS.values())
 
 
-def _to_ndarray_slow(proto: Any,
-                     shape: Tuple[int, ...]) -> np.ndarray:
+def _to_ndarray_slow(proto: Any, shape: Tuple[int, ...]) -> np.ndarray:
     if proto.dtype in (_DataType['DT_INVALID'], _DataType['DT_RESOURCE'],
                        _DataType['DT_VARIANT']):
         raise ValueError('unsupported dtype')
     return _tf().make_ndarray(proto).reshape(shape)
 
 
-def fill_proto(array: np.ndarray, proto: Any,
+def fill_proto(array: np.ndarray,
+               proto: Any,
                dtype: Optional[int] = None) -> None:
     """Writes `array` into `proto` as Tensor::AsProtoField does."""
     if dtype is None:
@@ -185,8 +198,9 @@ def fill_proto(array: np.ndarray, proto: Any,
     if encoding is None:
         tf = _tf()
         # Through bytes: `proto` may be TensorFlow's class or api_protos'.
-        proto.ParseFromString(tf.make_tensor_proto(
-            array, dtype=tf.dtypes.as_dtype(dtype)).SerializeToString())
+        proto.ParseFromString(
+            tf.make_tensor_proto(
+                array, dtype=tf.dtypes.as_dtype(dtype)).SerializeToString())
         return
     proto.dtype = dtype
     dims = proto.tensor_shape.dim
@@ -200,8 +214,7 @@ def fill_proto(array: np.ndarray, proto: Any,
     getattr(proto, encoding.field).extend(flat.tolist())
 
 
-def to_proto(array: np.ndarray, dtype: Optional[int] = None
-             ) -> Any:
+def to_proto(array: np.ndarray, dtype: Optional[int] = None) -> Any:
     """Returns `array` as a TensorProto in TF Serving's response encoding."""
     proto = api_protos.message('tensorflow/core/framework/tensor.proto',
                                'tensorflow.TensorProto')()
@@ -233,7 +246,6 @@ def shapes_compatible(expected: Optional[Tuple[int, ...]],
     return all(e < 0 or e == a for e, a in zip(expected, actual))
 
 
-def arrays_from_protos(protos: Dict[str, Any]
-                       ) -> Dict[str, np.ndarray]:
+def arrays_from_protos(protos: Dict[str, Any]) -> Dict[str, np.ndarray]:
     """Decodes a map of request TensorProtos."""
     return {alias: to_ndarray(proto, alias) for alias, proto in protos.items()}

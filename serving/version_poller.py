@@ -29,8 +29,8 @@ _MISSING_LOG_EVERY = 60.0
 class VersionPoller:
     """Lists the models' base paths and reports their aspired versions."""
 
-    def __init__(self,
-                 models: Callable[[], List[Tuple[str, ModelConfig, Set[int]]]],
+    def __init__(self, models: Callable[[], List[Tuple[str, ModelConfig,
+                                                       Set[int]]]],
                  set_aspired: Callable[[AspiredVersions], None],
                  poll_seconds: int, settle_seconds: float):
         """Polls nothing until `poll()` or `start()`.
@@ -55,8 +55,9 @@ class VersionPoller:
         """Polls every `poll_seconds` on a thread (once; if positive)."""
         if self._thread or self._poll_seconds <= 0:
             return
-        self._thread = threading.Thread(
-            target=self._poll_loop, name='fs-poll', daemon=True)
+        self._thread = threading.Thread(target=self._poll_loop,
+                                        name='fs-poll',
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -93,8 +94,9 @@ class VersionPoller:
         try:
             children = os.listdir(base)
         except OSError:
-            self._log_missing(name, f'Could not find base path {base} for '
-                                    f'servable {name}')
+            self._log_missing(
+                name, f'Could not find base path {base} for '
+                f'servable {name}')
             return None
         versions: Dict[int, str] = {}
         for child in sorted(children):
@@ -122,8 +124,8 @@ class VersionPoller:
         if not aspired:
             self._log_missing(
                 name, f'No versions of servable {name} found under base path '
-                      f'{base}. Did you forget to name your leaf directory as '
-                      f"a number (eg. '/1/')?")
+                f'{base}. Did you forget to name your leaf directory as '
+                f"a number (eg. '/1/')?")
         return {v: versions[v] for v in aspired}
 
     def _log_missing(self, name: str, message: str) -> None:

@@ -30,9 +30,9 @@ def run_warmup(inference, servable, iterations: int = 1, metrics=None) -> int:
     if not os.path.exists(path):
         logging.info('No warmup data file found at %s', path)
         return 0
-    logging.info('Starting to read warmup data for model at %s with '
-                 'model-warmup-options num_request_iterations: %d', path,
-                 iterations)
+    logging.info(
+        'Starting to read warmup data for model at %s with '
+        'model-warmup-options num_request_iterations: %d', path, iterations)
     start = time.perf_counter()
     records = 0
     status = 'OK'
@@ -60,9 +60,10 @@ def run_warmup(inference, servable, iterations: int = 1, metrics=None) -> int:
         if metrics:
             metrics.warmup(servable.path, status, micros,
                            records * max(iterations, 1))
-    logging.info('Finished reading warmup data for model at %s. Number of '
-                 'warmup records read: %d. Elapsed time (microseconds): %d.',
-                 path, records, micros)
+    logging.info(
+        'Finished reading warmup data for model at %s. Number of '
+        'warmup records read: %d. Elapsed time (microseconds): %d.', path,
+        records, micros)
     return records
 
 
@@ -89,6 +90,5 @@ def _replay(inference, servable, log: prediction_log_pb2.PredictionLog) -> None:
         inference.multi_inference_with(servable,
                                        log.multi_inference_log.request)
     else:
-        raise errors.ServingError(
-            errors.Code.UNIMPLEMENTED,
-            f'Unsupported log_type for warmup: {kind}')
+        raise errors.ServingError(errors.Code.UNIMPLEMENTED,
+                                  f'Unsupported log_type for warmup: {kind}')

@@ -12,10 +12,14 @@ def dump_dom(path: str) -> str:
     scripts ran."""
     chromium = shutil.which('chromium')
     assert chromium, 'chromium not found: `make setup` installs it'
-    process = subprocess.run(
-        [chromium, '--headless', '--no-sandbox', '--disable-gpu',
-         '--dump-dom', f'file://{path}'],
-        capture_output=True, text=True, timeout=120, check=True)
+    process = subprocess.run([
+        chromium, '--headless', '--no-sandbox', '--disable-gpu', '--dump-dom',
+        f'file://{path}'
+    ],
+                             capture_output=True,
+                             text=True,
+                             timeout=120,
+                             check=True)
     return process.stdout
 
 
@@ -41,8 +45,7 @@ class Sections(html.parser.HTMLParser):
             self._section = attrs.get('id')
             self.text[self._section] = ''
         elif tag == 'svg' and self._section:
-            self.figures[self._section] = self.figures.get(self._section,
-                                                           0) + 1
+            self.figures[self._section] = self.figures.get(self._section, 0) + 1
         elif tag == 'table' and attrs.get('class'):
             self._table = self.tables.setdefault(attrs['class'], [])
         elif tag == 'tr' and getattr(self, '_table', None) is not None:

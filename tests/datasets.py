@@ -23,7 +23,9 @@ def write_idx(path: str, array: np.ndarray) -> None:
         f.write(data)
 
 
-def images_with_labels(count: int, num_classes: int, seed: int = 0,
+def images_with_labels(count: int,
+                       num_classes: int,
+                       seed: int = 0,
                        size: int = 28):
     """Images whose class is visible: class k lights up row band k."""
     rng = np.random.default_rng(seed)
@@ -35,7 +37,9 @@ def images_with_labels(count: int, num_classes: int, seed: int = 0,
     return images, labels
 
 
-def write_idx_dataset(folder: str, train: int = 60, test: int = 20,
+def write_idx_dataset(folder: str,
+                      train: int = 60,
+                      test: int = 20,
                       num_classes: int = 10) -> str:
     """A Fashion-MNIST-shaped IDX data set (gzipped) in `folder`."""
     os.makedirs(folder, exist_ok=True)
@@ -53,8 +57,10 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_class_folders(root: str, class_names: Sequence[str],
-                        per_class: int = 4, splits=('train', 'test')) -> str:
+def write_class_folders(root: str,
+                        class_names: Sequence[str],
+                        per_class: int = 4,
+                        splits=('train', 'test')) -> str:
     """root/<split>/<class>/<n>.png|jpg, mixed sizes, gray and colour."""
     rng = np.random.default_rng(2)
     for split in splits:
@@ -65,8 +71,9 @@ def write_class_folders(root: str, class_names: Sequence[str],
                 size = 20 + 4 * n
                 if n % 2:
                     pixels = rng.integers(0, 256, (size, size, 3), np.uint8)
-                    Image.fromarray(pixels).save(
-                        os.path.join(folder, f'{n}.jpg'), format='JPEG')
+                    Image.fromarray(pixels).save(os.path.join(
+                        folder, f'{n}.jpg'),
+                                                 format='JPEG')
                 else:
                     pixels = rng.integers(0, 256, (size, size), np.uint8)
                     pixels[:, :4 * (k + 1)] = 255
@@ -75,8 +82,10 @@ def write_class_folders(root: str, class_names: Sequence[str],
     return root
 
 
-def sequences_with_labels(count: int, class_labels: Sequence[str],
-                          channels: int = 3, seed: int = 0,
+def sequences_with_labels(count: int,
+                          class_labels: Sequence[str],
+                          channels: int = 3,
+                          seed: int = 0,
                           offset: float = 0.0):
     """Variable-length sequences whose class sets their mean (`offset` is
     added to every value)."""
@@ -86,13 +95,18 @@ def sequences_with_labels(count: int, class_labels: Sequence[str],
         k = i % len(class_labels)
         length = int(rng.integers(5, 12))
         values = rng.normal(size=(length, channels)) + 2.0 * k + offset
-        result.append(labeled_sequences.LabeledSequence(
-            f'series{i}', values.astype(np.float32), class_labels[k]))
+        result.append(
+            labeled_sequences.LabeledSequence(f'series{i}',
+                                              values.astype(np.float32),
+                                              class_labels[k]))
     return result
 
 
-def write_ts_dataset(folder: str, name: str = 'Toy', train: int = 30,
-                     test: int = 12, class_labels=('a', 'b', 'c'),
+def write_ts_dataset(folder: str,
+                     name: str = 'Toy',
+                     train: int = 30,
+                     test: int = 12,
+                     class_labels=('a', 'b', 'c'),
                      offset: float = 0.0) -> str:
     """A <name>_TRAIN.ts / <name>_TEST.ts pair; returns the folder.
     `offset` shifts every value: a drifted (or out-of-domain) span."""
@@ -101,6 +115,5 @@ def write_ts_dataset(folder: str, name: str = 'Toy', train: int = 30,
         ts_format.write_ts(
             os.path.join(folder, f'{name}_{split}.ts'),
             sequences_with_labels(count, class_labels, seed=seed,
-                                  offset=offset),
-            name, class_labels)
+                                  offset=offset), name, class_labels)
     return folder

@@ -45,8 +45,8 @@ class FakeClock:
             callback()
         self._now = target
 
-    def call_at(self, when: datetime.datetime,
-                callback: Callable[[], Any]) -> None:
+    def call_at(self, when: datetime.datetime, callback: Callable[[],
+                                                                  Any]) -> None:
         """Calls ``callback`` when time reaches ``when`` (during a sleep)."""
         self._callbacks.append((when, len(self._callbacks), callback))
         self._callbacks.sort(key=lambda entry: (entry[0], entry[1]))

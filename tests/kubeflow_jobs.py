@@ -24,22 +24,28 @@ class CompiledJob:
 
 def compile_command(cwd, *flags):
     """`python -m pipeline compile FLAGS` run in `cwd`."""
-    return subprocess.run(
-        [sys.executable, '-m', 'pipeline', 'compile', *flags], cwd=cwd,
-        env={**os.environ, 'PYTHONPATH': REPO}, capture_output=True,
-        text=True, timeout=900, check=False)
+    return subprocess.run([sys.executable, '-m', 'pipeline', 'compile', *flags],
+                          cwd=cwd,
+                          env={
+                              **os.environ, 'PYTHONPATH': REPO
+                          },
+                          capture_output=True,
+                          text=True,
+                          timeout=900,
+                          check=False)
 
 
 @functools.lru_cache(maxsize=None)
-def compiled_job(model: str, data: Optional[str] = None,
+def compiled_job(model: str,
+                 data: Optional[str] = None,
                  flags: Tuple[str, ...] = ()) -> CompiledJob:
     """The job of `model` for IMAGE and PIPELINE_ROOT, reading `data`,
     compiled with more `flags`."""
     cwd = tempfile.mkdtemp(prefix=f'compile_{model}_')
     path = os.path.join(cwd, f'{model}.json')
-    process = compile_command(
-        cwd, '--model', model, '--target', 'kubeflow', '--output', path,
-        '--image', IMAGE, '--pipeline-root', PIPELINE_ROOT,
-        *(['--data', data] if data else []), *flags)
+    process = compile_command(cwd, '--model', model, '--target', 'kubeflow',
+                              '--output', path, '--image', IMAGE,
+                              '--pipeline-root', PIPELINE_ROOT,
+                              *(['--data', data] if data else []), *flags)
     assert process.returncode == 0, process.stderr[-3000:]
     return CompiledJob(path=path, cwd=cwd, data=data)

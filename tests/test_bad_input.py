@@ -51,8 +51,9 @@ GOOD_TS_ROWS = '1,2,3:a\n4,5,6:b\n7,8,9:c\n'
 
 
 def _csv_rows(labels):
-    return ''.join(f's{i},{t},{i + t},{label}\n'
-                   for i, label in enumerate(labels) for t in range(3))
+    return ''.join(
+        f's{i},{t},{i + t},{label}\n' for i, label in enumerate(labels)
+        for t in range(3))
 
 
 # Each builder writes a case under `d` and returns (model, --data, the file
@@ -69,15 +70,15 @@ def missing_path(d):
 
 
 def zero_byte_image(d):
-    root = datasets.write_class_folders(os.path.join(d, 'data'),
-                                        ['cat', 'dog'], per_class=2)
+    root = datasets.write_class_folders(os.path.join(d, 'data'), ['cat', 'dog'],
+                                        per_class=2)
     path = _write(os.path.join(root, 'train', 'dog', 'empty.png'), '')
     return 'convnet', root, path, None, 'is empty (0 bytes)'
 
 
 def corrupt_image(d):
-    root = datasets.write_class_folders(os.path.join(d, 'data'),
-                                        ['cat', 'dog'], per_class=2)
+    root = datasets.write_class_folders(os.path.join(d, 'data'), ['cat', 'dog'],
+                                        per_class=2)
     path = os.path.join(root, 'train', 'cat', 'broken.png')
     with open(path, 'wb') as f:
         f.write(datasets.png_bytes(np.zeros((9, 9), np.uint8))[:40])
@@ -85,7 +86,8 @@ def corrupt_image(d):
 
 
 def truncated_idx(d):
-    root = datasets.write_idx_dataset(os.path.join(d, 'data'), train=20,
+    root = datasets.write_idx_dataset(os.path.join(d, 'data'),
+                                      train=20,
                                       test=10)
     path = os.path.join(root, 't10k-images-idx3-ubyte.gz')
     with gzip.open(path, 'rb') as f:
@@ -96,16 +98,20 @@ def truncated_idx(d):
 
 
 def idx_label_out_of_range(d):
-    root = datasets.write_idx_dataset(os.path.join(d, 'data'), train=20,
-                                      test=10, num_classes=3)
+    root = datasets.write_idx_dataset(os.path.join(d, 'data'),
+                                      train=20,
+                                      test=10,
+                                      num_classes=3)
     _write(os.path.join(root, 'class_names.txt'), 'a\nb\n')
     return 'convnet', root, os.path.join(root, 'train-labels-idx1-ubyte.gz'), \
         None, 'has label 2 at index 2, outside [0, 2)'
 
 
 def idx_stray_label(d):
-    root = datasets.write_idx_dataset(os.path.join(d, 'data'), train=20,
-                                      test=10, num_classes=10)
+    root = datasets.write_idx_dataset(os.path.join(d, 'data'),
+                                      train=20,
+                                      test=10,
+                                      num_classes=10)
     path = os.path.join(root, 'train-labels-idx1-ubyte.gz')
     labels = np.arange(20) % 10
     labels[13] = 200
@@ -114,8 +120,10 @@ def idx_stray_label(d):
 
 
 def idx_test_label_unseen(d):
-    root = datasets.write_idx_dataset(os.path.join(d, 'data'), train=20,
-                                      test=10, num_classes=3)
+    root = datasets.write_idx_dataset(os.path.join(d, 'data'),
+                                      train=20,
+                                      test=10,
+                                      num_classes=3)
     _write(os.path.join(root, 'class_names.txt'), 'a\nb\nc\nd\n')
     path = os.path.join(root, 't10k-labels-idx1-ubyte.gz')
     datasets.write_idx(path, np.array([0, 1, 2, 3, 0, 1, 2, 0, 1, 2]))
@@ -125,7 +133,8 @@ def idx_test_label_unseen(d):
 
 def one_class_folder(d):
     root = datasets.write_class_folders(os.path.join(d, 'data'), ['cat'],
-                                        per_class=2, splits=('train',))
+                                        per_class=2,
+                                        splits=('train',))
     return 'convnet', root, root, None, "1 class ('cat') in this data set"
 
 
@@ -135,7 +144,9 @@ def ts_one_class_in_train(d):
 
 
 def ts_bad_header(d):
-    train, _ = _ts_pair(d, GOOD_TS_ROWS, GOOD_TS_ROWS,
+    train, _ = _ts_pair(d,
+                        GOOD_TS_ROWS,
+                        GOOD_TS_ROWS,
                         header=TS_HEADER.replace('true a b c', 'maybe'))
     return 'rnn', d, train, 3, '@classLabel'
 
@@ -182,19 +193,21 @@ def csv_test_label_unseen(d):
         "series 's2' has label 'z', which no training record has"
 
 
-IN_PROCESS = [empty_folder, missing_path, zero_byte_image, truncated_idx,
-              idx_label_out_of_range, idx_test_label_unseen,
-              ts_one_class_in_train, ts_bad_header, ts_bad_row, ts_bad_value,
-              ts_test_label_unseen, csv_missing_column, csv_non_numeric_time,
-              csv_duplicate_time, csv_test_label_unseen]
+IN_PROCESS = [
+    empty_folder, missing_path, zero_byte_image, truncated_idx,
+    idx_label_out_of_range, idx_test_label_unseen, ts_one_class_in_train,
+    ts_bad_header, ts_bad_row, ts_bad_value, ts_test_label_unseen,
+    csv_missing_column, csv_non_numeric_time, csv_duplicate_time,
+    csv_test_label_unseen
+]
 SUBPROCESS = [corrupt_image, idx_stray_label, one_class_folder]
 
 
-def _check_one_line_naming_the_fault(code, stderr, home, path, line,
-                                     fragment):
+def _check_one_line_naming_the_fault(code, stderr, home, path, line, fragment):
     assert code == cli.EXIT_BAD_DATA, stderr
-    errors = [line for line in stderr.splitlines()
-              if line.startswith('error: ')]
+    errors = [
+        line for line in stderr.splitlines() if line.startswith('error: ')
+    ]
     assert len(errors) == 1, stderr
     where = f'{path}:{line}: ' if line is not None else f'{path}: '
     assert errors[0].startswith(f'error: {where}'), (errors[0], where)
@@ -220,18 +233,24 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path, capsys):
     model, data, path, line, fragment = case(str(tmp_path / 'in put'))
     home = str(tmp_path / 'home')
     code = cli.main(['run', '--model', model, '--data', data, '--home', home])
-    _check_one_line_naming_the_fault(code, capsys.readouterr().err, home, path,
-                                     line, fragment)
+    _check_one_line_naming_the_fault(code,
+                                     capsys.readouterr().err, home, path, line,
+                                     fragment)
 
 
 @pytest.mark.parametrize('case', SUBPROCESS, ids=lambda c: c.__name__)
 def test_bad_input_through_the_real_command(case, tmp_path):
     model, data, path, line, fragment = case(str(tmp_path / 'in put'))
     home = str(tmp_path / 'home')
-    process = subprocess.run(
-        [sys.executable, '-m', 'pipeline', 'run', '--model', model, '--data',
-         data, '--home', home], cwd=REPO, capture_output=True, text=True,
-        timeout=600, check=False)
+    process = subprocess.run([
+        sys.executable, '-m', 'pipeline', 'run', '--model', model, '--data',
+        data, '--home', home
+    ],
+                             cwd=REPO,
+                             capture_output=True,
+                             text=True,
+                             timeout=600,
+                             check=False)
     _check_one_line_naming_the_fault(process.returncode, process.stderr, home,
                                      path, line, fragment)
 
@@ -240,7 +259,8 @@ def test_inputs_that_must_work(tmp_path):
     """Mixed image sizes and modes, a BOM, CRLF line ends, spaces in paths."""
     root = str(tmp_path / 'with space')
     images = datasets.write_class_folders(os.path.join(root, 'my images'),
-                                          ['cat', 'dog'], per_class=4)
+                                          ['cat', 'dog'],
+                                          per_class=4)
     for mode, name in (('RGBA', 'a.png'), ('P', 'p.gif'), ('LA', 'la.png')):
         Image.new(mode, (7 + len(name), 5)).save(
             os.path.join(images, 'train', 'dog', name))

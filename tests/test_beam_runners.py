@@ -27,11 +27,13 @@ def ingests(tmp_path_factory):
     for mode in MODES:
         home = str(root / mode)
         started = time.monotonic()
-        common.run_json(
-            ['-m', 'bench.scaling', '--data', data, '--home', home,
-             '--beam-arg=--runner=FnApiRunner',
-             f'--beam-arg=--direct_running_mode={mode}',
-             '--beam-arg=--direct_num_workers=2'], timeout=1800)
+        common.run_json([
+            '-m', 'bench.scaling', '--data', data, '--home', home,
+            '--beam-arg=--runner=FnApiRunner',
+            f'--beam-arg=--direct_running_mode={mode}',
+            '--beam-arg=--direct_num_workers=2'
+        ],
+                        timeout=1800)
         print(f'{mode}: ingest {time.monotonic() - started:.1f} s wall')
         homes[mode] = os.path.join(home, 'pipelines', 'convnet-pipeline')
     return homes
@@ -39,9 +41,9 @@ def ingests(tmp_path_factory):
 
 def _statistics(pipeline_root):
     stats = {}
-    for path in glob.glob(os.path.join(
-            pipeline_root, 'StatisticsGen', 'statistics', '*', 'Split-*',
-            'FeatureStats.pb')):
+    for path in glob.glob(
+            os.path.join(pipeline_root, 'StatisticsGen', 'statistics', '*',
+                         'Split-*', 'FeatureStats.pb')):
         proto = statistics_pb2.DatasetFeatureStatisticsList()
         with open(path, 'rb') as f:
             proto.ParseFromString(f.read())
@@ -50,9 +52,9 @@ def _statistics(pipeline_root):
 
 
 def _transformed(pipeline_root, split):
-    files = glob.glob(os.path.join(
-        pipeline_root, 'Transform', 'transformed_examples', '*',
-        f'Split-{split}', '*'))
+    files = glob.glob(
+        os.path.join(pipeline_root, 'Transform', 'transformed_examples', '*',
+                     f'Split-{split}', '*'))
     rows = []
     for record in tf.data.TFRecordDataset(files, 'GZIP'):
         example = tf.train.Example.FromString(record.numpy())
@@ -65,7 +67,8 @@ def _transformed(pipeline_root, split):
 def test_multi_processing_computes_the_same_statistics(ingests):
     expected, actual = (_statistics(ingests[mode]) for mode in MODES)
     assert sorted(expected) == sorted(actual) == [
-        'Split-eval', 'Split-test', 'Split-train']
+        'Split-eval', 'Split-test', 'Split-train'
+    ]
     for split, stats in expected.items():
         [want], [got] = stats.datasets, actual[split].datasets
         assert got.num_examples == want.num_examples > 0
@@ -75,8 +78,10 @@ def test_multi_processing_computes_the_same_statistics(ingests):
             assert mine.path == theirs.path
             if theirs.HasField('num_stats'):
                 for field in ('mean', 'std_dev', 'min', 'max'):
-                    assert getattr(mine.num_stats, field) == pytest.approx(
-                        getattr(theirs.num_stats, field), rel=1e-6)
+                    assert getattr(mine.num_stats,
+                                   field) == pytest.approx(getattr(
+                                       theirs.num_stats, field),
+                                                           rel=1e-6)
             assert (mine.num_stats.common_stats.num_non_missing ==
                     theirs.num_stats.common_stats.num_non_missing)
             assert (mine.bytes_stats.common_stats.num_non_missing ==
@@ -85,11 +90,11 @@ def test_multi_processing_computes_the_same_statistics(ingests):
 
 def test_multi_processing_transforms_every_example_alike(ingests):
     for split in ('train', 'eval'):
-        expected, actual = (_transformed(ingests[mode], split)
-                            for mode in MODES)
+        expected, actual = (
+            _transformed(ingests[mode], split) for mode in MODES)
         assert len(actual) == len(expected) > 0
-        assert ([label for label, _ in actual]
-                == [label for label, _ in expected])
+        assert ([label for label, _ in actual
+                ] == [label for label, _ in expected])
         np.testing.assert_allclose([image for _, image in actual],
                                    [image for _, image in expected],
                                    atol=2e-4)

@@ -15,8 +15,10 @@ from tests import datasets
 
 
 def test_by_hand_loads_idx_and_zscores_with_train_statistics(tmp_path):
-    folder = datasets.write_idx_dataset(str(tmp_path / 'idx'), train=30,
-                                        test=10, num_classes=3)
+    folder = datasets.write_idx_dataset(str(tmp_path / 'idx'),
+                                        train=30,
+                                        test=10,
+                                        num_classes=3)
     images, labels = by_hand.load_idx_split(
         f'{folder}/train-images-idx3-ubyte.gz', num_classes=3, limit=20)
     assert images.shape == (20, 28, 28, 1) and images.dtype == np.uint8
@@ -30,7 +32,8 @@ def test_by_hand_loads_idx_and_zscores_with_train_statistics(tmp_path):
     # The test split is scaled with the training split's statistics.
     mean, std = images.mean() / 255.0, images.std() / 255.0
     np.testing.assert_allclose(test_z, (test / 255.0 - mean) / std,
-                               rtol=1e-3, atol=1e-3)
+                               rtol=1e-3,
+                               atol=1e-3)
 
 
 def test_holdout_splits_every_index_once():
@@ -40,8 +43,10 @@ def test_holdout_splits_every_index_once():
 
 
 def test_sequences_zscore_ignores_and_zeroes_missing_values():
-    train = [np.array([[1.0, np.nan], [3.0, 4.0]], np.float32),
-             np.array([[5.0, 8.0]], np.float32)]
+    train = [
+        np.array([[1.0, np.nan], [3.0, 4.0]], np.float32),
+        np.array([[5.0, 8.0]], np.float32)
+    ]
     [normalized] = by_hand.zscore_sequences(train)
     steps = np.concatenate(normalized)
     assert steps[0, 1] == 0.0  # Missing -> the mean, 0.
@@ -54,8 +59,10 @@ def test_sequences_zscore_ignores_and_zeroes_missing_values():
 
 
 def test_scaled_idx_repeats_images_and_keeps_class_names(tmp_path):
-    source = datasets.write_idx_dataset(str(tmp_path / 'src'), train=10,
-                                        test=4, num_classes=3)
+    source = datasets.write_idx_dataset(str(tmp_path / 'src'),
+                                        train=10,
+                                        test=4,
+                                        num_classes=3)
     rows = scaling.write_scaled_idx(source, str(tmp_path / 'x2.5'), 2.5)
     assert rows == {'train': 25, 'test': 10}
     images, labels = image_formats.read_idx_dataset(
@@ -67,10 +74,12 @@ def test_scaled_idx_repeats_images_and_keeps_class_names(tmp_path):
     assert images.shape == (25, 28, 28)
     np.testing.assert_array_equal(images[10:20], original)
     assert labels[:10].tolist() == labels[10:20].tolist()
-    assert (tmp_path / 'x2.5' / 'class_names.txt').read_text().split() == [
-        '0', '1', '2']
-    assert scaling.write_scaled_idx(source, str(tmp_path / 'half'),
-                                    0.5) == {'train': 5, 'test': 2}
+    assert (tmp_path / 'x2.5' /
+            'class_names.txt').read_text().split() == ['0', '1', '2']
+    assert scaling.write_scaled_idx(source, str(tmp_path / 'half'), 0.5) == {
+        'train': 5,
+        'test': 2
+    }
 
 
 def test_growth_exponent():
@@ -86,36 +95,88 @@ def test_last_json_line_skips_progress_lines():
 
 def _fake_results():
     return {
-        'mode': 'quick', 'profile': 'full',
-        'machine': {'cpus': 2, 'load_start': [1.0, 1.0, 1.0]},
-        'pipeline': {'convnet': {
-            'wall_seconds': 120.0, 'startup_seconds': 20.0,
-            'component_seconds': {'FileBasedExampleGen': 10.0,
-                                  'StatisticsGen': 5.0, 'Transform': 15.0,
-                                  'Trainer': 50.0, 'Evaluator': 15.0,
-                                  'Pusher': 5.0}}},
-        'by_hand': {'convnet': {
-            'wall_seconds': 100.0, 'startup_seconds': 20.0,
-            'phase_seconds': {'load': 1.0, 'normalize': 1.0, 'build': 1.0,
-                              'fit': 75.0, 'evaluate': 1.0, 'save': 1.0}}},
-        'ratios': {'convnet': 1.2},
-        'smoke': {'convnet': {'wall_seconds': 90.0},
-                  'rnn': {'wall_seconds': 130.0}},
-        'throughput': {'convnet': {
-            'ratio': 0.97, 'cpu_ratio': 1.0,
-            'fit_examples_per_second': {'make_dataset': 97.0, 'arrays': 100.0},
-            'input_only_examples_per_second': {'cold': 1e3, 'warm': 2e3}}},
-        'scaling': {'growth_exponent': 0.8, 'points': [
-            {'scale': s, 'total_rows': int(100 * s),
-             'ingest_seconds': 10.0 * s ** 0.8,
-             'rows_per_second': 10.0 * s ** 0.2,
-             'component_seconds': {'FileBasedExampleGen': 1.0,
-                                   'StatisticsGen': 1.0, 'Transform': 1.0},
-             'component_rows_per_second': {'FileBasedExampleGen': 1.0,
-                                           'StatisticsGen': 2.0,
-                                           'Transform': 3.0}}
-            for s in (1.0, 2.0, 4.0)]},
-        'serving': {'status': 'not available'},
+        'mode': 'quick',
+        'profile': 'full',
+        'machine': {
+            'cpus': 2,
+            'load_start': [1.0, 1.0, 1.0]
+        },
+        'pipeline': {
+            'convnet': {
+                'wall_seconds': 120.0,
+                'startup_seconds': 20.0,
+                'component_seconds': {
+                    'FileBasedExampleGen': 10.0,
+                    'StatisticsGen': 5.0,
+                    'Transform': 15.0,
+                    'Trainer': 50.0,
+                    'Evaluator': 15.0,
+                    'Pusher': 5.0
+                }
+            }
+        },
+        'by_hand': {
+            'convnet': {
+                'wall_seconds': 100.0,
+                'startup_seconds': 20.0,
+                'phase_seconds': {
+                    'load': 1.0,
+                    'normalize': 1.0,
+                    'build': 1.0,
+                    'fit': 75.0,
+                    'evaluate': 1.0,
+                    'save': 1.0
+                }
+            }
+        },
+        'ratios': {
+            'convnet': 1.2
+        },
+        'smoke': {
+            'convnet': {
+                'wall_seconds': 90.0
+            },
+            'rnn': {
+                'wall_seconds': 130.0
+            }
+        },
+        'throughput': {
+            'convnet': {
+                'ratio': 0.97,
+                'cpu_ratio': 1.0,
+                'fit_examples_per_second': {
+                    'make_dataset': 97.0,
+                    'arrays': 100.0
+                },
+                'input_only_examples_per_second': {
+                    'cold': 1e3,
+                    'warm': 2e3
+                }
+            }
+        },
+        'scaling': {
+            'growth_exponent':
+                0.8,
+            'points': [{
+                'scale': s,
+                'total_rows': int(100 * s),
+                'ingest_seconds': 10.0 * s**0.8,
+                'rows_per_second': 10.0 * s**0.2,
+                'component_seconds': {
+                    'FileBasedExampleGen': 1.0,
+                    'StatisticsGen': 1.0,
+                    'Transform': 1.0
+                },
+                'component_rows_per_second': {
+                    'FileBasedExampleGen': 1.0,
+                    'StatisticsGen': 2.0,
+                    'Transform': 3.0
+                }
+            } for s in (1.0, 2.0, 4.0)]
+        },
+        'serving': {
+            'status': 'not available'
+        },
         'errors': {},
     }
 
@@ -129,8 +190,12 @@ def test_report_writes_json_png_and_judges_targets(tmp_path):
     assert targets['trainer_throughput_ratio']['met'] is True
     assert targets['ingest_growth_exponent']['met'] is True
     assert targets['smoke_end_to_end_seconds'] == {
-        'value': 130.0, 'limit': 120.0, 'rule': '<=', 'met': False,
-        'note': 'the slower of the two models'}
+        'value': 130.0,
+        'limit': 120.0,
+        'rule': '<=',
+        'met': False,
+        'note': 'the slower of the two models'
+    }
     assert png_path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
     table = report.format_table(results)

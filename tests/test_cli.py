@@ -31,19 +31,27 @@ _MAIN_THEN_REPORT_IMPORTS = (
 
 def run_cli(*args):
     return subprocess.run(
-        [sys.executable, '-c', _MAIN_THEN_REPORT_IMPORTS, *args], cwd=REPO,
-        capture_output=True, text=True, timeout=300, check=False)
+        [sys.executable, '-c', _MAIN_THEN_REPORT_IMPORTS, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False)
 
 
 @pytest.fixture(scope='module')
 def idx_data(tmp_path_factory):
-    return datasets.write_idx_dataset(
-        str(tmp_path_factory.mktemp('cli') / 'data'), train=40, test=10)
+    return datasets.write_idx_dataset(str(
+        tmp_path_factory.mktemp('cli') / 'data'),
+                                      train=40,
+                                      test=10)
 
 
 def _error_lines(process):
-    return [line for line in process.stderr.splitlines()
-            if line.startswith('error:')]
+    return [
+        line for line in process.stderr.splitlines()
+        if line.startswith('error:')
+    ]
 
 
 @pytest.mark.parametrize('setting, message', [
@@ -58,8 +66,8 @@ def _error_lines(process):
 ])
 def test_a_bad_setting_exits_2_with_one_line_before_tensorflow_loads(
         idx_data, tmp_path, setting, message):
-    process = run_cli('run', '--model', 'convnet', '--data', idx_data,
-                      '--home', str(tmp_path / 'home'), '--set', setting)
+    process = run_cli('run', '--model', 'convnet', '--data', idx_data, '--home',
+                      str(tmp_path / 'home'), '--set', setting)
     assert process.returncode == 2, process.stderr
     assert len(_error_lines(process)) == 1, process.stderr
     assert message in _error_lines(process)[0]
@@ -70,21 +78,21 @@ def test_a_bad_setting_exits_2_with_one_line_before_tensorflow_loads(
 
 def test_rnn_settings_are_checked_against_the_rnn_defaults(tmp_path):
     data = datasets.write_ts_dataset(str(tmp_path / 'data'), train=6, test=3)
-    process = run_cli('run', '--model', 'rnn', '--data', data,
-                      '--set', 'cell=transformer')
+    process = run_cli('run', '--model', 'rnn', '--data', data, '--set',
+                      'cell=transformer')
     assert process.returncode == 2
     assert _error_lines(process) == [
-        'error: --set cell=transformer: expected one of lstm, gru']
+        'error: --set cell=transformer: expected one of lstm, gru'
+    ]
     assert 'loaded: []' in process.stdout
 
 
 def test_bad_data_is_found_before_tensorflow_loads(tmp_path):
-    data = datasets.write_idx_dataset(str(tmp_path / 'data'), train=40,
-                                      test=10)
+    data = datasets.write_idx_dataset(str(tmp_path / 'data'), train=40, test=10)
     labels = os.path.join(data, 't10k-labels-idx1-ubyte.gz')
     datasets.write_idx(labels, np.full(10, 12))  # out of range
-    process = run_cli('run', '--model', 'convnet', '--data', data,
-                      '--home', str(tmp_path / 'home'))
+    process = run_cli('run', '--model', 'convnet', '--data', data, '--home',
+                      str(tmp_path / 'home'))
     assert process.returncode == 2
     [line] = _error_lines(process)
     assert line.startswith(f'error: {labels}: has label 12 at index 0')
@@ -95,7 +103,8 @@ def test_bad_data_is_found_before_tensorflow_loads(tmp_path):
     assert missing.returncode == 2
     assert _error_lines(missing) == [
         f'error: {tmp_path / "nowhere"}: not a folder of images, IDX or '
-        'TFRecord files']
+        'TFRecord files'
+    ]
     assert 'loaded: []' in missing.stdout
 
 
@@ -109,9 +118,8 @@ def test_an_unreadable_curated_schema_exits_2_before_tensorflow_loads(
     schema = tmp_path / 'schema.pbtxt'
     if content is not None:
         schema.write_text(content, encoding='utf-8')
-    process = run_cli('run', '--model', 'convnet', '--data', idx_data,
-                      '--home', str(tmp_path / 'home'),
-                      '--set', f'schema_path={schema}')
+    process = run_cli('run', '--model', 'convnet', '--data', idx_data, '--home',
+                      str(tmp_path / 'home'), '--set', f'schema_path={schema}')
     assert process.returncode == 2, process.stderr
     [line] = _error_lines(process)
     assert line.startswith(f'error: {schema}: {message}'), line
@@ -134,9 +142,8 @@ def test_a_bad_transfer_source_exits_2_before_tensorflow_loads(
     if layout == 'empty file':  # the newest version is the one read
         (base / '2' / 'variables').mkdir(parents=True)
         (base / '2' / 'saved_model.pb').write_bytes(b'')
-    process = run_cli('run', '--model', 'convnet', '--data', idx_data,
-                      '--home', str(tmp_path / 'home'),
-                      '--set', f'transfer_from={base}')
+    process = run_cli('run', '--model', 'convnet', '--data', idx_data, '--home',
+                      str(tmp_path / 'home'), '--set', f'transfer_from={base}')
     assert process.returncode == 2, process.stderr
     [line] = _error_lines(process)
     assert line.startswith(f'error: {base}'), line
@@ -151,14 +158,19 @@ def test_list_settings_prints_every_key_with_defaults_and_description():
     assert 'loaded: []' in process.stdout
     sections = process.stdout.split(' (--set KEY=VALUE')
     for model in configs.MODELS:
-        [section] = [s for s in sections[1:]
-                     if sections[sections.index(s) - 1].endswith(model)]
+        [section] = [
+            s for s in sections[1:]
+            if sections[sections.index(s) - 1].endswith(model)
+        ]
         for key, defaults in configs.setting_defaults(model).items():
-            [row] = [line for line in section.splitlines()
-                     if line.split()[:1] == [key]]
+            [row] = [
+                line for line in section.splitlines()
+                if line.split()[:1] == [key]
+            ]
             assert row.endswith(configs.SETTING_HELP[key]), row
-            assert all(json.dumps(defaults[profile]) in row
-                       for profile in configs.PROFILES), row
+            assert all(
+                json.dumps(defaults[profile]) in row
+                for profile in configs.PROFILES), row
 
 
 def test_every_setting_has_a_description():
@@ -170,42 +182,59 @@ def test_every_setting_has_a_description():
 
 
 def test_native_library_noise_is_dropped_and_the_rest_kept():
-    code = (
-        'import os, sys\n'
-        'from pipeline import cli\n'
-        'with cli._native_noise_dropped(verbose=%s):\n'
-        '    os.write(2, b"E0101 cuda_dnn.cc] Unable to register cuDNN '
-        'factory: x\\n")\n'
-        '    os.write(2, b"a real problem\\n")\n')
-    quiet = subprocess.run([sys.executable, '-c', code % False], cwd=REPO,
-                           capture_output=True, text=True, check=True)
+    code = ('import os, sys\n'
+            'from pipeline import cli\n'
+            'with cli._native_noise_dropped(verbose=%s):\n'
+            '    os.write(2, b"E0101 cuda_dnn.cc] Unable to register cuDNN '
+            'factory: x\\n")\n'
+            '    os.write(2, b"a real problem\\n")\n')
+    quiet = subprocess.run([sys.executable, '-c', code % False],
+                           cwd=REPO,
+                           capture_output=True,
+                           text=True,
+                           check=True)
     assert quiet.stderr == 'a real problem\n'
-    verbose = subprocess.run([sys.executable, '-c', code % True], cwd=REPO,
-                             capture_output=True, text=True, check=True)
+    verbose = subprocess.run([sys.executable, '-c', code % True],
+                             cwd=REPO,
+                             capture_output=True,
+                             text=True,
+                             check=True)
     assert 'Unable to register cuDNN' in verbose.stderr
 
 
 def _subcommands(parser):
-    [subparsers] = [a for a in parser._actions  # pylint: disable=protected-access
-                    if isinstance(a, argparse._SubParsersAction)]  # pylint: disable=protected-access
+    [subparsers] = [
+        a for a in parser._actions  # pylint: disable=protected-access
+        if isinstance(a, argparse._SubParsersAction)
+    ]  # pylint: disable=protected-access
     return subparsers.choices
 
 
-@pytest.mark.parametrize('parser', [cli.build_parser(),
-                                    serving_cli._build_parser()])  # pylint: disable=protected-access
+@pytest.mark.parametrize(
+    'parser',
+    [cli.build_parser(), serving_cli._build_parser()])  # pylint: disable=protected-access
 def test_every_command_and_flag_has_help(parser):
     for name, command in _subcommands(parser).items():
-        missing = [a.option_strings or a.dest for a in command._actions  # pylint: disable=protected-access
-                   if not a.help]
+        missing = [
+            a.option_strings or a.dest
+            for a in command._actions  # pylint: disable=protected-access
+            if not a.help
+        ]
         assert not missing, (name, missing)
 
 
 def test_serving_help_lists_every_command():
     process = subprocess.run([sys.executable, '-m', 'serving', '--help'],
-                             cwd=REPO, capture_output=True, text=True,
-                             timeout=120, check=True)
-    listed = [line.split()[0] for line in process.stdout.splitlines()
-              if line.startswith('  ')]
+                             cwd=REPO,
+                             capture_output=True,
+                             text=True,
+                             timeout=120,
+                             check=True)
+    listed = [
+        line.split()[0]
+        for line in process.stdout.splitlines()
+        if line.startswith('  ')
+    ]
     assert listed == ['serve', *_subcommands(serving_cli._build_parser())]  # pylint: disable=protected-access
 
 

@@ -16,8 +16,8 @@ from pipeline import configs
 def test_default_beam_args_run_in_memory_without_fetching_prism(caplog):
     # Beam's DirectRunner would first try to download the Prism runner.
     caplog.set_level(logging.INFO)
-    with beam.Pipeline(options=PipelineOptions(
-            configs.default_beam_args())) as pipeline:
+    with beam.Pipeline(
+            options=PipelineOptions(configs.default_beam_args())) as pipeline:
         doubled = pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: 2 * x)
         assert_that(doubled, equal_to([2, 4, 6]))
     assert type(pipeline.runner).__name__ == 'FnApiRunner'
@@ -34,8 +34,10 @@ def test_default_beam_args_run_in_memory_without_fetching_prism(caplog):
 def test_unknown_or_broken_beam_runner_stops_the_run_before_it_starts(
         tmp_path, capsys, flags, fault):
     home = tmp_path / 'home'
-    code = cli.main(['run', '--model', 'convnet', '--home', str(home),
-                     *[f'--beam-arg={flag}' for flag in flags]])
+    code = cli.main([
+        'run', '--model', 'convnet', '--home',
+        str(home), *[f'--beam-arg={flag}' for flag in flags]
+    ])
     assert code == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith('error: --beam-arg=--') and fault in line, line
@@ -44,8 +46,10 @@ def test_unknown_or_broken_beam_runner_stops_the_run_before_it_starts(
 
 @pytest.mark.parametrize('flags', [
     configs.default_beam_args(),
-    ['--runner=FnApiRunner', '--direct_running_mode=multi_processing',
-     '--direct_num_workers=2'],
+    [
+        '--runner=FnApiRunner', '--direct_running_mode=multi_processing',
+        '--direct_num_workers=2'
+    ],
     ['--runner=FlinkRunner', '--flink_master=localhost:8081'],
     ['--runner', 'apache_beam.runners.portability.spark_runner.SparkRunner'],
     ['--runner=dataflow', '--project=p'],

@@ -40,13 +40,19 @@ def _trainer_executions(home):
 
 
 def test_a_run_killed_in_the_trainer_resumes_from_the_cache(tmp_path):
-    data = datasets.write_idx_dataset(str(tmp_path / 'data'), train=300,
+    data = datasets.write_idx_dataset(str(tmp_path / 'data'),
+                                      train=300,
                                       test=100)
     home = str(tmp_path / 'home')
-    command = [sys.executable, '-m', 'pipeline', 'run', '--model', 'convnet',
-               '--data', data, '--home', home, '--set', 'epochs=3']
-    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, text=True,
+    command = [
+        sys.executable, '-m', 'pipeline', 'run', '--model', 'convnet', '--data',
+        data, '--home', home, '--set', 'epochs=3'
+    ]
+    process = subprocess.Popen(command,
+                               cwd=REPO,
+                               stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL,
+                               text=True,
                                start_new_session=True)
     seen = []
     try:
@@ -60,19 +66,24 @@ def test_a_run_killed_in_the_trainer_resumes_from_the_cache(tmp_path):
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(60)
     assert process.returncode == -signal.SIGKILL, ''.join(seen)
-    half_written = glob.glob(os.path.join(
-        home, 'pipelines', '*', 'Trainer', '*', str(killed.id)))
+    half_written = glob.glob(
+        os.path.join(home, 'pipelines', '*', 'Trainer', '*', str(killed.id)))
     assert half_written
 
-    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                           timeout=1800, check=False)
+    rerun = subprocess.run(command,
+                           cwd=REPO,
+                           capture_output=True,
+                           text=True,
+                           timeout=1800,
+                           check=False)
     assert rerun.returncode == 0, rerun.stderr
     log = rerun.stderr
     assert f'execution {killed.id} was interrupted; marked FAILED' in log
     for component in ('FileBasedExampleGen', 'StatisticsGen', 'SchemaGen',
                       'Transform'):
-        [done] = [line for line in log.splitlines()
-                  if f'] {component} done' in line]
+        [done] = [
+            line for line in log.splitlines() if f'] {component} done' in line
+        ]
         assert done.endswith('(cached)'), log
     [trainer] = [line for line in log.splitlines() if '] Trainer done' in line]
     assert not trainer.endswith('(cached)')
@@ -84,8 +95,9 @@ def test_a_run_killed_in_the_trainer_resumes_from_the_cache(tmp_path):
     assert os.listdir(serving) == [os.path.basename(summary['pushed_model'])]
     model = tf.saved_model.load(summary['pushed_model'])
     images, _ = datasets.images_with_labels(4, 10, seed=3)
-    scores = model.signatures[signatures.IMAGE_SIGNATURE](images=tf.constant(
-        [datasets.png_bytes(i) for i in images]))[signatures.SCORES_OUTPUT]
+    scores = model.signatures[signatures.IMAGE_SIGNATURE](
+        images=tf.constant([datasets.png_bytes(i)
+                            for i in images]))[signatures.SCORES_OUTPUT]
     np.testing.assert_allclose(scores.numpy().sum(axis=1), 1.0, rtol=1e-5)
 
     states = {e.id: e.last_known_state for e in _trainer_executions(home)}
@@ -98,8 +110,10 @@ def _wait_for_running_trainer(home, timeout=600):
     import time  # pylint: disable=import-outside-toplevel
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        running = [e for e in _trainer_executions(home)
-                   if e.last_known_state == RUNNING]
+        running = [
+            e for e in _trainer_executions(home)
+            if e.last_known_state == RUNNING
+        ]
         if running:
             time.sleep(2)  # Let it write something.
             return running
@@ -107,30 +121,36 @@ def _wait_for_running_trainer(home, timeout=600):
     raise TimeoutError('no Trainer execution started')
 
 
-def test_recovery_fails_only_unfinished_executions_of_this_pipeline(
-        tmp_path):
+def test_recovery_fails_only_unfinished_executions_of_this_pipeline(tmp_path):
     config = configs.RunConfig(model='convnet', home=str(tmp_path / 'home'))
     connection = runner.metadata_config(config)
     store = metadata_store.MetadataStore(connection)
     [pipeline_type, node_type] = [
         store.put_context_type(metadata_store_pb2.ContextType(name=name))
-        for name in ('pipeline', 'node')]
+        for name in ('pipeline', 'node')
+    ]
     execution_type = store.put_execution_type(
         metadata_store_pb2.ExecutionType(name='Trainer'))
     [pipeline_context, node_context] = store.put_contexts([
         metadata_store_pb2.Context(type_id=pipeline_type,
                                    name=config.pipeline_name),
         metadata_store_pb2.Context(type_id=node_type,
-                                   name=f'{config.pipeline_name}.Trainer')])
+                                   name=f'{config.pipeline_name}.Trainer')
+    ])
     ids = store.put_executions([
         metadata_store_pb2.Execution(type_id=execution_type,
                                      last_known_state=state)
-        for state in (RUNNING, metadata_store_pb2.Execution.COMPLETE)])
+        for state in (RUNNING, metadata_store_pb2.Execution.COMPLETE)
+    ])
     store.put_attributions_and_associations([], [
         metadata_store_pb2.Association(context_id=c, execution_id=e)
-        for c in (pipeline_context, node_context) for e in ids])
-    folders = {e: os.path.join(config.pipeline_root, 'Trainer', 'model',
-                               str(e)) for e in ids}
+        for c in (pipeline_context, node_context)
+        for e in ids
+    ])
+    folders = {
+        e: os.path.join(config.pipeline_root, 'Trainer', 'model', str(e))
+        for e in ids
+    }
     for folder in folders.values():
         os.makedirs(folder)
 
@@ -172,13 +192,14 @@ def test_pusher_stages_then_renames_and_clears_a_killed_push(tmp_path):
             base_directory=str(base)))
 
     executor.Executor().Do(
-        {specs.MODEL_KEY: [model], specs.MODEL_BLESSING_KEY: [blessing]},
-        {specs.PUSHED_MODEL_KEY: [pushed]},
+        {
+            specs.MODEL_KEY: [model],
+            specs.MODEL_BLESSING_KEY: [blessing]
+        }, {specs.PUSHED_MODEL_KEY: [pushed]},
         {specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination)})
 
     [version] = os.listdir(base)
     assert version.isdigit()
     assert pushed.get_string_custom_property('pushed_destination') == str(
         base / version)
-    assert sorted(os.listdir(base / version)) == ['saved_model.pb',
-                                                  'variables']
+    assert sorted(os.listdir(base / version)) == ['saved_model.pb', 'variables']

@@ -101,34 +101,36 @@ def test_day_restriction_flags(days, weekdays, restricted):
             schedule.weekdays_restricted) == restricted
 
 
-@pytest.mark.parametrize('expression, message', [
-    ('', 'has 0 fields'),
-    ('* * * *', 'has 4 fields'),
-    ('* * * * * *', 'has 6 fields'),
-    ('@reboot', 'unknown cron macro'),
-    ('60 * * * *', 'minute field .*60 is outside 0-59'),
-    ('* 24 * * *', 'hour field .*outside 0-23'),
-    ('* * 0 * *', 'day-of-month field .*outside 1-31'),
-    ('* * 32 * *', 'day-of-month field'),
-    ('* * * 13 *', 'month field .*outside 1-12'),
-    ('* * * 0 *', 'month field'),
-    ('* * * * 8', 'day-of-week field .*outside 0-7'),
-    ('* * * foo *', "month field .*'foo' is not a number or a name"),
-    ('* * * * mon-funday', 'day-of-week field'),
-    ('* * * jan *x', 'day-of-week field'),
-    ('x * * * *', "minute field .*'x' is not a number"),
-    ('jan * * * *', 'minute field'),  # names only where the field has them
-    ('5-1 * * * *', 'minute field .*runs backwards'),
-    ('*/0 * * * *', 'minute field .*step'),
-    ('*/x * * * *', 'minute field .*step'),
-    ('1-5/ * * * *', 'minute field .*step'),
-    ('1,,2 * * * *', 'minute field .*empty list item'),
-    ('1, * * * *', 'minute field .*empty list item'),
-    ('-1 * * * *', 'minute field'),
-    ('1-2-3 * * * *', 'minute field'),
-    ('0 0 30 2 *', 'day-of-month field .*no such day'),
-    ('0 0 31 4,6,9,11 *', 'day-of-month field .*no such day'),
-])
+@pytest.mark.parametrize(
+    'expression, message',
+    [
+        ('', 'has 0 fields'),
+        ('* * * *', 'has 4 fields'),
+        ('* * * * * *', 'has 6 fields'),
+        ('@reboot', 'unknown cron macro'),
+        ('60 * * * *', 'minute field .*60 is outside 0-59'),
+        ('* 24 * * *', 'hour field .*outside 0-23'),
+        ('* * 0 * *', 'day-of-month field .*outside 1-31'),
+        ('* * 32 * *', 'day-of-month field'),
+        ('* * * 13 *', 'month field .*outside 1-12'),
+        ('* * * 0 *', 'month field'),
+        ('* * * * 8', 'day-of-week field .*outside 0-7'),
+        ('* * * foo *', "month field .*'foo' is not a number or a name"),
+        ('* * * * mon-funday', 'day-of-week field'),
+        ('* * * jan *x', 'day-of-week field'),
+        ('x * * * *', "minute field .*'x' is not a number"),
+        ('jan * * * *', 'minute field'),  # names only where the field has them
+        ('5-1 * * * *', 'minute field .*runs backwards'),
+        ('*/0 * * * *', 'minute field .*step'),
+        ('*/x * * * *', 'minute field .*step'),
+        ('1-5/ * * * *', 'minute field .*step'),
+        ('1,,2 * * * *', 'minute field .*empty list item'),
+        ('1, * * * *', 'minute field .*empty list item'),
+        ('-1 * * * *', 'minute field'),
+        ('1-2-3 * * * *', 'minute field'),
+        ('0 0 30 2 *', 'day-of-month field .*no such day'),
+        ('0 0 31 4,6,9,11 *', 'day-of-month field .*no such day'),
+    ])
 def test_parse_errors_name_the_field(expression, message):
     with pytest.raises(ValueError, match=message):
         CronSchedule.parse(expression)
@@ -146,48 +148,66 @@ def test_impossible_date_is_fine_when_weekday_also_restricted():
 def test_next_after_is_strictly_after_and_on_whole_minutes():
     schedule = CronSchedule.parse('* * * * *')
     assert schedule.next_after(at(2024, 1, 1, 10, 0)) == at(2024, 1, 1, 10, 1)
-    assert schedule.next_after(at(2024, 1, 1, 10, 0, 59, 999)) == at(
-        2024, 1, 1, 10, 1)
+    assert schedule.next_after(at(2024, 1, 1, 10, 0, 59,
+                                  999)) == at(2024, 1, 1, 10, 1)
 
 
 def test_every_fifteen_minutes_in_office_hours():
     assert firings('*/15 9-17 * * mon-fri', at(2024, 1, 5, 17, 40), 4) == [
         at(2024, 1, 5, 17, 45),
-        at(2024, 1, 8, 9, 0), at(2024, 1, 8, 9, 15), at(2024, 1, 8, 9, 30)]
+        at(2024, 1, 8, 9, 0),
+        at(2024, 1, 8, 9, 15),
+        at(2024, 1, 8, 9, 30)
+    ]
 
 
 def test_month_and_year_rollover():
-    assert firings('0 0 1 * *', at(2023, 11, 15), 3) == [
-        at(2023, 12, 1), at(2024, 1, 1), at(2024, 2, 1)]
+    assert firings('0 0 1 * *', at(2023, 11, 15),
+                   3) == [at(2023, 12, 1),
+                          at(2024, 1, 1),
+                          at(2024, 2, 1)]
     assert firings('59 23 31 * *', at(2024, 1, 31, 23, 59), 3) == [
-        at(2024, 3, 31, 23, 59), at(2024, 5, 31, 23, 59),
-        at(2024, 7, 31, 23, 59)]
-    assert CronSchedule.parse('@yearly').next_after(
-        at(2024, 12, 31, 23, 59)) == at(2025, 1, 1)
+        at(2024, 3, 31, 23, 59),
+        at(2024, 5, 31, 23, 59),
+        at(2024, 7, 31, 23, 59)
+    ]
+    assert CronSchedule.parse('@yearly').next_after(at(2024, 12, 31, 23,
+                                                       59)) == at(2025, 1, 1)
 
 
 def test_leap_day():
     assert firings('0 12 29 2 *', at(2023, 3, 1), 3) == [
-        at(2024, 2, 29, 12), at(2028, 2, 29, 12), at(2032, 2, 29, 12)]
+        at(2024, 2, 29, 12),
+        at(2028, 2, 29, 12),
+        at(2032, 2, 29, 12)
+    ]
     # 2100 is not a leap year: 2096 is followed by 2104.
-    assert CronSchedule.parse('0 0 29 feb *').next_after(
-        at(2096, 3, 1)) == at(2104, 2, 29)
+    assert CronSchedule.parse('0 0 29 feb *').next_after(at(2096, 3, 1)) == at(
+        2104, 2, 29)
 
 
 def test_day_of_month_or_day_of_week_when_both_restricted():
     # The 13th, or any Friday.
     assert firings('0 0 13 * fri', at(2024, 9, 1), 4) == [
-        at(2024, 9, 6), at(2024, 9, 13), at(2024, 9, 20), at(2024, 9, 27)]
+        at(2024, 9, 6),
+        at(2024, 9, 13),
+        at(2024, 9, 20),
+        at(2024, 9, 27)
+    ]
 
 
 def test_only_restricted_day_field_counts():
-    assert firings('0 0 13 * *', at(2024, 9, 1), 2) == [
-        at(2024, 9, 13), at(2024, 10, 13)]
-    assert firings('0 0 * * fri', at(2024, 9, 1), 2) == [
-        at(2024, 9, 6), at(2024, 9, 13)]
+    assert firings('0 0 13 * *', at(2024, 9, 1),
+                   2) == [at(2024, 9, 13), at(2024, 10, 13)]
+    assert firings('0 0 * * fri', at(2024, 9, 1),
+                   2) == [at(2024, 9, 6), at(2024, 9, 13)]
     # */2 restricts day of month, so with Sunday it is odd days OR Sundays.
     assert firings('0 0 */2 * 0', at(2024, 9, 1), 4) == [
-        at(2024, 9, 3), at(2024, 9, 5), at(2024, 9, 7), at(2024, 9, 8)]
+        at(2024, 9, 3),
+        at(2024, 9, 5),
+        at(2024, 9, 7),
+        at(2024, 9, 8)
+    ]
 
 
 def test_weekly_and_sunday_as_seven():
@@ -197,15 +217,15 @@ def test_weekly_and_sunday_as_seven():
 
 
 def test_hourly_at_day_end():
-    assert CronSchedule.parse('@hourly').next_after(
-        at(2024, 12, 31, 23, 0)) == at(2025, 1, 1, 0, 0)
+    assert CronSchedule.parse('@hourly').next_after(at(2024, 12, 31, 23,
+                                                       0)) == at(
+                                                           2025, 1, 1, 0, 0)
 
 
 def test_next_after_matches_brute_force():
     start = at(2024, 2, 26, 22, 0)
     for expression in ('7,37 */5 * * *', '0 0-6/3 1,29 * 2',
-                       '30 23 * feb,mar *',
-                       '*/10 1 28-31 * *'):
+                       '30 23 * feb,mar *', '*/10 1 28-31 * *'):
         schedule = CronSchedule.parse(expression)
         expected = start + datetime.timedelta(minutes=1)
         while not schedule.matches(expected):
@@ -227,12 +247,12 @@ def test_next_after_skips_by_field_not_by_minute(monkeypatch):
 
     monkeypatch.setattr(CronSchedule, 'day_matches', counted)
     # Feb 29 or a Monday in Feb: Monday 2025-02-03.
-    assert CronSchedule.parse('0 0 29 2 1').next_after(
-        at(2024, 3, 1)) == at(2025, 2, 3)
+    assert CronSchedule.parse('0 0 29 2 1').next_after(at(2024, 3,
+                                                          1)) == at(2025, 2, 3)
     checks.clear()
     # Feb 29 only: 2100 is no leap year, so eight Februaries are searched.
-    assert CronSchedule.parse('0 0 29 2 *').next_after(
-        at(2096, 3, 1)) == at(2104, 2, 29)
+    assert CronSchedule.parse('0 0 29 2 *').next_after(at(2096, 3, 1)) == at(
+        2104, 2, 29)
 
 
 def test_keeps_time_zone_and_uses_its_wall_clock():
@@ -247,16 +267,21 @@ def test_keeps_time_zone_and_uses_its_wall_clock():
 
 def test_naive_datetime_is_rejected():
     with pytest.raises(ValueError, match='timezone-aware'):
-        CronSchedule.parse('* * * * *').next_after(
-            datetime.datetime(2024, 1, 1))
+        CronSchedule.parse('* * * * *').next_after(datetime.datetime(
+            2024, 1, 1))
 
 
 def test_daylight_saving_gap_is_skipped_and_repeat_fires_once():
     new_york = zone('America/New_York')
     schedule = CronSchedule.parse('30 2 * * *')
     # 02:30 does not exist on 2024-03-10.
-    assert schedule.next_after(at(2024, 3, 9, 12, tz=new_york)) == at(
-        2024, 3, 11, 2, 30, tz=new_york)
+    assert schedule.next_after(at(2024, 3, 9, 12,
+                                  tz=new_york)) == at(2024,
+                                                      3,
+                                                      11,
+                                                      2,
+                                                      30,
+                                                      tz=new_york)
     once = CronSchedule.parse('30 1 * * *')
     first = once.next_after(at(2024, 11, 3, 0, 0, tz=new_york))
     assert first.utcoffset() == datetime.timedelta(hours=-4)

@@ -8,7 +8,10 @@ from components import data_gate
 
 def _statistics(labels, lengths):
     return tfdv.generate_statistics_from_dataframe(
-        pd.DataFrame({'label': labels, 'length': lengths}))
+        pd.DataFrame({
+            'label': labels,
+            'length': lengths
+        }))
 
 
 def test_drift_is_reported_by_feature_beyond_the_threshold():

@@ -25,7 +25,7 @@ from tests import datasets
 from tests import tiny_transform
 
 CLASSES, PARAMS, SIZE, TRAIN = (tiny_transform.CLASSES, tiny_transform.PARAMS,
-                               tiny_transform.SIZE, tiny_transform.TRAIN)
+                                tiny_transform.SIZE, tiny_transform.TRAIN)
 _fn_args = tiny_transform.fn_args
 
 
@@ -46,10 +46,10 @@ def _accuracy(serving_model_dir):
     """The exported model's accuracy on fresh images, via serving_default."""
     model = tf.saved_model.load(serving_model_dir)
     images, labels = datasets.images_with_labels(60, CLASSES, 9, SIZE)
-    scores = model.signatures[signatures.DEFAULT_SIGNATURE](
-        inputs=tf.constant([features.image_example(datasets.png_bytes(i),
-                                                   int(label))
-                            for i, label in zip(images, labels)]))
+    scores = model.signatures[signatures.DEFAULT_SIGNATURE](inputs=tf.constant([
+        features.image_example(datasets.png_bytes(i), int(label))
+        for i, label in zip(images, labels)
+    ]))
     predicted = scores[signatures.SCORES_OUTPUT].numpy().argmax(axis=1)
     return float((predicted == labels).mean())
 
@@ -93,28 +93,42 @@ def test_linear_warmup_climbs_from_one_replicas_rate_to_the_scaled_one():
 def test_each_replica_reads_its_own_shard_once_per_epoch(transformed):
     strategy = distribute.make_strategy('mirrored')
     examples = str(transformed / 'examples')
-    schema = tft.TFTransformOutput(
-        str(transformed / 'transform_graph')).transformed_metadata.schema
+    schema = tft.TFTransformOutput(str(
+        transformed / 'transform_graph')).transformed_metadata.schema
     inputs = []
     dataset = inputs.distributed_dataset(
-        strategy, 32, inputs, lambda **shard: inputs.make_dataset(
-            [f'{examples}/Split-train/*'], workers.data_accessor(examples),
-            schema, lambda inputs: inputs, shuffle=True, seed=1, cache=True,
-            repeat=True, **shard))
-    assert inputs == [{'batch': 16, 'shard': 0, 'shards': 2},
-                      {'batch': 16, 'shard': 1, 'shards': 2}]
+        strategy, 32, inputs,
+        lambda **shard: inputs.make_dataset([f'{examples}/Split-train/*'],
+                                            workers.data_accessor(examples),
+                                            schema,
+                                            lambda inputs: inputs,
+                                            shuffle=True,
+                                            seed=1,
+                                            cache=True,
+                                            repeat=True,
+                                            **shard))
+    assert inputs == [{
+        'batch': 16,
+        'shard': 0,
+        'shards': 2
+    }, {
+        'batch': 16,
+        'shard': 1,
+        'shards': 2
+    }]
     iterator = iter(dataset)
     seen = [[], []]
     for _ in range(math.ceil(TRAIN / 32)):
         inputs, _ = next(iterator)
         for replica, images in enumerate(
-                strategy.experimental_local_results(inputs[features.IMAGE_KEY])):
+                strategy.experimental_local_results(
+                    inputs[features.IMAGE_KEY])):
             assert images.shape[0] <= 16
             seen[replica].extend(image.tobytes() for image in images.numpy())
     # Disjoint shards that together are the split, each example once.
     assert not set(seen[0]) & set(seen[1])
-    assert (len(set(seen[0]) | set(seen[1]))
-            == len(seen[0]) + len(seen[1]) == TRAIN)
+    assert (len(set(seen[0]) | set(seen[1])) == len(seen[0]) + len(seen[1]) ==
+            TRAIN)
 
 
 @pytest.fixture(scope='module')
@@ -123,16 +137,21 @@ def worker_runs(transformed, tmp_path_factory):
     runs = {}
     for count in (1, 2):
         out = tmp_path_factory.mktemp(f'workers{count}')
-        fn_args = _fn_args(transformed, out, strategy='multi_worker',
-                           workers=count, worker_timeout_seconds=900)
+        fn_args = _fn_args(transformed,
+                           out,
+                           strategy='multi_worker',
+                           workers=count,
+                           worker_timeout_seconds=900)
         convnet.run_fn(fn_args)
         runs[count] = fn_args, _report(fn_args)
     return runs
 
 
 def _worker_processes():
-    return [p for p in psutil.Process().children(recursive=True)
-            if 'models.workers' in ' '.join(p.cmdline())]
+    return [
+        p for p in psutil.Process().children(recursive=True)
+        if 'models.workers' in ' '.join(p.cmdline())
+    ]
 
 
 def test_two_workers_train_one_model_that_only_the_chief_exports(worker_runs):
@@ -163,8 +182,12 @@ def test_two_workers_learn_as_well_as_one(worker_runs):
 
 
 def test_a_worker_that_dies_fails_the_run_with_its_log(transformed, tmp_path):
-    fn_args = _fn_args(transformed, tmp_path, strategy='multi_worker',
-                       workers=2, epochs=200, worker_timeout_seconds=900)
+    fn_args = _fn_args(transformed,
+                       tmp_path,
+                       strategy='multi_worker',
+                       workers=2,
+                       epochs=200,
+                       worker_timeout_seconds=900)
     log = os.path.join(fn_args.model_run_dir, 'workers', 'worker-1.log')
     killed = []
 
@@ -195,13 +218,18 @@ def test_run_fn_transfers_the_filter_banks_frozen_then_fine_tuned(
     """The Trainer's run_fn under `mirrored`, started from the exported
     model of `mirrored_run` (models/transfer.py)."""
     source = mirrored_run[0].serving_model_dir
-    fn_args = _fn_args(transformed, tmp_path, strategy='mirrored', epochs=2,
-                       transfer_from=source, transfer_frozen_fraction=0.5)
+    fn_args = _fn_args(transformed,
+                       tmp_path,
+                       strategy='mirrored',
+                       epochs=2,
+                       transfer_from=source,
+                       transfer_frozen_fraction=0.5)
     convnet.run_fn(fn_args)
     report = _report(fn_args)['transfer']
     assert report['transfer_from'] == source
-    assert report['layers'] == ['block0_conv0', 'block0_conv0_bn',
-                                'block0_conv1', 'block0_conv1_bn']
+    assert report['layers'] == [
+        'block0_conv0', 'block0_conv0_bn', 'block0_conv1', 'block0_conv1_bn'
+    ]
     assert report['new_layers'] == ['dense', 'dense_bn', 'classifier']
     assert report['frozen_epochs'] == 1
     assert _accuracy(fn_args.serving_model_dir) > 0.8

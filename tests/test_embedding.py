@@ -28,9 +28,13 @@ from tests import datasets
 from tests import tiny_transform as tiny
 from tests.serving import server_utils
 
-PARAMS = {'embedding_dim': 8, 'triplet_margin': 0.2,
-          'triplet_mining': 'semi_hard', 'references_per_class': 10,
-          'epochs': 2}
+PARAMS = {
+    'embedding_dim': 8,
+    'triplet_margin': 0.2,
+    'triplet_mining': 'semi_hard',
+    'references_per_class': 10,
+    'epochs': 2
+}
 
 
 def _unit(rows):
@@ -40,13 +44,14 @@ def _unit(rows):
 
 def _semi_hard_by_triplets(labels, embeddings, margin):
     """FaceNet's semi-hard loss, triplet by triplet, for comparison."""
-    d = ((embeddings[:, None] - embeddings[None]) ** 2).sum(-1)
+    d = ((embeddings[:, None] - embeddings[None])**2).sum(-1)
     total, count = 0.0, 0
     for a, p in itertools.permutations(range(len(labels)), 2):
         if labels[a] != labels[p]:
             continue
-        negatives = [d[a, n] for n in range(len(labels))
-                     if labels[n] != labels[a]]
+        negatives = [
+            d[a, n] for n in range(len(labels)) if labels[n] != labels[a]
+        ]
         farther = [x for x in negatives if x > d[a, p]]
         chosen = min(farther) if farther else max(negatives)
         total += max(d[a, p] - chosen + margin, 0.0)
@@ -55,13 +60,14 @@ def _semi_hard_by_triplets(labels, embeddings, margin):
 
 
 def _batch_hard_by_anchors(labels, embeddings, margin):
-    d = ((embeddings[:, None] - embeddings[None]) ** 2).sum(-1)
+    d = ((embeddings[:, None] - embeddings[None])**2).sum(-1)
     total = 0.0
     for a, label in enumerate(labels):
-        positive = max(d[a, p] for p in range(len(labels))
+        positive = max(d[a, p]
+                       for p in range(len(labels))
                        if p != a and labels[p] == label)
-        negative = min(d[a, n] for n in range(len(labels))
-                       if labels[n] != label)
+        negative = min(
+            d[a, n] for n in range(len(labels)) if labels[n] != label)
         total += max(positive - negative + margin, 0.0)
     return total / len(labels)
 
@@ -75,13 +81,15 @@ def test_the_triplet_loss_mines_as_its_definition_says():
             got = losses.triplet_loss(tf.constant(labels),
                                       tf.constant(embeddings, tf.float32),
                                       margin, 'semi_hard')
-            assert float(got) == pytest.approx(
-                _semi_hard_by_triplets(labels, embeddings, margin), abs=1e-5)
+            assert float(got) == pytest.approx(_semi_hard_by_triplets(
+                labels, embeddings, margin),
+                                               abs=1e-5)
             got = losses.triplet_loss(tf.constant(labels),
                                       tf.constant(embeddings, tf.float32),
                                       margin, 'hard')
-            assert float(got) == pytest.approx(
-                _batch_hard_by_anchors(labels, embeddings, margin), abs=1e-5)
+            assert float(got) == pytest.approx(_batch_hard_by_anchors(
+                labels, embeddings, margin),
+                                               abs=1e-5)
 
 
 @pytest.mark.parametrize('mining', losses.MINING)
@@ -99,28 +107,35 @@ def test_the_triplet_loss_decreases_and_separates_a_toy_set(mining):
         return loss_fn(labels, tf.math.l2_normalize(points, axis=1))
 
     first = float(loss())
-    hits = losses.nearest_neighbour_hits(
-        labels, tf.math.l2_normalize(points, axis=1))
+    hits = losses.nearest_neighbour_hits(labels,
+                                         tf.math.l2_normalize(points, axis=1))
     assert float(tf.reduce_mean(hits)) < 0.9
     for _ in range(100):
         optimizer.minimize(loss, [points])
     assert first > 0.1
     assert float(loss()) < 0.1 * first
-    hits = losses.nearest_neighbour_hits(
-        labels, tf.math.l2_normalize(points, axis=1))
+    hits = losses.nearest_neighbour_hits(labels,
+                                         tf.math.l2_normalize(points, axis=1))
     assert float(tf.reduce_mean(hits)) == 1.0
 
 
 def test_the_model_outputs_unit_vectors_in_training_and_inference():
-    params = {'image_shape': [12, 12, 1], 'conv_filters': [4],
-              'dense_units': 8, 'embedding_dim': 5}
+    params = {
+        'image_shape': [12, 12, 1],
+        'conv_filters': [4],
+        'dense_units': 8,
+        'embedding_dim': 5
+    }
     model = embedding.build_model(params, 3)
     images = np.random.default_rng(2).normal(size=(6, 12, 12, 1)) * 10
     for training in (True, False):
-        vectors = model({'image': tf.constant(images, tf.float32)},
+        vectors = model({
+            'image': tf.constant(images, tf.float32)
+        },
                         training=training).numpy()
         assert vectors.shape == (6, 5)
-        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0,
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1),
+                                   1.0,
                                    atol=1e-5)
     # The convnet's trunk, without its classifier.
     names = {layer.name for layer in model.layers}
@@ -151,8 +166,7 @@ def test_the_served_embeddings_are_unit_vectors(exported):
     vectors = model.signatures[signatures.EMBEDDING_SIGNATURE](
         images=tf.constant(images))[signatures.EMBEDDINGS_OUTPUT].numpy()
     assert vectors.shape == (12, PARAMS['embedding_dim'])
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0,
-                               atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
 def test_classify_by_reference_names_the_nearest_class(exported):
@@ -169,7 +183,8 @@ def test_classify_by_reference_names_the_nearest_class(exported):
     counts = np.bincount(table.labels.numpy(), minlength=len(names))
     assert counts.tolist() == [PARAMS['references_per_class']] * len(names)
     references = table.embeddings.numpy()
-    np.testing.assert_allclose(np.linalg.norm(references, axis=1), 1.0,
+    np.testing.assert_allclose(np.linalg.norm(references, axis=1),
+                               1.0,
                                atol=1e-5)
     # The nearest reference, found here by brute force.
     similarity = vectors @ references.T
@@ -177,25 +192,28 @@ def test_classify_by_reference_names_the_nearest_class(exported):
     want = [names[table.labels.numpy()[i]] for i in nearest]
 
     answer = model.signatures[signatures.REFERENCE_SIGNATURE](images=images)
-    got = [n.decode() for n in
-           answer[signatures.NEAREST_CLASS_OUTPUT].numpy()]
+    got = [n.decode() for n in answer[signatures.NEAREST_CLASS_OUTPUT].numpy()]
     assert got == want
     np.testing.assert_allclose(answer[signatures.SIMILARITY_OUTPUT].numpy(),
-                               similarity.max(axis=1), atol=1e-5)
+                               similarity.max(axis=1),
+                               atol=1e-5)
     # The classifier's signatures name it too: a distribution over the
     # classes, the nearest class first; the same from bytes and Examples.
     by_image = model.signatures[signatures.IMAGE_SIGNATURE](images=images)
     scores = by_image[signatures.SCORES_OUTPUT].numpy()
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
     classes = by_image[signatures.CLASSES_OUTPUT].numpy()
-    assert [row[i].decode() for row, i in
-            zip(classes, scores.argmax(axis=1))] == want
-    examples = [features.image_example(image, int(label))
-                for image, label in zip(images.numpy(), labels)]
+    assert [row[i].decode() for row, i in zip(classes, scores.argmax(axis=1))
+           ] == want
+    examples = [
+        features.image_example(image, int(label))
+        for image, label in zip(images.numpy(), labels)
+    ]
     by_example = model.signatures[signatures.DEFAULT_SIGNATURE](
         inputs=tf.constant(examples))
-    np.testing.assert_allclose(
-        by_example[signatures.SCORES_OUTPUT].numpy(), scores, atol=1e-5)
+    np.testing.assert_allclose(by_example[signatures.SCORES_OUTPUT].numpy(),
+                               scores,
+                               atol=1e-5)
     # The tiny set is easy: the embedding learned it.
     assert (np.array(want) == np.array(names)[labels]).mean() >= 0.9
 
@@ -207,8 +225,7 @@ NEW_CLASS = 'stripe'
 def _stripes(count, seed):
     """Images of a class the model never saw: a vertical band."""
     rng = np.random.default_rng(seed)
-    images = rng.integers(0, 60, (count, tiny.SIZE, tiny.SIZE),
-                          dtype=np.uint8)
+    images = rng.integers(0, 60, (count, tiny.SIZE, tiny.SIZE), dtype=np.uint8)
     images[:, :, 4:8] += 150
     return [datasets.png_bytes(image) for image in images]
 
@@ -231,9 +248,8 @@ def _digest(folder):
 
 
 def _nearest(client, images):
-    outputs = client.predict(
-        'embedding', {signatures.IMAGE_INPUT: images},
-        signature=signatures.REFERENCE_SIGNATURE)
+    outputs = client.predict('embedding', {signatures.IMAGE_INPUT: images},
+                             signature=signatures.REFERENCE_SIGNATURE)
     return [n.decode() for n in outputs[signatures.NEAREST_CLASS_OUTPUT]]
 
 
@@ -250,20 +266,31 @@ def added(exported, tmp_path_factory):
     unseen = _stripes(8, 4)  # Not among the references.
     server = server_utils.start_model_server(root, [
         '--model_name=embedding', f'--model_base_path={base}',
-        '--file_system_poll_wait_seconds=1'], rest=False)
+        '--file_system_poll_wait_seconds=1'
+    ],
+                                             rest=False)
     try:
         with client_lib.ModelServerClient(server.grpc_address) as client:
             before = _nearest(client, unseen)
-            code = cli.main(['add-class', '--model-dir', str(base), '--name',
-                             NEW_CLASS, '--images', str(references)])
+            code = cli.main([
+                'add-class', '--model-dir',
+                str(base), '--name', NEW_CLASS, '--images',
+                str(references)
+            ])
             client.wait_until_available('embedding', 120, version=VERSION + 1)
             after = _nearest(client, unseen)
-            top = [p.top_class for p in client.predict_images(
-                'embedding', unseen)]
+            top = [
+                p.top_class for p in client.predict_images('embedding', unseen)
+            ]
     finally:
         server.stop()
-    return dict(base=base, code=code, before=before, after=after, top=top,
-                unseen=unseen, old_digest=old_digest)
+    return dict(base=base,
+                code=code,
+                before=before,
+                after=after,
+                top=top,
+                unseen=unseen,
+                old_digest=old_digest)
 
 
 def test_an_added_class_is_served_after_the_version_swap(added):
@@ -287,15 +314,19 @@ def test_add_class_writes_the_next_version_and_leaves_the_old_one(added):
         tiny.PARAMS['class_names'] + [NEW_CLASS]
     assert np.bincount(new.reference_table.labels.numpy())[-1] == 6
     # The old classes' references and every weight are the old version's.
-    table = {id(v) for v in (old.reference_table.embeddings,
-                             old.reference_table.labels,
-                             old.reference_table.class_names)}
+    table = {
+        id(v)
+        for v in (old.reference_table.embeddings, old.reference_table.labels,
+                  old.reference_table.class_names)
+    }
     weights = sorted((v.name, v.numpy().tobytes())
                      for v in tf.train.TrackableView(old).descendants()
                      if isinstance(v, tf.Variable) and id(v) not in table)
-    new_table = {id(v) for v in (new.reference_table.embeddings,
-                                 new.reference_table.labels,
-                                 new.reference_table.class_names)}
+    new_table = {
+        id(v)
+        for v in (new.reference_table.embeddings, new.reference_table.labels,
+                  new.reference_table.class_names)
+    }
     assert weights and weights == sorted(
         (v.name, v.numpy().tobytes())
         for v in tf.train.TrackableView(new).descendants()
@@ -312,11 +343,12 @@ def base_path(exported, tmp_path):
     return base
 
 
-@pytest.mark.parametrize('fault', ['no images', 'unreadable image',
-                                   'not an image file', 'existing name',
-                                   'no version'])
-def test_bad_input_to_add_class_is_one_line_and_exit_2(
-        fault, base_path, tmp_path, capsys):
+@pytest.mark.parametrize('fault', [
+    'no images', 'unreadable image', 'not an image file', 'existing name',
+    'no version'
+])
+def test_bad_input_to_add_class_is_one_line_and_exit_2(fault, base_path,
+                                                       tmp_path, capsys):
     images = _write(tmp_path / 'images', _stripes(2, 5))
     name, model_dir, culprit = NEW_CLASS, base_path, None
     if fault == 'no images':
@@ -337,10 +369,15 @@ def test_bad_input_to_add_class_is_one_line_and_exit_2(
         model_dir.mkdir()
         culprit = f'{model_dir}: holds no numbered model version'
     before = sorted(os.listdir(base_path))
-    code = cli.main(['add-class', '--model-dir', str(model_dir),
-                     '--name', name, '--images', str(images)])
-    lines = [line for line in capsys.readouterr().err.splitlines()
-             if line.startswith('error')]
+    code = cli.main([
+        'add-class', '--model-dir',
+        str(model_dir), '--name', name, '--images',
+        str(images)
+    ])
+    lines = [
+        line for line in capsys.readouterr().err.splitlines()
+        if line.startswith('error')
+    ]
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith(f'error: {culprit}'), \
         lines

@@ -29,34 +29,43 @@ def run_example_gen(tmp_path, source, **settings):
     """Runs the executor on `source` as the pipeline configures it (the
     layout is learned again at run time); returns split -> list of
     tf.Example."""
-    config = configs.RunConfig(model='convnet' if source.kind == 'images'
-                               else 'rnn', profile='full')
-    all_settings = {**pipeline_lib.example_gen_settings(config, source.root),
-                    **settings}
+    config = configs.RunConfig(
+        model='convnet' if source.kind == 'images' else 'rnn', profile='full')
+    all_settings = {
+        **pipeline_lib.example_gen_settings(config, source.root),
+        **settings
+    }
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / 'examples')
     exec_properties = {
-        'input_base': os.path.dirname(source.root),
-        'input_config': proto_utils.proto_to_json(
-            executor.fingerprint_input_config(
-                os.path.basename(source.root))),
-        'output_config': proto_utils.proto_to_json(example_gen_pb2.Output()),
-        'custom_config': proto_utils.proto_to_json(
-            executor.settings_to_custom_config(all_settings)),
-        'output_data_format': example_gen_pb2.FORMAT_TF_EXAMPLE,
+        'input_base':
+            os.path.dirname(source.root),
+        'input_config':
+            proto_utils.proto_to_json(
+                executor.fingerprint_input_config(os.path.basename(source.root))
+            ),
+        'output_config':
+            proto_utils.proto_to_json(example_gen_pb2.Output()),
+        'custom_config':
+            proto_utils.proto_to_json(
+                executor.settings_to_custom_config(all_settings)),
+        'output_data_format':
+            example_gen_pb2.FORMAT_TF_EXAMPLE,
     }
     context = base_beam_executor.BaseBeamExecutor.Context(
-        tmp_dir=str(tmp_path / 'tmp'), unique_id='test',
+        tmp_dir=str(tmp_path / 'tmp'),
+        unique_id='test',
         beam_pipeline_args=configs.default_beam_args())
-    executor.Executor(context).Do({}, {'examples': [examples]},
-                                  exec_properties)
+    executor.Executor(context).Do({}, {'examples': [examples]}, exec_properties)
     result = {}
     for split in artifact_utils.decode_split_names(examples.split_names):
-        files = glob.glob(os.path.join(
-            artifact_utils.get_split_uri([examples], split), '*.gz'))
-        result[split] = [tf.train.Example.FromString(r.numpy()) for r in
-                         tf.data.TFRecordDataset(files,
-                                                 compression_type='GZIP')]
+        files = glob.glob(
+            os.path.join(artifact_utils.get_split_uri([examples], split),
+                         '*.gz'))
+        result[split] = [
+            tf.train.Example.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(files, compression_type='GZIP')
+        ]
     return result, examples
 
 
@@ -67,8 +76,10 @@ def _labels(examples):
 
 def test_idx_files_give_train_and_test_and_a_stable_eval_carved_from_train(
         tmp_path):
-    folder = datasets.write_idx_dataset(str(tmp_path / 'idx'), train=60,
-                                        test=20, num_classes=10)
+    folder = datasets.write_idx_dataset(str(tmp_path / 'idx'),
+                                        train=60,
+                                        test=20,
+                                        num_classes=10)
     source = data_source.detect(folder, data_source.IMAGES)
     assert source.format == 'idx'
     assert source.class_names == tuple(str(i) for i in range(10))
@@ -88,8 +99,8 @@ def test_idx_files_give_train_and_test_and_a_stable_eval_carved_from_train(
         label = example.features.feature['label'].int64_list.value[0]
         png = example.features.feature['image'].bytes_list.value[0]
         by_label.setdefault(label, []).append(tf.io.decode_png(png).numpy())
-    assert any(np.array_equal(p[..., 0], images[0])
-               for p in by_label[labels[0]])
+    assert any(
+        np.array_equal(p[..., 0], images[0]) for p in by_label[labels[0]])
 
 
 def test_idx_label_out_of_range_fails_naming_the_labels_file(tmp_path):
@@ -127,7 +138,8 @@ def test_truncated_idx_file_fails_naming_the_file(tmp_path):
 
 def test_class_folders_with_a_corrupt_image_fail_or_skip_and_count(tmp_path):
     root = datasets.write_class_folders(str(tmp_path / 'folders'),
-                                        ['cat', 'dog'], per_class=4)
+                                        ['cat', 'dog'],
+                                        per_class=4)
     corrupt = tmp_path / 'folders' / 'train' / 'dog' / 'broken.png'
     corrupt.write_bytes(datasets.png_bytes(np.zeros((9, 9), np.uint8))[:40])
     source = data_source.detect(root, data_source.IMAGES)
@@ -138,7 +150,8 @@ def test_class_folders_with_a_corrupt_image_fail_or_skip_and_count(tmp_path):
         run_example_gen(tmp_path / 'fail', source)
     assert error.value.path.endswith('broken.png')
 
-    splits, examples = run_example_gen(tmp_path / 'skip', source,
+    splits, examples = run_example_gen(tmp_path / 'skip',
+                                       source,
                                        on_bad_record='skip')
     assert examples.get_int_custom_property(executor.BAD_RECORDS_PROPERTY) == 1
     assert len(splits['train']) + len(splits['eval']) == 8
@@ -156,8 +169,11 @@ def test_ts_files_become_sequence_examples_with_their_real_lengths(tmp_path):
 
     # What the executor learned from the data, for Transform and the Trainer.
     assert data_facts.read(examples.uri) == {
-        'class_names': ['a', 'b', 'c'], 'num_channels': 3, 'format': 'ts',
-        'span': 0}
+        'class_names': ['a', 'b', 'c'],
+        'num_channels': 3,
+        'format': 'ts',
+        'span': 0
+    }
     assert len(splits['test']) == 12
     lengths = {}
     for example in splits['test']:
@@ -178,11 +194,13 @@ def test_spans_are_found_and_patterns_carry_the_span_placeholder(tmp_path):
 
 
 def test_the_executor_reads_the_newest_span_it_finds_when_it_runs(tmp_path):
-    datasets.write_idx_dataset(str(tmp_path / 'data' / 'span-1'), train=30,
+    datasets.write_idx_dataset(str(tmp_path / 'data' / 'span-1'),
+                               train=30,
                                test=10)
     source = data_source.detect(str(tmp_path / 'data'), data_source.IMAGES)
     # A span lands after the pipeline was built: the run reads it.
-    datasets.write_idx_dataset(str(tmp_path / 'data' / 'span-2'), train=60,
+    datasets.write_idx_dataset(str(tmp_path / 'data' / 'span-2'),
+                               train=60,
                                test=20)
 
     splits, examples = run_example_gen(tmp_path, source)
@@ -206,4 +224,5 @@ def test_a_span_window_reads_the_newest_spans_that_exist(tmp_path):
     pattern = 'span-4/train-images-idx*'
     assert executor._span_window(pattern, properties, 1) == [pattern]  # pylint: disable=protected-access
     assert executor._span_window(pattern, properties, 3) == [  # pylint: disable=protected-access
-        'span-2/train-images-idx*', 'span-4/train-images-idx*']
+        'span-2/train-images-idx*', 'span-4/train-images-idx*'
+    ]

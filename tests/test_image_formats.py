@@ -29,7 +29,9 @@ def write(path, data: bytes) -> str:
     return str(path)
 
 
-def write_idx(path, array: np.ndarray, type_code: int = 0x08,
+def write_idx(path,
+              array: np.ndarray,
+              type_code: int = 0x08,
               compress: bool = False) -> str:
     data = idx_bytes(array, type_code)
     return write(path, gzip.compress(data) if compress else data)
@@ -59,12 +61,13 @@ RNG = np.random.default_rng(0)
 GRAY = RNG.integers(0, 256, (5, 7), dtype=np.uint8)
 RGB = RNG.integers(0, 256, (6, 4, 3), dtype=np.uint8)
 
-
 # --- read_idx ---------------------------------------------------------------
 
-@pytest.mark.parametrize('type_code,dtype', [
-    (0x08, np.uint8), (0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32),
-    (0x0D, np.float32), (0x0E, np.float64)])
+
+@pytest.mark.parametrize('type_code,dtype', [(0x08, np.uint8), (0x09, np.int8),
+                                             (0x0B, np.int16), (0x0C, np.int32),
+                                             (0x0D, np.float32),
+                                             (0x0E, np.float64)])
 @pytest.mark.parametrize('compress', [False, True])
 def test_read_idx_each_type(tmp_path, type_code, dtype, compress):
     kind = np.dtype(dtype).kind
@@ -124,8 +127,7 @@ def test_read_idx_bad_magic_inside_gzip(tmp_path):
 
 def test_read_idx_unknown_type(tmp_path):
     path = write(tmp_path / 'bad', bytes([0, 0, 0x0A, 1, 0, 0, 0, 1, 7]))
-    with raises_input_error(path, 'unknown IDX type code 0x0A',
-                            '0x08 (ubyte)'):
+    with raises_input_error(path, 'unknown IDX type code 0x0A', '0x08 (ubyte)'):
         image_formats.read_idx(path)
 
 
@@ -163,8 +165,7 @@ def test_read_idx_trailing_bytes(tmp_path):
 def test_read_idx_corrupt_gzip(tmp_path):
     packed = gzip.compress(idx_bytes(np.arange(1000, dtype=np.int32), 0x0C))
     cut = write(tmp_path / 'cut.gz', packed[:len(packed) // 2])
-    with raises_input_error(cut, 'cannot be decompressed',
-                            'download it again'):
+    with raises_input_error(cut, 'cannot be decompressed', 'download it again'):
         image_formats.read_idx(cut)
     flipped = bytearray(packed)
     flipped[len(flipped) // 2] ^= 0xFF
@@ -178,11 +179,13 @@ def test_read_idx_corrupt_gzip(tmp_path):
 
 # --- labels_path_for --------------------------------------------------------
 
-@pytest.mark.parametrize('images,labels', [
-    ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
-    ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
-    ('train-images.idx3-ubyte', 'train-labels.idx1-ubyte'),
-    ('cifar-images-idx4-ubyte.gz', 'cifar-labels-idx1-ubyte.gz')])
+
+@pytest.mark.parametrize(
+    'images,labels',
+    [('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
+     ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
+     ('train-images.idx3-ubyte', 'train-labels.idx1-ubyte'),
+     ('cifar-images-idx4-ubyte.gz', 'cifar-labels-idx1-ubyte.gz')])
 def test_labels_path_for(tmp_path, images, labels):
     write(tmp_path / labels, b'')
     assert image_formats.labels_path_for(str(tmp_path / images)) == str(
@@ -214,12 +217,14 @@ def test_labels_path_for_unknown_name(tmp_path):
 
 # --- read_idx_dataset -------------------------------------------------------
 
+
 def test_read_idx_dataset(tmp_path):
     images = RNG.integers(0, 256, (4, 3, 2), dtype=np.uint8)
     labels = np.array([2, 0, 1, 2], np.uint8)
     got_images, got_labels = image_formats.read_idx_dataset(
         write_idx(tmp_path / 'i', images, compress=True),
-        write_idx(tmp_path / 'l', labels), num_classes=3)
+        write_idx(tmp_path / 'l', labels),
+        num_classes=3)
     np.testing.assert_array_equal(got_images, images)
     assert got_images.dtype == np.uint8
     assert got_labels.dtype == np.int64
@@ -231,7 +236,8 @@ def test_read_idx_dataset_4d_and_int32_labels(tmp_path):
     labels = np.array([1, 0], np.int32)
     got_images, got_labels = image_formats.read_idx_dataset(
         write_idx(tmp_path / 'i', images),
-        write_idx(tmp_path / 'l', labels, 0x0C), num_classes=2)
+        write_idx(tmp_path / 'l', labels, 0x0C),
+        num_classes=2)
     assert got_images.shape == (2, 3, 2, 3)
     assert got_labels.tolist() == [1, 0]
 
@@ -282,10 +288,13 @@ def test_read_idx_dataset_bad_shapes_and_types(tmp_path):
 
 # --- encode_png -------------------------------------------------------------
 
-@pytest.mark.parametrize('image,mode', [
-    (GRAY, 'L'), (GRAY[:, :, np.newaxis], 'L'), (RGB, 'RGB'),
-    (RNG.integers(0, 256, (3, 8, 4), dtype=np.uint8), 'RGBA'),
-    (RGB[::2, ::-1], 'RGB')])  # not contiguous
+
+@pytest.mark.parametrize('image,mode',
+                         [(GRAY, 'L'), (GRAY[:, :, np.newaxis], 'L'),
+                          (RGB, 'RGB'),
+                          (RNG.integers(0, 256,
+                                        (3, 8, 4), dtype=np.uint8), 'RGBA'),
+                          (RGB[::2, ::-1], 'RGB')])  # not contiguous
 def test_encode_png_round_trip(image, mode):
     data = image_formats.encode_png(image)
     Image.open(io.BytesIO(data)).verify()  # chunk CRCs and IEND
@@ -302,14 +311,18 @@ def test_encode_png_compresses():
 
 
 @pytest.mark.parametrize('image', [
-    np.zeros((4, 4), np.float32), np.zeros((4, 4, 2), np.uint8),
-    np.zeros((4,), np.uint8), np.zeros((0, 4), np.uint8)])
+    np.zeros((4, 4), np.float32),
+    np.zeros((4, 4, 2), np.uint8),
+    np.zeros((4,), np.uint8),
+    np.zeros((0, 4), np.uint8)
+])
 def test_encode_png_rejects(image):
     with pytest.raises(ValueError):
         image_formats.encode_png(image)
 
 
 # --- decode_image_file ------------------------------------------------------
+
 
 def test_decode_png_and_jpeg_unchanged(tmp_path):
     # encode_png's output differs from Pillow's, so re-encoding would show.
@@ -330,10 +343,14 @@ def test_decode_bmp_as_png(tmp_path, array):
 
 
 def test_decode_gif_first_frame_as_png(tmp_path):
-    frames = [Image.fromarray(np.full((4, 6), value, np.uint8)).convert('P')
-              for value in (30, 200)]
+    frames = [
+        Image.fromarray(np.full((4, 6), value, np.uint8)).convert('P')
+        for value in (30, 200)
+    ]
     buffer = io.BytesIO()
-    frames[0].save(buffer, format='GIF', save_all=True,
+    frames[0].save(buffer,
+                   format='GIF',
+                   save_all=True,
                    append_images=frames[1:])
     path = write(tmp_path / 'a.gif', buffer.getvalue())
     with Image.open(path) as gif:
@@ -355,12 +372,15 @@ def test_decode_converts_modes_png_cannot_store(tmp_path):
                                   np.asarray(cmyk.convert('RGB')))
 
 
-@pytest.mark.parametrize('image_format,cut', [
-    ('PNG', 12),    # no IEND chunk: load() alone does not notice
-    ('PNG', 13),    # IDAT checksum cut
-    ('PNG', 200),   # pixel data cut
-    ('JPEG', 2),    # no end-of-image marker
-    ('JPEG', 300)])
+@pytest.mark.parametrize(
+    'image_format,cut',
+    [
+        ('PNG', 12),  # no IEND chunk: load() alone does not notice
+        ('PNG', 13),  # IDAT checksum cut
+        ('PNG', 200),  # pixel data cut
+        ('JPEG', 2),  # no end-of-image marker
+        ('JPEG', 300)
+    ])
 def test_decode_truncated(tmp_path, image_format, cut):
     array = RNG.integers(0, 256, (40, 50, 3), dtype=np.uint8)
     data = image_bytes(array, image_format)
@@ -398,6 +418,7 @@ def test_decode_empty_and_missing(tmp_path):
 
 # --- scan_class_folders -----------------------------------------------------
 
+
 def make_tree(root, files):
     """Creates files (relative path -> bytes) under root; returns str(root)."""
     for relative, data in files.items():
@@ -413,33 +434,48 @@ BMP_BIG = image_bytes(RNG.integers(0, 256, (30, 20, 3), dtype=np.uint8), 'BMP')
 
 
 def test_scan_flat_layout(tmp_path):
-    root = make_tree(tmp_path, {
-        'dog/2.JPG': JPEG_RGB, 'dog/1.png': PNG_GRAY, 'cat/a.bmp': BMP_BIG,
-        'cat/more/b.gif': image_bytes(GRAY, 'GIF'),  # nested: still 'cat'
-        'cat/notes.txt': b'x', 'README.md': b'x',
-        'cat/.DS_Store': b'x', '.hidden/x.png': PNG_GRAY,
-        '.ipynb_checkpoints/x.png': PNG_GRAY})
+    root = make_tree(
+        tmp_path,
+        {
+            'dog/2.JPG': JPEG_RGB,
+            'dog/1.png': PNG_GRAY,
+            'cat/a.bmp': BMP_BIG,
+            'cat/more/b.gif': image_bytes(GRAY, 'GIF'),  # nested: still 'cat'
+            'cat/notes.txt': b'x',
+            'README.md': b'x',
+            'cat/.DS_Store': b'x',
+            '.hidden/x.png': PNG_GRAY,
+            '.ipynb_checkpoints/x.png': PNG_GRAY
+        })
     dataset = image_formats.scan_class_folders(root)
     assert dataset.class_names == ('cat', 'dog')
 
     def join(*parts):
         return os.path.join(root, *parts)
 
-    assert dataset.files == {'train': (
-        (join('cat', 'a.bmp'), 0), (join('cat', 'more', 'b.gif'), 0),
-        (join('dog', '1.png'), 1), (join('dog', '2.JPG'), 1))}
+    assert dataset.files == {
+        'train': ((join('cat', 'a.bmp'), 0), (join('cat', 'more', 'b.gif'), 0),
+                  (join('dog', '1.png'), 1), (join('dog', '2.JPG'), 1))
+    }
     assert dataset.skipped == (join('README.md'), join('cat', 'notes.txt'))
     # Gray, colour and different sizes all decode to the expected pixels.
-    shapes = [pixels(image_formats.decode_image_file(path)).shape
-              for path, _ in dataset.files['train']]
+    shapes = [
+        pixels(image_formats.decode_image_file(path)).shape
+        for path, _ in dataset.files['train']
+    ]
     assert shapes == [(30, 20, 3), (5, 7), (5, 7), (6, 4, 3)]
 
 
 def test_scan_split_layout(tmp_path):
-    root = make_tree(tmp_path, {
-        'train/b/1.png': PNG_GRAY, 'train/a/1.jpg': JPEG_RGB,
-        'train/c/1.jpeg': JPEG_RGB, 'test/c/9.png': PNG_GRAY,
-        'validation/a/5.png': PNG_GRAY, 'LICENSE': b'x'})
+    root = make_tree(
+        tmp_path, {
+            'train/b/1.png': PNG_GRAY,
+            'train/a/1.jpg': JPEG_RGB,
+            'train/c/1.jpeg': JPEG_RGB,
+            'test/c/9.png': PNG_GRAY,
+            'validation/a/5.png': PNG_GRAY,
+            'LICENSE': b'x'
+        })
     dataset = image_formats.scan_class_folders(root)
     assert dataset.class_names == ('a', 'b', 'c')
 
@@ -447,20 +483,23 @@ def test_scan_split_layout(tmp_path):
         return os.path.join(root, *parts)
 
     assert dataset.files == {
-        'train': ((join('train', 'a', '1.jpg'), 0),
-                  (join('train', 'b', '1.png'), 1),
+        'train': ((join('train', 'a',
+                        '1.jpg'), 0), (join('train', 'b', '1.png'), 1),
                   (join('train', 'c', '1.jpeg'), 2)),
         'test': ((join('test', 'c', '9.png'), 2),),
-        'eval': ((join('validation', 'a', '5.png'), 0),)}
+        'eval': ((join('validation', 'a', '5.png'), 0),)
+    }
     assert dataset.skipped == (join('LICENSE'),)
 
 
 def test_scan_split_layout_eval_folder(tmp_path):
-    root = make_tree(tmp_path, {'train/a/1.png': PNG_GRAY,
-                                'eval/a/2.png': PNG_GRAY})
+    root = make_tree(tmp_path, {
+        'train/a/1.png': PNG_GRAY,
+        'eval/a/2.png': PNG_GRAY
+    })
     dataset = image_formats.scan_class_folders(root)
-    assert dataset.files['eval'] == ((os.path.join(root, 'eval', 'a', '2.png'),
-                                      0),)
+    assert dataset.files['eval'] == ((os.path.join(root, 'eval', 'a',
+                                                   '2.png'), 0),)
     assert set(dataset.files) == {'train', 'eval'}
 
 
@@ -479,8 +518,11 @@ def test_scan_no_class_folders(tmp_path):
 
 
 def test_scan_class_folder_without_images(tmp_path):
-    root = make_tree(tmp_path, {'a/1.png': PNG_GRAY, 'b/notes.txt': b'x',
-                                'b/.2.png': PNG_GRAY})
+    root = make_tree(tmp_path, {
+        'a/1.png': PNG_GRAY,
+        'b/notes.txt': b'x',
+        'b/.2.png': PNG_GRAY
+    })
     with raises_input_error(tmp_path / 'b', 'class folder with no images',
                             '.png, .jpg'):
         image_formats.scan_class_folders(root)
@@ -491,28 +533,38 @@ def test_scan_images_next_to_class_folders(tmp_path):
     with raises_input_error(root, '1 image files (e.g. stray.jpg)',
                             'next to class folders', 'ambiguous'):
         image_formats.scan_class_folders(root)
-    root = make_tree(tmp_path / 'split', {'train/a/1.png': PNG_GRAY,
-                                          'train/x.png': PNG_GRAY})
+    root = make_tree(tmp_path / 'split', {
+        'train/a/1.png': PNG_GRAY,
+        'train/x.png': PNG_GRAY
+    })
     with raises_input_error(os.path.join(root, 'train'), 'next to class'):
         image_formats.scan_class_folders(root)
-    root = make_tree(tmp_path / 'split2', {'train/a/1.png': PNG_GRAY,
-                                           'x.png': PNG_GRAY})
+    root = make_tree(tmp_path / 'split2', {
+        'train/a/1.png': PNG_GRAY,
+        'x.png': PNG_GRAY
+    })
     with raises_input_error(root, 'next to split folders'):
         image_formats.scan_class_folders(root)
 
 
 def test_scan_mixed_layout(tmp_path):
-    root = make_tree(tmp_path, {'train/a/1.png': PNG_GRAY,
-                                'test/a/1.png': PNG_GRAY, 'b/1.png': PNG_GRAY})
+    root = make_tree(tmp_path, {
+        'train/a/1.png': PNG_GRAY,
+        'test/a/1.png': PNG_GRAY,
+        'b/1.png': PNG_GRAY
+    })
     with raises_input_error(root, 'mixes split folders (test, train)',
                             'other folders (b)'):
         image_formats.scan_class_folders(root)
 
 
 def test_scan_class_in_test_missing_from_train(tmp_path):
-    root = make_tree(tmp_path, {'train/a/1.png': PNG_GRAY,
-                                'test/a/1.png': PNG_GRAY,
-                                'test/z/1.png': PNG_GRAY})
+    root = make_tree(
+        tmp_path, {
+            'train/a/1.png': PNG_GRAY,
+            'test/a/1.png': PNG_GRAY,
+            'test/z/1.png': PNG_GRAY
+        })
     with raises_input_error(tmp_path / 'test', 'missing from', ': z;'):
         image_formats.scan_class_folders(root)
 
@@ -521,9 +573,12 @@ def test_scan_split_errors(tmp_path):
     root = make_tree(tmp_path / 'a', {'test/a/1.png': PNG_GRAY})
     with raises_input_error(root, 'no train/ folder'):
         image_formats.scan_class_folders(root)
-    root = make_tree(tmp_path / 'b', {
-        'train/a/1.png': PNG_GRAY, 'eval/a/1.png': PNG_GRAY,
-        'validation/a/1.png': PNG_GRAY})
+    root = make_tree(
+        tmp_path / 'b', {
+            'train/a/1.png': PNG_GRAY,
+            'eval/a/1.png': PNG_GRAY,
+            'validation/a/1.png': PNG_GRAY
+        })
     with raises_input_error(root, 'both eval/ and validation/'):
         image_formats.scan_class_folders(root)
     root = make_tree(tmp_path / 'c', {'train/a/1.png': PNG_GRAY})
@@ -534,6 +589,7 @@ def test_scan_split_errors(tmp_path):
 
 # --- the real Fashion-MNIST files -------------------------------------------
 
+
 @pytest.mark.skipif(not os.path.isdir(FASHION_MNIST_DIR),
                     reason='Fashion-MNIST files not installed')
 def test_fashion_mnist():
@@ -542,8 +598,7 @@ def test_fashion_mnist():
     assert labels_path == os.path.join(FASHION_MNIST_DIR,
                                        'train-labels-idx1-ubyte.gz')
     images, labels = image_formats.read_idx_dataset(
-        images_path, labels_path,
-        len(image_formats.FASHION_MNIST_CLASS_NAMES))
+        images_path, labels_path, len(image_formats.FASHION_MNIST_CLASS_NAMES))
     assert images.shape == (60000, 28, 28)
     assert images.dtype == np.uint8
     with gzip.open(labels_path) as f:
@@ -553,5 +608,5 @@ def test_fashion_mnist():
     with gzip.open(images_path) as f:
         first_image = np.frombuffer(f.read(16 + 784)[16:], np.uint8)
     np.testing.assert_array_equal(images[0].ravel(), first_image)
-    np.testing.assert_array_equal(
-        pixels(image_formats.encode_png(images[0])), images[0])
+    np.testing.assert_array_equal(pixels(image_formats.encode_png(images[0])),
+                                  images[0])

@@ -84,8 +84,7 @@ def test_no_import_runs_up_a_layer():
 
 @pytest.mark.parametrize('importer, imported, upward', [
     ('serving.client', 'components.image_formats', True),
-    ('components.serving_check.request_builder', 'serving.client',
-     False),
+    ('components.serving_check.request_builder', 'serving.client', False),
     ('models.training', 'pipeline.configs', True),
     ('serving.cli', 'components.image_formats', False),
 ])

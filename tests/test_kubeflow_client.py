@@ -27,45 +27,97 @@ from tests import kubeflow_jobs
 # would take ~30 s of TFX import.
 TFX_PIPELINE_JOB = {
     'displayName': 'tiny',
-    'labels': {'tfx_py_version': '3-10', 'tfx_runner': 'kubeflow_v2',
-               'tfx_version': '1-16-0'},
+    'labels': {
+        'tfx_py_version': '3-10',
+        'tfx_runner': 'kubeflow_v2',
+        'tfx_version': '1-16-0'
+    },
     'pipelineSpec': {
         'components': {
             'CsvExampleGen': {
                 'executorLabel': 'CsvExampleGen_executor',
-                'inputDefinitions': {'parameters': {
-                    'input_base': {'type': 'STRING'},
-                    'output_data_format': {'type': 'INT'}}},
-                'outputDefinitions': {'artifacts': {'examples': {
-                    'artifactType': {
-                        'instanceSchema': 'title: tfx.Examples\ntype: object\n'}
-                }}},
+                'inputDefinitions': {
+                    'parameters': {
+                        'input_base': {
+                            'type': 'STRING'
+                        },
+                        'output_data_format': {
+                            'type': 'INT'
+                        }
+                    }
+                },
+                'outputDefinitions': {
+                    'artifacts': {
+                        'examples': {
+                            'artifactType': {
+                                'instanceSchema':
+                                    'title: tfx.Examples\ntype: object\n'
+                            }
+                        }
+                    }
+                },
             }
         },
-        'deploymentSpec': {'executors': {
-            'CsvExampleGen_executor': {'container': {
-            'args': ['--executor_class_path',
-                     'tfx.components.example_gen.csv_example_gen.executor.Executor',
-                     '--json_serialized_invocation_args', '{{$}}'],
-            'command': ['python', '-m',
-                        'tfx.orchestration.kubeflow.v2.container.'
-                        'kubeflow_v2_run_executor'],
-            'image': 'gcr.io/tfx-oss-public/tfx:1.16.0',
-        }}}},
-        'pipelineInfo': {'name': 'tiny'},
-        'root': {'dag': {'tasks': {'CsvExampleGen': {
-            'componentRef': {'name': 'CsvExampleGen'},
-            'inputs': {'parameters': {
-                'input_base': {'runtimeValue': {'constantValue': {
-                    'stringValue': '/data/tiny'}}},
-                'output_data_format': {'runtimeValue': {'constantValue': {
-                    'intValue': '6'}}}}},
-            'taskInfo': {'name': 'CsvExampleGen'},
-        }}}},
+        'deploymentSpec': {
+            'executors': {
+                'CsvExampleGen_executor': {
+                    'container': {
+                        'args': [
+                            '--executor_class_path',
+                            'tfx.components.example_gen.csv_example_gen.executor.Executor',
+                            '--json_serialized_invocation_args', '{{$}}'
+                        ],
+                        'command': [
+                            'python', '-m',
+                            'tfx.orchestration.kubeflow.v2.container.'
+                            'kubeflow_v2_run_executor'
+                        ],
+                        'image': 'gcr.io/tfx-oss-public/tfx:1.16.0',
+                    }
+                }
+            }
+        },
+        'pipelineInfo': {
+            'name': 'tiny'
+        },
+        'root': {
+            'dag': {
+                'tasks': {
+                    'CsvExampleGen': {
+                        'componentRef': {
+                            'name': 'CsvExampleGen'
+                        },
+                        'inputs': {
+                            'parameters': {
+                                'input_base': {
+                                    'runtimeValue': {
+                                        'constantValue': {
+                                            'stringValue': '/data/tiny'
+                                        }
+                                    }
+                                },
+                                'output_data_format': {
+                                    'runtimeValue': {
+                                        'constantValue': {
+                                            'intValue': '6'
+                                        }
+                                    }
+                                }
+                            }
+                        },
+                        'taskInfo': {
+                            'name': 'CsvExampleGen'
+                        },
+                    }
+                }
+            }
+        },
         'schemaVersion': '2.0.0',
         'sdkVersion': 'tfx-1.16.0',
     },
-    'runtimeConfig': {'gcsOutputDirectory': 'gs://bucket/root'},
+    'runtimeConfig': {
+        'gcsOutputDirectory': 'gs://bucket/root'
+    },
 }
 
 API = '/apis/v2beta1'
@@ -74,10 +126,24 @@ API = '/apis/v2beta1'
 def _with_runtime_parameters():
     """The same job with two runtime parameters, as TFX writes (spec 2.0)."""
     job = copy.deepcopy(TFX_PIPELINE_JOB)
-    job['pipelineSpec']['root']['inputDefinitions'] = {'parameters': {
-        'epochs': {'type': 'INT'}, 'learning_rate': {'type': 'DOUBLE'}}}
+    job['pipelineSpec']['root']['inputDefinitions'] = {
+        'parameters': {
+            'epochs': {
+                'type': 'INT'
+            },
+            'learning_rate': {
+                'type': 'DOUBLE'
+            }
+        }
+    }
     job['runtimeConfig']['parameters'] = {
-        'epochs': {'intValue': '3'}, 'learning_rate': {'doubleValue': 0.01}}
+        'epochs': {
+            'intValue': '3'
+        },
+        'learning_rate': {
+            'doubleValue': 0.01
+        }
+    }
     return job
 
 
@@ -121,8 +187,11 @@ class KfpApiStub:
         return [(r['method'], r['path']) for r in self.requests]
 
     def body_of(self, method, path):
-        [body] = [r['body'] for r in self.requests
-                  if (r['method'], r['path']) == (method, path)]
+        [body] = [
+            r['body']
+            for r in self.requests
+            if (r['method'], r['path']) == (method, path)
+        ]
         return body
 
     def _handle(self, handler, method):
@@ -131,8 +200,12 @@ class KfpApiStub:
         raw = handler.rfile.read(length) if length else b''
         body = json.loads(raw) if raw else None
         query = dict(urllib.parse.parse_qsl(url.query))
-        self.requests.append({'method': method, 'path': url.path,
-                              'query': query, 'body': body})
+        self.requests.append({
+            'method': method,
+            'path': url.path,
+            'query': query,
+            'body': body
+        })
         status, answer = self._answer(method, url.path, query, body)
         payload = json.dumps(answer).encode()
         handler.send_response(status)
@@ -149,9 +222,13 @@ class KfpApiStub:
         if (method, path) == ('GET', f'{API}/experiments'):
             name = json.loads(query['filter'])['predicates'][0]['stringValue']
             if name in self.experiments:
-                return 200, {'experiments': [{
-                    'experiment_id': self.experiments[name],
-                    'display_name': name}], 'total_size': 1}
+                return 200, {
+                    'experiments': [{
+                        'experiment_id': self.experiments[name],
+                        'display_name': name
+                    }],
+                    'total_size': 1
+                }
             return 200, {}
         if (method, path) == ('POST', f'{API}/experiments'):
             experiment_id = f'exp-{next(self._ids)}'
@@ -185,9 +262,11 @@ def package_path(tmp_path):
 
 def test_submit_run_creates_experiment_and_run(package_path):
     with KfpApiStub() as api:
-        run_id = kubeflow_client.submit_run(
-            api.url, package_path, experiment='retraining', run_name='tiny-1',
-            params=None)
+        run_id = kubeflow_client.submit_run(api.url,
+                                            package_path,
+                                            experiment='retraining',
+                                            run_name='tiny-1',
+                                            params=None)
 
     assert api.paths() == [
         ('GET', f'{API}/healthz'),
@@ -205,15 +284,21 @@ def test_submit_run_creates_experiment_and_run(package_path):
     assert run['experiment_id'] == api.experiments['retraining']
     # The PipelineJob wrapper is gone: the spec itself goes inline, intact.
     assert run['pipeline_spec'] == TFX_PIPELINE_JOB['pipelineSpec']
-    assert run['runtime_config'] == {'pipeline_root': 'gs://bucket/root',
-                                     'parameters': {}}
+    assert run['runtime_config'] == {
+        'pipeline_root': 'gs://bucket/root',
+        'parameters': {}
+    }
     assert run_id.startswith('run-')
 
 
 def test_submit_run_reuses_existing_experiment(package_path):
     with KfpApiStub(experiments={'retraining': 'exp-existing'}) as api:
-        kubeflow_client.submit_run(api.url, package_path, 'retraining', 'r',
-                                   params=None, pipeline_root='gs://other/root',
+        kubeflow_client.submit_run(api.url,
+                                   package_path,
+                                   'retraining',
+                                   'r',
+                                   params=None,
+                                   pipeline_root='gs://other/root',
                                    enable_caching=True)
 
     assert ('POST', f'{API}/experiments') not in api.paths()
@@ -228,26 +313,38 @@ def test_submit_run_merges_parameters_over_package_defaults(tmp_path):
     path = tmp_path / 'job.json'
     path.write_text(json.dumps(_with_runtime_parameters()))
     with KfpApiStub() as api:
-        kubeflow_client.submit_run(api.url, path, 'e', 'r',
+        kubeflow_client.submit_run(api.url,
+                                   path,
+                                   'e',
+                                   'r',
                                    params={'epochs': 10})
 
     run = api.body_of('POST', f'{API}/runs')
     assert run['runtime_config']['parameters'] == {
-        'epochs': 10, 'learning_rate': 0.01}
+        'epochs': 10,
+        'learning_rate': 0.01
+    }
 
 
 def test_submit_run_rejects_unknown_parameter_before_any_request(package_path):
     with KfpApiStub() as api:
         with pytest.raises(ValueError,
                            match='unknown pipeline parameter.*epochs'):
-            kubeflow_client.submit_run(api.url, package_path, 'e', 'r',
+            kubeflow_client.submit_run(api.url,
+                                       package_path,
+                                       'e',
+                                       'r',
                                        params={'epochs': 1})
     assert api.requests == []
 
 
 def test_namespace_skips_healthz_and_scopes_experiment(package_path):
     with KfpApiStub() as api:
-        kubeflow_client.submit_run(api.url, package_path, 'e', 'r', params=None,
+        kubeflow_client.submit_run(api.url,
+                                   package_path,
+                                   'e',
+                                   'r',
+                                   params=None,
                                    namespace='team-a')
 
     assert api.paths()[0] == ('GET', f'{API}/experiments')
@@ -257,9 +354,12 @@ def test_namespace_skips_healthz_and_scopes_experiment(package_path):
 
 def test_create_recurring_run_sends_six_field_cron(package_path):
     with KfpApiStub() as api:
-        job_id = kubeflow_client.create_recurring_run(
-            api.url, package_path, experiment='retraining',
-            job_name='nightly', cron='30 3 * * mon-fri', max_concurrency=2)
+        job_id = kubeflow_client.create_recurring_run(api.url,
+                                                      package_path,
+                                                      experiment='retraining',
+                                                      job_name='nightly',
+                                                      cron='30 3 * * mon-fri',
+                                                      max_concurrency=2)
 
     assert api.paths() == [
         ('GET', f'{API}/healthz'),
@@ -282,15 +382,21 @@ def test_create_recurring_run_sends_six_field_cron(package_path):
 def test_create_recurring_run_rejects_bad_cron_before_any_request(package_path):
     with KfpApiStub() as api:
         with pytest.raises(ValueError, match='hour'):
-            kubeflow_client.create_recurring_run(api.url, package_path, 'e',
-                                                 'j', cron='0 24 * * *')
+            kubeflow_client.create_recurring_run(api.url,
+                                                 package_path,
+                                                 'e',
+                                                 'j',
+                                                 cron='0 24 * * *')
     assert api.requests == []
 
 
 def test_server_error_propagates(package_path):
     with KfpApiStub(fail_path=f'{API}/runs') as api:
         with pytest.raises(kfp_server_api.ApiException) as raised:
-            kubeflow_client.submit_run(api.url, package_path, 'e', 'r',
+            kubeflow_client.submit_run(api.url,
+                                       package_path,
+                                       'e',
+                                       'r',
                                        params=None)
     assert raised.value.status == 500
 
@@ -308,14 +414,19 @@ def _arrived_whole(sent, job):
     spec = job['pipelineSpec']
     assert sent['pipeline_spec'] == spec
     assert set(sent['pipeline_spec']['root']['dag']['tasks']) == set(
-        spec['root']['dag']['tasks']) >= {'FileBasedExampleGen', 'Trainer',
-                                         'Pusher'}
-    images = {e['container']['image'] for e in
-              sent['pipeline_spec']['deploymentSpec']['executors'].values()
-              if 'container' in e}
+        spec['root']['dag']['tasks']) >= {
+            'FileBasedExampleGen', 'Trainer', 'Pusher'
+        }
+    images = {
+        e['container']['image']
+        for e in sent['pipeline_spec']['deploymentSpec']['executors'].values()
+        if 'container' in e
+    }
     assert images == {kubeflow_jobs.IMAGE}
     assert sent['runtime_config'] == {
-        'pipeline_root': kubeflow_jobs.PIPELINE_ROOT, 'parameters': {}}
+        'pipeline_root': kubeflow_jobs.PIPELINE_ROOT,
+        'parameters': {}
+    }
 
 
 def test_submit_posts_the_projects_compiled_job_whole(project_job):
@@ -330,8 +441,11 @@ def test_submit_posts_the_projects_compiled_job_whole(project_job):
 def test_recurring_run_posts_the_projects_compiled_job_whole(project_job):
     path, job = project_job
     with KfpApiStub() as api:
-        kubeflow_client.create_recurring_run(
-            api.url, path, 'retraining', 'rnn-nightly', cron='0 3 * * *')
+        kubeflow_client.create_recurring_run(api.url,
+                                             path,
+                                             'retraining',
+                                             'rnn-nightly',
+                                             cron='0 3 * * *')
     sent = api.body_of('POST', f'{API}/recurringruns')
     _arrived_whole(sent, job)
     assert sent['trigger'] == {'cron_schedule': {'cron': '0 0 3 * * *'}}

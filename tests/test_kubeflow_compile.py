@@ -23,21 +23,27 @@ from tests.kubeflow_jobs import compiled_job
 LOCAL_COMPONENTS = {
     'FileBasedExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
     'DataGate', 'Transform', 'Trainer', 'latest_blessed_model_resolver',
-    'Evaluator', 'ServingCheck', 'Pusher'}
+    'Evaluator', 'ServingCheck', 'Pusher'
+}
 
 
 def _machine_paths(compile_dir):
-    paths = {compile_dir, REPO, sys.prefix, sysconfig.get_paths()['purelib'],
-             '/usr/share'}
+    paths = {
+        compile_dir, REPO, sys.prefix,
+        sysconfig.get_paths()['purelib'], '/usr/share'
+    }
     return paths | {os.path.realpath(p) for p in paths}
 
 
-@pytest.mark.parametrize('model,data,pods_data', [
-    # The default data set: the image's copy.
-    ('convnet', None, '/pipeline/data/fashion-mnist'),
-    # A bucket the compiler cannot read: nothing is read to compile.
-    ('rnn', 'gs://bucket/data/JapaneseVowels', 'gs://bucket/data/JapaneseVowels'),
-])
+@pytest.mark.parametrize(
+    'model,data,pods_data',
+    [
+        # The default data set: the image's copy.
+        ('convnet', None, '/pipeline/data/fashion-mnist'),
+        # A bucket the compiler cannot read: nothing is read to compile.
+        ('rnn', 'gs://bucket/data/JapaneseVowels',
+         'gs://bucket/data/JapaneseVowels'),
+    ])
 def test_compiled_job_parses_holds_every_component_and_no_local_path(
         model, data, pods_data):
     job = compiled_job(model, data)
@@ -51,14 +57,15 @@ def test_compiled_job_parses_holds_every_component_and_no_local_path(
         pipeline_spec_pb2.PipelineSpec())
     tasks = set(spec.root.dag.tasks)
     # The resolver compiles into importer-like sub-tasks; all others by name.
-    for component in LOCAL_COMPONENTS - {
-            'latest_blessed_model_resolver'}:
+    for component in LOCAL_COMPONENTS - {'latest_blessed_model_resolver'}:
         assert component in tasks, (component, sorted(tasks))
     assert any(t.startswith('latest_blessed_model_resolver') for t in tasks)
     assert parsed.runtime_config.gcs_output_directory == PIPELINE_ROOT
-    images = {e['container']['image']
-              for e in spec.deployment_spec['executors'].values()
-              if 'container' in e}
+    images = {
+        e['container']['image']
+        for e in spec.deployment_spec['executors'].values()
+        if 'container' in e
+    }
     assert images == {IMAGE}
 
     for path in _machine_paths(job.cwd):
@@ -79,18 +86,27 @@ def test_compiled_job_parses_holds_every_component_and_no_local_path(
 ])
 def test_compile_without_a_required_setting_exits_2_naming_it(
         tmp_path, missing, flags):
-    env_flags = ['--model', 'convnet', '--target', 'kubeflow',
-                 '--output', str(tmp_path / 'job.json'), *flags]
+    env_flags = [
+        '--model', 'convnet', '--target', 'kubeflow', '--output',
+        str(tmp_path / 'job.json'), *flags
+    ]
     if missing == '--image':
         # The image defaults to this checkout's tag; outside one it is
         # required.
-        process = subprocess.run(
-            [sys.executable, '-c', 'import sys; from pipeline import cli; '
-             'from pipeline import configs; '
-             'configs.default_image = lambda: None; '
-             'sys.exit(cli.main(sys.argv[1:]))', 'compile', *env_flags],
-            cwd=tmp_path, env={**os.environ, 'PYTHONPATH': REPO},
-            capture_output=True, text=True, timeout=300, check=False)
+        process = subprocess.run([
+            sys.executable, '-c', 'import sys; from pipeline import cli; '
+            'from pipeline import configs; '
+            'configs.default_image = lambda: None; '
+            'sys.exit(cli.main(sys.argv[1:]))', 'compile', *env_flags
+        ],
+                                 cwd=tmp_path,
+                                 env={
+                                     **os.environ, 'PYTHONPATH': REPO
+                                 },
+                                 capture_output=True,
+                                 text=True,
+                                 timeout=300,
+                                 check=False)
     else:
         process = compile_command(tmp_path, *env_flags)
     assert process.returncode == 2, process.stderr[-2000:]
@@ -101,9 +117,11 @@ def test_compile_without_a_required_setting_exits_2_naming_it(
 
 def test_the_default_image_is_tagged_as_make_image_tags_it():
     from pipeline import configs  # pylint: disable=import-outside-toplevel
-    described = subprocess.run(['git', '-C', REPO, 'describe', '--always',
-                                '--dirty'], capture_output=True, text=True,
-                               check=True).stdout.strip()
+    described = subprocess.run(
+        ['git', '-C', REPO, 'describe', '--always', '--dirty'],
+        capture_output=True,
+        text=True,
+        check=True).stdout.strip()
     assert configs.default_image() == f'tfx-deep-pipelines:{described}'
     makefile = open(os.path.join(REPO, 'Makefile'), encoding='utf-8').read()
     assert 'configs.default_image()' in makefile
@@ -119,5 +137,5 @@ def test_the_tuner_compiles_and_hands_the_trainer_its_best_values():
     assert 'Tuner' in spec.root.dag.tasks
     tuned = spec.root.dag.tasks['Trainer'].inputs.artifacts[
         'hyperparameters'].task_output_artifact
-    assert (tuned.producer_task, tuned.output_artifact_key) == (
-        'Tuner', 'best_hyperparameters')
+    assert (tuned.producer_task,
+            tuned.output_artifact_key) == ('Tuner', 'best_hyperparameters')

@@ -31,20 +31,28 @@ from tests import datasets
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Smoke-sized, set at compile time as a user would.
 SMOKE = {
-    'convnet': ['--set', 'epochs=3', '--set', 'conv_filters=[8]',
-                '--set', 'dense_units=16', '--set', 'min_accuracy=0.3'],
-    'rnn': ['--set', 'epochs=15', '--set', 'units=[8]',
-            '--set', 'learning_rate=0.01', '--set', 'min_accuracy=0.3'],
+    'convnet': [
+        '--set', 'epochs=3', '--set', 'conv_filters=[8]', '--set',
+        'dense_units=16', '--set', 'min_accuracy=0.3'
+    ],
+    'rnn': [
+        '--set', 'epochs=15', '--set', 'units=[8]', '--set',
+        'learning_rate=0.01', '--set', 'min_accuracy=0.3'
+    ],
 }
 CLASS_NAMES = ('boot', 'coat', 'dress', 'shirt')
 SEQUENCE_LABELS = ('a', 'b', 'c')
 
 
 def _start(*args):
-    return subprocess.Popen(
-        [sys.executable, '-m', 'pipeline', *args], cwd=REPO,
-        env={**os.environ, 'PYTHONPATH': REPO}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, '-m', 'pipeline', *args],
+                            cwd=REPO,
+                            env={
+                                **os.environ, 'PYTHONPATH': REPO
+                            },
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            text=True)
 
 
 def _finish(process, timeout=3600):
@@ -66,8 +74,8 @@ def _cli(*args, timeout=3600):
 def _write_named_class_folders(root, train, test):
     """root/<split>/<class name>/<n>.png: images whose class is visible."""
     for split, count, seed in (('train', train, 0), ('test', test, 1)):
-        images, labels = datasets.images_with_labels(
-            count, len(CLASS_NAMES), seed)
+        images, labels = datasets.images_with_labels(count, len(CLASS_NAMES),
+                                                     seed)
         for n, (image, label) in enumerate(zip(images, labels)):
             folder = os.path.join(root, split, CLASS_NAMES[label])
             os.makedirs(folder, exist_ok=True)
@@ -92,23 +100,26 @@ def jobs(tmp_path_factory):
     """Both families' jobs, compiled and run at once; model -> the run."""
     root = tmp_path_factory.mktemp('kfp')
     data = {
-        'convnet': _write_named_class_folders(str(root / 'images'),
-                                              train=400, test=100),
-        'rnn': datasets.write_ts_dataset(str(root / 'sequences'), train=60,
-                                         test=30,
-                                         class_labels=SEQUENCE_LABELS),
+        'convnet':
+            _write_named_class_folders(str(root / 'images'),
+                                       train=400,
+                                       test=100),
+        'rnn':
+            datasets.write_ts_dataset(str(root / 'sequences'),
+                                      train=60,
+                                      test=30,
+                                      class_labels=SEQUENCE_LABELS),
     }
 
     def compile_job(model):
-        return ('compile', '--model', model, '--target', 'kubeflow',
-                '--image', 'tfx-deep-pipelines:test',
-                '--pipeline-root', str(root / model / 'pipeline_root'),
-                '--data', data[model], '--output', str(root / f'{model}.json'),
-                *SMOKE[model])
+        return ('compile', '--model', model, '--target', 'kubeflow', '--image',
+                'tfx-deep-pipelines:test', '--pipeline-root',
+                str(root / model / 'pipeline_root'), '--data', data[model],
+                '--output', str(root / f'{model}.json'), *SMOKE[model])
 
     def run_job(model):
-        return ('run-compiled', str(root / f'{model}.json'),
-                '--home', str(root / model / 'home'))
+        return ('run-compiled', str(root / f'{model}.json'), '--home',
+                str(root / model / 'home'))
 
     _run_at_once(compile_job, SMOKE)
     runs = _run_at_once(run_job, SMOKE)
@@ -125,7 +136,8 @@ def _check_every_task_ran_and_pushed(run, model):
     assert set(summary['task_seconds']) == set(tasks)
     # A first run: the resolvers find nothing earlier in this root.
     assert summary['resolved'] == {
-        name: [] for name in tasks if 'resolver' in name}, summary
+        name: [] for name in tasks if 'resolver' in name
+    }, summary
     assert summary['blessed'] is True, run['log'][-3000:]
     pushed = summary['pushed_model']
     assert os.path.dirname(pushed) == os.path.join(run['root'], 'serving',
@@ -136,8 +148,7 @@ def _check_every_task_ran_and_pushed(run, model):
 
 def _serve(tmp_path, model, pushed):
     port = free_port()
-    server = ServerProcess(server_command(port, model,
-                                          os.path.dirname(pushed)),
+    server = ServerProcess(server_command(port, model, os.path.dirname(pushed)),
                            str(tmp_path / 'server.log'))
     client = client_lib.ModelServerClient(f'127.0.0.1:{port}')
     try:
@@ -161,34 +172,34 @@ def test_convnet_job_reaches_pusher_and_its_model_answers_over_grpc(
     # The folders' names, learned by ExampleGen when the job ran (nothing of
     # the data was read at compile time), reach the served model.
     assert {p.top_class for p in predictions} <= set(CLASS_NAMES)
-    hits = np.mean([p.top_class == CLASS_NAMES[label]
-                    for p, label in zip(predictions, labels)])
+    hits = np.mean([
+        p.top_class == CLASS_NAMES[label]
+        for p, label in zip(predictions, labels)
+    ])
     assert hits > 0.5, hits
 
 
-def test_rnn_job_reaches_pusher_and_its_model_answers_over_grpc(
-        jobs, tmp_path):
+def test_rnn_job_reaches_pusher_and_its_model_answers_over_grpc(jobs, tmp_path):
     pushed = _check_every_task_ran_and_pushed(jobs['rnn'], 'rnn')
     sequences = datasets.sequences_with_labels(12, SEQUENCE_LABELS, seed=7)
     server, client = _serve(tmp_path, 'rnn', pushed)
     try:
-        predictions = client.predict_sequences(
-            'rnn', [s.values for s in sequences])
+        predictions = client.predict_sequences('rnn',
+                                               [s.values for s in sequences])
     finally:
         server.stop()
     # The .ts header's labels, learned when the job ran, reach the served
     # model.
     assert {p.top_class for p in predictions} <= set(SEQUENCE_LABELS)
-    hits = np.mean([p.top_class == s.label
-                    for p, s in zip(predictions, sequences)])
+    hits = np.mean(
+        [p.top_class == s.label for p, s in zip(predictions, sequences)])
     assert hits > 0.5, hits
 
 
 def test_resolvers_answer_from_earlier_runs_of_the_pipeline_only(tmp_path):
     """The launcher's artifact queries, on real ML Metadata: the newest
     matching artifact of an earlier run, never one of the run asking."""
-    store = kubeflow_launcher.ArtifactStore(str(tmp_path / 'mlmd.sqlite'),
-                                            'p')
+    store = kubeflow_launcher.ArtifactStore(str(tmp_path / 'mlmd.sqlite'), 'p')
 
     def artifact(title, name, **metadata):
         runtime = kubeflow_launcher.pipeline_spec_pb2.RuntimeArtifact(
@@ -197,34 +208,43 @@ def test_resolvers_answer_from_earlier_runs_of_the_pipeline_only(tmp_path):
         runtime.metadata.update(metadata)
         return runtime
 
-    store.record('run1', [artifact('tfx.Model', 'run1/Trainer/model'),
-                          artifact('tfx.ModelBlessing', 'run1/Evaluator/b',
-                                   blessed=1,
-                                   current_model_id='run1/Trainer/model')])
-    store.record('run2', [artifact('tfx.Model', 'run2/Trainer/model'),
-                          artifact('tfx.ModelBlessing', 'run2/Evaluator/b',
-                                   blessed=0,
-                                   current_model_id='run2/Trainer/model')])
+    store.record('run1', [
+        artifact('tfx.Model', 'run1/Trainer/model'),
+        artifact('tfx.ModelBlessing',
+                 'run1/Evaluator/b',
+                 blessed=1,
+                 current_model_id='run1/Trainer/model')
+    ])
+    store.record('run2', [
+        artifact('tfx.Model', 'run2/Trainer/model'),
+        artifact('tfx.ModelBlessing',
+                 'run2/Evaluator/b',
+                 blessed=0,
+                 current_model_id='run2/Trainer/model')
+    ])
     blessed = ('schema_title="tfx.ModelBlessing" AND state=LIVE AND '
                'metadata.blessed.number_value=1')
     [blessing] = store.latest(blessed, 'run3')
     assert blessing.name == 'run1/Evaluator/b'
-    [model] = store.latest('schema_title="tfx.Model" AND state=LIVE AND '
-                           'name="run1/Trainer/model"', 'run3')
+    [model] = store.latest(
+        'schema_title="tfx.Model" AND state=LIVE AND '
+        'name="run1/Trainer/model"', 'run3')
     assert model.uri == '/root/run1/Trainer/model'
     [newest] = store.latest('schema_title="tfx.Model" AND state=LIVE', 'run3')
     assert newest.name == 'run2/Trainer/model'
     # A run never resolves its own outputs, nor anything on a first run.
     assert store.latest(blessed, 'run1') == []
-    assert kubeflow_launcher.ArtifactStore(
-        str(tmp_path / 'other.sqlite'), 'p').latest(blessed, 'run1') == []
+    assert kubeflow_launcher.ArtifactStore(str(tmp_path / 'other.sqlite'),
+                                           'p').latest(blessed, 'run1') == []
 
 
 def test_run_compiled_refuses_a_file_that_is_no_job_in_one_line(tmp_path):
     not_a_job = tmp_path / 'job.json'
     not_a_job.write_text('{"displayName": "x"}')
-    returncode, stderr, summary = _cli('run-compiled', str(not_a_job),
-                                       '--home', str(tmp_path / 'home'),
+    returncode, stderr, summary = _cli('run-compiled',
+                                       str(not_a_job),
+                                       '--home',
+                                       str(tmp_path / 'home'),
                                        timeout=300)
     assert returncode == 2 and summary is None
     [line] = stderr.strip().splitlines()

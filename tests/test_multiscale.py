@@ -23,15 +23,19 @@ from models.convnet import preprocessing
 from tests import datasets
 
 SIZE = 12
-PARAMS = {'image_shape': [SIZE, SIZE, 1], 'conv_filters': [4, 8],
-          'dense_units': 8}
+PARAMS = {
+    'image_shape': [SIZE, SIZE, 1],
+    'conv_filters': [4, 8],
+    'dense_units': 8
+}
 MULTI = {**PARAMS, 'scales': [1, 2, 4]}
 CLASSES = ['a', 'b', 'c']
 
 
 def _stack_weights(model, prefix):
-    return sum(int(np.prod(w.shape)) for layer in model.layers
-               if layer.name.startswith(prefix) for w in layer.weights)
+    return sum(
+        int(np.prod(w.shape)) for layer in model.layers
+        if layer.name.startswith(prefix) for w in layer.weights)
 
 
 def test_shared_scales_hold_one_stack_of_weights_and_separate_ones_each():
@@ -55,21 +59,24 @@ def transform_output(tmp_path_factory):
     raw_metadata = dataset_metadata.DatasetMetadata(
         schema_utils.schema_from_feature_spec({
             features.IMAGE_KEY: tf.io.VarLenFeature(tf.string),
-            features.LABEL_KEY: tf.io.VarLenFeature(tf.int64)}))
+            features.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
+        }))
     images, labels = datasets.images_with_labels(12, 3, 0, SIZE)
-    rows = [{features.IMAGE_KEY: [datasets.png_bytes(image)],
-             features.LABEL_KEY: [int(label)]}
-            for image, label in zip(images, labels)]
+    rows = [{
+        features.IMAGE_KEY: [datasets.png_bytes(image)],
+        features.LABEL_KEY: [int(label)]
+    } for image, label in zip(images, labels)]
     with tempfile.TemporaryDirectory() as temp_dir:
         with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
             with beam.Pipeline() as pipeline:
-                _ = ((pipeline | beam.Create(rows), raw_metadata)
-                     | tft_beam.AnalyzeDataset(
+                _ = ((pipeline | beam.Create(rows), raw_metadata) |
+                     tft_beam.AnalyzeDataset(
                          lambda inputs: preprocessing.preprocessing_fn(
-                             inputs, {'image_shape': PARAMS['image_shape']}))
-                     | tft_beam.WriteTransformFn(graph))
-    metadata_io.write_metadata(raw_metadata, os.path.join(
-        graph, tft.TFTransformOutput.RAW_METADATA_DIR))
+                             inputs, {'image_shape': PARAMS['image_shape']})) |
+                     tft_beam.WriteTransformFn(graph))
+    metadata_io.write_metadata(
+        raw_metadata, os.path.join(graph,
+                                   tft.TFTransformOutput.RAW_METADATA_DIR))
     return tft.TFTransformOutput(graph)
 
 
@@ -77,25 +84,29 @@ def _exported(params, transform_output, path):
     model = convnet.build_model(params, len(CLASSES))
     export.export_serving_model(
         model, transform_output, CLASSES,
-        lambda transformed: convnet.to_model_inputs(transformed, params),
-        {name: lambda predict, make=make: make(predict, params)
-         for name, make in convnet.RECIPE.extra_signatures.items()},
-        str(path))
+        lambda transformed: convnet.to_model_inputs(transformed, params), {
+            name: lambda predict, make=make: make(predict, params)
+            for name, make in convnet.RECIPE.extra_signatures.items()
+        }, str(path))
     return tf.saved_model.load(str(path))
 
 
 def _specs(loaded):
-    return {name: (function.structured_input_signature,
-                   {key: (spec.dtype, spec.shape.as_list()) for key, spec in
-                    function.structured_outputs.items()})
-            for name, function in loaded.signatures.items()}
+    return {
+        name: (function.structured_input_signature, {
+            key: (spec.dtype, spec.shape.as_list())
+            for key, spec in function.structured_outputs.items()
+        }) for name, function in loaded.signatures.items()
+    }
 
 
 def test_multi_scale_exports_and_serves_the_single_scale_signatures(
         transform_output, tmp_path):
     multi = _exported(MULTI, transform_output, tmp_path / 'multi')
-    outputs = {signatures.SCORES_OUTPUT: (tf.float32, [None, len(CLASSES)]),
-               signatures.CLASSES_OUTPUT: (tf.string, [None, len(CLASSES)])}
+    outputs = {
+        signatures.SCORES_OUTPUT: (tf.float32, [None, len(CLASSES)]),
+        signatures.CLASSES_OUTPUT: (tf.string, [None, len(CLASSES)])
+    }
 
     def raw_input(name):
         return ((), {name: tf.TensorSpec([None], tf.string, name)}), outputs
@@ -104,11 +115,13 @@ def test_multi_scale_exports_and_serves_the_single_scale_signatures(
     # pushed model is served in tests/test_pipeline_e2e.py).
     assert _specs(multi) == {
         signatures.DEFAULT_SIGNATURE: raw_input(signatures.EXAMPLES_INPUT),
-        signatures.IMAGE_SIGNATURE: raw_input(signatures.IMAGE_INPUT)}
+        signatures.IMAGE_SIGNATURE: raw_input(signatures.IMAGE_INPUT)
+    }
     images, _ = datasets.images_with_labels(4, 3, 1, 20)  # another size
     answer = multi.signatures[signatures.IMAGE_SIGNATURE](**{
-        signatures.IMAGE_INPUT: tf.constant(
-            [datasets.png_bytes(image) for image in images])})
+        signatures.IMAGE_INPUT:
+            tf.constant([datasets.png_bytes(image) for image in images])
+    })
     scores = answer[signatures.SCORES_OUTPUT].numpy()
     assert scores.shape == (4, len(CLASSES))
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)

@@ -36,11 +36,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_pipeline(*args):
     """Runs the CLI; returns (summary dict or None, stderr)."""
-    process = subprocess.run(
-        [sys.executable, '-m', 'pipeline', 'run', *args],
-        cwd=REPO, capture_output=True, text=True, timeout=1200, check=False)
-    lines = [line for line in process.stdout.splitlines()
-             if line.startswith('{')]
+    process = subprocess.run([sys.executable, '-m', 'pipeline', 'run', *args],
+                             cwd=REPO,
+                             capture_output=True,
+                             text=True,
+                             timeout=1200,
+                             check=False)
+    lines = [
+        line for line in process.stdout.splitlines() if line.startswith('{')
+    ]
     if process.returncode != 0 or not lines:
         return None, process.stderr
     return json.loads(lines[-1]), process.stderr
@@ -53,8 +57,8 @@ def convnet_run(tmp_path_factory):
     root = tmp_path_factory.mktemp('convnet')
     data = datasets.write_idx_dataset(str(root / 'data'), train=400, test=100)
     home = str(root / 'home')
-    summary, log = run_pipeline('--model', 'convnet', '--data', data,
-                                '--home', home)
+    summary, log = run_pipeline('--model', 'convnet', '--data', data, '--home',
+                                home)
     assert summary is not None, log
     return summary, data, home, log
 
@@ -83,22 +87,26 @@ def test_convnet_run_pushes_a_blessed_model_with_two_agreeing_signatures(
     assert f'training curves: tensorboard --logdir {logdir}' in log
     assert glob.glob(os.path.join(logdir, '*', 'train', 'events.out.*'))
     # The serving check's warmup requests travel with the pushed model.
-    assert os.path.exists(os.path.join(
-        pushed, 'assets.extra', 'tf_serving_warmup_requests'))
+    assert os.path.exists(
+        os.path.join(pushed, 'assets.extra', 'tf_serving_warmup_requests'))
 
     model = tf.saved_model.load(pushed)
     images, labels = datasets.images_with_labels(8, 10, seed=5)
     pngs = [datasets.png_bytes(image) for image in images]
-    from_examples = _signature(model, signatures.DEFAULT_SIGNATURE)(
-        inputs=tf.constant([features.image_example(png, int(label))
-                            for png, label in zip(pngs, labels)]))
-    from_images = _signature(model, signatures.IMAGE_SIGNATURE)(
-        images=tf.constant(pngs))
+    from_examples = _signature(
+        model, signatures.DEFAULT_SIGNATURE)(inputs=tf.constant([
+            features.image_example(png, int(label))
+            for png, label in zip(pngs, labels)
+        ]))
+    from_images = _signature(
+        model, signatures.IMAGE_SIGNATURE)(images=tf.constant(pngs))
     np.testing.assert_allclose(from_examples[signatures.SCORES_OUTPUT],
                                from_images[signatures.SCORES_OUTPUT],
-                               rtol=1e-5, atol=1e-6)
+                               rtol=1e-5,
+                               atol=1e-6)
     np.testing.assert_allclose(
-        from_images[signatures.SCORES_OUTPUT].numpy().sum(axis=1), 1.0,
+        from_images[signatures.SCORES_OUTPUT].numpy().sum(axis=1),
+        1.0,
         rtol=1e-5)
     names = from_images[signatures.CLASSES_OUTPUT].numpy()[0]
     assert [n.decode() for n in names] == [str(i) for i in range(10)]
@@ -111,47 +119,57 @@ def _rest_value(value):
     return value.tolist()
 
 
-def assert_served_as_in_process(tmp_path, pushed, signature, inputs,
-                                examples):
+def assert_served_as_in_process(tmp_path, pushed, signature, inputs, examples):
     """The pushed model answers over gRPC (Predict by `signature` on
     `inputs`, numpy arrays by input name; Classify on `examples`) and REST
     (predict) as it does in process, to float tolerance."""
     name = os.path.basename(os.path.dirname(pushed))
     model = tf.saved_model.load(pushed)
     own = model.signatures[signature](**{
-        key: tf.constant(value) for key, value in inputs.items()})[
-            signatures.SCORES_OUTPUT].numpy()
-    own_default = _signature(model, signatures.DEFAULT_SIGNATURE)(
-        inputs=tf.constant(examples))
-    classes = [n.decode() for n in
-               own_default[signatures.CLASSES_OUTPUT].numpy()[0]]
+        key: tf.constant(value) for key, value in inputs.items()
+    })[signatures.SCORES_OUTPUT].numpy()
+    own_default = _signature(
+        model, signatures.DEFAULT_SIGNATURE)(inputs=tf.constant(examples))
+    classes = [
+        n.decode() for n in own_default[signatures.CLASSES_OUTPUT].numpy()[0]
+    ]
     server = server_utils.start_model_server(tmp_path, [
-        f'--model_name={name}', f'--model_base_path={os.path.dirname(pushed)}'])
+        f'--model_name={name}', f'--model_base_path={os.path.dirname(pushed)}'
+    ])
     try:
         with client_lib.ModelServerClient(server.grpc_address) as client:
             client.wait_until_available(name, timeout=120)
-            outputs = client.send_predict(client_lib.build_predict_request(
-                name, inputs, signature))
+            outputs = client.send_predict(
+                client_lib.build_predict_request(name, inputs, signature))
             classified = client.send_classify(
                 client_lib.build_classification_request(
                     name, examples, signatures.DEFAULT_SIGNATURE),
                 top_k=None)
-        code, body = server.http('POST', f'/v1/models/{name}:predict', {
-            'signature_name': signature,
-            'instances': [{key: _rest_value(value[i])
-                           for key, value in inputs.items()}
-                          for i in range(len(own))]})
+        code, body = server.http(
+            'POST', f'/v1/models/{name}:predict', {
+                'signature_name':
+                    signature,
+                'instances': [{
+                    key: _rest_value(value[i]) for key, value in inputs.items()
+                } for i in range(len(own))]
+            })
     finally:
         server.stop()
-    np.testing.assert_allclose(outputs[signatures.SCORES_OUTPUT], own,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outputs[signatures.SCORES_OUTPUT],
+                               own,
+                               rtol=1e-5,
+                               atol=1e-6)
     assert code == 200, body
     np.testing.assert_allclose(
-        [p[signatures.SCORES_OUTPUT] for p in body['predictions']], own,
-        rtol=1e-5, atol=1e-6)
+        [p[signatures.SCORES_OUTPUT] for p in body['predictions']],
+        own,
+        rtol=1e-5,
+        atol=1e-6)
     np.testing.assert_allclose(
         [[dict(p.pairs())[n] for n in classes] for p in classified],
-        own_default[signatures.SCORES_OUTPUT], rtol=1e-5, atol=1e-6)
+        own_default[signatures.SCORES_OUTPUT],
+        rtol=1e-5,
+        atol=1e-6)
 
 
 def test_the_runs_report_renders_every_section_in_chromium(convnet_run):
@@ -199,8 +217,8 @@ def test_served_answers_equal_the_saved_models_own(convnet_run, tmp_path):
 def convnet_second_run(convnet_run):
     """The same run again on the same home and data: (summary, log)."""
     _, data, home, _ = convnet_run
-    summary, log = run_pipeline('--model', 'convnet', '--data', data,
-                                '--home', home)
+    summary, log = run_pipeline('--model', 'convnet', '--data', data, '--home',
+                                home)
     assert summary is not None, log
     return summary, log
 
@@ -211,29 +229,34 @@ def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
     summary, log = convnet_second_run
     for component in ('FileBasedExampleGen', 'Transform', 'Trainer'):
         assert f'{component} done in' in log
-        assert any(line.endswith('(cached)') for line in log.splitlines()
-                   if f'] {component} done' in line), log
+        assert any(
+            line.endswith('(cached)')
+            for line in log.splitlines()
+            if f'] {component} done' in line), log
     # Compared with itself as the baseline, the model is not worse.
     assert summary['blessed'] is True
     # It is the model already served: no new version, and the JSON line
     # names the version that serves it.
     assert summary['pushed_model'] == first['pushed_model']
     assert summary['new_version'] is False
-    assert os.listdir(os.path.join(home, 'serving', 'convnet')) == [
-        os.path.basename(first['pushed_model'])]
+    assert os.listdir(
+        os.path.join(home, 'serving',
+                     'convnet')) == [os.path.basename(first['pushed_model'])]
 
 
-def test_runs_lists_both_runs_and_show_prints_one(
-        convnet_run, convnet_second_run, capsys):
+def test_runs_lists_both_runs_and_show_prints_one(convnet_run,
+                                                  convnet_second_run, capsys):
     """`pipeline runs` and `show` read what the two runs did from ML
     Metadata (in process: TensorFlow is already loaded here)."""
     first, _, home, _ = convnet_run
     second, _ = convnet_second_run
-    assert pipeline_cli.main(['runs', '--home', home,
-                              '--model', 'convnet']) == 0
+    assert pipeline_cli.main(['runs', '--home', home, '--model',
+                              'convnet']) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ['run', 'model', 'span', 'accuracy', 'blessed',
-                                'pushed', 'seconds', 'state']
+    assert lines[0].split() == [
+        'run', 'model', 'span', 'accuracy', 'blessed', 'pushed', 'seconds',
+        'state'
+    ]
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
     version = os.path.basename(first['pushed_model'])
     for run, pushed in ((first, [version]), (second, [version, '(again)'])):
@@ -248,8 +271,9 @@ def test_runs_lists_both_runs_and_show_prints_one(
     assert f'run: {first["run"]}\n' in shown and 'state: COMPLETE' in shown
     assert f'pushed version: {version}\n' in shown
     trainer = os.path.join(home, 'pipelines', 'convnet-pipeline', 'Trainer')
-    assert re.search(r'^  Trainer: COMPLETE, [0-9.]+ s\n    model: '
-                     + re.escape(trainer), shown, re.M), shown
+    assert re.search(
+        r'^  Trainer: COMPLETE, [0-9.]+ s\n    model: ' + re.escape(trainer),
+        shown, re.M), shown
 
     assert pipeline_cli.main(['show', '1999-', '--home', home]) == 2
     assert capsys.readouterr().err.startswith('error: ')
@@ -257,12 +281,18 @@ def test_runs_lists_both_runs_and_show_prints_one(
 
 def test_runs_of_a_home_without_metadata_is_one_line(tmp_path):
     process = subprocess.run(
-        [sys.executable, '-m', 'pipeline', 'runs', '--home', str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+        [sys.executable, '-m', 'pipeline', 'runs', '--home',
+         str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False)
     assert process.returncode == 2
     assert process.stderr.splitlines() == [
         f'error: {tmp_path}/metadata.sqlite: no ML Metadata (no run has '
-        f'used --home {tmp_path})']
+        f'used --home {tmp_path})'
+    ]
     assert not os.path.exists(tmp_path / 'metadata.sqlite')
 
 
@@ -271,16 +301,27 @@ def test_mirrored_run_trains_on_two_devices_and_pushes(convnet_run):
     devices the run makes at start: each replica its batch_size, the global
     batch and learning rate twice that, no worse than the `auto` model."""
     first, data, home, _ = convnet_run
-    summary, log = run_pipeline('--model', 'convnet', '--data', data,
-                                '--home', home, '--set', 'epochs=2',
-                                # Two epochs, not the smoke profile's
-                                # minimum of steps: counted below.
-                                '--set', 'min_train_steps=0',
-                                # The configured batch, not the small-data
-                                # cap (tests/test_training.py).
-                                '--set', 'max_batch_fraction=0',
-                                '--set', 'max_accuracy_drop=0.1',
-                                '--strategy', 'mirrored')
+    summary, log = run_pipeline(
+        '--model',
+        'convnet',
+        '--data',
+        data,
+        '--home',
+        home,
+        '--set',
+        'epochs=2',
+        # Two epochs, not the smoke profile's
+        # minimum of steps: counted below.
+        '--set',
+        'min_train_steps=0',
+        # The configured batch, not the small-data
+        # cap (tests/test_training.py).
+        '--set',
+        'max_batch_fraction=0',
+        '--set',
+        'max_accuracy_drop=0.1',
+        '--strategy',
+        'mirrored')
     assert summary is not None, log
     training = summary['training']
     assert training['strategy'] == 'mirrored', training
@@ -302,10 +343,9 @@ def test_a_worse_model_is_not_pushed(convnet_run):
     _, data, home, _ = convnet_run
     versions = sorted(os.listdir(os.path.join(home, 'serving', 'convnet')))
     # A learning rate of zero leaves the weights random: worse than blessed.
-    summary, log = run_pipeline('--model', 'convnet', '--data', data,
-                                '--home', home, '--set', 'epochs=1',
-                                '--set', 'learning_rate=0', '--set',
-                                'min_accuracy=0')
+    summary, log = run_pipeline('--model', 'convnet', '--data', data, '--home',
+                                home, '--set', 'epochs=1', '--set',
+                                'learning_rate=0', '--set', 'min_accuracy=0')
     assert summary is not None, log
     assert summary['blessed'] is False
     assert summary['pushed_model'] is None
@@ -328,10 +368,9 @@ def rnn_run(tmp_path_factory):
     root = tmp_path_factory.mktemp('rnn')
     data = datasets.write_ts_dataset(str(root / 'data'), train=60, test=30)
     home = str(root / 'home')
-    summary, log = run_pipeline('--model', 'rnn', '--data', data,
-                                '--home', home,
-                                '--set', 'epochs=15', '--set', 'units=[8]',
-                                '--set', 'learning_rate=0.01')
+    summary, log = run_pipeline('--model', 'rnn', '--data', data, '--home',
+                                home, '--set', 'epochs=15', '--set',
+                                'units=[8]', '--set', 'learning_rate=0.01')
     assert summary is not None, log
     return summary, data, home, log
 
@@ -346,9 +385,12 @@ def _padded(sequences):
     padded = np.zeros((len(sequences), longest, 3), np.float32)
     for i, s in enumerate(sequences):
         padded[i, :len(s.values)] = s.values
-    return {signatures.SEQUENCE_INPUT: padded,
-            signatures.LENGTH_INPUT: np.array(
-                [len(s.values) for s in sequences], np.int64)}
+    return {
+        signatures.SEQUENCE_INPUT:
+            padded,
+        signatures.LENGTH_INPUT:
+            np.array([len(s.values) for s in sequences], np.int64)
+    }
 
 
 def test_rnn_run_pushes_a_model_whose_two_signatures_agree(rnn_run):
@@ -359,15 +401,18 @@ def test_rnn_run_pushes_a_model_whose_two_signatures_agree(rnn_run):
     model = tf.saved_model.load(summary['pushed_model'])
 
     sequences = _test_sequences(data)
-    from_examples = _signature(model, signatures.DEFAULT_SIGNATURE)(
-        inputs=tf.constant([features.sequence_example(
-            s.values, CLASS_INDEX[s.label]) for s in sequences]))
-    from_tensors = _signature(model, signatures.SEQUENCE_SIGNATURE)(
-        **{key: tf.constant(value)
-           for key, value in _padded(sequences).items()})
+    from_examples = _signature(
+        model, signatures.DEFAULT_SIGNATURE)(inputs=tf.constant([
+            features.sequence_example(s.values, CLASS_INDEX[s.label])
+            for s in sequences
+        ]))
+    from_tensors = _signature(model, signatures.SEQUENCE_SIGNATURE)(**{
+        key: tf.constant(value) for key, value in _padded(sequences).items()
+    })
     np.testing.assert_allclose(from_examples[signatures.SCORES_OUTPUT],
                                from_tensors[signatures.SCORES_OUTPUT],
-                               rtol=1e-5, atol=1e-6)
+                               rtol=1e-5,
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize('family', ['rnn', 'fcn'])
@@ -386,11 +431,29 @@ def test_served_sequence_answers_equal_the_saved_models_own(
 def _gate_run(home, data, *flags):
     """A run on `home` that the DataGate is to stop: (exit code, stderr)."""
     process = subprocess.run(
-        [sys.executable, '-m', 'pipeline', 'run', '--model', 'rnn',
-         '--data', data, '--home', home, *flags,
-         # Short, should the gate let the span through.
-         '--set', 'epochs=1', '--set', 'min_train_steps=0'],
-        cwd=REPO, capture_output=True, text=True, timeout=1200, check=False)
+        [
+            sys.executable,
+            '-m',
+            'pipeline',
+            'run',
+            '--model',
+            'rnn',
+            '--data',
+            data,
+            '--home',
+            home,
+            *flags,
+            # Short, should the gate let the span through.
+            '--set',
+            'epochs=1',
+            '--set',
+            'min_train_steps=0'
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False)
     return process.returncode, process.stderr
 
 
@@ -403,8 +466,8 @@ def _assert_stopped_at_the_gate(code, log, home, pushed, *words):
     assert last.startswith('error: data validation found anomalies: '), log
     assert all(word in last for word in words), last
     assert '] DataGate ...' in log and '] Transform ...' not in log, log
-    assert os.listdir(os.path.join(home, 'serving', 'rnn')) == [
-        os.path.basename(pushed)]
+    assert os.listdir(os.path.join(home, 'serving',
+                                   'rnn')) == [os.path.basename(pushed)]
     [report] = re.findall(r'\] report: (\S+)$', log, re.M)
     with open(report, encoding='utf-8') as f:
         page = html.unescape(f.read())
@@ -417,30 +480,34 @@ def test_a_span_that_breaks_the_curated_schema_stops_before_transform(
     a later span outside it stops the run at the DataGate."""
     summary, _, home, _ = rnn_run
     # The first run's, named by its execution id.
-    inferred = min(glob.glob(os.path.join(
-        home, 'pipelines', 'rnn-pipeline', 'SchemaGen', 'schema', '*',
-        'schema.pbtxt')), key=lambda path: int(path.split(os.sep)[-2]))
+    inferred = min(glob.glob(
+        os.path.join(home, 'pipelines', 'rnn-pipeline', 'SchemaGen', 'schema',
+                     '*', 'schema.pbtxt')),
+                   key=lambda path: int(path.split(os.sep)[-2]))
     schema = tfdv.load_schema_text(inferred)
     # write_ts_dataset's values lie within [-10, 15].
     tfdv.get_feature(schema, features.SEQUENCE_KEY).float_domain.CopyFrom(
         schema_pb2.FloatDomain(min=-20.0, max=20.0))
     curated = str(tmp_path / 'schema.pbtxt')
     tfdv.write_schema_text(schema, curated)
-    data = datasets.write_ts_dataset(str(tmp_path / 'data'), train=30,
-                                     test=12, offset=100.0)
+    data = datasets.write_ts_dataset(str(tmp_path / 'data'),
+                                     train=30,
+                                     test=12,
+                                     offset=100.0)
     code, log = _gate_run(home, data, '--set', f'schema_path={curated}')
     _assert_stopped_at_the_gate(code, log, home, summary['pushed_model'],
                                 f"feature '{features.SEQUENCE_KEY}'",
                                 'Unexpectedly high value')
 
 
-def test_stop_on_drift_stops_a_drifted_span_before_transform(
-        rnn_run, tmp_path):
+def test_stop_on_drift_stops_a_drifted_span_before_transform(rnn_run, tmp_path):
     """Values shifted far from the previous span's: with stop_on_drift the
     run stops at the DataGate, naming the drifted feature."""
     summary, _, home, _ = rnn_run
-    data = datasets.write_ts_dataset(str(tmp_path / 'data'), train=60,
-                                     test=30, offset=30.0)
+    data = datasets.write_ts_dataset(str(tmp_path / 'data'),
+                                     train=60,
+                                     test=30,
+                                     offset=30.0)
     code, log = _gate_run(home, data, '--set', 'stop_on_drift=true')
     _assert_stopped_at_the_gate(code, log, home, summary['pushed_model'],
                                 f"feature '{features.SEQUENCE_KEY}'",
@@ -449,8 +516,8 @@ def test_stop_on_drift_stops_a_drifted_span_before_transform(
 
 # Fewer steps than the profile's minimum: three trainings (two trials and
 # the Trainer) on 60 series.
-FCN_FLAGS = ('--model', 'fcn', '--set', 'tune_trials=2',
-             '--set', 'min_train_steps=60')
+FCN_FLAGS = ('--model', 'fcn', '--set', 'tune_trials=2', '--set',
+             'min_train_steps=60')
 
 
 @pytest.fixture(scope='module')
@@ -473,8 +540,7 @@ def test_fcn_run_pushes_a_model_that_ignores_padding(fcn_run):
     model = tf.saved_model.load(summary['pushed_model'])
     serve = _signature(model, signatures.SEQUENCE_SIGNATURE)
 
-    sequences = list(ts_format.read_ts(
-        os.path.join(data, 'Toy_TEST.ts')))[:6]
+    sequences = list(ts_format.read_ts(os.path.join(data, 'Toy_TEST.ts')))[:6]
     short = min(sequences, key=lambda s: len(s.values))
     longest = max(len(s.values) for s in sequences)
 
@@ -483,21 +549,26 @@ def test_fcn_run_pushes_a_model_that_ignores_padding(fcn_run):
         padded = np.full((len(batch), width, 3), 7.0, np.float32)
         for i, s in enumerate(batch):
             padded[i, :len(s.values)] = s.values
-        return serve(sequences=tf.constant(padded), lengths=tf.constant(
-            [len(s.values) for s in batch], tf.int64))[
-                signatures.SCORES_OUTPUT].numpy()[0]
+        return serve(
+            sequences=tf.constant(padded),
+            lengths=tf.constant([len(s.values) for s in batch],
+                                tf.int64))[signatures.SCORES_OUTPUT].numpy()[0]
 
     alone = scores_of_short([short], len(short.values))
     # Padded to two lengths, and inside the model padded to the batch's
     # longest sequence: the same answer.
-    np.testing.assert_allclose(
-        scores_of_short([short] + sequences, longest), alone, atol=1e-5)
-    np.testing.assert_allclose(
-        scores_of_short([short] + sequences, longest + 20), alone, atol=1e-5)
+    np.testing.assert_allclose(scores_of_short([short] + sequences, longest),
+                               alone,
+                               atol=1e-5)
+    np.testing.assert_allclose(scores_of_short([short] + sequences,
+                                               longest + 20),
+                               alone,
+                               atol=1e-5)
     class_index = {'a': 0, 'b': 1, 'c': 2}
-    from_examples = _signature(model, signatures.DEFAULT_SIGNATURE)(
-        inputs=tf.constant([features.sequence_example(
-            short.values, class_index[short.label])]))
+    from_examples = _signature(
+        model, signatures.DEFAULT_SIGNATURE)(inputs=tf.constant([
+            features.sequence_example(short.values, class_index[short.label])
+        ]))
     np.testing.assert_allclose(
         from_examples[signatures.SCORES_OUTPUT].numpy()[0], alone, atol=1e-5)
 
@@ -506,10 +577,16 @@ def test_bad_data_ends_the_run_with_one_line_naming_the_file(tmp_path):
     data = datasets.write_idx_dataset(str(tmp_path / 'data'), train=40, test=10)
     labels = os.path.join(data, 't10k-labels-idx1-ubyte.gz')
     datasets.write_idx(labels, np.full(10, 12))  # labels out of range
-    process = subprocess.run(
-        [sys.executable, '-m', 'pipeline', 'run', '--model',
-         'convnet', '--data', data, '--home', str(tmp_path / 'home')],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    process = subprocess.run([
+        sys.executable, '-m', 'pipeline', 'run', '--model', 'convnet', '--data',
+        data, '--home',
+        str(tmp_path / 'home')
+    ],
+                             cwd=REPO,
+                             capture_output=True,
+                             text=True,
+                             timeout=600,
+                             check=False)
     assert process.returncode == 2
     last = process.stderr.strip().splitlines()[-1]
     assert last.startswith('error: ') and labels in last, process.stderr
@@ -526,10 +603,11 @@ def _only_file(pattern):
 def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     summary, data, home, log = fcn_run
     outputs = os.path.join(home, 'pipelines', 'fcn-pipeline', 'Tuner')
-    trials = _only_file(os.path.join(outputs, 'tuner_results', '*',
-                                     'tuner_results.json'))
-    best = _only_file(os.path.join(outputs, 'best_hyperparameters', '*',
-                                   'best_hyperparameters.txt'))['values']
+    trials = _only_file(
+        os.path.join(outputs, 'tuner_results', '*', 'tuner_results.json'))
+    best = _only_file(
+        os.path.join(outputs, 'best_hyperparameters', '*',
+                     'best_hyperparameters.txt'))['values']
     assert len(trials) == 2, trials
     assert all(0.0 <= t['score'] <= 1.0 for t in trials)
     best_trial = max(trials, key=lambda t: t['score'])
@@ -537,16 +615,18 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     # The pushed model has the best trial's architecture: its convolutions
     # are `depth` blocks of `width`, 2 x `width`, ... filters.
     model = tf.saved_model.load(summary['pushed_model'])
-    kernels = sorted((v.name, v.shape[-1]) for v in
-                     tf.train.TrackableView(model).descendants()
-                     if isinstance(v, tf.Variable)
-                     and v.name.startswith('block') and 'conv' in v.name)
-    assert [filters for _, filters in kernels] == [
-        best['width'], 2 * best['width'], best['width']][:best['depth']], (
-            kernels, best)
+    kernels = sorted((v.name, v.shape[-1])
+                     for v in tf.train.TrackableView(model).descendants()
+                     if isinstance(v, tf.Variable) and
+                     v.name.startswith('block') and 'conv' in v.name)
+    assert [filters for _, filters in kernels
+           ] == [best['width'], 2 * best['width'],
+                 best['width']][:best['depth']], (kernels, best)
 
     # A rerun on the same data takes the Tuner's result from the cache.
     again, log = run_pipeline(*FCN_FLAGS, '--data', data, '--home', home)
     assert again is not None, log
-    assert any(line.endswith('(cached)') for line in log.splitlines()
-               if '] Tuner done' in line), log
+    assert any(
+        line.endswith('(cached)')
+        for line in log.splitlines()
+        if '] Tuner done' in line), log

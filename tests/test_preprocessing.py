@@ -29,9 +29,9 @@ def _analyze_and_transform(rows, feature_spec, preprocessing_fn):
         schema_utils.schema_from_feature_spec(feature_spec))
     with tempfile.TemporaryDirectory() as temp_dir:
         with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
-            (transformed, _), _ = (
-                (rows, metadata)
-                | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn))
+            (transformed,
+             _), _ = ((rows, metadata) |
+                      tft_beam.AnalyzeAndTransformDataset(preprocessing_fn))
     return transformed
 
 
@@ -39,19 +39,26 @@ def test_images_are_decoded_resized_and_zscored_over_the_whole_split():
     rng = np.random.default_rng(0)
     gray = [rng.integers(0, 256, (8, 8), dtype=np.uint8) for _ in range(5)]
     big_colour = rng.integers(0, 256, (16, 12, 3), dtype=np.uint8)
-    rows = [{features.IMAGE_KEY: [_png(a)], features.LABEL_KEY: [i]}
-            for i, a in enumerate(gray)]
-    rows.append({features.IMAGE_KEY: [_png(big_colour)],
-                 features.LABEL_KEY: [5]})
-    spec = {features.IMAGE_KEY: tf.io.VarLenFeature(tf.string),
-            features.LABEL_KEY: tf.io.VarLenFeature(tf.int64)}
+    rows = [{
+        features.IMAGE_KEY: [_png(a)],
+        features.LABEL_KEY: [i]
+    } for i, a in enumerate(gray)]
+    rows.append({
+        features.IMAGE_KEY: [_png(big_colour)],
+        features.LABEL_KEY: [5]
+    })
+    spec = {
+        features.IMAGE_KEY: tf.io.VarLenFeature(tf.string),
+        features.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
+    }
 
     transformed = _analyze_and_transform(
         rows, spec, lambda inputs: image_preprocessing.preprocessing_fn(
             inputs, {'image_shape': [8, 8, 1]}))
 
-    images = np.stack([np.asarray(r[features.IMAGE_KEY]).reshape(8, 8, 1)
-                       for r in transformed])
+    images = np.stack([
+        np.asarray(r[features.IMAGE_KEY]).reshape(8, 8, 1) for r in transformed
+    ])
     assert images.shape == (6, 8, 8, 1)
     # z-scored with the mean and variance of every pixel of the split.
     assert abs(images.mean()) < 1e-4
@@ -67,12 +74,16 @@ def test_sequences_are_zscored_per_channel_and_missing_values_imputed():
         np.array([[1.0, 10.0], [3.0, 30.0], [5.0, math.nan]], np.float32),
         np.array([[7.0, 20.0]], np.float32),
     ]
-    rows = [{features.SEQUENCE_KEY: s.ravel().tolist(),
-             features.LENGTH_KEY: [len(s)], features.LABEL_KEY: [i]}
-            for i, s in enumerate(sequences)]
-    spec = {features.SEQUENCE_KEY: tf.io.VarLenFeature(tf.float32),
-            features.LENGTH_KEY: tf.io.VarLenFeature(tf.int64),
-            features.LABEL_KEY: tf.io.VarLenFeature(tf.int64)}
+    rows = [{
+        features.SEQUENCE_KEY: s.ravel().tolist(),
+        features.LENGTH_KEY: [len(s)],
+        features.LABEL_KEY: [i]
+    } for i, s in enumerate(sequences)]
+    spec = {
+        features.SEQUENCE_KEY: tf.io.VarLenFeature(tf.float32),
+        features.LENGTH_KEY: tf.io.VarLenFeature(tf.int64),
+        features.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
+    }
 
     transformed = _analyze_and_transform(
         rows, spec, lambda inputs: sequence_preprocessing.preprocessing_fn(
@@ -90,7 +101,8 @@ def test_sequences_are_zscored_per_channel_and_missing_values_imputed():
     # Channel 1 ignores the NaN: 10, 30, 20 (mean 20), and imputes it as 0.
     std = math.sqrt(200 / 3)
     np.testing.assert_allclose(first[:, 1], [-10 / std, 10 / std, 0.0],
-                               rtol=1e-4, atol=1e-6)
+                               rtol=1e-4,
+                               atol=1e-6)
     np.testing.assert_allclose(second[0], [3 / math.sqrt(5), 0.0], atol=1e-5)
 
 

@@ -21,11 +21,12 @@ def _push(model_dir, base, tmp_path, name):
     pushed = standard_artifacts.PushedModel()
     pushed.uri = str(tmp_path / f'pushed-{name}')
     destination = pusher_pb2.PushDestination(
-        filesystem=pusher_pb2.PushDestination.Filesystem(
-            base_directory=base))
+        filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=base))
     pusher_executor.Executor().Do(
-        {specs.MODEL_KEY: [model], specs.MODEL_BLESSING_KEY: [blessing]},
-        {specs.PUSHED_MODEL_KEY: [pushed]},
+        {
+            specs.MODEL_KEY: [model],
+            specs.MODEL_BLESSING_KEY: [blessing]
+        }, {specs.PUSHED_MODEL_KEY: [pushed]},
         {specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination)})
     return pushed
 

@@ -32,34 +32,58 @@ def _drift_anomalies():
 
 def _everything():
     per_class = {
-        label: {('accuracy', 'candidate'): accuracy,
-                ('example_count', 'candidate'): 4.0}
-        for label, accuracy in enumerate((1.0, 0.75, 0.5))}
+        label: {
+            ('accuracy', 'candidate'): accuracy,
+            ('example_count', 'candidate'): 4.0
+        } for label, accuracy in enumerate((1.0, 0.75, 0.5))
+    }
     return dict(
         class_names=CLASS_NAMES,
-        statistics={'train': _statistics(), 'eval': _statistics()},
+        statistics={
+            'train': _statistics(),
+            'eval': _statistics()
+        },
         anomalies={'train': anomalies_pb2.Anomalies()},
-        drift={'compared': True, 'anomalies': [_drift_anomalies()]},
-        trainer={'strategy': 'auto', 'replicas': 1, 'epoch_seconds': [1, 1],
-                 'history': {'loss': [1.0, 0.5], 'accuracy': [0.5, 0.8],
-                             'val_loss': [1.1, 0.6],
-                             'val_accuracy': [0.4, 0.75]}},
-        metrics={'overall': {('accuracy', 'candidate'): 0.75,
-                             ('accuracy', 'baseline'): 0.8,
-                             ('accuracy', 'diff'): -0.05},
-                 'per_class': per_class},
+        drift={
+            'compared': True,
+            'anomalies': [_drift_anomalies()]
+        },
+        trainer={
+            'strategy': 'auto',
+            'replicas': 1,
+            'epoch_seconds': [1, 1],
+            'history': {
+                'loss': [1.0, 0.5],
+                'accuracy': [0.5, 0.8],
+                'val_loss': [1.1, 0.6],
+                'val_accuracy': [0.4, 0.75]
+            }
+        },
+        metrics={
+            'overall': {
+                ('accuracy', 'candidate'): 0.75,
+                ('accuracy', 'baseline'): 0.8,
+                ('accuracy', 'diff'): -0.05
+            },
+            'per_class': per_class
+        },
         confusion=[[4, 0, 0], [1, 3, 0], [0, 2, 2]],
-        blessing={'blessed': 0, 'current_model': '/m/2',
-                  'baseline_model': '/m/1'},
+        blessing={
+            'blessed': 0,
+            'current_model': '/m/2',
+            'baseline_model': '/m/1'
+        },
         validation=['accuracy change against the baseline -0.0500 fails'],
-        serving={'blessed': False, 'reason': 'Predict failed: no signature'})
+        serving={
+            'blessed': False,
+            'reason': 'Predict failed: no signature'
+        })
 
 
 def _open(tmp_path, gathered, run=None):
     path = str(tmp_path / 'report.html')
     with open(path, 'w', encoding='utf-8') as f:
-        f.write(report.render('run-1', run or {'model': 'convnet'},
-                              **gathered))
+        f.write(report.render('run-1', run or {'model': 'convnet'}, **gathered))
     return browser.Sections(browser.dump_dom(path))
 
 
@@ -75,7 +99,8 @@ def test_every_section_renders_with_class_names_and_figures(tmp_path):
     assert 'High Jensen-Shannon divergence' in page.text['drift']
     assert 'No anomalies found' in page.text['anomalies']
     assert page.tables['comparison-table'][1] == [
-        'accuracy', '0.75', '0.8', '-0.05']
+        'accuracy', '0.75', '0.8', '-0.05'
+    ]
     assert 'not blessed' in page.text['comparison']
     assert 'refused' in page.text['serving']
     assert 'no signature' in page.text['serving']
@@ -85,8 +110,14 @@ def test_every_section_renders_with_class_names_and_figures(tmp_path):
 
 
 def test_a_run_where_nothing_after_the_data_ran_still_renders(tmp_path):
-    nothing = dict(class_names=[], statistics={}, anomalies={}, drift=None,
-                   trainer=None, metrics=None, confusion=None, blessing=None,
+    nothing = dict(class_names=[],
+                   statistics={},
+                   anomalies={},
+                   drift=None,
+                   trainer=None,
+                   metrics=None,
+                   confusion=None,
+                   blessing=None,
                    serving=None)
     page = _open(tmp_path, nothing)
     assert list(page.text) == [key for key, _ in report.SECTIONS]

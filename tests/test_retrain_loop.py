@@ -22,9 +22,11 @@ from serving.process import free_port
 from tests import datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN_FLAGS = ['--model', 'convnet', '--set', 'epochs=6',
-             '--set', 'learning_rate=0.003', '--set', 'min_accuracy=0.6',
-             '--set', 'max_accuracy_drop=0.1', '--set', 'warm_start=true']
+RUN_FLAGS = [
+    '--model', 'convnet', '--set', 'epochs=6', '--set', 'learning_rate=0.003',
+    '--set', 'min_accuracy=0.6', '--set', 'max_accuracy_drop=0.1', '--set',
+    'warm_start=true'
+]
 
 
 def write_span(root, span, shuffle_labels=False):
@@ -50,14 +52,17 @@ def wait_for(condition, timeout, what):
 
 def versions(home):
     folder = os.path.join(home, 'serving', 'convnet')
-    return sorted(int(v) for v in os.listdir(folder)) if os.path.isdir(
-        folder) else []
+    return sorted(
+        int(v) for v in os.listdir(folder)) if os.path.isdir(folder) else []
 
 
 def available(client):
     try:
-        return [s.version for s in client.model_status('convnet')
-                if s.state == 'AVAILABLE']
+        return [
+            s.version
+            for s in client.model_status('convnet')
+            if s.state == 'AVAILABLE'
+        ]
     except client_lib.ServingError:
         return []
 
@@ -65,42 +70,54 @@ def available(client):
 def test_spans_retrain_compare_push_and_swap(tmp_path):
     data, home = tmp_path / 'data', str(tmp_path / 'home')
     write_span(data, 1)
-    scheduler = subprocess.Popen(
-        [sys.executable, '-m', 'pipeline', 'schedule', *RUN_FLAGS,
-         '--data', str(data), '--home', home, '--on-new-data',
-         '--poll-seconds', '1', '--max-runs', '2'],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    scheduler = subprocess.Popen([
+        sys.executable, '-m', 'pipeline', 'schedule', *RUN_FLAGS, '--data',
+        str(data), '--home', home, '--on-new-data', '--poll-seconds', '1',
+        '--max-runs', '2'
+    ],
+                                 cwd=REPO,
+                                 stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT,
+                                 text=True)
     server = None
     try:
         [first] = wait_for(lambda: versions(home), 900, 'version 1')
         port = free_port()
-        server = ServerProcess(
-            [sys.executable, '-m', 'serving', 'serve', f'--port={port}',
-             '--model_name=convnet',
-             f'--model_base_path={os.path.join(home, "serving", "convnet")}',
-             '--file_system_poll_wait_seconds=1'], str(tmp_path / 'server.log'))
+        server = ServerProcess([
+            sys.executable, '-m', 'serving', 'serve', f'--port={port}',
+            '--model_name=convnet',
+            f'--model_base_path={os.path.join(home, "serving", "convnet")}',
+            '--file_system_poll_wait_seconds=1'
+        ], str(tmp_path / 'server.log'))
         client = client_lib.ModelServerClient(f'127.0.0.1:{port}')
         assert wait_for(lambda: available(client), 180, 'v1 served') == [first]
 
         write_span(data, 2)
         output, _ = scheduler.communicate(timeout=900)
         assert scheduler.returncode == 0, output
-        history = [json.loads(line) for line in open(
-            os.path.join(home, 'scheduler', 'convnet', 'history.jsonl'))]
+        history = [
+            json.loads(line) for line in open(
+                os.path.join(home, 'scheduler', 'convnet', 'history.jsonl'))
+        ]
         assert [h['status'] for h in history] == ['succeeded'] * 2, history
         second_run = history[-1]['summary']
         assert second_run['span'] == 2 and second_run['blessed'], second_run
         first_again, second = versions(home)
         assert first_again == first and second > first
         # The running server swaps to version 2 and unloads version 1.
-        assert wait_for(lambda: available(client) == [second] and [second],
-                        120, 'swap to v2') == [second]
+        assert wait_for(lambda: available(client) == [second] and [second], 120,
+                        'swap to v2') == [second]
 
         write_span(data, 3, shuffle_labels=True)
-        run = subprocess.run(
-            [sys.executable, '-m', 'pipeline', 'run', *RUN_FLAGS,
-             '--data', str(data), '--home', home],
-            cwd=REPO, capture_output=True, text=True, timeout=900, check=True)
+        run = subprocess.run([
+            sys.executable, '-m', 'pipeline', 'run', *RUN_FLAGS, '--data',
+            str(data), '--home', home
+        ],
+                             cwd=REPO,
+                             capture_output=True,
+                             text=True,
+                             timeout=900,
+                             check=True)
         third_run = json.loads(run.stdout.strip().splitlines()[-1])
         assert third_run['span'] == 3
         assert third_run['blessed'] is False

@@ -21,7 +21,8 @@ def test_first_run_resolution_error_is_dropped_and_others_still_show(caplog):
     messages = [record.getMessage() for record in caplog.records]
     assert messages == [
         '[latest_blessed_model_resolver] Input resolution error: broken store',
-        '[previous_statistics_resolver] Input resolution error: outside']
+        '[previous_statistics_resolver] Input resolution error: outside'
+    ]
 
 
 def test_library_warnings_stay_off_the_console_unless_verbose(caplog):
@@ -34,5 +35,5 @@ def test_library_warnings_stay_off_the_console_unless_verbose(caplog):
         absl_logging.error('a real error')
     with runner._quiet_logs(verbose=True):  # pylint: disable=protected-access
         absl_logging.warning('shown when verbose')
-    assert [r.getMessage() for r in caplog.records] == [
-        'a real error', 'shown when verbose']
+    assert [r.getMessage() for r in caplog.records
+           ] == ['a real error', 'shown when verbose']

@@ -68,8 +68,12 @@ def make(tmp_path, clock=None, **kwargs):
     lines = []
     recorder = Recorder(clock, kwargs.pop('fail_on', ()),
                         kwargs.pop('during', None))
-    scheduler = Scheduler(recorder, tmp_path / 'state', clock=clock, tz='UTC',
-                          echo=lines.append, **kwargs)
+    scheduler = Scheduler(recorder,
+                          tmp_path / 'state',
+                          clock=clock,
+                          tz='UTC',
+                          echo=lines.append,
+                          **kwargs)
     return scheduler, recorder, lines
 
 
@@ -95,8 +99,10 @@ def test_cron_runs_at_scheduled_times_and_announces_next(tmp_path):
         'next run at 2024-01-02T06:00:00+00:00',
     ]
     assert [r['status'] for r in history] == ['succeeded'] * 4
-    assert history[0]['trigger'] == [{'kind': 'cron',
-                                      'due': '2024-01-01T06:00:00+00:00'}]
+    assert history[0]['trigger'] == [{
+        'kind': 'cron',
+        'due': '2024-01-01T06:00:00+00:00'
+    }]
     assert history[0]['summary'] == {'run': 1, 'accuracy': 0.9}
     assert read_history(tmp_path / 'state') == history
     # It slept until each firing time instead of polling.
@@ -108,8 +114,11 @@ def test_cron_in_another_time_zone(tmp_path):
     lines = []
     times = []
     scheduler = Scheduler(lambda: times.append(clock.now()) or {},
-                          tmp_path / 'state', cron='0 3 * * *', clock=clock,
-                          tz=zone('Europe/Paris'), echo=lines.append)
+                          tmp_path / 'state',
+                          cron='0 3 * * *',
+                          clock=clock,
+                          tz=zone('Europe/Paris'),
+                          echo=lines.append)
     scheduler.run(until=at(12))
     assert times == [at(2)]  # 03:00 in Paris is 02:00 UTC in winter
     assert next_run_lines(lines)[0] == 'next run at 2024-01-01T03:00:00+01:00'
@@ -123,7 +132,9 @@ def test_max_runs(tmp_path):
 
 
 def test_failed_run_is_recorded_and_scheduler_keeps_going(tmp_path, caplog):
-    scheduler, recorder, lines = make(tmp_path, cron='0 * * * *', fail_on={1},
+    scheduler, recorder, lines = make(tmp_path,
+                                      cron='0 * * * *',
+                                      fail_on={1},
                                       max_runs=2)
     with caplog.at_level('ERROR', logger='pipeline.scheduler'):
         history = scheduler.run()
@@ -135,8 +146,8 @@ def test_failed_run_is_recorded_and_scheduler_keeps_going(tmp_path, caplog):
     assert 'run #1 failed after 0s: RuntimeError: boom in run 1' in lines
     assert 'RuntimeError: boom in run 1' in caplog.text
     assert lines[lines.index('run #1 failed after 0s: RuntimeError: boom in '
-                             'run 1')
-                 + 1] == 'next run at 2024-01-01T03:00:00+00:00'
+                             'run 1') +
+                 1] == 'next run at 2024-01-01T03:00:00+00:00'
 
 
 def test_needs_a_trigger_and_valid_options(tmp_path):
@@ -154,8 +165,8 @@ def test_needs_a_trigger_and_valid_options(tmp_path):
 
 
 def test_span_watcher_finds_spans(tmp_path):
-    for name in ('span-1', 'span-12', 'span-x', 'span-3.tmp',
-                 'other-99', '.span-50'):
+    for name in ('span-1', 'span-12', 'span-x', 'span-3.tmp', 'other-99',
+                 '.span-50'):
         (tmp_path / name).mkdir()
     (tmp_path / 'span-7').write_text('a file counts too')
     watcher = SpanWatcher(tmp_path, 'span-{SPAN}')
@@ -184,8 +195,9 @@ def test_new_span_triggers_run_once_and_state_survives_restart(tmp_path):
     (data / 'not-a-span').mkdir()
     clock = FakeClock(START)
     clock.call_at(START + minutes(5), lambda: (data / 'span-1').mkdir())
-    clock.call_at(START + minutes(10), lambda: [(data / 'span-3').mkdir(),
-                                                 (data / 'span-2').mkdir()])
+    clock.call_at(
+        START + minutes(10), lambda: [(data / 'span-3').mkdir(),
+                                      (data / 'span-2').mkdir()])
     watcher = SpanWatcher(data, 'span-{SPAN}', poll_seconds=60)
     scheduler, recorder, lines = make(tmp_path, clock=clock, watcher=watcher)
 
@@ -216,12 +228,13 @@ def test_existing_spans_at_first_start(tmp_path):
     scheduler.run(until=START + minutes(10))
     assert recorder.times == [START]
 
-    baseline, recorder, lines = make(tmp_path / 'b', watcher=watcher,
+    baseline, recorder, lines = make(tmp_path / 'b',
+                                     watcher=watcher,
                                      run_on_existing_data=False)
     baseline.run(until=START + minutes(10))
     assert recorder.times == []
-    assert any('span 5 already present, recorded as seen' in line
-               for line in lines)
+    assert any(
+        'span 5 already present, recorded as seen' in line for line in lines)
 
 
 def test_cron_and_new_data_together(tmp_path):
@@ -229,13 +242,15 @@ def test_cron_and_new_data_together(tmp_path):
     data.mkdir()
     clock = FakeClock(START)
     clock.call_at(at(2, 40), lambda: (data / 'span-1').mkdir())
-    scheduler, recorder, lines = make(
-        tmp_path, clock=clock, cron='0 */2 * * *',
-        watcher=SpanWatcher(data, poll_seconds=600))
+    scheduler, recorder, lines = make(tmp_path,
+                                      clock=clock,
+                                      cron='0 */2 * * *',
+                                      watcher=SpanWatcher(data,
+                                                          poll_seconds=600))
     history = scheduler.run(until=at(5))
     assert recorder.times == [at(2), at(2, 40), at(4)]
-    assert ([r['trigger'][0]['kind'] for r in history]
-            == ['cron', 'new-data', 'cron'])
+    assert ([r['trigger'][0]['kind'] for r in history
+            ] == ['cron', 'new-data', 'cron'])
     assert lines[1] == ('next run at 2024-01-01T02:00:00+00:00; or earlier '
                         f'when a span appears in {data}/span-{{SPAN}}')
 
@@ -249,24 +264,35 @@ def test_triggers_during_a_run_are_coalesced(tmp_path):
         clock.advance(3.5 * 3600)  # 02:00 -> 05:30: three cron times pass
         (data / 'span-7').mkdir()
 
-    scheduler, recorder, lines = make(
-        tmp_path, clock=clock, cron='0 * * * *',
-        watcher=SpanWatcher(data, poll_seconds=300), during={1: long_first_run})
+    scheduler, recorder, lines = make(tmp_path,
+                                      clock=clock,
+                                      cron='0 * * * *',
+                                      watcher=SpanWatcher(data,
+                                                          poll_seconds=300),
+                                      during={1: long_first_run})
 
     history = scheduler.run(until=at(6, 30))
 
     assert recorder.times == [at(2), at(5, 30), at(6)]
     assert history[1]['trigger'] == [
-        {'kind': 'cron', 'due': '2024-01-01T03:00:00+00:00', 'ticks': 3},
-        {'kind': 'new-data', 'due': '2024-01-01T05:30:00+00:00', 'span': 7},
+        {
+            'kind': 'cron',
+            'due': '2024-01-01T03:00:00+00:00',
+            'ticks': 3
+        },
+        {
+            'kind': 'new-data',
+            'due': '2024-01-01T05:30:00+00:00',
+            'span': 7
+        },
     ]
     assert ('trigger cron (2024-01-01T03:00:00+00:00, 3 ticks) came due during '
             'run #1; queued (at most one pending run)') in lines
-    assert any(line.startswith(
-                   'trigger new-data (span 7) came due during run #1')
-               for line in lines)
-    assert any(line.startswith('coalesced 2 triggers into one run')
-               for line in lines)
+    assert any(
+        line.startswith('trigger new-data (span 7) came due during run #1')
+        for line in lines)
+    assert any(
+        line.startswith('coalesced 2 triggers into one run') for line in lines)
     # Announced once idle again, after the coalesced run.
     assert next_run_lines(lines) == [
         'next run at 2024-01-01T02:00:00+00:00; or earlier when a span '
@@ -305,8 +331,10 @@ def test_run_lock_excludes_second_holder(tmp_path):
 def test_scheduler_waits_for_lock_held_by_another_process(tmp_path):
     state = tmp_path / 'state'
     state.mkdir()
-    holder = subprocess.Popen([sys.executable, '-c', HOLDER, lock_path(state)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    holder = subprocess.Popen([sys.executable, '-c', HOLDER,
+                               lock_path(state)],
+                              stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE,
                               text=True)
     try:
         assert holder.stdout.readline().strip() == 'locked'
@@ -315,19 +343,22 @@ def test_scheduler_waits_for_lock_held_by_another_process(tmp_path):
         runs = []
         lines = []
         scheduler = Scheduler(lambda: runs.append(released.is_set()) or {},
-                              state, cron='* * * * *', max_runs=1, tz='UTC',
+                              state,
+                              cron='* * * * *',
+                              max_runs=1,
+                              tz='UTC',
                               clock=FakeClock(START, real_sleep=0.01),
                               echo=lines.append)
-        thread = threading.Thread(
-            target=scheduler.run, kwargs={'install_signal_handlers': False})
+        thread = threading.Thread(target=scheduler.run,
+                                  kwargs={'install_signal_handlers': False})
         thread.start()
         deadline = time.monotonic() + 10
         while not any('waiting for it' in line for line in lines):
             assert time.monotonic() < deadline, lines
             time.sleep(0.02)
         assert runs == [], 'ran while another process held the lock'
-        assert any(f'held by pid {holder.pid} (test holder)' in line
-                   for line in lines)
+        assert any(
+            f'held by pid {holder.pid} (test holder)' in line for line in lines)
 
         released.set()
         holder.stdin.write('\n')
@@ -340,15 +371,17 @@ def test_scheduler_waits_for_lock_held_by_another_process(tmp_path):
         holder.wait()
     assert runs == [True], 'ran while another process held the lock'
     assert scheduler.history[0]['status'] == 'succeeded'
-    assert any(line.startswith('pipeline lock acquired after waiting')
-               for line in lines)
+    assert any(
+        line.startswith('pipeline lock acquired after waiting')
+        for line in lines)
 
 
 def test_scheduler_skips_when_lock_busy_and_on_busy_skip(tmp_path):
     state = tmp_path / 'state'
     manual_run = RunLock(lock_path(state))
     assert manual_run.acquire()
-    scheduler, recorder, lines = make(tmp_path, cron='0 * * * *',
+    scheduler, recorder, lines = make(tmp_path,
+                                      cron='0 * * * *',
                                       on_busy='skip')
     history = scheduler.run(until=at(3, 30))
     assert recorder.times == []
@@ -357,8 +390,10 @@ def test_scheduler_skips_when_lock_busy_and_on_busy_skip(tmp_path):
     assert any('skipping this run' in line for line in lines)
 
     manual_run.release()
-    scheduler, recorder, _ = make(tmp_path, clock=FakeClock(at(3, 30)),
-                                  cron='0 * * * *', on_busy='skip')
+    scheduler, recorder, _ = make(tmp_path,
+                                  clock=FakeClock(at(3, 30)),
+                                  cron='0 * * * *',
+                                  on_busy='skip')
     scheduler.run(until=at(4, 30))
     assert recorder.times == [at(4)]
 
@@ -374,11 +409,16 @@ def test_run_holds_the_lock_that_crontab_flock_uses(tmp_path):
         outcomes.append(probe.returncode)
         return {}
 
-    Scheduler(run_pipeline, state, cron='* * * * *', max_runs=1, tz='UTC',
-              clock=FakeClock(START), echo=None).run()
+    Scheduler(run_pipeline,
+              state,
+              cron='* * * * *',
+              max_runs=1,
+              tz='UTC',
+              clock=FakeClock(START),
+              echo=None).run()
     assert outcomes == [1]
-    assert subprocess.run(['flock', '-n', lock_path(state),
-                           'true']).returncode == 0
+    assert subprocess.run(['flock', '-n',
+                           lock_path(state), 'true']).returncode == 0
 
 
 # Signals ---------------------------------------------------------------------
@@ -426,11 +466,16 @@ class Child:
         self.stderr_path = tmp_path / 'stderr.txt'
         with open(self.stdout_path, 'w') as out, \
                 open(self.stderr_path, 'w') as err:
-            self.process = subprocess.Popen(
-                [sys.executable, '-c', CHILD, REPO, str(self.state),
-                 str(self.data), str(self.markers), str(run_seconds),
-                 str(poll_seconds)],
-                stdout=out, stderr=err)
+            self.process = subprocess.Popen([
+                sys.executable, '-c', CHILD, REPO,
+                str(self.state),
+                str(self.data),
+                str(self.markers),
+                str(run_seconds),
+                str(poll_seconds)
+            ],
+                                            stdout=out,
+                                            stderr=err)
 
     def stdout(self):
         return self.stdout_path.read_text()
@@ -463,7 +508,8 @@ def test_signal_while_idle_stops_promptly(tmp_path, signum):
     lines = child.stdout().splitlines()
     assert lines[-2:] == [
         f'scheduler stopped (received {signum.name}) after 0 run(s)',
-        'run() returned']
+        'run() returned'
+    ]
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])

@@ -34,8 +34,8 @@ IMAGE_CLASSES = ('dark', 'mid', 'light')
 SEQUENCE_CLASSES = ('down', 'flat', 'up')
 NUM_EXAMPLES = 5
 
-
 # --- Tiny models with the project's serving contract -----------------------
+
 
 def _classes_like(names: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
     return tf.tile(names[tf.newaxis], [batch, 1])
@@ -52,23 +52,27 @@ class _ImageModel(tf.Module):
         self.broken = broken
 
     def _outputs(self, images: tf.Tensor):
+
         def brightness(image):
             pixels = tf.io.decode_png(image, channels=1)
             return tf.reduce_mean(tf.cast(pixels, tf.float32)) / 255.0
 
-        means = tf.map_fn(brightness, images,
-                          fn_output_signature=tf.float32)
+        means = tf.map_fn(brightness, images, fn_output_signature=tf.float32)
         scores = tf.nn.softmax(means[:, tf.newaxis] * self.weights + self.bias)
         if self.broken:
             scores = scores * float('nan')
-        return {signatures.SCORES_OUTPUT: scores,
-                signatures.CLASSES_OUTPUT: _classes_like(
-                    self.names, tf.shape(images)[0])}
+        return {
+            signatures.SCORES_OUTPUT:
+                scores,
+            signatures.CLASSES_OUTPUT:
+                _classes_like(self.names,
+                              tf.shape(images)[0])
+        }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def serve_examples(self, inputs):
-        parsed = tf.io.parse_example(inputs, {
-            features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+        parsed = tf.io.parse_example(
+            inputs, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
         return self._outputs(parsed[features.IMAGE_KEY])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
@@ -91,22 +95,28 @@ class _SequenceModel(tf.Module):
 
     def _outputs(self, means: tf.Tensor):
         scores = tf.nn.softmax(means[:, tf.newaxis] * self.weights + self.bias)
-        return {signatures.SCORES_OUTPUT: scores,
-                signatures.CLASSES_OUTPUT: _classes_like(
-                    self.names, tf.shape(means)[0])}
+        return {
+            signatures.SCORES_OUTPUT:
+                scores,
+            signatures.CLASSES_OUTPUT:
+                _classes_like(self.names,
+                              tf.shape(means)[0])
+        }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def serve_examples(self, inputs):
-        parsed = tf.io.parse_example(inputs, {
-            features.SEQUENCE_KEY: tf.io.RaggedFeature(tf.float32)})
+        parsed = tf.io.parse_example(
+            inputs, {features.SEQUENCE_KEY: tf.io.RaggedFeature(tf.float32)})
         return self._outputs(
             tf.reduce_mean(parsed[features.SEQUENCE_KEY], axis=1))
 
     @tf.function(input_signature=[
         tf.TensorSpec([None, None, None], tf.float32),
-        tf.TensorSpec([None], tf.int32)])
+        tf.TensorSpec([None], tf.int32)
+    ])
     def serve_sequences(self, sequences, lengths):
-        mask = tf.sequence_mask(lengths, tf.shape(sequences)[1],
+        mask = tf.sequence_mask(lengths,
+                                tf.shape(sequences)[1],
                                 dtype=tf.float32)
         total = tf.reduce_sum(sequences * mask[:, :, tf.newaxis], axis=[1, 2])
         count = tf.cast(lengths * tf.shape(sequences)[2], tf.float32)
@@ -116,18 +126,25 @@ class _SequenceModel(tf.Module):
 def save_image_model(path: str, broken: bool = False) -> str:
     """Saves a tiny image classifier SavedModel at `path`; returns `path`."""
     module = _ImageModel(broken)
-    tf.saved_model.save(module, path, signatures={
-        signatures.DEFAULT_SIGNATURE: module.serve_examples,
-        signatures.IMAGE_SIGNATURE: module.serve_images})
+    tf.saved_model.save(module,
+                        path,
+                        signatures={
+                            signatures.DEFAULT_SIGNATURE: module.serve_examples,
+                            signatures.IMAGE_SIGNATURE: module.serve_images
+                        })
     return path
 
 
 def save_sequence_model(path: str) -> str:
     """Saves a tiny sequence classifier SavedModel at `path`; returns `path`."""
     module = _SequenceModel()
-    tf.saved_model.save(module, path, signatures={
-        signatures.DEFAULT_SIGNATURE: module.serve_examples,
-        signatures.SEQUENCE_SIGNATURE: module.serve_sequences})
+    tf.saved_model.save(
+        module,
+        path,
+        signatures={
+            signatures.DEFAULT_SIGNATURE: module.serve_examples,
+            signatures.SEQUENCE_SIGNATURE: module.serve_sequences
+        })
     return path
 
 
@@ -140,22 +157,27 @@ def png_bytes(brightness: int, size: int = 6) -> bytes:
 
 def image_examples(count: int) -> List[bytes]:
     """Serialized image tf.Examples of increasing brightness."""
-    return [features.image_example(png_bytes(int(255 * i / max(count - 1, 1))),
-                                   i % len(IMAGE_CLASSES))
-            for i in range(count)]
+    return [
+        features.image_example(png_bytes(int(255 * i / max(count - 1, 1))),
+                               i % len(IMAGE_CLASSES)) for i in range(count)
+    ]
 
 
 def sequence_examples(count: int, channels: int = 2) -> List[bytes]:
     """Serialized sequence tf.Examples of different lengths."""
     rng = np.random.default_rng(0)
-    return [features.sequence_example(
-        rng.normal(size=(3 + i, channels)).astype(np.float32), i % 3)
-            for i in range(count)]
+    return [
+        features.sequence_example(
+            rng.normal(size=(3 + i, channels)).astype(np.float32), i % 3)
+        for i in range(count)
+    ]
 
 
 # --- Artifacts ---------------------------------------------------------------
 
-def _examples_artifact(root: str, records: Sequence[bytes],
+
+def _examples_artifact(root: str,
+                       records: Sequence[bytes],
                        split: str = 'test') -> standard_artifacts.Examples:
     examples = standard_artifacts.Examples()
     examples.uri = root
@@ -176,21 +198,26 @@ def _model_artifact(root: str) -> standard_artifacts.Model:
     return model
 
 
-def _run_check(tmp_path, name: str, model_root: str,
-               records: Sequence[bytes], timeout: int = 90
-               ) -> standard_artifacts.InfraBlessing:
+def _run_check(tmp_path,
+               name: str,
+               model_root: str,
+               records: Sequence[bytes],
+               timeout: int = 90) -> standard_artifacts.InfraBlessing:
     blessing = standard_artifacts.InfraBlessing()
     blessing.uri = str(tmp_path / f'{name}_blessing')
     os.makedirs(blessing.uri)
     executor.Executor().Do(
-        {executor.MODEL_KEY: [_model_artifact(model_root)],
-         executor.EXAMPLES_KEY: [_examples_artifact(
-             str(tmp_path / f'{name}_examples'), records)]},
-        {executor.BLESSING_KEY: [blessing]},
-        {executor.SPLIT_KEY: 'test',
-         executor.NUM_EXAMPLES_KEY: NUM_EXAMPLES,
-         executor.TIMEOUT_SECONDS_KEY: timeout,
-         executor.MODEL_NAME_KEY: name})
+        {
+            executor.MODEL_KEY: [_model_artifact(model_root)],
+            executor.EXAMPLES_KEY: [
+                _examples_artifact(str(tmp_path / f'{name}_examples'), records)
+            ]
+        }, {executor.BLESSING_KEY: [blessing]}, {
+            executor.SPLIT_KEY: 'test',
+            executor.NUM_EXAMPLES_KEY: NUM_EXAMPLES,
+            executor.TIMEOUT_SECONDS_KEY: timeout,
+            executor.MODEL_NAME_KEY: name
+        })
     return blessing
 
 
@@ -200,17 +227,19 @@ def _serving_dir(root) -> str:
 
 def _read_warmup(model_dir: str) -> List[prediction_log_pb2.PredictionLog]:
     path = path_utils.warmup_file_path(model_dir)
-    return [prediction_log_pb2.PredictionLog.FromString(r.numpy())
-            for r in tf.data.TFRecordDataset(path)]
+    return [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(path)
+    ]
 
 
 def _not_blessed_reason(blessing) -> str:
-    with open(os.path.join(blessing.uri,
-                           executor.NOT_BLESSED_FILENAME)) as f:
+    with open(os.path.join(blessing.uri, executor.NOT_BLESSED_FILENAME)) as f:
         return f.read()
 
 
 # --- Executor runs with a real server ---------------------------------------
+
 
 @pytest.fixture(scope='module')
 def image_blessing(tmp_path_factory):
@@ -224,13 +253,13 @@ def image_blessing(tmp_path_factory):
 def test_good_image_model_is_blessed_with_warmup(image_blessing):
     assert image_blessing.get_int_custom_property('blessed') == 1
     assert image_blessing.get_int_custom_property('has_model') == 1
-    assert os.path.exists(os.path.join(image_blessing.uri,
-                                       executor.BLESSED_FILENAME))
+    assert os.path.exists(
+        os.path.join(image_blessing.uri, executor.BLESSED_FILENAME))
     stamped = path_utils.stamped_model_path(image_blessing.uri)
     logs = _read_warmup(stamped)
     # One Classify on serving_default, one Predict on serving_image.
-    assert [log.WhichOneof('log_type') for log in logs] == [
-        'classify_log', 'predict_log']
+    assert [log.WhichOneof('log_type') for log in logs
+           ] == ['classify_log', 'predict_log']
     assert len(logs[0].classify_log.request.input.example_list.examples) == \
         NUM_EXAMPLES
     predict = logs[1].predict_log.request
@@ -294,8 +323,11 @@ def test_corrupt_model_is_not_blessed(tmp_path):
     save_image_model(model_dir)
     with open(os.path.join(model_dir, 'saved_model.pb'), 'wb') as f:
         f.write(b'this is not a SavedModel')
-    blessing = _run_check(tmp_path, 'corrupt', str(tmp_path / 'model'),
-                          image_examples(NUM_EXAMPLES), timeout=60)
+    blessing = _run_check(tmp_path,
+                          'corrupt',
+                          str(tmp_path / 'model'),
+                          image_examples(NUM_EXAMPLES),
+                          timeout=60)
     assert blessing.get_int_custom_property('blessed') == 0
     # Found before any server starts: like tensorflow_model_server, the check
     # loads the MetaGraph tagged `serve`, and there is none.
@@ -306,6 +338,7 @@ def test_corrupt_model_is_not_blessed(tmp_path):
 
 # --- Without a server --------------------------------------------------------
 
+
 def test_missing_saved_model_is_not_blessed(tmp_path):
     os.makedirs(_serving_dir(tmp_path / 'model'))
     blessing = _run_check(tmp_path, 'empty', str(tmp_path / 'model'),
@@ -315,7 +348,8 @@ def test_missing_saved_model_is_not_blessed(tmp_path):
 
 
 def test_missing_split_raises(tmp_path):
-    examples = _examples_artifact(str(tmp_path / 'examples'), image_examples(1),
+    examples = _examples_artifact(str(tmp_path / 'examples'),
+                                  image_examples(1),
                                   split='eval')
     with pytest.raises(ValueError):
         request_builder.read_serialized_examples(examples, 'test', 4)
@@ -345,44 +379,69 @@ def test_check_probability_rows():
 
 
 def test_check_agreement():
-    answer_checks.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
-                                  [{'a': 0.30005, 'b': 0.69995}])
+    answer_checks.check_agreement('x', [{
+        'a': 0.3,
+        'b': 0.7
+    }], [{
+        'a': 0.30005,
+        'b': 0.69995
+    }])
     with pytest.raises(errors.ModelCheckFailed, match='differ'):
-        answer_checks.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
-                                      [{'a': 0.31, 'b': 0.69}])
+        answer_checks.check_agreement('x', [{
+            'a': 0.3,
+            'b': 0.7
+        }], [{
+            'a': 0.31,
+            'b': 0.69
+        }])
     with pytest.raises(errors.ModelCheckFailed, match='classes'):
-        answer_checks.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
-                                      [{'a': 0.3, 'c': 0.7}])
+        answer_checks.check_agreement('x', [{
+            'a': 0.3,
+            'b': 0.7
+        }], [{
+            'a': 0.3,
+            'c': 0.7
+        }])
     with pytest.raises(errors.ModelCheckFailed,
                        match="differ from the SavedModel's own"):
-        answer_checks.check_agreement('x', [{'a': 0.3, 'b': 0.7}],
-                                      [{'a': 0.4, 'b': 0.6}],
-                                      answer_checks.IN_PROCESS)
+        answer_checks.check_agreement('x', [{
+            'a': 0.3,
+            'b': 0.7
+        }], [{
+            'a': 0.4,
+            'b': 0.6
+        }], answer_checks.IN_PROCESS)
     with pytest.raises(errors.ModelCheckFailed, match='1 answers'):
-        answer_checks.check_agreement('x', [{'a': 0.3, 'b': 0.7}] * 2,
-                                      [{'a': 0.3, 'b': 0.7}])
+        answer_checks.check_agreement('x', [{
+            'a': 0.3,
+            'b': 0.7
+        }] * 2, [{
+            'a': 0.3,
+            'b': 0.7
+        }])
 
 
 def test_component_compiles_for_kubeflow_v2(tmp_path):
     from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
-    model = tfx.dsl.Importer(source_uri=str(tmp_path / 'model'),
-                             artifact_type=standard_artifacts.Model
-                             ).with_id('model_importer')
-    examples = tfx.dsl.Importer(source_uri=str(tmp_path / 'examples'),
-                                artifact_type=standard_artifacts.Examples
-                                ).with_id('examples_importer')
-    check = component.ServingCheck(
-        model=model.outputs['result'], examples=examples.outputs['result'],
-        model_name='convnet', num_examples=4, timeout_seconds=60)
+    model = tfx.dsl.Importer(
+        source_uri=str(tmp_path / 'model'),
+        artifact_type=standard_artifacts.Model).with_id('model_importer')
+    examples = tfx.dsl.Importer(
+        source_uri=str(tmp_path / 'examples'),
+        artifact_type=standard_artifacts.Examples).with_id('examples_importer')
+    check = component.ServingCheck(model=model.outputs['result'],
+                                   examples=examples.outputs['result'],
+                                   model_name='convnet',
+                                   num_examples=4,
+                                   timeout_seconds=60)
     pusher = tfx.components.Pusher(
         infra_blessing=check.outputs['blessing'],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=str(tmp_path / 'serving' / 'convnet'))))
-    pipeline = tfx.dsl.Pipeline(
-        pipeline_name='serving-check-test',
-        pipeline_root=str(tmp_path / 'root'),
-        components=[model, examples, check, pusher])
+    pipeline = tfx.dsl.Pipeline(pipeline_name='serving-check-test',
+                                pipeline_root=str(tmp_path / 'root'),
+                                components=[model, examples, check, pusher])
     output = tmp_path / 'pipeline.json'
     tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(

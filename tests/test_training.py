@@ -41,8 +41,12 @@ def _train_one_step(strategy, recipe, params, inputs, labels):
 
 
 def test_convnet_trains_under_mirrored_strategy_on_two_devices(mirrored):
-    params = {'image_shape': [12, 12, 1], 'conv_filters': [4, 8],
-              'dense_units': 8, 'learning_rate': 1e-2}
+    params = {
+        'image_shape': [12, 12, 1],
+        'conv_filters': [4, 8],
+        'dense_units': 8,
+        'learning_rate': 1e-2
+    }
     images = np.random.default_rng(0).normal(size=(16, 12, 12, 1))
     model = _train_one_step(mirrored, convnet.RECIPE, params,
                             {'image': images.astype(np.float32)},
@@ -53,13 +57,21 @@ def test_convnet_trains_under_mirrored_strategy_on_two_devices(mirrored):
 
 def test_rnn_masks_padding_and_clips_gradients_under_mirrored_strategy(
         mirrored):
-    params = {'num_channels': 2, 'units': [4, 4], 'bidirectional': True,
-              'cell': 'gru', 'clip_norm': 1.0, 'learning_rate': 1e-2}
+    params = {
+        'num_channels': 2,
+        'units': [4, 4],
+        'bidirectional': True,
+        'cell': 'gru',
+        'clip_norm': 1.0,
+        'learning_rate': 1e-2
+    }
     rng = np.random.default_rng(0)
     lengths = rng.integers(2, 6, size=16)
     sequences = rng.normal(size=(16, 6, 2)).astype(np.float32)
-    model = _train_one_step(mirrored, rnn.RECIPE, params,
-                            {'sequence': sequences, 'length': lengths},
+    model = _train_one_step(mirrored, rnn.RECIPE, params, {
+        'sequence': sequences,
+        'length': lengths
+    },
                             np.arange(16) % 3)
     # Values past a sequence's length are masked: changing them changes nothing.
     noisy = sequences.copy()
@@ -71,25 +83,35 @@ def test_rnn_masks_padding_and_clips_gradients_under_mirrored_strategy(
 
 
 def test_fcn_ignores_padding_in_convolutions_batch_norm_and_pooling(mirrored):
-    params = {'num_channels': 2, 'conv_filters': [4, 6], 'kernel_sizes': [5, 3],
-              'learning_rate': 1e-2}
+    params = {
+        'num_channels': 2,
+        'conv_filters': [4, 6],
+        'kernel_sizes': [5, 3],
+        'learning_rate': 1e-2
+    }
     rng = np.random.default_rng(1)
     lengths = rng.integers(3, 9, size=16)
     sequences = rng.normal(size=(16, 12, 2)).astype(np.float32)
     for i, length in enumerate(lengths):
         sequences[i, length:] = 0.0  # Padded as to_model_inputs pads.
     labels = np.arange(16) % 3
-    model = _train_one_step(mirrored, fcn.RECIPE, params,
-                            {'sequence': sequences, 'length': lengths}, labels)
+    model = _train_one_step(mirrored, fcn.RECIPE, params, {
+        'sequence': sequences,
+        'length': lengths
+    }, labels)
     inputs = {'sequence': sequences, 'length': lengths}
     clean = model(inputs).numpy()
     # Other values past each length, and more padding: the same scores.
     noisy = np.concatenate([sequences, np.zeros((16, 7, 2), np.float32)], 1)
     for i, length in enumerate(lengths):
         noisy[i, length:] = 1e3
-    np.testing.assert_allclose(
-        model({'sequence': noisy, 'length': lengths}).numpy(), clean,
-        rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model({
+        'sequence': noisy,
+        'length': lengths
+    }).numpy(),
+                               clean,
+                               rtol=1e-4,
+                               atol=1e-5)
     # Batch-norm statistics of a training step count real steps only: the
     # same batch padded further gives the same update.
     with mirrored.scope():
@@ -99,8 +121,10 @@ def test_fcn_ignores_padding_in_convolutions_batch_norm_and_pooling(mirrored):
     twin({'sequence': noisy, 'length': lengths}, training=True)
     for mine, theirs in zip(model.non_trainable_weights,
                             twin.non_trainable_weights):
-        np.testing.assert_allclose(mine.numpy(), theirs.numpy(),
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(mine.numpy(),
+                                   theirs.numpy(),
+                                   rtol=1e-4,
+                                   atol=1e-5)
 
 
 def test_a_process_trains_models_of_other_shapes_under_mirrored_in_turn():
@@ -110,15 +134,19 @@ def test_a_process_trains_models_of_other_shapes_under_mirrored_in_turn():
     # mismatch.
     images = np.random.default_rng(2).normal(size=(16, 12, 12, 1))
     for filters in ([3], [5, 7]):
-        params = {'image_shape': [12, 12, 1], 'conv_filters': filters,
-                  'dense_units': 6, 'learning_rate': 1e-2}
+        params = {
+            'image_shape': [12, 12, 1],
+            'conv_filters': filters,
+            'dense_units': 6,
+            'learning_rate': 1e-2
+        }
         _train_one_step(distribute.make_strategy('mirrored'), convnet.RECIPE,
                         params, {'image': images.astype(np.float32)},
                         np.arange(16) % 3)
 
 
-@pytest.mark.parametrize('name,replicas', [
-    ('one_device', 1), ('auto', 1), ('mirrored', 2)])
+@pytest.mark.parametrize('name,replicas', [('one_device', 1), ('auto', 1),
+                                           ('mirrored', 2)])
 def test_strategy_by_name(name, replicas):
     assert distribute.make_strategy(name).num_replicas_in_sync == replicas
 
@@ -138,15 +166,16 @@ def test_unknown_strategy_is_refused():
 @pytest.mark.parametrize('save_traces', [True, False])
 def test_warm_start_loads_the_previous_weights_and_refuses_other_shapes(
         tmp_path, save_traces):
-    params = {'image_shape': [12, 12, 1], 'conv_filters': [4],
-              'dense_units': 8}
+    params = {'image_shape': [12, 12, 1], 'conv_filters': [4], 'dense_units': 8}
     previous = convnet.build_model(params, num_classes=3)
-    previous.save(str(tmp_path / 'previous'), save_format='tf',
+    previous.save(str(tmp_path / 'previous'),
+                  save_format='tf',
                   save_traces=save_traces)
 
     fresh = convnet.build_model(params, num_classes=3)
-    assert not np.allclose(fresh.get_layer('dense').kernel.numpy(),
-                           previous.get_layer('dense').kernel.numpy())
+    assert not np.allclose(
+        fresh.get_layer('dense').kernel.numpy(),
+        previous.get_layer('dense').kernel.numpy())
     assert weights.warm_start(fresh, str(tmp_path / 'previous'))
     for mine, theirs in zip(fresh.weights, previous.weights):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
@@ -161,14 +190,18 @@ def _write_examples(folder, count):
     path.mkdir()
     with tf.io.TFRecordWriter(str(path / 'data.gz'), 'GZIP') as writer:
         for index in range(count):
-            example = tf.train.Example(features=tf.train.Features(feature={
-                'image': tf.train.Feature(float_list=tf.train.FloatList(
-                    value=[float(index)] * 4)),
-                'steps': tf.train.Feature(float_list=tf.train.FloatList(
-                    value=[float(index)] * (index % 5 + 1))),
-                'label': tf.train.Feature(int64_list=tf.train.Int64List(
-                    value=[index % 3])),
-            }))
+            example = tf.train.Example(features=tf.train.Features(
+                feature={
+                    'image':
+                        tf.train.Feature(float_list=tf.train.FloatList(
+                            value=[float(index)] * 4)),
+                    'steps':
+                        tf.train.Feature(float_list=tf.train.FloatList(
+                            value=[float(index)] * (index % 5 + 1))),
+                    'label':
+                        tf.train.Feature(int64_list=tf.train.Int64List(
+                            value=[index % 3])),
+                }))
             writer.write(example.SerializeToString())
     return [str(path / '*')]
 
@@ -185,13 +218,19 @@ def test_make_dataset_yields_every_example_once_per_epoch_reshuffled(
     })
 
     def to_model_inputs(transformed):
-        return {'image': transformed['image'],
-                'steps': tf.sparse.to_dense(transformed['steps'])}
+        return {
+            'image': transformed['image'],
+            'steps': tf.sparse.to_dense(transformed['steps'])
+        }
 
-    dataset = inputs.make_dataset(
-        pattern, throughput.data_accessor(str(tmp_path)), schema,
-        to_model_inputs,
-        batch_size=32, shuffle=True, seed=1, cache=cache)
+    dataset = inputs.make_dataset(pattern,
+                                  throughput.data_accessor(str(tmp_path)),
+                                  schema,
+                                  to_model_inputs,
+                                  batch_size=32,
+                                  shuffle=True,
+                                  seed=1,
+                                  cache=cache)
     epochs = []
     for _ in range(2):
         order = []
@@ -203,8 +242,8 @@ def test_make_dataset_yields_every_example_once_per_epoch_reshuffled(
             index = image[:, 0].astype(int)
             np.testing.assert_array_equal(label.numpy(), index % 3)
             for row, i in enumerate(index):
-                np.testing.assert_array_equal(
-                    steps[row], [i] * (i % 5 + 1) + [0] * (4 - i % 5))
+                np.testing.assert_array_equal(steps[row], [i] * (i % 5 + 1) +
+                                              [0] * (4 - i % 5))
             order.extend(index)
         epochs.append(order)
     assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(300))
@@ -216,19 +255,23 @@ def test_make_dataset_yields_every_example_once_per_epoch_reshuffled(
 
 
 def test_schedule_gives_a_small_data_set_enough_steps_and_fitting_momentum():
-    params = {'epochs': 15, 'min_train_steps': 1000,
-              'early_stopping_patience': 10}
+    params = {
+        'epochs': 15,
+        'min_train_steps': 1000,
+        'early_stopping_patience': 10
+    }
     small = schedule.training_schedule(params, steps_per_epoch=10)
     assert small['epochs'] == 100  # 1000 steps, not 150.
     assert small['early_stopping_patience'] == 20
     # An epoch later, 5% of the old moving averages is left, not 0.99**10.
-    assert small['batch_norm_momentum'] ** 10 == pytest.approx(0.05)
+    assert small['batch_norm_momentum']**10 == pytest.approx(0.05)
     large = schedule.training_schedule(params, steps_per_epoch=469)
     assert large['epochs'] == 15
     assert large['early_stopping_patience'] == 10
     assert large['batch_norm_momentum'] == 0.99
-    explicit = schedule.training_schedule(
-        {**params, 'batch_norm_momentum': 0.9}, 10)
+    explicit = schedule.training_schedule({
+        **params, 'batch_norm_momentum': 0.9
+    }, 10)
     assert explicit['batch_norm_momentum'] == 0.9
 
 
@@ -236,9 +279,14 @@ def test_a_small_set_trains_on_a_tenth_of_it_a_batch_in_more_steps():
     """FCN's min(N/10, 16) batch; min_train_steps counts steps of the
     configured batch, so the capped batch takes as many examples in more,
     smaller steps. A large set keeps its batch and schedule."""
-    fcn_full = {'epochs': 60, 'min_train_steps': 1000, 'batch_size': 16,
-                'max_batch_fraction': 0.1, 'early_stopping_patience': 10,
-                'lr_plateau_steps': 500}
+    fcn_full = {
+        'epochs': 60,
+        'min_train_steps': 1000,
+        'batch_size': 16,
+        'max_batch_fraction': 0.1,
+        'early_stopping_patience': 10,
+        'lr_plateau_steps': 500
+    }
     # ArrowHead: 36 training series, 34 of them the training split.
     batch = schedule.fitted_batch_size(fcn_full, train_examples=34)
     assert batch == 3
@@ -249,34 +297,47 @@ def test_a_small_set_trains_on_a_tenth_of_it_a_batch_in_more_steps():
     # Two replicas share the capped global batch.
     assert schedule.fitted_batch_size(fcn_full, 34, replicas=2) == 1
     assert schedule.fitted_batch_size(fcn_full, 5) == 1  # Never 0.
-    assert schedule.fitted_batch_size(
-        {**fcn_full, 'max_batch_fraction': 0}, 34) == 16
+    assert schedule.fitted_batch_size({
+        **fcn_full, 'max_batch_fraction': 0
+    }, 34) == 16
     convnet_full = {**fcn_full, 'epochs': 15, 'batch_size': 128}
     for examples in (60_000, 1350):  # Fashion-MNIST; 1350 image folders.
         assert schedule.fitted_batch_size(convnet_full, examples) == 128
     large = schedule.training_schedule(convnet_full, 469, 128)
-    assert large == {'epochs': 15, 'batch_norm_momentum': 0.99,
-                     'early_stopping_patience': 10, 'lr_plateau_patience': 2}
+    assert large == {
+        'epochs': 15,
+        'batch_norm_momentum': 0.99,
+        'early_stopping_patience': 10,
+        'lr_plateau_patience': 2
+    }
 
 
 def test_the_learning_rate_halves_when_the_training_loss_stalls():
     """FCN's ReduceLROnPlateau on the training loss: a rate too small to
     move the loss (a plateau) is halved every `patience` epochs, down to
     `min_learning_rate`; off at factor 0 and under a warm-up schedule."""
-    params = {'lr_plateau_factor': 0.5, 'lr_plateau_patience': 2,
-              'min_learning_rate': 2e-7, 'learning_rate': 1e-6}
+    params = {
+        'lr_plateau_factor': 0.5,
+        'lr_plateau_patience': 2,
+        'min_learning_rate': 2e-7,
+        'learning_rate': 1e-6
+    }
     plateau = schedule.learning_rate_plateau(params, 1e-6)
     model = tf.keras.Sequential([tf.keras.layers.Dense(2, 'softmax')])
     training.compile_model(model, params)
     rng = np.random.default_rng(0)
-    history = model.fit(rng.normal(size=(32, 4)), rng.integers(0, 2, 32),
-                        epochs=8, verbose=0, callbacks=[plateau])
+    history = model.fit(rng.normal(size=(32, 4)),
+                        rng.integers(0, 2, 32),
+                        epochs=8,
+                        verbose=0,
+                        callbacks=[plateau])
     # Epochs 1-2 do not improve on epoch 0: halved after epoch 2, and so on.
-    np.testing.assert_allclose(
-        history.history['lr'],
-        [1e-6] * 3 + [5e-7] * 2 + [2.5e-7] * 2 + [2e-7], rtol=1e-4)
-    assert schedule.learning_rate_plateau(
-        {**params, 'lr_plateau_factor': 0}, 1e-6) is None
+    np.testing.assert_allclose(history.history['lr'],
+                               [1e-6] * 3 + [5e-7] * 2 + [2.5e-7] * 2 + [2e-7],
+                               rtol=1e-4)
+    assert schedule.learning_rate_plateau({
+        **params, 'lr_plateau_factor': 0
+    }, 1e-6) is None
     warmup = schedule.LinearWarmup(1e-3, 2e-3, 10)
     assert schedule.learning_rate_plateau(params, warmup) is None
 
@@ -284,31 +345,41 @@ def test_the_learning_rate_halves_when_the_training_loss_stalls():
 def test_the_kept_epoch_is_chosen_by_eval_accuracy_only_when_it_can_tell():
     # A 2-example eval split scores 0, 0.5 or 1: the training loss chooses.
     assert schedule.best_epoch_monitor(2) == ('loss', 'min')
-    assert schedule.best_epoch_monitor(schedule.MIN_EVAL_EXAMPLES - 1) == (
-        'loss', 'min')
-    assert schedule.best_epoch_monitor(schedule.MIN_EVAL_EXAMPLES) == (
-        'val_accuracy', 'max')
+    assert schedule.best_epoch_monitor(schedule.MIN_EVAL_EXAMPLES -
+                                       1) == ('loss', 'min')
+    assert schedule.best_epoch_monitor(
+        schedule.MIN_EVAL_EXAMPLES) == ('val_accuracy', 'max')
     assert schedule.best_epoch_monitor(6000) == ('val_accuracy', 'max')
 
 
 def test_batch_norm_recalibration_sets_the_training_data_statistics():
-    params = {'image_shape': [6, 6, 1], 'conv_filters': [3],
-              'dense_units': 4, 'dropout': 0.3, 'batch_norm_momentum': 0.99}
+    params = {
+        'image_shape': [6, 6, 1],
+        'conv_filters': [3],
+        'dense_units': 4,
+        'dropout': 0.3,
+        'batch_norm_momentum': 0.99
+    }
     model = convnet.build_model(params, num_classes=2)
-    images = np.random.default_rng(2).normal(
-        3.0, 2.0, size=(64, 6, 6, 1)).astype(np.float32)
-    dataset = tf.data.Dataset.from_tensor_slices(
-        ({'image': images}, np.zeros(64))).batch(16)
+    images = np.random.default_rng(2).normal(3.0, 2.0,
+                                             size=(64, 6, 6,
+                                                   1)).astype(np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices(({
+        'image': images
+    }, np.zeros(64))).batch(16)
     assert weights.recalibrate_batch_norm(model, dataset, 100) == 4
     # The first conv's outputs over all training images: their mean and
     # variance are now the layer's moving statistics.
     conv = keras_model_until(model, 'block0_conv0')(images).numpy()
     norm = model.get_layer('block0_conv0_bn')
     np.testing.assert_allclose(norm.moving_mean.numpy(),
-                               conv.mean(axis=(0, 1, 2)), rtol=1e-3, atol=1e-4)
-    batch_variances = np.mean([conv[i:i + 16].var(axis=(0, 1, 2))
-                               for i in range(0, 64, 16)], axis=0)
-    np.testing.assert_allclose(norm.moving_variance.numpy(), batch_variances,
+                               conv.mean(axis=(0, 1, 2)),
+                               rtol=1e-3,
+                               atol=1e-4)
+    batch_variances = np.mean(
+        [conv[i:i + 16].var(axis=(0, 1, 2)) for i in range(0, 64, 16)], axis=0)
+    np.testing.assert_allclose(norm.moving_variance.numpy(),
+                               batch_variances,
                                rtol=1e-2)
     # Dropout and momentum are as they were.
     assert model.get_layer('dense_dropout').rate == 0.6

@@ -14,6 +14,7 @@ _TIME = r'(\d+s|[\d:]+)'  # 7s, 2:08, 1:02:08
 
 
 class _Terminal(io.StringIO):
+
     def isatty(self) -> bool:
         return True
 
@@ -23,7 +24,11 @@ def _fit(out, epochs: int, interval: float = 0.0) -> None:
     labels = (inputs[:, 0] > 0).astype('int64')
     model = keras.Sequential([keras.layers.Dense(2, activation='softmax')])
     model.compile('sgd', 'sparse_categorical_crossentropy', ['accuracy'])
-    model.fit(inputs, labels, batch_size=8, epochs=epochs, verbose=0,
+    model.fit(inputs,
+              labels,
+              batch_size=8,
+              epochs=epochs,
+              verbose=0,
               validation_data=(inputs, labels),
               callbacks=[progress.TrainingProgress(out, interval=interval)])
 
@@ -34,12 +39,13 @@ def test_plain_lines_when_not_a_terminal():
     lines = out.getvalue().splitlines()
     assert lines[0] == 'Epoch 1/1'  # Keras leaves a 1-epoch header out.
     # A line per step (interval 0): steps of the epoch, an ETA, the metrics.
-    assert re.fullmatch(rf'1/4 - ETA {_TIME} - loss: [0-9.]+ - accuracy: '
-                        r'[0-9.]+', lines[1]), lines
+    assert re.fullmatch(
+        rf'1/4 - ETA {_TIME} - loss: [0-9.]+ - accuracy: '
+        r'[0-9.]+', lines[1]), lines
     assert len(lines) == 1 + 4 + 1, lines
-    assert re.fullmatch(rf'4/4 - {_TIME} - loss: [0-9.]+ - accuracy: [0-9.]+'
-                        r' - val_loss: [0-9.]+ - val_accuracy: [0-9.]+',
-                        lines[-1]), lines
+    assert re.fullmatch(
+        rf'4/4 - {_TIME} - loss: [0-9.]+ - accuracy: [0-9.]+'
+        r' - val_loss: [0-9.]+ - val_accuracy: [0-9.]+', lines[-1]), lines
     assert '\r' not in out.getvalue()
 
 

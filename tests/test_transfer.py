@@ -13,10 +13,16 @@ from models.convnet import model as convnet
 from models.fcn import model as fcn
 from models.rnn import model as rnn
 
-CONVNET = {'image_shape': [16, 16, 1], 'conv_filters': [4, 8],
-           'dense_units': 8, 'dropout': 0.0}
-CONV_LAYERS = [f'block{b}_conv{c}{bn}' for b in range(2) for c in range(2)
-               for bn in ('', '_bn')]
+CONVNET = {
+    'image_shape': [16, 16, 1],
+    'conv_filters': [4, 8],
+    'dense_units': 8,
+    'dropout': 0.0
+}
+CONV_LAYERS = [
+    f'block{b}_conv{c}{bn}' for b in range(2) for c in range(2)
+    for bn in ('', '_bn')
+]
 
 
 def _save(model, path):
@@ -36,15 +42,20 @@ def source(tmp_path_factory):
 
 
 def _values(model, layer_names):
-    return [w.numpy().copy() for name in layer_names
-            for w in model.get_layer(name).weights]
+    return [
+        w.numpy().copy()
+        for name in layer_names
+        for w in model.get_layer(name).weights
+    ]
 
 
 @pytest.mark.parametrize('size', [16, 24])
 def test_matching_lower_layers_are_copied_and_the_head_is_new(source, size):
     base, theirs = source
     # Other classes; at 16x16 even the dense layer's shape matches.
-    mine = convnet.build_model({**CONVNET, 'image_shape': [size, size, 1]},
+    mine = convnet.build_model({
+        **CONVNET, 'image_shape': [size, size, 1]
+    },
                                num_classes=4)
     report = transfer.transfer_layers(mine, base)
     assert report['transfer_from'].endswith('/2')
@@ -53,17 +64,20 @@ def test_matching_lower_layers_are_copied_and_the_head_is_new(source, size):
     for value, mine_value in zip(_values(theirs, CONV_LAYERS),
                                  _values(mine, CONV_LAYERS)):
         np.testing.assert_array_equal(value, mine_value)
-    assert not any(np.array_equal(a, b) for a, b in zip(
-        _values(theirs, ['dense']), _values(mine, ['dense'])))
+    assert not any(
+        np.array_equal(a, b)
+        for a, b in zip(_values(theirs, ['dense']), _values(mine, ['dense'])))
 
 
-def test_transferred_layers_stay_frozen_then_fine_tune_at_a_lower_rate(
-        source):
+def test_transferred_layers_stay_frozen_then_fine_tune_at_a_lower_rate(source):
     base, _ = source
     mine = convnet.build_model(CONVNET, num_classes=3)
-    params = {'transfer_from': base, 'epochs': 3,
-              'transfer_frozen_fraction': 0.3,
-              'transfer_learning_rate_factor': 0.1}
+    params = {
+        'transfer_from': base,
+        'epochs': 3,
+        'transfer_frozen_fraction': 0.3,
+        'transfer_learning_rate_factor': 0.1
+    }
     steps = 4
     started = transfer.start_from(mine, params, steps, 0.01)
     assert started.report['frozen_epochs'] == 1
@@ -73,14 +87,18 @@ def test_transferred_layers_stay_frozen_then_fine_tune_at_a_lower_rate(
 
     kept = []
     after_epoch = tf.keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: kept.append((
-            _values(mine, CONV_LAYERS), _values(mine, ['classifier']),
-            [mine.get_layer(n).trainable for n in CONV_LAYERS])))
+        on_epoch_end=lambda epoch, logs: kept.append(
+            (_values(mine, CONV_LAYERS), _values(mine, ['classifier']),
+             [mine.get_layer(n).trainable for n in CONV_LAYERS])))
     start = _values(mine, CONV_LAYERS), _values(mine, ['classifier'])
     rng = np.random.default_rng(0)
     images = rng.normal(size=(32, 16, 16, 1)).astype('float32')
     labels = rng.integers(0, 3, 32)
-    mine.fit(images, labels, batch_size=8, epochs=3, verbose=0,
+    mine.fit(images,
+             labels,
+             batch_size=8,
+             epochs=3,
+             verbose=0,
              callbacks=[started.callback, after_epoch])
 
     assert int(mine.optimizer.iterations) == 3 * steps
@@ -96,15 +114,25 @@ def test_transferred_layers_stay_frozen_then_fine_tune_at_a_lower_rate(
 
 
 def test_sequence_models_transfer_their_lower_layers_too(tmp_path):
-    fcn_params = {'num_channels': 2, 'conv_filters': [4, 8],
-                  'kernel_sizes': [5, 3], 'dropout': 0.0}
+    fcn_params = {
+        'num_channels': 2,
+        'conv_filters': [4, 8],
+        'kernel_sizes': [5, 3],
+        'dropout': 0.0
+    }
     base = _save(fcn.build_model(fcn_params, num_classes=5), tmp_path / 'f')
     mine = fcn.build_model(fcn_params, num_classes=2)
     assert transfer.transfer_layers(mine, base)['layers'] == [
-        'block0_conv', 'block0_bn', 'block1_conv', 'block1_bn']
+        'block0_conv', 'block0_bn', 'block1_conv', 'block1_bn'
+    ]
 
-    rnn_params = {'num_channels': 2, 'cell': 'gru', 'units': [6],
-                  'bidirectional': True, 'dropout': 0.0}
+    rnn_params = {
+        'num_channels': 2,
+        'cell': 'gru',
+        'units': [6],
+        'bidirectional': True,
+        'dropout': 0.0
+    }
     base = _save(rnn.build_model(rnn_params, num_classes=5), tmp_path / 'r')
     report = transfer.transfer_layers(
         rnn.build_model(rnn_params, num_classes=2), base)
@@ -114,7 +142,13 @@ def test_sequence_models_transfer_their_lower_layers_too(tmp_path):
 
 def test_a_source_with_nothing_that_matches_is_refused(source):
     base, _ = source
-    other = rnn.build_model({'num_channels': 2, 'cell': 'gru', 'units': [6],
-                             'bidirectional': False}, num_classes=2)
+    other = rnn.build_model(
+        {
+            'num_channels': 2,
+            'cell': 'gru',
+            'units': [6],
+            'bidirectional': False
+        },
+        num_classes=2)
     with pytest.raises(transfer.TransferError, match='nothing to transfer'):
         transfer.transfer_layers(other, base)

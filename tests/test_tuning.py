@@ -15,21 +15,28 @@ from models.rnn import model as rnn
 def _search(monkeypatch, tmp_path, max_trials, max_seconds):
     # A trial's score: its learning rate's rank, so the best is known.
     monkeypatch.setattr(
-        training, 'run', lambda fn_args, recipe, params, export_model: (
-            [3e-4, 1e-3, 3e-3].index(params['learning_rate']) / 2))
+        training, 'run', lambda fn_args, recipe, params, export_model:
+        ([3e-4, 1e-3, 3e-3].index(params['learning_rate']) / 2))
     hp = keras_tuner.HyperParameters()
     rnn.search_space(hp)
-    oracle = keras_tuner.oracles.RandomSearchOracle(
-        objective=tuning.OBJECTIVE, max_trials=max_trials, hyperparameters=hp,
-        seed=1, allow_new_entries=False, tune_new_entries=False)
-    tuner = tuning.TrialTuner(oracle, None, rnn.RECIPE, {}, max_seconds,
-                              directory=str(tmp_path), project_name='search')
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective=tuning.OBJECTIVE,
+                                                    max_trials=max_trials,
+                                                    hyperparameters=hp,
+                                                    seed=1,
+                                                    allow_new_entries=False,
+                                                    tune_new_entries=False)
+    tuner = tuning.TrialTuner(oracle,
+                              None,
+                              rnn.RECIPE, {},
+                              max_seconds,
+                              directory=str(tmp_path),
+                              project_name='search')
     tuner.search()
     return tuner
 
 
-def test_search_runs_the_trials_and_ranks_them_by_score(
-        monkeypatch, tmp_path, capsys):
+def test_search_runs_the_trials_and_ranks_them_by_score(monkeypatch, tmp_path,
+                                                        capsys):
     tuner = _search(monkeypatch, tmp_path, max_trials=6, max_seconds=3600)
     trials = list(tuner.oracle.trials.values())
     assert len(trials) == 6
@@ -37,9 +44,10 @@ def test_search_runs_the_trials_and_ranks_them_by_score(
     assert best['learning_rate'] == max(
         t.hyperparameters.values['learning_rate'] for t in trials)
     table = capsys.readouterr().out.split('Tuner trials')[1].splitlines()
-    assert table[1].split() == ['trial', 'score', 'batch_size',
-                                'bidirectional', 'cell', 'depth', 'dropout',
-                                'learning_rate', 'width']
+    assert table[1].split() == [
+        'trial', 'score', 'batch_size', 'bidirectional', 'cell', 'depth',
+        'dropout', 'learning_rate', 'width'
+    ]
     assert len(table) == 2 + 6
 
 
@@ -49,15 +57,23 @@ def test_no_trial_starts_after_the_wall_time_budget(monkeypatch, tmp_path):
 
 
 def test_a_search_whose_every_trial_failed_fails(monkeypatch, tmp_path):
+
     def failing(*args, **kwargs):
         raise ValueError('no data')
+
     monkeypatch.setattr(training, 'run', failing)
     hp = keras_tuner.HyperParameters()
     rnn.search_space(hp)
-    oracle = keras_tuner.oracles.RandomSearchOracle(
-        objective=tuning.OBJECTIVE, max_trials=2, hyperparameters=hp, seed=1)
-    tuner = tuning.TrialTuner(oracle, None, rnn.RECIPE, {}, 3600,
-                              directory=str(tmp_path), project_name='search')
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective=tuning.OBJECTIVE,
+                                                    max_trials=2,
+                                                    hyperparameters=hp,
+                                                    seed=1)
+    tuner = tuning.TrialTuner(oracle,
+                              None,
+                              rnn.RECIPE, {},
+                              3600,
+                              directory=str(tmp_path),
+                              project_name='search')
     with pytest.raises(RuntimeError, match='no data'):
         tuner.search()
 

@@ -25,22 +25,33 @@ SIZE = 12
 CLASSES = 3
 TRAIN, EVAL = 300, 90
 PARAMS = {
-    'image_shape': [SIZE, SIZE, 1], 'conv_filters': [4], 'dense_units': 16,
-    'dropout': 0.1, 'epochs': 3, 'batch_size': 16, 'learning_rate': 0.01,
-    'seed': 7, 'cache_examples': True, 'class_names': ['a', 'b', 'c'],
-    'learning_rate_scaling': 'linear', 'warmup_epochs': 1, 'cpu_devices': 2,
+    'image_shape': [SIZE, SIZE, 1],
+    'conv_filters': [4],
+    'dense_units': 16,
+    'dropout': 0.1,
+    'epochs': 3,
+    'batch_size': 16,
+    'learning_rate': 0.01,
+    'seed': 7,
+    'cache_examples': True,
+    'class_names': ['a', 'b', 'c'],
+    'learning_rate_scaling': 'linear',
+    'warmup_epochs': 1,
+    'cpu_devices': 2,
     # A fixed schedule: these tests count steps and epochs (the schedule's
     # adaptation to the data is tested in test_training.py).
-    'min_train_steps': 0, 'early_stopping_patience': 100,
+    'min_train_steps': 0,
+    'early_stopping_patience': 100,
 }
 
 
 def raw_examples(count, seed):
     """`count` raw examples (PNG bytes, label) of `tests.datasets`' images."""
     images, labels = datasets.images_with_labels(count, CLASSES, seed, SIZE)
-    return [{features.IMAGE_KEY: [datasets.png_bytes(image)],
-             features.LABEL_KEY: [int(label)]}
-            for image, label in zip(images, labels)]
+    return [{
+        features.IMAGE_KEY: [datasets.png_bytes(image)],
+        features.LABEL_KEY: [int(label)]
+    } for image, label in zip(images, labels)]
 
 
 def write_transformed(root):
@@ -49,34 +60,39 @@ def write_transformed(root):
     raw_metadata = dataset_metadata.DatasetMetadata(
         schema_utils.schema_from_feature_spec({
             features.IMAGE_KEY: tf.io.VarLenFeature(tf.string),
-            features.LABEL_KEY: tf.io.VarLenFeature(tf.int64)}))
+            features.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
+        }))
     graph = str(root / 'transform_graph')
     splits = {'train': raw_examples(TRAIN, 0), 'eval': raw_examples(EVAL, 1)}
     with tempfile.TemporaryDirectory() as temp_dir:
         with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
             with beam.Pipeline() as pipeline:
-                raw = {name: pipeline | f'Create{name}' >> beam.Create(rows)
-                       for name, rows in splits.items()}
+                raw = {
+                    name: pipeline | f'Create{name}' >> beam.Create(rows)
+                    for name, rows in splits.items()
+                }
                 transform_fn = (
-                    (raw['train'], raw_metadata)
-                    | tft_beam.AnalyzeDataset(
+                    (raw['train'], raw_metadata) | tft_beam.AnalyzeDataset(
                         lambda inputs: preprocessing.preprocessing_fn(
                             inputs, {'image_shape': [SIZE, SIZE, 1]})))
                 _ = transform_fn | tft_beam.WriteTransformFn(graph)
                 for name, rows in raw.items():
                     (data, metadata) = (
-                        ((rows, raw_metadata), transform_fn)
-                        | f'Transform{name}' >> tft_beam.TransformDataset())
+                        ((rows, raw_metadata), transform_fn) |
+                        f'Transform{name}' >> tft_beam.TransformDataset())
                     coder = tft.coders.ExampleProtoCoder(metadata.schema)
-                    _ = (data | f'Encode{name}' >> beam.Map(coder.encode)
-                         | f'Write{name}' >> beam.io.WriteToTFRecord(
+                    _ = (data | f'Encode{name}' >> beam.Map(coder.encode) |
+                         f'Write{name}' >> beam.io.WriteToTFRecord(
                              str(root / 'examples' / f'Split-{name}' / 'data'),
                              file_name_suffix='.gz'))
-    metadata_io.write_metadata(raw_metadata, os.path.join(
-        graph, tft.TFTransformOutput.RAW_METADATA_DIR))
+    metadata_io.write_metadata(
+        raw_metadata, os.path.join(graph,
+                                   tft.TFTransformOutput.RAW_METADATA_DIR))
     # What the project's Transform copies from ExampleGen's output.
-    data_facts.write(graph, {data_facts.CLASS_NAMES: PARAMS['class_names'],
-                             data_facts.NUM_CHANNELS: 1})
+    data_facts.write(graph, {
+        data_facts.CLASS_NAMES: PARAMS['class_names'],
+        data_facts.NUM_CHANNELS: 1
+    })
     return root
 
 
@@ -84,12 +100,16 @@ def fn_args(root, out, **params):
     """The Trainer's FnArgs over `write_transformed(root)`, writing to
     `out`; `params` override PARAMS."""
     examples = str(root / 'examples')
-    return fn_args_utils.FnArgs(
-        working_dir=str(out), train_files=[f'{examples}/Split-train/*'],
-        eval_files=[f'{examples}/Split-eval/*'],
-        transform_output=str(root / 'transform_graph'),
-        transform_graph_path=str(root / 'transform_graph'),
-        serving_model_dir=str(out / 'serving_model'),
-        model_run_dir=str(out / 'model_run'),
-        custom_config={**PARAMS, **params},
-        data_accessor=workers.data_accessor(examples))
+    return fn_args_utils.FnArgs(working_dir=str(out),
+                                train_files=[f'{examples}/Split-train/*'],
+                                eval_files=[f'{examples}/Split-eval/*'],
+                                transform_output=str(root / 'transform_graph'),
+                                transform_graph_path=str(root /
+                                                         'transform_graph'),
+                                serving_model_dir=str(out / 'serving_model'),
+                                model_run_dir=str(out / 'model_run'),
+                                custom_config={
+                                    **PARAMS,
+                                    **params
+                                },
+                                data_accessor=workers.data_accessor(examples))

@@ -109,8 +109,8 @@ def _idx_first_seen(source) -> Dict[str, _FirstSeen]:
         seen: _FirstSeen = {}
         for images_path in _files(source, split):
             labels_path = image_formats.labels_path_for(images_path)
-            _, labels = image_formats.read_idx_dataset(
-                images_path, labels_path, len(source.class_names))
+            _, labels = image_formats.read_idx_dataset(images_path, labels_path,
+                                                       len(source.class_names))
             values, first = np.unique(labels, return_index=True)
             for value, record in zip(values, first):
                 seen.setdefault(source.class_names[value],
@@ -123,10 +123,11 @@ def _class_folders_first_seen(source) -> Dict[str, _FirstSeen]:
     """Empty image files fail here; damaged ones when ExampleGen decodes."""
     for split in source.split_patterns:
         for path in _files(source, split):
-            if (path.lower().endswith(image_formats.IMAGE_EXTENSIONS)
-                    and os.path.getsize(path) == 0):
-                raise InputDataError(path, 'is empty (0 bytes); replace or '
-                                     'remove it')
+            if (path.lower().endswith(image_formats.IMAGE_EXTENSIONS) and
+                    os.path.getsize(path) == 0):
+                raise InputDataError(
+                    path, 'is empty (0 bytes); replace or '
+                    'remove it')
     # scan_class_folders already checked that test classes are train's.
     return {}
 
@@ -159,4 +160,3 @@ _FIRST_SEEN = {
     'ts': _ts_first_seen,
     'csv': _csv_first_seen,
 }
-

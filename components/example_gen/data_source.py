@@ -88,11 +88,12 @@ def detect(path: str, kind: str) -> DataSource:
     if numbers:
         newest = os.path.join(path, spans.fill(SPAN_DIR_PATTERN, numbers[-1]))
         inner = detect(newest, kind)
-        return dataclasses.replace(
-            inner,
-            root=path,
-            split_patterns={s: os.path.join(SPAN_DIR_PATTERN, p)
-                            for s, p in inner.split_patterns.items()})
+        return dataclasses.replace(inner,
+                                   root=path,
+                                   split_patterns={
+                                       s: os.path.join(SPAN_DIR_PATTERN, p)
+                                       for s, p in inner.split_patterns.items()
+                                   })
     if kind == IMAGES:
         source = _detect_images(path)
     elif kind == SEQUENCES:
@@ -111,9 +112,11 @@ def newest_span(path: str) -> int:
 
 def span_numbers(path: str) -> List[int]:
     """The N of the `span-N` folders in `path`, ascending."""
-    return [number for number, found
-            in spans.find_spans(path, SPAN_DIR_PATTERN).items()
-            if any(os.path.isdir(p) for p in found)]
+    return [
+        number
+        for number, found in spans.find_spans(path, SPAN_DIR_PATTERN).items()
+        if any(os.path.isdir(p) for p in found)
+    ]
 
 
 def _detect_images(path: str) -> DataSource:
@@ -128,8 +131,10 @@ def _detect_images(path: str) -> DataSource:
         return DataSource(IMAGES, 'tfrecord', path, records,
                           _class_names_file(path, required=True))
     dataset = image_formats.scan_class_folders(path)
-    patterns = {split: (f'{split}/*/*' if split in _split_dirs(path) else '*/*')
-                for split in dataset.files}
+    patterns = {
+        split: (f'{split}/*/*' if split in _split_dirs(path) else '*/*')
+        for split in dataset.files
+    }
     return DataSource(IMAGES, 'class_folders', path, patterns,
                       dataset.class_names)
 
@@ -137,8 +142,11 @@ def _detect_images(path: str) -> DataSource:
 def _split_dirs(path: str) -> Dict[str, str]:
     """Split name -> sub-folder name, for the split folders present."""
     names = {'train': TRAIN, 'test': TEST, 'eval': EVAL, 'validation': EVAL}
-    return {names[d]: d for d in os.listdir(path)
-            if d in names and os.path.isdir(os.path.join(path, d))}
+    return {
+        names[d]: d
+        for d in os.listdir(path)
+        if d in names and os.path.isdir(os.path.join(path, d))
+    }
 
 
 def _idx_patterns(path: str) -> Dict[str, str]:
@@ -155,14 +163,18 @@ def _idx_class_names(path: str) -> Tuple[str, ...]:
         return names
     if os.path.realpath(path) == FASHION_MNIST_DIR:
         return image_formats.FASHION_MNIST_CLASS_NAMES
-    return class_check.idx_class_names(image_formats.labels_path_for(
-        glob.glob(os.path.join(path, 'train-images-idx*-ubyte*'))[0]))
+    return class_check.idx_class_names(
+        image_formats.labels_path_for(
+            glob.glob(os.path.join(path, 'train-images-idx*-ubyte*'))[0]))
 
 
 def _tfrecord_patterns(path: str) -> Dict[str, str]:
     split_dirs = _split_dirs(path)
-    patterns = {split: f'{d}/*.tfrecord*' for split, d in split_dirs.items()
-                if glob.glob(os.path.join(path, d, '*.tfrecord*'))}
+    patterns = {
+        split: f'{d}/*.tfrecord*'
+        for split, d in split_dirs.items()
+        if glob.glob(os.path.join(path, d, '*.tfrecord*'))
+    }
     if not patterns and glob.glob(os.path.join(path, '*.tfrecord*')):
         patterns = {TRAIN: '*.tfrecord*'}
     return patterns
@@ -186,16 +198,18 @@ def _class_names_file(path: str, required: bool) -> Tuple[str, ...]:
 def _detect_sequences(path: str) -> DataSource:
     if path.endswith('.csv') and os.path.isfile(path):
         root, name = os.path.split(path)
-        return DataSource(SEQUENCES, 'csv', root, {TRAIN: name},
-                          long_csv_format.class_labels_of_csv(path),
-                          _num_channels(long_csv_format.read_long_csv(path),
-                                        path))
+        return DataSource(
+            SEQUENCES, 'csv', root, {TRAIN: name},
+            long_csv_format.class_labels_of_csv(path),
+            _num_channels(long_csv_format.read_long_csv(path), path))
     if os.path.isdir(path) and not glob.glob(os.path.join(path, '*.ts')):
-        csv_files = {split: sorted(glob.glob(os.path.join(path,
-                                                          f'{split}*.csv')))
-                     for split in (TRAIN, TEST, EVAL)}
-        csv_files = {split: files for split, files in csv_files.items()
-                     if files}
+        csv_files = {
+            split: sorted(glob.glob(os.path.join(path, f'{split}*.csv')))
+            for split in (TRAIN, TEST, EVAL)
+        }
+        csv_files = {
+            split: files for split, files in csv_files.items() if files
+        }
         if csv_files:
             labels = set()
             for files in csv_files.values():
@@ -211,12 +225,13 @@ def _detect_sequences(path: str) -> DataSource:
     header = ts_format.read_ts_header(train_path)
     test_header = ts_format.read_ts_header(test_path)
     if set(test_header.class_labels) - set(header.class_labels):
-        raise InputDataError(test_path, 'declares class labels that '
-                             f'{os.path.basename(train_path)} does not')
-    return DataSource(SEQUENCES, 'ts', os.path.dirname(train_path),
-                      {TRAIN: os.path.basename(train_path),
-                       TEST: os.path.basename(test_path)},
-                      header.class_labels,
+        raise InputDataError(
+            test_path, 'declares class labels that '
+            f'{os.path.basename(train_path)} does not')
+    return DataSource(SEQUENCES, 'ts', os.path.dirname(train_path), {
+        TRAIN: os.path.basename(train_path),
+        TEST: os.path.basename(test_path)
+    }, header.class_labels,
                       _num_channels(ts_format.read_ts(train_path), train_path))
 
 
@@ -254,7 +269,9 @@ def check_first_records(source: DataSource) -> None:
                     images, image_formats.labels_path_for(images),
                     len(source.class_names))
         elif source.format == 'class_folders':
-            images = [f for f in files
-                      if f.lower().endswith(image_formats.IMAGE_EXTENSIONS)]
+            images = [
+                f for f in files
+                if f.lower().endswith(image_formats.IMAGE_EXTENSIONS)
+            ]
             if images:
                 image_formats.decode_image_file(images[0])

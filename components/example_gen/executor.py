@@ -60,8 +60,8 @@ _READERS: Dict[str, Callable[..., Any]] = {
 }
 
 
-def settings_to_custom_config(settings: Dict[str, Any]
-                              ) -> example_gen_pb2.CustomConfig:
+def settings_to_custom_config(
+        settings: Dict[str, Any]) -> example_gen_pb2.CustomConfig:
     """Packs reader settings (a JSON-able dict) into custom_config."""
     struct = struct_pb2.Struct()
     struct.update(settings)
@@ -76,14 +76,16 @@ def fingerprint_input_config(data_name: str) -> example_gen_pb2.Input:
     it. TFX's ExampleGen driver fingerprints them for its cache; the executor
     replaces them with the splits it finds (`Executor.Do`)."""
     return example_gen_pb2.Input(splits=[
-        example_gen_pb2.Input.Split(
-            name=f'fingerprint-{depth}',
-            pattern='/'.join([f'{data_name}*'] + ['*'] * depth))
-        for depth in range(_FINGERPRINT_DEPTH)])
+        example_gen_pb2.Input.Split(name=f'fingerprint-{depth}',
+                                    pattern='/'.join([f'{data_name}*'] +
+                                                     ['*'] * depth))
+        for depth in range(_FINGERPRINT_DEPTH)
+    ])
 
 
-def _learn_layout(exec_properties: Dict[str, Any]
-                  ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def _learn_layout(
+        exec_properties: Dict[str,
+                              Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(exec_properties for reading the data, the data facts): the layout
     found where the data is, now."""
     settings = _settings(exec_properties)
@@ -91,22 +93,32 @@ def _learn_layout(exec_properties: Dict[str, Any]
         os.path.join(exec_properties['input_base'], settings[DATA_NAME]),
         settings[KIND])
     span = data_source.newest_span(source.root) if source.has_spans else 0
-    splits = [example_gen_pb2.Input.Split(
-        name=name, pattern=spans.fill(pattern, span))
-              for name, pattern in source.split_patterns.items()]
+    splits = [
+        example_gen_pb2.Input.Split(name=name,
+                                    pattern=spans.fill(pattern, span))
+        for name, pattern in source.split_patterns.items()
+    ]
     settings.update(format=source.format, class_names=list(source.class_names))
-    facts = {data_facts.CLASS_NAMES: list(source.class_names),
-             data_facts.NUM_CHANNELS: source.num_channels,
-             data_facts.FORMAT: source.format, data_facts.SPAN: span}
-    return {**exec_properties,
-            'input_base': source.root, 'span': span,
-            'input_config': proto_utils.proto_to_json(
-                example_gen_pb2.Input(splits=splits)),
-            # Our splits are carved in GenerateExamplesByBeam, not by TFX.
-            'output_config': proto_utils.proto_to_json(
-                example_gen_pb2.Output()),
-            'custom_config': proto_utils.proto_to_json(
-                settings_to_custom_config(settings))}, facts
+    facts = {
+        data_facts.CLASS_NAMES: list(source.class_names),
+        data_facts.NUM_CHANNELS: source.num_channels,
+        data_facts.FORMAT: source.format,
+        data_facts.SPAN: span
+    }
+    return {
+        **exec_properties,
+        'input_base':
+            source.root,
+        'span':
+            span,
+        'input_config':
+            proto_utils.proto_to_json(example_gen_pb2.Input(splits=splits)),
+        # Our splits are carved in GenerateExamplesByBeam, not by TFX.
+        'output_config':
+            proto_utils.proto_to_json(example_gen_pb2.Output()),
+        'custom_config':
+            proto_utils.proto_to_json(settings_to_custom_config(settings))
+    }, facts
 
 
 def _settings(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
@@ -117,10 +129,12 @@ def _settings(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
     return json_format.MessageToDict(struct)
 
 
-def _output_splits(settings: Dict[str, Any], input_splits: List[str]
-                   ) -> List[str]:
-    carved = [s for s in (data_source.EVAL, data_source.TEST)
-              if s not in input_splits and settings.get(f'{s}_percent')]
+def _output_splits(settings: Dict[str, Any],
+                   input_splits: List[str]) -> List[str]:
+    carved = [
+        s for s in (data_source.EVAL, data_source.TEST)
+        if s not in input_splits and settings.get(f'{s}_percent')
+    ]
     return list(input_splits) + carved
 
 
@@ -134,9 +148,10 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return _read_split
 
-    def GenerateExamplesByBeam(self, pipeline: beam.Pipeline,
-                               exec_properties: Dict[str, Any]
-                               ) -> Dict[str, beam.pvalue.PCollection]:
+    def GenerateExamplesByBeam(
+            self, pipeline: beam.Pipeline,
+            exec_properties: Dict[str,
+                                  Any]) -> Dict[str, beam.pvalue.PCollection]:
         splits = super().GenerateExamplesByBeam(pipeline, exec_properties)
         settings = _settings(exec_properties)
         names = _output_splits(settings, list(splits))
@@ -149,8 +164,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         # Buckets [0, test%) go to test, the next eval% to eval, rest train.
         bounds, upper = [], 0
         for split in (data_source.TEST, data_source.EVAL):
-            upper += (settings.get(f'{split}_percent', 0) if split in carved
-                      else 0)
+            upper += (settings.get(f'{split}_percent', 0)
+                      if split in carved else 0)
             bounds.append((split, upper))
 
         def partition(record: bytes, _) -> int:
@@ -161,7 +176,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             return len(bounds)
 
         parts = splits[data_source.TRAIN] | 'CarveSplits' >> beam.Partition(
-            partition, len(bounds) + 1)
+            partition,
+            len(bounds) + 1)
         splits[data_source.TRAIN] = parts[len(bounds)]
         for index, (split, _) in enumerate(bounds):
             if split in carved:
@@ -183,8 +199,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         self._examples.set_int_custom_property('span', facts[data_facts.SPAN])
         # Shown with the artifact in ML Metadata and the KFP UI; the file
         # is what Transform reads.
-        self._examples.set_string_custom_property(
-            data_facts.FORMAT, facts[data_facts.FORMAT])
+        self._examples.set_string_custom_property(data_facts.FORMAT,
+                                                  facts[data_facts.FORMAT])
         self._examples.set_int_custom_property(
             'num_classes', len(facts[data_facts.CLASS_NAMES]))
         if facts[data_facts.NUM_CHANNELS] is not None:
@@ -195,8 +211,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         bad = _read_bad_records(bad_dir)
         if bad and settings.get('on_bad_record') != ON_BAD_RECORD_SKIP:
             first = bad[0]
-            more = (f' (and {len(bad) - 1} more bad records)' if len(bad) > 1
-                    else '')
+            more = (f' (and {len(bad) - 1} more bad records)'
+                    if len(bad) > 1 else '')
             raise InputDataError(first['path'], first['reason'] + more,
                                  first.get('line'))
         for record in bad[:_BAD_RECORDS_SHOWN]:
@@ -217,9 +233,11 @@ def _span_window(split_pattern: str, exec_properties: Dict[str, Any],
     if window <= 1 or span is None or not split_pattern.startswith(newest):
         return [split_pattern]
     rest = split_pattern[len(newest):]
-    return [f'{data_source.SPAN_DIR_PREFIX}{s}/{rest}'
-            for s in data_source.span_numbers(exec_properties['input_base'])
-            if int(span) - window < s <= int(span)]
+    return [
+        f'{data_source.SPAN_DIR_PREFIX}{s}/{rest}'
+        for s in data_source.span_numbers(exec_properties['input_base'])
+        if int(span) - window < s <= int(span)
+    ]
 
 
 def _read_bad_records(bad_dir: str) -> List[Dict[str, Any]]:
@@ -240,13 +258,14 @@ def _read_bad_records(bad_dir: str) -> List[Dict[str, Any]]:
 def _read_split(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                 split_pattern: str) -> beam.pvalue.PCollection:
     settings = _settings(exec_properties)
-    patterns = [os.path.join(exec_properties['input_base'], p)
-                for p in _span_window(split_pattern, exec_properties,
-                                      int(settings.get('span_window') or 1))]
+    patterns = [
+        os.path.join(exec_properties['input_base'], p)
+        for p in _span_window(split_pattern, exec_properties,
+                              int(settings.get('span_window') or 1))
+    ]
     examples, bad = _READERS[settings['format']](pipeline, settings, patterns)
     name = hashlib.sha1(split_pattern.encode()).hexdigest()[:8]
-    _ = (bad
-         | 'BadToJson' >> beam.Map(json.dumps)
-         | 'WriteBad' >> beam.io.WriteToText(
+    _ = (bad | 'BadToJson' >> beam.Map(json.dumps) |
+         'WriteBad' >> beam.io.WriteToText(
              os.path.join(exec_properties[_BAD_RECORDS_DIR_KEY], name)))
     return examples

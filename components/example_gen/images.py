@@ -18,8 +18,8 @@ _IDX_CHUNKS = 16
 
 
 @functools.lru_cache(maxsize=2)
-def _load_idx(images_path: str, num_classes: int
-              ) -> Tuple[np.ndarray, np.ndarray]:
+def _load_idx(images_path: str,
+              num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
     labels_path = image_formats.labels_path_for(images_path)
     return image_formats.read_idx_dataset(images_path, labels_path, num_classes)
 
@@ -39,7 +39,8 @@ def read_idx(pipeline: beam.Pipeline, settings: Dict[str, Any],
             yield features.image_example(image_formats.encode_png(images[i]),
                                          int(labels[i]))
 
-    items = [(path, chunk) for path in reading.glob_files(patterns)
+    items = [(path, chunk)
+             for path in reading.glob_files(patterns)
              for chunk in range(_IDX_CHUNKS)]
     return reading.read_items(pipeline, items, read_chunk)
 
@@ -52,8 +53,10 @@ def read_class_folders(pipeline: beam.Pipeline, settings: Dict[str, Any],
                        patterns: List[str]):
     """Reads `<class name>/<image file>` paths matching `patterns`."""
     class_names = settings['class_names']
-    files = [f for f in reading.glob_files(patterns)
-             if f.lower().endswith(image_formats.IMAGE_EXTENSIONS)]
+    files = [
+        f for f in reading.glob_files(patterns)
+        if f.lower().endswith(image_formats.IMAGE_EXTENSIONS)
+    ]
     limit = reading.first_n(settings)
     if limit:
         # A hash order, so that a limited read still spans every class.
@@ -76,8 +79,10 @@ def read_tfrecords(pipeline: beam.Pipeline, settings: Dict[str, Any],
     limit = reading.first_n(settings)
 
     def read_file(path: str) -> Iterator[bytes]:
-        for index, record in enumerate(tf.data.TFRecordDataset(
-                path, compression_type=_compression(path)).as_numpy_iterator()):
+        for index, record in enumerate(
+                tf.data.TFRecordDataset(
+                    path,
+                    compression_type=_compression(path)).as_numpy_iterator()):
             if limit and index >= limit:
                 return
             example = tf.train.Example.FromString(record)
@@ -85,12 +90,14 @@ def read_tfrecords(pipeline: beam.Pipeline, settings: Dict[str, Any],
             image = feature[features.IMAGE_KEY].bytes_list.value
             label = feature[features.LABEL_KEY].int64_list.value
             if len(image) != 1 or len(label) != 1:
-                raise InputDataError(path, f'record {index} needs one '
-                                     f'{features.IMAGE_KEY!r} bytes value and '
-                                     f'one {features.LABEL_KEY!r} int64 value')
+                raise InputDataError(
+                    path, f'record {index} needs one '
+                    f'{features.IMAGE_KEY!r} bytes value and '
+                    f'one {features.LABEL_KEY!r} int64 value')
             if not 0 <= label[0] < num_classes:
-                raise InputDataError(path, f'record {index} has label '
-                                     f'{label[0]}, outside [0, {num_classes})')
+                raise InputDataError(
+                    path, f'record {index} has label '
+                    f'{label[0]}, outside [0, {num_classes})')
             yield features.image_example(image[0], int(label[0]))
 
     return reading.read_items(pipeline, reading.glob_files(patterns), read_file)

@@ -31,12 +31,16 @@ class _ReadDoFn(beam.DoFn):
             yield from self._read_fn(item)
         except InputDataError as error:
             yield beam.pvalue.TaggedOutput(_BAD, {
-                'path': error.path, 'reason': error.reason, 'line': error.line})
+                'path': error.path,
+                'reason': error.reason,
+                'line': error.line
+            })
 
 
-def read_items(pipeline: beam.Pipeline, items: Sequence[Any],
-               read_fn: Callable[[Any], Iterable[bytes]]
-               ) -> Tuple[beam.pvalue.PCollection, beam.pvalue.PCollection]:
+def read_items(
+    pipeline: beam.Pipeline, items: Sequence[Any],
+    read_fn: Callable[[Any], Iterable[bytes]]
+) -> Tuple[beam.pvalue.PCollection, beam.pvalue.PCollection]:
     """Spreads `items` over Beam workers and reads each with `read_fn`.
 
     Args:
@@ -48,15 +52,15 @@ def read_items(pipeline: beam.Pipeline, items: Sequence[Any],
     Returns:
         (serialized examples, bad records as dicts with path, reason, line).
     """
-    results = (pipeline
-               | 'Items' >> beam.Create(list(items))
-               | 'Spread' >> beam.Reshuffle()
-               | 'Read' >> beam.ParDo(_ReadDoFn(read_fn)).with_outputs(
-                   _BAD, main='examples'))
+    results = (pipeline | 'Items' >> beam.Create(list(items)) |
+               'Spread' >> beam.Reshuffle() | 'Read' >> beam.ParDo(
+                   _ReadDoFn(read_fn)).with_outputs(_BAD, main='examples'))
     return results.examples, results[_BAD]
 
 
-def label_index(class_names: Sequence[str], label: str, path: str,
+def label_index(class_names: Sequence[str],
+                label: str,
+                path: str,
                 line: Any = None) -> int:
     """The index of `label` among the class names, or an InputDataError."""
     try:

@@ -30,14 +30,13 @@ def read_ts(pipeline: beam.Pipeline, settings: Dict[str, Any],
     """Reads UCR/UEA `.ts` files matching `patterns`."""
     return _read_sequences(
         pipeline, settings, patterns,
-        lambda path, s: ts_format.read_ts(
-            path, max_length=int(s['max_length']) if s.get('max_length')
-            else None))
+        lambda path, s: ts_format.read_ts(path,
+                                          max_length=int(s['max_length'])
+                                          if s.get('max_length') else None))
 
 
 def read_csv(pipeline: beam.Pipeline, settings: Dict[str, Any],
              patterns: List[str]):
     """Reads long-format CSV files (a row per time step) matching `patterns`."""
-    return _read_sequences(
-        pipeline, settings, patterns,
-        lambda path, s: long_csv_format.read_long_csv(path))
+    return _read_sequences(pipeline, settings, patterns,
+                           lambda path, s: long_csv_format.read_long_csv(path))

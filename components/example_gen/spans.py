@@ -44,8 +44,8 @@ def _glob_and_regex(text: str) -> Tuple[str, str]:
     return ''.join(glob_parts), ''.join(regex_parts)
 
 
-def find_spans(root: Union[str, os.PathLike], pattern: str
-               ) -> Dict[int, List[str]]:
+def find_spans(root: Union[str, os.PathLike],
+               pattern: str) -> Dict[int, List[str]]:
     """Every span under `root`: {span number: the paths that match}.
 
     Args:
@@ -64,8 +64,10 @@ def find_spans(root: Union[str, os.PathLike], pattern: str
     regex = re.compile(prefix_regex + digits + suffix_regex)
     root = os.path.abspath(root)
     found: Dict[int, List[str]] = {}
-    for path in sorted(glob.glob(os.path.join(
-            glob.escape(root), prefix_glob + '*' + suffix_glob))):
+    for path in sorted(
+            glob.glob(
+                os.path.join(glob.escape(root),
+                             prefix_glob + '*' + suffix_glob))):
         relative = os.path.relpath(path, root).replace(os.sep, '/')
         matched = regex.fullmatch(relative)
         if matched:
@@ -73,8 +75,7 @@ def find_spans(root: Union[str, os.PathLike], pattern: str
     return dict(sorted(found.items()))
 
 
-def newest_span(root: Union[str, os.PathLike], pattern: str
-                ) -> Optional[int]:
+def newest_span(root: Union[str, os.PathLike], pattern: str) -> Optional[int]:
     """The highest span number under `root`, or None if there is none."""
     spans = find_spans(root, pattern)
     return max(spans) if spans else None
@@ -83,5 +84,5 @@ def newest_span(root: Union[str, os.PathLike], pattern: str
 def fill(pattern: str, span: int) -> str:
     """The pattern with its span token replaced by `span` (zero-padded to a
     `{SPAN:N}` width), as TFX resolves it."""
-    return _SPAN_TOKEN.sub(
-        lambda m: str(span).zfill(int(m.group(1) or 0)), pattern)
+    return _SPAN_TOKEN.sub(lambda m: str(span).zfill(int(m.group(1) or 0)),
+                           pattern)

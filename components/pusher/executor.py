@@ -38,17 +38,24 @@ def newest_version(base_directory: str) -> Optional[str]:
     """The newest numbered version folder under a model base path, if any."""
     if not os.path.isdir(base_directory):
         return None
-    versions = [int(d) for d in os.listdir(base_directory) if d.isdigit() and
-                os.path.isdir(os.path.join(base_directory, d))]
+    versions = [
+        int(d)
+        for d in os.listdir(base_directory)
+        if d.isdigit() and os.path.isdir(os.path.join(base_directory, d))
+    ]
     return (os.path.join(base_directory, str(max(versions)))
             if versions else None)
 
 
 def same_files(left: str, right: str) -> bool:
     """Whether two folders hold the same relative paths with the same bytes."""
+
     def listing(root: str) -> List[str]:
-        return sorted(os.path.relpath(os.path.join(folder, name), root)
-                      for folder, _, names in os.walk(root) for name in names)
+        return sorted(
+            os.path.relpath(os.path.join(folder, name), root)
+            for folder, _, names in os.walk(root)
+            for name in names)
+
     names = listing(left)
     if not names or names != listing(right):
         return False
@@ -74,9 +81,9 @@ class Executor(tfx_pusher_executor.Executor):
         staging = os.path.join(base, STAGING_DIR)
         shutil.rmtree(staging, ignore_errors=True)
         destination.filesystem.base_directory = staging
-        super().Do(input_dict, output_dict,
-                   {**exec_properties,
-                    key: proto_utils.proto_to_json(destination)})
+        super().Do(input_dict, output_dict, {
+            **exec_properties, key: proto_utils.proto_to_json(destination)
+        })
         pushed = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.PUSHED_MODEL_KEY])
         if not pushed.get_int_custom_property('pushed'):
@@ -101,7 +108,8 @@ class Executor(tfx_pusher_executor.Executor):
         model_push = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.PUSHED_MODEL_KEY])
         io_utils.copy_dir(model_path, model_push.uri)
-        self._MarkPushed(model_push, pushed_destination=served,
+        self._MarkPushed(model_push,
+                         pushed_destination=served,
                          pushed_version=os.path.basename(served))
         model_push.set_int_custom_property(ALREADY_SERVING, 1)
         return True

@@ -55,8 +55,8 @@ def check_probability_rows(what: str, classes: Sequence[Sequence[str]],
             raise WrongAnswer(
                 f'{what}: row {i} has non-finite scores {values.tolist()}')
         total = float(values.sum())
-        if (abs(total - 1.0) > PROBABILITY_TOLERANCE
-                or values.min() < -PROBABILITY_TOLERANCE):
+        if (abs(total - 1.0) > PROBABILITY_TOLERANCE or
+                values.min() < -PROBABILITY_TOLERANCE):
             raise WrongAnswer(
                 f'{what}: row {i} is not a probability distribution (sum '
                 f'{total:.6f}, min {values.min():.6f})')
@@ -67,7 +67,8 @@ def check_probability_rows(what: str, classes: Sequence[Sequence[str]],
                 f'{what}: row {i} repeats class names {list(names)}')
 
 
-def check_agreement(what: str, expected: Sequence[Mapping[str, float]],
+def check_agreement(what: str,
+                    expected: Sequence[Mapping[str, float]],
                     actual: Sequence[Mapping[str, float]],
                     reference: str = signatures.DEFAULT_SIGNATURE) -> None:
     """Checks that two sources give each input the same class scores.
@@ -86,39 +87,42 @@ def check_agreement(what: str, expected: Sequence[Mapping[str, float]],
                           f'gives {len(expected)}')
     for i, (want, got) in enumerate(zip(expected, actual)):
         if set(want) != set(got):
-            raise WrongAnswer(
-                f'{what}: row {i} has classes {sorted(got)}, '
-                f'{reference} has {sorted(want)}')
+            raise WrongAnswer(f'{what}: row {i} has classes {sorted(got)}, '
+                              f'{reference} has {sorted(want)}')
         worst = max(abs(want[c] - got[c]) for c in want)
         if worst > AGREEMENT_TOLERANCE:
-            raise WrongAnswer(
-                f'{what}: row {i} scores differ from '
-                f'{reference} by up to {worst:.3g}')
+            raise WrongAnswer(f'{what}: row {i} scores differ from '
+                              f'{reference} by up to {worst:.3g}')
 
 
 IN_PROCESS = f'the SavedModel\'s own {signatures.DEFAULT_SIGNATURE}'
 
 
-def in_process_scores(model_path: str, serialized_examples: Sequence[bytes]
-                      ) -> List[Dict[str, float]]:
+def in_process_scores(
+        model_path: str,
+        serialized_examples: Sequence[bytes]) -> List[Dict[str, float]]:
     """{class: score} per example from the SavedModel called in this process:
     what the served model must answer."""
     # As TF Serving loads it: the MetaGraph tagged `serve`.
     model = tf.saved_model.load(model_path, tags=[tf.saved_model.SERVING])
-    outputs = model.signatures[signatures.DEFAULT_SIGNATURE](
-        **{signatures.EXAMPLES_INPUT: tf.constant(list(serialized_examples))})
+    outputs = model.signatures[signatures.DEFAULT_SIGNATURE](**{
+        signatures.EXAMPLES_INPUT: tf.constant(list(serialized_examples))
+    })
     classes = outputs[signatures.CLASSES_OUTPUT].numpy()
     scores = outputs[signatures.SCORES_OUTPUT].numpy()
-    return [{c.decode(): float(v) for c, v in zip(row_classes, row_scores)}
-            for row_classes, row_scores in zip(classes, scores)]
+    return [{
+        c.decode(): float(v) for c, v in zip(row_classes, row_scores)
+    } for row_classes, row_scores in zip(classes, scores)]
 
 
-def check_served_model(address: str, model_name: str,
-                       serialized_examples: Sequence[bytes],
-                       deadline: float,
-                       server: Optional[ServerProcess] = None,
-                       in_process: Optional[Sequence[Mapping[str, float]]]
-                       = None) -> List[Any]:
+def check_served_model(
+        address: str,
+        model_name: str,
+        serialized_examples: Sequence[bytes],
+        deadline: float,
+        server: Optional[ServerProcess] = None,
+        in_process: Optional[Sequence[Mapping[str,
+                                              float]]] = None) -> List[Any]:
     """Waits for the model, queries every signature it can feed, checks them.
 
     Args:
@@ -139,8 +143,8 @@ def check_served_model(address: str, model_name: str,
         ModelCheckFailed: The model did not load in time, or an answer is
             wrong.
     """
-    with client_lib.ModelServerClient(
-            address, timeout=_MIN_RPC_SECONDS) as client:
+    with client_lib.ModelServerClient(address,
+                                      timeout=_MIN_RPC_SECONDS) as client:
         _wait_for_model(client, model_name, deadline, server)
         client.timeout = max(deadline - time.monotonic(), _MIN_RPC_SECONDS)
         try:
@@ -170,10 +174,9 @@ def _wait_for_model(client: Any, model_name: str, deadline: float,
                 ) from None
 
 
-def _query_and_check(client: Any, model_name: str,
-                     serialized_examples: Sequence[bytes],
-                     in_process: Optional[Sequence[Mapping[str, float]]]
-                     ) -> List[Any]:
+def _query_and_check(
+        client: Any, model_name: str, serialized_examples: Sequence[bytes],
+        in_process: Optional[Sequence[Mapping[str, float]]]) -> List[Any]:
     batch = len(serialized_examples)
     signature_defs = client.model_metadata(model_name)
     default = signature_defs.get(signatures.DEFAULT_SIGNATURE)
@@ -201,8 +204,9 @@ def _query_and_check(client: Any, model_name: str,
         inputs = build_signature_inputs(name, signature_defs[name],
                                         serialized_examples)
         if inputs is None:
-            logging.info('ServingCheck: not querying signature %r (no way to '
-                         'feed it).', name)
+            logging.info(
+                'ServingCheck: not querying signature %r (no way to '
+                'feed it).', name)
             continue
         request = client_lib.build_predict_request(model_name, inputs, name)
         outputs = client.send_predict(request)
@@ -215,4 +219,3 @@ def _query_and_check(client: Any, model_name: str,
         logging.info('ServingCheck: %s agrees with %s on %d examples.', name,
                      signatures.DEFAULT_SIGNATURE, batch)
     return requests
-

@@ -64,7 +64,6 @@ class ServingCheckSpec(types.ComponentSpec):
     }
 
 
-
 class ServingCheck(base_component.BaseComponent):
     """Checks that the candidate model loads and answers in a model server.
 
@@ -75,7 +74,9 @@ class ServingCheck(base_component.BaseComponent):
     SPEC_CLASS = ServingCheckSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
+    def __init__(self,
+                 model: types.BaseChannel,
+                 examples: types.BaseChannel,
                  model_name: str = DEFAULT_MODEL_NAME,
                  split: str = DEFAULT_SPLIT,
                  num_examples: int = DEFAULT_NUM_EXAMPLES,
@@ -98,9 +99,11 @@ class ServingCheck(base_component.BaseComponent):
             raise ValueError(
                 f'timeout_seconds must be positive, got {timeout_seconds}')
         spec = ServingCheckSpec(
-            model=model, examples=examples,
+            model=model,
+            examples=examples,
             blessing=types.Channel(type=standard_artifacts.InfraBlessing),
-            split=split, num_examples=num_examples,
-            timeout_seconds=timeout_seconds, model_name=model_name)
+            split=split,
+            num_examples=num_examples,
+            timeout_seconds=timeout_seconds,
+            model_name=model_name)
         super().__init__(spec=spec)
-

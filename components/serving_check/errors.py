@@ -25,4 +25,3 @@ class ServerExited(ModelCheckFailed):
     def port_was_taken(self) -> bool:
         """True if the log says the port was in use (a race, not the model)."""
         return any(m in self.log_tail.lower() for m in _PORT_IN_USE_MARKERS)
-

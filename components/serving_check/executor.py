@@ -58,6 +58,7 @@ def _sigterm_raises() -> Iterator[None]:
 
     Only possible on the main thread; elsewhere SIGTERM keeps its default.
     """
+
     def _handler(signum, frame):
         del frame
         raise SystemExit(f'ServingCheck got signal {signum}')
@@ -94,26 +95,27 @@ def mark_blessed(blessing: types.Artifact, model_path: str,
     """
     stamped = path_utils.stamped_model_path(blessing.uri)
     io_utils.copy_dir(src=model_path, dst=stamped)
-    io_utils.write_tfrecord_file(
-        path_utils.warmup_file_path(stamped),
-        *[_to_prediction_log(r) for r in requests])
+    io_utils.write_tfrecord_file(path_utils.warmup_file_path(stamped),
+                                 *[_to_prediction_log(r) for r in requests])
     io_utils.write_string_file(os.path.join(blessing.uri, BLESSED_FILENAME), '')
     blessing.set_int_custom_property(HAS_MODEL_KEY, 1)
     blessing.set_int_custom_property(BLESSED_KEY, 1)
-    logging.info('ServingCheck: model blessed; warmed copy with %d warmup '
-                 'requests at %s.', len(requests), stamped)
+    logging.info(
+        'ServingCheck: model blessed; warmed copy with %d warmup '
+        'requests at %s.', len(requests), stamped)
 
 
 def mark_not_blessed(blessing: types.Artifact, reason: str) -> None:
     """Refuses the model, recording why in `INFRA_NOT_BLESSED`."""
     logging.error('ServingCheck: model NOT blessed: %s', reason)
-    io_utils.write_string_file(
-        os.path.join(blessing.uri, NOT_BLESSED_FILENAME), reason + '\n')
+    io_utils.write_string_file(os.path.join(blessing.uri, NOT_BLESSED_FILENAME),
+                               reason + '\n')
     blessing.set_int_custom_property(HAS_MODEL_KEY, 0)
     blessing.set_int_custom_property(BLESSED_KEY, 0)
 
 
 # --- Executor and component --------------------------------------------------
+
 
 class Executor(base_executor.BaseExecutor):
     """Serves the candidate model locally, queries it, blesses it or not."""
@@ -138,10 +140,10 @@ class Executor(base_executor.BaseExecutor):
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
         blessing = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
         split = exec_properties.get(SPLIT_KEY) or DEFAULT_SPLIT
-        num_examples = int(exec_properties.get(NUM_EXAMPLES_KEY)
-                           or DEFAULT_NUM_EXAMPLES)
-        timeout = float(exec_properties.get(TIMEOUT_SECONDS_KEY)
-                        or DEFAULT_TIMEOUT_SECONDS)
+        num_examples = int(
+            exec_properties.get(NUM_EXAMPLES_KEY) or DEFAULT_NUM_EXAMPLES)
+        timeout = float(
+            exec_properties.get(TIMEOUT_SECONDS_KEY) or DEFAULT_TIMEOUT_SECONDS)
         model_name = exec_properties.get(MODEL_NAME_KEY) or DEFAULT_MODEL_NAME
 
         serialized = read_serialized_examples(examples, split, num_examples)
@@ -179,9 +181,9 @@ class Executor(base_executor.BaseExecutor):
                 logging.info('Started model server %d: %s', server.pid,
                              ' '.join(server.command))
                 try:
-                    return check_served_model(
-                        f'127.0.0.1:{port}', model_name, serialized,
-                        deadline, server, in_process)
+                    return check_served_model(f'127.0.0.1:{port}', model_name,
+                                              serialized, deadline, server,
+                                              in_process)
                 except ServerExited as e:
                     if e.port_was_taken() and attempt < _PORT_RETRIES:
                         logging.warning('Port %d was taken; retrying.', port)
@@ -200,4 +202,3 @@ class Executor(base_executor.BaseExecutor):
                     logging.info('Stopping model server %d.', server.pid)
                     server.stop()
         raise AssertionError('unreachable')
-

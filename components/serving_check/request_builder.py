@@ -46,7 +46,6 @@ def read_serialized_examples(examples: types.Artifact, split: str,
     return records
 
 
-
 def _feature(example: Any, key: str, kind: str, signature: str) -> Any:
     feature = example.features.feature
     if key not in feature or not getattr(feature[key], kind).value:
@@ -56,9 +55,9 @@ def _feature(example: Any, key: str, kind: str, signature: str) -> Any:
     return getattr(feature[key], kind).value
 
 
-def build_signature_inputs(signature: str, signature_def: Any,
-                           serialized_examples: Sequence[bytes]
-                           ) -> Optional[Dict[str, np.ndarray]]:
+def build_signature_inputs(
+        signature: str, signature_def: Any, serialized_examples: Sequence[bytes]
+) -> Optional[Dict[str, np.ndarray]]:
     """The inputs for an extra signature, made from the raw examples.
 
     Args:
@@ -74,31 +73,37 @@ def build_signature_inputs(signature: str, signature_def: Any,
     """
     input_names = set(signature_def.inputs)
     examples = [example_pb2.Example.FromString(s) for s in serialized_examples]
-    if (signature == signatures.IMAGE_SIGNATURE
-            and input_names == {signatures.IMAGE_INPUT}):
-        images = [_feature(e, features.IMAGE_KEY, 'bytes_list', signature)[0]
-                  for e in examples]
+    if (signature == signatures.IMAGE_SIGNATURE and
+            input_names == {signatures.IMAGE_INPUT}):
+        images = [
+            _feature(e, features.IMAGE_KEY, 'bytes_list', signature)[0]
+            for e in examples
+        ]
         return {signatures.IMAGE_INPUT: np.array(images, dtype=object)}
     if (signature == signatures.SEQUENCE_SIGNATURE and input_names
             == {signatures.SEQUENCE_INPUT, signatures.LENGTH_INPUT}):
         sequences = []
         for i, e in enumerate(examples):
-            values = np.array(
-                _feature(e, features.SEQUENCE_KEY, 'float_list', signature),
-                dtype=np.float32)
-            length = int(_feature(e, features.LENGTH_KEY, 'int64_list',
-                                  signature)[0])
+            values = np.array(_feature(e, features.SEQUENCE_KEY, 'float_list',
+                                       signature),
+                              dtype=np.float32)
+            length = int(
+                _feature(e, features.LENGTH_KEY, 'int64_list', signature)[0])
             if length <= 0 or values.size % length:
                 raise WrongAnswer(
                     f'example {i}: {values.size} sequence values do not '
                     f'reshape to length {length}')
             sequences.append(values.reshape(length, -1))
-        dtypes = {name: tf.dtypes.as_dtype(info.dtype).as_numpy_dtype
-                  for name, info in signature_def.inputs.items()}
+        dtypes = {
+            name: tf.dtypes.as_dtype(info.dtype).as_numpy_dtype
+            for name, info in signature_def.inputs.items()
+        }
         padded, lengths = client_lib.pad_sequences(
             sequences, dtype=dtypes[signatures.SEQUENCE_INPUT])
-        return {signatures.SEQUENCE_INPUT: padded,
-                signatures.LENGTH_INPUT: lengths.astype(
-                    dtypes[signatures.LENGTH_INPUT])}
+        return {
+            signatures.SEQUENCE_INPUT:
+                padded,
+            signatures.LENGTH_INPUT:
+                lengths.astype(dtypes[signatures.LENGTH_INPUT])
+        }
     return None
-

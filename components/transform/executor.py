@@ -27,9 +27,14 @@ class Executor(transform_executor.Executor):
         facts = data_facts.read(examples.uri)
         key = standard_component_specs.CUSTOM_CONFIG_KEY
         custom_config = json.loads(exec_properties.get(key) or 'null') or {}
-        exec_properties = {**exec_properties,
-                           key: json.dumps({**custom_config, **facts})}
+        exec_properties = {
+            **exec_properties, key: json.dumps({
+                **custom_config,
+                **facts
+            })
+        }
         super().Do(input_dict, output_dict, exec_properties)
-        data_facts.write(artifact_utils.get_single_instance(
-            output_dict[standard_component_specs.TRANSFORM_GRAPH_KEY]).uri,
-                         facts)
+        data_facts.write(
+            artifact_utils.get_single_instance(
+                output_dict[standard_component_specs.TRANSFORM_GRAPH_KEY]).uri,
+            facts)

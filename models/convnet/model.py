@@ -30,8 +30,10 @@ if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
 keras = tf.keras
 
 
-def filter_banks(conv_filters: Sequence[int], dropout: float,
-                 momentum: float, prefix: str = '',
+def filter_banks(conv_filters: Sequence[int],
+                 dropout: float,
+                 momentum: float,
+                 prefix: str = '',
                  pool_padding: str = 'valid') -> List[keras.layers.Layer]:
     """The layers of the filter-bank stack, in order, made once (so that
     calling them on several inputs shares their weights).
@@ -45,16 +47,21 @@ def filter_banks(conv_filters: Sequence[int], dropout: float,
         for layer in range(2):
             name = f'{prefix}block{block}_conv{layer}'
             layers += [
-                keras.layers.Conv2D(int(filters), 3, padding='same',
-                                    use_bias=False, name=name),
+                keras.layers.Conv2D(int(filters),
+                                    3,
+                                    padding='same',
+                                    use_bias=False,
+                                    name=name),
                 keras.layers.BatchNormalization(momentum=momentum,
                                                 name=f'{name}_bn'),
-                keras.layers.ReLU(name=f'{name}_relu')]
+                keras.layers.ReLU(name=f'{name}_relu')
+            ]
         layers += [
-            keras.layers.MaxPooling2D(2, padding=pool_padding,
+            keras.layers.MaxPooling2D(2,
+                                      padding=pool_padding,
                                       name=f'{prefix}block{block}_pool'),
-            keras.layers.Dropout(dropout,
-                                 name=f'{prefix}block{block}_dropout')]
+            keras.layers.Dropout(dropout, name=f'{prefix}block{block}_dropout')
+        ]
     return layers
 
 
@@ -78,13 +85,14 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
             image, scales, bool(params.get('scales_share_weights', False)),
             functools.partial(filter_banks, params['conv_filters'], dropout,
                               momentum))
-    x = keras.layers.Dense(int(params.get('dense_units', 256)), use_bias=False,
+    x = keras.layers.Dense(int(params.get('dense_units', 256)),
+                           use_bias=False,
                            name='dense')(x)
-    x = keras.layers.BatchNormalization(momentum=momentum,
-                                        name='dense_bn')(x)
+    x = keras.layers.BatchNormalization(momentum=momentum, name='dense_bn')(x)
     x = keras.layers.ReLU(name='dense_relu')(x)
     x = keras.layers.Dropout(2 * dropout, name='dense_dropout')(x)
-    scores = keras.layers.Dense(num_classes, activation='softmax',
+    scores = keras.layers.Dense(num_classes,
+                                activation='softmax',
                                 name='classifier')(x)
     return keras.Model({features.IMAGE_KEY: image}, scores, name='convnet')
 
@@ -101,8 +109,9 @@ def image_signature(predict: export.PredictFn, params: Dict[str, Any]):
     them."""
     del params  # Any size and colour: the transform graph resizes.
 
-    @tf.function(input_signature=[tf.TensorSpec(
-        [None], tf.string, name=signatures.IMAGE_INPUT)])
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name=signatures.IMAGE_INPUT)
+    ])
     def serve_images(images):
         return predict({features.IMAGE_KEY: export.rows_to_sparse(images)})
 
@@ -113,11 +122,13 @@ def search_space(hp) -> Dict[str, Any]:
     """The Tuner's space (a KerasTuner HyperParameters) -> params."""
     width = hp.Choice('width', [16, 32, 64])
     depth = hp.Int('depth', 1, 3)
-    return {'conv_filters': [width * 2**block for block in range(depth)],
-            'dense_units': hp.Choice('dense_units', [64, 128, 256]),
-            'dropout': hp.Float('dropout', 0.0, 0.5, step=0.125),
-            'learning_rate': hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
-            'batch_size': hp.Choice('batch_size', [32, 64, 128])}
+    return {
+        'conv_filters': [width * 2**block for block in range(depth)],
+        'dense_units': hp.Choice('dense_units', [64, 128, 256]),
+        'dropout': hp.Float('dropout', 0.0, 0.5, step=0.125),
+        'learning_rate': hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
+        'batch_size': hp.Choice('batch_size', [32, 64, 128])
+    }
 
 
 RECIPE = training.ModelRecipe(
@@ -132,8 +143,8 @@ def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
     training.run(fn_args, RECIPE)
 
 
-def tuner_fn(fn_args: 'tfx.components.FnArgs'
-             ) -> 'tfx.components.TunerFnResult':
+def tuner_fn(
+        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
     """The TFX Tuner's entry point for the convnet."""
     from models import tuning  # pylint: disable=import-outside-toplevel
     return tuning.tuner_fn(fn_args, RECIPE)

@@ -50,10 +50,10 @@ def merged_scales(image: tf.Tensor, scales: Sequence[int], shared: bool,
         view = image if scale == 1 else keras.layers.AveragePooling2D(
             scale, padding='same', name=f'scale{scale}_downsample')(image)
         layers = stack or make_stack(
-            prefix='' if scale == 1 else f'scale{scale}_',
-            pool_padding='same')
+            prefix='' if scale == 1 else f'scale{scale}_', pool_padding='same')
         for layer in layers:
             view = layer(view)
-        features.append(keras.layers.GlobalAveragePooling2D(
-            name=f'scale{scale}_pool')(view))
+        features.append(
+            keras.layers.GlobalAveragePooling2D(
+                name=f'scale{scale}_pool')(view))
     return keras.layers.Concatenate(name='scales')(features)

@@ -21,13 +21,16 @@ def decode_images(encoded: tf.Tensor, height: int, width: int,
     in [0, 1]."""
 
     def decode(image_bytes):
-        image = tf.io.decode_image(image_bytes, channels=channels,
+        image = tf.io.decode_image(image_bytes,
+                                   channels=channels,
                                    expand_animations=False)
         image = tf.image.convert_image_dtype(image, tf.float32)
         return tf.image.resize(image, [height, width])
 
-    return tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec(
-        [height, width, channels], tf.float32))
+    return tf.map_fn(decode,
+                     encoded,
+                     fn_output_signature=tf.TensorSpec(
+                         [height, width, channels], tf.float32))
 
 
 def preprocessing_fn(inputs: Dict[str, tf.Tensor],
@@ -35,8 +38,8 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
     """tf.Transform's preprocessing_fn for the image models."""
     height, width, channels = (int(d) for d in custom_config['image_shape'])
     images = decode_images(
-        features.dense_column(inputs[features.IMAGE_KEY], b''),
-        height, width, channels)
+        features.dense_column(inputs[features.IMAGE_KEY], b''), height, width,
+        channels)
     pixels = tf.reshape(images, [-1, channels])
     mean = tft.mean(pixels, reduce_instance_dims=False)
     variance = tft.var(pixels, reduce_instance_dims=False)

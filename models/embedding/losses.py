@@ -16,11 +16,13 @@ MINING = ('semi_hard', 'hard')
 def squared_distances(embeddings: tf.Tensor) -> tf.Tensor:
     """[batch, batch] squared Euclidean distances of unit vectors:
     2 - 2 cos, never below 0."""
-    return tf.nn.relu(2.0 - 2.0 * tf.matmul(embeddings, embeddings,
-                                            transpose_b=True))
+    return tf.nn.relu(2.0 -
+                      2.0 * tf.matmul(embeddings, embeddings, transpose_b=True))
 
 
-def triplet_loss(labels: tf.Tensor, embeddings: tf.Tensor, margin: float,
+def triplet_loss(labels: tf.Tensor,
+                 embeddings: tf.Tensor,
+                 margin: float,
                  mining: str = 'semi_hard') -> tf.Tensor:
     """Mean of max(0, d(a, p) - d(a, n) + margin) over the batch's triplets
     the mining picks.
@@ -34,15 +36,15 @@ def triplet_loss(labels: tf.Tensor, embeddings: tf.Tensor, margin: float,
     labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
     distances = squared_distances(embeddings)
     same = tf.equal(labels[:, tf.newaxis], labels[tf.newaxis, :])
-    positive = tf.logical_and(same, tf.logical_not(tf.eye(
-        tf.shape(labels)[0], dtype=tf.bool)))
+    positive = tf.logical_and(
+        same, tf.logical_not(tf.eye(tf.shape(labels)[0], dtype=tf.bool)))
     negative = tf.logical_not(same)
     big = tf.reduce_max(distances) + 1.0
     if mining == 'hard':
-        hardest_positive = tf.reduce_max(
-            tf.where(positive, distances, 0.0), axis=1)
-        hardest_negative = tf.reduce_min(
-            tf.where(negative, distances, big), axis=1)
+        hardest_positive = tf.reduce_max(tf.where(positive, distances, 0.0),
+                                         axis=1)
+        hardest_negative = tf.reduce_min(tf.where(negative, distances, big),
+                                         axis=1)
         losses = tf.nn.relu(hardest_positive - hardest_negative + margin)
         valid = tf.logical_and(tf.reduce_any(positive, axis=1),
                                tf.reduce_any(negative, axis=1))
@@ -52,20 +54,18 @@ def triplet_loss(labels: tf.Tensor, embeddings: tf.Tensor, margin: float,
         to_negative = distances[:, tf.newaxis, :]
         negatives = negative[:, tf.newaxis, :]
         farther = tf.logical_and(negatives, to_negative > to_positive)
-        closest_farther = tf.reduce_min(
-            tf.where(farther, to_negative, big), axis=2)
-        farthest = tf.reduce_max(tf.where(negatives, to_negative, -big),
-                                 axis=2)
+        closest_farther = tf.reduce_min(tf.where(farther, to_negative, big),
+                                        axis=2)
+        farthest = tf.reduce_max(tf.where(negatives, to_negative, -big), axis=2)
         chosen = tf.where(tf.reduce_any(farther, axis=2), closest_farther,
                           farthest)
         losses = tf.nn.relu(distances - chosen + margin)
-        valid = tf.logical_and(positive, tf.reduce_any(negative, axis=1,
-                                                       keepdims=True))
+        valid = tf.logical_and(positive,
+                               tf.reduce_any(negative, axis=1, keepdims=True))
     else:
         raise ValueError(f'mining {mining!r}: expected one of {MINING}')
     valid = tf.cast(valid, losses.dtype)
-    return tf.reduce_sum(losses * valid) / tf.maximum(
-        tf.reduce_sum(valid), 1.0)
+    return tf.reduce_sum(losses * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
 
 
 class TripletLoss(keras.losses.Loss):
@@ -74,7 +74,9 @@ class TripletLoss(keras.losses.Loss):
     The mining needs the whole batch, so the loss is one value per batch.
     """
 
-    def __init__(self, margin: float = 0.2, mining: str = 'semi_hard',
+    def __init__(self,
+                 margin: float = 0.2,
+                 mining: str = 'semi_hard',
                  name: str = 'triplet_loss'):
         super().__init__(name=name)
         if mining not in MINING:
@@ -86,12 +88,11 @@ class TripletLoss(keras.losses.Loss):
         return triplet_loss(y_true, y_pred, self.margin, self.mining)
 
     def get_config(self):
-        return {'margin': self.margin, 'mining': self.mining,
-                'name': self.name}
+        return {'margin': self.margin, 'mining': self.mining, 'name': self.name}
 
 
-def nearest_neighbour_hits(labels: tf.Tensor, embeddings: tf.Tensor
-                           ) -> tf.Tensor:
+def nearest_neighbour_hits(labels: tf.Tensor,
+                           embeddings: tf.Tensor) -> tf.Tensor:
     """1.0 where an example's nearest other example in the batch has its
     label, else 0.0 ([batch]): leave-one-out 1-NN accuracy in the batch."""
     labels = tf.reshape(tf.cast(labels, tf.int64), [-1])

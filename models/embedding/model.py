@@ -43,49 +43,55 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
                            name='embedding_dense')(trunk)
     embedding = keras.layers.UnitNormalization(name=EMBEDDING_LAYER)(x)
     image = classifier.get_layer(features.IMAGE_KEY).output
-    return keras.Model({features.IMAGE_KEY: image}, embedding,
-                       name='embedding')
+    return keras.Model({features.IMAGE_KEY: image}, embedding, name='embedding')
 
 
-def compile_model(model: keras.Model, params: Dict[str, Any],
-                  learning_rate: Optional[schedule.LearningRate] = None
-                  ) -> None:
+def compile_model(
+        model: keras.Model,
+        params: Dict[str, Any],
+        learning_rate: Optional[schedule.LearningRate] = None) -> None:
     """Adam on the triplet loss; accuracy is the in-batch 1-NN accuracy."""
     if learning_rate is None:
         learning_rate = params.get('learning_rate', 1e-3)
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            learning_rate=learning_rate,
-            global_clipnorm=params.get('clip_norm') or None),
-        loss=losses.TripletLoss(float(params['triplet_margin']),
-                                params['triplet_mining']),
-        metrics=[losses.NearestNeighbourAccuracy()])
+    model.compile(optimizer=keras.optimizers.Adam(
+        learning_rate=learning_rate,
+        global_clipnorm=params.get('clip_norm') or None),
+                  loss=losses.TripletLoss(float(params['triplet_margin']),
+                                          params['triplet_mining']),
+                  metrics=[losses.NearestNeighbourAccuracy()])
 
 
 def export_model(model: keras.Model, tf_transform_output, class_names,
                  to_model_inputs, extra_signatures, export_dir: str,
                  params: Dict[str, Any], train_data: tf.data.Dataset) -> None:
     """Exports with a reference table of the training split's examples."""
-    references.export_serving_model(
-        model, tf_transform_output, class_names, to_model_inputs,
-        extra_signatures, export_dir, reference_data=train_data,
-        references_per_class=int(params['references_per_class']))
+    references.export_serving_model(model,
+                                    tf_transform_output,
+                                    class_names,
+                                    to_model_inputs,
+                                    extra_signatures,
+                                    export_dir,
+                                    reference_data=train_data,
+                                    references_per_class=int(
+                                        params['references_per_class']))
 
 
 def search_space(hp) -> Dict[str, Any]:
     """The convnet's space, and the embedding's width and margin."""
-    return {**convnet.search_space(hp),
-            'embedding_dim': hp.Choice('embedding_dim', [16, 32, 64]),
-            'triplet_margin': hp.Choice('triplet_margin', [0.1, 0.2, 0.5])}
+    return {
+        **convnet.search_space(hp), 'embedding_dim':
+            hp.Choice('embedding_dim', [16, 32, 64]),
+        'triplet_margin':
+            hp.Choice('triplet_margin', [0.1, 0.2, 0.5])
+    }
 
 
-RECIPE = training.ModelRecipe(
-    build_model=build_model,
-    to_model_inputs=convnet.to_model_inputs,
-    extra_signatures={},
-    search_space=search_space,
-    compile_model=compile_model,
-    export_model=export_model)
+RECIPE = training.ModelRecipe(build_model=build_model,
+                              to_model_inputs=convnet.to_model_inputs,
+                              extra_signatures={},
+                              search_space=search_space,
+                              compile_model=compile_model,
+                              export_model=export_model)
 
 
 def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
@@ -93,8 +99,8 @@ def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
     training.run(fn_args, RECIPE)
 
 
-def tuner_fn(fn_args: 'tfx.components.FnArgs'
-             ) -> 'tfx.components.TunerFnResult':
+def tuner_fn(
+        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
     """The TFX Tuner's entry point for the embedding model."""
     from models import tuning  # pylint: disable=import-outside-toplevel
     return tuning.tuner_fn(fn_args, RECIPE)

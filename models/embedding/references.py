@@ -50,44 +50,52 @@ class ReferenceTable(tf.Module):
                  labels: np.ndarray):
         super().__init__(name='reference_table')
         dim = int(embeddings.shape[1])
-        self.class_names = tf.Variable(
-            list(class_names), dtype=tf.string, trainable=False,
-            shape=tf.TensorShape([None]), name='class_names')
-        self.embeddings = tf.Variable(
-            embeddings.astype(np.float32), trainable=False,
-            shape=tf.TensorShape([None, dim]), name='embeddings')
-        self.labels = tf.Variable(
-            labels.astype(np.int32), trainable=False,
-            shape=tf.TensorShape([None]), name='labels')
+        self.class_names = tf.Variable(list(class_names),
+                                       dtype=tf.string,
+                                       trainable=False,
+                                       shape=tf.TensorShape([None]),
+                                       name='class_names')
+        self.embeddings = tf.Variable(embeddings.astype(np.float32),
+                                      trainable=False,
+                                      shape=tf.TensorShape([None, dim]),
+                                      name='embeddings')
+        self.labels = tf.Variable(labels.astype(np.int32),
+                                  trainable=False,
+                                  shape=tf.TensorShape([None]),
+                                  name='labels')
 
     def class_similarity(self, embeddings: tf.Tensor) -> tf.Tensor:
         """[batch, classes]: each class's nearest reference's cosine
         similarity to each embedding."""
         similarity = tf.matmul(self.embeddings, embeddings, transpose_b=True)
-        return tf.transpose(tf.math.unsorted_segment_max(
-            similarity, self.labels, tf.size(self.class_names)))
+        return tf.transpose(
+            tf.math.unsorted_segment_max(similarity, self.labels,
+                                         tf.size(self.class_names)))
 
     def class_scores(self, embeddings: tf.Tensor) -> Dict[str, tf.Tensor]:
         """`scores` and `classes`, as every classifier answers."""
         scores = tf.nn.softmax(self.class_similarity(embeddings) / TEMPERATURE)
         classes = tf.tile(self.class_names[tf.newaxis, :],
                           [tf.shape(scores)[0], 1])
-        return {signatures.SCORES_OUTPUT: scores,
-                signatures.CLASSES_OUTPUT: classes}
+        return {
+            signatures.SCORES_OUTPUT: scores,
+            signatures.CLASSES_OUTPUT: classes
+        }
 
     def nearest(self, embeddings: tf.Tensor) -> Dict[str, tf.Tensor]:
         """The nearest class's name and cosine similarity, per embedding."""
         similarity = self.class_similarity(embeddings)
-        return {signatures.NEAREST_CLASS_OUTPUT: tf.gather(
-                    self.class_names, tf.argmax(similarity, axis=1)),
-                signatures.SIMILARITY_OUTPUT: tf.reduce_max(similarity,
-                                                            axis=1)}
+        return {
+            signatures.NEAREST_CLASS_OUTPUT:
+                tf.gather(self.class_names, tf.argmax(similarity, axis=1)),
+            signatures.SIMILARITY_OUTPUT:
+                tf.reduce_max(similarity, axis=1)
+        }
 
 
 def collect_references(embed: Callable[[Any], np.ndarray],
-                       batches: Iterable[Tuple[Any, Any]],
-                       num_classes: int, per_class: int
-                       ) -> Tuple[np.ndarray, np.ndarray]:
+                       batches: Iterable[Tuple[Any, Any]], num_classes: int,
+                       per_class: int) -> Tuple[np.ndarray, np.ndarray]:
     """Up to `per_class` (0: all) embedded examples of each class.
 
     Args:
@@ -120,15 +128,14 @@ def collect_references(embed: Callable[[Any], np.ndarray],
     return np.concatenate(kept), np.concatenate(labels).astype(np.int32)
 
 
-def export_serving_model(
-        model: keras.Model,
-        tf_transform_output: tft.TFTransformOutput,
-        class_names: Sequence[str],
-        to_model_inputs: Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]],
-        extra_signatures: Dict[str, export.SignatureFactory],
-        export_dir: str,
-        reference_data: tf.data.Dataset,
-        references_per_class: int) -> None:
+def export_serving_model(model: keras.Model,
+                         tf_transform_output: tft.TFTransformOutput,
+                         class_names: Sequence[str],
+                         to_model_inputs: Callable[[Dict[str, tf.Tensor]],
+                                                   Dict[str, tf.Tensor]],
+                         extra_signatures: Dict[str, export.SignatureFactory],
+                         export_dir: str, reference_data: tf.data.Dataset,
+                         references_per_class: int) -> None:
     """Saves the embedding model with its reference table and signatures.
 
     Args: as export.export_serving_model's, and
@@ -138,8 +145,8 @@ def export_serving_model(
     """
     del extra_signatures  # This family's signatures are all made here.
     embeddings, labels = collect_references(
-        lambda inputs: model(inputs, training=False).numpy(),
-        reference_data, len(class_names), references_per_class)
+        lambda inputs: model(inputs, training=False).numpy(), reference_data,
+        len(class_names), references_per_class)
     table = ReferenceTable(class_names, embeddings, labels)
     # Attributes of the model: saved with it, found by add_class.
     model.tft_layer = tf_transform_output.transform_features_layer()
@@ -154,20 +161,24 @@ def export_serving_model(
     def embed_images(raw_features):
         return {signatures.EMBEDDINGS_OUTPUT: embed(raw_features)}
 
-    @tf.function(input_signature=[tf.TensorSpec(
-        [None], tf.string, name=signatures.EXAMPLES_INPUT)])
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name=signatures.EXAMPLES_INPUT)
+    ])
     def serve_examples(inputs):
-        return table.class_scores(embed(tf.io.parse_example(inputs,
-                                                            raw_spec)))
+        return table.class_scores(embed(tf.io.parse_example(inputs, raw_spec)))
 
     serving = {
-        signatures.DEFAULT_SIGNATURE: serve_examples,
-        signatures.IMAGE_SIGNATURE: convnet.image_signature(
-            lambda raw: table.class_scores(embed(raw)), {}),
-        signatures.EMBEDDING_SIGNATURE: convnet.image_signature(
-            embed_images, {}),
-        signatures.REFERENCE_SIGNATURE: convnet.image_signature(
-            lambda raw: table.nearest(embed(raw)), {}),
+        signatures.DEFAULT_SIGNATURE:
+            serve_examples,
+        signatures.IMAGE_SIGNATURE:
+            convnet.image_signature(lambda raw: table.class_scores(embed(raw)),
+                                    {}),
+        signatures.EMBEDDING_SIGNATURE:
+            convnet.image_signature(embed_images, {}),
+        signatures.REFERENCE_SIGNATURE:
+            convnet.image_signature(lambda raw: table.nearest(embed(raw)), {}),
     }
-    model.save(export_dir, save_format='tf', signatures=serving,
+    model.save(export_dir,
+               save_format='tf',
+               signatures=serving,
                save_traces=False)

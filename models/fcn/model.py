@@ -44,25 +44,36 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     sequence = keras.Input((None, channels), name=features.SEQUENCE_KEY)
     length = keras.Input((), dtype=tf.int64, name=features.LENGTH_KEY)
     mask = keras.layers.Lambda(
-        lambda args: tf.sequence_mask(args[1], tf.shape(args[0])[1]),
+        lambda args: tf.sequence_mask(args[1],
+                                      tf.shape(args[0])[1]),
         name='mask')([sequence, length])
     x = sequence
     for block, (filters, kernel) in enumerate(
             zip(params['conv_filters'], params['kernel_sizes'])):
-        x = keras.layers.Lambda(_zero_padding, name=f'block{block}_zero')(
-            [x, mask])
-        x = keras.layers.Conv1D(int(filters), int(kernel), padding='same',
-                                use_bias=False, name=f'block{block}_conv')(x)
-        x = keras.layers.BatchNormalization(
-            momentum=momentum, name=f'block{block}_bn')(x, mask=mask)
+        x = keras.layers.Lambda(_zero_padding,
+                                name=f'block{block}_zero')([x, mask])
+        x = keras.layers.Conv1D(int(filters),
+                                int(kernel),
+                                padding='same',
+                                use_bias=False,
+                                name=f'block{block}_conv')(x)
+        x = keras.layers.BatchNormalization(momentum=momentum,
+                                            name=f'block{block}_bn')(x,
+                                                                     mask=mask)
         x = keras.layers.ReLU(name=f'block{block}_relu')(x)
     x = keras.layers.GlobalAveragePooling1D(name='pool')(x, mask=mask)
     x = keras.layers.Dropout(float(params.get('dropout', 0.0)),
                              name='dropout')(x)
-    scores = keras.layers.Dense(num_classes, activation='softmax',
+    scores = keras.layers.Dense(num_classes,
+                                activation='softmax',
                                 name='classifier')(x)
-    return keras.Model({features.SEQUENCE_KEY: sequence,
-                        features.LENGTH_KEY: length}, scores, name='fcn')
+    return keras.Model(
+        {
+            features.SEQUENCE_KEY: sequence,
+            features.LENGTH_KEY: length
+        },
+        scores,
+        name='fcn')
 
 
 def search_space(hp) -> Dict[str, Any]:
@@ -70,11 +81,13 @@ def search_space(hp) -> Dict[str, Any]:
     paper's three blocks scaled in width, or the first two."""
     width = hp.Choice('width', [32, 64, 128])
     depth = hp.Int('depth', 2, 3)
-    return {'conv_filters': [width, 2 * width, width][:depth],
-            'kernel_sizes': [8, 5, 3][:depth],
-            'dropout': hp.Float('dropout', 0.0, 0.5, step=0.125),
-            'learning_rate': hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
-            'batch_size': hp.Choice('batch_size', [16, 32, 64])}
+    return {
+        'conv_filters': [width, 2 * width, width][:depth],
+        'kernel_sizes': [8, 5, 3][:depth],
+        'dropout': hp.Float('dropout', 0.0, 0.5, step=0.125),
+        'learning_rate': hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
+        'batch_size': hp.Choice('batch_size', [16, 32, 64])
+    }
 
 
 RECIPE = training.ModelRecipe(
@@ -89,8 +102,8 @@ def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
     training.run(fn_args, RECIPE)
 
 
-def tuner_fn(fn_args: 'tfx.components.FnArgs'
-             ) -> 'tfx.components.TunerFnResult':
+def tuner_fn(
+        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
     """The TFX Tuner's entry point for the FCN."""
     from models import tuning  # pylint: disable=import-outside-toplevel
     return tuning.tuner_fn(fn_args, RECIPE)

@@ -31,21 +31,29 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     sequence = keras.Input((None, channels), name=features.SEQUENCE_KEY)
     length = keras.Input((), dtype=tf.int64, name=features.LENGTH_KEY)
     mask = keras.layers.Lambda(
-        lambda args: tf.sequence_mask(args[1], tf.shape(args[0])[1]),
+        lambda args: tf.sequence_mask(args[1],
+                                      tf.shape(args[0])[1]),
         name='mask')([sequence, length])
     x = sequence
     units = [int(u) for u in params['units']]
     for index, width in enumerate(units):
-        layer = cell(width, return_sequences=index < len(units) - 1,
+        layer = cell(width,
+                     return_sequences=index < len(units) - 1,
                      name=f'rnn{index}')
         if params.get('bidirectional', True):
             layer = keras.layers.Bidirectional(layer, name=f'birnn{index}')
         x = layer(x, mask=mask)
         x = keras.layers.Dropout(dropout, name=f'dropout{index}')(x)
-    scores = keras.layers.Dense(num_classes, activation='softmax',
+    scores = keras.layers.Dense(num_classes,
+                                activation='softmax',
                                 name='classifier')(x)
-    return keras.Model({features.SEQUENCE_KEY: sequence,
-                        features.LENGTH_KEY: length}, scores, name='rnn')
+    return keras.Model(
+        {
+            features.SEQUENCE_KEY: sequence,
+            features.LENGTH_KEY: length
+        },
+        scores,
+        name='rnn')
 
 
 def to_model_inputs(transformed: Dict[str, tf.Tensor],
@@ -54,10 +62,10 @@ def to_model_inputs(transformed: Dict[str, tf.Tensor],
     values = tf.sparse.to_dense(transformed[features.SEQUENCE_KEY])
     channels = int(params['num_channels'])
     return {
-        features.SEQUENCE_KEY: tf.reshape(
-            values, [tf.shape(values)[0], -1, channels]),
-        features.LENGTH_KEY: tf.cast(transformed[features.LENGTH_KEY],
-                                     tf.int64),
+        features.SEQUENCE_KEY:
+            tf.reshape(values, [tf.shape(values)[0], -1, channels]),
+        features.LENGTH_KEY:
+            tf.cast(transformed[features.LENGTH_KEY], tf.int64),
     }
 
 
@@ -66,14 +74,16 @@ def sequence_signature(predict: export.PredictFn, params: Dict[str, Any]):
     channels = int(params['num_channels'])
 
     @tf.function(input_signature=[
-        tf.TensorSpec([None, None, channels], tf.float32,
-                      name=signatures.SEQUENCE_INPUT),
-        tf.TensorSpec([None], tf.int64, name=signatures.LENGTH_INPUT)])
+        tf.TensorSpec(
+            [None, None, channels], tf.float32, name=signatures.SEQUENCE_INPUT),
+        tf.TensorSpec([None], tf.int64, name=signatures.LENGTH_INPUT)
+    ])
     def serve_sequences(sequences, lengths):
         steps = tf.boolean_mask(
-            sequences, tf.sequence_mask(lengths, tf.shape(sequences)[1]))
-        flat = tf.RaggedTensor.from_row_lengths(
-            tf.reshape(steps, [-1]), lengths * channels)
+            sequences, tf.sequence_mask(lengths,
+                                        tf.shape(sequences)[1]))
+        flat = tf.RaggedTensor.from_row_lengths(tf.reshape(steps, [-1]),
+                                                lengths * channels)
         return predict({
             features.SEQUENCE_KEY: flat.to_sparse(),
             features.LENGTH_KEY: export.rows_to_sparse(lengths),
@@ -86,12 +96,14 @@ def search_space(hp) -> Dict[str, Any]:
     """The Tuner's space (a KerasTuner HyperParameters) -> params."""
     depth = hp.Int('depth', 1, 2)
     width = hp.Choice('width', [32, 64, 128])
-    return {'units': [width] * depth,
-            'cell': hp.Choice('cell', list(_CELLS)),
-            'bidirectional': hp.Boolean('bidirectional', default=True),
-            'dropout': hp.Float('dropout', 0.0, 0.5, step=0.125),
-            'learning_rate': hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
-            'batch_size': hp.Choice('batch_size', [16, 32, 64])}
+    return {
+        'units': [width] * depth,
+        'cell': hp.Choice('cell', list(_CELLS)),
+        'bidirectional': hp.Boolean('bidirectional', default=True),
+        'dropout': hp.Float('dropout', 0.0, 0.5, step=0.125),
+        'learning_rate': hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
+        'batch_size': hp.Choice('batch_size', [16, 32, 64])
+    }
 
 
 RECIPE = training.ModelRecipe(
@@ -106,8 +118,8 @@ def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
     training.run(fn_args, RECIPE)
 
 
-def tuner_fn(fn_args: 'tfx.components.FnArgs'
-             ) -> 'tfx.components.TunerFnResult':
+def tuner_fn(
+        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
     """The TFX Tuner's entry point for the RNN."""
     from models import tuning  # pylint: disable=import-outside-toplevel
     return tuning.tuner_fn(fn_args, RECIPE)

@@ -37,10 +37,11 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
     steps = tf.reshape(sequences.flat_values, [-1, channels])
     normalized = channel_zscore(steps)
     outputs = {
-        features.SEQUENCE_KEY: sequences.with_flat_values(
-            tf.reshape(normalized, [-1])).to_sparse(),
-        features.LENGTH_KEY: features.dense_column(
-            inputs[features.LENGTH_KEY], 0),
+        features.SEQUENCE_KEY:
+            sequences.with_flat_values(tf.reshape(normalized,
+                                                  [-1])).to_sparse(),
+        features.LENGTH_KEY:
+            features.dense_column(inputs[features.LENGTH_KEY], 0),
     }
     if features.LABEL_KEY in inputs:
         outputs[features.LABEL_KEY] = features.dense_column(

@@ -30,13 +30,15 @@ MONITORING_CONFIG = ('prometheus_config { enable: true '
 def model_source(tmp_path_factory) -> Dict[float, Path]:
     """bias -> an exported test model directory."""
     root = tmp_path_factory.mktemp('exported')
-    return {bias: Path(testmodels.write_model(str(root / f'bias{int(bias)}'),
-                                              bias))
-            for bias in BIASES}
+    return {
+        bias: Path(testmodels.write_model(str(root / f'bias{int(bias)}'), bias))
+        for bias in BIASES
+    }
 
 
 @pytest.fixture(scope='session')
 def add_version(model_source) -> Callable[..., Path]:
+
     def add(base: Path, version: int, bias: float = 0.0) -> Path:
         base.mkdir(parents=True, exist_ok=True)
         staging = base / f'.tmp-{version}'
@@ -44,6 +46,7 @@ def add_version(model_source) -> Callable[..., Path]:
         target = base / str(version)
         staging.rename(target)
         return target
+
     return add
 
 
@@ -57,10 +60,10 @@ def main_models(tmp_path_factory, add_version) -> Path:
     root = tmp_path_factory.mktemp('main_models')
     for version, bias in ((1, 0.0), (2, 1.0), (3, 2.0)):
         add_version(root / 'mnist', version, bias)
-    testmodels.write_warmup(
-        str(root / 'mnist' / '3'),
-        [testmodels.float_predict_request([[0.1, 0.2, 0.3, 0.4]])
-         for _ in range(MAIN_WARMUP_REQUESTS)])
+    testmodels.write_warmup(str(root / 'mnist' / '3'), [
+        testmodels.float_predict_request([[0.1, 0.2, 0.3, 0.4]])
+        for _ in range(MAIN_WARMUP_REQUESTS)
+    ])
     for version in (1, 2):
         add_version(root / 'every', version, BIASES[version])
     for version in (1, 2, 3):
@@ -73,7 +76,8 @@ def main_models(tmp_path_factory, add_version) -> Path:
 @pytest.fixture(scope='session')
 def main_server(tmp_path_factory, main_models) -> server_utils.ServerProcess:
     workdir = tmp_path_factory.mktemp('main_server')
-    config = write_text(workdir / 'models.config', f"""\
+    config = write_text(
+        workdir / 'models.config', f"""\
         model_config_list {{
           config {{
             name: "mnist"

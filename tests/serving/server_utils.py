@@ -35,8 +35,8 @@ def server_env() -> Dict[str, str]:
     env['TF_USE_LEGACY_KERAS'] = '1'
     env['TF_CPP_MIN_LOG_LEVEL'] = '2'
     env['PYTHONPATH'] = os.pathsep.join(
-        [str(REPO_ROOT)] + [p for p in env.get('PYTHONPATH', '').split(
-            os.pathsep) if p])
+        [str(REPO_ROOT)] +
+        [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p])
     return env
 
 
@@ -64,7 +64,9 @@ class ServerProcess:
     def running(self) -> bool:
         return self.process.poll() is None
 
-    def wait_for_log(self, text: str, timeout: float = 60.0,
+    def wait_for_log(self,
+                     text: str,
+                     timeout: float = 60.0,
                      count: int = 1) -> None:
         """Waits until `text` occurs `count` times in the server's log."""
         deadline = time.monotonic() + timeout
@@ -89,13 +91,17 @@ class ServerProcess:
         return self.process.returncode
 
     # Small REST helpers, handy in tests.
-    def http(self, method: str, path: str, body: Any = None,
-             raw: Optional[bytes] = None, timeout: float = 30.0
-             ) -> Tuple[int, Any]:
+    def http(self,
+             method: str,
+             path: str,
+             body: Any = None,
+             raw: Optional[bytes] = None,
+             timeout: float = 30.0) -> Tuple[int, Any]:
         """Sends a REST request; returns (HTTP status, decoded JSON or text)."""
         data = raw if raw is not None else (
             None if body is None else json.dumps(body).encode())
-        request = urllib.request.Request(self.rest_url + path, data=data,
+        request = urllib.request.Request(self.rest_url + path,
+                                         data=data,
                                          method=method)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -115,7 +121,9 @@ class ServerProcess:
         return [(int(s['version']), s['state'])
                 for s in body['model_version_status']]
 
-    def wait_for_states(self, model: str, expected: Sequence[Tuple[int, str]],
+    def wait_for_states(self,
+                        model: str,
+                        expected: Sequence[Tuple[int, str]],
                         timeout: float = 60.0) -> List[Tuple[int, str]]:
         """Waits until the model's version states include all of `expected`."""
         deadline = time.monotonic() + timeout
@@ -131,23 +139,30 @@ class ServerProcess:
             time.sleep(0.2)
 
 
-def launch(tmp_path: Path, args: Sequence[str], rest: bool = True,
+def launch(tmp_path: Path,
+           args: Sequence[str],
+           rest: bool = True,
            grpc_port: Optional[int] = None) -> ServerProcess:
     """Starts the server process without waiting for it."""
     grpc_port = grpc_port or free_port()
     rest_port = free_port() if rest else 0
     log_path = Path(tmp_path) / f'server-{grpc_port}.log'
-    command = [sys.executable, '-m', 'serving', 'serve',
-               f'--port={grpc_port}', f'--rest_api_port={rest_port}',
-               *args]
+    command = [
+        sys.executable, '-m', 'serving', 'serve', f'--port={grpc_port}',
+        f'--rest_api_port={rest_port}', *args
+    ]
     with open(log_path, 'wb') as log:
-        process = subprocess.Popen(command, stdout=log,
+        process = subprocess.Popen(command,
+                                   stdout=log,
                                    stderr=subprocess.STDOUT,
-                                   env=server_env(), cwd=str(REPO_ROOT))
+                                   env=server_env(),
+                                   cwd=str(REPO_ROOT))
     return ServerProcess(process, grpc_port, rest_port, log_path)
 
 
-def start_model_server(tmp_path: Path, args: Sequence[str], rest: bool = True,
+def start_model_server(tmp_path: Path,
+                       args: Sequence[str],
+                       rest: bool = True,
                        timeout: float = 180.0) -> ServerProcess:
     """Starts the server and waits until its ports are up.
 

@@ -44,7 +44,8 @@ def model_stub(channel):
     return model_service_pb2_grpc.ModelServiceStub(channel)
 
 
-def _float_request(rows=ROWS, name='mnist',
+def _float_request(rows=ROWS,
+                   name='mnist',
                    **spec) -> predict_pb2.PredictRequest:
     request = testmodels.float_predict_request(rows, name)
     for key, value in spec.items():
@@ -57,9 +58,9 @@ def _float_request(rows=ROWS, name='mnist',
 
 def _assert_still_serving(stub) -> None:
     response = stub.Predict(_float_request(), timeout=30)
-    np.testing.assert_allclose(
-        tf.make_ndarray(response.outputs['scores']),
-        testmodels.expected_scores(np.array(ROWS), 2.0), rtol=1e-5)
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs['scores']),
+                               testmodels.expected_scores(np.array(ROWS), 2.0),
+                               rtol=1e-5)
 
 
 def _rpc_error(call, request) -> grpc.RpcError:
@@ -69,6 +70,7 @@ def _rpc_error(call, request) -> grpc.RpcError:
 
 
 # ------------------------------------------------------------------ Predict
+
 
 def test_predict_png_image(predict_stub):
     pixels = testmodels.image(1)
@@ -84,23 +86,26 @@ def test_predict_png_image(predict_stub):
     expected = testmodels.expected_scores(
         testmodels.quadrant_features(pixels)[None], 2.0)
     np.testing.assert_allclose(tf.make_ndarray(response.outputs['scores']),
-                               expected, rtol=1e-5)
-    assert tf.make_ndarray(response.outputs['classes']).tolist() == [
-        list(testmodels.CLASS_NAMES)]
+                               expected,
+                               rtol=1e-5)
+    assert tf.make_ndarray(
+        response.outputs['classes']).tolist() == [list(testmodels.CLASS_NAMES)]
 
 
 def test_predict_default_signature_parses_examples(predict_stub):
     pixels = [testmodels.image(2), testmodels.image(3)]
     request = predict_pb2.PredictRequest()
     request.model_spec.name = 'mnist'
-    request.inputs['inputs'].CopyFrom(tf.make_tensor_proto(
-        [testmodels.example(p).SerializeToString() for p in pixels]))
+    request.inputs['inputs'].CopyFrom(
+        tf.make_tensor_proto(
+            [testmodels.example(p).SerializeToString() for p in pixels]))
     response = predict_stub.Predict(request, timeout=30)
     assert response.model_spec.signature_name == 'serving_default'
     expected = testmodels.expected_scores(
         np.stack([testmodels.quadrant_features(p) for p in pixels]), 2.0)
     np.testing.assert_allclose(tf.make_ndarray(response.outputs['scores']),
-                               expected, rtol=1e-5)
+                               expected,
+                               rtol=1e-5)
 
 
 def test_response_tensors_use_typed_fields(predict_stub):
@@ -115,14 +120,23 @@ def test_response_tensors_use_typed_fields(predict_stub):
 
 @pytest.mark.parametrize('spec, bias, version', [
     ({}, 2.0, 3),
-    ({'version': 2}, 1.0, 2),
-    ({'version': 3}, 2.0, 3),
-    ({'version_label': 'stable'}, 1.0, 2),
-    ({'version_label': 'canary'}, 2.0, 3),
+    ({
+        'version': 2
+    }, 1.0, 2),
+    ({
+        'version': 3
+    }, 2.0, 3),
+    ({
+        'version_label': 'stable'
+    }, 1.0, 2),
+    ({
+        'version_label': 'canary'
+    }, 2.0, 3),
 ])
 def test_predict_versions_and_labels(predict_stub, spec, bias, version):
-    response = predict_stub.Predict(
-        _float_request(signature_name='serving_float', **spec), timeout=30)
+    response = predict_stub.Predict(_float_request(
+        signature_name='serving_float', **spec),
+                                    timeout=30)
     assert response.model_spec.version.value == version
     np.testing.assert_allclose(tf.make_ndarray(response.outputs['scores']),
                                testmodels.expected_scores(np.array(ROWS), bias),
@@ -144,9 +158,10 @@ def test_predict_typed_fields_and_tensor_content_agree(predict_stub):
     single.ClearField('tensor_content')
     single.float_val.append(0.5)
     filled = predict_stub.Predict(broadcast, timeout=30).outputs['scores']
-    np.testing.assert_allclose(
-        tf.make_ndarray(filled),
-        testmodels.expected_scores(np.full((2, 4), 0.5), 2.0), rtol=1e-5)
+    np.testing.assert_allclose(tf.make_ndarray(filled),
+                               testmodels.expected_scores(
+                                   np.full((2, 4), 0.5), 2.0),
+                               rtol=1e-5)
 
 
 def test_predict_output_filter(predict_stub):
@@ -157,10 +172,12 @@ def test_predict_output_filter(predict_stub):
 
 
 def _bad_requests():
+
     def float_request(**kwargs):
         return lambda: _float_request(**kwargs)
 
     def with_inputs(inputs, signature='serving_float'):
+
         def make():
             request = predict_pb2.PredictRequest()
             request.model_spec.name = 'mnist'
@@ -168,13 +185,16 @@ def _bad_requests():
             for key, value in inputs.items():
                 request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
             return request
+
         return make
 
     def with_filter(*names):
+
         def make():
             request = _float_request()
             request.output_filter.extend(names)
             return request
+
         return make
 
     def broken_content():
@@ -196,11 +216,13 @@ def _bad_requests():
          code.FAILED_PRECONDITION, 'Serving signature key "nope" not found.'),
         ('unknown input', with_inputs({'y': np.ones([1, 4], np.float32)}),
          code.INVALID_ARGUMENT, 'input tensor alias not found in signature: y'),
-        ('extra input', with_inputs({'x': np.ones([1, 4], np.float32),
-                                     'y': np.ones([1], np.float32)}),
-         code.INVALID_ARGUMENT, 'input size does not match signature'),
-        ('missing input', with_inputs({'a': np.ones([1, 2], np.float32)},
-                                      'serving_multi'),
+        ('extra input',
+         with_inputs({
+             'x': np.ones([1, 4], np.float32),
+             'y': np.ones([1], np.float32)
+         }), code.INVALID_ARGUMENT, 'input size does not match signature'),
+        ('missing input',
+         with_inputs({'a': np.ones([1, 2], np.float32)}, 'serving_multi'),
          code.INVALID_ARGUMENT, 'Missing but required: {b}'),
         ('wrong dtype', with_inputs({'x': np.ones([1, 4], np.float64)}),
          code.INVALID_ARGUMENT, 'Expects arg[0] to be float but double'),
@@ -208,8 +230,8 @@ def _bad_requests():
          code.INVALID_ARGUMENT, 'shape'),
         ('wrong rank', with_inputs({'x': np.ones([4], np.float32)}),
          code.INVALID_ARGUMENT, 'shape'),
-        ('not an example', with_inputs({'inputs': [b'garbage']},
-                                       'serving_default'),
+        ('not an example',
+         with_inputs({'inputs': [b'garbage']}, 'serving_default'),
          code.INVALID_ARGUMENT, 'Could not parse example input'),
         ('not a png', with_inputs({'images': [b'garbage']}, 'serving_image'),
          code.INVALID_ARGUMENT, 'Unknown image file format. One of JPEG, PNG, '
@@ -237,7 +259,8 @@ def test_garbage_bytes_do_not_take_the_server_down(channel, predict_stub):
     for method in ('/tensorflow.serving.PredictionService/Predict',
                    '/tensorflow.serving.PredictionService/Classify',
                    '/tensorflow.serving.ModelService/GetModelStatus'):
-        raw = channel.unary_unary(method, request_serializer=lambda b: b,
+        raw = channel.unary_unary(method,
+                                  request_serializer=lambda b: b,
                                   response_deserializer=lambda b: b)
         with pytest.raises(grpc.RpcError) as info:
             raw(b'\xff\xfe garbage \x00\x01', timeout=30)
@@ -248,13 +271,15 @@ def test_garbage_bytes_do_not_take_the_server_down(channel, predict_stub):
 
 # ------------------------------------------------------- Classify / Regress
 
+
 def _examples(*seeds) -> list:
     return [testmodels.example(testmodels.image(s)) for s in seeds]
 
 
 def _expected_for(seeds, bias=2.0) -> np.ndarray:
-    return testmodels.expected_scores(np.stack(
-        [testmodels.quadrant_features(testmodels.image(s)) for s in seeds]),
+    return testmodels.expected_scores(
+        np.stack(
+            [testmodels.quadrant_features(testmodels.image(s)) for s in seeds]),
         bias)
 
 
@@ -268,10 +293,11 @@ def test_classify_example_list(predict_stub):
     expected = _expected_for([4, 5])
     assert len(response.result.classifications) == 2
     for row, classification in zip(expected, response.result.classifications):
-        assert [c.label for c in classification.classes] == [
-            'zero', 'one', 'two']
+        assert [c.label for c in classification.classes
+               ] == ['zero', 'one', 'two']
         np.testing.assert_allclose([c.score for c in classification.classes],
-                                   row, rtol=1e-5)
+                                   row,
+                                   rtol=1e-5)
 
 
 def test_classify_example_list_with_context(predict_stub):
@@ -285,8 +311,9 @@ def test_classify_example_list_with_context(predict_stub):
     response = predict_stub.Classify(request, timeout=30)
     assert response.model_spec.version.value == 2
     expected = _expected_for([6, 7], bias=1.0)
-    scores = [[c.score for c in r.classes]
-              for r in response.result.classifications]
+    scores = [
+        [c.score for c in r.classes] for r in response.result.classifications
+    ]
     np.testing.assert_allclose(scores, expected, rtol=1e-5)
 
 
@@ -297,8 +324,7 @@ def test_classify_example_list_with_context(predict_stub):
      'Expected one input Tensor.'),
     ('serving_varlen', 1, grpc.StatusCode.INVALID_ARGUMENT,
      'Expected classification signature outputs to contain at least one of'),
-    ('serving_default', 0, grpc.StatusCode.INVALID_ARGUMENT,
-     'Input is empty.'),
+    ('serving_default', 0, grpc.StatusCode.INVALID_ARGUMENT, 'Input is empty.'),
 ])
 def test_classify_errors(predict_stub, signature, examples, code, message):
     request = classification_pb2.ClassificationRequest()
@@ -318,10 +344,12 @@ def test_regress(predict_stub):
     request.input.example_list.examples.extend(_examples(8, 9))
     response = predict_stub.Regress(request, timeout=30)
     assert response.model_spec.signature_name == 'regress'
-    expected = [testmodels.quadrant_features(testmodels.image(s)).sum()
-                for s in (8, 9)]
+    expected = [
+        testmodels.quadrant_features(testmodels.image(s)).sum() for s in (8, 9)
+    ]
     np.testing.assert_allclose([r.value for r in response.result.regressions],
-                               expected, rtol=1e-5)
+                               expected,
+                               rtol=1e-5)
 
 
 def test_regress_errors(predict_stub):
@@ -350,10 +378,11 @@ def test_multi_inference(predict_stub):
     first, second = response.results
     assert first.model_spec.signature_name == 'serving_default'
     assert first.model_spec.version.value == 3
-    np.testing.assert_allclose(
-        [c.score
-         for c in first.classification_result.classifications[0].classes],
-        _expected_for([10])[0], rtol=1e-5)
+    np.testing.assert_allclose([
+        c.score for c in first.classification_result.classifications[0].classes
+    ],
+                               _expected_for([10])[0],
+                               rtol=1e-5)
     assert second.model_spec.signature_name == 'regress'
     assert second.regression_result.regressions[0].value == pytest.approx(
         testmodels.quadrant_features(testmodels.image(10)).sum(), rel=1e-5)
@@ -361,15 +390,15 @@ def test_multi_inference(predict_stub):
 
 @pytest.mark.parametrize('tasks, code, message', [
     ([('mnist', '', 'tensorflow/serving/classify'),
-      ('every', 'regress', 'tensorflow/serving/regress')],
-     grpc.StatusCode.INVALID_ARGUMENT, 'must access the same model name'),
+      ('every', 'regress', 'tensorflow/serving/regress')
+     ], grpc.StatusCode.INVALID_ARGUMENT, 'must access the same model name'),
     ([('mnist', '', 'tensorflow/serving/classify'),
-      ('mnist', 'serving_default', 'tensorflow/serving/classify')],
-     grpc.StatusCode.INVALID_ARGUMENT, 'Duplicate evaluation of signature'),
-    ([('mnist', '', 'tensorflow/serving/predict')],
-     grpc.StatusCode.UNIMPLEMENTED, 'Unsupported signature method_name'),
-    ([('mnist', 'nope', 'tensorflow/serving/classify')],
-     grpc.StatusCode.INVALID_ARGUMENT, 'Requested signature not found'),
+      ('mnist', 'serving_default', 'tensorflow/serving/classify')
+     ], grpc.StatusCode.INVALID_ARGUMENT, 'Duplicate evaluation of signature'),
+    ([('mnist', '', 'tensorflow/serving/predict')
+     ], grpc.StatusCode.UNIMPLEMENTED, 'Unsupported signature method_name'),
+    ([('mnist', 'nope', 'tensorflow/serving/classify')
+     ], grpc.StatusCode.INVALID_ARGUMENT, 'Requested signature not found'),
 ])
 def test_multi_inference_errors(predict_stub, tasks, code, message):
     request = inference_pb2.MultiInferenceRequest()
@@ -386,6 +415,7 @@ def test_multi_inference_errors(predict_stub, tasks, code, message):
 
 # ------------------------------------------------------ metadata and status
 
+
 def test_get_model_metadata(predict_stub):
     request = get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = 'mnist'
@@ -398,8 +428,10 @@ def test_get_model_metadata(predict_stub):
         'type.googleapis.com/tensorflow.serving.SignatureDefMap')
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     packed.Unpack(signature_map)
-    assert {'serving_default', 'serving_image', 'serving_float', 'regress',
-            '__saved_model_init_op'} <= set(signature_map.signature_def)
+    assert {
+        'serving_default', 'serving_image', 'serving_float', 'regress',
+        '__saved_model_init_op'
+    } <= set(signature_map.signature_def)
     default = signature_map.signature_def['serving_default']
     assert default.method_name == 'tensorflow/serving/predict'
     assert default.inputs['inputs'].dtype == tf.string.as_datatype_enum
@@ -428,8 +460,9 @@ def _status(stub, name, version=None, label=None):
     if label:
         request.model_spec.version_label = label
     response = stub.GetModelStatus(request, timeout=30)
-    return [(s.version, get_model_status_pb2.ModelVersionStatus.State.Name(
-        s.state), s.status.error_code) for s in response.model_version_status]
+    return [(s.version,
+             get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
+             s.status.error_code) for s in response.model_version_status]
 
 
 def test_version_policies(model_stub):
@@ -444,8 +477,7 @@ def test_version_policies(model_stub):
 
 def test_get_model_status_by_version_and_label(model_stub):
     assert _status(model_stub, 'mnist', version=2) == [(2, 'AVAILABLE', 0)]
-    assert _status(model_stub, 'mnist', label='canary') == [
-        (3, 'AVAILABLE', 0)]
+    assert _status(model_stub, 'mnist', label='canary') == [(3, 'AVAILABLE', 0)]
 
 
 @pytest.mark.parametrize('name, version, label, code', [
@@ -471,20 +503,33 @@ def test_health_service(channel):
 
 # --------------------------------------------------------------------- REST
 
+
 def test_rest_model_status(main_server):
     code, body = main_server.http('GET', '/v1/models/mnist')
     assert code == 200
-    assert body == {'model_version_status': [
-        {'version': '3', 'state': 'AVAILABLE',
-         'status': {'error_code': 'OK', 'error_message': ''}},
-        {'version': '2', 'state': 'AVAILABLE',
-         'status': {'error_code': 'OK', 'error_message': ''}}]}
+    assert body == {
+        'model_version_status': [{
+            'version': '3',
+            'state': 'AVAILABLE',
+            'status': {
+                'error_code': 'OK',
+                'error_message': ''
+            }
+        }, {
+            'version': '2',
+            'state': 'AVAILABLE',
+            'status': {
+                'error_code': 'OK',
+                'error_message': ''
+            }
+        }]
+    }
     code, body = main_server.http('GET', '/v1/models/mnist/versions/2')
-    assert code == 200 and [s['version'] for s in
-                            body['model_version_status']] == ['2']
+    assert code == 200 and [s['version'] for s in body['model_version_status']
+                           ] == ['2']
     code, body = main_server.http('GET', '/v1/models/mnist/labels/canary')
-    assert code == 200 and [s['version'] for s in
-                            body['model_version_status']] == ['3']
+    assert code == 200 and [s['version'] for s in body['model_version_status']
+                           ] == ['3']
 
 
 @pytest.mark.parametrize('path, code, message', [
@@ -508,13 +553,16 @@ def test_rest_unknown_path_is_404(main_server):
 
 
 def test_rest_metadata(main_server):
-    for path, version in (('/v1/models/mnist/metadata', '3'),
-                          ('/v1/models/mnist/versions/2/metadata', '2'),
+    for path, version in (('/v1/models/mnist/metadata',
+                           '3'), ('/v1/models/mnist/versions/2/metadata', '2'),
                           ('/v1/models/mnist/labels/canary/metadata', '3')):
         code, body = main_server.http('GET', path)
         assert code == 200, body
-        assert body['model_spec'] == {'name': 'mnist', 'version': version,
-                                      'signature_name': ''}
+        assert body['model_spec'] == {
+            'name': 'mnist',
+            'version': version,
+            'signature_name': ''
+        }
         signatures = body['metadata']['signature_def']['signature_def']
         x = signatures['serving_float']['inputs']['x']
         assert x['dtype'] == 'DT_FLOAT'
@@ -530,7 +578,9 @@ def _grpc_scores(predict_stub, rows, **spec):
 
 def test_rest_predict_row_format(main_server, predict_stub):
     code, body = main_server.http('POST', '/v1/models/mnist:predict', {
-        'signature_name': 'serving_float', 'instances': ROWS})
+        'signature_name': 'serving_float',
+        'instances': ROWS
+    })
     assert code == 200, body
     predictions = body['predictions']
     assert [p['classes'] for p in predictions] == [['zero', 'one', 'two']] * 2
@@ -541,41 +591,53 @@ def test_rest_predict_row_format(main_server, predict_stub):
 
 def test_rest_predict_columnar_format(main_server, predict_stub):
     code, body = main_server.http('POST', '/v1/models/mnist:predict', {
-        'signature_name': 'serving_float', 'inputs': {'x': ROWS}})
+        'signature_name': 'serving_float',
+        'inputs': {
+            'x': ROWS
+        }
+    })
     assert code == 200, body
     assert set(body['outputs']) == {'classes', 'scores'}
     assert np.array(body['outputs']['scores'], np.float32).tolist() == \
         _grpc_scores(predict_stub, ROWS).tolist()
     # A single input may be given without its name.
     code, same = main_server.http('POST', '/v1/models/mnist:predict', {
-        'signature_name': 'serving_float', 'inputs': ROWS})
+        'signature_name': 'serving_float',
+        'inputs': ROWS
+    })
     assert code == 200 and same == body
 
 
 def test_rest_predict_versions_and_labels(main_server, predict_stub):
     for path, version in (('/versions/2', 2), ('/labels/stable', 2),
                           ('/labels/canary', 3), ('', 3)):
-        code, body = main_server.http(
-            'POST', f'/v1/models/mnist{path}:predict',
-            {'signature_name': 'serving_float', 'instances': ROWS})
+        code, body = main_server.http('POST', f'/v1/models/mnist{path}:predict',
+                                      {
+                                          'signature_name': 'serving_float',
+                                          'instances': ROWS
+                                      })
         assert code == 200, body
         scores = np.array([p['scores'] for p in body['predictions']],
                           np.float32)
-        assert scores.tolist() == _grpc_scores(
-            predict_stub, ROWS, version=version).tolist()
+        assert scores.tolist() == _grpc_scores(predict_stub,
+                                               ROWS,
+                                               version=version).tolist()
 
 
 def test_rest_single_output_and_exact_floats(main_server):
     code, body = main_server.http('POST', '/v1/models/mnist:predict', {
         'signature_name': 'serving_varlen',
-        'instances': [[0.1, 0.2], [1, 2]]})
+        'instances': [[0.1, 0.2], [1, 2]]
+    })
     assert code == 200, body
     # One output: each prediction is the value itself; floats are written
     # with TF Serving's shortest round-tripping form and whole numbers get
     # a ".0".
     assert body == {'predictions': [0.3, 3.0]}
     code, body = main_server.http('POST', '/v1/models/mnist:predict', {
-        'signature_name': 'serving_varlen', 'inputs': [[0.1, 0.2], [1, 2]]})
+        'signature_name': 'serving_varlen',
+        'inputs': [[0.1, 0.2], [1, 2]]
+    })
     assert body == {'outputs': [0.3, 3.0]}
 
 
@@ -583,93 +645,155 @@ def test_rest_b64_inputs_and_bytes_outputs(main_server, predict_stub):
     pixels = testmodels.image(11)
     png = base64.b64encode(testmodels.png_bytes(pixels)).decode()
     code, body = main_server.http('POST', '/v1/models/mnist:predict', {
-        'signature_name': 'serving_image', 'instances': [{'b64': png}]})
+        'signature_name': 'serving_image',
+        'instances': [{
+            'b64': png
+        }]
+    })
     assert code == 200, body
-    np.testing.assert_allclose(
-        body['predictions'][0]['scores'],
-        testmodels.expected_scores(
-            testmodels.quadrant_features(pixels)[None], 2.0)[0], rtol=1e-5)
-    code, body = main_server.http('POST', '/v1/models/mnist:predict', {
-        'signature_name': 'serving_multi',
-        'instances': [{'a': [1, 2], 'b': {'b64': 'AAEC'}},
-                      {'a': [0.5, 4], 'b': 'text'}]})
+    np.testing.assert_allclose(body['predictions'][0]['scores'],
+                               testmodels.expected_scores(
+                                   testmodels.quadrant_features(pixels)[None],
+                                   2.0)[0],
+                               rtol=1e-5)
+    code, body = main_server.http(
+        'POST', '/v1/models/mnist:predict', {
+            'signature_name':
+                'serving_multi',
+            'instances': [{
+                'a': [1, 2],
+                'b': {
+                    'b64': 'AAEC'
+                }
+            }, {
+                'a': [0.5, 4],
+                'b': 'text'
+            }]
+        })
     assert code == 200, body
-    assert body == {'predictions': [
-        {'echo_bytes': {'b64': 'AAEC'}, 'total': 3.0},
-        {'echo_bytes': {'b64': base64.b64encode(b'text').decode()},
-         'total': 4.5}]}
+    assert body == {
+        'predictions': [{
+            'echo_bytes': {
+                'b64': 'AAEC'
+            },
+            'total': 3.0
+        }, {
+            'echo_bytes': {
+                'b64': base64.b64encode(b'text').decode()
+            },
+            'total': 4.5
+        }]
+    }
 
 
 def test_rest_examples_for_default_signature(main_server):
     values = (testmodels.image(12).astype(np.float32) / 255).ravel().tolist()
-    code, body = main_server.http('POST', '/v1/models/mnist:predict', {
-        'instances': [{'b64': base64.b64encode(testmodels.example(
-            testmodels.image(12)).SerializeToString()).decode()}]})
+    code, body = main_server.http(
+        'POST', '/v1/models/mnist:predict', {
+            'instances': [{
+                'b64':
+                    base64.b64encode(
+                        testmodels.example(
+                            testmodels.image(12)).SerializeToString()).decode()
+            }]
+        })
     assert code == 200, body
     expected = _expected_for([12])[0]
-    np.testing.assert_allclose(body['predictions'][0]['scores'], expected,
+    np.testing.assert_allclose(body['predictions'][0]['scores'],
+                               expected,
                                rtol=1e-5)
-    code, body = main_server.http('POST', '/v1/models/mnist:classify', {
-        'examples': [{'image/float': values}]})
+    code, body = main_server.http('POST', '/v1/models/mnist:classify',
+                                  {'examples': [{
+                                      'image/float': values
+                                  }]})
     assert code == 200, body
     labels = [pair[0] for pair in body['results'][0]]
     assert labels == ['zero', 'one', 'two']
     np.testing.assert_allclose([pair[1] for pair in body['results'][0]],
-                               expected, rtol=1e-5)
+                               expected,
+                               rtol=1e-5)
     stable_regress = '/v1/models/mnist/labels/stable:regress'
-    code, body = main_server.http('POST', stable_regress, {
-        'signature_name': 'regress', 'context': {'image/float': values},
-        'examples': [{}]})
+    code, body = main_server.http(
+        'POST', stable_regress, {
+            'signature_name': 'regress',
+            'context': {
+                'image/float': values
+            },
+            'examples': [{}]
+        })
     assert code == 200, body
-    assert body['results'][0] == pytest.approx(
-        testmodels.quadrant_features(testmodels.image(12)).sum(), rel=1e-5)
+    assert body['results'][0] == pytest.approx(testmodels.quadrant_features(
+        testmodels.image(12)).sum(),
+                                               rel=1e-5)
 
 
 @pytest.mark.parametrize('method, path, body, code, message', [
-    ('POST', '/v1/models/nope:predict', {'instances': [1]}, 404,
-     'Servable not found for request: Latest(nope)'),
-    ('POST', '/v1/models/mnist/versions/1:predict', {'instances': [1]}, 404,
-     'Specific(mnist, 1)'),
-    ('POST', '/v1/models/mnist/labels/nope:predict', {'instances': [1]}, 400,
-     'Unrecognized servable version label: nope'),
-    ('POST', '/v1/models/mnist:predict',
-     {'signature_name': 'nope', 'instances': [1]}, 400,
-     'Serving signature name: "nope" not found in signature def'),
-    ('POST', '/v1/models/mnist:predict',
-     {'signature_name': 'serving_float', 'instances': [['a', 1, 2, 3]]}, 400,
-     'is not of expected type: float'),
-    ('POST', '/v1/models/mnist:predict',
-     {'signature_name': 'serving_float', 'instances': [[1, 2, 3]]}, 400,
-     'shape'),
-    ('POST', '/v1/models/mnist:predict',
-     {'signature_name': 'serving_float', 'instances': [[1, 2, 3, 4], [1]]},
-     400, 'Expecting tensor size'),
-    ('POST', '/v1/models/mnist:predict',
-     {'signature_name': 'serving_float', 'instances': [[1, 2, 3, 4]],
-      'inputs': [[1, 2, 3, 4]]}, 400, 'expecting only one of'),
-    ('POST', '/v1/models/mnist:predict', {'signature_name': 'serving_float'},
-     400, "Missing 'inputs' or 'instances' key"),
-    ('POST', '/v1/models/mnist:predict',
-     {'signature_name': 'serving_multi', 'inputs': {'a': [[1, 2]]}}, 400,
-     "Missing named input: b in 'inputs' object."),
-    ('POST', '/v1/models/mnist:predict',
-     {'signature_name': 'serving_multi', 'instances': [[1, 2]]}, 400,
-     'instances is a plain list'),
-    ('POST', '/v1/models/mnist:predict',
-     {'signature_name': 'serving_image', 'instances': [{'b64': '!!'}]}, 400,
-     'Unable to base64 decode'),
-    ('POST', '/v1/models/mnist:predict', {'signature_name': 7}, 400,
-     "'signature_name' key must be a string value."),
+    ('POST', '/v1/models/nope:predict', {
+        'instances': [1]
+    }, 404, 'Servable not found for request: Latest(nope)'),
+    ('POST', '/v1/models/mnist/versions/1:predict', {
+        'instances': [1]
+    }, 404, 'Specific(mnist, 1)'),
+    ('POST', '/v1/models/mnist/labels/nope:predict', {
+        'instances': [1]
+    }, 400, 'Unrecognized servable version label: nope'),
+    ('POST', '/v1/models/mnist:predict', {
+        'signature_name': 'nope',
+        'instances': [1]
+    }, 400, 'Serving signature name: "nope" not found in signature def'),
+    ('POST', '/v1/models/mnist:predict', {
+        'signature_name': 'serving_float',
+        'instances': [['a', 1, 2, 3]]
+    }, 400, 'is not of expected type: float'),
+    ('POST', '/v1/models/mnist:predict', {
+        'signature_name': 'serving_float',
+        'instances': [[1, 2, 3]]
+    }, 400, 'shape'),
+    ('POST', '/v1/models/mnist:predict', {
+        'signature_name': 'serving_float',
+        'instances': [[1, 2, 3, 4], [1]]
+    }, 400, 'Expecting tensor size'),
+    ('POST', '/v1/models/mnist:predict', {
+        'signature_name': 'serving_float',
+        'instances': [[1, 2, 3, 4]],
+        'inputs': [[1, 2, 3, 4]]
+    }, 400, 'expecting only one of'),
+    ('POST', '/v1/models/mnist:predict', {
+        'signature_name': 'serving_float'
+    }, 400, "Missing 'inputs' or 'instances' key"),
+    ('POST', '/v1/models/mnist:predict', {
+        'signature_name': 'serving_multi',
+        'inputs': {
+            'a': [[1, 2]]
+        }
+    }, 400, "Missing named input: b in 'inputs' object."),
+    ('POST', '/v1/models/mnist:predict', {
+        'signature_name': 'serving_multi',
+        'instances': [[1, 2]]
+    }, 400, 'instances is a plain list'),
+    ('POST', '/v1/models/mnist:predict', {
+        'signature_name': 'serving_image',
+        'instances': [{
+            'b64': '!!'
+        }]
+    }, 400, 'Unable to base64 decode'),
+    ('POST', '/v1/models/mnist:predict', {
+        'signature_name': 7
+    }, 400, "'signature_name' key must be a string value."),
     ('POST', '/v1/models/mnist:predict', [1, 2], 400, 'Is not object'),
     ('POST', '/v1/models/mnist:predict', None, 400,
      'JSON Parse error: The document is empty'),
-    ('POST', '/v1/models/mnist:classify', {'instances': [1]}, 400,
-     "key 'examples' is expected and was not found"),
-    ('POST', '/v1/models/mnist:classify',
-     {'examples': [{'image/float': [1, 0.5]}]}, 400,
-     'Unexpected element type in feature: image/float'),
-    ('POST', '/v1/models/mnist:regress', {'examples': []}, 400,
-     "'examples' value is an empty array"),
+    ('POST', '/v1/models/mnist:classify', {
+        'instances': [1]
+    }, 400, "key 'examples' is expected and was not found"),
+    ('POST', '/v1/models/mnist:classify', {
+        'examples': [{
+            'image/float': [1, 0.5]
+        }]
+    }, 400, 'Unexpected element type in feature: image/float'),
+    ('POST', '/v1/models/mnist:regress', {
+        'examples': []
+    }, 400, "'examples' value is an empty array"),
     ('GET', '/v1/models/mnist:predict', None, 400, 'Malformed request'),
     ('PUT', '/v1/models/mnist', {}, 400, 'Malformed request: PUT'),
 ])
@@ -682,7 +806,8 @@ def test_rest_errors(main_server, predict_stub, method, path, body, code,
 
 
 def test_rest_garbage_body(main_server, predict_stub):
-    status, response = main_server.http('POST', '/v1/models/mnist:predict',
+    status, response = main_server.http('POST',
+                                        '/v1/models/mnist:predict',
                                         raw=b'\xff\x00{not json')
     assert status == 400
     assert response['error'].startswith('JSON Parse error')
@@ -690,6 +815,7 @@ def test_rest_garbage_body(main_server, predict_stub):
 
 
 # ------------------------------------------------------ warmup and metrics
+
 
 def test_warmup_requests_replayed_before_available(main_server, main_models):
     log = main_server.log()
@@ -714,8 +840,11 @@ def _scrape(server) -> dict:
     assert code == 200
     lines = text.splitlines()
     assert '# TYPE :tensorflow:serving:request_latency histogram' in lines
-    return {line.rsplit(' ', 1)[0]: float(line.rsplit(' ', 1)[1])
-            for line in lines if line and not line.startswith('#')}
+    return {
+        line.rsplit(' ', 1)[0]: float(line.rsplit(' ', 1)[1])
+        for line in lines
+        if line and not line.startswith('#')
+    }
 
 
 def test_prometheus_metrics(main_server, predict_stub):
@@ -724,8 +853,10 @@ def test_prometheus_metrics(main_server, predict_stub):
     predict_stub.Predict(_float_request(), timeout=30)
     with pytest.raises(grpc.RpcError):
         predict_stub.Predict(_float_request(signature_name='nope'), timeout=30)
-    main_server.http('POST', '/v1/models/mnist:predict',
-                     {'signature_name': 'serving_float', 'instances': ROWS})
+    main_server.http('POST', '/v1/models/mnist:predict', {
+        'signature_name': 'serving_float',
+        'instances': ROWS
+    })
     main_server.http('POST', '/v1/models/nope:predict', {'instances': [1]})
     after = _scrape(main_server)
 
@@ -739,10 +870,10 @@ def test_prometheus_metrics(main_server, predict_stub):
                  'status="FAILED_PRECONDITION"}') == 1
     assert added(count + '{model_name="nope",status="NOT_FOUND"}') == 1
     grpc_latency = ('{model_name="mnist",API="Predict",entrypoint="GRPC"')
-    assert added(':tensorflow:serving:request_latency_count'
-                 + grpc_latency + '}') == 2
-    assert added(':tensorflow:serving:request_latency_bucket'
-                 + grpc_latency + ',le="+Inf"}') == 2
+    assert added(':tensorflow:serving:request_latency_count' + grpc_latency +
+                 '}') == 2
+    assert added(':tensorflow:serving:request_latency_bucket' + grpc_latency +
+                 ',le="+Inf"}') == 2
     assert added(':tensorflow:serving:request_latency_count{model_name='
                  '"mnist",API="predict",entrypoint="REST"}') == 1
     # Only the two calls that reached the model ran it.
@@ -752,5 +883,6 @@ def test_prometheus_metrics(main_server, predict_stub):
                  'model_name="mnist"}'] == 2
     assert after[':tensorflow:serving:model_versions_available{'
                  'model_name="every"}'] == 2
-    assert any(s.startswith(':tensorflow:cc:saved_model:load_attempt_count{')
-               and 'status="success"' in s for s in after)
+    assert any(
+        s.startswith(':tensorflow:cc:saved_model:load_attempt_count{') and
+        'status="success"' in s for s in after)

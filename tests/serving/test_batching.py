@@ -43,11 +43,9 @@ def batching_server(tmp_path_factory, add_version, start_server):
         BATCHING + 'pad_variable_length_inputs: true\n'
         f'batch_timeout_micros {{ value: {PADDED_TIMEOUT_SECONDS * 10**6} }}\n')
     config = root / 'models.config'
-    config.write_text(
-        'model_config_list { '
-        + ' '.join(f'config {{ name: "{n}" base_path: "{root / "models" / n}" '
-                   f'model_platform: "tensorflow" }}'
-                   for n in ('mnist', 'padded')) + ' }')
+    config.write_text('model_config_list { ' + ' '.join(
+        f'config {{ name: "{n}" base_path: "{root / "models" / n}" '
+        f'model_platform: "tensorflow" }}' for n in ('mnist', 'padded')) + ' }')
     params = root / 'batching.config'
     params.write_text(BATCHING + 'batch_timeout_micros { value: 20000 }\n')
     monitoring = root / 'monitoring.config'
@@ -56,7 +54,8 @@ def batching_server(tmp_path_factory, add_version, start_server):
         f'--model_config_file={config}', '--enable_batching',
         f'--batching_parameters_file={params}',
         '--enable_per_model_batching_parameters',
-        f'--monitoring_config_file={monitoring}'])
+        f'--monitoring_config_file={monitoring}'
+    ])
 
 
 def _stub(server: server_utils.ServerProcess):
@@ -76,8 +75,9 @@ def _run_concurrently(calls):
         except Exception as e:  # pylint: disable=broad-except
             results[i] = e
 
-    threads = [threading.Thread(target=run, args=(i,))
-               for i in range(len(calls))]
+    threads = [
+        threading.Thread(target=run, args=(i,)) for i in range(len(calls))
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -90,14 +90,16 @@ def _requests():
     requests = []
     for i in range(12):
         rows = rng.random((1 + i % 3, 4), dtype=np.float32)
-        requests.append(('Predict', testmodels.float_predict_request(
-            rows.tolist(), 'mnist')))
+        requests.append(
+            ('Predict',
+             testmodels.float_predict_request(rows.tolist(), 'mnist')))
     for i in range(4):
         request = predict_pb2.PredictRequest()
         request.model_spec.name = 'mnist'
         request.model_spec.signature_name = 'serving_image'
-        request.inputs['images'].CopyFrom(tf.make_tensor_proto(
-            [testmodels.png_bytes(testmodels.image(20 + i))]))
+        request.inputs['images'].CopyFrom(
+            tf.make_tensor_proto(
+                [testmodels.png_bytes(testmodels.image(20 + i))]))
         requests.append(('Predict', request))
     for i in range(4):
         request = classification_pb2.ClassificationRequest()
@@ -111,14 +113,17 @@ def _requests():
 def _metric(server, name: str) -> float:
     code, text = server.http('GET', '/monitoring/prometheus/metrics')
     assert code == 200
-    return sum(float(line.rsplit(' ', 1)[1]) for line in text.splitlines()
-               if line.startswith(name))
+    return sum(
+        float(line.rsplit(' ', 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name))
 
 
 def _batches_run(server, model: str, total: str = 'count') -> float:
     """How many batches (`total='sum'`: rows) the server ran for `model`."""
-    return _metric(server, ':tensorflow:serving:batching_session:'
-                   f'processed_batch_size_{total}{{model_name="{model}"}}')
+    return _metric(
+        server, ':tensorflow:serving:batching_session:'
+        f'processed_batch_size_{total}{{model_name="{model}"}}')
 
 
 def test_batched_results_equal_unbatched(batching_server, main_server):
@@ -126,9 +131,9 @@ def test_batched_results_equal_unbatched(batching_server, main_server):
     requests = _requests()
     before = _batches_run(batching_server, 'mnist')
     rows_before = _batches_run(batching_server, 'mnist', 'sum')
-    results = _run_concurrently(
-        [lambda m=m, r=r: getattr(batched, m)(r, timeout=60)
-         for m, r in requests])
+    results = _run_concurrently([
+        lambda m=m, r=r: getattr(batched, m)(r, timeout=60) for m, r in requests
+    ])
     for (method, request), result in zip(requests, results):
         assert not isinstance(result, Exception), result
         expected = getattr(unbatched, method)(request, timeout=60)
@@ -145,11 +150,12 @@ def test_batched_results_equal_unbatched(batching_server, main_server):
         else:
             for got, want in zip(result.result.classifications,
                                  expected.result.classifications):
-                assert [c.label for c in got.classes] == [
-                    c.label for c in want.classes]
+                assert [c.label for c in got.classes
+                       ] == [c.label for c in want.classes]
                 np.testing.assert_allclose([c.score for c in got.classes],
                                            [c.score for c in want.classes],
-                                           rtol=1e-6, atol=1e-7)
+                                           rtol=1e-6,
+                                           atol=1e-7)
     # Requests really were merged, and batches padded to allowed sizes.
     batches = _batches_run(batching_server, 'mnist') - before
     assert 0 < batches < len(requests)
@@ -161,16 +167,17 @@ def _varlen(stub, model, rows):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
     request.model_spec.signature_name = 'serving_varlen'
-    request.inputs['x'].CopyFrom(tf.make_tensor_proto(
-        np.array(rows, np.float32)))
+    request.inputs['x'].CopyFrom(
+        tf.make_tensor_proto(np.array(rows, np.float32)))
     return tf.make_ndarray(stub.Predict(request, timeout=60).outputs['total'])
 
 
 def test_different_inner_shapes_are_not_merged(batching_server):
     stub = _stub(batching_server)
     widths = [1, 2, 3, 5, 2, 3]
-    rows = [[list(np.arange(w, dtype=np.float32) + i)] for i, w in
-            enumerate(widths)]
+    rows = [
+        [list(np.arange(w, dtype=np.float32) + i)] for i, w in enumerate(widths)
+    ]
     results = _run_concurrently(
         [lambda r=r: _varlen(stub, 'mnist', r) for r in rows])
     for row, result in zip(rows, results):
@@ -203,15 +210,16 @@ def test_request_larger_than_max_batch_size_is_split(batching_server,
     want = _stub(main_server).Predict(request, timeout=60)
     np.testing.assert_allclose(tf.make_ndarray(got.outputs['scores']),
                                tf.make_ndarray(want.outputs['scores']),
-                               rtol=1e-6, atol=1e-7)
+                               rtol=1e-6,
+                               atol=1e-7)
 
 
 def test_unequal_batch_sizes_are_rejected(batching_server):
     request = predict_pb2.PredictRequest()
     request.model_spec.name = 'mnist'
     request.model_spec.signature_name = 'serving_multi'
-    request.inputs['a'].CopyFrom(tf.make_tensor_proto(
-        np.ones([2, 2], np.float32)))
+    request.inputs['a'].CopyFrom(
+        tf.make_tensor_proto(np.ones([2, 2], np.float32)))
     request.inputs['b'].CopyFrom(tf.make_tensor_proto([b'x']))
     with pytest.raises(grpc.RpcError) as info:
         _stub(batching_server).Predict(request, timeout=60)
@@ -223,12 +231,14 @@ def test_unequal_batch_sizes_are_rejected(batching_server):
 def test_rest_requests_are_batched_too(batching_server):
     before = _batches_run(batching_server, 'mnist')
     code, body = batching_server.http('POST', '/v1/models/mnist:predict', {
-        'signature_name': 'serving_float', 'instances': [[0.1, 0.2, 0.3, 0.4]]})
+        'signature_name': 'serving_float',
+        'instances': [[0.1, 0.2, 0.3, 0.4]]
+    })
     assert code == 200, body
-    np.testing.assert_allclose(
-        body['predictions'][0]['scores'],
-        testmodels.expected_scores(np.array([[0.1, 0.2, 0.3, 0.4]]), 2.0)[0],
-        rtol=1e-5)
+    np.testing.assert_allclose(body['predictions'][0]['scores'],
+                               testmodels.expected_scores(
+                                   np.array([[0.1, 0.2, 0.3, 0.4]]), 2.0)[0],
+                               rtol=1e-5)
     assert _batches_run(batching_server, 'mnist') - before == 1
 
 
@@ -237,7 +247,8 @@ def test_bad_batching_parameters_fail_startup(tmp_path: Path):
     params.write_text('max_batch_size { value: 8 } allowed_batch_sizes: 4')
     server = server_utils.launch(tmp_path, [
         '--model_base_path=/nonexistent', '--enable_batching',
-        f'--batching_parameters_file={params}'])
+        f'--batching_parameters_file={params}'
+    ])
     assert server.process.wait(60) == 255
     assert 'Last entry in allowed_batch_sizes must match max_batch_size' in \
         server.log()

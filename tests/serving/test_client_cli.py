@@ -33,13 +33,13 @@ from tests.test_serving_check import png_bytes
 from tests.test_serving_check import save_image_model
 from tests.test_serving_check import save_sequence_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEPLOY = os.path.join(ROOT, 'serving', 'deploy')
 CONFIG_DIR = os.path.join(DEPLOY, 'config')
 
-
 # --- The shared server -------------------------------------------------------
+
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory, start_server):
@@ -49,13 +49,18 @@ def server(tmp_path_factory, start_server):
     save_image_model(str(models_dir / 'convnet' / '1'))
     save_sequence_model(str(models_dir / 'rnn' / '1'))
     config = tmp / 'models.config'
-    assert cli.main(['local-config', os.path.join(CONFIG_DIR, 'models.config'),
-                     '--models-dir', str(models_dir),
-                     '--output', str(config)]) == 0
+    assert cli.main([
+        'local-config',
+        os.path.join(CONFIG_DIR, 'models.config'), '--models-dir',
+        str(models_dir), '--output',
+        str(config)
+    ]) == 0
     process = start_server([
         f'--model_config_file={config}', '--enable_batching',
         f'--batching_parameters_file={CONFIG_DIR}/batching.config',
-        '--max_num_load_retries=0'], rest=False)
+        '--max_num_load_retries=0'
+    ],
+                           rest=False)
     return process.grpc_address
 
 
@@ -75,10 +80,13 @@ sys.exit(code)
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, '-c', _CLI_REPORTING_IMPORTS, *args],
-        capture_output=True, text=True, env=server_utils.server_env(),
-        cwd=ROOT, timeout=120, check=False)
+    return subprocess.run([sys.executable, '-c', _CLI_REPORTING_IMPORTS, *args],
+                          capture_output=True,
+                          text=True,
+                          env=server_utils.server_env(),
+                          cwd=ROOT,
+                          timeout=120,
+                          check=False)
 
 
 def _assert_answered_without_tensorflow(result: subprocess.CompletedProcess):
@@ -87,6 +95,7 @@ def _assert_answered_without_tensorflow(result: subprocess.CompletedProcess):
 
 
 # --- Input files -------------------------------------------------------------
+
 
 @pytest.fixture(scope='module')
 def image_files(tmp_path_factory):
@@ -150,6 +159,7 @@ def _blocks(stdout: str):
 
 # --- The CLI, as a user runs it ----------------------------------------------
 
+
 def test_predict_images(server, image_files):
     result = _run_cli('predict', '--server', server, '--model', 'convnet',
                       '--top', '2', *image_files)
@@ -165,8 +175,8 @@ def test_predict_images(server, image_files):
 
 def test_predict_ts_and_csv(server, sequence_files):
     ts_path, csv_path = sequence_files
-    result = _run_cli('predict', '--server', server, '--model', 'rnn',
-                      ts_path, csv_path)
+    result = _run_cli('predict', '--server', server, '--model', 'rnn', ts_path,
+                      csv_path)
     _assert_answered_without_tensorflow(result)
     blocks = _blocks(result.stdout)
     headers = list(blocks)
@@ -198,6 +208,7 @@ def test_unknown_model_exits_with_one_line(server, image_files):
 
 # --- Error cases, in process --------------------------------------------------
 
+
 def _main_error(capsys, *args: str) -> str:
     assert cli.main(list(args)) == 1
     captured = capsys.readouterr()
@@ -216,7 +227,9 @@ def test_server_down(capsys, image_files):
 
 def test_rest_port_hint(capsys):
     """A gRPC call to an HTTP/1 port (the REST API's) says so."""
+
     class QuietHandler(http.server.BaseHTTPRequestHandler):
+
         def log_message(self, *args):  # Keeps stderr to the CLI's line.
             pass
 
@@ -238,33 +251,37 @@ def test_unknown_version(server, capsys, image_files):
 
 
 def test_version_and_label_flags(server, capsys, image_files):
-    assert cli.main(['predict', '--server', server, '--model', 'convnet',
-                     '--version', '1', '--top', '1', image_files[0]]) == 0
+    assert cli.main([
+        'predict', '--server', server, '--model', 'convnet', '--version', '1',
+        '--top', '1', image_files[0]
+    ]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[1].split()[1] == 'dark'
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(['predict', '--server', server, '--model', 'convnet',
-                  '--version', '1', '--label', 'stable', image_files[0]])
+        cli.main([
+            'predict', '--server', server, '--model', 'convnet', '--version',
+            '1', '--label', 'stable', image_files[0]
+        ])
     assert exit_info.value.code == 2
 
 
 def test_unreadable_files(capsys, tmp_path):
     text = tmp_path / 'notes.txt'
     text.write_text('not an image')
-    assert 'neither an image' in _main_error(
-        capsys, 'predict', '--server', '127.0.0.1:1', '--model', 'm',
-        str(text))
-    assert 'no such file' in _main_error(
-        capsys, 'predict', '--server', '127.0.0.1:1', '--model', 'm',
-        str(tmp_path / 'missing.png'))
+    assert 'neither an image' in _main_error(capsys, 'predict', '--server',
+                                             '127.0.0.1:1', '--model', 'm',
+                                             str(text))
+    assert 'no such file' in _main_error(capsys, 'predict', '--server',
+                                         '127.0.0.1:1', '--model', 'm',
+                                         str(tmp_path / 'missing.png'))
     bad_ts = tmp_path / 'bad.ts'
     bad_ts.write_text('@data\n1,2,x:up\n')
-    assert 'bad.ts' in _main_error(
-        capsys, 'predict', '--server', '127.0.0.1:1', '--model', 'm',
-        str(bad_ts))
+    assert 'bad.ts' in _main_error(capsys, 'predict', '--server', '127.0.0.1:1',
+                                   '--model', 'm', str(bad_ts))
 
 
 # --- The client library ------------------------------------------------------
+
 
 def test_client_classify_and_metadata(server):
     with client_lib.ModelServerClient(server) as client:
@@ -272,10 +289,11 @@ def test_client_classify_and_metadata(server):
         results = client.classify_examples('convnet', examples, top_k=1)
         assert [r.top_class for r in results] == ['dark', 'mid', 'light']
         metadata = client.model_metadata('convnet')
-        assert set(metadata) >= {signatures.DEFAULT_SIGNATURE,
-                                 signatures.IMAGE_SIGNATURE}
-        images = client.predict_images('convnet', [png_bytes(0),
-                                                   png_bytes(255)])
+        assert set(metadata) >= {
+            signatures.DEFAULT_SIGNATURE, signatures.IMAGE_SIGNATURE
+        }
+        images = client.predict_images(
+            'convnet', [png_bytes(0), png_bytes(255)])
         assert [r.top_class for r in images] == ['dark', 'light']
         assert len(images[0].classes) == 3
 
@@ -285,12 +303,14 @@ def test_client_sequences_follow_declared_dtypes(server):
         dtypes = client.input_dtypes('rnn', signatures.SEQUENCE_SIGNATURE)
         assert dtypes[signatures.LENGTH_INPUT].name == 'int32'
         results = client.predict_sequences(
-            'rnn', [np.full((4, 2), 3.0), np.full((2, 2), -3.0)], top_k=None)
+            'rnn', [np.full(
+                (4, 2), 3.0), np.full((2, 2), -3.0)], top_k=None)
         assert [r.top_class for r in results] == ['up', 'down']
-        outputs = client.predict(
-            'rnn', {signatures.SEQUENCE_INPUT: np.zeros((1, 3, 2), np.float32),
-                    signatures.LENGTH_INPUT: np.array([3], np.int32)},
-            signature=signatures.SEQUENCE_SIGNATURE)
+        outputs = client.predict('rnn', {
+            signatures.SEQUENCE_INPUT: np.zeros((1, 3, 2), np.float32),
+            signatures.LENGTH_INPUT: np.array([3], np.int32)
+        },
+                                 signature=signatures.SEQUENCE_SIGNATURE)
         assert outputs[signatures.SCORES_OUTPUT].shape == (1, 3)
 
 
@@ -316,8 +336,8 @@ def test_wrong_signature_names_the_right_ones(server):
 
 
 def test_pad_sequences():
-    padded, lengths = client_lib.pad_sequences([np.ones((2, 3)),
-                                                np.ones((4, 3))])
+    padded, lengths = client_lib.pad_sequences(
+        [np.ones((2, 3)), np.ones((4, 3))])
     assert padded.shape == (2, 4, 3) and lengths.tolist() == [2, 4]
     assert padded[0, 2:].sum() == 0
     with pytest.raises(ValueError, match='channels'):
@@ -325,12 +345,13 @@ def test_pad_sequences():
 
 
 def test_make_prediction_sorts():
-    prediction = client_lib.make_prediction([b'a', b'b', b'c'],
-                                            [0.2, 0.5, 0.3], top_k=2)
+    prediction = client_lib.make_prediction([b'a', b'b', b'c'], [0.2, 0.5, 0.3],
+                                            top_k=2)
     assert prediction.pairs() == [('b', 0.5), ('c', 0.3)]
 
 
 # --- The deployment files ----------------------------------------------------
+
 
 def _parse(path: str, message):
     with open(path, encoding='utf-8') as f:
@@ -362,16 +383,17 @@ def test_batching_and_monitoring_configs_parse():
 
 
 def test_yaml_files_parse_and_agree():
-    paths = sorted(glob.glob(os.path.join(DEPLOY, '**', '*.yaml'),
-                             recursive=True)
-                   + glob.glob(os.path.join(DEPLOY, '*.yml')))
+    paths = sorted(
+        glob.glob(os.path.join(DEPLOY, '**', '*.yaml'), recursive=True) +
+        glob.glob(os.path.join(DEPLOY, '*.yml')))
     docs = {}
     for path in paths:
         with open(path, encoding='utf-8') as f:
             docs[os.path.relpath(path, DEPLOY)] = yaml.safe_load(f)
-    assert set(docs) >= {'docker-compose.yml', 'kustomization.yaml',
-                         'k8s/deployment.yaml', 'k8s/service.yaml',
-                         'k8s/pvc.yaml'}
+    assert set(docs) >= {
+        'docker-compose.yml', 'kustomization.yaml', 'k8s/deployment.yaml',
+        'k8s/service.yaml', 'k8s/pvc.yaml'
+    }
     kustomization = docs['kustomization.yaml']
     for resource in kustomization['resources']:
         assert resource in docs
@@ -391,10 +413,15 @@ def test_yaml_files_parse_and_agree():
 
 
 def test_local_config_rewrites_base_paths(tmp_path, capsys):
-    assert cli.main(['local-config', os.path.join(CONFIG_DIR, 'models.config'),
-                     '--models-dir', str(tmp_path / 'serving')]) == 0
+    assert cli.main([
+        'local-config',
+        os.path.join(CONFIG_DIR, 'models.config'), '--models-dir',
+        str(tmp_path / 'serving')
+    ]) == 0
     config = text_format.Parse(capsys.readouterr().out,
                                model_server_config_pb2.ModelServerConfig())
     serving = tmp_path / 'serving'
     assert sorted(m.base_path for m in config.model_config_list.config) == [
-        str(serving / 'convnet'), str(serving / 'rnn')]
+        str(serving / 'convnet'),
+        str(serving / 'rnn')
+    ]

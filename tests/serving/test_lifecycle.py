@@ -143,7 +143,7 @@ def test_hot_swap_under_load_loses_no_request(server, models, add_version,
     log = server.log()
     assert log.index('Successfully loaded servable version {name: hot '
                      'version: 2}') < log.index(
-        'Quiescing servable version {name: hot version: 1}')
+                         'Quiescing servable version {name: hot version: 1}')
     assert 'Done unloading servable version {name: hot version: 1}' in log
     assert server.model_states('hot') == [(2, 'AVAILABLE'), (1, 'END')]
 
@@ -203,8 +203,10 @@ def _reload(model_stub, text: str):
     return model_stub.HandleReloadConfigRequest(request, timeout=60)
 
 
-def test_reload_config_adds_labels_and_removes_models(
-        server, models, config_file, model_stub, predict_stub, base_config):
+def test_reload_config_adds_labels_and_removes_models(server, models,
+                                                      config_file, model_stub,
+                                                      predict_stub,
+                                                      base_config):
     text = _config_text(models, *BASE_MODELS, 'second')
     # The polled file must say the same, or its next poll would undo this.
     config_file.write_text(text)
@@ -235,9 +237,9 @@ def test_reload_config_adds_labels_and_removes_models(
     assert _predict_version(predict_stub, 'labelled',
                             version_label='stable') == 1
 
-    text = _config_text(models, *BASE_MODELS,
-                        'labelled:model_version_policy { all {} } '
-                        'version_labels { key: "stable" value: 2 }')
+    text = _config_text(
+        models, *BASE_MODELS, 'labelled:model_version_policy { all {} } '
+        'version_labels { key: "stable" value: 2 }')
     config_file.write_text(text)
     _reload(model_stub, text)
     assert _predict_version(predict_stub, 'labelled',
@@ -291,28 +293,31 @@ def test_config_file_poll_applies_changes(server, models, config_file,
 
 
 def test_sigterm_stops_the_server(start_server, models):
-    server = start_server(['--model_name=steady',
-                           f'--model_base_path={models / "steady"}'],
-                          rest=False)
+    server = start_server(
+        ['--model_name=steady', f'--model_base_path={models / "steady"}'],
+        rest=False)
     assert server.stop() == 0
     assert 'shutting down' in server.log()
 
 
 # ------------------------------------------------------ startup behaviour
 
+
 def test_startup_fails_when_a_model_does_not_load(tmp_path, models):
     with pytest.raises(RuntimeError) as info:
         server_utils.start_model_server(tmp_path, [
             '--model_name=broken', f'--model_base_path={models / "broken"}',
-            '--max_num_load_retries=0'])
+            '--max_num_load_retries=0'
+        ])
     assert ('Failed to start server. Error: UNKNOWN: 1 model(s) did not '
             'become available') in str(info.value)
 
 
 def test_startup_labels_need_allow_flag(tmp_path, models):
     config = tmp_path / 'labels.config'
-    config.write_text(_config_text(
-        models, 'labelled:version_labels { key: "stable" value: 1 }'))
+    config.write_text(
+        _config_text(models,
+                     'labelled:version_labels { key: "stable" value: 1 }'))
     server = server_utils.launch(tmp_path, [f'--model_config_file={config}'])
     assert server.process.wait(60) == 255
     assert ('Failed to start server. Error: FAILED_PRECONDITION: Request to '
@@ -321,14 +326,14 @@ def test_startup_labels_need_allow_flag(tmp_path, models):
 
 
 @pytest.mark.parametrize('args, message', [
-    (['--model_base_path=/x', '--no_such_flag=1'],
-     'unknown argument: --no_such_flag=1'),
+    (['--model_base_path=/x', '--no_such_flag=1'
+     ], 'unknown argument: --no_such_flag=1'),
     (['--model_base_path=/x', '--port=abc'], 'Illegal value for flag --port'),
     (['--rest_api_port=0'], 'Both --model_base_path and --model_config_file '
-                            'are empty!'),
+     'are empty!'),
     (['--model_base_path=relative/path'], 'to have an absolute path'),
-    (['--model_base_path=/x', '--ssl_config_file=/ssl'],
-     'TLS is not supported'),
+    (['--model_base_path=/x', '--ssl_config_file=/ssl'
+     ], 'TLS is not supported'),
 ])
 def test_bad_command_lines_fail_fast(tmp_path, args, message):
     server = server_utils.launch(tmp_path, args)
@@ -338,9 +343,10 @@ def test_bad_command_lines_fail_fast(tmp_path, args, message):
 
 
 def test_flags_accept_space_separated_values(tmp_path):
-    server = server_utils.launch(tmp_path, ['--model_base_path', 'rel',
-                                            '--enable_batching',
-                                            '--batching_parameters_file',
-                                            str(tmp_path / 'missing')])
+    server = server_utils.launch(tmp_path, [
+        '--model_base_path', 'rel', '--enable_batching',
+        '--batching_parameters_file',
+        str(tmp_path / 'missing')
+    ])
     assert server.process.wait(60) == 255
     assert 'to have an absolute path' in server.log()

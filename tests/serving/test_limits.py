@@ -38,8 +38,10 @@ def models(tmp_path_factory, add_version) -> Path:
 @pytest.fixture(scope='module')
 def server(start_server, models):
     return start_server([
-        '--model_name=m', f'--model_base_path={models / "m"}',
-        '--file_system_poll_wait_seconds=1', '--version_settle_seconds=0.3',
+        '--model_name=m',
+        f'--model_base_path={models / "m"}',
+        '--file_system_poll_wait_seconds=1',
+        '--version_settle_seconds=0.3',
         '--max_num_load_retries=0',
         f'--rest_api_num_threads={REST_THREADS}',
         f'--rest_api_timeout_in_ms={TIMEOUT_MS}',
@@ -50,15 +52,18 @@ def server(start_server, models):
 
 @pytest.fixture(scope='module')
 def stub(server):
-    channel = grpc.insecure_channel(server.grpc_address, options=[
-        ('grpc.max_send_message_length', 64 << 20)])
+    channel = grpc.insecure_channel(server.grpc_address,
+                                    options=[('grpc.max_send_message_length',
+                                              64 << 20)])
     yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
     channel.close()
 
 
 def _predict_body(rows) -> bytes:
-    return json.dumps({'signature_name': 'serving_float',
-                       'instances': rows}).encode()
+    return json.dumps({
+        'signature_name': 'serving_float',
+        'instances': rows
+    }).encode()
 
 
 def _threads(server) -> int:
@@ -72,8 +77,10 @@ def _peak_rss_mb(server) -> float:
 
 
 def _rest_ok(server) -> None:
-    code, body = server.http('POST', '/v1/models/m:predict',
-                             raw=_predict_body(ROWS), timeout=20)
+    code, body = server.http('POST',
+                             '/v1/models/m:predict',
+                             raw=_predict_body(ROWS),
+                             timeout=20)
     assert code == 200, body
 
 
@@ -90,7 +97,8 @@ def test_grpc_request_above_max_receive_is_resource_exhausted(server, stub):
 
 
 def test_rest_body_above_the_limit_is_413_unread(server):
-    connection = http.client.HTTPConnection('127.0.0.1', server.rest_port,
+    connection = http.client.HTTPConnection('127.0.0.1',
+                                            server.rest_port,
                                             timeout=20)
     # Headers only: the server must answer without waiting for the body.
     connection.putrequest('POST', '/v1/models/m:predict')
@@ -100,7 +108,8 @@ def test_rest_body_above_the_limit_is_413_unread(server):
     assert response.status == 413
     assert 'rest_api_max_body_bytes' in json.loads(response.read())['error']
     connection.close()
-    code, _ = server.http('POST', '/v1/models/m:predict',
+    code, _ = server.http('POST',
+                          '/v1/models/m:predict',
                           raw=b' ' * (MAX_BODY + 1))
     assert code == 413
     _rest_ok(server)
@@ -122,8 +131,10 @@ def test_rest_stalled_body_is_408_and_idle_connections_close(server):
 def test_rest_threads_stay_bounded_under_many_connections(server):
     _rest_ok(server)
     before = _threads(server)
-    idle = [socket.create_connection(('127.0.0.1', server.rest_port), 20)
-            for _ in range(60)]
+    idle = [
+        socket.create_connection(('127.0.0.1', server.rest_port), 20)
+        for _ in range(60)
+    ]
     stalled = []
     for _ in range(20):
         s = socket.create_connection(('127.0.0.1', server.rest_port), 20)
@@ -154,9 +165,9 @@ def test_client_disconnects_are_logged_in_one_line(server):
     _rest_ok(server)
     log = server.log()
     assert 'Traceback' not in log, log[-3000:]
-    assert re.search(r'REST client 127\.0\.0\.1:\d+ disconnected: '
-                     r'(BrokenPipeError|ConnectionResetError)',
-                     log), log[-3000:]
+    assert re.search(
+        r'REST client 127\.0\.0\.1:\d+ disconnected: '
+        r'(BrokenPipeError|ConnectionResetError)', log), log[-3000:]
 
 
 def test_load_while_versions_swap_and_a_broken_version_appears(
@@ -179,11 +190,13 @@ def test_load_while_versions_swap_and_a_broken_version_appears(
                 failures.append(f'gRPC {e.code()}: {e.details()}')
 
     def rest_client():
-        connection = http.client.HTTPConnection('127.0.0.1', server.rest_port,
+        connection = http.client.HTTPConnection('127.0.0.1',
+                                                server.rest_port,
                                                 timeout=30)
         while not stop.is_set():
             try:
-                connection.request('POST', '/v1/models/m:predict',
+                connection.request('POST',
+                                   '/v1/models/m:predict',
                                    body=_predict_body(ROWS))
                 response = connection.getresponse()
                 text = response.read()
@@ -245,8 +258,9 @@ def test_grpc_requests_are_bounded_by_default(main_server):
     tensor.ClearField('float_val')
     tensor.tensor_shape.dim[0].size = rows
     tensor.tensor_content = bytes(16 * rows)
-    with grpc.insecure_channel(main_server.grpc_address, options=[
-            ('grpc.max_send_message_length', 128 << 20)]) as channel:
+    with grpc.insecure_channel(main_server.grpc_address,
+                               options=[('grpc.max_send_message_length',
+                                         128 << 20)]) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         with pytest.raises(grpc.RpcError) as error:
             stub.Predict(request, timeout=60)
@@ -264,17 +278,23 @@ def test_memory_of_large_requests_is_returned(main_server):
     """Four REST bodies near the 32 MiB default limit at once, then one
     small request: the server's memory falls back near where it was."""
     rows = [[0.25, 0.5, 0.75, 1.0]] * 380_000  # ~30 MB of JSON.
-    body = json.dumps({'signature_name': 'serving_float',
-                       'instances': rows}).encode()
+    body = json.dumps({
+        'signature_name': 'serving_float',
+        'instances': rows
+    }).encode()
     assert len(body) < 32 << 20
-    main_server.http('POST', '/v1/models/mnist:predict',
-                     raw=_predict_body(ROWS), timeout=60)
+    main_server.http('POST',
+                     '/v1/models/mnist:predict',
+                     raw=_predict_body(ROWS),
+                     timeout=60)
     before = _rss_mb(main_server)
     codes = []
 
     def large():
-        code, _ = main_server.http('POST', '/v1/models/mnist:predict',
-                                   raw=body, timeout=300)
+        code, _ = main_server.http('POST',
+                                   '/v1/models/mnist:predict',
+                                   raw=body,
+                                   timeout=300)
         codes.append(code)
 
     threads = [threading.Thread(target=large) for _ in range(4)]
@@ -283,8 +303,10 @@ def test_memory_of_large_requests_is_returned(main_server):
     for thread in threads:
         thread.join()
     assert codes == [200] * 4
-    code, _ = main_server.http('POST', '/v1/models/mnist:predict',
-                               raw=_predict_body(ROWS), timeout=60)
+    code, _ = main_server.http('POST',
+                               '/v1/models/mnist:predict',
+                               raw=_predict_body(ROWS),
+                               timeout=60)
     assert code == 200
     after = _rss_mb(main_server)
     print(f'server RSS {before:.0f} MB before, peak '

@@ -24,10 +24,12 @@ from serving import tensors
 
 # -------------------------------------------------------------------- flags
 
+
 def test_flags_both_forms_and_defaults():
-    flags = flags_lib.parse(['--port', '9000', '--rest_api_port=9001',
-                             '--enable_batching', '--model_name', 'm',
-                             '--enable_model_warmup=false'])
+    flags = flags_lib.parse([
+        '--port', '9000', '--rest_api_port=9001', '--enable_batching',
+        '--model_name', 'm', '--enable_model_warmup=false'
+    ])
     assert (flags.port, flags.rest_api_port, flags.model_name) == (9000, 9001,
                                                                    'm')
     assert flags.enable_batching and not flags.enable_model_warmup
@@ -54,10 +56,12 @@ def test_grpc_channel_arguments():
     assert flags_lib.grpc_channel_arguments(
         'grpc.max_connection_age_ms=2000,grpc.primary_user_agent=x') == [
             ('grpc.max_connection_age_ms', 2000),
-            ('grpc.primary_user_agent', 'x')]
+            ('grpc.primary_user_agent', 'x')
+        ]
 
 
 # ------------------------------------------------------------------- config
+
 
 def test_batching_parameters_defaults_and_values():
     options = config_lib.parse_batching_parameters('')
@@ -87,8 +91,8 @@ def test_batching_parameters_rejected(text):
 def test_monitoring_config(tmp_path):
     path = tmp_path / 'm.config'
     path.write_text('prometheus_config { enable: true }')
-    assert config_lib.read_monitoring_path(str(path)) == (
-        '/monitoring/prometheus/metrics')
+    assert config_lib.read_monitoring_path(
+        str(path)) == ('/monitoring/prometheus/metrics')
     path.write_text('prometheus_config { enable: true path: "/m" }')
     assert config_lib.read_monitoring_path(str(path)) == '/m'
     path.write_text('prometheus_config { enable: false path: "/m" }')
@@ -96,6 +100,7 @@ def test_monitoring_config(tmp_path):
 
 
 # ------------------------------------------------------------------ tensors
+
 
 def test_to_ndarray_follows_tensor_from_proto():
     proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
@@ -114,9 +119,12 @@ def test_to_ndarray_follows_tensor_from_proto():
 
 
 @pytest.mark.parametrize('array', [
-    np.array([[1.5, -2.0]], np.float32), np.array([1, 2], np.int8),
-    np.array([True, False]), np.array([[b'x', b'yz']], dtype=object),
-    np.array([1.5], np.float16), np.array([2**40], np.int64),
+    np.array([[1.5, -2.0]], np.float32),
+    np.array([1, 2], np.int8),
+    np.array([True, False]),
+    np.array([[b'x', b'yz']], dtype=object),
+    np.array([1.5], np.float16),
+    np.array([2**40], np.int64),
     np.array([1 + 2j], np.complex64),
 ])
 def test_fill_proto_round_trips(array):
@@ -129,12 +137,15 @@ def test_fill_proto_round_trips(array):
 
 # --------------------------------------------------------------------- JSON
 
+
 def test_json_floats_print_like_tf_serving():
-    values = np.array([0.1, 1.0, 1e-5, 9e6, 0.123456789, np.nan, -np.inf,
-                       16777216.0], np.float32)
+    values = np.array(
+        [0.1, 1.0, 1e-5, 9e6, 0.123456789, np.nan, -np.inf, 16777216.0],
+        np.float32)
     assert json_codec._tokens(values, False) == [
         '0.1', '1.0', '1e-05', '9e+06', '0.123456791', 'NaN', '-Infinity',
-        '16777216.0']
+        '16777216.0'
+    ]
 
 
 def _specs(**dtypes):
@@ -144,34 +155,73 @@ def _specs(**dtypes):
 def test_json_instances_and_inputs():
     specs = _specs(a=types_pb2.DT_FLOAT, b=types_pb2.DT_STRING)
     arrays, fmt = json_codec.predict_inputs(
-        {'instances': [{'a': [1, 2.5], 'b': {'b64': 'aGk='}},
-                       {'a': [3, 4], 'b': 'yo'}]}, specs)
+        {
+            'instances': [{
+                'a': [1, 2.5],
+                'b': {
+                    'b64': 'aGk='
+                }
+            }, {
+                'a': [3, 4],
+                'b': 'yo'
+            }]
+        }, specs)
     assert fmt == json_codec.ROW
     assert arrays['a'].dtype == np.float32 and arrays['a'].shape == (2, 2)
     assert arrays['b'].tolist() == [b'hi', b'yo']
-    arrays, fmt = json_codec.predict_inputs(
-        {'inputs': {'a': 1.5, 'b': ['x']}}, specs)
+    arrays, fmt = json_codec.predict_inputs({'inputs': {
+        'a': 1.5,
+        'b': ['x']
+    }}, specs)
     assert fmt == json_codec.COLUMNAR and arrays['a'].shape == ()
 
 
 @pytest.mark.parametrize('doc, dtype, message', [
-    ({'instances': [[1, 2], [3]]}, types_pb2.DT_FLOAT, 'Expecting tensor size'),
-    ({'instances': [1.5]}, types_pb2.DT_INT32, 'not of expected type: int32'),
-    ({'instances': [True]}, types_pb2.DT_INT64, 'not of expected type: int64'),
-    ({'instances': [16777217]}, types_pb2.DT_FLOAT,
-     'without loss of precision'),
-    ({'instances': [2**31]}, types_pb2.DT_INT32, 'not of expected type'),
-    ({'inputs': [[1], 2]}, types_pb2.DT_FLOAT, 'found at incorrect level'),
-    ({'inputs': [[1], [2, 3]]}, types_pb2.DT_FLOAT, 'unexpected size'),
-    ({'instances': [{'c': 1}]}, types_pb2.DT_FLOAT,
-     'does not have named input: c'),
-    ({'instances': [{'b64': 3}]}, types_pb2.DT_STRING,
-     'does not have named input: b64'),
-    ({'instances': [[{'b64': 3}]]}, types_pb2.DT_STRING,
-     'not formatted correctly for base64'),
-    ({'instances': [['a']]}, types_pb2.DT_HALF, 'Conversion of JSON Value'),
-    ({'instances': [{'b64': 'a', 'x': 1}]}, types_pb2.DT_STRING,
-     'does not have named input'),
+    ({
+        'instances': [[1, 2], [3]]
+    }, types_pb2.DT_FLOAT, 'Expecting tensor size'),
+    ({
+        'instances': [1.5]
+    }, types_pb2.DT_INT32, 'not of expected type: int32'),
+    ({
+        'instances': [True]
+    }, types_pb2.DT_INT64, 'not of expected type: int64'),
+    ({
+        'instances': [16777217]
+    }, types_pb2.DT_FLOAT, 'without loss of precision'),
+    ({
+        'instances': [2**31]
+    }, types_pb2.DT_INT32, 'not of expected type'),
+    ({
+        'inputs': [[1], 2]
+    }, types_pb2.DT_FLOAT, 'found at incorrect level'),
+    ({
+        'inputs': [[1], [2, 3]]
+    }, types_pb2.DT_FLOAT, 'unexpected size'),
+    ({
+        'instances': [{
+            'c': 1
+        }]
+    }, types_pb2.DT_FLOAT, 'does not have named input: c'),
+    ({
+        'instances': [{
+            'b64': 3
+        }]
+    }, types_pb2.DT_STRING, 'does not have named input: b64'),
+    ({
+        'instances': [[{
+            'b64': 3
+        }]]
+    }, types_pb2.DT_STRING, 'not formatted correctly for base64'),
+    ({
+        'instances': [['a']]
+    }, types_pb2.DT_HALF, 'Conversion of JSON Value'),
+    ({
+        'instances': [{
+            'b64': 'a',
+            'x': 1
+        }]
+    }, types_pb2.DT_STRING, 'does not have named input'),
 ])
 def test_json_errors(doc, dtype, message):
     with pytest.raises(errors.ServingError, match=message) as info:
@@ -180,24 +230,41 @@ def test_json_errors(doc, dtype, message):
 
 
 def test_json_predict_response_layouts():
-    outputs = {'scores': np.array([[0.5, 0.25]], np.float32),
-               'label_bytes': np.array([b'\x00\x01'], dtype=object)}
-    assert json_codec.predict_response(outputs, json_codec.ROW) == (
-        '{"predictions": [{"label_bytes": {"b64": "AAE="}, '
-        '"scores": [0.5, 0.25]}]}')
+    outputs = {
+        'scores': np.array([[0.5, 0.25]], np.float32),
+        'label_bytes': np.array([b'\x00\x01'], dtype=object)
+    }
+    assert json_codec.predict_response(
+        outputs,
+        json_codec.ROW) == ('{"predictions": [{"label_bytes": {"b64": "AAE="}, '
+                            '"scores": [0.5, 0.25]}]}')
     assert json_codec.predict_response(outputs, json_codec.COLUMNAR) == (
         '{"outputs": {"label_bytes": [{"b64": "AAE="}], '
         '"scores": [[0.5, 0.25]]}}')
     with pytest.raises(errors.ServingError, match='inconsistent batch size'):
-        json_codec.predict_response(
-            {'a': np.zeros([2]), 'b': np.zeros([3])}, json_codec.ROW)
+        json_codec.predict_response({
+            'a': np.zeros([2]),
+            'b': np.zeros([3])
+        }, json_codec.ROW)
 
 
 def test_json_examples():
     from tensorflow_serving.apis import classification_pb2
     request = classification_pb2.ClassificationRequest()
-    json_codec.fill_examples({'context': {'c': 'x'}, 'examples': [
-        {'f': [1.5, 2.0], 'i': 3, 'b': {'b64': 'AA=='}, 't': True}]}, request)
+    json_codec.fill_examples(
+        {
+            'context': {
+                'c': 'x'
+            },
+            'examples': [{
+                'f': [1.5, 2.0],
+                'i': 3,
+                'b': {
+                    'b64': 'AA=='
+                },
+                't': True
+            }]
+        }, request)
     example = request.input.example_list_with_context.examples[0]
     features = example.features.feature
     assert list(features['f'].float_list.value) == [1.5, 2.0]
@@ -208,13 +275,16 @@ def test_json_examples():
 
 # ----------------------------------------------------------------- batching
 
+
 def _batcher(**kwargs) -> batching.BatchScheduler:
     return batching.BatchScheduler(config_lib.BatchingOptions(**kwargs))
 
 
 def test_batcher_merges_pads_and_splits():
-    scheduler = _batcher(max_batch_size=8, batch_timeout_micros=0,
-                         num_batch_threads=1, allowed_batch_sizes=(4, 8))
+    scheduler = _batcher(max_batch_size=8,
+                         batch_timeout_micros=0,
+                         num_batch_threads=1,
+                         allowed_batch_sizes=(4, 8))
     seen = []
 
     def run(inputs):
@@ -250,13 +320,16 @@ def test_batcher_rejects_scalars_and_unequal_batches():
     with pytest.raises(errors.ServingError, match='at least one dimension'):
         scheduler.run('m', 'k', lambda x: x, {'x': np.float32(1)})
     with pytest.raises(errors.ServingError, match='equal 0th-dimension'):
-        scheduler.run('m', 'k', lambda x: x, {'x': np.zeros(2),
-                                               'y': np.zeros(3)})
+        scheduler.run('m', 'k', lambda x: x, {
+            'x': np.zeros(2),
+            'y': np.zeros(3)
+        })
     scheduler.stop()
 
 
 def test_batcher_queue_full_is_unavailable():
-    scheduler = _batcher(max_batch_size=1, max_enqueued_batches=1,
+    scheduler = _batcher(max_batch_size=1,
+                         max_enqueued_batches=1,
                          num_batch_threads=1)
     release = threading.Event()
 
@@ -265,11 +338,15 @@ def test_batcher_queue_full_is_unavailable():
         return inputs
 
     first = threading.Thread(target=scheduler.run,
-                             args=('m', 'k', slow, {'x': np.zeros(1)}))
+                             args=('m', 'k', slow, {
+                                 'x': np.zeros(1)
+                             }))
     first.start()
     time.sleep(0.2)  # The first task is running; the queue is empty.
     second = threading.Thread(target=scheduler.run,
-                              args=('m', 'k', slow, {'x': np.zeros(1)}))
+                              args=('m', 'k', slow, {
+                                  'x': np.zeros(1)
+                              }))
     second.start()
     time.sleep(0.2)
     with pytest.raises(errors.ServingError) as info:
@@ -283,7 +360,9 @@ def test_batcher_queue_full_is_unavailable():
 
 # ------------------------------------------------------------------ manager
 
+
 class _FakeServable:
+
     def __init__(self, name, version):
         self.name, self.version = name, version
         self.closed = False
@@ -298,7 +377,11 @@ class _FakeServable:
         self.closed = True
 
 
-def _manager(tmp_path: Path, versions, policy='', fail=(), labels='',
+def _manager(tmp_path: Path,
+             versions,
+             policy='',
+             fail=(),
+             labels='',
              allow=False):
     base = tmp_path / 'm'
     for version in versions:
@@ -313,9 +396,13 @@ def _manager(tmp_path: Path, versions, policy='', fail=(), labels='',
         return _FakeServable(name, version)
 
     served = served_versions.ServedVersions()
-    manager = manager_lib.ModelManager(load, served, manager_lib.ManagerOptions(
-        poll_seconds=0, settle_seconds=0, max_load_retries=1,
-        load_retry_interval=0.01, allow_labels_for_unavailable=allow))
+    manager = manager_lib.ModelManager(
+        load, served,
+        manager_lib.ManagerOptions(poll_seconds=0,
+                                   settle_seconds=0,
+                                   max_load_retries=1,
+                                   load_retry_interval=0.01,
+                                   allow_labels_for_unavailable=allow))
     config = text_format.Parse(
         f'model_config_list {{ config {{ name: "m" base_path: "{base}" '
         f'model_platform: "tensorflow" {policy} {labels} }} }}',
@@ -336,12 +423,13 @@ def _wait(predicate, timeout=10):
 
 @pytest.mark.parametrize('policy, expected', [
     ('', [(5, 'AVAILABLE')]),
-    ('model_version_policy { latest { num_versions: 2 } }',
-     [(5, 'AVAILABLE'), (3, 'AVAILABLE')]),
-    ('model_version_policy { all {} }',
-     [(5, 'AVAILABLE'), (3, 'AVAILABLE'), (1, 'AVAILABLE')]),
-    ('model_version_policy { specific { versions: 1 versions: 3 } }',
-     [(3, 'AVAILABLE'), (1, 'AVAILABLE')]),
+    ('model_version_policy { latest { num_versions: 2 } }', [(5, 'AVAILABLE'),
+                                                             (3, 'AVAILABLE')]),
+    ('model_version_policy { all {} }', [(5, 'AVAILABLE'), (3, 'AVAILABLE'),
+                                         (1, 'AVAILABLE')]),
+    ('model_version_policy { specific { versions: 1 versions: 3 } }', [
+        (3, 'AVAILABLE'), (1, 'AVAILABLE')
+    ]),
 ])
 def test_manager_version_policies(tmp_path, policy, expected):
     manager, served, config, _, events = _manager(tmp_path, [1, 3, 5], policy)
@@ -383,7 +471,8 @@ def test_manager_labels(tmp_path):
     assert info.value.code == errors.Code.FAILED_PRECONDITION
     manager.stop()
     manager, served, config, _, _ = _manager(tmp_path / 'b', [1],
-                                             labels=labels, allow=True)
+                                             labels=labels,
+                                             allow=True)
     manager.reload(config)
     assert served.acquire('m', label='stable').version == 1
     with pytest.raises(errors.ServingError) as info:
