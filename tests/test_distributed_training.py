@@ -16,6 +16,7 @@ import tensorflow_transform as tft
 
 from models import distribute
 from models import features
+from models import inputs
 from models import schedule
 from models import signatures
 from models import training
@@ -95,19 +96,19 @@ def test_each_replica_reads_its_own_shard_once_per_epoch(transformed):
     examples = str(transformed / 'examples')
     schema = tft.TFTransformOutput(str(
         transformed / 'transform_graph')).transformed_metadata.schema
-    inputs = []
+    pipelines = []
     dataset = inputs.distributed_dataset(
-        strategy, 32, inputs,
+        strategy, 32, pipelines,
         lambda **shard: inputs.make_dataset([f'{examples}/Split-train/*'],
                                             workers.data_accessor(examples),
                                             schema,
-                                            lambda inputs: inputs,
+                                            lambda model_inputs: model_inputs,
                                             shuffle=True,
                                             seed=1,
                                             cache=True,
                                             repeat=True,
                                             **shard))
-    assert inputs == [{
+    assert pipelines == [{
         'batch': 16,
         'shard': 0,
         'shards': 2
@@ -119,10 +120,9 @@ def test_each_replica_reads_its_own_shard_once_per_epoch(transformed):
     iterator = iter(dataset)
     seen = [[], []]
     for _ in range(math.ceil(TRAIN / 32)):
-        inputs, _ = next(iterator)
+        batch, _ = next(iterator)
         for replica, images in enumerate(
-                strategy.experimental_local_results(
-                    inputs[features.IMAGE_KEY])):
+                strategy.experimental_local_results(batch[features.IMAGE_KEY])):
             assert images.shape[0] <= 16
             seen[replica].extend(image.tobytes() for image in images.numpy())
     # Disjoint shards that together are the split, each example once.
