@@ -1,19 +1,15 @@
 """Tests for components/serving_check/: the executor runs for real.
 
 Each executor run starts a real model server subprocess on a tiny SavedModel
-built here with the project's serving contract (models/signatures.py).
-The tiny-model builders are shared with tests/serving/test_client_cli.py.
+with the project's serving contract (tests/tiny_models.py).
 """
 
-import io
 import json
 import os
 from typing import List, Sequence
 
-import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 from tensorflow_serving.apis import prediction_log_pb2
 from tfx.components.pusher import executor as pusher_executor
 from tfx.proto import pusher_pb2
@@ -27,151 +23,10 @@ from components.serving_check import component
 from components.serving_check import errors
 from components.serving_check import executor
 from components.serving_check import request_builder
-from models import features
 from models import signatures
+from tests import tiny_models
 
-IMAGE_CLASSES = ('dark', 'mid', 'light')
-SEQUENCE_CLASSES = ('down', 'flat', 'up')
 NUM_EXAMPLES = 5
-
-# --- Tiny models with the project's serving contract -----------------------
-
-
-def _classes_like(names: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
-    return tf.tile(names[tf.newaxis], [batch, 1])
-
-
-class _ImageModel(tf.Module):
-    """Scores 3 classes from the mean brightness of a grayscale PNG."""
-
-    def __init__(self, broken: bool = False):
-        super().__init__()
-        self.names = tf.constant(IMAGE_CLASSES)
-        self.weights = tf.Variable([-8.0, 0.0, 8.0])
-        self.bias = tf.Variable([4.0, 2.0, -4.0])
-        self.broken = broken
-
-    def _outputs(self, images: tf.Tensor):
-
-        def brightness(image):
-            pixels = tf.io.decode_png(image, channels=1)
-            return tf.reduce_mean(tf.cast(pixels, tf.float32)) / 255.0
-
-        means = tf.map_fn(brightness, images, fn_output_signature=tf.float32)
-        scores = tf.nn.softmax(means[:, tf.newaxis] * self.weights + self.bias)
-        if self.broken:
-            scores = scores * float('nan')
-        return {
-            signatures.SCORES_OUTPUT:
-                scores,
-            signatures.CLASSES_OUTPUT:
-                _classes_like(self.names,
-                              tf.shape(images)[0])
-        }
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def serve_examples(self, inputs):
-        parsed = tf.io.parse_example(
-            inputs, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
-        return self._outputs(parsed[features.IMAGE_KEY])
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def serve_images(self, images):
-        return self._outputs(images)
-
-
-class _SequenceModel(tf.Module):
-    """Scores 3 classes from the mean of a sequence's values.
-
-    Its lengths input is int32, to check that clients convert to the dtype
-    the model declares.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.names = tf.constant(SEQUENCE_CLASSES)
-        self.weights = tf.Variable([-3.0, 0.0, 3.0])
-        self.bias = tf.Variable([0.0, 1.0, 0.0])
-
-    def _outputs(self, means: tf.Tensor):
-        scores = tf.nn.softmax(means[:, tf.newaxis] * self.weights + self.bias)
-        return {
-            signatures.SCORES_OUTPUT:
-                scores,
-            signatures.CLASSES_OUTPUT:
-                _classes_like(self.names,
-                              tf.shape(means)[0])
-        }
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
-    def serve_examples(self, inputs):
-        parsed = tf.io.parse_example(
-            inputs, {features.SEQUENCE_KEY: tf.io.RaggedFeature(tf.float32)})
-        return self._outputs(
-            tf.reduce_mean(parsed[features.SEQUENCE_KEY], axis=1))
-
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, None, None], tf.float32),
-        tf.TensorSpec([None], tf.int32)
-    ])
-    def serve_sequences(self, sequences, lengths):
-        mask = tf.sequence_mask(lengths,
-                                tf.shape(sequences)[1],
-                                dtype=tf.float32)
-        total = tf.reduce_sum(sequences * mask[:, :, tf.newaxis], axis=[1, 2])
-        count = tf.cast(lengths * tf.shape(sequences)[2], tf.float32)
-        return self._outputs(total / count)
-
-
-def save_image_model(path: str, broken: bool = False) -> str:
-    """Saves a tiny image classifier SavedModel at `path`; returns `path`."""
-    module = _ImageModel(broken)
-    tf.saved_model.save(module,
-                        path,
-                        signatures={
-                            signatures.DEFAULT_SIGNATURE: module.serve_examples,
-                            signatures.IMAGE_SIGNATURE: module.serve_images
-                        })
-    return path
-
-
-def save_sequence_model(path: str) -> str:
-    """Saves a tiny sequence classifier SavedModel at `path`; returns `path`."""
-    module = _SequenceModel()
-    tf.saved_model.save(
-        module,
-        path,
-        signatures={
-            signatures.DEFAULT_SIGNATURE: module.serve_examples,
-            signatures.SEQUENCE_SIGNATURE: module.serve_sequences
-        })
-    return path
-
-
-def png_bytes(brightness: int, size: int = 6) -> bytes:
-    """A grayscale PNG of one brightness (0-255)."""
-    out = io.BytesIO()
-    Image.new('L', (size, size), brightness).save(out, format='PNG')
-    return out.getvalue()
-
-
-def image_examples(count: int) -> List[bytes]:
-    """Serialized image tf.Examples of increasing brightness."""
-    return [
-        features.image_example(png_bytes(int(255 * i / max(count - 1, 1))),
-                               i % len(IMAGE_CLASSES)) for i in range(count)
-    ]
-
-
-def sequence_examples(count: int, channels: int = 2) -> List[bytes]:
-    """Serialized sequence tf.Examples of different lengths."""
-    rng = np.random.default_rng(0)
-    return [
-        features.sequence_example(
-            rng.normal(size=(3 + i, channels)).astype(np.float32), i % 3)
-        for i in range(count)
-    ]
-
 
 # --- Artifacts ---------------------------------------------------------------
 
@@ -245,9 +100,9 @@ def _not_blessed_reason(blessing) -> str:
 def image_blessing(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp('image')
     model_root = tmp_path / 'model'
-    save_image_model(_serving_dir(model_root))
+    tiny_models.save_image_model(_serving_dir(model_root))
     return _run_check(tmp_path, 'convnet', str(model_root),
-                      image_examples(NUM_EXAMPLES + 3))
+                      tiny_models.image_examples(NUM_EXAMPLES + 3))
 
 
 def test_good_image_model_is_blessed_with_warmup(image_blessing):
@@ -272,7 +127,7 @@ def test_blessed_copy_loads_and_serves(image_blessing):
     stamped = path_utils.stamped_model_path(image_blessing.uri)
     loaded = tf.saved_model.load(stamped)
     outputs = loaded.signatures[signatures.IMAGE_SIGNATURE](
-        images=tf.constant([png_bytes(255)]))
+        images=tf.constant([tiny_models.png_bytes(255)]))
     top = int(tf.argmax(outputs[signatures.SCORES_OUTPUT][0]))
     assert outputs[signatures.CLASSES_OUTPUT][0, top].numpy() == b'light'
 
@@ -294,9 +149,9 @@ def test_pusher_pushes_the_warmed_model(image_blessing, tmp_path):
 
 def test_good_sequence_model_is_blessed(tmp_path):
     model_root = tmp_path / 'model'
-    save_sequence_model(_serving_dir(model_root))
+    tiny_models.save_sequence_model(_serving_dir(model_root))
     blessing = _run_check(tmp_path, 'rnn', str(model_root),
-                          sequence_examples(NUM_EXAMPLES))
+                          tiny_models.sequence_examples(NUM_EXAMPLES))
     assert blessing.get_int_custom_property('blessed') == 1, \
         _not_blessed_reason(blessing)
     logs = _read_warmup(path_utils.stamped_model_path(blessing.uri))
@@ -309,9 +164,9 @@ def test_good_sequence_model_is_blessed(tmp_path):
 
 def test_model_returning_nan_is_not_blessed(tmp_path):
     model_root = tmp_path / 'model'
-    save_image_model(_serving_dir(model_root), broken=True)
+    tiny_models.save_image_model(_serving_dir(model_root), broken=True)
     blessing = _run_check(tmp_path, 'nan', str(model_root),
-                          image_examples(NUM_EXAMPLES))
+                          tiny_models.image_examples(NUM_EXAMPLES))
     assert blessing.get_int_custom_property('blessed') == 0
     assert not blessing.get_int_custom_property('has_model')
     assert 'non-finite' in _not_blessed_reason(blessing)
@@ -320,13 +175,13 @@ def test_model_returning_nan_is_not_blessed(tmp_path):
 
 def test_corrupt_model_is_not_blessed(tmp_path):
     model_dir = _serving_dir(tmp_path / 'model')
-    save_image_model(model_dir)
+    tiny_models.save_image_model(model_dir)
     with open(os.path.join(model_dir, 'saved_model.pb'), 'wb') as f:
         f.write(b'this is not a SavedModel')
     blessing = _run_check(tmp_path,
                           'corrupt',
                           str(tmp_path / 'model'),
-                          image_examples(NUM_EXAMPLES),
+                          tiny_models.image_examples(NUM_EXAMPLES),
                           timeout=60)
     assert blessing.get_int_custom_property('blessed') == 0
     # Found before any server starts: like tensorflow_model_server, the check
@@ -342,21 +197,21 @@ def test_corrupt_model_is_not_blessed(tmp_path):
 def test_missing_saved_model_is_not_blessed(tmp_path):
     os.makedirs(_serving_dir(tmp_path / 'model'))
     blessing = _run_check(tmp_path, 'empty', str(tmp_path / 'model'),
-                          image_examples(2))
+                          tiny_models.image_examples(2))
     assert blessing.get_int_custom_property('blessed') == 0
     assert 'saved_model.pb' in _not_blessed_reason(blessing)
 
 
 def test_missing_split_raises(tmp_path):
     examples = _examples_artifact(str(tmp_path / 'examples'),
-                                  image_examples(1),
+                                  tiny_models.image_examples(1),
                                   split='eval')
     with pytest.raises(ValueError):
         request_builder.read_serialized_examples(examples, 'test', 4)
 
 
 def test_read_serialized_examples_limits(tmp_path):
-    records = image_examples(4)
+    records = tiny_models.image_examples(4)
     examples = _examples_artifact(str(tmp_path / 'examples'), records)
     assert request_builder.read_serialized_examples(examples, 'test', 3) == \
         records[:3]

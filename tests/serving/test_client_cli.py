@@ -26,12 +26,12 @@ from models import signatures
 from serving import cli
 from serving import client as client_lib
 from tests.serving import server_utils
-from tests.test_serving_check import IMAGE_CLASSES
-from tests.test_serving_check import SEQUENCE_CLASSES
-from tests.test_serving_check import image_examples
-from tests.test_serving_check import png_bytes
-from tests.test_serving_check import save_image_model
-from tests.test_serving_check import save_sequence_model
+from tests.tiny_models import IMAGE_CLASSES
+from tests.tiny_models import SEQUENCE_CLASSES
+from tests.tiny_models import image_examples
+from tests.tiny_models import png_bytes
+from tests.tiny_models import save_image_model
+from tests.tiny_models import save_sequence_model
 
 ROOT = os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
