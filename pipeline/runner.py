@@ -272,12 +272,17 @@ def run_local(config: configs.RunConfig,
         runner._say('training curves: tensorboard --logdir '  # pylint: disable=protected-access
                     f'{tensorboard_logdir(config)}')
     store = metadata_store.MetadataStore(connection)
-    result = {
-        'model': config.model,
-        'profile': config.profile,
-        'run': runner.run_id,
-        **summary.run_summary(store, runner.run_id)
-    }
+    try:
+        result = {
+            'model': config.model,
+            'profile': config.profile,
+            'run': runner.run_id,
+            **summary.run_summary(store, runner.run_id)
+        }
+    except Exception:  # pylint: disable=broad-except
+        if failure is None:
+            raise
+        raise failure  # pylint: disable=raise-missing-from
     if failure is not None:
         result['failed'] = f'{type(failure).__name__}: {failure}'
     try:
