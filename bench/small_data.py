@@ -4,6 +4,7 @@ script to compare the pipeline with.
     python -m bench.small_data images DIR [--per-class 150] [--size 32]
     python -m bench.small_data sequences NAME DIR [--train 100]
     python -m bench.small_data by-hand DIR [--epochs 40]
+    python -m bench.small_data kept HOME [--model convnet]
 
 `images` writes a class-folder set (`DIR/train/<class>/*.png`,
 `DIR/test/<class>/*.png`) of Fashion-MNIST images resized to SIZE x SIZE RGB:
@@ -13,10 +14,14 @@ sktime wheel with its whole test split. `by-hand` is the plain Keras script
 for an image set: `image_dataset_from_directory` at the profile's
 `image_shape`, the same convnet (`models.convnet.model.build_model`), Adam,
 a fixed number of epochs, no early stopping and no schedule; it prints one
-JSON line with the test accuracy and each epoch's eval accuracy.
+JSON line with the test accuracy and each epoch's eval accuracy. `kept`
+reads a pipeline run's Trainer output in HOME: the exported model (batch-norm
+statistics recalibrated) is scored on the run's eval and test splits through
+its `serving_default` signature, beside its training report's best epoch.
 """
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -123,6 +128,64 @@ def by_hand(root: str, epochs: int, seed: int = 42) -> dict:
     }
 
 
+def _newest(pattern: str) -> str:
+    """The artifact folder of the newest execution among `pattern`'s."""
+    found = [p for p in glob.glob(pattern) if os.path.basename(p).isdigit()]
+    if not found:
+        raise FileNotFoundError(f'nothing at {pattern}')
+    return max(found, key=lambda p: int(os.path.basename(p)))
+
+
+def kept_model_accuracy(home: str, model: str) -> dict:
+    """The exported model's accuracy on the newest run's eval and test
+    splits, and the eval accuracy of the epoch whose weights it kept.
+
+    The end of training is the exported model: the kept epoch's weights
+    with batch-norm statistics recomputed (models/weights.py), which can
+    score otherwise than that epoch did.
+    """
+    # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
+
+    from models import features
+    from models import training
+    root = os.path.join(home, 'pipelines',
+                        configs.RunConfig(model=model).pipeline_name)
+    serve = tf.saved_model.load(
+        os.path.join(_newest(os.path.join(root, 'Trainer', 'model', '*')),
+                     'Format-Serving')).signatures['serving_default']
+    with open(os.path.join(
+            _newest(os.path.join(root, 'Trainer', 'model_run', '*')),
+            training.TRAINING_REPORT),
+              encoding='utf-8') as f:
+        report = json.load(f)
+    examples = _newest(
+        os.path.join(root, 'FileBasedExampleGen', 'examples', '*'))
+    result = {
+        'epochs_run': len(report['val_accuracy']),
+        'kept_epoch': report['kept_epoch'],
+        'kept_epoch_eval_accuracy': round(report['best_val_accuracy'], 4),
+        'best_eval_accuracy': max(report['val_accuracy'])
+    }
+    for split in ('eval', 'test'):
+        records = list(
+            tf.data.TFRecordDataset(
+                glob.glob(os.path.join(examples, f'Split-{split}', '*')),
+                'GZIP').batch(256))
+        right = total = 0
+        for batch in records:
+            labels = [
+                tf.train.Example.FromString(r).features.feature[
+                    features.LABEL_KEY].int64_list.value[0]
+                for r in batch.numpy()
+            ]
+            scores = serve(inputs=batch)['scores'].numpy()
+            right += int(np.sum(scores.argmax(axis=1) == labels))
+            total += len(labels)
+        result[f'exported_{split}_accuracy'] = round(right / total, 4)
+    return result
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -138,11 +201,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     hand = commands.add_parser('by-hand')
     hand.add_argument('root')
     hand.add_argument('--epochs', type=int, default=40)
+    kept = commands.add_parser('kept')
+    kept.add_argument('home')
+    kept.add_argument('--model', default='convnet', choices=configs.MODELS)
     args = parser.parse_args(argv)
     if args.command == 'images':
         write_image_folders(args.root, args.per_class, args.size)
     elif args.command == 'sequences':
         write_sequence_cut(args.name, args.root, args.train)
+    elif args.command == 'kept':
+        print(json.dumps(kept_model_accuracy(args.home, args.model)),
+              flush=True)
     else:
         print(json.dumps(by_hand(args.root, args.epochs)), flush=True)
     return 0

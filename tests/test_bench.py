@@ -5,13 +5,17 @@ Behaviour only; nothing here times anything."""
 import json
 
 import numpy as np
+import tensorflow as tf
 
 from bench import by_hand
 from bench import common
 from bench import report
 from bench import scaling
+from bench import small_data
 from components import image_formats
+from models import features
 from tests import datasets
+from tests import tiny_models
 
 
 def test_by_hand_loads_idx_and_zscores_with_train_statistics(tmp_path):
@@ -212,3 +216,44 @@ def test_report_leaves_unmeasured_targets_open(tmp_path):
     report.write_report(results, tmp_path)
     assert results['targets']['convnet_pipeline_over_by_hand']['met'] is None
     assert results['targets']['ingest_growth_exponent']['met'] is None
+
+
+def test_kept_reads_the_newest_trainer_model_and_scores_both_splits(tmp_path):
+    """`small_data kept`: the newest exported model (execution 12, not 3)
+    scored on the newest ExampleGen run's eval and test splits, beside the
+    training report's kept epoch."""
+    root = tmp_path / 'pipelines' / 'convnet-pipeline'
+    trainer = root / 'Trainer'
+    tiny_models.save_image_model(str(trainer / 'model' / '3' /
+                                     'Format-Serving'),
+                                 broken=True)
+    tiny_models.save_image_model(
+        str(trainer / 'model' / '12' / 'Format-Serving'))
+    (trainer / 'model_run' / '12').mkdir(parents=True)
+    (trainer / 'model_run' / '12' / 'training.json').write_text(
+        json.dumps({
+            'val_accuracy': [0.5, 0.9, 0.8],
+            'kept_epoch': 1,
+            'best_val_accuracy': 0.9
+        }))
+    dark, light = tiny_models.png_bytes(0), tiny_models.png_bytes(255)
+    # The tiny model calls a dark image class 0, a light one class 2.
+    splits = {
+        'eval': [(dark, 0), (light, 2), (light, 2), (light, 0)],
+        'test': [(dark, 0), (light, 2)]
+    }
+    for split, rows in splits.items():
+        folder = root / 'FileBasedExampleGen' / 'examples' / '4' / (
+            f'Split-{split}')
+        folder.mkdir(parents=True)
+        with tf.io.TFRecordWriter(str(folder / 'data.gz'), 'GZIP') as out:
+            for image, label in rows:
+                out.write(features.image_example(image, label))
+    assert small_data.kept_model_accuracy(str(tmp_path), 'convnet') == {
+        'epochs_run': 3,
+        'kept_epoch': 1,
+        'kept_epoch_eval_accuracy': 0.9,
+        'best_eval_accuracy': 0.9,
+        'exported_eval_accuracy': 0.75,
+        'exported_test_accuracy': 1.0
+    }
