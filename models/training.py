@@ -277,7 +277,7 @@ def train(fn_args: 'tfx.components.FnArgs',
     steps_per_epoch = (fit_args['steps_per_epoch']
                        if fit_args else inputs.count_batches(train_data))
     fitted = schedule.training_schedule(params, steps_per_epoch,
-                                        per_replica_batch)
+                                        per_replica_batch, eval_examples)
     params.update(fitted)
     logging.info(
         '%d training examples, batch %d, %d steps an epoch; '

@@ -110,6 +110,7 @@ MODELS: Dict[str, ModelFamily] = {
                          dense_units=64,
                          epochs=1,
                          min_train_steps=200,
+                         max_train_steps=0,
                          batch_size=64,
                          min_accuracy=0.3,
                          scales=[1],
@@ -146,6 +147,7 @@ MODELS: Dict[str, ModelFamily] = {
                          references_per_class=50,
                          epochs=1,
                          min_train_steps=200,
+                         max_train_steps=0,
                          batch_size=64,
                          min_accuracy=0.3),
                 'full':
@@ -179,6 +181,7 @@ MODELS: Dict[str, ModelFamily] = {
                          bidirectional=True,
                          epochs=3,
                          min_train_steps=200,
+                         max_train_steps=0,
                          batch_size=32,
                          clip_norm=1.0,
                          min_accuracy=0.2,
@@ -211,6 +214,7 @@ MODELS: Dict[str, ModelFamily] = {
                          dropout=0.0,
                          epochs=3,
                          min_train_steps=200,
+                         max_train_steps=0,
                          batch_size=32,
                          min_accuracy=0.2),
                 'full':
@@ -236,6 +240,11 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # fifth of the epochs), restoring the best epoch's weights; batch-norm
     # statistics recomputed over up to this many training batches.
     min_train_steps=1000,
+    # With too few eval examples to choose an epoch by (the training loss
+    # chooses), training goes on while the training loss falls, up to this
+    # many steps (models/schedule.py); 0 (the smoke profiles: minutes):
+    # min_train_steps as for any set.
+    max_train_steps=5000,
     early_stopping_patience=10,
     recalibration_batches=100,
     # Small data: the global batch is at most this fraction of the training
@@ -328,6 +337,9 @@ SETTING_HELP: Dict[str, str] = dict(
     max_length='longest sequence accepted, 0 for any',
     min_train_steps='train at least this many steps of batch_size (more, '
     'smaller steps when the batch is capped), however small the data',
+    max_train_steps='with under 50 eval examples, train on while the '
+    'training loss falls, up to this many steps of batch_size; 0: '
+    'min_train_steps',
     max_batch_fraction='the global batch is at most this fraction of the '
     'training examples, 0: no cap',
     lr_plateau_factor='multiply the learning rate by this when the training '

@@ -312,6 +312,39 @@ def test_a_small_set_trains_on_a_tenth_of_it_a_batch_in_more_steps():
     }
 
 
+def test_a_set_too_small_to_evaluate_trains_while_its_loss_falls():
+    """Under MIN_EVAL_EXAMPLES eval examples the training loss chooses the
+    kept epoch; training may then go on to `max_train_steps` and stops when
+    the loss has not improved for two plateau patiences (a halved rate did
+    not help), not at the fixed `min_train_steps` budget."""
+    fcn_full = {
+        'epochs': 60,
+        'min_train_steps': 1000,
+        'max_train_steps': 5000,
+        'batch_size': 16,
+        'early_stopping_patience': 10,
+        'lr_plateau_steps': 500
+    }
+    # 182 training series in batches of 16 (12 steps), 18 eval series.
+    fixed = schedule.training_schedule(fcn_full, 12, 16)
+    assert fixed['epochs'] == 84  # 1000 steps: min_train_steps.
+    small = schedule.training_schedule(fcn_full, 12, 16, eval_examples=18)
+    assert small['epochs'] == math.ceil(5000 / 12) == 417
+    assert small['lr_plateau_patience'] == 42
+    assert small['early_stopping_patience'] == 2 * 42
+    # A capped batch: max_train_steps counts steps of batch_size, as
+    # min_train_steps does (ArrowHead: 34 series, batches of 3).
+    capped = schedule.training_schedule(fcn_full, 12, 3, eval_examples=2)
+    assert capped['epochs'] == math.ceil(math.ceil(5000 * 16 / 3) / 12)
+    # Enough eval examples (eval accuracy chooses), or the cap off: the
+    # fixed budget and patience.
+    for eval_examples, cap in ((schedule.MIN_EVAL_EXAMPLES, 5000), (18, 0)):
+        assert schedule.training_schedule({
+            **fcn_full, 'max_train_steps': cap
+        }, 12, 16, eval_examples) == fixed
+    assert fixed['early_stopping_patience'] == 16
+
+
 def test_the_learning_rate_halves_when_the_training_loss_stalls():
     """FCN's ReduceLROnPlateau on the training loss: a rate too small to
     move the loss (a plateau) is halved every `patience` epochs, down to
