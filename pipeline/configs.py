@@ -267,7 +267,7 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     transfer_learning_rate_factor=0.1,
     # Read the newest N spans (span-{SPAN} layouts).
     span_window=1,
-    # Jensen-Shannon divergence from the previous run's statistics above
+    # Jensen-Shannon divergence from the last passed span's statistics above
     # which a feature is reported as drifted; stop the run on drift or not.
     drift_threshold=0.3,
     stop_on_drift=False,
@@ -317,7 +317,7 @@ SETTING_HELP: Dict[str, str] = dict(
     cache_examples='keep parsed examples in memory after the first epoch',
     warm_start="start from the last blessed model's weights",
     span_window='read the newest N span-N folders',
-    drift_threshold='Jensen-Shannon divergence from the previous span '
+    drift_threshold='Jensen-Shannon divergence from the last passed span '
     'above which a feature is reported as drifted',
     stop_on_drift='stop the run when a feature drifted',
     schema_path='a curated schema.pbtxt every span must match '

@@ -27,6 +27,7 @@ from pipeline import summary
 
 # Resolves nothing on a pipeline's first run, by design.
 PREVIOUS_STATISTICS_RESOLVER = 'previous_statistics_resolver'
+DATA_GATE = 'DataGate'
 
 SERVING_CHECK_SPLIT = data_source.TEST
 
@@ -145,14 +146,16 @@ def create_pipeline(config: configs.RunConfig,
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs['statistics'],
         schema=schema_gen.outputs['schema'])
+    # The drift baseline: the statistics of the last span the DataGate let
+    # through (a stopped span's never become one), resolved before this
+    # run's exist.
     previous_statistics = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
         statistics=tfx.dsl.Channel(
             type=tfx.types.standard_artifacts.ExampleStatistics,
-            producer_component_id=statistics_gen.id,
-            output_key='statistics'),
+            producer_component_id=DATA_GATE,
+            output_key='checked_statistics'),
     ).with_id(PREVIOUS_STATISTICS_RESOLVER)
-    # Resolved before this run's statistics exist: the previous run's.
     statistics_gen.add_upstream_node(previous_statistics)
     data_gate = DataGate(
         anomalies=example_validator.outputs['anomalies'],
@@ -160,7 +163,7 @@ def create_pipeline(config: configs.RunConfig,
         schema=schema_gen.outputs['schema'],
         baseline_statistics=previous_statistics.outputs['statistics'],
         drift_threshold=float(params['drift_threshold']),
-        stop_on_drift=bool(params['stop_on_drift']))
+        stop_on_drift=bool(params['stop_on_drift'])).with_id(DATA_GATE)
 
     # Given ExampleGen's data facts (channels) at run time.
     transform = Transform(
