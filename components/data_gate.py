@@ -3,11 +3,16 @@
 TFX's ExampleValidator only records anomalies; this component reads them and
 fails the run, before Transform and training, naming every anomalous feature
 and why. It also compares the training split's statistics with those of the
-previous run (the previous span) with TFDV's drift comparator: a
+last span that passed the gate, with TFDV's drift comparator: a
 Jensen-Shannon divergence above `drift_threshold` in a numeric feature's
 distribution (labels, lengths, sequence values) is reported by feature in the
 `drift` output, and stops the run when `stop_on_drift` is set. Image bytes are
 not compared: every image is its own category.
+
+A span that passes leaves its training split's statistics in the
+`checked_statistics` output, the next run's `baseline_statistics`. A span
+the gate stops publishes nothing, so it never becomes a baseline: otherwise
+a second drifted span would be compared with the first and let through.
 """
 
 import os
@@ -87,6 +92,8 @@ def DataGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
              statistics: InputArtifact[standard_artifacts.ExampleStatistics],
              schema: InputArtifact[standard_artifacts.Schema],
              drift: OutputArtifact[standard_artifacts.ExampleAnomalies],
+             checked_statistics: OutputArtifact[
+                 standard_artifacts.ExampleStatistics],
              baseline_statistics: InputArtifact[
                  standard_artifacts.ExampleStatistics] = None,
              drift_threshold: Parameter[float] = 0.3,
@@ -97,8 +104,7 @@ def DataGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
         raise DataValidationError(problems)
     drift.split_names = artifact_utils.encode_split_names([_DRIFT_SPLIT])
     report = anomalies_pb2.Anomalies()
-    if (baseline_statistics is not None and
-            baseline_statistics.id != statistics.id):
+    if baseline_statistics is not None:
         report = drift_anomalies(
             tfdv.load_schema_text(os.path.join(schema.uri, 'schema.pbtxt')),
             _load_statistics(statistics, _DRIFT_SPLIT),
@@ -111,3 +117,8 @@ def DataGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
     drift.set_int_custom_property('drifted_features', len(drifted))
     if drifted and stop_on_drift:
         raise DataValidationError(drifted)
+    checked_statistics.split_names = artifact_utils.encode_split_names(
+        [_DRIFT_SPLIT])
+    io_utils.copy_dir(
+        os.path.join(statistics.uri, f'Split-{_DRIFT_SPLIT}'),
+        artifact_utils.get_split_uri([checked_statistics], _DRIFT_SPLIT))

@@ -5,6 +5,7 @@ A run is described by one `RunConfig`, built by the command line from a
 model name, a profile and flags.
 """
 
+import copy
 import dataclasses
 import difflib
 import importlib.util
@@ -94,6 +95,45 @@ class ModelFamily:
     tuner_fn: Optional[str] = None
 
 
+_CONVNET_PROFILES: Dict[str, Dict[str, Any]] = {
+    'smoke':
+        dict(max_examples_per_split=2000,
+             image_shape=[28, 28, 1],
+             conv_filters=[16, 32],
+             dense_units=64,
+             epochs=1,
+             min_train_steps=200,
+             max_train_steps=0,
+             batch_size=64,
+             min_accuracy=0.3,
+             scales=[1],
+             scales_share_weights=False),
+    'full':
+        dict(max_examples_per_split=0,
+             image_shape=[28, 28, 1],
+             conv_filters=[32, 64],
+             dense_units=256,
+             epochs=15,
+             batch_size=128,
+             min_accuracy=0.9,
+             scales=[1],
+             scales_share_weights=False),
+}
+
+
+def _embedding_profile(profile: str, **embedding: Any) -> Dict[str, Any]:
+    """The convnet's `profile` (data limits, trunk, schedule) without its
+    multi-scale switch, which the embedding's trunk does not take, and the
+    embedding's own settings over it."""
+    trunk = {
+        key: value
+        for key, value in _CONVNET_PROFILES[profile].items()
+        if not key.startswith('scales')
+    }
+    # Copies: the two families' profiles share no list.
+    return {**copy.deepcopy(trunk), **embedding}
+
+
 MODELS: Dict[str, ModelFamily] = {
     'convnet':
         ModelFamily(
@@ -102,30 +142,7 @@ MODELS: Dict[str, ModelFamily] = {
             run_fn='models.convnet.model.run_fn',
             tuner_fn='models.convnet.model.tuner_fn',
             default_data=data_source.FASHION_MNIST_DIR,
-            profiles={
-                'smoke':
-                    dict(max_examples_per_split=2000,
-                         image_shape=[28, 28, 1],
-                         conv_filters=[16, 32],
-                         dense_units=64,
-                         epochs=1,
-                         min_train_steps=200,
-                         max_train_steps=0,
-                         batch_size=64,
-                         min_accuracy=0.3,
-                         scales=[1],
-                         scales_share_weights=False),
-                'full':
-                    dict(max_examples_per_split=0,
-                         image_shape=[28, 28, 1],
-                         conv_filters=[32, 64],
-                         dense_units=256,
-                         epochs=15,
-                         batch_size=128,
-                         min_accuracy=0.9,
-                         scales=[1],
-                         scales_share_weights=False),
-            }),
+            profiles=_CONVNET_PROFILES),
     # Metric learning (models/embedding/): the convnet's trunk, unit-vector
     # embeddings, a triplet loss; classifies by nearest reference.
     'embedding':
@@ -137,31 +154,18 @@ MODELS: Dict[str, ModelFamily] = {
             default_data=data_source.FASHION_MNIST_DIR,
             profiles={
                 'smoke':
-                    dict(max_examples_per_split=2000,
-                         image_shape=[28, 28, 1],
-                         conv_filters=[16, 32],
-                         dense_units=64,
-                         embedding_dim=32,
-                         triplet_margin=0.2,
-                         triplet_mining='semi_hard',
-                         references_per_class=50,
-                         epochs=1,
-                         min_train_steps=200,
-                         max_train_steps=0,
-                         batch_size=64,
-                         min_accuracy=0.3),
+                    _embedding_profile('smoke',
+                                       embedding_dim=32,
+                                       triplet_margin=0.2,
+                                       triplet_mining='semi_hard',
+                                       references_per_class=50),
                 'full':
-                    dict(max_examples_per_split=0,
-                         image_shape=[28, 28, 1],
-                         conv_filters=[32, 64],
-                         dense_units=256,
-                         embedding_dim=64,
-                         triplet_margin=0.2,
-                         triplet_mining='semi_hard',
-                         references_per_class=200,
-                         epochs=15,
-                         batch_size=128,
-                         min_accuracy=0.8),
+                    _embedding_profile('full',
+                                       embedding_dim=64,
+                                       triplet_margin=0.2,
+                                       triplet_mining='semi_hard',
+                                       references_per_class=200,
+                                       min_accuracy=0.8),
             }),
     'rnn':
         ModelFamily(
@@ -276,7 +280,7 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     transfer_learning_rate_factor=0.1,
     # Read the newest N spans (span-{SPAN} layouts).
     span_window=1,
-    # Jensen-Shannon divergence from the previous run's statistics above
+    # Jensen-Shannon divergence from the last passed span's statistics above
     # which a feature is reported as drifted; stop the run on drift or not.
     drift_threshold=0.3,
     stop_on_drift=False,
@@ -326,7 +330,7 @@ SETTING_HELP: Dict[str, str] = dict(
     cache_examples='keep parsed examples in memory after the first epoch',
     warm_start="start from the last blessed model's weights",
     span_window='read the newest N span-N folders',
-    drift_threshold='Jensen-Shannon divergence from the previous span '
+    drift_threshold='Jensen-Shannon divergence from the last passed span '
     'above which a feature is reported as drifted',
     stop_on_drift='stop the run when a feature drifted',
     schema_path='a curated schema.pbtxt every span must match '

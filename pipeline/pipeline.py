@@ -10,9 +10,28 @@ import posixpath
 from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
-from tfx import v1 as tfx
+
+# TFX's modules, not `tfx.v1`: that imports Google Cloud AI Platform's
+# client too, a third of a run's start-up.
+from tfx.components import Evaluator
+from tfx.components import ExampleValidator
 from tfx.components import FileBasedExampleGen
+from tfx.components import Pusher
+from tfx.components import SchemaGen
+from tfx.components import StatisticsGen
+from tfx.components import Trainer
+from tfx.components import Tuner
+from tfx.components.schema_gen.import_schema_gen import component
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.dsl.input_resolution.strategies import latest_artifact_strategy
+from tfx.dsl.input_resolution.strategies import latest_blessed_model_strategy
+from tfx.orchestration import pipeline as tfx_pipeline
+from tfx.proto import pusher_pb2
+from tfx.proto import trainer_pb2
+from tfx.proto import transform_pb2
+from tfx.types import standard_artifacts
+from tfx.types.channel import Channel
 
 from components.data_gate import DataGate
 from components.example_gen import data_source
@@ -27,6 +46,7 @@ from pipeline import summary
 
 # Resolves nothing on a pipeline's first run, by design.
 PREVIOUS_STATISTICS_RESOLVER = 'previous_statistics_resolver'
+DATA_GATE = 'DataGate'
 
 SERVING_CHECK_SPLIT = data_source.TEST
 
@@ -105,7 +125,7 @@ def create_pipeline(config: configs.RunConfig,
                     beam_pipeline_args: Optional[List[str]] = None,
                     pipeline_root: Optional[str] = None,
                     serving_model_dir: Optional[str] = None,
-                    serving_check: bool = True) -> tfx.dsl.Pipeline:
+                    serving_check: bool = True) -> tfx_pipeline.Pipeline:
     """Wires the TFX pipeline for `config.model` reading `source`.
 
     Args:
@@ -130,29 +150,28 @@ def create_pipeline(config: configs.RunConfig,
         custom_config=example_gen_executor.settings_to_custom_config(settings),
         custom_executor_spec=executor_spec.BeamExecutorSpec(
             example_gen_executor.Executor))
-    statistics_gen = tfx.components.StatisticsGen(
-        examples=example_gen.outputs['examples'])
+    statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'])
     # Unshaped (VarLen) raw features: images and sequences of any size parse
     # the same way in Transform and in serving.
     if params.get('schema_path'):
         # A curated schema: a span that breaks it stops at the DataGate.
-        schema_gen = tfx.components.ImportSchemaGen(
+        schema_gen = component.ImportSchemaGen(
             schema_file=params['schema_path'])
     else:
-        schema_gen = tfx.components.SchemaGen(
-            statistics=statistics_gen.outputs['statistics'],
-            infer_feature_shape=False)
-    example_validator = tfx.components.ExampleValidator(
+        schema_gen = SchemaGen(statistics=statistics_gen.outputs['statistics'],
+                               infer_feature_shape=False)
+    example_validator = ExampleValidator(
         statistics=statistics_gen.outputs['statistics'],
         schema=schema_gen.outputs['schema'])
-    previous_statistics = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
-        statistics=tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.ExampleStatistics,
-            producer_component_id=statistics_gen.id,
-            output_key='statistics'),
+    # The drift baseline: the statistics of the last span the DataGate let
+    # through (a stopped span's never become one), resolved before this
+    # run's exist.
+    previous_statistics = Resolver(
+        strategy_class=latest_artifact_strategy.LatestArtifactStrategy,
+        statistics=Channel(type=standard_artifacts.ExampleStatistics,
+                           producer_component_id=DATA_GATE,
+                           output_key='checked_statistics'),
     ).with_id(PREVIOUS_STATISTICS_RESOLVER)
-    # Resolved before this run's statistics exist: the previous run's.
     statistics_gen.add_upstream_node(previous_statistics)
     data_gate = DataGate(
         anomalies=example_validator.outputs['anomalies'],
@@ -160,7 +179,7 @@ def create_pipeline(config: configs.RunConfig,
         schema=schema_gen.outputs['schema'],
         baseline_statistics=previous_statistics.outputs['statistics'],
         drift_threshold=float(params['drift_threshold']),
-        stop_on_drift=bool(params['stop_on_drift']))
+        stop_on_drift=bool(params['stop_on_drift'])).with_id(DATA_GATE)
 
     # Given ExampleGen's data facts (channels) at run time.
     transform = Transform(
@@ -168,16 +187,15 @@ def create_pipeline(config: configs.RunConfig,
         schema=schema_gen.outputs['schema'],
         preprocessing_fn=family.preprocessing_fn,
         custom_config={'image_shape': params.get('image_shape')},
-        splits_config=tfx.proto.SplitsConfig(
+        splits_config=transform_pb2.SplitsConfig(
             analyze=[data_source.TRAIN],
             transform=[data_source.TRAIN, data_source.EVAL]))
     transform.add_upstream_node(data_gate)
 
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(
-            type=tfx.types.standard_artifacts.ModelBlessing),
+    model_resolver = Resolver(
+        strategy_class=latest_blessed_model_strategy.LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
     ).with_id('latest_blessed_model_resolver')
 
     # The base model is an input only when used: as an input it would change
@@ -189,15 +207,14 @@ def create_pipeline(config: configs.RunConfig,
     if int(params['tune_trials']) > 0:
         # Random search (models/tuning.py); the Trainer takes the best.
         tuners.append(
-            tfx.components.Tuner(
-                tuner_fn=family.tuner_fn,
-                examples=transform.outputs['transformed_examples'],
-                transform_graph=transform.outputs['transform_graph'],
-                schema=schema_gen.outputs['schema'],
-                train_args=tfx.proto.TrainArgs(splits=[data_source.TRAIN]),
-                eval_args=tfx.proto.EvalArgs(splits=[data_source.EVAL]),
-                custom_config=params))
-    trainer = tfx.components.Trainer(
+            Tuner(tuner_fn=family.tuner_fn,
+                  examples=transform.outputs['transformed_examples'],
+                  transform_graph=transform.outputs['transform_graph'],
+                  schema=schema_gen.outputs['schema'],
+                  train_args=trainer_pb2.TrainArgs(splits=[data_source.TRAIN]),
+                  eval_args=trainer_pb2.EvalArgs(splits=[data_source.EVAL]),
+                  custom_config=params))
+    trainer = Trainer(
         run_fn=family.run_fn,
         **warm_start,
         **{
@@ -207,17 +224,17 @@ def create_pipeline(config: configs.RunConfig,
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
-        train_args=tfx.proto.TrainArgs(splits=[data_source.TRAIN]),
-        eval_args=tfx.proto.EvalArgs(splits=[data_source.EVAL]),
+        train_args=trainer_pb2.TrainArgs(splits=[data_source.TRAIN]),
+        eval_args=trainer_pb2.EvalArgs(splits=[data_source.EVAL]),
         custom_config=params)
 
-    evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs['examples'],
-        model=trainer.outputs['model'],
-        baseline_model=model_resolver.outputs['model'],
-        example_splits=[data_source.TEST],
-        eval_config=eval_config(float(params['min_accuracy']),
-                                float(params['max_accuracy_drop'])))
+    evaluator = Evaluator(examples=example_gen.outputs['examples'],
+                          model=trainer.outputs['model'],
+                          baseline_model=model_resolver.outputs['model'],
+                          example_splits=[data_source.TEST],
+                          eval_config=eval_config(
+                              float(params['min_accuracy']),
+                              float(params['max_accuracy_drop'])))
 
     components = [
         example_gen, previous_statistics, statistics_gen, schema_gen,
@@ -236,19 +253,19 @@ def create_pipeline(config: configs.RunConfig,
         push_inputs = dict(infra_blessing=check.outputs['blessing'])
     else:
         push_inputs = dict(model=trainer.outputs['model'])
-    pusher = tfx.components.Pusher(
+    pusher = Pusher(
         model_blessing=evaluator.outputs['blessing'],
         **push_inputs,
         # Copies to a staging folder, then renames: no partial version; no
         # new version for the model already served (a cached rerun).
         custom_executor_spec=executor_spec.ExecutorClassSpec(
             pusher_executor.Executor),
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(
                 base_directory=serving_model_dir or config.serving_model_dir)))
     components.append(pusher)
 
-    return tfx.dsl.Pipeline(
+    return tfx_pipeline.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root or config.pipeline_root,
         components=components,

@@ -145,9 +145,8 @@ def gather(store: metadata_store.MetadataStore, run_id: str) -> Dict[str, Any]:
         paths = _splits(drift.uri, data_gate.ANOMALIES_FILE)
         baseline = found.get(('ExampleStatistics', 'baseline_statistics'))
         gathered['drift'] = {
-            # The DataGate compares only with other statistics than its own.
             'compared':
-                bool(baseline and statistics and baseline.id != statistics.id),
+                baseline is not None,
             'anomalies': [
                 anomalies_util.load_anomalies_binary(p) for p in paths.values()
             ]
@@ -446,7 +445,8 @@ def _drift_section(drift: Optional[Dict[str, Any]]) -> str:
     if not drift['compared']:
         return _none('No previous span: this run had no earlier statistics '
                      'to compare with.')
-    return ('<p>The training split against the previous run\'s:</p>' +
+    return ('<p>The training split against the last span that passed the '
+            'gate:</p>' +
             ''.join(_anomalies_html(a) for a in drift['anomalies']))
 
 

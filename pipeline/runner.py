@@ -13,9 +13,9 @@ from typing import Any, Dict, Iterator, List, Optional, TextIO
 
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
 from tfx.dsl.compiler import constants
 from tfx.orchestration import metadata
+from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
 from tfx.orchestration.local import runner_utils
 from tfx.orchestration.portable import launcher
 from tfx.orchestration.portable import runtime_parameter_utils
@@ -216,8 +216,7 @@ def recover_interrupted(connection,
 def metadata_config(config: configs.RunConfig):
     """ML Metadata in SQLite under the run's home."""
     os.makedirs(config.home_path, exist_ok=True)
-    return tfx.orchestration.metadata.sqlite_metadata_connection_config(
-        config.metadata_path)
+    return metadata.sqlite_metadata_connection_config(config.metadata_path)
 
 
 def tensorboard_logdir(config: configs.RunConfig) -> str:
@@ -327,8 +326,8 @@ def compile_kubeflow(config: configs.RunConfig, output: str) -> str:
         beam_pipeline_args=beam_args,
         pipeline_root=target.pipeline_root,
         serving_model_dir=target.serving_model_dir)
-    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+    runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
+        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
             default_image=target.image),
         output_dir=os.path.dirname(os.path.abspath(output)),
         output_filename=os.path.basename(output))

@@ -2,13 +2,13 @@
 which hands ExampleGen's data facts to the preprocessing_fn and on to the
 Trainer."""
 
-from tfx import v1 as tfx
+from tfx.components.transform import component
 from tfx.dsl.components.base import executor_spec
 
 from components.transform import executor
 
 
-class Transform(tfx.components.Transform):
-    """tfx.components.Transform with the data facts of its examples."""
+class Transform(component.Transform):
+    """TFX's Transform with the data facts of its examples."""
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
