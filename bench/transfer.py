@@ -136,14 +136,13 @@ def fit(settings: Dict[str, Any],
         }, steps)['batch_norm_momentum']
     tf.keras.utils.set_random_seed(seed)
     model = convnet.build_model(params, int(train[1].max()) + 1)
-    learning_rate = float(params['learning_rate'])
     callbacks = []
     report: Dict[str, Any] = {}
     if params.get('transfer_from'):
-        started = transfer.start_from(model, params, steps, learning_rate)
-        learning_rate, report = started.learning_rate, started.report
+        started = transfer.start_from(model, params)
+        report = started.report
         callbacks.append(started.callback)
-    training.compile_model(model, params, learning_rate)
+    training.compile_model(model, params)
     data = tf.data.Dataset.from_tensor_slices(train).shuffle(
         len(train[0]), seed=seed).batch(batch)
     began = time.monotonic()
