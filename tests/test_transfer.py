@@ -147,9 +147,10 @@ def test_scaled_updates_are_the_optimizers_steps_times_the_factor():
         optimizer.apply_gradients([(tf.constant(gradient), scaled),
                                    (tf.constant(gradient), other)])
         reference.apply_gradients([(tf.constant(gradient), unscaled)])
+        # To float32's rounding of weights near 1 (1e-7).
         np.testing.assert_allclose(scaled.numpy() - was,
                                    0.1 * (unscaled.numpy() - was_unscaled),
-                                   rtol=1e-5)
+                                   rtol=1e-3)
     # A variable not named keeps the optimizer's own step.
     np.testing.assert_allclose(other.numpy(), unscaled.numpy(), rtol=1e-6)
 
