@@ -19,7 +19,7 @@ The layers taken stay frozen for the first `transfer_frozen_fraction` of
 the epochs, while the head learns on top of them, and are then fine-tuned
 at the learning rate times `transfer_learning_rate_factor`, while the new
 layers keep the run's own rate and schedule: they have nothing to keep, and
-a quarter of a small run's steps leaves a new head far from trained (as in
+a quarter of a small run's steps leaves a new head still learning (as in
 Caffe's fine-tuning example: the new layer learns fast, the rest of the
 model changes slowly).
 """
