@@ -1,25 +1,38 @@
 """Multi-scale vs single-scale convnets, and transfer vs from scratch, at
 the same budget (steps) each.
 
-    python -m bench.transfer [--out DIR] [--seeds 1]
+    python -m bench.transfer [--out DIR] [--part all|transfer|scales]
+        [--seeds 3]
 
 1. A source convnet learns 6 Fashion-MNIST classes (Trouser, Dress, Sandal,
-   Sneaker, Bag, Ankle boot) at 28x28 and is saved as a model base path
-   (`DIR/source/1`).
+   Sneaker, Bag, Ankle boot) at 28x28 from all their training images
+   (36,000; `--source-per-class`) for 10 epochs (`--source-epochs`), each
+   epoch's test accuracy kept to show it converged, and is saved as a
+   model base path (`DIR/source/1`); a later run with the same `--out` and
+   settings reuses it.
 2. A small class-folder set of the 4 other classes (T-shirt, Pullover,
-   Coat, Shirt), at another size (32x32 gray PNGs, `bench/small_data.py`),
-   is learnt from scratch and from the source (`transfer_from`: its filter
+   Coat, Shirt), which the source never saw, at another size (32x32 gray
+   PNGs, `bench/small_data.py`; 300 training and 400 test images), is
+   learnt from scratch and from the source (`transfer_from`: its filter
    banks, frozen for the first quarter of the epochs, then fine-tuned at a
-   tenth of the learning rate), single-scale and multi-scale.
-3. A Fashion-MNIST subset (10 classes) is learnt single-scale and
-   multi-scale, with shared and separate weights per scale.
+   tenth of the learning rate while the new head keeps the full rate; and
+   at the full rate), each with `--seeds` seeds: the table gives each
+   variant's mean and spread. `--part scales` learns it multi-scale
+   instead.
+3. With `--part scales` or `all`, a Fashion-MNIST subset (10 classes) is
+   learnt single-scale and multi-scale, with shared and separate weights
+   per scale.
 
 Models are the convnet family's (`models/convnet/model.py`, the `smoke`
 profile's widths), trained with the Trainer's own pieces (its schedule,
 compile, batch-norm recalibration, and `models/transfer.py`), on images
 z-scored per channel with the training split's statistics as tf.Transform
 does. Prints a table and one JSON line.
-"""
+
+Measured (README, "Multi-scale convnet and transfer between data sets"):
+the source reached 0.981 test accuracy; on the small set over seeds 0-2,
+from scratch 0.707 ± 0.012, transfer with the defaults 0.727 ± 0.007,
+fine-tuned at the full rate 0.739 ± 0.008."""
 
 import argparse
 import json
