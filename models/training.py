@@ -288,9 +288,7 @@ def train(fn_args: 'tfx.components.FnArgs',
     with strategy.scope():
         model = recipe.build_model(params, len(class_names))
         if params.get('transfer_from'):
-            transferred = transfer.start_from(model, params, steps_per_epoch,
-                                              learning_rate)
-            learning_rate = transferred.learning_rate
+            transferred = transfer.start_from(model, params)
             report['transfer'] = transferred.report
         (recipe.compile_model or compile_model)(model, params, learning_rate)
         if fn_args.base_model and params.get('warm_start'):

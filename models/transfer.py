@@ -17,12 +17,16 @@ afresh.
 
 The layers taken stay frozen for the first `transfer_frozen_fraction` of
 the epochs, while the head learns on top of them, and are then fine-tuned
-with the rest at the learning rate times `transfer_learning_rate_factor`.
+at the learning rate times `transfer_learning_rate_factor`, while the new
+layers keep the run's own rate and schedule: they have nothing to keep, and
+a quarter of a small run's steps leaves a new head still learning (as in
+Caffe's fine-tuning example: the new layer learns fast, the rest of the
+model changes slowly).
 """
 
 import dataclasses
 import math
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, List, Sequence
 
 import tensorflow as tf
 from absl import logging
@@ -30,8 +34,6 @@ from absl import logging
 from models import saved_model_dirs
 
 keras = tf.keras
-
-LearningRate = Union[float, keras.optimizers.schedules.LearningRateSchedule]
 
 
 class TransferError(ValueError):
@@ -100,51 +102,61 @@ def transfer_layers(model: keras.Model, source: str) -> Dict[str, Any]:
     return {'transfer_from': saved_model, 'layers': taken, 'new_layers': fresh}
 
 
-class FineTuneRate(keras.optimizers.schedules.LearningRateSchedule):
-    """`rate` (a number or a schedule) until `unfreeze_step`, then `rate`
-    times `factor`."""
+def scale_updates(optimizer: keras.optimizers.Optimizer,
+                  variables: Sequence[tf.Variable], factor: float) -> None:
+    """Makes `optimizer` move `variables` by `factor` times its step, and
+    every other variable as before.
 
-    def __init__(self, rate: LearningRate, unfreeze_step: int, factor: float):
-        super().__init__()
-        self.rate = rate
-        self.unfreeze_step = int(unfreeze_step)
-        self.factor = float(factor)
+    For Adam, whose moments do not depend on the learning rate, this is the
+    learning rate (or its schedule, or what ReduceLROnPlateau makes of it)
+    times `factor`, for those variables only.
+    """
+    # pylint: disable=protected-access
+    # The optimizer's own key: it sees a distributed variable's components.
+    scaled = {optimizer._var_key(v) for v in variables}
+    update_step = optimizer.update_step
 
-    def __call__(self, step):
-        rate = tf.cast(
-            self.rate(step) if callable(self.rate) else self.rate, tf.float32)
-        return tf.where(
-            tf.cast(step, tf.int64) < self.unfreeze_step, rate,
-            rate * self.factor)
+    def scaled_update_step(gradient, variable):
+        if optimizer._var_key(variable) not in scaled:
+            return update_step(gradient, variable)
+        before = tf.identity(variable)
+        update_step(gradient, variable)
+        return variable.assign(before + factor * (variable - before))
 
-    def get_config(self) -> Dict[str, Any]:
-        rate = (keras.optimizers.schedules.serialize(self.rate)
-                if callable(self.rate) else self.rate)
-        return {
-            'rate': rate,
-            'unfreeze_step': self.unfreeze_step,
-            'factor': self.factor
-        }
+    optimizer.update_step = scaled_update_step
 
 
 class FreezeThenFineTune(keras.callbacks.Callback):
     """Keeps `layer_names` frozen for the first `frozen_epochs` epochs of a
-    fit, then trainable."""
+    fit, then trainable, at the optimizer's learning rate times
+    `rate_factor` (the other layers at the rate itself)."""
 
-    def __init__(self, layer_names: List[str], frozen_epochs: int):
+    def __init__(self,
+                 layer_names: List[str],
+                 frozen_epochs: int,
+                 rate_factor: float = 1.0):
         super().__init__()
         self.layer_names = list(layer_names)
         self.frozen_epochs = int(frozen_epochs)
+        self.rate_factor = float(rate_factor)
         self.frozen = False
+        self.scaled = False
 
     def on_train_begin(self, logs=None):
-        if self.frozen_epochs <= 0:
+        if self.frozen_epochs <= 0 and self.rate_factor == 1.0:
             return
         # Slots for every variable, the frozen ones too: the optimizer
         # refuses variables it was not built with once they are unfrozen.
         with self.model.distribute_strategy.scope():
             self.model.optimizer.build(self.model.trainable_variables)
-        self._set_trainable(False)
+        if self.rate_factor != 1.0 and not self.scaled:
+            scale_updates(self.model.optimizer, [
+                w for name in self.layer_names
+                for w in self.model.get_layer(name).trainable_weights
+            ], self.rate_factor)
+            self.scaled = True
+        if self.frozen_epochs > 0:
+            self._set_trainable(False)
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.frozen and epoch >= self.frozen_epochs:
@@ -172,20 +184,18 @@ class Transfer:
     Attributes:
         report: What was transferred (`transfer_layers`), the frozen epochs
             and the fine-tuning factor.
-        learning_rate: The run's learning rate, lowered after unfreezing.
-        callback: Freezes, then unfreezes, the transferred layers in fit.
+        callback: Freezes, then unfreezes, the transferred layers in fit,
+            and lowers their learning rate.
     """
 
     report: Dict[str, Any]
-    learning_rate: LearningRate
     callback: FreezeThenFineTune
 
 
-def start_from(model: keras.Model, params: Dict[str, Any], steps_per_epoch: int,
-               learning_rate: LearningRate) -> Transfer:
-    """Transfers config `transfer_from`'s lower layers into `model` (built,
-    not yet compiled: compile it with the returned learning rate and fit it
-    with the returned callback for `params['epochs']` epochs)."""
+def start_from(model: keras.Model, params: Dict[str, Any]) -> Transfer:
+    """Transfers config `transfer_from`'s lower layers into `model` (built;
+    compile it and fit it with the returned callback for `params['epochs']`
+    epochs)."""
     report = transfer_layers(model, params['transfer_from'])
     epochs = int(params['epochs'])
     fraction = float(params.get('transfer_frozen_fraction', 0.25))
@@ -194,7 +204,5 @@ def start_from(model: keras.Model, params: Dict[str, Any], steps_per_epoch: int,
     factor = float(params.get('transfer_learning_rate_factor', 0.1))
     report.update(frozen_epochs=frozen, fine_tune_rate_factor=factor)
     return Transfer(report=report,
-                    learning_rate=FineTuneRate(learning_rate,
-                                               frozen * int(steps_per_epoch),
-                                               factor),
-                    callback=FreezeThenFineTune(report['layers'], frozen))
+                    callback=FreezeThenFineTune(report['layers'], frozen,
+                                                factor))

@@ -41,11 +41,11 @@ def source(tmp_path_factory):
     return str(base), model
 
 
-def _values(model, layer_names):
+def _values(model, layer_names, weights='weights'):
     return [
         w.numpy().copy()
         for name in layer_names
-        for w in model.get_layer(name).weights
+        for w in getattr(model.get_layer(name), weights)
     ]
 
 
@@ -78,18 +78,34 @@ def test_transferred_layers_stay_frozen_then_fine_tune_at_a_lower_rate(source):
         'transfer_frozen_fraction': 0.3,
         'transfer_learning_rate_factor': 0.1
     }
-    steps = 4
-    started = transfer.start_from(mine, params, steps, 0.01)
+    steps, rate = 4, 0.01
+    started = transfer.start_from(mine, params)
     assert started.report['frozen_epochs'] == 1
-    assert float(started.learning_rate(steps - 1)) == pytest.approx(0.01)
-    assert float(started.learning_rate(steps)) == pytest.approx(0.001)
-    training.compile_model(mine, params, started.learning_rate)
+    training.compile_model(mine, params, rate)
 
-    kept = []
+    kept, steps_taken = [], []
+    before = {}
+    parts = {'lower': CONV_LAYERS, 'head': ['classifier']}
+
+    def step_begin(batch, logs):
+        for part, names in parts.items():
+            before[part] = _values(mine, names, 'trainable_weights')
+
+    def step_end(batch, logs):
+        # The largest move of a weight the optimizer updates (none when
+        # frozen).
+        steps_taken.append([
+            max((np.abs(a - b).max() for a, b in zip(
+                _values(mine, names, 'trainable_weights'), before[part])),
+                default=0.0) for part, names in parts.items()
+        ])
+
     after_epoch = tf.keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: kept.append(
             (_values(mine, CONV_LAYERS), _values(mine, ['classifier']),
-             [mine.get_layer(n).trainable for n in CONV_LAYERS])))
+             [mine.get_layer(n).trainable for n in CONV_LAYERS])),
+        on_train_batch_begin=step_begin,
+        on_train_batch_end=step_end)
     start = _values(mine, CONV_LAYERS), _values(mine, ['classifier'])
     rng = np.random.default_rng(0)
     images = rng.normal(size=(32, 16, 16, 1)).astype('float32')
@@ -102,15 +118,41 @@ def test_transferred_layers_stay_frozen_then_fine_tune_at_a_lower_rate(source):
              callbacks=[started.callback, after_epoch])
 
     assert int(mine.optimizer.iterations) == 3 * steps
-    assert float(mine.optimizer.learning_rate) == pytest.approx(0.001)
     (lower_1, head_1, trainable_1), (lower_2, _, trainable_2) = kept[:2]
     assert trainable_1 == [False] * len(CONV_LAYERS)
     assert trainable_2 == [True] * len(CONV_LAYERS)
-    for before, after in zip(start[0], lower_1):  # frozen: unchanged
-        np.testing.assert_array_equal(before, after)
+    for before_value, after in zip(start[0], lower_1):  # frozen: unchanged
+        np.testing.assert_array_equal(before_value, after)
     assert not np.array_equal(start[1][0], head_1[0])  # the head learns
     assert any(not np.array_equal(a, b) for a, b in zip(lower_1, lower_2))
     assert all(mine.get_layer(n).trainable for n in CONV_LAYERS)
+    # Fine-tuning: the layers taken move at a tenth of the rate, the new
+    # head at the rate itself (an Adam step moves a weight by about the
+    # rate), which the optimizer keeps.
+    assert float(mine.optimizer.learning_rate) == pytest.approx(rate)
+    for lower_step, head_step in steps_taken[steps:]:
+        assert 0 < lower_step < 0.3 * rate
+        assert head_step > 0.5 * rate
+
+
+def test_scaled_updates_are_the_optimizers_steps_times_the_factor():
+    scaled, unscaled, other = (tf.Variable([1.0, -2.0, 3.0]) for _ in range(3))
+    optimizer = tf.keras.optimizers.Adam(0.01)
+    optimizer.build([scaled, other])
+    transfer.scale_updates(optimizer, [scaled], 0.1)
+    reference = tf.keras.optimizers.Adam(0.01)
+    reference.build([unscaled])
+    for gradient in ([0.5, -1.0, 2.0], [0.1, 0.3, -0.2], [1.0, 1.0, 1.0]):
+        was, was_unscaled = scaled.numpy(), unscaled.numpy()
+        optimizer.apply_gradients([(tf.constant(gradient), scaled),
+                                   (tf.constant(gradient), other)])
+        reference.apply_gradients([(tf.constant(gradient), unscaled)])
+        # To float32's rounding of weights near 1 (1e-7).
+        np.testing.assert_allclose(scaled.numpy() - was,
+                                   0.1 * (unscaled.numpy() - was_unscaled),
+                                   rtol=1e-3)
+    # A variable not named keeps the optimizer's own step.
+    np.testing.assert_allclose(other.numpy(), unscaled.numpy(), rtol=1e-6)
 
 
 def test_sequence_models_transfer_their_lower_layers_too(tmp_path):
