@@ -51,9 +51,12 @@ def wait_for(condition, timeout, what):
 
 
 def versions(home):
+    """The versions a model server would see: numbered folders (the
+    Pusher's hidden `.staging` folder, there while it pushes, is not one)."""
     folder = os.path.join(home, 'serving', 'convnet')
-    return sorted(
-        int(v) for v in os.listdir(folder)) if os.path.isdir(folder) else []
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(v) for v in os.listdir(folder) if v.isdigit())
 
 
 def available(client):
