@@ -148,12 +148,13 @@ def kept_model_accuracy(home: str, model: str) -> dict:
     import tensorflow as tf
 
     from models import features
+    from models import signatures
     from models import training
     root = os.path.join(home, 'pipelines',
                         configs.RunConfig(model=model).pipeline_name)
     serve = tf.saved_model.load(
         os.path.join(_newest(os.path.join(root, 'Trainer', 'model', '*')),
-                     'Format-Serving')).signatures['serving_default']
+                     'Format-Serving')).signatures[signatures.DEFAULT_SIGNATURE]
     with open(os.path.join(
             _newest(os.path.join(root, 'Trainer', 'model_run', '*')),
             training.TRAINING_REPORT),
@@ -179,7 +180,8 @@ def kept_model_accuracy(home: str, model: str) -> dict:
                     features.LABEL_KEY].int64_list.value[0]
                 for r in batch.numpy()
             ]
-            scores = serve(inputs=batch)['scores'].numpy()
+            scores = serve(**{signatures.EXAMPLES_INPUT: batch})[
+                signatures.SCORES_OUTPUT].numpy()
             right += int(np.sum(scores.argmax(axis=1) == labels))
             total += len(labels)
         result[f'exported_{split}_accuracy'] = round(right / total, 4)
