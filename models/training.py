@@ -40,6 +40,7 @@ from models import export
 from models import inputs
 from models import progress
 from models import schedule
+from models import tracing
 from models import transfer
 from models import weights
 from models import workers
@@ -187,6 +188,7 @@ def train(fn_args: 'tfx.components.FnArgs',
         learning rate, steps, epoch seconds, the best eval accuracy, where
         the model went, a digest of the final weights.
     """
+    tracing.skip_autograph_of_tf_keras()
     name = params.get('strategy', 'auto')
     # The strategy first: MultiWorkerMirroredStrategy must be made before
     # anything starts TensorFlow (the seed, listing devices, any op).

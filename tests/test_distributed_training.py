@@ -83,6 +83,17 @@ def test_mirrored_run_fn_gives_each_replica_its_shard_and_scales_the_rate(
     assert _accuracy(fn_args.serving_model_dir) > 0.8
 
 
+def test_training_leaves_tf_keras_unconverted_by_autograph(mirrored_run):
+    # models/tracing.py: tracing the steps rewrote tf_keras's own code, a
+    # minute of the convnet's first step on a loaded machine.
+    from tensorflow.python.autograph.impl import conversion  # pylint: disable=import-outside-toplevel
+    keras = tf.keras
+    assert conversion.is_allowlisted(keras.layers.Conv2D(1, 1).call)
+    assert conversion.is_allowlisted(keras.Model.train_step)
+    # Our own code is still converted.
+    assert not conversion.is_allowlisted(convnet.build_model)
+
+
 def test_linear_warmup_climbs_from_one_replicas_rate_to_the_scaled_one():
     warmup = schedule.LinearWarmup(0.01, 0.02, warmup_steps=10)
     assert float(warmup(0)) == pytest.approx(0.01)
