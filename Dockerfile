@@ -17,7 +17,8 @@ WORKDIR /pipeline
 COPY requirements.txt requirements-nodeps.txt ./
 RUN pip install --no-cache-dir uv==0.5.11 \
  && uv pip install --system --no-cache -r requirements.txt \
- && uv pip install --system --no-cache --no-deps -r requirements-nodeps.txt
+ && uv pip install --system --no-cache --no-deps --compile-bytecode \
+    -r requirements-nodeps.txt
 COPY components/ components/
 COPY models/ models/
 COPY pipeline/ pipeline/
