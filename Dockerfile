@@ -16,7 +16,7 @@ RUN apt-get update -qq \
 WORKDIR /pipeline
 COPY requirements.txt requirements-nodeps.txt ./
 RUN pip install --no-cache-dir uv==0.5.11 \
- && uv pip install --system --no-cache -r requirements.txt \
+ && uv pip install --system --no-cache --compile-bytecode -r requirements.txt \
  && uv pip install --system --no-cache --no-deps --compile-bytecode \
     -r requirements-nodeps.txt
 COPY components/ components/

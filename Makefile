@@ -27,15 +27,14 @@ IMAGE ?= $(shell $(PY) -c 'from pipeline import configs; print(configs.default_i
 
 setup: $(VENV)/.installed data browser
 
-# --compile-bytecode (on the last install: uv then compiles the whole venv):
-# the .pyc files, written once here. Python writes none itself where
-# PYTHONDONTWRITEBYTECODE is set (as on our CI machines and in the image), and
-# then compiles TensorFlow's, TFX's and Beam's sources again in every process
+# --compile-bytecode: the installed packages' .pyc files, written once here.
+# Python writes none itself where PYTHONDONTWRITEBYTECODE is set (as on our CI
+# machines and in the image), and then compiles TensorFlow's, TFX's and Beam's sources again in every process
 # it starts: `import tensorflow` took 13 CPU-seconds instead of 5.
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	command -v uv >/dev/null || python3 -m pip install --quiet uv
 	uv venv --allow-existing --python $(PYTHON310) $(VENV)
-	uv pip install --python $(PY) -r requirements.txt
+	uv pip install --python $(PY) --compile-bytecode -r requirements.txt
 	uv pip install --python $(PY) --no-deps --compile-bytecode \
 	    -r requirements-nodeps.txt
 	touch $@
