@@ -29,8 +29,9 @@ setup: $(VENV)/.installed data browser
 
 # --compile-bytecode: the installed packages' .pyc files, written once here.
 # Python writes none itself where PYTHONDONTWRITEBYTECODE is set (as on our CI
-# machines and in the image), and then compiles TensorFlow's, TFX's and Beam's sources again in every process
-# it starts: `import tensorflow` took 13 CPU-seconds instead of 5.
+# machines and in the image), and then compiles TensorFlow's, TFX's and
+# Beam's sources again in every process it starts: `import tensorflow` took
+# 13 CPU-seconds instead of 5.
 $(VENV)/.installed: requirements.txt requirements-nodeps.txt
 	command -v uv >/dev/null || python3 -m pip install --quiet uv
 	uv venv --allow-existing --python $(PYTHON310) $(VENV)
