@@ -554,6 +554,20 @@ def _flag_values(beam_args: List[str], name: str) -> List[str]:
     return values
 
 
+def _runner_key(value: str) -> str:
+    """`--runner`'s value as Beam matches it: any case, with or without
+    "Runner" or a module path."""
+    key = value.rsplit('.', 1)[-1].lower()
+    return key if key.endswith('runner') else key + 'runner'
+
+
+def beam_runs_locally(beam_args: List[str]) -> bool:
+    """Whether Beam runs the bundles on this machine: the FnApiRunner, in
+    this process or in worker processes of this Python environment."""
+    runners = _flag_values(beam_args, 'runner')
+    return bool(runners) and _runner_key(runners[-1]) == 'fnapirunner'
+
+
 def beam_args_problem(beam_args: List[str]) -> Optional[str]:
     """What is wrong with `--beam-arg` flags, in one line; None if nothing.
 
@@ -564,8 +578,7 @@ def beam_args_problem(beam_args: List[str]) -> Optional[str]:
     known = {name.lower(): name for name in BEAM_RUNNERS}
     refused = {name.lower(): name for name in BEAM_RUNNERS_REFUSED}
     for value in _flag_values(beam_args, 'runner'):
-        key = value.rsplit('.', 1)[-1].lower()
-        key = key if key.endswith('runner') else key + 'runner'
+        key = _runner_key(value)
         if key in refused:
             name = refused[key]
             return (f'--beam-arg=--runner={value}: not supported, '

@@ -3,7 +3,10 @@
 import logging
 
 from absl import logging as absl_logging
+from tfx.dsl.components.base import base_beam_executor
+from tfx.utils import dependency_utils
 
+from pipeline import configs
 from pipeline import pipeline as pipeline_lib
 from pipeline import runner
 
@@ -37,3 +40,42 @@ def test_library_warnings_stay_off_the_console_unless_verbose(caplog):
         absl_logging.warning('shown when verbose')
     assert [r.getMessage() for r in caplog.records
            ] == ['a real error', 'shown when verbose']
+
+
+class _BeamExecutor(base_beam_executor.BaseBeamExecutor):
+    Do = None  # Only its construction is looked at.
+
+
+def _beam_executor_args(beam_args):
+    executor = _BeamExecutor(
+        base_beam_executor.BaseBeamExecutor.Context(
+            beam_pipeline_args=list(beam_args)))
+    return executor._beam_pipeline_args  # pylint: disable=protected-access
+
+
+def test_local_beam_components_do_not_package_tfx_for_workers(monkeypatch):
+    # The sdist TFX builds of itself (2-3 s and 48 MB of /tmp a component)
+    # is stood in for: what is checked is whether it is asked for.
+    built = []
+    monkeypatch.setattr(dependency_utils, 'build_ephemeral_package',
+                        lambda: built.append(1) or '/tmp/tfx_ephemeral.tgz')
+    local = configs.default_beam_args()
+    flink = ['--runner=FlinkRunner', '--flink_master=localhost:8081']
+    with runner._no_tfx_package_for_local_beam(local):  # pylint: disable=protected-access
+        assert '--extra_package' not in ' '.join(_beam_executor_args(local))
+    assert not built
+    with runner._no_tfx_package_for_local_beam(flink):  # pylint: disable=protected-access
+        assert ('--extra_package=/tmp/tfx_ephemeral.tgz'
+                in _beam_executor_args(flink))
+    assert len(built) == 1
+    # Outside a local run TFX's own behaviour is back.
+    assert '--extra_package=/tmp/tfx_ephemeral.tgz' in _beam_executor_args(
+        local)
+
+
+def test_beam_runs_locally_only_on_the_fn_api_runner():
+    assert configs.beam_runs_locally(configs.default_beam_args())
+    assert configs.beam_runs_locally(
+        ['--runner=fnapi', '--direct_running_mode=multi_processing'])
+    assert not configs.beam_runs_locally(['--runner=FlinkRunner'])
+    assert not configs.beam_runs_locally(['--direct_num_workers=2'])
