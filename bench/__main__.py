@@ -81,6 +81,7 @@ class Bench:
             'ratios': {},
             'cpu_ratios': {},
             'smoke': {},
+            'reruns': {},
             'throughput': {},
             'errors': {},
         }
@@ -127,14 +128,31 @@ class Bench:
                     run['cpu_seconds'] / hand['cpu_seconds'], 3)
 
     def smoke(self) -> None:
-        """The smoke profile end to end (a full run measures it apart)."""
+        """The smoke profile end to end (a full run measures it apart), then
+        two reruns in its home: the first evaluates the model against the
+        one the first run pushed, the second takes every component from the
+        cache."""
         for model in self.models:
+            home = self.home(model, 'smoke')
             run = self.section(f'pipeline {model} smoke',
-                               pipeline_runs.run_pipeline, model, 'smoke',
-                               self.home(model, 'smoke'), None, self.beam_args,
-                               (), self.logs / f'smoke-{model}.log')
-            if run:
-                self.results['smoke'][model] = run
+                               pipeline_runs.run_pipeline, model, 'smoke', home,
+                               None, self.beam_args, (),
+                               self.logs / f'smoke-{model}.log')
+            if not run:
+                continue
+            self.results['smoke'][model] = run
+            walls = []
+            for rerun in (1, 2):
+                again = self.section(f'pipeline {model} smoke, rerun {rerun}',
+                                     pipeline_runs.run_pipeline, model, 'smoke',
+                                     home, None, self.beam_args, (),
+                                     self.logs / f'smoke-{model}-{rerun}.log',
+                                     False)
+                walls.append(again and again['wall_seconds'])
+            self.results['reruns'][model] = {
+                'first_wall_seconds': walls[0],
+                'cached_wall_seconds': walls[1]
+            }
 
     def throughput(self) -> None:
         """Section 3, on the Transform outputs section 1 left."""

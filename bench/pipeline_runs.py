@@ -20,23 +20,27 @@ def run_pipeline(model: str,
                  data: Optional[str] = None,
                  beam_args: Sequence[str] = (),
                  overrides: Sequence[Tuple[str, Any]] = (),
-                 log_path: Optional[Path] = None) -> Dict[str, Any]:
-    """Runs the pipeline once in `home` (emptied first) and returns its JSON.
+                 log_path: Optional[Path] = None,
+                 fresh: bool = True) -> Dict[str, Any]:
+    """Runs the pipeline once in `home` and returns its JSON.
 
     Args:
         model: `convnet` or `rnn`.
         profile: `smoke` or `full`.
-        home: The run's home folder; deleted first so that nothing is cached.
+        home: The run's home folder.
         data: Raw data path (default: the model's public data set).
         beam_args: Extra `--beam-arg` flags (default: the pipeline's).
         overrides: Hyper-parameter overrides, passed as `--set key=json`.
         log_path: Where to keep the run's progress lines and logs.
+        fresh: Delete `home` first, so that nothing is cached; else rerun
+            in it, taking from ML Metadata's cache what it can.
 
     Returns:
         The run's JSON line plus `startup_seconds` (wall time outside every
         component), `outer_wall_seconds` and the load averages.
     """
-    shutil.rmtree(home, ignore_errors=True)
+    if fresh:
+        shutil.rmtree(home, ignore_errors=True)
     args = [
         '-m', 'pipeline', 'run', '--model', model, '--profile', profile,
         '--home',

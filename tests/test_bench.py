@@ -103,10 +103,12 @@ def _fake_results():
         'profile': 'full',
         'machine': {
             'cpus': 2,
-            'load_start': [1.0, 1.0, 1.0]
+            'load_start': [1.0, 1.0, 1.0],
+            'load_end': [2.0, 1.5, 1.0]
         },
         'pipeline': {
             'convnet': {
+                'accuracy': 0.93,
                 'wall_seconds': 120.0,
                 'startup_seconds': 20.0,
                 'component_seconds': {
@@ -121,6 +123,7 @@ def _fake_results():
         },
         'by_hand': {
             'convnet': {
+                'accuracy': 0.9371,
                 'wall_seconds': 100.0,
                 'startup_seconds': 20.0,
                 'phase_seconds': {
@@ -134,14 +137,24 @@ def _fake_results():
             }
         },
         'ratios': {
-            'convnet': 1.2
+            'convnet': 0.98
         },
         'smoke': {
             'convnet': {
                 'wall_seconds': 90.0
             },
             'rnn': {
-                'wall_seconds': 130.0
+                'wall_seconds': 55.0
+            }
+        },
+        'reruns': {
+            'convnet': {
+                'first_wall_seconds': 30.0,
+                'cached_wall_seconds': 12.0
+            },
+            'rnn': {
+                'first_wall_seconds': 31.0,
+                'cached_wall_seconds': None  # That rerun failed.
             }
         },
         'throughput': {
@@ -179,7 +192,23 @@ def _fake_results():
             } for s in (1.0, 2.0, 4.0)]
         },
         'serving': {
-            'status': 'not available'
+            'latency_ms': {
+                'grpc': {
+                    'p50': 1.9
+                },
+                'overhead_p50': 0.6
+            },
+            'throughput_rps': {
+                'batching_off': {
+                    '1': 200.0,
+                    '32': 500.0
+                },
+                'batching_on': {
+                    '1': 180.0,
+                    '32': 1600.0
+                }
+            },
+            'batching_speedup_at_32': 3.2
         },
         'errors': {},
     }
@@ -189,24 +218,52 @@ def test_report_writes_json_png_and_judges_targets(tmp_path):
     results = _fake_results()
     json_path, png_path = report.write_report(results, tmp_path)
     written = json.loads(json_path.read_text())
-    targets = written['targets']
-    assert targets['convnet_pipeline_over_by_hand']['met'] is True
-    assert targets['trainer_throughput_ratio']['met'] is True
-    assert targets['ingest_growth_exponent']['met'] is True
-    assert targets['smoke_end_to_end_seconds'] == {
-        'value': 130.0,
-        'limit': 120.0,
+    met = {name: target['met'] for name, target in written['targets'].items()}
+    assert met == {
+        'convnet_pipeline_over_by_hand': True,
+        'rnn_pipeline_over_by_hand': None,  # No rnn run.
+        'convnet_accuracy_gap': False,  # 0.0071 > 0.005
+        'trainer_throughput_ratio': True,
+        'ingest_growth_exponent': True,
+        'smoke_end_to_end_seconds': False,
+        'cached_rerun_seconds': True,
+        'serving_batching_speedup_at_32': True,
+        'serving_grpc_overhead_p50_ms': False,
+    }
+    assert written['targets']['smoke_end_to_end_seconds'] == {
+        'value': 90.0,
+        'limit': 60.0,
         'rule': '<=',
         'met': False,
         'note': 'the slower of the two models'
     }
+    assert written['targets']['convnet_accuracy_gap']['value'] == 0.0071
     assert png_path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
     table = report.format_table(results)
     assert 'convnet' in table and 'NOT met' in table
+    assert 'at end [2.0, 1.5, 1.0]' in table
+    assert '0.9300 / 0.9371' in table
+    assert '32 clients 1600.0' in table
     breakdown = dict(report.pipeline_breakdown(results['pipeline']['convnet']))
     assert breakdown['other components'] == 5.0
     assert breakdown['startup'] == 20.0
+
+
+def test_report_colours_each_phase_alike_on_both_sides():
+    results = _fake_results()
+    [(_, pipeline, _), (_, by_hand, _)] = list(report._stacks(results))  # pylint: disable=protected-access
+    colours = {
+        name:
+            report._PHASE_COLORS[report._PHASE_OF[name]
+                                ]  # pylint: disable=protected-access
+        for name, _ in pipeline + by_hand
+    }
+    assert colours['Trainer'] == colours['fit'] == colours['save']
+    assert colours['Transform'] == colours['normalize']
+    assert colours['FileBasedExampleGen'] == colours['load']
+    assert colours['Evaluator'] == colours['evaluate']
+    assert colours['startup'] != colours['Trainer']
 
 
 def test_report_leaves_unmeasured_targets_open(tmp_path):
