@@ -196,19 +196,34 @@ def _percentiles(seconds: List[float]) -> Dict[str, float]:
     }
 
 
+class _ImageSignature:
+    """The newest version's serving_image signature, called in-process."""
+
+    def __init__(self, base_path: str):
+        # pylint: disable=import-outside-toplevel
+        import tensorflow as tf
+
+        from models import signatures
+        version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
+        self._tf = tf
+        self._input = signatures.IMAGE_INPUT
+        self._loaded = tf.saved_model.load(os.path.join(base_path,
+                                                        str(version)))
+        self._function = self._loaded.signatures[signatures.IMAGE_SIGNATURE]
+
+    def __call__(self, images: List[bytes]) -> None:
+        outputs = self._function(**{self._input: self._tf.constant(images)})
+        for value in outputs.values():
+            value.numpy()
+
+
 def _in_process_latency(base_path: str, png: bytes,
                         iterations: int) -> Dict[str, float]:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    from models import signatures  # pylint: disable=import-outside-toplevel
-    version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
-    loaded = tf.saved_model.load(os.path.join(base_path, str(version)))
-    function = loaded.signatures[signatures.IMAGE_SIGNATURE]
+    function = _ImageSignature(base_path)
     samples = []
     for i in range(iterations + 20):
         start = time.perf_counter()
-        outputs = function(**{signatures.IMAGE_INPUT: tf.constant([png])})
-        {k: v.numpy() for k, v in outputs.items()}
+        function([png])
         if i >= 20:  # Warm-up calls trace and allocate.
             samples.append(time.perf_counter() - start)
     return _percentiles(samples)
@@ -357,19 +372,11 @@ def _thread_load(call: Callable[[], object], clients: int,
 def _direct_load(base_path: str, png: bytes,
                  seconds: float) -> Dict[str, Dict[str, float]]:
     """The limit: threads calling the signature in-process, one PNG a call."""
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    from models import signatures  # pylint: disable=import-outside-toplevel
-    version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
-    loaded = tf.saved_model.load(os.path.join(base_path, str(version)))
-    function = loaded.signatures[signatures.IMAGE_SIGNATURE]
-
-    def call() -> None:
-        outputs = function(**{signatures.IMAGE_INPUT: tf.constant([png])})
-        for value in outputs.values():
-            value.numpy()
-
-    return {str(c): _thread_load(call, c, seconds) for c in CONCURRENCY}
+    function = _ImageSignature(base_path)
+    return {
+        str(c): _thread_load(lambda: function([png]), c, seconds)
+        for c in CONCURRENCY
+    }
 
 
 def _batch_cost(base_path: str, png: bytes,
@@ -379,21 +386,16 @@ def _batch_cost(base_path: str, png: bytes,
     What batching can gain inside TensorFlow: the fixed cost of a call is
     paid once per batch, the per-row cost (PNG decoding, the layers) not.
     """
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    from models import signatures  # pylint: disable=import-outside-toplevel
-    version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
-    loaded = tf.saved_model.load(os.path.join(base_path, str(version)))
-    function = loaded.signatures[signatures.IMAGE_SIGNATURE]
+    function = _ImageSignature(base_path)
     costs = {}
     for rows in (1, 32):
-        images = tf.constant([png] * rows)
+        images = [png] * rows
         calls = max(10, iterations // rows)
         for _ in range(10):
-            function(**{signatures.IMAGE_INPUT: images})
+            function(images)
         cpu, start = _cpu_seconds(), time.perf_counter()
         for _ in range(calls):
-            function(**{signatures.IMAGE_INPUT: images})
+            function(images)
         wall = time.perf_counter() - start
         costs[str(rows)] = {
             'cpu_ms_per_row':
