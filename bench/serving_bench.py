@@ -2,16 +2,24 @@
 
     python -m bench.serving_bench [--quick] [--model_base_path=/abs/model]
                                   [--output=bench/results/serving.json]
+    python bench/serving_bench.py ...   # the same
 
 Measures, for one 28x28 PNG sent to the `serving_image` signature:
   * latency p50/p99 of calling the signature in-process and of a gRPC
-    Predict to `python -m serving serve` (batching off); the difference at
-    p50 is the server's overhead (target <= 1.5 ms);
-  * throughput with 1, 8 and 32 concurrent clients, batching off and on
-    (target: with batching, 32 clients get >= 3x the throughput without).
-Without --model_base_path it exports a small Keras convnet itself. Results
-go to a JSON file and a printed table; `run()` returns them as a dict.
-Benchmarks report; nothing here asserts timings.
+    Predict to `python -m serving serve` (batching off), one client; the
+    difference at p50 is the server's overhead (target <= 0.5 ms);
+  * with 1, 8, 32 and 128 concurrent clients: requests/s, p50/p99 latency
+    and the CPU milliseconds spent per request, of gRPC Predicts with
+    batching off and on (target: with batching, 32 clients get >= 3x the
+    requests/s without), against the same model called in-process by as
+    many threads (the limit), directly and through the server's request
+    layer with batching off and on.
+The CPU per request (server and load generator: both share this machine's
+cores) does not depend on what else the machine runs, requests/s do: the
+load average at start and end is recorded. Without --model_base_path it
+exports a small Keras convnet itself. Results go to a JSON file and a
+printed table; `run()` returns them as a dict. Benchmarks report; nothing
+here asserts timings.
 """
 
 import argparse
@@ -26,7 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -34,9 +42,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # pylint: disable=wrong-import-position
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # Run as a script, not with -m.
+    sys.path.insert(0, str(REPO_ROOT))
 DEFAULT_OUTPUT = REPO_ROOT / 'bench' / 'results' / 'serving.json'
 MODEL_NAME = 'bench'
-CONCURRENCY = (1, 8, 32)
+CONCURRENCY = (1, 8, 32, 128)
 # One batch thread: TensorFlow already spreads each batch over both cores,
 # and a second thread only splits the waiting requests into smaller batches.
 # No timeout: requests that arrive while a batch runs form the next one.
@@ -186,19 +196,34 @@ def _percentiles(seconds: List[float]) -> Dict[str, float]:
     }
 
 
+class _ImageSignature:
+    """The newest version's serving_image signature, called in-process."""
+
+    def __init__(self, base_path: str):
+        # pylint: disable=import-outside-toplevel
+        import tensorflow as tf
+
+        from models import signatures
+        version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
+        self._tf = tf
+        self._input = signatures.IMAGE_INPUT
+        self._loaded = tf.saved_model.load(os.path.join(base_path,
+                                                        str(version)))
+        self._function = self._loaded.signatures[signatures.IMAGE_SIGNATURE]
+
+    def __call__(self, images: List[bytes]) -> None:
+        outputs = self._function(**{self._input: self._tf.constant(images)})
+        for value in outputs.values():
+            value.numpy()
+
+
 def _in_process_latency(base_path: str, png: bytes,
                         iterations: int) -> Dict[str, float]:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
-    from models import signatures  # pylint: disable=import-outside-toplevel
-    version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
-    loaded = tf.saved_model.load(os.path.join(base_path, str(version)))
-    function = loaded.signatures[signatures.IMAGE_SIGNATURE]
+    function = _ImageSignature(base_path)
     samples = []
     for i in range(iterations + 20):
         start = time.perf_counter()
-        outputs = function(**{signatures.IMAGE_INPUT: tf.constant([png])})
-        {k: v.numpy() for k, v in outputs.items()}
+        function([png])
         if i >= 20:  # Warm-up calls trace and allocate.
             samples.append(time.perf_counter() - start)
     return _percentiles(samples)
@@ -236,47 +261,154 @@ def _grpc_latency(port: int, request, iterations: int) -> Dict[str, float]:
     return _percentiles(samples)
 
 
-def _throughput(port: int, request, clients: int, seconds: float) -> float:
-    """Requests per second with `clients` threads, each on its own channel."""
-    stubs = [_stub(port) for _ in range(clients)]
-    for stub in stubs:
-        stub.Predict(request, timeout=60)
-    counts = [0] * clients
-    errors: List[Exception] = []
+def _cpu_seconds(pid: Optional[int] = None) -> float:
+    """User + system CPU seconds of a process (this one by default)."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    with open(f'/proc/{pid}/stat', encoding='ascii') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def _cell(latencies: List[float], elapsed: float, client_cpu: float,
+          server_cpu: Optional[float]) -> Dict[str, float]:
+    """One concurrency's figures: requests/s, p50/p99 and CPU per request."""
+    count = max(1, len(latencies))
+    millis = np.array(latencies or [0.0]) * 1e3
+    cell = {
+        'rps': round(len(latencies) / elapsed, 1),
+        'p50': round(float(np.percentile(millis, 50)), 3),
+        'p99': round(float(np.percentile(millis, 99)), 3),
+        'client_cpu_ms': round(client_cpu / count * 1e3, 3),
+    }
+    if server_cpu is not None:
+        cell['server_cpu_ms'] = round(server_cpu / count * 1e3, 3)
+    return cell
+
+
+def _grpc_load(port: int, server_pid: int, request, clients: int,
+               seconds: float) -> Dict[str, float]:
+    """`clients` concurrent callers, each on its own channel, for `seconds`.
+
+    The callers are coroutines on one grpc.aio event loop: a load generator
+    that costs the shared cores less CPU per request than one thread per
+    client (the CPU both sides spent per request is reported).
+    """
+    # pylint: disable=import-outside-toplevel
+    import asyncio
+
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    async def load() -> Dict[str, float]:
+        channels = [
+            grpc.aio.insecure_channel(f'127.0.0.1:{port}')
+            for _ in range(clients)
+        ]
+        stubs = [
+            prediction_service_pb2_grpc.PredictionServiceStub(c)
+            for c in channels
+        ]
+        await asyncio.gather(*(s.Predict(request, timeout=60) for s in stubs))
+        latencies: List[float] = []
+        window = {'start': 0.0, 'end': 0.0}
+        stop = asyncio.Event()
+
+        async def client(stub) -> None:
+            while not stop.is_set():
+                start = time.perf_counter()
+                await stub.Predict(request, timeout=60)
+                if window['start'] <= start and not stop.is_set():
+                    latencies.append(time.perf_counter() - start)
+
+        tasks = [asyncio.ensure_future(client(s)) for s in stubs]
+        await asyncio.sleep(min(1.0, seconds / 4))  # Warm-up, unmeasured.
+        client_cpu, server_cpu = _cpu_seconds(), _cpu_seconds(server_pid)
+        window['start'] = time.perf_counter()
+        await asyncio.sleep(seconds)
+        stop.set()
+        elapsed = time.perf_counter() - window['start']
+        client_cpu = _cpu_seconds() - client_cpu
+        server_cpu = _cpu_seconds(server_pid) - server_cpu
+        await asyncio.gather(*tasks)
+        for channel in channels:
+            await channel.close()
+        return _cell(latencies, elapsed, client_cpu, server_cpu)
+
+    return asyncio.run(load())
+
+
+def _thread_load(call: Callable[[], object], clients: int,
+                 seconds: float) -> Dict[str, float]:
+    """`clients` threads calling `call()` in a loop, in this process."""
+    latencies: List[float] = []
     stop = threading.Event()
-    barrier = threading.Barrier(clients + 1)
+    measuring = threading.Event()
 
-    def client(i: int) -> None:
-        barrier.wait()
+    def client() -> None:
         while not stop.is_set():
-            try:
-                stubs[i].Predict(request, timeout=60)
-                counts[i] += 1
-            except Exception as e:  # pylint: disable=broad-except
-                errors.append(e)
-                return
+            start = time.perf_counter()
+            call()
+            if measuring.is_set() and not stop.is_set():
+                latencies.append(time.perf_counter() - start)
 
-    threads = [
-        threading.Thread(target=client, args=(i,)) for i in range(clients)
-    ]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
-    barrier.wait()
+    time.sleep(min(1.0, seconds / 4))  # Warm-up, unmeasured.
+    cpu = _cpu_seconds()
+    measuring.set()
     start = time.perf_counter()
     time.sleep(seconds)
     stop.set()
-    total = sum(counts)
     elapsed = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu
     for thread in threads:
         thread.join(60)
-    if errors:
-        raise RuntimeError(f'{len(errors)} requests failed: {errors[0]}')
-    return round(total / elapsed, 1)
+    return _cell(latencies, elapsed, cpu, None)
 
 
-def _layer_throughput(base_path: str, request, clients: int, seconds: float,
-                      batching: bool) -> float:
-    """Requests/s through the server's request layer in-process (no gRPC).
+def _direct_load(base_path: str, png: bytes,
+                 seconds: float) -> Dict[str, Dict[str, float]]:
+    """The limit: threads calling the signature in-process, one PNG a call."""
+    function = _ImageSignature(base_path)
+    return {
+        str(c): _thread_load(lambda: function([png]), c, seconds)
+        for c in CONCURRENCY
+    }
+
+
+def _batch_cost(base_path: str, png: bytes,
+                iterations: int) -> Dict[str, Dict[str, float]]:
+    """CPU and wall ms of one signature call, per row, at batch 1 and 32.
+
+    What batching can gain inside TensorFlow: the fixed cost of a call is
+    paid once per batch, the per-row cost (PNG decoding, the layers) not.
+    """
+    function = _ImageSignature(base_path)
+    costs = {}
+    for rows in (1, 32):
+        images = [png] * rows
+        calls = max(10, iterations // rows)
+        for _ in range(10):
+            function(images)
+        cpu, start = _cpu_seconds(), time.perf_counter()
+        for _ in range(calls):
+            function(images)
+        wall = time.perf_counter() - start
+        costs[str(rows)] = {
+            'cpu_ms_per_row':
+                round((_cpu_seconds() - cpu) / calls / rows * 1e3, 3),
+            'wall_ms_per_call':
+                round(wall / calls * 1e3, 3)
+        }
+    return costs
+
+
+def _layer_load(base_path: str, request, seconds: float,
+                batching: bool) -> Dict[str, Dict[str, float]]:
+    """Threads calling the server's request layer in-process (no gRPC).
 
     Separates what batching itself gains from what the Python gRPC stack
     (client and server, same cores) costs per request.
@@ -301,31 +433,15 @@ def _layer_throughput(base_path: str, request, clients: int, seconds: float,
         batcher = batching_lib.BatchScheduler(
             config_lib.parse_batching_parameters(BATCHING_PARAMETERS))
     inference = inference_lib.Inference(served, None, batcher)
-    for _ in range(20):
-        inference.predict(request)
-    counts = [0] * clients
-    stop = threading.Event()
-
-    def client(i: int) -> None:
-        while not stop.is_set():
-            inference.predict(request)
-            counts[i] += 1
-
-    threads = [
-        threading.Thread(target=client, args=(i,)) for i in range(clients)
-    ]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join(60)
-    elapsed = time.perf_counter() - start
-    if batcher:
-        batcher.stop()
-    manager.stop()
-    return round(sum(counts) / elapsed, 1)
+    try:
+        return {
+            str(c): _thread_load(lambda: inference.predict(request), c, seconds)
+            for c in CONCURRENCY
+        }
+    finally:
+        if batcher:
+            batcher.stop()
+        manager.stop()
 
 
 def run(quick: bool = False, model_base_path: Optional[str] = None) -> dict:
@@ -333,6 +449,7 @@ def run(quick: bool = False, model_base_path: Optional[str] = None) -> dict:
     iterations = 200 if quick else 1000
     seconds = 2.0 if quick else 6.0
     png = png_image()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix='serving-bench-') as workdir:
         base_path = model_base_path or export_convnet(
             os.path.join(workdir, MODEL_NAME))
@@ -352,15 +469,17 @@ def run(quick: bool = False, model_base_path: Optional[str] = None) -> dict:
                 'cpus': os.cpu_count()
             },
             'latency_ms': {},
-            'throughput_rps': {},
-            'in_process_layer_rps_at_32': {},
+            'throughput': {},
         }
         results['latency_ms']['in_process'] = _in_process_latency(
             base_path, png, iterations)
+        results['signature_cost'] = _batch_cost(base_path, png, iterations)
+        throughput = results['throughput']
+        throughput['in_process_direct'] = _direct_load(base_path, png, seconds)
         for batching in (False, True):
             key = 'batching_on' if batching else 'batching_off'
-            results['in_process_layer_rps_at_32'][key] = _layer_throughput(
-                base_path, request, 32, seconds, batching)
+            throughput[f'in_process_layer_{key}'] = _layer_load(
+                base_path, request, seconds, batching)
         for batching in (False, True):
             key = 'batching_on' if batching else 'batching_off'
             server = _Server(base_path, workdir, batching)
@@ -368,48 +487,70 @@ def run(quick: bool = False, model_base_path: Optional[str] = None) -> dict:
                 if not batching:
                     results['latency_ms']['grpc'] = _grpc_latency(
                         server.port, request, iterations)
-                results['throughput_rps'][key] = {
-                    str(c): _throughput(server.port, request, c, seconds)
-                    for c in CONCURRENCY
+                throughput[f'grpc_{key}'] = {
+                    str(c):
+                        _grpc_load(server.port, server.process.pid, request, c,
+                                   seconds) for c in CONCURRENCY
                 }
             finally:
                 server.stop()
+    results['load_average'] = {
+        'start': load_at_start,
+        'end': [round(x, 2) for x in os.getloadavg()]
+    }
     latency = results['latency_ms']
     overhead = latency['grpc']['p50'] - latency['in_process']['p50']
     latency['overhead_p50'] = round(overhead, 3)
+    results['throughput_rps'] = {
+        key: {
+            c: cell['rps'] for c, cell in throughput[f'grpc_{key}'].items()
+        } for key in ('batching_off', 'batching_on')
+    }
     off = results['throughput_rps']['batching_off']['32']
     on = results['throughput_rps']['batching_on']['32']
     results['batching_speedup_at_32'] = round(on / off, 2) if off else None
     results['targets'] = {
-        'grpc_overhead_p50_ms_le_1.5': overhead <= 1.5,
+        'grpc_overhead_p50_ms_le_0.5': overhead <= 0.5,
         'batching_speedup_at_32_ge_3': bool(off and on / off >= 3),
     }
     return results
 
 
 def format_table(results: dict) -> str:
+    """The results as a printed table."""
     latency = results['latency_ms']
     lines = [
-        'Predict latency, one 28x28 PNG (ms)', f'  {"":<12}{"p50":>8}{"p99":>8}'
+        'Predict latency, one client, one 28x28 PNG (ms)',
+        f'  {"":<12}{"p50":>8}{"p99":>8}'
     ]
     for key in ('in_process', 'grpc'):
         lines.append(f'  {key:<12}{latency[key]["p50"]:>8.3f}'
                      f'{latency[key]["p99"]:>8.3f}')
     lines.append(f'  overhead at p50: {latency["overhead_p50"]:.3f} ms')
+    cost = results['signature_cost']
+    lines.append(f'  the signature in-process, CPU ms per image: '
+                 f'{cost["1"]["cpu_ms_per_row"]:.3f} one at a time, '
+                 f'{cost["32"]["cpu_ms_per_row"]:.3f} in batches of 32')
     lines += [
-        '', 'Throughput (requests/s)',
-        f'  {"clients":<10}{"batching off":>14}{"batching on":>14}'
+        '', 'Throughput: requests/s, p50/p99 ms, CPU ms per request '
+        '(server + client)',
+        f'  {"":<28}{"clients":>8}{"req/s":>9}{"p50":>9}{"p99":>9}'
+        f'{"CPU ms":>14}'
     ]
-    for clients in CONCURRENCY:
-        off = results['throughput_rps']['batching_off'][str(clients)]
-        on = results['throughput_rps']['batching_on'][str(clients)]
-        lines.append(f'  {clients:<10}{off:>14.1f}{on:>14.1f}')
-    lines.append(f'  speedup from batching at 32 clients: '
-                 f'{results["batching_speedup_at_32"]}x')
-    layer = results['in_process_layer_rps_at_32']
-    lines.append(f'  same, 32 threads calling the request layer in-process '
-                 f'(no gRPC): {layer["batching_off"]:.1f} -> '
-                 f'{layer["batching_on"]:.1f}')
+    for name, cells in results['throughput'].items():
+        for clients in CONCURRENCY:
+            cell = cells[str(clients)]
+            cpu = f'{cell["client_cpu_ms"]:.2f}'
+            if 'server_cpu_ms' in cell:
+                cpu = f'{cell["server_cpu_ms"]:.2f} + {cpu}'
+            lines.append(f'  {name:<28}{clients:>8}{cell["rps"]:>9.1f}'
+                         f'{cell["p50"]:>9.2f}{cell["p99"]:>9.2f}{cpu:>14}')
+    lines.append(f'  gRPC speed-up from batching at 32 clients: '
+                 f'{results["batching_speedup_at_32"]}x (requests/s with '
+                 f'batching over without, same server)')
+    load = results['load_average']
+    lines.append(f'  load average at start {load["start"]}, at end '
+                 f'{load["end"]}')
     return '\n'.join(lines)
 
 

@@ -3,6 +3,7 @@ scaled IDX data, growth exponent, JSON lines, and the report writer.
 Behaviour only; nothing here times anything."""
 
 import json
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -11,6 +12,7 @@ from bench import by_hand
 from bench import common
 from bench import report
 from bench import scaling
+from bench import serving_bench
 from bench import small_data
 from components import image_formats
 from models import features
@@ -314,3 +316,36 @@ def test_kept_reads_the_newest_trainer_model_and_scores_both_splits(tmp_path):
         'exported_eval_accuracy': 0.75,
         'exported_test_accuracy': 1.0
     }
+
+
+def test_serving_bench_cells_count_per_request_and_print_every_client_count():
+    # 10 requests of 1 ms and one of 101 ms in 2 s; 11 ms of client CPU
+    # and 22 ms of server CPU in all.
+    cell = serving_bench._cell([0.001] * 10 + [0.101], 2.0, 0.011, 0.022)  # pylint: disable=protected-access
+    assert cell['rps'] == 5.5
+    assert cell['p50'] == 1.0 and cell['p99'] == 91.0
+    assert (cell['client_cpu_ms'], cell['server_cpu_ms']) == (1.0, 2.0)
+    assert 'server_cpu_ms' not in serving_bench._cell([0.001], 1.0, 0.0, None)  # pylint: disable=protected-access
+    # The CPU of a process by its id (/proc) agrees with this process's own.
+    own = serving_bench._cpu_seconds()  # pylint: disable=protected-access
+    by_pid = serving_bench._cpu_seconds(os.getpid())  # pylint: disable=protected-access
+    assert own > 0 and abs(by_pid - own) < 0.1
+    cells = {str(c): dict(cell) for c in serving_bench.CONCURRENCY}
+    results = {
+        'latency_ms': {
+            'in_process': {'p50': 1.0, 'p99': 2.0},
+            'grpc': {'p50': 1.4, 'p99': 3.0},
+            'overhead_p50': 0.4
+        },
+        'signature_cost': {
+            '1': {'cpu_ms_per_row': 1.5},
+            '32': {'cpu_ms_per_row': 0.3}
+        },
+        'throughput': {'grpc_batching_off': cells, 'in_process_direct': cells},
+        'batching_speedup_at_32': 1.0,
+        'load_average': {'start': [1.0, 1.0, 1.0], 'end': [2.0, 1.0, 1.0]},
+    }
+    table = serving_bench.format_table(results)
+    for clients in serving_bench.CONCURRENCY:
+        assert f'grpc_batching_off{clients:>19}' in table
+    assert '2.00 + 1.00' in table
