@@ -9,8 +9,8 @@ which TensorFlow never converts, and runs as is. Measured on the convnet's
 smoke run: the first training step took 65 s, of which 62 s were AutoGraph
 (load average 5), and 3 s without; the same weights and accuracy after.
 
-Our own layers' `call` methods are still converted: they are not in
-tf_keras.
+Our own code (input functions, serving signatures, any custom layer's
+`call`) is still converted: it is not in tf_keras.
 """
 
 # AutoGraph's rules are not public API; they have had this shape since
