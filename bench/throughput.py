@@ -1,7 +1,7 @@
 """Trainer throughput: the pipeline's input function against numpy arrays.
 
     python -m bench.throughput --model convnet --home HOME [--profile full]
-                               [--rounds N]
+                               [--rounds N] [--set KEY=VALUE ...]
 
 Takes the transformed training examples and transform graph of a pipeline
 run in HOME, builds the Trainer's own dataset (`models.inputs

@@ -271,9 +271,9 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # epoch (models/inputs.py); false when they do not fit in memory.
     cache_examples=True,
     # What a plain Keras script does not do (models/training.py
-    # apply_speedups): the model's steps compiled by XLA (a family's
-    # profiles turn it on where bench/throughput.py measured a gain), and
-    # this many steps per call of the step function.
+    # apply_speedups): the model's steps compiled by XLA, and this many
+    # steps per call of the step function. Off: neither paid for any family
+    # here (README, Performance; bench/step_time.py).
     jit_compile=False,
     steps_per_execution=1,
     # Start from the last blessed model's weights when the shapes match.
