@@ -9,6 +9,8 @@
 FROM python:3.10-slim-bookworm
 
 ENV TF_USE_LEGACY_KERAS=1 TF_CPP_MIN_LOG_LEVEL=2 PYTHONDONTWRITEBYTECODE=1
+# oneDNN kernels on every CPU, as pipeline/cli.py sets them for a local run.
+ENV TF_ENABLE_ONEDNN_OPTS=1
 # Fashion-MNIST, the convnet's default data, from Debian as on a local run.
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends dataset-fashion-mnist \

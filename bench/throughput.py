@@ -1,14 +1,15 @@
 """Trainer throughput: the pipeline's input function against numpy arrays.
 
     python -m bench.throughput --model convnet --home HOME [--profile full]
-                               [--rounds N]
+                               [--rounds N] [--set KEY=VALUE ...]
 
 Takes the transformed training examples and transform graph of a pipeline
 run in HOME, builds the Trainer's own dataset (`models.inputs
 .make_dataset` with a TFXIO DataAccessor, as the Trainer's run_fn does), and
 materializes the very same examples as in-memory numpy arrays. Two copies of
-the same model (built and compiled as the Trainer does) then train, one
-epoch at a time, alternately on each input (so that load from other
+the same model then train, one compiled as the Trainer compiles it (with its
+speed-ups: `training.apply_speedups`), the other as a plain Keras script
+would, one epoch at a time, alternately on each input (so that load from other
 processes falls on both alike), and the examples per second are compared.
 Also reported: the input function alone (no model), once cold and once
 warm, which is the ceiling the Trainer can reach.
@@ -167,6 +168,10 @@ def measure(
             tf.keras.utils.set_random_seed(int(params.get('seed', 42)))
             model = module.build_model(params, len(source.class_names))
             training.compile_model(model, params)
+            if key == 'make_dataset':
+                # The Trainer's speed-ups; the arrays' model stays the plain
+                # script's.
+                training.apply_speedups(model, params)
         models[key] = model
     # Warm-up: trace the train step on a few batches of each input.
     models['make_dataset'].fit(train.take(WARMUP_BATCHES), epochs=1, verbose=0)
@@ -244,8 +249,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--home', required=True)
     parser.add_argument('--profile', default='full', choices=configs.PROFILES)
     parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--set',
+                        action='append',
+                        default=[],
+                        type=configs.parse_setting,
+                        dest='overrides',
+                        metavar='KEY=VALUE',
+                        help='a setting, as `pipeline run --set`')
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.model, args.home, args.profile, args.rounds)),
+    print(json.dumps(
+        measure(args.model, args.home, args.profile, args.rounds,
+                tuple(args.overrides))),
           flush=True)
     return 0
 

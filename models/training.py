@@ -118,6 +118,28 @@ def compile_model(model: keras.Model,
         metrics=[keras.metrics.SparseCategoricalAccuracy(name='accuracy')])
 
 
+def apply_speedups(model: keras.Model, params: Dict[str, Any]) -> None:
+    """What the Trainer does that a plain Keras script does not, on a
+    compiled model (inside the strategy's scope): the training, eval and
+    predict steps compiled by XLA (`jit_compile`) and `steps_per_execution`
+    steps run per call of the step function.
+
+    XLA only without distribution (TensorFlow's default strategy, what
+    `auto` is on a machine without GPUs): under MirroredStrategy over
+    logical CPU devices, XLA cannot read a replica's variables from another
+    device (https://www.tensorflow.org/xla/known_issues).
+
+    Export does not depend on them: the serving signatures call the model
+    through their own tf.functions, without XLA.
+    """
+    # Inside a strategy's scope, has_strategy() tells a distributing one.
+    model.jit_compile = (bool(params.get('jit_compile', False)) and
+                         not tf.distribute.has_strategy())
+    steps = int(params.get('steps_per_execution', 1))
+    if steps > 1:
+        model.steps_per_execution = steps
+
+
 class _EpochTimer(keras.callbacks.Callback):
     """Wall seconds of each epoch, validation included."""
 
@@ -293,6 +315,7 @@ def train(fn_args: 'tfx.components.FnArgs',
             transferred = transfer.start_from(model, params)
             report['transfer'] = transferred.report
         (recipe.compile_model or compile_model)(model, params, learning_rate)
+        apply_speedups(model, params)
         if fn_args.base_model and params.get('warm_start'):
             weights.warm_start(model, fn_args.base_model)
 
@@ -313,7 +336,9 @@ def train(fn_args: 'tfx.components.FnArgs',
         callbacks.insert(0, plateau)
     report.update(fitted,
                   steps_per_epoch=steps_per_epoch,
-                  lr_plateau=bool(plateau))
+                  lr_plateau=bool(plateau),
+                  jit_compile=bool(model.jit_compile),
+                  steps_per_execution=int(params.get('steps_per_execution', 1)))
     if transferred:
         callbacks.append(transferred.callback)
     with contextlib.ExitStack() as stack:

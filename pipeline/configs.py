@@ -270,6 +270,12 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # Keep the parsed training and eval examples in memory after the first
     # epoch (models/inputs.py); false when they do not fit in memory.
     cache_examples=True,
+    # What a plain Keras script does not do (models/training.py
+    # apply_speedups): the model's steps compiled by XLA, and this many
+    # steps per call of the step function. Off: neither paid for any family
+    # here (README, Performance; bench/step_time.py).
+    jit_compile=False,
+    steps_per_execution=1,
     # Start from the last blessed model's weights when the shapes match.
     warm_start=False,
     # Start from another trained model's lower layers (models/transfer.py):
@@ -328,6 +334,8 @@ SETTING_HELP: Dict[str, str] = dict(
     seed='seed of weights, dropout and shuffling',
     strategy='tf.distribute strategy (as --strategy)',
     cache_examples='keep parsed examples in memory after the first epoch',
+    jit_compile="compile the model's training and eval steps with XLA",
+    steps_per_execution='training steps per call of the step function',
     warm_start="start from the last blessed model's weights",
     span_window='read the newest N span-N folders',
     drift_threshold='Jensen-Shannon divergence from the last passed span '
@@ -396,7 +404,7 @@ SETTING_CHOICES: Dict[str, Tuple[str, ...]] = dict(
 # Settings that count something and cannot be 0.
 _COUNTS = ('epochs', 'batch_size', 'span_window', 'conv_filters', 'units',
            'image_shape', 'dense_units', 'cpu_devices', 'workers',
-           'kernel_sizes', 'scales', 'embedding_dim')
+           'kernel_sizes', 'scales', 'embedding_dim', 'steps_per_execution')
 
 
 class SettingError(ValueError):

@@ -202,6 +202,27 @@ def test_native_library_noise_is_dropped_and_the_rest_kept():
     assert 'Unable to register cuDNN' in verbose.stderr
 
 
+@pytest.mark.parametrize('preset,enabled', [(None, True), ('0', False)])
+def test_the_pipeline_runs_tensorflow_with_onednn_unless_told_not_to(
+        preset, enabled):
+    # TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI or
+    # newer; the command line turns it on before TensorFlow loads.
+    env = {k: v for k, v in os.environ.items() if k != 'TF_ENABLE_ONEDNN_OPTS'}
+    if preset is not None:
+        env['TF_ENABLE_ONEDNN_OPTS'] = preset
+    code = ('from pipeline import cli\n'
+            'from tensorflow.python.util import _pywrap_util_port\n'
+            'print(_pywrap_util_port.IsMklEnabled())\n')
+    process = subprocess.run([sys.executable, '-c', code],
+                             cwd=REPO,
+                             env=env,
+                             capture_output=True,
+                             text=True,
+                             timeout=300,
+                             check=True)
+    assert process.stdout.split()[-1] == str(enabled)
+
+
 def _subcommands(parser):
     [subparsers] = [
         a for a in parser._actions  # pylint: disable=protected-access

@@ -58,7 +58,13 @@ def _accuracy(serving_model_dir):
 @pytest.fixture(scope='module')
 def mirrored_run(transformed, tmp_path_factory):
     out = tmp_path_factory.mktemp('mirrored')
-    fn_args = _fn_args(transformed, out, strategy='mirrored')
+    # With the Trainer's speed-ups asked for: XLA stays off (it cannot read
+    # another logical CPU's variables), steps_per_execution applies.
+    fn_args = _fn_args(transformed,
+                       out,
+                       strategy='mirrored',
+                       jit_compile=True,
+                       steps_per_execution=2)
     convnet.run_fn(fn_args)
     return fn_args, _report(fn_args)
 
@@ -79,6 +85,7 @@ def test_mirrored_run_fn_gives_each_replica_its_shard_and_scales_the_rate(
     assert report['learning_rate'] == pytest.approx(0.02)
     assert report['warmup_steps'] == steps
     assert len(report['epoch_seconds']) == PARAMS['epochs']
+    assert not report['jit_compile'] and report['steps_per_execution'] == 2
     # Trained: the exported model tells the classes apart (chance is 1/3).
     assert _accuracy(fn_args.serving_model_dir) > 0.8
 
@@ -152,7 +159,9 @@ def worker_runs(transformed, tmp_path_factory):
                            out,
                            strategy='multi_worker',
                            workers=count,
-                           worker_timeout_seconds=900)
+                           worker_timeout_seconds=900,
+                           jit_compile=True,
+                           steps_per_execution=2)
         convnet.run_fn(fn_args)
         runs[count] = fn_args, _report(fn_args)
     return runs
@@ -174,6 +183,7 @@ def test_two_workers_train_one_model_that_only_the_chief_exports(worker_runs):
     # Worker i reads shard i of 2; an epoch is the split once, over both.
     assert report['input_shards'] == [[0, 2]]
     assert report['steps'] == math.ceil(TRAIN / 32) * PARAMS['epochs']
+    assert not report['jit_compile'] and report['steps_per_execution'] == 2
     # The workers agree on every weight.
     first, second = report['worker_weights_sha256']
     assert first == second

@@ -31,6 +31,7 @@ def _train_one_step(strategy, recipe, params, inputs, labels):
     with strategy.scope():
         model = recipe.build_model(params, num_classes=3)
         training.compile_model(model, params)
+        training.apply_speedups(model, params)
     before = [w.numpy().copy() for w in model.trainable_weights]
     dataset = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(8)
     history = model.fit(dataset, epochs=1, verbose=0)
@@ -143,6 +144,35 @@ def test_a_process_trains_models_of_other_shapes_under_mirrored_in_turn():
         _train_one_step(distribute.make_strategy('mirrored'), convnet.RECIPE,
                         params, {'image': images.astype(np.float32)},
                         np.arange(16) % 3)
+
+
+@pytest.mark.parametrize('name', ['auto', 'mirrored'])
+def test_xla_and_steps_per_execution_train_as_the_plain_step_does(name):
+    # The Trainer's speed-ups (apply_speedups) reach the compiled model and
+    # change the trained weights by rounding only. XLA stays off under
+    # MirroredStrategy over logical CPUs (it cannot read the other
+    # replica's variables). No dropout: XLA draws other random numbers.
+    images = np.random.default_rng(3).normal(size=(32, 12, 12, 1))
+    trained = {}
+    for speedups in ({}, {'jit_compile': True, 'steps_per_execution': 2}):
+        params = {
+            'image_shape': [12, 12, 1],
+            'conv_filters': [4],
+            'dense_units': 8,
+            'dropout': 0.0,
+            'learning_rate': 1e-2,
+            **speedups
+        }
+        tf.keras.utils.set_random_seed(5)
+        model = _train_one_step(distribute.make_strategy(name), convnet.RECIPE,
+                                params, {'image': images.astype(np.float32)},
+                                np.arange(32) % 3)
+        assert model.jit_compile == (bool(speedups) and name == 'auto')
+        assert int(model.steps_per_execution.numpy()) == (2 if speedups else 1)
+        assert int(model.optimizer.iterations.numpy()) == 4
+        trained[bool(speedups)] = model.get_weights()
+    for plain, fast in zip(trained[False], trained[True]):
+        np.testing.assert_allclose(plain, fast, rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize('name,replicas', [('one_device', 1), ('auto', 1),
