@@ -333,17 +333,33 @@ def test_serving_bench_cells_count_per_request_and_print_every_client_count():
     cells = {str(c): dict(cell) for c in serving_bench.CONCURRENCY}
     results = {
         'latency_ms': {
-            'in_process': {'p50': 1.0, 'p99': 2.0},
-            'grpc': {'p50': 1.4, 'p99': 3.0},
+            'in_process': {
+                'p50': 1.0,
+                'p99': 2.0
+            },
+            'grpc': {
+                'p50': 1.4,
+                'p99': 3.0
+            },
             'overhead_p50': 0.4
         },
         'signature_cost': {
-            '1': {'cpu_ms_per_row': 1.5},
-            '32': {'cpu_ms_per_row': 0.3}
+            '1': {
+                'cpu_ms_per_row': 1.5
+            },
+            '32': {
+                'cpu_ms_per_row': 0.3
+            }
         },
-        'throughput': {'grpc_batching_off': cells, 'in_process_direct': cells},
+        'throughput': {
+            'grpc_batching_off': cells,
+            'in_process_direct': cells
+        },
         'batching_speedup_at_32': 1.0,
-        'load_average': {'start': [1.0, 1.0, 1.0], 'end': [2.0, 1.0, 1.0]},
+        'load_average': {
+            'start': [1.0, 1.0, 1.0],
+            'end': [2.0, 1.0, 1.0]
+        },
     }
     table = serving_bench.format_table(results)
     for clients in serving_bench.CONCURRENCY:
