@@ -17,6 +17,7 @@ Benchmarks report numbers; nothing here asserts a timing.
 
 import argparse
 import datetime
+import json
 import os
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bench import common
 from bench import pipeline_runs
@@ -56,9 +57,16 @@ def _uptime() -> str:
 class Bench:
     """One benchmark run: its settings, work folder and results."""
 
-    def __init__(self, quick: bool, workdir: Path, beam_args: List[str],
-                 models: List[str]):
+    def __init__(self,
+                 quick: bool,
+                 workdir: Path,
+                 beam_args: List[str],
+                 models: List[str],
+                 overrides: Sequence[str] = ()):
         self.quick = quick
+        # KEY=VALUE settings for section 1's pipelines and their by-hand
+        # twins alike (e.g. epochs=3 for a shorter comparison).
+        self.overrides = list(overrides)
         self.profile = 'smoke' if quick else 'full'
         self.workdir = workdir
         self.logs = workdir / 'logs'
@@ -76,6 +84,7 @@ class Bench:
                 'uptime_start': _uptime()
             },
             'beam_args': beam_args or configs.default_beam_args(),
+            'overrides': list(overrides),
             'pipeline': {},
             'by_hand': {},
             'ratios': {},
@@ -108,16 +117,17 @@ class Bench:
                                pipeline_runs.run_pipeline, model, self.profile,
                                self.home(model,
                                          self.profile), None, self.beam_args,
-                               (), self.logs / f'pipeline-{model}.log')
+                               [_override(item) for item in self.overrides],
+                               self.logs / f'pipeline-{model}.log')
             if run:
                 self.results['pipeline'][model] = run
                 if self.quick:
                     self.results['smoke'][model] = run
-            hand = self.section(f'by hand {model} {self.profile}',
-                                common.run_json, [
-                                    '-m', 'bench.by_hand', '--model', model,
-                                    '--profile', self.profile
-                                ], self.logs / f'by-hand-{model}.log')
+            hand = self.section(
+                f'by hand {model} {self.profile}', common.run_json, [
+                    '-m', 'bench.by_hand', '--model', model, '--profile',
+                    self.profile, *[f'--set={item}' for item in self.overrides]
+                ], self.logs / f'by-hand-{model}.log')
             if hand:
                 self.results['by_hand'][model] = hand
             if run and hand:
@@ -218,6 +228,15 @@ class Bench:
         return self.results
 
 
+def _override(item: str) -> Tuple[str, Any]:
+    """`KEY=VALUE` (VALUE as JSON, else a string) as a (key, value) pair."""
+    key, _, value = item.partition('=')
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line; returns the exit code (1 if a section failed)."""
     parser = argparse.ArgumentParser(prog='python -m bench',
@@ -236,6 +255,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                         metavar='FLAG',
                         help='Beam flag for the pipeline runs (default: '
                         "the pipeline's own)")
+    parser.add_argument('--set',
+                        action='append',
+                        default=[],
+                        dest='overrides',
+                        metavar='KEY=VALUE',
+                        help='a setting for the pipeline runs and their '
+                        'by-hand twins alike, e.g. epochs=3')
     parser.add_argument('--workdir',
                         help='scratch folder (default: a '
                         'temporary one, deleted unless a section fails)')
@@ -250,7 +276,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix='bench-'))
     bench = Bench(args.quick, workdir, args.beam_args,
-                  [m for m in args.models.split(',') if m])
+                  [m for m in args.models.split(',') if m], args.overrides)
     _say(f'work folder {workdir}; {bench.results["machine"]["uptime_start"]}')
     results = bench.run(sections)
     json_path, png_path = report.write_report(results, Path(args.output))
