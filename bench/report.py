@@ -203,7 +203,9 @@ def _bars(axis, results: Dict[str, Any]) -> None:
         for phase, color in _PHASE_COLORS.items()
     ],
                 fontsize=7,
-                loc='upper right')
+                loc='upper center',
+                bbox_to_anchor=(0.5, -0.12),
+                ncol=3)
 
 
 def _stacks(results: Dict[str, Any]):
