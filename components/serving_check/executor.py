@@ -84,6 +84,16 @@ def _to_prediction_log(request: Any) -> Any:
     raise TypeError(f'no PredictionLog for {type(request).__name__}')
 
 
+def _answers_in_process(model_path: str,
+                        serialized: Sequence[bytes]) -> List[Dict[str, float]]:
+    """`in_process_scores`, its failure as a ModelCheckFailed."""
+    try:
+        return in_process_scores(model_path, serialized)
+    except Exception as e:  # pylint: disable=broad-except
+        raise ModelCheckFailed(
+            f'the SavedModel does not answer in process: {e}') from None
+
+
 def mark_blessed(blessing: types.Artifact, model_path: str,
                  requests: Sequence[Any]) -> None:
     """Blesses: copies the model into the blessing with its warmup requests.
@@ -161,12 +171,8 @@ class Executor(base_executor.BaseExecutor):
         if not fileio.exists(os.path.join(model_path, 'saved_model.pb')):
             raise ModelCheckFailed(f'no SavedModel (saved_model.pb) in '
                                    f'{model_path}')
-        try:
-            in_process = in_process_scores(model_path, serialized)
-        except Exception as e:  # pylint: disable=broad-except
-            raise ModelCheckFailed(
-                f'the SavedModel does not answer in process: {e}') from None
         deadline = time.monotonic() + timeout
+        in_process = None
         # A local folder even when the pipeline root is remote: the server
         # subprocess reads it.
         with tempfile.TemporaryDirectory(prefix='serving_check_') as tmp, \
@@ -181,6 +187,12 @@ class Executor(base_executor.BaseExecutor):
                 logging.info('Started model server %d: %s', server.pid,
                              ' '.join(server.command))
                 try:
+                    if in_process is None:
+                        # While the server process starts (it imports
+                        # TensorFlow and loads the model: seconds), the
+                        # SavedModel's own answers, which the server's must
+                        # equal.
+                        in_process = _answers_in_process(model_path, serialized)
                     return check_served_model(f'127.0.0.1:{port}', model_name,
                                               serialized, deadline, server,
                                               in_process)
@@ -193,7 +205,9 @@ class Executor(base_executor.BaseExecutor):
                     raise
                 except ModelCheckFailed as e:
                     tail = server.log_tail(1500)
-                    if not tail:
+                    if not tail or in_process is None:
+                        # No server log, or the model failed in process,
+                        # which the log says nothing of.
                         raise
                     raise ModelCheckFailed(
                         f'{e}\n--- model server log (end) ---\n{tail}'
