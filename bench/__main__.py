@@ -17,7 +17,6 @@ Benchmarks report numbers; nothing here asserts a timing.
 
 import argparse
 import datetime
-import json
 import os
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from bench import common
 from bench import pipeline_runs
@@ -113,12 +112,12 @@ class Bench:
     def pipeline_and_by_hand(self) -> None:
         """Sections 1 and 2: each model's pipeline, then its by-hand twin."""
         for model in self.models:
-            run = self.section(f'pipeline {model} {self.profile}',
-                               pipeline_runs.run_pipeline, model, self.profile,
-                               self.home(model,
-                                         self.profile), None, self.beam_args,
-                               [_override(item) for item in self.overrides],
-                               self.logs / f'pipeline-{model}.log')
+            run = self.section(
+                f'pipeline {model} {self.profile}',
+                pipeline_runs.run_pipeline, model, self.profile,
+                self.home(model, self.profile), None, self.beam_args,
+                [common.setting(item) for item in self.overrides],
+                self.logs / f'pipeline-{model}.log')
             if run:
                 self.results['pipeline'][model] = run
                 if self.quick:
@@ -226,15 +225,6 @@ class Bench:
         self.results['finished'] = datetime.datetime.now().isoformat(
             timespec='seconds')
         return self.results
-
-
-def _override(item: str) -> Tuple[str, Any]:
-    """`KEY=VALUE` (VALUE as JSON, else a string) as a (key, value) pair."""
-    key, _, value = item.partition('=')
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -274,14 +274,6 @@ def train_and_evaluate(config: configs.RunConfig,
     }
 
 
-def _override(text: str) -> Tuple[str, Any]:
-    key, _, value = text.partition('=')
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Command line: runs the by-hand job and prints its JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -293,7 +285,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--set',
                         action='append',
                         default=[],
-                        type=_override,
+                        type=common.setting,
                         dest='overrides',
                         metavar='KEY=VALUE')
     parser.add_argument('--verbose', type=int, default=0)
