@@ -53,6 +53,14 @@ def _uptime() -> str:
         return ''
 
 
+def trained_epochs_flag(run: Optional[Dict[str, Any]]) -> List[str]:
+    """`--epochs N` for a by-hand twin: the epochs the run's Trainer trained
+    (its schedule's, up to early stopping), so that both do the same job.
+    """
+    epochs = len(((run or {}).get('training') or {}).get('epoch_seconds') or [])
+    return [f'--epochs={epochs}'] if epochs else []
+
+
 class Bench:
     """One benchmark run: its settings, work folder and results."""
 
@@ -125,7 +133,8 @@ class Bench:
             hand = self.section(
                 f'by hand {model} {self.profile}', common.run_json, [
                     '-m', 'bench.by_hand', '--model', model, '--profile',
-                    self.profile, *[f'--set={item}' for item in self.overrides]
+                    self.profile, *[f'--set={item}' for item in self.overrides],
+                    *trained_epochs_flag(run)
                 ], self.logs / f'by-hand-{model}.log')
             if hand:
                 self.results['by_hand'][model] = hand

@@ -10,9 +10,11 @@ training split; missing sequence values become 0), holds out the same share
 of the training split for validation, builds the SAME model
 (`models.<model>.model.build_model`, compiled by
 `models.training.compile_model`, under the same distribution strategy),
-trains it for the profile's epochs and batch size (`RunConfig
-.hyperparameters`), evaluates it on the test split and saves it. Prints one
-JSON line: phase timings, accuracy and `wall_seconds` from interpreter start.
+trains it with the batch size and epochs the Trainer's schedule fits to the
+data (`models.schedule`; `--epochs` to train exactly as many as a Trainer
+did), evaluates it on the test split and saves it. Keras's and TensorFlow's
+defaults otherwise: the plain script a user would write. Prints one JSON
+line: phase timings, accuracy and `wall_seconds` from interpreter start.
 """
 
 import time
@@ -26,6 +28,7 @@ _STARTED = time.monotonic()  # Before TensorFlow's import, as pipeline/cli.py.
 import argparse  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -220,9 +223,34 @@ def load_data(
     return splits, extra
 
 
+def fitted_schedule(params: Dict[str, Any], train_examples: int,
+                    eval_examples: int) -> Tuple[int, Dict[str, Any]]:
+    """The batch size and schedule the Trainer fits to this data.
+
+    The same functions as models/training.py calls: a small data set trains
+    with a smaller batch, for at least `min_train_steps` steps (up to
+    `max_train_steps` when its eval split is tiny), with batch-norm momentum
+    fitted to its steps an epoch. `epochs` is the Trainer's budget: it may
+    stop before (early stopping).
+    """
+    from models import schedule  # pylint: disable=import-outside-toplevel
+    batch = schedule.fitted_batch_size(params, train_examples)
+    fitted = schedule.training_schedule(params,
+                                        math.ceil(train_examples / batch),
+                                        batch, eval_examples)
+    return batch, fitted
+
+
 def train_and_evaluate(config: configs.RunConfig,
-                       verbose: int = 0) -> Dict[str, Any]:
+                       verbose: int = 0,
+                       epochs: Optional[int] = None) -> Dict[str, Any]:
     """The by-hand job: load, normalize, build, fit, evaluate, save.
+
+    Args:
+        config: The run's model, profile, data and settings.
+        verbose: Keras's `fit` verbosity.
+        epochs: Train exactly this many epochs (e.g. as many as a Trainer
+            did before early stopping); default the schedule's budget.
 
     Returns:
         `phase_seconds` (load, normalize, build, fit, evaluate, save), the
@@ -237,13 +265,16 @@ def train_and_evaluate(config: configs.RunConfig,
     watch.seconds.update(extra.pop('_seconds'))
     num_classes = extra.pop('num_classes')
     params = {**config.hyperparameters, **extra}
-    epochs, batch_size = int(params['epochs']), int(params['batch_size'])
+    (train_x, train_y), evaluation = splits['train'], splits['eval']
+    batch_size, fitted = fitted_schedule(params, len(train_y),
+                                         len(evaluation[1]))
+    params.update(fitted)  # As the Trainer (batch-norm momentum too).
+    epochs = int(epochs or params['epochs'])
     with watch('build'):
         strategy = distribute.make_strategy(params.get('strategy', 'auto'))
         with strategy.scope():
             model = module.build_model(params, num_classes)
             training.compile_model(model, params)
-    (train_x, train_y), evaluation = splits['train'], splits['eval']
     with watch('fit'):
         model.fit(train_x,
                   train_y,
@@ -288,13 +319,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                         type=common.setting,
                         dest='overrides',
                         metavar='KEY=VALUE')
+    parser.add_argument('--epochs',
+                        type=int,
+                        help='train exactly this many epochs (default: as '
+                        'many as the Trainer\'s schedule allows)')
     parser.add_argument('--verbose', type=int, default=0)
     args = parser.parse_args(argv)
     config = configs.RunConfig(model=args.model,
                                profile=args.profile,
                                data=args.data,
                                overrides=tuple(args.overrides))
-    result = train_and_evaluate(config, verbose=args.verbose)
+    result = train_and_evaluate(config,
+                                verbose=args.verbose,
+                                epochs=args.epochs)
     result['wall_seconds'] = round(time.monotonic() - _STARTED, 1)
     result['startup_seconds'] = round(
         result['wall_seconds'] - sum(result['phase_seconds'].values()), 1)

@@ -308,6 +308,18 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _epochs_by_batch(run: Dict[str, Any]) -> str:
+    """'15x128': the epochs trained and the global batch, of a pipeline
+    run (its Trainer's report) or of a by-hand run."""
+    training = run.get('training')
+    if training:
+        return (f'{len(training.get("epoch_seconds") or [])}x'
+                f'{training.get("global_batch")}')
+    if run.get('epochs') is None:
+        return '-'
+    return f'{run["epochs"]}x{run.get("batch_size")}'
+
+
 def format_table(results: Dict[str, Any]) -> str:
     """The printed summary: walls, ratios, throughput, scaling, targets."""
     machine = results.get('machine') or {}
@@ -328,6 +340,8 @@ def format_table(results: Dict[str, Any]) -> str:
                      f'{_fmt(hand.get("wall_seconds")):>12}'
                      f'{_fmt((results.get("ratios") or {}).get(model), 2):>8}'
                      f'{_fmt(cpu_ratio, 2):>13}{accuracy:>20}')
+        lines.append(f'  {"epochs x batch":<22}{_epochs_by_batch(run):>12}'
+                     f'{_epochs_by_batch(hand):>12}')
         for name, seconds in pipeline_breakdown(run):
             lines.append(f'  {name:<22}{_fmt(seconds):>12}')
         for name, seconds in by_hand_breakdown(hand):

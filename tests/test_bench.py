@@ -8,6 +8,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from bench import __main__ as bench_main
 from bench import by_hand
 from bench import common
 from bench import report
@@ -16,6 +17,7 @@ from bench import serving_bench
 from bench import small_data
 from components import image_formats
 from models import features
+from pipeline import configs
 from tests import datasets
 from tests import tiny_models
 
@@ -94,6 +96,23 @@ def test_growth_exponent():
     assert scaling.growth_exponent([1], [10.0]) is None
 
 
+def test_by_hand_trains_the_schedule_the_trainer_fits():
+    params = configs.RunConfig(model='rnn', profile='full').hyperparameters
+    # JapaneseVowels' split: under 50 eval examples, the Trainer trains up
+    # to max_train_steps (5000 steps of 8 an epoch), not `epochs` (60).
+    batch, fitted = by_hand.fitted_schedule(dict(params), 243, 27)
+    assert (batch, fitted['epochs']) == (32, 625)
+    batch, fitted = by_hand.fitted_schedule(dict(params), 243, 1000)
+    assert (batch, fitted['epochs']) == (32, 125)  # min_train_steps 1000.
+    assert fitted['batch_norm_momentum'] < 0.99  # Fitted to 8 steps.
+
+
+def test_by_hand_twin_trains_as_many_epochs_as_the_trainer_did():
+    run = {'training': {'epoch_seconds': [9.0, 1.0, 1.0]}}
+    assert bench_main.trained_epochs_flag(run) == ['--epochs=3']
+    assert bench_main.trained_epochs_flag(None) == []  # The run failed.
+
+
 def test_last_json_line_skips_progress_lines():
     text = '[10:00:00] Trainer ...\n{"a": 1}\nnot json {\n'
     assert common.last_json_line(text) == {'a': 1}
@@ -112,6 +131,10 @@ def _fake_results():
             'convnet': {
                 'accuracy': 0.93,
                 'wall_seconds': 120.0,
+                'training': {
+                    'epoch_seconds': [30.0, 20.0],
+                    'global_batch': 128
+                },
                 'startup_seconds': 20.0,
                 'component_seconds': {
                     'FileBasedExampleGen': 10.0,
@@ -127,6 +150,8 @@ def _fake_results():
             'convnet': {
                 'accuracy': 0.9371,
                 'wall_seconds': 100.0,
+                'epochs': 2,
+                'batch_size': 64,
                 'startup_seconds': 20.0,
                 'phase_seconds': {
                     'load': 1.0,
@@ -246,6 +271,7 @@ def test_report_writes_json_png_and_judges_targets(tmp_path):
     assert 'convnet' in table and 'NOT met' in table
     assert 'at end [2.0, 1.5, 1.0]' in table
     assert '0.9300 / 0.9371' in table
+    assert '2x128' in table and '2x64' in table  # Epochs x batch, each side.
     assert '32 clients 1600.0' in table
     breakdown = dict(report.pipeline_breakdown(results['pipeline']['convnet']))
     assert breakdown['other components'] == 5.0
@@ -365,3 +391,22 @@ def test_serving_bench_cells_count_per_request_and_print_every_client_count():
     for clients in serving_bench.CONCURRENCY:
         assert f'grpc_batching_off{clients:>19}' in table
     assert '2.00 + 1.00' in table
+
+
+def test_by_hand_job_trains_the_epochs_the_schedule_fits(tmp_path):
+    folder = datasets.write_idx_dataset(str(tmp_path / 'idx'),
+                                        train=60,
+                                        test=10,
+                                        num_classes=10)
+    config = configs.RunConfig(model='convnet',
+                               profile='smoke',
+                               data=folder,
+                               overrides=(('min_train_steps', 5),))
+    result = by_hand.train_and_evaluate(config)
+    split = result['examples']
+    batch, fitted = by_hand.fitted_schedule(dict(config.hyperparameters),
+                                            split['train'], split['eval'])
+    # 54 training images: a batch of 5 (a tenth), 11 steps an epoch; 5
+    # steps of the profile's batch are 64 steps of 5: 6 epochs, not 1.
+    assert (result['batch_size'], result['epochs']) == (batch, 6) == (5, 6)
+    assert fitted['epochs'] == 6 and config.hyperparameters['epochs'] == 1
