@@ -57,7 +57,7 @@ def trained_epochs_flag(run: Optional[Dict[str, Any]]) -> List[str]:
     """`--epochs N` for a by-hand twin: the epochs the run's Trainer trained
     (its schedule's, up to early stopping), so that both do the same job.
     """
-    epochs = len(((run or {}).get('training') or {}).get('epoch_seconds') or [])
+    epochs = common.trained_epochs(run)
     return [f'--epochs={epochs}'] if epochs else []
 
 

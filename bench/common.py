@@ -140,3 +140,8 @@ def setting(item: str) -> Tuple[str, Any]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def trained_epochs(run: Optional[Dict[str, Any]]) -> int:
+    """The epochs a pipeline run's Trainer trained (0: no training report)."""
+    return len(((run or {}).get('training') or {}).get('epoch_seconds') or [])

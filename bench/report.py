@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from bench import common
+
 # Targets (README, Performance; issue 15).
 MAX_PIPELINE_OVER_BY_HAND = {'convnet': 1.0, 'rnn': 1.5}  # full profile
 MAX_ACCURACY_GAP = 0.005  # convnet, pipeline vs by hand, full profile
@@ -313,8 +315,7 @@ def _epochs_by_batch(run: Dict[str, Any]) -> str:
     run (its Trainer's report) or of a by-hand run."""
     training = run.get('training')
     if training:
-        return (f'{len(training.get("epoch_seconds") or [])}x'
-                f'{training.get("global_batch")}')
+        return f'{common.trained_epochs(run)}x{training.get("global_batch")}'
     if run.get('epochs') is None:
         return '-'
     return f'{run["epochs"]}x{run.get("batch_size")}'
