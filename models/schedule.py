@@ -1,7 +1,7 @@
 """How long and how fast a model trains, fitted to the data's size and the
 replicas: batch size, epochs, batch-norm momentum, patience, the learning
-rate's scaling, warm-up and plateau, and the metric that chooses the epoch
-whose weights are kept.
+rate's scaling, warm-up, plateau or cosine decay, and the metric that
+chooses the epoch whose weights are kept.
 """
 
 import math
@@ -70,6 +70,9 @@ def training_schedule(params: Params,
       training with its loss still falling (0.19 after 1009 steps; FCN's
       authors train 2000 epochs). `max_train_steps` 0 keeps the fixed
       budget.
+    - A Tuner's trial (`epochs_fraction`, from `tune_epochs_fraction`)
+      trains that fraction of the epochs, at least one: trials are ranked
+      at a shorter budget than the Trainer then trains.
     An explicit `batch_norm_momentum` in params wins.
     """
     steps_per_epoch = max(int(steps_per_epoch), 1)
@@ -94,6 +97,9 @@ def training_schedule(params: Params,
         epochs = max(epochs, epochs_for('max_train_steps'))
         patience = max(int(params.get('early_stopping_patience', 0)),
                        2 * plateau)
+    fraction = float(params.get('epochs_fraction') or 1.0)
+    if fraction < 1.0:
+        epochs = max(1, math.ceil(fraction * epochs))
     return {
         'epochs': epochs,
         'batch_norm_momentum': float(momentum),
@@ -113,7 +119,8 @@ def learning_rate_plateau(
     too small to tell epochs apart (best_epoch_monitor).
 
     None when off (factor 0 or 1) or when the rate is already a schedule
-    (the warm-up of many replicas), which Keras cannot reset.
+    (the warm-up of many replicas, a cosine decay), which Keras cannot
+    reset.
     """
     factor = float(params.get('lr_plateau_factor') or 0)
     if not 0 < factor < 1 or not isinstance(learning_rate, float):
@@ -125,6 +132,42 @@ def learning_rate_plateau(
         patience=int(params['lr_plateau_patience']),
         min_lr=float(params.get('min_learning_rate') or 0),
         verbose=1)
+
+
+LEARNING_RATE_DECAYS = ('plateau', 'cosine')
+
+
+def decayed_learning_rate(params: Params, learning_rate: LearningRate,
+                          steps_per_epoch: int) -> LearningRate:
+    """The rate as `learning_rate_decay` says it falls during training.
+
+    `plateau`: `learning_rate` as it is; learning_rate_plateau halves it
+    when the training loss stalls, which on a large data set, whose loss
+    still falls when training ends, may never happen. `cosine`: from the
+    rate down to `min_learning_rate` along a half cosine over all the
+    training's steps (Loshchilov & Hutter 2017, without restarts), after
+    the warm-up of many replicas when there is one.
+    """
+    decay = params.get('learning_rate_decay') or 'plateau'
+    if decay not in LEARNING_RATE_DECAYS:
+        raise ValueError(f'learning_rate_decay {decay!r}: expected one of '
+                         f'{list(LEARNING_RATE_DECAYS)}')
+    if decay == 'plateau':
+        return learning_rate
+    steps = int(params['epochs']) * max(int(steps_per_epoch), 1)
+    warmup = learning_rate if isinstance(learning_rate, LinearWarmup) else None
+    peak = warmup.target if warmup else float(learning_rate)
+    floor = min(float(params.get('min_learning_rate') or 0), peak)
+    if warmup:
+        return keras.optimizers.schedules.CosineDecay(
+            warmup.initial,
+            max(steps - warmup.warmup_steps, 1),
+            alpha=floor / peak,
+            warmup_target=peak,
+            warmup_steps=warmup.warmup_steps)
+    return keras.optimizers.schedules.CosineDecay(peak,
+                                                  steps,
+                                                  alpha=floor / peak)
 
 
 # With fewer eval examples than this, eval accuracy moves in steps too

@@ -307,6 +307,8 @@ def train(fn_args: 'tfx.components.FnArgs',
         '%d training examples, batch %d, %d steps an epoch; '
         'schedule %s', train_examples, per_replica_batch, steps_per_epoch,
         fitted)
+    learning_rate = schedule.decayed_learning_rate(params, learning_rate,
+                                                   steps_per_epoch)
 
     transferred = None
     with strategy.scope():
@@ -337,6 +339,8 @@ def train(fn_args: 'tfx.components.FnArgs',
     report.update(fitted,
                   steps_per_epoch=steps_per_epoch,
                   lr_plateau=bool(plateau),
+                  learning_rate_decay=params.get('learning_rate_decay',
+                                                 'plateau'),
                   jit_compile=bool(model.jit_compile),
                   steps_per_execution=int(params.get('steps_per_execution', 1)))
     if transferred:

@@ -261,12 +261,20 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     lr_plateau_factor=0.5,
     lr_plateau_steps=500,
     min_learning_rate=1e-4,
+    # How the rate falls (models/schedule.py decayed_learning_rate):
+    # 'plateau' (halved when the training loss stalls) or 'cosine' (to
+    # min_learning_rate over the training's steps).
+    learning_rate_decay='plateau',
     # 0: from the steps an epoch (models/schedule.py training_schedule).
     batch_norm_momentum=0.0,
     # Random search (TFX Tuner) before training: this many trials, 0 = off,
     # and no trial starts after tune_seconds of searching.
     tune_trials=0,
     tune_seconds=3600,
+    # Each trial trains this fraction of the Trainer's epochs (at least
+    # one): on a large data set a third ranks the trials at a third of the
+    # cost.
+    tune_epochs_fraction=1.0,
     # Keep the parsed training and eval examples in memory after the first
     # epoch (models/inputs.py); false when they do not fit in memory.
     cache_examples=True,
@@ -367,6 +375,8 @@ SETTING_HELP: Dict[str, str] = dict(
     'steps an epoch',
     tune_trials='random-search trials before training (TFX Tuner), 0: none',
     tune_seconds='no trial starts after this many seconds of search',
+    tune_epochs_fraction='each trial trains this fraction of the epochs',
+    learning_rate_decay="how the rate falls: 'plateau' or 'cosine'",
     cpu_devices='logical CPU devices `mirrored` uses when there is no GPU',
     workers='worker processes `multi_worker` starts outside a cluster',
     worker_timeout_seconds='stop the workers after this long, 0: no limit',

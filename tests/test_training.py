@@ -405,6 +405,51 @@ def test_the_learning_rate_halves_when_the_training_loss_stalls():
     assert schedule.learning_rate_plateau(params, warmup) is None
 
 
+def test_a_cosine_decay_takes_the_rate_to_its_floor_over_the_training():
+    """`cosine`: from the rate to min_learning_rate along a half cosine
+    over every step the training takes (epochs x steps an epoch), after a
+    warm-up when there is one; no plateau halving on top. `plateau`: the
+    rate as it is."""
+    params = {
+        'learning_rate_decay': 'cosine',
+        'epochs': 5,
+        'min_learning_rate': 1e-4,
+        'lr_plateau_factor': 0.5,
+        'lr_plateau_patience': 2
+    }
+    rate = schedule.decayed_learning_rate(params, 1e-3, steps_per_epoch=20)
+    steps = 5 * 20
+    assert float(rate(0)) == pytest.approx(1e-3)
+    assert float(rate(steps // 2)) == pytest.approx((1e-3 + 1e-4) / 2)
+    assert float(rate(steps)) == pytest.approx(1e-4)
+    assert float(rate(10 * steps)) == pytest.approx(1e-4)
+    assert schedule.learning_rate_plateau(params, rate) is None
+    warmup = schedule.LinearWarmup(1e-3, 2e-3, warmup_steps=20)
+    warmed = schedule.decayed_learning_rate(params, warmup, 20)
+    assert float(warmed(10)) == pytest.approx(1.5e-3)
+    assert float(warmed(20)) == pytest.approx(2e-3)
+    assert float(warmed(steps)) == pytest.approx(1e-4)
+    assert schedule.decayed_learning_rate(
+        {
+            **params, 'learning_rate_decay': 'plateau'
+        }, 1e-3, 20) == 1e-3
+    with pytest.raises(ValueError, match='learning_rate_decay'):
+        schedule.decayed_learning_rate({
+            **params, 'learning_rate_decay': 'step'
+        }, 1e-3, 20)
+
+
+def test_a_tuner_trial_trains_its_fraction_of_the_epochs():
+    params = {'epochs': 15, 'min_train_steps': 1000, 'batch_size': 128}
+    assert schedule.training_schedule(params, 422)['epochs'] == 15
+    assert schedule.training_schedule({
+        **params, 'epochs_fraction': 1 / 3
+    }, 422)['epochs'] == 5
+    assert schedule.training_schedule({
+        **params, 'epochs_fraction': 0.01
+    }, 422)['epochs'] == 1
+
+
 def test_the_kept_epoch_is_chosen_by_eval_accuracy_only_when_it_can_tell():
     # A 2-example eval split scores 0, 0.5 or 1: the training loss chooses.
     assert schedule.best_epoch_monitor(2) == ('loss', 'min')

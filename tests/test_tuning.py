@@ -11,27 +11,46 @@ from models import training
 from models import tuning
 from models.rnn import model as rnn
 
+# A profile the RNN's search space holds: depth 1, width 32.
+PROFILE = {
+    'units': [32],
+    'cell': 'lstm',
+    'bidirectional': True,
+    'dropout': 0.25,
+    'learning_rate': 1e-3,
+    'learning_rate_decay': 'plateau',
+    'batch_size': 32
+}
 
-def _search(monkeypatch, tmp_path, max_trials, max_seconds):
-    # A trial's score: its learning rate's rank, so the best is known.
-    monkeypatch.setattr(
-        training, 'run', lambda fn_args, recipe, params, export_model:
-        ([3e-4, 1e-3, 3e-3].index(params['learning_rate']) / 2))
-    hp = keras_tuner.HyperParameters()
-    rnn.search_space(hp)
-    oracle = keras_tuner.oracles.RandomSearchOracle(objective=tuning.OBJECTIVE,
-                                                    max_trials=max_trials,
-                                                    hyperparameters=hp,
-                                                    seed=1,
-                                                    allow_new_entries=False,
-                                                    tune_new_entries=False)
-    tuner = tuning.TrialTuner(oracle,
+
+def _search(monkeypatch,
+            tmp_path,
+            max_trials,
+            max_seconds,
+            profile=None,
+            epochs_fraction=1.0):
+    trained = []
+
+    def run(fn_args, recipe, params, export_model):
+        # A trial's score: its learning rate's rank, so the best is known.
+        trained.append(params)
+        return [3e-4, 1e-3, 3e-3].index(params['learning_rate']) / 2
+
+    monkeypatch.setattr(training, 'run', run)
+    params = {
+        **(profile or {}), 'tune_trials': max_trials,
+        'seed': 1,
+        'tune_epochs_fraction': epochs_fraction
+    }
+    tuner = tuning.TrialTuner(tuning.make_oracle(rnn.search_space, params),
                               None,
-                              rnn.RECIPE, {},
+                              rnn.RECIPE,
+                              params,
                               max_seconds,
                               directory=str(tmp_path),
                               project_name='search')
     tuner.search()
+    tuner.trained = trained
     return tuner
 
 
@@ -46,9 +65,49 @@ def test_search_runs_the_trials_and_ranks_them_by_score(monkeypatch, tmp_path,
     table = capsys.readouterr().out.split('Tuner trials')[1].splitlines()
     assert table[1].split() == [
         'trial', 'score', 'batch_size', 'bidirectional', 'cell', 'depth',
-        'dropout', 'learning_rate', 'width'
+        'dropout', 'learning_rate', 'learning_rate_decay', 'width'
     ]
     assert len(table) == 2 + 6
+
+
+def test_the_first_trial_is_the_profiles_own_configuration(
+        monkeypatch, tmp_path, capsys):
+    """So the Trainer is never handed values that scored below the ones it
+    would have trained without a Tuner."""
+    assert tuning.profile_values(rnn.search_space, PROFILE) == {
+        'depth': 1,
+        'width': 32,
+        'cell': 'lstm',
+        'bidirectional': True,
+        'dropout': 0.25,
+        'learning_rate': 1e-3,
+        'learning_rate_decay': 'plateau',
+        'batch_size': 32
+    }
+    tuner = _search(monkeypatch,
+                    tmp_path,
+                    max_trials=4,
+                    max_seconds=3600,
+                    profile=PROFILE)
+    first, *others = tuner.trained
+    assert {key: first[key] for key in PROFILE} == PROFILE
+    assert all(
+        {key: params[key] for key in PROFILE} != PROFILE for params in others)
+    assert len(others) == 3
+    assert "the profile's own values" in capsys.readouterr().out
+    # Not a point of the space (no width 48): every trial is drawn.
+    assert tuning.profile_values(rnn.search_space, {
+        **PROFILE, 'units': [48]
+    }) is None
+
+
+def test_a_trial_trains_its_fraction_of_the_epochs(monkeypatch, tmp_path):
+    tuner = _search(monkeypatch,
+                    tmp_path,
+                    max_trials=2,
+                    max_seconds=3600,
+                    epochs_fraction=1 / 3)
+    assert [p['epochs_fraction'] for p in tuner.trained] == [1 / 3, 1 / 3]
 
 
 def test_no_trial_starts_after_the_wall_time_budget(monkeypatch, tmp_path):
@@ -62,15 +121,11 @@ def test_a_search_whose_every_trial_failed_fails(monkeypatch, tmp_path):
         raise ValueError('no data')
 
     monkeypatch.setattr(training, 'run', failing)
-    hp = keras_tuner.HyperParameters()
-    rnn.search_space(hp)
-    oracle = keras_tuner.oracles.RandomSearchOracle(objective=tuning.OBJECTIVE,
-                                                    max_trials=2,
-                                                    hyperparameters=hp,
-                                                    seed=1)
-    tuner = tuning.TrialTuner(oracle,
+    params = {'tune_trials': 2, 'seed': 1}
+    tuner = tuning.TrialTuner(tuning.make_oracle(rnn.search_space, params),
                               None,
-                              rnn.RECIPE, {},
+                              rnn.RECIPE,
+                              params,
                               3600,
                               directory=str(tmp_path),
                               project_name='search')
