@@ -101,6 +101,23 @@ def hyperparameters(fn_args: 'tfx.components.FnArgs') -> Dict[str, Any]:
     return params
 
 
+def search_space(hp: Any, batch_sizes: List[int]) -> Params:
+    """How a model trains, in every family's Tuner search space: dropout,
+    the learning rate and its decay, and the batch (from `batch_sizes`),
+    declared on a KerasTuner `HyperParameters`."""
+    return {
+        'dropout':
+            hp.Float('dropout', 0.0, 0.5, step=0.125),
+        'learning_rate':
+            hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
+        'learning_rate_decay':
+            hp.Choice('learning_rate_decay',
+                      list(schedule.LEARNING_RATE_DECAYS)),
+        'batch_size':
+            hp.Choice('batch_size', batch_sizes)
+    }
+
+
 def compile_model(model: keras.Model,
                   params: Dict[str, Any],
                   learning_rate: Optional[LearningRate] = None) -> None:

@@ -20,7 +20,6 @@ import tensorflow as tf
 
 from models import export
 from models import features
-from models import schedule
 from models import signatures
 from models import training
 from models.convnet import multiscale
@@ -125,17 +124,8 @@ def search_space(hp) -> Dict[str, Any]:
     depth = hp.Int('depth', 1, 3)
     return {
         'conv_filters': [width * 2**block for block in range(depth)],
-        'dense_units':
-            hp.Choice('dense_units', [64, 128, 256]),
-        'dropout':
-            hp.Float('dropout', 0.0, 0.5, step=0.125),
-        'learning_rate':
-            hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
-        'learning_rate_decay':
-            hp.Choice('learning_rate_decay',
-                      list(schedule.LEARNING_RATE_DECAYS)),
-        'batch_size':
-            hp.Choice('batch_size', [32, 64, 128])
+        'dense_units': hp.Choice('dense_units', [64, 128, 256]),
+        **training.search_space(hp, batch_sizes=[32, 64, 128])
     }
 
 

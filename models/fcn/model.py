@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Dict
 import tensorflow as tf
 
 from models import features
-from models import schedule
 from models import signatures
 from models import training
 from models.rnn import model as rnn
@@ -85,15 +84,7 @@ def search_space(hp) -> Dict[str, Any]:
     return {
         'conv_filters': [width, 2 * width, width][:depth],
         'kernel_sizes': [8, 5, 3][:depth],
-        'dropout':
-            hp.Float('dropout', 0.0, 0.5, step=0.125),
-        'learning_rate':
-            hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
-        'learning_rate_decay':
-            hp.Choice('learning_rate_decay',
-                      list(schedule.LEARNING_RATE_DECAYS)),
-        'batch_size':
-            hp.Choice('batch_size', [16, 32, 64])
+        **training.search_space(hp, batch_sizes=[16, 32, 64])
     }
 
 

@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from models import export
 from models import features
-from models import schedule
 from models import signatures
 from models import training
 
@@ -99,19 +98,9 @@ def search_space(hp) -> Dict[str, Any]:
     width = hp.Choice('width', [32, 64, 128])
     return {
         'units': [width] * depth,
-        'cell':
-            hp.Choice('cell', list(_CELLS)),
-        'bidirectional':
-            hp.Boolean('bidirectional', default=True),
-        'dropout':
-            hp.Float('dropout', 0.0, 0.5, step=0.125),
-        'learning_rate':
-            hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
-        'learning_rate_decay':
-            hp.Choice('learning_rate_decay',
-                      list(schedule.LEARNING_RATE_DECAYS)),
-        'batch_size':
-            hp.Choice('batch_size', [16, 32, 64])
+        'cell': hp.Choice('cell', list(_CELLS)),
+        'bidirectional': hp.Boolean('bidirectional', default=True),
+        **training.search_space(hp, batch_sizes=[16, 32, 64])
     }
 
 
