@@ -409,7 +409,9 @@ SETTING_CHOICES: Dict[str, Tuple[str, ...]] = dict(
     on_bad_record=('fail', 'skip'),
     triplet_mining=('semi_hard', 'hard'),
     strategy=('auto', 'mirrored', 'one_device', 'multi_worker'),
-    learning_rate_scaling=('linear', 'sqrt', 'none'))
+    learning_rate_scaling=('linear', 'sqrt', 'none'),
+    # models/schedule.py LEARNING_RATE_DECAYS (TensorFlow is not loaded yet).
+    learning_rate_decay=('plateau', 'cosine'))
 
 # Settings that count something and cannot be 0.
 _COUNTS = ('epochs', 'batch_size', 'span_window', 'conv_filters', 'units',

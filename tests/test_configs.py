@@ -1,5 +1,6 @@
-"""The pipeline's default configuration: Beam arguments, and the check that
-refuses a Beam runner known not to work before a run starts."""
+"""The pipeline's default configuration: Beam arguments, the check that
+refuses a Beam runner known not to work before a run starts, and settings
+that are one of a few words."""
 
 import logging
 
@@ -9,6 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 
+from models import schedule
 from pipeline import cli
 from pipeline import configs
 
@@ -56,3 +58,13 @@ def test_unknown_or_broken_beam_runner_stops_the_run_before_it_starts(
 ])
 def test_tested_and_pass_through_runners_are_accepted(flags):
     assert configs.beam_args_problem(flags) is None
+
+
+def test_a_learning_rate_decay_the_schedule_does_not_know_is_refused():
+    assert configs.SETTING_CHOICES['learning_rate_decay'] == (
+        schedule.LEARNING_RATE_DECAYS)
+    configs.check_overrides('fcn', [('learning_rate_decay', 'cosine')])
+    with pytest.raises(configs.SettingError,
+                       match='learning_rate_decay=step: expected one of '
+                       'plateau, cosine'):
+        configs.check_overrides('convnet', [('learning_rate_decay', 'step')])
