@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
 
 keras = tf.keras
 
+MAX_DENSE_DROPOUT = 0.75
+
 
 def filter_banks(conv_filters: Sequence[int],
                  dropout: float,
@@ -90,7 +92,10 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
                            name='dense')(x)
     x = keras.layers.BatchNormalization(momentum=momentum, name='dense_bn')(x)
     x = keras.layers.ReLU(name='dense_relu')(x)
-    x = keras.layers.Dropout(2 * dropout, name='dense_dropout')(x)
+    # Twice the blocks' rate, below 1 (a rate of 1 drops every unit, which
+    # Keras refuses): the search space's dropout goes up to 0.5.
+    x = keras.layers.Dropout(min(2 * dropout, MAX_DENSE_DROPOUT),
+                             name='dense_dropout')(x)
     scores = keras.layers.Dense(num_classes,
                                 activation='softmax',
                                 name='classifier')(x)
