@@ -24,7 +24,10 @@ from components import ts_format
 from models import data_facts
 from models import features
 from models import signatures
+from models import tuning
+from models.fcn import model as fcn
 from pipeline import cli as pipeline_cli
+from pipeline import configs
 from pipeline import report
 from serving import client as client_lib
 from tests import browser
@@ -518,9 +521,10 @@ def test_stop_on_drift_stops_a_drifted_span_before_transform(rnn_run, tmp_path):
 
 
 # Fewer steps than the profile's minimum: three trainings (two trials and
-# the Trainer) on 60 series.
+# the Trainer) on 60 series; the first trial the profile's own values, with
+# the rate's cosine decay.
 FCN_FLAGS = ('--model', 'fcn', '--set', 'tune_trials=2', '--set',
-             'min_train_steps=60')
+             'min_train_steps=60', '--set', 'learning_rate_decay=cosine')
 
 
 @pytest.fixture(scope='module')
@@ -625,6 +629,23 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     assert [filters for _, filters in kernels
            ] == [best['width'], 2 * best['width'],
                  best['width']][:best['depth']], (kernels, best)
+    # One trial (the first) was the profile's own values; the Trainer
+    # trained with the best trial's decay (a cosine decay is a schedule: no
+    # plateau halving on top of it).
+    profile = tuning.profile_values(
+        fcn.search_space, {
+            **configs.TRAINING_DEFAULTS,
+            **configs.MODELS['fcn'].profiles['smoke'], 'learning_rate_decay':
+                'cosine'
+        })
+    assert any(
+        {key: t[key] for key in profile} == profile for t in trials), (profile,
+                                                                      trials)
+    report = _only_file(
+        os.path.join(home, 'pipelines', 'fcn-pipeline', 'Trainer', 'model_run',
+                     '*', 'training.json'))
+    assert report['learning_rate_decay'] == best['learning_rate_decay']
+    assert report['lr_plateau'] == (best['learning_rate_decay'] == 'plateau')
 
     # A rerun on the same data takes the Tuner's result from the cache.
     again, log = run_pipeline(*FCN_FLAGS, '--data', data, '--home', home)
