@@ -158,16 +158,14 @@ def decayed_learning_rate(params: Params, learning_rate: LearningRate,
     warmup = learning_rate if isinstance(learning_rate, LinearWarmup) else None
     peak = warmup.target if warmup else float(learning_rate)
     floor = min(float(params.get('min_learning_rate') or 0), peak)
-    if warmup:
-        return keras.optimizers.schedules.CosineDecay(
-            warmup.initial,
-            max(steps - warmup.warmup_steps, 1),
-            alpha=floor / peak,
-            warmup_target=peak,
-            warmup_steps=warmup.warmup_steps)
-    return keras.optimizers.schedules.CosineDecay(peak,
-                                                  steps,
-                                                  alpha=floor / peak)
+    warmup_steps = warmup.warmup_steps if warmup else 0
+    # Without a warm-up target, CosineDecay decays from its initial rate.
+    return keras.optimizers.schedules.CosineDecay(
+        warmup.initial if warmup else peak,
+        max(steps - warmup_steps, 1),
+        alpha=floor / peak,
+        warmup_target=peak if warmup else None,
+        warmup_steps=warmup_steps)
 
 
 # With fewer eval examples than this, eval accuracy moves in steps too
