@@ -106,6 +106,7 @@ _CONVNET_PROFILES: Dict[str, Dict[str, Any]] = {
              max_train_steps=0,
              batch_size=64,
              min_accuracy=0.3,
+             augmentation='none',
              scales=[1],
              scales_share_weights=False),
     'full':
@@ -116,6 +117,7 @@ _CONVNET_PROFILES: Dict[str, Dict[str, Any]] = {
              epochs=15,
              batch_size=128,
              min_accuracy=0.9,
+             augmentation='none',
              scales=[1],
              scales_share_weights=False),
 }
@@ -384,6 +386,8 @@ SETTING_HELP: Dict[str, str] = dict(
     'linear, sqrt or none',
     warmup_epochs='epochs of linear warm-up to the scaled learning rate',
     kernel_sizes='convolution kernel widths, one number per block',
+    augmentation="random changes to each training image: 'none', 'shift' "
+    "(by up to a tenth of its size) or 'shift_flip' (and left-right)",
     scales='the image at these downsampling factors at once, e.g. [1,2,4] '
     '(full, half, quarter resolution), merged before the dense layer; [1]: '
     'single-scale',
@@ -411,7 +415,9 @@ SETTING_CHOICES: Dict[str, Tuple[str, ...]] = dict(
     strategy=('auto', 'mirrored', 'one_device', 'multi_worker'),
     learning_rate_scaling=('linear', 'sqrt', 'none'),
     # models/schedule.py LEARNING_RATE_DECAYS (TensorFlow is not loaded yet).
-    learning_rate_decay=('plateau', 'cosine'))
+    learning_rate_decay=('plateau', 'cosine'),
+    # models/convnet/model.py AUGMENTATIONS.
+    augmentation=('none', 'shift', 'shift_flip'))
 
 # Settings that count something and cannot be 0.
 _COUNTS = ('epochs', 'batch_size', 'span_window', 'conv_filters', 'units',

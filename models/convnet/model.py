@@ -7,6 +7,11 @@ ReLU, then 2x2 max pooling and dropout; `conv_filters` in config gives one
 width per block. A dense layer and a softmax classifier follow. Trained with
 cross-entropy on shuffled mini-batches by models/training.py.
 
+With `augmentation` (`shift`, `shift_flip`; the Tuner's space holds both)
+each training image is moved at random by up to a tenth of its height and
+width, and flipped left to right, before the first block; at inference the
+image passes unchanged.
+
 With `scales` (e.g. [1, 2, 4]) the same image is seen at several
 resolutions at once, each through its own stack of filter banks or one
 shared stack (`scales_share_weights`), merged before the dense layer
@@ -30,6 +35,32 @@ if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
 keras = tf.keras
 
 MAX_DENSE_DROPOUT = 0.75
+# Random changes to a training image that keep its class, for most image
+# sets: none, a shift, a shift and a left-right flip (not for text or
+# digits, whose mirror is another class: the Tuner's eval score tells).
+AUGMENTATIONS = ('none', 'shift', 'shift_flip')
+MAX_SHIFT = 0.1  # Of the image's height and width.
+
+
+def augmentation_layers(augmentation: str) -> List[keras.layers.Layer]:
+    """The layers that change each training image at random as
+    `augmentation` (one of AUGMENTATIONS) says; Keras's random layers pass
+    an image through unchanged at inference."""
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f'augmentation {augmentation!r}: expected one of '
+                         f'{AUGMENTATIONS}')
+    layers: List[keras.layers.Layer] = []
+    if augmentation.startswith('shift'):
+        # 'nearest': the edge's pixels (an image's background) fill in.
+        layers.append(
+            keras.layers.RandomTranslation(MAX_SHIFT,
+                                           MAX_SHIFT,
+                                           fill_mode='nearest',
+                                           name='augment_shift'))
+    if augmentation.endswith('flip'):
+        layers.append(keras.layers.RandomFlip('horizontal',
+                                              name='augment_flip'))
+    return layers
 
 
 def filter_banks(conv_filters: Sequence[int],
@@ -76,15 +107,17 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     # models/schedule.py sets it from the steps an epoch.
     momentum = float(params.get('batch_norm_momentum', 0.99))
     image = keras.Input((height, width, channels), name=features.IMAGE_KEY)
+    x = image
+    for layer in augmentation_layers(params.get('augmentation', 'none')):
+        x = layer(x)
     scales = [int(s) for s in params.get('scales', [1])]
     if scales == [1]:
-        x = image
         for layer in filter_banks(params['conv_filters'], dropout, momentum):
             x = layer(x)
         x = keras.layers.Flatten(name='flatten')(x)
     else:
         x = multiscale.merged_scales(
-            image, scales, bool(params.get('scales_share_weights', False)),
+            x, scales, bool(params.get('scales_share_weights', False)),
             functools.partial(filter_banks, params['conv_filters'], dropout,
                               momentum))
     x = keras.layers.Dense(int(params.get('dense_units', 256)),
@@ -130,6 +163,7 @@ def search_space(hp) -> Dict[str, Any]:
     return {
         'conv_filters': [width * 2**block for block in range(depth)],
         'dense_units': hp.Choice('dense_units', [64, 128, 256]),
+        'augmentation': hp.Choice('augmentation', list(AUGMENTATIONS)),
         **training.search_space(hp, batch_sizes=[32, 64, 128])
     }
 
