@@ -4,6 +4,8 @@ run end to end, with real training, in tests/test_pipeline_e2e.py; here a
 trial's training is a function of its values, so that the search's own
 logic is what is tested; and a model built from the space's extremes."""
 
+import importlib
+
 import keras_tuner
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from models import training
 from models import tuning
 from models.convnet import model as convnet
 from models.rnn import model as rnn
+from pipeline import configs
 
 # A profile the RNN's search space holds: depth 1, width 32.
 PROFILE = {
@@ -160,3 +163,15 @@ def test_the_convnet_trains_at_every_dropout_of_its_search_space():
         loss, _ = model.train_on_batch({'image': images.astype(np.float32)},
                                        np.arange(8) % 3)
         assert np.isfinite(loss), dropout
+
+
+@pytest.mark.parametrize('model', sorted(configs.MODELS))
+def test_every_profile_is_a_point_of_its_familys_search_space(model):
+    """Else the first trial is drawn at random, and the Tuner may hand the
+    Trainer values that score below the profile's own."""
+    family = configs.MODELS[model]
+    module = importlib.import_module(family.run_fn.rsplit('.', 1)[0])
+    search_space = module.RECIPE.search_space
+    for profile, values in family.profiles.items():
+        params = {**configs.TRAINING_DEFAULTS, **values}
+        assert tuning.profile_values(search_space, params), profile

@@ -29,7 +29,8 @@ def merged_scales(image: tf.Tensor, scales: Sequence[int], shared: bool,
     """Features of `image` at each of `scales`, concatenated.
 
     Args:
-        image: The model's image (augmented in training), [batch, height, width, channels].
+        image: The model's image (augmented in training), [batch, height,
+            width, channels].
         scales: Downsampling factors, 1 for the full resolution (e.g.
             [1, 2, 4]: full, half and quarter).
         shared: One stack of filter banks for every scale, or one each.
