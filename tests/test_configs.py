@@ -11,6 +11,7 @@ from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 
 from models import schedule
+from models.convnet import model as convnet
 from pipeline import cli
 from pipeline import configs
 
@@ -68,3 +69,14 @@ def test_a_learning_rate_decay_the_schedule_does_not_know_is_refused():
                        match='learning_rate_decay=step: expected one of '
                        'plateau, cosine'):
         configs.check_overrides('convnet', [('learning_rate_decay', 'step')])
+
+
+def test_an_augmentation_the_convnet_does_not_know_is_refused():
+    assert configs.SETTING_CHOICES['augmentation'] == convnet.AUGMENTATIONS
+    configs.check_overrides('embedding', [('augmentation', 'shift_flip')])
+    with pytest.raises(configs.SettingError,
+                       match='augmentation=rotate: expected one of '
+                       'none, shift, shift_flip'):
+        configs.check_overrides('convnet', [('augmentation', 'rotate')])
+    with pytest.raises(configs.SettingError, match='no such setting'):
+        configs.check_overrides('rnn', [('augmentation', 'shift')])
