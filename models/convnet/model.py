@@ -7,10 +7,10 @@ ReLU, then 2x2 max pooling and dropout; `conv_filters` in config gives one
 width per block. A dense layer and a softmax classifier follow. Trained with
 cross-entropy on shuffled mini-batches by models/training.py.
 
-With `augmentation` (`shift`, `shift_flip`; the Tuner's space holds both)
-each training image is moved at random by up to a tenth of its height and
-width, and flipped left to right, before the first block; at inference the
-image passes unchanged.
+With `augmentation` `shift` each training image is moved at random by up
+to a tenth of its height and width before the first block, with
+`shift_flip` also mirrored left to right at random; at inference the image
+passes unchanged. Off by default; the Tuner's search space holds all three.
 
 With `scales` (e.g. [1, 2, 4]) the same image is seen at several
 resolutions at once, each through its own stack of filter banks or one
