@@ -70,6 +70,9 @@ def training_schedule(params: Params,
       training with its loss still falling (0.19 after 1009 steps; FCN's
       authors train 2000 epochs). `max_train_steps` 0 keeps the fixed
       budget.
+    - `training_length` (default 1, a dimension of the Tuner's search
+      space) multiplies all three: `epochs`, `min_train_steps` and
+      `max_train_steps`.
     - A Tuner's trial (`epochs_fraction`, from `tune_epochs_fraction`)
       trains that fraction of the epochs, at least one: trials are ranked
       at a shorter budget than the Trainer then trains.
@@ -77,15 +80,17 @@ def training_schedule(params: Params,
     """
     steps_per_epoch = max(int(steps_per_epoch), 1)
     configured = int(params.get('batch_size') or 1)
+    length = float(params.get('training_length') or 1.0)
 
     def epochs_for(steps_key: str) -> int:
-        """Epochs of `params[steps_key]` steps of the configured batch."""
-        steps = math.ceil(
-            int(params.get(steps_key) or 0) * configured /
-            max(int(batch_size or configured), 1))
+        """Epochs of `params[steps_key]` (times `training_length`) steps of
+        the configured batch."""
+        steps = math.ceil(length * int(params.get(steps_key) or 0) *
+                          configured / max(int(batch_size or configured), 1))
         return math.ceil(steps / steps_per_epoch)
 
-    epochs = max(int(params['epochs']), epochs_for('min_train_steps'))
+    epochs = max(math.ceil(length * int(params['epochs'])),
+                 epochs_for('min_train_steps'), 1)
     momentum = params.get('batch_norm_momentum') or min(
         0.99, 0.05**(1.0 / steps_per_epoch))
     patience = max(int(params.get('early_stopping_patience', 0)), epochs // 5)

@@ -54,6 +54,9 @@ keras = tf.keras
 
 # What `run` did, as JSON, in the Trainer's model run directory.
 TRAINING_REPORT = 'training.json'
+# The search space's `training_length`s: half, all or twice the profile's
+# epochs and steps (models/schedule.py training_schedule).
+TRAINING_LENGTHS = (0.5, 1.0, 2.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +106,9 @@ def hyperparameters(fn_args: 'tfx.components.FnArgs') -> Dict[str, Any]:
 
 def search_space(hp: Any, batch_sizes: List[int]) -> Params:
     """How a model trains, in every family's Tuner search space: dropout,
-    the learning rate and its decay, and the batch (from `batch_sizes`),
-    declared on a KerasTuner `HyperParameters`."""
+    the learning rate and its decay, the batch (from `batch_sizes`) and the
+    training's length (epochs and steps, models/schedule.py), declared on a
+    KerasTuner `HyperParameters`."""
     return {
         'dropout':
             hp.Float('dropout', 0.0, 0.5, step=0.125),
@@ -114,7 +118,9 @@ def search_space(hp: Any, batch_sizes: List[int]) -> Params:
             hp.Choice('learning_rate_decay',
                       list(schedule.LEARNING_RATE_DECAYS)),
         'batch_size':
-            hp.Choice('batch_size', batch_sizes)
+            hp.Choice('batch_size', batch_sizes),
+        'training_length':
+            hp.Choice('training_length', list(TRAINING_LENGTHS))
     }
 
 

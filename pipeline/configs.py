@@ -251,6 +251,9 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # many steps (models/schedule.py); 0 (the smoke profiles: minutes):
     # min_train_steps as for any set.
     max_train_steps=5000,
+    # Multiplies epochs, min_train_steps and max_train_steps (a dimension
+    # of the Tuner's search space).
+    training_length=1.0,
     early_stopping_patience=10,
     recalibration_batches=100,
     # Small data: the global batch is at most this fraction of the training
@@ -378,6 +381,7 @@ SETTING_HELP: Dict[str, str] = dict(
     tune_trials='random-search trials before training (TFX Tuner), 0: none',
     tune_seconds='no trial starts after this many seconds of search',
     tune_epochs_fraction='each trial trains this fraction of the epochs',
+    training_length='epochs, min_train_steps and max_train_steps times this',
     learning_rate_decay="how the rate falls: 'plateau' or 'cosine'",
     cpu_devices='logical CPU devices `mirrored` uses when there is no GPU',
     workers='worker processes `multi_worker` starts outside a cluster',
@@ -423,6 +427,8 @@ SETTING_CHOICES: Dict[str, Tuple[str, ...]] = dict(
 _COUNTS = ('epochs', 'batch_size', 'span_window', 'conv_filters', 'units',
            'image_shape', 'dense_units', 'cpu_devices', 'workers',
            'kernel_sizes', 'scales', 'embedding_dim', 'steps_per_execution')
+# Factors of a training's length that cannot be 0 (or fractions of one).
+_FACTORS = ('training_length', 'tune_epochs_fraction')
 
 
 class SettingError(ValueError):
@@ -512,6 +518,8 @@ def check_overrides(model: str, overrides) -> None:
             raise SettingError(
                 f'--set {key}={json.dumps(value)}: must be '
                 f'{"positive" if key in _COUNTS else "0 or more"}')
+        if key in _FACTORS and value <= 0:
+            raise SettingError(f'--set {key}={value}: must be above 0')
 
 
 def settings_table(model: str) -> str:

@@ -60,6 +60,7 @@ def _error_lines(process):
     ('epochs=three', 'error: --set epochs="three": expected an integer, '
      'like 1'),
     ('epochs=0', 'error: --set epochs=0: must be positive'),
+    ('training_length=0', 'error: --set training_length=0: must be above 0'),
     ('conv_filters=[16,"a"]', 'expected a list of integers'),
     ('units=[8]', 'no such setting for convnet; did you mean dense_units?'),
     ('cache_examples=1', 'expected true or false'),

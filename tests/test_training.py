@@ -450,6 +450,32 @@ def test_a_tuner_trial_trains_its_fraction_of_the_epochs():
     }, 422)['epochs'] == 1
 
 
+def test_training_length_multiplies_the_epochs_and_both_step_budgets():
+    """The search space's `training_length`: a large set's epochs, a small
+    set's min_train_steps, and max_train_steps when the training loss
+    chooses the epoch."""
+    params = {
+        'epochs': 15,
+        'min_train_steps': 1000,
+        'max_train_steps': 5000,
+        'batch_size': 128
+    }
+    for length, large, small, loss_chosen in [(1.0, 15, 100, 500),
+                                              (2.0, 30, 200, 1000),
+                                              (0.5, 8, 50, 250)]:
+        scaled = {**params, 'training_length': length}
+        assert schedule.training_schedule(scaled, 422)['epochs'] == large
+        assert schedule.training_schedule(scaled, 10)['epochs'] == small
+        assert schedule.training_schedule(
+            scaled, 10, eval_examples=10)['epochs'] == loss_chosen
+    # A trial of a third of the budget, twice as long.
+    assert schedule.training_schedule(
+        {
+            **params, 'training_length': 2.0,
+            'epochs_fraction': 1 / 3
+        }, 422)['epochs'] == 10
+
+
 def test_the_kept_epoch_is_chosen_by_eval_accuracy_only_when_it_can_tell():
     # A 2-example eval split scores 0, 0.5 or 1: the training loss chooses.
     assert schedule.best_epoch_monitor(2) == ('loss', 'min')

@@ -24,7 +24,8 @@ PROFILE = {
     'dropout': 0.25,
     'learning_rate': 1e-3,
     'learning_rate_decay': 'plateau',
-    'batch_size': 32
+    'batch_size': 32,
+    'training_length': 1.0
 }
 
 
@@ -70,7 +71,8 @@ def test_search_runs_the_trials_and_ranks_them_by_score(monkeypatch, tmp_path,
     table = capsys.readouterr().out.split('Tuner trials')[1].splitlines()
     assert table[1].split() == [
         'trial', 'score', 'batch_size', 'bidirectional', 'cell', 'depth',
-        'dropout', 'learning_rate', 'learning_rate_decay', 'width'
+        'dropout', 'learning_rate', 'learning_rate_decay', 'training_length',
+        'width'
     ]
     assert len(table) == 2 + 6
 
