@@ -57,6 +57,13 @@ TRAINING_REPORT = 'training.json'
 # The search space's `training_length`s: half, all or twice the profile's
 # epochs and steps (models/schedule.py training_schedule).
 TRAINING_LENGTHS = (0.5, 1.0, 2.0)
+# When a Tuner chooses between model families (models/tuning.py, the
+# `tune_families` setting): the param naming the family a trial or the
+# Trainer trains, and the custom_config entry in which the pipeline hands
+# down the other families' own params (their profile of the run's profile
+# name), name -> params.
+FAMILY = 'family'
+FAMILY_PARAMS = 'family_params'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +188,8 @@ class _EpochTimer(keras.callbacks.Callback):
 def run(fn_args: 'tfx.components.FnArgs',
         recipe: ModelRecipe,
         params: Optional[Params] = None,
-        export_model: bool = True) -> float:
+        export_model: bool = True,
+        recipes: Optional[Dict[str, ModelRecipe]] = None) -> float:
     """Trains the recipe's model under the configured strategy and exports it.
 
     `multi_worker` outside a cluster (no TF_CONFIG) starts the configured
@@ -196,6 +204,9 @@ def run(fn_args: 'tfx.components.FnArgs',
             with a Tuner's best values in the recipe's search space).
         export_model: Export to `fn_args.serving_model_dir`; a Tuner's trial
             only trains.
+        recipes: The families a Tuner may have chosen between (name ->
+            recipe, `recipe` among them): after a search over them the
+            best trial's family trains, with its own params.
 
     Returns:
         The best epoch's accuracy on the eval split (its weights are kept).
@@ -205,9 +216,10 @@ def run(fn_args: 'tfx.components.FnArgs',
         if fn_args.hyperparameters and recipe.search_space:
             # KerasTuner is imported only when a Tuner ran.
             from models import tuning  # pylint: disable=import-outside-toplevel
-            params.update(
-                tuning.tuned_params(recipe.search_space,
-                                    fn_args.hyperparameters))
+            # Chosen before the workers start: they train what they are
+            # handed (models/workers.py names the chosen recipe).
+            recipe, params = tuning.best_recipe(fn_args.hyperparameters, recipe,
+                                                params, recipes)
     if (params.get('strategy') == 'multi_worker' and export_model and
             not workers.in_cluster()):
         report = workers.launch(fn_args, recipe, params)
@@ -273,6 +285,8 @@ def train(fn_args: 'tfx.components.FnArgs',
         'steps_per_epoch': None,
         'train_examples': train_examples
     }
+    if FAMILY in params:  # A Tuner chose the family.
+        report[FAMILY] = params[FAMILY]
     fit_args: Dict[str, Any] = {}
     eval_examples = inputs.count_examples(fn_args.eval_files)
     if distribute.is_default(strategy):

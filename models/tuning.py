@@ -20,15 +20,32 @@ component writes the best values (`best_hyperparameters`), which the
 Trainer maps back to params through the same search space
 (`tuned_params`), and every trial's values and score (`tuner_results.json`);
 the search prints that table too.
+
+For the sequence families (`tune_families`, on by default) the space is
+the families' together: a `family` hyper-parameter and, under it, each
+family's own space (`family_space`); a trial of a family trains that
+family's recipe with its own params, which the pipeline hands down
+(`training.FAMILY_PARAMS`), and the Trainer trains the best trial's family
+(`best_recipe`).
 """
 
-import itertools
+import dataclasses
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+)
 
 import keras_tuner
 from absl import logging
 
+from models import data_facts
 from models import schedule
 from models import training
 
@@ -37,6 +54,169 @@ if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
 
 OBJECTIVE = keras_tuner.Objective('val_accuracy', direction='max')
 SearchSpace = Callable[[keras_tuner.HyperParameters], schedule.Params]
+FAMILY = training.FAMILY
+# HyperParameters' declaring methods (and KerasTuner's classes of the same
+# names).
+_DECLARATIONS = ('Boolean', 'Choice', 'Fixed', 'Float', 'Int')
+
+
+class _Declaring:
+    """A HyperParameters whose declarations return the hyper-parameter's
+    default where KerasTuner returns None: in an inactive conditional scope.
+
+    A family's search space computes its params from its values (`[width] *
+    depth`), so it fails on None; under a family that is not chosen, its
+    values only need to be declared, and any value of theirs does.
+    """
+
+    def __init__(self, hp: keras_tuner.HyperParameters):
+        self._hp = hp
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._hp, name)
+        if name not in _DECLARATIONS:
+            return attribute
+
+        def declare(*args, **kwargs):
+            value = attribute(*args, **kwargs)
+            if value is None:
+                kind = getattr(keras_tuner.engine.hyperparameters, name)
+                value = kind(*args, **kwargs).default
+            return value
+
+        return declare
+
+
+def family_space(spaces: Dict[str, SearchSpace], first: str) -> SearchSpace:
+    """The families' search spaces as one: a `family` hyper-parameter (its
+    default `first`) and each family's own hyper-parameters in a conditional
+    scope of it, so that a trial holds the chosen family's values only.
+
+    Their names are prefixed by the family's (`fcn/width`): KerasTuner keeps
+    one value per name and drops the values of inactive hyper-parameters by
+    name, which would drop the chosen family's `width` for the other's. The
+    params are the chosen family's, with its name as `family`.
+    """
+    names = [first, *sorted(set(spaces) - {first})]
+
+    def search_space(hp: keras_tuner.HyperParameters) -> schedule.Params:
+        family = hp.Choice(FAMILY, names, default=first)
+        chosen: schedule.Params = {}
+        for name in names:
+            with hp.conditional_scope(FAMILY, [name]), hp.name_scope(name):
+                params = spaces[name](_Declaring(hp))
+            if name == family:
+                chosen = params
+        return {**chosen, FAMILY: family}
+
+    return search_space
+
+
+def _param_name(hyperparameter: Any) -> str:
+    """The param a hyper-parameter may be named as: its name in its family's
+    own space (`width` for `fcn/width`)."""
+    return hyperparameter.name.rsplit('/', 1)[-1]
+
+
+def _shown(values: Dict[str, Any]) -> Dict[str, Any]:
+    """A trial's values as the trial table shows them: a family's own under
+    their names in its space (`width`, beside `family`)."""
+    prefix = f'{values.get(FAMILY)}/'
+    return {
+        name[len(prefix):] if name.startswith(prefix) else name: value
+        for name, value in values.items()
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Search:
+    """What a search chooses between: the families (one, or several with
+    `tune_families`), each with its recipe and its own params.
+
+    Attributes:
+        recipes: Family name -> its recipe.
+        params: Family name -> its params: the running family's are the
+            run's; another's are its own profile of the same profile name
+            (handed down by the pipeline), so that e.g. an FCN trial of an
+            RNN run does not clip gradients as the RNN's profile does.
+        first: The running family (`--model`): the first trial's.
+    """
+
+    recipes: Dict[str, training.ModelRecipe]
+    params: Dict[str, schedule.Params]
+    first: str
+
+    @property
+    def search_space(self) -> SearchSpace:
+        if len(self.recipes) == 1:
+            return self.recipes[self.first].search_space
+        return family_space(
+            {
+                name: recipe.search_space
+                for name, recipe in self.recipes.items()
+            }, self.first)
+
+    def choose(
+        self, values: schedule.Params
+    ) -> Tuple[training.ModelRecipe, schedule.Params]:
+        """The recipe and params of the point of the space that stands for
+        `values` (the params the search space returned)."""
+        family = values.get(FAMILY, self.first)
+        return self.recipes[family], {**self.params[family], **values}
+
+
+def search(recipe: training.ModelRecipe,
+           params: schedule.Params,
+           recipes: Optional[Dict[str, training.ModelRecipe]] = None) -> Search:
+    """The search the run's `params` ask for: over the families of `recipes`
+    (name -> recipe, `recipe` among them) when `tune_families` is on and
+    the pipeline handed down the other families' params, else over
+    `recipe`'s own space."""
+    own = {
+        key: value
+        for key, value in params.items()
+        if key != training.FAMILY_PARAMS
+    }
+    names = [name for name, r in (recipes or {}).items() if r is recipe]
+    others = params.get(training.FAMILY_PARAMS) or {}
+    if not (names and params.get('tune_families') and others):
+        return Search({'': recipe}, {'': own}, '')
+    first = names[0]
+    # What the data gives (models/data_facts.py), the same for every family:
+    # they read the same tf.Transform output.
+    facts = {
+        key: params[key]
+        for key in (data_facts.CLASS_NAMES, data_facts.NUM_CHANNELS)
+        if key in params
+    }
+    family_params = {first: {**own, FAMILY: first}}
+    for name, values in others.items():
+        if name in recipes:
+            family_params[name] = {**values, **facts, FAMILY: name}
+    chosen = {name: recipes[name] for name in family_params}
+    return Search(chosen, family_params, first)
+
+
+def best_recipe(
+    best_hyperparameters: Dict[str, Any],
+    recipe: training.ModelRecipe,
+    params: schedule.Params,
+    recipes: Optional[Dict[str, training.ModelRecipe]] = None
+) -> Tuple[training.ModelRecipe, schedule.Params]:
+    """What the Trainer trains after a Tuner: the best trial's family (when
+    the search chose between families) with its own params, under the best
+    values.
+
+    Args:
+        best_hyperparameters: The Tuner's best hyper-parameters (their
+            config, as the Trainer receives it).
+        recipe: The running family's recipe (`--model`).
+        params: The run's params (models/training.py `hyperparameters`).
+        recipes: The families the search may have chosen between.
+    """
+    chosen = search(recipe, params, recipes)
+    return chosen.choose(tuned_params(chosen.search_space,
+                                      best_hyperparameters))
 
 
 def tuned_params(search_space: SearchSpace,
@@ -59,35 +239,48 @@ def _holds(hyperparameter: Any, value: Any) -> bool:
     return value in tuple(hyperparameter.values)
 
 
+def _assignments(space: List[Any], params: schedule.Params,
+                 values: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+    """Every assignment of values to the hyper-parameters of `space` (in
+    declaration order, a parent before its conditional ones) that are
+    active under it, with those named as params held at their value."""
+    if not space:
+        yield dict(values)
+        return
+    head, rest = space[0], space[1:]
+    if not all(c.is_active(values) for c in head.conditions):
+        yield from _assignments(rest, params, values)
+        return
+    name = _param_name(head)
+    if name in params and _holds(head, params[name]):
+        choices = (params[name],)
+    elif getattr(head, 'step', 1) is None:
+        return  # A continuous range cannot be tried in turn.
+    else:
+        choices = tuple(head.values)
+    for choice in choices:
+        yield from _assignments(rest, params, {**values, head.name: choice})
+
+
 def profile_values(search_space: SearchSpace,
                    params: schedule.Params) -> Optional[Dict[str, Any]]:
     """The hyper-parameter values that stand for `params` (a profile's own
     configuration), or None when the search space does not hold them.
 
-    A hyper-parameter named as a param (`dropout`, `learning_rate`, ...)
-    takes the param's value; the others (a convnet's `width` and `depth`,
-    which together make `conv_filters`) are tried in turn until the params
-    they stand for are `params`' own.
+    A hyper-parameter named as a param (`dropout`, `learning_rate`,
+    `family`, ...) takes the param's value; the others (a convnet's `width`
+    and `depth`, which together make `conv_filters`) are tried in turn until
+    the params they stand for are `params`' own. Only the hyper-parameters
+    active under the values count (a family's own, under `family`).
     """
     hp = keras_tuner.HyperParameters()
     search_space(hp)  # Declares the space.
-    named = {
-        h.name: params[h.name]
-        for h in hp.space
-        if h.name in params and _holds(h, params[h.name])
-    }
-    others = [h for h in hp.space if h.name not in named]
-    if any(getattr(h, 'step', 1) is None for h in others):
-        return None  # A continuous range cannot be tried in turn.
-    for choice in itertools.product(*(tuple(h.values) for h in others)):
+    for values in _assignments(list(hp.space), params, {}):
         candidate = keras_tuner.HyperParameters()
-        candidate.values.update(named)
-        candidate.values.update({
-            h.name: value for h, value in zip(others, choice)
-        })
+        candidate.values.update(values)
         stands_for = search_space(candidate)
         if all(params.get(key) == value for key, value in stands_for.items()):
-            return dict(candidate.values)
+            return values
     return None
 
 
@@ -128,14 +321,16 @@ def make_oracle(search_space: SearchSpace,
 
 
 def trial_table(trials: List[keras_tuner.engine.trial.Trial]) -> str:
-    """One row per trial: its id, score and hyper-parameter values."""
-    names = sorted({name for t in trials for name in t.hyperparameters.values})
+    """One row per trial: its id, score and hyper-parameter values (with
+    `family`, the chosen family's only)."""
+    shown = [_shown(t.hyperparameters.values) for t in trials]
+    names = sorted({name for values in shown for name in values})
     rows = [['trial', 'score', *names]]
-    for trial in trials:
+    for trial, values in zip(trials, shown):
         score = trial.score
         rows.append([
             trial.trial_id, 'failed' if score is None else f'{score:.4f}',
-            *(str(trial.hyperparameters.values.get(n, '')) for n in names)
+            *(str(values.get(n, '')) for n in names)
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return '\n'.join('  '.join(
@@ -147,13 +342,18 @@ def trial_table(trials: List[keras_tuner.engine.trial.Trial]) -> str:
 class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
     """Runs each trial with models/training.py (tf_keras), not Keras 3."""
 
-    def __init__(self, oracle: ProfileFirstOracle,
-                 fn_args: 'tfx.components.FnArgs', recipe: training.ModelRecipe,
-                 params: schedule.Params, max_seconds: float, **kwargs):
+    def __init__(self,
+                 oracle: ProfileFirstOracle,
+                 fn_args: 'tfx.components.FnArgs',
+                 recipe: training.ModelRecipe,
+                 params: schedule.Params,
+                 max_seconds: float,
+                 recipes: Optional[Dict[str, training.ModelRecipe]] = None,
+                 **kwargs):
         super().__init__(oracle, **kwargs)
         self._fn_args = fn_args
-        self._recipe = recipe
         self._params = params
+        self._search = search(recipe, params, recipes)
         self._deadline = time.monotonic() + max_seconds
 
     def pre_create_trial(self):
@@ -165,15 +365,14 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
             self.oracle.max_trials = len(self.oracle.trials)
 
     def run_trial(self, trial, *args, **kwargs) -> Dict[str, float]:
-        params = {
-            **self._params,
-            **self._recipe.search_space(trial.hyperparameters),
-            # Read by schedule.training_schedule: the Trainer trains all.
-            'epochs_fraction':
-                float(self._params.get('tune_epochs_fraction') or 1.0)
-        }
+        recipe, params = self._search.choose(
+            self._search.search_space(trial.hyperparameters))
+        # Read by schedule.training_schedule: the Trainer trains all. The
+        # search's budget is the run's, whichever family the trial trains.
+        params['epochs_fraction'] = float(
+            self._params.get('tune_epochs_fraction') or 1.0)
         accuracy = training.run(self._fn_args,
-                                self._recipe,
+                                recipe,
                                 params,
                                 export_model=False)
         return {OBJECTIVE.name: accuracy}
@@ -194,18 +393,39 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
                                (trials[0].message if trials else ''))
 
 
-def tuner_fn(fn_args: 'tfx.components.FnArgs',
-             recipe: training.ModelRecipe) -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's `tuner_fn` for `recipe`'s family."""
+def make_tuner(fn_args: Optional['tfx.components.FnArgs'],
+               recipe: training.ModelRecipe,
+               params: schedule.Params,
+               recipes: Optional[Dict[str, training.ModelRecipe]] = None,
+               **kwargs) -> TrialTuner:
+    """The random search the run's `params` ask for (`search`), its first
+    trial the running family's profile (`family` its own); `kwargs` go to
+    KerasTuner's BaseTuner (directory, project_name)."""
+    chosen = search(recipe, params, recipes)
+    oracle = make_oracle(chosen.search_space, chosen.params[chosen.first])
+    return TrialTuner(oracle,
+                      fn_args,
+                      recipe,
+                      params,
+                      max_seconds=float(params['tune_seconds']),
+                      recipes=recipes,
+                      **kwargs)
+
+
+def tuner_fn(
+    fn_args: 'tfx.components.FnArgs',
+    recipe: training.ModelRecipe,
+    recipes: Optional[Dict[str, training.ModelRecipe]] = None
+) -> 'tfx.components.TunerFnResult':
+    """The TFX Tuner's `tuner_fn` for `recipe`'s family, or for the
+    families of `recipes` (name -> recipe) with `tune_families`."""
     from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
     # The same hyper-parameters (and class names) the Trainer's run_fn reads.
     params = training.hyperparameters(fn_args)
-    oracle = make_oracle(recipe.search_space, params)
-    tuner = TrialTuner(oracle,
-                       fn_args,
+    tuner = make_tuner(fn_args,
                        recipe,
                        params,
-                       max_seconds=float(params['tune_seconds']),
+                       recipes,
                        directory=fn_args.working_dir,
                        project_name='random_search')
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={})

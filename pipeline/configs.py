@@ -85,6 +85,9 @@ class ModelFamily:
         default_data: The public data set it trains on by default.
         profiles: Profile name -> hyper-parameters and data limits.
         tuner_fn: Dotted path of its TFX Tuner tuner_fn (random search).
+        tuned_with: Other families its Tuner may choose instead of it
+            (`tune_families`): they read the same tf.Transform output and
+            serve the same signatures (models/sequences.py).
     """
 
     kind: str
@@ -93,6 +96,7 @@ class ModelFamily:
     default_data: str
     profiles: Dict[str, Dict[str, Any]]
     tuner_fn: Optional[str] = None
+    tuned_with: Tuple[str, ...] = ()
 
 
 _CONVNET_PROFILES: Dict[str, Dict[str, Any]] = {
@@ -175,6 +179,7 @@ MODELS: Dict[str, ModelFamily] = {
             preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
             run_fn='models.rnn.model.run_fn',
             tuner_fn='models.rnn.model.tuner_fn',
+            tuned_with=('fcn',),
             default_data=_sktime_data('JapaneseVowels'),
             # No small-data batch cap: a recurrent step costs about the same at
             # any batch (one step of the cell per time step), so more, smaller
@@ -191,7 +196,8 @@ MODELS: Dict[str, ModelFamily] = {
                          batch_size=32,
                          clip_norm=1.0,
                          min_accuracy=0.2,
-                         max_batch_fraction=0.0),
+                         max_batch_fraction=0.0,
+                         tune_families=True),
                 'full':
                     dict(max_examples_per_split=0,
                          cell='lstm',
@@ -201,7 +207,8 @@ MODELS: Dict[str, ModelFamily] = {
                          batch_size=32,
                          clip_norm=1.0,
                          min_accuracy=0.9,
-                         max_batch_fraction=0.0),
+                         max_batch_fraction=0.0,
+                         tune_families=True),
             }),
     # Wang et al. 2017's FCN: the same data, preprocessing_fn and
     # signatures as the RNN.
@@ -211,6 +218,7 @@ MODELS: Dict[str, ModelFamily] = {
             preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
             run_fn='models.fcn.model.run_fn',
             tuner_fn='models.fcn.model.tuner_fn',
+            tuned_with=('rnn',),
             default_data=_sktime_data('JapaneseVowels'),
             profiles={
                 'smoke':
@@ -222,7 +230,8 @@ MODELS: Dict[str, ModelFamily] = {
                          min_train_steps=200,
                          max_train_steps=0,
                          batch_size=32,
-                         min_accuracy=0.2),
+                         min_accuracy=0.2,
+                         tune_families=True),
                 'full':
                     dict(max_examples_per_split=0,
                          conv_filters=[128, 256, 128],
@@ -230,7 +239,8 @@ MODELS: Dict[str, ModelFamily] = {
                          dropout=0.0,
                          epochs=60,
                          batch_size=16,
-                         min_accuracy=0.9),
+                         min_accuracy=0.9,
+                         tune_families=True),
             }),
 }
 
@@ -382,6 +392,9 @@ SETTING_HELP: Dict[str, str] = dict(
     tune_seconds='no trial starts after this many seconds of search',
     tune_epochs_fraction='each trial trains this fraction of the epochs',
     training_length='epochs, min_train_steps and max_train_steps times this',
+    tune_families='the Tuner also chooses the sequence family (rnn or fcn, '
+    "each with its own profile's settings under the trial's values); the "
+    "Trainer trains the best trial's",
     learning_rate_decay="how the rate falls: 'plateau' or 'cosine'",
     cpu_devices='logical CPU devices `mirrored` uses when there is no GPU',
     workers='worker processes `multi_worker` starts outside a cluster',
@@ -741,3 +754,29 @@ class RunConfig:
         if self.strategy:
             params['strategy'] = self.strategy
         return params
+
+    def tuned_families_hyperparameters(self) -> Dict[str, Dict[str, Any]]:
+        """The hyper-parameters of each family a Tuner may choose instead of
+        this model (`tune_families`), name -> them; none without a Tuner.
+
+        Each family's own: its profile of this profile's name, and of the
+        overrides those it accepts (so `--set epochs=5` holds for every
+        family, `units` only for the RNN). A trial of the family trains
+        these under the trial's values, not this model's profile: the RNN's
+        clip_norm or batch cap is no setting of the FCN's. The pipeline
+        hands them down to the Tuner and the Trainer (models/ reads no
+        configs).
+        """
+        params = self.hyperparameters
+        if int(params['tune_trials']) <= 0 or not params.get('tune_families'):
+            return {}
+        families = {}
+        for name in self.family.tuned_with:
+            accepted = setting_defaults(name)
+            families[name] = dataclasses.replace(
+                self,
+                model=name,
+                overrides=tuple((key, value)
+                                for key, value in self.overrides
+                                if key in accepted)).hyperparameters
+        return families

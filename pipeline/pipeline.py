@@ -41,6 +41,7 @@ from components.serving_check.component import ServingCheck
 from components.transform.component import Transform
 from models import features
 from models import signatures
+from models import training
 from pipeline import configs
 from pipeline import summary
 
@@ -203,6 +204,11 @@ def create_pipeline(config: configs.RunConfig,
     warm_start = ({
         'base_model': model_resolver.outputs['model']
     } if params['warm_start'] else {})
+    families = config.tuned_families_hyperparameters()
+    if families:
+        # A trial (and the Trainer) of another family trains that family's
+        # own settings (models/tuning.py).
+        params = {**params, training.FAMILY_PARAMS: families}
     tuners = []
     if int(params['tune_trials']) > 0:
         # Random search (models/tuning.py); the Trainer takes the best.

@@ -2,6 +2,7 @@
 refuses a Beam runner known not to work before a run starts, and settings
 that are one of a few words."""
 
+import importlib
 import logging
 
 import apache_beam as beam
@@ -11,6 +12,7 @@ from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 
 from models import schedule
+from models import sequences
 from models.convnet import model as convnet
 from pipeline import cli
 from pipeline import configs
@@ -80,3 +82,46 @@ def test_an_augmentation_the_convnet_does_not_know_is_refused():
         configs.check_overrides('convnet', [('augmentation', 'rotate')])
     with pytest.raises(configs.SettingError, match='no such setting'):
         configs.check_overrides('rnn', [('augmentation', 'shift')])
+
+
+def test_families_a_tuner_chooses_between_are_the_models_sequence_families():
+    """The pipeline names them (tuned_with), models/sequences.py recipes
+    them: the same names, the same recipes, the same tf.Transform output."""
+    for name, family in configs.MODELS.items():
+        if not family.tuned_with:
+            continue
+        module = importlib.import_module(family.run_fn.rsplit('.', 1)[0])
+        assert sequences.RECIPES[name] is module.RECIPE
+        for other in family.tuned_with:
+            assert other in sequences.RECIPES
+            assert (configs.MODELS[other].preprocessing_fn ==
+                    family.preprocessing_fn)
+        assert all(values['tune_families'] is True
+                   for values in family.profiles.values())
+
+
+def test_the_other_familys_settings_are_its_own_profile_and_overrides():
+    config = configs.RunConfig(model='rnn',
+                               profile='full',
+                               strategy='mirrored',
+                               overrides=(('tune_trials', 3), ('epochs', 5),
+                                          ('units', [16])))
+    fcn = config.tuned_families_hyperparameters()['fcn']
+    assert fcn == configs.RunConfig(model='fcn',
+                                    profile='full',
+                                    strategy='mirrored',
+                                    overrides=(('tune_trials', 3),
+                                               ('epochs', 5))).hyperparameters
+    assert 'units' not in fcn and 'clip_norm' not in fcn
+    assert fcn['conv_filters'] == [128, 256, 128]
+    # Without a Tuner, or with the family search off: none.
+    assert not configs.RunConfig(model='rnn').tuned_families_hyperparameters()
+    assert not configs.RunConfig(
+        model='fcn',
+        overrides=(('tune_trials', 3),
+                   ('tune_families', False))).tuned_families_hyperparameters()
+    assert not configs.RunConfig(
+        model='convnet',
+        overrides=(('tune_trials', 3),)).tuned_families_hyperparameters()
+    with pytest.raises(configs.SettingError, match='no such setting'):
+        configs.check_overrides('convnet', [('tune_families', True)])

@@ -619,33 +619,56 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     assert all(0.0 <= t['score'] <= 1.0 for t in trials)
     best_trial = max(trials, key=lambda t: t['score'])
     assert {k: best_trial[k] for k in best} == best
-    # The pushed model has the best trial's architecture: its convolutions
-    # are `depth` blocks of `width`, 2 x `width`, ... filters.
+    # The search chose between the sequence families (tune_families, on by
+    # default; the second trial, seed 42, is the RNN's). The pushed model
+    # is the best trial's family with its architecture: for the FCN,
+    # `depth` blocks of `width`, 2 x `width`, ... filters; for the RNN,
+    # recurrent layers and no convolution.
+    family = best['family']
+    assert {t['family'] for t in trials} == {'fcn', 'rnn'}, trials
     model = tf.saved_model.load(summary['pushed_model'])
+    names = [
+        v.name
+        for v in tf.train.TrackableView(model).descendants()
+        if isinstance(v, tf.Variable)
+    ]
     kernels = sorted((v.name, v.shape[-1])
                      for v in tf.train.TrackableView(model).descendants()
                      if isinstance(v, tf.Variable) and
                      v.name.startswith('block') and 'conv' in v.name)
-    assert [filters for _, filters in kernels
-           ] == [best['width'], 2 * best['width'],
-                 best['width']][:best['depth']], (kernels, best)
-    # One trial (the first) was the profile's own values; the Trainer
-    # trained with the best trial's decay (a cosine decay is a schedule: no
-    # plateau halving on top of it).
+    if family == 'fcn':
+        width, depth = best['fcn/width'], best['fcn/depth']
+        assert [filters for _, filters in kernels] == [width, 2 * width, width
+                                                      ][:depth], (kernels, best)
+    else:
+        assert not kernels and any('rnn0' in name for name in names), names
+    # One trial (the first) was the profile's own values, the FCN's (a
+    # family's values are named in its scope); the Trainer trained with the
+    # best trial's decay (a cosine decay is a schedule: no plateau halving
+    # on top of it).
     profile = tuning.profile_values(
         fcn.search_space, {
             **configs.TRAINING_DEFAULTS,
             **configs.MODELS['fcn'].profiles['smoke'], 'learning_rate_decay':
                 'cosine'
         })
+    profile = {
+        'family': 'fcn',
+        **{
+            f'fcn/{key}': value for key, value in profile.items()
+        }
+    }
     assert any(
-        {key: t[key] for key in profile} == profile for t in trials), (profile,
-                                                                      trials)
+        {key: t.get(key) for key in profile} == profile for t in trials), (
+            profile, trials)
     report = _only_file(
         os.path.join(home, 'pipelines', 'fcn-pipeline', 'Trainer', 'model_run',
                      '*', 'training.json'))
-    assert report['learning_rate_decay'] == best['learning_rate_decay']
-    assert report['lr_plateau'] == (best['learning_rate_decay'] == 'plateau')
+    assert report['family'] == family
+    assert report['learning_rate_decay'] == best[
+        f'{family}/learning_rate_decay']
+    assert report['lr_plateau'] == (
+        best[f'{family}/learning_rate_decay'] == 'plateau')
 
     # A rerun on the same data takes the Tuner's result from the cache.
     again, log = run_pipeline(*FCN_FLAGS, '--data', data, '--home', home)

@@ -10,9 +10,12 @@ import keras_tuner
 import numpy as np
 import pytest
 
+from models import sequences
 from models import training
 from models import tuning
+from models import workers
 from models.convnet import model as convnet
+from models.fcn import model as fcn
 from models.rnn import model as rnn
 from pipeline import configs
 
@@ -177,3 +180,162 @@ def test_every_profile_is_a_point_of_its_familys_search_space(model):
     for profile, values in family.profiles.items():
         params = {**configs.TRAINING_DEFAULTS, **values}
         assert tuning.profile_values(search_space, params), profile
+        if family.tuned_with:
+            # And of the space of the families its Tuner chooses between.
+            params = _family_params(model, profile)
+            chosen = tuning.search(module.RECIPE, params, sequences.RECIPES)
+            assert len(chosen.recipes) > 1, profile
+            assert tuning.profile_values(
+                chosen.search_space,
+                chosen.params[model])[training.FAMILY] == model, profile
+
+
+def _family_params(model, profile='smoke', *overrides):
+    """The Tuner's (and Trainer's) params of a run of `model`, as the
+    pipeline hands them down, with the data's facts."""
+    config = configs.RunConfig(model=model,
+                               profile=profile,
+                               overrides=(('tune_trials', 8), *overrides))
+    return {
+        **config.hyperparameters, training.FAMILY_PARAMS:
+            config.tuned_families_hyperparameters(),
+        'class_names': ['a', 'b', 'c'],
+        'num_channels':
+            3
+    }
+
+
+def _family_search(monkeypatch, tmp_path, model, *overrides, score=None):
+    """A search of a run of `model` whose trials record what they would
+    train; a trial scores `score(params)` (default: by learning rate)."""
+    trained = []
+
+    def run(fn_args, recipe, params, export_model):
+        trained.append((recipe, params))
+        if score:
+            return score(params)
+        return [3e-4, 1e-3, 3e-3].index(params['learning_rate']) / 2
+
+    monkeypatch.setattr(training, 'run', run)
+    params = _family_params(model, 'smoke', *overrides)
+    tuner = tuning.make_tuner(None,
+                              sequences.RECIPES[model],
+                              params,
+                              sequences.RECIPES,
+                              directory=str(tmp_path),
+                              project_name='search')
+    tuner.search()
+    tuner.trained = trained
+    tuner.params = params
+    return tuner
+
+
+def test_the_sequence_search_draws_both_families_each_with_its_own_params(
+        monkeypatch, tmp_path, capsys):
+    tuner = _family_search(monkeypatch, tmp_path, 'rnn')
+    families = [params[training.FAMILY] for _, params in tuner.trained]
+    assert set(families) == {'rnn', 'fcn'}, families
+    rnn_profile = configs.MODELS['rnn'].profiles['smoke']
+    fcn_profile = configs.MODELS['fcn'].profiles['smoke']
+    for recipe, params in tuner.trained:
+        if params[training.FAMILY] == 'rnn':
+            assert recipe is rnn.RECIPE
+            assert params['cell'] in ('lstm', 'gru') and params['units']
+            assert params['clip_norm'] == rnn_profile['clip_norm']
+            assert params['max_batch_fraction'] == 0.0
+            assert 'conv_filters' not in params
+        else:
+            # The FCN's own profile under the trial's values: no gradient
+            # clipping nor uncapped batch of the RNN's.
+            assert recipe is fcn.RECIPE
+            assert len(params['conv_filters']) == len(params['kernel_sizes'])
+            assert params['kernel_sizes'] == [8, 5,
+                                              3][:len(params['conv_filters'])]
+            assert 'clip_norm' not in params and 'units' not in params
+            assert params['max_batch_fraction'] == (
+                configs.TRAINING_DEFAULTS['max_batch_fraction'])
+            assert params['epochs'] == fcn_profile['epochs']
+        # What the data gives, for every family.
+        assert params['num_channels'] == 3
+        assert params['epochs_fraction'] == 1.0
+        assert training.FAMILY_PARAMS not in params
+    # One table: a family column; a trial shows its own family's values.
+    table = capsys.readouterr().out.split('Tuner trials')[1].splitlines()
+    header = table[1].split()
+    assert 'family' in header and 'cell' in header
+    for row in table[2:2 + len(families)]:
+        cells = row.split()
+        if 'fcn' in cells:
+            assert 'lstm' not in cells and 'gru' not in cells, row
+
+
+@pytest.mark.parametrize('model', ['rnn', 'fcn'])
+def test_the_sequence_searchs_first_trial_is_the_running_familys_profile(
+        monkeypatch, tmp_path, model):
+    tuner = _family_search(monkeypatch, tmp_path, model)
+    (recipe, first), *_ = tuner.trained
+    assert recipe is sequences.RECIPES[model]
+    assert first[training.FAMILY] == model
+    profile = configs.MODELS[model].profiles['smoke']
+    assert {key: first[key] for key in profile} == profile
+    assert first['learning_rate'] == configs.TRAINING_DEFAULTS['learning_rate']
+
+
+def test_the_trainer_trains_the_best_trials_family_with_its_params(
+        monkeypatch, tmp_path):
+    """An RNN run whose best trial was an FCN trains the FCN, on the FCN's
+    own settings, also when the workers train it (models/workers.py)."""
+    tuner = _family_search(
+        monkeypatch,
+        tmp_path,
+        'rnn',
+        score=lambda params: float(params[training.FAMILY] == 'fcn'))
+    best = tuner.get_best_hyperparameters()[0]
+    assert best.values[training.FAMILY] == 'fcn'
+    # As the Trainer gets them: the config, and the best values in its
+    # params (training.hyperparameters).
+    params = {**tuner.params, **best.values}
+    recipe, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE, params,
+                                         sequences.RECIPES)
+    assert recipe is fcn.RECIPE
+    assert workers._recipe_path(recipe) == 'models.fcn.model:RECIPE'  # pylint: disable=protected-access
+    # A family's values are named in its scope (KerasTuner keeps one value
+    # per name).
+    width, depth = best.values['fcn/width'], best.values['fcn/depth']
+    assert trained['conv_filters'] == [width, 2 * width, width][:depth]
+    assert trained['learning_rate'] == best.values['fcn/learning_rate']
+    assert trained[training.FAMILY] == 'fcn'
+    assert 'clip_norm' not in trained
+    assert trained['class_names'] == ['a', 'b', 'c']
+    # Had an RNN trial been the best: the RNN, on the run's own settings.
+    rnn_trial = next(t.hyperparameters
+                     for t in tuner.oracle.trials.values()
+                     if t.hyperparameters.values[training.FAMILY] == 'rnn')
+    recipe, trained = tuning.best_recipe(rnn_trial.get_config(), rnn.RECIPE,
+                                         params, sequences.RECIPES)
+    assert recipe is rnn.RECIPE
+    assert trained['units'] == [rnn_trial.values['rnn/width']
+                               ] * rnn_trial.values['rnn/depth']
+    assert trained['clip_norm'] == 1.0 and 'conv_filters' not in trained
+
+
+def test_tune_families_off_searches_the_running_familys_own_space(
+        monkeypatch, tmp_path):
+    off = ('tune_families', False)
+    assert not configs.RunConfig(
+        model='rnn',
+        overrides=(('tune_trials', 4), off)).tuned_families_hyperparameters()
+    # Off, even with the other families handed down.
+    params = {**_family_params('rnn'), 'tune_families': False}
+    space = tuning.search(rnn.RECIPE, params, sequences.RECIPES).search_space
+    hp, own = keras_tuner.HyperParameters(), keras_tuner.HyperParameters()
+    space(hp)
+    rnn.search_space(own)
+    assert [h.name for h in hp.space] == [h.name for h in own.space]
+    tuner = _family_search(monkeypatch, tmp_path, 'rnn', off)
+    assert all(recipe is rnn.RECIPE for recipe, _ in tuner.trained)
+    assert all(training.FAMILY not in params for _, params in tuner.trained)
+    best = tuner.get_best_hyperparameters()[0]
+    recipe, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE,
+                                         tuner.params, sequences.RECIPES)
+    assert recipe is rnn.RECIPE and 'units' in trained

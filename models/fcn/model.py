@@ -96,12 +96,17 @@ RECIPE = training.ModelRecipe(
 
 
 def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
-    """The TFX Trainer's entry point for the FCN."""
-    training.run(fn_args, RECIPE)
+    """The TFX Trainer's entry point for the FCN: after a Tuner that chose
+    between the sequence families, the best trial's family."""
+    from models import sequences  # pylint: disable=import-outside-toplevel
+    training.run(fn_args, RECIPE, recipes=sequences.RECIPES)
 
 
 def tuner_fn(
         fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's entry point for the FCN."""
-    from models import tuning  # pylint: disable=import-outside-toplevel
-    return tuning.tuner_fn(fn_args, RECIPE)
+    """The TFX Tuner's entry point for the FCN, or for the sequence
+    families with `tune_families`."""
+    # pylint: disable=import-outside-toplevel
+    from models import sequences
+    from models import tuning
+    return tuning.tuner_fn(fn_args, RECIPE, sequences.RECIPES)
