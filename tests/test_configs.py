@@ -91,9 +91,9 @@ def test_families_a_tuner_chooses_between_are_the_models_sequence_families():
         if not family.tuned_with:
             continue
         module = importlib.import_module(family.run_fn.rsplit('.', 1)[0])
-        assert sequences.RECIPES[name] is module.RECIPE
+        assert sequences.recipes()[name] is module.RECIPE
         for other in family.tuned_with:
-            assert other in sequences.RECIPES
+            assert other in sequences.recipes()
             assert (configs.MODELS[other].preprocessing_fn ==
                     family.preprocessing_fn)
         assert all(values['tune_families'] is True

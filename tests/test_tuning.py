@@ -183,7 +183,7 @@ def test_every_profile_is_a_point_of_its_familys_search_space(model):
         if family.tuned_with:
             # And of the space of the families its Tuner chooses between.
             params = _family_params(model, profile)
-            chosen = tuning.search(module.RECIPE, params, sequences.RECIPES)
+            chosen = tuning.search(module.RECIPE, params, sequences.recipes())
             assert len(chosen.recipes) > 1, profile
             assert tuning.profile_values(
                 chosen.search_space,
@@ -219,9 +219,9 @@ def _family_search(monkeypatch, tmp_path, model, *overrides, score=None):
     monkeypatch.setattr(training, 'run', run)
     params = _family_params(model, 'smoke', *overrides)
     tuner = tuning.make_tuner(None,
-                              sequences.RECIPES[model],
+                              sequences.recipes()[model],
                               params,
-                              sequences.RECIPES,
+                              sequences.recipes(),
                               directory=str(tmp_path),
                               project_name='search')
     tuner.search()
@@ -274,7 +274,7 @@ def test_the_sequence_searchs_first_trial_is_the_running_familys_profile(
         monkeypatch, tmp_path, model):
     tuner = _family_search(monkeypatch, tmp_path, model)
     (recipe, first), *_ = tuner.trained
-    assert recipe is sequences.RECIPES[model]
+    assert recipe is sequences.recipes()[model]
     assert first[training.FAMILY] == model
     profile = configs.MODELS[model].profiles['smoke']
     assert {key: first[key] for key in profile} == profile
@@ -296,7 +296,7 @@ def test_the_trainer_trains_the_best_trials_family_with_its_params(
     # params (training.hyperparameters).
     params = {**tuner.params, **best.values}
     recipe, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE, params,
-                                         sequences.RECIPES)
+                                         sequences.recipes())
     assert recipe is fcn.RECIPE
     assert workers._recipe_path(recipe) == 'models.fcn.model:RECIPE'  # pylint: disable=protected-access
     # A family's values are named in its scope (KerasTuner keeps one value
@@ -312,7 +312,7 @@ def test_the_trainer_trains_the_best_trials_family_with_its_params(
                      for t in tuner.oracle.trials.values()
                      if t.hyperparameters.values[training.FAMILY] == 'rnn')
     recipe, trained = tuning.best_recipe(rnn_trial.get_config(), rnn.RECIPE,
-                                         params, sequences.RECIPES)
+                                         params, sequences.recipes())
     assert recipe is rnn.RECIPE
     assert trained['units'] == [rnn_trial.values['rnn/width']
                                ] * rnn_trial.values['rnn/depth']
@@ -327,7 +327,7 @@ def test_tune_families_off_searches_the_running_familys_own_space(
         overrides=(('tune_trials', 4), off)).tuned_families_hyperparameters()
     # Off, even with the other families handed down.
     params = {**_family_params('rnn'), 'tune_families': False}
-    space = tuning.search(rnn.RECIPE, params, sequences.RECIPES).search_space
+    space = tuning.search(rnn.RECIPE, params, sequences.recipes()).search_space
     hp, own = keras_tuner.HyperParameters(), keras_tuner.HyperParameters()
     space(hp)
     rnn.search_space(own)
@@ -337,5 +337,25 @@ def test_tune_families_off_searches_the_running_familys_own_space(
     assert all(training.FAMILY not in params for _, params in tuner.trained)
     best = tuner.get_best_hyperparameters()[0]
     recipe, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE,
-                                         tuner.params, sequences.RECIPES)
+                                         tuner.params, sequences.recipes())
     assert recipe is rnn.RECIPE and 'units' in trained
+
+
+def test_the_trainer_finds_its_family_after_tfx_reloads_its_module(
+        monkeypatch, tmp_path):
+    """TFX reloads a component's module before it runs (the Trainer's after
+    the Tuner's, in one process): a new RECIPE, which must still be told
+    apart as the FCN (else the Trainer trained the space's defaults)."""
+    tuner = _family_search(
+        monkeypatch,
+        tmp_path,
+        'fcn',
+        score=lambda params: float(params[training.FAMILY] == 'fcn'))
+    best = tuner.get_best_hyperparameters()[0]
+    params = {**tuner.params, **best.values}
+    reloaded = importlib.reload(fcn)
+    recipe, trained = tuning.best_recipe(best.get_config(), reloaded.RECIPE,
+                                         params, sequences.recipes())
+    assert recipe is reloaded.RECIPE
+    assert trained['learning_rate'] == best.values['fcn/learning_rate']
+    assert workers._recipe_path(recipe) == 'models.fcn.model:RECIPE'  # pylint: disable=protected-access

@@ -99,7 +99,7 @@ def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
     """The TFX Trainer's entry point for the FCN: after a Tuner that chose
     between the sequence families, the best trial's family."""
     from models import sequences  # pylint: disable=import-outside-toplevel
-    training.run(fn_args, RECIPE, recipes=sequences.RECIPES)
+    training.run(fn_args, RECIPE, recipes=sequences.recipes())
 
 
 def tuner_fn(
@@ -109,4 +109,4 @@ def tuner_fn(
     # pylint: disable=import-outside-toplevel
     from models import sequences
     from models import tuning
-    return tuning.tuner_fn(fn_args, RECIPE, sequences.RECIPES)
+    return tuning.tuner_fn(fn_args, RECIPE, sequences.recipes())
