@@ -342,18 +342,13 @@ def trial_table(trials: List[keras_tuner.engine.trial.Trial]) -> str:
 class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
     """Runs each trial with models/training.py (tf_keras), not Keras 3."""
 
-    def __init__(self,
-                 oracle: ProfileFirstOracle,
-                 fn_args: 'tfx.components.FnArgs',
-                 recipe: training.ModelRecipe,
-                 params: schedule.Params,
-                 max_seconds: float,
-                 recipes: Optional[Dict[str, training.ModelRecipe]] = None,
-                 **kwargs):
+    def __init__(self, oracle: ProfileFirstOracle,
+                 fn_args: 'tfx.components.FnArgs', chosen: Search,
+                 params: schedule.Params, max_seconds: float, **kwargs):
         super().__init__(oracle, **kwargs)
         self._fn_args = fn_args
         self._params = params
-        self._search = search(recipe, params, recipes)
+        self._search = chosen
         self._deadline = time.monotonic() + max_seconds
 
     def pre_create_trial(self):
@@ -405,10 +400,9 @@ def make_tuner(fn_args: Optional['tfx.components.FnArgs'],
     oracle = make_oracle(chosen.search_space, chosen.params[chosen.first])
     return TrialTuner(oracle,
                       fn_args,
-                      recipe,
+                      chosen,
                       params,
                       max_seconds=float(params['tune_seconds']),
-                      recipes=recipes,
                       **kwargs)
 
 

@@ -53,7 +53,7 @@ def _search(monkeypatch,
     }
     tuner = tuning.TrialTuner(tuning.make_oracle(rnn.search_space, params),
                               None,
-                              rnn.RECIPE,
+                              tuning.search(rnn.RECIPE, params),
                               params,
                               max_seconds,
                               directory=str(tmp_path),
@@ -131,7 +131,7 @@ def test_a_search_whose_every_trial_failed_fails(monkeypatch, tmp_path):
     params = {'tune_trials': 2, 'seed': 1}
     tuner = tuning.TrialTuner(tuning.make_oracle(rnn.search_space, params),
                               None,
-                              rnn.RECIPE,
+                              tuning.search(rnn.RECIPE, params),
                               params,
                               3600,
                               directory=str(tmp_path),
