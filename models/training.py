@@ -64,6 +64,9 @@ TRAINING_LENGTHS = (0.5, 1.0, 2.0)
 # name), name -> params.
 FAMILY = 'family'
 FAMILY_PARAMS = 'family_params'
+# The custom_config entry naming the settings the user gave (`--set`),
+# which a Tuner's search holds at their values (models/tuning.py).
+HELD_SETTINGS = 'tune_held'
 
 
 @dataclasses.dataclass(frozen=True)

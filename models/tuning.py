@@ -21,6 +21,10 @@ Trainer maps back to params through the same search space
 (`tuned_params`), and every trial's values and score (`tuner_results.json`);
 the search prints that table too.
 
+A setting the user gave (`--set learning_rate_decay=cosine`), which the
+pipeline names (`training.HELD_SETTINGS`), is held at its value in every
+trial where the space names it: the search varies the rest.
+
 For the sequence families (`tune_families`, on by default) the space is
 the families' together: a `family` hyper-parameter and, under it, each
 family's own space (`family_space`); a trial of a family trains that
@@ -87,6 +91,37 @@ class _Declaring:
         return declare
 
 
+class _Holding:
+    """A HyperParameters on which a hyper-parameter named as a held setting
+    (`learning_rate_decay`, or `dropout` in a family's scope) is declared
+    `Fixed` at the setting's value, so the search varies only the others.
+    """
+
+    def __init__(self, hp: keras_tuner.HyperParameters, held: Dict[str, Any]):
+        self._hp = hp
+        self._held = held
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._hp, name)
+        if name not in _DECLARATIONS:
+            return attribute
+
+        def declare(hp_name: str, *args, **kwargs):
+            if hp_name in self._held:
+                return self._hp.Fixed(hp_name, self._held[hp_name])
+            return attribute(hp_name, *args, **kwargs)
+
+        return declare
+
+
+def holding(space: SearchSpace, held: Dict[str, Any]) -> SearchSpace:
+    """`space` with the hyper-parameters named in `held` (setting -> value)
+    fixed at their values."""
+    if not held:
+        return space
+    return lambda hp: space(_Holding(hp, held))
+
+
 def family_space(spaces: Dict[str, SearchSpace], first: str) -> SearchSpace:
     """The families' search spaces as one: a `family` hyper-parameter (its
     default `first`) and each family's own hyper-parameters in a conditional
@@ -140,21 +175,30 @@ class Search:
             (handed down by the pipeline), so that e.g. an FCN trial of an
             RNN run does not clip gradients as the RNN's profile does.
         first: The running family (`--model`): the first trial's.
+        held: The settings the user gave, which every trial keeps at its
+            value (a family's own value) where the space names them.
     """
 
     recipes: Dict[str, training.ModelRecipe]
     params: Dict[str, schedule.Params]
     first: str
+    held: Tuple[str, ...] = ()
+
+    def held_values(self, family: str) -> Dict[str, Any]:
+        """Held setting -> its value, for `family`."""
+        params = self.params[family]
+        return {name: params[name] for name in self.held if name in params}
+
+    def _space(self, family: str) -> SearchSpace:
+        return holding(self.recipes[family].search_space,
+                       self.held_values(family))
 
     @property
     def search_space(self) -> SearchSpace:
         if len(self.recipes) == 1:
-            return self.recipes[self.first].search_space
-        return family_space(
-            {
-                name: recipe.search_space
-                for name, recipe in self.recipes.items()
-            }, self.first)
+            return self._space(self.first)
+        return family_space({name: self._space(name) for name in self.recipes},
+                            self.first)
 
     def choose(
         self, values: schedule.Params
@@ -171,7 +215,8 @@ def search(recipe: training.ModelRecipe,
     """The search the run's `params` ask for: over the families of `recipes`
     (name -> recipe, `recipe` among them) when `tune_families` is on and
     the pipeline handed down the other families' params, else over
-    `recipe`'s own space."""
+    `recipe`'s own space; the settings the pipeline names as the user's
+    (`training.HELD_SETTINGS`) held at their values."""
     own = {
         key: value
         for key, value in params.items()
@@ -179,8 +224,9 @@ def search(recipe: training.ModelRecipe,
     }
     names = [name for name, r in (recipes or {}).items() if r is recipe]
     others = params.get(training.FAMILY_PARAMS) or {}
+    held = tuple(params.get(training.HELD_SETTINGS) or ())
     if not (names and params.get('tune_families') and others):
-        return Search({'': recipe}, {'': own}, '')
+        return Search({'': recipe}, {'': own}, '', held)
     first = names[0]
     # What the data gives (models/data_facts.py), the same for every family:
     # they read the same tf.Transform output.
@@ -194,7 +240,7 @@ def search(recipe: training.ModelRecipe,
         if name in recipes:
             family_params[name] = {**values, **facts, FAMILY: name}
     chosen = {name: recipes[name] for name in family_params}
-    return Search(chosen, family_params, first)
+    return Search(chosen, family_params, first, held)
 
 
 def best_recipe(
@@ -320,11 +366,14 @@ def make_oracle(search_space: SearchSpace,
                               tune_new_entries=False)
 
 
-def trial_table(trials: List[keras_tuner.engine.trial.Trial]) -> str:
+def trial_table(
+    trials: List[keras_tuner.engine.trial.Trial], held: Tuple[str, ...] = ()
+) -> str:
     """One row per trial: its id, score and hyper-parameter values (with
-    `family`, the chosen family's only)."""
+    `family`, the chosen family's only); a line naming the `held` ones."""
     shown = [_shown(t.hyperparameters.values) for t in trials]
     names = sorted({name for values in shown for name in values})
+    held = tuple(name for name in held if name in names)
     rows = [['trial', 'score', *names]]
     for trial, values in zip(trials, shown):
         score = trial.score
@@ -333,10 +382,13 @@ def trial_table(trials: List[keras_tuner.engine.trial.Trial]) -> str:
             *(str(values.get(n, '')) for n in names)
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return '\n'.join('  '.join(
+    table = '\n'.join('  '.join(
         cell.ljust(width)
         for cell, width in zip(row, widths)).rstrip()
-                     for row in rows)
+                      for row in rows)
+    if held:
+        table += f"\n(held at the run's settings: {', '.join(held)})"
+    return table
 
 
 class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
@@ -375,7 +427,7 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
     def on_search_end(self):
         super().on_search_end()
         trials = sorted(self.oracle.trials.values(), key=lambda t: t.trial_id)
-        table = trial_table(trials)
+        table = trial_table(trials, self._search.held)
         if self.oracle.first_values and trials:
             first = trials[0].trial_id
             table += f"\n(trial {first}: the profile's own values)"

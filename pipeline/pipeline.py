@@ -211,7 +211,11 @@ def create_pipeline(config: configs.RunConfig,
         params = {**params, training.FAMILY_PARAMS: families}
     tuners = []
     if int(params['tune_trials']) > 0:
-        # Random search (models/tuning.py); the Trainer takes the best.
+        # Random search (models/tuning.py), which holds the settings the user
+        # gave at their values; the Trainer takes the best.
+        params = {
+            **params, training.HELD_SETTINGS: sorted(dict(config.overrides))
+        }
         tuners.append(
             Tuner(tuner_fn=family.tuner_fn,
                   examples=transform.outputs['transformed_examples'],
