@@ -7,7 +7,7 @@ both runners (local and Kubeflow).
 """
 
 import posixpath
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import tensorflow_model_analysis as tfma
 
@@ -50,6 +50,23 @@ PREVIOUS_STATISTICS_RESOLVER = 'previous_statistics_resolver'
 DATA_GATE = 'DataGate'
 
 SERVING_CHECK_SPLIT = data_source.TEST
+
+
+def trainer_config(config: configs.RunConfig) -> Dict[str, Any]:
+    """The Tuner's and the Trainer's custom_config: the run's
+    hyper-parameters and, with a Tuner, what its search reads
+    (models/tuning.py): the settings the user gave, which it holds at their
+    values, and the families it may choose instead of the run's with their
+    own settings (a trial, and the Trainer, of another family trains them).
+    """
+    params = config.hyperparameters
+    if int(params['tune_trials']) <= 0:
+        return params
+    params[training.HELD_SETTINGS] = sorted(dict(config.overrides))
+    families = config.tuned_families_hyperparameters()
+    if families:
+        params[training.FAMILY_PARAMS] = families
+    return params
 
 
 def example_gen_settings(config: configs.RunConfig, data_uri: str) -> dict:
@@ -204,18 +221,10 @@ def create_pipeline(config: configs.RunConfig,
     warm_start = ({
         'base_model': model_resolver.outputs['model']
     } if params['warm_start'] else {})
-    families = config.tuned_families_hyperparameters()
-    if families:
-        # A trial (and the Trainer) of another family trains that family's
-        # own settings (models/tuning.py).
-        params = {**params, training.FAMILY_PARAMS: families}
+    params = trainer_config(config)
     tuners = []
     if int(params['tune_trials']) > 0:
-        # Random search (models/tuning.py), which holds the settings the user
-        # gave at their values; the Trainer takes the best.
-        params = {
-            **params, training.HELD_SETTINGS: sorted(dict(config.overrides))
-        }
+        # Random search (models/tuning.py); the Trainer takes the best.
         tuners.append(
             Tuner(tuner_fn=family.tuner_fn,
                   examples=transform.outputs['transformed_examples'],

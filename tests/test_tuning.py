@@ -4,6 +4,7 @@ run end to end, with real training, in tests/test_pipeline_e2e.py; here a
 trial's training is a function of its values, so that the search's own
 logic is what is tested; and a model built from the space's extremes."""
 
+import dataclasses
 import importlib
 
 import keras_tuner
@@ -18,6 +19,7 @@ from models.convnet import model as convnet
 from models.fcn import model as fcn
 from models.rnn import model as rnn
 from pipeline import configs
+from pipeline import pipeline
 
 # A profile the RNN's search space holds: depth 1, width 32.
 PROFILE = {
@@ -197,11 +199,8 @@ def _family_params(model, profile='smoke', *overrides):
                                profile=profile,
                                overrides=(('tune_trials', 8), *overrides))
     return {
-        **config.hyperparameters, training.FAMILY_PARAMS:
-            config.tuned_families_hyperparameters(),
-        'class_names': ['a', 'b', 'c'],
-        'num_channels':
-            3
+        **pipeline.trainer_config(config), 'class_names': ['a', 'b', 'c'],
+        'num_channels': 3
     }
 
 
@@ -359,3 +358,42 @@ def test_the_trainer_finds_its_family_after_tfx_reloads_its_module(
     assert recipe is reloaded.RECIPE
     assert trained['learning_rate'] == best.values['fcn/learning_rate']
     assert workers._recipe_path(recipe) == 'models.fcn.model:RECIPE'  # pylint: disable=protected-access
+
+
+def test_the_search_holds_the_settings_the_user_gave(monkeypatch, tmp_path,
+                                                     capsys):
+    """`--set learning_rate_decay=cosine --set dropout=0.3` with a Tuner:
+    every trial of either family, and the Trainer, keeps them (0.3 off the
+    space's grid too); the rest is searched."""
+    held = {'learning_rate_decay': 'cosine', 'dropout': 0.3}
+    tuner = _family_search(monkeypatch, tmp_path, 'rnn', *held.items())
+    assert {params[training.FAMILY] for _, params in tuner.trained
+           } == {'rnn', 'fcn'}
+    for _, params in tuner.trained:
+        assert {key: params[key] for key in held} == held, params
+    assert len({params['learning_rate'] for _, params in tuner.trained}) > 1
+    # The first trial is still the profile's own values, under the settings.
+    first = tuner.trained[0][1]
+    assert first[training.FAMILY] == 'rnn'
+    assert first['units'] == configs.MODELS['rnn'].profiles['smoke']['units']
+    best = tuner.get_best_hyperparameters()[0]
+    _, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE, {
+        **tuner.params,
+        **best.values
+    }, sequences.recipes())
+    assert {key: trained[key] for key in held} == held
+    table = capsys.readouterr().out.split('Tuner trials')[1]
+    assert "(held at the run's settings: dropout, learning_rate_decay)" in table
+
+
+def test_the_pipeline_names_the_settings_given_only_to_a_tuner():
+    config = configs.RunConfig(model='convnet',
+                               overrides=(('tune_trials', 2), ('epochs', 3),
+                                          ('augmentation', 'shift')))
+    params = pipeline.trainer_config(config)
+    assert params[training.HELD_SETTINGS] == [
+        'augmentation', 'epochs', 'tune_trials'
+    ]
+    assert training.FAMILY_PARAMS not in params  # No other image family.
+    untuned = dataclasses.replace(config, overrides=(('epochs', 3),))
+    assert pipeline.trainer_config(untuned) == untuned.hyperparameters
