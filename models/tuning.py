@@ -33,16 +33,21 @@ family's recipe with its own params, which the pipeline hands down
 (`best_recipe`).
 """
 
+import copy
 import dataclasses
+import itertools
 import time
 from typing import (
     TYPE_CHECKING,
     Any,
     Callable,
     Dict,
+    Iterable,
     Iterator,
     List,
     Optional,
+    Sequence,
+    Set,
     Tuple,
 )
 
@@ -114,12 +119,73 @@ class _Holding:
         return declare
 
 
-def holding(space: SearchSpace, held: Dict[str, Any]) -> SearchSpace:
-    """`space` with the hyper-parameters named in `held` (setting -> value)
-    fixed at their values."""
-    if not held:
+def _made(space: SearchSpace, values: Dict[str, Any]) -> schedule.Params:
+    """The params `space` makes with `values` (the rest at defaults)."""
+    hp = keras_tuner.HyperParameters()
+    hp.values.update(values)
+    return space(hp)
+
+
+def held_settings(
+        space: SearchSpace, params: schedule.Params,
+        names: Iterable[str]) -> Tuple[Dict[str, Any], schedule.Params]:
+    """What holding the settings `names` at their values in `params` takes:
+    (hyper-parameter -> the value it is fixed at, setting the space makes ->
+    the value that replaces it).
+
+    A setting the space names as a hyper-parameter is fixed at its value.
+    A setting it makes from others (`conv_filters` from `width` and
+    `depth`) is replaced by its value in every trial, and so is every
+    other setting those make (an FCN's `kernel_sizes`, one per block),
+    from the run's params; they are fixed at values that make the setting
+    where there are such (so the trial table tells them), else at their
+    defaults: no trial is spent on them.
+    """
+    hp = keras_tuner.HyperParameters()
+    defaults = space(hp)
+    names = [name for name in names if name in params]
+    fixed = {name: params[name] for name in names if name in hp.values}
+    held_made = {name for name in names if name in defaults} - fixed.keys()
+    if not held_made:
+        return fixed, {}
+
+    def changes(h: Any) -> Set[str]:
+        return {
+            key for choice in h.values
+            for key, value in _made(space, {
+                h.name: choice
+            }).items() if value != defaults[key]
+        }
+
+    makers = []  # The hyper-parameters that make a held setting.
+    made = {}
+    for h in hp.space:
+        # Continuous ranges (no `values`) make no architecture.
+        if h.name in fixed or getattr(h, 'values', None) is None:
+            continue
+        keys = changes(h)
+        if keys & held_made:
+            makers.append(h)
+            made.update({key: params[key] for key in keys if key in params})
+    made.update({name: params[name] for name in held_made})
+    for choices in itertools.product(*(h.values for h in makers)):
+        candidate = {h.name: choice for h, choice in zip(makers, choices)}
+        made_by_them = _made(space, candidate)
+        if all(made_by_them[key] == params[key] for key in held_made):
+            break
+    else:
+        candidate = {h.name: h.default for h in makers}
+    return {**fixed, **candidate}, made
+
+
+def holding(space: SearchSpace, params: schedule.Params,
+            names: Iterable[str]) -> SearchSpace:
+    """`space` holding the settings `names` at their values in `params`
+    (`held_settings`)."""
+    fixed, made = held_settings(space, params, names)
+    if not (fixed or made):
         return space
-    return lambda hp: space(_Holding(hp, held))
+    return lambda hp: {**space(_Holding(hp, fixed)), **copy.deepcopy(made)}
 
 
 def family_space(spaces: Dict[str, SearchSpace], first: str) -> SearchSpace:
@@ -184,14 +250,18 @@ class Search:
     first: str
     held: Tuple[str, ...] = ()
 
-    def held_values(self, family: str) -> Dict[str, Any]:
-        """Held setting -> its value, for `family`."""
-        params = self.params[family]
-        return {name: params[name] for name in self.held if name in params}
+    def held_names(self) -> List[str]:
+        """The held settings that some family's space names or makes."""
+        names: Set[str] = set()
+        for family, recipe in self.recipes.items():
+            fixed, made = held_settings(recipe.search_space,
+                                        self.params[family], self.held)
+            names |= (fixed.keys() & set(self.held)) | made.keys()
+        return sorted(names)
 
     def _space(self, family: str) -> SearchSpace:
-        return holding(self.recipes[family].search_space,
-                       self.held_values(family))
+        return holding(self.recipes[family].search_space, self.params[family],
+                       self.held)
 
     @property
     def search_space(self) -> SearchSpace:
@@ -367,13 +437,12 @@ def make_oracle(search_space: SearchSpace,
 
 
 def trial_table(
-    trials: List[keras_tuner.engine.trial.Trial], held: Tuple[str, ...] = ()
-) -> str:
+    trials: List[keras_tuner.engine.trial.Trial],
+    held: Sequence[str] = ()) -> str:
     """One row per trial: its id, score and hyper-parameter values (with
     `family`, the chosen family's only); a line naming the `held` ones."""
     shown = [_shown(t.hyperparameters.values) for t in trials]
     names = sorted({name for values in shown for name in values})
-    held = tuple(name for name in held if name in names)
     rows = [['trial', 'score', *names]]
     for trial, values in zip(trials, shown):
         score = trial.score
@@ -427,7 +496,7 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
     def on_search_end(self):
         super().on_search_end()
         trials = sorted(self.oracle.trials.values(), key=lambda t: t.trial_id)
-        table = trial_table(trials, self._search.held)
+        table = trial_table(trials, self._search.held_names())
         if self.oracle.first_values and trials:
             first = trials[0].trial_id
             table += f"\n(trial {first}: the profile's own values)"

@@ -205,8 +205,9 @@ def _family_params(model, profile='smoke', *overrides):
 
 
 def _family_search(monkeypatch, tmp_path, model, *overrides, score=None):
-    """A search of a run of `model` whose trials record what they would
-    train; a trial scores `score(params)` (default: by learning rate)."""
+    """A search of a run of `model` (a sequence family's, or the convnet's)
+    whose trials record what they would train; a trial scores
+    `score(params)` (default: by learning rate)."""
     trained = []
 
     def run(fn_args, recipe, params, export_model):
@@ -217,8 +218,9 @@ def _family_search(monkeypatch, tmp_path, model, *overrides, score=None):
 
     monkeypatch.setattr(training, 'run', run)
     params = _family_params(model, 'smoke', *overrides)
+    recipe = {**sequences.recipes(), 'convnet': convnet.RECIPE}[model]
     tuner = tuning.make_tuner(None,
-                              sequences.recipes()[model],
+                              recipe,
                               params,
                               sequences.recipes(),
                               directory=str(tmp_path),
@@ -397,3 +399,33 @@ def test_the_pipeline_names_the_settings_given_only_to_a_tuner():
     assert training.FAMILY_PARAMS not in params  # No other image family.
     untuned = dataclasses.replace(config, overrides=(('epochs', 3),))
     assert pipeline.trainer_config(untuned) == untuned.hyperparameters
+
+
+def test_holding_an_architecture_holds_the_values_that_make_it(
+        monkeypatch, tmp_path, capsys):
+    """`--set conv_filters=[64,128]`: the convnet's width and depth are held
+    at 64 and 2, the rest searched; an FCN's filters off the space's grid
+    are held with the kernel sizes of the run, one per block."""
+    tuner = _family_search(monkeypatch, tmp_path, 'convnet',
+                           ('conv_filters', [64, 128]))
+    trials = list(tuner.oracle.trials.values())
+    assert len(trials) == 8
+    assert all(
+        params['conv_filters'] == [64, 128] for _, params in tuner.trained)
+    assert {(t.hyperparameters.values['width'],
+             t.hyperparameters.values['depth']) for t in trials} == {(64, 2)}
+    assert len({params['dense_units'] for _, params in tuner.trained}) > 1
+    assert "(held at the run's settings: conv_filters)" in (
+        capsys.readouterr().out)
+
+    filters = [50, 60, 70]
+    tuner = _family_search(monkeypatch, tmp_path / 'fcn', 'fcn',
+                           ('conv_filters', filters))
+    fcn_trials = [
+        params for _, params in tuner.trained
+        if params[training.FAMILY] == 'fcn'
+    ]
+    assert len(fcn_trials) > 1
+    for params in fcn_trials:
+        assert params['conv_filters'] == filters
+        assert params['kernel_sizes'] == [8, 5, 3]
