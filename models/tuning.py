@@ -21,9 +21,10 @@ Trainer maps back to params through the same search space
 (`tuned_params`), and every trial's values and score (`tuner_results.json`);
 the search prints that table too.
 
-A setting the user gave (`--set learning_rate_decay=cosine`), which the
-pipeline names (`training.HELD_SETTINGS`), is held at its value in every
-trial where the space names it: the search varies the rest.
+A setting the user gave (`--set learning_rate_decay=cosine`, `--set
+conv_filters=[64,128]`), which the pipeline names
+(`training.HELD_SETTINGS`), is held at its value in every trial where the
+space names or makes it (`held_settings`): the search varies the rest.
 
 For the sequence families (`tune_families`, on by default) the space is
 the families' together: a `family` hyper-parameter and, under it, each
@@ -241,8 +242,9 @@ class Search:
             (handed down by the pipeline), so that e.g. an FCN trial of an
             RNN run does not clip gradients as the RNN's profile does.
         first: The running family (`--model`): the first trial's.
-        held: The settings the user gave, which every trial keeps at its
-            value (a family's own value) where the space names them.
+        held: The settings the user gave, which every trial of a family
+            keeps at the family's value where its space names or makes
+            them (`held_settings`).
     """
 
     recipes: Dict[str, training.ModelRecipe]
