@@ -2,8 +2,7 @@
 
 `make_dataset` reads one split (or one replica's or worker's shard of it)
 through the Trainer's TFXIO data accessor; `distributed_dataset` gives each
-replica or worker its own; `count_examples` and `count_batches` size an
-epoch.
+replica or worker its own; `count_examples` sizes an epoch.
 """
 
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional
@@ -96,13 +95,6 @@ def make_dataset(file_pattern: List[str],
     return dataset.map(lambda inputs, label: (to_model_inputs(inputs), label),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(
                            tf.data.AUTOTUNE).with_options(options)
-
-
-def count_batches(dataset: tf.data.Dataset) -> int:
-    """Batches in one epoch of `dataset` (one pass over it; a cached
-    dataset's pass fills its cache)."""
-    return int(
-        dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
 
 
 def count_examples(file_pattern: List[str]) -> int:

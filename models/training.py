@@ -264,6 +264,8 @@ def train(fn_args: 'tfx.components.FnArgs',
     per_replica_batch = schedule.fitted_batch_size(params, train_examples,
                                                    replicas)
     global_batch = per_replica_batch * replicas
+    # The last batch of an epoch may be short (no drop_remainder).
+    steps_per_epoch = math.ceil(train_examples / global_batch)
     chief, num_workers = distribute.chief_and_workers(strategy)
 
     # transform_graph_path: the Tuner's FnArgs leave the deprecated
@@ -318,12 +320,12 @@ def train(fn_args: 'tfx.components.FnArgs',
                               fn_args.eval_files,
                               shuffle=False,
                               repeat=True))
-        steps = math.ceil(train_examples / global_batch)
-        fit_args = dict(steps_per_epoch=steps,
+        # It repeats: Keras is told where an epoch ends.
+        fit_args = dict(steps_per_epoch=steps_per_epoch,
                         validation_steps=math.ceil(eval_examples /
                                                    global_batch))
         target = schedule.scaled_learning_rate(params, replicas)
-        warmup = round(float(params.get('warmup_epochs', 1)) * steps)
+        warmup = round(float(params.get('warmup_epochs', 1)) * steps_per_epoch)
         if target != learning_rate and warmup > 0:
             learning_rate = schedule.LinearWarmup(learning_rate, target, warmup)
         else:
@@ -331,15 +333,12 @@ def train(fn_args: 'tfx.components.FnArgs',
         report.update(learning_rate=target,
                       warmup_steps=warmup if isinstance(
                           learning_rate, schedule.LinearWarmup) else 0,
-                      steps_per_epoch=steps,
+                      steps_per_epoch=steps_per_epoch,
                       per_replica_batch=pipelines[0]['batch'],
                       input_shards=[[p['shard'], p['shards']] for p in pipelines
                                    ])
     logging.info('Training with %s: %s', type(strategy).__name__, report)
 
-    # Distributed input repeats: its steps were counted from the examples.
-    steps_per_epoch = (fit_args['steps_per_epoch']
-                       if fit_args else inputs.count_batches(train_data))
     fitted = schedule.training_schedule(params, steps_per_epoch,
                                         per_replica_batch, eval_examples)
     params.update(fitted)
