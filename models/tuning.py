@@ -36,6 +36,7 @@ family's recipe with its own params, which the pipeline hands down
 
 import copy
 import dataclasses
+import functools
 import itertools
 import time
 from typing import (
@@ -179,11 +180,10 @@ def held_settings(
     return {**fixed, **candidate}, made
 
 
-def holding(space: SearchSpace, params: schedule.Params,
-            names: Iterable[str]) -> SearchSpace:
-    """`space` holding the settings `names` at their values in `params`
-    (`held_settings`)."""
-    fixed, made = held_settings(space, params, names)
+def _holding(space: SearchSpace, fixed: Dict[str, Any],
+             made: schedule.Params) -> SearchSpace:
+    """`space` with the hyper-parameters of `fixed` fixed at their values
+    and the params of `made` replaced by theirs (`held_settings`)."""
     if not (fixed or made):
         return space
     return lambda hp: {**space(_Holding(hp, fixed)), **copy.deepcopy(made)}
@@ -252,25 +252,34 @@ class Search:
     first: str
     held: Tuple[str, ...] = ()
 
+    @functools.cached_property
+    def _held_settings(
+            self) -> Dict[str, Tuple[Dict[str, Any], schedule.Params]]:
+        """Family -> what holding `held` takes in its space
+        (`held_settings`), worked out once."""
+        return {
+            family:
+                held_settings(recipe.search_space, self.params[family],
+                              self.held)
+            for family, recipe in self.recipes.items()
+        }
+
     def held_names(self) -> List[str]:
         """The held settings that some family's space names or makes."""
         names: Set[str] = set()
-        for family, recipe in self.recipes.items():
-            fixed, made = held_settings(recipe.search_space,
-                                        self.params[family], self.held)
+        for fixed, made in self._held_settings.values():
             names |= (fixed.keys() & set(self.held)) | made.keys()
         return sorted(names)
 
-    def _space(self, family: str) -> SearchSpace:
-        return holding(self.recipes[family].search_space, self.params[family],
-                       self.held)
-
-    @property
+    @functools.cached_property
     def search_space(self) -> SearchSpace:
-        if len(self.recipes) == 1:
-            return self._space(self.first)
-        return family_space({name: self._space(name) for name in self.recipes},
-                            self.first)
+        spaces = {
+            family: _holding(self.recipes[family].search_space, *held)
+            for family, held in self._held_settings.items()
+        }
+        if len(spaces) == 1:
+            return spaces[self.first]
+        return family_space(spaces, self.first)
 
     def choose(
         self, values: schedule.Params
@@ -394,9 +403,7 @@ def profile_values(search_space: SearchSpace,
     hp = keras_tuner.HyperParameters()
     search_space(hp)  # Declares the space.
     for values in _assignments(list(hp.space), params, {}):
-        candidate = keras_tuner.HyperParameters()
-        candidate.values.update(values)
-        stands_for = search_space(candidate)
+        stands_for = _made(search_space, values)
         if all(params.get(key) == value for key, value in stands_for.items()):
             return values
     return None
