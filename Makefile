@@ -85,8 +85,10 @@ bazel:
 bazel-test: setup bazel
 	bazel test //...
 
+# With a Docker engine, `docker build`; without one, podman from a local
+# stand-in for the base image (tools/image/, docs/deployment.md).
 image: setup
-	docker build -t $(IMAGE) .
+	tools/image/build.sh $(IMAGE) $(PYTHON310)
 
 clean:
 	rm -rf $(HOME_DIR) bench/results
