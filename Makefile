@@ -20,7 +20,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup data browser demo lint format format-check test bench bazel \
-	bazel-test clean image
+	bazel-test clean image image-test
 
 # The Kubeflow image, tagged as `compile` expects by default.
 IMAGE ?= $(shell $(PY) -c 'from pipeline import configs; print(configs.default_image())')
@@ -89,6 +89,12 @@ bazel-test: setup bazel
 # stand-in for the base image (tools/image/, docs/deployment.md).
 image: setup
 	tools/image/build.sh $(IMAGE) $(PYTHON310)
+
+# The image built, then run (tests/test_image.py): slow, so apart from
+# `make test`; .ci/run runs it after.
+image-test: image
+	IMAGE=$(IMAGE) IMAGE_TEST=1 $(PY) -m pytest tests/test_image.py -q \
+	    -p no:cacheprovider
 
 clean:
 	rm -rf $(HOME_DIR) bench/results

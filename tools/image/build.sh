@@ -20,9 +20,13 @@ base=localhost/tfx-deep-pipelines-base:3.10-bookworm
 if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
     exec docker build -t "$image" .
 fi
-if ! command -v podman >/dev/null; then
+missing=()
+for tool in podman runc debootstrap; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
-    apt-get install -y -qq podman runc debootstrap >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 podman image exists "$base" || tools/image/base.sh "$base" "$python310"
 # chroot isolation: no OCI runtime, so none of its rlimit or cgroup set-up,
