@@ -242,10 +242,14 @@ def test_compiled_run_leaves_the_kubeflow_ui_its_report_and_metrics(
     assert run['summary']['report'] == page_uri
     with open(page_uri, encoding='utf-8') as f:
         page = f.read()
-    for section in ('statistics', 'training', 'metrics', 'confusion'):
+    # Every section whose component ran has its content (on a first run
+    # only the drift section has nothing to compare with).
+    for section in ('statistics', 'anomalies', 'training', 'metrics',
+                    'confusion', 'comparison', 'serving'):
         body = page.split(f'<section id="{section}">')[1].split('</section>')[0]
-        assert 'did not run' not in body, (section, body[:300])
+        assert 'class="none"' not in body, (section, body[:300])
     assert all(f'>{name}<' in page for name in class_names)
+    assert f'<code>{run["summary"]["run"]}</code>' in page
 
     accuracy = run['summary']['accuracy']
     metrics = outputs['metrics']['metadata']

@@ -126,9 +126,10 @@ class Executor(base_executor.BaseExecutor):
         metrics = headline_metrics(gathered)
         if 'accuracy' in metrics:
             run['accuracy'] = metrics['accuracy']
-        run_id = getattr(self._context, 'pipeline_run_id', None) or ''
-
         page = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
+        # KFP's launcher puts outputs at <root>/<run>/<task>/<key>.
+        run_id = (getattr(self._context, 'pipeline_run_id', None) or
+                  os.path.basename(os.path.dirname(os.path.dirname(page.uri))))
         fileio.makedirs(os.path.dirname(page.uri))
         with fileio.open(page.uri, 'w') as f:
             f.write(report.render(run_id, run, **gathered))
