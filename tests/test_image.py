@@ -70,9 +70,9 @@ def test_the_image_holds_the_pipeline_and_nothing_of_the_checkout_else():
 
 
 def test_the_smoke_pipeline_runs_in_the_image_to_a_pushed_model(tmp_path):
-    """`run --model convnet --profile smoke` as the entry point's arguments, on the image's
-    Fashion-MNIST, without a network: the model pushed to the mounted
-    home."""
+    """`run --model convnet --profile smoke` as the entry point's
+    arguments, on the image's Fashion-MNIST, without a network: the model
+    pushed to the mounted home."""
     out = tmp_path / 'out'
     out.mkdir()
     process = run_in_image('run',
