@@ -29,11 +29,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 podman image exists "$base" || tools/image/base.sh "$base" "$python310"
-# chroot isolation: no OCI runtime, so none of its rlimit or cgroup set-up,
-# which this kernel refuses (docs/deployment.md).
 # This machine's CA bundle (SSL_CERT_FILE, else Debian's) for pip and uv:
 # behind a TLS-inspecting proxy theirs do not verify the registries.
 ca_bundle=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+# chroot isolation: no OCI runtime, so none of its rlimit or cgroup set-up,
+# which this machine refuses (docs/deployment.md).
 exec podman build --isolation chroot --layers \
     --build-arg "BASE_IMAGE=$base" \
     --volume "$(readlink -f "$ca_bundle"):/run/build-ca-bundle.crt:ro" \
