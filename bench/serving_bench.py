@@ -134,7 +134,7 @@ def png_image(seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
@@ -144,7 +144,7 @@ class _Server:
     """A `python -m serving serve` subprocess for the benchmark."""
 
     def __init__(self, base_path: str, workdir: str, batching: bool):
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = os.path.join(workdir, f'server-{self.port}.log')
         args = [
             sys.executable, '-m', 'serving', 'serve', f'--port={self.port}',
@@ -287,7 +287,7 @@ def _cell(latencies: List[float], elapsed: float, client_cpu: float,
     return cell
 
 
-def _grpc_load(port: int, server_pid: int, request, clients: int,
+def grpc_load(port: int, server_pid: int, request, clients: int,
                seconds: float) -> Dict[str, float]:
     """`clients` concurrent callers, each on its own channel, for `seconds`.
 
@@ -339,7 +339,7 @@ def _grpc_load(port: int, server_pid: int, request, clients: int,
     return asyncio.run(load())
 
 
-def _thread_load(call: Callable[[], object], clients: int,
+def thread_load(call: Callable[[], object], clients: int,
                  seconds: float) -> Dict[str, float]:
     """`clients` threads calling `call()` in a loop, in this process."""
     latencies: List[float] = []
@@ -374,7 +374,7 @@ def _direct_load(base_path: str, png: bytes,
     """The limit: threads calling the signature in-process, one PNG a call."""
     function = _ImageSignature(base_path)
     return {
-        str(c): _thread_load(lambda: function([png]), c, seconds)
+        str(c): thread_load(lambda: function([png]), c, seconds)
         for c in CONCURRENCY
     }
 
@@ -435,7 +435,7 @@ def _layer_load(base_path: str, request, seconds: float,
     inference = inference_lib.Inference(served, None, batcher)
     try:
         return {
-            str(c): _thread_load(lambda: inference.predict(request), c, seconds)
+            str(c): thread_load(lambda: inference.predict(request), c, seconds)
             for c in CONCURRENCY
         }
     finally:
@@ -489,7 +489,7 @@ def run(quick: bool = False, model_base_path: Optional[str] = None) -> dict:
                         server.port, request, iterations)
                 throughput[f'grpc_{key}'] = {
                     str(c):
-                        _grpc_load(server.port, server.process.pid, request, c,
+                        grpc_load(server.port, server.process.pid, request, c,
                                    seconds) for c in CONCURRENCY
                 }
             finally:

@@ -5,7 +5,7 @@ Calls are received on the event loop, so a slow or stalled client holds a
 stream, not a thread; the model work of each call runs on
 `--grpc_max_threads` worker threads. Failures are returned as the call's
 status code and message, as TF Serving returns them; a request that cannot
-even be parsed is rejected by gRPC itself and never reaches the servicers.
+even be parsed is INTERNAL and never reaches the servicers.
 """
 
 import asyncio
@@ -80,6 +80,29 @@ class _Timed:
         if error is not None:
             await context.abort(_grpc_code(error.code), error.message)
         return response
+
+
+class _TfServingParseErrors(grpc.aio.ServerInterceptor):
+    """A request that does not parse is INTERNAL, as gRPC's sync server and
+    TF Serving answer it (grpc.aio would say UNKNOWN)."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if (handler is None or handler.unary_unary is None or
+                handler.request_deserializer is None):
+            return handler
+        behavior, parse = handler.unary_unary, handler.request_deserializer
+
+        async def unary_unary(raw: bytes, context):
+            try:
+                request = parse(raw)
+            except Exception:  # pylint: disable=broad-except
+                await context.abort(grpc.StatusCode.INTERNAL,
+                                    'Exception deserializing request!')
+            return await behavior(request, context)
+
+        return handler._replace(unary_unary=unary_unary,
+                                request_deserializer=None)
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -195,7 +218,8 @@ async def start(inference: inference_lib.Inference,
         ('grpc.so_reuseport', 0)
     ])
     merged.update(options)
-    server = grpc.aio.server(options=list(merged.items()))
+    server = grpc.aio.server(interceptors=[_TfServingParseErrors()],
+                             options=list(merged.items()))
     workers = futures.ThreadPoolExecutor(max_workers=max(1, max_threads),
                                          thread_name_prefix='grpc')
     timed = _Timed(metrics, workers)
