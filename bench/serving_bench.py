@@ -261,7 +261,7 @@ def _grpc_latency(port: int, request, iterations: int) -> Dict[str, float]:
     return _percentiles(samples)
 
 
-def _cpu_seconds(pid: Optional[int] = None) -> float:
+def cpu_seconds(pid: Optional[int] = None) -> float:
     """User + system CPU seconds of a process (this one by default)."""
     if pid is None:
         times = os.times()
@@ -324,13 +324,13 @@ def grpc_load(port: int, server_pid: int, request, clients: int,
 
         tasks = [asyncio.ensure_future(client(s)) for s in stubs]
         await asyncio.sleep(min(1.0, seconds / 4))  # Warm-up, unmeasured.
-        client_cpu, server_cpu = _cpu_seconds(), _cpu_seconds(server_pid)
+        client_cpu, server_cpu = cpu_seconds(), cpu_seconds(server_pid)
         window['start'] = time.perf_counter()
         await asyncio.sleep(seconds)
         stop.set()
         elapsed = time.perf_counter() - window['start']
-        client_cpu = _cpu_seconds() - client_cpu
-        server_cpu = _cpu_seconds(server_pid) - server_cpu
+        client_cpu = cpu_seconds() - client_cpu
+        server_cpu = cpu_seconds(server_pid) - server_cpu
         await asyncio.gather(*tasks)
         for channel in channels:
             await channel.close()
@@ -357,13 +357,13 @@ def thread_load(call: Callable[[], object], clients: int,
     for thread in threads:
         thread.start()
     time.sleep(min(1.0, seconds / 4))  # Warm-up, unmeasured.
-    cpu = _cpu_seconds()
+    cpu = cpu_seconds()
     measuring.set()
     start = time.perf_counter()
     time.sleep(seconds)
     stop.set()
     elapsed = time.perf_counter() - start
-    cpu = _cpu_seconds() - cpu
+    cpu = cpu_seconds() - cpu
     for thread in threads:
         thread.join(60)
     return _cell(latencies, elapsed, cpu, None)
@@ -393,13 +393,13 @@ def _batch_cost(base_path: str, png: bytes,
         calls = max(10, iterations // rows)
         for _ in range(10):
             function(images)
-        cpu, start = _cpu_seconds(), time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         for _ in range(calls):
             function(images)
         wall = time.perf_counter() - start
         costs[str(rows)] = {
             'cpu_ms_per_row':
-                round((_cpu_seconds() - cpu) / calls / rows * 1e3, 3),
+                round((cpu_seconds() - cpu) / calls / rows * 1e3, 3),
             'wall_ms_per_call':
                 round(wall / calls * 1e3, 3)
         }

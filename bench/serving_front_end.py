@@ -129,9 +129,11 @@ def _millis(text: str) -> float:
     return float(value) * {'us': 1e-3, 'ms': 1.0, 's': 1e3}[unit]
 
 
-def wrk(url: str, script: str, connections: int,
-        seconds: float) -> Dict[str, float]:
-    """requests/s and median ms of `wrk` POSTing the script's body."""
+def wrk(url: str, script: str, connections: int, seconds: float,
+        server_pid: int) -> Dict[str, float]:
+    """requests/s, median ms and the server's CPU ms a request of `wrk`
+    POSTing the script's body."""
+    server_cpu = serving_bench.cpu_seconds(server_pid)
     command = [
         WRK, f'-t{min(connections, 2)}', f'-c{connections}',
         f'-d{max(1, round(seconds))}s', '--latency', '-s', script, url
@@ -141,12 +143,15 @@ def wrk(url: str, script: str, connections: int,
                             stdout=subprocess.PIPE,
                             text=True,
                             timeout=seconds + 60).stdout
+    server_cpu = serving_bench.cpu_seconds(server_pid) - server_cpu
+    requests = int(re.search(r'(\d+) requests in', output).group(1))
     rps = float(re.search(r'Requests/sec:\s+([\d.]+)', output).group(1))
     median = _millis(re.search(r'\s50%\s+(\S+)', output).group(1))
     errors = re.search(r'Non-2xx or 3xx responses: (\d+)', output)
     return {
         'rps': round(rps, 1),
         'p50_ms': round(median, 3),
+        'server_cpu_ms': round(server_cpu / max(1, requests) * 1e3, 3),
         'non_2xx': int(errors.group(1)) if errors else 0
     }
 
@@ -165,13 +170,14 @@ def _measure(server: _RestServer, script: str, request,
              seconds: float) -> Dict[str, Dict[str, float]]:
     url = (f'http://127.0.0.1:{server.rest_port}/v1/models/{MODEL_NAME}'
            ':predict')
-    wrk(url, script, 1, 1)  # Warm-up.
-    grpc_cell = serving_bench.grpc_load(
-        server.grpc_port, server.process.pid, request, CONNECTIONS, seconds)
+    pid = server.process.pid
+    wrk(url, script, 1, 1, pid)  # Warm-up.
+    grpc_cell = serving_bench.grpc_load(server.grpc_port, pid, request,
+                                        CONNECTIONS, seconds)
     return {
-        'rest_1_connection': wrk(url, script, 1, seconds),
+        'rest_1_connection': wrk(url, script, 1, seconds, pid),
         f'rest_{CONNECTIONS}_connections': wrk(url, script, CONNECTIONS,
-                                               seconds),
+                                               seconds, pid),
         f'grpc_{CONNECTIONS}_calls': {
             'rps': grpc_cell['rps'],
             'p50_ms': grpc_cell['p50'],
@@ -256,6 +262,11 @@ def format_table(results: dict) -> str:
         lines.append(f'| {key.replace("_", " ")}, requests/s | '
                      f'{before["rps"]:.0f} | {cell["rps"]:.0f} | '
                      f'{results["ratios"][key]:.2f}x |')
+        lines.append(f'| {key.replace("_", " ")}, server CPU ms a request | '
+                     f'{before["server_cpu_ms"]:.2f} | '
+                     f'{cell["server_cpu_ms"]:.2f} | '
+                     f'{before["server_cpu_ms"] / cell["server_cpu_ms"]:.2f}x '
+                     f'less |')
     for key, rps in results['in_process_calls_per_s'].items():
         lines.append(f'| in process, {key.replace("_", " ")}, calls/s | | '
                      f'{rps:.0f} | |')

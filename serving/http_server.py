@@ -90,8 +90,16 @@ class HttpServer:
                 f'Request body of {size} bytes or more exceeds the limit of '
                 f'{self._max_body_bytes} bytes (--rest_api_max_body_bytes)')
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
+    async def _body(self, request: web.BaseRequest) -> bytes:
+        """The whole body, within the timeout (asyncio.TimeoutError)."""
         self._check_size(request.content_length or 0)
+        if request.content.is_eof():  # It came with the headers: no timer.
+            body = request.content.read_nowait(-1)
+            self._check_size(len(body))
+            return body
+        return await asyncio.wait_for(self._read_body(request), self._timeout)
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
         chunks, total = [], 0
         while True:
             try:
@@ -133,8 +141,7 @@ class HttpServer:
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         peer = request.transport.get_extra_info('peername') or ('?', 0)
         try:
-            body = await asyncio.wait_for(self._read_body(request),
-                                          self._timeout)
+            body = await self._body(request)
         except BodyTooLarge as e:
             return self._answer(request, 413, 'application/json',
                                 json_codec.error_body(str(e)))

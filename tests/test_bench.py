@@ -353,8 +353,8 @@ def test_serving_bench_cells_count_per_request_and_print_every_client_count():
     assert (cell['client_cpu_ms'], cell['server_cpu_ms']) == (1.0, 2.0)
     assert 'server_cpu_ms' not in serving_bench._cell([0.001], 1.0, 0.0, None)  # pylint: disable=protected-access
     # The CPU of a process by its id (/proc) agrees with this process's own.
-    own = serving_bench._cpu_seconds()  # pylint: disable=protected-access
-    by_pid = serving_bench._cpu_seconds(os.getpid())  # pylint: disable=protected-access
+    own = serving_bench.cpu_seconds()
+    by_pid = serving_bench.cpu_seconds(os.getpid())
     assert own > 0 and abs(by_pid - own) < 0.1
     cells = {str(c): dict(cell) for c in serving_bench.CONCURRENCY}
     results = {
