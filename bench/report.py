@@ -149,14 +149,14 @@ def evaluate_targets(results: Dict[str, Any]) -> Dict[str, Any]:
                     True,
                     note='gRPC Predict p50 minus in-process p50'),
         'serving_rest_kept_alive_p50_ms':
-            _target(((front_end.get('current') or
-                      {}).get('rest_1_connection') or {}).get('p50_ms'),
-                    MAX_REST_KEPT_ALIVE_MS,
-                    True,
-                    note='matmul model, wrk -c1 (bench/serving_front_end.py)'),
+            _target(
+                ((front_end.get('current') or {}).get('rest_1_connection') or
+                 {}).get('p50_ms'),
+                MAX_REST_KEPT_ALIVE_MS,
+                True,
+                note='matmul model, wrk -c1 (bench/serving_front_end.py)'),
         'serving_rest_64_connections_speedup':
-            _target((front_end.get('ratios') or
-                     {}).get('rest_64_connections'),
+            _target((front_end.get('ratios') or {}).get('rest_64_connections'),
                     MIN_REST_SPEEDUP,
                     False,
                     note='requests/s, this front end over the previous, '

@@ -288,7 +288,7 @@ def _cell(latencies: List[float], elapsed: float, client_cpu: float,
 
 
 def grpc_load(port: int, server_pid: int, request, clients: int,
-               seconds: float) -> Dict[str, float]:
+              seconds: float) -> Dict[str, float]:
     """`clients` concurrent callers, each on its own channel, for `seconds`.
 
     The callers are coroutines on one grpc.aio event loop: a load generator
@@ -340,7 +340,7 @@ def grpc_load(port: int, server_pid: int, request, clients: int,
 
 
 def thread_load(call: Callable[[], object], clients: int,
-                 seconds: float) -> Dict[str, float]:
+                seconds: float) -> Dict[str, float]:
     """`clients` threads calling `call()` in a loop, in this process."""
     latencies: List[float] = []
     stop = threading.Event()
@@ -490,7 +490,7 @@ def run(quick: bool = False, model_base_path: Optional[str] = None) -> dict:
                 throughput[f'grpc_{key}'] = {
                     str(c):
                         grpc_load(server.port, server.process.pid, request, c,
-                                   seconds) for c in CONCURRENCY
+                                  seconds) for c in CONCURRENCY
                 }
             finally:
                 server.stop()

@@ -96,8 +96,7 @@ class _RestServer:
         with open(log_path, 'wb') as log:
             self.process = subprocess.Popen([
                 sys.executable, '-m', 'serving', 'serve',
-                f'--port={self.grpc_port}',
-                f'--rest_api_port={self.rest_port}',
+                f'--port={self.grpc_port}', f'--rest_api_port={self.rest_port}',
                 f'--model_name={MODEL_NAME}', f'--model_base_path={base_path}'
             ],
                                             stdout=log,
@@ -175,9 +174,10 @@ def _measure(server: _RestServer, script: str, request,
     grpc_cell = serving_bench.grpc_load(server.grpc_port, pid, request,
                                         CONNECTIONS, seconds)
     return {
-        'rest_1_connection': wrk(url, script, 1, seconds, pid),
-        f'rest_{CONNECTIONS}_connections': wrk(url, script, CONNECTIONS,
-                                               seconds, pid),
+        'rest_1_connection':
+            wrk(url, script, 1, seconds, pid),
+        f'rest_{CONNECTIONS}_connections':
+            wrk(url, script, CONNECTIONS, seconds, pid),
         f'grpc_{CONNECTIONS}_calls': {
             'rps': grpc_cell['rps'],
             'p50_ms': grpc_cell['p50'],
@@ -189,8 +189,8 @@ def _measure(server: _RestServer, script: str, request,
 def _in_process(base_path: str, seconds: float) -> Dict[str, float]:
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
-    function = tf.saved_model.load(os.path.join(base_path,
-                                                '1')).signatures['serving_default']
+    function = tf.saved_model.load(os.path.join(
+        base_path, '1')).signatures['serving_default']
     x = tf.constant(ROWS)
 
     def call():
@@ -212,8 +212,7 @@ def run(quick: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix='front-end-bench-') as workdir:
         base_path = export_matmul(os.path.join(workdir, MODEL_NAME))
         script = os.path.join(workdir, 'predict.lua')
-        Path(script).write_text(_WRK_SCRIPT %
-                                json.dumps({'instances': ROWS}))
+        Path(script).write_text(_WRK_SCRIPT % json.dumps({'instances': ROWS}))
         request = _predict_request()
         results = {'model': '[None, 3] x [3, 2] matmul, one row a request'}
         sources = {
@@ -229,17 +228,18 @@ def run(quick: bool = False) -> dict:
                 server.stop()
         results['in_process_calls_per_s'] = _in_process(base_path, seconds)
     results['ratios'] = {
-        key: round(results['current'][key]['rps'] /
-                   results['previous'][key]['rps'], 2)
-        if results['previous'][key]['rps'] else None
+        key:
+            round(
+                results['current'][key]['rps'] /
+                results['previous'][key]['rps'], 2)
+            if results['previous'][key]['rps'] else None
         for key in results['current']
     }
     results['settings'] = {
         'seconds_per_cell': seconds,
         'previous_front_end': PREVIOUS_FRONT_END,
         'cpus': os.cpu_count(),
-        'load_average': [load_at_start,
-                         [round(x, 2) for x in os.getloadavg()]]
+        'load_average': [load_at_start, [round(x, 2) for x in os.getloadavg()]]
     }
     return results
 

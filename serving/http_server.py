@@ -56,8 +56,8 @@ def _bind(host: str, port: int) -> socket.socket:
 class HttpServer:
     """Serves a RestApi on one port until `stop`."""
 
-    def __init__(self, api: rest_api.RestApi, num_threads: int,
-                 timeout_ms: int, max_body_bytes: int):
+    def __init__(self, api: rest_api.RestApi, num_threads: int, timeout_ms: int,
+                 max_body_bytes: int):
         self._api = api
         self._timeout = max(timeout_ms, 1) / 1000.0
         self._max_body_bytes = max_body_bytes

@@ -114,8 +114,8 @@ def test_stalled_connections_cost_no_thread_and_block_no_one(main_server):
     ('grpc_port', b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' + b'\xff' * 64),
     ('grpc_port', b'\x00' * 9 + os.urandom(200)),
 ])
-def test_malformed_bytes_leave_other_clients_unaffected(
-        main_server, port_name, garbage):
+def test_malformed_bytes_leave_other_clients_unaffected(main_server, port_name,
+                                                        garbage):
     """A keep-alive REST connection and a gRPC channel opened before the
     garbage keep being answered; the garbage gets an error or a close."""
     connection = http.client.HTTPConnection('127.0.0.1',

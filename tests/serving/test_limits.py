@@ -271,7 +271,7 @@ SWAP_REQUESTS = 2000
 
 
 def test_requests_across_version_swaps_never_fail(server, stub, models,
-                                                   add_version):
+                                                  add_version):
     """At least SWAP_REQUESTS predicts over kept-alive REST connections and
     gRPC, across SWAPS new versions: not one fails."""
     done = threading.Event()
@@ -315,8 +315,8 @@ def test_requests_across_version_swaps_never_fail(server, stub, models,
                [threading.Thread(target=rest_client) for _ in range(4)])
     for thread in clients:
         thread.start()
-    first = 1 + max(int(p.name) for p in (models / 'm').iterdir()
-                    if p.name.isdigit())
+    first = 1 + max(
+        int(p.name) for p in (models / 'm').iterdir() if p.name.isdigit())
     try:
         for version in range(first, first + SWAPS):
             add_version(models / 'm', version, float(version % 3))
