@@ -235,7 +235,17 @@ def _fake_results():
                     '32': 1600.0
                 }
             },
-            'batching_speedup_at_32': 3.2
+            'batching_speedup_at_32': 3.2,
+            'front_end': {
+                'current': {
+                    'rest_1_connection': {
+                        'p50_ms': 1.1
+                    }
+                },
+                'ratios': {
+                    'rest_64_connections': 1.2
+                }
+            }
         },
         'errors': {},
     }
@@ -256,6 +266,8 @@ def test_report_writes_json_png_and_judges_targets(tmp_path):
         'cached_rerun_seconds': True,
         'serving_batching_speedup_at_32': True,
         'serving_grpc_overhead_p50_ms': False,
+        'serving_rest_kept_alive_p50_ms': True,  # 1.1 <= 2
+        'serving_rest_64_connections_speedup': False,  # 1.2 < 3
     }
     assert written['targets']['smoke_end_to_end_seconds'] == {
         'value': 90.0,
