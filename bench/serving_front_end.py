@@ -245,28 +245,26 @@ def run(quick: bool = False) -> dict:
 
 
 def format_table(results: dict) -> str:
-    """The figures as a Markdown table."""
+    """The figures as a Markdown table; ratio is current over previous."""
     if 'skipped' in results:
         return f'front end: skipped, {results["skipped"]}'
     lines = [
         f'Front end, {results["model"]} (previous = '
         f'{results["settings"]["previous_front_end"][:10]})', '',
-        '| | previous | current | ratio |', '| --- | ---: | ---: | ---: |'
+        '| | previous | current | current / previous |',
+        '| --- | ---: | ---: | ---: |'
     ]
+    rows = (('p50_ms', 'median ms', '.2f'), ('rps', 'requests/s', '.0f'),
+            ('server_cpu_ms', 'server CPU ms a request', '.2f'))
     for key, cell in results['current'].items():
         before = results['previous'][key]
-        if key == 'rest_1_connection':
-            lines.append(f'| REST, 1 kept-alive connection, median ms | '
-                         f'{before["p50_ms"]:.2f} | {cell["p50_ms"]:.2f} | '
-                         f'{before["p50_ms"] / cell["p50_ms"]:.1f}x faster |')
-        lines.append(f'| {key.replace("_", " ")}, requests/s | '
-                     f'{before["rps"]:.0f} | {cell["rps"]:.0f} | '
-                     f'{results["ratios"][key]:.2f}x |')
-        lines.append(f'| {key.replace("_", " ")}, server CPU ms a request | '
-                     f'{before["server_cpu_ms"]:.2f} | '
-                     f'{cell["server_cpu_ms"]:.2f} | '
-                     f'{before["server_cpu_ms"] / cell["server_cpu_ms"]:.2f}x '
-                     f'less |')
+        for field, what, form in rows:
+            if cell.get(field) is None or before.get(field) is None:
+                continue
+            ratio = cell[field] / before[field] if before[field] else 0.0
+            lines.append(f'| {key.replace("_", " ")}, {what} | '
+                         f'{before[field]:{form}} | {cell[field]:{form}} | '
+                         f'{ratio:.2f}x |')
     for key, rps in results['in_process_calls_per_s'].items():
         lines.append(f'| in process, {key.replace("_", " ")}, calls/s | | '
                      f'{rps:.0f} | |')
