@@ -29,6 +29,7 @@ from serving import memory
 from serving import rest_api
 
 _SERVER_HEADER = 'TensorFlowServing-compatible'
+_SHUTDOWN_GRACE_SECONDS = 2.0
 
 
 class BodyTooLarge(Exception):
@@ -73,7 +74,11 @@ class HttpServer:
                             lingering_time=self._timeout,
                             auto_decompress=False,
                             access_log=None)
-        self._runner = web.ServerRunner(server, handle_signals=False)
+        # Requests in flight at shutdown get as long as gRPC's grace.
+        self._runner = web.ServerRunner(
+            server,
+            handle_signals=False,
+            shutdown_timeout=_SHUTDOWN_GRACE_SECONDS)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
         return sock.getsockname()[1]
