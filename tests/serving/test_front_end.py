@@ -145,3 +145,20 @@ def test_malformed_bytes_leave_other_clients_unaffected(main_server, port_name,
         assert stub.Predict(request, timeout=30).outputs
     connection.close()
     assert main_server.running()
+
+
+def test_expect_100_continue_is_answered_before_the_body(main_server):
+    """curl sends `Expect: 100-continue` with bodies over 1 KiB and waits
+    for the 100 (a second) before sending the body."""
+    body = json.dumps({
+        'signature_name': 'serving_float',
+        'instances': ROWS * 100
+    }).encode()
+    with socket.create_connection(('127.0.0.1', main_server.rest_port),
+                                  20) as s:
+        s.sendall(b'POST /v1/models/mnist:predict HTTP/1.1\r\nHost: x\r\n'
+                  b'Expect: 100-continue\r\n'
+                  b'Content-Length: %d\r\n\r\n' % len(body))
+        assert s.recv(100).startswith(b'HTTP/1.1 100 Continue\r\n\r\n')
+        s.sendall(body)
+        assert s.recv(100).startswith(b'HTTP/1.1 200 OK\r\n')
