@@ -291,8 +291,14 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # cost.
     tune_epochs_fraction=1.0,
     # Keep the parsed training and eval examples in memory after the first
-    # epoch (models/inputs.py); false when they do not fit in memory.
+    # epoch (models/inputs.py) when they fit in cache_memory_mb; false:
+    # always stream them from the files.
     cache_examples=True,
+    # The memory (MiB) the Trainer may keep parsed examples in: the training
+    # split is cached if it fits, then the eval split in what is left;
+    # otherwise streamed from disk every epoch (models/training.py
+    # cache_plan). 0: a quarter of the memory free when training starts.
+    cache_memory_mb=0,
     # What a plain Keras script does not do (models/training.py
     # apply_speedups): the model's steps compiled by XLA, and this many
     # steps per call of the step function. Off: neither paid for any family
@@ -356,7 +362,10 @@ SETTING_HELP: Dict[str, str] = dict(
     dropout='dropout rate',
     seed='seed of weights, dropout and shuffling',
     strategy='tf.distribute strategy (as --strategy)',
-    cache_examples='keep parsed examples in memory after the first epoch',
+    cache_examples='keep parsed examples in memory after the first epoch '
+    '(if they fit in cache_memory_mb)',
+    cache_memory_mb='MiB the parsed examples kept in memory may take (0: a '
+    'quarter of the free memory); a split that does not fit is streamed',
     jit_compile="compile the model's training and eval steps with XLA",
     steps_per_execution='training steps per call of the step function',
     warm_start="start from the last blessed model's weights",

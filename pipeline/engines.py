@@ -465,27 +465,39 @@ def _start_job_server(cluster: _Cluster, main: List[str],
     return address
 
 
-def _start_worker_pool(cluster: _Cluster, python: str,
-                       deadline: float) -> str:
-    """The Beam SDK worker pool of this project's Python; its HOST:PORT.
+def check_worker_python(python: str) -> None:
+    """Checks that `python` imports Beam's SDK worker and this project: a
+    pool whose workers cannot start would fail every job.
 
-    First checks that `python` imports Beam and this project: a pool whose
-    workers cannot start would leave every job waiting for them.
+    Raises:
+        EngineError: naming the interpreter and the import that failed.
     """
-    check = subprocess.run([
+    try:
+        check = subprocess.run([
         python, '-c', 'import apache_beam, tfx, components, models; '
         'from apache_beam.runners.worker import sdk_worker'
     ],
-                           capture_output=True,
-                           text=True,
-                           cwd=REPO,
-                           env=_worker_env(python),
-                           check=False,
-                           timeout=300)
+                               capture_output=True,
+                               text=True,
+                               cwd=REPO,
+                               env={
+                                   **os.environ,
+                                   **_worker_env(python)
+                               },
+                               check=False,
+                               timeout=300)
+    except OSError as error:
+        raise EngineError(f'{python}: cannot run Beam SDK workers: '
+                          f'{error.strerror}') from error
     if check.returncode:
         lines = (check.stderr or check.stdout).strip().splitlines()
         raise EngineError(f'{python}: cannot run Beam SDK workers: '
                           f'{lines[-1] if lines else check.returncode}')
+
+
+def _start_worker_pool(cluster: _Cluster, python: str,
+                       deadline: float) -> str:
+    """The Beam SDK worker pool of `python`; its HOST:PORT."""
     port = free_port()
     cluster.spawn('worker-pool',
                   [python, '-m', 'pipeline.engines', '--worker-pool',
@@ -528,8 +540,9 @@ def start(engine: str,
         if any(_alive(pid) for pid in state['pids'].values()):
             raise EngineError(f'{path}: a {engine} cluster is running '
                               f'(python -m pipeline engine stop {engine})')
-    cluster = _Cluster(engine, state_dir)
     python = python or sys.executable
+    check_worker_python(python)
+    cluster = _Cluster(engine, state_dir)
     try:
         starter = _start_flink if engine == 'flink' else _start_spark
         state = starter(cluster, python)
@@ -588,7 +601,8 @@ class WorkerPool:
     worker's last output line as the error, which fails the job at once.
     """
 
-    def __init__(self):
+    def __init__(self, python: str = sys.executable):
+        self.python = python
         self.workers: List[subprocess.Popen] = []
 
     def start_worker(self, control: str, worker_id: str) -> str:
@@ -596,7 +610,7 @@ class WorkerPool:
         code = ('from apache_beam.runners.worker.sdk_worker import '
                 f'SdkHarness; print({_WORKER_READY!r}, flush=True); '
                 f'SdkHarness({control!r}, worker_id={worker_id!r}).run()')
-        process = subprocess.Popen([sys.executable, '-X', 'faulthandler', '-u',
+        process = subprocess.Popen([self.python, '-X', 'faulthandler', '-u',
                                     '-c', code],
                                    stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT,
@@ -612,7 +626,7 @@ class WorkerPool:
                 return ''
             output.append(line.rstrip())
         process.wait()
-        return (f'Beam SDK worker ({sys.executable}) exited '
+        return (f'Beam SDK worker ({self.python}) exited '
                 f'{process.returncode} before starting: '
                 f'{output[-1] if output else "(no output)"}')
 
