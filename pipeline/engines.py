@@ -60,6 +60,7 @@ DEFAULT_STATE_DIR = os.path.join(ENGINES_DIR, 'clusters')
 WORKERS = 2  # TaskManagers or Spark workers, one slot or core each.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STARTUP_SECONDS = 180.0
+_WORKER_IDLE_MILLIS = 30000
 # What a worker prints once Beam's SDK harness imported (see WorkerPool).
 _WORKER_READY = 'beam-sdk-worker-ready'
 
@@ -126,7 +127,12 @@ def beam_args(engine: str,
         '--runner=PortableRunner', f'--job_endpoint={address}',
         '--environment_type=EXTERNAL',
         f'--environment_config={worker_pool or REMOTE_WORKER_POOL}',
-        f'--parallelism={parallelism}', '--job_server_timeout=60'
+        f'--parallelism={parallelism}', '--job_server_timeout=60',
+        # An SDK worker imports Beam, TFX and TensorFlow (~5-20 s); kept for
+        # the next stage instead of one per stage (Spark starts a stage's
+        # environment anew otherwise). The runner stops it after this long
+        # idle; `engine stop` kills any left.
+        f'--environment_cache_millis={_WORKER_IDLE_MILLIS}'
     ]
     return flags
 
