@@ -109,9 +109,13 @@ def split_size(file_pattern: List[str]) -> Tuple[int, int]:
         f for pattern in file_pattern for f in tf.io.gfile.glob(pattern))
     compression = 'GZIP' if files and all(
         f.endswith('.gz') for f in files) else ''
+
+    def add(totals, record):
+        size = tf.cast(tf.strings.length(record), tf.int64)
+        return totals[0] + 1, totals[1] + size
+
     count, size = tf.data.TFRecordDataset(files, compression).reduce(
-        (np.int64(0), np.int64(0)), lambda totals, record:
-        (totals[0] + 1, totals[1] + tf.cast(tf.strings.length(record), tf.int64)))
+        (np.int64(0), np.int64(0)), add)
     return int(count), int(size)
 
 

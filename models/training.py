@@ -268,8 +268,8 @@ def cache_plan(params: Params, split_bytes: Dict[str, int]) -> Dict[str, Any]:
         `split_bytes` estimated in memory: for the training report.
     """
     budget_mb = float(params.get('cache_memory_mb', 0) or 0)
-    budget = (int(budget_mb * 2**20)
-              if budget_mb > 0 else free_memory_bytes() // 4)
+    budget = (int(budget_mb *
+                  2**20) if budget_mb > 0 else free_memory_bytes() // 4)
     needed = {
         split: size * _PARSED_BYTES_PER_SERIALIZED
         for split, size in split_bytes.items()
@@ -281,9 +281,9 @@ def cache_plan(params: Params, split_bytes: Dict[str, int]) -> Dict[str, Any]:
         left -= needed[split] if cached[split] else 0
     for split, keep in cached.items():
         if not keep:
-            logging.info('streaming the %s split: %d bytes parsed, over the '
-                         'memory budget of %d bytes', split, needed[split],
-                         budget)
+            logging.info(
+                'streaming the %s split: %d bytes parsed, over the '
+                'memory budget of %d bytes', split, needed[split], budget)
     return {
         'cached_splits': cached,
         'cache_budget_bytes': budget,
@@ -488,10 +488,11 @@ def train(fn_args: 'tfx.components.FnArgs',
     if recipe.export_model is not None:
         exporter = functools.partial(recipe.export_model,
                                      params=params,
-                                     train_data=make(fn_args.train_files,
-                          cache=cached['cached_splits']['train'],
-                                                     batch_size=global_batch,
-                                                     shuffle=False))
+                                     train_data=make(
+                                         fn_args.train_files,
+                                         cache=cached['cached_splits']['train'],
+                                         batch_size=global_batch,
+                                         shuffle=False))
     with _own_dir(fn_args.serving_model_dir, chief) as export_dir:
         exporter(
             model, tf_transform_output, class_names, to_model_inputs, {

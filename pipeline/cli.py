@@ -119,8 +119,7 @@ def _run_config(args: argparse.Namespace) -> configs.RunConfig:
         data=args.data,
         home=args.home,
         strategy=args.strategy,
-        beam_args=tuple(getattr(args, 'engine_beam_args', []) +
-                        args.beam_args),
+        beam_args=tuple(getattr(args, 'engine_beam_args', []) + args.beam_args),
         overrides=tuple(args.overrides),
         **{
             k: v for k, v in (('kubeflow_image', getattr(args, 'image', None)),

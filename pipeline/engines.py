@@ -44,18 +44,18 @@ ENGINE_HELP = (
     'one --engine-address names; SDK workers from its worker pool)')
 ADDRESS_HELP = ('HOST:PORT of a remote engine\'s Beam job server (default: '
                 'the local cluster `engine start` started)')
-WORKER_POOL_HELP = ('HOST:PORT of the Beam SDK worker pool the engine\'s '
-                    'workers reach (default: the local cluster\'s; with '
-                    f'--engine-address, {{}})')
 # On a cluster, a worker pool beside each TaskManager or executor (deploy/).
 REMOTE_WORKER_POOL = 'localhost:50000'
+WORKER_POOL_HELP = ('HOST:PORT of the Beam SDK worker pool the engine\'s '
+                    'workers reach (default: the local cluster\'s; with '
+                    f'--engine-address, {REMOTE_WORKER_POOL})')
 
 FLINK_VERSION = '1.19.0'
 SPARK_VERSION = '3.5.5'
 BEAM_JOB_SERVER_VERSION = '2.62.0'
 ENGINES_DIR = os.path.abspath(
-    os.path.expanduser(
-        os.environ.get('TFX_ENGINES_DIR', '~/.cache/tfx-engines')))
+    os.path.expanduser(os.environ.get('TFX_ENGINES_DIR',
+                                      '~/.cache/tfx-engines')))
 DEFAULT_STATE_DIR = os.path.join(ENGINES_DIR, 'clusters')
 WORKERS = 2  # TaskManagers or Spark workers, one slot or core each.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,10 +124,12 @@ def beam_args(engine: str,
         worker_pool = worker_pool or state['worker_pool']
         parallelism = state['parallelism']
     flags = [
-        '--runner=PortableRunner', f'--job_endpoint={address}',
+        '--runner=PortableRunner',
+        f'--job_endpoint={address}',
         '--environment_type=EXTERNAL',
         f'--environment_config={worker_pool or REMOTE_WORKER_POOL}',
-        f'--parallelism={parallelism}', '--job_server_timeout=60',
+        f'--parallelism={parallelism}',
+        '--job_server_timeout=60',
         # An SDK worker imports Beam, TFX and TensorFlow (~5-20 s); kept for
         # the next stage instead of one per stage (Spark starts a stage's
         # environment anew otherwise). The runner stops it after this long
@@ -227,7 +229,9 @@ class _Cluster:
         os.makedirs(os.path.join(self.dir, 'log'), exist_ok=True)
         self.processes: List[_Process] = []
 
-    def spawn(self, name: str, command: List[str],
+    def spawn(self,
+              name: str,
+              command: List[str],
               env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
         log = os.path.join(self.dir, 'log', f'{name}.log')
         with open(log, 'ab') as out:
@@ -348,8 +352,8 @@ def _start_flink(cluster: _Cluster, python: str) -> dict:
         for key, value in settings.items():
             f.write(f'{key}: {json.dumps(value)}\n')
     for name in ('log4j-console.properties', 'log4j.properties'):
-        with open(os.path.join(home, 'conf', name), 'rb') as src, open(
-                os.path.join(conf, name), 'wb') as dst:
+        with open(os.path.join(home, 'conf', name),
+                  'rb') as src, open(os.path.join(conf, name), 'wb') as dst:
             dst.write(src.read())
     env = {
         **_java_env(), 'FLINK_CONF_DIR': conf,
@@ -358,9 +362,9 @@ def _start_flink(cluster: _Cluster, python: str) -> dict:
         'FLINK_HOME': home
     }
     deadline = time.monotonic() + _STARTUP_SECONDS
-    cluster.spawn('jobmanager',
-                  [os.path.join(home, 'bin', 'jobmanager.sh'), 'start-foreground'],
-                  env)
+    cluster.spawn(
+        'jobmanager',
+        [os.path.join(home, 'bin', 'jobmanager.sh'), 'start-foreground'], env)
     for index in range(WORKERS):
         cluster.spawn(
             f'taskmanager-{index}',
@@ -405,7 +409,8 @@ def _start_spark(cluster: _Cluster, python: str) -> dict:
     home = spark_home()
     port, ui = free_port(), free_port()
     env = {
-        **_java_env(), 'SPARK_HOME': home,
+        **_java_env(),
+        'SPARK_HOME': home,
         'SPARK_LOCAL_IP': '127.0.0.1',
         'SPARK_LOG_DIR': os.path.join(cluster.dir, 'log'),
         'SPARK_WORKER_DIR': os.path.join(cluster.dir, 'work'),
@@ -458,16 +463,15 @@ def _start_job_server(cluster: _Cluster, main: List[str],
     jvm_options = [arg for arg in main if arg.startswith('--add-opens')]
     main = [arg for arg in main if arg not in jvm_options]
     cluster.spawn('job-server', [
-        'java', '-Xmx1g', *jvm_options, '-Djava.io.tmpdir=' +
-        os.path.join(cluster.dir, 'tmp'), '-cp',
+        'java', '-Xmx1g', *jvm_options,
+        '-Djava.io.tmpdir=' + os.path.join(cluster.dir, 'tmp'), '-cp',
         job_server_classpath(cluster.engine), main[0], *main[1:],
         '--job-host=127.0.0.1', f'--job-port={job}',
         f'--artifact-port={artifact}', f'--expansion-port={expansion}',
         '--artifacts-dir=' + os.path.join(cluster.dir, 'artifacts')
     ], _java_env())
     address = f'127.0.0.1:{job}'
-    cluster.wait_for('Beam job server', lambda: port_answers(address),
-                     deadline)
+    cluster.wait_for('Beam job server', lambda: port_answers(address), deadline)
     return address
 
 
@@ -480,9 +484,9 @@ def check_worker_python(python: str) -> None:
     """
     try:
         check = subprocess.run([
-        python, '-c', 'import apache_beam, tfx, components, models; '
-        'from apache_beam.runners.worker import sdk_worker'
-    ],
+            python, '-c', 'import apache_beam, tfx, components, models; '
+            'from apache_beam.runners.worker import sdk_worker'
+        ],
                                capture_output=True,
                                text=True,
                                cwd=REPO,
@@ -501,16 +505,15 @@ def check_worker_python(python: str) -> None:
                           f'{lines[-1] if lines else check.returncode}')
 
 
-def _start_worker_pool(cluster: _Cluster, python: str,
-                       deadline: float) -> str:
+def _start_worker_pool(cluster: _Cluster, python: str, deadline: float) -> str:
     """The Beam SDK worker pool of `python`; its HOST:PORT."""
     port = free_port()
-    cluster.spawn('worker-pool',
-                  [python, '-m', 'pipeline.engines', '--worker-pool',
-                   str(port)], _worker_env(python))
+    cluster.spawn(
+        'worker-pool',
+        [python, '-m', 'pipeline.engines', '--worker-pool',
+         str(port)], _worker_env(python))
     address = f'127.0.0.1:{port}'
-    cluster.wait_for('SDK worker pool', lambda: port_answers(address),
-                     deadline)
+    cluster.wait_for('SDK worker pool', lambda: port_answers(address), deadline)
     return address
 
 
@@ -616,11 +619,11 @@ class WorkerPool:
         code = ('from apache_beam.runners.worker.sdk_worker import '
                 f'SdkHarness; print({_WORKER_READY!r}, flush=True); '
                 f'SdkHarness({control!r}, worker_id={worker_id!r}).run()')
-        process = subprocess.Popen([self.python, '-X', 'faulthandler', '-u',
-                                    '-c', code],
-                                   stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT,
-                                   text=True)
+        process = subprocess.Popen(
+            [self.python, '-X', 'faulthandler', '-u', '-c', code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True)
         self.workers.append(process)
         print(f'worker {worker_id} pid {process.pid}', flush=True)
         output = []
@@ -679,9 +682,8 @@ def serve_worker_pool(port: int) -> None:
 
         def StartWorker(self, request, context):  # noqa: N802 (gRPC's name)
             del context
-            return beam_fn_api_pb2.StartWorkerResponse(
-                error=pool.start_worker(request.control_endpoint.url,
-                                        request.worker_id))
+            return beam_fn_api_pb2.StartWorkerResponse(error=pool.start_worker(
+                request.control_endpoint.url, request.worker_id))
 
         def StopWorker(self, request, context):  # noqa: N802
             del context
@@ -734,8 +736,10 @@ def engine_command(args: argparse.Namespace) -> dict:
             ]
         }
     if args.action == 'stop':
-        return {'engine': args.engine, 'stopped': stop(args.engine,
-                                                       args.state_dir)}
+        return {
+            'engine': args.engine,
+            'stopped': stop(args.engine, args.state_dir)
+        }
     state = read_state(args.engine, args.state_dir)
     return {
         **state, 'alive': {
@@ -750,11 +754,12 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
                         choices=ENGINES,
                         default='local',
                         help=ENGINE_HELP)
-    parser.add_argument('--engine-address', metavar='HOST:PORT',
+    parser.add_argument('--engine-address',
+                        metavar='HOST:PORT',
                         help=ADDRESS_HELP)
     parser.add_argument('--worker-pool',
                         metavar='HOST:PORT',
-                        help=WORKER_POOL_HELP.format(REMOTE_WORKER_POOL))
+                        help=WORKER_POOL_HELP)
     parser.add_argument('--engine-state-dir',
                         default=DEFAULT_STATE_DIR,
                         help=argparse.SUPPRESS)

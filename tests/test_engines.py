@@ -39,13 +39,18 @@ def _cli(*args, timeout=1800):
 
 
 def _summary(process):
-    lines = [l for l in process.stdout.splitlines() if l.startswith('{')]
+    lines = [
+        line for line in process.stdout.splitlines() if line.startswith('{')
+    ]
     assert process.returncode == 0 and lines, process.stderr[-3000:]
     return json.loads(lines[-1])
 
 
 def _errors(process):
-    return [l for l in process.stderr.splitlines() if l.startswith('error:')]
+    return [
+        line for line in process.stderr.splitlines()
+        if line.startswith('error:')
+    ]
 
 
 # Without a cluster -------------------------------------------------------
@@ -77,8 +82,8 @@ def test_an_engine_not_running_is_one_line_before_any_component(tmp_path):
         'running? python -m pipeline engine start ...)'
     ]
     assert not home.exists()  # No component ran.
-    process = _cli('run', '--model', 'rnn', '--home', str(home),
-                   '--beam-engine', 'spark', '--engine-state-dir',
+    process = _cli('run', '--model', 'rnn', '--home',
+                   str(home), '--beam-engine', 'spark', '--engine-state-dir',
                    str(tmp_path))
     assert process.returncode == 2
     assert _errors(process) == [
@@ -110,8 +115,10 @@ def test_cache_plan_streams_a_split_over_the_budget():
     assert plan['cached_splits'] == {'train': False, 'eval': True}
     plan = training.cache_plan({'cache_memory_mb': 3}, sizes)
     assert plan['cached_splits'] == {'train': True, 'eval': True}
-    plan = training.cache_plan({'cache_memory_mb': 3, 'cache_examples': False},
-                               sizes)
+    plan = training.cache_plan({
+        'cache_memory_mb': 3,
+        'cache_examples': False
+    }, sizes)
     assert plan['cached_splits'] == {'train': False, 'eval': False}
     assert training.cache_plan({}, sizes)['cache_budget_bytes'] > 0
 
@@ -154,7 +161,11 @@ def clusters(tmp_path_factory):
     started = {}
     try:
         for engine in engines.CLUSTER_ENGINES:
-            process = _cli('engine', 'start', engine, '--state-dir', state_dir,
+            process = _cli('engine',
+                           'start',
+                           engine,
+                           '--state-dir',
+                           state_dir,
                            timeout=600)
             started[engine] = _summary(process)
         yield state_dir, started
@@ -192,10 +203,11 @@ def _transformed(root, split):
     for record in tf.data.TFRecordDataset(files, 'GZIP'):
         feature = tf.train.Example.FromString(record.numpy()).features.feature
         rows.append(
-            tuple((key, tuple(
-                np.round(
-                    list(feature[key].float_list.value or
-                         feature[key].int64_list.value), 4)))
+            tuple((key,
+                   tuple(
+                       np.round(
+                           list(feature[key].float_list.value or
+                                feature[key].int64_list.value), 4)))
                   for key in sorted(feature)))
     return sorted(rows)
 
@@ -230,19 +242,20 @@ def _assert_same_beam_outputs(engine_home, local_home, model):
             assert (mine.num_stats.common_stats.tot_num_values ==
                     theirs.num_stats.common_stats.tot_num_values)
             for field in ('mean', 'std_dev', 'min', 'max'):
-                assert getattr(mine.num_stats, field) == pytest.approx(
-                    getattr(theirs.num_stats, field), rel=1e-5, abs=1e-6)
+                assert getattr(mine.num_stats, field) == pytest.approx(getattr(
+                    theirs.num_stats, field),
+                                                                       rel=1e-5,
+                                                                       abs=1e-6)
     # tf.Transform's analyzers (means, variances, vocabularies) computed on
     # the engine give every example the same transformed values.
     for split in ('train', 'eval'):
-        actual, expected = (_transformed(root, split)
-                            for root in (engine_root, local_root))
+        actual, expected = (
+            _transformed(root, split) for root in (engine_root, local_root))
         assert len(actual) == len(expected) > 0
         for row, want_row in zip(actual, expected):
             assert [k for k, _ in row] == [k for k, _ in want_row]
             np.testing.assert_allclose(np.concatenate([v for _, v in row]),
-                                       np.concatenate(
-                                           [v for _, v in want_row]),
+                                       np.concatenate([v for _, v in want_row]),
                                        atol=2e-4)
     engine_metrics, local_metrics = (
         _metrics(root) for root in (engine_root, local_root))
@@ -255,10 +268,8 @@ def _worker_pids(state):
     with open(os.path.join(state['logs'], 'worker-pool.log'),
               encoding='utf-8') as f:
         return {
-            int(line.split()[3])
-            for line in f
-            if line.startswith('worker ') and ' pid ' in line and
-            'exited' not in line
+            int(line.split()[3]) for line in f if line.startswith('worker ') and
+            ' pid ' in line and 'exited' not in line
         }
 
 
@@ -287,16 +298,16 @@ def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
     assert on_engine['pushed_model'] and os.path.isdir(
         on_engine['pushed_model'])
     assert local['pushed_model']
-    _assert_same_beam_outputs(str(tmp_path / 'engine'),
-                              str(tmp_path / 'local'), model)
+    _assert_same_beam_outputs(str(tmp_path / 'engine'), str(tmp_path / 'local'),
+                              model)
     [report] = glob.glob(
-        os.path.join(_pipeline_root(str(tmp_path / 'engine'), model),
-                     'Trainer', 'model_run', '*', 'training.json'))
+        os.path.join(_pipeline_root(str(tmp_path / 'engine'), model), 'Trainer',
+                     'model_run', '*', 'training.json'))
     with open(report, encoding='utf-8') as f:
         training = json.load(f)
     assert training['cached_splits']['train'] is False
-    assert (training['split_bytes_in_memory']['train'] >
-            training['cache_budget_bytes'])
+    assert (training['split_bytes_in_memory']['train']
+            > training['cache_budget_bytes'])
     # Distribution, as the engines report it.
     assert len(_worker_pids(state)) >= 2
     if engine == 'flink':
@@ -321,11 +332,13 @@ def test_a_kubeflow_job_carries_the_engines_flags(tmp_path):
         text = f.read()
     for flag in engines.beam_args('flink', 'beam-flink-job-server:8099'):
         assert flag in text, flag
-    process = kubeflow_jobs.compile_command(
-        str(tmp_path), '--model', 'rnn', '--target', 'kubeflow', '--output',
-        str(tmp_path / 'job.json'), '--image', kubeflow_jobs.IMAGE,
-        '--pipeline-root', kubeflow_jobs.PIPELINE_ROOT, '--beam-engine',
-        'spark')
+    process = kubeflow_jobs.compile_command(str(tmp_path), '--model', 'rnn',
+                                            '--target', 'kubeflow', '--output',
+                                            str(tmp_path / 'job.json'),
+                                            '--image', kubeflow_jobs.IMAGE,
+                                            '--pipeline-root',
+                                            kubeflow_jobs.PIPELINE_ROOT,
+                                            '--beam-engine', 'spark')
     assert process.returncode == 2
     assert _errors(process) == [
         'error: --beam-engine=spark --target kubeflow needs --engine-address: '
