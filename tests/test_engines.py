@@ -156,11 +156,13 @@ needs_engines = pytest.mark.skipif(
 
 @pytest.fixture(scope='session')
 def clusters(tmp_path_factory):
-    """Both engines, started once, stopped whatever happens."""
+    """`start(engine)`: the engine's cluster, started on first use, and every
+    one started stopped at the session's end, whatever happens."""
     state_dir = str(tmp_path_factory.mktemp('engines'))
     started = {}
-    try:
-        for engine in engines.CLUSTER_ENGINES:
+
+    def start(engine):
+        if engine not in started:
             process = _cli('engine',
                            'start',
                            engine,
@@ -168,7 +170,10 @@ def clusters(tmp_path_factory):
                            state_dir,
                            timeout=600)
             started[engine] = _summary(process)
-        yield state_dir, started
+        return state_dir, started[engine]
+
+    try:
+        yield start
     finally:
         for engine in started:
             _cli('engine', 'stop', engine, '--state-dir', state_dir)
@@ -278,8 +283,7 @@ def _worker_pids(state):
                                           ('spark', 'convnet')])
 def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
         clusters, tmp_path, engine, model):
-    state_dir, started = clusters
-    state = started[engine]
+    state_dir, state = clusters(engine)
     if model == 'rnn':
         data = datasets.write_ts_dataset(str(tmp_path / 'data'),
                                          train=60,
