@@ -20,6 +20,7 @@ import tensorflow as tf
 import yaml
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
+from pipeline import cli
 from pipeline import configs
 from pipeline import engines
 from tests import datasets
@@ -68,6 +69,14 @@ def test_beam_engine_expands_to_the_portable_runner_and_the_pool():
     assert configs.beam_args_problem(flags) is None
     # The pool's workers run this project: TFX ships no sdist of itself.
     assert configs.beam_runs_locally(flags)
+    # Each run `schedule` starts is given the switch, not its expansion.
+    args = cli.build_parser().parse_args([
+        'schedule', '--model', 'rnn', '--cron', '0 * * * *', '--beam-engine',
+        'spark', '--engine-address', '10.0.0.5:8099'
+    ])
+    run_flags = cli._run_flags(args)  # pylint: disable=protected-access
+    assert '--beam-engine=spark' in run_flags
+    assert '--engine-address=10.0.0.5:8099' in run_flags
 
 
 def test_an_engine_not_running_is_one_line_before_any_component(tmp_path):
@@ -299,6 +308,9 @@ def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
         _cli(*common, '--home', str(tmp_path / 'engine'), '--beam-engine',
              engine, '--engine-state-dir', state_dir, '--set',
              'cache_memory_mb=0.01'))
+    print(f'{engine} {model} seconds: in process '
+          f'{local["component_seconds"]}, on {engine} '
+          f'{on_engine["component_seconds"]}')
     assert on_engine['pushed_model'] and os.path.isdir(
         on_engine['pushed_model'])
     assert local['pushed_model']
