@@ -298,7 +298,7 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # split is cached if it fits, then the eval split in what is left;
     # otherwise streamed from disk every epoch (models/training.py
     # cache_plan). 0: a quarter of the memory free when training starts.
-    cache_memory_mb=0,
+    cache_memory_mb=0.0,
     # What a plain Keras script does not do (models/training.py
     # apply_speedups): the model's steps compiled by XLA, and this many
     # steps per call of the step function. Off: neither paid for any family
