@@ -163,8 +163,8 @@ def test_every_mounted_claim_is_defined_beside_it():
 @pytest.mark.skipif(shutil.which('kubectl') is None,
                     reason='kubectl is not installed (Debian and PyPI have '
                     'none; Google Cloud SDK\'s apt repository has it)')
-@pytest.mark.parametrize(
-    'folder', MANIFEST_DIRS + ('deploy/flink', 'deploy/spark'))
+@pytest.mark.parametrize('folder',
+                         MANIFEST_DIRS + ('deploy/flink', 'deploy/spark'))
 def test_kustomizations_render_with_the_images_and_claims(folder):
     """`kubectl kustomize` renders each folder (what `kubectl apply -k`
     sends), the image retagged and the claims defined."""
