@@ -5,6 +5,8 @@ logical CPU devices so that MirroredStrategy has two replicas to mirror over.
 import os
 import warnings
 
+import pytest
+
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 warnings.filterwarnings('ignore', category=FutureWarning)
@@ -17,3 +19,13 @@ from models import distribute  # noqa: E402
 # Devices must be split before TensorFlow initializes them, i.e. before any
 # test runs an op.
 distribute.split_cpu(2)
+
+
+@pytest.fixture(scope='session')
+def tiny_transformed(tmp_path_factory):
+    """A tiny real tf.Transform output (tests/tiny_transform.py), written
+    once for the run and only read by the tests that train on it."""
+    # Beam and tf.Transform load only for the tests that ask for this.
+    from tests import tiny_transform  # pylint: disable=import-outside-toplevel
+    return tiny_transform.write_transformed(
+        tmp_path_factory.mktemp('tiny_transformed'))

@@ -147,10 +147,10 @@ def test_the_model_outputs_unit_vectors_in_training_and_inference():
 
 
 @pytest.fixture(scope='module')
-def exported(tmp_path_factory):
-    """The embedding's run_fn on a tiny real tf.Transform output: its
-    export."""
-    transformed = tiny.write_transformed(tmp_path_factory.mktemp('transformed'))
+def exported(tiny_transformed, tmp_path_factory):
+    """The embedding's run_fn on a tiny real tf.Transform output (the
+    run's, tests/conftest.py): its export."""
+    transformed = tiny_transformed
     out = tmp_path_factory.mktemp('embedding')
     fn_args = tiny.fn_args(transformed, out, **PARAMS)
     embedding.run_fn(fn_args)
