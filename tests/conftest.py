@@ -1,5 +1,7 @@
-"""Test set-up shared by every test: the environment TFX 1.16 needs, and two
-logical CPU devices so that MirroredStrategy has two replicas to mirror over.
+"""Test set-up shared by every test: the environment TFX 1.16 needs, two
+logical CPU devices so that MirroredStrategy has two replicas to mirror over,
+the fixtures the whole run shares, and the random order's seed at the end.
+See docs/testing.md.
 """
 
 import os
@@ -29,3 +31,16 @@ def tiny_transformed(tmp_path_factory):
     from tests import tiny_transform  # pylint: disable=import-outside-toplevel
     return tiny_transform.write_transformed(
         tmp_path_factory.mktemp('tiny_transformed'))
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Names the random order's seed (pytest-randomly) last, where a failing
+    run's reader looks: `make test SEED=N` replays that order."""
+    if not config.pluginmanager.has_plugin('randomly'):
+        return
+    seed = getattr(config.option, 'randomly_seed', None)
+    if seed is not None and config.getoption('randomly_reorganize', True):
+        terminalreporter.write_line(
+            f'tests ran in random order, seed {seed}: replay with '
+            f'`make test SEED={seed}` or `pytest -p randomly '
+            f'--randomly-seed={seed}`')

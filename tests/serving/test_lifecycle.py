@@ -112,6 +112,14 @@ def _predict_version(stub, name='hot', **spec) -> int:
     return stub.Predict(request, timeout=30).model_spec.version.value
 
 
+def _wait_until(condition, what, timeout=120.0):
+    """Polls `condition`; the deadline only bounds a hang."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f'timed out waiting for {what}'
+        time.sleep(0.05)
+
+
 def test_hot_swap_under_load_loses_no_request(server, models, add_version,
                                               predict_stub):
     assert server.model_states('hot') == [(1, 'AVAILABLE')]
@@ -129,10 +137,14 @@ def test_hot_swap_under_load_loses_no_request(server, models, add_version,
     for thread in threads:
         thread.start()
     try:
-        time.sleep(1.0)
+        # Requests answered by version 1, then the swap, then requests
+        # answered by version 2: counted, not timed.
+        _wait_until(lambda: versions.count(1) >= 20, 'answers of version 1')
         add_version(models / 'hot', 2, 1.0)
         server.wait_for_states('hot', [(2, 'AVAILABLE'), (1, 'END')])
-        time.sleep(1.0)
+        after_swap = len(versions)
+        _wait_until(lambda: versions[after_swap:].count(2) >= 20,
+                    'answers of version 2')
     finally:
         stop.set()
         for thread in threads:
@@ -193,8 +205,8 @@ def test_corrupt_version_is_reported_and_old_keeps_serving(
     assert code == 200
     assert body['model_version_status'][0]['status']['error_code'] != 'OK'
     shutil.rmtree(corrupt)
-    time.sleep(2)
     assert _predict_version(predict_stub, 'corrupted') == 1
+    assert (1, 'AVAILABLE') in server.model_states('corrupted')
 
 
 def _reload(model_stub, text: str):
