@@ -297,9 +297,11 @@ def test_runs_lists_both_runs_and_show_prints_one(convnet_run,
     assert capsys.readouterr().err.startswith('error: ')
 
 
-def test_runs_of_a_home_without_metadata_is_one_line(tmp_path):
+@pytest.mark.parametrize('command', [['runs'], ['show', '2026-']])
+def test_runs_of_a_home_without_metadata_is_one_line(tmp_path, command):
+    """`runs` and `show` on a home no run has used: one line, exit 2."""
     process = subprocess.run(
-        [sys.executable, '-m', 'pipeline', 'runs', '--home',
+        [sys.executable, '-m', 'pipeline', *command, '--home',
          str(tmp_path)],
         cwd=REPO,
         capture_output=True,
