@@ -24,6 +24,9 @@ from tests.serving import server_utils
 from tests.serving import testmodels
 
 ROWS = [[0.1, 0.2, 0.3, 0.4]]
+# A bad command line ends the server before it loads a model; the deadline
+# only bounds a hang (a busy machine takes a minute to import the server).
+_EXIT_DEADLINE = 600
 # Served from start-up on, version 1 each; `steady` never changes.
 BASE_MODELS = ('hot', 'growing', 'corrupted', 'steady')
 
@@ -331,7 +334,7 @@ def test_startup_labels_need_allow_flag(tmp_path, models):
         _config_text(models,
                      'labelled:version_labels { key: "stable" value: 1 }'))
     server = server_utils.launch(tmp_path, [f'--model_config_file={config}'])
-    assert server.process.wait(60) == 255
+    assert server.process.wait(_EXIT_DEADLINE) == 255
     assert ('Failed to start server. Error: FAILED_PRECONDITION: Request to '
             'assign label to version 1 of model labelled, which is not '
             'currently available for inference') in server.log()
@@ -349,7 +352,7 @@ def test_startup_labels_need_allow_flag(tmp_path, models):
 ])
 def test_bad_command_lines_fail_fast(tmp_path, args, message):
     server = server_utils.launch(tmp_path, args)
-    assert server.process.wait(60) == 255
+    assert server.process.wait(_EXIT_DEADLINE) == 255
     assert message in server.log()
     assert 'Running gRPC ModelServer' not in server.log()
 
@@ -360,5 +363,5 @@ def test_flags_accept_space_separated_values(tmp_path):
         '--batching_parameters_file',
         str(tmp_path / 'missing')
     ])
-    assert server.process.wait(60) == 255
+    assert server.process.wait(_EXIT_DEADLINE) == 255
     assert 'to have an absolute path' in server.log()
