@@ -243,8 +243,8 @@ def _field_values(field, low, high):
         else:
             first, _, last = part.partition('-')
             first = _NAMES.get(first, None) or int(first)
-            last = (_NAMES.get(last, None) or int(last)) if last else (
-                high if step else first)
+            last = (_NAMES.get(last, None) or
+                    int(last)) if last else (high if step else first)
         values.update(range(first, last + 1, int(step or 1)))
     return values
 

@@ -159,8 +159,10 @@ def kfp_server(jobs, tmp_path_factory):
           }}""" for model, run in jobs.items())
     config = workdir / 'models.config'
     config.write_text('model_config_list {%s\n}\n' % entries)
-    server = server_utils.start_model_server(
-        workdir, [f'--model_config_file={config}'], rest=False)
+    server = server_utils.start_model_server(workdir,
+                                             [f'--model_config_file={config}'],
+                                             rest=False,
+                                             timeout=600)
     try:
         with client_lib.ModelServerClient(server.grpc_address) as client:
             for model in jobs:

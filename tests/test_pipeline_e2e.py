@@ -37,12 +37,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_pipeline(*args):
     """Runs the CLI; returns (summary dict or None, stderr)."""
-    process = subprocess.run([sys.executable, '-m', 'pipeline', 'run', *args],
-                             cwd=REPO,
-                             capture_output=True,
-                             text=True,
-                             timeout=1200,
-                             check=False)
+    process = subprocess.run(
+        [sys.executable, '-m', 'pipeline', 'run', *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,  # Bounds a hang only.
+        check=False)
     lines = [
         line for line in process.stdout.splitlines() if line.startswith('{')
     ]
@@ -137,8 +138,9 @@ def e2e_server(convnet_run, rnn_run, fcn_run, tmp_path_factory):
           }}""")
     config = workdir / 'models.config'
     config.write_text('model_config_list {%s\n}\n' % ''.join(entries))
-    server = server_utils.start_model_server(
-        workdir, [f'--model_config_file={config}'])
+    server = server_utils.start_model_server(workdir,
+                                             [f'--model_config_file={config}'],
+                                             timeout=600)
     yield server
     server.stop()
 
@@ -158,7 +160,7 @@ def assert_served_as_in_process(server, pushed, signature, inputs, examples):
         n.decode() for n in own_default[signatures.CLASSES_OUTPUT].numpy()[0]
     ]
     with client_lib.ModelServerClient(server.grpc_address) as client:
-        client.wait_until_available(name, timeout=120)
+        client.wait_until_available(name, timeout=600)
         outputs = client.send_predict(
             client_lib.build_predict_request(name, inputs, signature))
         classified = client.send_classify(
@@ -366,8 +368,8 @@ def test_a_worse_model_is_not_pushed(convnet_run, convnet_second_run):
     # A learning rate of zero leaves the weights random: worse than blessed.
     summary, log = run_pipeline('--model', 'convnet', '--data', data, '--home',
                                 home, '--set', 'epochs=1', '--set',
-                                'min_train_steps=0', '--set',
-                                'learning_rate=0', '--set', 'min_accuracy=0')
+                                'min_train_steps=0', '--set', 'learning_rate=0',
+                                '--set', 'min_accuracy=0')
     assert summary is not None, log
     assert summary['blessed'] is False
     assert summary['pushed_model'] is None
@@ -477,7 +479,7 @@ def _gate_run(home, data, *flags):
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=3600,
         check=False)
     return process.returncode, process.stderr
 
@@ -614,7 +616,7 @@ def test_bad_data_ends_the_run_with_one_line_naming_the_file(tmp_path):
                              cwd=REPO,
                              capture_output=True,
                              text=True,
-                             timeout=600,
+                             timeout=1800,
                              check=False)
     assert process.returncode == 2
     last = process.stderr.strip().splitlines()[-1]
@@ -667,7 +669,10 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     # One trial (the first) was the profile's own values, the FCN's (a
     # family's values are named in its scope), read here from the profile
     # by hand: `width` and `depth` are its conv_filters' first and count.
-    smoke = {**configs.TRAINING_DEFAULTS, **configs.MODELS['fcn'].profiles['smoke']}
+    smoke = {
+        **configs.TRAINING_DEFAULTS,
+        **configs.MODELS['fcn'].profiles['smoke']
+    }
     profile = {
         'family': 'fcn',
         'fcn/width': smoke['conv_filters'][0],

@@ -22,6 +22,10 @@ from serving.process import free_port
 from tests import datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Deadlines bound a hang only: a run took 14 minutes with the machine's two
+# cores shared by five other test runs.
+RUN_DEADLINE = 3600
+SERVER_DEADLINE = 600
 # Six epochs of the capped batch (about 60 steps), not the smoke profile's
 # 200 steps of 64: the classes are told apart in a few dozen.
 RUN_FLAGS = [
@@ -89,7 +93,7 @@ def test_spans_retrain_compare_push_and_swap(tmp_path):
                                  text=True)
     server = None
     try:
-        [first] = wait_for(lambda: versions(home), 900, 'version 1')
+        [first] = wait_for(lambda: versions(home), RUN_DEADLINE, 'version 1')
         port = free_port()
         server = ServerProcess([
             sys.executable, '-m', 'serving', 'serve', f'--port={port}',
@@ -98,10 +102,11 @@ def test_spans_retrain_compare_push_and_swap(tmp_path):
             '--file_system_poll_wait_seconds=1'
         ], str(tmp_path / 'server.log'))
         client = client_lib.ModelServerClient(f'127.0.0.1:{port}')
-        assert wait_for(lambda: available(client), 180, 'v1 served') == [first]
+        assert wait_for(lambda: available(client), SERVER_DEADLINE,
+                        'v1 served') == [first]
 
         write_span(data, 2)
-        output, _ = scheduler.communicate(timeout=900)
+        output, _ = scheduler.communicate(timeout=RUN_DEADLINE)
         assert scheduler.returncode == 0, output
         history = [
             json.loads(line) for line in open(
@@ -113,8 +118,8 @@ def test_spans_retrain_compare_push_and_swap(tmp_path):
         first_again, second = versions(home)
         assert first_again == first and second > first
         # The running server swaps to version 2 and unloads version 1.
-        assert wait_for(lambda: available(client) == [second] and [second], 120,
-                        'swap to v2') == [second]
+        assert wait_for(lambda: available(client) == [second] and [second],
+                        SERVER_DEADLINE, 'swap to v2') == [second]
 
         write_span(data, 3, shuffle_labels=True)
         run = subprocess.run([
@@ -124,7 +129,7 @@ def test_spans_retrain_compare_push_and_swap(tmp_path):
                              cwd=REPO,
                              capture_output=True,
                              text=True,
-                             timeout=900,
+                             timeout=RUN_DEADLINE,
                              check=True)
         third_run = json.loads(run.stdout.strip().splitlines()[-1])
         assert third_run['span'] == 3

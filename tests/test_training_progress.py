@@ -41,16 +41,16 @@ def test_a_plain_line_every_30_seconds_by_default():
     line per three steps of eight, then the epoch's end."""
     ticks = iter(range(10, 10_000, 10))
     out = io.StringIO()
-    _fit(out,
-         epochs=1,
-         batch_size=4,
-         interval=progress.TrainingProgress(None).  # The default.
-         _interval,  # pylint: disable=protected-access
-         clock=lambda: float(next(ticks)))
+    _fit(
+        out,
+        epochs=1,
+        batch_size=4,
+        interval=progress.TrainingProgress(None).  # The default.
+        _interval,  # pylint: disable=protected-access
+        clock=lambda: float(next(ticks)))
     lines = out.getvalue().splitlines()
-    assert [line.split(' ')[0] for line in lines] == [
-        'Epoch', '3/8', '6/8', '8/8'
-    ], lines
+    assert [line.split(' ')[0] for line in lines
+           ] == ['Epoch', '3/8', '6/8', '8/8'], lines
     # 30 s for 3 steps: 50 s for the 5 left.
     assert lines[1].startswith('3/8 - ETA 50s - loss: '), lines
     assert lines[3].startswith('8/8 - 1:30 - loss: '), lines

@@ -359,9 +359,8 @@ def test_the_trainer_finds_its_family_after_tfx_reloads_its_module(
     names = dict(vars(fcn))
     try:
         reloaded = importlib.reload(fcn)
-        recipe, trained = tuning.best_recipe(best.get_config(),
-                                             reloaded.RECIPE, params,
-                                             sequences.recipes())
+        recipe, trained = tuning.best_recipe(best.get_config(), reloaded.RECIPE,
+                                             params, sequences.recipes())
         assert recipe is reloaded.RECIPE
         assert trained['learning_rate'] == best.values['fcn/learning_rate']
         assert workers._recipe_path(recipe) == 'models.fcn.model:RECIPE'  # pylint: disable=protected-access

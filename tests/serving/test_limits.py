@@ -301,9 +301,9 @@ def test_memory_of_large_requests_is_returned(fresh_server):
     }).encode()
     assert len(body) < 32 << 20
     fresh_server.http('POST',
-                     '/v1/models/mnist:predict',
-                     raw=_predict_body(ROWS),
-                     timeout=60)
+                      '/v1/models/mnist:predict',
+                      raw=_predict_body(ROWS),
+                      timeout=60)
     before = _rss_mb(fresh_server)
     codes = []
 
@@ -312,9 +312,9 @@ def test_memory_of_large_requests_is_returned(fresh_server):
             # The timeout only bounds a hang (a busy machine parses 30 MB of
             # JSON slowly).
             code, _ = fresh_server.http('POST',
-                                       '/v1/models/mnist:predict',
-                                       raw=body,
-                                       timeout=1200)
+                                        '/v1/models/mnist:predict',
+                                        raw=body,
+                                        timeout=1200)
         except OSError as error:
             code = repr(error)
         codes.append(code)
@@ -326,9 +326,9 @@ def test_memory_of_large_requests_is_returned(fresh_server):
         thread.join()
     assert codes == [200] * 4
     code, _ = fresh_server.http('POST',
-                               '/v1/models/mnist:predict',
-                               raw=_predict_body(ROWS),
-                               timeout=60)
+                                '/v1/models/mnist:predict',
+                                raw=_predict_body(ROWS),
+                                timeout=60)
     assert code == 200
     after = _rss_mb(fresh_server)
     print(f'server RSS {before:.0f} MB before, peak '
