@@ -1,6 +1,7 @@
 """The local runner's console: what it keeps off it and what it shows."""
 
 import logging
+import sys
 
 import pytest
 from absl import logging as absl_logging
@@ -66,6 +67,9 @@ def _beam_executor_args(beam_args):
 
 
 def test_local_beam_components_do_not_package_tfx_for_workers(monkeypatch):
+    # TFX's Beam executor parses sys.argv with absl's flags: pytest's own
+    # (`-v`) must not reach it.
+    monkeypatch.setattr(sys, 'argv', sys.argv[:1])
     # The sdist TFX builds of itself (2-3 s and 48 MB of /tmp a component)
     # is stood in for: what is checked is whether it is asked for.
     built = []

@@ -206,7 +206,9 @@ def test_missing_split_raises(tmp_path):
     examples = _examples_artifact(str(tmp_path / 'examples'),
                                   tiny_models.image_examples(1),
                                   split='eval')
-    with pytest.raises(ValueError, match="split 'test'"):
+    with pytest.raises(ValueError,
+                       match='Split does not exist over all example '
+                       'artifacts: test$'):
         request_builder.read_serialized_examples(examples, 'test', 4)
 
 
