@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -58,23 +59,18 @@ def test_a_run_killed_in_the_trainer_resumes_from_the_cache(tmp_path):
                                start_new_session=True)
     seen = []
     try:
-        # The first epoch's header: the Trainer's execution is RUNNING in
-        # ML Metadata and its outputs are being written. Killed at once.
-        in_trainer = False
         for line in process.stderr:
             seen.append(line)
-            in_trainer = in_trainer or '] Trainer ...' in line
-            if in_trainer and 'Epoch 1/' in line:
+            if '] Trainer ...' in line:
                 break
+        # Inside the Trainer: its execution RUNNING in ML Metadata, its
+        # output folders made. Killed at once (the Trainer's own start-up,
+        # seconds, is still ahead of it).
+        [killed], half_written = _wait_for_running_trainer(home)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(60)
     assert process.returncode == -signal.SIGKILL, ''.join(seen)
-    assert seen and 'Epoch 1/' in seen[-1], ''.join(seen)
-    [killed
-    ] = [e for e in _trainer_executions(home) if e.last_known_state == RUNNING]
-    half_written = glob.glob(
-        os.path.join(home, 'pipelines', '*', 'Trainer', '*', str(killed.id)))
     assert half_written
 
     rerun = subprocess.run(
@@ -112,6 +108,25 @@ def test_a_run_killed_in_the_trainer_resumes_from_the_cache(tmp_path):
     assert states[killed.id] == FAILED
     assert sorted(states.values()).count(RUNNING) == 0
     assert not any(os.path.exists(p) for p in half_written)
+
+
+def _wait_for_running_trainer(home, timeout=1800):
+    """([the RUNNING Trainer execution], its output folders), polled; the
+    deadline only bounds a hang."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = [
+            e for e in _trainer_executions(home)
+            if e.last_known_state == RUNNING
+        ]
+        if running:
+            folders = glob.glob(
+                os.path.join(home, 'pipelines', '*', 'Trainer', '*',
+                             str(running[0].id)))
+            if folders:
+                return running, folders
+        time.sleep(0.2)
+    raise TimeoutError('no Trainer execution started')
 
 
 def test_recovery_fails_only_unfinished_executions_of_this_pipeline(tmp_path):
