@@ -120,8 +120,10 @@ format: setup
 format-check: setup
 	$(VENV)/bin/yapf --diff --parallel $$(git ls-files '*.py')
 
+# In a random order (pytest-randomly), a new one each time: the run's last
+# line names its seed, and `make test SEED=N` runs that order again.
 test: setup lint
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider $(if $(SEED),--randomly-seed=$(SEED))
 
 bench: setup
 	$(PY) -m bench

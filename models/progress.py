@@ -8,7 +8,7 @@ epoch too (Keras leaves it out then).
 
 import sys
 import time
-from typing import Any, Dict, Optional, TextIO
+from typing import Any, Callable, Dict, Optional, TextIO
 
 import tensorflow as tf
 
@@ -40,12 +40,17 @@ class TrainingProgress(keras.callbacks.Callback):
     Args:
         out: The stream; a bar when it is a terminal, lines otherwise.
         interval: Seconds between plain lines within an epoch.
+        clock: Seconds from any start (tests pass a clock of their own).
     """
 
-    def __init__(self, out: Optional[TextIO] = None, interval: float = 30.0):
+    def __init__(self,
+                 out: Optional[TextIO] = None,
+                 interval: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
         super().__init__()
         self._out = out
         self._interval = interval
+        self._clock = clock
         self._epochs = 0
         self._steps: Optional[int] = None
         self._started = self._last = 0.0
@@ -64,10 +69,10 @@ class TrainingProgress(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._write(f'Epoch {epoch + 1}/{self._epochs}\n')
-        self._started = self._last = time.monotonic()
+        self._started = self._last = self._clock()
 
     def on_train_batch_end(self, batch, logs=None):
-        now = time.monotonic()
+        now = self._clock()
         wait = _REDRAW_SECONDS if self._terminal() else self._interval
         if now - self._last < wait:
             return
@@ -85,7 +90,7 @@ class TrainingProgress(keras.callbacks.Callback):
             self._write(line + '\n')
 
     def on_epoch_end(self, epoch, logs=None):
-        elapsed = time.monotonic() - self._started
+        elapsed = self._clock() - self._started
         steps = self._steps or 0
         line = ((self._progress(steps) if steps else '') +
                 f' - {_duration(elapsed)}' + _metrics(logs))

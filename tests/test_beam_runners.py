@@ -72,9 +72,13 @@ def test_multi_processing_computes_the_same_statistics(ingests):
     for split, stats in expected.items():
         [want], [got] = stats.datasets, actual[split].datasets
         assert got.num_examples == want.num_examples > 0
-        for mine, theirs in zip(
-                sorted(got.features, key=lambda f: f.path.step[0]),
-                sorted(want.features, key=lambda f: f.path.step[0])):
+        assert sorted(f.path.step[0] for f in got.features) == sorted(
+            f.path.step[0] for f in want.features)
+        for mine, theirs in zip(sorted(got.features,
+                                       key=lambda f: f.path.step[0]),
+                                sorted(want.features,
+                                       key=lambda f: f.path.step[0]),
+                                strict=True):
             assert mine.path == theirs.path
             if theirs.HasField('num_stats'):
                 for field in ('mean', 'std_dev', 'min', 'max'):

@@ -268,3 +268,22 @@ def test_docker_compose_mounts_the_default_home():
     assert (f'${{PIPELINE_HOME:-../../{configs.DEFAULT_HOME}}}'
             '/serving:/models:ro') in volumes
     assert cli.build_parser().parse_args(['demo']).home == configs.DEFAULT_HOME
+
+
+def test_list_settings_of_one_model_prints_its_keys_only():
+    """`--list-settings --model rnn`: the rnn's section alone, every one of
+    its keys with its smoke and full defaults, before TensorFlow loads."""
+    process = run_cli('run', '--list-settings', '--model', 'rnn')
+    assert process.returncode == 0, process.stderr
+    assert 'loaded: []' in process.stdout
+    lines = process.stdout.splitlines()
+    assert lines[0] == 'rnn (--set KEY=VALUE; defaults per --profile):'
+    assert sum('(--set KEY=VALUE' in line for line in lines) == 1
+    rows = {line.split()[0]: line for line in lines[2:] if line.strip()}
+    defaults = configs.setting_defaults('rnn')
+    assert set(defaults) <= set(rows), set(defaults) - set(rows)
+    for key, values in defaults.items():
+        assert all(
+            json.dumps(values[profile]) in rows[key]
+            for profile in configs.PROFILES), rows[key]
+        assert rows[key].endswith(configs.SETTING_HELP[key]), rows[key]

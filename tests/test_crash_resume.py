@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -44,9 +45,11 @@ def test_a_run_killed_in_the_trainer_resumes_from_the_cache(tmp_path):
                                       train=300,
                                       test=100)
     home = str(tmp_path / 'home')
+    # Three epochs (about 30 steps), not the smoke profile's 200 steps: what
+    # is checked is the kill and the resume, not the model.
     command = [
         sys.executable, '-m', 'pipeline', 'run', '--model', 'convnet', '--data',
-        data, '--home', home, '--set', 'epochs=3'
+        data, '--home', home, '--set', 'epochs=3', '--set', 'min_train_steps=0'
     ]
     process = subprocess.Popen(command,
                                cwd=REPO,
@@ -60,22 +63,23 @@ def test_a_run_killed_in_the_trainer_resumes_from_the_cache(tmp_path):
             seen.append(line)
             if '] Trainer ...' in line:
                 break
-        # Inside the Trainer: its execution is RUNNING and writing outputs.
-        [killed] = _wait_for_running_trainer(home)
+        # Inside the Trainer: its execution RUNNING in ML Metadata, its
+        # output folders made. Killed at once (the Trainer's own start-up,
+        # seconds, is still ahead of it).
+        [killed], half_written = _wait_for_running_trainer(home)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(60)
     assert process.returncode == -signal.SIGKILL, ''.join(seen)
-    half_written = glob.glob(
-        os.path.join(home, 'pipelines', '*', 'Trainer', '*', str(killed.id)))
     assert half_written
 
-    rerun = subprocess.run(command,
-                           cwd=REPO,
-                           capture_output=True,
-                           text=True,
-                           timeout=1800,
-                           check=False)
+    rerun = subprocess.run(
+        command,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,  # Bounds a hang only.
+        check=False)
     assert rerun.returncode == 0, rerun.stderr
     log = rerun.stderr
     assert f'execution {killed.id} was interrupted; marked FAILED' in log
@@ -106,8 +110,9 @@ def test_a_run_killed_in_the_trainer_resumes_from_the_cache(tmp_path):
     assert not any(os.path.exists(p) for p in half_written)
 
 
-def _wait_for_running_trainer(home, timeout=600):
-    import time  # pylint: disable=import-outside-toplevel
+def _wait_for_running_trainer(home, timeout=1800):
+    """([the RUNNING Trainer execution], its output folders), polled; the
+    deadline only bounds a hang."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         running = [
@@ -115,9 +120,12 @@ def _wait_for_running_trainer(home, timeout=600):
             if e.last_known_state == RUNNING
         ]
         if running:
-            time.sleep(2)  # Let it write something.
-            return running
-        time.sleep(0.5)
+            folders = glob.glob(
+                os.path.join(home, 'pipelines', '*', 'Trainer', '*',
+                             str(running[0].id)))
+            if folders:
+                return running, folders
+        time.sleep(0.2)
     raise TimeoutError('no Trainer execution started')
 
 

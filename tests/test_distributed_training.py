@@ -31,10 +31,9 @@ _fn_args = tiny_transform.fn_args
 
 
 @pytest.fixture(scope='module')
-def transformed(tmp_path_factory):
-    """A tiny tf.Transform output (tests/tiny_transform.py)."""
-    return tiny_transform.write_transformed(
-        tmp_path_factory.mktemp('transformed'))
+def transformed(tiny_transformed):
+    """A tiny tf.Transform output (tests/tiny_transform.py), the run's."""
+    return tiny_transformed
 
 
 def _report(fn_args):

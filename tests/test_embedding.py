@@ -147,10 +147,10 @@ def test_the_model_outputs_unit_vectors_in_training_and_inference():
 
 
 @pytest.fixture(scope='module')
-def exported(tmp_path_factory):
-    """The embedding's run_fn on a tiny real tf.Transform output: its
-    export."""
-    transformed = tiny.write_transformed(tmp_path_factory.mktemp('transformed'))
+def exported(tiny_transformed, tmp_path_factory):
+    """The embedding's run_fn on a tiny real tf.Transform output (the
+    run's, tests/conftest.py): its export."""
+    transformed = tiny_transformed
     out = tmp_path_factory.mktemp('embedding')
     fn_args = tiny.fn_args(transformed, out, **PARAMS)
     embedding.run_fn(fn_args)
@@ -377,11 +377,11 @@ def test_bad_input_to_add_class_is_one_line_and_exit_2(fault, base_path,
         str(model_dir), '--name', name, '--images',
         str(images)
     ])
-    lines = [
-        line for line in capsys.readouterr().err.splitlines()
-        if line.startswith('error')
-    ]
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith('error')]
     assert code == 2
-    assert len(lines) == 1 and lines[0].startswith(f'error: {culprit}'), \
-        lines
+    # One line: the error, last, and no traceback before it.
+    assert len(lines) == 1 and lines[0].startswith(f'error: {culprit}'), err
+    assert err.strip().splitlines()[-1] == lines[0], err
+    assert 'Traceback' not in err, err
     assert sorted(os.listdir(base_path)) == before  # Nothing written.

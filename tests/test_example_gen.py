@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from google.protobuf import message
 from tfx.dsl.components.base import base_beam_executor
-from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
@@ -26,31 +26,27 @@ from tests import datasets
 
 
 def run_example_gen(tmp_path, source, **settings):
-    """Runs the executor on `source` as the pipeline configures it (the
-    layout is learned again at run time); returns split -> list of
-    tf.Example."""
+    """Runs the executor on `source` with the exec properties of the
+    pipeline's own ExampleGen (pipeline.create_pipeline, `settings` given as
+    a user's `--set`; the layout is learned again at run time); returns
+    split -> list of tf.Example."""
     config = configs.RunConfig(
-        model='convnet' if source.kind == 'images' else 'rnn', profile='full')
-    all_settings = {
-        **pipeline_lib.example_gen_settings(config, source.root),
-        **settings
-    }
+        model='convnet' if source.kind == 'images' else 'rnn',
+        profile='full',
+        overrides=tuple(settings.items()))
+    [example_gen] = [
+        component for component in pipeline_lib.create_pipeline(
+            config, source.root, serving_check=False).components
+        if component.id == 'FileBasedExampleGen'
+    ]
     examples = standard_artifacts.Examples()
     examples.uri = str(tmp_path / 'examples')
+    # As the launcher hands them over: protos as JSON.
     exec_properties = {
-        'input_base':
-            os.path.dirname(source.root),
-        'input_config':
-            proto_utils.proto_to_json(
-                executor.fingerprint_input_config(os.path.basename(source.root))
-            ),
-        'output_config':
-            proto_utils.proto_to_json(example_gen_pb2.Output()),
-        'custom_config':
-            proto_utils.proto_to_json(
-                executor.settings_to_custom_config(all_settings)),
-        'output_data_format':
-            example_gen_pb2.FORMAT_TF_EXAMPLE,
+        key: (proto_utils.proto_to_json(value) if isinstance(
+            value, message.Message) else value)
+        for key, value in example_gen.exec_properties.items()
+        if value is not None
     }
     context = base_beam_executor.BaseBeamExecutor.Context(
         tmp_dir=str(tmp_path / 'tmp'),

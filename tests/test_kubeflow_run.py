@@ -27,21 +27,22 @@ from ml_metadata.proto import metadata_store_pb2
 
 from pipeline import kubeflow_launcher
 from serving import client as client_lib
-from serving.process import ServerProcess
-from serving.process import free_port
-from serving.process import server_command
 from tests import datasets
+from tests.serving import server_utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Smoke-sized, set at compile time as a user would.
+# Smoke-sized, set at compile time as a user would: a few epochs of a few
+# steps (min_train_steps=0, not the smoke profile's 200 steps); the classes
+# differ plainly.
 SMOKE = {
     'convnet': [
-        '--set', 'epochs=3', '--set', 'conv_filters=[8]', '--set',
-        'dense_units=16', '--set', 'min_accuracy=0.3'
+        '--set', 'epochs=5', '--set', 'min_train_steps=0', '--set',
+        'conv_filters=[8]', '--set', 'dense_units=16', '--set',
+        'min_accuracy=0.3'
     ],
     'rnn': [
-        '--set', 'epochs=15', '--set', 'units=[8]', '--set',
-        'learning_rate=0.01', '--set', 'min_accuracy=0.3'
+        '--set', 'epochs=15', '--set', 'min_train_steps=0', '--set',
+        'units=[8]', '--set', 'learning_rate=0.01', '--set', 'min_accuracy=0.3'
     ],
 }
 CLASS_NAMES = ('boot', 'coat', 'dress', 'shirt')
@@ -150,53 +151,60 @@ def _check_every_task_ran_and_pushed(run, model):
     return pushed
 
 
-def _serve(tmp_path, model, pushed):
-    port = free_port()
-    server = ServerProcess(server_command(port, model, os.path.dirname(pushed)),
-                           str(tmp_path / 'server.log'))
-    client = client_lib.ModelServerClient(f'127.0.0.1:{port}')
+@pytest.fixture(scope='module')
+def kfp_server(jobs, tmp_path_factory):
+    """One model server for both jobs' pushed models; model -> its client."""
+    workdir = tmp_path_factory.mktemp('kfp_server')
+    entries = ''.join(f"""
+          config {{
+            name: "{model}"
+            base_path: "{os.path.dirname(run['summary']['pushed_model'])}"
+            model_platform: "tensorflow"
+          }}""" for model, run in jobs.items())
+    config = workdir / 'models.config'
+    config.write_text('model_config_list {%s\n}\n' % entries)
+    server = server_utils.start_model_server(workdir,
+                                             [f'--model_config_file={config}'],
+                                             rest=False,
+                                             timeout=600)
     try:
-        client.wait_until_available(model, timeout=180)
-    except BaseException:
+        with client_lib.ModelServerClient(server.grpc_address) as client:
+            for model in jobs:
+                client.wait_until_available(model, timeout=180)
+            yield client
+    finally:
         server.stop()
-        raise
-    return server, client
 
 
 def test_convnet_job_reaches_pusher_and_its_model_answers_over_grpc(
-        jobs, tmp_path):
-    pushed = _check_every_task_ran_and_pushed(jobs['convnet'], 'convnet')
+        jobs, kfp_server):
+    _check_every_task_ran_and_pushed(jobs['convnet'], 'convnet')
     images, labels = datasets.images_with_labels(20, len(CLASS_NAMES), seed=5)
-    server, client = _serve(tmp_path, 'convnet', pushed)
-    try:
-        predictions = client.predict_images(
-            'convnet', [datasets.png_bytes(i) for i in images])
-    finally:
-        server.stop()
+    predictions = kfp_server.predict_images(
+        'convnet', [datasets.png_bytes(i) for i in images])
     # The folders' names, learned by ExampleGen when the job ran (nothing of
     # the data was read at compile time), reach the served model.
     assert {p.top_class for p in predictions} <= set(CLASS_NAMES)
     hits = np.mean([
         p.top_class == CLASS_NAMES[label]
-        for p, label in zip(predictions, labels)
+        for p, label in zip(predictions, labels, strict=True)
     ])
     assert hits > 0.5, hits
 
 
-def test_rnn_job_reaches_pusher_and_its_model_answers_over_grpc(jobs, tmp_path):
-    pushed = _check_every_task_ran_and_pushed(jobs['rnn'], 'rnn')
+def test_rnn_job_reaches_pusher_and_its_model_answers_over_grpc(
+        jobs, kfp_server):
+    _check_every_task_ran_and_pushed(jobs['rnn'], 'rnn')
     sequences = datasets.sequences_with_labels(12, SEQUENCE_LABELS, seed=7)
-    server, client = _serve(tmp_path, 'rnn', pushed)
-    try:
-        predictions = client.predict_sequences('rnn',
+    predictions = kfp_server.predict_sequences('rnn',
                                                [s.values for s in sequences])
-    finally:
-        server.stop()
     # The .ts header's labels, learned when the job ran, reach the served
     # model.
     assert {p.top_class for p in predictions} <= set(SEQUENCE_LABELS)
-    hits = np.mean(
-        [p.top_class == s.label for p, s in zip(predictions, sequences)])
+    hits = np.mean([
+        p.top_class == s.label
+        for p, s in zip(predictions, sequences, strict=True)
+    ])
     assert hits > 0.5, hits
 
 

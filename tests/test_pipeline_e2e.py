@@ -24,8 +24,6 @@ from components import ts_format
 from models import data_facts
 from models import features
 from models import signatures
-from models import tuning
-from models.fcn import model as fcn
 from pipeline import cli as pipeline_cli
 from pipeline import configs
 from pipeline import report
@@ -39,12 +37,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run_pipeline(*args):
     """Runs the CLI; returns (summary dict or None, stderr)."""
-    process = subprocess.run([sys.executable, '-m', 'pipeline', 'run', *args],
-                             cwd=REPO,
-                             capture_output=True,
-                             text=True,
-                             timeout=1200,
-                             check=False)
+    process = subprocess.run(
+        [sys.executable, '-m', 'pipeline', 'run', *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,  # Bounds a hang only.
+        check=False)
     lines = [
         line for line in process.stdout.splitlines() if line.startswith('{')
     ]
@@ -122,10 +121,34 @@ def _rest_value(value):
     return value.tolist()
 
 
-def assert_served_as_in_process(tmp_path, pushed, signature, inputs, examples):
+@pytest.fixture(scope='module')
+def e2e_server(convnet_run, rnn_run, fcn_run, tmp_path_factory):
+    """One model server for the module's three pushed models, each pinned
+    to the version its first run pushed (later runs push more)."""
+    workdir = tmp_path_factory.mktemp('e2e_server')
+    entries = []
+    for summary in (convnet_run[0], rnn_run[0], fcn_run[0]):
+        base, version = os.path.split(summary['pushed_model'])
+        entries.append(f"""
+          config {{
+            name: "{os.path.basename(base)}"
+            base_path: "{base}"
+            model_platform: "tensorflow"
+            model_version_policy {{ specific {{ versions: {version} }} }}
+          }}""")
+    config = workdir / 'models.config'
+    config.write_text('model_config_list {%s\n}\n' % ''.join(entries))
+    server = server_utils.start_model_server(workdir,
+                                             [f'--model_config_file={config}'],
+                                             timeout=600)
+    yield server
+    server.stop()
+
+
+def assert_served_as_in_process(server, pushed, signature, inputs, examples):
     """The pushed model answers over gRPC (Predict by `signature` on
     `inputs`, numpy arrays by input name; Classify on `examples`) and REST
-    (predict) as it does in process, to float tolerance."""
+    (predict) from `server` as it does in process, to float tolerance."""
     name = os.path.basename(os.path.dirname(pushed))
     model = tf.saved_model.load(pushed)
     own = model.signatures[signature](**{
@@ -136,28 +159,22 @@ def assert_served_as_in_process(tmp_path, pushed, signature, inputs, examples):
     classes = [
         n.decode() for n in own_default[signatures.CLASSES_OUTPUT].numpy()[0]
     ]
-    server = server_utils.start_model_server(tmp_path, [
-        f'--model_name={name}', f'--model_base_path={os.path.dirname(pushed)}'
-    ])
-    try:
-        with client_lib.ModelServerClient(server.grpc_address) as client:
-            client.wait_until_available(name, timeout=120)
-            outputs = client.send_predict(
-                client_lib.build_predict_request(name, inputs, signature))
-            classified = client.send_classify(
-                client_lib.build_classification_request(
-                    name, examples, signatures.DEFAULT_SIGNATURE),
-                top_k=None)
-        code, body = server.http(
-            'POST', f'/v1/models/{name}:predict', {
-                'signature_name':
-                    signature,
-                'instances': [{
-                    key: _rest_value(value[i]) for key, value in inputs.items()
-                } for i in range(len(own))]
-            })
-    finally:
-        server.stop()
+    with client_lib.ModelServerClient(server.grpc_address) as client:
+        client.wait_until_available(name, timeout=600)
+        outputs = client.send_predict(
+            client_lib.build_predict_request(name, inputs, signature))
+        classified = client.send_classify(
+            client_lib.build_classification_request(
+                name, examples, signatures.DEFAULT_SIGNATURE),
+            top_k=None)
+    code, body = server.http(
+        'POST', f'/v1/models/{name}:predict', {
+            'signature_name':
+                signature,
+            'instances': [{
+                key: _rest_value(value[i]) for key, value in inputs.items()
+            } for i in range(len(own))]
+        })
     np.testing.assert_allclose(outputs[signatures.SCORES_OUTPUT],
                                own,
                                rtol=1e-5,
@@ -206,30 +223,32 @@ def test_the_runs_report_renders_every_section_in_chromium(convnet_run):
     assert page.body['data-figures-shown'] == '3'
 
 
-def test_served_answers_equal_the_saved_models_own(convnet_run, tmp_path):
+def test_served_answers_equal_the_saved_models_own(convnet_run, e2e_server):
     """The pushed model over gRPC and REST answers as it does in process."""
     images, _ = datasets.images_with_labels(8, 10, seed=7)
     pngs = [datasets.png_bytes(image) for image in images]
     assert_served_as_in_process(
-        tmp_path, convnet_run[0]['pushed_model'], signatures.IMAGE_SIGNATURE,
+        e2e_server, convnet_run[0]['pushed_model'], signatures.IMAGE_SIGNATURE,
         {signatures.IMAGE_INPUT: np.array(pngs, object)},
         [features.image_example(png, 0) for png in pngs])
 
 
 @pytest.fixture(scope='module')
 def convnet_second_run(convnet_run):
-    """The same run again on the same home and data: (summary, log)."""
+    """The same run again on the same home and data, before any other run
+    on it (the tests that run more on the home ask for this fixture first):
+    (summary, log, the served versions after it)."""
     _, data, home, _ = convnet_run
     summary, log = run_pipeline('--model', 'convnet', '--data', data, '--home',
                                 home)
     assert summary is not None, log
-    return summary, log
+    return summary, log, os.listdir(os.path.join(home, 'serving', 'convnet'))
 
 
 def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
         convnet_run, convnet_second_run):
     first, _, home, _ = convnet_run
-    summary, log = convnet_second_run
+    summary, log, served = convnet_second_run
     for component in ('FileBasedExampleGen', 'Transform', 'Trainer'):
         assert f'{component} done in' in log
         assert any(
@@ -242,9 +261,7 @@ def test_second_run_reuses_the_cache_and_compares_with_the_blessed_model(
     # names the version that serves it.
     assert summary['pushed_model'] == first['pushed_model']
     assert summary['new_version'] is False
-    assert os.listdir(
-        os.path.join(home, 'serving',
-                     'convnet')) == [os.path.basename(first['pushed_model'])]
+    assert served == [os.path.basename(first['pushed_model'])]
 
 
 def test_runs_lists_both_runs_and_show_prints_one(convnet_run,
@@ -252,7 +269,7 @@ def test_runs_lists_both_runs_and_show_prints_one(convnet_run,
     """`pipeline runs` and `show` read what the two runs did from ML
     Metadata (in process: TensorFlow is already loaded here)."""
     first, _, home, _ = convnet_run
-    second, _ = convnet_second_run
+    second = convnet_second_run[0]
     assert pipeline_cli.main(['runs', '--home', home, '--model',
                               'convnet']) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -282,9 +299,11 @@ def test_runs_lists_both_runs_and_show_prints_one(convnet_run,
     assert capsys.readouterr().err.startswith('error: ')
 
 
-def test_runs_of_a_home_without_metadata_is_one_line(tmp_path):
+@pytest.mark.parametrize('command', [['runs'], ['show', '2026-']])
+def test_runs_of_a_home_without_metadata_is_one_line(tmp_path, command):
+    """`runs` and `show` on a home no run has used: one line, exit 2."""
     process = subprocess.run(
-        [sys.executable, '-m', 'pipeline', 'runs', '--home',
+        [sys.executable, '-m', 'pipeline', *command, '--home',
          str(tmp_path)],
         cwd=REPO,
         capture_output=True,
@@ -299,7 +318,8 @@ def test_runs_of_a_home_without_metadata_is_one_line(tmp_path):
     assert not os.path.exists(tmp_path / 'metadata.sqlite')
 
 
-def test_mirrored_run_trains_on_two_devices_and_pushes(convnet_run):
+def test_mirrored_run_trains_on_two_devices_and_pushes(convnet_run,
+                                                       convnet_second_run):
     """`--strategy mirrored` through the real Trainer, on 2 logical CPU
     devices the run makes at start: each replica its batch_size, the global
     batch and learning rate twice that, no worse than the `auto` model."""
@@ -342,13 +362,14 @@ def test_mirrored_run_trains_on_two_devices_and_pushes(convnet_run):
     assert summary['pushed_model'] is not None
 
 
-def test_a_worse_model_is_not_pushed(convnet_run):
+def test_a_worse_model_is_not_pushed(convnet_run, convnet_second_run):
     _, data, home, _ = convnet_run
     versions = sorted(os.listdir(os.path.join(home, 'serving', 'convnet')))
     # A learning rate of zero leaves the weights random: worse than blessed.
     summary, log = run_pipeline('--model', 'convnet', '--data', data, '--home',
                                 home, '--set', 'epochs=1', '--set',
-                                'learning_rate=0', '--set', 'min_accuracy=0')
+                                'min_train_steps=0', '--set', 'learning_rate=0',
+                                '--set', 'min_accuracy=0')
     assert summary is not None, log
     assert summary['blessed'] is False
     assert summary['pushed_model'] is None
@@ -371,9 +392,12 @@ def rnn_run(tmp_path_factory):
     root = tmp_path_factory.mktemp('rnn')
     data = datasets.write_ts_dataset(str(root / 'data'), train=60, test=30)
     home = str(root / 'home')
+    # 15 epochs of two steps, not the smoke profile's 200 steps: the classes
+    # differ in their means, learnt in a few steps.
     summary, log = run_pipeline('--model', 'rnn', '--data', data, '--home',
                                 home, '--set', 'epochs=15', '--set',
-                                'units=[8]', '--set', 'learning_rate=0.01')
+                                'min_train_steps=0', '--set', 'units=[8]',
+                                '--set', 'learning_rate=0.01')
     assert summary is not None, log
     return summary, data, home, log
 
@@ -420,13 +444,13 @@ def test_rnn_run_pushes_a_model_whose_two_signatures_agree(rnn_run):
 
 @pytest.mark.parametrize('family', ['rnn', 'fcn'])
 def test_served_sequence_answers_equal_the_saved_models_own(
-        family, request, tmp_path):
+        family, request, e2e_server):
     """The RNN's and the FCN's pushed models over gRPC and REST answer as
     they do in process."""
     summary, data, _, _ = request.getfixturevalue(f'{family}_run')
     sequences = _test_sequences(data)
     assert_served_as_in_process(
-        tmp_path, summary['pushed_model'], signatures.SEQUENCE_SIGNATURE,
+        e2e_server, summary['pushed_model'], signatures.SEQUENCE_SIGNATURE,
         _padded(sequences),
         [features.sequence_example(s.values, 0) for s in sequences])
 
@@ -455,7 +479,7 @@ def _gate_run(home, data, *flags):
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=3600,
         check=False)
     return process.returncode, process.stderr
 
@@ -592,7 +616,7 @@ def test_bad_data_ends_the_run_with_one_line_naming_the_file(tmp_path):
                              cwd=REPO,
                              capture_output=True,
                              text=True,
-                             timeout=600,
+                             timeout=1800,
                              check=False)
     assert process.returncode == 2
     last = process.stderr.strip().splitlines()[-1]
@@ -643,18 +667,21 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     else:
         assert not kernels and any('rnn0' in name for name in names), names
     # One trial (the first) was the profile's own values, the FCN's (a
-    # family's values are named in its scope).
-    profile = tuning.profile_values(
-        fcn.search_space, {
-            **configs.TRAINING_DEFAULTS,
-            **configs.MODELS['fcn'].profiles['smoke'], 'learning_rate_decay':
-                'cosine'
-        })
+    # family's values are named in its scope), read here from the profile
+    # by hand: `width` and `depth` are its conv_filters' first and count.
+    smoke = {
+        **configs.TRAINING_DEFAULTS,
+        **configs.MODELS['fcn'].profiles['smoke']
+    }
     profile = {
         'family': 'fcn',
-        **{
-            f'fcn/{key}': value for key, value in profile.items()
-        }
+        'fcn/width': smoke['conv_filters'][0],
+        'fcn/depth': len(smoke['conv_filters']),
+        'fcn/dropout': smoke['dropout'],
+        'fcn/learning_rate': smoke['learning_rate'],
+        'fcn/learning_rate_decay': 'cosine',
+        'fcn/batch_size': smoke['batch_size'],
+        'fcn/training_length': smoke['training_length'],
     }
     assert any(
         {key: t.get(key) for key in profile} == profile for t in trials), (

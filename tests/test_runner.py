@@ -1,7 +1,9 @@
 """The local runner's console: what it keeps off it and what it shows."""
 
 import logging
+import sys
 
+import pytest
 from absl import logging as absl_logging
 from tfx.dsl.components.base import base_beam_executor
 from tfx.utils import dependency_utils
@@ -28,7 +30,18 @@ def test_first_run_resolution_error_is_dropped_and_others_still_show(caplog):
     ]
 
 
-def test_library_warnings_stay_off_the_console_unless_verbose(caplog):
+@pytest.fixture
+def absl_verbosity():
+    """absl's verbosity, restored after the test: a level set here must not
+    reach the tests after it."""
+    verbosity = absl_logging.get_verbosity()
+    yield
+    absl_logging.set_verbosity(verbosity)
+
+
+def test_library_warnings_stay_off_the_console_unless_verbose(
+        caplog, absl_verbosity):
+    del absl_verbosity  # Restores the level set below.
     caplog.set_level(logging.INFO)
     absl_logging.set_verbosity(absl_logging.INFO)  # as TFX's launcher may
     with runner._quiet_logs(verbose=False):  # pylint: disable=protected-access
@@ -54,6 +67,9 @@ def _beam_executor_args(beam_args):
 
 
 def test_local_beam_components_do_not_package_tfx_for_workers(monkeypatch):
+    # TFX's Beam executor parses sys.argv with absl's flags: pytest's own
+    # (`-v`) must not reach it.
+    monkeypatch.setattr(sys, 'argv', sys.argv[:1])
     # The sdist TFX builds of itself (2-3 s and 48 MB of /tmp a component)
     # is stood in for: what is checked is whether it is asked for.
     built = []

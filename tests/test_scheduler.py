@@ -425,7 +425,7 @@ def test_run_holds_the_lock_that_crontab_flock_uses(tmp_path):
 
 CHILD = r'''
 import os, sys, time, types
-repo, state, data, markers, run_seconds, poll_seconds = sys.argv[1:7]
+repo, state, data, markers, poll_seconds = sys.argv[1:6]
 # Import pipeline.scheduler without running pipeline/__init__.py, which may
 # import TFX (tens of seconds).
 package = types.ModuleType('pipeline')
@@ -436,8 +436,10 @@ from pipeline.scheduler import Scheduler
 from pipeline.spans import SpanWatcher
 
 def run_pipeline():
+    # A run lasts until the test writes the `release` marker.
     open(os.path.join(markers, 'run-started'), 'w').close()
-    time.sleep(float(run_seconds))
+    while not os.path.exists(os.path.join(markers, 'release')):
+        time.sleep(0.01)
     open(os.path.join(markers, 'run-finished'), 'w').close()
     return {'ok': True}
 
@@ -452,11 +454,11 @@ print('run() returned', flush=True)
 class Child:
     """The scheduler in a real subprocess, with its stdout in a file.
 
-    It waits for a new span, polling every `poll_seconds`; a run takes
-    `run_seconds`.
+    It waits for a new span, polling every `poll_seconds`; a run lasts
+    until `release()`.
     """
 
-    def __init__(self, tmp_path, run_seconds, poll_seconds=0.1):
+    def __init__(self, tmp_path, poll_seconds=0.1):
         self.data = tmp_path / 'data'
         self.markers = tmp_path / 'markers'
         self.state = tmp_path / 'state'
@@ -471,7 +473,6 @@ class Child:
                 str(self.state),
                 str(self.data),
                 str(self.markers),
-                str(run_seconds),
                 str(poll_seconds)
             ],
                                             stdout=out,
@@ -480,7 +481,11 @@ class Child:
     def stdout(self):
         return self.stdout_path.read_text()
 
-    def wait_for(self, condition, what, timeout=15):
+    def release(self):
+        """Lets the run in progress (or the next) finish."""
+        (self.markers / 'release').touch()
+
+    def wait_for(self, condition, what, timeout=120):
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -489,7 +494,7 @@ class Child:
                             f'stderr:\n{self.stderr_path.read_text()}')
             time.sleep(0.02)
 
-    def finish(self, timeout=15):
+    def finish(self, timeout=60):
         try:
             return self.process.wait(timeout=timeout)
         finally:
@@ -501,7 +506,7 @@ def test_signal_while_idle_stops_promptly(tmp_path, signum):
     # Idle means sleeping until the next poll, an hour away: the scheduler
     # can only stop (well before finish()'s deadline) if the signal
     # interrupts that sleep.
-    child = Child(tmp_path, run_seconds=0, poll_seconds=3600)
+    child = Child(tmp_path, poll_seconds=3600)
     child.wait_for(lambda: 'next run when' in child.stdout(), 'start-up')
     child.process.send_signal(signum)
     assert child.finish(timeout=60) == 0
@@ -514,12 +519,17 @@ def test_signal_while_idle_stops_promptly(tmp_path, signum):
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
 def test_signal_during_run_lets_it_finish(tmp_path, signum):
-    child = Child(tmp_path, run_seconds=1.5)
+    child = Child(tmp_path)
     child.wait_for(lambda: 'next run when' in child.stdout(), 'start-up')
     (child.data / 'span-1').mkdir()
     child.wait_for((child.markers / 'run-started').exists, 'run start')
     child.process.send_signal(signum)
-    assert child.finish() == 0
+    # The signal is taken while the run goes on; the run then ends.
+    child.wait_for(lambda: 'will finish first' in child.stderr_path.read_text(),
+                   'signal acknowledged')
+    assert not (child.markers / 'run-finished').exists()
+    child.release()
+    assert child.finish(timeout=60) == 0
     assert (child.markers / 'run-finished').exists()
     assert [r['status'] for r in read_history(child.state)] == ['succeeded']
     assert 'run #1 will finish first' in child.stderr_path.read_text()
@@ -528,7 +538,7 @@ def test_signal_during_run_lets_it_finish(tmp_path, signum):
 
 
 def test_second_signal_aborts_the_run(tmp_path):
-    child = Child(tmp_path, run_seconds=30)
+    child = Child(tmp_path)  # Never released.
     child.wait_for(lambda: 'next run when' in child.stdout(), 'start-up')
     (child.data / 'span-1').mkdir()
     child.wait_for((child.markers / 'run-started').exists, 'run start')
@@ -536,7 +546,7 @@ def test_second_signal_aborts_the_run(tmp_path):
     child.wait_for(lambda: 'will finish first' in child.stderr_path.read_text(),
                    'first signal acknowledged')
     child.process.send_signal(signal.SIGTERM)
-    assert child.finish(timeout=10) != 0
+    assert child.finish(timeout=60) != 0
     assert not (child.markers / 'run-finished').exists()
     [record] = read_history(child.state)
     assert record['status'] == 'aborted'

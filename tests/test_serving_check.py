@@ -11,13 +11,13 @@ from typing import List, Sequence
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
-from tfx.components.pusher import executor as pusher_executor
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 from tfx.utils import proto_utils
 
+from components.pusher import executor as pusher_executor
 from components.serving_check import answer_checks
 from components.serving_check import component
 from components.serving_check import errors
@@ -206,7 +206,9 @@ def test_missing_split_raises(tmp_path):
     examples = _examples_artifact(str(tmp_path / 'examples'),
                                   tiny_models.image_examples(1),
                                   split='eval')
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError,
+                       match='Split does not exist over all example '
+                       'artifacts: test$'):
         request_builder.read_serialized_examples(examples, 'test', 4)
 
 
@@ -289,8 +291,12 @@ def test_component_compiles_for_kubeflow_v2(tmp_path):
                                    model_name='convnet',
                                    num_examples=4,
                                    timeout_seconds=60)
+    # The project's Pusher, as pipeline/pipeline.py builds it.
+    from tfx.dsl.components.base import executor_spec  # pylint: disable=import-outside-toplevel
     pusher = tfx.components.Pusher(
         infra_blessing=check.outputs['blessing'],
+        custom_executor_spec=executor_spec.ExecutorClassSpec(
+            pusher_executor.Executor),
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=str(tmp_path / 'serving' / 'convnet'))))
@@ -305,4 +311,6 @@ def test_component_compiles_for_kubeflow_v2(tmp_path):
     spec = json.loads(output.read_text())
     executors = spec['pipelineSpec']['deploymentSpec']['executors']
     assert any('components.serving_check.executor.Executor' in json.dumps(e)
+               for e in executors.values())
+    assert any('components.pusher.executor.Executor' in json.dumps(e)
                for e in executors.values())

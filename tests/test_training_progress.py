@@ -19,18 +19,41 @@ class _Terminal(io.StringIO):
         return True
 
 
-def _fit(out, epochs: int, interval: float = 0.0) -> None:
+def _fit(out, epochs: int, batch_size: int = 8, **kwargs) -> None:
+    """Fits a tiny model on 32 examples with `TrainingProgress(out,
+    **kwargs)`, a line per step unless `kwargs` say otherwise."""
+    kwargs.setdefault('interval', 0.0)
     inputs = np.random.default_rng(0).normal(size=(32, 3)).astype('float32')
     labels = (inputs[:, 0] > 0).astype('int64')
     model = keras.Sequential([keras.layers.Dense(2, activation='softmax')])
     model.compile('sgd', 'sparse_categorical_crossentropy', ['accuracy'])
     model.fit(inputs,
               labels,
-              batch_size=8,
+              batch_size=batch_size,
               epochs=epochs,
               verbose=0,
               validation_data=(inputs, labels),
-              callbacks=[progress.TrainingProgress(out, interval=interval)])
+              callbacks=[progress.TrainingProgress(out, **kwargs)])
+
+
+def test_a_plain_line_every_30_seconds_by_default():
+    """The default interval, on a clock that moves 10 s at every look: one
+    line per three steps of eight, then the epoch's end."""
+    ticks = iter(range(10, 10_000, 10))
+    out = io.StringIO()
+    _fit(
+        out,
+        epochs=1,
+        batch_size=4,
+        interval=progress.TrainingProgress(None).  # The default.
+        _interval,  # pylint: disable=protected-access
+        clock=lambda: float(next(ticks)))
+    lines = out.getvalue().splitlines()
+    assert [line.split(' ')[0] for line in lines
+           ] == ['Epoch', '3/8', '6/8', '8/8'], lines
+    # 30 s for 3 steps: 50 s for the 5 left.
+    assert lines[1].startswith('3/8 - ETA 50s - loss: '), lines
+    assert lines[3].startswith('8/8 - 1:30 - loss: '), lines
 
 
 def test_plain_lines_when_not_a_terminal():

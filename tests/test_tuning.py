@@ -354,12 +354,19 @@ def test_the_trainer_finds_its_family_after_tfx_reloads_its_module(
         score=lambda params: float(params[training.FAMILY] == 'fcn'))
     best = tuner.get_best_hyperparameters()[0]
     params = {**tuner.params, **best.values}
-    reloaded = importlib.reload(fcn)
-    recipe, trained = tuning.best_recipe(best.get_config(), reloaded.RECIPE,
-                                         params, sequences.recipes())
-    assert recipe is reloaded.RECIPE
-    assert trained['learning_rate'] == best.values['fcn/learning_rate']
-    assert workers._recipe_path(recipe) == 'models.fcn.model:RECIPE'  # pylint: disable=protected-access
+    # The module's names as they were, put back after: the rest of the run
+    # sees the RECIPE every other module imported, not the reload's.
+    names = dict(vars(fcn))
+    try:
+        reloaded = importlib.reload(fcn)
+        recipe, trained = tuning.best_recipe(best.get_config(), reloaded.RECIPE,
+                                             params, sequences.recipes())
+        assert recipe is reloaded.RECIPE
+        assert trained['learning_rate'] == best.values['fcn/learning_rate']
+        assert workers._recipe_path(recipe) == 'models.fcn.model:RECIPE'  # pylint: disable=protected-access
+    finally:
+        vars(fcn).clear()
+        vars(fcn).update(names)
 
 
 def test_the_search_holds_the_settings_the_user_gave(monkeypatch, tmp_path,

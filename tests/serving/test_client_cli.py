@@ -247,7 +247,8 @@ def test_rest_port_hint(capsys):
 def test_unknown_version(server, capsys, image_files):
     message = _main_error(capsys, 'predict', '--server', server, '--model',
                           'convnet', '--version', '7', image_files[0])
-    assert 'NOT_FOUND' in message or 'version' in message
+    assert 'Servable not found for request: Specific(convnet, 7)' in message, \
+        message
 
 
 def test_version_and_label_flags(server, capsys, image_files):

@@ -24,6 +24,9 @@ from tests.serving import server_utils
 from tests.serving import testmodels
 
 ROWS = [[0.1, 0.2, 0.3, 0.4]]
+# A bad command line ends the server before it loads a model; the deadline
+# only bounds a hang (a busy machine takes a minute to import the server).
+_EXIT_DEADLINE = 600
 # Served from start-up on, version 1 each; `steady` never changes.
 BASE_MODELS = ('hot', 'growing', 'corrupted', 'steady')
 
@@ -112,6 +115,14 @@ def _predict_version(stub, name='hot', **spec) -> int:
     return stub.Predict(request, timeout=30).model_spec.version.value
 
 
+def _wait_until(condition, what, timeout=120.0):
+    """Polls `condition`; the deadline only bounds a hang."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f'timed out waiting for {what}'
+        time.sleep(0.05)
+
+
 def test_hot_swap_under_load_loses_no_request(server, models, add_version,
                                               predict_stub):
     assert server.model_states('hot') == [(1, 'AVAILABLE')]
@@ -129,10 +140,14 @@ def test_hot_swap_under_load_loses_no_request(server, models, add_version,
     for thread in threads:
         thread.start()
     try:
-        time.sleep(1.0)
+        # Requests answered by version 1, then the swap, then requests
+        # answered by version 2: counted, not timed.
+        _wait_until(lambda: versions.count(1) >= 20, 'answers of version 1')
         add_version(models / 'hot', 2, 1.0)
         server.wait_for_states('hot', [(2, 'AVAILABLE'), (1, 'END')])
-        time.sleep(1.0)
+        after_swap = len(versions)
+        _wait_until(lambda: versions[after_swap:].count(2) >= 20,
+                    'answers of version 2')
     finally:
         stop.set()
         for thread in threads:
@@ -193,8 +208,8 @@ def test_corrupt_version_is_reported_and_old_keeps_serving(
     assert code == 200
     assert body['model_version_status'][0]['status']['error_code'] != 'OK'
     shutil.rmtree(corrupt)
-    time.sleep(2)
     assert _predict_version(predict_stub, 'corrupted') == 1
+    assert (1, 'AVAILABLE') in server.model_states('corrupted')
 
 
 def _reload(model_stub, text: str):
@@ -319,7 +334,7 @@ def test_startup_labels_need_allow_flag(tmp_path, models):
         _config_text(models,
                      'labelled:version_labels { key: "stable" value: 1 }'))
     server = server_utils.launch(tmp_path, [f'--model_config_file={config}'])
-    assert server.process.wait(60) == 255
+    assert server.process.wait(_EXIT_DEADLINE) == 255
     assert ('Failed to start server. Error: FAILED_PRECONDITION: Request to '
             'assign label to version 1 of model labelled, which is not '
             'currently available for inference') in server.log()
@@ -337,7 +352,7 @@ def test_startup_labels_need_allow_flag(tmp_path, models):
 ])
 def test_bad_command_lines_fail_fast(tmp_path, args, message):
     server = server_utils.launch(tmp_path, args)
-    assert server.process.wait(60) == 255
+    assert server.process.wait(_EXIT_DEADLINE) == 255
     assert message in server.log()
     assert 'Running gRPC ModelServer' not in server.log()
 
@@ -348,5 +363,5 @@ def test_flags_accept_space_separated_values(tmp_path):
         '--batching_parameters_file',
         str(tmp_path / 'missing')
     ])
-    assert server.process.wait(60) == 255
+    assert server.process.wait(_EXIT_DEADLINE) == 255
     assert 'to have an absolute path' in server.log()

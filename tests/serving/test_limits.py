@@ -132,13 +132,13 @@ def test_rest_client_still_sending_a_large_body_reads_the_413(server):
 
 
 def test_rest_stalled_body_is_408_and_idle_connections_close(server):
-    started = time.monotonic()
-    with socket.create_connection(('127.0.0.1', server.rest_port), 20) as s:
+    # The socket's timeout only bounds a hang: the 408 itself says the
+    # server's own timeout ended the request.
+    with socket.create_connection(('127.0.0.1', server.rest_port), 120) as s:
         s.sendall(b'POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n'
                   b'Content-Length: 100\r\n\r\n{"instan')
         reply = s.recv(4096)
         assert reply.startswith(b'HTTP/1.1 408'), reply
-    assert time.monotonic() - started < 10 * TIMEOUT_MS / 1000
     with socket.create_connection(('127.0.0.1', server.rest_port), 20) as s:
         assert s.recv(10) == b''  # Idle: closed by the server.
     _rest_ok(server)
@@ -158,7 +158,9 @@ def test_rest_threads_stay_bounded_under_many_connections(server):
                   b'Content-Length: 1000\r\n\r\n{')
         stalled.append(s)
     try:
-        time.sleep(0.5)
+        # Answered only once the server has taken the 80 connections opened
+        # before it (accepted in order): the threads counted then serve them.
+        _rest_ok(server)
         during = _threads(server)
         # Stalled bodies occupy the workers at most until the timeout.
         _rest_ok(server)
@@ -177,19 +179,22 @@ def test_client_disconnects_are_logged_in_one_line(server):
         s.sendall(b'POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n'
                   b'Content-Length: %d\r\n\r\n' % len(body) + body)
         s.close()
-    time.sleep(2)
+    disconnected = re.compile(r'REST client 127\.0\.0\.1:\d+ disconnected: '
+                              r'(BrokenPipeError|ConnectionResetError)')
+    deadline = time.monotonic() + 120  # Bounds a hang only.
+    while not disconnected.search(server.log()):
+        assert time.monotonic() < deadline, server.log()[-3000:]
+        time.sleep(0.1)
     _rest_ok(server)
     log = server.log()
     assert 'Traceback' not in log, log[-3000:]
-    assert re.search(
-        r'REST client 127\.0\.0\.1:\d+ disconnected: '
-        r'(BrokenPipeError|ConnectionResetError)', log), log[-3000:]
 
 
 def test_load_while_versions_swap_and_a_broken_version_appears(
         server, stub, models, add_version):
-    """16 gRPC and 16 REST clients for 12 s; no request that should succeed
-    fails, the server stays up, its memory stays bounded."""
+    """16 gRPC and 16 REST clients while three versions swap in and a broken
+    one appears; no request that should succeed fails, the server stays up,
+    its memory stays bounded."""
     stop = threading.Event()
     served = {'grpc': 0, 'rest': 0}
     failures = []
@@ -232,9 +237,9 @@ def test_load_while_versions_swap_and_a_broken_version_appears(
         thread.start()
     swaps, broken = 0, []
     try:
-        deadline = time.monotonic() + 12
-        version = 2
-        while time.monotonic() < deadline:
+        # Versions 2 to 5: swaps to 2, 4 and 5, and 3 broken; counted, not a
+        # time window.
+        for version in range(2, 6):
             if version % 3 == 0:
                 # A broken version: it fails to load, the previous serves on.
                 (models / 'm' / str(version)).mkdir()
@@ -248,8 +253,11 @@ def test_load_while_versions_swap_and_a_broken_version_appears(
                 server.wait_for_states('m', [(version, 'AVAILABLE')],
                                        timeout=60)
                 swaps += 1
-            version += 1
-            time.sleep(0.3)
+        # Both kinds of client answered while the versions swapped.
+        deadline = time.monotonic() + 120  # Bounds a hang only.
+        while not (served['grpc'] and served['rest']):
+            assert time.monotonic() < deadline, (served, failures[:5])
+            time.sleep(0.1)
     finally:
         stop.set()
         for thread in clients:
@@ -260,7 +268,7 @@ def test_load_while_versions_swap_and_a_broken_version_appears(
           f'server RSS {peak:.0f} MB')
     assert not failures, failures[:5]
     assert served['grpc'] > 0 and served['rest'] > 0
-    assert swaps >= 2 and broken
+    assert swaps == 3 and broken == [3]
     assert server.running()
     assert peak < 4096
     _rest_ok(server)
@@ -359,7 +367,16 @@ def _rss_mb(server) -> float:
     return int(re.search(r'^VmRSS:\s+(\d+)', status, re.M).group(1)) / 1024
 
 
-def test_memory_of_large_requests_is_returned(main_server):
+@pytest.fixture
+def fresh_server(start_server, tmp_path, add_version):
+    """A server of its own, default limits: its memory is this test's
+    traffic only, not the run's before it."""
+    add_version(tmp_path / 'mnist', 1, 0.0)
+    return start_server(
+        ['--model_name=mnist', f'--model_base_path={tmp_path / "mnist"}'])
+
+
+def test_memory_of_large_requests_is_returned(fresh_server):
     """Four REST bodies near the 32 MiB default limit at once, then one
     small request: the server's memory falls back near where it was."""
     rows = [[0.25, 0.5, 0.75, 1.0]] * 380_000  # ~30 MB of JSON.
@@ -368,18 +385,23 @@ def test_memory_of_large_requests_is_returned(main_server):
         'instances': rows
     }).encode()
     assert len(body) < 32 << 20
-    main_server.http('POST',
-                     '/v1/models/mnist:predict',
-                     raw=_predict_body(ROWS),
-                     timeout=60)
-    before = _rss_mb(main_server)
+    fresh_server.http('POST',
+                      '/v1/models/mnist:predict',
+                      raw=_predict_body(ROWS),
+                      timeout=60)
+    before = _rss_mb(fresh_server)
     codes = []
 
     def large():
-        code, _ = main_server.http('POST',
-                                   '/v1/models/mnist:predict',
-                                   raw=body,
-                                   timeout=300)
+        try:
+            # The timeout only bounds a hang (a busy machine parses 30 MB of
+            # JSON slowly).
+            code, _ = fresh_server.http('POST',
+                                        '/v1/models/mnist:predict',
+                                        raw=body,
+                                        timeout=1200)
+        except OSError as error:
+            code = repr(error)
         codes.append(code)
 
     threads = [threading.Thread(target=large) for _ in range(4)]
@@ -388,14 +410,14 @@ def test_memory_of_large_requests_is_returned(main_server):
     for thread in threads:
         thread.join()
     assert codes == [200] * 4
-    code, _ = main_server.http('POST',
-                               '/v1/models/mnist:predict',
-                               raw=_predict_body(ROWS),
-                               timeout=60)
+    code, _ = fresh_server.http('POST',
+                                '/v1/models/mnist:predict',
+                                raw=_predict_body(ROWS),
+                                timeout=60)
     assert code == 200
-    after = _rss_mb(main_server)
+    after = _rss_mb(fresh_server)
     print(f'server RSS {before:.0f} MB before, peak '
-          f'{_peak_rss_mb(main_server):.0f} MB, {after:.0f} MB after')
+          f'{_peak_rss_mb(fresh_server):.0f} MB, {after:.0f} MB after')
     # Measured: 548 MB before, peak 2568, 935 after without serving/memory.py
     # (+387 MB); with it +73 and +120 MB.
     assert after < before + 250, (before, after)

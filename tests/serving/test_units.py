@@ -331,30 +331,24 @@ def test_batcher_queue_full_is_unavailable():
     scheduler = _batcher(max_batch_size=1,
                          max_enqueued_batches=1,
                          num_batch_threads=1)
-    release = threading.Event()
+    running, release = threading.Event(), threading.Event()
 
     def slow(inputs):
-        release.wait(5)
+        running.set()
+        assert release.wait(60)
         return inputs
 
-    first = threading.Thread(target=scheduler.run,
-                             args=('m', 'k', slow, {
-                                 'x': np.zeros(1)
-                             }))
-    first.start()
-    time.sleep(0.2)  # The first task is running; the queue is empty.
-    second = threading.Thread(target=scheduler.run,
-                              args=('m', 'k', slow, {
-                                  'x': np.zeros(1)
-                              }))
-    second.start()
-    time.sleep(0.2)
+    first = scheduler.submit('m', 'k', slow, {'x': np.zeros(1)})
+    # The first task is running on the one batch thread; the queue is empty.
+    assert running.wait(60)
+    # Queued (submit returns once it is): the queue holds its one batch.
+    second = scheduler.submit('m', 'k', slow, {'x': np.zeros(1)})
     with pytest.raises(errors.ServingError) as info:
         scheduler.run('m', 'k', slow, {'x': np.zeros(1)})
     assert info.value.code == errors.Code.UNAVAILABLE
     release.set()
-    first.join()
-    second.join()
+    first.result(60)
+    second.result(60)
     scheduler.stop()
 
 
