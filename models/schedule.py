@@ -5,7 +5,8 @@ chooses the epoch whose weights are kept.
 """
 
 import math
-from typing import Any, Dict, Optional, Tuple, Union
+import statistics
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import tensorflow as tf
 
@@ -134,14 +135,13 @@ def learning_rate_plateau(
     factor = float(params.get('lr_plateau_factor') or 0)
     if not 0 < factor < 1 or not isinstance(learning_rate, float):
         return None
-    return _RelativePlateau(
-        float(params.get('min_loss_improvement') or 0),
-        monitor='loss',
-        mode='min',
-        factor=factor,
-        patience=int(params['lr_plateau_patience']),
-        min_lr=float(params.get('min_learning_rate') or 0),
-        verbose=1)
+    return _RelativePlateau(float(params.get('min_loss_improvement') or 0),
+                            monitor='loss',
+                            mode='min',
+                            factor=factor,
+                            patience=int(params['lr_plateau_patience']),
+                            min_lr=float(params.get('min_learning_rate') or 0),
+                            verbose=1)
 
 
 def improved(current: float, best: float, mode: str,
@@ -188,9 +188,12 @@ class ConvergenceStop(keras.callbacks.EarlyStopping):
       says: a loss only by more than `min_improvement` of itself.
       `patience` epochs without: STOP_EVAL (eval accuracy) or
       STOP_PLATEAU (training loss).
-    - Fitted: training accuracy 1.0 and training loss under `fitted_loss`
-      for `fitted_patience` epochs in a row: STOP_FITTED. A loss that
-      still shrinks geometrically on a fitted set (1e-4, then 1e-5, ...)
+    - Fitted: training accuracy 1.0 in each of the last `fitted_patience`
+      epochs, and their median training loss under `fitted_loss`:
+      STOP_FITTED. The median, as small batches make a fitted set's loss
+      jump (BasicMotions in batches of 3: 0.001 to 0.07 at accuracy 1.0),
+      which broke every run of epochs each under the tolerance. A loss
+      that still shrinks geometrically on a fitted set (1e-4, 1e-5, ...)
       improves by any relative threshold; this notices it.
       `fitted_patience` 0 turns it off.
     - Every epoch ran: STOP_CAP.
@@ -208,12 +211,14 @@ class ConvergenceStop(keras.callbacks.EarlyStopping):
         self.min_improvement = float(min_improvement)
         self.fitted_loss = float(fitted_loss)
         self.fitted_patience = int(fitted_patience)
-        self.fitted_epochs = 0
+        # The training losses of the last epochs (up to fitted_patience)
+        # at training accuracy 1.0 since the last one below it.
+        self.fitted_losses: List[float] = []
         self.stop_reason = STOP_CAP
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        self.fitted_epochs = 0
+        self.fitted_losses = []
         self.stop_reason = STOP_CAP
 
     def _is_improvement(self, monitor_value, reference_value):
@@ -227,12 +232,13 @@ class ConvergenceStop(keras.callbacks.EarlyStopping):
                                 if self.monitor == 'loss' else STOP_EVAL)
             return
         logs = logs or {}
-        if (logs.get('accuracy', 0.0) >= 1.0 and
-                logs.get('loss', math.inf) < self.fitted_loss):
-            self.fitted_epochs += 1
+        if logs.get('accuracy', 0.0) >= 1.0:
+            self.fitted_losses.append(float(logs.get('loss', math.inf)))
+            del self.fitted_losses[:-max(self.fitted_patience, 1)]
         else:
-            self.fitted_epochs = 0
-        if 0 < self.fitted_patience <= self.fitted_epochs:
+            self.fitted_losses = []
+        if (0 < self.fitted_patience <= len(self.fitted_losses) and
+                statistics.median(self.fitted_losses) < self.fitted_loss):
             self.stopped_epoch = epoch
             self.stop_reason = STOP_FITTED
             self.model.stop_training = True
