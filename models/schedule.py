@@ -65,8 +65,10 @@ def training_schedule(params: Params,
       MIN_EVAL_EXAMPLES: the training loss chooses, best_epoch_monitor):
       training goes on while the training loss still falls, up to
       `max_train_steps` (counted as `min_train_steps` is), and stops when
-      it has not improved for two learning-rate plateau patiences (a
-      halved rate did not bring it down either), rather than at the
+      it has not improved (by more than `min_loss_improvement` of itself,
+      ConvergenceStop) for two learning-rate plateau patiences (a halved
+      rate did not bring it down either), or when the training set is
+      fitted (`fitted_steps`), rather than at the
       `min_train_steps` a large set needs: a fixed budget ended OSULeaf's
       training with its loss still falling (0.19 after 1009 steps; FCN's
       authors train 2000 epochs). `max_train_steps` 0 keeps the fixed
@@ -122,9 +124,11 @@ def learning_rate_plateau(
         params: Params,
         learning_rate: LearningRate) -> Optional[keras.callbacks.Callback]:
     """Halves (`lr_plateau_factor`) the learning rate when the training
-    loss has not improved for `lr_plateau_patience` epochs (from
-    training_schedule), down to `min_learning_rate`: the FCN authors'
-    ReduceLROnPlateau (factor 0.5, patience 50 epochs, min_lr 1e-4). The
+    loss has not improved (by more than `min_loss_improvement` of itself:
+    `improved`, as early stopping counts) for `lr_plateau_patience` epochs
+    (from training_schedule), down to `min_learning_rate`: the FCN
+    authors' ReduceLROnPlateau (factor 0.5, patience 50 epochs, min_lr
+    1e-4), whose least improvement is an absolute 1e-4. The
     training loss, not an eval metric: a small data set's eval split is
     too small to tell epochs apart (best_epoch_monitor).
 
