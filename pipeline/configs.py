@@ -299,8 +299,14 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     # cost.
     tune_epochs_fraction=1.0,
     # Keep the parsed training and eval examples in memory after the first
-    # epoch (models/inputs.py); false when they do not fit in memory.
+    # epoch (models/inputs.py) when they fit in cache_memory_mb; false:
+    # always stream them from the files.
     cache_examples=True,
+    # The memory (MiB) the Trainer may keep parsed examples in: the training
+    # split is cached if it fits, then the eval split in what is left;
+    # otherwise streamed from disk every epoch (models/training.py
+    # cache_plan). 0: a quarter of the memory free when training starts.
+    cache_memory_mb=0.0,
     # What a plain Keras script does not do (models/training.py
     # apply_speedups): the model's steps compiled by XLA, and this many
     # steps per call of the step function. Off: neither paid for any family
@@ -364,7 +370,10 @@ SETTING_HELP: Dict[str, str] = dict(
     dropout='dropout rate',
     seed='seed of weights, dropout and shuffling',
     strategy='tf.distribute strategy (as --strategy)',
-    cache_examples='keep parsed examples in memory after the first epoch',
+    cache_examples='keep parsed examples in memory after the first epoch '
+    '(if they fit in cache_memory_mb)',
+    cache_memory_mb='MiB the parsed examples kept in memory may take (0: a '
+    'quarter of the free memory); a split that does not fit is streamed',
     jit_compile="compile the model's training and eval steps with XLA",
     steps_per_execution='training steps per call of the step function',
     warm_start="start from the last blessed model's weights",
@@ -581,15 +590,16 @@ def default_beam_args() -> List[str]:
     large machine or data set pass `--beam-arg=--runner=FnApiRunner
     --beam-arg=--direct_running_mode=multi_processing
     --beam-arg=--direct_num_workers=N`, or another runner (Flink, Spark,
-    Dataflow), e.g. `--beam-arg=--runner=FlinkRunner`.
+    Dataflow), or `--beam-engine flink|spark` (docs/engines.md).
     """
     return ['--runner=FnApiRunner', '--direct_running_mode=in_memory']
 
 
 # Beam runners `--beam-arg=--runner=NAME` may name (Beam accepts any case,
 # without "Runner", or a module path). Tested here: FnApiRunner, in memory or
-# multi_processing. Passed through untested (they need a cluster or a job
-# server jar no registry here ships): Flink, Spark, Dataflow, portable.
+# multi_processing; PortableRunner on Flink and Spark (`--beam-engine`,
+# pipeline/engines.py). Passed through untested: FlinkRunner and SparkRunner
+# (they download a job server jar at run time), Dataflow.
 BEAM_RUNNERS = ('FnApiRunner', 'FlinkRunner', 'SparkRunner', 'DataflowRunner',
                 'PortableRunner')
 # Refused before the run, with why.
@@ -625,10 +635,14 @@ def _runner_key(value: str) -> str:
 
 
 def beam_runs_locally(beam_args: List[str]) -> bool:
-    """Whether Beam runs the bundles on this machine: the FnApiRunner, in
-    this process or in worker processes of this Python environment."""
+    """Whether Beam runs the bundles where this project is installed: the
+    FnApiRunner, in this process or in worker processes of this Python
+    environment, or SDK workers of an EXTERNAL worker pool, which runs this
+    project's Python (pipeline/engines.py) or image (deploy/)."""
     runners = _flag_values(beam_args, 'runner')
-    return bool(runners) and _runner_key(runners[-1]) == 'fnapirunner'
+    environments = _flag_values(beam_args, 'environment_type')
+    return bool(runners) and (_runner_key(runners[-1]) == 'fnapirunner' or
+                              (environments or [''])[-1] == 'EXTERNAL')
 
 
 def beam_args_problem(beam_args: List[str]) -> Optional[str]:

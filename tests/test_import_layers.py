@@ -2,7 +2,8 @@
 
 Layers, bottom up (a module's layer is that of its longest listed prefix):
 
-    models -> serving (the server, client and process library)
+    system (KFP's artifact types) -> models -> serving (the server,
+    client and process library)
     -> components -> pipeline -> command lines (pipeline and serving CLIs,
     bench)
 
@@ -20,6 +21,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 LAYERS = {
+    'system': 0,
     'models': 0,
     'serving': 1,
     'components': 2,
@@ -30,7 +32,7 @@ LAYERS = {
     'serving.__main__': 4,
     'bench': 4,
 }
-PACKAGES = ('models', 'serving', 'components', 'pipeline', 'bench')
+PACKAGES = ('system', 'models', 'serving', 'components', 'pipeline', 'bench')
 
 
 def layer_of(module: str) -> int:
