@@ -5,7 +5,8 @@ chooses the epoch whose weights are kept.
 """
 
 import math
-from typing import Any, Dict, Optional, Tuple, Union
+import statistics
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import tensorflow as tf
 
@@ -64,12 +65,16 @@ def training_schedule(params: Params,
       MIN_EVAL_EXAMPLES: the training loss chooses, best_epoch_monitor):
       training goes on while the training loss still falls, up to
       `max_train_steps` (counted as `min_train_steps` is), and stops when
-      it has not improved for two learning-rate plateau patiences (a
-      halved rate did not bring it down either), rather than at the
+      it has not improved (by more than `min_loss_improvement` of itself,
+      ConvergenceStop) for two learning-rate plateau patiences (a halved
+      rate did not bring it down either), or when the training set is
+      fitted (`fitted_steps`), rather than at the
       `min_train_steps` a large set needs: a fixed budget ended OSULeaf's
       training with its loss still falling (0.19 after 1009 steps; FCN's
       authors train 2000 epochs). `max_train_steps` 0 keeps the fixed
       budget.
+    - Fitted patience (ConvergenceStop): the epochs that make
+      `fitted_steps` steps (0: never stop as fitted).
     - `training_length` (default 1, a dimension of the Tuner's search
       space) multiplies all three: `epochs`, `min_train_steps` and
       `max_train_steps`.
@@ -102,6 +107,7 @@ def training_schedule(params: Params,
         epochs = max(epochs, epochs_for('max_train_steps'))
         patience = max(int(params.get('early_stopping_patience', 0)),
                        2 * plateau)
+    fitted = int(params.get('fitted_steps') or 0)
     fraction = float(params.get('epochs_fraction') or 1.0)
     if fraction < 1.0:
         epochs = max(1, math.ceil(fraction * epochs))
@@ -109,7 +115,8 @@ def training_schedule(params: Params,
         'epochs': epochs,
         'batch_norm_momentum': float(momentum),
         'early_stopping_patience': patience,
-        'lr_plateau_patience': plateau
+        'lr_plateau_patience': plateau,
+        'fitted_patience': math.ceil(fitted / steps_per_epoch)
     }
 
 
@@ -117,9 +124,11 @@ def learning_rate_plateau(
         params: Params,
         learning_rate: LearningRate) -> Optional[keras.callbacks.Callback]:
     """Halves (`lr_plateau_factor`) the learning rate when the training
-    loss has not improved for `lr_plateau_patience` epochs (from
-    training_schedule), down to `min_learning_rate`: the FCN authors'
-    ReduceLROnPlateau (factor 0.5, patience 50 epochs, min_lr 1e-4). The
+    loss has not improved (by more than `min_loss_improvement` of itself:
+    `improved`, as early stopping counts) for `lr_plateau_patience` epochs
+    (from training_schedule), down to `min_learning_rate`: the FCN
+    authors' ReduceLROnPlateau (factor 0.5, patience 50 epochs, min_lr
+    1e-4), whose least improvement is an absolute 1e-4. The
     training loss, not an eval metric: a small data set's eval split is
     too small to tell epochs apart (best_epoch_monitor).
 
@@ -130,13 +139,113 @@ def learning_rate_plateau(
     factor = float(params.get('lr_plateau_factor') or 0)
     if not 0 < factor < 1 or not isinstance(learning_rate, float):
         return None
-    return keras.callbacks.ReduceLROnPlateau(
-        monitor='loss',
-        mode='min',
-        factor=factor,
-        patience=int(params['lr_plateau_patience']),
-        min_lr=float(params.get('min_learning_rate') or 0),
-        verbose=1)
+    return _RelativePlateau(float(params.get('min_loss_improvement') or 0),
+                            monitor='loss',
+                            mode='min',
+                            factor=factor,
+                            patience=int(params['lr_plateau_patience']),
+                            min_lr=float(params.get('min_learning_rate') or 0),
+                            verbose=1)
+
+
+def improved(current: float, best: float, mode: str,
+             min_improvement: float) -> bool:
+    """Whether `current` improves on `best`: a loss (`mode` 'min') counts
+    as lower only when below `best` by more than the fraction
+    `min_improvement` of it (Keras's `min_delta`, scaled to the loss, so
+    that a loss of 1e-4 shrinking by 1e-7 an epoch does not count);
+    an accuracy ('max') when higher at all."""
+    if mode == 'max':
+        return current > best
+    if not math.isfinite(best):
+        return current < best
+    return current < best - float(min_improvement) * abs(best)
+
+
+class _RelativePlateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose "improved" is `improved`'s."""
+
+    def __init__(self, min_improvement: float, **kwargs):
+        self.min_improvement = float(min_improvement)
+        super().__init__(**kwargs)
+
+    def _reset(self):
+        super()._reset()
+        share = self.min_improvement
+        self.monitor_op = lambda current, best: improved(
+            current, best, 'min', share)
+
+
+# Why training stopped (the training report's `stop_reason`).
+STOP_CAP = 'cap'  # Every epoch of the schedule ran.
+STOP_EVAL = 'early_stop_on_eval'  # No better eval accuracy for a patience.
+STOP_PLATEAU = 'plateau'  # No lower training loss for a patience.
+STOP_FITTED = 'fitted'  # The training set is fitted (ConvergenceStop).
+STOP_REASONS = (STOP_CAP, STOP_EVAL, STOP_PLATEAU, STOP_FITTED)
+
+
+class ConvergenceStop(keras.callbacks.EarlyStopping):
+    """Early stopping that sees convergence, keeping the best epoch's
+    weights, and says why training stopped (`stop_reason`).
+
+    - The monitored metric (best_epoch_monitor) improves as `improved`
+      says: a loss only by more than `min_improvement` of itself.
+      `patience` epochs without: STOP_EVAL (eval accuracy) or
+      STOP_PLATEAU (training loss).
+    - Fitted: training accuracy 1.0 in each of the last `fitted_patience`
+      epochs, and their median training loss under `fitted_loss`:
+      STOP_FITTED. The median, as small batches make a fitted set's loss
+      jump (BasicMotions in batches of 3: 0.001 to 0.07 at accuracy 1.0),
+      which broke every run of epochs each under the tolerance. A loss
+      that still shrinks geometrically on a fitted set (1e-4, 1e-5, ...)
+      improves by any relative threshold; this notices it.
+      `fitted_patience` 0 turns it off.
+    - Every epoch ran: STOP_CAP.
+    """
+
+    def __init__(self, monitor: str, mode: str, patience: int,
+                 min_improvement: float, fitted_loss: float,
+                 fitted_patience: int):
+        super().__init__(monitor=monitor,
+                         mode=mode,
+                         patience=patience,
+                         restore_best_weights=True,
+                         verbose=1)
+        self.mode = mode
+        self.min_improvement = float(min_improvement)
+        self.fitted_loss = float(fitted_loss)
+        self.fitted_patience = int(fitted_patience)
+        # The training losses of the last epochs (up to fitted_patience)
+        # at training accuracy 1.0 since the last one below it.
+        self.fitted_losses: List[float] = []
+        self.stop_reason = STOP_CAP
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.fitted_losses = []
+        self.stop_reason = STOP_CAP
+
+    def _is_improvement(self, monitor_value, reference_value):
+        return improved(monitor_value, reference_value, self.mode,
+                        self.min_improvement)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.stopped_epoch == epoch and epoch > 0:
+            self.stop_reason = (STOP_PLATEAU
+                                if self.monitor == 'loss' else STOP_EVAL)
+            return
+        logs = logs or {}
+        if logs.get('accuracy', 0.0) >= 1.0:
+            self.fitted_losses.append(float(logs.get('loss', math.inf)))
+            del self.fitted_losses[:-max(self.fitted_patience, 1)]
+        else:
+            self.fitted_losses = []
+        if (0 < self.fitted_patience <= len(self.fitted_losses) and
+                statistics.median(self.fitted_losses) < self.fitted_loss):
+            self.stopped_epoch = epoch
+            self.stop_reason = STOP_FITTED
+            self.model.stop_training = True
 
 
 LEARNING_RATE_DECAYS = ('plateau', 'cosine')

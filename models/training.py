@@ -424,12 +424,13 @@ def train(fn_args: 'tfx.components.FnArgs',
     # stops early.
     monitor, mode = schedule.best_epoch_monitor(eval_examples)
     report.update(eval_examples=eval_examples, best_epoch_by=monitor)
-    early_stopping = keras.callbacks.EarlyStopping(
-        monitor=monitor,
-        mode=mode,
+    early_stopping = schedule.ConvergenceStop(
+        monitor,
+        mode,
         patience=int(params['early_stopping_patience']),
-        restore_best_weights=True,
-        verbose=1)
+        min_improvement=float(params.get('min_loss_improvement') or 0),
+        fitted_loss=float(params.get('fitted_loss') or 0),
+        fitted_patience=int(params.get('fitted_patience') or 0))
     timer = _EpochTimer()
     callbacks = [early_stopping, timer, progress.TrainingProgress()]
     plateau = schedule.learning_rate_plateau(params, learning_rate)
@@ -468,6 +469,8 @@ def train(fn_args: 'tfx.components.FnArgs',
             round(float(v), 4) for v in history.history.get('val_accuracy', [])
         ],
         kept_epoch=kept_epoch,
+        # Why it stopped: schedule.STOP_REASONS.
+        stop_reason=early_stopping.stop_reason,
         # The rate each epoch trained at (lr_plateau).
         epoch_learning_rates=[float(v) for v in history.history.get('lr', [])],
         # Every metric by epoch: the run's report draws them.

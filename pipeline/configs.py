@@ -276,6 +276,14 @@ TRAINING_DEFAULTS: Dict[str, Any] = dict(
     lr_plateau_factor=0.5,
     lr_plateau_steps=500,
     min_learning_rate=1e-4,
+    # When training stops (models/schedule.py ConvergenceStop): a training
+    # loss improves only when lower by more than this fraction of it (for
+    # early stopping and the plateau alike); a training set at accuracy
+    # 1.0 for fitted_steps steps (whole epochs; 0: never) at a median loss
+    # under fitted_loss is fitted, and training ends.
+    min_loss_improvement=0.01,
+    fitted_loss=0.01,
+    fitted_steps=200,
     # How the rate falls (models/schedule.py decayed_learning_rate):
     # 'plateau' (halved when the training loss stalls) or 'cosine' (to
     # min_learning_rate over the training's steps).
@@ -391,6 +399,14 @@ SETTING_HELP: Dict[str, str] = dict(
     lr_plateau_steps='steps (rounded up to whole epochs) without a lower '
     'training loss before the learning rate drops',
     min_learning_rate='the learning rate drops no lower than this',
+    min_loss_improvement='a training loss counts as lower (for early '
+    'stopping and the plateau) only when below the best by more than this '
+    'fraction of it',
+    fitted_loss='training ends when the training accuracy has been 1.0 for '
+    'fitted_steps steps and their median loss is under this',
+    fitted_steps='steps (rounded up to whole epochs) at training accuracy '
+    '1.0 with a median loss under fitted_loss before training ends, 0: '
+    'never',
     early_stopping_patience='epochs without a better eval accuracy before '
     'training stops (the best epoch is kept)',
     recalibration_batches='training batches batch-norm statistics are '

@@ -100,6 +100,32 @@ def test_training_leaves_tf_keras_unconverted_by_autograph(mirrored_run):
     assert not conversion.is_allowlisted(convnet.build_model)
 
 
+def test_a_set_fitted_in_a_few_epochs_stops_soon_after_and_says_why(
+        transformed, tmp_path):
+    """The real training loop on a set the convnet fits in a few epochs:
+    training stops once the training accuracy has been 1.0 for
+    fitted_steps (two epochs) at a median loss under fitted_loss, not at
+    the 40 epochs of the schedule, and the training report says so."""
+    steps = math.ceil(TRAIN / PARAMS['batch_size'])
+    fn_args = _fn_args(transformed,
+                       tmp_path,
+                       strategy='auto',
+                       epochs=40,
+                       fitted_loss=0.05,
+                       fitted_steps=2 * steps)
+    convnet.run_fn(fn_args)
+    report = _report(fn_args)
+    history = report['history']
+    loss, accuracy = history['loss'], history['accuracy']
+    fitted = next(
+        e for e in range(1, len(loss))
+        if accuracy[e - 1] == accuracy[e] == 1.0 and (loss[e - 1] + loss[e]) /
+        2 < 0.05)
+    assert len(report['epoch_seconds']) == fitted + 1 < 40, history
+    assert report['stop_reason'] == schedule.STOP_FITTED
+    assert report['fitted_patience'] == 2
+
+
 def test_linear_warmup_climbs_from_one_replicas_rate_to_the_scaled_one():
     warmup = schedule.LinearWarmup(0.01, 0.02, warmup_steps=10)
     assert float(warmup(0)) == pytest.approx(0.01)

@@ -338,7 +338,8 @@ def test_a_small_set_trains_on_a_tenth_of_it_a_batch_in_more_steps():
         'epochs': 15,
         'batch_norm_momentum': 0.99,
         'early_stopping_patience': 10,
-        'lr_plateau_patience': 2
+        'lr_plateau_patience': 2,
+        'fitted_patience': 0
     }
 
 
@@ -474,6 +475,115 @@ def test_training_length_multiplies_the_epochs_and_both_step_budgets():
             **params, 'training_length': 2.0,
             'epochs_fraction': 1 / 3
         }, 422)['epochs'] == 10
+
+
+def _epochs_until_stopped(callbacks, losses, accuracies, monitor='loss'):
+    """Feeds `callbacks` (on a compiled one-layer model, at rate 1e-3) an
+    epoch's logs per loss and accuracy, as model.fit would; returns the
+    epochs run (up to the one that stopped training) and each one's rate."""
+    model = tf.keras.Sequential([tf.keras.layers.Dense(2, 'softmax')])
+    model.build((None, 4))
+    training.compile_model(model, {'learning_rate': 1e-3})
+    for callback in callbacks:
+        callback.set_model(model)
+        callback.on_train_begin()
+    rates = []
+    for epoch, (loss, accuracy) in enumerate(zip(losses, accuracies)):
+        logs = {'loss': loss, 'accuracy': accuracy, 'val_accuracy': 0.5}
+        rates.append(float(model.optimizer.learning_rate.numpy()))
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            return epoch + 1, rates
+    return len(losses), rates
+
+
+def _stop(monitor='loss', patience=20, fitted_patience=3):
+    return schedule.ConvergenceStop(monitor,
+                                    'min' if monitor == 'loss' else 'max',
+                                    patience=patience,
+                                    min_improvement=0.01,
+                                    fitted_loss=0.01,
+                                    fitted_patience=fitted_patience)
+
+
+def test_a_fitted_training_set_stops_a_patience_after_it_fits():
+    """Training accuracy 1.0 for the fitted patience at a median loss
+    under fitted_loss ends training, though the loss still shrinks by a
+    third an epoch (a fitted set's logits grow: the loss never stops
+    falling), or jumps from epoch to epoch."""
+    losses = [0.5 * 0.7**epoch for epoch in range(200)]
+    accuracies = [0.9] * 5 + [1.0] * 195
+    fitted = next(e for e, loss in enumerate(losses) if loss < 0.01)
+    stop = _stop(fitted_patience=3)
+    epochs, _ = _epochs_until_stopped([stop], losses, accuracies)
+    # The median of epochs fitted - 1, fitted, fitted + 1 is under 0.01.
+    assert epochs == fitted + 2
+    assert stop.stop_reason == schedule.STOP_FITTED
+    assert stop.best_epoch == fitted + 1  # The lowest loss is kept.
+    # Small batches: a fitted set's loss jumps, mostly under fitted_loss.
+    jumping = [0.3, 0.1] + [0.001, 0.05, 0.002] * 66
+    stop = _stop(fitted_patience=3)
+    assert _epochs_until_stopped([stop], jumping,
+                                 [0.9] * 2 + [1.0] * 198)[0] == 5
+    assert stop.stop_reason == schedule.STOP_FITTED
+    # One epoch short of fitted (accuracy 0.99) starts the count again.
+    accuracies[fitted + 1] = 0.99
+    stop = _stop(fitted_patience=3)
+    assert _epochs_until_stopped([stop], losses, accuracies)[0] == fitted + 5
+    # Off at fitted_patience 0: the loss still counts as falling.
+    stop = _stop(fitted_patience=0)
+    assert _epochs_until_stopped([stop], losses, accuracies)[0] == 200
+    assert stop.stop_reason == schedule.STOP_CAP
+
+
+def test_a_loss_lower_only_by_crumbs_is_a_plateau():
+    """New lows smaller than min_improvement of the loss (the issue's loss
+    shrinking by 1e-7) do not count: early stopping after its patience,
+    the rate halved after the plateau's."""
+    losses = [0.3 - 1e-6 * epoch for epoch in range(100)]
+    accuracies = [0.95] * 100
+    stop = _stop(patience=20)
+    plateau = schedule.learning_rate_plateau(
+        {
+            'lr_plateau_factor': 0.5,
+            'lr_plateau_patience': 8,
+            'min_learning_rate': 1e-4,
+            'min_loss_improvement': 0.01
+        }, 1e-3)
+    epochs, rates = _epochs_until_stopped([plateau, stop], losses, accuracies)
+    assert epochs == 21
+    assert stop.stop_reason == schedule.STOP_PLATEAU
+    assert stop.best_epoch == 0
+    np.testing.assert_allclose(rates, [1e-3] * 9 + [5e-4] * 8 + [2.5e-4] * 4,
+                               rtol=1e-5)
+    # Chosen by eval accuracy: no better one for the patience.
+    stop = _stop('val_accuracy', patience=20)
+    assert _epochs_until_stopped([stop], losses, accuracies)[0] == 21
+    assert stop.stop_reason == schedule.STOP_EVAL
+
+
+def test_a_loss_still_falling_meaningfully_keeps_training():
+    """A loss 2% lower each epoch, large (0.5) or small (1e-3), not fitted:
+    no early stop and no halved rate, whatever its scale (Keras's plateau
+    counted 1e-4 as the least improvement, which halved a small loss's
+    rate while it still fell 2% an epoch)."""
+    for start in (0.5, 1e-3):
+        losses = [start * 0.98**epoch for epoch in range(100)]
+        stop = _stop(patience=10)
+        plateau = schedule.learning_rate_plateau(
+            {
+                'lr_plateau_factor': 0.5,
+                'lr_plateau_patience': 5,
+                'min_learning_rate': 1e-4,
+                'min_loss_improvement': 0.01
+            }, 1e-3)
+        epochs, rates = _epochs_until_stopped([plateau, stop], losses,
+                                              [0.99] * 100)
+        assert epochs == 100, start
+        assert stop.stop_reason == schedule.STOP_CAP
+        assert stop.best_epoch == 99
+        assert rates == [pytest.approx(1e-3)] * 100, start
 
 
 def test_the_kept_epoch_is_chosen_by_eval_accuracy_only_when_it_can_tell():
