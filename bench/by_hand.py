@@ -19,6 +19,8 @@ line: phase timings, accuracy and `wall_seconds` from interpreter start.
 
 import time
 
+from common import names
+
 _STARTED = time.monotonic()  # Before TensorFlow's import, as pipeline/cli.py.
 
 # E402: every import below follows the start-time mark on purpose (the
@@ -168,7 +170,6 @@ def load_data(
         parameters such as `num_channels`), plus the phases' timings under
         the key `_seconds` of the second dict.
     """
-    from models import features  # pylint: disable=import-outside-toplevel
     params = config.hyperparameters
     limit = int(params.get('max_examples_per_split') or 0)
     watch = common.Stopwatch()
@@ -176,7 +177,7 @@ def load_data(
     paths = _split_paths(source)
     seed = int(params.get('seed', 42))
     extra: Dict[str, Any] = {}
-    if source.kind == data_source.IMAGES:
+    if source.kind == names.IMAGES:
         num_classes = len(source.class_names)
         with watch('load'):
             train_x, train_y = load_idx_split(paths['train'], num_classes,
@@ -188,13 +189,13 @@ def load_data(
                                                     train_x[held], test_x)
         splits = {
             'train': ({
-                features.IMAGE_KEY: train_n
+                names.IMAGE_KEY: train_n
             }, train_y[keep]),
             'eval': ({
-                features.IMAGE_KEY: eval_n
+                names.IMAGE_KEY: eval_n
             }, train_y[held]),
             'test': ({
-                features.IMAGE_KEY: test_n
+                names.IMAGE_KEY: test_n
             }, test_y),
         }
     else:
@@ -214,8 +215,8 @@ def load_data(
                                        ('test', test_n, test_y)):
                 padded, lengths = pad_sequences(seqs, length)
                 splits[name] = ({
-                    features.SEQUENCE_KEY: padded,
-                    features.LENGTH_KEY: lengths
+                    names.SEQUENCE_KEY: padded,
+                    names.LENGTH_KEY: lengths
                 }, labels)
         extra['num_channels'] = int(train_s[0].shape[1])
     extra['num_classes'] = len(source.class_names)

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bench import common
 from bench import throughput
+from common import names
 from pipeline import configs
 
 
@@ -33,7 +34,6 @@ def train_once(model_name: str, home: str, strategy: str, out: str,
 
     from components.example_gen import data_source
     from models import distribute
-    from models import training
     from models import workers
     config = configs.RunConfig(model=model_name,
                                home=home,
@@ -60,7 +60,7 @@ def train_once(model_name: str, home: str, strategy: str, out: str,
     module = __import__(config.family.run_fn.rsplit('.', 1)[0],
                         fromlist=['run_fn'])
     module.run_fn(fn_args)
-    with open(os.path.join(fn_args.model_run_dir, training.TRAINING_REPORT),
+    with open(os.path.join(fn_args.model_run_dir, names.TRAINING_REPORT),
               encoding='utf-8') as f:
         report = json.load(f)
     seconds = report['epoch_seconds']

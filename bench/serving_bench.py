@@ -63,7 +63,7 @@ def export_convnet(base_path: str) -> str:
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
 
-    from models import signatures
+    from common import signatures
 
     tf.random.set_seed(0)
     keras = tf.keras
@@ -203,7 +203,7 @@ class _ImageSignature:
         # pylint: disable=import-outside-toplevel
         import tensorflow as tf
 
-        from models import signatures
+        from common import signatures
         version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
         self._tf = tf
         self._input = signatures.IMAGE_INPUT
@@ -234,7 +234,7 @@ def _request(png: bytes):
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    from models import signatures
+    from common import signatures
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL_NAME
     request.model_spec.signature_name = signatures.IMAGE_SIGNATURE

@@ -27,6 +27,8 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
+from common import names
+
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -147,9 +149,7 @@ def kept_model_accuracy(home: str, model: str) -> dict:
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
 
-    from models import features
-    from models import signatures
-    from models import training
+    from common import signatures
     root = os.path.join(home, 'pipelines',
                         configs.RunConfig(model=model).pipeline_name)
     serve = tf.saved_model.load(
@@ -157,7 +157,7 @@ def kept_model_accuracy(home: str, model: str) -> dict:
                      'Format-Serving')).signatures[signatures.DEFAULT_SIGNATURE]
     with open(os.path.join(
             _newest(os.path.join(root, 'Trainer', 'model_run', '*')),
-            training.TRAINING_REPORT),
+            names.TRAINING_REPORT),
               encoding='utf-8') as f:
         report = json.load(f)
     examples = _newest(
@@ -177,8 +177,7 @@ def kept_model_accuracy(home: str, model: str) -> dict:
         for batch in records:
             labels = [
                 tf.train.Example.FromString(r).features.feature[
-                    features.LABEL_KEY].int64_list.value[0]
-                for r in batch.numpy()
+                    names.LABEL_KEY].int64_list.value[0] for r in batch.numpy()
             ]
             scores = serve(**{signatures.EXAMPLES_INPUT: batch})[
                 signatures.SCORES_OUTPUT].numpy()

@@ -14,7 +14,8 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
-FILE_NAME = 'data_facts.json'
+from common import names
+
 CLASS_NAMES = 'class_names'
 NUM_CHANNELS = 'num_channels'
 FORMAT = 'format'
@@ -24,7 +25,7 @@ SPAN = 'span'
 def write(directory: str, facts: Dict[str, Any]) -> str:
     """Writes `facts` as `<directory>/data_facts.json`; returns its path."""
     tf.io.gfile.makedirs(directory)
-    path = os.path.join(directory, FILE_NAME)
+    path = os.path.join(directory, names.DATA_FACTS_FILE)
     with tf.io.gfile.GFile(path, 'w') as facts_file:
         facts_file.write(json.dumps(facts, sort_keys=True))
     return path
@@ -37,7 +38,7 @@ def read(directory: str) -> Dict[str, Any]:
     Raises:
         FileNotFoundError: naming the file, if `directory` holds none.
     """
-    path = os.path.join(directory, FILE_NAME)
+    path = os.path.join(directory, names.DATA_FACTS_FILE)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(
             f'{path}: no data facts; this artifact was not written by this '

@@ -11,8 +11,8 @@ from typing import Callable, Dict, Sequence
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import features
-from models import signatures
+from common import names
+from common import signatures
 
 # Raw features -> {scores, classes}: the model with its transform graph.
 PredictFn = Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
@@ -48,14 +48,15 @@ def export_serving_model(model: tf.keras.Model,
         export_dir: Where to write the SavedModel.
     """
     model.tft_layer = tf_transform_output.transform_features_layer()
-    names = tf.constant(list(class_names))
+    class_name_tensor = tf.constant(list(class_names))
     raw_spec = dict(tf_transform_output.raw_feature_spec())
-    raw_spec.pop(features.LABEL_KEY)
+    raw_spec.pop(names.LABEL_KEY)
 
     def predict(raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         transformed = model.tft_layer(raw_features)
         scores = model(to_model_inputs(transformed), training=False)
-        classes = tf.tile(names[tf.newaxis, :], [tf.shape(scores)[0], 1])
+        classes = tf.tile(class_name_tensor[tf.newaxis, :],
+                          [tf.shape(scores)[0], 1])
         return {
             signatures.SCORES_OUTPUT: scores,
             signatures.CLASSES_OUTPUT: classes

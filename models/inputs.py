@@ -12,7 +12,7 @@ import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.tfxio import dataset_options
 
-from models import features
+from common import names
 
 if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
     from tfx import v1 as tfx
@@ -58,18 +58,17 @@ def make_dataset(file_pattern: List[str],
     if not (cache or num_shards > 1):
         dataset = data_accessor.tf_dataset_factory(
             file_pattern,
-            dataset_options.TensorFlowDatasetOptions(
-                batch_size=batch_size,
-                label_key=features.LABEL_KEY,
-                num_epochs=1,
-                shuffle=shuffle,
-                shuffle_seed=seed), schema)
+            dataset_options.TensorFlowDatasetOptions(batch_size=batch_size,
+                                                     label_key=names.LABEL_KEY,
+                                                     num_epochs=1,
+                                                     shuffle=shuffle,
+                                                     shuffle_seed=seed), schema)
     else:
         dataset = data_accessor.tf_dataset_factory(
             file_pattern,
             dataset_options.TensorFlowDatasetOptions(
                 batch_size=_CACHE_PARSE_BATCH,
-                label_key=features.LABEL_KEY,
+                label_key=names.LABEL_KEY,
                 num_epochs=1,
                 shuffle=False), schema).unbatch()
         if num_shards > 1:

@@ -34,6 +34,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 
+from common import names
 from models import data_facts
 from models import distribute
 from models import export
@@ -52,21 +53,9 @@ if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
 
 keras = tf.keras
 
-# What `run` did, as JSON, in the Trainer's model run directory.
-TRAINING_REPORT = 'training.json'
 # The search space's `training_length`s: half, all or twice the profile's
 # epochs and steps (models/schedule.py training_schedule).
 TRAINING_LENGTHS = (0.5, 1.0, 2.0)
-# When a Tuner chooses between model families (models/tuning.py, the
-# `tune_families` setting): the param naming the family a trial or the
-# Trainer trains, and the custom_config entry in which the pipeline hands
-# down the other families' own params (their profile of the run's profile
-# name), name -> params.
-FAMILY = 'family'
-FAMILY_PARAMS = 'family_params'
-# The custom_config entry naming the settings the user gave (`--set`),
-# which a Tuner's search holds at their values (models/tuning.py).
-HELD_SETTINGS = 'tune_held'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +187,7 @@ def run(fn_args: 'tfx.components.FnArgs',
     `multi_worker` outside a cluster (no TF_CONFIG) starts the configured
     number of worker processes here (models/workers.py), each of which trains
     (`train`) inside the cluster. The chief writes what the training did
-    (`TRAINING_REPORT` in the model run directory).
+    (`names.TRAINING_REPORT` in the model run directory).
 
     Args:
         fn_args: The Trainer's (or the Tuner's) arguments.
@@ -231,7 +220,8 @@ def run(fn_args: 'tfx.components.FnArgs',
     if report['chief'] and export_model:
         tf.io.gfile.makedirs(fn_args.model_run_dir)
         with tf.io.gfile.GFile(
-                os.path.join(fn_args.model_run_dir, TRAINING_REPORT), 'w') as f:
+                os.path.join(fn_args.model_run_dir, names.TRAINING_REPORT),
+                'w') as f:
             json.dump(report, f)
     return report['best_val_accuracy']
 
@@ -290,8 +280,8 @@ def train(fn_args: 'tfx.components.FnArgs',
         'steps_per_epoch': None,
         'train_examples': train_examples
     }
-    if FAMILY in params:  # A Tuner chose the family.
-        report[FAMILY] = params[FAMILY]
+    if names.FAMILY in params:  # A Tuner chose the family.
+        report[names.FAMILY] = params[names.FAMILY]
     fit_args: Dict[str, Any] = {}
     eval_examples = inputs.count_examples(fn_args.eval_files)
     if distribute.is_default(strategy):

@@ -23,14 +23,14 @@ the search prints that table too.
 
 A setting the user gave (`--set learning_rate_decay=cosine`, `--set
 conv_filters=[64,128]`), which the pipeline names
-(`training.HELD_SETTINGS`), is held at its value in every trial where the
+(`names.HELD_SETTINGS`), is held at its value in every trial where the
 space names or makes it (`held_settings`): the search varies the rest.
 
 For the sequence families (`tune_families`, on by default) the space is
 the families' together: a `family` hyper-parameter and, under it, each
 family's own space (`family_space`); a trial of a family trains that
 family's recipe with its own params, which the pipeline hands down
-(`training.FAMILY_PARAMS`), and the Trainer trains the best trial's family
+(`names.FAMILY_PARAMS`), and the Trainer trains the best trial's family
 (`best_recipe`).
 """
 
@@ -56,6 +56,7 @@ from typing import (
 import keras_tuner
 from absl import logging
 
+from common import names
 from models import data_facts
 from models import schedule
 from models import training
@@ -65,7 +66,7 @@ if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
 
 OBJECTIVE = keras_tuner.Objective('val_accuracy', direction='max')
 SearchSpace = Callable[[keras_tuner.HyperParameters], schedule.Params]
-FAMILY = training.FAMILY
+FAMILY = names.FAMILY
 # HyperParameters' declaring methods (and KerasTuner's classes of the same
 # names).
 _DECLARATIONS = ('Boolean', 'Choice', 'Fixed', 'Float', 'Int')
@@ -297,18 +298,18 @@ def search(recipe: training.ModelRecipe,
     (name -> recipe, `recipe` among them) when `tune_families` is on and
     the pipeline handed down the other families' params, else over
     `recipe`'s own space; the settings the pipeline names as the user's
-    (`training.HELD_SETTINGS`) held at their values."""
+    (`names.HELD_SETTINGS`) held at their values."""
     own = {
         key: value
         for key, value in params.items()
-        if key != training.FAMILY_PARAMS
+        if key != names.FAMILY_PARAMS
     }
-    names = [name for name, r in (recipes or {}).items() if r is recipe]
-    others = params.get(training.FAMILY_PARAMS) or {}
-    held = tuple(params.get(training.HELD_SETTINGS) or ())
-    if not (names and params.get('tune_families') and others):
+    family_names = [name for name, r in (recipes or {}).items() if r is recipe]
+    others = params.get(names.FAMILY_PARAMS) or {}
+    held = tuple(params.get(names.HELD_SETTINGS) or ())
+    if not (family_names and params.get('tune_families') and others):
         return Search({'': recipe}, {'': own}, '', held)
-    first = names[0]
+    first = family_names[0]
     # What the data gives (models/data_facts.py), the same for every family:
     # they read the same tf.Transform output.
     facts = {

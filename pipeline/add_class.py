@@ -99,7 +99,7 @@ def add_class(model_dir: str, name: str, images_dir: str) -> str:
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from models import signatures  # pylint: disable=import-outside-toplevel
+    from common import signatures  # pylint: disable=import-outside-toplevel
 
     model = tf.saved_model.load(version_dir)
     table = getattr(model, 'reference_table', None)

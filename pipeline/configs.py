@@ -15,6 +15,7 @@ import posixpath
 import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
+from common import names
 from components.example_gen import data_source
 
 DEFAULT_HOME = 'tfx_home'
@@ -79,7 +80,7 @@ class ModelFamily:
     """A model package and the data it learns from.
 
     Attributes:
-        kind: The data kind it reads (data_source.IMAGES or SEQUENCES).
+        kind: The data kind it reads (names.IMAGES or SEQUENCES).
         preprocessing_fn: Dotted path of its tf.Transform preprocessing_fn.
         run_fn: Dotted path of its TFX Trainer run_fn.
         default_data: The public data set it trains on by default.
@@ -143,7 +144,7 @@ def _embedding_profile(profile: str, **embedding: Any) -> Dict[str, Any]:
 MODELS: Dict[str, ModelFamily] = {
     'convnet':
         ModelFamily(
-            kind=data_source.IMAGES,
+            kind=names.IMAGES,
             preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
             run_fn='models.convnet.model.run_fn',
             tuner_fn='models.convnet.model.tuner_fn',
@@ -153,7 +154,7 @@ MODELS: Dict[str, ModelFamily] = {
     # embeddings, a triplet loss; classifies by nearest reference.
     'embedding':
         ModelFamily(
-            kind=data_source.IMAGES,
+            kind=names.IMAGES,
             preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
             run_fn='models.embedding.model.run_fn',
             tuner_fn='models.embedding.model.tuner_fn',
@@ -175,7 +176,7 @@ MODELS: Dict[str, ModelFamily] = {
             }),
     'rnn':
         ModelFamily(
-            kind=data_source.SEQUENCES,
+            kind=names.SEQUENCES,
             preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
             run_fn='models.rnn.model.run_fn',
             tuner_fn='models.rnn.model.tuner_fn',
@@ -214,7 +215,7 @@ MODELS: Dict[str, ModelFamily] = {
     # signatures as the RNN.
     'fcn':
         ModelFamily(
-            kind=data_source.SEQUENCES,
+            kind=names.SEQUENCES,
             preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
             run_fn='models.fcn.model.run_fn',
             tuner_fn='models.fcn.model.tuner_fn',

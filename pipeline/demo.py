@@ -12,9 +12,9 @@ import sys
 import tempfile
 from typing import List, Tuple
 
+from common import names
 from components import image_formats
 from components import ts_format
-from components.example_gen import data_source
 from pipeline import configs
 from serving import client as client_lib
 from serving.process import ServerProcess
@@ -96,19 +96,21 @@ def run(home: str, count: int = 5) -> int:
             for model in models:
                 client.wait_until_available(model, _WAIT_SECONDS)
                 print(f'\n{model}: {client.model_status(model)[0]}', flush=True)
-                if configs.MODELS[model].kind == data_source.IMAGES:
+                if configs.MODELS[model].kind == names.IMAGES:
                     asked = _image_queries(queries, count)
                     answers = client.predict_images(
                         model, [open(p, 'rb').read() for p, _ in asked],
                         top_k=1)
-                    names = [(os.path.basename(p), truth) for p, truth in asked]
+                    labelled = [
+                        (os.path.basename(p), truth) for p, truth in asked
+                    ]
                 else:
                     path, sequences = _sequence_queries(queries, count)
                     answers = client.predict_sequences(
                         model, [s.values for s in sequences], top_k=1)
-                    names = [(f'{os.path.basename(path)}[{i}]', s.label)
-                             for i, s in enumerate(sequences)]
-                for (name, truth), answer in zip(names, answers):
+                    labelled = [(f'{os.path.basename(path)}[{i}]', s.label)
+                                for i, s in enumerate(sequences)]
+                for (name, truth), answer in zip(labelled, answers):
                     mark = 'ok   ' if answer.top_class == truth else 'WRONG'
                     print(f'  {mark} {name:32s} true {truth:12s} predicted '
                           f'{answer.top_class:12s} p={answer.top_score:.3f}')

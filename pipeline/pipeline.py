@@ -33,23 +33,20 @@ from tfx.proto import transform_pb2
 from tfx.types import standard_artifacts
 from tfx.types.channel import Channel
 
+from common import names
+from common import signatures
 from components.data_gate import DataGate
-from components.example_gen import data_source
 from components.example_gen import executor as example_gen_executor
 from components.pusher import executor as pusher_executor
 from components.serving_check.component import ServingCheck
 from components.transform.component import Transform
-from models import features
-from models import signatures
-from models import training
 from pipeline import configs
-from pipeline import summary
 
 # Resolves nothing on a pipeline's first run, by design.
 PREVIOUS_STATISTICS_RESOLVER = 'previous_statistics_resolver'
 DATA_GATE = 'DataGate'
 
-SERVING_CHECK_SPLIT = data_source.TEST
+SERVING_CHECK_SPLIT = names.TEST
 
 
 def trainer_config(config: configs.RunConfig) -> Dict[str, Any]:
@@ -62,10 +59,10 @@ def trainer_config(config: configs.RunConfig) -> Dict[str, Any]:
     params = config.hyperparameters
     if int(params['tune_trials']) <= 0:
         return params
-    params[training.HELD_SETTINGS] = sorted(dict(config.overrides))
+    params[names.HELD_SETTINGS] = sorted(dict(config.overrides))
     families = config.tuned_families_hyperparameters()
     if families:
-        params[training.FAMILY_PARAMS] = families
+        params[names.FAMILY_PARAMS] = families
     return params
 
 
@@ -114,18 +111,18 @@ def eval_config(min_accuracy: float,
         model_specs=[
             tfma.ModelSpec(model_type=tfma.constants.TF_GENERIC,
                            signature_name=signatures.DEFAULT_SIGNATURE,
-                           label_key=features.LABEL_KEY,
+                           label_key=names.LABEL_KEY,
                            prediction_key=signatures.SCORES_OUTPUT)
         ],
         slicing_specs=[
             tfma.SlicingSpec(),
-            tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])
+            tfma.SlicingSpec(feature_keys=[names.LABEL_KEY])
         ],
         metrics_specs=[
             tfma.MetricsSpec(metrics=[
                 tfma.MetricConfig(class_name='ExampleCount'),
                 tfma.MetricConfig(class_name='SparseCategoricalAccuracy',
-                                  config=f'"name": "{summary.ACCURACY_METRIC}"',
+                                  config=f'"name": "{names.ACCURACY_METRIC}"',
                                   per_slice_thresholds=[
                                       tfma.PerSliceMetricThreshold(
                                           slicing_specs=[tfma.SlicingSpec()],
@@ -206,8 +203,7 @@ def create_pipeline(config: configs.RunConfig,
         preprocessing_fn=family.preprocessing_fn,
         custom_config={'image_shape': params.get('image_shape')},
         splits_config=transform_pb2.SplitsConfig(
-            analyze=[data_source.TRAIN],
-            transform=[data_source.TRAIN, data_source.EVAL]))
+            analyze=[names.TRAIN], transform=[names.TRAIN, names.EVAL]))
     transform.add_upstream_node(data_gate)
 
     model_resolver = Resolver(
@@ -230,27 +226,27 @@ def create_pipeline(config: configs.RunConfig,
                   examples=transform.outputs['transformed_examples'],
                   transform_graph=transform.outputs['transform_graph'],
                   schema=schema_gen.outputs['schema'],
-                  train_args=trainer_pb2.TrainArgs(splits=[data_source.TRAIN]),
-                  eval_args=trainer_pb2.EvalArgs(splits=[data_source.EVAL]),
+                  train_args=trainer_pb2.TrainArgs(splits=[names.TRAIN]),
+                  eval_args=trainer_pb2.EvalArgs(splits=[names.EVAL]),
                   custom_config=params))
-    trainer = Trainer(
-        run_fn=family.run_fn,
-        **warm_start,
-        **{
-            'hyperparameters': tuner.outputs['best_hyperparameters']
-            for tuner in tuners
-        },
-        examples=transform.outputs['transformed_examples'],
-        transform_graph=transform.outputs['transform_graph'],
-        schema=schema_gen.outputs['schema'],
-        train_args=trainer_pb2.TrainArgs(splits=[data_source.TRAIN]),
-        eval_args=trainer_pb2.EvalArgs(splits=[data_source.EVAL]),
-        custom_config=params)
+    trainer = Trainer(run_fn=family.run_fn,
+                      **warm_start,
+                      **{
+                          'hyperparameters':
+                              tuner.outputs['best_hyperparameters']
+                          for tuner in tuners
+                      },
+                      examples=transform.outputs['transformed_examples'],
+                      transform_graph=transform.outputs['transform_graph'],
+                      schema=schema_gen.outputs['schema'],
+                      train_args=trainer_pb2.TrainArgs(splits=[names.TRAIN]),
+                      eval_args=trainer_pb2.EvalArgs(splits=[names.EVAL]),
+                      custom_config=params)
 
     evaluator = Evaluator(examples=example_gen.outputs['examples'],
                           model=trainer.outputs['model'],
                           baseline_model=model_resolver.outputs['model'],
-                          example_splits=[data_source.TEST],
+                          example_splits=[names.TEST],
                           eval_config=eval_config(
                               float(params['min_accuracy']),
                               float(params['max_accuracy_drop'])))

@@ -26,9 +26,8 @@ from tensorflow_data_validation.utils import display_util
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from components import data_gate
+from common import names
 from models import data_facts
-from models import training
 from pipeline import summary
 
 REPORTS_DIR = 'reports'
@@ -138,11 +137,11 @@ def gather(store: metadata_store.MetadataStore, run_id: str) -> Dict[str, Any]:
     if anomalies:
         gathered['anomalies'] = {
             split: anomalies_util.load_anomalies_binary(path) for split, path in
-            _splits(anomalies.uri, data_gate.ANOMALIES_FILE).items()
+            _splits(anomalies.uri, names.ANOMALIES_FILE).items()
         }
     drift = found.get(('ExampleAnomalies', 'drift'))
     if drift:
-        paths = _splits(drift.uri, data_gate.ANOMALIES_FILE)
+        paths = _splits(drift.uri, names.ANOMALIES_FILE)
         baseline = found.get(('ExampleStatistics', 'baseline_statistics'))
         gathered['drift'] = {
             'compared':
@@ -152,7 +151,7 @@ def gather(store: metadata_store.MetadataStore, run_id: str) -> Dict[str, Any]:
             ]
         }
     model_run = found.get(('ModelRun', 'model_run'))
-    report_file = (os.path.join(model_run.uri, training.TRAINING_REPORT)
+    report_file = (os.path.join(model_run.uri, names.TRAINING_REPORT)
                    if model_run else '')
     if report_file and os.path.exists(report_file):
         with open(report_file, encoding='utf-8') as f:

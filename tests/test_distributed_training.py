@@ -14,12 +14,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from common import names
+from common import signatures
 from models import distribute
 from models import features
 from models import inputs
 from models import schedule
-from models import signatures
-from models import training
 from models import workers
 from models.convnet import model as convnet
 from tests import datasets
@@ -38,8 +38,7 @@ def transformed(tmp_path_factory):
 
 
 def _report(fn_args):
-    with open(os.path.join(fn_args.model_run_dir,
-                           training.TRAINING_REPORT)) as f:
+    with open(os.path.join(fn_args.model_run_dir, names.TRAINING_REPORT)) as f:
         return json.load(f)
 
 
@@ -140,7 +139,7 @@ def test_each_replica_reads_its_own_shard_once_per_epoch(transformed):
     for _ in range(math.ceil(TRAIN / 32)):
         batch, _ = next(iterator)
         for replica, images in enumerate(
-                strategy.experimental_local_results(batch[features.IMAGE_KEY])):
+                strategy.experimental_local_results(batch[names.IMAGE_KEY])):
             assert images.shape[0] <= 16
             seen[replica].extend(image.tobytes() for image in images.numpy())
     # Disjoint shards that together are the split, each example once.

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common import signatures
 from models import features
-from models import signatures
 from models.embedding import losses
 from models.embedding import model as embedding
 from pipeline import cli

@@ -20,6 +20,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 LAYERS = {
+    'common': -1,
     'models': 0,
     'serving': 1,
     'components': 2,
@@ -30,7 +31,7 @@ LAYERS = {
     'serving.__main__': 4,
     'bench': 4,
 }
-PACKAGES = ('models', 'serving', 'components', 'pipeline', 'bench')
+PACKAGES = ('common', 'models', 'serving', 'components', 'pipeline', 'bench')
 
 
 def layer_of(module: str) -> int:

@@ -20,10 +20,11 @@ import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
+from common import names
+from common import signatures
 from components import ts_format
 from models import data_facts
 from models import features
-from models import signatures
 from models import tuning
 from models.fcn import model as fcn
 from pipeline import cli as pipeline_cli
@@ -489,7 +490,7 @@ def test_a_span_that_breaks_the_curated_schema_stops_before_transform(
                    key=lambda path: int(path.split(os.sep)[-2]))
     schema = tfdv.load_schema_text(inferred)
     # write_ts_dataset's values lie within [-10, 15].
-    tfdv.get_feature(schema, features.SEQUENCE_KEY).float_domain.CopyFrom(
+    tfdv.get_feature(schema, names.SEQUENCE_KEY).float_domain.CopyFrom(
         schema_pb2.FloatDomain(min=-20.0, max=20.0))
     curated = str(tmp_path / 'schema.pbtxt')
     tfdv.write_schema_text(schema, curated)
@@ -499,7 +500,7 @@ def test_a_span_that_breaks_the_curated_schema_stops_before_transform(
                                      offset=100.0)
     code, log = _gate_run(home, data, '--set', f'schema_path={curated}')
     _assert_stopped_at_the_gate(code, log, home, summary['pushed_model'],
-                                f"feature '{features.SEQUENCE_KEY}'",
+                                f"feature '{names.SEQUENCE_KEY}'",
                                 'Unexpectedly high value')
 
 
@@ -516,7 +517,7 @@ def test_stop_on_drift_stops_a_drifted_span_before_transform(rnn_run, tmp_path):
     for _ in range(2):
         code, log = _gate_run(home, data, '--set', 'stop_on_drift=true')
         _assert_stopped_at_the_gate(code, log, home, summary['pushed_model'],
-                                    f"feature '{features.SEQUENCE_KEY}'",
+                                    f"feature '{names.SEQUENCE_KEY}'",
                                     'Jensen-Shannon')
 
 

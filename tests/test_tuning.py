@@ -11,6 +11,7 @@ import keras_tuner
 import numpy as np
 import pytest
 
+from common import names
 from models import sequences
 from models import training
 from models import tuning
@@ -189,7 +190,7 @@ def test_every_profile_is_a_point_of_its_familys_search_space(model):
             assert len(chosen.recipes) > 1, profile
             assert tuning.profile_values(
                 chosen.search_space,
-                chosen.params[model])[training.FAMILY] == model, profile
+                chosen.params[model])[names.FAMILY] == model, profile
 
 
 def _family_params(model, profile='smoke', *overrides):
@@ -234,12 +235,12 @@ def _family_search(monkeypatch, tmp_path, model, *overrides, score=None):
 def test_the_sequence_search_draws_both_families_each_with_its_own_params(
         monkeypatch, tmp_path, capsys):
     tuner = _family_search(monkeypatch, tmp_path, 'rnn')
-    families = [params[training.FAMILY] for _, params in tuner.trained]
+    families = [params[names.FAMILY] for _, params in tuner.trained]
     assert set(families) == {'rnn', 'fcn'}, families
     rnn_profile = configs.MODELS['rnn'].profiles['smoke']
     fcn_profile = configs.MODELS['fcn'].profiles['smoke']
     for recipe, params in tuner.trained:
-        if params[training.FAMILY] == 'rnn':
+        if params[names.FAMILY] == 'rnn':
             assert recipe is rnn.RECIPE
             assert params['cell'] in ('lstm', 'gru') and params['units']
             assert params['clip_norm'] == rnn_profile['clip_norm']
@@ -259,7 +260,7 @@ def test_the_sequence_search_draws_both_families_each_with_its_own_params(
         # What the data gives, for every family.
         assert params['num_channels'] == 3
         assert params['epochs_fraction'] == 1.0
-        assert training.FAMILY_PARAMS not in params
+        assert names.FAMILY_PARAMS not in params
     # One table: a family column; a trial shows its own family's values.
     table = capsys.readouterr().out.split('Tuner trials')[1].splitlines()
     header = table[1].split()
@@ -276,7 +277,7 @@ def test_the_sequence_searchs_first_trial_is_the_running_familys_profile(
     tuner = _family_search(monkeypatch, tmp_path, model)
     (recipe, first), *_ = tuner.trained
     assert recipe is sequences.recipes()[model]
-    assert first[training.FAMILY] == model
+    assert first[names.FAMILY] == model
     profile = configs.MODELS[model].profiles['smoke']
     assert {key: first[key] for key in profile} == profile
     assert first['learning_rate'] == configs.TRAINING_DEFAULTS['learning_rate']
@@ -290,9 +291,9 @@ def test_the_trainer_trains_the_best_trials_family_with_its_params(
         monkeypatch,
         tmp_path,
         'rnn',
-        score=lambda params: float(params[training.FAMILY] == 'fcn'))
+        score=lambda params: float(params[names.FAMILY] == 'fcn'))
     best = tuner.get_best_hyperparameters()[0]
-    assert best.values[training.FAMILY] == 'fcn'
+    assert best.values[names.FAMILY] == 'fcn'
     # As the Trainer gets them: the config, and the best values in its
     # params (training.hyperparameters).
     params = {**tuner.params, **best.values}
@@ -305,13 +306,13 @@ def test_the_trainer_trains_the_best_trials_family_with_its_params(
     width, depth = best.values['fcn/width'], best.values['fcn/depth']
     assert trained['conv_filters'] == [width, 2 * width, width][:depth]
     assert trained['learning_rate'] == best.values['fcn/learning_rate']
-    assert trained[training.FAMILY] == 'fcn'
+    assert trained[names.FAMILY] == 'fcn'
     assert 'clip_norm' not in trained
     assert trained['class_names'] == ['a', 'b', 'c']
     # Had an RNN trial been the best: the RNN, on the run's own settings.
     rnn_trial = next(t.hyperparameters
                      for t in tuner.oracle.trials.values()
-                     if t.hyperparameters.values[training.FAMILY] == 'rnn')
+                     if t.hyperparameters.values[names.FAMILY] == 'rnn')
     recipe, trained = tuning.best_recipe(rnn_trial.get_config(), rnn.RECIPE,
                                          params, sequences.recipes())
     assert recipe is rnn.RECIPE
@@ -335,7 +336,7 @@ def test_tune_families_off_searches_the_running_familys_own_space(
     assert [h.name for h in hp.space] == [h.name for h in own.space]
     tuner = _family_search(monkeypatch, tmp_path, 'rnn', off)
     assert all(recipe is rnn.RECIPE for recipe, _ in tuner.trained)
-    assert all(training.FAMILY not in params for _, params in tuner.trained)
+    assert all(names.FAMILY not in params for _, params in tuner.trained)
     best = tuner.get_best_hyperparameters()[0]
     recipe, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE,
                                          tuner.params, sequences.recipes())
@@ -351,7 +352,7 @@ def test_the_trainer_finds_its_family_after_tfx_reloads_its_module(
         monkeypatch,
         tmp_path,
         'fcn',
-        score=lambda params: float(params[training.FAMILY] == 'fcn'))
+        score=lambda params: float(params[names.FAMILY] == 'fcn'))
     best = tuner.get_best_hyperparameters()[0]
     params = {**tuner.params, **best.values}
     reloaded = importlib.reload(fcn)
@@ -369,14 +370,14 @@ def test_the_search_holds_the_settings_the_user_gave(monkeypatch, tmp_path,
     space's grid too); the rest is searched."""
     held = {'learning_rate_decay': 'cosine', 'dropout': 0.3}
     tuner = _family_search(monkeypatch, tmp_path, 'rnn', *held.items())
-    assert {params[training.FAMILY] for _, params in tuner.trained
+    assert {params[names.FAMILY] for _, params in tuner.trained
            } == {'rnn', 'fcn'}
     for _, params in tuner.trained:
         assert {key: params[key] for key in held} == held, params
     assert len({params['learning_rate'] for _, params in tuner.trained}) > 1
     # The first trial is still the profile's own values, under the settings.
     first = tuner.trained[0][1]
-    assert first[training.FAMILY] == 'rnn'
+    assert first[names.FAMILY] == 'rnn'
     assert first['units'] == configs.MODELS['rnn'].profiles['smoke']['units']
     best = tuner.get_best_hyperparameters()[0]
     _, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE, {
@@ -393,10 +394,10 @@ def test_the_pipeline_names_the_settings_given_only_to_a_tuner():
                                overrides=(('tune_trials', 2), ('epochs', 3),
                                           ('augmentation', 'shift')))
     params = pipeline.trainer_config(config)
-    assert params[training.HELD_SETTINGS] == [
+    assert params[names.HELD_SETTINGS] == [
         'augmentation', 'epochs', 'tune_trials'
     ]
-    assert training.FAMILY_PARAMS not in params  # No other image family.
+    assert names.FAMILY_PARAMS not in params  # No other image family.
     untuned = dataclasses.replace(config, overrides=(('epochs', 3),))
     assert pipeline.trainer_config(untuned) == untuned.hyperparameters
 
@@ -422,8 +423,7 @@ def test_holding_an_architecture_holds_the_values_that_make_it(
     tuner = _family_search(monkeypatch, tmp_path / 'fcn', 'fcn',
                            ('conv_filters', filters))
     fcn_trials = [
-        params for _, params in tuner.trained
-        if params[training.FAMILY] == 'fcn'
+        params for _, params in tuner.trained if params[names.FAMILY] == 'fcn'
     ]
     assert len(fcn_trials) > 1
     for params in fcn_trials:

@@ -12,11 +12,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from common import signatures
 from components.serving_check.errors import ModelCheckFailed
 from components.serving_check.errors import ServerExited
 from components.serving_check.errors import WrongAnswer
 from components.serving_check.request_builder import build_signature_inputs
-from models import signatures
 from serving import client as client_lib
 from serving.process import ServerProcess
 

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 import tensorflow as tf
 
+from common import names
+from common import signatures
 from models import export
-from models import features
-from models import signatures
 from models import training
 from models.convnet import multiscale
 
@@ -106,7 +106,7 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     dropout = float(params.get('dropout', 0.25))
     # models/schedule.py sets it from the steps an epoch.
     momentum = float(params.get('batch_norm_momentum', 0.99))
-    image = keras.Input((height, width, channels), name=features.IMAGE_KEY)
+    image = keras.Input((height, width, channels), name=names.IMAGE_KEY)
     x = image
     for layer in augmentation_layers(params.get('augmentation', 'none')):
         x = layer(x)
@@ -132,14 +132,14 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     scores = keras.layers.Dense(num_classes,
                                 activation='softmax',
                                 name='classifier')(x)
-    return keras.Model({features.IMAGE_KEY: image}, scores, name='convnet')
+    return keras.Model({names.IMAGE_KEY: image}, scores, name='convnet')
 
 
 def to_model_inputs(transformed: Dict[str, tf.Tensor],
                     params: Dict[str, Any]) -> Dict[str, tf.Tensor]:
     """Transformed features -> the convnet's inputs."""
     del params  # The transformed image is the input as it is.
-    return {features.IMAGE_KEY: transformed[features.IMAGE_KEY]}
+    return {names.IMAGE_KEY: transformed[names.IMAGE_KEY]}
 
 
 def image_signature(predict: export.PredictFn, params: Dict[str, Any]):
@@ -151,7 +151,7 @@ def image_signature(predict: export.PredictFn, params: Dict[str, Any]):
         tf.TensorSpec([None], tf.string, name=signatures.IMAGE_INPUT)
     ])
     def serve_images(images):
-        return predict({features.IMAGE_KEY: export.rows_to_sparse(images)})
+        return predict({names.IMAGE_KEY: export.rows_to_sparse(images)})
 
     return serve_images
 

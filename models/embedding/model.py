@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 
 import tensorflow as tf
 
-from models import features
+from common import names
 from models import schedule
 from models import training
 from models.convnet import model as convnet
@@ -42,8 +42,8 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     x = keras.layers.Dense(int(params['embedding_dim']),
                            name='embedding_dense')(trunk)
     embedding = keras.layers.UnitNormalization(name=EMBEDDING_LAYER)(x)
-    image = classifier.get_layer(features.IMAGE_KEY).output
-    return keras.Model({features.IMAGE_KEY: image}, embedding, name='embedding')
+    image = classifier.get_layer(names.IMAGE_KEY).output
+    return keras.Model({names.IMAGE_KEY: image}, embedding, name='embedding')
 
 
 def compile_model(

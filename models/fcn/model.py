@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Dict
 
 import tensorflow as tf
 
-from models import features
-from models import signatures
+from common import names
+from common import signatures
 from models import training
 from models.rnn import model as rnn
 
@@ -41,8 +41,8 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     """The FCN for sequences of `num_channels` channels."""
     channels = int(params['num_channels'])
     momentum = float(params.get('batch_norm_momentum', 0.99))
-    sequence = keras.Input((None, channels), name=features.SEQUENCE_KEY)
-    length = keras.Input((), dtype=tf.int64, name=features.LENGTH_KEY)
+    sequence = keras.Input((None, channels), name=names.SEQUENCE_KEY)
+    length = keras.Input((), dtype=tf.int64, name=names.LENGTH_KEY)
     mask = keras.layers.Lambda(
         lambda args: tf.sequence_mask(args[1],
                                       tf.shape(args[0])[1]),
@@ -67,13 +67,12 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     scores = keras.layers.Dense(num_classes,
                                 activation='softmax',
                                 name='classifier')(x)
-    return keras.Model(
-        {
-            features.SEQUENCE_KEY: sequence,
-            features.LENGTH_KEY: length
-        },
-        scores,
-        name='fcn')
+    return keras.Model({
+        names.SEQUENCE_KEY: sequence,
+        names.LENGTH_KEY: length
+    },
+                       scores,
+                       name='fcn')
 
 
 def search_space(hp) -> Dict[str, Any]:

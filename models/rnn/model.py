@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, Dict
 
 import tensorflow as tf
 
+from common import names
+from common import signatures
 from models import export
-from models import features
-from models import signatures
 from models import training
 
 if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
@@ -28,8 +28,8 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     channels = int(params['num_channels'])
     dropout = float(params.get('dropout', 0.25))
     cell = _CELLS[params.get('cell', 'lstm')]
-    sequence = keras.Input((None, channels), name=features.SEQUENCE_KEY)
-    length = keras.Input((), dtype=tf.int64, name=features.LENGTH_KEY)
+    sequence = keras.Input((None, channels), name=names.SEQUENCE_KEY)
+    length = keras.Input((), dtype=tf.int64, name=names.LENGTH_KEY)
     mask = keras.layers.Lambda(
         lambda args: tf.sequence_mask(args[1],
                                       tf.shape(args[0])[1]),
@@ -47,25 +47,24 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     scores = keras.layers.Dense(num_classes,
                                 activation='softmax',
                                 name='classifier')(x)
-    return keras.Model(
-        {
-            features.SEQUENCE_KEY: sequence,
-            features.LENGTH_KEY: length
-        },
-        scores,
-        name='rnn')
+    return keras.Model({
+        names.SEQUENCE_KEY: sequence,
+        names.LENGTH_KEY: length
+    },
+                       scores,
+                       name='rnn')
 
 
 def to_model_inputs(transformed: Dict[str, tf.Tensor],
                     params: Dict[str, Any]) -> Dict[str, tf.Tensor]:
     """Transformed (flat, sparse) sequences -> padded [batch, time, channel]."""
-    values = tf.sparse.to_dense(transformed[features.SEQUENCE_KEY])
+    values = tf.sparse.to_dense(transformed[names.SEQUENCE_KEY])
     channels = int(params['num_channels'])
     return {
-        features.SEQUENCE_KEY:
+        names.SEQUENCE_KEY:
             tf.reshape(values, [tf.shape(values)[0], -1, channels]),
-        features.LENGTH_KEY:
-            tf.cast(transformed[features.LENGTH_KEY], tf.int64),
+        names.LENGTH_KEY:
+            tf.cast(transformed[names.LENGTH_KEY], tf.int64),
     }
 
 
@@ -85,8 +84,8 @@ def sequence_signature(predict: export.PredictFn, params: Dict[str, Any]):
         flat = tf.RaggedTensor.from_row_lengths(tf.reshape(steps, [-1]),
                                                 lengths * channels)
         return predict({
-            features.SEQUENCE_KEY: flat.to_sparse(),
-            features.LENGTH_KEY: export.rows_to_sparse(lengths),
+            names.SEQUENCE_KEY: flat.to_sparse(),
+            names.LENGTH_KEY: export.rows_to_sparse(lengths),
         })
 
     return serve_sequences
