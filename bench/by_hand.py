@@ -37,7 +37,9 @@ import tempfile  # noqa: E402
 import warnings  # noqa: E402
 from typing import Any, Dict, List, Optional, Sequence, Tuple  # noqa: E402
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+from common import environment  # noqa: E402
+
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 warnings.filterwarnings('ignore', category=FutureWarning)
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from common import environment
 from common import names
 
 _STARTED = time.monotonic()
@@ -236,7 +237,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         default=[],
                         dest='beam_args')
     args = parser.parse_args(argv)
-    os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+    environment.use_legacy_keras()
     result = run_ingest(args.data, args.home, args.beam_args)
     result['wall_seconds'] = round(time.monotonic() - _STARTED, 1)
     print(json.dumps(result), flush=True)

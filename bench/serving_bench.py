@@ -36,10 +36,12 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+from common import environment
+
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import numpy as np  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # Run as a script, not with -m.
@@ -158,7 +160,7 @@ class _Server:
                 '--enable_batching', f'--batching_parameters_file={params}'
             ]
         env = dict(os.environ,
-                   TF_USE_LEGACY_KERAS='1',
+                   **environment.LEGACY_KERAS_ENV,
                    TF_CPP_MIN_LOG_LEVEL='2',
                    PYTHONPATH=str(REPO_ROOT))
         with open(self.log_path, 'wb') as log:

@@ -27,19 +27,20 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
+from common import environment
 from common import names
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=wrong-import-position
-import numpy as np
-from PIL import Image
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from components import image_formats
-from components import ts_format
-from components.example_gen import data_source
-from pipeline import configs
+from components import image_formats  # noqa: E402
+from components import ts_format  # noqa: E402
+from components.example_gen import data_source  # noqa: E402
+from pipeline import configs  # noqa: E402
 
 FASHION_NAMES = ('T-shirt_top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                  'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle_boot')

@@ -29,12 +29,14 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+from common import environment
+
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import numpy as np  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position  # noqa: E402
 
-from pipeline import configs  # pylint: disable=wrong-import-position
+from pipeline import configs  # pylint: disable=wrong-import-position  # noqa: E402
 
 
 def _variant(text: str) -> Dict[str, Any]:

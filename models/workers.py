@@ -29,6 +29,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
+from common import environment
+
 if TYPE_CHECKING:  # Neither TFX nor training is imported to start workers.
     from tfx import v1 as tfx
 
@@ -225,7 +227,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print('usage: TF_CONFIG=... python -m models.workers SPEC.json',
               file=sys.stderr)
         return 2
-    os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+    environment.use_legacy_keras()
     with open(argv[0], encoding='utf-8') as f:
         spec = json.load(f)
     # pylint: disable=import-outside-toplevel

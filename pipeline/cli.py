@@ -35,8 +35,10 @@ import time
 import warnings
 from typing import Any, Iterator, List, Optional, Tuple
 
+from common import environment
+
 _STARTED = time.monotonic()  # Before TFX's imports, which take seconds.
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # oneDNN's kernels, which TensorFlow turns on by itself only on CPUs with
 # AVX-512 VNNI or newer: the convnet's step takes a third less CPU time here
@@ -48,6 +50,7 @@ warnings.filterwarnings('ignore', category=FutureWarning)
 # E402: these imports load TFX/TensorFlow, so they must follow the timer and
 # the environment set-up above.
 # pylint: disable=wrong-import-position
+from common import arguments  # noqa: E402
 from components import image_formats  # noqa: E402
 from components.errors import DataValidationError  # noqa: E402
 from components.errors import InputDataError  # noqa: E402
@@ -225,17 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help='the pipeline home whose serving/ to serve '
                       f'(default {configs.DEFAULT_HOME})')
     demo.add_argument('--count',
-                      type=_positive_int,
+                      type=arguments.positive_int,
                       default=5,
                       help='test files to send per model (default 5)')
     return parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'{text} is not a positive number')
-    return value
 
 
 def _add_kfp_client_flags(parser: argparse.ArgumentParser,

@@ -41,6 +41,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from common import environment
 from pipeline import kubeflow_client
 
 _REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -384,9 +385,8 @@ class CompiledJobRunner:
         if command and command[0] in ('python', 'python3'):
             command = [sys.executable, *command[1:]]
         env = {
-            **os.environ, 'TF_USE_LEGACY_KERAS':
-                '1',
-            'PYTHONPATH':
+            **os.environ,
+            **environment.LEGACY_KERAS_ENV, 'PYTHONPATH':
                 os.pathsep.join(
                     [_REPO_DIR] +
                     [p for p in [os.environ.get('PYTHONPATH')] if p])

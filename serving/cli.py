@@ -24,6 +24,7 @@ import sys
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
+from common import arguments
 from serving.errors import ServingError
 
 _EXIT_ERROR = 1
@@ -52,7 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
     which.add_argument('--version', type=int, help='model version number')
     which.add_argument('--label', help='model version label')
     predict.add_argument('--top',
-                         type=_positive_int,
+                         type=arguments.positive_int,
                          default=5,
                          metavar='K',
                          help='classes to show per input (default 5)')
@@ -106,13 +107,6 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
                         type=float,
                         default=30.0,
                         help='seconds to wait for each request (default 30)')
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
