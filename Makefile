@@ -20,7 +20,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup data browser demo lint format format-check test bench bazel \
-	bazel-test clean image
+	bazel-test clean image settings-doc
 
 # The Kubeflow image, tagged as `compile` expects by default.
 IMAGE ?= $(shell $(PY) -c 'from pipeline import configs; print(configs.default_image())')
@@ -57,8 +57,14 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(PY) -m pipeline.settings_doc --check docs/settings.md
 	$(VENV)/bin/yapf --diff --parallel $$(git ls-files '*.py') >/dev/null || \
 	    { echo 'not formatted: run make format' >&2; exit 1; }
+
+# docs/settings.md from the settings table (common/settings.py) and the
+# families' profiles (pipeline/configs.py); `lint` fails when it is stale.
+settings-doc: setup
+	$(PY) -m pipeline.settings_doc docs/settings.md
 
 # yapf, Google style (pyproject.toml), over the tracked Python files; `lint`
 # fails on a file it would change.

@@ -35,6 +35,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from common import environment
+from common import names
 
 environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -42,8 +43,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # pylint: disable=wrong-import-position
 import numpy as np  # noqa: E402
 
+from common import settings  # noqa: E402
 from components import image_formats  # noqa: E402
-from components.example_gen import data_source  # noqa: E402
 from pipeline import configs  # noqa: E402
 
 KS = (1, 5, 20)
@@ -61,7 +62,7 @@ def load_split(prefix: str, classes: Sequence[int], per_class: Optional[int],
                seed: int):
     """(images uint8 [n, 28, 28], labels) of `classes`, `per_class` of each
     drawn at random (None: all)."""
-    path = os.path.join(data_source.FASHION_MNIST_DIR,
+    path = os.path.join(names.FASHION_MNIST_DIR,
                         f'{prefix}-images-idx3-ubyte.gz')
     images, labels = image_formats.read_idx_dataset(
         path, image_formats.labels_path_for(path), 10)
@@ -149,7 +150,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     held_out = [c for c in range(10) if c not in args.seen]
     params = {
-        **configs.TRAINING_DEFAULTS,
+        **settings.DEFAULTS,
         **configs.MODELS['embedding'].profiles['smoke']
     }
     tf.keras.utils.set_random_seed(args.seed)

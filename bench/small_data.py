@@ -39,7 +39,6 @@ from PIL import Image  # noqa: E402
 
 from components import image_formats  # noqa: E402
 from components import ts_format  # noqa: E402
-from components.example_gen import data_source  # noqa: E402
 from pipeline import configs  # noqa: E402
 
 FASHION_NAMES = ('T-shirt_top', 'Trouser', 'Pullover', 'Dress', 'Coat',
@@ -60,7 +59,7 @@ def write_image_folders(root: str,
     for split, prefix, count in (('train', 'train', per_class),
                                  ('test', 't10k', test_per_class or
                                   max(per_class // 3, 1))):
-        images_path = os.path.join(data_source.FASHION_MNIST_DIR,
+        images_path = os.path.join(names.FASHION_MNIST_DIR,
                                    f'{prefix}-images-idx3-ubyte.gz')
         images, labels = image_formats.read_idx_dataset(
             images_path, image_formats.labels_path_for(images_path), 10)

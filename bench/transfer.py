@@ -44,6 +44,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from common import environment
+from common import names
 
 environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -55,7 +56,6 @@ from PIL import Image  # noqa: E402
 from bench import common  # noqa: E402
 from bench import small_data  # noqa: E402
 from components import image_formats  # noqa: E402
-from components.example_gen import data_source  # noqa: E402
 from pipeline import configs  # noqa: E402
 
 # The small set holds the four tops, the classes most alike (learnt from
@@ -82,7 +82,7 @@ def fashion_mnist(split: str, classes: Sequence[int], per_class: int,
     """`per_class` 28x28 images of each of `classes` (0: all of them),
     labels 0..k-1."""
     prefix = 'train' if split == 'train' else 't10k'
-    path = os.path.join(data_source.FASHION_MNIST_DIR,
+    path = os.path.join(names.FASHION_MNIST_DIR,
                         f'{prefix}-images-idx3-ubyte.gz')
     images, labels = image_formats.read_idx_dataset(
         path, image_formats.labels_path_for(path), 10)
@@ -138,7 +138,7 @@ def fit(settings: Dict[str, Any],
     from models import weights
     from models.convnet import model as convnet
     params = {
-        **configs.TRAINING_DEFAULTS,
+        **settings.DEFAULTS,
         **configs.MODELS['convnet'].profiles['smoke'],
         **settings, 'image_shape': list(train[0].shape[1:]),
         'epochs': epochs

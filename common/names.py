@@ -23,6 +23,10 @@ IMAGE_KEY = 'image'
 SEQUENCE_KEY = 'sequence'
 LENGTH_KEY = 'length'
 
+# Debian's dataset-fashion-mnist package (`make data`): the image families'
+# default data.
+FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+
 # Files.
 # What the Trainer did, as JSON, in its model run directory.
 TRAINING_REPORT = 'training.json'

@@ -9,10 +9,27 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import tensorflow as tf
 
+from common import settings
+
 keras = tf.keras
 
 Params = Dict[str, Any]
 LearningRate = Union[float, keras.optimizers.schedules.LearningRateSchedule]
+# Batch-norm moving averages' momentum where no schedule has set one from
+# the steps an epoch (Keras's default), and the most a schedule sets.
+MAX_BATCH_NORM_MOMENTUM = 0.99
+
+
+def batch_norm_momentum(params: Params) -> float:
+    """The momentum a model's batch-norm layers take from `params`.
+
+    `batch_norm_momentum` 0 (its default) means "from the steps an epoch":
+    `training_schedule` sets it before the model is built; a model built
+    without one takes MAX_BATCH_NORM_MOMENTUM.
+    """
+    return float(
+        settings.value(params, 'batch_norm_momentum') or
+        MAX_BATCH_NORM_MOMENTUM)
 
 
 def fitted_batch_size(params: Params,
@@ -92,15 +109,16 @@ def training_schedule(params: Params,
     epochs = max(math.ceil(length * int(params['epochs'])),
                  epochs_for('min_train_steps'), 1)
     momentum = params.get('batch_norm_momentum') or min(
-        0.99, 0.05**(1.0 / steps_per_epoch))
-    patience = max(int(params.get('early_stopping_patience', 0)), epochs // 5)
+        MAX_BATCH_NORM_MOMENTUM, 0.05**(1.0 / steps_per_epoch))
+    patience = max(int(settings.value(params, 'early_stopping_patience')),
+                   epochs // 5)
     plateau = max(
         1,
         math.ceil(int(params.get('lr_plateau_steps') or 0) / steps_per_epoch))
     if (params.get('max_train_steps') and eval_examples is not None and
             best_epoch_monitor(eval_examples)[0] == 'loss'):
         epochs = max(epochs, epochs_for('max_train_steps'))
-        patience = max(int(params.get('early_stopping_patience', 0)),
+        patience = max(int(settings.value(params, 'early_stopping_patience')),
                        2 * plateau)
     fraction = float(params.get('epochs_fraction') or 1.0)
     if fraction < 1.0:
@@ -139,7 +157,7 @@ def learning_rate_plateau(
         verbose=1)
 
 
-LEARNING_RATE_DECAYS = ('plateau', 'cosine')
+LEARNING_RATE_DECAYS = settings.LEARNING_RATE_DECAYS
 
 
 def decayed_learning_rate(params: Params, learning_rate: LearningRate,
@@ -226,8 +244,8 @@ def scaled_learning_rate(params: Params, replicas: int) -> float:
     `learning_rate_scaling` says how it grows with the replicas: `linear`
     (Goyal et al.), `sqrt`, or `none`.
     """
-    base = float(params.get('learning_rate', 1e-3))
-    scaling = params.get('learning_rate_scaling', 'linear')
+    base = float(settings.value(params, 'learning_rate'))
+    scaling = settings.value(params, 'learning_rate_scaling')
     factors = {'linear': replicas, 'sqrt': math.sqrt(replicas), 'none': 1}
     if scaling not in factors:
         raise ValueError(f'learning_rate_scaling {scaling!r}: expected one '

@@ -35,6 +35,7 @@ import tensorflow_transform as tft
 from absl import logging
 
 from common import names
+from common import settings
 from models import data_facts
 from models import distribute
 from models import export
@@ -52,10 +53,6 @@ if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
     from tfx import v1 as tfx
 
 keras = tf.keras
-
-# The search space's `training_length`s: half, all or twice the profile's
-# epochs and steps (models/schedule.py training_schedule).
-TRAINING_LENGTHS = (0.5, 1.0, 2.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +116,7 @@ def search_space(hp: Any, batch_sizes: List[int]) -> Params:
         'batch_size':
             hp.Choice('batch_size', batch_sizes),
         'training_length':
-            hp.Choice('training_length', list(TRAINING_LENGTHS))
+            hp.Choice('training_length', list(settings.TRAINING_LENGTHS))
     }
 
 
@@ -132,7 +129,7 @@ def compile_model(model: keras.Model,
     """
     clip_norm = params.get('clip_norm')
     if learning_rate is None:
-        learning_rate = params.get('learning_rate', 1e-3)
+        learning_rate = settings.value(params, 'learning_rate')
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate,
                                         global_clipnorm=clip_norm or None),
@@ -155,9 +152,9 @@ def apply_speedups(model: keras.Model, params: Dict[str, Any]) -> None:
     through their own tf.functions, without XLA.
     """
     # Inside a strategy's scope, has_strategy() tells a distributing one.
-    model.jit_compile = (bool(params.get('jit_compile', False)) and
+    model.jit_compile = (bool(settings.value(params, 'jit_compile')) and
                          not tf.distribute.has_strategy())
-    steps = int(params.get('steps_per_execution', 1))
+    steps = int(settings.value(params, 'steps_per_execution'))
     if steps > 1:
         model.steps_per_execution = steps
 
@@ -239,10 +236,10 @@ def train(fn_args: 'tfx.components.FnArgs',
         the model went, a digest of the final weights.
     """
     tracing.skip_autograph_of_tf_keras()
-    name = params.get('strategy', 'auto')
+    name = settings.value(params, 'strategy')
     # The strategy first: MultiWorkerMirroredStrategy must be made before
     # anything starts TensorFlow (the seed, listing devices, any op).
-    distribute.prepare_devices(name, int(params.get('cpu_devices', 2)))
+    distribute.prepare_devices(name, int(settings.value(params, 'cpu_devices')))
     strategy = distribute.make_strategy(name)
     if params.get('seed') is not None:
         # Same data and seed, same weights: initial weights, dropout and the
@@ -268,7 +265,7 @@ def train(fn_args: 'tfx.components.FnArgs',
                              schema=schema,
                              to_model_inputs=to_model_inputs,
                              cache=bool(params['cache_examples']))
-    learning_rate: LearningRate = float(params.get('learning_rate', 1e-3))
+    learning_rate: LearningRate = float(settings.value(params, 'learning_rate'))
     report: Dict[str, Any] = {
         'strategy': name,
         'replicas': replicas,
@@ -315,7 +312,8 @@ def train(fn_args: 'tfx.components.FnArgs',
                         validation_steps=math.ceil(eval_examples /
                                                    global_batch))
         target = schedule.scaled_learning_rate(params, replicas)
-        warmup = round(float(params.get('warmup_epochs', 1)) * steps_per_epoch)
+        warmup = round(
+            float(settings.value(params, 'warmup_epochs')) * steps_per_epoch)
         if target != learning_rate and warmup > 0:
             learning_rate = schedule.LinearWarmup(learning_rate, target, warmup)
         else:
@@ -368,10 +366,11 @@ def train(fn_args: 'tfx.components.FnArgs',
     report.update(fitted,
                   steps_per_epoch=steps_per_epoch,
                   lr_plateau=bool(plateau),
-                  learning_rate_decay=params.get('learning_rate_decay',
-                                                 'plateau'),
+                  learning_rate_decay=settings.value(params,
+                                                     'learning_rate_decay'),
                   jit_compile=bool(model.jit_compile),
-                  steps_per_execution=int(params.get('steps_per_execution', 1)))
+                  steps_per_execution=int(
+                      settings.value(params, 'steps_per_execution')))
     if transferred:
         callbacks.append(transferred.callback)
     with contextlib.ExitStack() as stack:
@@ -411,7 +410,8 @@ def train(fn_args: 'tfx.components.FnArgs',
     if distribute.is_default(strategy):
         # Outside one device, the pass would have to run per replica.
         weights.recalibrate_batch_norm(
-            model, train_data, int(params.get('recalibration_batches', 100)))
+            model, train_data,
+            int(settings.value(params, 'recalibration_batches')))
     # Every worker saves (the variables are read collectively), only the
     # chief where the model belongs; the others into a folder they remove.
     exporter = export.export_serving_model

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Sequence
 import tensorflow as tf
 from absl import logging
 
+from common import settings
 from models import saved_model_dirs
 
 keras = tf.keras
@@ -198,10 +199,10 @@ def start_from(model: keras.Model, params: Dict[str, Any]) -> Transfer:
     epochs)."""
     report = transfer_layers(model, params['transfer_from'])
     epochs = int(params['epochs'])
-    fraction = float(params.get('transfer_frozen_fraction', 0.25))
+    fraction = float(settings.value(params, 'transfer_frozen_fraction'))
     frozen = min(epochs,
                  max(1, math.ceil(fraction * epochs)) if fraction > 0 else 0)
-    factor = float(params.get('transfer_learning_rate_factor', 0.1))
+    factor = float(settings.value(params, 'transfer_learning_rate_factor'))
     report.update(frozen_epochs=frozen, fine_tune_rate_factor=factor)
     return Transfer(report=report,
                     callback=FreezeThenFineTune(report['layers'], frozen,

@@ -30,6 +30,7 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from common import environment
+from common import settings
 
 if TYPE_CHECKING:  # Neither TFX nor training is imported to start workers.
     from tfx import v1 as tfx
@@ -134,7 +135,7 @@ def launch(fn_args: 'tfx.components.FnArgs', recipe: 'training.ModelRecipe',
         WorkerError: if a worker fails or they overrun
             `worker_timeout_seconds`; no worker is left running.
     """
-    count = int(params.get('workers', 2))
+    count = int(settings.value(params, 'workers'))
     if count < 1:
         raise ValueError(f'workers must be at least 1, got {count}')
     timeout = float(params.get('worker_timeout_seconds') or 0)

@@ -51,6 +51,7 @@ warnings.filterwarnings('ignore', category=FutureWarning)
 # the environment set-up above.
 # pylint: disable=wrong-import-position
 from common import arguments  # noqa: E402
+from common import settings  # noqa: E402
 from components import image_formats  # noqa: E402
 from components.errors import DataValidationError  # noqa: E402
 from components.errors import InputDataError  # noqa: E402
@@ -60,7 +61,6 @@ from pipeline import configs  # noqa: E402
 
 EXIT_BAD_DATA = 2
 EXIT_USAGE = 2
-_STRATEGIES = ('auto', 'mirrored', 'one_device', 'multi_worker')
 
 
 def _override(text: str) -> Tuple[str, Any]:
@@ -89,7 +89,7 @@ def _add_run_config_flags(parser: argparse.ArgumentParser,
                         help='folder for metadata, artifacts and serving/ '
                         f'(default {configs.DEFAULT_HOME})')
     parser.add_argument('--strategy',
-                        choices=_STRATEGIES,
+                        choices=settings.STRATEGIES,
                         help='tf.distribute strategy (default: auto)')
     parser.add_argument('--beam-arg',
                         action='append',

@@ -16,7 +16,7 @@ import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
 from common import names
-from components.example_gen import data_source
+from common import settings
 
 DEFAULT_HOME = 'tfx_home'
 PROFILES = ('smoke', 'full')
@@ -148,7 +148,7 @@ MODELS: Dict[str, ModelFamily] = {
             preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
             run_fn='models.convnet.model.run_fn',
             tuner_fn='models.convnet.model.tuner_fn',
-            default_data=data_source.FASHION_MNIST_DIR,
+            default_data=names.FASHION_MNIST_DIR,
             profiles=_CONVNET_PROFILES),
     # Metric learning (models/embedding/): the convnet's trunk, unit-vector
     # embeddings, a triplet loss; classifies by nearest reference.
@@ -158,7 +158,7 @@ MODELS: Dict[str, ModelFamily] = {
             preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
             run_fn='models.embedding.model.run_fn',
             tuner_fn='models.embedding.model.tuner_fn',
-            default_data=data_source.FASHION_MNIST_DIR,
+            default_data=names.FASHION_MNIST_DIR,
             profiles={
                 'smoke':
                     _embedding_profile('smoke',
@@ -245,204 +245,9 @@ MODELS: Dict[str, ModelFamily] = {
             }),
 }
 
-# Shared defaults; a profile's entries override them.
-TRAINING_DEFAULTS: Dict[str, Any] = dict(
-    learning_rate=1e-3,
-    dropout=0.25,
-    seed=42,
-    strategy='auto',
-    # Training length adapts to the data (models/schedule.py): at least this
-    # many steps, however few an epoch has; early stopping on the eval
-    # split's accuracy after this many epochs without a better one (or a
-    # fifth of the epochs), restoring the best epoch's weights; batch-norm
-    # statistics recomputed over up to this many training batches.
-    min_train_steps=1000,
-    # With too few eval examples to choose an epoch by (the training loss
-    # chooses), training goes on while the training loss falls, up to this
-    # many steps (models/schedule.py); 0 (the smoke profiles: minutes):
-    # min_train_steps as for any set.
-    max_train_steps=5000,
-    # Multiplies epochs, min_train_steps and max_train_steps (a dimension
-    # of the Tuner's search space).
-    training_length=1.0,
-    early_stopping_patience=10,
-    recalibration_batches=100,
-    # Small data: the global batch is at most this fraction of the training
-    # examples (FCN's min(N/10, 16)), min_train_steps then counts steps of
-    # the configured batch_size (more, smaller steps); the learning rate is
-    # halved when the training loss has not improved for lr_plateau_steps
-    # steps (whole epochs), down to min_learning_rate (FCN's
-    # ReduceLROnPlateau).
-    max_batch_fraction=0.1,
-    lr_plateau_factor=0.5,
-    lr_plateau_steps=500,
-    min_learning_rate=1e-4,
-    # How the rate falls (models/schedule.py decayed_learning_rate):
-    # 'plateau' (halved when the training loss stalls) or 'cosine' (to
-    # min_learning_rate over the training's steps).
-    learning_rate_decay='plateau',
-    # 0: from the steps an epoch (models/schedule.py training_schedule).
-    batch_norm_momentum=0.0,
-    # Random search (TFX Tuner) before training: this many trials, 0 = off,
-    # and no trial starts after tune_seconds of searching.
-    tune_trials=0,
-    tune_seconds=3600,
-    # Each trial trains this fraction of the Trainer's epochs (at least
-    # one): on a large data set a third ranks the trials at a third of the
-    # cost.
-    tune_epochs_fraction=1.0,
-    # Keep the parsed training and eval examples in memory after the first
-    # epoch (models/inputs.py); false when they do not fit in memory.
-    cache_examples=True,
-    # What a plain Keras script does not do (models/training.py
-    # apply_speedups): the model's steps compiled by XLA, and this many
-    # steps per call of the step function. Off: neither paid for any family
-    # here (README, Performance; bench/step_time.py).
-    jit_compile=False,
-    steps_per_execution=1,
-    # Start from the last blessed model's weights when the shapes match.
-    warm_start=False,
-    # Start from another trained model's lower layers (models/transfer.py):
-    # frozen for a fraction of the epochs, then fine-tuned at the learning
-    # rate times a factor.
-    transfer_from='',
-    transfer_frozen_fraction=0.25,
-    transfer_learning_rate_factor=0.1,
-    # Read the newest N spans (span-{SPAN} layouts).
-    span_window=1,
-    # Jensen-Shannon divergence from the last passed span's statistics above
-    # which a feature is reported as drifted; stop the run on drift or not.
-    drift_threshold=0.3,
-    stop_on_drift=False,
-    # A curated schema.pbtxt every span is validated against ('' infers
-    # one from each run's own statistics, which its data cannot break).
-    schema_path='',
-    # A candidate may lose at most this much test accuracy against the last
-    # blessed model and still be pushed.
-    max_accuracy_drop=0.0,
-    # Scale-out (models/distribute.py, models/workers.py). `mirrored` on a
-    # machine without GPUs mirrors over this many logical CPU devices;
-    # `multi_worker` outside a cluster starts this many worker processes,
-    # stopped after worker_timeout_seconds (0: no limit).
-    cpu_devices=2,
-    workers=2,
-    worker_timeout_seconds=0,
-    # learning_rate is for one replica's batch_size; over many replicas the
-    # global batch grows, and the rate with it (linear, sqrt or none),
-    # reached by a linear warm-up over warmup_epochs.
-    learning_rate_scaling='linear',
-    warmup_epochs=1)
 # Splits a data set does not give are carved from train by a stable hash.
 EVAL_PERCENT = 10
 TEST_PERCENT = 20
-ON_BAD_RECORD = 'fail'
-# Read by ExampleGen only; settable with --set like the rest.
-DATA_DEFAULTS: Dict[str, Any] = dict(on_bad_record=ON_BAD_RECORD, max_length=0)
-
-# What each `--set` key does: the one place its description lives
-# (`python -m pipeline run --list-settings` prints it with the defaults).
-SETTING_HELP: Dict[str, str] = dict(
-    max_examples_per_split='examples read per split, 0 for all',
-    image_shape='[height, width, channels] images are resized to',
-    conv_filters='convolution filters per block, one number per block',
-    dense_units='units of the dense layer before the classifier',
-    cell='recurrent cell: lstm or gru',
-    units='units per recurrent layer, one number per layer',
-    bidirectional='read sequences both ways',
-    clip_norm='clip gradients to this global norm (0: no clipping)',
-    epochs='passes over the training split',
-    batch_size='examples per step and replica',
-    min_accuracy='test accuracy a model needs to be pushed',
-    learning_rate="Adam's learning rate",
-    dropout='dropout rate',
-    seed='seed of weights, dropout and shuffling',
-    strategy='tf.distribute strategy (as --strategy)',
-    cache_examples='keep parsed examples in memory after the first epoch',
-    jit_compile="compile the model's training and eval steps with XLA",
-    steps_per_execution='training steps per call of the step function',
-    warm_start="start from the last blessed model's weights",
-    span_window='read the newest N span-N folders',
-    drift_threshold='Jensen-Shannon divergence from the last passed span '
-    'above which a feature is reported as drifted',
-    stop_on_drift='stop the run when a feature drifted',
-    schema_path='a curated schema.pbtxt every span must match '
-    "(ImportSchemaGen); '' infers one from each run's data",
-    max_accuracy_drop='test accuracy a model may lose against the last '
-    'blessed one and still be pushed',
-    on_bad_record='an unreadable record: fail the run, or skip and report it',
-    max_length='longest sequence accepted, 0 for any',
-    min_train_steps='train at least this many steps of batch_size (more, '
-    'smaller steps when the batch is capped), however small the data',
-    max_train_steps='with under 50 eval examples, train on while the '
-    'training loss falls, up to this many steps of batch_size; 0: '
-    'min_train_steps',
-    max_batch_fraction='the global batch is at most this fraction of the '
-    'training examples, 0: no cap',
-    lr_plateau_factor='multiply the learning rate by this when the training '
-    'loss stalls, 0: never',
-    lr_plateau_steps='steps (rounded up to whole epochs) without a lower '
-    'training loss before the learning rate drops',
-    min_learning_rate='the learning rate drops no lower than this',
-    early_stopping_patience='epochs without a better eval accuracy before '
-    'training stops (the best epoch is kept)',
-    recalibration_batches='training batches batch-norm statistics are '
-    'recomputed over before export',
-    batch_norm_momentum="batch-norm moving averages' momentum, 0: from the "
-    'steps an epoch',
-    tune_trials='random-search trials before training (TFX Tuner), 0: none',
-    tune_seconds='no trial starts after this many seconds of search',
-    tune_epochs_fraction='each trial trains this fraction of the epochs',
-    training_length='epochs, min_train_steps and max_train_steps times this',
-    tune_families='the Tuner also chooses the sequence family (rnn or fcn, '
-    "each with its own profile's settings under the trial's values); the "
-    "Trainer trains the best trial's",
-    learning_rate_decay="how the rate falls: 'plateau' or 'cosine'",
-    cpu_devices='logical CPU devices `mirrored` uses when there is no GPU',
-    workers='worker processes `multi_worker` starts outside a cluster',
-    worker_timeout_seconds='stop the workers after this long, 0: no limit',
-    learning_rate_scaling='how the learning rate grows with the replicas: '
-    'linear, sqrt or none',
-    warmup_epochs='epochs of linear warm-up to the scaled learning rate',
-    kernel_sizes='convolution kernel widths, one number per block',
-    augmentation="random changes to each training image: 'none', 'shift' "
-    "(by up to a tenth of its size) or 'shift_flip' (and left-right)",
-    scales='the image at these downsampling factors at once, e.g. [1,2,4] '
-    '(full, half, quarter resolution), merged before the dense layer; [1]: '
-    'single-scale',
-    scales_share_weights='one stack of filter banks for every scale (true) '
-    'or one per scale (false)',
-    transfer_from='start from the lower layers (before the first dense '
-    'layer) of this SavedModel, or of the newest version in this model base '
-    "path, that match by name and shape; '': from scratch",
-    transfer_frozen_fraction='fraction of the epochs the transferred layers '
-    'stay frozen before fine-tuning',
-    transfer_learning_rate_factor='the learning rate is multiplied by this '
-    'once the transferred layers are unfrozen',
-    embedding_dim='width of the unit-vector embedding',
-    triplet_margin='triplet loss margin, in squared distance of unit vectors',
-    triplet_mining='triplets mined in each batch: semi_hard (FaceNet) or '
-    'hard (batch-hard)',
-    references_per_class='training examples per class kept as references '
-    'in the exported model, 0: all',
-)
-# Settings whose value is one of a few words.
-SETTING_CHOICES: Dict[str, Tuple[str, ...]] = dict(
-    cell=('lstm', 'gru'),
-    on_bad_record=('fail', 'skip'),
-    triplet_mining=('semi_hard', 'hard'),
-    strategy=('auto', 'mirrored', 'one_device', 'multi_worker'),
-    learning_rate_scaling=('linear', 'sqrt', 'none'),
-    # models/schedule.py LEARNING_RATE_DECAYS (TensorFlow is not loaded yet).
-    learning_rate_decay=('plateau', 'cosine'),
-    # models/convnet/model.py AUGMENTATIONS.
-    augmentation=('none', 'shift', 'shift_flip'))
-
-# Settings that count something and cannot be 0.
-_COUNTS = ('epochs', 'batch_size', 'span_window', 'conv_filters', 'units',
-           'image_shape', 'dense_units', 'cpu_devices', 'workers',
-           'kernel_sizes', 'scales', 'embedding_dim', 'steps_per_execution')
-# Factors of a training's length that cannot be 0 (or fractions of one).
-_FACTORS = ('training_length', 'tune_epochs_fraction')
 
 
 class SettingError(ValueError):
@@ -453,11 +258,7 @@ def setting_defaults(model: str) -> Dict[str, Dict[str, Any]]:
     """Every settable key of `model` -> profile -> its default value."""
     keys: Dict[str, Dict[str, Any]] = {}
     for profile in PROFILES:
-        values = {
-            **TRAINING_DEFAULTS,
-            **DATA_DEFAULTS,
-            **MODELS[model].profiles[profile]
-        }
+        values = {**settings.DEFAULTS, **MODELS[model].profiles[profile]}
         for key, value in values.items():
             keys.setdefault(key, {})[profile] = value
     return keys
@@ -507,7 +308,8 @@ def _matches(value: Any, default: Any) -> bool:
 def check_overrides(model: str, overrides) -> None:
     """Raises SettingError naming the first key or value `model` does not
     accept: unknown keys (with the closest known ones), values whose type
-    differs from the default's, words outside SETTING_CHOICES."""
+    differs from the default's, words outside the setting's choices,
+    numbers below its bound (common/settings.py)."""
     defaults = setting_defaults(model)
     for key, value in overrides:
         if key not in defaults:
@@ -522,17 +324,18 @@ def check_overrides(model: str, overrides) -> None:
             raise SettingError(
                 f'--set {key}={json.dumps(value)}: expected '
                 f'{_type_name(default)}, like {json.dumps(default)}')
-        if key in SETTING_CHOICES and value not in SETTING_CHOICES[key]:
+        setting = settings.SETTINGS[key]
+        if setting.choices and value not in setting.choices:
             raise SettingError(f'--set {key}={value}: expected one of '
-                               f'{", ".join(SETTING_CHOICES[key])}')
+                               f'{", ".join(setting.choices)}')
+        counts = setting.bound == settings.COUNT
         numbers = value if isinstance(value, list) else [value]
         if any(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and v <
-            (1 if key in _COUNTS else 0) for v in numbers):
-            raise SettingError(
-                f'--set {key}={json.dumps(value)}: must be '
-                f'{"positive" if key in _COUNTS else "0 or more"}')
-        if key in _FACTORS and value <= 0:
+            (1 if counts else 0) for v in numbers):
+            raise SettingError(f'--set {key}={json.dumps(value)}: must be '
+                               f'{"positive" if counts else "0 or more"}')
+        if setting.bound == settings.ABOVE_ZERO and value <= 0:
             raise SettingError(f'--set {key}={value}: must be above 0')
 
 
@@ -541,7 +344,7 @@ def settings_table(model: str) -> str:
     rows = [('key', *PROFILES, 'what it does')]
     for key, values in sorted(setting_defaults(model).items()):
         rows.append((key, *(json.dumps(values[p]) for p in PROFILES),
-                     SETTING_HELP.get(key, '')))
+                     settings.SETTINGS[key].help))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return '\n'.join('  '.join([c.ljust(w) for c, w in zip(row, widths)] +
                                [row[-1]]).rstrip() for row in rows)
@@ -747,8 +550,7 @@ class RunConfig:
     def hyperparameters(self) -> Dict[str, Any]:
         """Training defaults, then the profile's values, then overrides."""
         params = {
-            **TRAINING_DEFAULTS,
-            **DATA_DEFAULTS,
+            **settings.DEFAULTS,
             **self.family.profiles[self.profile],
             **dict(self.overrides)
         }

@@ -34,6 +34,7 @@ from tfx.types import standard_artifacts
 from tfx.types.channel import Channel
 
 from common import names
+from common import settings
 from common import signatures
 from components.data_gate import DataGate
 from components.example_gen import executor as example_gen_executor
@@ -85,7 +86,7 @@ def example_gen_settings(config: configs.RunConfig, data_uri: str) -> dict:
         'max_length':
             params.get('max_length', 0),
         'on_bad_record':
-            params.get('on_bad_record', configs.ON_BAD_RECORD),
+            settings.value(params, 'on_bad_record'),
         'span_window':
             params.get('span_window', 1),
     }

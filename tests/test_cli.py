@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from common import settings
 from pipeline import cli
 from pipeline import configs
 from serving import cli as serving_cli
@@ -168,7 +169,7 @@ def test_list_settings_prints_every_key_with_defaults_and_description():
                 line for line in section.splitlines()
                 if line.split()[:1] == [key]
             ]
-            assert row.endswith(configs.SETTING_HELP[key]), row
+            assert row.endswith(settings.SETTINGS[key].help), row
             assert all(
                 json.dumps(defaults[profile]) in row
                 for profile in configs.PROFILES), row
@@ -179,7 +180,7 @@ def test_every_setting_has_a_description():
     keys = set()
     for model in configs.MODELS:
         keys |= set(configs.setting_defaults(model))
-    assert sorted(keys - set(configs.SETTING_HELP)) == []
+    assert sorted(keys - set(settings.SETTINGS)) == []
 
 
 def test_native_library_noise_is_dropped_and_the_rest_kept():

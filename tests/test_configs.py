@@ -11,6 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 
+from common import settings
 from models import schedule
 from models import sequences
 from models.convnet import model as convnet
@@ -64,7 +65,7 @@ def test_tested_and_pass_through_runners_are_accepted(flags):
 
 
 def test_a_learning_rate_decay_the_schedule_does_not_know_is_refused():
-    assert configs.SETTING_CHOICES['learning_rate_decay'] == (
+    assert settings.SETTINGS['learning_rate_decay'].choices == (
         schedule.LEARNING_RATE_DECAYS)
     configs.check_overrides('fcn', [('learning_rate_decay', 'cosine')])
     with pytest.raises(configs.SettingError,
@@ -74,7 +75,7 @@ def test_a_learning_rate_decay_the_schedule_does_not_know_is_refused():
 
 
 def test_an_augmentation_the_convnet_does_not_know_is_refused():
-    assert configs.SETTING_CHOICES['augmentation'] == convnet.AUGMENTATIONS
+    assert settings.SETTINGS['augmentation'].choices == convnet.AUGMENTATIONS
     configs.check_overrides('embedding', [('augmentation', 'shift_flip')])
     with pytest.raises(configs.SettingError,
                        match='augmentation=rotate: expected one of '

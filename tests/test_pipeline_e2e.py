@@ -21,6 +21,7 @@ import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from common import names
+from common import settings
 from common import signatures
 from components import ts_format
 from models import data_facts
@@ -647,7 +648,7 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     # family's values are named in its scope).
     profile = tuning.profile_values(
         fcn.search_space, {
-            **configs.TRAINING_DEFAULTS,
+            **settings.DEFAULTS,
             **configs.MODELS['fcn'].profiles['smoke'], 'learning_rate_decay':
                 'cosine'
         })

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from common import names
+from common import settings
 from models import sequences
 from models import training
 from models import tuning
@@ -181,7 +182,7 @@ def test_every_profile_is_a_point_of_its_familys_search_space(model):
     module = importlib.import_module(family.run_fn.rsplit('.', 1)[0])
     search_space = module.RECIPE.search_space
     for profile, values in family.profiles.items():
-        params = {**configs.TRAINING_DEFAULTS, **values}
+        params = {**settings.DEFAULTS, **values}
         assert tuning.profile_values(search_space, params), profile
         if family.tuned_with:
             # And of the space of the families its Tuner chooses between.
@@ -255,7 +256,7 @@ def test_the_sequence_search_draws_both_families_each_with_its_own_params(
                                               3][:len(params['conv_filters'])]
             assert 'clip_norm' not in params and 'units' not in params
             assert params['max_batch_fraction'] == (
-                configs.TRAINING_DEFAULTS['max_batch_fraction'])
+                settings.DEFAULTS['max_batch_fraction'])
             assert params['epochs'] == fcn_profile['epochs']
         # What the data gives, for every family.
         assert params['num_channels'] == 3
@@ -280,7 +281,7 @@ def test_the_sequence_searchs_first_trial_is_the_running_familys_profile(
     assert first[names.FAMILY] == model
     profile = configs.MODELS[model].profiles['smoke']
     assert {key: first[key] for key in profile} == profile
-    assert first['learning_rate'] == configs.TRAINING_DEFAULTS['learning_rate']
+    assert first['learning_rate'] == settings.DEFAULTS['learning_rate']
 
 
 def test_the_trainer_trains_the_best_trials_family_with_its_params(

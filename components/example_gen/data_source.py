@@ -33,8 +33,6 @@ from components.errors import InputDataError
 from components.example_gen import class_check
 from components.example_gen import spans
 
-FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
-
 
 @dataclasses.dataclass(frozen=True)
 class DataSource:
@@ -157,10 +155,10 @@ def _idx_patterns(path: str) -> Dict[str, str]:
 
 
 def _idx_class_names(path: str) -> Tuple[str, ...]:
-    names = _class_names_file(path, required=False)
-    if names:
-        return names
-    if os.path.realpath(path) == FASHION_MNIST_DIR:
+    class_names = _class_names_file(path, required=False)
+    if class_names:
+        return class_names
+    if os.path.realpath(path) == names.FASHION_MNIST_DIR:
         return image_formats.FASHION_MNIST_CLASS_NAMES
     return class_check.idx_class_names(
         image_formats.labels_path_for(

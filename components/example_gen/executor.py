@@ -30,6 +30,7 @@ from tfx.types import artifact_utils
 from tfx.utils import proto_utils
 
 from common import names
+from common.settings import ON_BAD_RECORD_SKIP
 from components.errors import InputDataError
 from components.example_gen import data_source
 from components.example_gen import images
@@ -45,8 +46,6 @@ DATA_NAME = 'data_name'
 # changed file of our deepest layout (span-N/split/class/image) is seen.
 _FINGERPRINT_DEPTH = 5
 
-ON_BAD_RECORD_FAIL = 'fail'
-ON_BAD_RECORD_SKIP = 'skip'
 BAD_RECORDS_PROPERTY = 'bad_records_skipped'
 _BAD_RECORDS_DIR_KEY = '_bad_records_dir'
 _BAD_RECORDS_SHOWN = 10

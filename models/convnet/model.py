@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 import tensorflow as tf
 
 from common import names
+from common import settings
 from common import signatures
 from models import export
+from models import schedule
 from models import training
 from models.convnet import multiscale
 
@@ -38,7 +40,7 @@ MAX_DENSE_DROPOUT = 0.75
 # Random changes to a training image that keep its class, for most image
 # sets: none, a shift, a shift and a left-right flip (not for text or
 # digits, whose mirror is another class: the Tuner's eval score tells).
-AUGMENTATIONS = ('none', 'shift', 'shift_flip')
+AUGMENTATIONS = settings.AUGMENTATIONS
 MAX_SHIFT = 0.1  # Of the image's height and width.
 
 
@@ -103,9 +105,8 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     config `scales` names more than the full resolution (models/convnet/
     multiscale.py)."""
     height, width, channels = (int(d) for d in params['image_shape'])
-    dropout = float(params.get('dropout', 0.25))
-    # models/schedule.py sets it from the steps an epoch.
-    momentum = float(params.get('batch_norm_momentum', 0.99))
+    dropout = float(settings.value(params, 'dropout'))
+    momentum = schedule.batch_norm_momentum(params)
     image = keras.Input((height, width, channels), name=names.IMAGE_KEY)
     x = image
     for layer in augmentation_layers(params.get('augmentation', 'none')):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import tensorflow as tf
 
 from common import names
+from common import settings
 from models import schedule
 from models import training
 from models.convnet import model as convnet
@@ -52,7 +53,7 @@ def compile_model(
         learning_rate: Optional[schedule.LearningRate] = None) -> None:
     """Adam on the triplet loss; accuracy is the in-batch 1-NN accuracy."""
     if learning_rate is None:
-        learning_rate = params.get('learning_rate', 1e-3)
+        learning_rate = settings.value(params, 'learning_rate')
     model.compile(optimizer=keras.optimizers.Adam(
         learning_rate=learning_rate,
         global_clipnorm=params.get('clip_norm') or None),

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from common import names
 from common import signatures
+from models import schedule
 from models import training
 from models.rnn import model as rnn
 
@@ -40,7 +41,7 @@ def _zero_padding(args):
 def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     """The FCN for sequences of `num_channels` channels."""
     channels = int(params['num_channels'])
-    momentum = float(params.get('batch_norm_momentum', 0.99))
+    momentum = schedule.batch_norm_momentum(params)
     sequence = keras.Input((None, channels), name=names.SEQUENCE_KEY)
     length = keras.Input((), dtype=tf.int64, name=names.LENGTH_KEY)
     mask = keras.layers.Lambda(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Dict
 import tensorflow as tf
 
 from common import names
+from common import settings
 from common import signatures
 from models import export
 from models import training
@@ -26,7 +27,7 @@ _CELLS = {'lstm': keras.layers.LSTM, 'gru': keras.layers.GRU}
 def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     """The RNN for sequences of `num_channels` channels."""
     channels = int(params['num_channels'])
-    dropout = float(params.get('dropout', 0.25))
+    dropout = float(settings.value(params, 'dropout'))
     cell = _CELLS[params.get('cell', 'lstm')]
     sequence = keras.Input((None, channels), name=names.SEQUENCE_KEY)
     length = keras.Input((), dtype=tf.int64, name=names.LENGTH_KEY)
