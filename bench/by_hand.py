@@ -46,9 +46,9 @@ warnings.filterwarnings('ignore', category=FutureWarning)
 import numpy as np  # noqa: E402
 
 from bench import common  # noqa: E402
-from components import image_formats  # noqa: E402
-from components import ts_format  # noqa: E402
 from components.example_gen import data_source  # noqa: E402
+from formats import image_formats  # noqa: E402
+from formats import ts_format  # noqa: E402
 from pipeline import configs  # noqa: E402
 
 Arrays = Dict[str, np.ndarray]

@@ -44,7 +44,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # noqa: E402
 
 from common import settings  # noqa: E402
-from components import image_formats  # noqa: E402
+from formats import image_formats  # noqa: E402
 from pipeline import configs  # noqa: E402
 
 KS = (1, 5, 20)

@@ -70,8 +70,8 @@ def write_scaled_idx(source: str, dest: str, scale: float) -> Dict[str, int]:
         Rows written per split: {'train': n, 'test': m}.
     """
     # pylint: disable=import-outside-toplevel
-    from components import image_formats
     from components.example_gen import data_source
+    from formats import image_formats
     os.makedirs(dest, exist_ok=True)
     class_names = data_source.detect(source, names.IMAGES).class_names
     rows = {}

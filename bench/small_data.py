@@ -37,8 +37,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from components import image_formats  # noqa: E402
-from components import ts_format  # noqa: E402
+from formats import image_formats  # noqa: E402
+from formats import ts_format  # noqa: E402
 from pipeline import configs  # noqa: E402
 
 FASHION_NAMES = ('T-shirt_top', 'Trouser', 'Pullover', 'Dress', 'Coat',

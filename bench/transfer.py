@@ -55,7 +55,7 @@ from PIL import Image  # noqa: E402
 
 from bench import common  # noqa: E402
 from bench import small_data  # noqa: E402
-from components import image_formats  # noqa: E402
+from formats import image_formats  # noqa: E402
 from pipeline import configs  # noqa: E402
 
 # The small set holds the four tops, the classes most alike (learnt from

@@ -18,9 +18,9 @@ import os
 import shutil
 from typing import List, Sequence, Tuple
 
-from components import image_formats
-from components.errors import InputDataError
 from components.pusher import executor as pusher_executor
+from formats import image_formats
+from formats.errors import InputDataError
 
 # Images embedded per call of the signature.
 _BATCH = 64

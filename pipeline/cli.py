@@ -52,10 +52,10 @@ warnings.filterwarnings('ignore', category=FutureWarning)
 # pylint: disable=wrong-import-position
 from common import arguments  # noqa: E402
 from common import settings  # noqa: E402
-from components import image_formats  # noqa: E402
 from components.errors import DataValidationError  # noqa: E402
-from components.errors import InputDataError  # noqa: E402
 from components.example_gen import data_source  # noqa: E402
+from formats import image_formats  # noqa: E402
+from formats.errors import InputDataError  # noqa: E402
 from models import saved_model_dirs  # noqa: E402
 from pipeline import configs  # noqa: E402
 

@@ -13,8 +13,8 @@ import tempfile
 from typing import List, Tuple
 
 from common import names
-from components import image_formats
-from components import ts_format
+from formats import image_formats
+from formats import ts_format
 from pipeline import configs
 from serving import client as client_lib
 from serving.process import ServerProcess

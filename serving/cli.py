@@ -183,8 +183,8 @@ def _read_inputs(paths: Sequence[str]) -> List[_Input]:
 def _read_sequences(path: str, suffix: str) -> List[_Input]:
     try:
         # Lazy: image prediction must not depend on the sequence readers.
-        from components import long_csv_format  # pylint: disable=import-outside-toplevel
-        from components import ts_format  # pylint: disable=import-outside-toplevel
+        from formats import long_csv_format  # pylint: disable=import-outside-toplevel
+        from formats import ts_format  # pylint: disable=import-outside-toplevel
     except ImportError as e:
         raise CliError(f'{path}: cannot read sequence files ({e})') from None
     reader = (ts_format.read_ts
@@ -202,8 +202,8 @@ def _read_sequences(path: str, suffix: str) -> List[_Input]:
 def _read_image(path: str) -> bytes:
     """The file as PNG or JPEG bytes, decoded as the pipeline's reader does."""
     # Lazy: sequence prediction must not depend on the image readers.
-    from components import image_formats  # pylint: disable=import-outside-toplevel
-    from components.errors import InputDataError  # pylint: disable=import-outside-toplevel
+    from formats import image_formats  # pylint: disable=import-outside-toplevel
+    from formats.errors import InputDataError  # pylint: disable=import-outside-toplevel
     try:
         return image_formats.decode_image_file(path)
     except InputDataError as e:

@@ -23,9 +23,9 @@ from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
 
 from common import names
-from components import image_formats
-from components import long_csv_format
 from components.example_gen import data_source
+from formats import image_formats
+from formats import long_csv_format
 from pipeline import cli
 from tests import datasets
 

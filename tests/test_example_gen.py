@@ -16,9 +16,9 @@ from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
 from common import names
-from components.errors import InputDataError
 from components.example_gen import data_source
 from components.example_gen import executor
+from formats.errors import InputDataError
 from models import data_facts
 from pipeline import configs
 from pipeline import pipeline as pipeline_lib

@@ -20,7 +20,8 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 LAYERS = {
-    'common': -1,
+    'common': -2,
+    'formats': -1,
     'models': 0,
     'serving': 1,
     'components': 2,
@@ -31,7 +32,8 @@ LAYERS = {
     'serving.__main__': 4,
     'bench': 4,
 }
-PACKAGES = ('common', 'models', 'serving', 'components', 'pipeline', 'bench')
+PACKAGES = ('common', 'formats', 'models', 'serving', 'components', 'pipeline',
+            'bench')
 
 
 def layer_of(module: str) -> int:
@@ -84,10 +86,11 @@ def test_no_import_runs_up_a_layer():
 
 
 @pytest.mark.parametrize('importer, imported, upward', [
-    ('serving.client', 'components.image_formats', True),
+    ('serving.client', 'components.example_gen', True),
     ('components.serving_check.request_builder', 'serving.client', False),
     ('models.training', 'pipeline.configs', True),
-    ('serving.cli', 'components.image_formats', False),
+    ('serving.cli', 'formats.image_formats', False),
+    ('formats.image_formats', 'models.features', True),
 ])
 def test_layers_order_as_documented(importer, imported, upward):
     assert (layer_of(imported) > layer_of(importer)) == upward

@@ -23,7 +23,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from common import names
 from common import settings
 from common import signatures
-from components import ts_format
+from formats import ts_format
 from models import data_facts
 from models import features
 from models import tuning

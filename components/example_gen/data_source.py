@@ -26,12 +26,12 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from common import names
-from components import image_formats
-from components import long_csv_format
-from components import ts_format
-from components.errors import InputDataError
 from components.example_gen import class_check
 from components.example_gen import spans
+from formats import image_formats
+from formats import long_csv_format
+from formats import ts_format
+from formats.errors import InputDataError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,11 +31,11 @@ from tfx.utils import proto_utils
 
 from common import names
 from common.settings import ON_BAD_RECORD_SKIP
-from components.errors import InputDataError
 from components.example_gen import data_source
 from components.example_gen import images
 from components.example_gen import sequences
 from components.example_gen import spans
+from formats.errors import InputDataError
 from models import data_facts
 
 # Settings the pipeline gives (settings_to_custom_config): the data's kind

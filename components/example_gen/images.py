@@ -8,9 +8,9 @@ import apache_beam as beam
 import numpy as np
 
 from common import names
-from components import image_formats
-from components.errors import InputDataError
 from components.example_gen import reading
+from formats import image_formats
+from formats.errors import InputDataError
 from models import features
 
 # IDX files hold a whole split in one file: it is read in this many chunks,

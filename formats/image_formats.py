@@ -26,7 +26,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image
 
-from components.errors import InputDataError
+from formats.errors import InputDataError
 
 FASHION_MNIST_CLASS_NAMES: Tuple[str,
                                  ...] = ('T-shirt/top', 'Trouser', 'Pullover',
