@@ -1,9 +1,9 @@
 """The training loop every model shares: data, strategy, fit, export.
 
-A model package supplies a `ModelRecipe` (how to build its Keras model, how
-transformed features become model inputs, its extra serving signatures) and a
-one-line `run_fn` that calls `run(fn_args, recipe)`. Everything else, the
-same for every model, lives here once.
+A model package supplies a `ModelRecipe` (models/recipe.py: how to build
+its Keras model, how transformed features become model inputs, its extra
+serving signatures); `train` does the rest, the same for every model. The
+Trainer's entry point around it is models/trainer.py.
 
 Hyper-parameters arrive in the Trainer's `custom_config` (from
 pipeline/configs.py) and may be overridden by a Tuner's `hyperparameters`;
@@ -12,18 +12,14 @@ class names and channels come from the data, through the transform graph
 """
 
 import contextlib
-import dataclasses
 import functools
-import json
 import math
-import os
 import shutil
 import tempfile
 import time
 from typing import (
     TYPE_CHECKING,
     Any,
-    Callable,
     Dict,
     Iterator,
     List,
@@ -41,11 +37,11 @@ from models import distribute
 from models import export
 from models import inputs
 from models import progress
+from models import recipe as recipe_lib
 from models import schedule
 from models import tracing
 from models import transfer
 from models import weights
-from models import workers
 from models.schedule import LearningRate  # Type aliases.
 from models.schedule import Params  # Type aliases.
 
@@ -53,36 +49,6 @@ if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
     from tfx import v1 as tfx
 
 keras = tf.keras
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelRecipe:
-    """What a model package contributes to the shared training loop.
-
-    Attributes:
-        build_model: (hyper-parameters, number of classes) -> an uncompiled
-            Keras model with a softmax output.
-        to_model_inputs: (transformed features, hyper-parameters) -> the
-            model's inputs.
-        extra_signatures: Serving signatures besides `serving_default`.
-        search_space: Declares the family's hyper-parameters on a KerasTuner
-            `HyperParameters` and returns the params their values stand for
-            (models/tuning.py); None when the family is not tuned.
-        compile_model: (model, params, learning rate) -> None, in place of
-            `compile_model` (cross-entropy); its metrics must include one
-            named `accuracy`, which chooses the kept epoch.
-        export_model: In place of export.export_serving_model, with the
-            same arguments and `params` and `train_data` (the training
-            split's batches in a fixed order, one pass).
-    """
-
-    build_model: Callable[[Params, int], keras.Model]
-    to_model_inputs: Callable[[Dict[str, tf.Tensor], Params], Dict[str,
-                                                                   tf.Tensor]]
-    extra_signatures: Dict[str, export.SignatureFactory]
-    search_space: Optional[Callable[[Any], Params]] = None
-    compile_model: Optional[Callable[..., None]] = None
-    export_model: Optional[Callable[..., None]] = None
 
 
 def hyperparameters(fn_args: 'tfx.components.FnArgs') -> Dict[str, Any]:
@@ -98,26 +64,6 @@ def hyperparameters(fn_args: 'tfx.components.FnArgs') -> Dict[str, Any]:
         params.update(
             tuned.get('values', tuned) if isinstance(tuned, dict) else tuned)
     return params
-
-
-def search_space(hp: Any, batch_sizes: List[int]) -> Params:
-    """How a model trains, in every family's Tuner search space: dropout,
-    the learning rate and its decay, the batch (from `batch_sizes`) and the
-    training's length (epochs and steps, models/schedule.py), declared on a
-    KerasTuner `HyperParameters`."""
-    return {
-        'dropout':
-            hp.Float('dropout', 0.0, 0.5, step=0.125),
-        'learning_rate':
-            hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
-        'learning_rate_decay':
-            hp.Choice('learning_rate_decay',
-                      list(schedule.LEARNING_RATE_DECAYS)),
-        'batch_size':
-            hp.Choice('batch_size', batch_sizes),
-        'training_length':
-            hp.Choice('training_length', list(settings.TRAINING_LENGTHS))
-    }
 
 
 def compile_model(model: keras.Model,
@@ -174,57 +120,8 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append(round(time.monotonic() - self._started, 2))
 
 
-def run(fn_args: 'tfx.components.FnArgs',
-        recipe: ModelRecipe,
-        params: Optional[Params] = None,
-        export_model: bool = True,
-        recipes: Optional[Dict[str, ModelRecipe]] = None) -> float:
-    """Trains the recipe's model under the configured strategy and exports it.
-
-    `multi_worker` outside a cluster (no TF_CONFIG) starts the configured
-    number of worker processes here (models/workers.py), each of which trains
-    (`train`) inside the cluster. The chief writes what the training did
-    (`names.TRAINING_REPORT` in the model run directory).
-
-    Args:
-        fn_args: The Trainer's (or the Tuner's) arguments.
-        recipe: The model family's recipe.
-        params: Hyper-parameters (default: the run's, `hyperparameters`,
-            with a Tuner's best values in the recipe's search space).
-        export_model: Export to `fn_args.serving_model_dir`; a Tuner's trial
-            only trains.
-        recipes: The families a Tuner may have chosen between (name ->
-            recipe, `recipe` among them): after a search over them the
-            best trial's family trains, with its own params.
-
-    Returns:
-        The best epoch's accuracy on the eval split (its weights are kept).
-    """
-    if params is None:
-        params = hyperparameters(fn_args)
-        if fn_args.hyperparameters and recipe.search_space:
-            # KerasTuner is imported only when a Tuner ran.
-            from models import tuning  # pylint: disable=import-outside-toplevel
-            # Chosen before the workers start: they train what they are
-            # handed (models/workers.py names the chosen recipe).
-            recipe, params = tuning.best_recipe(fn_args.hyperparameters, recipe,
-                                                params, recipes)
-    if (params.get('strategy') == 'multi_worker' and export_model and
-            not workers.in_cluster()):
-        report = workers.launch(fn_args, recipe, params)
-    else:
-        report = train(fn_args, recipe, params, export_model)
-    if report['chief'] and export_model:
-        tf.io.gfile.makedirs(fn_args.model_run_dir)
-        with tf.io.gfile.GFile(
-                os.path.join(fn_args.model_run_dir, names.TRAINING_REPORT),
-                'w') as f:
-            json.dump(report, f)
-    return report['best_val_accuracy']
-
-
 def train(fn_args: 'tfx.components.FnArgs',
-          recipe: ModelRecipe,
+          recipe: recipe_lib.ModelRecipe,
           params: Params,
           export_model: bool = True) -> Dict[str, Any]:
     """Trains (and exports) in this process, as one replica set of the

@@ -5,7 +5,7 @@ family's search space (a `HyperParameters`), and the trial trains with our
 own training loop (models/training.py), not `keras_tuner.Tuner.fit`:
 KerasTuner here runs on Keras 3, while our models are tf_keras (TFX 1.16),
 so its Tuner cannot build, fit or save them. `TrialTuner` is therefore a
-`keras_tuner.BaseTuner` whose `run_trial` calls `training.run` without
+`keras_tuner.BaseTuner` whose `run_trial` calls `training.train` without
 export and reports the best epoch's eval accuracy.
 
 The first trial is the profile's own configuration, when the search space
@@ -58,6 +58,8 @@ from absl import logging
 
 from common import names
 from models import data_facts
+from models import families
+from models import recipe as recipe_lib
 from models import schedule
 from models import training
 
@@ -248,7 +250,7 @@ class Search:
             them (`held_settings`).
     """
 
-    recipes: Dict[str, training.ModelRecipe]
+    recipes: Dict[str, recipe_lib.ModelRecipe]
     params: Dict[str, schedule.Params]
     first: str
     held: Tuple[str, ...] = ()
@@ -284,32 +286,29 @@ class Search:
 
     def choose(
         self, values: schedule.Params
-    ) -> Tuple[training.ModelRecipe, schedule.Params]:
+    ) -> Tuple[recipe_lib.ModelRecipe, schedule.Params]:
         """The recipe and params of the point of the space that stands for
         `values` (the params the search space returned)."""
         family = values.get(FAMILY, self.first)
         return self.recipes[family], {**self.params[family], **values}
 
 
-def search(recipe: training.ModelRecipe,
-           params: schedule.Params,
-           recipes: Optional[Dict[str, training.ModelRecipe]] = None) -> Search:
-    """The search the run's `params` ask for: over the families of `recipes`
-    (name -> recipe, `recipe` among them) when `tune_families` is on and
-    the pipeline handed down the other families' params, else over
-    `recipe`'s own space; the settings the pipeline names as the user's
-    (`names.HELD_SETTINGS`) held at their values."""
+def search(recipe: recipe_lib.ModelRecipe, params: schedule.Params) -> Search:
+    """The search the run's `params` ask for: over `recipe`'s family and the
+    families the pipeline handed down params for (`names.FAMILY_PARAMS`,
+    found by name: models/families.py) when `tune_families` is on, else
+    over `recipe`'s own space; the settings the pipeline names as the
+    user's (`names.HELD_SETTINGS`) held at their values."""
     own = {
         key: value
         for key, value in params.items()
         if key != names.FAMILY_PARAMS
     }
-    family_names = [name for name, r in (recipes or {}).items() if r is recipe]
     others = params.get(names.FAMILY_PARAMS) or {}
     held = tuple(params.get(names.HELD_SETTINGS) or ())
-    if not (family_names and params.get('tune_families') and others):
+    if not (params.get('tune_families') and others):
         return Search({'': recipe}, {'': own}, '', held)
-    first = family_names[0]
+    first = recipe.name
     # What the data gives (models/data_facts.py), the same for every family:
     # they read the same tf.Transform output.
     facts = {
@@ -317,20 +316,20 @@ def search(recipe: training.ModelRecipe,
         for key in (data_facts.CLASS_NAMES, data_facts.NUM_CHANNELS)
         if key in params
     }
+    chosen = {first: recipe}
     family_params = {first: {**own, FAMILY: first}}
     for name, values in others.items():
-        if name in recipes:
+        if name in families.MODULES and name != first:
+            chosen[name] = families.recipe(name)
             family_params[name] = {**values, **facts, FAMILY: name}
-    chosen = {name: recipes[name] for name in family_params}
     return Search(chosen, family_params, first, held)
 
 
 def best_recipe(
     best_hyperparameters: Dict[str, Any],
-    recipe: training.ModelRecipe,
+    recipe: recipe_lib.ModelRecipe,
     params: schedule.Params,
-    recipes: Optional[Dict[str, training.ModelRecipe]] = None
-) -> Tuple[training.ModelRecipe, schedule.Params]:
+) -> Tuple[recipe_lib.ModelRecipe, schedule.Params]:
     """What the Trainer trains after a Tuner: the best trial's family (when
     the search chose between families) with its own params, under the best
     values.
@@ -340,9 +339,8 @@ def best_recipe(
             config, as the Trainer receives it).
         recipe: The running family's recipe (`--model`).
         params: The run's params (models/training.py `hyperparameters`).
-        recipes: The families the search may have chosen between.
     """
-    chosen = search(recipe, params, recipes)
+    chosen = search(recipe, params)
     return chosen.choose(tuned_params(chosen.search_space,
                                       best_hyperparameters))
 
@@ -497,11 +495,11 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
         # search's budget is the run's, whichever family the trial trains.
         params['epochs_fraction'] = float(
             self._params.get('tune_epochs_fraction') or 1.0)
-        accuracy = training.run(self._fn_args,
+        report = training.train(self._fn_args,
                                 recipe,
                                 params,
                                 export_model=False)
-        return {OBJECTIVE.name: accuracy}
+        return {OBJECTIVE.name: report['best_val_accuracy']}
 
     def on_search_end(self):
         super().on_search_end()
@@ -520,14 +518,12 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
 
 
 def make_tuner(fn_args: Optional['tfx.components.FnArgs'],
-               recipe: training.ModelRecipe,
-               params: schedule.Params,
-               recipes: Optional[Dict[str, training.ModelRecipe]] = None,
+               recipe: recipe_lib.ModelRecipe, params: schedule.Params,
                **kwargs) -> TrialTuner:
     """The random search the run's `params` ask for (`search`), its first
     trial the running family's profile (`family` its own); `kwargs` go to
     KerasTuner's BaseTuner (directory, project_name)."""
-    chosen = search(recipe, params, recipes)
+    chosen = search(recipe, params)
     oracle = make_oracle(chosen.search_space, chosen.params[chosen.first])
     return TrialTuner(oracle,
                       fn_args,
@@ -537,20 +533,16 @@ def make_tuner(fn_args: Optional['tfx.components.FnArgs'],
                       **kwargs)
 
 
-def tuner_fn(
-    fn_args: 'tfx.components.FnArgs',
-    recipe: training.ModelRecipe,
-    recipes: Optional[Dict[str, training.ModelRecipe]] = None
-) -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's `tuner_fn` for `recipe`'s family, or for the
-    families of `recipes` (name -> recipe) with `tune_families`."""
+def tuner_fn(fn_args: 'tfx.components.FnArgs',
+             recipe: recipe_lib.ModelRecipe) -> 'tfx.components.TunerFnResult':
+    """The TFX Tuner's `tuner_fn` for `recipe`'s family, or with
+    `tune_families` for it and the families the pipeline names."""
     from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
     # The same hyper-parameters (and class names) the Trainer's run_fn reads.
     params = training.hyperparameters(fn_args)
     tuner = make_tuner(fn_args,
                        recipe,
                        params,
-                       recipes,
                        directory=fn_args.working_dir,
                        project_name='random_search')
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={})

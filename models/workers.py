@@ -35,7 +35,7 @@ from common import settings
 if TYPE_CHECKING:  # Neither TFX nor training is imported to start workers.
     from tfx import v1 as tfx
 
-    from models import training
+    from models import recipe as recipe_lib
 
 SPEC_FILE = 'spec.json'
 # Lines of a failed worker's log shown in the error.
@@ -62,15 +62,6 @@ def free_ports(count: int) -> List[int]:
             sock.bind(('127.0.0.1', 0))
             sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
-
-
-def _recipe_path(recipe: 'training.ModelRecipe') -> str:
-    """`module:NAME` of the module-level name bound to `recipe`."""
-    module = sys.modules[recipe.build_model.__module__]
-    for name, value in vars(module).items():
-        if value is recipe:
-            return f'{module.__name__}:{name}'
-    raise ValueError(f'no module-level name for the recipe in {module}')
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child.
@@ -123,7 +114,7 @@ def _wait(processes: Sequence[subprocess.Popen], logs: Sequence[str],
         time.sleep(0.2)
 
 
-def launch(fn_args: 'tfx.components.FnArgs', recipe: 'training.ModelRecipe',
+def launch(fn_args: 'tfx.components.FnArgs', recipe: 'recipe_lib.ModelRecipe',
            params: Dict[str, Any]) -> Dict[str, Any]:
     """Trains as `params['workers']` worker processes on 127.0.0.1.
 
@@ -148,8 +139,9 @@ def launch(fn_args: 'tfx.components.FnArgs', recipe: 'training.ModelRecipe',
         # <examples>/Split-<name>/*: the Examples artifact holding the files.
         'examples_uri':
             os.path.dirname(os.path.dirname(fn_args.train_files[0])),
-        'recipe':
-            _recipe_path(recipe),
+        # The family, found by name in the worker (models/families.py).
+        'family':
+            recipe.name,
         # The run's hyper-parameters, a Tuner's best values included.
         'params':
             params,
@@ -232,16 +224,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     with open(argv[0], encoding='utf-8') as f:
         spec = json.load(f)
     # pylint: disable=import-outside-toplevel
-    import importlib
-
     import tensorflow as tf
     from absl import logging
     from tfx.components.trainer import fn_args_utils
 
+    from models import families
     from models import training
     logging.set_verbosity(logging.INFO)
-    module, name = spec['recipe'].split(':')
-    recipe = getattr(importlib.import_module(module), name)
+    recipe = families.recipe(spec['family'])
     fn_args = fn_args_utils.FnArgs(**spec['fn_args'],
                                    data_accessor=data_accessor(
                                        spec['examples_uri']))

@@ -88,7 +88,7 @@ class ModelFamily:
         tuner_fn: Dotted path of its TFX Tuner tuner_fn (random search).
         tuned_with: Other families its Tuner may choose instead of it
             (`tune_families`): they read the same tf.Transform output and
-            serve the same signatures (models/sequences.py).
+            serve the same signatures (models/sequence_io.py).
     """
 
     kind: str
@@ -146,8 +146,8 @@ MODELS: Dict[str, ModelFamily] = {
         ModelFamily(
             kind=names.IMAGES,
             preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
-            run_fn='models.convnet.model.run_fn',
-            tuner_fn='models.convnet.model.tuner_fn',
+            run_fn='models.entry_points.convnet_run_fn',
+            tuner_fn='models.entry_points.convnet_tuner_fn',
             default_data=names.FASHION_MNIST_DIR,
             profiles=_CONVNET_PROFILES),
     # Metric learning (models/embedding/): the convnet's trunk, unit-vector
@@ -156,8 +156,8 @@ MODELS: Dict[str, ModelFamily] = {
         ModelFamily(
             kind=names.IMAGES,
             preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
-            run_fn='models.embedding.model.run_fn',
-            tuner_fn='models.embedding.model.tuner_fn',
+            run_fn='models.entry_points.embedding_run_fn',
+            tuner_fn='models.entry_points.embedding_tuner_fn',
             default_data=names.FASHION_MNIST_DIR,
             profiles={
                 'smoke':
@@ -178,8 +178,8 @@ MODELS: Dict[str, ModelFamily] = {
         ModelFamily(
             kind=names.SEQUENCES,
             preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
-            run_fn='models.rnn.model.run_fn',
-            tuner_fn='models.rnn.model.tuner_fn',
+            run_fn='models.entry_points.rnn_run_fn',
+            tuner_fn='models.entry_points.rnn_tuner_fn',
             tuned_with=('fcn',),
             default_data=_sktime_data('JapaneseVowels'),
             # No small-data batch cap: a recurrent step costs about the same at
@@ -217,8 +217,8 @@ MODELS: Dict[str, ModelFamily] = {
         ModelFamily(
             kind=names.SEQUENCES,
             preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
-            run_fn='models.fcn.model.run_fn',
-            tuner_fn='models.fcn.model.tuner_fn',
+            run_fn='models.entry_points.fcn_run_fn',
+            tuner_fn='models.entry_points.fcn_tuner_fn',
             tuned_with=('rnn',),
             default_data=_sktime_data('JapaneseVowels'),
             profiles={

@@ -12,8 +12,8 @@ from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 
 from common import settings
+from models import families
 from models import schedule
-from models import sequences
 from models.convnet import model as convnet
 from pipeline import cli
 from pipeline import configs
@@ -86,15 +86,15 @@ def test_an_augmentation_the_convnet_does_not_know_is_refused():
 
 
 def test_families_a_tuner_chooses_between_are_the_models_sequence_families():
-    """The pipeline names them (tuned_with), models/sequences.py recipes
-    them: the same names, the same recipes, the same tf.Transform output."""
+    """The pipeline names them (tuned_with), models/families.py finds
+    them by the same names; they read the same tf.Transform output."""
     for name, family in configs.MODELS.items():
-        if not family.tuned_with:
-            continue
-        module = importlib.import_module(family.run_fn.rsplit('.', 1)[0])
-        assert sequences.recipes()[name] is module.RECIPE
+        assert families.recipe(name).name == name
+        for entry in (family.run_fn, family.tuner_fn):
+            module, function = entry.rsplit('.', 1)
+            assert callable(getattr(importlib.import_module(module), function))
         for other in family.tuned_with:
-            assert other in sequences.recipes()
+            assert families.recipe(other).name == other
             assert (configs.MODELS[other].preprocessing_fn ==
                     family.preprocessing_fn)
         assert all(values['tune_families'] is True

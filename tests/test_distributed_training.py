@@ -17,6 +17,7 @@ import tensorflow_transform as tft
 from common import names
 from common import signatures
 from models import distribute
+from models import entry_points
 from models import features
 from models import inputs
 from models import schedule
@@ -64,7 +65,7 @@ def mirrored_run(transformed, tmp_path_factory):
                        strategy='mirrored',
                        jit_compile=True,
                        steps_per_execution=2)
-    convnet.run_fn(fn_args)
+    entry_points.convnet_run_fn(fn_args)
     return fn_args, _report(fn_args)
 
 
@@ -161,7 +162,7 @@ def worker_runs(transformed, tmp_path_factory):
                            worker_timeout_seconds=900,
                            jit_compile=True,
                            steps_per_execution=2)
-        convnet.run_fn(fn_args)
+        entry_points.convnet_run_fn(fn_args)
         runs[count] = fn_args, _report(fn_args)
     return runs
 
@@ -223,7 +224,7 @@ def test_a_worker_that_dies_fails_the_run_with_its_log(transformed, tmp_path):
     killer = threading.Thread(target=kill_worker_1_once_training, daemon=True)
     killer.start()
     with pytest.raises(workers.WorkerError) as failure:
-        convnet.run_fn(fn_args)
+        entry_points.convnet_run_fn(fn_args)
     assert killed
     message = str(failure.value)
     assert message.startswith('worker 1 of 2 was killed by signal 9'), message
@@ -244,7 +245,7 @@ def test_run_fn_transfers_the_filter_banks_frozen_then_fine_tuned(
                        epochs=2,
                        transfer_from=source,
                        transfer_frozen_fraction=0.5)
-    convnet.run_fn(fn_args)
+    entry_points.convnet_run_fn(fn_args)
     report = _report(fn_args)['transfer']
     assert report['transfer_from'] == source
     assert report['layers'] == [

@@ -13,10 +13,9 @@ import pytest
 
 from common import names
 from common import settings
-from models import sequences
+from models import families
 from models import training
 from models import tuning
-from models import workers
 from models.convnet import model as convnet
 from models.fcn import model as fcn
 from models.rnn import model as rnn
@@ -179,15 +178,15 @@ def test_every_profile_is_a_point_of_its_familys_search_space(model):
     """Else the first trial is drawn at random, and the Tuner may hand the
     Trainer values that score below the profile's own."""
     family = configs.MODELS[model]
-    module = importlib.import_module(family.run_fn.rsplit('.', 1)[0])
-    search_space = module.RECIPE.search_space
+    recipe = families.recipe(model)
+    search_space = recipe.search_space
     for profile, values in family.profiles.items():
         params = {**settings.DEFAULTS, **values}
         assert tuning.profile_values(search_space, params), profile
         if family.tuned_with:
             # And of the space of the families its Tuner chooses between.
             params = _family_params(model, profile)
-            chosen = tuning.search(module.RECIPE, params, sequences.recipes())
+            chosen = tuning.search(recipe, params)
             assert len(chosen.recipes) > 1, profile
             assert tuning.profile_values(
                 chosen.search_space,
@@ -212,19 +211,21 @@ def _family_search(monkeypatch, tmp_path, model, *overrides, score=None):
     `score(params)` (default: by learning rate)."""
     trained = []
 
-    def run(fn_args, recipe, params, export_model):
+    def train(fn_args, recipe, params, export_model):
         trained.append((recipe, params))
         if score:
-            return score(params)
-        return [3e-4, 1e-3, 3e-3].index(params['learning_rate']) / 2
+            return {'best_val_accuracy': score(params)}
+        return {
+            'best_val_accuracy': [3e-4, 1e-3, 3e-3].index(
+                params['learning_rate']) / 2
+        }
 
-    monkeypatch.setattr(training, 'run', run)
+    monkeypatch.setattr(training, 'train', train)
     params = _family_params(model, 'smoke', *overrides)
-    recipe = {**sequences.recipes(), 'convnet': convnet.RECIPE}[model]
+    recipe = families.recipe(model)
     tuner = tuning.make_tuner(None,
                               recipe,
                               params,
-                              sequences.recipes(),
                               directory=str(tmp_path),
                               project_name='search')
     tuner.search()
@@ -277,7 +278,7 @@ def test_the_sequence_searchs_first_trial_is_the_running_familys_profile(
         monkeypatch, tmp_path, model):
     tuner = _family_search(monkeypatch, tmp_path, model)
     (recipe, first), *_ = tuner.trained
-    assert recipe is sequences.recipes()[model]
+    assert recipe is families.recipe(model)
     assert first[names.FAMILY] == model
     profile = configs.MODELS[model].profiles['smoke']
     assert {key: first[key] for key in profile} == profile
@@ -298,10 +299,9 @@ def test_the_trainer_trains_the_best_trials_family_with_its_params(
     # As the Trainer gets them: the config, and the best values in its
     # params (training.hyperparameters).
     params = {**tuner.params, **best.values}
-    recipe, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE, params,
-                                         sequences.recipes())
+    recipe, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE, params)
     assert recipe is fcn.RECIPE
-    assert workers._recipe_path(recipe) == 'models.fcn.model:RECIPE'  # pylint: disable=protected-access
+    assert recipe.name == 'fcn'
     # A family's values are named in its scope (KerasTuner keeps one value
     # per name).
     width, depth = best.values['fcn/width'], best.values['fcn/depth']
@@ -315,7 +315,7 @@ def test_the_trainer_trains_the_best_trials_family_with_its_params(
                      for t in tuner.oracle.trials.values()
                      if t.hyperparameters.values[names.FAMILY] == 'rnn')
     recipe, trained = tuning.best_recipe(rnn_trial.get_config(), rnn.RECIPE,
-                                         params, sequences.recipes())
+                                         params)
     assert recipe is rnn.RECIPE
     assert trained['units'] == [rnn_trial.values['rnn/width']
                                ] * rnn_trial.values['rnn/depth']
@@ -330,7 +330,7 @@ def test_tune_families_off_searches_the_running_familys_own_space(
         overrides=(('tune_trials', 4), off)).tuned_families_hyperparameters()
     # Off, even with the other families handed down.
     params = {**_family_params('rnn'), 'tune_families': False}
-    space = tuning.search(rnn.RECIPE, params, sequences.recipes()).search_space
+    space = tuning.search(rnn.RECIPE, params).search_space
     hp, own = keras_tuner.HyperParameters(), keras_tuner.HyperParameters()
     space(hp)
     rnn.search_space(own)
@@ -340,7 +340,7 @@ def test_tune_families_off_searches_the_running_familys_own_space(
     assert all(names.FAMILY not in params for _, params in tuner.trained)
     best = tuner.get_best_hyperparameters()[0]
     recipe, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE,
-                                         tuner.params, sequences.recipes())
+                                         tuner.params)
     assert recipe is rnn.RECIPE and 'units' in trained
 
 
@@ -358,10 +358,10 @@ def test_the_trainer_finds_its_family_after_tfx_reloads_its_module(
     params = {**tuner.params, **best.values}
     reloaded = importlib.reload(fcn)
     recipe, trained = tuning.best_recipe(best.get_config(), reloaded.RECIPE,
-                                         params, sequences.recipes())
+                                         params)
     assert recipe is reloaded.RECIPE
     assert trained['learning_rate'] == best.values['fcn/learning_rate']
-    assert workers._recipe_path(recipe) == 'models.fcn.model:RECIPE'  # pylint: disable=protected-access
+    assert recipe.name == 'fcn'
 
 
 def test_the_search_holds_the_settings_the_user_gave(monkeypatch, tmp_path,
@@ -384,7 +384,7 @@ def test_the_search_holds_the_settings_the_user_gave(monkeypatch, tmp_path,
     _, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE, {
         **tuner.params,
         **best.values
-    }, sequences.recipes())
+    })
     assert {key: trained[key] for key in held} == held
     table = capsys.readouterr().out.split('Tuner trials')[1]
     assert "(held at the run's settings: dropout, learning_rate_decay)" in table

@@ -19,7 +19,7 @@ shared stack (`scales_share_weights`), merged before the dense layer
 """
 
 import functools
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import tensorflow as tf
 
@@ -27,12 +27,9 @@ from common import names
 from common import settings
 from common import signatures
 from models import export
+from models import recipe as recipe_lib
 from models import schedule
-from models import training
 from models.convnet import multiscale
-
-if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
-    from tfx import v1 as tfx
 
 keras = tf.keras
 
@@ -165,24 +162,13 @@ def search_space(hp) -> Dict[str, Any]:
         'conv_filters': [width * 2**block for block in range(depth)],
         'dense_units': hp.Choice('dense_units', [64, 128, 256]),
         'augmentation': hp.Choice('augmentation', list(AUGMENTATIONS)),
-        **training.search_space(hp, batch_sizes=[32, 64, 128])
+        **recipe_lib.search_space(hp, batch_sizes=[32, 64, 128])
     }
 
 
-RECIPE = training.ModelRecipe(
+RECIPE = recipe_lib.ModelRecipe(
+    name='convnet',
     build_model=build_model,
     to_model_inputs=to_model_inputs,
     extra_signatures={signatures.IMAGE_SIGNATURE: image_signature},
     search_space=search_space)
-
-
-def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
-    """The TFX Trainer's entry point for the convnet."""
-    training.run(fn_args, RECIPE)
-
-
-def tuner_fn(
-        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's entry point for the convnet."""
-    from models import tuning  # pylint: disable=import-outside-toplevel
-    return tuning.tuner_fn(fn_args, RECIPE)

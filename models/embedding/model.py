@@ -14,20 +14,17 @@ class to the table without retraining.
 The same tf.Transform output and model inputs as the convnet.
 """
 
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
 from common import names
 from common import settings
+from models import recipe as recipe_lib
 from models import schedule
-from models import training
 from models.convnet import model as convnet
 from models.embedding import losses
 from models.embedding import references
-
-if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
-    from tfx import v1 as tfx
 
 keras = tf.keras
 EMBEDDING_LAYER = 'embedding'
@@ -87,21 +84,10 @@ def search_space(hp) -> Dict[str, Any]:
     }
 
 
-RECIPE = training.ModelRecipe(build_model=build_model,
-                              to_model_inputs=convnet.to_model_inputs,
-                              extra_signatures={},
-                              search_space=search_space,
-                              compile_model=compile_model,
-                              export_model=export_model)
-
-
-def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
-    """The TFX Trainer's entry point for the embedding model."""
-    training.run(fn_args, RECIPE)
-
-
-def tuner_fn(
-        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's entry point for the embedding model."""
-    from models import tuning  # pylint: disable=import-outside-toplevel
-    return tuning.tuner_fn(fn_args, RECIPE)
+RECIPE = recipe_lib.ModelRecipe(name='embedding',
+                                build_model=build_model,
+                                to_model_inputs=convnet.to_model_inputs,
+                                extra_signatures={},
+                                search_space=search_space,
+                                compile_model=compile_model,
+                                export_model=export_model)

@@ -13,21 +13,17 @@ averages real steps only. A sequence's scores are therefore the same however
 far it is padded in its batch.
 
 It reads what the RNN reads: the same tf.Transform output, model inputs and
-serving signatures (models/rnn/).
+serving signatures (models/sequence_io.py).
 """
 
-from typing import TYPE_CHECKING, Any, Dict
+from typing import Any, Dict
 
 import tensorflow as tf
 
 from common import names
-from common import signatures
+from models import recipe as recipe_lib
 from models import schedule
-from models import training
-from models.rnn import model as rnn
-
-if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
-    from tfx import v1 as tfx
+from models import sequence_io
 
 keras = tf.keras
 
@@ -84,29 +80,12 @@ def search_space(hp) -> Dict[str, Any]:
     return {
         'conv_filters': [width, 2 * width, width][:depth],
         'kernel_sizes': [8, 5, 3][:depth],
-        **training.search_space(hp, batch_sizes=[16, 32, 64])
+        **recipe_lib.search_space(hp, batch_sizes=[16, 32, 64])
     }
 
 
-RECIPE = training.ModelRecipe(
-    build_model=build_model,
-    to_model_inputs=rnn.to_model_inputs,
-    extra_signatures={signatures.SEQUENCE_SIGNATURE: rnn.sequence_signature},
-    search_space=search_space)
-
-
-def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
-    """The TFX Trainer's entry point for the FCN: after a Tuner that chose
-    between the sequence families, the best trial's family."""
-    from models import sequences  # pylint: disable=import-outside-toplevel
-    training.run(fn_args, RECIPE, recipes=sequences.recipes())
-
-
-def tuner_fn(
-        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's entry point for the FCN, or for the sequence
-    families with `tune_families`."""
-    # pylint: disable=import-outside-toplevel
-    from models import sequences
-    from models import tuning
-    return tuning.tuner_fn(fn_args, RECIPE, sequences.recipes())
+RECIPE = recipe_lib.ModelRecipe(name='fcn',
+                                build_model=build_model,
+                                to_model_inputs=sequence_io.to_model_inputs,
+                                extra_signatures=sequence_io.SIGNATURES,
+                                search_space=search_space)
