@@ -55,8 +55,11 @@ demo: setup
 	$(PY) -m pipeline run --model rnn --profile full --home $(HOME_DIR)
 	$(PY) -m pipeline demo --home $(HOME_DIR)
 
+# ruff (style, imports, docstrings), import-linter (layers and no circles:
+# pyproject.toml), the generated settings page, yapf.
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pipeline.settings_doc --check docs/settings.md
 	$(VENV)/bin/yapf --diff --parallel $$(git ls-files '*.py') >/dev/null || \
 	    { echo 'not formatted: run make format' >&2; exit 1; }
