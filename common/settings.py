@@ -242,7 +242,7 @@ _TABLE = (
     # What a plain Keras script does not do (models/training.py
     # apply_speedups): the model's steps compiled by XLA, and this many
     # steps per call of the step function. Off: neither paid for any family
-    # here (README, Performance; bench/step_time.py).
+    # here (docs/results/performance.md; bench/step_time.py).
     Setting('jit_compile',
             "compile the model's training and eval steps with XLA",
             default=False),

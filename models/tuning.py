@@ -14,7 +14,7 @@ scored below the ones it would have trained without a Tuner (on the eval
 split, at the trials' budget). Each trial trains `tune_epochs_fraction` of
 the epochs the Trainer would (all of them by default; on a large data set
 a third ranks the trials at a third of the cost, favouring what learns
-fast: README, Model quality). Trials are bounded by `tune_trials` and by
+fast: docs/results/model-quality.md). Trials are bounded by `tune_trials` and by
 `tune_seconds` of wall time (no trial starts after it). The Tuner
 component writes the best values (`best_hyperparameters`), which the
 Trainer maps back to params through the same search space

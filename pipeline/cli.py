@@ -42,7 +42,7 @@ environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # oneDNN's kernels, which TensorFlow turns on by itself only on CPUs with
 # AVX-512 VNNI or newer: the convnet's step takes a third less CPU time here
-# (README, Performance). Set to 0 for TensorFlow's own kernels.
+# (docs/results/performance.md). Set to 0 for TensorFlow's own kernels.
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 # google-cloud libraries that TFX imports warn about Python 3.10 at import.
 warnings.filterwarnings('ignore', category=FutureWarning)

@@ -43,12 +43,15 @@ def _search(monkeypatch,
             epochs_fraction=1.0):
     trained = []
 
-    def run(fn_args, recipe, params, export_model):
+    def train(fn_args, recipe, params, export_model):
         # A trial's score: its learning rate's rank, so the best is known.
         trained.append(params)
-        return [3e-4, 1e-3, 3e-3].index(params['learning_rate']) / 2
+        return {
+            'best_val_accuracy': [3e-4, 1e-3, 3e-3].index(
+                params['learning_rate']) / 2
+        }
 
-    monkeypatch.setattr(training, 'run', run)
+    monkeypatch.setattr(training, 'train', train)
     params = {
         **(profile or {}), 'tune_trials': max_trials,
         'seed': 1,
@@ -130,7 +133,7 @@ def test_a_search_whose_every_trial_failed_fails(monkeypatch, tmp_path):
     def failing(*args, **kwargs):
         raise ValueError('no data')
 
-    monkeypatch.setattr(training, 'run', failing)
+    monkeypatch.setattr(training, 'train', failing)
     params = {'tune_trials': 2, 'seed': 1}
     tuner = tuning.TrialTuner(tuning.make_oracle(rnn.search_space, params),
                               None,
