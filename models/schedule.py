@@ -171,7 +171,7 @@ def decayed_learning_rate(params: Params, learning_rate: LearningRate,
     training's steps (Loshchilov & Hutter 2017, without restarts), after
     the warm-up of many replicas when there is one.
     """
-    decay = params.get('learning_rate_decay') or 'plateau'
+    decay = settings.value(params, 'learning_rate_decay')
     if decay not in LEARNING_RATE_DECAYS:
         raise ValueError(f'learning_rate_decay {decay!r}: expected one of '
                          f'{list(LEARNING_RATE_DECAYS)}')

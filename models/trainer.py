@@ -50,11 +50,11 @@ def run(fn_args: 'tfx.components.FnArgs',
         params = training.hyperparameters(fn_args)
         if fn_args.hyperparameters and recipe.search_space:
             # KerasTuner is imported only when a Tuner ran.
-            from models import tuning  # pylint: disable=import-outside-toplevel
+            from models import tuning_space  # pylint: disable=import-outside-toplevel
             # Chosen before the workers start: they train the family they
             # are named (models/workers.py).
-            recipe, params = tuning.best_recipe(fn_args.hyperparameters, recipe,
-                                                params)
+            recipe, params = tuning_space.best_recipe(fn_args.hyperparameters,
+                                                      recipe, params)
     if (params.get('strategy') == 'multi_worker' and export_model and
             not workers.in_cluster()):
         report = workers.launch(fn_args, recipe, params)

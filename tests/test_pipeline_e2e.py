@@ -31,6 +31,7 @@ from models.fcn import model as fcn
 from pipeline import cli as pipeline_cli
 from pipeline import configs
 from pipeline import report
+from pipeline import report_html
 from serving import client as client_lib
 from tests import browser
 from tests import datasets
@@ -185,7 +186,7 @@ def test_the_runs_report_renders_every_section_in_chromium(convnet_run):
     path = summary['report']
     assert path.startswith(os.path.join(home, report.REPORTS_DIR, ''))
     page = browser.Sections(browser.dump_dom(path))
-    assert list(page.text) == [key for key, _ in report.SECTIONS]
+    assert list(page.text) == [key for key, _ in report_html.SECTIONS]
     examples = os.path.join(home, 'pipelines', 'convnet-pipeline',
                             'FileBasedExampleGen', 'examples', '1')
     class_names = data_facts.read(examples)[data_facts.CLASS_NAMES]

@@ -16,6 +16,7 @@ from common import settings
 from models import families
 from models import training
 from models import tuning
+from models import tuning_space
 from models.convnet import model as convnet
 from models.fcn import model as fcn
 from models.rnn import model as rnn
@@ -59,7 +60,7 @@ def _search(monkeypatch,
     }
     tuner = tuning.TrialTuner(tuning.make_oracle(rnn.search_space, params),
                               None,
-                              tuning.search(rnn.RECIPE, params),
+                              tuning_space.search(rnn.RECIPE, params),
                               params,
                               max_seconds,
                               directory=str(tmp_path),
@@ -92,7 +93,7 @@ def test_the_first_trial_is_the_profiles_own_configuration(
     would have trained without a Tuner."""
     # `units` [32] is depth 1 of width 32; the others are named as params.
     named = {key: value for key, value in PROFILE.items() if key != 'units'}
-    assert tuning.profile_values(rnn.search_space, PROFILE) == {
+    assert tuning_space.profile_values(rnn.search_space, PROFILE) == {
         'depth': 1,
         'width': 32,
         **named
@@ -109,7 +110,7 @@ def test_the_first_trial_is_the_profiles_own_configuration(
     assert len(others) == 3
     assert "the profile's own values" in capsys.readouterr().out
     # Not a point of the space (no width 48): every trial is drawn.
-    assert tuning.profile_values(rnn.search_space, {
+    assert tuning_space.profile_values(rnn.search_space, {
         **PROFILE, 'units': [48]
     }) is None
 
@@ -137,7 +138,7 @@ def test_a_search_whose_every_trial_failed_fails(monkeypatch, tmp_path):
     params = {'tune_trials': 2, 'seed': 1}
     tuner = tuning.TrialTuner(tuning.make_oracle(rnn.search_space, params),
                               None,
-                              tuning.search(rnn.RECIPE, params),
+                              tuning_space.search(rnn.RECIPE, params),
                               params,
                               3600,
                               directory=str(tmp_path),
@@ -150,7 +151,7 @@ def test_best_values_become_the_params_they_stand_for():
     hp = keras_tuner.HyperParameters()
     rnn.search_space(hp)
     hp.values.update(width=64, depth=2, cell='gru', learning_rate=3e-3)
-    params = tuning.tuned_params(rnn.search_space, hp.get_config())
+    params = tuning_space.tuned_params(rnn.search_space, hp.get_config())
     assert params['units'] == [64, 64]
     assert params['cell'] == 'gru'
     assert params['learning_rate'] == 3e-3
@@ -185,13 +186,13 @@ def test_every_profile_is_a_point_of_its_familys_search_space(model):
     search_space = recipe.search_space
     for profile, values in family.profiles.items():
         params = {**settings.DEFAULTS, **values}
-        assert tuning.profile_values(search_space, params), profile
+        assert tuning_space.profile_values(search_space, params), profile
         if family.tuned_with:
             # And of the space of the families its Tuner chooses between.
             params = _family_params(model, profile)
-            chosen = tuning.search(recipe, params)
+            chosen = tuning_space.search(recipe, params)
             assert len(chosen.recipes) > 1, profile
-            assert tuning.profile_values(
+            assert tuning_space.profile_values(
                 chosen.search_space,
                 chosen.params[model])[names.FAMILY] == model, profile
 
@@ -302,7 +303,8 @@ def test_the_trainer_trains_the_best_trials_family_with_its_params(
     # As the Trainer gets them: the config, and the best values in its
     # params (training.hyperparameters).
     params = {**tuner.params, **best.values}
-    recipe, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE, params)
+    recipe, trained = tuning_space.best_recipe(best.get_config(), rnn.RECIPE,
+                                               params)
     assert recipe is fcn.RECIPE
     assert recipe.name == 'fcn'
     # A family's values are named in its scope (KerasTuner keeps one value
@@ -317,8 +319,8 @@ def test_the_trainer_trains_the_best_trials_family_with_its_params(
     rnn_trial = next(t.hyperparameters
                      for t in tuner.oracle.trials.values()
                      if t.hyperparameters.values[names.FAMILY] == 'rnn')
-    recipe, trained = tuning.best_recipe(rnn_trial.get_config(), rnn.RECIPE,
-                                         params)
+    recipe, trained = tuning_space.best_recipe(rnn_trial.get_config(),
+                                               rnn.RECIPE, params)
     assert recipe is rnn.RECIPE
     assert trained['units'] == [rnn_trial.values['rnn/width']
                                ] * rnn_trial.values['rnn/depth']
@@ -333,7 +335,7 @@ def test_tune_families_off_searches_the_running_familys_own_space(
         overrides=(('tune_trials', 4), off)).tuned_families_hyperparameters()
     # Off, even with the other families handed down.
     params = {**_family_params('rnn'), 'tune_families': False}
-    space = tuning.search(rnn.RECIPE, params).search_space
+    space = tuning_space.search(rnn.RECIPE, params).search_space
     hp, own = keras_tuner.HyperParameters(), keras_tuner.HyperParameters()
     space(hp)
     rnn.search_space(own)
@@ -342,8 +344,8 @@ def test_tune_families_off_searches_the_running_familys_own_space(
     assert all(recipe is rnn.RECIPE for recipe, _ in tuner.trained)
     assert all(names.FAMILY not in params for _, params in tuner.trained)
     best = tuner.get_best_hyperparameters()[0]
-    recipe, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE,
-                                         tuner.params)
+    recipe, trained = tuning_space.best_recipe(best.get_config(), rnn.RECIPE,
+                                               tuner.params)
     assert recipe is rnn.RECIPE and 'units' in trained
 
 
@@ -360,8 +362,8 @@ def test_the_trainer_finds_its_family_after_tfx_reloads_its_module(
     best = tuner.get_best_hyperparameters()[0]
     params = {**tuner.params, **best.values}
     reloaded = importlib.reload(fcn)
-    recipe, trained = tuning.best_recipe(best.get_config(), reloaded.RECIPE,
-                                         params)
+    recipe, trained = tuning_space.best_recipe(best.get_config(),
+                                               reloaded.RECIPE, params)
     assert recipe is reloaded.RECIPE
     assert trained['learning_rate'] == best.values['fcn/learning_rate']
     assert recipe.name == 'fcn'
@@ -384,7 +386,7 @@ def test_the_search_holds_the_settings_the_user_gave(monkeypatch, tmp_path,
     assert first[names.FAMILY] == 'rnn'
     assert first['units'] == configs.MODELS['rnn'].profiles['smoke']['units']
     best = tuner.get_best_hyperparameters()[0]
-    _, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE, {
+    _, trained = tuning_space.best_recipe(best.get_config(), rnn.RECIPE, {
         **tuner.params,
         **best.values
     })
