@@ -1,4 +1,6 @@
-"""What the pipeline learns from the data at run time: class names, channels,
+"""What the pipeline learns from the data at run time.
+
+What the pipeline learns from the data at run time: class names, channels,
 format and span.
 
 ExampleGen reads them from the data it converts and writes them as a small
@@ -32,8 +34,10 @@ def write(directory: str, facts: Dict[str, Any]) -> str:
 
 
 def read(directory: str) -> Dict[str, Any]:
-    """The facts written under `directory` (an Examples artifact or a
-    transform graph).
+    """The facts written under `directory`.
+
+    The facts written under `directory` (an Examples artifact or a transform
+    graph).
 
     Raises:
         FileNotFoundError: naming the file, if `directory` holds none.

@@ -22,8 +22,11 @@ SignatureFactory = Callable[..., Callable[..., Dict[str, tf.Tensor]]]
 
 
 def rows_to_sparse(dense: tf.Tensor) -> tf.SparseTensor:
-    """[batch] or [batch, n] dense values as the sparse [batch, n] a VarLen
-    feature parses to (all values kept, unlike tf.sparse.from_dense)."""
+    """Dense values as the sparse tensor a VarLen feature parses to.
+
+    [batch] or [batch, n] dense values as the sparse [batch, n] a VarLen feature
+    parses to (all values kept, unlike tf.sparse.from_dense).
+    """
     if dense.shape.rank == 1:
         dense = dense[:, tf.newaxis]
     return tf.RaggedTensor.from_tensor(dense).to_sparse()

@@ -51,8 +51,11 @@ def sequence_example(values: np.ndarray, label: int) -> bytes:
 
 
 def dense_column(feature: tf.Tensor, default: Any) -> tf.Tensor:
-    """A single-valued raw feature ([batch] dense or [batch, 1] sparse) as
-    a [batch] dense tensor."""
+    """A single-valued raw feature as a [batch] dense tensor.
+
+    A single-valued raw feature ([batch] dense or [batch, 1] sparse) as a
+    [batch] dense tensor.
+    """
     if isinstance(feature, tf.SparseTensor):
         feature = tf.sparse.to_dense(feature, default_value=default)
     return tf.reshape(feature, [-1])

@@ -111,9 +111,11 @@ def count_examples(file_pattern: List[str]) -> int:
 def distributed_dataset(strategy: tf.distribute.Strategy, global_batch: int,
                         inputs: List[Dict[str, int]],
                         make: Callable[..., tf.data.Dataset]):
-    """`make(batch_size=, num_shards=, shard_index=)` for every replica (one
-    strategy over local devices) or every worker (many workers), each with
-    its shard of the examples and its share of the global batch.
+    """A dataset factory per replica or worker, each with its shard.
+
+    `make(batch_size=, num_shards=, shard_index=)` for every replica (one
+    strategy over local devices) or every worker (many workers), each with its
+    shard of the examples and its share of the global batch.
 
     `inputs` gets, for each input pipeline made here, its per-replica
     `batch`, its `shard` and the number of `shards`.

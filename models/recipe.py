@@ -52,10 +52,13 @@ class ModelRecipe:
 
 
 def search_space(hp: Any, batch_sizes: List[int]) -> Params:
-    """How a model trains, in every family's Tuner search space: dropout,
-    the learning rate and its decay, the batch (from `batch_sizes`) and the
+    """The training hyper-parameters in every family's search space.
+
+    How a model trains, in every family's Tuner search space: dropout, the
+    learning rate and its decay, the batch (from `batch_sizes`) and the
     training's length (epochs and steps, models/schedule.py), declared on a
-    KerasTuner `HyperParameters`."""
+    KerasTuner `HyperParameters`.
+    """
     return {
         'dropout':
             hp.Float('dropout', 0.0, 0.5, step=0.125),

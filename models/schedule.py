@@ -1,7 +1,9 @@
-"""How long and how fast a model trains, fitted to the data's size and the
-replicas: batch size, epochs, batch-norm momentum, patience, the learning
-rate's scaling, warm-up, plateau or cosine decay, and the metric that
-chooses the epoch whose weights are kept.
+"""How long and how fast a model trains, fitted to the data.
+
+How long and how fast a model trains, fitted to the data's size and the
+replicas: batch size, epochs, batch-norm momentum, patience, the learning rate's
+scaling, warm-up, plateau or cosine decay, and the metric that chooses the epoch
+whose weights are kept.
 """
 
 import math
@@ -54,8 +56,10 @@ def training_schedule(params: Params,
                       steps_per_epoch: int,
                       batch_size: Optional[int] = None,
                       eval_examples: Optional[int] = None) -> Params:
-    """Epochs, batch-norm momentum, early-stopping and learning-rate
-    plateau patience that fit the data's size.
+    """The schedule that fits the data's size.
+
+    Epochs, batch-norm momentum, early-stopping and learning-rate plateau
+    patience that fit the data's size.
 
     - Epochs: at least `epochs`, and enough for `min_train_steps` steps of
       the configured `batch_size`, so that a small data set (few steps an
@@ -100,8 +104,11 @@ def training_schedule(params: Params,
     length = float(params.get('training_length') or 1.0)
 
     def epochs_for(steps_key: str) -> int:
-        """Epochs of `params[steps_key]` (times `training_length`) steps of
-        the configured batch."""
+        """Epochs that make `params[steps_key]` steps.
+
+        Epochs of `params[steps_key]` (times `training_length`) steps of the
+        configured batch.
+        """
         steps = math.ceil(length * int(params.get(steps_key) or 0) *
                           configured / max(int(batch_size or configured), 1))
         return math.ceil(steps / steps_per_epoch)
@@ -134,12 +141,14 @@ def training_schedule(params: Params,
 def learning_rate_plateau(
         params: Params,
         learning_rate: LearningRate) -> Optional[keras.callbacks.Callback]:
-    """Halves (`lr_plateau_factor`) the learning rate when the training
-    loss has not improved for `lr_plateau_patience` epochs (from
-    training_schedule), down to `min_learning_rate`: the FCN authors'
-    ReduceLROnPlateau (factor 0.5, patience 50 epochs, min_lr 1e-4). The
-    training loss, not an eval metric: a small data set's eval split is
-    too small to tell epochs apart (best_epoch_monitor).
+    """Halves the learning rate when the training loss stalls.
+
+    Halves (`lr_plateau_factor`) the learning rate when the training loss has
+    not improved for `lr_plateau_patience` epochs (from training_schedule), down
+    to `min_learning_rate`: the FCN authors' ReduceLROnPlateau (factor 0.5,
+    patience 50 epochs, min_lr 1e-4). The training loss, not an eval metric: a
+    small data set's eval split is too small to tell epochs apart
+    (best_epoch_monitor).
 
     None when off (factor 0 or 1) or when the rate is already a schedule
     (the warm-up of many replicas, a cosine decay), which Keras cannot

@@ -52,9 +52,12 @@ keras = tf.keras
 
 
 def hyperparameters(fn_args: 'tfx.components.FnArgs') -> Dict[str, Any]:
-    """The run's hyper-parameters: custom_config and what ExampleGen learned
-    from the data (`class_names`, `num_channels`: models/data_facts.py),
-    overridden by a Tuner's."""
+    """The run's hyper-parameters.
+
+    The run's hyper-parameters: custom_config and what ExampleGen learned from
+    the data (`class_names`, `num_channels`: models/data_facts.py), overridden
+    by a Tuner's.
+    """
     params = {
         **(fn_args.custom_config or {}),
         **data_facts.from_fn_args(fn_args)
@@ -84,10 +87,12 @@ def compile_model(model: keras.Model,
 
 
 def apply_speedups(model: keras.Model, params: Dict[str, Any]) -> None:
-    """What the Trainer does that a plain Keras script does not, on a
-    compiled model (inside the strategy's scope): the training, eval and
-    predict steps compiled by XLA (`jit_compile`) and `steps_per_execution`
-    steps run per call of the step function.
+    """Applies the speed-ups a plain Keras script does not.
+
+    What the Trainer does that a plain Keras script does not, on a compiled
+    model (inside the strategy's scope): the training, eval and predict steps
+    compiled by XLA (`jit_compile`) and `steps_per_execution` steps run per call
+    of the step function.
 
     XLA only without distribution (TensorFlow's default strategy, what
     `auto` is on a machine without GPUs): under MirroredStrategy over
@@ -124,8 +129,9 @@ def train(fn_args: 'tfx.components.FnArgs',
           recipe: recipe_lib.ModelRecipe,
           params: Params,
           export_model: bool = True) -> Dict[str, Any]:
-    """Trains (and exports) in this process, as one replica set of the
-    cluster.
+    """Trains (and exports) in this process.
+
+    Trains (and exports) in this process, as one replica set of the cluster.
 
     Returns:
         What the training did: strategy, replicas, workers, batch sizes,

@@ -78,8 +78,11 @@ class ProfileFirstOracle(keras_tuner.oracles.RandomSearchOracle):
 
 def make_oracle(search_space: tuning_space.SearchSpace,
                 params: schedule.Params) -> ProfileFirstOracle:
-    """Random search over `search_space`, `tune_trials` trials, the first
-    the profile's (`params`) own values when the space holds them."""
+    """The random-search oracle, its first trial the profile.
+
+    Random search over `search_space`, `tune_trials` trials, the first the
+    profile's (`params`) own values when the space holds them.
+    """
     hp = keras_tuner.HyperParameters()
     search_space(hp)  # Declares the space.
     first = tuning_space.profile_values(search_space, params)
@@ -98,8 +101,11 @@ def make_oracle(search_space: tuning_space.SearchSpace,
 def trial_table(
     trials: List[keras_tuner.engine.trial.Trial],
     held: Sequence[str] = ()) -> str:
-    """One row per trial: its id, score and hyper-parameter values (with
-    `family`, the chosen family's only); a line naming the `held` ones."""
+    """The trial table: each trial's values and score.
+
+    One row per trial: its id, score and hyper-parameter values (with `family`,
+    the chosen family's only); a line naming the `held` ones.
+    """
     shown = [
         tuning_space.shown_values(t.hyperparameters.values) for t in trials
     ]
@@ -173,9 +179,12 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
 def make_tuner(fn_args: Optional['tfx.components.FnArgs'],
                recipe: recipe_lib.ModelRecipe, params: schedule.Params,
                **kwargs) -> TrialTuner:
-    """The random search the run's `params` ask for (`search`), its first
-    trial the running family's profile (`family` its own); `kwargs` go to
-    KerasTuner's BaseTuner (directory, project_name)."""
+    """The random search the run's `params` ask for.
+
+    The random search the run's `params` ask for (`search`), its first trial the
+    running family's profile (`family` its own); `kwargs` go to KerasTuner's
+    BaseTuner (directory, project_name).
+    """
     chosen = tuning_space.search(recipe, params)
     oracle = make_oracle(chosen.search_space, chosen.params[chosen.first])
     return TrialTuner(oracle,
@@ -188,8 +197,11 @@ def make_tuner(fn_args: Optional['tfx.components.FnArgs'],
 
 def tuner_fn(fn_args: 'tfx.components.FnArgs',
              recipe: recipe_lib.ModelRecipe) -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's `tuner_fn` for `recipe`'s family, or with
-    `tune_families` for it and the families the pipeline names."""
+    """The TFX Tuner's `tuner_fn` for `recipe`'s family.
+
+    The TFX Tuner's `tuner_fn` for `recipe`'s family, or with `tune_families`
+    for it and the families the pipeline names.
+    """
     from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
     # The same hyper-parameters (and class names) the Trainer's run_fn reads.
     params = training.hyperparameters(fn_args)

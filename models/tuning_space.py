@@ -1,5 +1,7 @@
-"""A Tuner's search space: the families' spaces, the settings held, the
-point that stands for the profile, and the values mapped back to params.
+"""A Tuner's search space and what its values stand for.
+
+A Tuner's search space: the families' spaces, the settings held, the point that
+stands for the profile, and the values mapped back to params.
 
 KerasTuner declares hyper-parameters on a `HyperParameters`; a family's
 space (`ModelRecipe.search_space`) declares them and returns the params
@@ -48,8 +50,10 @@ _DECLARATIONS = ('Boolean', 'Choice', 'Fixed', 'Float', 'Int')
 
 
 class _Declaring:
-    """A HyperParameters whose declarations return the hyper-parameter's
-    default where KerasTuner returns None: in an inactive conditional scope.
+    """A HyperParameters that returns defaults in inactive scopes.
+
+    A HyperParameters whose declarations return the hyper-parameter's default
+    where KerasTuner returns None: in an inactive conditional scope.
 
     A family's search space computes its params from its values (`[width] *
     depth`), so it fails on None; under a family that is not chosen, its
@@ -75,7 +79,9 @@ class _Declaring:
 
 
 class _Holding:
-    """A HyperParameters on which a hyper-parameter named as a held setting
+    """A HyperParameters that fixes the held settings.
+
+    A HyperParameters on which a hyper-parameter named as a held setting
     (`learning_rate_decay`, or `dropout` in a family's scope) is declared
     `Fixed` at the setting's value, so the search varies only the others.
     """
@@ -107,9 +113,11 @@ def _made(space: SearchSpace, values: Dict[str, Any]) -> schedule.Params:
 def held_settings(
         space: SearchSpace, params: schedule.Params,
         names: Iterable[str]) -> Tuple[Dict[str, Any], schedule.Params]:
-    """What holding the settings `names` at their values in `params` takes:
-    (hyper-parameter -> the value it is fixed at, setting the space makes ->
-    the value that replaces it).
+    """What holding the settings `names` at their values takes.
+
+    What holding the settings `names` at their values in `params` takes: (hyper-
+    parameter -> the value it is fixed at, setting the space makes -> the value
+    that replaces it).
 
     A setting the space names as a hyper-parameter is fixed at its value.
     A setting it makes from others (`conv_filters` from `width` and
@@ -158,17 +166,22 @@ def held_settings(
 
 def _holding(space: SearchSpace, fixed: Dict[str, Any],
              made: schedule.Params) -> SearchSpace:
-    """`space` with the hyper-parameters of `fixed` fixed at their values
-    and the params of `made` replaced by theirs (`held_settings`)."""
+    """`space` with the held settings fixed.
+
+    `space` with the hyper-parameters of `fixed` fixed at their values and the
+    params of `made` replaced by theirs (`held_settings`).
+    """
     if not (fixed or made):
         return space
     return lambda hp: {**space(_Holding(hp, fixed)), **copy.deepcopy(made)}
 
 
 def family_space(spaces: Dict[str, SearchSpace], first: str) -> SearchSpace:
-    """The families' search spaces as one: a `family` hyper-parameter (its
-    default `first`) and each family's own hyper-parameters in a conditional
-    scope of it, so that a trial holds the chosen family's values only.
+    """The families' search spaces as one.
+
+    The families' search spaces as one: a `family` hyper-parameter (its default
+    `first`) and each family's own hyper-parameters in a conditional scope of
+    it, so that a trial holds the chosen family's values only.
 
     Their names are prefixed by the family's (`fcn/width`): KerasTuner keeps
     one value per name and drops the values of inactive hyper-parameters by
@@ -191,14 +204,20 @@ def family_space(spaces: Dict[str, SearchSpace], first: str) -> SearchSpace:
 
 
 def _param_name(hyperparameter: Any) -> str:
-    """The param a hyper-parameter may be named as: its name in its family's
-    own space (`width` for `fcn/width`)."""
+    """A hyper-parameter's name in its family's own space.
+
+    The param a hyper-parameter may be named as: its name in its family's own
+    space (`width` for `fcn/width`).
+    """
     return hyperparameter.name.rsplit('/', 1)[-1]
 
 
 def shown_values(values: Dict[str, Any]) -> Dict[str, Any]:
-    """A trial's values as the trial table shows them: a family's own under
-    their names in its space (`width`, beside `family`)."""
+    """A trial's values as the trial table shows them.
+
+    A trial's values as the trial table shows them: a family's own under their
+    names in its space (`width`, beside `family`).
+    """
     prefix = f'{values.get(FAMILY)}/'
     return {
         name[len(prefix):] if name.startswith(prefix) else name: value
@@ -208,7 +227,9 @@ def shown_values(values: Dict[str, Any]) -> Dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class Search:
-    """What a search chooses between: the families (one, or several with
+    """What a search chooses between.
+
+    What a search chooses between: the families (one, or several with
     `tune_families`), each with its recipe and its own params.
 
     Attributes:
@@ -231,8 +252,11 @@ class Search:
     @functools.cached_property
     def _held_settings(
             self) -> Dict[str, Tuple[Dict[str, Any], schedule.Params]]:
-        """Family -> what holding `held` takes in its space
-        (`held_settings`), worked out once."""
+        """Each family's held settings, worked out once.
+
+        Family -> what holding `held` takes in its space (`held_settings`),
+        worked out once.
+        """
         return {
             family:
                 held_settings(recipe.search_space, self.params[family],
@@ -260,18 +284,24 @@ class Search:
     def choose(
         self, values: schedule.Params
     ) -> Tuple[recipe_lib.ModelRecipe, schedule.Params]:
-        """The recipe and params of the point of the space that stands for
-        `values` (the params the search space returned)."""
+        """The recipe and params that `values` stand for.
+
+        The recipe and params of the point of the space that stands for `values`
+        (the params the search space returned).
+        """
         family = values.get(FAMILY, self.first)
         return self.recipes[family], {**self.params[family], **values}
 
 
 def search(recipe: recipe_lib.ModelRecipe, params: schedule.Params) -> Search:
-    """The search the run's `params` ask for: over `recipe`'s family and the
-    families the pipeline handed down params for (`names.FAMILY_PARAMS`,
-    found by name: models/families.py) when `tune_families` is on, else
-    over `recipe`'s own space; the settings the pipeline names as the
-    user's (`names.HELD_SETTINGS`) held at their values."""
+    """The search the run's `params` ask for.
+
+    The search the run's `params` ask for: over `recipe`'s family and the
+    families the pipeline handed down params for (`names.FAMILY_PARAMS`, found
+    by name: models/families.py) when `tune_families` is on, else over
+    `recipe`'s own space; the settings the pipeline names as the user's
+    (`names.HELD_SETTINGS`) held at their values.
+    """
     own = {
         key: value
         for key, value in params.items()
@@ -303,9 +333,10 @@ def best_recipe(
     recipe: recipe_lib.ModelRecipe,
     params: schedule.Params,
 ) -> Tuple[recipe_lib.ModelRecipe, schedule.Params]:
-    """What the Trainer trains after a Tuner: the best trial's family (when
-    the search chose between families) with its own params, under the best
-    values.
+    """What the Trainer trains after a Tuner.
+
+    What the Trainer trains after a Tuner: the best trial's family (when the
+    search chose between families) with its own params, under the best values.
 
     Args:
         best_hyperparameters: The Tuner's best hyper-parameters (their
@@ -320,8 +351,11 @@ def best_recipe(
 
 def tuned_params(search_space: SearchSpace,
                  best_hyperparameters: Dict[str, Any]) -> schedule.Params:
-    """The params a Tuner's best hyper-parameters (their config, as the
-    Trainer receives it) stand for."""
+    """The params a Tuner's best hyper-parameters stand for.
+
+    The params a Tuner's best hyper-parameters (their config, as the Trainer
+    receives it) stand for.
+    """
     if 'values' in best_hyperparameters:
         hp = keras_tuner.HyperParameters.from_config(best_hyperparameters)
     else:
@@ -340,9 +374,12 @@ def _holds(hyperparameter: Any, value: Any) -> bool:
 
 def _assignments(space: List[Any], params: schedule.Params,
                  values: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
-    """Every assignment of values to the hyper-parameters of `space` (in
-    declaration order, a parent before its conditional ones) that are
-    active under it, with those named as params held at their value."""
+    """Every assignment of the active hyper-parameters of `space`.
+
+    Every assignment of values to the hyper-parameters of `space` (in
+    declaration order, a parent before its conditional ones) that are active
+    under it, with those named as params held at their value.
+    """
     if not space:
         yield dict(values)
         return
@@ -363,7 +400,9 @@ def _assignments(space: List[Any], params: schedule.Params,
 
 def profile_values(search_space: SearchSpace,
                    params: schedule.Params) -> Optional[Dict[str, Any]]:
-    """The hyper-parameter values that stand for `params` (a profile's own
+    """The hyper-parameter values that stand for `params`.
+
+    The hyper-parameter values that stand for `params` (a profile's own
     configuration), or None when the search space does not hold them.
 
     A hyper-parameter named as a param (`dropout`, `learning_rate`,

@@ -91,8 +91,11 @@ def _stop(processes: Sequence[subprocess.Popen]) -> None:
 
 def _wait(processes: Sequence[subprocess.Popen], logs: Sequence[str],
           timeout: float) -> None:
-    """Until every worker exits 0; raises WorkerError on the first failure
-    or when `timeout` seconds (0: none) have passed."""
+    """Waits until every worker exits 0.
+
+    Until every worker exits 0; raises WorkerError on the first failure or when
+    `timeout` seconds (0: none) have passed.
+    """
     deadline = time.monotonic() + timeout if timeout else None
     while True:
         codes = [process.poll() for process in processes]

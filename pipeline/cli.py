@@ -287,8 +287,11 @@ _NATIVE_NOISE = re.compile(
 
 @contextlib.contextmanager
 def _native_noise_dropped(verbose: bool) -> Iterator[None]:
-    """Drops _NATIVE_NOISE from what is written to stderr meanwhile, at the
-    file descriptor, where C++ writes; everything else is written after."""
+    """Drops native libraries' noise from stderr meanwhile.
+
+    Drops _NATIVE_NOISE from what is written to stderr meanwhile, at the file
+    descriptor, where C++ writes; everything else is written after.
+    """
     if verbose:
         yield
         return
@@ -310,8 +313,11 @@ def _native_noise_dropped(verbose: bool) -> Iterator[None]:
 
 
 def _run(args: argparse.Namespace) -> dict:
-    """The `run` command: one local run, under the pipeline's run lock so
-    that it never overlaps a scheduled run."""
+    """The `run` command: one local run, under the run lock.
+
+    The `run` command: one local run, under the pipeline's run lock so that it
+    never overlaps a scheduled run.
+    """
     _say('loading TensorFlow and TFX ...')
     with _native_noise_dropped(args.verbose):
         from pipeline import run_lock  # pylint: disable=import-outside-toplevel
@@ -410,8 +416,10 @@ def _list_settings(model: Optional[str]) -> None:
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    """Checks the settings and the data before TFX and TensorFlow load, so
-    that a typo or unreadable data is answered in seconds.
+    """Checks the settings and the data before TFX and TensorFlow load.
+
+    Checks the settings and the data before TFX and TensorFlow load, so that a
+    typo or unreadable data is answered in seconds.
 
     Raises:
         configs.SettingError: a `--set` the model does not accept.
@@ -432,8 +440,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def _check_schema_file(path: str) -> None:
-    """A curated schema (`--set schema_path=`) that cannot be read ends the
-    run now, not in ImportSchemaGen's traceback."""
+    """Ends the run now on a curated schema that cannot be read.
+
+    A curated schema (`--set schema_path=`) that cannot be read ends the run
+    now, not in ImportSchemaGen's traceback.
+    """
     # Protocol buffers only: neither TensorFlow nor TFX loads.
     from google.protobuf import text_format  # pylint: disable=import-outside-toplevel
     from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=import-outside-toplevel
@@ -450,8 +461,11 @@ def _check_schema_file(path: str) -> None:
 
 
 def _check_transfer_source(path: str) -> None:
-    """A `--set transfer_from=` that names no readable SavedModel (or model
-    base path) ends the run now, not in the Trainer."""
+    """Ends the run now on a `transfer_from` that names no SavedModel.
+
+    A `--set transfer_from=` that names no readable SavedModel (or model base
+    path) ends the run now, not in the Trainer.
+    """
     try:
         saved_model_dirs.newest_saved_model(path)
     except saved_model_dirs.SavedModelDirError as error:

@@ -29,8 +29,11 @@ _REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def default_image() -> Optional[str]:
-    """`tfx-deep-pipelines:<git describe --always --dirty>` of this checkout,
-    the name `make image` builds; None outside a git checkout."""
+    """The image tag `make image` builds from this checkout.
+
+    `tfx-deep-pipelines:<git describe --always --dirty>` of this checkout, the
+    name `make image` builds; None outside a git checkout.
+    """
     try:
         described = subprocess.run(
             ['git', '-C', _REPO_DIR, 'describe', '--always', '--dirty'],
@@ -129,9 +132,12 @@ _CONVNET_PROFILES: Dict[str, Dict[str, Any]] = {
 
 
 def _embedding_profile(profile: str, **embedding: Any) -> Dict[str, Any]:
-    """The convnet's `profile` (data limits, trunk, schedule) without its
-    multi-scale switch, which the embedding's trunk does not take, and the
-    embedding's own settings over it."""
+    """The embedding's profile: the convnet's, with its own settings.
+
+    The convnet's `profile` (data limits, trunk, schedule) without its multi-
+    scale switch, which the embedding's trunk does not take, and the embedding's
+    own settings over it.
+    """
     trunk = {
         key: value
         for key, value in _CONVNET_PROFILES[profile].items()
@@ -306,10 +312,13 @@ def _matches(value: Any, default: Any) -> bool:
 
 
 def check_overrides(model: str, overrides) -> None:
-    """Raises SettingError naming the first key or value `model` does not
-    accept: unknown keys (with the closest known ones), values whose type
-    differs from the default's, words outside the setting's choices,
-    numbers below its bound (common/settings.py)."""
+    """Raises SettingError on the first override `model` refuses.
+
+    Raises SettingError naming the first key or value `model` does not accept:
+    unknown keys (with the closest known ones), values whose type differs from
+    the default's, words outside the setting's choices, numbers below its bound
+    (common/settings.py).
+    """
     defaults = setting_defaults(model)
     for key, value in overrides:
         if key not in defaults:
@@ -406,15 +415,21 @@ def _flag_values(beam_args: List[str], name: str) -> List[str]:
 
 
 def _runner_key(value: str) -> str:
-    """`--runner`'s value as Beam matches it: any case, with or without
-    "Runner" or a module path."""
+    """`--runner`'s value as Beam matches it.
+
+    `--runner`'s value as Beam matches it: any case, with or without "Runner" or
+    a module path.
+    """
     key = value.rsplit('.', 1)[-1].lower()
     return key if key.endswith('runner') else key + 'runner'
 
 
 def beam_runs_locally(beam_args: List[str]) -> bool:
-    """Whether Beam runs the bundles on this machine: the FnApiRunner, in
-    this process or in worker processes of this Python environment."""
+    """Whether Beam runs the bundles on this machine.
+
+    Whether Beam runs the bundles on this machine: the FnApiRunner, in this
+    process or in worker processes of this Python environment.
+    """
     runners = _flag_values(beam_args, 'runner')
     return bool(runners) and _runner_key(runners[-1]) == 'fnapirunner'
 
@@ -559,8 +574,10 @@ class RunConfig:
         return params
 
     def tuned_families_hyperparameters(self) -> Dict[str, Dict[str, Any]]:
-        """The hyper-parameters of each family a Tuner may choose instead of
-        this model (`tune_families`), name -> them; none without a Tuner.
+        """The params of each family a Tuner may choose instead.
+
+        The hyper-parameters of each family a Tuner may choose instead of this
+        model (`tune_families`), name -> them; none without a Tuner.
 
         Each family's own: its profile of this profile's name, and of the
         overrides those it accepts (so `--set epochs=5` holds for every

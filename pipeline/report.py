@@ -62,8 +62,11 @@ def write_report(store: metadata_store.MetadataStore, run_id: str, path: str,
 def _artifacts_by_key(
         store: metadata_store.MetadataStore,
         run_id: str) -> Dict[Tuple[str, str], metadata_store_pb2.Artifact]:
-    """(artifact type, input or output key) -> the run's artifact (the last
-    one when several executions used the key)."""
+    """The run's artifacts by (type, input or output key).
+
+    (artifact type, input or output key) -> the run's artifact (the last one
+    when several executions used the key).
+    """
     context = store.get_context_by_type_and_name('pipeline_run', run_id)
     if context is None:
         raise LookupError(f'no pipeline run {run_id!r} in ML Metadata')
@@ -87,7 +90,7 @@ def _artifacts_by_key(
 
 
 def _splits(uri: str, file_name: str) -> Dict[str, str]:
-    """split name -> its file in a split artifact at `uri`."""
+    """Split name -> its file in a split artifact at `uri`."""
     paths = {}
     for entry in sorted(os.listdir(uri)) if os.path.isdir(uri) else []:
         path = os.path.join(uri, entry, file_name)
@@ -97,8 +100,11 @@ def _splits(uri: str, file_name: str) -> Dict[str, str]:
 
 
 def gather(store: metadata_store.MetadataStore, run_id: str) -> Dict[str, Any]:
-    """What `render` shows of run `run_id`, read from ML Metadata and the
-    run's artifacts."""
+    """What `render` shows of run `run_id`.
+
+    What `render` shows of run `run_id`, read from ML Metadata and the run's
+    artifacts.
+    """
     found = _artifacts_by_key(store, run_id)
     # ExampleGen's output, beside which it wrote the data's facts.
     examples = found.get(('Examples', 'examples'))
@@ -171,8 +177,11 @@ def gather(store: metadata_store.MetadataStore, run_id: str) -> Dict[str, Any]:
 
 
 def _metrics(evaluation_uri: str) -> Dict[str, Any]:
-    """{'overall': row, 'per_class': {label index: row}}, a row mapping
-    (metric, 'candidate' | 'baseline' | 'diff') to its value."""
+    """The evaluation metrics, overall and per class.
+
+    {'overall': row, 'per_class': {label index: row}}, a row mapping (metric,
+    'candidate' | 'baseline' | 'diff') to its value.
+    """
     result: Dict[str, Any] = {'overall': {}, 'per_class': {}}
     for metrics in tfma.load_metrics(evaluation_uri):
         keys = metrics.slice_key.single_slice_keys
@@ -193,8 +202,11 @@ def _metrics(evaluation_uri: str) -> Dict[str, Any]:
 
 
 def _confusion(evaluation_uri: str) -> Optional[List[List[float]]]:
-    """The candidate's confusion matrix on the overall slice, [true][pred]
-    (the last column: no prediction), if the eval config asked for it."""
+    """The candidate's confusion matrix, if the eval config asked.
+
+    The candidate's confusion matrix on the overall slice, [true][pred] (the
+    last column: no prediction), if the eval config asked for it.
+    """
     for plots in tfma.load_plots(evaluation_uri):
         if plots.slice_key.single_slice_keys:
             continue

@@ -261,8 +261,11 @@ def render(run_id: str,
            blessing: Optional[Dict[str, Any]],
            serving: Optional[Dict[str, Any]],
            validation: Optional[List[str]] = None) -> str:
-    """The report's HTML page: one <section id=...> per entry of
-    `SECTIONS`, each saying so when its component did not run."""
+    """The report's HTML page.
+
+    The report's HTML page: one <section id=...> per entry of `SECTIONS`, each
+    saying so when its component did not run.
+    """
     bodies = {
         'summary': _summary_section(run_id, run),
         'statistics': _statistics_section(statistics),

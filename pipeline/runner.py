@@ -1,5 +1,8 @@
-"""Runs the pipeline locally (LocalDagRunner, ML Metadata in SQLite) or
-compiles it for Kubeflow Pipelines (KubeflowV2DagRunner)."""
+"""Runs the pipeline locally or compiles it for Kubeflow Pipelines.
+
+Runs the pipeline locally (LocalDagRunner, ML Metadata in SQLite) or compiles it
+for Kubeflow Pipelines (KubeflowV2DagRunner).
+"""
 
 import contextlib
 import datetime
@@ -95,9 +98,12 @@ def _was_cached(connection, execution_id: int) -> bool:
 
 
 class _FirstRunResolutionFilter(logging.Filter):
-    """Drops the traceback TFX logs as an ERROR when the previous-statistics
-    resolver finds nothing: on a pipeline's first run that is expected, and
-    the run goes on without a drift baseline."""
+    """Drops TFX's expected first-run resolver traceback.
+
+    Drops the traceback TFX logs as an ERROR when the previous-statistics
+    resolver finds nothing: on a pipeline's first run that is expected, and the
+    run goes on without a drift baseline.
+    """
 
     _PREFIX = (f'[{pipeline_lib.PREVIOUS_STATISTICS_RESOLVER}] '
                'Input resolution error')
@@ -107,9 +113,12 @@ class _FirstRunResolutionFilter(logging.Filter):
 
 
 class _BelowErrorFilter(logging.Filter):
-    """Drops INFO and WARNING records, whatever level a library set its
-    logger to: TFX's `ArtifactQuery.property_predicate is not supported`
-    and `payload_format` warnings reach absl's logger at WARNING."""
+    """Drops INFO and WARNING records.
+
+    Drops INFO and WARNING records, whatever level a library set its logger to:
+    TFX's `ArtifactQuery.property_predicate is not supported` and
+    `payload_format` warnings reach absl's logger at WARNING.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR
@@ -121,9 +130,12 @@ _QUIET_LOGGERS = ('absl', 'tensorflow', 'apache_beam')
 
 @contextlib.contextmanager
 def _quiet_logs(verbose: bool) -> Iterator[None]:
-    """Keeps TFX's, Beam's and TensorFlow's INFO and WARNING lines off the
-    console unless `verbose`; errors still show, but for the expected one of
-    a first run (_FirstRunResolutionFilter)."""
+    """Keeps libraries' INFO and WARNING lines off the console.
+
+    Keeps TFX's, Beam's and TensorFlow's INFO and WARNING lines off the console
+    unless `verbose`; errors still show, but for the expected one of a first run
+    (_FirstRunResolutionFilter).
+    """
     filters = [('absl', _FirstRunResolutionFilter())]
     if not verbose:
         filters += [(name, _BelowErrorFilter()) for name in _QUIET_LOGGERS]

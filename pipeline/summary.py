@@ -20,8 +20,11 @@ _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT,
 
 def run_outputs(store: metadata_store.MetadataStore,
                 run_id: str) -> Dict[str, List[metadata_store_pb2.Artifact]]:
-    """Artifact type name -> artifacts output by one run's executions
-    (cached executions included)."""
+    """Artifacts output by one run's executions, by type name.
+
+    Artifact type name -> artifacts output by one run's executions (cached
+    executions included).
+    """
     context = store.get_context_by_type_and_name('pipeline_run', run_id)
     if context is None:
         raise LookupError(f'no pipeline run {run_id!r} in ML Metadata')
@@ -104,8 +107,11 @@ TRAINING_KEYS = ('strategy', 'replicas', 'workers', 'per_replica_batch',
 
 
 def training_summary(model_run_uri: str) -> Optional[Dict[str, Any]]:
-    """Strategy, replicas, batch sizes, learning rate and epoch times of the
-    Trainer whose model run is at `model_run_uri`, if it wrote them."""
+    """What the Trainer wrote of its training, if it did.
+
+    Strategy, replicas, batch sizes, learning rate and epoch times of the
+    Trainer whose model run is at `model_run_uri`, if it wrote them.
+    """
     path = os.path.join(model_run_uri, names.TRAINING_REPORT)
     if not os.path.exists(path):
         return None

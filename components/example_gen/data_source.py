@@ -242,7 +242,9 @@ def _num_channels(sequences, path: str) -> int:
 
 
 def check_first_records(source: DataSource) -> None:
-    """Reads the first records of each split of `source`, without Beam or
+    """Reads the first records of each split, before a run starts.
+
+    Reads the first records of each split of `source`, without Beam or
     TensorFlow, so that unreadable data is reported before a run starts.
 
     IDX splits are read whole (images and labels, labels checked against the

@@ -71,10 +71,13 @@ def settings_to_custom_config(
 
 
 def fingerprint_input_config(data_name: str) -> example_gen_pb2.Input:
-    """The compile-time input_config: patterns under the data's parent that
-    match the data (a folder, a file or a `.ts` prefix) and every file below
-    it. TFX's ExampleGen driver fingerprints them for its cache; the executor
-    replaces them with the splits it finds (`Executor.Do`)."""
+    """The compile-time input_config: patterns that match the data.
+
+    The compile-time input_config: patterns under the data's parent that match
+    the data (a folder, a file or a `.ts` prefix) and every file below it. TFX's
+    ExampleGen driver fingerprints them for its cache; the executor replaces
+    them with the splits it finds (`Executor.Do`).
+    """
     return example_gen_pb2.Input(splits=[
         example_gen_pb2.Input.Split(name=f'fingerprint-{depth}',
                                     pattern='/'.join([f'{data_name}*'] +
@@ -86,8 +89,11 @@ def fingerprint_input_config(data_name: str) -> example_gen_pb2.Input:
 def _learn_layout(
         exec_properties: Dict[str,
                               Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(exec_properties for reading the data, the data facts): the layout
-    found where the data is, now."""
+    """The reading settings and data facts of the data, found now.
+
+    (exec_properties for reading the data, the data facts): the layout found
+    where the data is, now.
+    """
     settings = _settings(exec_properties)
     source = data_source.detect(
         os.path.join(exec_properties['input_base'], settings[DATA_NAME]),

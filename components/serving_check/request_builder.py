@@ -1,6 +1,9 @@
-"""The ServingCheck's requests, built from the raw examples (as TFX's
+"""The ServingCheck's requests, built from the raw examples.
+
+The ServingCheck's requests, built from the raw examples (as TFX's
 InfraValidator has `request_builder`): the serialized tf.Examples for a
-Classify, and the inputs of each other signature it knows how to feed."""
+Classify, and the inputs of each other signature it knows how to feed.
+"""
 
 import os
 from typing import Any, Dict, List, Optional, Sequence

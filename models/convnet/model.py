@@ -1,5 +1,7 @@
-"""The convnet: the classic stack of normalization, filter bank, nonlinearity
-and pooling, repeated.
+"""The convnet: normalization, filter banks, nonlinearity, pooling.
+
+The convnet: the classic stack of normalization, filter bank, nonlinearity and
+pooling, repeated.
 
 Inputs arrive z-scored by tf.Transform (the first normalization). Each block
 is, twice, a 3x3 convolution (the filter bank), batch normalization and a
@@ -42,9 +44,12 @@ MAX_SHIFT = 0.1  # Of the image's height and width.
 
 
 def augmentation_layers(augmentation: str) -> List[keras.layers.Layer]:
-    """The layers that change each training image at random as
-    `augmentation` (one of AUGMENTATIONS) says; Keras's random layers pass
-    an image through unchanged at inference."""
+    """The random layers that augment each training image.
+
+    The layers that change each training image at random as `augmentation` (one
+    of AUGMENTATIONS) says; Keras's random layers pass an image through
+    unchanged at inference.
+    """
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f'augmentation {augmentation!r}: expected one of '
                          f'{AUGMENTATIONS}')
@@ -67,8 +72,10 @@ def filter_banks(conv_filters: Sequence[int],
                  momentum: float,
                  prefix: str = '',
                  pool_padding: str = 'valid') -> List[keras.layers.Layer]:
-    """The layers of the filter-bank stack, in order, made once (so that
-    calling them on several inputs shares their weights).
+    """The filter-bank stack's layers, made once.
+
+    The layers of the filter-bank stack, in order, made once (so that calling
+    them on several inputs shares their weights).
 
     Each block is, twice, a 3x3 convolution, batch normalization and a
     ReLU, then 2x2 max pooling and dropout; `prefix` goes before each
@@ -98,9 +105,12 @@ def filter_banks(conv_filters: Sequence[int],
 
 
 def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
-    """The convnet for images of config `image_shape`; multi-scale when
-    config `scales` names more than the full resolution (models/convnet/
-    multiscale.py)."""
+    """The convnet for images of `image_shape`.
+
+    The convnet for images of config `image_shape`; multi-scale when config
+    `scales` names more than the full resolution (models/convnet/
+    multiscale.py).
+    """
     height, width, channels = (int(d) for d in params['image_shape'])
     dropout = float(settings.value(params, 'dropout'))
     momentum = schedule.batch_norm_momentum(params)
@@ -141,8 +151,11 @@ def to_model_inputs(transformed: Dict[str, tf.Tensor],
 
 
 def image_signature(predict: export.PredictFn, params: Dict[str, Any]):
-    """`serving_image`: encoded image bytes (PNG, JPEG, ...) as a client sends
-    them."""
+    """`serving_image`: encoded image bytes as a client sends them.
+
+    `serving_image`: encoded image bytes (PNG, JPEG, ...) as a client sends
+    them.
+    """
     del params  # Any size and colour: the transform graph resizes.
 
     @tf.function(input_signature=[

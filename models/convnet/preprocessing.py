@@ -18,8 +18,11 @@ from models import features
 
 def decode_images(encoded: tf.Tensor, height: int, width: int,
                   channels: int) -> tf.Tensor:
-    """Encoded image bytes [batch] -> float32 [batch, height, width, channels]
-    in [0, 1]."""
+    """Decodes encoded images to float32 in [0, 1].
+
+    Encoded image bytes [batch] -> float32 [batch, height, width, channels] in
+    [0, 1].
+    """
 
     def decode(image_bytes):
         image = tf.io.decode_image(image_bytes,

@@ -65,8 +65,11 @@ class ReferenceTable(tf.Module):
                                   name='labels')
 
     def class_similarity(self, embeddings: tf.Tensor) -> tf.Tensor:
-        """[batch, classes]: each class's nearest reference's cosine
-        similarity to each embedding."""
+        """Each class's nearest-reference similarity to each embedding.
+
+        [batch, classes]: each class's nearest reference's cosine similarity to
+        each embedding.
+        """
         similarity = tf.matmul(self.embeddings, embeddings, transpose_b=True)
         return tf.transpose(
             tf.math.unsorted_segment_max(similarity, self.labels,

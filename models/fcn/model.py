@@ -73,8 +73,11 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
 
 
 def search_space(hp) -> Dict[str, Any]:
-    """The Tuner's space (a KerasTuner HyperParameters) -> params: the
-    paper's three blocks scaled in width, or the first two."""
+    """The FCN's Tuner search space.
+
+    The Tuner's space (a KerasTuner HyperParameters) -> params: the paper's
+    three blocks scaled in width, or the first two.
+    """
     width = hp.Choice('width', [32, 64, 128])
     depth = hp.Int('depth', 2, 3)
     return {
