@@ -8,6 +8,7 @@ Tuner's params and docs/settings.md (`make settings-doc`) all read it;
 code that reads a value reads its default here (`value`).
 """
 
+import copy
 import dataclasses
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -49,8 +50,10 @@ class Setting:
     Attributes:
         name: The key of `--set KEY=VALUE` and of the Trainer's params.
         help: What it does, in one line.
-        default: Its value for every family unless a profile gives
-            another; None where only the families' profiles give it.
+        default: Its value unless a profile gives another; None where only
+            the families' profiles give it.
+        families: The families that take it (pipeline/configs.py MODELS);
+            empty: every family.
         group: Where docs/settings.md lists it (one of GROUPS).
         choices: The words it may be; empty when it is not a word.
         bound: The least value of each number in it (one of BOUNDS).
@@ -59,6 +62,7 @@ class Setting:
     name: str
     help: str
     default: Any = None
+    families: Tuple[str, ...] = ()
     group: str = TRAINING
     choices: Tuple[str, ...] = ()
     bound: str = NON_NEGATIVE
@@ -121,24 +125,39 @@ _TABLE = (
         'the image at these downsampling factors at once, e.g. [1,2,4] (full, '
         'half, quarter resolution), merged before the dense layer; [1]: '
         'single-scale',
+        default=[1],
+        families=('convnet',),
         group=MODEL,
         bound=COUNT),
     Setting('scales_share_weights',
             'one stack of filter banks for every scale (true) or one per scale '
             '(false)',
+            default=False,
+            families=('convnet',),
             group=MODEL),
     Setting(
         'augmentation',
         "random changes to each training image: 'none', 'shift' (by up to a "
         "tenth of its size) or 'shift_flip' (and left-right)",
+        default=AUGMENTATIONS[0],
+        families=('convnet', 'embedding'),
         group=MODEL,
         choices=AUGMENTATIONS),
-    Setting('cell', 'recurrent cell: lstm or gru', group=MODEL, choices=CELLS),
+    Setting('cell',
+            'recurrent cell: lstm or gru',
+            default=CELLS[0],
+            families=('rnn',),
+            group=MODEL,
+            choices=CELLS),
     Setting('units',
             'units per recurrent layer, one number per layer',
             group=MODEL,
             bound=COUNT),
-    Setting('bidirectional', 'read sequences both ways', group=MODEL),
+    Setting('bidirectional',
+            'read sequences both ways',
+            default=True,
+            families=('rnn',),
+            group=MODEL),
     Setting('kernel_sizes',
             'convolution kernel widths, one number per block',
             group=MODEL,
@@ -353,12 +372,22 @@ _TABLE = (
         group=PUSH),
 )
 SETTINGS: Dict[str, Setting] = {setting.name: setting for setting in _TABLE}
-# Name -> default, for the settings every family shares.
+# Name -> default, for the settings every family takes.
 DEFAULTS: Dict[str, Any] = {
     setting.name: setting.default
     for setting in _TABLE
-    if setting.default is not None
+    if setting.default is not None and not setting.families
 }
+
+
+def family_defaults(family: str) -> Dict[str, Any]:
+    """Name -> default of every setting `family` takes that has one."""
+    return {
+        setting.name: copy.deepcopy(setting.default)
+        for setting in _TABLE
+        if setting.default is not None and
+        (not setting.families or family in setting.families)
+    }
 
 
 def value(params: Mapping[str, Any], name: str) -> Any:
@@ -367,5 +396,5 @@ def value(params: Mapping[str, Any], name: str) -> Any:
         return params[name]
     default: Optional[Any] = SETTINGS[name].default
     if default is None:
-        raise KeyError(f'{name}: not in params and no shared default')
-    return default
+        raise KeyError(f'{name}: not in params and no default')
+    return copy.deepcopy(default)

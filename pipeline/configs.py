@@ -113,10 +113,7 @@ _CONVNET_PROFILES: Dict[str, Dict[str, Any]] = {
              min_train_steps=200,
              max_train_steps=0,
              batch_size=64,
-             min_accuracy=0.3,
-             augmentation='none',
-             scales=[1],
-             scales_share_weights=False),
+             min_accuracy=0.3),
     'full':
         dict(max_examples_per_split=0,
              image_shape=[28, 28, 1],
@@ -124,27 +121,19 @@ _CONVNET_PROFILES: Dict[str, Dict[str, Any]] = {
              dense_units=256,
              epochs=15,
              batch_size=128,
-             min_accuracy=0.9,
-             augmentation='none',
-             scales=[1],
-             scales_share_weights=False),
+             min_accuracy=0.9),
 }
 
 
 def _embedding_profile(profile: str, **embedding: Any) -> Dict[str, Any]:
     """The embedding's profile: the convnet's, with its own settings.
 
-    The convnet's `profile` (data limits, trunk, schedule) without its multi-
-    scale switch, which the embedding's trunk does not take, and the embedding's
-    own settings over it.
+    The convnet's `profile` (data limits, trunk, schedule; its multi-scale
+    switch is a setting of the convnet's only: common/settings.py) and the
+    embedding's own settings over it.
     """
-    trunk = {
-        key: value
-        for key, value in _CONVNET_PROFILES[profile].items()
-        if not key.startswith('scales')
-    }
     # Copies: the two families' profiles share no list.
-    return {**copy.deepcopy(trunk), **embedding}
+    return {**copy.deepcopy(_CONVNET_PROFILES[profile]), **embedding}
 
 
 MODELS: Dict[str, ModelFamily] = {
@@ -194,9 +183,7 @@ MODELS: Dict[str, ModelFamily] = {
             profiles={
                 'smoke':
                     dict(max_examples_per_split=0,
-                         cell='lstm',
                          units=[32],
-                         bidirectional=True,
                          epochs=3,
                          min_train_steps=200,
                          max_train_steps=0,
@@ -207,9 +194,7 @@ MODELS: Dict[str, ModelFamily] = {
                          tune_families=True),
                 'full':
                     dict(max_examples_per_split=0,
-                         cell='lstm',
                          units=[64, 64],
-                         bidirectional=True,
                          epochs=60,
                          batch_size=32,
                          clip_norm=1.0,
@@ -264,7 +249,10 @@ def setting_defaults(model: str) -> Dict[str, Dict[str, Any]]:
     """Every settable key of `model` -> profile -> its default value."""
     keys: Dict[str, Dict[str, Any]] = {}
     for profile in PROFILES:
-        values = {**settings.DEFAULTS, **MODELS[model].profiles[profile]}
+        values = {
+            **settings.family_defaults(model),
+            **MODELS[model].profiles[profile]
+        }
         for key, value in values.items():
             keys.setdefault(key, {})[profile] = value
     return keys
@@ -565,7 +553,7 @@ class RunConfig:
     def hyperparameters(self) -> Dict[str, Any]:
         """Training defaults, then the profile's values, then overrides."""
         params = {
-            **settings.DEFAULTS,
+            **settings.family_defaults(self.model),
             **self.family.profiles[self.profile],
             **dict(self.overrides)
         }

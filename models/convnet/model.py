@@ -116,16 +116,16 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     momentum = schedule.batch_norm_momentum(params)
     image = keras.Input((height, width, channels), name=names.IMAGE_KEY)
     x = image
-    for layer in augmentation_layers(params.get('augmentation', 'none')):
+    for layer in augmentation_layers(settings.value(params, 'augmentation')):
         x = layer(x)
-    scales = [int(s) for s in params.get('scales', [1])]
+    scales = [int(s) for s in settings.value(params, 'scales')]
     if scales == [1]:
         for layer in filter_banks(params['conv_filters'], dropout, momentum):
             x = layer(x)
         x = keras.layers.Flatten(name='flatten')(x)
     else:
         x = multiscale.merged_scales(
-            x, scales, bool(params.get('scales_share_weights', False)),
+            x, scales, bool(settings.value(params, 'scales_share_weights')),
             functools.partial(filter_banks, params['conv_filters'], dropout,
                               momentum))
     x = keras.layers.Dense(int(params.get('dense_units', 256)),

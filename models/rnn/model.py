@@ -24,7 +24,7 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     """The RNN for sequences of `num_channels` channels."""
     channels = int(params['num_channels'])
     dropout = float(settings.value(params, 'dropout'))
-    cell = _CELLS[params.get('cell', 'lstm')]
+    cell = _CELLS[settings.value(params, 'cell')]
     sequence = keras.Input((None, channels), name=names.SEQUENCE_KEY)
     length = keras.Input((), dtype=tf.int64, name=names.LENGTH_KEY)
     mask = keras.layers.Lambda(
@@ -37,7 +37,7 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
         layer = cell(width,
                      return_sequences=index < len(units) - 1,
                      name=f'rnn{index}')
-        if params.get('bidirectional', True):
+        if settings.value(params, 'bidirectional'):
             layer = keras.layers.Bidirectional(layer, name=f'birnn{index}')
         x = layer(x, mask=mask)
         x = keras.layers.Dropout(dropout, name=f'dropout{index}')(x)
