@@ -50,6 +50,7 @@ from components.example_gen import data_source  # noqa: E402
 from formats import image_formats  # noqa: E402
 from formats import ts_format  # noqa: E402
 from pipeline import configs  # noqa: E402
+from pipeline import profiles  # noqa: E402
 
 Arrays = Dict[str, np.ndarray]
 EPSILON = 1e-6  # As the preprocessing_fns add to the variance.
@@ -313,8 +314,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--model',
                         required=True,
-                        choices=sorted(configs.MODELS))
-    parser.add_argument('--profile', default='smoke', choices=configs.PROFILES)
+                        choices=sorted(profiles.MODELS))
+    parser.add_argument('--profile', default='smoke', choices=profiles.PROFILES)
     parser.add_argument('--data')
     parser.add_argument('--set',
                         action='append',

@@ -25,6 +25,7 @@ from bench import common
 from bench import throughput
 from common import names
 from pipeline import configs
+from pipeline import profiles
 
 
 def train_once(model_name: str, home: str, strategy: str, out: str,
@@ -83,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--home', required=True)
     parser.add_argument('--model',
                         default='convnet',
-                        choices=sorted(configs.MODELS))
+                        choices=sorted(profiles.MODELS))
     parser.add_argument('--epochs', type=int, default=5)
     parser.add_argument('--strategies', default='auto,mirrored,multi_worker')
     parser.add_argument('--set',

@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 
 from common import settings  # noqa: E402
 from formats import image_formats  # noqa: E402
-from pipeline import configs  # noqa: E402
+from pipeline import profiles  # noqa: E402
 
 KS = (1, 5, 20)
 
@@ -151,7 +151,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     held_out = [c for c in range(10) if c not in args.seen]
     params = {
         **settings.DEFAULTS,
-        **configs.MODELS['embedding'].profiles['smoke']
+        **profiles.MODELS['embedding'].profiles['smoke']
     }
     tf.keras.utils.set_random_seed(args.seed)
     train_images, train_labels = load_split('train', args.seen,

@@ -40,6 +40,7 @@ from PIL import Image  # noqa: E402
 from formats import image_formats  # noqa: E402
 from formats import ts_format  # noqa: E402
 from pipeline import configs  # noqa: E402
+from pipeline import profiles  # noqa: E402
 
 FASHION_NAMES = ('T-shirt_top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                  'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle_boot')
@@ -78,7 +79,7 @@ def write_image_folders(root: str,
 
 def write_sequence_cut(name: str, root: str, train: int) -> None:
     """The first `train` training series of a sktime UCR/UEA set."""
-    source = configs.MODELS['rnn'].default_data.replace('JapaneseVowels', name)
+    source = profiles.MODELS['rnn'].default_data.replace('JapaneseVowels', name)
     os.makedirs(root, exist_ok=True)
     for split, limit in (('TRAIN', train), ('TEST', 0)):
         path = os.path.join(source, f'{name}_{split}.ts')
@@ -204,7 +205,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     hand.add_argument('--epochs', type=int, default=40)
     kept = commands.add_parser('kept')
     kept.add_argument('home')
-    kept.add_argument('--model', default='convnet', choices=configs.MODELS)
+    kept.add_argument('--model', default='convnet', choices=profiles.MODELS)
     args = parser.parse_args(argv)
     if args.command == 'images':
         write_image_folders(args.root, args.per_class, args.size)

@@ -56,7 +56,7 @@ from PIL import Image  # noqa: E402
 from bench import common  # noqa: E402
 from bench import small_data  # noqa: E402
 from formats import image_formats  # noqa: E402
-from pipeline import configs  # noqa: E402
+from pipeline import profiles  # noqa: E402
 
 # The small set holds the four tops, the classes most alike (learnt from
 # scratch on 300 images, Shirt, Sneaker, Bag and Ankle boot reached 0.97
@@ -139,7 +139,7 @@ def fit(settings: Dict[str, Any],
     from models.convnet import model as convnet
     params = {
         **settings.DEFAULTS,
-        **configs.MODELS['convnet'].profiles['smoke'],
+        **profiles.MODELS['convnet'].profiles['smoke'],
         **settings, 'image_shape': list(train[0].shape[1:]),
         'epochs': epochs
     }

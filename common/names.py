@@ -5,7 +5,7 @@ pipeline writes what a Tuner reads, the Trainer writes what the report
 reads.
 """
 
-# The kinds of raw data a model family reads (pipeline/configs.py MODELS).
+# The kinds of raw data a model family reads (pipeline/profiles.py MODELS).
 IMAGES = 'images'
 SEQUENCES = 'sequences'
 

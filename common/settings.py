@@ -1,7 +1,7 @@
 """Every setting of a run (`--set KEY=VALUE`): one table, one row each.
 
 A row gives what the setting does, its default (the same for every model
-family, or None where each family's profiles give it: pipeline/configs.py
+family, or None where each family's profiles give it: pipeline/profiles.py
 MODELS), the words it may be and the least value of its numbers. The
 command line's `--set` check and `--list-settings`, the Trainer's and
 Tuner's params and docs/settings.md (`make settings-doc`) all read it;
@@ -52,7 +52,7 @@ class Setting:
         help: What it does, in one line.
         default: Its value unless a profile gives another; None where only
             the families' profiles give it.
-        families: The families that take it (pipeline/configs.py MODELS);
+        families: The families that take it (pipeline/profiles.py MODELS);
             empty: every family.
         group: Where docs/settings.md lists it (one of GROUPS).
         choices: The words it may be; empty when it is not a word.

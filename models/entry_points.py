@@ -1,6 +1,6 @@
 """The TFX entry points of every family: Trainer run_fns, Tuner tuner_fns.
 
-pipeline/configs.py MODELS names them; each finds its family's recipe by
+pipeline/profiles.py MODELS names them; each finds its family's recipe by
 name (models/families.py) and hands it to the Trainer's run
 (models/trainer.py) or the Tuner's tuner_fn (models/tuning.py). After a
 Tuner that chose between families (`tune_families`), the Trainer trains the

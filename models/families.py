@@ -3,7 +3,7 @@
 Looked up by name, not held: TFX reloads a component's module before it
 runs (tfx.utils.import_utils), which binds a new `RECIPE` in it, so a
 recipe held from before would be another object than the one the module
-holds now. The names are pipeline/configs.py MODELS'.
+holds now. The names are pipeline/profiles.py MODELS'.
 """
 
 import importlib

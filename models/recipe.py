@@ -23,7 +23,7 @@ class ModelRecipe:
     """What a model package contributes to the shared training loop.
 
     Attributes:
-        name: The family's name (pipeline/configs.py MODELS): how a Tuner,
+        name: The family's name (pipeline/profiles.py MODELS): how a Tuner,
             the Trainer and the worker processes find it (models/families.py).
         build_model: (hyper-parameters, number of classes) -> an uncompiled
             Keras model with a softmax output.

@@ -57,7 +57,10 @@ from components.example_gen import data_source  # noqa: E402
 from formats import image_formats  # noqa: E402
 from formats.errors import InputDataError  # noqa: E402
 from models import saved_model_dirs  # noqa: E402
+from pipeline import beam_runners  # noqa: E402
 from pipeline import configs  # noqa: E402
+from pipeline import profiles  # noqa: E402
+from pipeline import setting_checks  # noqa: E402
 
 EXIT_BAD_DATA = 2
 EXIT_USAGE = 2
@@ -65,8 +68,8 @@ EXIT_USAGE = 2
 
 def _override(text: str) -> Tuple[str, Any]:
     try:
-        return configs.parse_setting(text)
-    except configs.SettingError as error:
+        return setting_checks.parse_setting(text)
+    except setting_checks.SettingError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
@@ -74,11 +77,11 @@ def _add_run_config_flags(parser: argparse.ArgumentParser,
                           model_required: bool = True) -> None:
     parser.add_argument('--model',
                         required=model_required,
-                        choices=sorted(configs.MODELS),
+                        choices=sorted(profiles.MODELS),
                         help='the model family to train')
     parser.add_argument('--profile',
                         default='smoke',
-                        choices=configs.PROFILES,
+                        choices=profiles.PROFILES,
                         help='data size and hyper-parameters: smoke (minutes)'
                         ' or full (default smoke)')
     parser.add_argument('--data',
@@ -195,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                       default=configs.DEFAULT_HOME,
                       help=f'pipeline home (default {configs.DEFAULT_HOME})')
     runs.add_argument('--model',
-                      choices=sorted(configs.MODELS),
+                      choices=sorted(profiles.MODELS),
                       help="only this model family's runs")
     show = commands.add_parser(
         'show', help='one run: its components, their times and artifacts')
@@ -410,9 +413,9 @@ def _say(text: str) -> None:
 
 
 def _list_settings(model: Optional[str]) -> None:
-    for name in [model] if model else sorted(configs.MODELS):
+    for name in [model] if model else sorted(profiles.MODELS):
         print(f'{name} (--set KEY=VALUE; defaults per --profile):')
-        print(configs.settings_table(name))
+        print(setting_checks.settings_table(name))
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -422,12 +425,12 @@ def _check_arguments(args: argparse.Namespace) -> None:
     typo or unreadable data is answered in seconds.
 
     Raises:
-        configs.SettingError: a `--set` the model does not accept.
+        setting_checks.SettingError: a `--set` the model does not accept.
         InputDataError: naming the data file and the fault.
     """
     if not hasattr(args, 'overrides'):  # demo, run-compiled
         return
-    configs.check_overrides(args.model, args.overrides)
+    setting_checks.check_overrides(args.model, args.overrides)
     if args.command != 'run':  # The scheduler may wait for the data.
         return
     config = _run_config(args)
@@ -481,7 +484,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if getattr(args, 'model', '') is None and args.command != 'runs':
         parser.error('the following arguments are required: --model')
-    problem = configs.beam_args_problem(getattr(args, 'beam_args', ()))
+    problem = beam_runners.beam_args_problem(getattr(args, 'beam_args', ()))
     if problem:
         print(f'error: {problem}', file=sys.stderr, flush=True)
         return EXIT_BAD_DATA
@@ -531,7 +534,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(json.dumps({'compiled': os.path.abspath(path)}), flush=True)
         else:
             return _retrain(args)
-    except configs.SettingError as error:
+    except setting_checks.SettingError as error:
         print(f'error: {error}', file=sys.stderr, flush=True)
         return EXIT_BAD_DATA
     except Exception as error:  # pylint: disable=broad-except

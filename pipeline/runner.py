@@ -27,6 +27,7 @@ from tfx.proto.orchestration import pipeline_pb2
 from tfx.utils import dependency_utils
 
 from models import distribute
+from pipeline import beam_runners
 from pipeline import configs
 from pipeline import pipeline as pipeline_lib
 from pipeline import report
@@ -176,7 +177,7 @@ def _no_tfx_package_for_local_beam(beam_args: List[str]) -> Iterator[None]:
     stage no packages, so the local runs skip it; other runners still get it
     (or name their own packages or image).
     """
-    if not configs.beam_runs_locally(beam_args):
+    if not beam_runners.beam_runs_locally(beam_args):
         yield
         return
     make_flags = dependency_utils.make_beam_dependency_flags

@@ -3,7 +3,7 @@
 `python -m pipeline.settings_doc PATH` writes the page; with `--check` it
 exits 1 when PATH differs from what it would write (`make lint` and
 tests/test_settings_doc.py run that), so the page never drifts from
-common/settings.py and the families' profiles (pipeline/configs.py).
+common/settings.py and the families' profiles (pipeline/profiles.py).
 """
 
 import argparse
@@ -12,7 +12,8 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 from common import settings
-from pipeline import configs
+from pipeline import profiles
+from pipeline import setting_checks
 
 PAGE = 'docs/settings.md'
 
@@ -21,7 +22,7 @@ def _values(setting: settings.Setting, example: Any) -> str:
     """What a setting takes: its words, or its type and least value."""
     if setting.choices:
         return 'one of ' + ', '.join(f'`{c}`' for c in setting.choices)
-    kind = configs._type_name(example)  # pylint: disable=protected-access
+    kind = setting_checks._type_name(example)  # pylint: disable=protected-access
     if isinstance(example, bool) or isinstance(example, str):
         return kind
     least = {
@@ -42,13 +43,13 @@ def _default(name: str, families: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
     distinct = {
         json.dumps(p[profile])
         for p in found.values()
-        for profile in configs.PROFILES
+        for profile in profiles.PROFILES
     }
     if len(distinct) == 1:
         return f'`{distinct.pop()}`'
     parts = []
-    for model, profiles in found.items():
-        shown = [json.dumps(profiles[p]) for p in configs.PROFILES]
+    for model, by_profile in found.items():
+        shown = [json.dumps(by_profile[p]) for p in profiles.PROFILES]
         if len(set(shown)) == 1:
             parts.append(f'{model} `{shown[0]}`')
         else:
@@ -59,13 +60,14 @@ def _default(name: str, families: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
 def render() -> str:
     """The page's text."""
     families = {
-        model: configs.setting_defaults(model) for model in configs.MODELS
+        model: setting_checks.setting_defaults(model)
+        for model in profiles.MODELS
     }
-    profiles = ' / '.join(configs.PROFILES)
+    profile_names = ' / '.join(profiles.PROFILES)
     lines: List[str] = [
         '# Settings',
         '',
-        '<!-- Generated from common/settings.py and pipeline/configs.py by '
+        '<!-- Generated from common/settings.py and pipeline/profiles.py by '
         '`make settings-doc`; do not edit by hand. -->',
         '',
         'Every setting of a run, set with `--set KEY=VALUE` (the value is '
@@ -77,7 +79,7 @@ def render() -> str:
         'Settings given with `--set` are held at their values by a Tuner '
         '(docs/tuning.md).',
         '',
-        f'Defaults shown as `a / b` are the `{profiles}` profiles\' '
+        f'Defaults shown as `a / b` are the `{profile_names}` profiles\' '
         '(`--profile`); a family named before a value is the only one that '
         'takes the setting, or has its own default.',
     ]
@@ -90,10 +92,10 @@ def render() -> str:
         for setting in settings.SETTINGS.values():
             if setting.group != group:
                 continue
-            takes = [m for m in configs.MODELS if setting.name in families[m]]
+            takes = [m for m in profiles.MODELS if setting.name in families[m]]
             example = next(iter(families[takes[0]][setting.name].values()))
             who = ('all'
-                   if len(takes) == len(configs.MODELS) else ', '.join(takes))
+                   if len(takes) == len(profiles.MODELS) else ', '.join(takes))
             lines.append(f'| `{setting.name}` | '
                          f'{_default(setting.name, families)} | '
                          f'{_values(setting, example)} | {who} | '

@@ -15,6 +15,8 @@ import yaml
 from common import settings
 from pipeline import cli
 from pipeline import configs
+from pipeline import profiles
+from pipeline import setting_checks
 from serving import cli as serving_cli
 from tests import datasets
 
@@ -159,12 +161,12 @@ def test_list_settings_prints_every_key_with_defaults_and_description():
     assert process.returncode == 0, process.stderr
     assert 'loaded: []' in process.stdout
     sections = process.stdout.split(' (--set KEY=VALUE')
-    for model in configs.MODELS:
+    for model in profiles.MODELS:
         [section] = [
             s for s in sections[1:]
             if sections[sections.index(s) - 1].endswith(model)
         ]
-        for key, defaults in configs.setting_defaults(model).items():
+        for key, defaults in setting_checks.setting_defaults(model).items():
             [row] = [
                 line for line in section.splitlines()
                 if line.split()[:1] == [key]
@@ -172,14 +174,14 @@ def test_list_settings_prints_every_key_with_defaults_and_description():
             assert row.endswith(settings.SETTINGS[key].help), row
             assert all(
                 json.dumps(defaults[profile]) in row
-                for profile in configs.PROFILES), row
+                for profile in profiles.PROFILES), row
 
 
 def test_every_setting_has_a_description():
     # One place for what a key does: next to the defaults, in configs.py.
     keys = set()
-    for model in configs.MODELS:
-        keys |= set(configs.setting_defaults(model))
+    for model in profiles.MODELS:
+        keys |= set(setting_checks.setting_defaults(model))
     assert sorted(keys - set(settings.SETTINGS)) == []
 
 

@@ -20,6 +20,7 @@ from components.example_gen import data_source
 from components.example_gen import executor
 from formats.errors import InputDataError
 from models import data_facts
+from pipeline import beam_runners
 from pipeline import configs
 from pipeline import pipeline as pipeline_lib
 from tests import datasets
@@ -55,7 +56,7 @@ def run_example_gen(tmp_path, source, **settings):
     context = base_beam_executor.BaseBeamExecutor.Context(
         tmp_dir=str(tmp_path / 'tmp'),
         unique_id='test',
-        beam_pipeline_args=configs.default_beam_args())
+        beam_pipeline_args=beam_runners.default_beam_args())
     executor.Executor(context).Do({}, {'examples': [examples]}, exec_properties)
     result = {}
     for split in artifact_utils.decode_split_names(examples.split_names):

@@ -29,7 +29,7 @@ from models import features
 from models import tuning
 from models.fcn import model as fcn
 from pipeline import cli as pipeline_cli
-from pipeline import configs
+from pipeline import profiles
 from pipeline import report
 from pipeline import report_html
 from serving import client as client_lib
@@ -650,7 +650,7 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     profile = tuning.profile_values(
         fcn.search_space, {
             **settings.DEFAULTS,
-            **configs.MODELS['fcn'].profiles['smoke'], 'learning_rate_decay':
+            **profiles.MODELS['fcn'].profiles['smoke'], 'learning_rate_decay':
                 'cosine'
         })
     profile = {

@@ -22,6 +22,7 @@ from models.fcn import model as fcn
 from models.rnn import model as rnn
 from pipeline import configs
 from pipeline import pipeline
+from pipeline import profiles
 
 # A profile the RNN's search space holds: depth 1, width 32.
 PROFILE = {
@@ -177,11 +178,11 @@ def test_the_convnet_trains_at_every_dropout_of_its_search_space():
         assert np.isfinite(loss), dropout
 
 
-@pytest.mark.parametrize('model', sorted(configs.MODELS))
+@pytest.mark.parametrize('model', sorted(profiles.MODELS))
 def test_every_profile_is_a_point_of_its_familys_search_space(model):
     """Else the first trial is drawn at random, and the Tuner may hand the
     Trainer values that score below the profile's own."""
-    family = configs.MODELS[model]
+    family = profiles.MODELS[model]
     recipe = families.recipe(model)
     search_space = recipe.search_space
     for profile, values in family.profiles.items():
@@ -243,8 +244,8 @@ def test_the_sequence_search_draws_both_families_each_with_its_own_params(
     tuner = _family_search(monkeypatch, tmp_path, 'rnn')
     families = [params[names.FAMILY] for _, params in tuner.trained]
     assert set(families) == {'rnn', 'fcn'}, families
-    rnn_profile = configs.MODELS['rnn'].profiles['smoke']
-    fcn_profile = configs.MODELS['fcn'].profiles['smoke']
+    rnn_profile = profiles.MODELS['rnn'].profiles['smoke']
+    fcn_profile = profiles.MODELS['fcn'].profiles['smoke']
     for recipe, params in tuner.trained:
         if params[names.FAMILY] == 'rnn':
             assert recipe is rnn.RECIPE
@@ -284,7 +285,7 @@ def test_the_sequence_searchs_first_trial_is_the_running_familys_profile(
     (recipe, first), *_ = tuner.trained
     assert recipe is families.recipe(model)
     assert first[names.FAMILY] == model
-    profile = configs.MODELS[model].profiles['smoke']
+    profile = profiles.MODELS[model].profiles['smoke']
     assert {key: first[key] for key in profile} == profile
     assert first['learning_rate'] == settings.DEFAULTS['learning_rate']
 
@@ -384,7 +385,7 @@ def test_the_search_holds_the_settings_the_user_gave(monkeypatch, tmp_path,
     # The first trial is still the profile's own values, under the settings.
     first = tuner.trained[0][1]
     assert first[names.FAMILY] == 'rnn'
-    assert first['units'] == configs.MODELS['rnn'].profiles['smoke']['units']
+    assert first['units'] == profiles.MODELS['rnn'].profiles['smoke']['units']
     best = tuner.get_best_hyperparameters()[0]
     _, trained = tuning_space.best_recipe(best.get_config(), rnn.RECIPE, {
         **tuner.params,
