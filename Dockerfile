@@ -21,7 +21,9 @@ RUN pip install --no-cache-dir uv==0.5.11 \
  && uv pip install --system --no-cache --compile-bytecode -r requirements.txt \
  && uv pip install --system --no-cache --no-deps --compile-bytecode \
     -r requirements-nodeps.txt
+COPY common/ common/
 COPY components/ components/
+COPY formats/ formats/
 COPY models/ models/
 COPY pipeline/ pipeline/
 COPY serving/ serving/
