@@ -18,14 +18,16 @@ endif
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 # The headless browser the tests open the run reports in.
 CHROMIUM := /usr/bin/chromium
+# The HTTP load generator of the serving benchmark (bench/serving_front_end.py).
+WRK := /usr/bin/wrk
 
-.PHONY: setup data browser demo lint format format-check test bench bazel \
+.PHONY: setup data browser wrk demo lint format format-check test bench bazel \
 	bazel-test clean image settings-doc
 
 # The Kubeflow image, tagged as `compile` expects by default.
 IMAGE ?= $(shell $(PY) -c 'from pipeline import configs; print(configs.default_image())')
 
-setup: $(VENV)/.installed data browser
+setup: $(VENV)/.installed data browser wrk
 
 # --compile-bytecode: the installed packages' .pyc files, written once here.
 # Python writes none itself where PYTHONDONTWRITEBYTECODE is set (as on our CI
@@ -49,6 +51,11 @@ browser: $(CHROMIUM)
 
 $(CHROMIUM):
 	apt-get update -qq && apt-get install -y -qq chromium
+
+wrk: $(WRK)
+
+$(WRK):
+	apt-get update -qq && apt-get install -y -qq wrk
 
 demo: setup
 	$(PY) -m pipeline run --model convnet --profile full --home $(HOME_DIR)

@@ -215,6 +215,12 @@ class Bench:
         if value:
             value.setdefault('model_base_path', base_path or 'built-in')
             self.results['serving'] = value
+        from bench import serving_front_end  # pylint: disable=import-outside-toplevel
+        front_end = self.section('serving front end', serving_front_end.run,
+                                 self.quick)
+        if front_end:
+            self.results.setdefault('serving', {})['front_end'] = front_end
+            _say(serving_front_end.format_table(front_end))
 
     def run(self, sections: List[str]) -> Dict[str, Any]:
         """Runs the chosen sections in order and returns the results."""

@@ -22,6 +22,8 @@ MAX_SMOKE_SECONDS = 60.0  # smoke profile, end to end, each model
 MAX_CACHED_RERUN_SECONDS = 15.0  # a rerun every component takes from cache
 MIN_BATCHING_SPEEDUP = 3.0  # model server, 32 clients, batching on / off
 MAX_GRPC_OVERHEAD_MS = 0.5  # model server, gRPC p50 over in-process p50
+MAX_REST_KEPT_ALIVE_MS = 2.0  # matmul model, one kept-alive REST connection
+MIN_REST_SPEEDUP = 3.0  # 64 REST connections, this front end / previous
 
 _COMPONENT_ORDER = ('startup', 'FileBasedExampleGen', 'StatisticsGen',
                     'Transform', 'Trainer', 'Evaluator', 'ServingCheck',
@@ -95,6 +97,7 @@ def evaluate_targets(results: Dict[str, Any]) -> Dict[str, Any]:
     scaling = results.get('scaling') or {}
     smoke = results.get('smoke') or {}
     serving = results.get('serving') or {}
+    front_end = serving.get('front_end') or {}
     targets = {}
     for model, limit in MAX_PIPELINE_OVER_BY_HAND.items():
         targets[f'{model}_pipeline_over_by_hand'] = _target(
@@ -145,6 +148,19 @@ def evaluate_targets(results: Dict[str, Any]) -> Dict[str, Any]:
                     MAX_GRPC_OVERHEAD_MS,
                     True,
                     note='gRPC Predict p50 minus in-process p50'),
+        'serving_rest_kept_alive_p50_ms':
+            _target(
+                ((front_end.get('current') or {}).get('rest_1_connection') or
+                 {}).get('p50_ms'),
+                MAX_REST_KEPT_ALIVE_MS,
+                True,
+                note='matmul model, wrk -c1 (bench/serving_front_end.py)'),
+        'serving_rest_64_connections_speedup':
+            _target((front_end.get('ratios') or {}).get('rest_64_connections'),
+                    MIN_REST_SPEEDUP,
+                    False,
+                    note='requests/s, this front end over the previous, '
+                    'same run'),
     })
     return targets
 

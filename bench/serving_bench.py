@@ -136,7 +136,7 @@ def png_image(seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
@@ -146,7 +146,7 @@ class _Server:
     """A `python -m serving serve` subprocess for the benchmark."""
 
     def __init__(self, base_path: str, workdir: str, batching: bool):
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = os.path.join(workdir, f'server-{self.port}.log')
         args = [
             sys.executable, '-m', 'serving', 'serve', f'--port={self.port}',
@@ -263,7 +263,7 @@ def _grpc_latency(port: int, request, iterations: int) -> Dict[str, float]:
     return _percentiles(samples)
 
 
-def _cpu_seconds(pid: Optional[int] = None) -> float:
+def cpu_seconds(pid: Optional[int] = None) -> float:
     """User + system CPU seconds of a process (this one by default)."""
     if pid is None:
         times = os.times()
@@ -289,8 +289,8 @@ def _cell(latencies: List[float], elapsed: float, client_cpu: float,
     return cell
 
 
-def _grpc_load(port: int, server_pid: int, request, clients: int,
-               seconds: float) -> Dict[str, float]:
+def grpc_load(port: int, server_pid: int, request, clients: int,
+              seconds: float) -> Dict[str, float]:
     """`clients` concurrent callers, each on its own channel, for `seconds`.
 
     The callers are coroutines on one grpc.aio event loop: a load generator
@@ -326,13 +326,13 @@ def _grpc_load(port: int, server_pid: int, request, clients: int,
 
         tasks = [asyncio.ensure_future(client(s)) for s in stubs]
         await asyncio.sleep(min(1.0, seconds / 4))  # Warm-up, unmeasured.
-        client_cpu, server_cpu = _cpu_seconds(), _cpu_seconds(server_pid)
+        client_cpu, server_cpu = cpu_seconds(), cpu_seconds(server_pid)
         window['start'] = time.perf_counter()
         await asyncio.sleep(seconds)
         stop.set()
         elapsed = time.perf_counter() - window['start']
-        client_cpu = _cpu_seconds() - client_cpu
-        server_cpu = _cpu_seconds(server_pid) - server_cpu
+        client_cpu = cpu_seconds() - client_cpu
+        server_cpu = cpu_seconds(server_pid) - server_cpu
         await asyncio.gather(*tasks)
         for channel in channels:
             await channel.close()
@@ -341,8 +341,8 @@ def _grpc_load(port: int, server_pid: int, request, clients: int,
     return asyncio.run(load())
 
 
-def _thread_load(call: Callable[[], object], clients: int,
-                 seconds: float) -> Dict[str, float]:
+def thread_load(call: Callable[[], object], clients: int,
+                seconds: float) -> Dict[str, float]:
     """`clients` threads calling `call()` in a loop, in this process."""
     latencies: List[float] = []
     stop = threading.Event()
@@ -359,13 +359,13 @@ def _thread_load(call: Callable[[], object], clients: int,
     for thread in threads:
         thread.start()
     time.sleep(min(1.0, seconds / 4))  # Warm-up, unmeasured.
-    cpu = _cpu_seconds()
+    cpu = cpu_seconds()
     measuring.set()
     start = time.perf_counter()
     time.sleep(seconds)
     stop.set()
     elapsed = time.perf_counter() - start
-    cpu = _cpu_seconds() - cpu
+    cpu = cpu_seconds() - cpu
     for thread in threads:
         thread.join(60)
     return _cell(latencies, elapsed, cpu, None)
@@ -376,7 +376,7 @@ def _direct_load(base_path: str, png: bytes,
     """The limit: threads calling the signature in-process, one PNG a call."""
     function = _ImageSignature(base_path)
     return {
-        str(c): _thread_load(lambda: function([png]), c, seconds)
+        str(c): thread_load(lambda: function([png]), c, seconds)
         for c in CONCURRENCY
     }
 
@@ -395,13 +395,13 @@ def _batch_cost(base_path: str, png: bytes,
         calls = max(10, iterations // rows)
         for _ in range(10):
             function(images)
-        cpu, start = _cpu_seconds(), time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         for _ in range(calls):
             function(images)
         wall = time.perf_counter() - start
         costs[str(rows)] = {
             'cpu_ms_per_row':
-                round((_cpu_seconds() - cpu) / calls / rows * 1e3, 3),
+                round((cpu_seconds() - cpu) / calls / rows * 1e3, 3),
             'wall_ms_per_call':
                 round(wall / calls * 1e3, 3)
         }
@@ -437,7 +437,7 @@ def _layer_load(base_path: str, request, seconds: float,
     inference = inference_lib.Inference(served, None, batcher)
     try:
         return {
-            str(c): _thread_load(lambda: inference.predict(request), c, seconds)
+            str(c): thread_load(lambda: inference.predict(request), c, seconds)
             for c in CONCURRENCY
         }
     finally:
@@ -491,8 +491,8 @@ def run(quick: bool = False, model_base_path: Optional[str] = None) -> dict:
                         server.port, request, iterations)
                 throughput[f'grpc_{key}'] = {
                     str(c):
-                        _grpc_load(server.port, server.process.pid, request, c,
-                                   seconds) for c in CONCURRENCY
+                        grpc_load(server.port, server.process.pid, request, c,
+                                  seconds) for c in CONCURRENCY
                 }
             finally:
                 server.stop()

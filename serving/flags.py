@@ -15,14 +15,17 @@ Additions that tensorflow_model_server does not have:
                             of its files changed for this long (protects
                             against half-copied exports).
   --rest_api_max_body_bytes larger REST request bodies are answered 413
-                            without being read (default 32 MiB, 0: no limit).
+                            as soon as the headers say so, the rest read and
+                            dropped (default 32 MiB, 0: no limit).
 
 Bounds TF Serving has a flag for keep its flag, but not always its default:
 gRPC requests above 64 MiB are refused (RESOURCE_EXHAUSTED) unless
 --grpc_channel_arguments=grpc.max_receive_message_length=N says otherwise;
---rest_api_num_threads threads handle REST requests (idle connections hold
-none), and --rest_api_timeout_in_ms closes idle connections and answers 408
-to a request body that does not arrive in time.
+--rest_api_num_threads threads run REST requests once their bodies are in
+(connections, idle or slow, live on an event loop and hold none), and
+--rest_api_timeout_in_ms closes idle connections and answers 408 to a
+request body that does not arrive in time; --grpc_max_threads threads run
+gRPC calls (received on the same event loop).
 """
 
 import dataclasses
@@ -127,8 +130,9 @@ _FLAGS: Dict[str, Tuple[type, Any, str]] = {
                                'only once it has not changed for this long '
                                '(not a TF Serving flag).'),
     'rest_api_max_body_bytes': (int, 32 * 1024 * 1024, 'Larger HTTP/REST '
-                                'request bodies are answered 413 unread; 0 '
-                                'for no limit (not a TF Serving flag).'),
+                                'request bodies are answered 413 (the rest '
+                                'is dropped); 0 for no limit (not a TF '
+                                'Serving flag).'),
 }
 
 _UNSUPPORTED = {

@@ -146,9 +146,11 @@ def serve(flags) -> int:
     _configure_tensorflow(flags)
     # pylint: disable=import-outside-toplevel
     from serving import batching as batching_lib
+    from serving import event_loop
     from serving import grpc_server
+    from serving import http_server
     from serving import inference as inference_lib
-    from serving import rest
+    from serving import rest_api
 
     metrics = metrics_lib.Metrics()
     batcher = (batching_lib.BatchScheduler(batching, metrics)
@@ -178,28 +180,30 @@ def serve(flags) -> int:
     addresses = [_bind(flags.host, flags.port)]
     if flags.grpc_socket_path:
         addresses.append(f'unix:{flags.grpc_socket_path}')
+    loop = event_loop.EventLoopThread()
     try:
-        server, ports, health = grpc_server.start(inference, manager.reload,
-                                                  addresses,
-                                                  flags.grpc_max_threads,
-                                                  channel_args, metrics)
+        grpc = loop.run(
+            grpc_server.start(inference, manager.reload, addresses,
+                              flags.grpc_max_threads, channel_args, metrics))
     except (OSError, RuntimeError) as e:
+        loop.close()
+        manager.stop()
         return _fail(f'failed to start gRPC server: {e}')
     logging.info('Running gRPC ModelServer at %s ...',
-                 _bind(flags.host, ports[0]))
-    http_server = None
+                 _bind(flags.host, grpc.ports[0]))
+    http = None
     if flags.rest_api_port:
-        api = rest.RestApi(inference, metrics, prometheus_path)
+        http = http_server.HttpServer(
+            rest_api.RestApi(inference, metrics, prometheus_path),
+            num_threads=flags.rest_api_num_threads,
+            timeout_ms=flags.rest_api_timeout_in_ms,
+            max_body_bytes=flags.rest_api_max_body_bytes)
         try:
-            http_server, rest_port = rest.start(
-                api,
-                flags.host,
-                flags.rest_api_port,
-                num_threads=flags.rest_api_num_threads,
-                timeout_ms=flags.rest_api_timeout_in_ms,
-                max_body_bytes=flags.rest_api_max_body_bytes)
+            rest_port = loop.run(http.start(flags.host, flags.rest_api_port))
         except OSError as e:
-            server.stop(0)
+            loop.run(grpc.stop(0))
+            loop.close()
+            manager.stop()
             return _fail(f'failed to start HTTP server: {e}')
         logging.info('Exporting HTTP/REST API at:%s ...',
                      _bind(flags.host, rest_port))
@@ -218,10 +222,10 @@ def serve(flags) -> int:
     signal.signal(signal.SIGINT, on_signal)
     while not stop.wait(1.0):
         pass
-    health.enter_graceful_shutdown()
-    server.stop(grace=2).wait(5)
-    if http_server is not None:
-        http_server.shutdown()
+    loop.run(grpc.stop(grace=2), timeout=10)
+    if http is not None:
+        loop.run(http.stop(), timeout=10)
+    loop.close()
     manager.stop()
     if batcher is not None:
         batcher.stop()

@@ -235,7 +235,17 @@ def _fake_results():
                     '32': 1600.0
                 }
             },
-            'batching_speedup_at_32': 3.2
+            'batching_speedup_at_32': 3.2,
+            'front_end': {
+                'current': {
+                    'rest_1_connection': {
+                        'p50_ms': 1.1
+                    }
+                },
+                'ratios': {
+                    'rest_64_connections': 1.2
+                }
+            }
         },
         'errors': {},
     }
@@ -256,6 +266,8 @@ def test_report_writes_json_png_and_judges_targets(tmp_path):
         'cached_rerun_seconds': True,
         'serving_batching_speedup_at_32': True,
         'serving_grpc_overhead_p50_ms': False,
+        'serving_rest_kept_alive_p50_ms': True,  # 1.1 <= 2
+        'serving_rest_64_connections_speedup': False,  # 1.2 < 3
     }
     assert written['targets']['smoke_end_to_end_seconds'] == {
         'value': 90.0,
@@ -353,8 +365,8 @@ def test_serving_bench_cells_count_per_request_and_print_every_client_count():
     assert (cell['client_cpu_ms'], cell['server_cpu_ms']) == (1.0, 2.0)
     assert 'server_cpu_ms' not in serving_bench._cell([0.001], 1.0, 0.0, None)  # pylint: disable=protected-access
     # The CPU of a process by its id (/proc) agrees with this process's own.
-    own = serving_bench._cpu_seconds()  # pylint: disable=protected-access
-    by_pid = serving_bench._cpu_seconds(os.getpid())  # pylint: disable=protected-access
+    own = serving_bench.cpu_seconds()
+    by_pid = serving_bench.cpu_seconds(os.getpid())
     assert own > 0 and abs(by_pid - own) < 0.1
     cells = {str(c): dict(cell) for c in serving_bench.CONCURRENCY}
     results = {

@@ -115,6 +115,22 @@ def test_rest_body_above_the_limit_is_413_unread(server):
     _rest_ok(server)
 
 
+def test_rest_client_still_sending_a_large_body_reads_the_413(server):
+    """A body 80 times the limit, sent whole: the client reads the 413 the
+    server answered early, not a connection reset."""
+    body = b' ' * (80 * MAX_BODY)
+    with socket.create_connection(('127.0.0.1', server.rest_port), 20) as s:
+        s.sendall(b'POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n'
+                  b'Content-Length: %d\r\n\r\n' % len(body) + body)
+        reply = b''
+        while b'\r\n\r\n' not in reply:
+            chunk = s.recv(65536)
+            assert chunk, reply
+            reply += chunk
+    assert reply.startswith(b'HTTP/1.1 413'), reply[:200]
+    _rest_ok(server)
+
+
 def test_rest_stalled_body_is_408_and_idle_connections_close(server):
     started = time.monotonic()
     with socket.create_connection(('127.0.0.1', server.rest_port), 20) as s:
@@ -248,6 +264,75 @@ def test_load_while_versions_swap_and_a_broken_version_appears(
     assert server.running()
     assert peak < 4096
     _rest_ok(server)
+
+
+SWAPS = 5
+SWAP_REQUESTS = 2000
+
+
+def test_requests_across_version_swaps_never_fail(server, stub, models,
+                                                  add_version):
+    """At least SWAP_REQUESTS predicts over kept-alive REST connections and
+    gRPC, across SWAPS new versions: not one fails."""
+    done = threading.Event()
+    failures, served = [], [0]
+    lock = threading.Lock()
+    request = testmodels.float_predict_request(ROWS, 'm')
+
+    def count() -> None:
+        with lock:
+            served[0] += 1
+
+    def grpc_client():
+        while not done.is_set():
+            try:
+                stub.Predict(request, timeout=30)
+                count()
+            except grpc.RpcError as e:
+                failures.append(f'gRPC {e.code()}: {e.details()}')
+
+    def rest_client():
+        connection = http.client.HTTPConnection('127.0.0.1',
+                                                server.rest_port,
+                                                timeout=30)
+        while not done.is_set():
+            try:
+                connection.request('POST',
+                                   '/v1/models/m:predict',
+                                   body=_predict_body(ROWS))
+                response = connection.getresponse()
+                text = response.read()
+                if response.status == 200:
+                    count()
+                else:
+                    failures.append(f'REST {response.status}: {text[:200]}')
+            except (OSError, http.client.HTTPException) as e:
+                failures.append(f'REST {type(e).__name__}: {e}')
+                connection.close()
+        connection.close()
+
+    clients = ([threading.Thread(target=grpc_client) for _ in range(4)] +
+               [threading.Thread(target=rest_client) for _ in range(4)])
+    for thread in clients:
+        thread.start()
+    first = 1 + max(
+        int(p.name) for p in (models / 'm').iterdir() if p.name.isdigit())
+    try:
+        for version in range(first, first + SWAPS):
+            add_version(models / 'm', version, float(version % 3))
+            server.wait_for_states('m', [(version, 'AVAILABLE')], timeout=120)
+        deadline = time.monotonic() + 120  # Liveness only.
+        while served[0] < SWAP_REQUESTS and not failures:
+            assert time.monotonic() < deadline, served
+            time.sleep(0.05)
+    finally:
+        done.set()
+        for thread in clients:
+            thread.join(60)
+    print(f'\n{served[0]} requests across {SWAPS} swaps, '
+          f'{len(failures)} failed')
+    assert not failures, failures[:5]
+    assert served[0] >= SWAP_REQUESTS
 
 
 def test_grpc_requests_are_bounded_by_default(main_server):
