@@ -22,7 +22,7 @@ CHROMIUM := /usr/bin/chromium
 WRK := /usr/bin/wrk
 
 .PHONY: setup data browser wrk demo lint format format-check test bench bazel \
-	bazel-test clean image settings-doc
+	bazel-test clean image image-test settings-doc
 
 # The Kubeflow image, tagged as `compile` expects by default.
 IMAGE ?= $(shell $(PY) -c 'from pipeline import configs; print(configs.default_image())')
@@ -101,8 +101,16 @@ bazel:
 bazel-test: setup bazel
 	bazel test //...
 
+# With a Docker engine, `docker build`; without one, podman from a local
+# stand-in for the base image (tools/image/, docs/deployment.md).
 image: setup
-	docker build -t $(IMAGE) .
+	tools/image/build.sh $(IMAGE) $(PYTHON310)
+
+# The image built, then run (tests/test_image.py): slow, so apart from
+# `make test`; .ci/run runs it after.
+image-test: image
+	IMAGE=$(IMAGE) IMAGE_TEST=1 $(PY) -m pytest tests/test_image.py -q \
+	    -p no:cacheprovider
 
 clean:
 	rm -rf $(HOME_DIR) bench/results

@@ -417,9 +417,8 @@ def run_compiled(job_path: str,
                  out: TextIO = sys.stderr) -> Dict[str, Any]:
     """Runs a compiled PipelineJob here, task by task.
 
-    Runs a compiled PipelineJob here, task by task; returns its summary: run,
-    pipeline_root, blessed, pushed_model, accuracy, wall_seconds, task_seconds,
-    resolved (resolver task -> URIs).
+    Returns its summary: run, pipeline_root, report, blessed, pushed_model,
+    accuracy, wall_seconds, task_seconds, resolved (resolver task -> URIs).
     """
     runner = CompiledJobRunner(job_path, home, out)
     result = runner.run()
@@ -443,7 +442,10 @@ def _outcome(outputs: Dict[str, Dict[str, List[Any]]]) -> Dict[str, Any]:
     if evaluation is not None:
         from pipeline import summary  # pylint: disable=import-outside-toplevel
         accuracy = summary.accuracy(evaluation.uri)
+    page = first('RunReport', 'report')
     return {
+        # The run's page (pipeline/run_report/), as a local run's `report`.
+        'report': page.uri if page is not None else None,
         'blessed': bool(blessing.get('blessed')),
         'pushed_model':
             (pushed.get('pushed_destination') if pushed.get('pushed') else None

@@ -42,6 +42,7 @@ from components.pusher import executor as pusher_executor
 from components.serving_check.component import ServingCheck
 from components.transform.component import Transform
 from pipeline import configs
+from pipeline.run_report.component import RunReport
 
 # Resolves nothing on a pipeline's first run, by design.
 PREVIOUS_STATISTICS_RESOLVER = 'previous_statistics_resolver'
@@ -146,7 +147,8 @@ def create_pipeline(config: configs.RunConfig,
                     beam_pipeline_args: Optional[List[str]] = None,
                     pipeline_root: Optional[str] = None,
                     serving_model_dir: Optional[str] = None,
-                    serving_check: bool = True) -> tfx_pipeline.Pipeline:
+                    serving_check: bool = True,
+                    run_report: bool = False) -> tfx_pipeline.Pipeline:
     """Wires the TFX pipeline for `config.model` reading `source`.
 
     Args:
@@ -159,6 +161,9 @@ def create_pipeline(config: configs.RunConfig,
         serving_model_dir: Where Pusher writes versions (default: config's).
         serving_check: Whether to check the model in a model server before
             pushing it (components/serving_check/).
+        run_report: Whether to end with the run's report and metrics as
+            artifacts the Kubeflow UI shows (pipeline/run_report/); a local
+            run writes its report after the run instead.
     """
     family = config.family
     params = config.hyperparameters
@@ -285,6 +290,20 @@ def create_pipeline(config: configs.RunConfig,
             filesystem=pusher_pb2.PushDestination.Filesystem(
                 base_directory=serving_model_dir or config.serving_model_dir)))
     components.append(pusher)
+    if run_report:
+        components.append(
+            RunReport(model_name=config.model,
+                      examples=example_gen.outputs['examples'],
+                      statistics=statistics_gen.outputs['statistics'],
+                      anomalies=example_validator.outputs['anomalies'],
+                      drift=data_gate.outputs['drift'],
+                      model_run=trainer.outputs['model_run'],
+                      evaluation=evaluator.outputs['evaluation'],
+                      blessing=evaluator.outputs['blessing'],
+                      pushed_model=pusher.outputs['pushed_model'],
+                      **({
+                          'infra_blessing': check.outputs['blessing']
+                      } if serving_check else {})))
 
     return tfx_pipeline.Pipeline(
         pipeline_name=config.pipeline_name,

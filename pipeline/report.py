@@ -102,10 +102,19 @@ def _splits(uri: str, file_name: str) -> Dict[str, str]:
 def gather(store: metadata_store.MetadataStore, run_id: str) -> Dict[str, Any]:
     """What `render` shows of run `run_id`.
 
-    What `render` shows of run `run_id`, read from ML Metadata and the run's
-    artifacts.
+    Read from ML Metadata and the run's artifacts.
     """
-    found = _artifacts_by_key(store, run_id)
+    return gather_artifacts(_artifacts_by_key(store, run_id))
+
+
+def gather_artifacts(
+    found: Dict[Tuple[str, str],
+                metadata_store_pb2.Artifact]) -> Dict[str, Any]:
+    """What `render` shows, read from the run's artifacts.
+
+    `found`: (artifact type, input or output key) -> artifact, as
+    `_artifacts_by_key` finds them.
+    """
     # ExampleGen's output, beside which it wrote the data's facts.
     examples = found.get(('Examples', 'examples'))
     facts = data_facts.read(examples.uri) if examples else {}

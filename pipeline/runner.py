@@ -363,7 +363,8 @@ def compile_kubeflow(config: configs.RunConfig, output: str) -> str:
         target.data,
         beam_pipeline_args=beam_args,
         pipeline_root=target.pipeline_root,
-        serving_model_dir=target.serving_model_dir)
+        serving_model_dir=target.serving_model_dir,
+        run_report=True)
     runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
         config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
             default_image=target.image),

@@ -13,6 +13,7 @@ by this module's tests; each pushed model is then served over gRPC by the
 project's model server.
 """
 
+import glob
 import json
 import os
 import subprocess
@@ -20,6 +21,9 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
 
 from pipeline import kubeflow_launcher
 from serving import client as client_lib
@@ -194,6 +198,81 @@ def test_rnn_job_reaches_pusher_and_its_model_answers_over_grpc(jobs, tmp_path):
     hits = np.mean(
         [p.top_class == s.label for p, s in zip(predictions, sequences)])
     assert hits > 0.5, hits
+
+
+# RunReport's outputs (pipeline/run_report/): KFP v2's visualization types.
+UI_ARTIFACTS = {
+    'report': 'system.HTML',
+    'metrics': 'system.Metrics',
+    'confusion_matrix': 'system.ClassificationMetrics',
+}
+
+
+@pytest.mark.parametrize('model, class_names', [('convnet', CLASS_NAMES),
+                                                ('rnn', SEQUENCE_LABELS)])
+def test_compiled_run_leaves_the_kubeflow_ui_its_report_and_metrics(
+        jobs, model, class_names):
+    """The job's last task outputs the run's page (system.HTML), TFMA's
+    headline metrics (system.Metrics) and the confusion matrix by class name
+    (system.ClassificationMetrics), as its executor output tells the
+    launcher, which records them by those types."""
+    run = jobs[model]
+    with open(run['job'], encoding='utf-8') as job_file:
+        component = json.load(
+            job_file)['pipelineSpec']['components']['RunReport']
+    declared = component['outputDefinitions']['artifacts']
+    assert {
+        key: yaml.safe_load(spec['artifactType']['instanceSchema'])['title']
+        for key, spec in declared.items()
+    } == UI_ARTIFACTS
+    [output_file] = glob.glob(
+        os.path.join(run['root'], run['summary']['run'], 'RunReport',
+                     'executor_output.json'))
+    with open(output_file, encoding='utf-8') as f:
+        outputs = {
+            key: value['artifacts'][0]
+            for key, value in json.load(f)['artifacts'].items()
+        }
+    assert set(outputs) == set(UI_ARTIFACTS)
+    for key, artifact in outputs.items():
+        # Under the run's task folder, where the cluster's launcher puts it.
+        assert artifact['uri'] == os.path.join(os.path.dirname(output_file),
+                                               key)
+    page_uri = outputs['report']['uri']
+    assert run['summary']['report'] == page_uri
+    with open(page_uri, encoding='utf-8') as f:
+        page = f.read()
+    # Every section whose component ran has its content (on a first run
+    # only the drift section has nothing to compare with).
+    for section in ('statistics', 'anomalies', 'training', 'metrics',
+                    'confusion', 'comparison', 'serving'):
+        body = page.split(f'<section id="{section}">')[1].split('</section>')[0]
+        assert 'class="none"' not in body, (section, body[:300])
+    assert all(f'>{name}<' in page for name in class_names)
+    assert f'<code>{run["summary"]["run"]}</code>' in page
+
+    accuracy = run['summary']['accuracy']
+    metrics = outputs['metrics']['metadata']
+    assert metrics['accuracy'] == pytest.approx(accuracy, abs=1e-4)
+    assert 'example_count' in metrics, sorted(metrics)
+    matrix = outputs['confusion_matrix']['metadata']['confusionMatrix']
+    assert [s['displayName'] for s in matrix['annotationSpecs']
+           ] == list(class_names)
+    rows = np.array([r['row'] for r in matrix['rows']])
+    assert rows.shape == (len(class_names), len(class_names))
+    # The matrix of the accuracy reported: correct over all.
+    assert np.trace(rows) / rows.sum() == pytest.approx(accuracy, abs=1e-4)
+    assert rows.sum() == metrics['example_count']
+
+    # The launcher recorded them by their KFP types, as the UI reads them.
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = os.path.join(run['root'], '..', 'home',
+                                              kubeflow_launcher.METADATA_FILE)
+    store = metadata_store.MetadataStore(config)
+    for key, title in UI_ARTIFACTS.items():
+        assert outputs[key]['uri'] in {
+            a.uri for a in store.get_artifacts_by_type(title)
+        }, title
 
 
 def test_resolvers_answer_from_earlier_runs_of_the_pipeline_only(tmp_path):
