@@ -21,13 +21,13 @@ CHROMIUM := /usr/bin/chromium
 # The HTTP load generator of the serving benchmark (bench/serving_front_end.py).
 WRK := /usr/bin/wrk
 
-.PHONY: setup data browser wrk demo lint format format-check test bench bazel \
-	bazel-test clean image image-test settings-doc
+.PHONY: setup data browser wrk engines demo lint format format-check test \
+	bench bazel bazel-test clean image image-test settings-doc
 
 # The Kubeflow image, tagged as `compile` expects by default.
 IMAGE ?= $(shell $(PY) -c 'from pipeline import configs; print(configs.default_image())')
 
-setup: $(VENV)/.installed data browser wrk
+setup: $(VENV)/.installed data browser wrk engines
 
 # --compile-bytecode: the installed packages' .pyc files, written once here.
 # Python writes none itself where PYTHONDONTWRITEBYTECODE is set (as on our CI
@@ -56,6 +56,51 @@ wrk: $(WRK)
 
 $(WRK):
 	apt-get update -qq && apt-get install -y -qq wrk
+
+# Flink and Spark for the Beam steps (docs/engines.md): a Flink 1.19
+# distribution from PyPI's apache-flink wheel (bin/, conf/) and
+# apache-flink-libraries sdist (lib/, opt/); Spark 3.5.5 from the pyspark
+# sdist's deps/; Beam's Flink and Spark job servers assembled by Maven from
+# the poms under deploy/engines/. Cached outside the checkout, fetched once;
+# pipeline/engines.py names the same folder and versions.
+ENGINES_DIR ?= $(or $(TFX_ENGINES_DIR),$(HOME)/.cache/tfx-engines)
+FLINK_VERSION := 1.19.0
+SPARK_VERSION := 3.5.5
+PIP_DOWNLOAD = $(shell $(PY) -m pip --version >/dev/null 2>&1 && \
+	echo '$(PY) -m pip' || echo 'uvx pip') download --no-deps --quiet \
+	-d $(ENGINES_DIR)/downloads
+FLINK_HOME := $(ENGINES_DIR)/flink-$(FLINK_VERSION)
+SPARK_HOME := $(ENGINES_DIR)/spark-$(SPARK_VERSION)
+
+engines: $(FLINK_HOME)/.fetched $(SPARK_HOME)/.fetched \
+	$(ENGINES_DIR)/flink-job-server/.fetched \
+	$(ENGINES_DIR)/spark-job-server/.fetched
+
+$(FLINK_HOME)/.fetched: | $(VENV)/.installed
+	$(PIP_DOWNLOAD) apache-flink==$(FLINK_VERSION) \
+	    apache-flink-libraries==$(FLINK_VERSION)
+	rm -rf $(FLINK_HOME) $(FLINK_HOME).tmp && mkdir -p $(FLINK_HOME).tmp
+	tar xzf $(ENGINES_DIR)/downloads/apache-flink-libraries-$(FLINK_VERSION).tar.gz \
+	    -C $(FLINK_HOME).tmp --strip-components=2 \
+	    apache-flink-libraries-$(FLINK_VERSION)/deps
+	cd $(FLINK_HOME).tmp && unzip -q -o \
+	    $(ENGINES_DIR)/downloads/apache_flink-$(FLINK_VERSION)-*.whl \
+	    'pyflink/bin/*' 'pyflink/conf/*' && cp -r pyflink/bin pyflink/conf . \
+	    && rm -rf pyflink
+	touch $(FLINK_HOME).tmp/.fetched && mv $(FLINK_HOME).tmp $(FLINK_HOME)
+
+$(SPARK_HOME)/.fetched: | $(VENV)/.installed
+	$(PIP_DOWNLOAD) --no-build-isolation pyspark==$(SPARK_VERSION) || \
+	    $(PIP_DOWNLOAD) pyspark==$(SPARK_VERSION)
+	rm -rf $(SPARK_HOME) $(SPARK_HOME).tmp && mkdir -p $(SPARK_HOME).tmp
+	tar xzf $(ENGINES_DIR)/downloads/pyspark-$(SPARK_VERSION).tar.gz \
+	    -C $(SPARK_HOME).tmp --strip-components=2 pyspark-$(SPARK_VERSION)/deps
+	touch $(SPARK_HOME).tmp/.fetched && mv $(SPARK_HOME).tmp $(SPARK_HOME)
+
+$(ENGINES_DIR)/%-job-server/.fetched: deploy/engines/%-job-server/pom.xml
+	rm -rf $(@D) && mvn -q -f $< dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(@D)
+	touch $@
 
 demo: setup
 	$(PY) -m pipeline run --model convnet --profile full --home $(HOME_DIR)

@@ -254,10 +254,20 @@ _TABLE = (
             "batch-norm moving averages' momentum, 0: from the steps an epoch",
             default=0.0),
     # Keep the parsed training and eval examples in memory after the first
-    # epoch (models/inputs.py); false when they do not fit in memory.
+    # epoch (models/inputs.py) when they fit in cache_memory_mb; false:
+    # always stream them from the files.
     Setting('cache_examples',
-            'keep parsed examples in memory after the first epoch',
+            'keep parsed examples in memory after the first epoch (if they '
+            'fit in cache_memory_mb)',
             default=True),
+    # The memory (MiB) the Trainer may keep parsed examples in: the training
+    # split is cached if it fits, then the eval split in what is left;
+    # otherwise streamed from disk every epoch (models/training.py
+    # cache_plan). 0: a quarter of the memory free when training starts.
+    Setting('cache_memory_mb',
+            'MiB the parsed examples kept in memory may take (0: a quarter of '
+            'the free memory); a split that does not fit is streamed',
+            default=0.0),
     # What a plain Keras script does not do (models/training.py
     # apply_speedups): the model's steps compiled by XLA, and this many
     # steps per call of the step function. Off: neither paid for any family

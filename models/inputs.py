@@ -5,7 +5,7 @@ through the Trainer's TFXIO data accessor; `distributed_dataset` gives each
 replica or worker its own; `count_examples` sizes an epoch.
 """
 
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -98,14 +98,27 @@ def make_dataset(file_pattern: List[str],
 
 def count_examples(file_pattern: List[str]) -> int:
     """The records in a split's (gzipped) TFRecord files."""
+    return split_size(file_pattern)[0]
+
+
+def split_size(file_pattern: List[str]) -> Tuple[int, int]:
+    """A split's records and their uncompressed bytes, in one pass.
+
+    The records in a split's (gzipped) TFRecord files, and their bytes
+    uncompressed, in one pass.
+    """
     files = sorted(
         f for pattern in file_pattern for f in tf.io.gfile.glob(pattern))
     compression = 'GZIP' if files and all(
         f.endswith('.gz') for f in files) else ''
-    return int(
-        tf.data.TFRecordDataset(files,
-                                compression).reduce(np.int64(0),
-                                                    lambda count, _: count + 1))
+
+    def add(totals, record):
+        size = tf.cast(tf.strings.length(record), tf.int64)
+        return totals[0] + 1, totals[1] + size
+
+    count, size = tf.data.TFRecordDataset(files, compression).reduce(
+        (np.int64(0), np.int64(0)), add)
+    return int(count), int(size)
 
 
 def distributed_dataset(strategy: tf.distribute.Strategy, global_batch: int,

@@ -14,6 +14,7 @@ class names and channels come from the data, through the transform graph
 import contextlib
 import functools
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -125,6 +126,61 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append(round(time.monotonic() - self._started, 2))
 
 
+# Parsed examples take about this many times their serialized bytes in
+# memory (tensors, plus the cache's per-element overhead).
+_PARSED_BYTES_PER_SERIALIZED = 2
+
+
+def free_memory_bytes() -> int:
+    """The memory the kernel says is available (MemAvailable)."""
+    try:
+        with open('/proc/meminfo', encoding='ascii') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+
+
+def cache_plan(params: Params, split_bytes: Dict[str, int]) -> Dict[str, Any]:
+    """Which splits the Trainer keeps in memory, and why.
+
+    The training split is cached if its parsed examples (estimated at
+    _PARSED_BYTES_PER_SERIALIZED times its records' bytes) fit in the
+    budget, `cache_memory_mb` MiB or, at 0, a quarter of the free memory;
+    then the eval split in what is left. A split that does not fit is read,
+    decompressed and parsed from its files every epoch (streamed), in
+    memory no larger than the shuffle buffer and a batch.
+
+    Returns:
+        `cached_splits` (split -> bool), `cache_budget_bytes` and the
+        `split_bytes` estimated in memory: for the training report.
+    """
+    budget_mb = float(settings.value(params, 'cache_memory_mb') or 0)
+    budget = (int(budget_mb *
+                  2**20) if budget_mb > 0 else free_memory_bytes() // 4)
+    needed = {
+        split: size * _PARSED_BYTES_PER_SERIALIZED
+        for split, size in split_bytes.items()
+    }
+    cached, left = {}, budget
+    for split in ('train', 'eval'):
+        cached[split] = (bool(settings.value(params, 'cache_examples')) and
+                         needed[split] <= left)
+        left -= needed[split] if cached[split] else 0
+    for split, keep in cached.items():
+        if not keep:
+            logging.info(
+                'streaming the %s split: %d bytes parsed, over the '
+                'memory budget of %d bytes', split, needed[split], budget)
+    return {
+        'cached_splits': cached,
+        'cache_budget_bytes': budget,
+        'split_bytes_in_memory': needed
+    }
+
+
 def train(fn_args: 'tfx.components.FnArgs',
           recipe: recipe_lib.ModelRecipe,
           params: Params,
@@ -150,7 +206,9 @@ def train(fn_args: 'tfx.components.FnArgs',
         keras.utils.set_random_seed(int(params['seed']))
     class_names = params['class_names']
     replicas = strategy.num_replicas_in_sync
-    train_examples = inputs.count_examples(fn_args.train_files)
+    train_examples, train_bytes = inputs.split_size(fn_args.train_files)
+    eval_examples, eval_bytes = inputs.split_size(fn_args.eval_files)
+    cached = cache_plan(params, {'train': train_bytes, 'eval': eval_bytes})
     per_replica_batch = schedule.fitted_batch_size(params, train_examples,
                                                    replicas)
     global_batch = per_replica_batch * replicas
@@ -166,8 +224,7 @@ def train(fn_args: 'tfx.components.FnArgs',
     make = functools.partial(inputs.make_dataset,
                              data_accessor=fn_args.data_accessor,
                              schema=schema,
-                             to_model_inputs=to_model_inputs,
-                             cache=bool(params['cache_examples']))
+                             to_model_inputs=to_model_inputs)
     learning_rate: LearningRate = float(settings.value(params, 'learning_rate'))
     report: Dict[str, Any] = {
         'strategy': name,
@@ -178,18 +235,20 @@ def train(fn_args: 'tfx.components.FnArgs',
         'learning_rate': learning_rate,
         'warmup_steps': 0,
         'steps_per_epoch': None,
-        'train_examples': train_examples
+        'train_examples': train_examples,
+        **cached
     }
     if names.FAMILY in params:  # A Tuner chose the family.
         report[names.FAMILY] = params[names.FAMILY]
     fit_args: Dict[str, Any] = {}
-    eval_examples = inputs.count_examples(fn_args.eval_files)
     if distribute.is_default(strategy):
         train_data = make(fn_args.train_files,
+                          cache=cached['cached_splits']['train'],
                           batch_size=global_batch,
                           shuffle=True,
                           seed=params.get('seed'))
         evaluation = make(fn_args.eval_files,
+                          cache=cached['cached_splits']['eval'],
                           batch_size=global_batch,
                           shuffle=False)
     else:
@@ -201,6 +260,7 @@ def train(fn_args: 'tfx.components.FnArgs',
             strategy, global_batch, pipelines,
             functools.partial(make,
                               fn_args.train_files,
+                              cache=cached['cached_splits']['train'],
                               shuffle=True,
                               seed=params.get('seed'),
                               repeat=True))
@@ -208,6 +268,7 @@ def train(fn_args: 'tfx.components.FnArgs',
             strategy, global_batch, [],
             functools.partial(make,
                               fn_args.eval_files,
+                              cache=cached['cached_splits']['eval'],
                               shuffle=False,
                               repeat=True))
         # It repeats: Keras is told where an epoch ends.
@@ -321,9 +382,11 @@ def train(fn_args: 'tfx.components.FnArgs',
     if recipe.export_model is not None:
         exporter = functools.partial(recipe.export_model,
                                      params=params,
-                                     train_data=make(fn_args.train_files,
-                                                     batch_size=global_batch,
-                                                     shuffle=False))
+                                     train_data=make(
+                                         fn_args.train_files,
+                                         cache=cached['cached_splits']['train'],
+                                         batch_size=global_batch,
+                                         shuffle=False))
     with _own_dir(fn_args.serving_model_dir, chief) as export_dir:
         exporter(
             model, tf_transform_output, class_names, to_model_inputs, {

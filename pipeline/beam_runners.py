@@ -26,15 +26,16 @@ def default_beam_args() -> List[str]:
     large machine or data set pass `--beam-arg=--runner=FnApiRunner
     --beam-arg=--direct_running_mode=multi_processing
     --beam-arg=--direct_num_workers=N`, or another runner (Flink, Spark,
-    Dataflow), e.g. `--beam-arg=--runner=FlinkRunner`.
+    Dataflow), or `--beam-engine flink|spark` (docs/engines.md).
     """
     return ['--runner=FnApiRunner', '--direct_running_mode=in_memory']
 
 
 # Beam runners `--beam-arg=--runner=NAME` may name (Beam accepts any case,
 # without "Runner", or a module path). Tested here: FnApiRunner, in memory or
-# multi_processing. Passed through untested (they need a cluster or a job
-# server jar no registry here ships): Flink, Spark, Dataflow, portable.
+# multi_processing; PortableRunner on Flink and Spark (`--beam-engine`,
+# pipeline/engines.py). Passed through untested: FlinkRunner and SparkRunner
+# (they download a job server jar at run time), Dataflow.
 BEAM_RUNNERS = ('FnApiRunner', 'FlinkRunner', 'SparkRunner', 'DataflowRunner',
                 'PortableRunner')
 # Refused before the run, with why.
@@ -73,13 +74,16 @@ def _runner_key(value: str) -> str:
 
 
 def beam_runs_locally(beam_args: List[str]) -> bool:
-    """Whether Beam runs the bundles on this machine.
+    """Whether Beam runs the bundles where this project is installed.
 
-    Whether Beam runs the bundles on this machine: the FnApiRunner, in this
-    process or in worker processes of this Python environment.
+    The FnApiRunner, in this process or in worker processes of this Python
+    environment, or SDK workers of an EXTERNAL worker pool, which runs this
+    project's Python (pipeline/engines.py) or image (deploy/).
     """
     runners = _flag_values(beam_args, 'runner')
-    return bool(runners) and _runner_key(runners[-1]) == 'fnapirunner'
+    environments = _flag_values(beam_args, 'environment_type')
+    return bool(runners) and (_runner_key(runners[-1]) == 'fnapirunner' or
+                              (environments or [''])[-1] == 'EXTERNAL')
 
 
 def beam_args_problem(beam_args: List[str]) -> Optional[str]:

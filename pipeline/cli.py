@@ -16,6 +16,8 @@
     python -m pipeline submit --model M --target kubeflow --host URL
     python -m pipeline schedule --model M --target kubeflow --host URL
         --cron "EXPR"
+    python -m pipeline engine start|stop flink|spark   (a local cluster for
+                                   --beam-engine flink|spark: docs/engines.md)
 
 `run` prints each component as it starts and ends, then one JSON line: model,
 profile, blessed, pushed_model, accuracy, wall_seconds (and more).
@@ -59,6 +61,7 @@ from formats.errors import InputDataError  # noqa: E402
 from models import saved_model_dirs  # noqa: E402
 from pipeline import beam_runners  # noqa: E402
 from pipeline import configs  # noqa: E402
+from pipeline import engines  # noqa: E402
 from pipeline import profiles  # noqa: E402
 from pipeline import setting_checks  # noqa: E402
 
@@ -100,9 +103,11 @@ def _add_run_config_flags(parser: argparse.ArgumentParser,
                         dest='beam_args',
                         metavar='FLAG',
                         help='a Beam pipeline argument, e.g. '
-                        '--beam-arg=--runner=FlinkRunner (repeatable; '
+                        '--beam-arg=--direct_num_workers=2 (repeatable; '
                         'replaces the default --runner=FnApiRunner '
-                        '--direct_running_mode=in_memory)')
+                        '--direct_running_mode=in_memory; after '
+                        '--beam-engine\'s)')
+    engines.add_engine_flags(parser)
     parser.add_argument('--set',
                         action='append',
                         default=[],
@@ -120,7 +125,7 @@ def _run_config(args: argparse.Namespace) -> configs.RunConfig:
         data=args.data,
         home=args.home,
         strategy=args.strategy,
-        beam_args=tuple(args.beam_args),
+        beam_args=tuple(getattr(args, 'engine_beam_args', []) + args.beam_args),
         overrides=tuple(args.overrides),
         **{
             k: v for k, v in (('kubeflow_image', getattr(args, 'image', None)),
@@ -230,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                       default=configs.DEFAULT_HOME,
                       help='the pipeline home whose serving/ to serve '
                       f'(default {configs.DEFAULT_HOME})')
+    engines.add_engine_command(commands)
     demo.add_argument('--count',
                       type=arguments.positive_int,
                       default=5,
@@ -400,6 +406,7 @@ def _run_flags(args: argparse.Namespace) -> List[str]:
         flags += ['--data', args.data]
     if args.strategy:
         flags += ['--strategy', args.strategy]
+    flags += engines.engine_flags_of(args)
     flags += [f'--beam-arg={arg}' for arg in args.beam_args]
     flags += [
         f'--set={key}={json.dumps(value)}' for key, value in args.overrides
@@ -475,6 +482,29 @@ def _check_transfer_source(path: str) -> None:
         raise InputDataError(error.path, error.fault) from error
 
 
+def _engine_beam_args(args: argparse.Namespace) -> List[str]:
+    """The Beam flags of `--beam-engine`.
+
+    The Beam flags of `--beam-engine`; for `run`, once the engine's job server
+    and worker pool answer.
+
+    Raises:
+        engines.EngineError: naming the endpoint or state file at fault.
+    """
+    if getattr(args, 'beam_engine', 'local') == 'local':
+        return []
+    if getattr(args, 'target', None) == 'kubeflow' and not args.engine_address:
+        raise engines.EngineError(
+            f'--beam-engine={args.beam_engine} --target kubeflow needs '
+            '--engine-address: the job server as the pods reach it')
+    flags = engines.beam_args_of(args)
+    if args.command == 'run':
+        _say(f'checking the {args.beam_engine} engine '
+             f'({engines.endpoint(flags, "job_endpoint")}) ...')
+        engines.check_reachable(flags)
+    return flags
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Runs the command line; returns the process exit code."""
     parser = build_parser()
@@ -482,8 +512,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == 'run' and args.list_settings:
         _list_settings(args.model)
         return 0
+    if args.command == 'engine':
+        try:
+            print(json.dumps(engines.engine_command(args)), flush=True)
+        except engines.EngineError as error:
+            print(f'error: {error}', file=sys.stderr, flush=True)
+            return EXIT_USAGE
+        return 0
     if getattr(args, 'model', '') is None and args.command != 'runs':
         parser.error('the following arguments are required: --model')
+    try:
+        args.engine_beam_args = _engine_beam_args(args)
+    except engines.EngineError as error:
+        print(f'error: {error}', file=sys.stderr, flush=True)
+        return EXIT_USAGE
     problem = beam_runners.beam_args_problem(getattr(args, 'beam_args', ()))
     if problem:
         print(f'error: {problem}', file=sys.stderr, flush=True)

@@ -1,0 +1,362 @@
+"""The Beam steps on real engines (docs/engines.md): a local Flink cluster
+(JobManager, two TaskManagers) and a Spark standalone cluster (master, two
+workers), each with Beam's job server and an SDK worker pool of this venv,
+started and stopped here; the rnn pipeline on Flink and the convnet pipeline
+on Spark, through the command line, each to a pushed model, compared with the
+same pipeline run in process.
+
+The cluster runs need `make engines`; without its artifacts they skip.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+from tensorflow_metadata.proto.v0 import statistics_pb2
+
+from pipeline import cli
+from pipeline import beam_runners
+from pipeline import engines
+from tests import datasets
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Tiny budgets: the Beam steps are checked, not the accuracy.
+TINY = ('--set', 'min_train_steps=0', '--set', 'epochs=1')
+
+
+def _cli(*args, timeout=1800):
+    return subprocess.run([sys.executable, '-m', 'pipeline', *args],
+                          cwd=REPO,
+                          capture_output=True,
+                          text=True,
+                          timeout=timeout,
+                          check=False)
+
+
+def _summary(process):
+    lines = [
+        line for line in process.stdout.splitlines() if line.startswith('{')
+    ]
+    assert process.returncode == 0 and lines, process.stderr[-3000:]
+    return json.loads(lines[-1])
+
+
+def _errors(process):
+    return [
+        line for line in process.stderr.splitlines()
+        if line.startswith('error:')
+    ]
+
+
+# Without a cluster -------------------------------------------------------
+
+
+def test_beam_engine_expands_to_the_portable_runner_and_the_pool():
+    flags = engines.beam_args('flink', '10.0.0.5:8099')
+    assert flags[:4] == [
+        '--runner=PortableRunner', '--job_endpoint=10.0.0.5:8099',
+        '--environment_type=EXTERNAL',
+        f'--environment_config={engines.REMOTE_WORKER_POOL}'
+    ]
+    assert '--parallelism=2' in flags
+    assert engines.beam_args('local') == []
+    assert beam_runners.beam_args_problem(flags) is None
+    # The pool's workers run this project: TFX ships no sdist of itself.
+    assert beam_runners.beam_runs_locally(flags)
+    # Each run `schedule` starts is given the switch, not its expansion.
+    args = cli.build_parser().parse_args([
+        'schedule', '--model', 'rnn', '--cron', '0 * * * *', '--beam-engine',
+        'spark', '--engine-address', '10.0.0.5:8099'
+    ])
+    run_flags = cli._run_flags(args)  # pylint: disable=protected-access
+    assert '--beam-engine=spark' in run_flags
+    assert '--engine-address=10.0.0.5:8099' in run_flags
+
+
+def test_an_engine_not_running_is_one_line_before_any_component(tmp_path):
+    port = engines.free_port()  # Nothing listens there.
+    home = tmp_path / 'home'
+    process = _cli('run', '--model', 'rnn', '--home', str(home),
+                   '--beam-engine', 'flink', '--engine-address',
+                   f'127.0.0.1:{port}')
+    assert process.returncode == 2, process.stderr
+    assert _errors(process) == [
+        f'error: 127.0.0.1:{port}: no Beam job server answers (is the engine '
+        'running? python -m pipeline engine start ...)'
+    ]
+    assert not home.exists()  # No component ran.
+    process = _cli('run', '--model', 'rnn', '--home',
+                   str(home), '--beam-engine', 'spark', '--engine-state-dir',
+                   str(tmp_path))
+    assert process.returncode == 2
+    assert _errors(process) == [
+        f'error: {tmp_path}/spark.json: no spark cluster started here '
+        '(python -m pipeline engine start spark)'
+    ]
+
+
+def test_workers_that_cannot_start_are_one_line_not_a_hang():
+    # The interpreter Beam's own pool would have used: no Beam there.
+    pool = engines.WorkerPool(python='/usr/bin/python3')
+    error = pool.start_worker('127.0.0.1:1', 'worker-1')
+    assert error.startswith('Beam SDK worker (/usr/bin/python3) exited 1 '
+                            'before starting: ModuleNotFoundError')
+    process = _cli('engine', 'start', 'flink', '--python', '/usr/bin/python3',
+                   '--state-dir', '/nonexistent/engines')
+    assert process.returncode == 2
+    assert _errors(process) == [
+        'error: /usr/bin/python3: cannot run Beam SDK workers: '
+        "ModuleNotFoundError: No module named 'apache_beam'"
+    ] or 'missing; `make engines` fetches it' in process.stderr
+
+
+def test_cache_plan_streams_a_split_over_the_budget():
+    from models import training  # pylint: disable=import-outside-toplevel
+    sizes = {'train': 600 * 2**10, 'eval': 300 * 2**10}
+    plan = training.cache_plan({'cache_memory_mb': 1}, sizes)
+    # Parsed at twice the bytes: 1.2 MiB of training examples do not fit.
+    assert plan['cached_splits'] == {'train': False, 'eval': True}
+    plan = training.cache_plan({'cache_memory_mb': 3}, sizes)
+    assert plan['cached_splits'] == {'train': True, 'eval': True}
+    plan = training.cache_plan({
+        'cache_memory_mb': 3,
+        'cache_examples': False
+    }, sizes)
+    assert plan['cached_splits'] == {'train': False, 'eval': False}
+    assert training.cache_plan({}, sizes)['cache_budget_bytes'] > 0
+
+
+def test_deployments_of_the_engines_are_valid_yaml_naming_the_image():
+    with open(os.path.join(REPO, 'deploy', 'trainer-tfjob.yaml'),
+              encoding='utf-8') as f:
+        trainer = f.read()
+    for name, kinds in (('flink-cluster.yaml', {'Deployment', 'Service'}),
+                        ('spark-cluster.yaml', {'Deployment', 'Service'})):
+        with open(os.path.join(REPO, 'deploy', name), encoding='utf-8') as f:
+            documents = [d for d in yaml.safe_load_all(f) if d]
+        assert {d['kind'] for d in documents} >= kinds, name
+        images = {
+            c['image'] for d in documents if d['kind'] == 'Deployment'
+            for c in d['spec']['template']['spec']['containers']
+        }
+        project = [i for i in images if i.split(':')[0] in trainer]
+        assert project, (name, images)  # The worker pool runs our image.
+        pools = [
+            c for d in documents if d['kind'] == 'Deployment'
+            for c in d['spec']['template']['spec']['containers']
+            if 'pipeline.engines' in ' '.join(c.get('args', []))
+        ]
+        assert pools, name
+
+
+# On the clusters ---------------------------------------------------------
+
+needs_engines = pytest.mark.skipif(
+    not all(
+        os.path.isdir(p) for p in (engines.flink_home(), engines.spark_home())),
+    reason='make engines fetches Flink and Spark')
+
+
+@pytest.fixture(scope='session')
+def clusters(tmp_path_factory):
+    """`start(engine)`: the engine's cluster, started on first use, and every
+    one started stopped at the session's end, whatever happens."""
+    state_dir = str(tmp_path_factory.mktemp('engines'))
+    started = {}
+
+    def start(engine):
+        if engine not in started:
+            process = _cli('engine',
+                           'start',
+                           engine,
+                           '--state-dir',
+                           state_dir,
+                           timeout=600)
+            started[engine] = _summary(process)
+        return state_dir, started[engine]
+
+    try:
+        yield start
+    finally:
+        for engine in started:
+            _cli('engine', 'stop', engine, '--state-dir', state_dir)
+        for state in started.values():
+            for pid in state['pids'].values():
+                assert not engines._alive(pid)  # pylint: disable=protected-access
+
+
+def _pipeline_root(home, model):
+    return os.path.join(home, 'pipelines', f'{model}-pipeline')
+
+
+def _statistics(root):
+    stats = {}
+    for path in glob.glob(
+            os.path.join(root, 'StatisticsGen', 'statistics', '*', 'Split-*',
+                         'FeatureStats.pb')):
+        proto = statistics_pb2.DatasetFeatureStatisticsList()
+        with open(path, 'rb') as f:
+            proto.ParseFromString(f.read())
+        [dataset] = proto.datasets
+        stats[os.path.basename(os.path.dirname(path))] = dataset
+    return stats
+
+
+def _transformed(root, split):
+    """Every transformed example of a split, as sorted tuples."""
+    files = glob.glob(
+        os.path.join(root, 'Transform', 'transformed_examples', '*',
+                     f'Split-{split}', '*'))
+    rows = []
+    for record in tf.data.TFRecordDataset(files, 'GZIP'):
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        rows.append(
+            tuple((key,
+                   tuple(
+                       np.round(
+                           list(feature[key].float_list.value or
+                                feature[key].int64_list.value), 4)))
+                  for key in sorted(feature)))
+    return sorted(rows)
+
+
+def _metrics(root):
+    """TFMA's overall example count and the metric names of the Evaluator."""
+    import tensorflow_model_analysis as tfma  # pylint: disable=import-outside-toplevel
+    [path] = glob.glob(os.path.join(root, 'Evaluator', 'evaluation', '*'))
+    result = tfma.load_eval_result(path)
+    overall = [m for key, m in result.slicing_metrics if not key][0]
+    return {
+        name: value.get('doubleValue')
+        for name, value in overall[''][''].items()
+    }
+
+
+def _assert_same_beam_outputs(engine_home, local_home, model):
+    engine_root = _pipeline_root(engine_home, model)
+    local_root = _pipeline_root(local_home, model)
+    want, got = _statistics(local_root), _statistics(engine_root)
+    assert sorted(got) == sorted(want) == [
+        'Split-eval', 'Split-test', 'Split-train'
+    ]
+    for split, expected in want.items():
+        actual = got[split]
+        assert actual.num_examples == expected.num_examples > 0, split
+        for mine, theirs in zip(sorted(actual.features, key=str),
+                                sorted(expected.features, key=str)):
+            assert mine.path == theirs.path
+            assert (mine.num_stats.common_stats.num_non_missing ==
+                    theirs.num_stats.common_stats.num_non_missing)
+            assert (mine.num_stats.common_stats.tot_num_values ==
+                    theirs.num_stats.common_stats.tot_num_values)
+            for field in ('mean', 'std_dev', 'min', 'max'):
+                assert getattr(mine.num_stats, field) == pytest.approx(getattr(
+                    theirs.num_stats, field),
+                                                                       rel=1e-5,
+                                                                       abs=1e-6)
+    # tf.Transform's analyzers (means, variances, vocabularies) computed on
+    # the engine give every example the same transformed values.
+    for split in ('train', 'eval'):
+        actual, expected = (
+            _transformed(root, split) for root in (engine_root, local_root))
+        assert len(actual) == len(expected) > 0
+        for row, want_row in zip(actual, expected):
+            assert [k for k, _ in row] == [k for k, _ in want_row]
+            np.testing.assert_allclose(np.concatenate([v for _, v in row]),
+                                       np.concatenate([v for _, v in want_row]),
+                                       atol=2e-4)
+    engine_metrics, local_metrics = (
+        _metrics(root) for root in (engine_root, local_root))
+    assert sorted(engine_metrics) == sorted(local_metrics)
+    assert engine_metrics['example_count'] == local_metrics['example_count']
+
+
+def _worker_pids(state):
+    """Pids of the SDK workers the pool started, from its log."""
+    with open(os.path.join(state['logs'], 'worker-pool.log'),
+              encoding='utf-8') as f:
+        return {
+            int(line.split()[3]) for line in f if line.startswith('worker ') and
+            ' pid ' in line and 'exited' not in line
+        }
+
+
+@needs_engines
+@pytest.mark.parametrize('engine,model', [('flink', 'rnn'),
+                                          ('spark', 'convnet')])
+def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
+        clusters, tmp_path, engine, model):
+    state_dir, state = clusters(engine)
+    if model == 'rnn':
+        data = datasets.write_ts_dataset(str(tmp_path / 'data'),
+                                         train=60,
+                                         test=30)
+    else:
+        data = datasets.write_idx_dataset(str(tmp_path / 'data'),
+                                          train=200,
+                                          test=60)
+    common = ('run', '--model', model, '--data', data, *TINY)
+    local = _summary(_cli(*common, '--home', str(tmp_path / 'local')))
+    # A memory budget below the training split: it is streamed.
+    on_engine = _summary(
+        _cli(*common, '--home', str(tmp_path / 'engine'), '--beam-engine',
+             engine, '--engine-state-dir', state_dir, '--set',
+             'cache_memory_mb=0.01'))
+    print(f'{engine} {model} seconds: in process '
+          f'{local["component_seconds"]}, on {engine} '
+          f'{on_engine["component_seconds"]}')
+    assert on_engine['pushed_model'] and os.path.isdir(
+        on_engine['pushed_model'])
+    assert local['pushed_model']
+    _assert_same_beam_outputs(str(tmp_path / 'engine'), str(tmp_path / 'local'),
+                              model)
+    [report] = glob.glob(
+        os.path.join(_pipeline_root(str(tmp_path / 'engine'), model), 'Trainer',
+                     'model_run', '*', 'training.json'))
+    with open(report, encoding='utf-8') as f:
+        training = json.load(f)
+    assert training['cached_splits']['train'] is False
+    assert (training['split_bytes_in_memory']['train']
+            > training['cache_budget_bytes'])
+    # Distribution, as the engines report it.
+    assert len(_worker_pids(state)) >= 2
+    if engine == 'flink':
+        jobs = engines.flink_jobs(state)
+        assert jobs and all(j['state'] == 'FINISHED' for j in jobs)
+        assert max(j['max_parallelism'] for j in jobs) >= 2
+    else:
+        master = engines.spark_applications(state)
+        apps = master['completedapps']
+        assert apps and all(a['state'] == 'FINISHED' for a in apps)
+        assert max(a['cores'] for a in apps) >= 2
+        assert master['aliveworkers'] >= 2
+
+
+def test_a_kubeflow_job_carries_the_engines_flags(tmp_path):
+    from tests import kubeflow_jobs  # pylint: disable=import-outside-toplevel
+    job = kubeflow_jobs.compiled_job(
+        'rnn', 'gs://bucket/data/JapaneseVowels',
+        ('--beam-engine', 'flink', '--engine-address',
+         'beam-flink-job-server:8099'))
+    with open(job.path, encoding='utf-8') as f:
+        text = f.read()
+    for flag in engines.beam_args('flink', 'beam-flink-job-server:8099'):
+        assert flag in text, flag
+    process = kubeflow_jobs.compile_command(str(tmp_path), '--model', 'rnn',
+                                            '--target', 'kubeflow', '--output',
+                                            str(tmp_path / 'job.json'),
+                                            '--image', kubeflow_jobs.IMAGE,
+                                            '--pipeline-root',
+                                            kubeflow_jobs.PIPELINE_ROOT,
+                                            '--beam-engine', 'spark')
+    assert process.returncode == 2
+    assert _errors(process) == [
+        'error: --beam-engine=spark --target kubeflow needs --engine-address: '
+        'the job server as the pods reach it'
+    ]
