@@ -20,8 +20,8 @@ import tensorflow as tf
 import yaml
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from pipeline import cli
 from pipeline import beam_runners
+from pipeline import cli
 from pipeline import engines
 from tests import datasets
 
