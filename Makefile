@@ -22,7 +22,7 @@ CHROMIUM := /usr/bin/chromium
 WRK := /usr/bin/wrk
 
 .PHONY: setup data browser wrk engines demo lint format format-check test \
-	bench bazel bazel-test clean image image-test settings-doc
+	bench bazel bazel-test clean image image-test engine-test settings-doc
 
 # The Kubeflow image, tagged as `compile` expects by default.
 IMAGE ?= $(shell $(PY) -c 'from pipeline import configs; print(configs.default_image())')
@@ -150,6 +150,11 @@ bazel-test: setup bazel
 # stand-in for the base image (tools/image/, docs/deployment.md).
 image: setup
 	tools/image/build.sh $(IMAGE) $(PYTHON310)
+
+# Both pipelines' Beam steps on local Flink and Spark clusters against the
+# in-process run (docs/engines.md); minutes each, so apart from `make test`.
+engine-test: setup
+	ENGINE_TEST=1 $(PY) -m pytest tests/test_engines.py -q -p no:cacheprovider
 
 # The image built, then run (tests/test_image.py): slow, so apart from
 # `make test`; .ci/run runs it after.

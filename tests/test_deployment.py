@@ -12,12 +12,23 @@ import pytest
 import yaml
 
 from pipeline import configs
+from pipeline import engines
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST_DIRS = ('deploy', os.path.join('serving', 'deploy'))
 # The model server's image: TF Serving's own, never built here.
 SERVING_IMAGE = re.compile(r'^tensorflow/serving:\d+\.\d+\.\d+$')
 KUSTOMIZATION = 'kustomization.yaml'
+# The engines' own images beside the project's worker pools (deploy/flink,
+# deploy/spark), at the versions `make engines` runs here.
+ENGINE_IMAGES = {
+    f'flink:{engines.FLINK_VERSION}-java17',
+    f'apache/spark:{engines.SPARK_VERSION}-scala2.12-java17-ubuntu',
+    'apache/beam_flink{}_job_server:{}'.format(
+        engines.FLINK_VERSION.rsplit('.', 1)[0],
+        engines.BEAM_JOB_SERVER_VERSION),
+    f'apache/beam_spark3_job_server:{engines.BEAM_JOB_SERVER_VERSION}',
+}
 
 
 def _read(path: str) -> str:
@@ -99,8 +110,8 @@ def test_every_manifest_parses_and_every_resource_is_in_a_kustomization():
 
 def test_every_image_is_the_projects_or_tf_serving():
     """The pipeline's manifests run the image `make image` builds (its
-    repository; the kustomization sets the tag); the server's run TF
-    Serving's own."""
+    repository; the kustomization sets the tag), beside the engines' pinned
+    images; the server's run TF Serving's own."""
     seen = {}
     for path in manifest_files():
         for document in documents(path):
@@ -111,38 +122,49 @@ def test_every_image_is_the_projects_or_tf_serving():
         repository = image.rsplit(':', 1)[0] if ':' in image else image
         if path.startswith('serving'):
             assert SERVING_IMAGE.match(image), (path, image)
-        else:
+        elif image not in ENGINE_IMAGES:
             assert repository == configs.IMAGE_REPOSITORY, (path, image)
-    # The kustomization of the project's image retags that repository.
-    [deploy] = [k for k in kustomizations() if k.startswith('deploy')]
-    [entry] = documents(deploy)[0]['images']
-    assert entry['name'] == configs.IMAGE_REPOSITORY
-    assert entry['newName'].endswith(configs.IMAGE_REPOSITORY)
+    # Each kustomization of the project's image retags that repository.
+    deploys = [k for k in kustomizations() if k.startswith('deploy')]
+    assert len(deploys) == 3, deploys  # The Trainer, Flink and Spark.
+    for deploy in deploys:
+        [entry] = documents(deploy)[0]['images']
+        assert entry['name'] == configs.IMAGE_REPOSITORY
+        assert entry['newName'].endswith(configs.IMAGE_REPOSITORY)
+
+
+def resources(kustomization: str) -> List[Dict[str, Any]]:
+    """The documents of a kustomization's resources."""
+    folder = os.path.dirname(kustomization)
+    return [
+        d for r in documents(kustomization)[0]['resources']
+        for d in documents(os.path.join(folder, r))
+    ]
 
 
 def test_every_mounted_claim_is_defined_beside_it():
     """Each claim a kustomization's resources mount is a
-    PersistentVolumeClaim among the same kustomization's resources."""
-    for kustomization in kustomizations():
-        folder = os.path.dirname(kustomization)
-        docs = [
-            d for r in documents(kustomization)[0]['resources']
-            for d in documents(os.path.join(folder, r))
-        ]
+    PersistentVolumeClaim of a kustomization of the same folder tree
+    (deploy/flink and deploy/spark run on deploy's artifacts volume)."""
+    for top in MANIFEST_DIRS:
+        tree = [k for k in kustomizations() if k.startswith(top + os.sep)]
         defined = {
             d['metadata']['name']
-            for d in docs
+            for k in tree
+            for d in resources(k)
             if d.get('kind') == 'PersistentVolumeClaim'
         }
-        mounted = {c for d in docs for c in claims(d)}
-        assert mounted, kustomization
-        assert mounted <= defined, (kustomization, mounted - defined)
+        for kustomization in tree:
+            mounted = {c for d in resources(kustomization) for c in claims(d)}
+            assert mounted, kustomization
+            assert mounted <= defined, (kustomization, mounted - defined)
 
 
 @pytest.mark.skipif(shutil.which('kubectl') is None,
                     reason='kubectl is not installed (Debian and PyPI have '
                     'none; Google Cloud SDK\'s apt repository has it)')
-@pytest.mark.parametrize('folder', MANIFEST_DIRS)
+@pytest.mark.parametrize('folder',
+                         MANIFEST_DIRS + ('deploy/flink', 'deploy/spark'))
 def test_kustomizations_render_with_the_images_and_claims(folder):
     """`kubectl kustomize` renders each folder (what `kubectl apply -k`
     sends), the image retagged and the claims defined."""
@@ -161,10 +183,13 @@ def test_kustomizations_render_with_the_images_and_claims(folder):
         for d in docs
         if d['kind'] == 'PersistentVolumeClaim'
     }
-    assert {c for d in docs for c in claims(d)} <= defined
     if folder == 'deploy':
+        assert {c for d in docs for c in claims(d)} <= defined
+    if folder.startswith('deploy'):
         [entry] = documents(os.path.join(folder, KUSTOMIZATION))[0]['images']
-        assert rendered_images == {f'{entry["newName"]}:{entry["newTag"]}'}
+        assert rendered_images - ENGINE_IMAGES == {
+            f'{entry["newName"]}:{entry["newTag"]}'
+        }
     else:
         assert all(SERVING_IMAGE.match(i) for i in rendered_images)
 
