@@ -35,7 +35,9 @@ RUN if [ -n "$CA_BUNDLE" ]; then \
     -r requirements-nodeps.txt \
  && apt-get purge -y -qq --auto-remove g++ \
  && rm -rf /var/lib/apt/lists/*
+COPY common/ common/
 COPY components/ components/
+COPY formats/ formats/
 COPY models/ models/
 COPY pipeline/ pipeline/
 COPY serving/ serving/
@@ -46,8 +48,8 @@ ENV PYTHONPATH=/pipeline
 # from the sktime wheel.
 RUN mkdir -p data \
  && ln -s /usr/share/datasets/fashion-mnist data/fashion-mnist \
- && ln -s "$(python -c 'from pipeline import configs; print(configs.MODELS["rnn"].default_data)')" \
+ && ln -s "$(python -c 'from pipeline import profiles; print(profiles.MODELS["rnn"].default_data)')" \
         data/JapaneseVowels \
- && python -c 'import os, sys; from pipeline import configs; sys.exit(any(not os.path.exists(os.path.join(configs.IMAGE_DATA_DIR, os.path.basename(f.default_data))) for f in configs.MODELS.values()))'
+ && python -c 'import os, sys; from pipeline import configs, profiles; sys.exit(any(not os.path.exists(os.path.join(configs.IMAGE_DATA_DIR, os.path.basename(f.default_data))) for f in profiles.MODELS.values()))'
 ENTRYPOINT ["python", "-m", "pipeline"]
 CMD ["--help"]

@@ -22,7 +22,7 @@ CHROMIUM := /usr/bin/chromium
 WRK := /usr/bin/wrk
 
 .PHONY: setup data browser wrk engines demo lint format format-check test \
-	bench bazel bazel-test clean image image-test engine-test
+	bench bazel bazel-test clean image image-test engine-test settings-doc
 
 # The Kubeflow image, tagged as `compile` expects by default.
 IMAGE ?= $(shell $(PY) -c 'from pipeline import configs; print(configs.default_image())')
@@ -107,10 +107,19 @@ demo: setup
 	$(PY) -m pipeline run --model rnn --profile full --home $(HOME_DIR)
 	$(PY) -m pipeline demo --home $(HOME_DIR)
 
+# ruff (style, imports, docstrings), import-linter (layers and no circles:
+# pyproject.toml), the generated settings page, yapf.
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m pipeline.settings_doc --check docs/settings.md
 	$(VENV)/bin/yapf --diff --parallel $$(git ls-files '*.py') >/dev/null || \
 	    { echo 'not formatted: run make format' >&2; exit 1; }
+
+# docs/settings.md from the settings table (common/settings.py) and the
+# families' profiles (pipeline/configs.py); `lint` fails when it is stale.
+settings-doc: setup
+	$(PY) -m pipeline.settings_doc docs/settings.md
 
 # yapf, Google style (pyproject.toml), over the tracked Python files; `lint`
 # fails on a file it would change.

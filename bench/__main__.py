@@ -30,6 +30,7 @@ from bench import common
 from bench import pipeline_runs
 from bench import report
 from bench import scaling
+from pipeline import beam_runners
 
 MODELS = ('convnet', 'rnn')
 SECTIONS = ('pipeline', 'smoke', 'throughput', 'scaling', 'serving')
@@ -80,7 +81,6 @@ class Bench:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.beam_args = beam_args
         self.models = models
-        from pipeline import configs  # pylint: disable=import-outside-toplevel
         self.results: Dict[str, Any] = {
             'mode': 'quick' if quick else 'full',
             'profile': self.profile,
@@ -90,7 +90,7 @@ class Bench:
                 'load_start': common.load_average(),
                 'uptime_start': _uptime()
             },
-            'beam_args': beam_args or configs.default_beam_args(),
+            'beam_args': beam_args or beam_runners.default_beam_args(),
             'overrides': list(overrides),
             'pipeline': {},
             'by_hand': {},

@@ -19,6 +19,8 @@ line: phase timings, accuracy and `wall_seconds` from interpreter start.
 
 import time
 
+from common import names
+
 _STARTED = time.monotonic()  # Before TensorFlow's import, as pipeline/cli.py.
 
 # E402: every import below follows the start-time mark on purpose (the
@@ -35,17 +37,20 @@ import tempfile  # noqa: E402
 import warnings  # noqa: E402
 from typing import Any, Dict, List, Optional, Sequence, Tuple  # noqa: E402
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+from common import environment  # noqa: E402
+
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 warnings.filterwarnings('ignore', category=FutureWarning)
 
 import numpy as np  # noqa: E402
 
 from bench import common  # noqa: E402
-from components import image_formats  # noqa: E402
-from components import ts_format  # noqa: E402
 from components.example_gen import data_source  # noqa: E402
+from formats import image_formats  # noqa: E402
+from formats import ts_format  # noqa: E402
 from pipeline import configs  # noqa: E402
+from pipeline import profiles  # noqa: E402
 
 Arrays = Dict[str, np.ndarray]
 EPSILON = 1e-6  # As the preprocessing_fns add to the variance.
@@ -168,7 +173,6 @@ def load_data(
         parameters such as `num_channels`), plus the phases' timings under
         the key `_seconds` of the second dict.
     """
-    from models import features  # pylint: disable=import-outside-toplevel
     params = config.hyperparameters
     limit = int(params.get('max_examples_per_split') or 0)
     watch = common.Stopwatch()
@@ -176,7 +180,7 @@ def load_data(
     paths = _split_paths(source)
     seed = int(params.get('seed', 42))
     extra: Dict[str, Any] = {}
-    if source.kind == data_source.IMAGES:
+    if source.kind == names.IMAGES:
         num_classes = len(source.class_names)
         with watch('load'):
             train_x, train_y = load_idx_split(paths['train'], num_classes,
@@ -188,13 +192,13 @@ def load_data(
                                                     train_x[held], test_x)
         splits = {
             'train': ({
-                features.IMAGE_KEY: train_n
+                names.IMAGE_KEY: train_n
             }, train_y[keep]),
             'eval': ({
-                features.IMAGE_KEY: eval_n
+                names.IMAGE_KEY: eval_n
             }, train_y[held]),
             'test': ({
-                features.IMAGE_KEY: test_n
+                names.IMAGE_KEY: test_n
             }, test_y),
         }
     else:
@@ -214,8 +218,8 @@ def load_data(
                                        ('test', test_n, test_y)):
                 padded, lengths = pad_sequences(seqs, length)
                 splits[name] = ({
-                    features.SEQUENCE_KEY: padded,
-                    features.LENGTH_KEY: lengths
+                    names.SEQUENCE_KEY: padded,
+                    names.LENGTH_KEY: lengths
                 }, labels)
         extra['num_channels'] = int(train_s[0].shape[1])
     extra['num_classes'] = len(source.class_names)
@@ -310,8 +314,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--model',
                         required=True,
-                        choices=sorted(configs.MODELS))
-    parser.add_argument('--profile', default='smoke', choices=configs.PROFILES)
+                        choices=sorted(profiles.MODELS))
+    parser.add_argument('--profile', default='smoke', choices=profiles.PROFILES)
     parser.add_argument('--data')
     parser.add_argument('--set',
                         action='append',

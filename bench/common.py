@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from common import environment
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / 'bench' / 'results'
 
 # The environment the Makefile gives every command.
 CHILD_ENV = {
-    'TF_USE_LEGACY_KERAS': '1',
+    **environment.LEGACY_KERAS_ENV,
     'TF_CPP_MIN_LOG_LEVEL': '2',
     'PYTHONWARNINGS': 'ignore::FutureWarning',
 }

@@ -1,4 +1,4 @@
-"""Strategies compared through the Trainer's own training (`training.run`).
+"""Strategies compared through the Trainer's own training (`trainer.run`).
 
     python -m bench.distributed --home HOME [--model convnet] [--epochs 5]
         [--strategies auto,mirrored,multi_worker] [--set KEY=VALUE ...]
@@ -13,6 +13,7 @@ shows as a ratio far above 1), and the eval accuracy after each epoch.
 """
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -22,18 +23,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bench import common
 from bench import throughput
+from common import names
 from pipeline import configs
+from pipeline import profiles
 
 
 def train_once(model_name: str, home: str, strategy: str, out: str,
                overrides: Sequence[Tuple[str, Any]]) -> Dict[str, Any]:
-    """One `training.run` of the model's run_fn in this process."""
+    """One `trainer.run` of the model's run_fn in this process."""
     # pylint: disable=import-outside-toplevel
     from tfx.components.trainer import fn_args_utils
 
     from components.example_gen import data_source
     from models import distribute
-    from models import training
     from models import workers
     config = configs.RunConfig(model=model_name,
                                home=home,
@@ -57,10 +59,9 @@ def train_once(model_name: str, home: str, strategy: str, out: str,
             'num_channels': source.num_channels
         },
         data_accessor=workers.data_accessor(examples))
-    module = __import__(config.family.run_fn.rsplit('.', 1)[0],
-                        fromlist=['run_fn'])
-    module.run_fn(fn_args)
-    with open(os.path.join(fn_args.model_run_dir, training.TRAINING_REPORT),
+    module, run_fn = config.family.run_fn.rsplit('.', 1)
+    getattr(importlib.import_module(module), run_fn)(fn_args)
+    with open(os.path.join(fn_args.model_run_dir, names.TRAINING_REPORT),
               encoding='utf-8') as f:
         report = json.load(f)
     seconds = report['epoch_seconds']
@@ -83,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--home', required=True)
     parser.add_argument('--model',
                         default='convnet',
-                        choices=sorted(configs.MODELS))
+                        choices=sorted(profiles.MODELS))
     parser.add_argument('--epochs', type=int, default=5)
     parser.add_argument('--strategies', default='auto,mirrored,multi_worker')
     parser.add_argument('--set',

@@ -34,15 +34,18 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+from common import environment
+from common import names
+
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=wrong-import-position
 import numpy as np  # noqa: E402
 
-from components import image_formats  # noqa: E402
-from components.example_gen import data_source  # noqa: E402
-from pipeline import configs  # noqa: E402
+from common import settings  # noqa: E402
+from formats import image_formats  # noqa: E402
+from pipeline import profiles  # noqa: E402
 
 KS = (1, 5, 20)
 
@@ -59,7 +62,7 @@ def load_split(prefix: str, classes: Sequence[int], per_class: Optional[int],
                seed: int):
     """(images uint8 [n, 28, 28], labels) of `classes`, `per_class` of each
     drawn at random (None: all)."""
-    path = os.path.join(data_source.FASHION_MNIST_DIR,
+    path = os.path.join(names.FASHION_MNIST_DIR,
                         f'{prefix}-images-idx3-ubyte.gz')
     images, labels = image_formats.read_idx_dataset(
         path, image_formats.labels_path_for(path), 10)
@@ -147,8 +150,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     held_out = [c for c in range(10) if c not in args.seen]
     params = {
-        **configs.TRAINING_DEFAULTS,
-        **configs.MODELS['embedding'].profiles['smoke']
+        **settings.DEFAULTS,
+        **profiles.MODELS['embedding'].profiles['smoke']
     }
     tf.keras.utils.set_random_seed(args.seed)
     train_images, train_labels = load_split('train', args.seen,

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from bench import common
 
-# Targets (README, Performance; issue 15).
+# Targets (docs/results/performance.md; issue 15).
 MAX_PIPELINE_OVER_BY_HAND = {'convnet': 1.0, 'rnn': 1.5}  # full profile
 MAX_ACCURACY_GAP = 0.005  # convnet, pipeline vs by hand, full profile
 MIN_TRAINER_THROUGHPUT = 0.95  # make_dataset fit / arrays fit

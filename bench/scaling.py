@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from common import environment
+from common import names
+
 _STARTED = time.monotonic()
 
 # E402: imported after the start-time mark on purpose, so their import time
@@ -67,10 +70,10 @@ def write_scaled_idx(source: str, dest: str, scale: float) -> Dict[str, int]:
         Rows written per split: {'train': n, 'test': m}.
     """
     # pylint: disable=import-outside-toplevel
-    from components import image_formats
     from components.example_gen import data_source
+    from formats import image_formats
     os.makedirs(dest, exist_ok=True)
-    class_names = data_source.detect(source, data_source.IMAGES).class_names
+    class_names = data_source.detect(source, names.IMAGES).class_names
     rows = {}
     for split, stem in (('train', 'train'), ('test', 't10k')):
         [images_path] = [
@@ -87,8 +90,7 @@ def write_scaled_idx(source: str, dest: str, scale: float) -> Dict[str, int]:
         write_idx(os.path.join(dest, f'{stem}-labels-idx1-ubyte'),
                   replicate(labels.astype(np.uint8), count))
         rows[split] = count
-    with open(os.path.join(dest, data_source.CLASS_NAMES_FILE),
-              'w',
+    with open(os.path.join(dest, names.CLASS_NAMES_FILE), 'w',
               encoding='utf-8') as f:
         f.write('\n'.join(class_names) + '\n')
     return rows
@@ -235,7 +237,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         default=[],
                         dest='beam_args')
     args = parser.parse_args(argv)
-    os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+    environment.use_legacy_keras()
     result = run_ingest(args.data, args.home, args.beam_args)
     result['wall_seconds'] = round(time.monotonic() - _STARTED, 1)
     print(json.dumps(result), flush=True)

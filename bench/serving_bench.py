@@ -36,10 +36,12 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+from common import environment
+
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import numpy as np  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # Run as a script, not with -m.
@@ -63,7 +65,7 @@ def export_convnet(base_path: str) -> str:
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
 
-    from models import signatures
+    from common import signatures
 
     tf.random.set_seed(0)
     keras = tf.keras
@@ -158,7 +160,7 @@ class _Server:
                 '--enable_batching', f'--batching_parameters_file={params}'
             ]
         env = dict(os.environ,
-                   TF_USE_LEGACY_KERAS='1',
+                   **environment.LEGACY_KERAS_ENV,
                    TF_CPP_MIN_LOG_LEVEL='2',
                    PYTHONPATH=str(REPO_ROOT))
         with open(self.log_path, 'wb') as log:
@@ -203,7 +205,7 @@ class _ImageSignature:
         # pylint: disable=import-outside-toplevel
         import tensorflow as tf
 
-        from models import signatures
+        from common import signatures
         version = max(int(v) for v in os.listdir(base_path) if v.isdigit())
         self._tf = tf
         self._input = signatures.IMAGE_INPUT
@@ -234,7 +236,7 @@ def _request(png: bytes):
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    from models import signatures
+    from common import signatures
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL_NAME
     request.model_spec.signature_name = signatures.IMAGE_SIGNATURE

@@ -27,17 +27,20 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+from common import environment
+from common import names
+
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=wrong-import-position
-import numpy as np
-from PIL import Image
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
-from components import image_formats
-from components import ts_format
-from components.example_gen import data_source
-from pipeline import configs
+from formats import image_formats  # noqa: E402
+from formats import ts_format  # noqa: E402
+from pipeline import configs  # noqa: E402
+from pipeline import profiles  # noqa: E402
 
 FASHION_NAMES = ('T-shirt_top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                  'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle_boot')
@@ -57,7 +60,7 @@ def write_image_folders(root: str,
     for split, prefix, count in (('train', 'train', per_class),
                                  ('test', 't10k', test_per_class or
                                   max(per_class // 3, 1))):
-        images_path = os.path.join(data_source.FASHION_MNIST_DIR,
+        images_path = os.path.join(names.FASHION_MNIST_DIR,
                                    f'{prefix}-images-idx3-ubyte.gz')
         images, labels = image_formats.read_idx_dataset(
             images_path, image_formats.labels_path_for(images_path), 10)
@@ -76,7 +79,7 @@ def write_image_folders(root: str,
 
 def write_sequence_cut(name: str, root: str, train: int) -> None:
     """The first `train` training series of a sktime UCR/UEA set."""
-    source = configs.MODELS['rnn'].default_data.replace('JapaneseVowels', name)
+    source = profiles.MODELS['rnn'].default_data.replace('JapaneseVowels', name)
     os.makedirs(root, exist_ok=True)
     for split, limit in (('TRAIN', train), ('TEST', 0)):
         path = os.path.join(source, f'{name}_{split}.ts')
@@ -147,9 +150,7 @@ def kept_model_accuracy(home: str, model: str) -> dict:
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
 
-    from models import features
-    from models import signatures
-    from models import training
+    from common import signatures
     root = os.path.join(home, 'pipelines',
                         configs.RunConfig(model=model).pipeline_name)
     serve = tf.saved_model.load(
@@ -157,7 +158,7 @@ def kept_model_accuracy(home: str, model: str) -> dict:
                      'Format-Serving')).signatures[signatures.DEFAULT_SIGNATURE]
     with open(os.path.join(
             _newest(os.path.join(root, 'Trainer', 'model_run', '*')),
-            training.TRAINING_REPORT),
+            names.TRAINING_REPORT),
               encoding='utf-8') as f:
         report = json.load(f)
     examples = _newest(
@@ -177,8 +178,7 @@ def kept_model_accuracy(home: str, model: str) -> dict:
         for batch in records:
             labels = [
                 tf.train.Example.FromString(r).features.feature[
-                    features.LABEL_KEY].int64_list.value[0]
-                for r in batch.numpy()
+                    names.LABEL_KEY].int64_list.value[0] for r in batch.numpy()
             ]
             scores = serve(**{signatures.EXAMPLES_INPUT: batch})[
                 signatures.SCORES_OUTPUT].numpy()
@@ -205,7 +205,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     hand.add_argument('--epochs', type=int, default=40)
     kept = commands.add_parser('kept')
     kept.add_argument('home')
-    kept.add_argument('--model', default='convnet', choices=configs.MODELS)
+    kept.add_argument('--model', default='convnet', choices=profiles.MODELS)
     args = parser.parse_args(argv)
     if args.command == 'images':
         write_image_folders(args.root, args.per_class, args.size)

@@ -29,16 +29,20 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+from common import environment
+
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import numpy as np  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position  # noqa: E402
 
-from pipeline import configs  # pylint: disable=wrong-import-position
+from pipeline import configs  # pylint: disable=wrong-import-position  # noqa: E402
+from pipeline import profiles  # noqa: E402
+from pipeline import setting_checks  # noqa: E402
 
 
 def _variant(text: str) -> Dict[str, Any]:
-    return dict(configs.parse_setting(item) for item in text.split(','))
+    return dict(setting_checks.parse_setting(item) for item in text.split(','))
 
 
 def measure(model_name: str, profile: str, steps: int, rounds: int,
@@ -101,8 +105,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--model',
                         required=True,
-                        choices=sorted(configs.MODELS))
-    parser.add_argument('--profile', default='full', choices=configs.PROFILES)
+                        choices=sorted(profiles.MODELS))
+    parser.add_argument('--profile', default='full', choices=profiles.PROFILES)
     parser.add_argument('--steps', type=int, default=12)
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--threads',

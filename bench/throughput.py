@@ -24,12 +24,16 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+from common import environment
+
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import numpy as np  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position  # noqa: E402
 
-from pipeline import configs  # pylint: disable=wrong-import-position
+from pipeline import configs  # pylint: disable=wrong-import-position  # noqa: E402
+from pipeline import profiles  # noqa: E402
+from pipeline import setting_checks  # noqa: E402
 
 WARMUP_BATCHES = 8
 
@@ -245,14 +249,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--model',
                         required=True,
-                        choices=sorted(configs.MODELS))
+                        choices=sorted(profiles.MODELS))
     parser.add_argument('--home', required=True)
-    parser.add_argument('--profile', default='full', choices=configs.PROFILES)
+    parser.add_argument('--profile', default='full', choices=profiles.PROFILES)
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--set',
                         action='append',
                         default=[],
-                        type=configs.parse_setting,
+                        type=setting_checks.parse_setting,
                         dest='overrides',
                         metavar='KEY=VALUE',
                         help='a setting, as `pipeline run --set`')

@@ -29,7 +29,7 @@ compile, batch-norm recalibration, and `models/transfer.py`), on images
 z-scored per channel with the training split's statistics as tf.Transform
 does. Prints a table and one JSON line.
 
-Measured (README, "Multi-scale convnet and transfer between data sets"):
+Measured (docs/results/model-quality.md, "Transfer and multi-scale"):
 the source reached 0.981 test accuracy; on the small set over seeds 0-2,
 from scratch 0.707 ± 0.012, transfer with the defaults 0.727 ± 0.007,
 fine-tuned at the full rate 0.739 ± 0.008."""
@@ -43,7 +43,10 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+from common import environment
+from common import names
+
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=wrong-import-position
@@ -52,9 +55,8 @@ from PIL import Image  # noqa: E402
 
 from bench import common  # noqa: E402
 from bench import small_data  # noqa: E402
-from components import image_formats  # noqa: E402
-from components.example_gen import data_source  # noqa: E402
-from pipeline import configs  # noqa: E402
+from formats import image_formats  # noqa: E402
+from pipeline import profiles  # noqa: E402
 
 # The small set holds the four tops, the classes most alike (learnt from
 # scratch on 300 images, Shirt, Sneaker, Bag and Ankle boot reached 0.97
@@ -80,7 +82,7 @@ def fashion_mnist(split: str, classes: Sequence[int], per_class: int,
     """`per_class` 28x28 images of each of `classes` (0: all of them),
     labels 0..k-1."""
     prefix = 'train' if split == 'train' else 't10k'
-    path = os.path.join(data_source.FASHION_MNIST_DIR,
+    path = os.path.join(names.FASHION_MNIST_DIR,
                         f'{prefix}-images-idx3-ubyte.gz')
     images, labels = image_formats.read_idx_dataset(
         path, image_formats.labels_path_for(path), 10)
@@ -136,8 +138,8 @@ def fit(settings: Dict[str, Any],
     from models import weights
     from models.convnet import model as convnet
     params = {
-        **configs.TRAINING_DEFAULTS,
-        **configs.MODELS['convnet'].profiles['smoke'],
+        **settings.DEFAULTS,
+        **profiles.MODELS['convnet'].profiles['smoke'],
         **settings, 'image_shape': list(train[0].shape[1:]),
         'epochs': epochs
     }

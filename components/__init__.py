@@ -1,0 +1,1 @@
+"""The custom TFX components and their executors."""

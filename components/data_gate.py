@@ -30,9 +30,9 @@ from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 
+from common import names
 from components.errors import DataValidationError
 
-ANOMALIES_FILE = 'SchemaDiff.pb'
 _DRIFT_SPLIT = 'train'
 Problem = Tuple[str, str, str]  # (split, feature, description)
 
@@ -44,7 +44,7 @@ def find_anomalies(anomalies_artifact) -> List[Problem]:
             anomalies_artifact.split_names):
         path = os.path.join(
             artifact_utils.get_split_uri([anomalies_artifact], split),
-            ANOMALIES_FILE)
+            names.ANOMALIES_FILE)
         problems.extend(
             _problems(split, anomalies_util.load_anomalies_binary(path)))
     return problems
@@ -112,7 +112,7 @@ def DataGate(anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
             drift_threshold)
     io_utils.write_bytes_file(
         os.path.join(artifact_utils.get_split_uri([drift], _DRIFT_SPLIT),
-                     ANOMALIES_FILE), report.SerializeToString())
+                     names.ANOMALIES_FILE), report.SerializeToString())
     drifted = _problems(_DRIFT_SPLIT, report)
     drift.set_int_custom_property('drifted_features', len(drifted))
     if drifted and stop_on_drift:

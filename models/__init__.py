@@ -1,0 +1,1 @@
+"""Families, the shared training loop, the Trainer and Tuner entry points."""

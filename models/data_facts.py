@@ -1,4 +1,6 @@
-"""What the pipeline learns from the data at run time: class names, channels,
+"""What the pipeline learns from the data at run time.
+
+What the pipeline learns from the data at run time: class names, channels,
 format and span.
 
 ExampleGen reads them from the data it converts and writes them as a small
@@ -14,7 +16,8 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
-FILE_NAME = 'data_facts.json'
+from common import names
+
 CLASS_NAMES = 'class_names'
 NUM_CHANNELS = 'num_channels'
 FORMAT = 'format'
@@ -24,20 +27,22 @@ SPAN = 'span'
 def write(directory: str, facts: Dict[str, Any]) -> str:
     """Writes `facts` as `<directory>/data_facts.json`; returns its path."""
     tf.io.gfile.makedirs(directory)
-    path = os.path.join(directory, FILE_NAME)
+    path = os.path.join(directory, names.DATA_FACTS_FILE)
     with tf.io.gfile.GFile(path, 'w') as facts_file:
         facts_file.write(json.dumps(facts, sort_keys=True))
     return path
 
 
 def read(directory: str) -> Dict[str, Any]:
-    """The facts written under `directory` (an Examples artifact or a
-    transform graph).
+    """The facts written under `directory`.
+
+    The facts written under `directory` (an Examples artifact or a transform
+    graph).
 
     Raises:
         FileNotFoundError: naming the file, if `directory` holds none.
     """
-    path = os.path.join(directory, FILE_NAME)
+    path = os.path.join(directory, names.DATA_FACTS_FILE)
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(
             f'{path}: no data facts; this artifact was not written by this '

@@ -15,7 +15,9 @@ from typing import Dict, List, Tuple
 
 import tensorflow as tf
 
-STRATEGIES = ('auto', 'mirrored', 'one_device', 'multi_worker')
+from common import settings
+
+STRATEGIES = settings.STRATEGIES
 
 # One MirroredStrategy per device list and process: a second one over the same
 # devices starts its collective group and instance keys from the first one's,

@@ -11,8 +11,8 @@ from typing import Callable, Dict, Sequence
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import features
-from models import signatures
+from common import names
+from common import signatures
 
 # Raw features -> {scores, classes}: the model with its transform graph.
 PredictFn = Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
@@ -22,8 +22,11 @@ SignatureFactory = Callable[..., Callable[..., Dict[str, tf.Tensor]]]
 
 
 def rows_to_sparse(dense: tf.Tensor) -> tf.SparseTensor:
-    """[batch] or [batch, n] dense values as the sparse [batch, n] a VarLen
-    feature parses to (all values kept, unlike tf.sparse.from_dense)."""
+    """Dense values as the sparse tensor a VarLen feature parses to.
+
+    [batch] or [batch, n] dense values as the sparse [batch, n] a VarLen feature
+    parses to (all values kept, unlike tf.sparse.from_dense).
+    """
     if dense.shape.rank == 1:
         dense = dense[:, tf.newaxis]
     return tf.RaggedTensor.from_tensor(dense).to_sparse()
@@ -48,14 +51,15 @@ def export_serving_model(model: tf.keras.Model,
         export_dir: Where to write the SavedModel.
     """
     model.tft_layer = tf_transform_output.transform_features_layer()
-    names = tf.constant(list(class_names))
+    class_name_tensor = tf.constant(list(class_names))
     raw_spec = dict(tf_transform_output.raw_feature_spec())
-    raw_spec.pop(features.LABEL_KEY)
+    raw_spec.pop(names.LABEL_KEY)
 
     def predict(raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         transformed = model.tft_layer(raw_features)
         scores = model(to_model_inputs(transformed), training=False)
-        classes = tf.tile(names[tf.newaxis, :], [tf.shape(scores)[0], 1])
+        classes = tf.tile(class_name_tensor[tf.newaxis, :],
+                          [tf.shape(scores)[0], 1])
         return {
             signatures.SCORES_OUTPUT: scores,
             signatures.CLASSES_OUTPUT: classes

@@ -16,10 +16,7 @@ import tensorflow as tf
 from tensorflow.core.example import example_pb2
 from tensorflow.core.example import feature_pb2
 
-LABEL_KEY = 'label'
-IMAGE_KEY = 'image'
-SEQUENCE_KEY = 'sequence'
-LENGTH_KEY = 'length'
+from common import names
 
 
 def _int64(value: int) -> feature_pb2.Feature:
@@ -30,10 +27,10 @@ def image_example(image: bytes, label: int) -> bytes:
     """A serialized tf.Example holding one encoded image and its label."""
     return example_pb2.Example(features=feature_pb2.Features(
         feature={
-            IMAGE_KEY:
+            names.IMAGE_KEY:
                 feature_pb2.Feature(bytes_list=feature_pb2.BytesList(
                     value=[image])),
-            LABEL_KEY:
+            names.LABEL_KEY:
                 _int64(label),
         })).SerializeToString(deterministic=True)
 
@@ -43,19 +40,22 @@ def sequence_example(values: np.ndarray, label: int) -> bytes:
     values = np.asarray(values, dtype=np.float32)
     return example_pb2.Example(features=feature_pb2.Features(
         feature={
-            SEQUENCE_KEY:
+            names.SEQUENCE_KEY:
                 feature_pb2.Feature(float_list=feature_pb2.FloatList(
                     value=values.ravel())),
-            LENGTH_KEY:
+            names.LENGTH_KEY:
                 _int64(values.shape[0]),
-            LABEL_KEY:
+            names.LABEL_KEY:
                 _int64(label),
         })).SerializeToString(deterministic=True)
 
 
 def dense_column(feature: tf.Tensor, default: Any) -> tf.Tensor:
-    """A single-valued raw feature ([batch] dense or [batch, 1] sparse) as
-    a [batch] dense tensor."""
+    """A single-valued raw feature as a [batch] dense tensor.
+
+    A single-valued raw feature ([batch] dense or [batch, 1] sparse) as a
+    [batch] dense tensor.
+    """
     if isinstance(feature, tf.SparseTensor):
         feature = tf.sparse.to_dense(feature, default_value=default)
     return tf.reshape(feature, [-1])

@@ -12,7 +12,7 @@ import tensorflow as tf
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx_bsl.tfxio import dataset_options
 
-from models import features
+from common import names
 
 if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
     from tfx import v1 as tfx
@@ -58,18 +58,17 @@ def make_dataset(file_pattern: List[str],
     if not (cache or num_shards > 1):
         dataset = data_accessor.tf_dataset_factory(
             file_pattern,
-            dataset_options.TensorFlowDatasetOptions(
-                batch_size=batch_size,
-                label_key=features.LABEL_KEY,
-                num_epochs=1,
-                shuffle=shuffle,
-                shuffle_seed=seed), schema)
+            dataset_options.TensorFlowDatasetOptions(batch_size=batch_size,
+                                                     label_key=names.LABEL_KEY,
+                                                     num_epochs=1,
+                                                     shuffle=shuffle,
+                                                     shuffle_seed=seed), schema)
     else:
         dataset = data_accessor.tf_dataset_factory(
             file_pattern,
             dataset_options.TensorFlowDatasetOptions(
                 batch_size=_CACHE_PARSE_BATCH,
-                label_key=features.LABEL_KEY,
+                label_key=names.LABEL_KEY,
                 num_epochs=1,
                 shuffle=False), schema).unbatch()
         if num_shards > 1:
@@ -103,8 +102,11 @@ def count_examples(file_pattern: List[str]) -> int:
 
 
 def split_size(file_pattern: List[str]) -> Tuple[int, int]:
-    """The records in a split's (gzipped) TFRecord files, and their bytes
-    uncompressed, in one pass."""
+    """A split's records and their uncompressed bytes, in one pass.
+
+    The records in a split's (gzipped) TFRecord files, and their bytes
+    uncompressed, in one pass.
+    """
     files = sorted(
         f for pattern in file_pattern for f in tf.io.gfile.glob(pattern))
     compression = 'GZIP' if files and all(
@@ -122,9 +124,11 @@ def split_size(file_pattern: List[str]) -> Tuple[int, int]:
 def distributed_dataset(strategy: tf.distribute.Strategy, global_batch: int,
                         inputs: List[Dict[str, int]],
                         make: Callable[..., tf.data.Dataset]):
-    """`make(batch_size=, num_shards=, shard_index=)` for every replica (one
-    strategy over local devices) or every worker (many workers), each with
-    its shard of the examples and its share of the global batch.
+    """A dataset factory per replica or worker, each with its shard.
+
+    `make(batch_size=, num_shards=, shard_index=)` for every replica (one
+    strategy over local devices) or every worker (many workers), each with its
+    shard of the examples and its share of the global batch.
 
     `inputs` gets, for each input pipeline made here, its per-replica
     `batch`, its `shard` and the number of `shards`.

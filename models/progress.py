@@ -34,8 +34,10 @@ def _metrics(logs: Optional[Dict[str, Any]]) -> str:
 
 
 class TrainingProgress(keras.callbacks.Callback):
-    """Writes each epoch's progress to `out` (default: stderr, where the
-    local runner writes; stdout keeps the run's JSON line).
+    """Writes each epoch's progress as Keras's bar or plain lines.
+
+    Writes each epoch's progress to `out` (default: stderr, where the local
+    runner writes; stdout keeps the run's JSON line).
 
     Args:
         out: The stream; a bar when it is a terminal, lines otherwise.

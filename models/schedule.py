@@ -1,7 +1,9 @@
-"""How long and how fast a model trains, fitted to the data's size and the
-replicas: batch size, epochs, batch-norm momentum, patience, the learning
-rate's scaling, warm-up, plateau or cosine decay, and the metric that
-chooses the epoch whose weights are kept.
+"""How long and how fast a model trains, fitted to the data.
+
+How long and how fast a model trains, fitted to the data's size and the
+replicas: batch size, epochs, batch-norm momentum, patience, the learning rate's
+scaling, warm-up, plateau or cosine decay, and the metric that chooses the epoch
+whose weights are kept.
 """
 
 import math
@@ -10,10 +12,27 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import tensorflow as tf
 
+from common import settings
+
 keras = tf.keras
 
 Params = Dict[str, Any]
 LearningRate = Union[float, keras.optimizers.schedules.LearningRateSchedule]
+# Batch-norm moving averages' momentum where no schedule has set one from
+# the steps an epoch (Keras's default), and the most a schedule sets.
+MAX_BATCH_NORM_MOMENTUM = 0.99
+
+
+def batch_norm_momentum(params: Params) -> float:
+    """The momentum a model's batch-norm layers take from `params`.
+
+    `batch_norm_momentum` 0 (its default) means "from the steps an epoch":
+    `training_schedule` sets it before the model is built; a model built
+    without one takes MAX_BATCH_NORM_MOMENTUM.
+    """
+    return float(
+        settings.value(params, 'batch_norm_momentum') or
+        MAX_BATCH_NORM_MOMENTUM)
 
 
 def fitted_batch_size(params: Params,
@@ -38,8 +57,10 @@ def training_schedule(params: Params,
                       steps_per_epoch: int,
                       batch_size: Optional[int] = None,
                       eval_examples: Optional[int] = None) -> Params:
-    """Epochs, batch-norm momentum, early-stopping and learning-rate
-    plateau patience that fit the data's size.
+    """The schedule that fits the data's size.
+
+    Epochs, batch-norm momentum, early-stopping and learning-rate plateau
+    patience that fit the data's size.
 
     - Epochs: at least `epochs`, and enough for `min_train_steps` steps of
       the configured `batch_size`, so that a small data set (few steps an
@@ -88,8 +109,11 @@ def training_schedule(params: Params,
     length = float(params.get('training_length') or 1.0)
 
     def epochs_for(steps_key: str) -> int:
-        """Epochs of `params[steps_key]` (times `training_length`) steps of
-        the configured batch."""
+        """Epochs that make `params[steps_key]` steps.
+
+        Epochs of `params[steps_key]` (times `training_length`) steps of the
+        configured batch.
+        """
         steps = math.ceil(length * int(params.get(steps_key) or 0) *
                           configured / max(int(batch_size or configured), 1))
         return math.ceil(steps / steps_per_epoch)
@@ -97,15 +121,16 @@ def training_schedule(params: Params,
     epochs = max(math.ceil(length * int(params['epochs'])),
                  epochs_for('min_train_steps'), 1)
     momentum = params.get('batch_norm_momentum') or min(
-        0.99, 0.05**(1.0 / steps_per_epoch))
-    patience = max(int(params.get('early_stopping_patience', 0)), epochs // 5)
+        MAX_BATCH_NORM_MOMENTUM, 0.05**(1.0 / steps_per_epoch))
+    patience = max(int(settings.value(params, 'early_stopping_patience')),
+                   epochs // 5)
     plateau = max(
         1,
         math.ceil(int(params.get('lr_plateau_steps') or 0) / steps_per_epoch))
     if (params.get('max_train_steps') and eval_examples is not None and
             best_epoch_monitor(eval_examples)[0] == 'loss'):
         epochs = max(epochs, epochs_for('max_train_steps'))
-        patience = max(int(params.get('early_stopping_patience', 0)),
+        patience = max(int(settings.value(params, 'early_stopping_patience')),
                        2 * plateau)
     fitted = int(params.get('fitted_steps') or 0)
     fraction = float(params.get('epochs_fraction') or 1.0)
@@ -123,14 +148,16 @@ def training_schedule(params: Params,
 def learning_rate_plateau(
         params: Params,
         learning_rate: LearningRate) -> Optional[keras.callbacks.Callback]:
-    """Halves (`lr_plateau_factor`) the learning rate when the training
-    loss has not improved (by more than `min_loss_improvement` of itself:
-    `improved`, as early stopping counts) for `lr_plateau_patience` epochs
-    (from training_schedule), down to `min_learning_rate`: the FCN
-    authors' ReduceLROnPlateau (factor 0.5, patience 50 epochs, min_lr
-    1e-4), whose least improvement is an absolute 1e-4. The
-    training loss, not an eval metric: a small data set's eval split is
-    too small to tell epochs apart (best_epoch_monitor).
+    """Halves the learning rate when the training loss stalls.
+
+    Halves (`lr_plateau_factor`) the learning rate when the training loss has
+    not improved (by more than `min_loss_improvement` of itself: `improved`,
+    as early stopping counts) for `lr_plateau_patience` epochs (from
+    training_schedule), down to `min_learning_rate`: the FCN authors'
+    ReduceLROnPlateau (factor 0.5, patience 50 epochs, min_lr 1e-4), whose
+    least improvement is an absolute 1e-4. The training loss, not an eval
+    metric: a small data set's eval split is too small to tell epochs apart
+    (best_epoch_monitor).
 
     None when off (factor 0 or 1) or when the rate is already a schedule
     (the warm-up of many replicas, a cosine decay), which Keras cannot
@@ -150,11 +177,13 @@ def learning_rate_plateau(
 
 def improved(current: float, best: float, mode: str,
              min_improvement: float) -> bool:
-    """Whether `current` improves on `best`: a loss (`mode` 'min') counts
-    as lower only when below `best` by more than the fraction
-    `min_improvement` of it (Keras's `min_delta`, scaled to the loss, so
-    that a loss of 1e-4 shrinking by 1e-7 an epoch does not count);
-    an accuracy ('max') when higher at all."""
+    """Whether `current` improves on `best`.
+
+    A loss (`mode` 'min') counts as lower only when below `best` by more
+    than the fraction `min_improvement` of it (Keras's `min_delta`, scaled
+    to the loss, so that a loss of 1e-4 shrinking by 1e-7 an epoch does not
+    count); an accuracy ('max') when higher at all.
+    """
     if mode == 'max':
         return current > best
     if not math.isfinite(best):
@@ -185,8 +214,10 @@ STOP_REASONS = (STOP_CAP, STOP_EVAL, STOP_PLATEAU, STOP_FITTED)
 
 
 class ConvergenceStop(keras.callbacks.EarlyStopping):
-    """Early stopping that sees convergence, keeping the best epoch's
-    weights, and says why training stopped (`stop_reason`).
+    """Early stopping that sees convergence and says why it stopped.
+
+    It keeps the best epoch's weights and names why training stopped
+    (`stop_reason`):
 
     - The monitored metric (best_epoch_monitor) improves as `improved`
       says: a loss only by more than `min_improvement` of itself.
@@ -248,7 +279,7 @@ class ConvergenceStop(keras.callbacks.EarlyStopping):
             self.model.stop_training = True
 
 
-LEARNING_RATE_DECAYS = ('plateau', 'cosine')
+LEARNING_RATE_DECAYS = settings.LEARNING_RATE_DECAYS
 
 
 def decayed_learning_rate(params: Params, learning_rate: LearningRate,
@@ -262,7 +293,7 @@ def decayed_learning_rate(params: Params, learning_rate: LearningRate,
     training's steps (Loshchilov & Hutter 2017, without restarts), after
     the warm-up of many replicas when there is one.
     """
-    decay = params.get('learning_rate_decay') or 'plateau'
+    decay = settings.value(params, 'learning_rate_decay')
     if decay not in LEARNING_RATE_DECAYS:
         raise ValueError(f'learning_rate_decay {decay!r}: expected one of '
                          f'{list(LEARNING_RATE_DECAYS)}')
@@ -335,8 +366,8 @@ def scaled_learning_rate(params: Params, replicas: int) -> float:
     `learning_rate_scaling` says how it grows with the replicas: `linear`
     (Goyal et al.), `sqrt`, or `none`.
     """
-    base = float(params.get('learning_rate', 1e-3))
-    scaling = params.get('learning_rate_scaling', 'linear')
+    base = float(settings.value(params, 'learning_rate'))
+    scaling = settings.value(params, 'learning_rate_scaling')
     factors = {'linear': replicas, 'sqrt': math.sqrt(replicas), 'none': 1}
     if scaling not in factors:
         raise ValueError(f'learning_rate_scaling {scaling!r}: expected one '

@@ -1,9 +1,9 @@
 """The training loop every model shares: data, strategy, fit, export.
 
-A model package supplies a `ModelRecipe` (how to build its Keras model, how
-transformed features become model inputs, its extra serving signatures) and a
-one-line `run_fn` that calls `run(fn_args, recipe)`. Everything else, the
-same for every model, lives here once.
+A model package supplies a `ModelRecipe` (models/recipe.py: how to build
+its Keras model, how transformed features become model inputs, its extra
+serving signatures); `train` does the rest, the same for every model. The
+Trainer's entry point around it is models/trainer.py.
 
 Hyper-parameters arrive in the Trainer's `custom_config` (from
 pipeline/configs.py) and may be overridden by a Tuner's `hyperparameters`;
@@ -12,9 +12,7 @@ class names and channels come from the data, through the transform graph
 """
 
 import contextlib
-import dataclasses
 import functools
-import json
 import math
 import os
 import shutil
@@ -23,7 +21,6 @@ import time
 from typing import (
     TYPE_CHECKING,
     Any,
-    Callable,
     Dict,
     Iterator,
     List,
@@ -34,16 +31,18 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
 
+from common import names
+from common import settings
 from models import data_facts
 from models import distribute
 from models import export
 from models import inputs
 from models import progress
+from models import recipe as recipe_lib
 from models import schedule
 from models import tracing
 from models import transfer
 from models import weights
-from models import workers
 from models.schedule import LearningRate  # Type aliases.
 from models.schedule import Params  # Type aliases.
 
@@ -52,57 +51,14 @@ if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
 
 keras = tf.keras
 
-# What `run` did, as JSON, in the Trainer's model run directory.
-TRAINING_REPORT = 'training.json'
-# The search space's `training_length`s: half, all or twice the profile's
-# epochs and steps (models/schedule.py training_schedule).
-TRAINING_LENGTHS = (0.5, 1.0, 2.0)
-# When a Tuner chooses between model families (models/tuning.py, the
-# `tune_families` setting): the param naming the family a trial or the
-# Trainer trains, and the custom_config entry in which the pipeline hands
-# down the other families' own params (their profile of the run's profile
-# name), name -> params.
-FAMILY = 'family'
-FAMILY_PARAMS = 'family_params'
-# The custom_config entry naming the settings the user gave (`--set`),
-# which a Tuner's search holds at their values (models/tuning.py).
-HELD_SETTINGS = 'tune_held'
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelRecipe:
-    """What a model package contributes to the shared training loop.
-
-    Attributes:
-        build_model: (hyper-parameters, number of classes) -> an uncompiled
-            Keras model with a softmax output.
-        to_model_inputs: (transformed features, hyper-parameters) -> the
-            model's inputs.
-        extra_signatures: Serving signatures besides `serving_default`.
-        search_space: Declares the family's hyper-parameters on a KerasTuner
-            `HyperParameters` and returns the params their values stand for
-            (models/tuning.py); None when the family is not tuned.
-        compile_model: (model, params, learning rate) -> None, in place of
-            `compile_model` (cross-entropy); its metrics must include one
-            named `accuracy`, which chooses the kept epoch.
-        export_model: In place of export.export_serving_model, with the
-            same arguments and `params` and `train_data` (the training
-            split's batches in a fixed order, one pass).
-    """
-
-    build_model: Callable[[Params, int], keras.Model]
-    to_model_inputs: Callable[[Dict[str, tf.Tensor], Params], Dict[str,
-                                                                   tf.Tensor]]
-    extra_signatures: Dict[str, export.SignatureFactory]
-    search_space: Optional[Callable[[Any], Params]] = None
-    compile_model: Optional[Callable[..., None]] = None
-    export_model: Optional[Callable[..., None]] = None
-
 
 def hyperparameters(fn_args: 'tfx.components.FnArgs') -> Dict[str, Any]:
-    """The run's hyper-parameters: custom_config and what ExampleGen learned
-    from the data (`class_names`, `num_channels`: models/data_facts.py),
-    overridden by a Tuner's."""
+    """The run's hyper-parameters.
+
+    The run's hyper-parameters: custom_config and what ExampleGen learned from
+    the data (`class_names`, `num_channels`: models/data_facts.py), overridden
+    by a Tuner's.
+    """
     params = {
         **(fn_args.custom_config or {}),
         **data_facts.from_fn_args(fn_args)
@@ -114,26 +70,6 @@ def hyperparameters(fn_args: 'tfx.components.FnArgs') -> Dict[str, Any]:
     return params
 
 
-def search_space(hp: Any, batch_sizes: List[int]) -> Params:
-    """How a model trains, in every family's Tuner search space: dropout,
-    the learning rate and its decay, the batch (from `batch_sizes`) and the
-    training's length (epochs and steps, models/schedule.py), declared on a
-    KerasTuner `HyperParameters`."""
-    return {
-        'dropout':
-            hp.Float('dropout', 0.0, 0.5, step=0.125),
-        'learning_rate':
-            hp.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
-        'learning_rate_decay':
-            hp.Choice('learning_rate_decay',
-                      list(schedule.LEARNING_RATE_DECAYS)),
-        'batch_size':
-            hp.Choice('batch_size', batch_sizes),
-        'training_length':
-            hp.Choice('training_length', list(TRAINING_LENGTHS))
-    }
-
-
 def compile_model(model: keras.Model,
                   params: Dict[str, Any],
                   learning_rate: Optional[LearningRate] = None) -> None:
@@ -143,7 +79,7 @@ def compile_model(model: keras.Model,
     """
     clip_norm = params.get('clip_norm')
     if learning_rate is None:
-        learning_rate = params.get('learning_rate', 1e-3)
+        learning_rate = settings.value(params, 'learning_rate')
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate,
                                         global_clipnorm=clip_norm or None),
@@ -152,10 +88,12 @@ def compile_model(model: keras.Model,
 
 
 def apply_speedups(model: keras.Model, params: Dict[str, Any]) -> None:
-    """What the Trainer does that a plain Keras script does not, on a
-    compiled model (inside the strategy's scope): the training, eval and
-    predict steps compiled by XLA (`jit_compile`) and `steps_per_execution`
-    steps run per call of the step function.
+    """Applies the speed-ups a plain Keras script does not.
+
+    What the Trainer does that a plain Keras script does not, on a compiled
+    model (inside the strategy's scope): the training, eval and predict steps
+    compiled by XLA (`jit_compile`) and `steps_per_execution` steps run per call
+    of the step function.
 
     XLA only without distribution (TensorFlow's default strategy, what
     `auto` is on a machine without GPUs): under MirroredStrategy over
@@ -166,9 +104,9 @@ def apply_speedups(model: keras.Model, params: Dict[str, Any]) -> None:
     through their own tf.functions, without XLA.
     """
     # Inside a strategy's scope, has_strategy() tells a distributing one.
-    model.jit_compile = (bool(params.get('jit_compile', False)) and
+    model.jit_compile = (bool(settings.value(params, 'jit_compile')) and
                          not tf.distribute.has_strategy())
-    steps = int(params.get('steps_per_execution', 1))
+    steps = int(settings.value(params, 'steps_per_execution'))
     if steps > 1:
         model.steps_per_execution = steps
 
@@ -186,54 +124,6 @@ class _EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(round(time.monotonic() - self._started, 2))
-
-
-def run(fn_args: 'tfx.components.FnArgs',
-        recipe: ModelRecipe,
-        params: Optional[Params] = None,
-        export_model: bool = True,
-        recipes: Optional[Dict[str, ModelRecipe]] = None) -> float:
-    """Trains the recipe's model under the configured strategy and exports it.
-
-    `multi_worker` outside a cluster (no TF_CONFIG) starts the configured
-    number of worker processes here (models/workers.py), each of which trains
-    (`train`) inside the cluster. The chief writes what the training did
-    (`TRAINING_REPORT` in the model run directory).
-
-    Args:
-        fn_args: The Trainer's (or the Tuner's) arguments.
-        recipe: The model family's recipe.
-        params: Hyper-parameters (default: the run's, `hyperparameters`,
-            with a Tuner's best values in the recipe's search space).
-        export_model: Export to `fn_args.serving_model_dir`; a Tuner's trial
-            only trains.
-        recipes: The families a Tuner may have chosen between (name ->
-            recipe, `recipe` among them): after a search over them the
-            best trial's family trains, with its own params.
-
-    Returns:
-        The best epoch's accuracy on the eval split (its weights are kept).
-    """
-    if params is None:
-        params = hyperparameters(fn_args)
-        if fn_args.hyperparameters and recipe.search_space:
-            # KerasTuner is imported only when a Tuner ran.
-            from models import tuning  # pylint: disable=import-outside-toplevel
-            # Chosen before the workers start: they train what they are
-            # handed (models/workers.py names the chosen recipe).
-            recipe, params = tuning.best_recipe(fn_args.hyperparameters, recipe,
-                                                params, recipes)
-    if (params.get('strategy') == 'multi_worker' and export_model and
-            not workers.in_cluster()):
-        report = workers.launch(fn_args, recipe, params)
-    else:
-        report = train(fn_args, recipe, params, export_model)
-    if report['chief'] and export_model:
-        tf.io.gfile.makedirs(fn_args.model_run_dir)
-        with tf.io.gfile.GFile(
-                os.path.join(fn_args.model_run_dir, TRAINING_REPORT), 'w') as f:
-            json.dump(report, f)
-    return report['best_val_accuracy']
 
 
 # Parsed examples take about this many times their serialized bytes in
@@ -267,7 +157,7 @@ def cache_plan(params: Params, split_bytes: Dict[str, int]) -> Dict[str, Any]:
         `cached_splits` (split -> bool), `cache_budget_bytes` and the
         `split_bytes` estimated in memory: for the training report.
     """
-    budget_mb = float(params.get('cache_memory_mb', 0) or 0)
+    budget_mb = float(settings.value(params, 'cache_memory_mb') or 0)
     budget = (int(budget_mb *
                   2**20) if budget_mb > 0 else free_memory_bytes() // 4)
     needed = {
@@ -276,7 +166,7 @@ def cache_plan(params: Params, split_bytes: Dict[str, int]) -> Dict[str, Any]:
     }
     cached, left = {}, budget
     for split in ('train', 'eval'):
-        cached[split] = (bool(params.get('cache_examples', True)) and
+        cached[split] = (bool(settings.value(params, 'cache_examples')) and
                          needed[split] <= left)
         left -= needed[split] if cached[split] else 0
     for split, keep in cached.items():
@@ -292,11 +182,12 @@ def cache_plan(params: Params, split_bytes: Dict[str, int]) -> Dict[str, Any]:
 
 
 def train(fn_args: 'tfx.components.FnArgs',
-          recipe: ModelRecipe,
+          recipe: recipe_lib.ModelRecipe,
           params: Params,
           export_model: bool = True) -> Dict[str, Any]:
-    """Trains (and exports) in this process, as one replica set of the
-    cluster.
+    """Trains (and exports) in this process.
+
+    Trains (and exports) in this process, as one replica set of the cluster.
 
     Returns:
         What the training did: strategy, replicas, workers, batch sizes,
@@ -304,10 +195,10 @@ def train(fn_args: 'tfx.components.FnArgs',
         the model went, a digest of the final weights.
     """
     tracing.skip_autograph_of_tf_keras()
-    name = params.get('strategy', 'auto')
+    name = settings.value(params, 'strategy')
     # The strategy first: MultiWorkerMirroredStrategy must be made before
     # anything starts TensorFlow (the seed, listing devices, any op).
-    distribute.prepare_devices(name, int(params.get('cpu_devices', 2)))
+    distribute.prepare_devices(name, int(settings.value(params, 'cpu_devices')))
     strategy = distribute.make_strategy(name)
     if params.get('seed') is not None:
         # Same data and seed, same weights: initial weights, dropout and the
@@ -334,7 +225,7 @@ def train(fn_args: 'tfx.components.FnArgs',
                              data_accessor=fn_args.data_accessor,
                              schema=schema,
                              to_model_inputs=to_model_inputs)
-    learning_rate: LearningRate = float(params.get('learning_rate', 1e-3))
+    learning_rate: LearningRate = float(settings.value(params, 'learning_rate'))
     report: Dict[str, Any] = {
         'strategy': name,
         'replicas': replicas,
@@ -347,8 +238,8 @@ def train(fn_args: 'tfx.components.FnArgs',
         'train_examples': train_examples,
         **cached
     }
-    if FAMILY in params:  # A Tuner chose the family.
-        report[FAMILY] = params[FAMILY]
+    if names.FAMILY in params:  # A Tuner chose the family.
+        report[names.FAMILY] = params[names.FAMILY]
     fit_args: Dict[str, Any] = {}
     if distribute.is_default(strategy):
         train_data = make(fn_args.train_files,
@@ -385,7 +276,8 @@ def train(fn_args: 'tfx.components.FnArgs',
                         validation_steps=math.ceil(eval_examples /
                                                    global_batch))
         target = schedule.scaled_learning_rate(params, replicas)
-        warmup = round(float(params.get('warmup_epochs', 1)) * steps_per_epoch)
+        warmup = round(
+            float(settings.value(params, 'warmup_epochs')) * steps_per_epoch)
         if target != learning_rate and warmup > 0:
             learning_rate = schedule.LinearWarmup(learning_rate, target, warmup)
         else:
@@ -439,10 +331,11 @@ def train(fn_args: 'tfx.components.FnArgs',
     report.update(fitted,
                   steps_per_epoch=steps_per_epoch,
                   lr_plateau=bool(plateau),
-                  learning_rate_decay=params.get('learning_rate_decay',
-                                                 'plateau'),
+                  learning_rate_decay=settings.value(params,
+                                                     'learning_rate_decay'),
                   jit_compile=bool(model.jit_compile),
-                  steps_per_execution=int(params.get('steps_per_execution', 1)))
+                  steps_per_execution=int(
+                      settings.value(params, 'steps_per_execution')))
     if transferred:
         callbacks.append(transferred.callback)
     with contextlib.ExitStack() as stack:
@@ -484,7 +377,8 @@ def train(fn_args: 'tfx.components.FnArgs',
     if distribute.is_default(strategy):
         # Outside one device, the pass would have to run per replica.
         weights.recalibrate_batch_norm(
-            model, train_data, int(params.get('recalibration_batches', 100)))
+            model, train_data,
+            int(settings.value(params, 'recalibration_batches')))
     # Every worker saves (the variables are read collectively), only the
     # chief where the model belongs; the others into a folder they remove.
     exporter = export.export_serving_model

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Sequence
 import tensorflow as tf
 from absl import logging
 
+from common import settings
 from models import saved_model_dirs
 
 keras = tf.keras
@@ -41,8 +42,11 @@ class TransferError(ValueError):
 
 
 def saved_model_variables(saved_model_dir: str) -> Dict[str, tf.Variable]:
-    """Every variable a SavedModel holds, by name, whether or not Keras
-    traces were saved with it (models/export.py saves none)."""
+    """Every variable a SavedModel holds, by name.
+
+    Every variable a SavedModel holds, by name, whether or not Keras traces were
+    saved with it (models/export.py saves none).
+    """
     loaded = tf.saved_model.load(saved_model_dir)
     return {
         v.name: v
@@ -52,8 +56,11 @@ def saved_model_variables(saved_model_dir: str) -> Dict[str, tf.Variable]:
 
 
 def lower_layers(model: keras.Model) -> List[keras.layers.Layer]:
-    """The layers with weights before the model's first dense layer, which
-    with all that follows it is the head."""
+    """The layers with weights before the first dense layer.
+
+    The layers with weights before the model's first dense layer, which with all
+    that follows it is the head.
+    """
     lower = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.Dense):
@@ -64,8 +71,9 @@ def lower_layers(model: keras.Model) -> List[keras.layers.Layer]:
 
 
 def transfer_layers(model: keras.Model, source: str) -> Dict[str, Any]:
-    """Copies the source's weights into the matching lower layers of
-    `model`.
+    """Copies the source's weights into `model`'s matching layers.
+
+    Copies the source's weights into the matching lower layers of `model`.
 
     Args:
         model: The new, built model.
@@ -104,8 +112,10 @@ def transfer_layers(model: keras.Model, source: str) -> Dict[str, Any]:
 
 def scale_updates(optimizer: keras.optimizers.Optimizer,
                   variables: Sequence[tf.Variable], factor: float) -> None:
-    """Makes `optimizer` move `variables` by `factor` times its step, and
-    every other variable as before.
+    """Scales `optimizer`'s steps of `variables` by `factor`.
+
+    Makes `optimizer` move `variables` by `factor` times its step, and every
+    other variable as before.
 
     For Adam, whose moments do not depend on the learning rate, this is the
     learning rate (or its schedule, or what ReduceLROnPlateau makes of it)
@@ -127,9 +137,12 @@ def scale_updates(optimizer: keras.optimizers.Optimizer,
 
 
 class FreezeThenFineTune(keras.callbacks.Callback):
-    """Keeps `layer_names` frozen for the first `frozen_epochs` epochs of a
-    fit, then trainable, at the optimizer's learning rate times
-    `rate_factor` (the other layers at the rate itself)."""
+    """Unfreezes transferred layers after `frozen_epochs` epochs.
+
+    Keeps `layer_names` frozen for the first `frozen_epochs` epochs of a fit,
+    then trainable, at the optimizer's learning rate times `rate_factor` (the
+    other layers at the rate itself).
+    """
 
     def __init__(self,
                  layer_names: List[str],
@@ -193,15 +206,17 @@ class Transfer:
 
 
 def start_from(model: keras.Model, params: Dict[str, Any]) -> Transfer:
-    """Transfers config `transfer_from`'s lower layers into `model` (built;
-    compile it and fit it with the returned callback for `params['epochs']`
-    epochs)."""
+    """Transfers `transfer_from`'s lower layers into `model`.
+
+    Transfers config `transfer_from`'s lower layers into `model` (built; compile
+    it and fit it with the returned callback for `params['epochs']` epochs).
+    """
     report = transfer_layers(model, params['transfer_from'])
     epochs = int(params['epochs'])
-    fraction = float(params.get('transfer_frozen_fraction', 0.25))
+    fraction = float(settings.value(params, 'transfer_frozen_fraction'))
     frozen = min(epochs,
                  max(1, math.ceil(fraction * epochs)) if fraction > 0 else 0)
-    factor = float(params.get('transfer_learning_rate_factor', 0.1))
+    factor = float(settings.value(params, 'transfer_learning_rate_factor'))
     report.update(frozen_epochs=frozen, fine_tune_rate_factor=factor)
     return Transfer(report=report,
                     callback=FreezeThenFineTune(report['layers'], frozen,

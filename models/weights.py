@@ -1,6 +1,8 @@
-"""What is done to a model's weights apart from fitting: a warm start from
-an earlier model, batch-norm statistics recalibrated before export, and a
-digest to compare workers' weights by.
+"""A model's weights apart from fitting.
+
+What is done to a model's weights apart from fitting: a warm start from an
+earlier model, batch-norm statistics recalibrated before export, and a digest to
+compare workers' weights by.
 """
 
 import hashlib
@@ -16,8 +18,10 @@ keras = tf.keras
 
 def recalibrate_batch_norm(model: keras.Model, dataset: tf.data.Dataset,
                            max_batches: int) -> int:
-    """Sets every batch-norm layer's moving mean and variance to the
-    average over training batches of the final weights (precise BN).
+    """Recomputes batch-norm statistics (precise BN).
+
+    Sets every batch-norm layer's moving mean and variance to the average over
+    training batches of the final weights (precise BN).
 
     The moving averages mix statistics of the weights of the last few
     hundred steps; after this pass they are those of the weights exported.

@@ -29,10 +29,13 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
+from common import environment
+from common import settings
+
 if TYPE_CHECKING:  # Neither TFX nor training is imported to start workers.
     from tfx import v1 as tfx
 
-    from models import training
+    from models import recipe as recipe_lib
 
 SPEC_FILE = 'spec.json'
 # Lines of a failed worker's log shown in the error.
@@ -59,15 +62,6 @@ def free_ports(count: int) -> List[int]:
             sock.bind(('127.0.0.1', 0))
             sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
-
-
-def _recipe_path(recipe: 'training.ModelRecipe') -> str:
-    """`module:NAME` of the module-level name bound to `recipe`."""
-    module = sys.modules[recipe.build_model.__module__]
-    for name, value in vars(module).items():
-        if value is recipe:
-            return f'{module.__name__}:{name}'
-    raise ValueError(f'no module-level name for the recipe in {module}')
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child.
@@ -97,8 +91,11 @@ def _stop(processes: Sequence[subprocess.Popen]) -> None:
 
 def _wait(processes: Sequence[subprocess.Popen], logs: Sequence[str],
           timeout: float) -> None:
-    """Until every worker exits 0; raises WorkerError on the first failure
-    or when `timeout` seconds (0: none) have passed."""
+    """Waits until every worker exits 0.
+
+    Until every worker exits 0; raises WorkerError on the first failure or when
+    `timeout` seconds (0: none) have passed.
+    """
     deadline = time.monotonic() + timeout if timeout else None
     while True:
         codes = [process.poll() for process in processes]
@@ -120,7 +117,7 @@ def _wait(processes: Sequence[subprocess.Popen], logs: Sequence[str],
         time.sleep(0.2)
 
 
-def launch(fn_args: 'tfx.components.FnArgs', recipe: 'training.ModelRecipe',
+def launch(fn_args: 'tfx.components.FnArgs', recipe: 'recipe_lib.ModelRecipe',
            params: Dict[str, Any]) -> Dict[str, Any]:
     """Trains as `params['workers']` worker processes on 127.0.0.1.
 
@@ -132,7 +129,7 @@ def launch(fn_args: 'tfx.components.FnArgs', recipe: 'training.ModelRecipe',
         WorkerError: if a worker fails or they overrun
             `worker_timeout_seconds`; no worker is left running.
     """
-    count = int(params.get('workers', 2))
+    count = int(settings.value(params, 'workers'))
     if count < 1:
         raise ValueError(f'workers must be at least 1, got {count}')
     timeout = float(params.get('worker_timeout_seconds') or 0)
@@ -145,8 +142,9 @@ def launch(fn_args: 'tfx.components.FnArgs', recipe: 'training.ModelRecipe',
         # <examples>/Split-<name>/*: the Examples artifact holding the files.
         'examples_uri':
             os.path.dirname(os.path.dirname(fn_args.train_files[0])),
-        'recipe':
-            _recipe_path(recipe),
+        # The family, found by name in the worker (models/families.py).
+        'family':
+            recipe.name,
         # The run's hyper-parameters, a Tuner's best values included.
         'params':
             params,
@@ -225,20 +223,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         print('usage: TF_CONFIG=... python -m models.workers SPEC.json',
               file=sys.stderr)
         return 2
-    os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+    environment.use_legacy_keras()
     with open(argv[0], encoding='utf-8') as f:
         spec = json.load(f)
     # pylint: disable=import-outside-toplevel
-    import importlib
-
     import tensorflow as tf
     from absl import logging
     from tfx.components.trainer import fn_args_utils
 
+    from models import families
     from models import training
     logging.set_verbosity(logging.INFO)
-    module, name = spec['recipe'].split(':')
-    recipe = getattr(importlib.import_module(module), name)
+    recipe = families.recipe(spec['family'])
     fn_args = fn_args_utils.FnArgs(**spec['fn_args'],
                                    data_accessor=data_accessor(
                                        spec['examples_uri']))

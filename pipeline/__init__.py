@@ -1,0 +1,1 @@
+"""The pipeline: configuration, create_pipeline(), runners, report."""

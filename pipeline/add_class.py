@@ -1,5 +1,7 @@
-"""`python -m pipeline add-class`: a new class for a served embedding model,
-from reference images, without retraining.
+"""`python -m pipeline add-class`: a new class, without retraining.
+
+`python -m pipeline add-class`: a new class for a served embedding model, from
+reference images, without retraining.
 
 The newest version under a model base path (as the Pusher writes it) is
 loaded, the images are embedded by its own `serving_embedding` signature,
@@ -18,9 +20,9 @@ import os
 import shutil
 from typing import List, Sequence, Tuple
 
-from components import image_formats
-from components.errors import InputDataError
 from components.pusher import executor as pusher_executor
+from formats import image_formats
+from formats.errors import InputDataError
 
 # Images embedded per call of the signature.
 _BATCH = 64
@@ -48,8 +50,10 @@ def newest_version(model_dir: str) -> Tuple[str, int]:
 
 
 def read_images(folder: str) -> List[Tuple[str, bytes]]:
-    """(path, encoded bytes) of every image file in `folder`, sorted, each
-    decoded fully once to check it.
+    """Every image file in `folder`, checked, with its bytes.
+
+    (path, encoded bytes) of every image file in `folder`, sorted, each decoded
+    fully once to check it.
 
     Raises:
         InputDataError: naming the folder (missing, empty) or the first
@@ -79,8 +83,10 @@ def read_images(folder: str) -> List[Tuple[str, bytes]]:
 
 
 def add_class(model_dir: str, name: str, images_dir: str) -> str:
-    """Writes the newest version of `model_dir` with class `name` added,
-    from the images in `images_dir`, as the next version.
+    """Writes a new version of `model_dir` with class `name` added.
+
+    Writes the newest version of `model_dir` with class `name` added, from the
+    images in `images_dir`, as the next version.
 
     Returns:
         The new version's folder.
@@ -99,7 +105,7 @@ def add_class(model_dir: str, name: str, images_dir: str) -> str:
     import numpy as np  # pylint: disable=import-outside-toplevel
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
-    from models import signatures  # pylint: disable=import-outside-toplevel
+    from common import signatures  # pylint: disable=import-outside-toplevel
 
     model = tf.saved_model.load(version_dir)
     table = getattr(model, 'reference_table', None)

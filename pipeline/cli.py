@@ -37,12 +37,14 @@ import time
 import warnings
 from typing import Any, Iterator, List, Optional, Tuple
 
+from common import environment
+
 _STARTED = time.monotonic()  # Before TFX's imports, which take seconds.
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # oneDNN's kernels, which TensorFlow turns on by itself only on CPUs with
 # AVX-512 VNNI or newer: the convnet's step takes a third less CPU time here
-# (README, Performance). Set to 0 for TensorFlow's own kernels.
+# (docs/results/performance.md). Set to 0 for TensorFlow's own kernels.
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
 # google-cloud libraries that TFX imports warn about Python 3.10 at import.
 warnings.filterwarnings('ignore', category=FutureWarning)
@@ -50,23 +52,27 @@ warnings.filterwarnings('ignore', category=FutureWarning)
 # E402: these imports load TFX/TensorFlow, so they must follow the timer and
 # the environment set-up above.
 # pylint: disable=wrong-import-position
-from components import image_formats  # noqa: E402
+from common import arguments  # noqa: E402
+from common import settings  # noqa: E402
 from components.errors import DataValidationError  # noqa: E402
-from components.errors import InputDataError  # noqa: E402
 from components.example_gen import data_source  # noqa: E402
+from formats import image_formats  # noqa: E402
+from formats.errors import InputDataError  # noqa: E402
 from models import saved_model_dirs  # noqa: E402
+from pipeline import beam_runners  # noqa: E402
 from pipeline import configs  # noqa: E402
 from pipeline import engines  # noqa: E402
+from pipeline import profiles  # noqa: E402
+from pipeline import setting_checks  # noqa: E402
 
 EXIT_BAD_DATA = 2
 EXIT_USAGE = 2
-_STRATEGIES = ('auto', 'mirrored', 'one_device', 'multi_worker')
 
 
 def _override(text: str) -> Tuple[str, Any]:
     try:
-        return configs.parse_setting(text)
-    except configs.SettingError as error:
+        return setting_checks.parse_setting(text)
+    except setting_checks.SettingError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
@@ -74,11 +80,11 @@ def _add_run_config_flags(parser: argparse.ArgumentParser,
                           model_required: bool = True) -> None:
     parser.add_argument('--model',
                         required=model_required,
-                        choices=sorted(configs.MODELS),
+                        choices=sorted(profiles.MODELS),
                         help='the model family to train')
     parser.add_argument('--profile',
                         default='smoke',
-                        choices=configs.PROFILES,
+                        choices=profiles.PROFILES,
                         help='data size and hyper-parameters: smoke (minutes)'
                         ' or full (default smoke)')
     parser.add_argument('--data',
@@ -89,7 +95,7 @@ def _add_run_config_flags(parser: argparse.ArgumentParser,
                         help='folder for metadata, artifacts and serving/ '
                         f'(default {configs.DEFAULT_HOME})')
     parser.add_argument('--strategy',
-                        choices=_STRATEGIES,
+                        choices=settings.STRATEGIES,
                         help='tf.distribute strategy (default: auto)')
     parser.add_argument('--beam-arg',
                         action='append',
@@ -197,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                       default=configs.DEFAULT_HOME,
                       help=f'pipeline home (default {configs.DEFAULT_HOME})')
     runs.add_argument('--model',
-                      choices=sorted(configs.MODELS),
+                      choices=sorted(profiles.MODELS),
                       help="only this model family's runs")
     show = commands.add_parser(
         'show', help='one run: its components, their times and artifacts')
@@ -231,17 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
                       f'(default {configs.DEFAULT_HOME})')
     engines.add_engine_command(commands)
     demo.add_argument('--count',
-                      type=_positive_int,
+                      type=arguments.positive_int,
                       default=5,
                       help='test files to send per model (default 5)')
     return parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'{text} is not a positive number')
-    return value
 
 
 def _add_kfp_client_flags(parser: argparse.ArgumentParser,
@@ -297,8 +296,11 @@ _NATIVE_NOISE = re.compile(
 
 @contextlib.contextmanager
 def _native_noise_dropped(verbose: bool) -> Iterator[None]:
-    """Drops _NATIVE_NOISE from what is written to stderr meanwhile, at the
-    file descriptor, where C++ writes; everything else is written after."""
+    """Drops native libraries' noise from stderr meanwhile.
+
+    Drops _NATIVE_NOISE from what is written to stderr meanwhile, at the file
+    descriptor, where C++ writes; everything else is written after.
+    """
     if verbose:
         yield
         return
@@ -320,8 +322,11 @@ def _native_noise_dropped(verbose: bool) -> Iterator[None]:
 
 
 def _run(args: argparse.Namespace) -> dict:
-    """The `run` command: one local run, under the pipeline's run lock so
-    that it never overlaps a scheduled run."""
+    """The `run` command: one local run, under the run lock.
+
+    The `run` command: one local run, under the pipeline's run lock so that it
+    never overlaps a scheduled run.
+    """
     _say('loading TensorFlow and TFX ...')
     with _native_noise_dropped(args.verbose):
         from pipeline import run_lock  # pylint: disable=import-outside-toplevel
@@ -415,22 +420,24 @@ def _say(text: str) -> None:
 
 
 def _list_settings(model: Optional[str]) -> None:
-    for name in [model] if model else sorted(configs.MODELS):
+    for name in [model] if model else sorted(profiles.MODELS):
         print(f'{name} (--set KEY=VALUE; defaults per --profile):')
-        print(configs.settings_table(name))
+        print(setting_checks.settings_table(name))
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
-    """Checks the settings and the data before TFX and TensorFlow load, so
-    that a typo or unreadable data is answered in seconds.
+    """Checks the settings and the data before TFX and TensorFlow load.
+
+    Checks the settings and the data before TFX and TensorFlow load, so that a
+    typo or unreadable data is answered in seconds.
 
     Raises:
-        configs.SettingError: a `--set` the model does not accept.
+        setting_checks.SettingError: a `--set` the model does not accept.
         InputDataError: naming the data file and the fault.
     """
     if not hasattr(args, 'overrides'):  # demo, run-compiled
         return
-    configs.check_overrides(args.model, args.overrides)
+    setting_checks.check_overrides(args.model, args.overrides)
     if args.command != 'run':  # The scheduler may wait for the data.
         return
     config = _run_config(args)
@@ -443,8 +450,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def _check_schema_file(path: str) -> None:
-    """A curated schema (`--set schema_path=`) that cannot be read ends the
-    run now, not in ImportSchemaGen's traceback."""
+    """Ends the run now on a curated schema that cannot be read.
+
+    A curated schema (`--set schema_path=`) that cannot be read ends the run
+    now, not in ImportSchemaGen's traceback.
+    """
     # Protocol buffers only: neither TensorFlow nor TFX loads.
     from google.protobuf import text_format  # pylint: disable=import-outside-toplevel
     from tensorflow_metadata.proto.v0 import schema_pb2  # pylint: disable=import-outside-toplevel
@@ -461,8 +471,11 @@ def _check_schema_file(path: str) -> None:
 
 
 def _check_transfer_source(path: str) -> None:
-    """A `--set transfer_from=` that names no readable SavedModel (or model
-    base path) ends the run now, not in the Trainer."""
+    """Ends the run now on a `transfer_from` that names no SavedModel.
+
+    A `--set transfer_from=` that names no readable SavedModel (or model base
+    path) ends the run now, not in the Trainer.
+    """
     try:
         saved_model_dirs.newest_saved_model(path)
     except saved_model_dirs.SavedModelDirError as error:
@@ -470,8 +483,10 @@ def _check_transfer_source(path: str) -> None:
 
 
 def _engine_beam_args(args: argparse.Namespace) -> List[str]:
-    """The Beam flags of `--beam-engine`; for `run`, once the engine's job
-    server and worker pool answer.
+    """The Beam flags of `--beam-engine`.
+
+    The Beam flags of `--beam-engine`; for `run`, once the engine's job server
+    and worker pool answer.
 
     Raises:
         engines.EngineError: naming the endpoint or state file at fault.
@@ -511,7 +526,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except engines.EngineError as error:
         print(f'error: {error}', file=sys.stderr, flush=True)
         return EXIT_USAGE
-    problem = configs.beam_args_problem(getattr(args, 'beam_args', ()))
+    problem = beam_runners.beam_args_problem(getattr(args, 'beam_args', ()))
     if problem:
         print(f'error: {problem}', file=sys.stderr, flush=True)
         return EXIT_BAD_DATA
@@ -561,7 +576,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(json.dumps({'compiled': os.path.abspath(path)}), flush=True)
         else:
             return _retrain(args)
-    except configs.SettingError as error:
+    except setting_checks.SettingError as error:
         print(f'error: {error}', file=sys.stderr, flush=True)
         return EXIT_BAD_DATA
     except Exception as error:  # pylint: disable=broad-except

@@ -1,24 +1,23 @@
-"""Everything a pipeline run is configured by: models, profiles, paths, Beam.
+"""A pipeline run's configuration: one `RunConfig`, and where a run lives.
 
-Code elsewhere reads these facts from here; nothing below runs anything.
-A run is described by one `RunConfig`, built by the command line from a
-model name, a profile and flags.
+Built by the command line from a model name, a profile and flags: the
+families and their profiles are pipeline/profiles.py's, the settings'
+checks pipeline/setting_checks.py's, Beam's arguments
+pipeline/beam_runners.py's. Nothing here runs anything.
 """
 
-import copy
 import dataclasses
-import difflib
-import importlib.util
-import json
 import os
 import posixpath
 import subprocess
 from typing import Any, Dict, List, Optional, Tuple
 
-from components.example_gen import data_source
+from common import settings
+from pipeline import beam_runners
+from pipeline import profiles
+from pipeline import setting_checks
 
 DEFAULT_HOME = 'tfx_home'
-PROFILES = ('smoke', 'full')
 # The Kubeflow image (Dockerfile; `make image` builds it): its repository,
 # tagged by default with this checkout's `git describe` (default_image()),
 # and where it holds each model's default data set.
@@ -28,8 +27,11 @@ _REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def default_image() -> Optional[str]:
-    """`tfx-deep-pipelines:<git describe --always --dirty>` of this checkout,
-    the name `make image` builds; None outside a git checkout."""
+    """The image tag `make image` builds from this checkout.
+
+    `tfx-deep-pipelines:<git describe --always --dirty>` of this checkout, the
+    name `make image` builds; None outside a git checkout.
+    """
     try:
         described = subprocess.run(
             ['git', '-C', _REPO_DIR, 'describe', '--always', '--dirty'],
@@ -65,610 +67,8 @@ class KubeflowTarget:
     serving_model_dir: str
 
 
-def _sktime_data(name: str) -> str:
-    """A UCR/UEA data set shipped as .ts files inside the sktime wheel."""
-    spec = importlib.util.find_spec('sktime')
-    if spec is None or not spec.submodule_search_locations:
-        return os.path.join('sktime-not-installed', name)
-    return os.path.join(spec.submodule_search_locations[0], 'datasets', 'data',
-                        name)
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelFamily:
-    """A model package and the data it learns from.
-
-    Attributes:
-        kind: The data kind it reads (data_source.IMAGES or SEQUENCES).
-        preprocessing_fn: Dotted path of its tf.Transform preprocessing_fn.
-        run_fn: Dotted path of its TFX Trainer run_fn.
-        default_data: The public data set it trains on by default.
-        profiles: Profile name -> hyper-parameters and data limits.
-        tuner_fn: Dotted path of its TFX Tuner tuner_fn (random search).
-        tuned_with: Other families its Tuner may choose instead of it
-            (`tune_families`): they read the same tf.Transform output and
-            serve the same signatures (models/sequences.py).
-    """
-
-    kind: str
-    preprocessing_fn: str
-    run_fn: str
-    default_data: str
-    profiles: Dict[str, Dict[str, Any]]
-    tuner_fn: Optional[str] = None
-    tuned_with: Tuple[str, ...] = ()
-
-
-_CONVNET_PROFILES: Dict[str, Dict[str, Any]] = {
-    'smoke':
-        dict(max_examples_per_split=2000,
-             image_shape=[28, 28, 1],
-             conv_filters=[16, 32],
-             dense_units=64,
-             epochs=1,
-             min_train_steps=200,
-             max_train_steps=0,
-             batch_size=64,
-             min_accuracy=0.3,
-             augmentation='none',
-             scales=[1],
-             scales_share_weights=False),
-    'full':
-        dict(max_examples_per_split=0,
-             image_shape=[28, 28, 1],
-             conv_filters=[32, 64],
-             dense_units=256,
-             epochs=15,
-             batch_size=128,
-             min_accuracy=0.9,
-             augmentation='none',
-             scales=[1],
-             scales_share_weights=False),
-}
-
-
-def _embedding_profile(profile: str, **embedding: Any) -> Dict[str, Any]:
-    """The convnet's `profile` (data limits, trunk, schedule) without its
-    multi-scale switch, which the embedding's trunk does not take, and the
-    embedding's own settings over it."""
-    trunk = {
-        key: value
-        for key, value in _CONVNET_PROFILES[profile].items()
-        if not key.startswith('scales')
-    }
-    # Copies: the two families' profiles share no list.
-    return {**copy.deepcopy(trunk), **embedding}
-
-
-MODELS: Dict[str, ModelFamily] = {
-    'convnet':
-        ModelFamily(
-            kind=data_source.IMAGES,
-            preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
-            run_fn='models.convnet.model.run_fn',
-            tuner_fn='models.convnet.model.tuner_fn',
-            default_data=data_source.FASHION_MNIST_DIR,
-            profiles=_CONVNET_PROFILES),
-    # Metric learning (models/embedding/): the convnet's trunk, unit-vector
-    # embeddings, a triplet loss; classifies by nearest reference.
-    'embedding':
-        ModelFamily(
-            kind=data_source.IMAGES,
-            preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
-            run_fn='models.embedding.model.run_fn',
-            tuner_fn='models.embedding.model.tuner_fn',
-            default_data=data_source.FASHION_MNIST_DIR,
-            profiles={
-                'smoke':
-                    _embedding_profile('smoke',
-                                       embedding_dim=32,
-                                       triplet_margin=0.2,
-                                       triplet_mining='semi_hard',
-                                       references_per_class=50),
-                'full':
-                    _embedding_profile('full',
-                                       embedding_dim=64,
-                                       triplet_margin=0.2,
-                                       triplet_mining='semi_hard',
-                                       references_per_class=200,
-                                       min_accuracy=0.8),
-            }),
-    'rnn':
-        ModelFamily(
-            kind=data_source.SEQUENCES,
-            preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
-            run_fn='models.rnn.model.run_fn',
-            tuner_fn='models.rnn.model.tuner_fn',
-            tuned_with=('fcn',),
-            default_data=_sktime_data('JapaneseVowels'),
-            # No small-data batch cap: a recurrent step costs about the same at
-            # any batch (one step of the cell per time step), so more, smaller
-            # steps would cost more time, not the same.
-            profiles={
-                'smoke':
-                    dict(max_examples_per_split=0,
-                         cell='lstm',
-                         units=[32],
-                         bidirectional=True,
-                         epochs=3,
-                         min_train_steps=200,
-                         max_train_steps=0,
-                         batch_size=32,
-                         clip_norm=1.0,
-                         min_accuracy=0.2,
-                         max_batch_fraction=0.0,
-                         tune_families=True),
-                'full':
-                    dict(max_examples_per_split=0,
-                         cell='lstm',
-                         units=[64, 64],
-                         bidirectional=True,
-                         epochs=60,
-                         batch_size=32,
-                         clip_norm=1.0,
-                         min_accuracy=0.9,
-                         max_batch_fraction=0.0,
-                         tune_families=True),
-            }),
-    # Wang et al. 2017's FCN: the same data, preprocessing_fn and
-    # signatures as the RNN.
-    'fcn':
-        ModelFamily(
-            kind=data_source.SEQUENCES,
-            preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
-            run_fn='models.fcn.model.run_fn',
-            tuner_fn='models.fcn.model.tuner_fn',
-            tuned_with=('rnn',),
-            default_data=_sktime_data('JapaneseVowels'),
-            profiles={
-                'smoke':
-                    dict(max_examples_per_split=0,
-                         conv_filters=[32, 64, 32],
-                         kernel_sizes=[8, 5, 3],
-                         dropout=0.0,
-                         epochs=3,
-                         min_train_steps=200,
-                         max_train_steps=0,
-                         batch_size=32,
-                         min_accuracy=0.2,
-                         tune_families=True),
-                'full':
-                    dict(max_examples_per_split=0,
-                         conv_filters=[128, 256, 128],
-                         kernel_sizes=[8, 5, 3],
-                         dropout=0.0,
-                         epochs=60,
-                         batch_size=16,
-                         min_accuracy=0.9,
-                         tune_families=True),
-            }),
-}
-
-# Shared defaults; a profile's entries override them.
-TRAINING_DEFAULTS: Dict[str, Any] = dict(
-    learning_rate=1e-3,
-    dropout=0.25,
-    seed=42,
-    strategy='auto',
-    # Training length adapts to the data (models/schedule.py): at least this
-    # many steps, however few an epoch has; early stopping on the eval
-    # split's accuracy after this many epochs without a better one (or a
-    # fifth of the epochs), restoring the best epoch's weights; batch-norm
-    # statistics recomputed over up to this many training batches.
-    min_train_steps=1000,
-    # With too few eval examples to choose an epoch by (the training loss
-    # chooses), training goes on while the training loss falls, up to this
-    # many steps (models/schedule.py); 0 (the smoke profiles: minutes):
-    # min_train_steps as for any set.
-    max_train_steps=5000,
-    # Multiplies epochs, min_train_steps and max_train_steps (a dimension
-    # of the Tuner's search space).
-    training_length=1.0,
-    early_stopping_patience=10,
-    recalibration_batches=100,
-    # Small data: the global batch is at most this fraction of the training
-    # examples (FCN's min(N/10, 16)), min_train_steps then counts steps of
-    # the configured batch_size (more, smaller steps); the learning rate is
-    # halved when the training loss has not improved for lr_plateau_steps
-    # steps (whole epochs), down to min_learning_rate (FCN's
-    # ReduceLROnPlateau).
-    max_batch_fraction=0.1,
-    lr_plateau_factor=0.5,
-    lr_plateau_steps=500,
-    min_learning_rate=1e-4,
-    # When training stops (models/schedule.py ConvergenceStop): a training
-    # loss improves only when lower by more than this fraction of it (for
-    # early stopping and the plateau alike); a training set at accuracy
-    # 1.0 for fitted_steps steps (whole epochs; 0: never) at a median loss
-    # under fitted_loss is fitted, and training ends.
-    min_loss_improvement=0.01,
-    fitted_loss=0.01,
-    fitted_steps=200,
-    # How the rate falls (models/schedule.py decayed_learning_rate):
-    # 'plateau' (halved when the training loss stalls) or 'cosine' (to
-    # min_learning_rate over the training's steps).
-    learning_rate_decay='plateau',
-    # 0: from the steps an epoch (models/schedule.py training_schedule).
-    batch_norm_momentum=0.0,
-    # Random search (TFX Tuner) before training: this many trials, 0 = off,
-    # and no trial starts after tune_seconds of searching.
-    tune_trials=0,
-    tune_seconds=3600,
-    # Each trial trains this fraction of the Trainer's epochs (at least
-    # one): on a large data set a third ranks the trials at a third of the
-    # cost.
-    tune_epochs_fraction=1.0,
-    # Keep the parsed training and eval examples in memory after the first
-    # epoch (models/inputs.py) when they fit in cache_memory_mb; false:
-    # always stream them from the files.
-    cache_examples=True,
-    # The memory (MiB) the Trainer may keep parsed examples in: the training
-    # split is cached if it fits, then the eval split in what is left;
-    # otherwise streamed from disk every epoch (models/training.py
-    # cache_plan). 0: a quarter of the memory free when training starts.
-    cache_memory_mb=0.0,
-    # What a plain Keras script does not do (models/training.py
-    # apply_speedups): the model's steps compiled by XLA, and this many
-    # steps per call of the step function. Off: neither paid for any family
-    # here (README, Performance; bench/step_time.py).
-    jit_compile=False,
-    steps_per_execution=1,
-    # Start from the last blessed model's weights when the shapes match.
-    warm_start=False,
-    # Start from another trained model's lower layers (models/transfer.py):
-    # frozen for a fraction of the epochs, then fine-tuned at the learning
-    # rate times a factor.
-    transfer_from='',
-    transfer_frozen_fraction=0.25,
-    transfer_learning_rate_factor=0.1,
-    # Read the newest N spans (span-{SPAN} layouts).
-    span_window=1,
-    # Jensen-Shannon divergence from the last passed span's statistics above
-    # which a feature is reported as drifted; stop the run on drift or not.
-    drift_threshold=0.3,
-    stop_on_drift=False,
-    # A curated schema.pbtxt every span is validated against ('' infers
-    # one from each run's own statistics, which its data cannot break).
-    schema_path='',
-    # A candidate may lose at most this much test accuracy against the last
-    # blessed model and still be pushed.
-    max_accuracy_drop=0.0,
-    # Scale-out (models/distribute.py, models/workers.py). `mirrored` on a
-    # machine without GPUs mirrors over this many logical CPU devices;
-    # `multi_worker` outside a cluster starts this many worker processes,
-    # stopped after worker_timeout_seconds (0: no limit).
-    cpu_devices=2,
-    workers=2,
-    worker_timeout_seconds=0,
-    # learning_rate is for one replica's batch_size; over many replicas the
-    # global batch grows, and the rate with it (linear, sqrt or none),
-    # reached by a linear warm-up over warmup_epochs.
-    learning_rate_scaling='linear',
-    warmup_epochs=1)
-# Splits a data set does not give are carved from train by a stable hash.
 EVAL_PERCENT = 10
 TEST_PERCENT = 20
-ON_BAD_RECORD = 'fail'
-# Read by ExampleGen only; settable with --set like the rest.
-DATA_DEFAULTS: Dict[str, Any] = dict(on_bad_record=ON_BAD_RECORD, max_length=0)
-
-# What each `--set` key does: the one place its description lives
-# (`python -m pipeline run --list-settings` prints it with the defaults).
-SETTING_HELP: Dict[str, str] = dict(
-    max_examples_per_split='examples read per split, 0 for all',
-    image_shape='[height, width, channels] images are resized to',
-    conv_filters='convolution filters per block, one number per block',
-    dense_units='units of the dense layer before the classifier',
-    cell='recurrent cell: lstm or gru',
-    units='units per recurrent layer, one number per layer',
-    bidirectional='read sequences both ways',
-    clip_norm='clip gradients to this global norm (0: no clipping)',
-    epochs='passes over the training split',
-    batch_size='examples per step and replica',
-    min_accuracy='test accuracy a model needs to be pushed',
-    learning_rate="Adam's learning rate",
-    dropout='dropout rate',
-    seed='seed of weights, dropout and shuffling',
-    strategy='tf.distribute strategy (as --strategy)',
-    cache_examples='keep parsed examples in memory after the first epoch '
-    '(if they fit in cache_memory_mb)',
-    cache_memory_mb='MiB the parsed examples kept in memory may take (0: a '
-    'quarter of the free memory); a split that does not fit is streamed',
-    jit_compile="compile the model's training and eval steps with XLA",
-    steps_per_execution='training steps per call of the step function',
-    warm_start="start from the last blessed model's weights",
-    span_window='read the newest N span-N folders',
-    drift_threshold='Jensen-Shannon divergence from the last passed span '
-    'above which a feature is reported as drifted',
-    stop_on_drift='stop the run when a feature drifted',
-    schema_path='a curated schema.pbtxt every span must match '
-    "(ImportSchemaGen); '' infers one from each run's data",
-    max_accuracy_drop='test accuracy a model may lose against the last '
-    'blessed one and still be pushed',
-    on_bad_record='an unreadable record: fail the run, or skip and report it',
-    max_length='longest sequence accepted, 0 for any',
-    min_train_steps='train at least this many steps of batch_size (more, '
-    'smaller steps when the batch is capped), however small the data',
-    max_train_steps='with under 50 eval examples, train on while the '
-    'training loss falls, up to this many steps of batch_size; 0: '
-    'min_train_steps',
-    max_batch_fraction='the global batch is at most this fraction of the '
-    'training examples, 0: no cap',
-    lr_plateau_factor='multiply the learning rate by this when the training '
-    'loss stalls, 0: never',
-    lr_plateau_steps='steps (rounded up to whole epochs) without a lower '
-    'training loss before the learning rate drops',
-    min_learning_rate='the learning rate drops no lower than this',
-    min_loss_improvement='a training loss counts as lower (for early '
-    'stopping and the plateau) only when below the best by more than this '
-    'fraction of it',
-    fitted_loss='training ends when the training accuracy has been 1.0 for '
-    'fitted_steps steps and their median loss is under this',
-    fitted_steps='steps (rounded up to whole epochs) at training accuracy '
-    '1.0 with a median loss under fitted_loss before training ends, 0: '
-    'never',
-    early_stopping_patience='epochs without a better eval accuracy before '
-    'training stops (the best epoch is kept)',
-    recalibration_batches='training batches batch-norm statistics are '
-    'recomputed over before export',
-    batch_norm_momentum="batch-norm moving averages' momentum, 0: from the "
-    'steps an epoch',
-    tune_trials='random-search trials before training (TFX Tuner), 0: none',
-    tune_seconds='no trial starts after this many seconds of search',
-    tune_epochs_fraction='each trial trains this fraction of the epochs',
-    training_length='epochs, min_train_steps and max_train_steps times this',
-    tune_families='the Tuner also chooses the sequence family (rnn or fcn, '
-    "each with its own profile's settings under the trial's values); the "
-    "Trainer trains the best trial's",
-    learning_rate_decay="how the rate falls: 'plateau' or 'cosine'",
-    cpu_devices='logical CPU devices `mirrored` uses when there is no GPU',
-    workers='worker processes `multi_worker` starts outside a cluster',
-    worker_timeout_seconds='stop the workers after this long, 0: no limit',
-    learning_rate_scaling='how the learning rate grows with the replicas: '
-    'linear, sqrt or none',
-    warmup_epochs='epochs of linear warm-up to the scaled learning rate',
-    kernel_sizes='convolution kernel widths, one number per block',
-    augmentation="random changes to each training image: 'none', 'shift' "
-    "(by up to a tenth of its size) or 'shift_flip' (and left-right)",
-    scales='the image at these downsampling factors at once, e.g. [1,2,4] '
-    '(full, half, quarter resolution), merged before the dense layer; [1]: '
-    'single-scale',
-    scales_share_weights='one stack of filter banks for every scale (true) '
-    'or one per scale (false)',
-    transfer_from='start from the lower layers (before the first dense '
-    'layer) of this SavedModel, or of the newest version in this model base '
-    "path, that match by name and shape; '': from scratch",
-    transfer_frozen_fraction='fraction of the epochs the transferred layers '
-    'stay frozen before fine-tuning',
-    transfer_learning_rate_factor='the learning rate is multiplied by this '
-    'once the transferred layers are unfrozen',
-    embedding_dim='width of the unit-vector embedding',
-    triplet_margin='triplet loss margin, in squared distance of unit vectors',
-    triplet_mining='triplets mined in each batch: semi_hard (FaceNet) or '
-    'hard (batch-hard)',
-    references_per_class='training examples per class kept as references '
-    'in the exported model, 0: all',
-)
-# Settings whose value is one of a few words.
-SETTING_CHOICES: Dict[str, Tuple[str, ...]] = dict(
-    cell=('lstm', 'gru'),
-    on_bad_record=('fail', 'skip'),
-    triplet_mining=('semi_hard', 'hard'),
-    strategy=('auto', 'mirrored', 'one_device', 'multi_worker'),
-    learning_rate_scaling=('linear', 'sqrt', 'none'),
-    # models/schedule.py LEARNING_RATE_DECAYS (TensorFlow is not loaded yet).
-    learning_rate_decay=('plateau', 'cosine'),
-    # models/convnet/model.py AUGMENTATIONS.
-    augmentation=('none', 'shift', 'shift_flip'))
-
-# Settings that count something and cannot be 0.
-_COUNTS = ('epochs', 'batch_size', 'span_window', 'conv_filters', 'units',
-           'image_shape', 'dense_units', 'cpu_devices', 'workers',
-           'kernel_sizes', 'scales', 'embedding_dim', 'steps_per_execution')
-# Factors of a training's length that cannot be 0 (or fractions of one).
-_FACTORS = ('training_length', 'tune_epochs_fraction')
-
-
-class SettingError(ValueError):
-    """A `--set KEY=VALUE` the model's configuration does not accept."""
-
-
-def setting_defaults(model: str) -> Dict[str, Dict[str, Any]]:
-    """Every settable key of `model` -> profile -> its default value."""
-    keys: Dict[str, Dict[str, Any]] = {}
-    for profile in PROFILES:
-        values = {
-            **TRAINING_DEFAULTS,
-            **DATA_DEFAULTS,
-            **MODELS[model].profiles[profile]
-        }
-        for key, value in values.items():
-            keys.setdefault(key, {})[profile] = value
-    return keys
-
-
-def parse_setting(text: str) -> Tuple[str, Any]:
-    """`KEY=VALUE` -> (key, value): JSON when it parses, else the text."""
-    key, sep, value = text.partition('=')
-    if not sep or not key:
-        raise SettingError(f'expected KEY=VALUE, got {text!r}')
-    try:
-        return key.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip(), value
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return 'true or false'
-    if isinstance(value, int):
-        return 'an integer'
-    if isinstance(value, float):
-        return 'a number'
-    if isinstance(value, list):
-        inner = _type_name(value[0]) if value else 'values'
-        return f'a list of {inner.replace("an ", "").replace("a ", "")}s'
-    return 'text'
-
-
-def _matches(value: Any, default: Any) -> bool:
-    """Whether `value` has the type of `default` (an int is a number)."""
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return (isinstance(value, (int, float)) and not isinstance(value, bool))
-    if isinstance(default, list):
-        return (isinstance(value, list) and
-                all(_matches(v, default[0]) for v in value)
-                if default else isinstance(value, list))
-    if isinstance(default, str):
-        return isinstance(value, str)
-    return True
-
-
-def check_overrides(model: str, overrides) -> None:
-    """Raises SettingError naming the first key or value `model` does not
-    accept: unknown keys (with the closest known ones), values whose type
-    differs from the default's, words outside SETTING_CHOICES."""
-    defaults = setting_defaults(model)
-    for key, value in overrides:
-        if key not in defaults:
-            close = difflib.get_close_matches(key, defaults, n=3)
-            hint = (f'; did you mean {" or ".join(close)}?'
-                    if close else '; `python -m pipeline run --model '
-                    f'{model} --list-settings` lists them')
-            raise SettingError(f'--set {key}: no such setting for {model}'
-                               f'{hint}')
-        default = next(iter(defaults[key].values()))
-        if not _matches(value, default):
-            raise SettingError(
-                f'--set {key}={json.dumps(value)}: expected '
-                f'{_type_name(default)}, like {json.dumps(default)}')
-        if key in SETTING_CHOICES and value not in SETTING_CHOICES[key]:
-            raise SettingError(f'--set {key}={value}: expected one of '
-                               f'{", ".join(SETTING_CHOICES[key])}')
-        numbers = value if isinstance(value, list) else [value]
-        if any(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and v <
-            (1 if key in _COUNTS else 0) for v in numbers):
-            raise SettingError(
-                f'--set {key}={json.dumps(value)}: must be '
-                f'{"positive" if key in _COUNTS else "0 or more"}')
-        if key in _FACTORS and value <= 0:
-            raise SettingError(f'--set {key}={value}: must be above 0')
-
-
-def settings_table(model: str) -> str:
-    """Every settable key of `model`: its default per profile, what it does."""
-    rows = [('key', *PROFILES, 'what it does')]
-    for key, values in sorted(setting_defaults(model).items()):
-        rows.append((key, *(json.dumps(values[p]) for p in PROFILES),
-                     SETTING_HELP.get(key, '')))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return '\n'.join('  '.join([c.ljust(w) for c, w in zip(row, widths)] +
-                               [row[-1]]).rstrip() for row in rows)
-
-
-def default_beam_args() -> List[str]:
-    """Beam's FnApiRunner, in memory: bundles run in the pipeline's process.
-
-    Not `DirectRunner`: since Beam 2.68 it first tries the Prism runner,
-    which downloads a Go binary from GitHub at run time. Offline it fails,
-    falls back to the FnApiRunner and leaves a temporary folder behind, once
-    for every Beam component; online the pipeline would run on a binary
-    nobody tested with it. Beam's advice is to name the FnApiRunner.
-
-    In memory, measured by bench/ (2 cores): multi_processing starts a worker
-    process per core for every Beam component, each importing TensorFlow
-    anew, which costs ~20-40 s per component; ExampleGen + StatisticsGen +
-    Transform of Fashion-MNIST took 160 s with it and 49 s in memory (198 s
-    and 130 s at 4x the data), and the smoke run 204 s against 108 s.
-    multi_threading was no faster than in_memory. TensorFlow ops inside the
-    bundles still use every core. `--beam-arg` flags replace these: on a
-    large machine or data set pass `--beam-arg=--runner=FnApiRunner
-    --beam-arg=--direct_running_mode=multi_processing
-    --beam-arg=--direct_num_workers=N`, or another runner (Flink, Spark,
-    Dataflow), or `--beam-engine flink|spark` (docs/engines.md).
-    """
-    return ['--runner=FnApiRunner', '--direct_running_mode=in_memory']
-
-
-# Beam runners `--beam-arg=--runner=NAME` may name (Beam accepts any case,
-# without "Runner", or a module path). Tested here: FnApiRunner, in memory or
-# multi_processing; PortableRunner on Flink and Spark (`--beam-engine`,
-# pipeline/engines.py). Passed through untested: FlinkRunner and SparkRunner
-# (they download a job server jar at run time), Dataflow.
-BEAM_RUNNERS = ('FnApiRunner', 'FlinkRunner', 'SparkRunner', 'DataflowRunner',
-                'PortableRunner')
-# Refused before the run, with why.
-BEAM_RUNNERS_REFUSED = {
-    'DaskRunner': 'in Beam 2.74 it loses data while reporting success '
-                  '(only the last branch of a graph runs, beam.io.Read does '
-                  'nothing)',
-    'DirectRunner': 'since Beam 2.68 it first downloads the Prism runner '
-                    'from GitHub',
-    'PrismRunner': 'it downloads a Go binary from GitHub at run time',
-    'SwitchingDirectRunner': 'it is the DirectRunner, which first downloads '
-                             'the Prism runner from GitHub',
-}
-DIRECT_RUNNING_MODES = ('in_memory', 'multi_threading', 'multi_processing')
-
-
-def _flag_values(beam_args: List[str], name: str) -> List[str]:
-    """Values of `--name=V` and `--name V` in `beam_args`."""
-    values = []
-    for index, arg in enumerate(beam_args):
-        if arg.startswith(f'--{name}='):
-            values.append(arg.split('=', 1)[1])
-        elif arg == f'--{name}' and index + 1 < len(beam_args):
-            values.append(beam_args[index + 1])
-    return values
-
-
-def _runner_key(value: str) -> str:
-    """`--runner`'s value as Beam matches it: any case, with or without
-    "Runner" or a module path."""
-    key = value.rsplit('.', 1)[-1].lower()
-    return key if key.endswith('runner') else key + 'runner'
-
-
-def beam_runs_locally(beam_args: List[str]) -> bool:
-    """Whether Beam runs the bundles where this project is installed: the
-    FnApiRunner, in this process or in worker processes of this Python
-    environment, or SDK workers of an EXTERNAL worker pool, which runs this
-    project's Python (pipeline/engines.py) or image (deploy/)."""
-    runners = _flag_values(beam_args, 'runner')
-    environments = _flag_values(beam_args, 'environment_type')
-    return bool(runners) and (_runner_key(runners[-1]) == 'fnapirunner' or
-                              (environments or [''])[-1] == 'EXTERNAL')
-
-
-def beam_args_problem(beam_args: List[str]) -> Optional[str]:
-    """What is wrong with `--beam-arg` flags, in one line; None if nothing.
-
-    Checks the runner (one of BEAM_RUNNERS, not a refused one) and
-    `--direct_running_mode`, so that a typo or a runner known to be broken
-    stops the run before it starts.
-    """
-    known = {name.lower(): name for name in BEAM_RUNNERS}
-    refused = {name.lower(): name for name in BEAM_RUNNERS_REFUSED}
-    for value in _flag_values(beam_args, 'runner'):
-        key = _runner_key(value)
-        if key in refused:
-            name = refused[key]
-            return (f'--beam-arg=--runner={value}: not supported, '
-                    f'{BEAM_RUNNERS_REFUSED[name]}; use --runner=FnApiRunner '
-                    '(the default)')
-        if key not in known:
-            return (f'--beam-arg=--runner={value}: unknown Beam runner; '
-                    f'expected one of {", ".join(BEAM_RUNNERS)}')
-    for value in _flag_values(beam_args, 'direct_running_mode'):
-        if value not in DIRECT_RUNNING_MODES:
-            return (f'--beam-arg=--direct_running_mode={value}: expected one '
-                    f'of {", ".join(DIRECT_RUNNING_MODES)}')
-    return None
 
 
 def metadata_path(home: str) -> str:
@@ -681,7 +81,7 @@ class RunConfig:
     """One pipeline run: which model, on what data, where, and how.
 
     Attributes:
-        model: Key of MODELS.
+        model: Key of profiles.MODELS.
         profile: `smoke` or `full`.
         data: Path of the raw data (a folder, a file or a .ts prefix).
         home: Folder holding metadata, artifacts and the serving base path.
@@ -704,8 +104,8 @@ class RunConfig:
     kubeflow_root: Optional[str] = None
 
     @property
-    def family(self) -> ModelFamily:
-        return MODELS[self.model]
+    def family(self) -> profiles.ModelFamily:
+        return profiles.MODELS[self.model]
 
     @property
     def data_path(self) -> str:
@@ -770,14 +170,13 @@ class RunConfig:
 
     @property
     def effective_beam_args(self) -> List[str]:
-        return list(self.beam_args) or default_beam_args()
+        return list(self.beam_args) or beam_runners.default_beam_args()
 
     @property
     def hyperparameters(self) -> Dict[str, Any]:
         """Training defaults, then the profile's values, then overrides."""
         params = {
-            **TRAINING_DEFAULTS,
-            **DATA_DEFAULTS,
+            **settings.family_defaults(self.model),
             **self.family.profiles[self.profile],
             **dict(self.overrides)
         }
@@ -786,8 +185,10 @@ class RunConfig:
         return params
 
     def tuned_families_hyperparameters(self) -> Dict[str, Dict[str, Any]]:
-        """The hyper-parameters of each family a Tuner may choose instead of
-        this model (`tune_families`), name -> them; none without a Tuner.
+        """The params of each family a Tuner may choose instead.
+
+        The hyper-parameters of each family a Tuner may choose instead of this
+        model (`tune_families`), name -> them; none without a Tuner.
 
         Each family's own: its profile of this profile's name, and of the
         overrides those it accepts (so `--set epochs=5` holds for every
@@ -802,7 +203,7 @@ class RunConfig:
             return {}
         families = {}
         for name in self.family.tuned_with:
-            accepted = setting_defaults(name)
+            accepted = setting_checks.setting_defaults(name)
             families[name] = dataclasses.replace(
                 self,
                 model=name,

@@ -12,10 +12,10 @@ import sys
 import tempfile
 from typing import List, Tuple
 
-from components import image_formats
-from components import ts_format
-from components.example_gen import data_source
-from pipeline import configs
+from common import names
+from formats import image_formats
+from formats import ts_format
+from pipeline import profiles
 from serving import client as client_lib
 from serving.process import ServerProcess
 from serving.process import free_port
@@ -33,7 +33,7 @@ def _model_config(serving_dir: str, models: List[str]) -> str:
 
 def _image_queries(folder: str, count: int) -> List[Tuple[str, str]]:
     """(PNG path, true class) for the first test images of Fashion-MNIST."""
-    source = configs.MODELS['convnet'].default_data
+    source = profiles.MODELS['convnet'].default_data
     images_path = os.path.join(source, 't10k-images-idx3-ubyte.gz')
     images, labels = image_formats.read_idx_dataset(
         images_path, image_formats.labels_path_for(images_path),
@@ -50,7 +50,7 @@ def _image_queries(folder: str, count: int) -> List[Tuple[str, str]]:
 
 def _sequence_queries(folder: str, count: int):
     """The first test series of JapaneseVowels, and a .ts file of them."""
-    _, test_path = ts_format.find_ts_pair(configs.MODELS['rnn'].default_data)
+    _, test_path = ts_format.find_ts_pair(profiles.MODELS['rnn'].default_data)
     header = ts_format.read_ts_header(test_path)
     sequences = []
     for sequence in ts_format.read_ts(test_path):
@@ -66,7 +66,7 @@ def _sequence_queries(folder: str, count: int):
 def run(home: str, count: int = 5) -> int:
     """Serves `<home>/serving` and queries each model; returns an exit code."""
     serving_dir = os.path.join(os.path.abspath(home), 'serving')
-    models = sorted(m for m in configs.MODELS
+    models = sorted(m for m in profiles.MODELS
                     if os.path.isdir(os.path.join(serving_dir, m)))
     if not models:
         print(f'error: no pushed model under {serving_dir}', file=sys.stderr)
@@ -96,19 +96,21 @@ def run(home: str, count: int = 5) -> int:
             for model in models:
                 client.wait_until_available(model, _WAIT_SECONDS)
                 print(f'\n{model}: {client.model_status(model)[0]}', flush=True)
-                if configs.MODELS[model].kind == data_source.IMAGES:
+                if profiles.MODELS[model].kind == names.IMAGES:
                     asked = _image_queries(queries, count)
                     answers = client.predict_images(
                         model, [open(p, 'rb').read() for p, _ in asked],
                         top_k=1)
-                    names = [(os.path.basename(p), truth) for p, truth in asked]
+                    labelled = [
+                        (os.path.basename(p), truth) for p, truth in asked
+                    ]
                 else:
                     path, sequences = _sequence_queries(queries, count)
                     answers = client.predict_sequences(
                         model, [s.values for s in sequences], top_k=1)
-                    names = [(f'{os.path.basename(path)}[{i}]', s.label)
-                             for i, s in enumerate(sequences)]
-                for (name, truth), answer in zip(names, answers):
+                    labelled = [(f'{os.path.basename(path)}[{i}]', s.label)
+                                for i, s in enumerate(sequences)]
+                for (name, truth), answer in zip(labelled, answers):
                     mark = 'ok   ' if answer.top_class == truth else 'WRONG'
                     print(f'  {mark} {name:32s} true {truth:12s} predicted '
                           f'{answer.top_class:12s} p={answer.top_score:.3f}')

@@ -70,10 +70,12 @@ class EngineError(Exception):
 
 
 def flink_home() -> str:
+    """Where the Flink distribution is unpacked."""
     return os.path.join(ENGINES_DIR, f'flink-{FLINK_VERSION}')
 
 
 def spark_home() -> str:
+    """Where the Spark distribution is unpacked."""
     return os.path.join(ENGINES_DIR, f'spark-{SPARK_VERSION}')
 
 
@@ -86,6 +88,7 @@ def job_server_classpath(engine: str) -> str:
 
 
 def state_path(engine: str, state_dir: Optional[str] = None) -> str:
+    """The state file of a started `engine`."""
     return os.path.join(state_dir or DEFAULT_STATE_DIR, f'{engine}.json')
 
 
@@ -187,6 +190,7 @@ def check_reachable(flags: List[str]) -> None:
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
@@ -249,8 +253,11 @@ class _Cluster:
         return popen
 
     def wait_for(self, what: str, ready, deadline: float) -> None:
-        """Polls `ready()` until true; EngineError if a process died or the
-        deadline passed."""
+        """Polls `ready()` until true.
+
+        Polls `ready()` until true; EngineError if a process died or the
+        deadline passed.
+        """
         while not ready():
             for process in self.processes:
                 if process.popen.poll() is not None:
@@ -476,8 +483,10 @@ def _start_job_server(cluster: _Cluster, main: List[str],
 
 
 def check_worker_python(python: str) -> None:
-    """Checks that `python` imports Beam's SDK worker and this project: a
-    pool whose workers cannot start would fail every job.
+    """Checks that `python` imports Beam's SDK worker and this project.
+
+    Checks that `python` imports Beam's SDK worker and this project: a pool
+    whose workers cannot start would fail every job.
 
     Raises:
         EngineError: naming the interpreter and the import that failed.
@@ -518,8 +527,11 @@ def _start_worker_pool(cluster: _Cluster, python: str, deadline: float) -> str:
 
 
 def _worker_env(python: str) -> Dict[str, str]:
-    """The workers' environment: `python`'s folder first on PATH (Beam's
-    pool starts `python`), this project importable, TensorFlow quiet."""
+    """The workers' environment.
+
+    The workers' environment: `python`'s folder first on PATH (Beam's pool
+    starts `python`), this project importable, TensorFlow quiet.
+    """
     return {
         'PATH': os.path.dirname(python) + os.pathsep + os.environ['PATH'],
         'PYTHONPATH': REPO,
@@ -600,8 +612,10 @@ def running(engine: str, state_dir: str) -> Iterator[dict]:
 
 
 class WorkerPool:
-    """Beam's SDK worker pool (worker_pool_main), on 127.0.0.1, whose
-    workers run this Python and report a worker that cannot start.
+    """Beam's SDK worker pool on 127.0.0.1, running this Python.
+
+    Beam's SDK worker pool (worker_pool_main), on 127.0.0.1, whose workers run
+    this Python and report a worker that cannot start.
 
     Beam's own pool starts `python -c ...` from PATH and answers at once; a
     worker that then fails to import leaves the job waiting for it until a
@@ -713,8 +727,13 @@ def add_engine_command(commands) -> None:
         'engine',
         help='start or stop a local Flink or Spark cluster with Beam\'s job '
         'server and SDK worker pool')
-    engine.add_argument('action', choices=('start', 'stop', 'status'))
-    engine.add_argument('engine', choices=CLUSTER_ENGINES)
+    engine.add_argument('action',
+                        choices=('start', 'stop', 'status'),
+                        help='start the cluster, stop every process it '
+                        'started, or print its state (pids and ports)')
+    engine.add_argument('engine',
+                        choices=CLUSTER_ENGINES,
+                        help='the engine whose local cluster to act on')
     engine.add_argument('--state-dir',
                         default=DEFAULT_STATE_DIR,
                         help='where the pids and ports are kept (default '
@@ -766,8 +785,11 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_flags_of(args: argparse.Namespace) -> List[str]:
-    """The `--beam-engine` flags of parsed arguments, as given (for a
-    command line made from them, e.g. `schedule`'s runs)."""
+    """The `--beam-engine` flags of parsed arguments, as given.
+
+    The `--beam-engine` flags of parsed arguments, as given (for a command line
+    made from them, e.g. `schedule`'s runs).
+    """
     if getattr(args, 'beam_engine', 'local') == 'local':
         return []
     flags = [f'--beam-engine={args.beam_engine}']

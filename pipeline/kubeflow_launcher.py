@@ -1,5 +1,7 @@
-"""Runs a compiled Kubeflow job here, task by task, as KFP's v2 launcher
-would run it on a cluster: `python -m pipeline run-compiled FILE`.
+"""Runs a compiled Kubeflow job here, task by task.
+
+Runs a compiled Kubeflow job here, task by task, as KFP's v2 launcher would run
+it on a cluster: `python -m pipeline run-compiled FILE`.
 
 No cluster runs here, so this stands in for the cluster's launcher, and only
 for it; everything inside a task is what the pods run. For each task of the
@@ -41,6 +43,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from common import environment
 from pipeline import kubeflow_client
 
 _REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,8 +146,11 @@ class ArtifactStore:
 
     def latest(self, query: str,
                run_name: str) -> List[pipeline_spec_pb2.RuntimeArtifact]:
-        """The newest artifact of this pipeline's earlier runs that matches
-        `query` (`A AND B AND ...` of TFX's compiled terms), or none."""
+        """The newest earlier artifact that matches `query`.
+
+        The newest artifact of this pipeline's earlier runs that matches `query`
+        (`A AND B AND ...` of TFX's compiled terms), or none.
+        """
         terms = [_TERM.match(term) for term in query.split(' AND ')]
         if not all(terms):
             raise ValueError(f'unsupported artifact query {query!r}')
@@ -384,9 +390,8 @@ class CompiledJobRunner:
         if command and command[0] in ('python', 'python3'):
             command = [sys.executable, *command[1:]]
         env = {
-            **os.environ, 'TF_USE_LEGACY_KERAS':
-                '1',
-            'PYTHONPATH':
+            **os.environ,
+            **environment.LEGACY_KERAS_ENV, 'PYTHONPATH':
                 os.pathsep.join(
                     [_REPO_DIR] +
                     [p for p in [os.environ.get('PYTHONPATH')] if p])
@@ -410,9 +415,11 @@ class CompiledJobRunner:
 def run_compiled(job_path: str,
                  home: str,
                  out: TextIO = sys.stderr) -> Dict[str, Any]:
-    """Runs a compiled PipelineJob here, task by task; returns its summary:
-    run, pipeline_root, report, blessed, pushed_model, accuracy,
-    wall_seconds, task_seconds, resolved (resolver task -> URIs)."""
+    """Runs a compiled PipelineJob here, task by task.
+
+    Returns its summary: run, pipeline_root, report, blessed, pushed_model,
+    accuracy, wall_seconds, task_seconds, resolved (resolver task -> URIs).
+    """
     runner = CompiledJobRunner(job_path, home, out)
     result = runner.run()
     return {**result, **_outcome(runner.outputs)}

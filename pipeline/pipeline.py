@@ -33,47 +33,50 @@ from tfx.proto import transform_pb2
 from tfx.types import standard_artifacts
 from tfx.types.channel import Channel
 
+from common import names
+from common import settings
+from common import signatures
 from components.data_gate import DataGate
-from components.example_gen import data_source
 from components.example_gen import executor as example_gen_executor
 from components.pusher import executor as pusher_executor
 from components.serving_check.component import ServingCheck
 from components.transform.component import Transform
-from models import features
-from models import signatures
-from models import training
 from pipeline import configs
-from pipeline import summary
 from pipeline.run_report.component import RunReport
 
 # Resolves nothing on a pipeline's first run, by design.
 PREVIOUS_STATISTICS_RESOLVER = 'previous_statistics_resolver'
 DATA_GATE = 'DataGate'
 
-SERVING_CHECK_SPLIT = data_source.TEST
+SERVING_CHECK_SPLIT = names.TEST
 
 
 def trainer_config(config: configs.RunConfig) -> Dict[str, Any]:
-    """The Tuner's and the Trainer's custom_config: the run's
-    hyper-parameters and, with a Tuner, what its search reads
-    (models/tuning.py): the settings the user gave, which it holds at their
-    values, and the families it may choose instead of the run's with their
-    own settings (a trial, and the Trainer, of another family trains them).
+    """The Tuner's and the Trainer's custom_config.
+
+    The Tuner's and the Trainer's custom_config: the run's hyper-parameters and,
+    with a Tuner, what its search reads (models/tuning.py): the settings the
+    user gave, which it holds at their values, and the families it may choose
+    instead of the run's with their own settings (a trial, and the Trainer, of
+    another family trains them).
     """
     params = config.hyperparameters
     if int(params['tune_trials']) <= 0:
         return params
-    params[training.HELD_SETTINGS] = sorted(dict(config.overrides))
+    params[names.HELD_SETTINGS] = sorted(dict(config.overrides))
     families = config.tuned_families_hyperparameters()
     if families:
-        params[training.FAMILY_PARAMS] = families
+        params[names.FAMILY_PARAMS] = families
     return params
 
 
 def example_gen_settings(config: configs.RunConfig, data_uri: str) -> dict:
-    """What the ExampleGen executor needs to read `data_uri`: the data's kind
-    and name (its layout and classes are learned where it is read, at run
-    time), the carved splits' sizes and the reading limits."""
+    """What the ExampleGen executor needs to read `data_uri`.
+
+    What the ExampleGen executor needs to read `data_uri`: the data's kind and
+    name (its layout and classes are learned where it is read, at run time), the
+    carved splits' sizes and the reading limits.
+    """
     params = config.hyperparameters
     return {
         example_gen_executor.KIND:
@@ -89,7 +92,7 @@ def example_gen_settings(config: configs.RunConfig, data_uri: str) -> dict:
         'max_length':
             params.get('max_length', 0),
         'on_bad_record':
-            params.get('on_bad_record', configs.ON_BAD_RECORD),
+            settings.value(params, 'on_bad_record'),
         'span_window':
             params.get('span_window', 1),
     }
@@ -115,18 +118,18 @@ def eval_config(min_accuracy: float,
         model_specs=[
             tfma.ModelSpec(model_type=tfma.constants.TF_GENERIC,
                            signature_name=signatures.DEFAULT_SIGNATURE,
-                           label_key=features.LABEL_KEY,
+                           label_key=names.LABEL_KEY,
                            prediction_key=signatures.SCORES_OUTPUT)
         ],
         slicing_specs=[
             tfma.SlicingSpec(),
-            tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])
+            tfma.SlicingSpec(feature_keys=[names.LABEL_KEY])
         ],
         metrics_specs=[
             tfma.MetricsSpec(metrics=[
                 tfma.MetricConfig(class_name='ExampleCount'),
                 tfma.MetricConfig(class_name='SparseCategoricalAccuracy',
-                                  config=f'"name": "{summary.ACCURACY_METRIC}"',
+                                  config=f'"name": "{names.ACCURACY_METRIC}"',
                                   per_slice_thresholds=[
                                       tfma.PerSliceMetricThreshold(
                                           slicing_specs=[tfma.SlicingSpec()],
@@ -211,8 +214,7 @@ def create_pipeline(config: configs.RunConfig,
         preprocessing_fn=family.preprocessing_fn,
         custom_config={'image_shape': params.get('image_shape')},
         splits_config=transform_pb2.SplitsConfig(
-            analyze=[data_source.TRAIN],
-            transform=[data_source.TRAIN, data_source.EVAL]))
+            analyze=[names.TRAIN], transform=[names.TRAIN, names.EVAL]))
     transform.add_upstream_node(data_gate)
 
     model_resolver = Resolver(
@@ -235,27 +237,27 @@ def create_pipeline(config: configs.RunConfig,
                   examples=transform.outputs['transformed_examples'],
                   transform_graph=transform.outputs['transform_graph'],
                   schema=schema_gen.outputs['schema'],
-                  train_args=trainer_pb2.TrainArgs(splits=[data_source.TRAIN]),
-                  eval_args=trainer_pb2.EvalArgs(splits=[data_source.EVAL]),
+                  train_args=trainer_pb2.TrainArgs(splits=[names.TRAIN]),
+                  eval_args=trainer_pb2.EvalArgs(splits=[names.EVAL]),
                   custom_config=params))
-    trainer = Trainer(
-        run_fn=family.run_fn,
-        **warm_start,
-        **{
-            'hyperparameters': tuner.outputs['best_hyperparameters']
-            for tuner in tuners
-        },
-        examples=transform.outputs['transformed_examples'],
-        transform_graph=transform.outputs['transform_graph'],
-        schema=schema_gen.outputs['schema'],
-        train_args=trainer_pb2.TrainArgs(splits=[data_source.TRAIN]),
-        eval_args=trainer_pb2.EvalArgs(splits=[data_source.EVAL]),
-        custom_config=params)
+    trainer = Trainer(run_fn=family.run_fn,
+                      **warm_start,
+                      **{
+                          'hyperparameters':
+                              tuner.outputs['best_hyperparameters']
+                          for tuner in tuners
+                      },
+                      examples=transform.outputs['transformed_examples'],
+                      transform_graph=transform.outputs['transform_graph'],
+                      schema=schema_gen.outputs['schema'],
+                      train_args=trainer_pb2.TrainArgs(splits=[names.TRAIN]),
+                      eval_args=trainer_pb2.EvalArgs(splits=[names.EVAL]),
+                      custom_config=params)
 
     evaluator = Evaluator(examples=example_gen.outputs['examples'],
                           model=trainer.outputs['model'],
                           baseline_model=model_resolver.outputs['model'],
-                          example_splits=[data_source.TEST],
+                          example_splits=[names.TEST],
                           eval_config=eval_config(
                               float(params['min_accuracy']),
                               float(params['max_accuracy_drop'])))

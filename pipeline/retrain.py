@@ -13,7 +13,7 @@ import sys
 import tempfile
 from typing import Any, Dict, List
 
-from components.example_gen import data_source
+from common import names
 from pipeline import configs
 from pipeline import kubeflow_client
 from pipeline import scheduler
@@ -50,7 +50,7 @@ def schedule_local(config: configs.RunConfig, run_args: List[str], cron: str,
     Returns:
         The process exit code.
     """
-    watcher = (spans.SpanWatcher(config.data_path, data_source.SPAN_DIR_PATTERN,
+    watcher = (spans.SpanWatcher(config.data_path, names.SPAN_DIR_PATTERN,
                                  poll_seconds) if on_new_data else None)
     runs = scheduler.Scheduler(lambda: run_in_child(run_args),
                                config.scheduler_state_dir,

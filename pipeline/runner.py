@@ -1,5 +1,8 @@
-"""Runs the pipeline locally (LocalDagRunner, ML Metadata in SQLite) or
-compiles it for Kubeflow Pipelines (KubeflowV2DagRunner)."""
+"""Runs the pipeline locally or compiles it for Kubeflow Pipelines.
+
+Runs the pipeline locally (LocalDagRunner, ML Metadata in SQLite) or compiles it
+for Kubeflow Pipelines (KubeflowV2DagRunner).
+"""
 
 import contextlib
 import datetime
@@ -24,6 +27,7 @@ from tfx.proto.orchestration import pipeline_pb2
 from tfx.utils import dependency_utils
 
 from models import distribute
+from pipeline import beam_runners
 from pipeline import configs
 from pipeline import pipeline as pipeline_lib
 from pipeline import report
@@ -95,9 +99,12 @@ def _was_cached(connection, execution_id: int) -> bool:
 
 
 class _FirstRunResolutionFilter(logging.Filter):
-    """Drops the traceback TFX logs as an ERROR when the previous-statistics
-    resolver finds nothing: on a pipeline's first run that is expected, and
-    the run goes on without a drift baseline."""
+    """Drops TFX's expected first-run resolver traceback.
+
+    Drops the traceback TFX logs as an ERROR when the previous-statistics
+    resolver finds nothing: on a pipeline's first run that is expected, and the
+    run goes on without a drift baseline.
+    """
 
     _PREFIX = (f'[{pipeline_lib.PREVIOUS_STATISTICS_RESOLVER}] '
                'Input resolution error')
@@ -107,9 +114,12 @@ class _FirstRunResolutionFilter(logging.Filter):
 
 
 class _BelowErrorFilter(logging.Filter):
-    """Drops INFO and WARNING records, whatever level a library set its
-    logger to: TFX's `ArtifactQuery.property_predicate is not supported`
-    and `payload_format` warnings reach absl's logger at WARNING."""
+    """Drops INFO and WARNING records.
+
+    Drops INFO and WARNING records, whatever level a library set its logger to:
+    TFX's `ArtifactQuery.property_predicate is not supported` and
+    `payload_format` warnings reach absl's logger at WARNING.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR
@@ -121,9 +131,12 @@ _QUIET_LOGGERS = ('absl', 'tensorflow', 'apache_beam')
 
 @contextlib.contextmanager
 def _quiet_logs(verbose: bool) -> Iterator[None]:
-    """Keeps TFX's, Beam's and TensorFlow's INFO and WARNING lines off the
-    console unless `verbose`; errors still show, but for the expected one of
-    a first run (_FirstRunResolutionFilter)."""
+    """Keeps libraries' INFO and WARNING lines off the console.
+
+    Keeps TFX's, Beam's and TensorFlow's INFO and WARNING lines off the console
+    unless `verbose`; errors still show, but for the expected one of a first run
+    (_FirstRunResolutionFilter).
+    """
     filters = [('absl', _FirstRunResolutionFilter())]
     if not verbose:
         filters += [(name, _BelowErrorFilter()) for name in _QUIET_LOGGERS]
@@ -164,7 +177,7 @@ def _no_tfx_package_for_local_beam(beam_args: List[str]) -> Iterator[None]:
     stage no packages, so the local runs skip it; other runners still get it
     (or name their own packages or image).
     """
-    if not configs.beam_runs_locally(beam_args):
+    if not beam_runners.beam_runs_locally(beam_args):
         yield
         return
     make_flags = dependency_utils.make_beam_dependency_flags

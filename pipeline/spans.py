@@ -1,5 +1,8 @@
-"""Watching for new data spans (``span-{SPAN}`` folders): the new-data
-trigger. The patterns are parsed in components/example_gen/spans.py."""
+"""Watching for new data spans: the new-data trigger.
+
+Watching for new data spans (``span-{SPAN}`` folders): the new-data trigger. The
+patterns are parsed in components/example_gen/spans.py.
+"""
 
 import os
 from typing import List, Optional, Union

@@ -12,15 +12,19 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from common import names
+
 _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT,
                   metadata_store_pb2.Event.DECLARED_OUTPUT)
-ACCURACY_METRIC = 'accuracy'
 
 
 def run_outputs(store: metadata_store.MetadataStore,
                 run_id: str) -> Dict[str, List[metadata_store_pb2.Artifact]]:
-    """Artifact type name -> artifacts output by one run's executions
-    (cached executions included)."""
+    """Artifacts output by one run's executions, by type name.
+
+    Artifact type name -> artifacts output by one run's executions (cached
+    executions included).
+    """
     context = store.get_context_by_type_and_name('pipeline_run', run_id)
     if context is None:
         raise LookupError(f'no pipeline run {run_id!r} in ML Metadata')
@@ -54,7 +58,7 @@ def accuracy(evaluation_uri: str) -> Optional[float]:
             continue
         for entry in metrics.metric_keys_and_values:
             key = entry.key
-            if (key.name == ACCURACY_METRIC and not key.is_diff and
+            if (key.name == names.ACCURACY_METRIC and not key.is_diff and
                     key.model_name in ('', 'candidate')):
                 return round(entry.value.double_value.value, 4)
     return None
@@ -103,10 +107,12 @@ TRAINING_KEYS = ('strategy', 'replicas', 'workers', 'per_replica_batch',
 
 
 def training_summary(model_run_uri: str) -> Optional[Dict[str, Any]]:
-    """Strategy, replicas, batch sizes, learning rate and epoch times of the
-    Trainer whose model run is at `model_run_uri`, if it wrote them."""
-    from models import training  # pylint: disable=import-outside-toplevel
-    path = os.path.join(model_run_uri, training.TRAINING_REPORT)
+    """What the Trainer wrote of its training, if it did.
+
+    Strategy, replicas, batch sizes, learning rate and epoch times of the
+    Trainer whose model run is at `model_run_uri`, if it wrote them.
+    """
+    path = os.path.join(model_run_uri, names.TRAINING_REPORT)
     if not os.path.exists(path):
         return None
     with open(path, encoding='utf-8') as f:
@@ -118,8 +124,7 @@ def drifted_features(drift_uri: str) -> List[str]:
     """'feature: why' for each feature the DataGate found drifted."""
     from tensorflow_data_validation.utils import anomalies_util  # pylint: disable=import-outside-toplevel
 
-    from components import data_gate  # pylint: disable=import-outside-toplevel
-    path = os.path.join(drift_uri, 'Split-train', data_gate.ANOMALIES_FILE)
+    path = os.path.join(drift_uri, 'Split-train', names.ANOMALIES_FILE)
     if not os.path.exists(path):
         return []
     anomalies = anomalies_util.load_anomalies_binary(path)

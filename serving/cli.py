@@ -24,6 +24,7 @@ import sys
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
+from common import arguments
 from serving.errors import ServingError
 
 _EXIT_ERROR = 1
@@ -52,7 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
     which.add_argument('--version', type=int, help='model version number')
     which.add_argument('--label', help='model version label')
     predict.add_argument('--top',
-                         type=_positive_int,
+                         type=arguments.positive_int,
                          default=5,
                          metavar='K',
                          help='classes to show per input (default 5)')
@@ -106,13 +107,6 @@ def _add_server_args(parser: argparse.ArgumentParser) -> None:
                         type=float,
                         default=30.0,
                         help='seconds to wait for each request (default 30)')
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-    return value
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -189,8 +183,8 @@ def _read_inputs(paths: Sequence[str]) -> List[_Input]:
 def _read_sequences(path: str, suffix: str) -> List[_Input]:
     try:
         # Lazy: image prediction must not depend on the sequence readers.
-        from components import long_csv_format  # pylint: disable=import-outside-toplevel
-        from components import ts_format  # pylint: disable=import-outside-toplevel
+        from formats import long_csv_format  # pylint: disable=import-outside-toplevel
+        from formats import ts_format  # pylint: disable=import-outside-toplevel
     except ImportError as e:
         raise CliError(f'{path}: cannot read sequence files ({e})') from None
     reader = (ts_format.read_ts
@@ -208,8 +202,8 @@ def _read_sequences(path: str, suffix: str) -> List[_Input]:
 def _read_image(path: str) -> bytes:
     """The file as PNG or JPEG bytes, decoded as the pipeline's reader does."""
     # Lazy: sequence prediction must not depend on the image readers.
-    from components import image_formats  # pylint: disable=import-outside-toplevel
-    from components.errors import InputDataError  # pylint: disable=import-outside-toplevel
+    from formats import image_formats  # pylint: disable=import-outside-toplevel
+    from formats.errors import InputDataError  # pylint: disable=import-outside-toplevel
     try:
         return image_formats.decode_image_file(path)
     except InputDataError as e:

@@ -3,7 +3,7 @@
 It speaks only the standard `tensorflow_serving.apis` protos, so it works the
 same against this project's server (`python -m serving serve`) and against
 the real `tensorflow_model_server`. The signature, input and output names come
-from `models.signatures`. It imports neither TensorFlow nor its protos'
+from `common.signatures`. It imports neither TensorFlow nor its protos'
 modules (`serving.api_protos` has the same messages), so that a command line
 client answers in a second or two.
 
@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import grpc
 import numpy as np
 
-from models import signatures
+from common import signatures
 from serving import api_protos
 from serving import tensors
 from serving.errors import Code

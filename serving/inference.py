@@ -20,7 +20,7 @@ from tensorflow_serving.apis import model_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import regression_pb2
 
-from models.signatures import DEFAULT_SIGNATURE
+from common.signatures import DEFAULT_SIGNATURE
 from serving import batching
 from serving import errors
 from serving import servable as servable_lib

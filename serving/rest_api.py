@@ -28,7 +28,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import regression_pb2
 
-from models import signatures
+from common import signatures
 from serving import errors
 from serving import inference as inference_lib
 from serving import json_codec

@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from components import labeled_sequences
-from components import ts_format
+from formats import labeled_sequences
+from formats import ts_format
 
 
 def write_idx(path: str, array: np.ndarray) -> None:

@@ -22,9 +22,10 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
 
-from components import image_formats
-from components import long_csv_format
+from common import names
 from components.example_gen import data_source
+from formats import image_formats
+from formats import long_csv_format
 from pipeline import cli
 from tests import datasets
 
@@ -264,7 +265,7 @@ def test_inputs_that_must_work(tmp_path):
     for mode, name in (('RGBA', 'a.png'), ('P', 'p.gif'), ('LA', 'la.png')):
         Image.new(mode, (7 + len(name), 5)).save(
             os.path.join(images, 'train', 'dog', name))
-    source = data_source.detect(images, data_source.IMAGES)
+    source = data_source.detect(images, names.IMAGES)
     assert source.class_names == ('cat', 'dog')
     files = glob.glob(os.path.join(images, '*', '*', '*'))
     assert len(files) == 19
@@ -273,7 +274,7 @@ def test_inputs_that_must_work(tmp_path):
 
     text = '\ufeff' + (CSV_HEADER + _csv_rows('xyxy')).replace('\n', '\r\n')
     csv_path = _write(os.path.join(root, 'my series.csv'), text)
-    source = data_source.detect(csv_path, data_source.SEQUENCES)
+    source = data_source.detect(csv_path, names.SEQUENCES)
     assert source.class_names == ('x', 'y') and source.num_channels == 1
     assert len(list(long_csv_format.read_long_csv(csv_path))) == 4
 
@@ -281,5 +282,5 @@ def test_inputs_that_must_work(tmp_path):
     for split in ('TRAIN', 'TEST'):
         _write(os.path.join(ts_dir, f'Toy_{split}.ts'),
                '\ufeff' + (TS_HEADER + GOOD_TS_ROWS).replace('\n', '\r\n'))
-    source = data_source.detect(ts_dir, data_source.SEQUENCES)
+    source = data_source.detect(ts_dir, names.SEQUENCES)
     assert source.class_names == ('a', 'b', 'c')

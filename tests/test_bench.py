@@ -15,7 +15,7 @@ from bench import report
 from bench import scaling
 from bench import serving_bench
 from bench import small_data
-from components import image_formats
+from formats import image_formats
 from models import features
 from pipeline import configs
 from tests import datasets

@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
+from common import settings
 from pipeline import cli
 from pipeline import configs
+from pipeline import profiles
+from pipeline import setting_checks
 from serving import cli as serving_cli
 from tests import datasets
 
@@ -158,28 +161,28 @@ def test_list_settings_prints_every_key_with_defaults_and_description():
     assert process.returncode == 0, process.stderr
     assert 'loaded: []' in process.stdout
     sections = process.stdout.split(' (--set KEY=VALUE')
-    for model in configs.MODELS:
+    for model in profiles.MODELS:
         [section] = [
             s for s in sections[1:]
             if sections[sections.index(s) - 1].endswith(model)
         ]
-        for key, defaults in configs.setting_defaults(model).items():
+        for key, defaults in setting_checks.setting_defaults(model).items():
             [row] = [
                 line for line in section.splitlines()
                 if line.split()[:1] == [key]
             ]
-            assert row.endswith(configs.SETTING_HELP[key]), row
+            assert row.endswith(settings.SETTINGS[key].help), row
             assert all(
                 json.dumps(defaults[profile]) in row
-                for profile in configs.PROFILES), row
+                for profile in profiles.PROFILES), row
 
 
 def test_every_setting_has_a_description():
-    # One place for what a key does: next to the defaults, in configs.py.
+    # One place for what a key does: the settings table, common/settings.py.
     keys = set()
-    for model in configs.MODELS:
-        keys |= set(configs.setting_defaults(model))
-    assert sorted(keys - set(configs.SETTING_HELP)) == []
+    for model in profiles.MODELS:
+        keys |= set(setting_checks.setting_defaults(model))
+    assert sorted(keys - set(settings.SETTINGS)) == []
 
 
 def test_native_library_noise_is_dropped_and_the_rest_kept():
@@ -280,10 +283,10 @@ def test_list_settings_of_one_model_prints_its_keys_only():
     assert lines[0] == 'rnn (--set KEY=VALUE; defaults per --profile):'
     assert sum('(--set KEY=VALUE' in line for line in lines) == 1
     rows = {line.split()[0]: line for line in lines[2:] if line.strip()}
-    defaults = configs.setting_defaults('rnn')
+    defaults = setting_checks.setting_defaults('rnn')
     assert set(defaults) <= set(rows), set(defaults) - set(rows)
     for key, values in defaults.items():
         assert all(
             json.dumps(values[profile]) in rows[key]
-            for profile in configs.PROFILES), rows[key]
-        assert rows[key].endswith(configs.SETTING_HELP[key]), rows[key]
+            for profile in profiles.PROFILES), rows[key]
+        assert rows[key].endswith(settings.SETTINGS[key].help), rows[key]

@@ -11,18 +11,22 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that
 from apache_beam.testing.util import equal_to
 
+from common import settings
+from models import families
 from models import schedule
-from models import sequences
 from models.convnet import model as convnet
+from pipeline import beam_runners
 from pipeline import cli
 from pipeline import configs
+from pipeline import profiles
+from pipeline import setting_checks
 
 
 def test_default_beam_args_run_in_memory_without_fetching_prism(caplog):
     # Beam's DirectRunner would first try to download the Prism runner.
     caplog.set_level(logging.INFO)
-    with beam.Pipeline(
-            options=PipelineOptions(configs.default_beam_args())) as pipeline:
+    with beam.Pipeline(options=PipelineOptions(
+            beam_runners.default_beam_args())) as pipeline:
         doubled = pipeline | beam.Create([1, 2, 3]) | beam.Map(lambda x: 2 * x)
         assert_that(doubled, equal_to([2, 4, 6]))
     assert type(pipeline.runner).__name__ == 'FnApiRunner'
@@ -50,7 +54,7 @@ def test_unknown_or_broken_beam_runner_stops_the_run_before_it_starts(
 
 
 @pytest.mark.parametrize('flags', [
-    configs.default_beam_args(),
+    beam_runners.default_beam_args(),
     [
         '--runner=FnApiRunner', '--direct_running_mode=multi_processing',
         '--direct_num_workers=2'
@@ -60,44 +64,47 @@ def test_unknown_or_broken_beam_runner_stops_the_run_before_it_starts(
     ['--runner=dataflow', '--project=p'],
 ])
 def test_tested_and_pass_through_runners_are_accepted(flags):
-    assert configs.beam_args_problem(flags) is None
+    assert beam_runners.beam_args_problem(flags) is None
 
 
 def test_a_learning_rate_decay_the_schedule_does_not_know_is_refused():
-    assert configs.SETTING_CHOICES['learning_rate_decay'] == (
+    assert settings.SETTINGS['learning_rate_decay'].choices == (
         schedule.LEARNING_RATE_DECAYS)
-    configs.check_overrides('fcn', [('learning_rate_decay', 'cosine')])
-    with pytest.raises(configs.SettingError,
+    setting_checks.check_overrides('fcn', [('learning_rate_decay', 'cosine')])
+    with pytest.raises(setting_checks.SettingError,
                        match='learning_rate_decay=step: expected one of '
                        'plateau, cosine'):
-        configs.check_overrides('convnet', [('learning_rate_decay', 'step')])
+        setting_checks.check_overrides('convnet',
+                                       [('learning_rate_decay', 'step')])
 
 
 def test_an_augmentation_the_convnet_does_not_know_is_refused():
-    assert configs.SETTING_CHOICES['augmentation'] == convnet.AUGMENTATIONS
-    configs.check_overrides('embedding', [('augmentation', 'shift_flip')])
-    with pytest.raises(configs.SettingError,
+    assert settings.SETTINGS['augmentation'].choices == convnet.AUGMENTATIONS
+    setting_checks.check_overrides('embedding',
+                                   [('augmentation', 'shift_flip')])
+    with pytest.raises(setting_checks.SettingError,
                        match='augmentation=rotate: expected one of '
                        'none, shift, shift_flip'):
-        configs.check_overrides('convnet', [('augmentation', 'rotate')])
-    with pytest.raises(configs.SettingError, match='no such setting'):
-        configs.check_overrides('rnn', [('augmentation', 'shift')])
+        setting_checks.check_overrides('convnet', [('augmentation', 'rotate')])
+    with pytest.raises(setting_checks.SettingError, match='no such setting'):
+        setting_checks.check_overrides('rnn', [('augmentation', 'shift')])
 
 
 def test_families_a_tuner_chooses_between_are_the_models_sequence_families():
-    """The pipeline names them (tuned_with), models/sequences.py recipes
-    them: the same names, the same recipes, the same tf.Transform output."""
-    for name, family in configs.MODELS.items():
-        if not family.tuned_with:
-            continue
-        module = importlib.import_module(family.run_fn.rsplit('.', 1)[0])
-        assert sequences.recipes()[name] is module.RECIPE
+    """The pipeline names them (tuned_with), models/families.py finds
+    them by the same names; they read the same tf.Transform output."""
+    for name, family in profiles.MODELS.items():
+        assert families.recipe(name).name == name
+        for entry in (family.run_fn, family.tuner_fn):
+            module, function = entry.rsplit('.', 1)
+            assert callable(getattr(importlib.import_module(module), function))
         for other in family.tuned_with:
-            assert other in sequences.recipes()
-            assert (configs.MODELS[other].preprocessing_fn ==
+            assert families.recipe(other).name == other
+            assert (profiles.MODELS[other].preprocessing_fn ==
                     family.preprocessing_fn)
-        assert all(values['tune_families'] is True
-                   for values in family.profiles.values())
+        if family.tuned_with:
+            assert all(values['tune_families'] is True
+                       for values in family.profiles.values())
 
 
 def test_the_other_familys_settings_are_its_own_profile_and_overrides():
@@ -123,5 +130,5 @@ def test_the_other_familys_settings_are_its_own_profile_and_overrides():
     assert not configs.RunConfig(
         model='convnet',
         overrides=(('tune_trials', 3),)).tuned_families_hyperparameters()
-    with pytest.raises(configs.SettingError, match='no such setting'):
-        configs.check_overrides('convnet', [('tune_families', True)])
+    with pytest.raises(setting_checks.SettingError, match='no such setting'):
+        setting_checks.check_overrides('convnet', [('tune_families', True)])

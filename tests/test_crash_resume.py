@@ -19,7 +19,7 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from models import signatures
+from common import signatures
 from pipeline import configs
 from pipeline import runner
 from tests import datasets

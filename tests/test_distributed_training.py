@@ -14,12 +14,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from common import names
+from common import signatures
 from models import distribute
+from models import entry_points
 from models import features
 from models import inputs
 from models import schedule
-from models import signatures
-from models import training
 from models import workers
 from models.convnet import model as convnet
 from tests import datasets
@@ -37,8 +38,7 @@ def transformed(tiny_transformed):
 
 
 def _report(fn_args):
-    with open(os.path.join(fn_args.model_run_dir,
-                           training.TRAINING_REPORT)) as f:
+    with open(os.path.join(fn_args.model_run_dir, names.TRAINING_REPORT)) as f:
         return json.load(f)
 
 
@@ -64,7 +64,7 @@ def mirrored_run(transformed, tmp_path_factory):
                        strategy='mirrored',
                        jit_compile=True,
                        steps_per_execution=2)
-    convnet.run_fn(fn_args)
+    entry_points.convnet_run_fn(fn_args)
     return fn_args, _report(fn_args)
 
 
@@ -165,7 +165,7 @@ def test_each_replica_reads_its_own_shard_once_per_epoch(transformed):
     for _ in range(math.ceil(TRAIN / 32)):
         batch, _ = next(iterator)
         for replica, images in enumerate(
-                strategy.experimental_local_results(batch[features.IMAGE_KEY])):
+                strategy.experimental_local_results(batch[names.IMAGE_KEY])):
             assert images.shape[0] <= 16
             seen[replica].extend(image.tobytes() for image in images.numpy())
     # Disjoint shards that together are the split, each example once.
@@ -187,7 +187,7 @@ def worker_runs(transformed, tmp_path_factory):
                            worker_timeout_seconds=900,
                            jit_compile=True,
                            steps_per_execution=2)
-        convnet.run_fn(fn_args)
+        entry_points.convnet_run_fn(fn_args)
         runs[count] = fn_args, _report(fn_args)
     return runs
 
@@ -249,7 +249,7 @@ def test_a_worker_that_dies_fails_the_run_with_its_log(transformed, tmp_path):
     killer = threading.Thread(target=kill_worker_1_once_training, daemon=True)
     killer.start()
     with pytest.raises(workers.WorkerError) as failure:
-        convnet.run_fn(fn_args)
+        entry_points.convnet_run_fn(fn_args)
     assert killed
     message = str(failure.value)
     assert message.startswith('worker 1 of 2 was killed by signal 9'), message
@@ -270,7 +270,7 @@ def test_run_fn_transfers_the_filter_banks_frozen_then_fine_tuned(
                        epochs=2,
                        transfer_from=source,
                        transfer_frozen_fraction=0.5)
-    convnet.run_fn(fn_args)
+    entry_points.convnet_run_fn(fn_args)
     report = _report(fn_args)['transfer']
     assert report['transfer_from'] == source
     assert report['layers'] == [

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common import signatures
+from models import entry_points
 from models import features
-from models import signatures
 from models.embedding import losses
 from models.embedding import model as embedding
 from pipeline import cli
@@ -153,7 +154,7 @@ def exported(tiny_transformed, tmp_path_factory):
     transformed = tiny_transformed
     out = tmp_path_factory.mktemp('embedding')
     fn_args = tiny.fn_args(transformed, out, **PARAMS)
-    embedding.run_fn(fn_args)
+    entry_points.embedding_run_fn(fn_args)
     return fn_args.serving_model_dir
 
 

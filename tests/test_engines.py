@@ -20,8 +20,8 @@ import tensorflow as tf
 import yaml
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
+from pipeline import beam_runners
 from pipeline import cli
-from pipeline import configs
 from pipeline import engines
 from tests import datasets
 
@@ -66,9 +66,9 @@ def test_beam_engine_expands_to_the_portable_runner_and_the_pool():
     ]
     assert '--parallelism=2' in flags
     assert engines.beam_args('local') == []
-    assert configs.beam_args_problem(flags) is None
+    assert beam_runners.beam_args_problem(flags) is None
     # The pool's workers run this project: TFX ships no sdist of itself.
-    assert configs.beam_runs_locally(flags)
+    assert beam_runners.beam_runs_locally(flags)
     # Each run `schedule` starts is given the switch, not its expansion.
     args = cli.build_parser().parse_args([
         'schedule', '--model', 'rnn', '--cron', '0 * * * *', '--beam-engine',

@@ -15,11 +15,12 @@ from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
-from components.errors import InputDataError
+from common import names
 from components.example_gen import data_source
 from components.example_gen import executor
+from formats.errors import InputDataError
 from models import data_facts
-from models import features
+from pipeline import beam_runners
 from pipeline import configs
 from pipeline import pipeline as pipeline_lib
 from tests import datasets
@@ -51,7 +52,7 @@ def run_example_gen(tmp_path, source, **settings):
     context = base_beam_executor.BaseBeamExecutor.Context(
         tmp_dir=str(tmp_path / 'tmp'),
         unique_id='test',
-        beam_pipeline_args=configs.default_beam_args())
+        beam_pipeline_args=beam_runners.default_beam_args())
     executor.Executor(context).Do({}, {'examples': [examples]}, exec_properties)
     result = {}
     for split in artifact_utils.decode_split_names(examples.split_names):
@@ -66,7 +67,7 @@ def run_example_gen(tmp_path, source, **settings):
 
 
 def _labels(examples):
-    return sorted(e.features.feature[features.LABEL_KEY].int64_list.value[0]
+    return sorted(e.features.feature[names.LABEL_KEY].int64_list.value[0]
                   for e in examples)
 
 
@@ -76,7 +77,7 @@ def test_idx_files_give_train_and_test_and_a_stable_eval_carved_from_train(
                                         train=60,
                                         test=20,
                                         num_classes=10)
-    source = data_source.detect(folder, data_source.IMAGES)
+    source = data_source.detect(folder, names.IMAGES)
     assert source.format == 'idx'
     assert source.class_names == tuple(str(i) for i in range(10))
 
@@ -101,12 +102,12 @@ def test_idx_files_give_train_and_test_and_a_stable_eval_carved_from_train(
 
 def test_idx_label_out_of_range_fails_naming_the_labels_file(tmp_path):
     folder = datasets.write_idx_dataset(str(tmp_path / 'idx'), num_classes=10)
-    source = data_source.detect(folder, data_source.IMAGES)
+    source = data_source.detect(folder, names.IMAGES)
     # Detection already refuses such labels; ExampleGen checks them again
     # (the data may change between the two).
     (tmp_path / 'idx' / 'class_names.txt').write_text('a\nb\nc\n')
     with pytest.raises(InputDataError) as error:
-        data_source.detect(folder, data_source.IMAGES)
+        data_source.detect(folder, names.IMAGES)
     assert 'labels-idx1-ubyte.gz' in error.value.path
     source = dataclasses.replace(source, class_names=('a', 'b', 'c'))
     with pytest.raises(InputDataError) as error:
@@ -121,7 +122,7 @@ def test_truncated_idx_file_fails_naming_the_file(tmp_path):
     import gzip  # pylint: disable=import-outside-toplevel
     with gzip.open(images, 'rb') as f:
         data = f.read()
-    source = data_source.detect(folder, data_source.IMAGES)
+    source = data_source.detect(folder, names.IMAGES)
     with gzip.open(images, 'wb') as f:
         f.write(data[:-100])
     with pytest.raises(InputDataError) as error:
@@ -138,7 +139,7 @@ def test_class_folders_with_a_corrupt_image_fail_or_skip_and_count(tmp_path):
                                         per_class=4)
     corrupt = tmp_path / 'folders' / 'train' / 'dog' / 'broken.png'
     corrupt.write_bytes(datasets.png_bytes(np.zeros((9, 9), np.uint8))[:40])
-    source = data_source.detect(root, data_source.IMAGES)
+    source = data_source.detect(root, names.IMAGES)
     assert source.format == 'class_folders'
     assert source.class_names == ('cat', 'dog')
 
@@ -156,8 +157,7 @@ def test_class_folders_with_a_corrupt_image_fail_or_skip_and_count(tmp_path):
 
 def test_ts_files_become_sequence_examples_with_their_real_lengths(tmp_path):
     folder = datasets.write_ts_dataset(str(tmp_path / 'ts'), train=30, test=12)
-    source = data_source.detect(os.path.join(folder, 'Toy'),
-                                data_source.SEQUENCES)
+    source = data_source.detect(os.path.join(folder, 'Toy'), names.SEQUENCES)
     assert (source.format, source.num_channels) == ('ts', 3)
     assert source.class_names == ('a', 'b', 'c')
 
@@ -174,8 +174,8 @@ def test_ts_files_become_sequence_examples_with_their_real_lengths(tmp_path):
     lengths = {}
     for example in splits['test']:
         feature = example.features.feature
-        length = feature[features.LENGTH_KEY].int64_list.value[0]
-        values = feature[features.SEQUENCE_KEY].float_list.value
+        length = feature[names.LENGTH_KEY].int64_list.value[0]
+        values = feature[names.SEQUENCE_KEY].float_list.value
         assert len(values) == 3 * length
         lengths[length] = True
     assert len(lengths) > 1  # variable lengths kept, no padding
@@ -184,7 +184,7 @@ def test_ts_files_become_sequence_examples_with_their_real_lengths(tmp_path):
 def test_spans_are_found_and_patterns_carry_the_span_placeholder(tmp_path):
     for span in (1, 2):
         datasets.write_idx_dataset(str(tmp_path / 'data' / f'span-{span}'))
-    source = data_source.detect(str(tmp_path / 'data'), data_source.IMAGES)
+    source = data_source.detect(str(tmp_path / 'data'), names.IMAGES)
     assert source.has_spans
     assert source.split_patterns['train'].startswith('span-{SPAN}/')
 
@@ -193,7 +193,7 @@ def test_the_executor_reads_the_newest_span_it_finds_when_it_runs(tmp_path):
     datasets.write_idx_dataset(str(tmp_path / 'data' / 'span-1'),
                                train=30,
                                test=10)
-    source = data_source.detect(str(tmp_path / 'data'), data_source.IMAGES)
+    source = data_source.detect(str(tmp_path / 'data'), names.IMAGES)
     # A span lands after the pipeline was built: the run reads it.
     datasets.write_idx_dataset(str(tmp_path / 'data' / 'span-2'),
                                train=60,
@@ -209,7 +209,7 @@ def test_the_executor_reads_the_newest_span_it_finds_when_it_runs(tmp_path):
 def test_a_folder_without_data_is_a_clear_error(tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(InputDataError) as error:
-        data_source.detect(str(tmp_path / 'empty'), data_source.IMAGES)
+        data_source.detect(str(tmp_path / 'empty'), names.IMAGES)
     assert str(tmp_path / 'empty') in str(error.value)
 
 

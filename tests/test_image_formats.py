@@ -1,4 +1,4 @@
-"""Tests for components/image_formats.py: IDX, PNG encoding, image folders."""
+"""Tests for formats/image_formats.py: IDX, PNG encoding, image folders."""
 
 import contextlib
 import gzip
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import image_formats
-from components.errors import InputDataError
+from formats import image_formats
+from formats.errors import InputDataError
 
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 

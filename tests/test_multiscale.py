@@ -15,9 +15,9 @@ from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import metadata_io
 from tensorflow_transform.tf_metadata import schema_utils
 
+from common import names
+from common import signatures
 from models import export
-from models import features
-from models import signatures
 from models.convnet import model as convnet
 from models.convnet import preprocessing
 from tests import datasets
@@ -58,13 +58,13 @@ def transform_output(tmp_path_factory):
     graph = str(tmp_path_factory.mktemp('transform') / 'graph')
     raw_metadata = dataset_metadata.DatasetMetadata(
         schema_utils.schema_from_feature_spec({
-            features.IMAGE_KEY: tf.io.VarLenFeature(tf.string),
-            features.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
+            names.IMAGE_KEY: tf.io.VarLenFeature(tf.string),
+            names.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
         }))
     images, labels = datasets.images_with_labels(12, 3, 0, SIZE)
     rows = [{
-        features.IMAGE_KEY: [datasets.png_bytes(image)],
-        features.LABEL_KEY: [int(label)]
+        names.IMAGE_KEY: [datasets.png_bytes(image)],
+        names.LABEL_KEY: [int(label)]
     } for image, label in zip(images, labels)]
     with tempfile.TemporaryDirectory() as temp_dir:
         with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):

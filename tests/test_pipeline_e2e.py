@@ -20,13 +20,16 @@ import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from components import ts_format
+from common import names
+from common import settings
+from common import signatures
+from formats import ts_format
 from models import data_facts
 from models import features
-from models import signatures
 from pipeline import cli as pipeline_cli
-from pipeline import configs
+from pipeline import profiles
 from pipeline import report
+from pipeline import report_html
 from serving import client as client_lib
 from tests import browser
 from tests import datasets
@@ -200,7 +203,7 @@ def test_the_runs_report_renders_every_section_in_chromium(convnet_run):
     path = summary['report']
     assert path.startswith(os.path.join(home, report.REPORTS_DIR, ''))
     page = browser.Sections(browser.dump_dom(path))
-    assert list(page.text) == [key for key, _ in report.SECTIONS]
+    assert list(page.text) == [key for key, _ in report_html.SECTIONS]
     examples = os.path.join(home, 'pipelines', 'convnet-pipeline',
                             'FileBasedExampleGen', 'examples', '1')
     class_names = data_facts.read(examples)[data_facts.CLASS_NAMES]
@@ -513,7 +516,7 @@ def test_a_span_that_breaks_the_curated_schema_stops_before_transform(
                    key=lambda path: int(path.split(os.sep)[-2]))
     schema = tfdv.load_schema_text(inferred)
     # write_ts_dataset's values lie within [-10, 15].
-    tfdv.get_feature(schema, features.SEQUENCE_KEY).float_domain.CopyFrom(
+    tfdv.get_feature(schema, names.SEQUENCE_KEY).float_domain.CopyFrom(
         schema_pb2.FloatDomain(min=-20.0, max=20.0))
     curated = str(tmp_path / 'schema.pbtxt')
     tfdv.write_schema_text(schema, curated)
@@ -523,7 +526,7 @@ def test_a_span_that_breaks_the_curated_schema_stops_before_transform(
                                      offset=100.0)
     code, log = _gate_run(home, data, '--set', f'schema_path={curated}')
     _assert_stopped_at_the_gate(code, log, home, summary['pushed_model'],
-                                f"feature '{features.SEQUENCE_KEY}'",
+                                f"feature '{names.SEQUENCE_KEY}'",
                                 'Unexpectedly high value')
 
 
@@ -540,7 +543,7 @@ def test_stop_on_drift_stops_a_drifted_span_before_transform(rnn_run, tmp_path):
     for _ in range(2):
         code, log = _gate_run(home, data, '--set', 'stop_on_drift=true')
         _assert_stopped_at_the_gate(code, log, home, summary['pushed_model'],
-                                    f"feature '{features.SEQUENCE_KEY}'",
+                                    f"feature '{names.SEQUENCE_KEY}'",
                                     'Jensen-Shannon')
 
 
@@ -651,7 +654,7 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     family = best['family']
     assert {t['family'] for t in trials} == {'fcn', 'rnn'}, trials
     model = tf.saved_model.load(summary['pushed_model'])
-    names = [
+    variable_names = [
         v.name
         for v in tf.train.TrackableView(model).descendants()
         if isinstance(v, tf.Variable)
@@ -665,14 +668,12 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
         assert [filters for _, filters in kernels] == [width, 2 * width, width
                                                       ][:depth], (kernels, best)
     else:
-        assert not kernels and any('rnn0' in name for name in names), names
+        assert not kernels and any(
+            'rnn0' in name for name in variable_names), variable_names
     # One trial (the first) was the profile's own values, the FCN's (a
     # family's values are named in its scope), read here from the profile
     # by hand: `width` and `depth` are its conv_filters' first and count.
-    smoke = {
-        **configs.TRAINING_DEFAULTS,
-        **configs.MODELS['fcn'].profiles['smoke']
-    }
+    smoke = {**settings.DEFAULTS, **profiles.MODELS['fcn'].profiles['smoke']}
     profile = {
         'family': 'fcn',
         'fcn/width': smoke['conv_filters'][0],

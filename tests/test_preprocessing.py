@@ -12,7 +12,7 @@ from PIL import Image
 from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import schema_utils
 
-from models import features
+from common import names
 from models.convnet import preprocessing as image_preprocessing
 from models.rnn import preprocessing as sequence_preprocessing
 
@@ -40,30 +40,26 @@ def test_images_are_decoded_resized_and_zscored_over_the_whole_split():
     gray = [rng.integers(0, 256, (8, 8), dtype=np.uint8) for _ in range(5)]
     big_colour = rng.integers(0, 256, (16, 12, 3), dtype=np.uint8)
     rows = [{
-        features.IMAGE_KEY: [_png(a)],
-        features.LABEL_KEY: [i]
+        names.IMAGE_KEY: [_png(a)],
+        names.LABEL_KEY: [i]
     } for i, a in enumerate(gray)]
-    rows.append({
-        features.IMAGE_KEY: [_png(big_colour)],
-        features.LABEL_KEY: [5]
-    })
+    rows.append({names.IMAGE_KEY: [_png(big_colour)], names.LABEL_KEY: [5]})
     spec = {
-        features.IMAGE_KEY: tf.io.VarLenFeature(tf.string),
-        features.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
+        names.IMAGE_KEY: tf.io.VarLenFeature(tf.string),
+        names.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
     }
 
     transformed = _analyze_and_transform(
         rows, spec, lambda inputs: image_preprocessing.preprocessing_fn(
             inputs, {'image_shape': [8, 8, 1]}))
 
-    images = np.stack([
-        np.asarray(r[features.IMAGE_KEY]).reshape(8, 8, 1) for r in transformed
-    ])
+    images = np.stack(
+        [np.asarray(r[names.IMAGE_KEY]).reshape(8, 8, 1) for r in transformed])
     assert images.shape == (6, 8, 8, 1)
     # z-scored with the mean and variance of every pixel of the split.
     assert abs(images.mean()) < 1e-4
     assert abs(images.std() - 1.0) < 1e-3
-    assert [int(r[features.LABEL_KEY]) for r in transformed] == list(range(6))
+    assert [int(r[names.LABEL_KEY]) for r in transformed] == list(range(6))
     # The pixel order survives: the brightest raw pixel stays the brightest.
     first = gray[0].astype(np.float32)
     assert np.argmax(images[0].ravel()) == np.argmax(first.ravel())
@@ -75,24 +71,24 @@ def test_sequences_are_zscored_per_channel_and_missing_values_imputed():
         np.array([[7.0, 20.0]], np.float32),
     ]
     rows = [{
-        features.SEQUENCE_KEY: s.ravel().tolist(),
-        features.LENGTH_KEY: [len(s)],
-        features.LABEL_KEY: [i]
+        names.SEQUENCE_KEY: s.ravel().tolist(),
+        names.LENGTH_KEY: [len(s)],
+        names.LABEL_KEY: [i]
     } for i, s in enumerate(sequences)]
     spec = {
-        features.SEQUENCE_KEY: tf.io.VarLenFeature(tf.float32),
-        features.LENGTH_KEY: tf.io.VarLenFeature(tf.int64),
-        features.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
+        names.SEQUENCE_KEY: tf.io.VarLenFeature(tf.float32),
+        names.LENGTH_KEY: tf.io.VarLenFeature(tf.int64),
+        names.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
     }
 
     transformed = _analyze_and_transform(
         rows, spec, lambda inputs: sequence_preprocessing.preprocessing_fn(
             inputs, {'num_channels': 2}))
 
-    by_label = {int(r[features.LABEL_KEY]): r for r in transformed}
-    first = np.asarray(by_label[0][features.SEQUENCE_KEY]).reshape(-1, 2)
-    second = np.asarray(by_label[1][features.SEQUENCE_KEY]).reshape(-1, 2)
-    assert int(by_label[0][features.LENGTH_KEY]) == 3
+    by_label = {int(r[names.LABEL_KEY]): r for r in transformed}
+    first = np.asarray(by_label[0][names.SEQUENCE_KEY]).reshape(-1, 2)
+    second = np.asarray(by_label[1][names.SEQUENCE_KEY]).reshape(-1, 2)
+    assert int(by_label[0][names.LENGTH_KEY]) == 3
     assert first.shape == (3, 2) and second.shape == (1, 2)
     # Channel 0 over all steps: 1, 3, 5, 7 (mean 4, std sqrt(5)).
     np.testing.assert_allclose(first[:, 0],

@@ -4,7 +4,7 @@ headless chromium (tests/test_pipeline_e2e.py opens a real run's)."""
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from pipeline import report
+from pipeline import report_html
 from tests import browser
 
 CLASS_NAMES = ['cat', 'dog', 'bird']
@@ -83,13 +83,15 @@ def _everything():
 def _open(tmp_path, gathered, run=None):
     path = str(tmp_path / 'report.html')
     with open(path, 'w', encoding='utf-8') as f:
-        f.write(report.render('run-1', run or {'model': 'convnet'}, **gathered))
+        f.write(
+            report_html.render('run-1', run or {'model': 'convnet'},
+                               **gathered))
     return browser.Sections(browser.dump_dom(path))
 
 
 def test_every_section_renders_with_class_names_and_figures(tmp_path):
     page = _open(tmp_path, _everything())
-    assert list(page.text) == [key for key, _ in report.SECTIONS]
+    assert list(page.text) == [key for key, _ in report_html.SECTIONS]
     # Per class by name, in label order.
     rows = page.tables['metrics-per-class']
     assert [row[0] for row in rows[1:]] == CLASS_NAMES
@@ -120,7 +122,7 @@ def test_a_run_where_nothing_after_the_data_ran_still_renders(tmp_path):
                    blessing=None,
                    serving=None)
     page = _open(tmp_path, nothing)
-    assert list(page.text) == [key for key, _ in report.SECTIONS]
+    assert list(page.text) == [key for key, _ in report_html.SECTIONS]
     assert 'did not run' in page.text['serving']
     assert 'no blessing' in page.text['comparison']
     assert page.body['data-figures-shown'] == '0'

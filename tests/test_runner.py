@@ -8,7 +8,7 @@ from absl import logging as absl_logging
 from tfx.dsl.components.base import base_beam_executor
 from tfx.utils import dependency_utils
 
-from pipeline import configs
+from pipeline import beam_runners
 from pipeline import pipeline as pipeline_lib
 from pipeline import runner
 
@@ -75,7 +75,7 @@ def test_local_beam_components_do_not_package_tfx_for_workers(monkeypatch):
     built = []
     monkeypatch.setattr(dependency_utils, 'build_ephemeral_package',
                         lambda: built.append(1) or '/tmp/tfx_ephemeral.tgz')
-    local = configs.default_beam_args()
+    local = beam_runners.default_beam_args()
     flink = ['--runner=FlinkRunner', '--flink_master=localhost:8081']
     with runner._no_tfx_package_for_local_beam(local):  # pylint: disable=protected-access
         assert '--extra_package' not in ' '.join(_beam_executor_args(local))
@@ -90,8 +90,8 @@ def test_local_beam_components_do_not_package_tfx_for_workers(monkeypatch):
 
 
 def test_beam_runs_locally_only_on_the_fn_api_runner():
-    assert configs.beam_runs_locally(configs.default_beam_args())
-    assert configs.beam_runs_locally(
+    assert beam_runners.beam_runs_locally(beam_runners.default_beam_args())
+    assert beam_runners.beam_runs_locally(
         ['--runner=fnapi', '--direct_running_mode=multi_processing'])
-    assert not configs.beam_runs_locally(['--runner=FlinkRunner'])
-    assert not configs.beam_runs_locally(['--direct_num_workers=2'])
+    assert not beam_runners.beam_runs_locally(['--runner=FlinkRunner'])
+    assert not beam_runners.beam_runs_locally(['--direct_num_workers=2'])

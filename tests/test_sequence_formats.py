@@ -1,7 +1,7 @@
 """Tests for the .ts and long-CSV readers and writers of labelled sequences.
 
-components/ts_format.py, components/long_csv_format.py and what they share,
-components/labeled_sequences.py.
+formats/ts_format.py, formats/long_csv_format.py and what they share,
+formats/labeled_sequences.py.
 """
 
 import importlib.util
@@ -11,10 +11,10 @@ import pickle
 import numpy as np
 import pytest
 
-from components import labeled_sequences
-from components import long_csv_format
-from components import ts_format
-from components.errors import InputDataError
+from formats import labeled_sequences
+from formats import long_csv_format
+from formats import ts_format
+from formats.errors import InputDataError
 
 
 def _archive_dir() -> str:

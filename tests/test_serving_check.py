@@ -17,13 +17,13 @@ from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 from tfx.utils import proto_utils
 
+from common import signatures
 from components.pusher import executor as pusher_executor
 from components.serving_check import answer_checks
 from components.serving_check import component
 from components.serving_check import errors
 from components.serving_check import executor
 from components.serving_check import request_builder
-from models import signatures
 from tests import tiny_models
 
 NUM_EXAMPLES = 5

@@ -11,15 +11,18 @@ import keras_tuner
 import numpy as np
 import pytest
 
-from models import sequences
+from common import names
+from common import settings
+from models import families
 from models import training
 from models import tuning
-from models import workers
+from models import tuning_space
 from models.convnet import model as convnet
 from models.fcn import model as fcn
 from models.rnn import model as rnn
 from pipeline import configs
 from pipeline import pipeline
+from pipeline import profiles
 
 # A profile the RNN's search space holds: depth 1, width 32.
 PROFILE = {
@@ -42,12 +45,15 @@ def _search(monkeypatch,
             epochs_fraction=1.0):
     trained = []
 
-    def run(fn_args, recipe, params, export_model):
+    def train(fn_args, recipe, params, export_model):
         # A trial's score: its learning rate's rank, so the best is known.
         trained.append(params)
-        return [3e-4, 1e-3, 3e-3].index(params['learning_rate']) / 2
+        return {
+            'best_val_accuracy': [3e-4, 1e-3, 3e-3].index(
+                params['learning_rate']) / 2
+        }
 
-    monkeypatch.setattr(training, 'run', run)
+    monkeypatch.setattr(training, 'train', train)
     params = {
         **(profile or {}), 'tune_trials': max_trials,
         'seed': 1,
@@ -55,7 +61,7 @@ def _search(monkeypatch,
     }
     tuner = tuning.TrialTuner(tuning.make_oracle(rnn.search_space, params),
                               None,
-                              tuning.search(rnn.RECIPE, params),
+                              tuning_space.search(rnn.RECIPE, params),
                               params,
                               max_seconds,
                               directory=str(tmp_path),
@@ -88,7 +94,7 @@ def test_the_first_trial_is_the_profiles_own_configuration(
     would have trained without a Tuner."""
     # `units` [32] is depth 1 of width 32; the others are named as params.
     named = {key: value for key, value in PROFILE.items() if key != 'units'}
-    assert tuning.profile_values(rnn.search_space, PROFILE) == {
+    assert tuning_space.profile_values(rnn.search_space, PROFILE) == {
         'depth': 1,
         'width': 32,
         **named
@@ -105,7 +111,7 @@ def test_the_first_trial_is_the_profiles_own_configuration(
     assert len(others) == 3
     assert "the profile's own values" in capsys.readouterr().out
     # Not a point of the space (no width 48): every trial is drawn.
-    assert tuning.profile_values(rnn.search_space, {
+    assert tuning_space.profile_values(rnn.search_space, {
         **PROFILE, 'units': [48]
     }) is None
 
@@ -129,11 +135,11 @@ def test_a_search_whose_every_trial_failed_fails(monkeypatch, tmp_path):
     def failing(*args, **kwargs):
         raise ValueError('no data')
 
-    monkeypatch.setattr(training, 'run', failing)
+    monkeypatch.setattr(training, 'train', failing)
     params = {'tune_trials': 2, 'seed': 1}
     tuner = tuning.TrialTuner(tuning.make_oracle(rnn.search_space, params),
                               None,
-                              tuning.search(rnn.RECIPE, params),
+                              tuning_space.search(rnn.RECIPE, params),
                               params,
                               3600,
                               directory=str(tmp_path),
@@ -146,7 +152,7 @@ def test_best_values_become_the_params_they_stand_for():
     hp = keras_tuner.HyperParameters()
     rnn.search_space(hp)
     hp.values.update(width=64, depth=2, cell='gru', learning_rate=3e-3)
-    params = tuning.tuned_params(rnn.search_space, hp.get_config())
+    params = tuning_space.tuned_params(rnn.search_space, hp.get_config())
     assert params['units'] == [64, 64]
     assert params['cell'] == 'gru'
     assert params['learning_rate'] == 3e-3
@@ -172,24 +178,24 @@ def test_the_convnet_trains_at_every_dropout_of_its_search_space():
         assert np.isfinite(loss), dropout
 
 
-@pytest.mark.parametrize('model', sorted(configs.MODELS))
+@pytest.mark.parametrize('model', sorted(profiles.MODELS))
 def test_every_profile_is_a_point_of_its_familys_search_space(model):
     """Else the first trial is drawn at random, and the Tuner may hand the
     Trainer values that score below the profile's own."""
-    family = configs.MODELS[model]
-    module = importlib.import_module(family.run_fn.rsplit('.', 1)[0])
-    search_space = module.RECIPE.search_space
+    family = profiles.MODELS[model]
+    recipe = families.recipe(model)
+    search_space = recipe.search_space
     for profile, values in family.profiles.items():
-        params = {**configs.TRAINING_DEFAULTS, **values}
-        assert tuning.profile_values(search_space, params), profile
+        params = {**settings.DEFAULTS, **values}
+        assert tuning_space.profile_values(search_space, params), profile
         if family.tuned_with:
             # And of the space of the families its Tuner chooses between.
             params = _family_params(model, profile)
-            chosen = tuning.search(module.RECIPE, params, sequences.recipes())
+            chosen = tuning_space.search(recipe, params)
             assert len(chosen.recipes) > 1, profile
-            assert tuning.profile_values(
+            assert tuning_space.profile_values(
                 chosen.search_space,
-                chosen.params[model])[training.FAMILY] == model, profile
+                chosen.params[model])[names.FAMILY] == model, profile
 
 
 def _family_params(model, profile='smoke', *overrides):
@@ -210,19 +216,21 @@ def _family_search(monkeypatch, tmp_path, model, *overrides, score=None):
     `score(params)` (default: by learning rate)."""
     trained = []
 
-    def run(fn_args, recipe, params, export_model):
+    def train(fn_args, recipe, params, export_model):
         trained.append((recipe, params))
         if score:
-            return score(params)
-        return [3e-4, 1e-3, 3e-3].index(params['learning_rate']) / 2
+            return {'best_val_accuracy': score(params)}
+        return {
+            'best_val_accuracy': [3e-4, 1e-3, 3e-3].index(
+                params['learning_rate']) / 2
+        }
 
-    monkeypatch.setattr(training, 'run', run)
+    monkeypatch.setattr(training, 'train', train)
     params = _family_params(model, 'smoke', *overrides)
-    recipe = {**sequences.recipes(), 'convnet': convnet.RECIPE}[model]
+    recipe = families.recipe(model)
     tuner = tuning.make_tuner(None,
                               recipe,
                               params,
-                              sequences.recipes(),
                               directory=str(tmp_path),
                               project_name='search')
     tuner.search()
@@ -234,12 +242,12 @@ def _family_search(monkeypatch, tmp_path, model, *overrides, score=None):
 def test_the_sequence_search_draws_both_families_each_with_its_own_params(
         monkeypatch, tmp_path, capsys):
     tuner = _family_search(monkeypatch, tmp_path, 'rnn')
-    families = [params[training.FAMILY] for _, params in tuner.trained]
+    families = [params[names.FAMILY] for _, params in tuner.trained]
     assert set(families) == {'rnn', 'fcn'}, families
-    rnn_profile = configs.MODELS['rnn'].profiles['smoke']
-    fcn_profile = configs.MODELS['fcn'].profiles['smoke']
+    rnn_profile = profiles.MODELS['rnn'].profiles['smoke']
+    fcn_profile = profiles.MODELS['fcn'].profiles['smoke']
     for recipe, params in tuner.trained:
-        if params[training.FAMILY] == 'rnn':
+        if params[names.FAMILY] == 'rnn':
             assert recipe is rnn.RECIPE
             assert params['cell'] in ('lstm', 'gru') and params['units']
             assert params['clip_norm'] == rnn_profile['clip_norm']
@@ -254,12 +262,12 @@ def test_the_sequence_search_draws_both_families_each_with_its_own_params(
                                               3][:len(params['conv_filters'])]
             assert 'clip_norm' not in params and 'units' not in params
             assert params['max_batch_fraction'] == (
-                configs.TRAINING_DEFAULTS['max_batch_fraction'])
+                settings.DEFAULTS['max_batch_fraction'])
             assert params['epochs'] == fcn_profile['epochs']
         # What the data gives, for every family.
         assert params['num_channels'] == 3
         assert params['epochs_fraction'] == 1.0
-        assert training.FAMILY_PARAMS not in params
+        assert names.FAMILY_PARAMS not in params
     # One table: a family column; a trial shows its own family's values.
     table = capsys.readouterr().out.split('Tuner trials')[1].splitlines()
     header = table[1].split()
@@ -275,11 +283,11 @@ def test_the_sequence_searchs_first_trial_is_the_running_familys_profile(
         monkeypatch, tmp_path, model):
     tuner = _family_search(monkeypatch, tmp_path, model)
     (recipe, first), *_ = tuner.trained
-    assert recipe is sequences.recipes()[model]
-    assert first[training.FAMILY] == model
-    profile = configs.MODELS[model].profiles['smoke']
+    assert recipe is families.recipe(model)
+    assert first[names.FAMILY] == model
+    profile = profiles.MODELS[model].profiles['smoke']
     assert {key: first[key] for key in profile} == profile
-    assert first['learning_rate'] == configs.TRAINING_DEFAULTS['learning_rate']
+    assert first['learning_rate'] == settings.DEFAULTS['learning_rate']
 
 
 def test_the_trainer_trains_the_best_trials_family_with_its_params(
@@ -290,30 +298,30 @@ def test_the_trainer_trains_the_best_trials_family_with_its_params(
         monkeypatch,
         tmp_path,
         'rnn',
-        score=lambda params: float(params[training.FAMILY] == 'fcn'))
+        score=lambda params: float(params[names.FAMILY] == 'fcn'))
     best = tuner.get_best_hyperparameters()[0]
-    assert best.values[training.FAMILY] == 'fcn'
+    assert best.values[names.FAMILY] == 'fcn'
     # As the Trainer gets them: the config, and the best values in its
     # params (training.hyperparameters).
     params = {**tuner.params, **best.values}
-    recipe, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE, params,
-                                         sequences.recipes())
+    recipe, trained = tuning_space.best_recipe(best.get_config(), rnn.RECIPE,
+                                               params)
     assert recipe is fcn.RECIPE
-    assert workers._recipe_path(recipe) == 'models.fcn.model:RECIPE'  # pylint: disable=protected-access
+    assert recipe.name == 'fcn'
     # A family's values are named in its scope (KerasTuner keeps one value
     # per name).
     width, depth = best.values['fcn/width'], best.values['fcn/depth']
     assert trained['conv_filters'] == [width, 2 * width, width][:depth]
     assert trained['learning_rate'] == best.values['fcn/learning_rate']
-    assert trained[training.FAMILY] == 'fcn'
+    assert trained[names.FAMILY] == 'fcn'
     assert 'clip_norm' not in trained
     assert trained['class_names'] == ['a', 'b', 'c']
     # Had an RNN trial been the best: the RNN, on the run's own settings.
     rnn_trial = next(t.hyperparameters
                      for t in tuner.oracle.trials.values()
-                     if t.hyperparameters.values[training.FAMILY] == 'rnn')
-    recipe, trained = tuning.best_recipe(rnn_trial.get_config(), rnn.RECIPE,
-                                         params, sequences.recipes())
+                     if t.hyperparameters.values[names.FAMILY] == 'rnn')
+    recipe, trained = tuning_space.best_recipe(rnn_trial.get_config(),
+                                               rnn.RECIPE, params)
     assert recipe is rnn.RECIPE
     assert trained['units'] == [rnn_trial.values['rnn/width']
                                ] * rnn_trial.values['rnn/depth']
@@ -328,17 +336,17 @@ def test_tune_families_off_searches_the_running_familys_own_space(
         overrides=(('tune_trials', 4), off)).tuned_families_hyperparameters()
     # Off, even with the other families handed down.
     params = {**_family_params('rnn'), 'tune_families': False}
-    space = tuning.search(rnn.RECIPE, params, sequences.recipes()).search_space
+    space = tuning_space.search(rnn.RECIPE, params).search_space
     hp, own = keras_tuner.HyperParameters(), keras_tuner.HyperParameters()
     space(hp)
     rnn.search_space(own)
     assert [h.name for h in hp.space] == [h.name for h in own.space]
     tuner = _family_search(monkeypatch, tmp_path, 'rnn', off)
     assert all(recipe is rnn.RECIPE for recipe, _ in tuner.trained)
-    assert all(training.FAMILY not in params for _, params in tuner.trained)
+    assert all(names.FAMILY not in params for _, params in tuner.trained)
     best = tuner.get_best_hyperparameters()[0]
-    recipe, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE,
-                                         tuner.params, sequences.recipes())
+    recipe, trained = tuning_space.best_recipe(best.get_config(), rnn.RECIPE,
+                                               tuner.params)
     assert recipe is rnn.RECIPE and 'units' in trained
 
 
@@ -351,22 +359,22 @@ def test_the_trainer_finds_its_family_after_tfx_reloads_its_module(
         monkeypatch,
         tmp_path,
         'fcn',
-        score=lambda params: float(params[training.FAMILY] == 'fcn'))
+        score=lambda params: float(params[names.FAMILY] == 'fcn'))
     best = tuner.get_best_hyperparameters()[0]
     params = {**tuner.params, **best.values}
     # The module's names as they were, put back after: the rest of the run
     # sees the RECIPE every other module imported, not the reload's.
-    names = dict(vars(fcn))
+    module_names = dict(vars(fcn))
     try:
         reloaded = importlib.reload(fcn)
-        recipe, trained = tuning.best_recipe(best.get_config(), reloaded.RECIPE,
-                                             params, sequences.recipes())
+        recipe, trained = tuning_space.best_recipe(best.get_config(),
+                                                   reloaded.RECIPE, params)
         assert recipe is reloaded.RECIPE
         assert trained['learning_rate'] == best.values['fcn/learning_rate']
-        assert workers._recipe_path(recipe) == 'models.fcn.model:RECIPE'  # pylint: disable=protected-access
+        assert recipe.name == 'fcn'
     finally:
         vars(fcn).clear()
-        vars(fcn).update(names)
+        vars(fcn).update(module_names)
 
 
 def test_the_search_holds_the_settings_the_user_gave(monkeypatch, tmp_path,
@@ -376,20 +384,20 @@ def test_the_search_holds_the_settings_the_user_gave(monkeypatch, tmp_path,
     space's grid too); the rest is searched."""
     held = {'learning_rate_decay': 'cosine', 'dropout': 0.3}
     tuner = _family_search(monkeypatch, tmp_path, 'rnn', *held.items())
-    assert {params[training.FAMILY] for _, params in tuner.trained
+    assert {params[names.FAMILY] for _, params in tuner.trained
            } == {'rnn', 'fcn'}
     for _, params in tuner.trained:
         assert {key: params[key] for key in held} == held, params
     assert len({params['learning_rate'] for _, params in tuner.trained}) > 1
     # The first trial is still the profile's own values, under the settings.
     first = tuner.trained[0][1]
-    assert first[training.FAMILY] == 'rnn'
-    assert first['units'] == configs.MODELS['rnn'].profiles['smoke']['units']
+    assert first[names.FAMILY] == 'rnn'
+    assert first['units'] == profiles.MODELS['rnn'].profiles['smoke']['units']
     best = tuner.get_best_hyperparameters()[0]
-    _, trained = tuning.best_recipe(best.get_config(), rnn.RECIPE, {
+    _, trained = tuning_space.best_recipe(best.get_config(), rnn.RECIPE, {
         **tuner.params,
         **best.values
-    }, sequences.recipes())
+    })
     assert {key: trained[key] for key in held} == held
     table = capsys.readouterr().out.split('Tuner trials')[1]
     assert "(held at the run's settings: dropout, learning_rate_decay)" in table
@@ -400,10 +408,10 @@ def test_the_pipeline_names_the_settings_given_only_to_a_tuner():
                                overrides=(('tune_trials', 2), ('epochs', 3),
                                           ('augmentation', 'shift')))
     params = pipeline.trainer_config(config)
-    assert params[training.HELD_SETTINGS] == [
+    assert params[names.HELD_SETTINGS] == [
         'augmentation', 'epochs', 'tune_trials'
     ]
-    assert training.FAMILY_PARAMS not in params  # No other image family.
+    assert names.FAMILY_PARAMS not in params  # No other image family.
     untuned = dataclasses.replace(config, overrides=(('epochs', 3),))
     assert pipeline.trainer_config(untuned) == untuned.hyperparameters
 
@@ -429,8 +437,7 @@ def test_holding_an_architecture_holds_the_values_that_make_it(
     tuner = _family_search(monkeypatch, tmp_path / 'fcn', 'fcn',
                            ('conv_filters', filters))
     fcn_trials = [
-        params for _, params in tuner.trained
-        if params[training.FAMILY] == 'fcn'
+        params for _, params in tuner.trained if params[names.FAMILY] == 'fcn'
     ]
     assert len(fcn_trials) > 1
     for params in fcn_trials:

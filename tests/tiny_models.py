@@ -10,8 +10,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from common import names
+from common import signatures
 from models import features
-from models import signatures
 
 IMAGE_CLASSES = ('dark', 'mid', 'light')
 SEQUENCE_CLASSES = ('down', 'flat', 'up')
@@ -52,8 +53,8 @@ class _ImageModel(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def serve_examples(self, inputs):
         parsed = tf.io.parse_example(
-            inputs, {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
-        return self._outputs(parsed[features.IMAGE_KEY])
+            inputs, {names.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+        return self._outputs(parsed[names.IMAGE_KEY])
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def serve_images(self, images):
@@ -86,9 +87,8 @@ class _SequenceModel(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def serve_examples(self, inputs):
         parsed = tf.io.parse_example(
-            inputs, {features.SEQUENCE_KEY: tf.io.RaggedFeature(tf.float32)})
-        return self._outputs(
-            tf.reduce_mean(parsed[features.SEQUENCE_KEY], axis=1))
+            inputs, {names.SEQUENCE_KEY: tf.io.RaggedFeature(tf.float32)})
+        return self._outputs(tf.reduce_mean(parsed[names.SEQUENCE_KEY], axis=1))
 
     @tf.function(input_signature=[
         tf.TensorSpec([None, None, None], tf.float32),

@@ -15,8 +15,8 @@ from tensorflow_transform.tf_metadata import metadata_io
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx.components.trainer import fn_args_utils
 
+from common import names
 from models import data_facts
-from models import features
 from models import workers
 from models.convnet import preprocessing
 from tests import datasets
@@ -49,8 +49,8 @@ def raw_examples(count, seed):
     """`count` raw examples (PNG bytes, label) of `tests.datasets`' images."""
     images, labels = datasets.images_with_labels(count, CLASSES, seed, SIZE)
     return [{
-        features.IMAGE_KEY: [datasets.png_bytes(image)],
-        features.LABEL_KEY: [int(label)]
+        names.IMAGE_KEY: [datasets.png_bytes(image)],
+        names.LABEL_KEY: [int(label)]
     } for image, label in zip(images, labels)]
 
 
@@ -59,8 +59,8 @@ def write_transformed(root):
     <root>/examples/Split-{train,eval}/ gzipped transformed tf.Examples."""
     raw_metadata = dataset_metadata.DatasetMetadata(
         schema_utils.schema_from_feature_spec({
-            features.IMAGE_KEY: tf.io.VarLenFeature(tf.string),
-            features.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
+            names.IMAGE_KEY: tf.io.VarLenFeature(tf.string),
+            names.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
         }))
     graph = str(root / 'transform_graph')
     splits = {'train': raw_examples(TRAIN, 0), 'eval': raw_examples(EVAL, 1)}

@@ -17,10 +17,10 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from components import image_formats
-from components import long_csv_format
-from components import ts_format
-from components.errors import InputDataError
+from formats import image_formats
+from formats import long_csv_format
+from formats import ts_format
+from formats.errors import InputDataError
 
 MIN_CLASSES = 2
 

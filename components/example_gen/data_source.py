@@ -25,24 +25,13 @@ import glob
 import os
 from typing import Dict, List, Optional, Tuple
 
-from components import image_formats
-from components import long_csv_format
-from components import ts_format
-from components.errors import InputDataError
+from common import names
 from components.example_gen import class_check
 from components.example_gen import spans
-
-IMAGES = 'images'
-SEQUENCES = 'sequences'
-
-TRAIN = 'train'
-EVAL = 'eval'
-TEST = 'test'
-
-CLASS_NAMES_FILE = 'class_names.txt'
-SPAN_DIR_PREFIX = 'span-'
-SPAN_DIR_PATTERN = SPAN_DIR_PREFIX + '{SPAN}'
-FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+from formats import image_formats
+from formats import long_csv_format
+from formats import ts_format
+from formats.errors import InputDataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,17 +75,19 @@ def detect(path: str, kind: str) -> DataSource:
     path = os.path.abspath(os.path.expanduser(path))
     numbers = span_numbers(path)
     if numbers:
-        newest = os.path.join(path, spans.fill(SPAN_DIR_PATTERN, numbers[-1]))
+        newest = os.path.join(path,
+                              spans.fill(names.SPAN_DIR_PATTERN, numbers[-1]))
         inner = detect(newest, kind)
-        return dataclasses.replace(inner,
-                                   root=path,
-                                   split_patterns={
-                                       s: os.path.join(SPAN_DIR_PATTERN, p)
-                                       for s, p in inner.split_patterns.items()
-                                   })
-    if kind == IMAGES:
+        return dataclasses.replace(
+            inner,
+            root=path,
+            split_patterns={
+                s: os.path.join(names.SPAN_DIR_PATTERN, p)
+                for s, p in inner.split_patterns.items()
+            })
+    if kind == names.IMAGES:
         source = _detect_images(path)
-    elif kind == SEQUENCES:
+    elif kind == names.SEQUENCES:
         source = _detect_sequences(path)
     else:
         raise ValueError(f'unknown data kind {kind!r}')
@@ -113,9 +104,9 @@ def newest_span(path: str) -> int:
 def span_numbers(path: str) -> List[int]:
     """The N of the `span-N` folders in `path`, ascending."""
     return [
-        number
-        for number, found in spans.find_spans(path, SPAN_DIR_PATTERN).items()
-        if any(os.path.isdir(p) for p in found)
+        number for number, found in spans.find_spans(
+            path, names.SPAN_DIR_PATTERN).items() if any(
+                os.path.isdir(p) for p in found)
     ]
 
 
@@ -125,43 +116,49 @@ def _detect_images(path: str) -> DataSource:
                              'files')
     idx = _idx_patterns(path)
     if idx:
-        return DataSource(IMAGES, 'idx', path, idx, _idx_class_names(path))
+        return DataSource(names.IMAGES, 'idx', path, idx,
+                          _idx_class_names(path))
     records = _tfrecord_patterns(path)
     if records:
-        return DataSource(IMAGES, 'tfrecord', path, records,
+        return DataSource(names.IMAGES, 'tfrecord', path, records,
                           _class_names_file(path, required=True))
     dataset = image_formats.scan_class_folders(path)
     patterns = {
         split: (f'{split}/*/*' if split in _split_dirs(path) else '*/*')
         for split in dataset.files
     }
-    return DataSource(IMAGES, 'class_folders', path, patterns,
+    return DataSource(names.IMAGES, 'class_folders', path, patterns,
                       dataset.class_names)
 
 
 def _split_dirs(path: str) -> Dict[str, str]:
     """Split name -> sub-folder name, for the split folders present."""
-    names = {'train': TRAIN, 'test': TEST, 'eval': EVAL, 'validation': EVAL}
+    splits = {
+        'train': names.TRAIN,
+        'test': names.TEST,
+        'eval': names.EVAL,
+        'validation': names.EVAL
+    }
     return {
-        names[d]: d
+        splits[d]: d
         for d in os.listdir(path)
-        if d in names and os.path.isdir(os.path.join(path, d))
+        if d in splits and os.path.isdir(os.path.join(path, d))
     }
 
 
 def _idx_patterns(path: str) -> Dict[str, str]:
     patterns = {}
-    for split, stem in ((TRAIN, 'train'), (TEST, 't10k')):
+    for split, stem in ((names.TRAIN, 'train'), (names.TEST, 't10k')):
         if glob.glob(os.path.join(path, f'{stem}-images-idx*-ubyte*')):
             patterns[split] = f'{stem}-images-idx*-ubyte*'
     return patterns
 
 
 def _idx_class_names(path: str) -> Tuple[str, ...]:
-    names = _class_names_file(path, required=False)
-    if names:
-        return names
-    if os.path.realpath(path) == FASHION_MNIST_DIR:
+    class_names = _class_names_file(path, required=False)
+    if class_names:
+        return class_names
+    if os.path.realpath(path) == names.FASHION_MNIST_DIR:
         return image_formats.FASHION_MNIST_CLASS_NAMES
     return class_check.idx_class_names(
         image_formats.labels_path_for(
@@ -176,36 +173,37 @@ def _tfrecord_patterns(path: str) -> Dict[str, str]:
         if glob.glob(os.path.join(path, d, '*.tfrecord*'))
     }
     if not patterns and glob.glob(os.path.join(path, '*.tfrecord*')):
-        patterns = {TRAIN: '*.tfrecord*'}
+        patterns = {names.TRAIN: '*.tfrecord*'}
     return patterns
 
 
 def _class_names_file(path: str, required: bool) -> Tuple[str, ...]:
-    names_path = os.path.join(path, CLASS_NAMES_FILE)
+    names_path = os.path.join(path, names.CLASS_NAMES_FILE)
     if not os.path.exists(names_path):
         if required:
             raise InputDataError(
-                path, f'TFRecord data needs a {CLASS_NAMES_FILE} beside it, '
+                path,
+                f'TFRecord data needs a {names.CLASS_NAMES_FILE} beside it, '
                 'one class name per line, in label order')
         return ()
     with open(names_path, encoding='utf-8') as f:
-        names = tuple(line.strip() for line in f if line.strip())
-    if not names:
+        class_names = tuple(line.strip() for line in f if line.strip())
+    if not class_names:
         raise InputDataError(names_path, 'holds no class names')
-    return names
+    return class_names
 
 
 def _detect_sequences(path: str) -> DataSource:
     if path.endswith('.csv') and os.path.isfile(path):
         root, name = os.path.split(path)
         return DataSource(
-            SEQUENCES, 'csv', root, {TRAIN: name},
+            names.SEQUENCES, 'csv', root, {names.TRAIN: name},
             long_csv_format.class_labels_of_csv(path),
             _num_channels(long_csv_format.read_long_csv(path), path))
     if os.path.isdir(path) and not glob.glob(os.path.join(path, '*.ts')):
         csv_files = {
             split: sorted(glob.glob(os.path.join(path, f'{split}*.csv')))
-            for split in (TRAIN, TEST, EVAL)
+            for split in (names.TRAIN, names.TEST, names.EVAL)
         }
         csv_files = {
             split: files for split, files in csv_files.items() if files
@@ -217,7 +215,7 @@ def _detect_sequences(path: str) -> DataSource:
                     labels.update(long_csv_format.class_labels_of_csv(csv_path))
             first = next(iter(csv_files.values()))[0]
             return DataSource(
-                SEQUENCES, 'csv', path,
+                names.SEQUENCES, 'csv', path,
                 {split: f'{split}*.csv' for split in csv_files},
                 tuple(sorted(labels)),
                 _num_channels(long_csv_format.read_long_csv(first), first))
@@ -228,11 +226,12 @@ def _detect_sequences(path: str) -> DataSource:
         raise InputDataError(
             test_path, 'declares class labels that '
             f'{os.path.basename(train_path)} does not')
-    return DataSource(SEQUENCES, 'ts', os.path.dirname(train_path), {
-        TRAIN: os.path.basename(train_path),
-        TEST: os.path.basename(test_path)
-    }, header.class_labels,
-                      _num_channels(ts_format.read_ts(train_path), train_path))
+    return DataSource(
+        names.SEQUENCES, 'ts', os.path.dirname(train_path), {
+            names.TRAIN: os.path.basename(train_path),
+            names.TEST: os.path.basename(test_path)
+        }, header.class_labels,
+        _num_channels(ts_format.read_ts(train_path), train_path))
 
 
 def _num_channels(sequences, path: str) -> int:
@@ -243,7 +242,9 @@ def _num_channels(sequences, path: str) -> int:
 
 
 def check_first_records(source: DataSource) -> None:
-    """Reads the first records of each split of `source`, without Beam or
+    """Reads the first records of each split, before a run starts.
+
+    Reads the first records of each split of `source`, without Beam or
     TensorFlow, so that unreadable data is reported before a run starts.
 
     IDX splits are read whole (images and labels, labels checked against the

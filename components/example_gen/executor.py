@@ -29,11 +29,13 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import proto_utils
 
-from components.errors import InputDataError
+from common import names
+from common.settings import ON_BAD_RECORD_SKIP
 from components.example_gen import data_source
 from components.example_gen import images
 from components.example_gen import sequences
 from components.example_gen import spans
+from formats.errors import InputDataError
 from models import data_facts
 
 # Settings the pipeline gives (settings_to_custom_config): the data's kind
@@ -44,8 +46,6 @@ DATA_NAME = 'data_name'
 # changed file of our deepest layout (span-N/split/class/image) is seen.
 _FINGERPRINT_DEPTH = 5
 
-ON_BAD_RECORD_FAIL = 'fail'
-ON_BAD_RECORD_SKIP = 'skip'
 BAD_RECORDS_PROPERTY = 'bad_records_skipped'
 _BAD_RECORDS_DIR_KEY = '_bad_records_dir'
 _BAD_RECORDS_SHOWN = 10
@@ -71,10 +71,13 @@ def settings_to_custom_config(
 
 
 def fingerprint_input_config(data_name: str) -> example_gen_pb2.Input:
-    """The compile-time input_config: patterns under the data's parent that
-    match the data (a folder, a file or a `.ts` prefix) and every file below
-    it. TFX's ExampleGen driver fingerprints them for its cache; the executor
-    replaces them with the splits it finds (`Executor.Do`)."""
+    """The compile-time input_config: patterns that match the data.
+
+    The compile-time input_config: patterns under the data's parent that match
+    the data (a folder, a file or a `.ts` prefix) and every file below it. TFX's
+    ExampleGen driver fingerprints them for its cache; the executor replaces
+    them with the splits it finds (`Executor.Do`).
+    """
     return example_gen_pb2.Input(splits=[
         example_gen_pb2.Input.Split(name=f'fingerprint-{depth}',
                                     pattern='/'.join([f'{data_name}*'] +
@@ -86,8 +89,11 @@ def fingerprint_input_config(data_name: str) -> example_gen_pb2.Input:
 def _learn_layout(
         exec_properties: Dict[str,
                               Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """(exec_properties for reading the data, the data facts): the layout
-    found where the data is, now."""
+    """The reading settings and data facts of the data, found now.
+
+    (exec_properties for reading the data, the data facts): the layout found
+    where the data is, now.
+    """
     settings = _settings(exec_properties)
     source = data_source.detect(
         os.path.join(exec_properties['input_base'], settings[DATA_NAME]),
@@ -132,7 +138,7 @@ def _settings(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
 def _output_splits(settings: Dict[str, Any],
                    input_splits: List[str]) -> List[str]:
     carved = [
-        s for s in (data_source.EVAL, data_source.TEST)
+        s for s in (names.EVAL, names.TEST)
         if s not in input_splits and settings.get(f'{s}_percent')
     ]
     return list(input_splits) + carved
@@ -154,16 +160,17 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                                   Any]) -> Dict[str, beam.pvalue.PCollection]:
         splits = super().GenerateExamplesByBeam(pipeline, exec_properties)
         settings = _settings(exec_properties)
-        names = _output_splits(settings, list(splits))
+        split_names = _output_splits(settings, list(splits))
         # TFX names the output splits after the input ones; ours add carved
         # splits, so the artifact must know them before Do writes them.
-        self._examples.split_names = artifact_utils.encode_split_names(names)
-        carved = names[len(splits):]
+        self._examples.split_names = artifact_utils.encode_split_names(
+            split_names)
+        carved = split_names[len(splits):]
         if not carved:
             return splits
         # Buckets [0, test%) go to test, the next eval% to eval, rest train.
         bounds, upper = [], 0
-        for split in (data_source.TEST, data_source.EVAL):
+        for split in (names.TEST, names.EVAL):
             upper += (settings.get(f'{split}_percent', 0)
                       if split in carved else 0)
             bounds.append((split, upper))
@@ -175,10 +182,10 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                     return index
             return len(bounds)
 
-        parts = splits[data_source.TRAIN] | 'CarveSplits' >> beam.Partition(
+        parts = splits[names.TRAIN] | 'CarveSplits' >> beam.Partition(
             partition,
             len(bounds) + 1)
-        splits[data_source.TRAIN] = parts[len(bounds)]
+        splits[names.TRAIN] = parts[len(bounds)]
         for index, (split, _) in enumerate(bounds):
             if split in carved:
                 splits[split] = parts[index]
@@ -229,12 +236,12 @@ def _span_window(split_pattern: str, exec_properties: Dict[str, Any],
     window are read by rewriting its folder name.
     """
     span = exec_properties.get('span')
-    newest = f'{data_source.SPAN_DIR_PREFIX}{span}/'
+    newest = f'{names.SPAN_DIR_PREFIX}{span}/'
     if window <= 1 or span is None or not split_pattern.startswith(newest):
         return [split_pattern]
     rest = split_pattern[len(newest):]
     return [
-        f'{data_source.SPAN_DIR_PREFIX}{s}/{rest}'
+        f'{names.SPAN_DIR_PREFIX}{s}/{rest}'
         for s in data_source.span_numbers(exec_properties['input_base'])
         if int(span) - window < s <= int(span)
     ]

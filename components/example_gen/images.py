@@ -7,9 +7,10 @@ from typing import Any, Dict, Iterator, List, Tuple
 import apache_beam as beam
 import numpy as np
 
-from components import image_formats
-from components.errors import InputDataError
+from common import names
 from components.example_gen import reading
+from formats import image_formats
+from formats.errors import InputDataError
 from models import features
 
 # IDX files hold a whole split in one file: it is read in this many chunks,
@@ -87,13 +88,13 @@ def read_tfrecords(pipeline: beam.Pipeline, settings: Dict[str, Any],
                 return
             example = tf.train.Example.FromString(record)
             feature = example.features.feature
-            image = feature[features.IMAGE_KEY].bytes_list.value
-            label = feature[features.LABEL_KEY].int64_list.value
+            image = feature[names.IMAGE_KEY].bytes_list.value
+            label = feature[names.LABEL_KEY].int64_list.value
             if len(image) != 1 or len(label) != 1:
                 raise InputDataError(
                     path, f'record {index} needs one '
-                    f'{features.IMAGE_KEY!r} bytes value and '
-                    f'one {features.LABEL_KEY!r} int64 value')
+                    f'{names.IMAGE_KEY!r} bytes value and '
+                    f'one {names.LABEL_KEY!r} int64 value')
             if not 0 <= label[0] < num_classes:
                 raise InputDataError(
                     path, f'record {index} has label '

@@ -14,7 +14,7 @@ from typing import (
 
 import apache_beam as beam
 
-from components.errors import InputDataError
+from formats.errors import InputDataError
 
 _BAD = 'bad'
 

@@ -5,9 +5,9 @@ from typing import Any, Dict, Iterator, List
 
 import apache_beam as beam
 
-from components import long_csv_format
-from components import ts_format
 from components.example_gen import reading
+from formats import long_csv_format
+from formats import ts_format
 from models import features
 
 

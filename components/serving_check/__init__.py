@@ -1,2 +1,1 @@
-"""ServingCheck: TFX's InfraValidator job, without Docker (component.py).
-"""
+"""ServingCheck: TFX's InfraValidator job, without Docker (component.py)."""

@@ -12,11 +12,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from common import signatures
 from components.serving_check.errors import ModelCheckFailed
 from components.serving_check.errors import ServerExited
 from components.serving_check.errors import WrongAnswer
 from components.serving_check.request_builder import build_signature_inputs
-from models import signatures
 from serving import client as client_lib
 from serving.process import ServerProcess
 
@@ -101,8 +101,11 @@ IN_PROCESS = f'the SavedModel\'s own {signatures.DEFAULT_SIGNATURE}'
 def in_process_scores(
         model_path: str,
         serialized_examples: Sequence[bytes]) -> List[Dict[str, float]]:
-    """{class: score} per example from the SavedModel called in this process:
-    what the served model must answer."""
+    """The SavedModel's own scores, called in this process.
+
+    {class: score} per example from the SavedModel called in this process: what
+    the served model must answer.
+    """
     # As TF Serving loads it: the MetaGraph tagged `serve`.
     model = tf.saved_model.load(model_path, tags=[tf.saved_model.SERVING])
     outputs = model.signatures[signatures.DEFAULT_SIGNATURE](**{

@@ -1,5 +1,8 @@
-"""Why a model is not blessed: the ServingCheck's failures (as TFX's
-InfraValidator has `error_types`)."""
+"""Why a model is not blessed: the ServingCheck's failures.
+
+Why a model is not blessed: the ServingCheck's failures (as TFX's InfraValidator
+has `error_types`).
+"""
 
 _PORT_IN_USE_MARKERS = ('address already in use', 'failed to bind',
                         'could not bind', 'errno 98')

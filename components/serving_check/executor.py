@@ -1,5 +1,8 @@
-"""The ServingCheck's executor: serves the candidate model in a local model
-server subprocess, queries it (answer_checks.py) and writes the blessing."""
+"""The ServingCheck's executor.
+
+The ServingCheck's executor: serves the candidate model in a local model server
+subprocess, queries it (answer_checks.py) and writes the blessing.
+"""
 
 import contextlib
 import os

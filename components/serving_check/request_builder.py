@@ -1,6 +1,9 @@
-"""The ServingCheck's requests, built from the raw examples (as TFX's
+"""The ServingCheck's requests, built from the raw examples.
+
+The ServingCheck's requests, built from the raw examples (as TFX's
 InfraValidator has `request_builder`): the serialized tf.Examples for a
-Classify, and the inputs of each other signature it knows how to feed."""
+Classify, and the inputs of each other signature it knows how to feed.
+"""
 
 import os
 from typing import Any, Dict, List, Optional, Sequence
@@ -12,9 +15,9 @@ from tfx import types
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
+from common import names
+from common import signatures
 from components.serving_check.errors import WrongAnswer
-from models import features
-from models import signatures
 from serving import client as client_lib
 
 
@@ -76,7 +79,7 @@ def build_signature_inputs(
     if (signature == signatures.IMAGE_SIGNATURE and
             input_names == {signatures.IMAGE_INPUT}):
         images = [
-            _feature(e, features.IMAGE_KEY, 'bytes_list', signature)[0]
+            _feature(e, names.IMAGE_KEY, 'bytes_list', signature)[0]
             for e in examples
         ]
         return {signatures.IMAGE_INPUT: np.array(images, dtype=object)}
@@ -84,11 +87,11 @@ def build_signature_inputs(
             == {signatures.SEQUENCE_INPUT, signatures.LENGTH_INPUT}):
         sequences = []
         for i, e in enumerate(examples):
-            values = np.array(_feature(e, features.SEQUENCE_KEY, 'float_list',
+            values = np.array(_feature(e, names.SEQUENCE_KEY, 'float_list',
                                        signature),
                               dtype=np.float32)
             length = int(
-                _feature(e, features.LENGTH_KEY, 'int64_list', signature)[0])
+                _feature(e, names.LENGTH_KEY, 'int64_list', signature)[0])
             if length <= 0 or values.size % length:
                 raise WrongAnswer(
                     f'example {i}: {values.size} sequence values do not '

@@ -1,0 +1,1 @@
+"""Transform run by this project's executor, handing on the data facts."""

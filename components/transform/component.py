@@ -1,6 +1,8 @@
-"""Transform: TFX's component, run by this project's executor (executor.py),
-which hands ExampleGen's data facts to the preprocessing_fn and on to the
-Trainer."""
+"""Transform: TFX's component, run by this project's executor.
+
+Transform: TFX's component, run by this project's executor (executor.py), which
+hands ExampleGen's data facts to the preprocessing_fn and on to the Trainer.
+"""
 
 from tfx.components.transform import component
 from tfx.dsl.components.base import executor_spec

@@ -1,0 +1,1 @@
+"""The convnet family: filter banks, and a multi-scale trunk."""

@@ -1,5 +1,7 @@
-"""The convnet: the classic stack of normalization, filter bank, nonlinearity
-and pooling, repeated.
+"""The convnet: normalization, filter banks, nonlinearity, pooling.
+
+The convnet: the classic stack of normalization, filter bank, nonlinearity and
+pooling, repeated.
 
 Inputs arrive z-scored by tf.Transform (the first normalization). Each block
 is, twice, a 3x3 convolution (the filter bank), batch normalization and a
@@ -19,18 +21,17 @@ shared stack (`scales_share_weights`), merged before the dense layer
 """
 
 import functools
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import tensorflow as tf
 
+from common import names
+from common import settings
+from common import signatures
 from models import export
-from models import features
-from models import signatures
-from models import training
+from models import recipe as recipe_lib
+from models import schedule
 from models.convnet import multiscale
-
-if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
-    from tfx import v1 as tfx
 
 keras = tf.keras
 
@@ -38,14 +39,17 @@ MAX_DENSE_DROPOUT = 0.75
 # Random changes to a training image that keep its class, for most image
 # sets: none, a shift, a shift and a left-right flip (not for text or
 # digits, whose mirror is another class: the Tuner's eval score tells).
-AUGMENTATIONS = ('none', 'shift', 'shift_flip')
+AUGMENTATIONS = settings.AUGMENTATIONS
 MAX_SHIFT = 0.1  # Of the image's height and width.
 
 
 def augmentation_layers(augmentation: str) -> List[keras.layers.Layer]:
-    """The layers that change each training image at random as
-    `augmentation` (one of AUGMENTATIONS) says; Keras's random layers pass
-    an image through unchanged at inference."""
+    """The random layers that augment each training image.
+
+    The layers that change each training image at random as `augmentation` (one
+    of AUGMENTATIONS) says; Keras's random layers pass an image through
+    unchanged at inference.
+    """
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f'augmentation {augmentation!r}: expected one of '
                          f'{AUGMENTATIONS}')
@@ -68,8 +72,10 @@ def filter_banks(conv_filters: Sequence[int],
                  momentum: float,
                  prefix: str = '',
                  pool_padding: str = 'valid') -> List[keras.layers.Layer]:
-    """The layers of the filter-bank stack, in order, made once (so that
-    calling them on several inputs shares their weights).
+    """The filter-bank stack's layers, made once.
+
+    The layers of the filter-bank stack, in order, made once (so that calling
+    them on several inputs shares their weights).
 
     Each block is, twice, a 3x3 convolution, batch normalization and a
     ReLU, then 2x2 max pooling and dropout; `prefix` goes before each
@@ -99,25 +105,27 @@ def filter_banks(conv_filters: Sequence[int],
 
 
 def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
-    """The convnet for images of config `image_shape`; multi-scale when
-    config `scales` names more than the full resolution (models/convnet/
-    multiscale.py)."""
+    """The convnet for images of `image_shape`.
+
+    The convnet for images of config `image_shape`; multi-scale when config
+    `scales` names more than the full resolution (models/convnet/
+    multiscale.py).
+    """
     height, width, channels = (int(d) for d in params['image_shape'])
-    dropout = float(params.get('dropout', 0.25))
-    # models/schedule.py sets it from the steps an epoch.
-    momentum = float(params.get('batch_norm_momentum', 0.99))
-    image = keras.Input((height, width, channels), name=features.IMAGE_KEY)
+    dropout = float(settings.value(params, 'dropout'))
+    momentum = schedule.batch_norm_momentum(params)
+    image = keras.Input((height, width, channels), name=names.IMAGE_KEY)
     x = image
-    for layer in augmentation_layers(params.get('augmentation', 'none')):
+    for layer in augmentation_layers(settings.value(params, 'augmentation')):
         x = layer(x)
-    scales = [int(s) for s in params.get('scales', [1])]
+    scales = [int(s) for s in settings.value(params, 'scales')]
     if scales == [1]:
         for layer in filter_banks(params['conv_filters'], dropout, momentum):
             x = layer(x)
         x = keras.layers.Flatten(name='flatten')(x)
     else:
         x = multiscale.merged_scales(
-            x, scales, bool(params.get('scales_share_weights', False)),
+            x, scales, bool(settings.value(params, 'scales_share_weights')),
             functools.partial(filter_banks, params['conv_filters'], dropout,
                               momentum))
     x = keras.layers.Dense(int(params.get('dense_units', 256)),
@@ -132,26 +140,29 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     scores = keras.layers.Dense(num_classes,
                                 activation='softmax',
                                 name='classifier')(x)
-    return keras.Model({features.IMAGE_KEY: image}, scores, name='convnet')
+    return keras.Model({names.IMAGE_KEY: image}, scores, name='convnet')
 
 
 def to_model_inputs(transformed: Dict[str, tf.Tensor],
                     params: Dict[str, Any]) -> Dict[str, tf.Tensor]:
     """Transformed features -> the convnet's inputs."""
     del params  # The transformed image is the input as it is.
-    return {features.IMAGE_KEY: transformed[features.IMAGE_KEY]}
+    return {names.IMAGE_KEY: transformed[names.IMAGE_KEY]}
 
 
 def image_signature(predict: export.PredictFn, params: Dict[str, Any]):
-    """`serving_image`: encoded image bytes (PNG, JPEG, ...) as a client sends
-    them."""
+    """`serving_image`: encoded image bytes as a client sends them.
+
+    `serving_image`: encoded image bytes (PNG, JPEG, ...) as a client sends
+    them.
+    """
     del params  # Any size and colour: the transform graph resizes.
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name=signatures.IMAGE_INPUT)
     ])
     def serve_images(images):
-        return predict({features.IMAGE_KEY: export.rows_to_sparse(images)})
+        return predict({names.IMAGE_KEY: export.rows_to_sparse(images)})
 
     return serve_images
 
@@ -164,24 +175,13 @@ def search_space(hp) -> Dict[str, Any]:
         'conv_filters': [width * 2**block for block in range(depth)],
         'dense_units': hp.Choice('dense_units', [64, 128, 256]),
         'augmentation': hp.Choice('augmentation', list(AUGMENTATIONS)),
-        **training.search_space(hp, batch_sizes=[32, 64, 128])
+        **recipe_lib.search_space(hp, batch_sizes=[32, 64, 128])
     }
 
 
-RECIPE = training.ModelRecipe(
+RECIPE = recipe_lib.ModelRecipe(
+    name='convnet',
     build_model=build_model,
     to_model_inputs=to_model_inputs,
     extra_signatures={signatures.IMAGE_SIGNATURE: image_signature},
     search_space=search_space)
-
-
-def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
-    """The TFX Trainer's entry point for the convnet."""
-    training.run(fn_args, RECIPE)
-
-
-def tuner_fn(
-        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's entry point for the convnet."""
-    from models import tuning  # pylint: disable=import-outside-toplevel
-    return tuning.tuner_fn(fn_args, RECIPE)

@@ -12,13 +12,17 @@ from typing import Any, Dict
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from common import names
 from models import features
 
 
 def decode_images(encoded: tf.Tensor, height: int, width: int,
                   channels: int) -> tf.Tensor:
-    """Encoded image bytes [batch] -> float32 [batch, height, width, channels]
-    in [0, 1]."""
+    """Decodes encoded images to float32 in [0, 1].
+
+    Encoded image bytes [batch] -> float32 [batch, height, width, channels] in
+    [0, 1].
+    """
 
     def decode(image_bytes):
         image = tf.io.decode_image(image_bytes,
@@ -37,14 +41,13 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
                      custom_config: Dict[str, Any]) -> Dict[str, tf.Tensor]:
     """tf.Transform's preprocessing_fn for the image models."""
     height, width, channels = (int(d) for d in custom_config['image_shape'])
-    images = decode_images(
-        features.dense_column(inputs[features.IMAGE_KEY], b''), height, width,
-        channels)
+    images = decode_images(features.dense_column(inputs[names.IMAGE_KEY], b''),
+                           height, width, channels)
     pixels = tf.reshape(images, [-1, channels])
     mean = tft.mean(pixels, reduce_instance_dims=False)
     variance = tft.var(pixels, reduce_instance_dims=False)
-    outputs = {features.IMAGE_KEY: (images - mean) / tf.sqrt(variance + 1e-6)}
-    if features.LABEL_KEY in inputs:
-        outputs[features.LABEL_KEY] = features.dense_column(
-            inputs[features.LABEL_KEY], -1)
+    outputs = {names.IMAGE_KEY: (images - mean) / tf.sqrt(variance + 1e-6)}
+    if names.LABEL_KEY in inputs:
+        outputs[names.LABEL_KEY] = features.dense_column(
+            inputs[names.LABEL_KEY], -1)
     return outputs

@@ -1,0 +1,1 @@
+"""The embedding family: metric learning on the convnet's trunk."""

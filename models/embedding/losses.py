@@ -14,8 +14,11 @@ MINING = ('semi_hard', 'hard')
 
 
 def squared_distances(embeddings: tf.Tensor) -> tf.Tensor:
-    """[batch, batch] squared Euclidean distances of unit vectors:
-    2 - 2 cos, never below 0."""
+    """Squared Euclidean distances between unit vectors.
+
+    [batch, batch] squared Euclidean distances of unit vectors: 2 - 2 cos, never
+    below 0.
+    """
     return tf.nn.relu(2.0 -
                       2.0 * tf.matmul(embeddings, embeddings, transpose_b=True))
 
@@ -24,8 +27,10 @@ def triplet_loss(labels: tf.Tensor,
                  embeddings: tf.Tensor,
                  margin: float,
                  mining: str = 'semi_hard') -> tf.Tensor:
-    """Mean of max(0, d(a, p) - d(a, n) + margin) over the batch's triplets
-    the mining picks.
+    """The triplet loss over the triplets the mining picks.
+
+    Mean of max(0, d(a, p) - d(a, n) + margin) over the batch's triplets the
+    mining picks.
 
     `semi_hard` (FaceNet): every anchor-positive pair, with the closest
     negative farther than the positive (the hardest negative that does not
@@ -93,8 +98,11 @@ class TripletLoss(keras.losses.Loss):
 
 def nearest_neighbour_hits(labels: tf.Tensor,
                            embeddings: tf.Tensor) -> tf.Tensor:
-    """1.0 where an example's nearest other example in the batch has its
-    label, else 0.0 ([batch]): leave-one-out 1-NN accuracy in the batch."""
+    """Leave-one-out 1-NN hits in the batch.
+
+    1.0 where an example's nearest other example in the batch has its label,
+    else 0.0 ([batch]): leave-one-out 1-NN accuracy in the batch.
+    """
     labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
     similarity = tf.matmul(embeddings, embeddings, transpose_b=True)
     # Never itself: cosine similarity is at least -1.
@@ -104,9 +112,12 @@ def nearest_neighbour_hits(labels: tf.Tensor,
 
 
 class NearestNeighbourAccuracy(keras.metrics.MeanMetricWrapper):
-    """The embedding's accuracy: how often an example's nearest neighbour
-    in its batch shares its label. What early stopping and the Tuner
-    choose by, as they choose a classifier by its accuracy."""
+    """The embedding's accuracy: 1-NN in the batch.
+
+    The embedding's accuracy: how often an example's nearest neighbour in its
+    batch shares its label. What early stopping and the Tuner choose by, as they
+    choose a classifier by its accuracy.
+    """
 
     def __init__(self, name: str = 'accuracy', dtype=None):
         super().__init__(nearest_neighbour_hits, name=name, dtype=dtype)

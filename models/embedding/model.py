@@ -14,19 +14,17 @@ class to the table without retraining.
 The same tf.Transform output and model inputs as the convnet.
 """
 
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from models import features
+from common import names
+from common import settings
+from models import recipe as recipe_lib
 from models import schedule
-from models import training
 from models.convnet import model as convnet
 from models.embedding import losses
 from models.embedding import references
-
-if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
-    from tfx import v1 as tfx
 
 keras = tf.keras
 EMBEDDING_LAYER = 'embedding'
@@ -42,8 +40,8 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     x = keras.layers.Dense(int(params['embedding_dim']),
                            name='embedding_dense')(trunk)
     embedding = keras.layers.UnitNormalization(name=EMBEDDING_LAYER)(x)
-    image = classifier.get_layer(features.IMAGE_KEY).output
-    return keras.Model({features.IMAGE_KEY: image}, embedding, name='embedding')
+    image = classifier.get_layer(names.IMAGE_KEY).output
+    return keras.Model({names.IMAGE_KEY: image}, embedding, name='embedding')
 
 
 def compile_model(
@@ -52,7 +50,7 @@ def compile_model(
         learning_rate: Optional[schedule.LearningRate] = None) -> None:
     """Adam on the triplet loss; accuracy is the in-batch 1-NN accuracy."""
     if learning_rate is None:
-        learning_rate = params.get('learning_rate', 1e-3)
+        learning_rate = settings.value(params, 'learning_rate')
     model.compile(optimizer=keras.optimizers.Adam(
         learning_rate=learning_rate,
         global_clipnorm=params.get('clip_norm') or None),
@@ -86,21 +84,10 @@ def search_space(hp) -> Dict[str, Any]:
     }
 
 
-RECIPE = training.ModelRecipe(build_model=build_model,
-                              to_model_inputs=convnet.to_model_inputs,
-                              extra_signatures={},
-                              search_space=search_space,
-                              compile_model=compile_model,
-                              export_model=export_model)
-
-
-def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
-    """The TFX Trainer's entry point for the embedding model."""
-    training.run(fn_args, RECIPE)
-
-
-def tuner_fn(
-        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's entry point for the embedding model."""
-    from models import tuning  # pylint: disable=import-outside-toplevel
-    return tuning.tuner_fn(fn_args, RECIPE)
+RECIPE = recipe_lib.ModelRecipe(name='embedding',
+                                build_model=build_model,
+                                to_model_inputs=convnet.to_model_inputs,
+                                extra_signatures={},
+                                search_space=search_space,
+                                compile_model=compile_model,
+                                export_model=export_model)

@@ -24,9 +24,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from common import names
+from common import signatures
 from models import export
-from models import features
-from models import signatures
 from models.convnet import model as convnet
 
 keras = tf.keras
@@ -65,8 +65,11 @@ class ReferenceTable(tf.Module):
                                   name='labels')
 
     def class_similarity(self, embeddings: tf.Tensor) -> tf.Tensor:
-        """[batch, classes]: each class's nearest reference's cosine
-        similarity to each embedding."""
+        """Each class's nearest-reference similarity to each embedding.
+
+        [batch, classes]: each class's nearest reference's cosine similarity to
+        each embedding.
+        """
         similarity = tf.matmul(self.embeddings, embeddings, transpose_b=True)
         return tf.transpose(
             tf.math.unsorted_segment_max(similarity, self.labels,
@@ -152,7 +155,7 @@ def export_serving_model(model: keras.Model,
     model.tft_layer = tf_transform_output.transform_features_layer()
     model.reference_table = table
     raw_spec = dict(tf_transform_output.raw_feature_spec())
-    raw_spec.pop(features.LABEL_KEY)
+    raw_spec.pop(names.LABEL_KEY)
 
     def embed(raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
         transformed = model.tft_layer(raw_features)

@@ -13,20 +13,17 @@ averages real steps only. A sequence's scores are therefore the same however
 far it is padded in its batch.
 
 It reads what the RNN reads: the same tf.Transform output, model inputs and
-serving signatures (models/rnn/).
+serving signatures (models/sequence_io.py).
 """
 
-from typing import TYPE_CHECKING, Any, Dict
+from typing import Any, Dict
 
 import tensorflow as tf
 
-from models import features
-from models import signatures
-from models import training
-from models.rnn import model as rnn
-
-if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
-    from tfx import v1 as tfx
+from common import names
+from models import recipe as recipe_lib
+from models import schedule
+from models import sequence_io
 
 keras = tf.keras
 
@@ -40,9 +37,9 @@ def _zero_padding(args):
 def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     """The FCN for sequences of `num_channels` channels."""
     channels = int(params['num_channels'])
-    momentum = float(params.get('batch_norm_momentum', 0.99))
-    sequence = keras.Input((None, channels), name=features.SEQUENCE_KEY)
-    length = keras.Input((), dtype=tf.int64, name=features.LENGTH_KEY)
+    momentum = schedule.batch_norm_momentum(params)
+    sequence = keras.Input((None, channels), name=names.SEQUENCE_KEY)
+    length = keras.Input((), dtype=tf.int64, name=names.LENGTH_KEY)
     mask = keras.layers.Lambda(
         lambda args: tf.sequence_mask(args[1],
                                       tf.shape(args[0])[1]),
@@ -67,46 +64,31 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     scores = keras.layers.Dense(num_classes,
                                 activation='softmax',
                                 name='classifier')(x)
-    return keras.Model(
-        {
-            features.SEQUENCE_KEY: sequence,
-            features.LENGTH_KEY: length
-        },
-        scores,
-        name='fcn')
+    return keras.Model({
+        names.SEQUENCE_KEY: sequence,
+        names.LENGTH_KEY: length
+    },
+                       scores,
+                       name='fcn')
 
 
 def search_space(hp) -> Dict[str, Any]:
-    """The Tuner's space (a KerasTuner HyperParameters) -> params: the
-    paper's three blocks scaled in width, or the first two."""
+    """The FCN's Tuner search space.
+
+    The Tuner's space (a KerasTuner HyperParameters) -> params: the paper's
+    three blocks scaled in width, or the first two.
+    """
     width = hp.Choice('width', [32, 64, 128])
     depth = hp.Int('depth', 2, 3)
     return {
         'conv_filters': [width, 2 * width, width][:depth],
         'kernel_sizes': [8, 5, 3][:depth],
-        **training.search_space(hp, batch_sizes=[16, 32, 64])
+        **recipe_lib.search_space(hp, batch_sizes=[16, 32, 64])
     }
 
 
-RECIPE = training.ModelRecipe(
-    build_model=build_model,
-    to_model_inputs=rnn.to_model_inputs,
-    extra_signatures={signatures.SEQUENCE_SIGNATURE: rnn.sequence_signature},
-    search_space=search_space)
-
-
-def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
-    """The TFX Trainer's entry point for the FCN: after a Tuner that chose
-    between the sequence families, the best trial's family."""
-    from models import sequences  # pylint: disable=import-outside-toplevel
-    training.run(fn_args, RECIPE, recipes=sequences.recipes())
-
-
-def tuner_fn(
-        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's entry point for the FCN, or for the sequence
-    families with `tune_families`."""
-    # pylint: disable=import-outside-toplevel
-    from models import sequences
-    from models import tuning
-    return tuning.tuner_fn(fn_args, RECIPE, sequences.recipes())
+RECIPE = recipe_lib.ModelRecipe(name='fcn',
+                                build_model=build_model,
+                                to_model_inputs=sequence_io.to_model_inputs,
+                                extra_signatures=sequence_io.SIGNATURES,
+                                search_space=search_space)

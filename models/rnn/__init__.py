@@ -1,0 +1,1 @@
+"""The RNN family: masked LSTM or GRU layers for sequences."""

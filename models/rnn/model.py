@@ -7,17 +7,14 @@ exploding gradients through time), cross-entropy on shuffled mini-batches
 (models/training.py).
 """
 
-from typing import TYPE_CHECKING, Any, Dict
+from typing import Any, Dict
 
 import tensorflow as tf
 
-from models import export
-from models import features
-from models import signatures
-from models import training
-
-if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
-    from tfx import v1 as tfx
+from common import names
+from common import settings
+from models import recipe as recipe_lib
+from models import sequence_io
 
 keras = tf.keras
 _CELLS = {'lstm': keras.layers.LSTM, 'gru': keras.layers.GRU}
@@ -26,10 +23,10 @@ _CELLS = {'lstm': keras.layers.LSTM, 'gru': keras.layers.GRU}
 def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     """The RNN for sequences of `num_channels` channels."""
     channels = int(params['num_channels'])
-    dropout = float(params.get('dropout', 0.25))
-    cell = _CELLS[params.get('cell', 'lstm')]
-    sequence = keras.Input((None, channels), name=features.SEQUENCE_KEY)
-    length = keras.Input((), dtype=tf.int64, name=features.LENGTH_KEY)
+    dropout = float(settings.value(params, 'dropout'))
+    cell = _CELLS[settings.value(params, 'cell')]
+    sequence = keras.Input((None, channels), name=names.SEQUENCE_KEY)
+    length = keras.Input((), dtype=tf.int64, name=names.LENGTH_KEY)
     mask = keras.layers.Lambda(
         lambda args: tf.sequence_mask(args[1],
                                       tf.shape(args[0])[1]),
@@ -40,56 +37,19 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
         layer = cell(width,
                      return_sequences=index < len(units) - 1,
                      name=f'rnn{index}')
-        if params.get('bidirectional', True):
+        if settings.value(params, 'bidirectional'):
             layer = keras.layers.Bidirectional(layer, name=f'birnn{index}')
         x = layer(x, mask=mask)
         x = keras.layers.Dropout(dropout, name=f'dropout{index}')(x)
     scores = keras.layers.Dense(num_classes,
                                 activation='softmax',
                                 name='classifier')(x)
-    return keras.Model(
-        {
-            features.SEQUENCE_KEY: sequence,
-            features.LENGTH_KEY: length
-        },
-        scores,
-        name='rnn')
-
-
-def to_model_inputs(transformed: Dict[str, tf.Tensor],
-                    params: Dict[str, Any]) -> Dict[str, tf.Tensor]:
-    """Transformed (flat, sparse) sequences -> padded [batch, time, channel]."""
-    values = tf.sparse.to_dense(transformed[features.SEQUENCE_KEY])
-    channels = int(params['num_channels'])
-    return {
-        features.SEQUENCE_KEY:
-            tf.reshape(values, [tf.shape(values)[0], -1, channels]),
-        features.LENGTH_KEY:
-            tf.cast(transformed[features.LENGTH_KEY], tf.int64),
-    }
-
-
-def sequence_signature(predict: export.PredictFn, params: Dict[str, Any]):
-    """`serving_sequence`: padded float sequences and their lengths."""
-    channels = int(params['num_channels'])
-
-    @tf.function(input_signature=[
-        tf.TensorSpec(
-            [None, None, channels], tf.float32, name=signatures.SEQUENCE_INPUT),
-        tf.TensorSpec([None], tf.int64, name=signatures.LENGTH_INPUT)
-    ])
-    def serve_sequences(sequences, lengths):
-        steps = tf.boolean_mask(
-            sequences, tf.sequence_mask(lengths,
-                                        tf.shape(sequences)[1]))
-        flat = tf.RaggedTensor.from_row_lengths(tf.reshape(steps, [-1]),
-                                                lengths * channels)
-        return predict({
-            features.SEQUENCE_KEY: flat.to_sparse(),
-            features.LENGTH_KEY: export.rows_to_sparse(lengths),
-        })
-
-    return serve_sequences
+    return keras.Model({
+        names.SEQUENCE_KEY: sequence,
+        names.LENGTH_KEY: length
+    },
+                       scores,
+                       name='rnn')
 
 
 def search_space(hp) -> Dict[str, Any]:
@@ -100,29 +60,12 @@ def search_space(hp) -> Dict[str, Any]:
         'units': [width] * depth,
         'cell': hp.Choice('cell', list(_CELLS)),
         'bidirectional': hp.Boolean('bidirectional', default=True),
-        **training.search_space(hp, batch_sizes=[16, 32, 64])
+        **recipe_lib.search_space(hp, batch_sizes=[16, 32, 64])
     }
 
 
-RECIPE = training.ModelRecipe(
-    build_model=build_model,
-    to_model_inputs=to_model_inputs,
-    extra_signatures={signatures.SEQUENCE_SIGNATURE: sequence_signature},
-    search_space=search_space)
-
-
-def run_fn(fn_args: 'tfx.components.FnArgs') -> None:
-    """The TFX Trainer's entry point for the RNN: after a Tuner that chose
-    between the sequence families, the best trial's family."""
-    from models import sequences  # pylint: disable=import-outside-toplevel
-    training.run(fn_args, RECIPE, recipes=sequences.recipes())
-
-
-def tuner_fn(
-        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's entry point for the RNN, or for the sequence
-    families with `tune_families`."""
-    # pylint: disable=import-outside-toplevel
-    from models import sequences
-    from models import tuning
-    return tuning.tuner_fn(fn_args, RECIPE, sequences.recipes())
+RECIPE = recipe_lib.ModelRecipe(name='rnn',
+                                build_model=build_model,
+                                to_model_inputs=sequence_io.to_model_inputs,
+                                extra_signatures=sequence_io.SIGNATURES,
+                                search_space=search_space)

@@ -14,6 +14,7 @@ from typing import Any, Dict
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from common import names
 from models import features
 
 
@@ -33,17 +34,17 @@ def preprocessing_fn(inputs: Dict[str, tf.Tensor],
                      custom_config: Dict[str, Any]) -> Dict[str, tf.Tensor]:
     """tf.Transform's preprocessing_fn for the sequence models."""
     channels = int(custom_config['num_channels'])
-    sequences = tf.RaggedTensor.from_sparse(inputs[features.SEQUENCE_KEY])
+    sequences = tf.RaggedTensor.from_sparse(inputs[names.SEQUENCE_KEY])
     steps = tf.reshape(sequences.flat_values, [-1, channels])
     normalized = channel_zscore(steps)
     outputs = {
-        features.SEQUENCE_KEY:
+        names.SEQUENCE_KEY:
             sequences.with_flat_values(tf.reshape(normalized,
                                                   [-1])).to_sparse(),
-        features.LENGTH_KEY:
-            features.dense_column(inputs[features.LENGTH_KEY], 0),
+        names.LENGTH_KEY:
+            features.dense_column(inputs[names.LENGTH_KEY], 0),
     }
-    if features.LABEL_KEY in inputs:
-        outputs[features.LABEL_KEY] = features.dense_column(
-            inputs[features.LABEL_KEY], -1)
+    if names.LABEL_KEY in inputs:
+        outputs[names.LABEL_KEY] = features.dense_column(
+            inputs[names.LABEL_KEY], -1)
     return outputs

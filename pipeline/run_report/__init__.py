@@ -1,0 +1,1 @@
+"""RunReport: the report of a compiled (Kubeflow) run, as a component."""

@@ -1,5 +1,7 @@
-"""RunReport: a compiled (Kubeflow) run's report, metrics and confusion
-matrix, as artifacts the Kubeflow UI shows.
+"""RunReport: a Kubeflow run's report as artifacts its UI shows.
+
+RunReport: a compiled (Kubeflow) run's report, metrics and confusion matrix, as
+artifacts the Kubeflow UI shows.
 
 A local run writes its report after the run from ML Metadata
 (pipeline/report.py); on Kubeflow that is this last component, reading the

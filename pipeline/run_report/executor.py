@@ -1,5 +1,8 @@
-"""RunReport's executor: the run's report page, headline metrics and
-confusion matrix as artifacts the Kubeflow UI shows (system/)."""
+"""RunReport's executor: the report, metrics and confusion matrix.
+
+RunReport's executor: the run's report page, headline metrics and confusion
+matrix as artifacts the Kubeflow UI shows (system/).
+"""
 
 import json
 import os
@@ -12,6 +15,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
 from pipeline import report
+from pipeline import report_html
 
 # Inputs: each is the artifact `report.gather_artifacts` knows by
 # (type, key).
@@ -39,9 +43,12 @@ _PROPERTIES = ('blessed', 'current_model', 'baseline_model', 'drifted_features',
 
 
 def _plain(artifact: types.Artifact) -> metadata_store_pb2.Artifact:
-    """The artifact as ML Metadata holds it after a local run: its URI and
-    the custom properties the report reads, as plain numbers and strings
-    (a Kubeflow run hands them over as JSON values)."""
+    """The artifact as ML Metadata holds it after a local run.
+
+    The artifact as ML Metadata holds it after a local run: its URI and the
+    custom properties the report reads, as plain numbers and strings (a Kubeflow
+    run hands them over as JSON values).
+    """
     plain = metadata_store_pb2.Artifact(uri=artifact.uri)
     for name in _PROPERTIES:
         if not artifact.has_custom_property(name):
@@ -80,8 +87,11 @@ def headline_metrics(gathered: Dict[str, Any]) -> Dict[str, float]:
 
 
 def confusion_matrix(gathered: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The confusion matrix as KFP's ClassificationMetrics metadata: the
-    classes by name, then a row of counts per true class."""
+    """The confusion matrix as KFP's ClassificationMetrics metadata.
+
+    The confusion matrix as KFP's ClassificationMetrics metadata: the classes by
+    name, then a row of counts per true class.
+    """
     matrix: Optional[List[List[float]]] = gathered.get('confusion')
     if not matrix:
         return None
@@ -132,7 +142,7 @@ class Executor(base_executor.BaseExecutor):
                   os.path.basename(os.path.dirname(os.path.dirname(page.uri))))
         fileio.makedirs(os.path.dirname(page.uri))
         with fileio.open(page.uri, 'w') as f:
-            f.write(report.render(run_id, run, **gathered))
+            f.write(report_html.render(run_id, run, **gathered))
 
         numbers = artifact_utils.get_single_instance(output_dict[METRICS_KEY])
         for name, value in metrics.items():

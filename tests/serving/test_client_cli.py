@@ -22,7 +22,7 @@ from google.protobuf import text_format
 from PIL import Image
 from tensorflow_serving.config import model_server_config_pb2
 
-from models import signatures
+from common import signatures
 from serving import cli
 from serving import client as client_lib
 from tests.serving import server_utils

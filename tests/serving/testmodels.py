@@ -25,7 +25,7 @@ from PIL import Image
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from models import signatures
+from common import signatures
 
 CLASS_NAMES = (b'zero', b'one', b'two')
 FLOAT_FEATURE = 'image/float'

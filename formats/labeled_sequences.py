@@ -10,7 +10,7 @@ from typing import Iterator, List
 
 import numpy as np
 
-from components.errors import InputDataError
+from formats.errors import InputDataError
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 

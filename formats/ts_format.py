@@ -16,13 +16,13 @@ from typing import Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from components.errors import InputDataError
-from components.labeled_sequences import LabeledSequence
-from components.labeled_sequences import check_writable
-from components.labeled_sequences import clip
-from components.labeled_sequences import format_value
-from components.labeled_sequences import parse_value
-from components.labeled_sequences import text_lines
+from formats.errors import InputDataError
+from formats.labeled_sequences import LabeledSequence
+from formats.labeled_sequences import check_writable
+from formats.labeled_sequences import clip
+from formats.labeled_sequences import format_value
+from formats.labeled_sequences import parse_value
+from formats.labeled_sequences import text_lines
 
 _TRAIN_SUFFIX = '_TRAIN.ts'
 _TEST_SUFFIX = '_TEST.ts'

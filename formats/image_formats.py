@@ -26,7 +26,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 from PIL import Image
 
-from components.errors import InputDataError
+from formats.errors import InputDataError
 
 FASHION_MNIST_CLASS_NAMES: Tuple[str,
                                  ...] = ('T-shirt/top', 'Trouser', 'Pullover',
@@ -385,8 +385,11 @@ def _check_no_images_beside(folder: str, files: List[str],
 
 
 def _collect(folder: str, images: List[str], skipped: List[str]) -> None:
-    """Adds the image paths under folder (recursively) to images, others to
-    skipped, as image_dataset_from_directory does."""
+    """Collects image paths under a folder, as image_dataset_from_directory.
+
+    Adds the image paths under folder (recursively) to images, others to
+    skipped, as image_dataset_from_directory does.
+    """
     subfolders, files = _list_folder(folder)
     for name in files:
         (images if _is_image(name) else skipped).append(
@@ -418,7 +421,9 @@ def _scan_split(folder: str, skipped: List[str]) -> Dict[str, List[str]]:
 
 
 def scan_class_folders(root: str) -> ClassFolderDataset:
-    """Lists the image files and labels in the layout Keras'
+    """Lists image files and labels in Keras's class-folder layout.
+
+    Lists the image files and labels in the layout Keras'
     image_dataset_from_directory reads: root/<class>/<image files>.
 
     If root holds split folders instead (train/, test/, and optionally eval/

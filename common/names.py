@@ -1,0 +1,57 @@
+"""Names the layers pass between them: kinds, splits, files, config keys.
+
+One definition of each: ExampleGen writes what the Trainer reads, the
+pipeline writes what a Tuner reads, the Trainer writes what the report
+reads.
+"""
+
+# The kinds of raw data a model family reads (pipeline/profiles.py MODELS).
+IMAGES = 'images'
+SEQUENCES = 'sequences'
+
+# Example splits: ExampleGen writes them; Transform analyzes train; the
+# Trainer trains on train and chooses epochs on eval; the Evaluator and the
+# serving check use test.
+TRAIN = 'train'
+EVAL = 'eval'
+TEST = 'test'
+
+# Raw features of the tf.Examples ExampleGen writes (models/features.py
+# builds them; each preprocessing_fn reads them).
+LABEL_KEY = 'label'
+IMAGE_KEY = 'image'
+SEQUENCE_KEY = 'sequence'
+LENGTH_KEY = 'length'
+
+# Debian's dataset-fashion-mnist package (`make data`): the image families'
+# default data.
+FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+
+# Files.
+# What the Trainer did, as JSON, in its model run directory.
+TRAINING_REPORT = 'training.json'
+# What ExampleGen learnt from the data (models/data_facts.py), beside its
+# output and copied into the transform graph.
+DATA_FACTS_FILE = 'data_facts.json'
+# Class names of a TFRecord data set, beside its files.
+CLASS_NAMES_FILE = 'class_names.txt'
+# Spans of raw data: folders `span-0`, `span-1`, ...
+SPAN_DIR_PREFIX = 'span-'
+SPAN_DIR_PATTERN = SPAN_DIR_PREFIX + '{SPAN}'
+# What the data gate writes per split (TFDV's anomalies).
+ANOMALIES_FILE = 'SchemaDiff.pb'
+
+# The metric a model is blessed by and the report shows.
+ACCURACY_METRIC = 'accuracy'
+
+# Entries of the Trainer's and Tuner's custom_config the pipeline writes.
+# When a Tuner chooses between model families (models/tuning.py, the
+# `tune_families` setting): the param naming the family a trial or the
+# Trainer trains, and the entry in which the pipeline hands down the other
+# families' own params (their profile of the run's profile name), name ->
+# params.
+FAMILY = 'family'
+FAMILY_PARAMS = 'family_params'
+# The settings the user gave (`--set`), which a Tuner's search holds at
+# their values.
+HELD_SETTINGS = 'tune_held'

@@ -1,0 +1,190 @@
+"""The model families the pipeline runs, and their profiles.
+
+`--model` names a family, `--profile` one of its profiles.
+
+A family is a model package (models/) with the data it reads, its
+tf.Transform preprocessing_fn, its TFX entry points (models/entry_points.py)
+and its default data set; a profile is its settings' values for a run's
+size. Settings every family shares have their default in
+common/settings.py, not here.
+"""
+
+import copy
+import dataclasses
+import importlib.util
+import os
+from typing import Any, Dict, Optional, Tuple
+
+from common import names
+
+PROFILES = ('smoke', 'full')
+
+
+def _sktime_data(name: str) -> str:
+    """A UCR/UEA data set shipped as .ts files inside the sktime wheel."""
+    spec = importlib.util.find_spec('sktime')
+    if spec is None or not spec.submodule_search_locations:
+        return os.path.join('sktime-not-installed', name)
+    return os.path.join(spec.submodule_search_locations[0], 'datasets', 'data',
+                        name)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFamily:
+    """A model package and the data it learns from.
+
+    Attributes:
+        kind: The data kind it reads (names.IMAGES or SEQUENCES).
+        preprocessing_fn: Dotted path of its tf.Transform preprocessing_fn.
+        run_fn: Dotted path of its TFX Trainer run_fn.
+        default_data: The public data set it trains on by default.
+        profiles: Profile name -> hyper-parameters and data limits.
+        tuner_fn: Dotted path of its TFX Tuner tuner_fn (random search).
+        tuned_with: Other families its Tuner may choose instead of it
+            (`tune_families`): they read the same tf.Transform output and
+            serve the same signatures (models/sequence_io.py).
+    """
+
+    kind: str
+    preprocessing_fn: str
+    run_fn: str
+    default_data: str
+    profiles: Dict[str, Dict[str, Any]]
+    tuner_fn: Optional[str] = None
+    tuned_with: Tuple[str, ...] = ()
+
+
+_CONVNET_PROFILES: Dict[str, Dict[str, Any]] = {
+    'smoke':
+        dict(max_examples_per_split=2000,
+             image_shape=[28, 28, 1],
+             conv_filters=[16, 32],
+             dense_units=64,
+             epochs=1,
+             min_train_steps=200,
+             max_train_steps=0,
+             batch_size=64,
+             min_accuracy=0.3),
+    'full':
+        dict(max_examples_per_split=0,
+             image_shape=[28, 28, 1],
+             conv_filters=[32, 64],
+             dense_units=256,
+             epochs=15,
+             batch_size=128,
+             min_accuracy=0.9),
+}
+
+
+def _embedding_profile(profile: str, **embedding: Any) -> Dict[str, Any]:
+    """The embedding's profile: the convnet's, with its own settings.
+
+    The convnet's `profile` (data limits, trunk, schedule; its multi-scale
+    switch is a setting of the convnet's only: common/settings.py) and the
+    embedding's own settings over it.
+    """
+    # Copies: the two families' profiles share no list.
+    return {**copy.deepcopy(_CONVNET_PROFILES[profile]), **embedding}
+
+
+MODELS: Dict[str, ModelFamily] = {
+    'convnet':
+        ModelFamily(
+            kind=names.IMAGES,
+            preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
+            run_fn='models.entry_points.convnet_run_fn',
+            tuner_fn='models.entry_points.convnet_tuner_fn',
+            default_data=names.FASHION_MNIST_DIR,
+            profiles=_CONVNET_PROFILES),
+    # Metric learning (models/embedding/): the convnet's trunk, unit-vector
+    # embeddings, a triplet loss; classifies by nearest reference.
+    'embedding':
+        ModelFamily(
+            kind=names.IMAGES,
+            preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
+            run_fn='models.entry_points.embedding_run_fn',
+            tuner_fn='models.entry_points.embedding_tuner_fn',
+            default_data=names.FASHION_MNIST_DIR,
+            profiles={
+                'smoke':
+                    _embedding_profile('smoke',
+                                       embedding_dim=32,
+                                       triplet_margin=0.2,
+                                       triplet_mining='semi_hard',
+                                       references_per_class=50),
+                'full':
+                    _embedding_profile('full',
+                                       embedding_dim=64,
+                                       triplet_margin=0.2,
+                                       triplet_mining='semi_hard',
+                                       references_per_class=200,
+                                       min_accuracy=0.8),
+            }),
+    'rnn':
+        ModelFamily(
+            kind=names.SEQUENCES,
+            preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
+            run_fn='models.entry_points.rnn_run_fn',
+            tuner_fn='models.entry_points.rnn_tuner_fn',
+            tuned_with=('fcn',),
+            default_data=_sktime_data('JapaneseVowels'),
+            # No small-data batch cap: a recurrent step costs about the same at
+            # any batch (one step of the cell per time step), so more, smaller
+            # steps would cost more time, not the same.
+            profiles={
+                'smoke':
+                    dict(max_examples_per_split=0,
+                         units=[32],
+                         epochs=3,
+                         min_train_steps=200,
+                         max_train_steps=0,
+                         batch_size=32,
+                         clip_norm=1.0,
+                         min_accuracy=0.2,
+                         max_batch_fraction=0.0,
+                         tune_families=True),
+                'full':
+                    dict(max_examples_per_split=0,
+                         units=[64, 64],
+                         epochs=60,
+                         batch_size=32,
+                         clip_norm=1.0,
+                         min_accuracy=0.9,
+                         max_batch_fraction=0.0,
+                         tune_families=True),
+            }),
+    # Wang et al. 2017's FCN: the same data, preprocessing_fn and
+    # signatures as the RNN.
+    'fcn':
+        ModelFamily(
+            kind=names.SEQUENCES,
+            preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
+            run_fn='models.entry_points.fcn_run_fn',
+            tuner_fn='models.entry_points.fcn_tuner_fn',
+            tuned_with=('rnn',),
+            default_data=_sktime_data('JapaneseVowels'),
+            profiles={
+                'smoke':
+                    dict(max_examples_per_split=0,
+                         conv_filters=[32, 64, 32],
+                         kernel_sizes=[8, 5, 3],
+                         dropout=0.0,
+                         epochs=3,
+                         min_train_steps=200,
+                         max_train_steps=0,
+                         batch_size=32,
+                         min_accuracy=0.2,
+                         tune_families=True),
+                'full':
+                    dict(max_examples_per_split=0,
+                         conv_filters=[128, 256, 128],
+                         kernel_sizes=[8, 5, 3],
+                         dropout=0.0,
+                         epochs=60,
+                         batch_size=16,
+                         min_accuracy=0.9,
+                         tune_families=True),
+            }),
+}
+
+# Splits a data set does not give are carved from train by a stable hash.
