@@ -72,9 +72,13 @@ PIP_DOWNLOAD = $(shell $(PY) -m pip --version >/dev/null 2>&1 && \
 FLINK_HOME := $(ENGINES_DIR)/flink-$(FLINK_VERSION)
 SPARK_HOME := $(ENGINES_DIR)/spark-$(SPARK_VERSION)
 
+# A job server's stamp names its pom's hash: a fresh clone (newer files,
+# the same pom) finds it fetched; a changed pom fetches again.
+pom_stamp = $(ENGINES_DIR)/$(1)-job-server/.fetched-$(shell sha256sum \
+	deploy/engines/$(1)-job-server/pom.xml | cut -c1-12)
+
 engines: $(FLINK_HOME)/.fetched $(SPARK_HOME)/.fetched \
-	$(ENGINES_DIR)/flink-job-server/.fetched \
-	$(ENGINES_DIR)/spark-job-server/.fetched
+	$(call pom_stamp,flink) $(call pom_stamp,spark)
 
 $(FLINK_HOME)/.fetched: | $(VENV)/.installed
 	$(PIP_DOWNLOAD) apache-flink==$(FLINK_VERSION) \
@@ -97,10 +101,15 @@ $(SPARK_HOME)/.fetched: | $(VENV)/.installed
 	    -C $(SPARK_HOME).tmp --strip-components=2 pyspark-$(SPARK_VERSION)/deps
 	touch $(SPARK_HOME).tmp/.fetched && mv $(SPARK_HOME).tmp $(SPARK_HOME)
 
-$(ENGINES_DIR)/%-job-server/.fetched: deploy/engines/%-job-server/pom.xml
-	rm -rf $(@D) && mvn -q -f $< dependency:copy-dependencies \
-	    -DincludeScope=runtime -DoutputDirectory=$(@D)
-	touch $@
+fetch_job_server = rm -rf $(@D) && mvn -q -f \
+	deploy/engines/$(1)-job-server/pom.xml dependency:copy-dependencies \
+	-DincludeScope=runtime -DoutputDirectory=$(@D) && touch $@
+
+$(call pom_stamp,flink):
+	$(call fetch_job_server,flink)
+
+$(call pom_stamp,spark):
+	$(call fetch_job_server,spark)
 
 demo: setup
 	$(PY) -m pipeline run --model convnet --profile full --home $(HOME_DIR)
