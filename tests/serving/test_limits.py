@@ -190,57 +190,91 @@ def test_client_disconnects_are_logged_in_one_line(server):
     assert 'Traceback' not in log, log[-3000:]
 
 
-def test_load_while_versions_swap_and_a_broken_version_appears(
-        server, stub, models, add_version):
-    """16 gRPC and 16 REST clients while three versions swap in and a broken
-    one appears; no request that should succeed fails, the server stays up,
-    its memory stays bounded."""
-    stop = threading.Event()
-    served = {'grpc': 0, 'rest': 0}
-    failures = []
-    lock = threading.Lock()
+class _Load:
+    """gRPC and REST clients (kept-alive connections) calling predict in
+    threads until the block ends: what they served and how they failed."""
 
-    def grpc_client():
+    def __init__(self, server, stub, grpc_clients: int, rest_clients: int):
+        self.server, self.stub = server, stub
+        self.served = {'grpc': 0, 'rest': 0}
+        self.failures = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._threads = ([
+            threading.Thread(target=self._grpc_client)
+            for _ in range(grpc_clients)
+        ] + [
+            threading.Thread(target=self._rest_client)
+            for _ in range(rest_clients)
+        ])
+
+    def __enter__(self) -> '_Load':
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def total(self) -> int:
+        return self.served['grpc'] + self.served['rest']
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.served[kind] += 1
+
+    def _grpc_client(self) -> None:
         request = testmodels.float_predict_request(ROWS, 'm')
-        while not stop.is_set():
+        while not self._done.is_set():
             try:
-                stub.Predict(request, timeout=30)
-                with lock:
-                    served['grpc'] += 1
+                self.stub.Predict(request, timeout=30)
+                self._count('grpc')
             except grpc.RpcError as e:
-                failures.append(f'gRPC {e.code()}: {e.details()}')
+                self.failures.append(f'gRPC {e.code()}: {e.details()}')
 
-    def rest_client():
+    def _rest_client(self) -> None:
         connection = http.client.HTTPConnection('127.0.0.1',
-                                                server.rest_port,
+                                                self.server.rest_port,
                                                 timeout=30)
-        while not stop.is_set():
+        while not self._done.is_set():
             try:
                 connection.request('POST',
                                    '/v1/models/m:predict',
                                    body=_predict_body(ROWS))
                 response = connection.getresponse()
                 text = response.read()
-                if response.status != 200:
-                    failures.append(f'REST {response.status}: {text[:200]}')
+                if response.status == 200:
+                    self._count('rest')
                 else:
-                    with lock:
-                        served['rest'] += 1
+                    self.failures.append(
+                        f'REST {response.status}: {text[:200]}')
             except (OSError, http.client.HTTPException) as e:
-                failures.append(f'REST {type(e).__name__}: {e}')
+                self.failures.append(f'REST {type(e).__name__}: {e}')
                 connection.close()
         connection.close()
 
-    clients = ([threading.Thread(target=grpc_client) for _ in range(16)] +
-               [threading.Thread(target=rest_client) for _ in range(16)])
-    for thread in clients:
-        thread.start()
+
+def _next_version(models: Path) -> int:
+    """The version after every one in the model's folder (the module's
+    tests add versions, in any order)."""
+    return 1 + max(
+        int(p.name) for p in (models / 'm').iterdir() if p.name.isdigit())
+
+
+def test_load_while_versions_swap_and_a_broken_version_appears(
+        server, stub, models, add_version):
+    """16 gRPC and 16 REST clients while three versions swap in and a broken
+    one appears; no request that should succeed fails, the server stays up,
+    its memory stays bounded."""
+    first = _next_version(models)
     swaps, broken = 0, []
-    try:
-        # Versions 2 to 5: swaps to 2, 4 and 5, and 3 broken; counted, not a
-        # time window.
-        for version in range(2, 6):
-            if version % 3 == 0:
+    with _Load(server, stub, 16, 16) as load:
+        # Four new versions: three swap in, the second is broken; counted,
+        # not a time window.
+        for version in range(first, first + 4):
+            if version == first + 1:
                 # A broken version: it fails to load, the previous serves on.
                 (models / 'm' / str(version)).mkdir()
                 (models / 'm' / str(version) / 'saved_model.pb').write_bytes(
@@ -255,20 +289,16 @@ def test_load_while_versions_swap_and_a_broken_version_appears(
                 swaps += 1
         # Both kinds of client answered while the versions swapped.
         deadline = time.monotonic() + 120  # Bounds a hang only.
-        while not (served['grpc'] and served['rest']):
-            assert time.monotonic() < deadline, (served, failures[:5])
+        while not (load.served['grpc'] and load.served['rest']):
+            assert time.monotonic() < deadline, (load.served, load.failures[:5])
             time.sleep(0.1)
-    finally:
-        stop.set()
-        for thread in clients:
-            thread.join(60)
     peak = _peak_rss_mb(server)
-    print(f'\nload: {served} requests served during {swaps} swaps and '
-          f'{len(broken)} broken versions, {len(failures)} failures, peak '
-          f'server RSS {peak:.0f} MB')
-    assert not failures, failures[:5]
-    assert served['grpc'] > 0 and served['rest'] > 0
-    assert swaps == 3 and broken == [3]
+    print(f'\nload: {load.served} requests served during {swaps} swaps and '
+          f'{len(broken)} broken versions, {len(load.failures)} failures, '
+          f'peak server RSS {peak:.0f} MB')
+    assert not load.failures, load.failures[:5]
+    assert load.served['grpc'] > 0 and load.served['rest'] > 0
+    assert swaps == 3 and broken == [first + 1]
     assert server.running()
     assert peak < 4096
     _rest_ok(server)
@@ -282,65 +312,19 @@ def test_requests_across_version_swaps_never_fail(server, stub, models,
                                                   add_version):
     """At least SWAP_REQUESTS predicts over kept-alive REST connections and
     gRPC, across SWAPS new versions: not one fails."""
-    done = threading.Event()
-    failures, served = [], [0]
-    lock = threading.Lock()
-    request = testmodels.float_predict_request(ROWS, 'm')
-
-    def count() -> None:
-        with lock:
-            served[0] += 1
-
-    def grpc_client():
-        while not done.is_set():
-            try:
-                stub.Predict(request, timeout=30)
-                count()
-            except grpc.RpcError as e:
-                failures.append(f'gRPC {e.code()}: {e.details()}')
-
-    def rest_client():
-        connection = http.client.HTTPConnection('127.0.0.1',
-                                                server.rest_port,
-                                                timeout=30)
-        while not done.is_set():
-            try:
-                connection.request('POST',
-                                   '/v1/models/m:predict',
-                                   body=_predict_body(ROWS))
-                response = connection.getresponse()
-                text = response.read()
-                if response.status == 200:
-                    count()
-                else:
-                    failures.append(f'REST {response.status}: {text[:200]}')
-            except (OSError, http.client.HTTPException) as e:
-                failures.append(f'REST {type(e).__name__}: {e}')
-                connection.close()
-        connection.close()
-
-    clients = ([threading.Thread(target=grpc_client) for _ in range(4)] +
-               [threading.Thread(target=rest_client) for _ in range(4)])
-    for thread in clients:
-        thread.start()
-    first = 1 + max(
-        int(p.name) for p in (models / 'm').iterdir() if p.name.isdigit())
-    try:
+    first = _next_version(models)
+    with _Load(server, stub, 4, 4) as load:
         for version in range(first, first + SWAPS):
             add_version(models / 'm', version, float(version % 3))
             server.wait_for_states('m', [(version, 'AVAILABLE')], timeout=120)
         deadline = time.monotonic() + 120  # Liveness only.
-        while served[0] < SWAP_REQUESTS and not failures:
-            assert time.monotonic() < deadline, served
+        while load.total() < SWAP_REQUESTS and not load.failures:
+            assert time.monotonic() < deadline, load.served
             time.sleep(0.05)
-    finally:
-        done.set()
-        for thread in clients:
-            thread.join(60)
-    print(f'\n{served[0]} requests across {SWAPS} swaps, '
-          f'{len(failures)} failed')
-    assert not failures, failures[:5]
-    assert served[0] >= SWAP_REQUESTS
+    print(f'\n{load.total()} requests across {SWAPS} swaps, '
+          f'{len(load.failures)} failed')
+    assert not load.failures, load.failures[:5]
+    assert load.total() >= SWAP_REQUESTS
 
 
 def test_grpc_requests_are_bounded_by_default(main_server):
