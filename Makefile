@@ -168,7 +168,7 @@ engine-test: setup
 	ENGINE_TEST=1 $(PY) -m pytest tests/test_engines.py -q -p no:cacheprovider
 
 # The image built, then run (tests/test_image.py): slow, so apart from
-# `make test`; .ci/run runs it after.
+# `make test` and .ci/run (about 30 minutes when the requirements change).
 image-test: image
 	IMAGE=$(IMAGE) IMAGE_TEST=1 $(PY) -m pytest tests/test_image.py -q \
 	    -p no:cacheprovider

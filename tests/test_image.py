@@ -4,7 +4,7 @@ smoke pipeline inside it to a pushed model, with no network.
 Slow (the image's build, then a whole pipeline in a container) and needing
 a container engine, so not part of `make test`: `make image-test` builds
 the image (`make image`, tools/image/build.sh) and runs this module with
-IMAGE_TEST set, as `.ci/run` does after `make test`. Without it, skipped.
+IMAGE_TEST set. Without it, skipped.
 """
 
 import json
