@@ -132,7 +132,7 @@ def training_schedule(params: Params,
         epochs = max(epochs, epochs_for('max_train_steps'))
         patience = max(int(settings.value(params, 'early_stopping_patience')),
                        2 * plateau)
-    fitted = int(params.get('fitted_steps') or 0)
+    fitted = int(settings.value(params, 'fitted_steps'))
     fraction = float(params.get('epochs_fraction') or 1.0)
     if fraction < 1.0:
         epochs = max(1, math.ceil(fraction * epochs))
@@ -166,7 +166,8 @@ def learning_rate_plateau(
     factor = float(params.get('lr_plateau_factor') or 0)
     if not 0 < factor < 1 or not isinstance(learning_rate, float):
         return None
-    return _RelativePlateau(float(params.get('min_loss_improvement') or 0),
+    return _RelativePlateau(float(settings.value(params,
+                                                 'min_loss_improvement')),
                             monitor='loss',
                             mode='min',
                             factor=factor,

@@ -320,8 +320,8 @@ def train(fn_args: 'tfx.components.FnArgs',
         monitor,
         mode,
         patience=int(params['early_stopping_patience']),
-        min_improvement=float(params.get('min_loss_improvement') or 0),
-        fitted_loss=float(params.get('fitted_loss') or 0),
+        min_improvement=float(settings.value(params, 'min_loss_improvement')),
+        fitted_loss=float(settings.value(params, 'fitted_loss')),
         fitted_patience=int(params.get('fitted_patience') or 0))
     timer = _EpochTimer()
     callbacks = [early_stopping, timer, progress.TrainingProgress()]

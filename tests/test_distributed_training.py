@@ -113,7 +113,7 @@ def test_a_set_fitted_in_a_few_epochs_stops_soon_after_and_says_why(
                        epochs=40,
                        fitted_loss=0.05,
                        fitted_steps=2 * steps)
-    convnet.run_fn(fn_args)
+    entry_points.convnet_run_fn(fn_args)
     report = _report(fn_args)
     history = report['history']
     loss, accuracy = history['loss'], history['accuracy']

@@ -673,7 +673,10 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     # One trial (the first) was the profile's own values, the FCN's (a
     # family's values are named in its scope), read here from the profile
     # by hand: `width` and `depth` are its conv_filters' first and count.
-    smoke = {**settings.DEFAULTS, **profiles.MODELS['fcn'].profiles['smoke']}
+    smoke = {
+        **settings.family_defaults('fcn'),
+        **profiles.MODELS['fcn'].profiles['smoke']
+    }
     profile = {
         'family': 'fcn',
         'fcn/width': smoke['conv_filters'][0],

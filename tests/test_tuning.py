@@ -186,7 +186,7 @@ def test_every_profile_is_a_point_of_its_familys_search_space(model):
     recipe = families.recipe(model)
     search_space = recipe.search_space
     for profile, values in family.profiles.items():
-        params = {**settings.DEFAULTS, **values}
+        params = {**settings.family_defaults(model), **values}
         assert tuning_space.profile_values(search_space, params), profile
         if family.tuned_with:
             # And of the space of the families its Tuner chooses between.
