@@ -339,7 +339,8 @@ def test_a_small_set_trains_on_a_tenth_of_it_a_batch_in_more_steps():
         'batch_norm_momentum': 0.99,
         'early_stopping_patience': 10,
         'lr_plateau_patience': 2,
-        'fitted_patience': 0
+        # The default fitted_steps (200) is within one epoch of 469 steps.
+        'fitted_patience': 1
     }
 
 
