@@ -163,22 +163,24 @@ class RestApi:
         return json_codec.predict_response(outputs, fmt)
 
     def _classify(self, target, body: bytes) -> str:
-        request = classification_pb2.ClassificationRequest()
-        self._spec(request.model_spec, target)
-        doc = json_codec.parse_body(body)
-        request.model_spec.signature_name = json_codec.signature_name(doc)
-        json_codec.fill_examples(doc, request)
+        request = self._examples_request(
+            classification_pb2.ClassificationRequest(), target, body)
         response = self.inference.classify(request)
         return json_codec.classify_response(response.result)
 
     def _regress(self, target, body: bytes) -> str:
-        request = regression_pb2.RegressionRequest()
+        request = self._examples_request(regression_pb2.RegressionRequest(),
+                                         target, body)
+        response = self.inference.regress(request)
+        return json_codec.regress_response(response.result)
+
+    def _examples_request(self, request, target, body: bytes):
+        """`request` (Classify or Regress) filled from a REST body."""
         self._spec(request.model_spec, target)
         doc = json_codec.parse_body(body)
         request.model_spec.signature_name = json_codec.signature_name(doc)
         json_codec.fill_examples(doc, request)
-        response = self.inference.regress(request)
-        return json_codec.regress_response(response.result)
+        return request
 
     def _status(self, target) -> str:
         request = get_model_status_pb2.GetModelStatusRequest()
