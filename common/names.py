@@ -19,6 +19,9 @@ TEST = 'test'
 # Raw features of the tf.Examples ExampleGen writes (models/features.py
 # builds them; each preprocessing_fn reads them).
 LABEL_KEY = 'label'
+# Multi-task data (models/multitask/): each example's coarser group, an
+# index into the data's group names (formats/class_groups.py).
+GROUP_LABEL_KEY = 'group_label'
 IMAGE_KEY = 'image'
 SEQUENCE_KEY = 'sequence'
 LENGTH_KEY = 'length'
@@ -35,6 +38,9 @@ TRAINING_REPORT = 'training.json'
 DATA_FACTS_FILE = 'data_facts.json'
 # Class names of a TFRecord data set, beside its files.
 CLASS_NAMES_FILE = 'class_names.txt'
+# Class name -> group name of a multi-task data set, at its root
+# (formats/class_groups.py).
+GROUPS_FILE = 'groups.json'
 # Spans of raw data: folders `span-0`, `span-1`, ...
 SPAN_DIR_PREFIX = 'span-'
 SPAN_DIR_PATTERN = SPAN_DIR_PREFIX + '{SPAN}'

@@ -12,6 +12,8 @@ import copy
 import dataclasses
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from common import signatures
+
 # Groups, in the order docs/settings.md shows them.
 DATA = 'Data'
 MODEL = 'Model'
@@ -38,6 +40,8 @@ ON_BAD_RECORD_FAIL = 'fail'
 ON_BAD_RECORD_SKIP = 'skip'
 ON_BAD_RECORD = (ON_BAD_RECORD_FAIL, ON_BAD_RECORD_SKIP)
 TRIPLET_MINING = ('semi_hard', 'hard')
+# The multi-task model's tasks (models/multitask/).
+TASKS = signatures.TASKS
 # The search space's `training_length`s: half, all or twice the profile's
 # epochs and steps (models/schedule.py training_schedule).
 TRAINING_LENGTHS = (0.5, 1.0, 2.0)
@@ -72,6 +76,13 @@ _TABLE = (
     # data
     Setting('max_examples_per_split',
             'examples read per split, 0 for all',
+            group=DATA),
+    # '': the data's own groups.json (formats/class_groups.py).
+    Setting('groups_file',
+            "JSON file mapping each class name to its group name; '': "
+            'groups.json at the root of the data',
+            default='',
+            families=('multitask',),
             group=DATA),
     # Read the newest N spans (span-{SPAN} layouts).
     Setting('span_window',
@@ -180,6 +191,26 @@ _TABLE = (
         'training examples per class kept as references in the exported model,'
         ' 0: all',
         group=MODEL),
+    # Multi-task learning (models/multitask/): a shared trunk, a head per
+    # task (the classes, their groups), each with its own weighted loss.
+    Setting('class_loss_weight',
+            "weight of the class head's cross-entropy in the training loss",
+            default=1.0,
+            families=('multitask',),
+            group=MODEL),
+    Setting('group_loss_weight',
+            "weight of the group head's cross-entropy in the training loss",
+            default=1.0,
+            families=('multitask',),
+            group=MODEL),
+    Setting(
+        'primary_task',
+        "the head Classify, `scores`, the kept epoch and the blessing "
+        "(min_accuracy) follow: 'class' or 'group'",
+        default=TASKS[0],
+        families=('multitask',),
+        group=MODEL,
+        choices=TASKS),
     # training
     Setting('epochs', 'passes over the training split', bound=COUNT),
     Setting('batch_size', 'examples per step and replica', bound=COUNT),

@@ -19,10 +19,20 @@ both taking encoded image bytes as `serving_image` does:
 - `serving_reference` (classify by reference): `nearest_class`, the name of
   the class of the nearest reference embedding [batch], and `similarity`,
   its cosine similarity [batch].
+
+The multi-task model (models/multitask/) has a head per task, `class` (the
+class folders) and `group` (their coarser groups). Its `serving_default`
+answers with the primary head's `scores` and `classes` only (the Classify
+API takes no more than these two outputs); `predict` takes what
+`serving_default` takes and answers with those two and, for each task,
+`<task>_scores` and `<task>_classes` (`task_output`); so does
+`serving_image`. (TF Estimator's multi-head models had the same two.)
 """
 
 DEFAULT_SIGNATURE = 'serving_default'
 EXAMPLES_INPUT = 'inputs'
+# Every head of a multi-task model, from serialized tf.Examples as above.
+PREDICT_SIGNATURE = 'predict'
 
 IMAGE_SIGNATURE = 'serving_image'
 IMAGE_INPUT = 'images'
@@ -40,3 +50,13 @@ SIMILARITY_OUTPUT = 'similarity'
 
 SCORES_OUTPUT = 'scores'
 CLASSES_OUTPUT = 'classes'
+
+# The multi-task model's tasks: the classes, and their coarser groups.
+CLASS_TASK = 'class'
+GROUP_TASK = 'group'
+TASKS = (CLASS_TASK, GROUP_TASK)
+
+
+def task_output(task: str, output: str) -> str:
+    """The name of one task's output: `group_scores`, `class_classes`, ..."""
+    return f'{task}_{output}'

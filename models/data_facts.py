@@ -22,6 +22,10 @@ CLASS_NAMES = 'class_names'
 NUM_CHANNELS = 'num_channels'
 FORMAT = 'format'
 SPAN = 'span'
+# Multi-task data only (formats/class_groups.py): the sorted group names and
+# each class label's group label.
+GROUP_NAMES = 'group_names'
+CLASS_GROUPS = 'class_groups'
 
 
 def write(directory: str, facts: Dict[str, Any]) -> str:

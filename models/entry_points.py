@@ -49,6 +49,17 @@ def embedding_tuner_fn(
     return _tune(fn_args, 'embedding')
 
 
+def multitask_run_fn(fn_args: 'tfx.components.FnArgs') -> None:
+    """The TFX Trainer's run_fn of the multi-task model."""
+    _run(fn_args, 'multitask')
+
+
+def multitask_tuner_fn(
+        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
+    """The TFX Tuner's tuner_fn of the multi-task model."""
+    return _tune(fn_args, 'multitask')
+
+
 def rnn_run_fn(fn_args: 'tfx.components.FnArgs') -> None:
     """The TFX Trainer's run_fn of the RNN."""
     _run(fn_args, 'rnn')

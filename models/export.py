@@ -6,7 +6,7 @@ training. One function builds all signatures; a model package only says how
 its extra signature's inputs become raw features.
 """
 
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -19,6 +19,8 @@ PredictFn = Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
 # (PredictFn, hyper-parameters) -> one signature: a tf.function with an
 # input_signature, taking what a client sends.
 SignatureFactory = Callable[..., Callable[..., Dict[str, tf.Tensor]]]
+# The model's output -> the signatures' outputs.
+OutputsFn = Callable[[tf.Tensor], Dict[str, tf.Tensor]]
 
 
 def rows_to_sparse(dense: tf.Tensor) -> tf.SparseTensor:
@@ -32,13 +34,19 @@ def rows_to_sparse(dense: tf.Tensor) -> tf.SparseTensor:
     return tf.RaggedTensor.from_tensor(dense).to_sparse()
 
 
+def class_rows(class_names: tf.Tensor, scores: tf.Tensor) -> tf.Tensor:
+    """The class names [n] as a row per row of `scores` [batch, n]."""
+    return tf.tile(class_names[tf.newaxis, :], [tf.shape(scores)[0], 1])
+
+
 def export_serving_model(model: tf.keras.Model,
                          tf_transform_output: tft.TFTransformOutput,
                          class_names: Sequence[str],
                          to_model_inputs: Callable[[Dict[str, tf.Tensor]],
                                                    Dict[str, tf.Tensor]],
                          extra_signatures: Dict[str, SignatureFactory],
-                         export_dir: str) -> None:
+                         export_dir: str,
+                         to_outputs: Optional[OutputsFn] = None) -> None:
     """Saves `model` as a SavedModel whose signatures take raw data.
 
     Args:
@@ -49,29 +57,52 @@ def export_serving_model(model: tf.keras.Model,
         extra_signatures: Signature name -> a function making that signature
             from the predict function, besides `serving_default`.
         export_dir: Where to write the SavedModel.
+        to_outputs: The model's output -> the signatures' outputs (default:
+            `scores` and `classes` of `class_names`). With more than those
+            two (a model of many heads), `serving_default` keeps only them,
+            as the Classify API requires, and `predict` (serialized
+            Examples, as `serving_default`) answers with them all.
     """
     model.tft_layer = tf_transform_output.transform_features_layer()
     class_name_tensor = tf.constant(list(class_names))
     raw_spec = dict(tf_transform_output.raw_feature_spec())
+    # Labels are what a client asks for, not what it sends.
     raw_spec.pop(names.LABEL_KEY)
+    raw_spec.pop(names.GROUP_LABEL_KEY, None)
+
+    def class_outputs(scores: tf.Tensor) -> Dict[str, tf.Tensor]:
+        return {
+            signatures.SCORES_OUTPUT: scores,
+            signatures.CLASSES_OUTPUT: class_rows(class_name_tensor, scores)
+        }
 
     def predict(raw_features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         transformed = model.tft_layer(raw_features)
-        scores = model(to_model_inputs(transformed), training=False)
-        classes = tf.tile(class_name_tensor[tf.newaxis, :],
-                          [tf.shape(scores)[0], 1])
-        return {
-            signatures.SCORES_OUTPUT: scores,
-            signatures.CLASSES_OUTPUT: classes
-        }
+        return (to_outputs or class_outputs)(model(to_model_inputs(transformed),
+                                                   training=False))
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name=signatures.EXAMPLES_INPUT)
-    ])
-    def serve_examples(inputs):
+    examples_spec = tf.TensorSpec([None],
+                                  tf.string,
+                                  name=signatures.EXAMPLES_INPUT)
+
+    @tf.function(input_signature=[examples_spec])
+    def predict_examples(inputs):
         return predict(tf.io.parse_example(inputs, raw_spec))
 
-    serving = {signatures.DEFAULT_SIGNATURE: serve_examples}
+    @tf.function(input_signature=[examples_spec])
+    def classify_examples(inputs):
+        outputs = predict(tf.io.parse_example(inputs, raw_spec))
+        return {
+            name: outputs[name] for name in (signatures.SCORES_OUTPUT,
+                                             signatures.CLASSES_OUTPUT)
+        }
+
+    serving = {signatures.DEFAULT_SIGNATURE: predict_examples}
+    if to_outputs is not None:
+        serving = {
+            signatures.DEFAULT_SIGNATURE: classify_examples,
+            signatures.PREDICT_SIGNATURE: predict_examples
+        }
     for name, make_signature in extra_signatures.items():
         serving[name] = make_signature(predict)
     # Without Keras's traces of every layer's call: the signatures above are

@@ -15,6 +15,7 @@ from models import recipe as recipe_lib
 MODULES = {
     'convnet': 'models.convnet.model',
     'embedding': 'models.embedding.model',
+    'multitask': 'models.multitask.model',
     'rnn': 'models.rnn.model',
     'fcn': 'models.fcn.model',
 }

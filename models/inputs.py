@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
     from tfx import v1 as tfx
 
 ModelInputsFn = Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]
+TargetsFn = Callable[[Dict[str, tf.Tensor], tf.Tensor], tf.Tensor]
 # Examples parsed per step when filling the in-memory cache, and the shuffle
 # buffer drawn from it (TFXIO's own default buffer).
 _CACHE_PARSE_BATCH = 1024
@@ -34,7 +35,8 @@ def make_dataset(file_pattern: List[str],
                  cache: bool = False,
                  num_shards: int = 1,
                  shard_index: int = 0,
-                 repeat: bool = False) -> tf.data.Dataset:
+                 repeat: bool = False,
+                 to_targets: Optional[TargetsFn] = None) -> tf.data.Dataset:
     """One epoch of (model inputs, label) batches of transformed examples.
 
     Args:
@@ -54,6 +56,8 @@ def make_dataset(file_pattern: List[str],
         shard_index: This pipeline's index.
         repeat: Repeat the epoch forever (reshuffled each time), for a
             distributed dataset fitted for a given number of steps.
+        to_targets: (transformed features, label) -> the targets in place
+            of the label (the multi-task model's labels of every task).
     """
     if not (cache or num_shards > 1):
         dataset = data_accessor.tf_dataset_factory(
@@ -91,7 +95,12 @@ def make_dataset(file_pattern: List[str],
     # the model waits for data.
     options = tf.data.Options()
     options.autotune.enabled = False
-    return dataset.map(lambda inputs, label: (to_model_inputs(inputs), label),
+
+    def inputs_and_targets(features, label):
+        return (to_model_inputs(features),
+                to_targets(features, label) if to_targets else label)
+
+    return dataset.map(inputs_and_targets,
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(
                            tf.data.AUTOTUNE).with_options(options)
 

@@ -39,6 +39,8 @@ class ModelRecipe:
         export_model: In place of export.export_serving_model, with the
             same arguments and `params` and `train_data` (the training
             split's batches in a fixed order, one pass).
+        to_targets: (transformed features, label, hyper-parameters) -> what
+            the loss compares the model's output with; default: the label.
     """
 
     name: str
@@ -49,6 +51,7 @@ class ModelRecipe:
     search_space: Optional[Callable[[Any], Params]] = None
     compile_model: Optional[Callable[..., None]] = None
     export_model: Optional[Callable[..., None]] = None
+    to_targets: Optional[Callable[..., tf.Tensor]] = None
 
 
 def search_space(hp: Any, batch_sizes: List[int]) -> Params:

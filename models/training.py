@@ -221,10 +221,13 @@ def train(fn_args: 'tfx.components.FnArgs',
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     schema = tf_transform_output.transformed_metadata.schema
     to_model_inputs = functools.partial(recipe.to_model_inputs, params=params)
-    make = functools.partial(inputs.make_dataset,
-                             data_accessor=fn_args.data_accessor,
-                             schema=schema,
-                             to_model_inputs=to_model_inputs)
+    make = functools.partial(
+        inputs.make_dataset,
+        data_accessor=fn_args.data_accessor,
+        schema=schema,
+        to_model_inputs=to_model_inputs,
+        to_targets=(functools.partial(recipe.to_targets, params=params)
+                    if recipe.to_targets else None))
     learning_rate: LearningRate = float(settings.value(params, 'learning_rate'))
     report: Dict[str, Any] = {
         'strategy': name,

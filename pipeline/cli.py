@@ -56,6 +56,7 @@ from common import arguments  # noqa: E402
 from common import settings  # noqa: E402
 from components.errors import DataValidationError  # noqa: E402
 from components.example_gen import data_source  # noqa: E402
+from formats import class_groups  # noqa: E402
 from formats import image_formats  # noqa: E402
 from formats.errors import InputDataError  # noqa: E402
 from models import saved_model_dirs  # noqa: E402
@@ -447,6 +448,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
         _check_transfer_source(config.hyperparameters['transfer_from'])
     source = data_source.detect(config.data_path, config.family.kind)
     data_source.check_first_records(source)
+    if config.family.grouped:
+        class_groups.read(
+            settings.value(config.hyperparameters, 'groups_file'),
+            source.root, source.class_names)
 
 
 def _check_schema_file(path: str) -> None:

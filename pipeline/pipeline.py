@@ -95,15 +95,25 @@ def example_gen_settings(config: configs.RunConfig, data_uri: str) -> dict:
             settings.value(params, 'on_bad_record'),
         'span_window':
             params.get('span_window', 1),
+        **({
+            example_gen_executor.GROUPS_FILE:
+                settings.value(params, 'groups_file')
+        } if config.family.grouped else {}),
     }
 
 
 def eval_config(min_accuracy: float,
-                max_accuracy_drop: float) -> tfma.EvalConfig:
+                max_accuracy_drop: float,
+                primary_task: Optional[str] = None) -> tfma.EvalConfig:
     """Accuracy on the test split, overall and per class.
 
     The thresholds apply to the overall slice: at least `min_accuracy`, and
     no worse than the last blessed model by more than `max_accuracy_drop`.
+
+    With `primary_task` (the multi-task model, models/multitask/), each
+    task's head is an output of its own, `<task>_scores` against its label:
+    the primary task's accuracy is `accuracy`, thresholded and drawn as
+    the confusion matrix; another's is `<task>_accuracy`.
     """
     threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(
@@ -111,34 +121,56 @@ def eval_config(min_accuracy: float,
         change_threshold=tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER,
             absolute={'value': -max_accuracy_drop - 1e-10}))
-    return tfma.EvalConfig(
-        # A generic SavedModel: otherwise TFMA deserializes the Keras model
-        # twice per model (once only to learn its type), which cost the
-        # RNN's Evaluator most of its time (bench/).
-        model_specs=[
-            tfma.ModelSpec(model_type=tfma.constants.TF_GENERIC,
-                           signature_name=signatures.DEFAULT_SIGNATURE,
-                           label_key=names.LABEL_KEY,
-                           prediction_key=signatures.SCORES_OUTPUT)
-        ],
-        slicing_specs=[
-            tfma.SlicingSpec(),
-            tfma.SlicingSpec(feature_keys=[names.LABEL_KEY])
-        ],
-        metrics_specs=[
-            tfma.MetricsSpec(metrics=[
-                tfma.MetricConfig(class_name='ExampleCount'),
-                tfma.MetricConfig(class_name='SparseCategoricalAccuracy',
-                                  config=f'"name": "{names.ACCURACY_METRIC}"',
-                                  per_slice_thresholds=[
-                                      tfma.PerSliceMetricThreshold(
-                                          slicing_specs=[tfma.SlicingSpec()],
-                                          threshold=threshold)
-                                  ]),
-                # For the run's report (pipeline/report.py).
-                tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
-            ])
-        ])
+    primary_metrics = [
+        tfma.MetricConfig(class_name='ExampleCount'),
+        tfma.MetricConfig(class_name='SparseCategoricalAccuracy',
+                          config=f'"name": "{names.ACCURACY_METRIC}"',
+                          per_slice_thresholds=[
+                              tfma.PerSliceMetricThreshold(
+                                  slicing_specs=[tfma.SlicingSpec()],
+                                  threshold=threshold)
+                          ]),
+        # For the run's report (pipeline/report.py).
+        tfma.MetricConfig(class_name='MultiClassConfusionMatrixPlot'),
+    ]
+    # A generic SavedModel: otherwise TFMA deserializes the Keras model
+    # twice per model (once only to learn its type), which cost the RNN's
+    # Evaluator most of its time (bench/).
+    if primary_task is None:
+        model_spec = tfma.ModelSpec(model_type=tfma.constants.TF_GENERIC,
+                                    signature_name=signatures.DEFAULT_SIGNATURE,
+                                    label_key=names.LABEL_KEY,
+                                    prediction_key=signatures.SCORES_OUTPUT)
+        metrics_specs = [tfma.MetricsSpec(metrics=primary_metrics)]
+    else:
+        labels = {
+            signatures.CLASS_TASK: names.LABEL_KEY,
+            signatures.GROUP_TASK: names.GROUP_LABEL_KEY
+        }
+        outputs = {
+            task: signatures.task_output(task, signatures.SCORES_OUTPUT)
+            for task in signatures.TASKS
+        }
+        # `predict`: every head (serving_default has the primary's only).
+        model_spec = tfma.ModelSpec(
+            model_type=tfma.constants.TF_GENERIC,
+            signature_name=signatures.PREDICT_SIGNATURE,
+            label_keys={outputs[task]: labels[task] for task in outputs})
+        metrics_specs = [
+            tfma.MetricsSpec(
+                output_names=[outputs[task]],
+                metrics=primary_metrics if task == primary_task else [
+                    tfma.MetricConfig(
+                        class_name='SparseCategoricalAccuracy',
+                        config=f'"name": "{task}_{names.ACCURACY_METRIC}"')
+                ]) for task in signatures.TASKS
+        ]
+    return tfma.EvalConfig(model_specs=[model_spec],
+                           slicing_specs=[
+                               tfma.SlicingSpec(),
+                               tfma.SlicingSpec(feature_keys=[names.LABEL_KEY])
+                           ],
+                           metrics_specs=metrics_specs)
 
 
 def create_pipeline(config: configs.RunConfig,
@@ -167,13 +199,14 @@ def create_pipeline(config: configs.RunConfig,
     """
     family = config.family
     params = config.hyperparameters
-    settings = example_gen_settings(config, data_uri)
+    reader_settings = example_gen_settings(config, data_uri)
 
     example_gen = FileBasedExampleGen(
         input_base=posixpath.dirname(data_uri.rstrip('/')),
         input_config=example_gen_executor.fingerprint_input_config(
-            settings[example_gen_executor.DATA_NAME]),
-        custom_config=example_gen_executor.settings_to_custom_config(settings),
+            reader_settings[example_gen_executor.DATA_NAME]),
+        custom_config=example_gen_executor.settings_to_custom_config(
+            reader_settings),
         custom_executor_spec=executor_spec.BeamExecutorSpec(
             example_gen_executor.Executor))
     statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'])
@@ -260,7 +293,9 @@ def create_pipeline(config: configs.RunConfig,
                           example_splits=[names.TEST],
                           eval_config=eval_config(
                               float(params['min_accuracy']),
-                              float(params['max_accuracy_drop'])))
+                              float(params['max_accuracy_drop']),
+                              settings.value(params, 'primary_task')
+                              if family.grouped else None))
 
     components = [
         example_gen, previous_statistics, statistics_gen, schema_gen,

@@ -43,6 +43,8 @@ class ModelFamily:
         tuned_with: Other families its Tuner may choose instead of it
             (`tune_families`): they read the same tf.Transform output and
             serve the same signatures (models/sequence_io.py).
+        grouped: Its examples carry a group label beside the class label,
+            from the data's class -> group mapping (formats/class_groups.py).
     """
 
     kind: str
@@ -52,6 +54,7 @@ class ModelFamily:
     profiles: Dict[str, Dict[str, Any]]
     tuner_fn: Optional[str] = None
     tuned_with: Tuple[str, ...] = ()
+    grouped: bool = False
 
 
 _CONVNET_PROFILES: Dict[str, Dict[str, Any]] = {
@@ -120,6 +123,17 @@ MODELS: Dict[str, ModelFamily] = {
                                        references_per_class=200,
                                        min_accuracy=0.8),
             }),
+    # Multi-task learning (models/multitask/): the convnet's trunk shared
+    # by a class head and a group head; the convnet's profiles.
+    'multitask':
+        ModelFamily(
+            kind=names.IMAGES,
+            preprocessing_fn='models.multitask.preprocessing.preprocessing_fn',
+            run_fn='models.entry_points.multitask_run_fn',
+            tuner_fn='models.entry_points.multitask_tuner_fn',
+            default_data=names.FASHION_MNIST_DIR,
+            grouped=True,
+            profiles=copy.deepcopy(_CONVNET_PROFILES)),
     'rnn':
         ModelFamily(
             kind=names.SEQUENCES,

@@ -24,6 +24,7 @@ import apache_beam as beam
 from absl import logging
 from google.protobuf import json_format
 from google.protobuf import struct_pb2
+from tensorflow.core.example import example_pb2
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
@@ -35,6 +36,7 @@ from components.example_gen import data_source
 from components.example_gen import images
 from components.example_gen import sequences
 from components.example_gen import spans
+from formats import class_groups
 from formats.errors import InputDataError
 from models import data_facts
 
@@ -42,6 +44,10 @@ from models import data_facts
 # and its name inside `input_base`, its parent.
 KIND = 'kind'
 DATA_NAME = 'data_name'
+# Given for multi-task data only: the class -> group mapping file ('': the
+# data's groups.json); each example then carries its group label too.
+GROUPS_FILE = 'groups_file'
+_CLASS_GROUPS = 'class_groups'
 # Folder levels below the data that TFX's driver fingerprints, so that any
 # changed file of our deepest layout (span-N/split/class/image) is seen.
 _FINGERPRINT_DEPTH = 5
@@ -111,6 +117,14 @@ def _learn_layout(
         data_facts.FORMAT: source.format,
         data_facts.SPAN: span
     }
+    if GROUPS_FILE in settings:
+        groups = class_groups.read(settings[GROUPS_FILE], source.root,
+                                   source.class_names)
+        settings[_CLASS_GROUPS] = list(groups.class_groups)
+        facts.update({
+            data_facts.GROUP_NAMES: list(groups.group_names),
+            data_facts.CLASS_GROUPS: list(groups.class_groups)
+        })
     return {
         **exec_properties,
         'input_base':
@@ -271,8 +285,20 @@ def _read_split(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                               int(settings.get('span_window') or 1))
     ]
     examples, bad = _READERS[settings['format']](pipeline, settings, patterns)
+    if settings.get(_CLASS_GROUPS):
+        examples = examples | 'AddGroupLabel' >> beam.Map(
+            _with_group_label, [int(g) for g in settings[_CLASS_GROUPS]])
     name = hashlib.sha1(split_pattern.encode()).hexdigest()[:8]
     _ = (bad | 'BadToJson' >> beam.Map(json.dumps) |
          'WriteBad' >> beam.io.WriteToText(
              os.path.join(exec_properties[_BAD_RECORDS_DIR_KEY], name)))
     return examples
+
+
+def _with_group_label(record: bytes, class_groups: List[int]) -> bytes:
+    """The serialized example with its class's group label added."""
+    example = example_pb2.Example.FromString(record)
+    label = example.features.feature[names.LABEL_KEY].int64_list.value[0]
+    example.features.feature[names.GROUP_LABEL_KEY].int64_list.value.append(
+        class_groups[label])
+    return example.SerializeToString(deterministic=True)

@@ -75,6 +75,12 @@ def build_signature_inputs(
         WrongAnswer: The examples lack the features the signature needs.
     """
     input_names = set(signature_def.inputs)
+    if input_names == {signatures.EXAMPLES_INPUT}:
+        # `predict` of a multi-task model: serving_default's input.
+        return {
+            signatures.EXAMPLES_INPUT: np.array(serialized_examples,
+                                                dtype=object)
+        }
     examples = [example_pb2.Example.FromString(s) for s in serialized_examples]
     if (signature == signatures.IMAGE_SIGNATURE and
             input_names == {signatures.IMAGE_INPUT}):

@@ -21,7 +21,7 @@ shared stack (`scales_share_weights`), merged before the dense layer
 """
 
 import functools
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -111,6 +111,21 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     `scales` names more than the full resolution (models/convnet/
     multiscale.py).
     """
+    image, x = trunk(params)
+    scores = keras.layers.Dense(num_classes,
+                                activation='softmax',
+                                name='classifier')(x)
+    return keras.Model({names.IMAGE_KEY: image}, scores, name='convnet')
+
+
+def trunk(params: Dict[str, Any]) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(image input, the dense layer's features): all below the classifier.
+
+    The convnet without its classifier: the augmentation, the filter banks
+    (one scale or many) and the dense layer with its batch norm, ReLU and
+    dropout; the multi-task model (models/multitask/) shares it between
+    its heads.
+    """
     height, width, channels = (int(d) for d in params['image_shape'])
     dropout = float(settings.value(params, 'dropout'))
     momentum = schedule.batch_norm_momentum(params)
@@ -137,10 +152,7 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     # Keras refuses): the search space's dropout goes up to 0.5.
     x = keras.layers.Dropout(min(2 * dropout, MAX_DENSE_DROPOUT),
                              name='dense_dropout')(x)
-    scores = keras.layers.Dense(num_classes,
-                                activation='softmax',
-                                name='classifier')(x)
-    return keras.Model({names.IMAGE_KEY: image}, scores, name='convnet')
+    return image, x
 
 
 def to_model_inputs(transformed: Dict[str, tf.Tensor],

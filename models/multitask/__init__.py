@@ -1,0 +1,1 @@
+"""The multi-task family: a shared convnet trunk, a head per task."""
