@@ -1,13 +1,13 @@
 """Multi-task against single-task learning on Fashion-MNIST, same budget.
 
     python -m bench.multi_task [--train-per-class 300] [--epochs 20]
-        [--seeds 0,1,2] [--group-loss-weights 1.0]
+        [--profile full] [--seeds 0,1,2] [--group-loss-weights 1.0]
         [--output bench/results/multi_task.json]
 
 Fashion-MNIST's ten classes and their coarse groups (tops, bottoms,
 dresses, footwear, bags: formats/class_groups.py FASHION_MNIST_GROUPS).
-Both models are the convnet's `full` profile (pipeline/profiles.py: the
-filter banks, dense layer, batch, learning rate and dropout) trained on the
+Both models are the convnet's `profile` (pipeline/profiles.py: the filter
+banks, dense layer, batch, learning rate and dropout) trained on the
 same training images (`train-per-class` of each class drawn at random; 0:
 all 60000) for the same epochs (the same steps, batch-norm schedule and
 recalibration):
@@ -52,7 +52,8 @@ def load_split(prefix: str, per_class: int, seed: int):
     if per_class:
         rng = np.random.default_rng(seed)
         chosen = np.concatenate([
-            rng.choice(np.flatnonzero(labels == label), per_class,
+            rng.choice(np.flatnonzero(labels == label),
+                       per_class,
                        replace=False) for label in range(10)
         ])
         images, labels = images[chosen], labels[chosen]
@@ -63,6 +64,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--train-per-class', type=int, default=300)
     parser.add_argument('--epochs', type=int, default=20)
+    parser.add_argument('--profile', default='full', choices=profiles.PROFILES)
     parser.add_argument('--seeds', default='0,1,2')
     parser.add_argument('--group-loss-weights', default='1.0')
     parser.add_argument('--output', default='bench/results/multi_task.json')
@@ -81,9 +83,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     to_group = np.array(groups.class_groups)
     params = {
         **settings.family_defaults('multitask'),
-        **profiles.MODELS['multitask'].profiles['full'], 'class_names':
+        **profiles.MODELS['multitask'].profiles[args.profile], 'class_names':
             class_names,
-        'group_names': list(groups.group_names)
+        'group_names':
+            list(groups.group_names)
     }
     batch = int(params['batch_size'])
     test_images, test_labels = load_split('t10k', 0, 0)
@@ -95,13 +98,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             args.train_per_class,
         'epochs':
             args.epochs,
+        'profile':
+            args.profile,
         'test_images':
             int(len(test_labels)),
         'load_average_at_start':
             list(os.getloadavg()),
         'settings': {
             k: params[k] for k in ('conv_filters', 'dense_units', 'batch_size',
-                                   'learning_rate', 'dropout')
+                                  'learning_rate', 'dropout')
         },
         'runs': []
     }
@@ -125,10 +130,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 }, steps)
         }
         targets = np.stack([train_labels, to_group[train_labels]], axis=1)
-        variants = [('single-task', None)] + [
-            (f'multi-task (group weight {w})', float(w))
-            for w in args.group_loss_weights.split(',')
-        ]
+        variants = [('single-task', None)
+                   ] + [(f'multi-task (group weight {w})', float(w))
+                        for w in args.group_loss_weights.split(',')]
         for name, group_weight in variants:
             tf.keras.utils.set_random_seed(seed)
             if group_weight is None:
@@ -157,16 +161,23 @@ def main(argv: Optional[List[str]] = None) -> int:
             else:
                 predicted_group = scores[:, 10:].argmax(axis=1)
             run = {
-                'model': name,
-                'seed': seed,
-                'train_images': int(len(train_labels)),
-                'steps': steps * args.epochs,
-                'train_seconds': round(seconds, 1),
-                'class_accuracy': round(float(
-                    (predicted == test_labels).mean()), 4),
-                'group_accuracy': round(
-                    float((predicted_group == to_group[test_labels]).mean()),
-                    4)
+                'model':
+                    name,
+                'seed':
+                    seed,
+                'train_images':
+                    int(len(train_labels)),
+                'steps':
+                    steps * args.epochs,
+                'train_seconds':
+                    round(seconds, 1),
+                'class_accuracy':
+                    round(float((predicted == test_labels).mean()), 4),
+                'group_accuracy':
+                    round(
+                        float(
+                            (predicted_group == to_group[test_labels]).mean()),
+                        4)
             }
             results['runs'].append(run)
             print(json.dumps(run), flush=True)
@@ -182,8 +193,10 @@ def format_table(results: Dict[str, Any]) -> str:
     by_model: Dict[str, List[Dict[str, Any]]] = {}
     for run in results['runs']:
         by_model.setdefault(run['model'], []).append(run)
-    lines = ['| model | seeds | class accuracy | group accuracy |',
-             '| --- | --- | --- | --- |']
+    lines = [
+        '| model | seeds | class accuracy | group accuracy |',
+        '| --- | --- | --- | --- |'
+    ]
     for model, runs in by_model.items():
         cells = []
         for key in ('class_accuracy', 'group_accuracy'):

@@ -137,21 +137,21 @@ _TABLE = (
         'half, quarter resolution), merged before the dense layer; [1]: '
         'single-scale',
         default=[1],
-        families=('convnet',),
+        families=('convnet', 'multitask'),
         group=MODEL,
         bound=COUNT),
     Setting('scales_share_weights',
             'one stack of filter banks for every scale (true) or one per scale '
             '(false)',
             default=False,
-            families=('convnet',),
+            families=('convnet', 'multitask'),
             group=MODEL),
     Setting(
         'augmentation',
         "random changes to each training image: 'none', 'shift' (by up to a "
         "tenth of its size) or 'shift_flip' (and left-right)",
         default=AUGMENTATIONS[0],
-        families=('convnet', 'embedding'),
+        families=('convnet', 'embedding', 'multitask'),
         group=MODEL,
         choices=AUGMENTATIONS),
     Setting('cell',
@@ -203,14 +203,13 @@ _TABLE = (
             default=1.0,
             families=('multitask',),
             group=MODEL),
-    Setting(
-        'primary_task',
-        "the head Classify, `scores`, the kept epoch and the blessing "
-        "(min_accuracy) follow: 'class' or 'group'",
-        default=TASKS[0],
-        families=('multitask',),
-        group=MODEL,
-        choices=TASKS),
+    Setting('primary_task',
+            "the head Classify, `scores`, the kept epoch and the blessing "
+            "(min_accuracy) follow: 'class' or 'group'",
+            default=TASKS[0],
+            families=('multitask',),
+            group=MODEL,
+            choices=TASKS),
     # training
     Setting('epochs', 'passes over the training split', bound=COUNT),
     Setting('batch_size', 'examples per step and replica', bound=COUNT),

@@ -72,8 +72,8 @@ def read(groups_file: str, data_root: str,
             is no class, fewer than two groups.
     """
     path = groups_path(groups_file, data_root)
-    if not groups_file and not os.path.exists(path) and (os.path.realpath(
-            data_root) == names.FASHION_MNIST_DIR):
+    if not groups_file and not os.path.exists(path) and (
+            os.path.realpath(data_root) == names.FASHION_MNIST_DIR):
         mapping = FASHION_MNIST_GROUPS
         path = BUILT_IN
     else:
@@ -116,7 +116,8 @@ def _load(path: str) -> Dict[str, str]:
         raise InputDataError(
             path, 'expected a JSON object of class name -> group name')
     bad = [
-        c for c, g in mapping.items() if not isinstance(g, str) or not g.strip()
+        c for c, g in mapping.items()
+        if not isinstance(g, str) or not g.strip()
     ]
     if bad:
         raise InputDataError(

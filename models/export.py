@@ -93,8 +93,8 @@ def export_serving_model(model: tf.keras.Model,
     def classify_examples(inputs):
         outputs = predict(tf.io.parse_example(inputs, raw_spec))
         return {
-            name: outputs[name] for name in (signatures.SCORES_OUTPUT,
-                                             signatures.CLASSES_OUTPUT)
+            name: outputs[name]
+            for name in (signatures.SCORES_OUTPUT, signatures.CLASSES_OUTPUT)
         }
 
     serving = {signatures.DEFAULT_SIGNATURE: predict_examples}

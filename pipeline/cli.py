@@ -449,9 +449,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     source = data_source.detect(config.data_path, config.family.kind)
     data_source.check_first_records(source)
     if config.family.grouped:
-        class_groups.read(
-            settings.value(config.hyperparameters, 'groups_file'),
-            source.root, source.class_names)
+        class_groups.read(settings.value(config.hyperparameters, 'groups_file'),
+                          source.root, source.class_names)
 
 
 def _check_schema_file(path: str) -> None:

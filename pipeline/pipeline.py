@@ -287,15 +287,14 @@ def create_pipeline(config: configs.RunConfig,
                       eval_args=trainer_pb2.EvalArgs(splits=[names.EVAL]),
                       custom_config=params)
 
-    evaluator = Evaluator(examples=example_gen.outputs['examples'],
-                          model=trainer.outputs['model'],
-                          baseline_model=model_resolver.outputs['model'],
-                          example_splits=[names.TEST],
-                          eval_config=eval_config(
-                              float(params['min_accuracy']),
-                              float(params['max_accuracy_drop']),
-                              settings.value(params, 'primary_task')
-                              if family.grouped else None))
+    evaluator = Evaluator(
+        examples=example_gen.outputs['examples'],
+        model=trainer.outputs['model'],
+        baseline_model=model_resolver.outputs['model'],
+        example_splits=[names.TEST],
+        eval_config=eval_config(
+            float(params['min_accuracy']), float(params['max_accuracy_drop']),
+            settings.value(params, 'primary_task') if family.grouped else None))
 
     components = [
         example_gen, previous_statistics, statistics_gen, schema_gen,

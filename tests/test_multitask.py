@@ -65,7 +65,9 @@ def run(tmp_path_factory):
                              text=True,
                              timeout=3600,
                              check=False)
-    lines = [l for l in process.stdout.splitlines() if l.startswith('{')]
+    lines = [
+        line for line in process.stdout.splitlines() if line.startswith('{')
+    ]
     assert process.returncode == 0 and lines, process.stderr[-5000:]
     return json.loads(lines[-1]), home, process.stderr
 
@@ -104,8 +106,7 @@ def test_every_example_carries_its_class_and_its_group(run):
     assert seen == 2 * PER_CLASS * len(CLASSES)
 
 
-def test_the_pushed_model_answers_every_head_and_classifies_by_the_primary(
-        run):
+def test_the_pushed_model_answers_every_head_and_classifies_by_the_primary(run):
     summary, home, _ = run
     assert summary['blessed'] and summary['pushed_model'], summary
     model = tf.saved_model.load(summary['pushed_model'])
@@ -125,8 +126,8 @@ def test_the_pushed_model_answers_every_head_and_classifies_by_the_primary(
             for output in (signatures.SCORES_OUTPUT, signatures.CLASSES_OUTPUT)
         ])
     for task, task_names in sizes.items():
-        scores = every[signatures.task_output(task,
-                                              signatures.SCORES_OUTPUT)].numpy()
+        scores = every[signatures.task_output(
+            task, signatures.SCORES_OUTPUT)].numpy()
         classes = every[signatures.task_output(
             task, signatures.CLASSES_OUTPUT)].numpy()
         assert scores.shape == classes.shape == (batch, len(task_names))
@@ -152,14 +153,12 @@ def test_the_pushed_model_answers_every_head_and_classifies_by_the_primary(
                                        atol=1e-5)
 
 
-def test_our_server_answers_predict_with_every_head_and_classify(
-        run, tmp_path):
+def test_our_server_answers_predict_with_every_head_and_classify(run, tmp_path):
     summary, home, _ = run
     base = os.path.dirname(summary['pushed_model'])
     examples = _test_examples(home)
     server = server_utils.start_model_server(
-        tmp_path,
-        ['--model_name=multitask', f'--model_base_path={base}'],
+        tmp_path, ['--model_name=multitask', f'--model_base_path={base}'],
         rest=False)
     try:
         with client_lib.ModelServerClient(server.grpc_address) as client:
@@ -238,9 +237,12 @@ def test_one_training_step_lowers_each_weighted_heads_loss(class_loss_weight):
     model = multitask.build_model(params, len(CLASSES))
     multitask.compile_model(model, params)
     rng = np.random.default_rng(0)
-    images = {'image': tf.constant(rng.normal(size=(16, 12, 12, 1)), tf.float32)}
+    images = {
+        'image': tf.constant(rng.normal(size=(16, 12, 12, 1)), tf.float32)
+    }
     labels = np.arange(16) % len(CLASSES)
-    groups = np.array([GROUP_NAMES.index(GROUPS[CLASSES[l]]) for l in labels])
+    groups = np.array(
+        [GROUP_NAMES.index(GROUPS[CLASSES[label]]) for label in labels])
     targets = multitask.to_targets({names.GROUP_LABEL_KEY: tf.constant(groups)},
                                    tf.constant(labels), params)
     assert targets.shape == (16, 2)
@@ -249,13 +251,17 @@ def test_one_training_step_lowers_each_weighted_heads_loss(class_loss_weight):
         # Batch statistics, no dropout: the step's own view of the batch.
         outputs = model(images, training=True)
         return {
-            task: float(
-                tf.reduce_mean(
-                    tf.keras.losses.sparse_categorical_crossentropy(
-                        targets[:, column], outputs[:, start:start + size])))
-            for column, (task, start, size) in enumerate((
-                (signatures.CLASS_TASK, 0, len(CLASSES)),
-                (signatures.GROUP_TASK, len(CLASSES), len(GROUP_NAMES))))
+            task:
+                float(
+                    tf.reduce_mean(
+                        tf.keras.losses.sparse_categorical_crossentropy(
+                            targets[:, column], outputs[:,
+                                                        start:start + size])))
+            for column, (task, start,
+                         size) in enumerate(((signatures.CLASS_TASK, 0,
+                                              len(CLASSES)),
+                                             (signatures.GROUP_TASK,
+                                              len(CLASSES), len(GROUP_NAMES))))
         }
 
     class_head = model.get_layer('class_head').kernel.numpy().copy()

@@ -78,8 +78,8 @@ def build_signature_inputs(
     if input_names == {signatures.EXAMPLES_INPUT}:
         # `predict` of a multi-task model: serving_default's input.
         return {
-            signatures.EXAMPLES_INPUT: np.array(serialized_examples,
-                                                dtype=object)
+            signatures.EXAMPLES_INPUT:
+                np.array(serialized_examples, dtype=object)
         }
     examples = [example_pb2.Example.FromString(s) for s in serialized_examples]
     if (signature == signatures.IMAGE_SIGNATURE and

@@ -98,8 +98,8 @@ class MultiTaskLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         total = 0.0
-        for column, (task, (start, size)) in enumerate(
-                _spans(self.sizes).items()):
+        for column, (task, (start,
+                            size)) in enumerate(_spans(self.sizes).items()):
             total += self.weights[task] * _head_cross_entropy(
                 y_true, y_pred, column, start, size)
         return total
@@ -132,24 +132,24 @@ def _head_metrics(sizes: Dict[str, int], primary: str) -> List[Any]:
     return metrics
 
 
-def compile_model(model: keras.Model,
-                  params: Params,
-                  learning_rate: Optional[schedule.LearningRate] = None) -> None:
+def compile_model(
+        model: keras.Model,
+        params: Params,
+        learning_rate: Optional[schedule.LearningRate] = None) -> None:
     """Adam on the weighted heads' cross-entropies; metrics per head."""
     if learning_rate is None:
         learning_rate = settings.value(params, 'learning_rate')
     sizes = task_sizes(params)
-    model.compile(optimizer=keras.optimizers.Adam(
-        learning_rate=learning_rate,
-        global_clipnorm=params.get('clip_norm') or None),
-                  loss=MultiTaskLoss(
-                      sizes, {
-                          task: float(
-                              settings.value(params, f'{task}_loss_weight'))
-                          for task in sizes
-                      }),
-                  metrics=_head_metrics(sizes,
-                                        settings.value(params, 'primary_task')))
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            learning_rate=learning_rate,
+            global_clipnorm=params.get('clip_norm') or None),
+        loss=MultiTaskLoss(
+            sizes, {
+                task: float(settings.value(params, f'{task}_loss_weight'))
+                for task in sizes
+            }),
+        metrics=_head_metrics(sizes, settings.value(params, 'primary_task')))
 
 
 def to_targets(transformed: Dict[str, tf.Tensor], label: tf.Tensor,
