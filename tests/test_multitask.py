@@ -281,10 +281,12 @@ def _no_file(d):
     return 'no class -> group mapping file'
 
 
-def _not_json(d):
-    with open(os.path.join(d, names.GROUPS_FILE), 'w', encoding='utf-8') as f:
+def _not_json_elsewhere(d):
+    """A file named by --set groups_file=, not the data's own."""
+    path = os.path.join(os.path.dirname(d), 'my groups.json')
+    with open(path, 'w', encoding='utf-8') as f:
         f.write('{"boot": "footwear",\n "coat": tops}\n')
-    return 'not JSON'
+    return 'not JSON', path
 
 
 def _unknown_class(d):
@@ -305,10 +307,11 @@ def _one_group(d):
     return 'puts every class in one group'
 
 
-@pytest.mark.parametrize(
-    'fault',
-    [_no_file, _not_json, _unknown_class, _class_without_group, _one_group],
-    ids=lambda f: f.__name__.strip('_'))
+@pytest.mark.parametrize('fault', [
+    _no_file, _not_json_elsewhere, _unknown_class, _class_without_group,
+    _one_group
+],
+                         ids=lambda f: f.__name__.strip('_'))
 def test_a_bad_mapping_file_exits_2_with_one_line_before_any_component(
         fault, tmp_path, capsys):
     data = str(tmp_path / 'data')
@@ -316,16 +319,21 @@ def test_a_bad_mapping_file_exits_2_with_one_line_before_any_component(
     with open(os.path.join(data, names.GROUPS_FILE), 'w',
               encoding='utf-8') as f:
         json.dump(GROUPS, f)
+    path = os.path.join(data, names.GROUPS_FILE)
     fragment = fault(data)
+    overrides = []
+    if isinstance(fragment, tuple):
+        fragment, path = fragment
+        overrides = ['--set', f'groups_file={path}']
     home = tmp_path / 'home'
-    code = cli.main(
-        ['run', '--model', 'multitask', '--data', data, '--home',
-         str(home)])
+    code = cli.main([
+        'run', '--model', 'multitask', '--data', data, '--home',
+        str(home), *overrides
+    ])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith('error: ')]
     assert code == cli.EXIT_BAD_DATA, err
     assert len(errors) == 1, err
-    path = os.path.join(data, names.GROUPS_FILE)
     assert errors[0].startswith(f'error: {path}'), errors[0]
     assert fragment in errors[0], errors[0]
     assert 'Traceback' not in err, err
