@@ -62,10 +62,10 @@ def run(fn_args: 'tfx.components.FnArgs',
         report = workers.launch(fn_args, recipe, params)
     else:
         report = training.train(fn_args, recipe, params, export_model)
-    if report['chief'] and export_model:
+    if report.chief and export_model:
         tf.io.gfile.makedirs(fn_args.model_run_dir)
         with tf.io.gfile.GFile(
                 os.path.join(fn_args.model_run_dir, names.TRAINING_REPORT),
                 'w') as f:
-            json.dump(report, f)
-    return report['best_val_accuracy']
+            json.dump(report.as_json(), f)
+    return report.best_val_accuracy

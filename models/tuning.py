@@ -158,7 +158,7 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
                                 recipe,
                                 params,
                                 export_model=False)
-        return {OBJECTIVE.name: report['best_val_accuracy']}
+        return {OBJECTIVE.name: report.best_val_accuracy}
 
     def on_search_end(self):
         super().on_search_end()
