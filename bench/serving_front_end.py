@@ -130,8 +130,10 @@ def _millis(text: str) -> float:
 
 def wrk(url: str, script: str, connections: int, seconds: float,
         server_pid: int) -> Dict[str, float]:
-    """requests/s, median ms and the server's CPU ms a request of `wrk`
-    POSTing the script's body."""
+    """Requests/s, median ms and server CPU ms a request of a `wrk` run.
+
+    `wrk` POSTs the script's body.
+    """
     server_cpu = serving_bench.cpu_seconds(server_pid)
     command = [
         WRK, f'-t{min(connections, 2)}', f'-c{connections}',
@@ -274,6 +276,7 @@ def format_table(results: dict) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the front ends' table; prints and writes it."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='3 s a cell')
     parser.add_argument('--output',

@@ -1,5 +1,6 @@
-"""Time of a training step under the Trainer's speed-ups, against the plain
-compile, in one process.
+"""Time of a training step under the Trainer's speed-ups and without them.
+
+The plain compile against each variant, in one process.
 
     python -m bench.step_time --model convnet [--profile full] [--steps 12]
         [--rounds 3] [--threads 1] [--variant KEY=VALUE[,KEY=VALUE...] ...]
