@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from bench import serving_bench
+from common import environment
 
 # The last commit whose server had the thread-per-request front end.
 PREVIOUS_FRONT_END = '2ec7f20c61fa9ce913ff840e3745c55aed280166'
@@ -89,7 +90,7 @@ class _RestServer:
         self.grpc_port = serving_bench.free_port()
         self.rest_port = serving_bench.free_port()
         env = dict(os.environ,
-                   TF_USE_LEGACY_KERAS='1',
+                   **environment.LEGACY_KERAS_ENV,
                    TF_CPP_MIN_LOG_LEVEL='2',
                    PYTHONPATH=source_root)
         self._log_path = log_path

@@ -1,7 +1,7 @@
 """The Trainer's side of training, around the training loop.
 
-The Trainer's side of training: the Tuner's best family and values, then this
-process or worker processes, then the report.
+The Tuner's best family and values, then this process or worker processes,
+then the report (`names.TRAINING_REPORT`).
 
 `run` is what every family's TFX run_fn calls (models/entry_points.py); the
 loop it runs is models/training.py `train`, which a Tuner's trial

@@ -134,7 +134,7 @@ def launch(fn_args: 'tfx.components.FnArgs', recipe: 'recipe_lib.ModelRecipe',
     count = int(settings.value(params, 'workers'))
     if count < 1:
         raise ValueError(f'workers must be at least 1, got {count}')
-    timeout = float(params.get('worker_timeout_seconds') or 0)
+    timeout = float(settings.value(params, 'worker_timeout_seconds'))
     folder = os.path.join(fn_args.model_run_dir, 'workers')
     os.makedirs(folder, exist_ok=True)
     args = {k: v for k, v in vars(fn_args).items() if k != 'data_accessor'}
