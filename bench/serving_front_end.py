@@ -190,8 +190,10 @@ def _measure(server: _RestServer, script: str, request,
     }
 
 
-def _median_cells(
-        rounds: List[Dict[str, Dict[str, float]]]) -> Dict[str, Dict[str, float]]:
+Cells = Dict[str, Dict[str, float]]
+
+
+def _median_cells(rounds: List[Cells]) -> Cells:
     """Each figure of each cell, the median over the rounds."""
     return {
         key: {
@@ -242,7 +244,8 @@ def run(quick: bool = False) -> dict:
                 servers[name] = _RestServer(
                     source, base_path, os.path.join(workdir, f'{name}.log'))
             for server in servers.values():  # Warm-up.
-                wrk(f'http://127.0.0.1:{server.rest_port}/v1/models/'
+                wrk(
+                    f'http://127.0.0.1:{server.rest_port}/v1/models/'
                     f'{MODEL_NAME}:predict', script, 1, 1, server.process.pid)
             # Both servers up, measured in turn, round after round: on a
             # shared machine both see the same spells of load.

@@ -63,8 +63,9 @@ class WorkerPool:
         self._max_threads = max(1, max_threads)
         self._name = name
         self._calls: 'queue.SimpleQueue' = queue.SimpleQueue()
-        self._done: Deque[Tuple[asyncio.Future, bool, object]] = (
-            collections.deque())
+        # (waiter, whether the call returned, its result or exception)
+        self._done: Deque[Tuple[asyncio.Future, bool, object]]
+        self._done = collections.deque()
         self._lock = threading.Lock()
         self._threads: List[threading.Thread] = []
         self._idle = 0

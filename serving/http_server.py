@@ -164,8 +164,7 @@ class HttpServer:
         except ClientGone as e:
             return self._client_gone(request, peer, str(e))
         path = request.raw_path.partition('?')[0]
-        answer = await self._workers.run(self._call, request.method, path,
-                                         body)
+        answer = await self._workers.run(self._call, request.method, path, body)
         del body
         transport = request.transport
         if transport is None or transport.is_closing():

@@ -419,7 +419,6 @@ def fill_examples(doc: Dict[str, Any], request) -> None:
 
 # -------------------------------------------------------------- responses
 
-
 # Outputs this small are formatted element by element: numpy's vectorized
 # formatting costs ~40 microseconds a call, whatever the size.
 _SMALL_OUTPUT = 16
