@@ -1,8 +1,8 @@
-"""Event loops in threads of their own for the server's ports, and the
-worker threads their requests' model work runs on.
+"""Event loops in threads of their own, and the model work's worker threads.
 
-The gRPC server runs on one loop and the REST server on another; the main
-thread loads models, watches signals and calls into a loop with `run`.
+The gRPC server runs on one loop and the REST server on another; their
+requests' model work runs on the worker threads. The main thread loads
+models, watches signals and calls into a loop with `run`.
 
 Which loop (measured with `wrk -c64` and 64 concurrent gRPC calls on a
 two-core machine, docs/serving-front-end.md): grpc.aio costs a third less
@@ -134,8 +134,10 @@ class WorkerPool:
                 future.set_exception(value)
 
     def shutdown(self) -> None:
-        """On the loop: refuses new calls, cancels queued ones; the threads
-        end once their calls have."""
+        """On the loop: refuses new calls and cancels the queued ones.
+
+        The threads end once their running calls have.
+        """
         with self._lock:
             self._closed = True
             threads = len(self._threads)
