@@ -61,6 +61,7 @@ def load_split(prefix: str, per_class: int, seed: int):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Trains and measures both models for each seed; writes the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--train-per-class', type=int, default=300)
     parser.add_argument('--epochs', type=int, default=20)
