@@ -209,11 +209,10 @@ def train(fn_args: 'tfx.components.FnArgs',
     train_examples, train_bytes = inputs.split_size(fn_args.train_files)
     eval_examples, eval_bytes = inputs.split_size(fn_args.eval_files)
     cached = cache_plan(params, {'train': train_bytes, 'eval': eval_bytes})
-    per_replica_batch = schedule.fitted_batch_size(params, train_examples,
-                                                   replicas)
-    global_batch = per_replica_batch * replicas
     # The last batch of an epoch may be short (no drop_remainder).
-    steps_per_epoch = math.ceil(train_examples / global_batch)
+    per_replica_batch, steps_per_epoch, fitted = schedule.fitted_to_data(
+        params, train_examples, eval_examples, replicas)
+    global_batch = per_replica_batch * replicas
     chief, num_workers = distribute.chief_and_workers(strategy)
 
     # transform_graph_path: the Tuner's FnArgs leave the deprecated
@@ -291,8 +290,6 @@ def train(fn_args: 'tfx.components.FnArgs',
                                    ])
     logging.info('Training with %s: %s', type(strategy).__name__, report)
 
-    fitted = schedule.training_schedule(params, steps_per_epoch,
-                                        per_replica_batch, eval_examples)
     params.update(fitted)
     logging.info(
         '%d training examples, batch %d, %d steps an epoch; '
