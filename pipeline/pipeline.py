@@ -94,7 +94,7 @@ def example_gen_settings(config: configs.RunConfig, data_uri: str) -> dict:
         'on_bad_record':
             settings.value(params, 'on_bad_record'),
         'span_window':
-            params.get('span_window', 1),
+            settings.value(params, 'span_window'),
     }
 
 

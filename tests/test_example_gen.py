@@ -249,6 +249,22 @@ def test_the_executor_reads_the_newest_span_it_finds_when_it_runs(tmp_path):
     assert sum(len(s) for s in splits.values()) == 80
 
 
+def test_a_span_window_set_by_the_user_reads_the_newest_spans(tmp_path):
+    """`--set span_window=2`, through the pipeline's ExampleGen: the newest
+    span and the one before it, as one data set (span 1 is left out)."""
+    for span, (train, test) in ((1, (10, 5)), (2, (20, 6)), (3, (40, 8))):
+        datasets.write_idx_dataset(str(tmp_path / 'data' / f'span-{span}'),
+                                   train=train,
+                                   test=test)
+    source = data_source.detect(str(tmp_path / 'data'), names.IMAGES)
+
+    splits, examples = run_example_gen(tmp_path, source, span_window=2)
+
+    assert examples.span == 3
+    assert len(splits['train']) + len(splits['eval']) == 20 + 40
+    assert len(splits['test']) == 6 + 8
+
+
 def test_a_folder_without_data_is_a_clear_error(tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(InputDataError) as error:
