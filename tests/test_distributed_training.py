@@ -259,6 +259,24 @@ def test_a_worker_that_dies_fails_the_run_with_its_log(transformed, tmp_path):
     assert not os.path.exists(fn_args.serving_model_dir)
 
 
+def test_workers_past_worker_timeout_seconds_are_stopped(transformed, tmp_path):
+    """`worker_timeout_seconds`: workers still running after it (here a
+    millisecond: none can have trained) are killed and the run fails
+    naming the setting; nothing is exported, no worker is left."""
+    fn_args = _fn_args(transformed,
+                       tmp_path,
+                       strategy='multi_worker',
+                       workers=2,
+                       worker_timeout_seconds=0.001)
+    with pytest.raises(workers.WorkerError) as failure:
+        entry_points.convnet_run_fn(fn_args)
+    message = str(failure.value)
+    assert message.startswith('workers [0, 1] still running after 0.001 s '
+                              '(worker_timeout_seconds); stopped them'), message
+    assert not _worker_processes()
+    assert not os.path.exists(fn_args.serving_model_dir)
+
+
 def test_run_fn_transfers_the_filter_banks_frozen_then_fine_tuned(
         mirrored_run, transformed, tmp_path):
     """The Trainer's run_fn under `mirrored`, started from the exported

@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from common import signatures
+from formats import image_formats
 from models import data_facts
 from models import features
 from pipeline import cli as pipeline_cli
@@ -127,6 +128,39 @@ def test_the_runs_report_renders_every_section_in_chromium(convnet_run):
     # Two training curves and the confusion matrix, laid out by the browser.
     assert page.figures == {'training': 2, 'confusion': 1}
     assert page.body['data-figures-shown'] == '3'
+
+
+def test_demo_serves_the_homes_model_and_prints_its_answers(convnet_run):
+    """`python -m pipeline demo --home H` (the README's third command):
+    serves what H's runs pushed and prints its answers to Fashion-MNIST's
+    first test images, each beside its true class."""
+    _, _, home, _ = convnet_run
+    process = subprocess.run(
+        [sys.executable, '-m', 'pipeline', 'demo', '--home', home],
+        cwd=pipeline_runs.REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,  # Bounds a hang only.
+        check=False)
+    assert process.returncode == 0, process.stderr
+    lines = process.stdout.splitlines()
+    assert lines[0].startswith('model server on 127.0.0.1:'), lines
+    assert f'serving convnet from {home}/serving' in lines[0], lines
+    answers = [
+        re.fullmatch(
+            r'  (ok   |WRONG) fashion_mnist_test_(\d)\.png +true (.+?) +'
+            r'predicted (\S+) +p=([0-9.]+)', line) for line in lines
+    ]
+    answers = [a.groups() for a in answers if a]
+    assert [index for _, index, *_ in answers] == list('01234'), lines
+    for mark, _, truth, predicted, score in answers:
+        assert truth in image_formats.FASHION_MNIST_CLASS_NAMES
+        # convnet_run's classes are the digits of its IDX labels.
+        assert predicted in [str(i) for i in range(10)]
+        assert mark == ('ok   ' if truth == predicted else 'WRONG')
+        assert 0 < float(score) <= 1
+    assert os.path.exists(
+        os.path.join(home, 'demo_queries', 'fashion_mnist_test_4.png'))
 
 
 def test_served_answers_equal_the_saved_models_own(convnet_run, e2e_server):
