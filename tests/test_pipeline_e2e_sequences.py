@@ -77,6 +77,12 @@ def test_rnn_run_pushes_a_model_whose_two_signatures_agree(rnn_run):
     # The classes differ in their means: chance is 1/3, a trained RNN nears 1.
     assert summary['accuracy'] > 0.6, summary
     assert summary['blessed'] is True, log
+    # The Trainer's progress reaches the run's stderr (models/progress.py:
+    # plain lines, the output being no terminal): each epoch's header,
+    # then its end with the eval metrics.
+    assert re.search(r'^Epoch 1/[0-9]+$', log, re.M), log
+    assert re.search(r'^\S+ - loss: [0-9.]+ - accuracy: [0-9.]+ - val_loss: ',
+                     log, re.M), log
     model = tf.saved_model.load(summary['pushed_model'])
 
     sequences = _test_sequences(data)
