@@ -138,10 +138,17 @@ format: setup
 format-check: setup
 	$(VENV)/bin/yapf --diff --parallel $$(git ls-files '*.py')
 
-# In a random order (pytest-randomly), a new one each time: the run's last
-# line names its seed, and `make test SEED=N` runs that order again.
+# In a random order (pytest-randomly), a new one each time, on two test
+# workers (pytest-xdist; most tests wait on one pipeline or server process
+# at a time, one core's work): each module and its module-scoped runs stay
+# on one worker (--dist loadfile). The run's last line names its seed;
+# `make test SEED=N` runs that order again in one process, where each
+# worker's order is a part of it (WORKERS=2 keeps two workers).
+WORKERS ?= $(if $(SEED),0,2)
 test: setup lint
-	$(PY) -m pytest tests -q -p no:cacheprovider $(if $(SEED),--randomly-seed=$(SEED))
+	$(PY) -m pytest tests -q -p no:cacheprovider -n $(WORKERS) \
+	    $(if $(filter-out 0,$(WORKERS)),--dist loadfile) \
+	    $(if $(SEED),--randomly-seed=$(SEED))
 
 bench: setup
 	$(PY) -m bench

@@ -30,7 +30,6 @@ _STARTED = time.monotonic()  # Before TensorFlow's import, as pipeline/cli.py.
 import argparse  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -228,24 +227,6 @@ def load_data(
     return splits, extra
 
 
-def fitted_schedule(params: Dict[str, Any], train_examples: int,
-                    eval_examples: int) -> Tuple[int, Dict[str, Any]]:
-    """The batch size and schedule the Trainer fits to this data.
-
-    The same functions as models/training.py calls: a small data set trains
-    with a smaller batch, for at least `min_train_steps` steps (up to
-    `max_train_steps` when its eval split is tiny), with batch-norm momentum
-    fitted to its steps an epoch. `epochs` is the Trainer's budget: it may
-    stop before (early stopping).
-    """
-    from models import schedule  # pylint: disable=import-outside-toplevel
-    batch = schedule.fitted_batch_size(params, train_examples)
-    fitted = schedule.training_schedule(params,
-                                        math.ceil(train_examples / batch),
-                                        batch, eval_examples)
-    return batch, fitted
-
-
 def train_and_evaluate(config: configs.RunConfig,
                        verbose: int = 0,
                        epochs: Optional[int] = None) -> Dict[str, Any]:
@@ -262,6 +243,7 @@ def train_and_evaluate(config: configs.RunConfig,
         split sizes, epochs, batch size and test accuracy.
     """
     from models import distribute  # pylint: disable=import-outside-toplevel
+    from models import schedule  # pylint: disable=import-outside-toplevel
     from models import training  # pylint: disable=import-outside-toplevel
     module = __import__(f'models.{config.model}.model', fromlist=['model'])
 
@@ -271,8 +253,13 @@ def train_and_evaluate(config: configs.RunConfig,
     num_classes = extra.pop('num_classes')
     params = {**config.hyperparameters, **extra}
     (train_x, train_y), evaluation = splits['train'], splits['eval']
-    batch_size, fitted = fitted_schedule(params, len(train_y),
-                                         len(evaluation[1]))
+    # The Trainer's own: a small data set trains with a smaller batch, for
+    # at least `min_train_steps` steps (up to `max_train_steps` when its
+    # eval split is tiny), with batch-norm momentum fitted to its steps an
+    # epoch. `epochs` is the Trainer's budget: it may stop before (early
+    # stopping).
+    batch_size, _, fitted = schedule.fitted_to_data(params, len(train_y),
+                                                    len(evaluation[1]))
     params.update(fitted)  # As the Trainer (batch-norm momentum too).
     epochs = int(epochs or params['epochs'])
     with watch('build'):

@@ -52,6 +52,23 @@ def fitted_batch_size(params: Params,
     return batch
 
 
+def fitted_to_data(params: Params,
+                   train_examples: int,
+                   eval_examples: int,
+                   replicas: int = 1) -> Tuple[int, int, Params]:
+    """The Trainer's batch and schedule for a data set of this size.
+
+    Returns:
+        One replica's batch (fitted_batch_size), the steps an epoch of the
+        global batch, and the schedule (training_schedule) fitted to them.
+    """
+    per_replica_batch = fitted_batch_size(params, train_examples, replicas)
+    steps_per_epoch = math.ceil(
+        int(train_examples) / (per_replica_batch * max(int(replicas), 1)))
+    return per_replica_batch, steps_per_epoch, training_schedule(
+        params, steps_per_epoch, per_replica_batch, eval_examples)
+
+
 def training_schedule(params: Params,
                       steps_per_epoch: int,
                       batch_size: Optional[int] = None,

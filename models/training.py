@@ -259,9 +259,8 @@ def train(fn_args: 'tfx.components.FnArgs',
     rate = _learning_rate(params, strategy, plan)
     logging.info('Training with %s: %s, %s',
                  type(strategy).__name__, plan, rate)
-    fitted = schedule.training_schedule(params, plan.steps_per_epoch,
-                                        plan.per_replica_batch,
-                                        plan.eval_examples)
+    _, _, fitted = schedule.fitted_to_data(params, plan.train_examples,
+                                           plan.eval_examples, plan.replicas)
     params.update(fitted)
     logging.info(
         '%d training examples, batch %d, %d steps an epoch; '
@@ -302,8 +301,8 @@ def _plan(fn_args: 'tfx.components.FnArgs', params: Params,
     train_examples, train_bytes = inputs.split_size(fn_args.train_files)
     eval_examples, eval_bytes = inputs.split_size(fn_args.eval_files)
     cache = cache_plan(params, {'train': train_bytes, 'eval': eval_bytes})
-    per_replica_batch = schedule.fitted_batch_size(params, train_examples,
-                                                   replicas)
+    per_replica_batch, steps_per_epoch, _ = schedule.fitted_to_data(
+        params, train_examples, eval_examples, replicas)
     global_batch = per_replica_batch * replicas
     chief, workers = distribute.chief_and_workers(strategy)
     return _Plan(strategy_name=settings.value(params, 'strategy'),
@@ -312,7 +311,7 @@ def _plan(fn_args: 'tfx.components.FnArgs', params: Params,
                  workers=workers,
                  per_replica_batch=per_replica_batch,
                  global_batch=global_batch,
-                 steps_per_epoch=math.ceil(train_examples / global_batch),
+                 steps_per_epoch=steps_per_epoch,
                  train_examples=train_examples,
                  eval_examples=eval_examples,
                  cache=cache)

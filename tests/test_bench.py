@@ -17,6 +17,7 @@ from bench import serving_bench
 from bench import small_data
 from formats import image_formats
 from models import features
+from models import schedule
 from pipeline import configs
 from tests import datasets
 from tests import tiny_models
@@ -96,13 +97,16 @@ def test_growth_exponent():
     assert scaling.growth_exponent([1], [10.0]) is None
 
 
-def test_by_hand_trains_the_schedule_the_trainer_fits():
+def test_the_trainers_schedule_fits_japanese_vowels_split():
+    """The function the Trainer fits its schedule with (and the by-hand
+    job trains by), on the full profile's JapaneseVowels split."""
     params = configs.RunConfig(model='rnn', profile='full').hyperparameters
     # JapaneseVowels' split: under 50 eval examples, the Trainer trains up
     # to max_train_steps (5000 steps of 8 an epoch), not `epochs` (60).
-    batch, fitted = by_hand.fitted_schedule(dict(params), 243, 27)
+    batch, steps, fitted = schedule.fitted_to_data(dict(params), 243, 27)
+    assert steps == 8
     assert (batch, fitted['epochs']) == (32, 625)
-    batch, fitted = by_hand.fitted_schedule(dict(params), 243, 1000)
+    batch, _, fitted = schedule.fitted_to_data(dict(params), 243, 1000)
     assert (batch, fitted['epochs']) == (32, 125)  # min_train_steps 1000.
     assert fitted['batch_norm_momentum'] < 0.99  # Fitted to 8 steps.
 
@@ -416,8 +420,8 @@ def test_by_hand_job_trains_the_epochs_the_schedule_fits(tmp_path):
                                overrides=(('min_train_steps', 5),))
     result = by_hand.train_and_evaluate(config)
     split = result['examples']
-    batch, fitted = by_hand.fitted_schedule(dict(config.hyperparameters),
-                                            split['train'], split['eval'])
+    batch, _, fitted = schedule.fitted_to_data(dict(config.hyperparameters),
+                                               split['train'], split['eval'])
     # 54 training images: a batch of 5 (a tenth), 11 steps an epoch; 5
     # steps of the profile's batch are 64 steps of 5: 6 epochs, not 1.
     assert (result['batch_size'], result['epochs']) == (batch, 6) == (5, 6)

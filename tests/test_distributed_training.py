@@ -3,10 +3,13 @@ tests/conftest.py) and `multi_worker` (real worker processes on 127.0.0.1),
 on a tiny real tf.Transform output of the convnet's preprocessing_fn, read
 through a real TFX DataAccessor, as the Trainer does."""
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -268,6 +271,76 @@ def test_a_worker_that_dies_fails_the_run_with_its_log(transformed, tmp_path):
     # Worker 0, waiting on its peer, was stopped; nothing was exported.
     assert not _worker_processes()
     assert not os.path.exists(fn_args.serving_model_dir)
+
+
+def test_workers_past_worker_timeout_seconds_are_stopped(transformed, tmp_path):
+    """`worker_timeout_seconds`: workers still running after it (here a
+    millisecond: none can have trained) are killed and the run fails
+    naming the setting; nothing is exported, no worker is left."""
+    fn_args = _fn_args(transformed,
+                       tmp_path,
+                       strategy='multi_worker',
+                       workers=2,
+                       worker_timeout_seconds=0.001)
+    with pytest.raises(workers.WorkerError) as failure:
+        entry_points.convnet_run_fn(fn_args)
+    message = str(failure.value)
+    assert message.startswith('workers [0, 1] still running after 0.001 s '
+                              '(worker_timeout_seconds); stopped them'), message
+    assert not _worker_processes()
+    assert not os.path.exists(fn_args.serving_model_dir)
+
+
+# A Trainer of its own: run_fn over tests/tiny_transform.py's output
+# (argv[1]) with two worker processes, writing under argv[2].
+TRAINER = r"""
+import pathlib, sys
+from models import entry_points
+from tests import tiny_transform
+entry_points.convnet_run_fn(tiny_transform.fn_args(
+    pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]),
+    strategy='multi_worker', workers=2, epochs=200))
+"""
+
+
+def test_workers_die_with_the_trainer(transformed, tmp_path):
+    """The Trainer's process killed (SIGKILL: nothing of it runs after)
+    while its two workers train: the workers die with it."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trainer = subprocess.Popen(
+        [sys.executable, '-c', TRAINER,
+         str(transformed),
+         str(tmp_path)],
+        cwd=repo,
+        env={
+            **os.environ, 'PYTHONPATH': repo
+        })
+    logs = [
+        tmp_path / 'model_run' / 'workers' / f'worker-{i}.log' for i in (0, 1)
+    ]
+    found = []
+    try:
+        deadline = time.monotonic() + 900  # Bounds a hang only.
+        while not all(log.exists() and 'Training with' in log.read_text()
+                      for log in logs):
+            assert trainer.poll() is None, trainer.returncode
+            assert time.monotonic() < deadline, 'the workers never trained'
+            time.sleep(0.5)
+        found = [
+            p for p in psutil.Process(trainer.pid).children(recursive=True)
+            if 'models.workers' in ' '.join(p.cmdline())
+        ]
+        assert len(found) == 2
+        trainer.kill()
+        trainer.wait()
+        _, alive = psutil.wait_procs(found, timeout=120)
+        assert not alive, alive
+    finally:
+        trainer.kill()
+        trainer.wait()
+        for process in found:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
 
 
 def test_run_fn_transfers_the_filter_banks_frozen_then_fine_tuned(

@@ -20,6 +20,7 @@ from components.example_gen import data_source
 from components.example_gen import executor
 from formats.errors import InputDataError
 from models import data_facts
+from models import features
 from pipeline import beam_runners
 from pipeline import configs
 from pipeline import pipeline as pipeline_lib
@@ -155,6 +156,48 @@ def test_class_folders_with_a_corrupt_image_fail_or_skip_and_count(tmp_path):
     assert _labels(splits['test']) == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
+def _write_tfrecords(path, images, labels, compress):
+    options = tf.io.TFRecordOptions('GZIP' if compress else '')
+    with tf.io.TFRecordWriter(path, options) as writer:
+        for image, label in zip(images, labels, strict=True):
+            writer.write(
+                features.image_example(datasets.png_bytes(image), int(label)))
+
+
+def test_tfrecords_with_class_names_are_detected_and_read(tmp_path):
+    """The README's third image layout: train/ and test/ TFRecords of
+    tf.Example (`image` bytes, `label` int64), gzipped or not, with a
+    class_names.txt; a label outside it names the file and the record."""
+    root = tmp_path / 'records'
+    images, labels = datasets.images_with_labels(24, 3, seed=2)
+    for split, rows, compress in (('train', slice(0, 16), True),
+                                  ('test', slice(16, 24), False)):
+        (root / split).mkdir(parents=True)
+        _write_tfrecords(str(root / split / 'part-0.tfrecord'), images[rows],
+                         labels[rows], compress)
+    (root / 'class_names.txt').write_text('boot\ncoat\ndress\n')
+    source = data_source.detect(str(root), names.IMAGES)
+    assert source.format == 'tfrecord'
+    assert source.class_names == ('boot', 'coat', 'dress')
+
+    splits, _ = run_example_gen(tmp_path / 'run', source)
+    assert set(splits) == {'train', 'eval', 'test'}
+    assert len(splits['train']) + len(splits['eval']) == 16
+    assert _labels(splits['test']) == sorted(labels[16:])
+    first = splits['test'][0].features.feature
+    assert first[names.IMAGE_KEY].bytes_list.value[0] in {
+        datasets.png_bytes(image) for image in images[16:]
+    }
+
+    bad = str(root / 'test' / 'part-1.tfrecord')
+    _write_tfrecords(bad, images[:2], [1, 3], compress=False)
+    with pytest.raises(
+            InputDataError,
+            match=r'record 1 has label 3, outside \[0, 3\)') as error:
+        run_example_gen(tmp_path / 'bad', source)
+    assert error.value.path == bad
+
+
 def test_ts_files_become_sequence_examples_with_their_real_lengths(tmp_path):
     folder = datasets.write_ts_dataset(str(tmp_path / 'ts'), train=30, test=12)
     source = data_source.detect(os.path.join(folder, 'Toy'), names.SEQUENCES)
@@ -204,6 +247,22 @@ def test_the_executor_reads_the_newest_span_it_finds_when_it_runs(tmp_path):
     assert examples.span == 2
     assert data_facts.read(examples.uri)['span'] == 2
     assert sum(len(s) for s in splits.values()) == 80
+
+
+def test_a_span_window_set_by_the_user_reads_the_newest_spans(tmp_path):
+    """`--set span_window=2`, through the pipeline's ExampleGen: the newest
+    span and the one before it, as one data set (span 1 is left out)."""
+    for span, (train, test) in ((1, (10, 5)), (2, (20, 6)), (3, (40, 8))):
+        datasets.write_idx_dataset(str(tmp_path / 'data' / f'span-{span}'),
+                                   train=train,
+                                   test=test)
+    source = data_source.detect(str(tmp_path / 'data'), names.IMAGES)
+
+    splits, examples = run_example_gen(tmp_path, source, span_window=2)
+
+    assert examples.span == 3
+    assert len(splits['train']) + len(splits['eval']) == 20 + 40
+    assert len(splits['test']) == 6 + 8
 
 
 def test_a_folder_without_data_is_a_clear_error(tmp_path):

@@ -2,34 +2,25 @@
 outputs and serving signatures as the single-scale one, one stack of
 weights when shared and one per scale when not."""
 
-import os
-import tempfile
-
-import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
-from tensorflow_transform.tf_metadata import dataset_metadata
-from tensorflow_transform.tf_metadata import metadata_io
-from tensorflow_transform.tf_metadata import schema_utils
 
-from common import names
 from common import signatures
 from models import export
 from models.convnet import model as convnet
-from models.convnet import preprocessing
 from tests import datasets
+from tests import tiny_transform
 
-SIZE = 12
+SIZE = tiny_transform.SIZE
 PARAMS = {
     'image_shape': [SIZE, SIZE, 1],
     'conv_filters': [4, 8],
     'dense_units': 8
 }
 MULTI = {**PARAMS, 'scales': [1, 2, 4]}
-CLASSES = ['a', 'b', 'c']
+CLASSES = tiny_transform.PARAMS['class_names']
 
 
 def _stack_weights(model, prefix):
@@ -53,31 +44,10 @@ def test_shared_scales_hold_one_stack_of_weights_and_separate_ones_each():
 
 
 @pytest.fixture(scope='module')
-def transform_output(tmp_path_factory):
-    """A real tf.Transform graph of the convnet's preprocessing_fn."""
-    graph = str(tmp_path_factory.mktemp('transform') / 'graph')
-    raw_metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec({
-            names.IMAGE_KEY: tf.io.VarLenFeature(tf.string),
-            names.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
-        }))
-    images, labels = datasets.images_with_labels(12, 3, 0, SIZE)
-    rows = [{
-        names.IMAGE_KEY: [datasets.png_bytes(image)],
-        names.LABEL_KEY: [int(label)]
-    } for image, label in zip(images, labels)]
-    with tempfile.TemporaryDirectory() as temp_dir:
-        with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
-            with beam.Pipeline() as pipeline:
-                _ = ((pipeline | beam.Create(rows), raw_metadata) |
-                     tft_beam.AnalyzeDataset(
-                         lambda inputs: preprocessing.preprocessing_fn(
-                             inputs, {'image_shape': PARAMS['image_shape']})) |
-                     tft_beam.WriteTransformFn(graph))
-    metadata_io.write_metadata(
-        raw_metadata, os.path.join(graph,
-                                   tft.TFTransformOutput.RAW_METADATA_DIR))
-    return tft.TFTransformOutput(graph)
+def transform_output(tiny_transformed):
+    """The run's tiny real tf.Transform graph of the convnet's
+    preprocessing_fn (tests/tiny_transform.py, gray SIZE x SIZE images)."""
+    return tft.TFTransformOutput(str(tiny_transformed / 'transform_graph'))
 
 
 def _exported(params, transform_output, path):

@@ -1,14 +1,13 @@
 """End to end, as a user runs it: `python -m pipeline run` on small data sets
 (real Beam, real ML Metadata in SQLite, real SavedModels, the real serving
-check), for every model family.
+check). Here the convnet on IDX images; the sequence families (RNN, FCN) in
+tests/test_pipeline_e2e_sequences.py (two modules: two test workers run
+them at once).
 
 Beam runs with the pipeline's defaults (FnApiRunner, in memory).
 """
 
-import base64
 import glob
-import html
-import json
 import os
 import re
 import subprocess
@@ -17,42 +16,17 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_data_validation as tfdv
-from tensorflow_metadata.proto.v0 import schema_pb2
 
-from common import names
-from common import settings
 from common import signatures
-from formats import ts_format
+from formats import image_formats
 from models import data_facts
 from models import features
 from pipeline import cli as pipeline_cli
-from pipeline import profiles
 from pipeline import report
 from pipeline import report_html
-from serving import client as client_lib
 from tests import browser
 from tests import datasets
-from tests.serving import server_utils
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run_pipeline(*args):
-    """Runs the CLI; returns (summary dict or None, stderr)."""
-    process = subprocess.run(
-        [sys.executable, '-m', 'pipeline', 'run', *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=3600,  # Bounds a hang only.
-        check=False)
-    lines = [
-        line for line in process.stdout.splitlines() if line.startswith('{')
-    ]
-    if process.returncode != 0 or not lines:
-        return None, process.stderr
-    return json.loads(lines[-1]), process.stderr
+from tests import pipeline_runs
 
 
 @pytest.fixture(scope='module')
@@ -62,8 +36,8 @@ def convnet_run(tmp_path_factory):
     root = tmp_path_factory.mktemp('convnet')
     data = datasets.write_idx_dataset(str(root / 'data'), train=400, test=100)
     home = str(root / 'home')
-    summary, log = run_pipeline('--model', 'convnet', '--data', data, '--home',
-                                home)
+    summary, log = pipeline_runs.run_pipeline('--model', 'convnet', '--data',
+                                              data, '--home', home)
     assert summary is not None, log
     return summary, data, home, log
 
@@ -117,82 +91,12 @@ def test_convnet_run_pushes_a_blessed_model_with_two_agreeing_signatures(
     assert [n.decode() for n in names] == [str(i) for i in range(10)]
 
 
-def _rest_value(value):
-    """One instance's input as TF Serving's REST API takes it."""
-    if isinstance(value, bytes):
-        return {'b64': base64.b64encode(value).decode()}
-    return value.tolist()
-
-
 @pytest.fixture(scope='module')
-def e2e_server(convnet_run, rnn_run, fcn_run, tmp_path_factory):
-    """One model server for the module's three pushed models, each pinned
-    to the version its first run pushed (later runs push more)."""
-    workdir = tmp_path_factory.mktemp('e2e_server')
-    entries = []
-    for summary in (convnet_run[0], rnn_run[0], fcn_run[0]):
-        base, version = os.path.split(summary['pushed_model'])
-        entries.append(f"""
-          config {{
-            name: "{os.path.basename(base)}"
-            base_path: "{base}"
-            model_platform: "tensorflow"
-            model_version_policy {{ specific {{ versions: {version} }} }}
-          }}""")
-    config = workdir / 'models.config'
-    config.write_text('model_config_list {%s\n}\n' % ''.join(entries))
-    server = server_utils.start_model_server(workdir,
-                                             [f'--model_config_file={config}'],
-                                             timeout=600)
-    yield server
-    server.stop()
-
-
-def assert_served_as_in_process(server, pushed, signature, inputs, examples):
-    """The pushed model answers over gRPC (Predict by `signature` on
-    `inputs`, numpy arrays by input name; Classify on `examples`) and REST
-    (predict) from `server` as it does in process, to float tolerance."""
-    name = os.path.basename(os.path.dirname(pushed))
-    model = tf.saved_model.load(pushed)
-    own = model.signatures[signature](**{
-        key: tf.constant(value) for key, value in inputs.items()
-    })[signatures.SCORES_OUTPUT].numpy()
-    own_default = _signature(
-        model, signatures.DEFAULT_SIGNATURE)(inputs=tf.constant(examples))
-    classes = [
-        n.decode() for n in own_default[signatures.CLASSES_OUTPUT].numpy()[0]
-    ]
-    with client_lib.ModelServerClient(server.grpc_address) as client:
-        client.wait_until_available(name, timeout=600)
-        outputs = client.send_predict(
-            client_lib.build_predict_request(name, inputs, signature))
-        classified = client.send_classify(
-            client_lib.build_classification_request(
-                name, examples, signatures.DEFAULT_SIGNATURE),
-            top_k=None)
-    code, body = server.http(
-        'POST', f'/v1/models/{name}:predict', {
-            'signature_name':
-                signature,
-            'instances': [{
-                key: _rest_value(value[i]) for key, value in inputs.items()
-            } for i in range(len(own))]
-        })
-    np.testing.assert_allclose(outputs[signatures.SCORES_OUTPUT],
-                               own,
-                               rtol=1e-5,
-                               atol=1e-6)
-    assert code == 200, body
-    np.testing.assert_allclose(
-        [p[signatures.SCORES_OUTPUT] for p in body['predictions']],
-        own,
-        rtol=1e-5,
-        atol=1e-6)
-    np.testing.assert_allclose(
-        [[dict(p.pairs())[n] for n in classes] for p in classified],
-        own_default[signatures.SCORES_OUTPUT],
-        rtol=1e-5,
-        atol=1e-6)
+def e2e_server(convnet_run, tmp_path_factory):
+    """A model server for the convnet, pinned to its first run's version."""
+    with pipeline_runs.pinned_server(tmp_path_factory.mktemp('e2e_server'),
+                                     [convnet_run[0]]) as server:
+        yield server
 
 
 def test_the_runs_report_renders_every_section_in_chromium(convnet_run):
@@ -226,11 +130,44 @@ def test_the_runs_report_renders_every_section_in_chromium(convnet_run):
     assert page.body['data-figures-shown'] == '3'
 
 
+def test_demo_serves_the_homes_model_and_prints_its_answers(convnet_run):
+    """`python -m pipeline demo --home H` (the README's third command):
+    serves what H's runs pushed and prints its answers to Fashion-MNIST's
+    first test images, each beside its true class."""
+    _, _, home, _ = convnet_run
+    process = subprocess.run(
+        [sys.executable, '-m', 'pipeline', 'demo', '--home', home],
+        cwd=pipeline_runs.REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,  # Bounds a hang only.
+        check=False)
+    assert process.returncode == 0, process.stderr
+    lines = process.stdout.splitlines()
+    assert lines[0].startswith('model server on 127.0.0.1:'), lines
+    assert f'serving convnet from {home}/serving' in lines[0], lines
+    answers = [
+        re.fullmatch(
+            r'  (ok   |WRONG) fashion_mnist_test_(\d)\.png +true (.+?) +'
+            r'predicted (\S+) +p=([0-9.]+)', line) for line in lines
+    ]
+    answers = [a.groups() for a in answers if a]
+    assert [index for _, index, *_ in answers] == list('01234'), lines
+    for mark, _, truth, predicted, score in answers:
+        assert truth in image_formats.FASHION_MNIST_CLASS_NAMES
+        # convnet_run's classes are the digits of its IDX labels.
+        assert predicted in [str(i) for i in range(10)]
+        assert mark == ('ok   ' if truth == predicted else 'WRONG')
+        assert 0 < float(score) <= 1
+    assert os.path.exists(
+        os.path.join(home, 'demo_queries', 'fashion_mnist_test_4.png'))
+
+
 def test_served_answers_equal_the_saved_models_own(convnet_run, e2e_server):
     """The pushed model over gRPC and REST answers as it does in process."""
     images, _ = datasets.images_with_labels(8, 10, seed=7)
     pngs = [datasets.png_bytes(image) for image in images]
-    assert_served_as_in_process(
+    pipeline_runs.assert_served_as_in_process(
         e2e_server, convnet_run[0]['pushed_model'], signatures.IMAGE_SIGNATURE,
         {signatures.IMAGE_INPUT: np.array(pngs, object)},
         [features.image_example(png, 0) for png in pngs])
@@ -242,8 +179,8 @@ def convnet_second_run(convnet_run):
     on it (the tests that run more on the home ask for this fixture first):
     (summary, log, the served versions after it)."""
     _, data, home, _ = convnet_run
-    summary, log = run_pipeline('--model', 'convnet', '--data', data, '--home',
-                                home)
+    summary, log = pipeline_runs.run_pipeline('--model', 'convnet', '--data',
+                                              data, '--home', home)
     assert summary is not None, log
     return summary, log, os.listdir(os.path.join(home, 'serving', 'convnet'))
 
@@ -308,7 +245,7 @@ def test_runs_of_a_home_without_metadata_is_one_line(tmp_path, command):
     process = subprocess.run(
         [sys.executable, '-m', 'pipeline', *command, '--home',
          str(tmp_path)],
-        cwd=REPO,
+        cwd=pipeline_runs.REPO,
         capture_output=True,
         text=True,
         timeout=120,
@@ -327,7 +264,7 @@ def test_mirrored_run_trains_on_two_devices_and_pushes(convnet_run,
     devices the run makes at start: each replica its batch_size, the global
     batch and learning rate twice that, no worse than the `auto` model."""
     first, data, home, _ = convnet_run
-    summary, log = run_pipeline(
+    summary, log = pipeline_runs.run_pipeline(
         '--model',
         'convnet',
         '--data',
@@ -369,10 +306,12 @@ def test_a_worse_model_is_not_pushed(convnet_run, convnet_second_run):
     _, data, home, _ = convnet_run
     versions = sorted(os.listdir(os.path.join(home, 'serving', 'convnet')))
     # A learning rate of zero leaves the weights random: worse than blessed.
-    summary, log = run_pipeline('--model', 'convnet', '--data', data, '--home',
-                                home, '--set', 'epochs=1', '--set',
-                                'min_train_steps=0', '--set', 'learning_rate=0',
-                                '--set', 'min_accuracy=0')
+    summary, log = pipeline_runs.run_pipeline('--model', 'convnet', '--data',
+                                              data, '--home', home, '--set',
+                                              'epochs=1', '--set',
+                                              'min_train_steps=0', '--set',
+                                              'learning_rate=0', '--set',
+                                              'min_accuracy=0')
     assert summary is not None, log
     assert summary['blessed'] is False
     assert summary['pushed_model'] is None
@@ -385,228 +324,6 @@ def test_a_worse_model_is_not_pushed(convnet_run, convnet_second_run):
     assert 'accuracy change against the baseline' in page.text['comparison']
 
 
-CLASS_INDEX = {'a': 0, 'b': 1, 'c': 2}  # write_ts_dataset's classes
-
-
-@pytest.fixture(scope='module')
-def rnn_run(tmp_path_factory):
-    """One run of the RNN pipeline on small sequences (the first span of
-    its home, whose schema the data-gate tests curate)."""
-    root = tmp_path_factory.mktemp('rnn')
-    data = datasets.write_ts_dataset(str(root / 'data'), train=60, test=30)
-    home = str(root / 'home')
-    # 15 epochs of two steps, not the smoke profile's 200 steps: the classes
-    # differ in their means, learnt in a few steps.
-    summary, log = run_pipeline('--model', 'rnn', '--data', data, '--home',
-                                home, '--set', 'epochs=15', '--set',
-                                'min_train_steps=0', '--set', 'units=[8]',
-                                '--set', 'learning_rate=0.01')
-    assert summary is not None, log
-    return summary, data, home, log
-
-
-def _test_sequences(data, count=6):
-    return list(ts_format.read_ts(os.path.join(data, 'Toy_TEST.ts')))[:count]
-
-
-def _padded(sequences):
-    """The serving_sequence inputs: values zero-padded to the longest."""
-    longest = max(len(s.values) for s in sequences)
-    padded = np.zeros((len(sequences), longest, 3), np.float32)
-    for i, s in enumerate(sequences):
-        padded[i, :len(s.values)] = s.values
-    return {
-        signatures.SEQUENCE_INPUT:
-            padded,
-        signatures.LENGTH_INPUT:
-            np.array([len(s.values) for s in sequences], np.int64)
-    }
-
-
-def test_rnn_run_pushes_a_model_whose_two_signatures_agree(rnn_run):
-    summary, data, _, log = rnn_run
-    # The classes differ in their means: chance is 1/3, a trained RNN nears 1.
-    assert summary['accuracy'] > 0.6, summary
-    assert summary['blessed'] is True, log
-    model = tf.saved_model.load(summary['pushed_model'])
-
-    sequences = _test_sequences(data)
-    from_examples = _signature(
-        model, signatures.DEFAULT_SIGNATURE)(inputs=tf.constant([
-            features.sequence_example(s.values, CLASS_INDEX[s.label])
-            for s in sequences
-        ]))
-    from_tensors = _signature(model, signatures.SEQUENCE_SIGNATURE)(**{
-        key: tf.constant(value) for key, value in _padded(sequences).items()
-    })
-    np.testing.assert_allclose(from_examples[signatures.SCORES_OUTPUT],
-                               from_tensors[signatures.SCORES_OUTPUT],
-                               rtol=1e-5,
-                               atol=1e-6)
-
-
-@pytest.mark.parametrize('family', ['rnn', 'fcn'])
-def test_served_sequence_answers_equal_the_saved_models_own(
-        family, request, e2e_server):
-    """The RNN's and the FCN's pushed models over gRPC and REST answer as
-    they do in process."""
-    summary, data, _, _ = request.getfixturevalue(f'{family}_run')
-    sequences = _test_sequences(data)
-    assert_served_as_in_process(
-        e2e_server, summary['pushed_model'], signatures.SEQUENCE_SIGNATURE,
-        _padded(sequences),
-        [features.sequence_example(s.values, 0) for s in sequences])
-
-
-def _gate_run(home, data, *flags):
-    """A run on `home` that the DataGate is to stop: (exit code, stderr)."""
-    process = subprocess.run(
-        [
-            sys.executable,
-            '-m',
-            'pipeline',
-            'run',
-            '--model',
-            'rnn',
-            '--data',
-            data,
-            '--home',
-            home,
-            *flags,
-            # Short, should the gate let the span through.
-            '--set',
-            'epochs=1',
-            '--set',
-            'min_train_steps=0'
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        check=False)
-    return process.returncode, process.stderr
-
-
-def _assert_stopped_at_the_gate(code, log, home, pushed, *words):
-    """Exit 2, the last line names the feature and the anomaly (`words`),
-    nothing after the DataGate ran, nothing new pushed; the stopped run's
-    report says it failed and why."""
-    assert code == 2, log
-    last = log.strip().splitlines()[-1]
-    assert last.startswith('error: data validation found anomalies: '), log
-    assert all(word in last for word in words), last
-    assert '] DataGate ...' in log and '] Transform ...' not in log, log
-    assert os.listdir(os.path.join(home, 'serving',
-                                   'rnn')) == [os.path.basename(pushed)]
-    [report] = re.findall(r'\] report: (\S+)$', log, re.M)
-    with open(report, encoding='utf-8') as f:
-        page = html.unescape(f.read())
-    assert 'failed' in page and all(word in page for word in words)
-
-
-def test_a_span_that_breaks_the_curated_schema_stops_before_transform(
-        rnn_run, tmp_path):
-    """The first span's schema, curated with the sequence values' domain:
-    a later span outside it stops the run at the DataGate."""
-    summary, _, home, _ = rnn_run
-    # The first run's, named by its execution id.
-    inferred = min(glob.glob(
-        os.path.join(home, 'pipelines', 'rnn-pipeline', 'SchemaGen', 'schema',
-                     '*', 'schema.pbtxt')),
-                   key=lambda path: int(path.split(os.sep)[-2]))
-    schema = tfdv.load_schema_text(inferred)
-    # write_ts_dataset's values lie within [-10, 15].
-    tfdv.get_feature(schema, names.SEQUENCE_KEY).float_domain.CopyFrom(
-        schema_pb2.FloatDomain(min=-20.0, max=20.0))
-    curated = str(tmp_path / 'schema.pbtxt')
-    tfdv.write_schema_text(schema, curated)
-    data = datasets.write_ts_dataset(str(tmp_path / 'data'),
-                                     train=30,
-                                     test=12,
-                                     offset=100.0)
-    code, log = _gate_run(home, data, '--set', f'schema_path={curated}')
-    _assert_stopped_at_the_gate(code, log, home, summary['pushed_model'],
-                                f"feature '{names.SEQUENCE_KEY}'",
-                                'Unexpectedly high value')
-
-
-def test_stop_on_drift_stops_a_drifted_span_before_transform(rnn_run, tmp_path):
-    """Values shifted far from the last passed span's: with stop_on_drift
-    the run stops at the DataGate, naming the drifted feature. The stopped
-    span does not become the baseline: the same span again is stopped
-    again."""
-    summary, _, home, _ = rnn_run
-    data = datasets.write_ts_dataset(str(tmp_path / 'data'),
-                                     train=60,
-                                     test=30,
-                                     offset=30.0)
-    for _ in range(2):
-        code, log = _gate_run(home, data, '--set', 'stop_on_drift=true')
-        _assert_stopped_at_the_gate(code, log, home, summary['pushed_model'],
-                                    f"feature '{names.SEQUENCE_KEY}'",
-                                    'Jensen-Shannon')
-
-
-# Fewer steps than the profile's minimum: three trainings (two trials and
-# the Trainer) on 60 series; the first trial the profile's own values; every
-# trial with the rate's cosine decay, a setting given (the search holds it).
-FCN_FLAGS = ('--model', 'fcn', '--set', 'tune_trials=2', '--set',
-             'min_train_steps=60', '--set', 'learning_rate_decay=cosine')
-
-
-@pytest.fixture(scope='module')
-def fcn_run(tmp_path_factory):
-    """One smoke run of the 1-D convnet (FCN) pipeline on small sequences,
-    with a random search of two trials before the Trainer."""
-    root = tmp_path_factory.mktemp('fcn')
-    data = datasets.write_ts_dataset(str(root / 'data'), train=60, test=30)
-    home = str(root / 'home')
-    summary, log = run_pipeline(*FCN_FLAGS, '--data', data, '--home', home)
-    assert summary is not None, log
-    return summary, data, home, log
-
-
-def test_fcn_run_pushes_a_model_that_ignores_padding(fcn_run):
-    summary, data, _, log = fcn_run
-    assert summary['model'] == 'fcn'
-    assert summary['blessed'] is True, log
-    assert summary['accuracy'] > 0.6, summary
-    model = tf.saved_model.load(summary['pushed_model'])
-    serve = _signature(model, signatures.SEQUENCE_SIGNATURE)
-
-    sequences = list(ts_format.read_ts(os.path.join(data, 'Toy_TEST.ts')))[:6]
-    short = min(sequences, key=lambda s: len(s.values))
-    longest = max(len(s.values) for s in sequences)
-
-    def scores_of_short(batch, width):
-        """`short`'s scores, sent first in `batch` padded to `width`."""
-        padded = np.full((len(batch), width, 3), 7.0, np.float32)
-        for i, s in enumerate(batch):
-            padded[i, :len(s.values)] = s.values
-        return serve(
-            sequences=tf.constant(padded),
-            lengths=tf.constant([len(s.values) for s in batch],
-                                tf.int64))[signatures.SCORES_OUTPUT].numpy()[0]
-
-    alone = scores_of_short([short], len(short.values))
-    # Padded to two lengths, and inside the model padded to the batch's
-    # longest sequence: the same answer.
-    np.testing.assert_allclose(scores_of_short([short] + sequences, longest),
-                               alone,
-                               atol=1e-5)
-    np.testing.assert_allclose(scores_of_short([short] + sequences,
-                                               longest + 20),
-                               alone,
-                               atol=1e-5)
-    class_index = {'a': 0, 'b': 1, 'c': 2}
-    from_examples = _signature(
-        model, signatures.DEFAULT_SIGNATURE)(inputs=tf.constant([
-            features.sequence_example(short.values, class_index[short.label])
-        ]))
-    np.testing.assert_allclose(
-        from_examples[signatures.SCORES_OUTPUT].numpy()[0], alone, atol=1e-5)
-
-
 def test_bad_data_ends_the_run_with_one_line_naming_the_file(tmp_path):
     data = datasets.write_idx_dataset(str(tmp_path / 'data'), train=40, test=10)
     labels = os.path.join(data, 't10k-labels-idx1-ubyte.gz')
@@ -616,7 +333,7 @@ def test_bad_data_ends_the_run_with_one_line_naming_the_file(tmp_path):
         data, '--home',
         str(tmp_path / 'home')
     ],
-                             cwd=REPO,
+                             cwd=pipeline_runs.REPO,
                              capture_output=True,
                              text=True,
                              timeout=1800,
@@ -625,85 +342,3 @@ def test_bad_data_ends_the_run_with_one_line_naming_the_file(tmp_path):
     last = process.stderr.strip().splitlines()[-1]
     assert last.startswith('error: ') and labels in last, process.stderr
     assert not glob.glob(str(tmp_path / 'home' / 'serving' / '*' / '*'))
-
-
-def _only_file(pattern):
-    matches = glob.glob(pattern)
-    assert len(matches) == 1, (pattern, matches)
-    with open(matches[0], encoding='utf-8') as f:
-        return json.load(f)
-
-
-def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
-    summary, data, home, log = fcn_run
-    outputs = os.path.join(home, 'pipelines', 'fcn-pipeline', 'Tuner')
-    trials = _only_file(
-        os.path.join(outputs, 'tuner_results', '*', 'tuner_results.json'))
-    best = _only_file(
-        os.path.join(outputs, 'best_hyperparameters', '*',
-                     'best_hyperparameters.txt'))['values']
-    assert len(trials) == 2, trials
-    assert all(0.0 <= t['score'] <= 1.0 for t in trials)
-    best_trial = max(trials, key=lambda t: t['score'])
-    assert {k: best_trial[k] for k in best} == best
-    # The search chose between the sequence families (tune_families, on by
-    # default; the second trial, seed 42, is the RNN's). The pushed model
-    # is the best trial's family with its architecture: for the FCN,
-    # `depth` blocks of `width`, 2 x `width`, ... filters; for the RNN,
-    # recurrent layers and no convolution.
-    family = best['family']
-    assert {t['family'] for t in trials} == {'fcn', 'rnn'}, trials
-    model = tf.saved_model.load(summary['pushed_model'])
-    variable_names = [
-        v.name
-        for v in tf.train.TrackableView(model).descendants()
-        if isinstance(v, tf.Variable)
-    ]
-    kernels = sorted((v.name, v.shape[-1])
-                     for v in tf.train.TrackableView(model).descendants()
-                     if isinstance(v, tf.Variable) and
-                     v.name.startswith('block') and 'conv' in v.name)
-    if family == 'fcn':
-        width, depth = best['fcn/width'], best['fcn/depth']
-        assert [filters for _, filters in kernels] == [width, 2 * width, width
-                                                      ][:depth], (kernels, best)
-    else:
-        assert not kernels and any(
-            'rnn0' in name for name in variable_names), variable_names
-    # One trial (the first) was the profile's own values, the FCN's (a
-    # family's values are named in its scope), read here from the profile
-    # by hand: `width` and `depth` are its conv_filters' first and count.
-    smoke = {
-        **settings.family_defaults('fcn'),
-        **profiles.MODELS['fcn'].profiles['smoke']
-    }
-    profile = {
-        'family': 'fcn',
-        'fcn/width': smoke['conv_filters'][0],
-        'fcn/depth': len(smoke['conv_filters']),
-        'fcn/dropout': smoke['dropout'],
-        'fcn/learning_rate': smoke['learning_rate'],
-        'fcn/learning_rate_decay': 'cosine',
-        'fcn/batch_size': smoke['batch_size'],
-        'fcn/training_length': smoke['training_length'],
-    }
-    assert any(
-        {key: t.get(key) for key in profile} == profile for t in trials), (
-            profile, trials)
-    assert {t[f"{t['family']}/learning_rate_decay"] for t in trials
-           } == {'cosine'}, trials
-    report = _only_file(
-        os.path.join(home, 'pipelines', 'fcn-pipeline', 'Trainer', 'model_run',
-                     '*', 'training.json'))
-    assert report['family'] == family
-    # A cosine decay is a schedule: no plateau halving on top of it.
-    assert report['learning_rate_decay'] == 'cosine'
-    assert not report['lr_plateau']
-
-    # A rerun on the same data takes the Tuner's result from the cache.
-    again, log = run_pipeline(*FCN_FLAGS, '--data', data, '--home', home)
-    assert again is not None, log
-    assert any(
-        line.endswith('(cached)')
-        for line in log.splitlines()
-        if '] Tuner done' in line), log

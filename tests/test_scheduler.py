@@ -15,6 +15,7 @@ import threading
 import time
 import zoneinfo
 
+import numpy as np
 import pytest
 
 from pipeline.run_lock import RunLock
@@ -22,6 +23,7 @@ from pipeline.run_lock import lock_path
 from pipeline.scheduler import Scheduler
 from pipeline.scheduler import read_history
 from pipeline.spans import SpanWatcher
+from tests import datasets
 from tests.fakes import FakeClock
 
 UTC = datetime.timezone.utc
@@ -396,6 +398,65 @@ def test_scheduler_skips_when_lock_busy_and_on_busy_skip(tmp_path):
                                   on_busy='skip')
     scheduler.run(until=at(4, 30))
     assert recorder.times == [at(4)]
+
+
+def _pipeline_run(*args):
+    return subprocess.Popen([sys.executable, '-m', 'pipeline', 'run', *args],
+                            cwd=REPO,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            text=True)
+
+
+def test_pipeline_run_waits_for_the_lock_unless_told_not_to(tmp_path):
+    """`pipeline run` waits while another process (a scheduled run) holds
+    the pipeline's lock, then runs; `--no-lock` (as the scheduler, which
+    holds it, runs its child) does not wait. The runs stop at ExampleGen
+    on a broken image: they got past the lock."""
+    data = datasets.write_class_folders(str(tmp_path / 'data'), ['cat', 'dog'],
+                                        per_class=4)
+    # Found by ExampleGen, after the lock (the checks before it read no
+    # image).
+    broken = os.path.join(data, 'train', 'dog', 'broken.png')
+    with open(broken, 'wb') as f:
+        f.write(datasets.png_bytes(np.zeros((9, 9), np.uint8))[:40])
+    home = str(tmp_path / 'home')
+    state = os.path.join(home, 'scheduler', 'convnet')
+    os.makedirs(state)
+    flags = ('--model', 'convnet', '--data', data, '--home', home)
+    holder = subprocess.Popen([sys.executable, '-c', HOLDER,
+                               lock_path(state)],
+                              stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE,
+                              text=True)
+    waiting = unlocked = None
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        waiting = _pipeline_run(*flags)
+        unlocked = _pipeline_run(*flags, '--no-lock')
+        for line in waiting.stderr:  # Until it says it waits.
+            if 'waiting for the run in progress' in line:
+                assert f'(pid {holder.pid} (test holder))' in line, line
+                break
+        else:
+            raise AssertionError(f'ended without waiting: {waiting.wait()}')
+        # Deadlines bound a hang only.
+        _, log = unlocked.communicate(timeout=1800)
+        assert unlocked.returncode == 2, log
+        assert log.strip().splitlines()[-1].startswith(f'error: {broken}: ')
+        assert waiting.poll() is None, 'ran while the lock was held'
+
+        holder.stdin.write('\n')
+        holder.stdin.flush()
+        assert holder.wait(timeout=60) == 0
+        _, log = waiting.communicate(timeout=1800)
+        assert waiting.returncode == 2, log
+        assert log.strip().splitlines()[-1].startswith(f'error: {broken}: ')
+    finally:
+        for process in (holder, waiting, unlocked):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 @pytest.mark.skipif(shutil.which('flock') is None, reason='needs flock(1)')

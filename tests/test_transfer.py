@@ -69,6 +69,41 @@ def test_matching_lower_layers_are_copied_and_the_head_is_new(source, size):
         for a, b in zip(_values(theirs, ['dense']), _values(mine, ['dense'])))
 
 
+def test_gray_into_colour_starts_the_first_convolution_afresh(source):
+    """Other channels change only the first convolution's kernel shape:
+    that layer is new, every other filter bank is the source's."""
+    base, theirs = source
+    mine = convnet.build_model({
+        **CONVNET, 'image_shape': [16, 16, 3]
+    },
+                               num_classes=4)
+    report = transfer.transfer_layers(mine, base)
+    assert report['layers'] == CONV_LAYERS[1:]
+    assert report['new_layers'] == [
+        'block0_conv0', 'dense', 'dense_bn', 'classifier'
+    ]
+    for value, mine_value in zip(_values(theirs, CONV_LAYERS[1:]),
+                                 _values(mine, CONV_LAYERS[1:]),
+                                 strict=True):
+        np.testing.assert_array_equal(value, mine_value)
+
+
+def test_a_single_scale_model_fills_the_full_resolution_stack(source):
+    """A multi-scale model keeps the single-scale layer names in its
+    full-resolution stack: they take the source's filter banks; the other
+    scales' stacks are new."""
+    base, theirs = source
+    mine = convnet.build_model({**CONVNET, 'scales': [1, 2]}, num_classes=4)
+    report = transfer.transfer_layers(mine, base)
+    assert report['layers'] == CONV_LAYERS
+    scale2 = [f'scale2_{name}' for name in CONV_LAYERS]
+    assert report['new_layers'] == scale2 + ['dense', 'dense_bn', 'classifier']
+    for value, mine_value in zip(_values(theirs, CONV_LAYERS),
+                                 _values(mine, CONV_LAYERS),
+                                 strict=True):
+        np.testing.assert_array_equal(value, mine_value)
+
+
 def test_transferred_layers_stay_frozen_then_fine_tune_at_a_lower_rate(source):
     base, _ = source
     mine = convnet.build_model(CONVNET, num_classes=3)
