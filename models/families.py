@@ -17,6 +17,7 @@ MODULES = {
     'embedding': 'models.embedding.model',
     'rnn': 'models.rnn.model',
     'fcn': 'models.fcn.model',
+    'inception_time': 'models.inception_time.model',
 }
 
 
