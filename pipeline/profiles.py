@@ -198,7 +198,7 @@ MODELS: Dict[str, ModelFamily] = {
             profiles={
                 'smoke':
                     dict(max_examples_per_split=0,
-                         conv_filters=[8, 8, 8],
+                         conv_filters=[16, 16, 16],
                          kernel_sizes=[10, 5, 3],
                          bottleneck_filters=8,
                          dropout=0.0,

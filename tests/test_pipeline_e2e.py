@@ -125,12 +125,14 @@ def _rest_value(value):
 
 
 @pytest.fixture(scope='module')
-def e2e_server(convnet_run, rnn_run, fcn_run, tmp_path_factory):
-    """One model server for the module's three pushed models, each pinned
+def e2e_server(convnet_run, rnn_run, fcn_run, inception_time_run,
+               tmp_path_factory):
+    """One model server for the module's four pushed models, each pinned
     to the version its first run pushed (later runs push more)."""
     workdir = tmp_path_factory.mktemp('e2e_server')
     entries = []
-    for summary in (convnet_run[0], rnn_run[0], fcn_run[0]):
+    for summary in (convnet_run[0], rnn_run[0], fcn_run[0],
+                    inception_time_run[0]):
         base, version = os.path.split(summary['pushed_model'])
         entries.append(f"""
           config {{
@@ -445,10 +447,10 @@ def test_rnn_run_pushes_a_model_whose_two_signatures_agree(rnn_run):
                                atol=1e-6)
 
 
-@pytest.mark.parametrize('family', ['rnn', 'fcn'])
+@pytest.mark.parametrize('family', ['rnn', 'fcn', 'inception_time'])
 def test_served_sequence_answers_equal_the_saved_models_own(
         family, request, e2e_server):
-    """The RNN's and the FCN's pushed models over gRPC and REST answer as
+    """The sequence families' pushed models over gRPC and REST answer as
     they do in process."""
     summary, data, _, _ = request.getfixturevalue(f'{family}_run')
     sequences = _test_sequences(data)
@@ -566,9 +568,27 @@ def fcn_run(tmp_path_factory):
     return summary, data, home, log
 
 
-def test_fcn_run_pushes_a_model_that_ignores_padding(fcn_run):
-    summary, data, _, log = fcn_run
-    assert summary['model'] == 'fcn'
+@pytest.fixture(scope='module')
+def inception_time_run(tmp_path_factory):
+    """One run of the InceptionTime pipeline on small sequences, no Tuner:
+    as the RNN's run, a few epochs of two steps (the classes differ in
+    their means)."""
+    root = tmp_path_factory.mktemp('inception_time')
+    data = datasets.write_ts_dataset(str(root / 'data'), train=60, test=30)
+    home = str(root / 'home')
+    summary, log = run_pipeline('--model', 'inception_time', '--data', data,
+                                '--home', home, '--set', 'epochs=10', '--set',
+                                'min_train_steps=0', '--set',
+                                'learning_rate=0.01')
+    assert summary is not None, log
+    return summary, data, home, log
+
+
+@pytest.mark.parametrize('family', ['fcn', 'inception_time'])
+def test_convolutional_runs_push_a_model_that_ignores_padding(
+        family, request):
+    summary, data, _, log = request.getfixturevalue(f'{family}_run')
+    assert summary['model'] == family
     assert summary['blessed'] is True, log
     assert summary['accuracy'] > 0.6, summary
     model = tf.saved_model.load(summary['pushed_model'])
@@ -652,7 +672,8 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     # `depth` blocks of `width`, 2 x `width`, ... filters; for the RNN,
     # recurrent layers and no convolution.
     family = best['family']
-    assert {t['family'] for t in trials} == {'fcn', 'rnn'}, trials
+    assert {t['family'] for t in trials} <= {'fcn', 'rnn', 'inception_time'
+                                           } and len(trials) == 2, trials
     model = tf.saved_model.load(summary['pushed_model'])
     variable_names = [
         v.name
@@ -667,6 +688,9 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
         width, depth = best['fcn/width'], best['fcn/depth']
         assert [filters for _, filters in kernels] == [width, 2 * width, width
                                                       ][:depth], (kernels, best)
+    elif family == 'inception_time':
+        assert not kernels and any(
+            'module0_' in name for name in variable_names), variable_names
     else:
         assert not kernels and any(
             'rnn0' in name for name in variable_names), variable_names
