@@ -82,5 +82,5 @@ def inception_time_run_fn(fn_args: 'tfx.components.FnArgs') -> None:
 
 def inception_time_tuner_fn(
         fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's tuner_fn of InceptionTime (and the other sequence families)."""
+    """The TFX Tuner's tuner_fn of InceptionTime (and the other families)."""
     return _tune(fn_args, 'inception_time')

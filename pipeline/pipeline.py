@@ -220,13 +220,13 @@ def create_pipeline(config: configs.RunConfig,
         stop_on_drift=bool(params['stop_on_drift'])).with_id(DATA_GATE)
 
     # Given ExampleGen's data facts (channels) at run time.
-    transform = Transform(
-        examples=example_gen.outputs['examples'],
-        schema=schema_gen.outputs['schema'],
-        preprocessing_fn=family.preprocessing_fn,
-        custom_config=transform_config(params),
-        splits_config=transform_pb2.SplitsConfig(
-            analyze=[names.TRAIN], transform=[names.TRAIN, names.EVAL]))
+    transform = Transform(examples=example_gen.outputs['examples'],
+                          schema=schema_gen.outputs['schema'],
+                          preprocessing_fn=family.preprocessing_fn,
+                          custom_config=transform_config(params),
+                          splits_config=transform_pb2.SplitsConfig(
+                              analyze=[names.TRAIN],
+                              transform=[names.TRAIN, names.EVAL]))
     transform.add_upstream_node(data_gate)
 
     model_resolver = Resolver(

@@ -585,8 +585,7 @@ def inception_time_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize('family', ['fcn', 'inception_time'])
-def test_convolutional_runs_push_a_model_that_ignores_padding(
-        family, request):
+def test_convolutional_runs_push_a_model_that_ignores_padding(family, request):
     summary, data, _, log = request.getfixturevalue(f'{family}_run')
     assert summary['model'] == family
     assert summary['blessed'] is True, log
@@ -673,7 +672,7 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     # recurrent layers and no convolution.
     family = best['family']
     assert {t['family'] for t in trials} <= {'fcn', 'rnn', 'inception_time'
-                                           } and len(trials) == 2, trials
+                                            } and len(trials) == 2, trials
     model = tf.saved_model.load(summary['pushed_model'])
     variable_names = [
         v.name

@@ -131,15 +131,16 @@ def test_per_series_zscore_is_the_transform_graphs_in_training_and_serving(
     graph = str(tmp_path / 'transform_graph')
     with tft_beam.Context(temp_dir=str(tmp_path / 'tmp'),
                           force_tf_compat_v1=False):
-        (transformed, _), transform_fn = (
-            (rows, metadata) | tft_beam.AnalyzeAndTransformDataset(
-                lambda inputs: sequence_preprocessing.preprocessing_fn(
-                    inputs, config)))
+        (transformed,
+         _), transform_fn = ((rows, metadata) |
+                             tft_beam.AnalyzeAndTransformDataset(
+                                 lambda inputs: sequence_preprocessing.
+                                 preprocessing_fn(inputs, config)))
         _ = transform_fn | tft_beam.WriteTransformFn(graph)
-    trained = {
-        int(r[names.LABEL_KEY]): np.asarray(r[names.SEQUENCE_KEY]).reshape(
-            -1, 2) for r in transformed
-    }
+    trained = {}
+    for row in transformed:
+        trained[int(row[names.LABEL_KEY])] = np.asarray(
+            row[names.SEQUENCE_KEY]).reshape(-1, 2)
     # Channel 0 of the first: 1, 3, 5 (mean 3, std sqrt(8/3)), the NaN 0;
     # its constant channel 1, and the one-step series', zeros.
     np.testing.assert_allclose(trained[0][:, 0],
