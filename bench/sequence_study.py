@@ -59,7 +59,8 @@ def _per_set(train: List[np.ndarray],
     steps = np.concatenate(train)
     mean = np.nanmean(steps, axis=0)
     std = np.sqrt(np.nanvar(steps, axis=0) + 1e-6)
-    return tuple([np.nan_to_num((s - mean) / std) for s in part]
+    return tuple([np.nan_to_num((s - mean) / std)
+                  for s in part]
                  for part in (train, other))
 
 
@@ -141,7 +142,8 @@ class _Variant:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('data', help='a UCR/UEA set: NAME_TRAIN.ts, NAME_TEST.ts')
+    parser.add_argument('data',
+                        help='a UCR/UEA set: NAME_TRAIN.ts, NAME_TEST.ts')
     parser.add_argument('--epochs', type=int, default=40)
     parser.add_argument('--every', type=int, default=5)
     parser.add_argument('--variant', action='append')
