@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from bench import serving_bench
+from common import environment
 
 # The last commit whose server had the thread-per-request front end.
 PREVIOUS_FRONT_END = '2ec7f20c61fa9ce913ff840e3745c55aed280166'
@@ -89,7 +90,7 @@ class _RestServer:
         self.grpc_port = serving_bench.free_port()
         self.rest_port = serving_bench.free_port()
         env = dict(os.environ,
-                   TF_USE_LEGACY_KERAS='1',
+                   **environment.LEGACY_KERAS_ENV,
                    TF_CPP_MIN_LOG_LEVEL='2',
                    PYTHONPATH=source_root)
         self._log_path = log_path
@@ -130,8 +131,10 @@ def _millis(text: str) -> float:
 
 def wrk(url: str, script: str, connections: int, seconds: float,
         server_pid: int) -> Dict[str, float]:
-    """requests/s, median ms and the server's CPU ms a request of `wrk`
-    POSTing the script's body."""
+    """Requests/s, median ms and server CPU ms a request of a `wrk` run.
+
+    `wrk` POSTs the script's body.
+    """
     server_cpu = serving_bench.cpu_seconds(server_pid)
     command = [
         WRK, f'-t{min(connections, 2)}', f'-c{connections}',
@@ -274,6 +277,7 @@ def format_table(results: dict) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the front ends' table; prints and writes it."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='3 s a cell')
     parser.add_argument('--output',

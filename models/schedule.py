@@ -1,9 +1,8 @@
-"""How long and how fast a model trains, fitted to the data.
+"""How long and how fast a model trains, fitted to the data and replicas.
 
-How long and how fast a model trains, fitted to the data's size and the
-replicas: batch size, epochs, batch-norm momentum, patience, the learning rate's
-scaling, warm-up, plateau or cosine decay, and the metric that chooses the epoch
-whose weights are kept.
+Batch size, epochs, batch-norm momentum, patience, the learning rate's
+scaling, warm-up, plateau or cosine decay, and the metric that chooses the
+epoch whose weights are kept, from the data's size and the replicas.
 """
 
 import math
@@ -106,7 +105,7 @@ def training_schedule(params: Params,
     """
     steps_per_epoch = max(int(steps_per_epoch), 1)
     configured = int(params.get('batch_size') or 1)
-    length = float(params.get('training_length') or 1.0)
+    length = float(settings.value(params, 'training_length'))
 
     def epochs_for(steps_key: str) -> int:
         """Epochs that make `params[steps_key]` steps.

@@ -1,5 +1,7 @@
-"""gRPC services on grpc.aio: tensorflow.serving.PredictionService and
-ModelService, plus the standard grpc.health.v1 health service.
+"""gRPC services on grpc.aio: TF Serving's, and grpc.health.v1's health.
+
+tensorflow.serving.PredictionService and ModelService, plus the standard
+grpc.health.v1 health service.
 
 Calls are received on the event loop, so a slow or stalled client holds a
 stream, not a thread; the model work of each call runs on
@@ -83,9 +85,11 @@ class _Timed:
 
 
 def _internal_on_parse_error(handler: grpc.RpcMethodHandler):
-    """The handler, parsing its request itself: a request that does not
-    parse is INTERNAL, as gRPC's sync server and TF Serving answer it
-    (grpc.aio would say UNKNOWN)."""
+    """The handler, parsing its request itself.
+
+    A request that does not parse is INTERNAL, as gRPC's sync server and TF
+    Serving answer it (grpc.aio would say UNKNOWN).
+    """
     if (handler is None or handler.unary_unary is None or
             handler.request_deserializer is None):
         return handler

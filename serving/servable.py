@@ -162,8 +162,7 @@ class Signature:
         return next(iter(self.inputs)), classes, scores
 
     def regress_outputs(self) -> Tuple[str, str]:
-        """(input, output) aliases if usable for Regress (PreProcessRegression).
-        """
+        """The (input, output) aliases Regress uses, if the signature fits."""
         if len(self.inputs) != 1:
             raise errors.invalid_argument('Expected one input Tensor.')
         if len(self.outputs) != 1:
