@@ -48,6 +48,7 @@ _MAX_MOMENTUM = 0.99
 
 
 def _read(path: str) -> Tuple[List[np.ndarray], List[str]]:
+    """A .ts file's series, as [steps, channels] arrays, and their labels."""
     series = list(ts_format.read_ts(path))
     return [s.values.astype(np.float32) for s in series
            ], [s.label for s in series]
@@ -80,6 +81,7 @@ _NORMALIZATIONS = {'per_set': _per_set, 'per_series': _per_series}
 
 
 def _padded(series: Sequence[np.ndarray]) -> Dict[str, np.ndarray]:
+    """The model's inputs: the series zero-padded, and their lengths."""
     longest = max(len(s) for s in series)
     values = np.zeros((len(series), longest, series[0].shape[1]), np.float32)
     for i, s in enumerate(series):
@@ -134,6 +136,7 @@ class _Variant:
         return {k: float(v[-1]) for k, v in history.history.items()}
 
     def test_accuracy(self) -> float:
+        """The accuracy on the TEST file's series."""
         start = time.process_time()
         scores = self.model.predict(self.test, batch_size=50, verbose=0)
         self.cpu += time.process_time() - start
@@ -141,6 +144,7 @@ class _Variant:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Trains the variants in turn and prints their JSON lines."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('data',
                         help='a UCR/UEA set: NAME_TRAIN.ts, NAME_TEST.ts')
