@@ -36,6 +36,9 @@ LEARNING_RATE_DECAYS = ('plateau', 'cosine')
 LEARNING_RATE_SCALINGS = ('linear', 'sqrt', 'none')
 AUGMENTATIONS = ('none', 'shift', 'shift_flip')
 CELLS = ('lstm', 'gru')
+SEQUENCE_NORMALIZATIONS = ('per_set', 'per_series')
+# The families that read sequences (pipeline/profiles.py MODELS).
+SEQUENCE_FAMILIES = ('rnn', 'fcn', 'inception_time')
 ON_BAD_RECORD_FAIL = 'fail'
 ON_BAD_RECORD_SKIP = 'skip'
 ON_BAD_RECORD = (ON_BAD_RECORD_FAIL, ON_BAD_RECORD_SKIP)
@@ -95,6 +98,15 @@ _TABLE = (
             default=ON_BAD_RECORD_FAIL,
             group=DATA,
             choices=ON_BAD_RECORD),
+    Setting(
+        'sequence_normalization',
+        "sequences' z-score: per_set (each channel's mean and deviation over "
+        "the training split) or per_series (each series' channels over its "
+        'own steps, as the UCR archive normalizes)',
+        default=SEQUENCE_NORMALIZATIONS[0],
+        families=SEQUENCE_FAMILIES,
+        group=DATA,
+        choices=SEQUENCE_NORMALIZATIONS),
     Setting('max_length',
             'longest sequence accepted, 0 for any',
             default=0,
@@ -124,7 +136,8 @@ _TABLE = (
             group=MODEL,
             bound=COUNT),
     Setting('conv_filters',
-            'convolution filters per block, one number per block',
+            'convolution filters per block, one number per block '
+            '(inception_time: per branch, one number per module)',
             group=MODEL,
             bound=COUNT),
     Setting('dense_units',
@@ -170,7 +183,14 @@ _TABLE = (
             families=('rnn',),
             group=MODEL),
     Setting('kernel_sizes',
-            'convolution kernel widths, one number per block',
+            'convolution kernel widths, one number per block (inception_time: '
+            'per parallel convolution of every module)',
+            group=MODEL,
+            bound=COUNT),
+    Setting('bottleneck_filters',
+            "width of each Inception module's bottleneck (1x1 convolution)",
+            default=32,
+            families=('inception_time',),
             group=MODEL,
             bound=COUNT),
     Setting('dropout', 'dropout rate', default=0.25, group=MODEL),

@@ -67,7 +67,11 @@ def rnn_run_fn(fn_args: 'tfx.components.FnArgs') -> None:
 
 def rnn_tuner_fn(
         fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's tuner_fn of the RNN (and the FCN, `tune_families`)."""
+    """The TFX Tuner's tuner_fn of the RNN (and the other sequence families).
+
+    The other sequence families: the FCN and InceptionTime, with
+    `tune_families`.
+    """
     return _tune(fn_args, 'rnn')
 
 
@@ -78,5 +82,16 @@ def fcn_run_fn(fn_args: 'tfx.components.FnArgs') -> None:
 
 def fcn_tuner_fn(
         fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
-    """The TFX Tuner's tuner_fn of the FCN (and the RNN, `tune_families`)."""
+    """The TFX Tuner's tuner_fn of the FCN (and the other sequence families)."""
     return _tune(fn_args, 'fcn')
+
+
+def inception_time_run_fn(fn_args: 'tfx.components.FnArgs') -> None:
+    """The TFX Trainer's run_fn of InceptionTime."""
+    _run(fn_args, 'inception_time')
+
+
+def inception_time_tuner_fn(
+        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
+    """The TFX Tuner's tuner_fn of InceptionTime (and the other families)."""
+    return _tune(fn_args, 'inception_time')

@@ -18,6 +18,7 @@ MODULES = {
     'multitask': 'models.multitask.model',
     'rnn': 'models.rnn.model',
     'fcn': 'models.fcn.model',
+    'inception_time': 'models.inception_time.model',
 }
 
 

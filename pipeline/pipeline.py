@@ -69,6 +69,18 @@ def trainer_config(config: configs.RunConfig) -> Dict[str, Any]:
     return params
 
 
+def transform_config(params: Dict[str, Any]) -> Dict[str, Any]:
+    """Transform's custom_config: the settings its preprocessing_fn reads.
+
+    The channels come at run time, from ExampleGen's data facts
+    (components/transform/executor.py).
+    """
+    config = {'image_shape': params.get('image_shape')}
+    if 'sequence_normalization' in params:
+        config['sequence_normalization'] = params['sequence_normalization']
+    return config
+
+
 def example_gen_settings(config: configs.RunConfig, data_uri: str) -> dict:
     """What the ExampleGen executor needs to read `data_uri`.
 
@@ -239,13 +251,13 @@ def create_pipeline(config: configs.RunConfig,
         stop_on_drift=bool(params['stop_on_drift'])).with_id(DATA_GATE)
 
     # Given ExampleGen's data facts (channels) at run time.
-    transform = Transform(
-        examples=example_gen.outputs['examples'],
-        schema=schema_gen.outputs['schema'],
-        preprocessing_fn=family.preprocessing_fn,
-        custom_config={'image_shape': params.get('image_shape')},
-        splits_config=transform_pb2.SplitsConfig(
-            analyze=[names.TRAIN], transform=[names.TRAIN, names.EVAL]))
+    transform = Transform(examples=example_gen.outputs['examples'],
+                          schema=schema_gen.outputs['schema'],
+                          preprocessing_fn=family.preprocessing_fn,
+                          custom_config=transform_config(params),
+                          splits_config=transform_pb2.SplitsConfig(
+                              analyze=[names.TRAIN],
+                              transform=[names.TRAIN, names.EVAL]))
     transform.add_upstream_node(data_gate)
 
     model_resolver = Resolver(

@@ -140,7 +140,7 @@ MODELS: Dict[str, ModelFamily] = {
             preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
             run_fn='models.entry_points.rnn_run_fn',
             tuner_fn='models.entry_points.rnn_tuner_fn',
-            tuned_with=('fcn',),
+            tuned_with=('fcn', 'inception_time'),
             default_data=_sktime_data('JapaneseVowels'),
             # No small-data batch cap: a recurrent step costs about the same at
             # any batch (one step of the cell per time step), so more, smaller
@@ -175,7 +175,7 @@ MODELS: Dict[str, ModelFamily] = {
             preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
             run_fn='models.entry_points.fcn_run_fn',
             tuner_fn='models.entry_points.fcn_tuner_fn',
-            tuned_with=('rnn',),
+            tuned_with=('rnn', 'inception_time'),
             default_data=_sktime_data('JapaneseVowels'),
             profiles={
                 'smoke':
@@ -196,6 +196,42 @@ MODELS: Dict[str, ModelFamily] = {
                          dropout=0.0,
                          epochs=60,
                          batch_size=16,
+                         min_accuracy=0.9,
+                         tune_families=True),
+            }),
+    # Fawaz et al. 2020's InceptionTime (one network, not their ensemble of
+    # five): the same data, preprocessing_fn and signatures as the RNN.
+    'inception_time':
+        ModelFamily(
+            kind=names.SEQUENCES,
+            preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
+            run_fn='models.entry_points.inception_time_run_fn',
+            tuner_fn='models.entry_points.inception_time_tuner_fn',
+            tuned_with=('rnn', 'fcn'),
+            default_data=_sktime_data('JapaneseVowels'),
+            profiles={
+                'smoke':
+                    dict(max_examples_per_split=0,
+                         conv_filters=[16, 16, 16],
+                         kernel_sizes=[10, 5, 3],
+                         bottleneck_filters=8,
+                         dropout=0.0,
+                         epochs=3,
+                         min_train_steps=200,
+                         max_train_steps=0,
+                         batch_size=32,
+                         min_accuracy=0.2,
+                         tune_families=True),
+                # The paper's: six modules of 32 filters a branch, kernels
+                # 40/20/10, batches of 64 (and its bottleneck of 32, the
+                # setting's default).
+                'full':
+                    dict(max_examples_per_split=0,
+                         conv_filters=[32] * 6,
+                         kernel_sizes=[40, 20, 10],
+                         dropout=0.0,
+                         epochs=60,
+                         batch_size=64,
                          min_accuracy=0.9,
                          tune_families=True),
             }),

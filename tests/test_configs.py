@@ -3,6 +3,7 @@ refuses a Beam runner known not to work before a run starts, and settings
 that are one of a few words."""
 
 import importlib
+import json
 import logging
 
 import apache_beam as beam
@@ -18,6 +19,7 @@ from models.convnet import model as convnet
 from pipeline import beam_runners
 from pipeline import cli
 from pipeline import configs
+from pipeline import pipeline as pipeline_lib
 from pipeline import profiles
 from pipeline import setting_checks
 
@@ -132,3 +134,21 @@ def test_the_other_familys_settings_are_its_own_profile_and_overrides():
         overrides=(('tune_trials', 3),)).tuned_families_hyperparameters()
     with pytest.raises(setting_checks.SettingError, match='no such setting'):
         setting_checks.check_overrides('convnet', [('tune_families', True)])
+
+
+@pytest.mark.parametrize('normalization', settings.SEQUENCE_NORMALIZATIONS)
+def test_the_transform_is_given_the_sequence_normalization(normalization):
+    """The pipeline's Transform hands `sequence_normalization` to the
+    preprocessing_fn (its custom_config), whichever family runs; the
+    default where none is given."""
+    for model in ('rnn', 'fcn', 'inception_time'):
+        overrides = ((('sequence_normalization',
+                       normalization),) if normalization != 'per_set' else ())
+        config = configs.RunConfig(model=model, overrides=overrides)
+        [transform] = [
+            component for component in pipeline_lib.create_pipeline(
+                config, '/nonexistent/data', serving_check=False).components
+            if component.id == 'Transform'
+        ]
+        custom_config = json.loads(transform.exec_properties['custom_config'])
+        assert custom_config['sequence_normalization'] == normalization, model

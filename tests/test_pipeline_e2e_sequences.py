@@ -100,10 +100,10 @@ def test_rnn_run_pushes_a_model_whose_two_signatures_agree(rnn_run):
                                atol=1e-6)
 
 
-@pytest.mark.parametrize('family', ['rnn', 'fcn'])
+@pytest.mark.parametrize('family', ['rnn', 'fcn', 'inception_time'])
 def test_served_sequence_answers_equal_the_saved_models_own(
         family, request, e2e_server):
-    """The RNN's and the FCN's pushed models over gRPC and REST answer as
+    """The sequence families' pushed models over gRPC and REST answer as
     they do in process."""
     summary, data, _, _ = request.getfixturevalue(f'{family}_run')
     sequences = _test_sequences(data)
@@ -114,11 +114,12 @@ def test_served_sequence_answers_equal_the_saved_models_own(
 
 
 @pytest.fixture(scope='module')
-def e2e_server(rnn_run, fcn_run, tmp_path_factory):
-    """One model server for the RNN and the FCN, each pinned to its first
-    run's version."""
-    with pipeline_runs.pinned_server(tmp_path_factory.mktemp('e2e_server'),
-                                     [rnn_run[0], fcn_run[0]]) as server:
+def e2e_server(rnn_run, fcn_run, inception_time_run, tmp_path_factory):
+    """One model server for the three sequence families' models, each
+    pinned to its first run's version."""
+    with pipeline_runs.pinned_server(
+            tmp_path_factory.mktemp('e2e_server'),
+        [rnn_run[0], fcn_run[0], inception_time_run[0]]) as server:
         yield server
 
 
@@ -231,9 +232,26 @@ def fcn_run(tmp_path_factory):
     return summary, data, home, log
 
 
-def test_fcn_run_pushes_a_model_that_ignores_padding(fcn_run):
-    summary, data, _, log = fcn_run
-    assert summary['model'] == 'fcn'
+@pytest.fixture(scope='module')
+def inception_time_run(tmp_path_factory):
+    """One run of the InceptionTime pipeline on small sequences, no Tuner:
+    as the RNN's run, a few epochs of two steps."""
+    root = tmp_path_factory.mktemp('inception_time')
+    data = datasets.write_ts_dataset(str(root / 'data'), train=60, test=30)
+    home = str(root / 'home')
+    summary, log = pipeline_runs.run_pipeline('--model', 'inception_time',
+                                              '--data', data, '--home', home,
+                                              '--set', 'epochs=10', '--set',
+                                              'min_train_steps=0', '--set',
+                                              'learning_rate=0.01')
+    assert summary is not None, log
+    return summary, data, home, log
+
+
+@pytest.mark.parametrize('family', ['fcn', 'inception_time'])
+def test_convolutional_runs_push_a_model_that_ignores_padding(family, request):
+    summary, data, _, log = request.getfixturevalue(f'{family}_run')
+    assert summary['model'] == family
     assert summary['blessed'] is True, log
     assert summary['accuracy'] > 0.6, summary
     model = tf.saved_model.load(summary['pushed_model'])
@@ -292,12 +310,13 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     best_trial = max(trials, key=lambda t: t['score'])
     assert {k: best_trial[k] for k in best} == best
     # The search chose between the sequence families (tune_families, on by
-    # default; the second trial, seed 42, is the RNN's). The pushed model
+    # default: rnn, fcn, inception_time). The pushed model
     # is the best trial's family with its architecture: for the FCN,
     # `depth` blocks of `width`, 2 x `width`, ... filters; for the RNN,
     # recurrent layers and no convolution.
     family = best['family']
-    assert {t['family'] for t in trials} == {'fcn', 'rnn'}, trials
+    assert {t['family'] for t in trials} <= {'fcn', 'rnn',
+                                             'inception_time'}, trials
     model = tf.saved_model.load(summary['pushed_model'])
     variable_names = [
         v.name
@@ -312,6 +331,9 @@ def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
         width, depth = best['fcn/width'], best['fcn/depth']
         assert [filters for _, filters in kernels] == [width, 2 * width, width
                                                       ][:depth], (kernels, best)
+    elif family == 'inception_time':
+        assert not kernels and any(
+            'module0_' in name for name in variable_names), variable_names
     else:
         assert not kernels and any(
             'rnn0' in name for name in variable_names), variable_names

@@ -15,6 +15,7 @@ from models import training
 from models import weights
 from models.convnet import model as convnet
 from models.fcn import model as fcn
+from models.inception_time import model as inception_time
 from models.rnn import model as rnn
 
 
@@ -83,20 +84,34 @@ def test_rnn_masks_padding_and_clips_gradients_under_mirrored_strategy(
     np.testing.assert_allclose(clean, padded, atol=1e-6)
 
 
-def test_fcn_ignores_padding_in_convolutions_batch_norm_and_pooling(mirrored):
-    params = {
-        'num_channels': 2,
+# The FCN's two blocks; InceptionTime's three modules of kernels 5 and 3 and
+# their max-pool, then a residual shortcut.
+_CONVOLUTIONAL = {
+    'fcn': (fcn.RECIPE, {
         'conv_filters': [4, 6],
-        'kernel_sizes': [5, 3],
-        'learning_rate': 1e-2
-    }
+        'kernel_sizes': [5, 3]
+    }),
+    'inception_time': (inception_time.RECIPE, {
+        'conv_filters': [4, 4, 4],
+        'kernel_sizes': [5, 4],
+        'bottleneck_filters': 3
+    }),
+}
+
+
+@pytest.mark.parametrize('family', sorted(_CONVOLUTIONAL))
+def test_convolutions_batch_norm_and_pooling_ignore_padding(mirrored, family):
+    """The FCN and InceptionTime: the same scores and batch-norm updates
+    whatever the padding holds and however long it is."""
+    recipe, layers = _CONVOLUTIONAL[family]
+    params = {'num_channels': 2, 'learning_rate': 1e-2, **layers}
     rng = np.random.default_rng(1)
     lengths = rng.integers(3, 9, size=16)
     sequences = rng.normal(size=(16, 12, 2)).astype(np.float32)
     for i, length in enumerate(lengths):
         sequences[i, length:] = 0.0  # Padded as to_model_inputs pads.
     labels = np.arange(16) % 3
-    model = _train_one_step(mirrored, fcn.RECIPE, params, {
+    model = _train_one_step(mirrored, recipe, params, {
         'sequence': sequences,
         'length': lengths
     }, labels)
@@ -116,7 +131,7 @@ def test_fcn_ignores_padding_in_convolutions_batch_norm_and_pooling(mirrored):
     # Batch-norm statistics of a training step count real steps only: the
     # same batch padded further gives the same update.
     with mirrored.scope():
-        twin = fcn.build_model(params, num_classes=3)
+        twin = recipe.build_model(params, num_classes=3)
     twin.set_weights(model.get_weights())
     model(inputs, training=True)
     twin({'sequence': noisy, 'length': lengths}, training=True)

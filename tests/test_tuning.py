@@ -20,6 +20,7 @@ from models import tuning
 from models import tuning_space
 from models.convnet import model as convnet
 from models.fcn import model as fcn
+from models.inception_time import model as inception_time
 from models.rnn import model as rnn
 from pipeline import configs
 from pipeline import pipeline
@@ -236,15 +237,25 @@ def _family_search(monkeypatch, tmp_path, model, *overrides, score=None):
     return tuner
 
 
-def test_the_sequence_search_draws_both_families_each_with_its_own_params(
+def test_the_sequence_search_draws_every_family_each_with_its_own_params(
         monkeypatch, tmp_path, capsys):
     tuner = _family_search(monkeypatch, tmp_path, 'rnn')
     families = [params[names.FAMILY] for _, params in tuner.trained]
-    assert set(families) == {'rnn', 'fcn'}, families
+    assert set(families) == {'rnn', 'fcn', 'inception_time'}, families
     rnn_profile = profiles.MODELS['rnn'].profiles['smoke']
     fcn_profile = profiles.MODELS['fcn'].profiles['smoke']
+    inception_profile = profiles.MODELS['inception_time'].profiles['smoke']
     for recipe, params in tuner.trained:
-        if params[names.FAMILY] == 'rnn':
+        if params[names.FAMILY] == 'inception_time':
+            # Its own modules and branch kernels, under the trial's values.
+            assert recipe is inception_time.RECIPE
+            assert len(set(params['conv_filters'])) == 1
+            assert len(params['conv_filters']) in (3, 6)
+            assert params['kernel_sizes'] == inception_profile['kernel_sizes']
+            assert params['bottleneck_filters'] == (
+                inception_profile['bottleneck_filters'])
+            assert 'clip_norm' not in params and 'units' not in params
+        elif params[names.FAMILY] == 'rnn':
             assert recipe is rnn.RECIPE
             assert params['cell'] in ('lstm', 'gru') and params['units']
             assert params['clip_norm'] == rnn_profile['clip_norm']
@@ -275,7 +286,7 @@ def test_the_sequence_search_draws_both_families_each_with_its_own_params(
             assert 'lstm' not in cells and 'gru' not in cells, row
 
 
-@pytest.mark.parametrize('model', ['rnn', 'fcn'])
+@pytest.mark.parametrize('model', ['rnn', 'fcn', 'inception_time'])
 def test_the_sequence_searchs_first_trial_is_the_running_familys_profile(
         monkeypatch, tmp_path, model):
     tuner = _family_search(monkeypatch, tmp_path, model)
@@ -382,7 +393,7 @@ def test_the_search_holds_the_settings_the_user_gave(monkeypatch, tmp_path,
     held = {'learning_rate_decay': 'cosine', 'dropout': 0.3}
     tuner = _family_search(monkeypatch, tmp_path, 'rnn', *held.items())
     assert {params[names.FAMILY] for _, params in tuner.trained
-           } == {'rnn', 'fcn'}
+           } == {'rnn', 'fcn', 'inception_time'}
     for _, params in tuner.trained:
         assert {key: params[key] for key in held} == held, params
     assert len({params['learning_rate'] for _, params in tuner.trained}) > 1

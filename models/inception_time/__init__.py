@@ -1,0 +1,1 @@
+"""InceptionTime: Inception modules over time (Fawaz et al. 2020)."""
