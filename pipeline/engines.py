@@ -35,6 +35,8 @@ import urllib.error
 import urllib.request
 from typing import Dict, Iterator, List, Optional
 
+from common import names
+
 ENGINES = ('local', 'flink', 'spark')
 CLUSTER_ENGINES = ('flink', 'spark')
 ENGINE_HELP = (
@@ -215,6 +217,118 @@ def flink_jobs(state: dict) -> List[dict]:
 def spark_applications(state: dict) -> dict:
     """The Spark master's `/json/`: its workers and (completed) apps."""
     return _http_json(f'http://{state["rest"]}/json/')
+
+
+class EngineJobFailed(Exception):
+    """A Beam job that failed on an engine: one line, naming the job."""
+
+
+_TERMINAL_STATES = ('DONE', 'FAILED', 'CANCELLED', 'UPDATED', 'DRAINED')
+
+
+class BeamJobs:
+    """The Beam jobs this process sends to engines, to report and cancel.
+
+    While `tracking()`, every job submitted through Beam's portable runner
+    (PortableRunner, and FlinkRunner and SparkRunner, which are one) is
+    kept: its job id, its end state and the SDK worker process ids its
+    counters name (names.WORKER_PID_COUNTERS); a job that fails raises
+    EngineJobFailed; `cancel_running()` cancels those not ended through the
+    job server's Job API (a `run` interrupted while a job runs).
+    """
+
+    def __init__(self):
+        self.jobs: List[dict] = []
+        self._results: list = []
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator['BeamJobs']:
+        """Keeps the portable jobs submitted meanwhile."""
+        # pylint: disable=import-outside-toplevel
+        from apache_beam.runners.portability import portable_runner
+        runner_class = portable_runner.PortableRunner
+        result_class = portable_runner.PipelineResult
+        run_pipeline = runner_class.run_pipeline
+        wait_until_finish = result_class.wait_until_finish
+        tracker = self
+
+        def tracked_run(runner, pipeline, options):
+            result = run_pipeline(runner, pipeline, options)
+            if isinstance(result, result_class):
+                tracker._results.append(result)  # pylint: disable=protected-access
+                tracker.jobs.append({
+                    'job_id': result._job_id,  # pylint: disable=protected-access
+                    'state': 'RUNNING'
+                })
+            return result
+
+        def tracked_wait(result, duration=None):
+            job = tracker.job_of(result)
+            try:
+                state = wait_until_finish(result, duration)
+            except Exception as error:  # pylint: disable=broad-except
+                if job is None:
+                    raise
+                job['state'] = str(result._state or 'FAILED')  # pylint: disable=protected-access
+                message = result._last_error_message()  # pylint: disable=protected-access
+                if message == 'unknown error':
+                    message = str(error)
+                lines = message.strip().splitlines() or ['(no message)']
+                raise EngineJobFailed(
+                    f'Beam job {job["job_id"]} ended {job["state"]} on the '
+                    f'engine: {lines[0][:300]}') from error
+            if job is not None:
+                job['state'] = str(state)
+                job['sdk_worker_pids'] = _worker_pids_counted(result)
+            return state
+
+        runner_class.run_pipeline = tracked_run
+        result_class.wait_until_finish = tracked_wait
+        try:
+            yield self
+        finally:
+            runner_class.run_pipeline = run_pipeline
+            result_class.wait_until_finish = wait_until_finish
+
+    def job_of(self, result) -> Optional[dict]:
+        """The kept job of a PipelineResult, if it is one of ours."""
+        for kept, job in zip(self._results, self.jobs):
+            if kept is result:
+                return job
+        return None
+
+    def cancel_running(self) -> List[str]:
+        """Cancels every kept job not ended; their ids."""
+        cancelled = []
+        for result, job in zip(self._results, self.jobs):
+            if job['state'] in _TERMINAL_STATES:
+                continue
+            try:
+                if str(result.state) in _TERMINAL_STATES:
+                    continue
+                result.cancel()
+            except Exception as error:  # pylint: disable=broad-except
+                job['cancel_error'] = f'{type(error).__name__}: {error}'
+                continue
+            job['state'] = 'CANCELLED'
+            cancelled.append(job['job_id'])
+        return cancelled
+
+
+def _worker_pids_counted(result) -> List[int]:
+    """The SDK worker pids a finished job's counters name (may be none)."""
+    # pylint: disable=import-outside-toplevel
+    from apache_beam.metrics.metric import MetricsFilter
+    try:
+        counters = result.metrics().query(
+            MetricsFilter().with_namespace(names.WORKER_PID_COUNTERS))['counters']
+    except Exception:  # pylint: disable=broad-except
+        return []  # A job server that keeps no metrics.
+    return sorted({
+        int(c.key.metric.name)
+        for c in counters
+        if (c.committed or c.attempted) and c.key.metric.name.isdigit()
+    })
 
 
 @dataclasses.dataclass
