@@ -281,8 +281,9 @@ def _data_error(error: BaseException) -> Optional[BaseException]:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, (InputDataError, DataValidationError,
-                              engines.EngineJobFailed)):
+        if isinstance(
+                error,
+            (InputDataError, DataValidationError, engines.EngineJobFailed)):
             return error
         error = error.__cause__ or error.__context__
     return None
@@ -371,10 +372,9 @@ def _jobs_cancelled_on_signal(jobs: engines.BeamJobs) -> Iterator[None]:
         del frame
         name = signal.Signals(signum).name
         cancelled = jobs.cancel_running()
-        raise RunInterrupted(
-            f'run interrupted by {name}' +
-            (f'; cancelled Beam job {", ".join(cancelled)} on the engine'
-             if cancelled else ''))
+        raise RunInterrupted(f'run interrupted by {name}' + (
+            f'; cancelled Beam job {", ".join(cancelled)} on the engine'
+            if cancelled else ''))
 
     previous = {
         signum: signal.signal(signum, interrupt)

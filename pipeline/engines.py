@@ -320,8 +320,8 @@ def _worker_pids_counted(result) -> List[int]:
     # pylint: disable=import-outside-toplevel
     from apache_beam.metrics.metric import MetricsFilter
     try:
-        counters = result.metrics().query(
-            MetricsFilter().with_namespace(names.WORKER_PID_COUNTERS))['counters']
+        counters = result.metrics().query(MetricsFilter().with_namespace(
+            names.WORKER_PID_COUNTERS))['counters']
     except Exception:  # pylint: disable=broad-except
         return []  # A job server that keeps no metrics.
     return sorted({
@@ -438,7 +438,7 @@ def _check_artifacts(engine: str) -> None:
             raise EngineError(f'{path}: missing; `make engines` fetches it')
 
 
-def _start_flink(cluster: _Cluster, python: str) -> dict:
+def _start_flink(cluster: _Cluster, python: str, workers: int) -> dict:
     home = flink_home()
     conf = os.path.join(cluster.dir, 'conf')
     os.makedirs(conf, exist_ok=True)
@@ -464,7 +464,7 @@ def _start_flink(cluster: _Cluster, python: str) -> dict:
         # Each sort-merge shuffle partition takes 512 buffers by default;
         # TFDV's and tf.Transform's jobs open dozens at once.
         'taskmanager.network.sort-shuffle.min-buffers': 64,
-        'parallelism.default': WORKERS,
+        'parallelism.default': workers,
         'io.tmp.dirs': os.path.join(cluster.dir, 'tmp'),
         'web.tmpdir': os.path.join(cluster.dir, 'tmp'),
         'env.java.opts.all': '-XX:+IgnoreUnrecognizedVMOptions',
@@ -486,7 +486,7 @@ def _start_flink(cluster: _Cluster, python: str) -> dict:
     cluster.spawn(
         'jobmanager',
         [os.path.join(home, 'bin', 'jobmanager.sh'), 'start-foreground'], env)
-    for index in range(WORKERS):
+    for index in range(workers):
         cluster.spawn(
             f'taskmanager-{index}',
             [os.path.join(home, 'bin', 'taskmanager.sh'), 'start-foreground'],
@@ -497,9 +497,9 @@ def _start_flink(cluster: _Cluster, python: str) -> dict:
             overview = _http_json(f'http://127.0.0.1:{rest}/overview')
         except (OSError, ValueError):
             return False
-        return overview.get('taskmanagers', 0) >= WORKERS
+        return overview.get('taskmanagers', 0) >= workers
 
-    cluster.wait_for(f'{WORKERS} TaskManagers registered', all_taskmanagers,
+    cluster.wait_for(f'{workers} TaskManagers registered', all_taskmanagers,
                      deadline)
     job = _start_job_server(cluster, [
         'org.apache.beam.runners.flink.FlinkJobServerDriver',
@@ -510,7 +510,7 @@ def _start_flink(cluster: _Cluster, python: str) -> dict:
         'rest': f'127.0.0.1:{rest}',
         'job_endpoint': job,
         'worker_pool': pool,
-        'parallelism': WORKERS
+        'parallelism': workers
     }
 
 
@@ -526,7 +526,7 @@ _JAVA17_OPENS = [
 ]
 
 
-def _start_spark(cluster: _Cluster, python: str) -> dict:
+def _start_spark(cluster: _Cluster, python: str, workers: int) -> dict:
     home = spark_home()
     port, ui = free_port(), free_port()
     env = {
@@ -547,7 +547,7 @@ def _start_spark(cluster: _Cluster, python: str) -> dict:
         str(ui)
     ], env)
     master = f'spark://127.0.0.1:{port}'
-    for index in range(WORKERS):
+    for index in range(workers):
         cluster.spawn(f'worker-{index}', [
             spark_class, 'org.apache.spark.deploy.worker.Worker', '--host',
             '127.0.0.1', '--port',
@@ -560,9 +560,9 @@ def _start_spark(cluster: _Cluster, python: str) -> dict:
             status = _http_json(f'http://127.0.0.1:{ui}/json/')
         except (OSError, ValueError):
             return False
-        return status.get('aliveworkers', 0) >= WORKERS
+        return status.get('aliveworkers', 0) >= workers
 
-    cluster.wait_for(f'{WORKERS} Spark workers alive', all_workers, deadline)
+    cluster.wait_for(f'{workers} Spark workers alive', all_workers, deadline)
     job = _start_job_server(cluster, [
         *_JAVA17_OPENS, 'org.apache.beam.runners.spark.SparkJobServerDriver',
         f'--spark-master-url={master}'
@@ -573,7 +573,7 @@ def _start_spark(cluster: _Cluster, python: str) -> dict:
         'master': master,
         'job_endpoint': job,
         'worker_pool': pool,
-        'parallelism': WORKERS
+        'parallelism': workers
     }
 
 
@@ -657,8 +657,12 @@ def _worker_env(python: str) -> Dict[str, str]:
 
 def start(engine: str,
           state_dir: Optional[str] = None,
-          python: Optional[str] = None) -> dict:
+          python: Optional[str] = None,
+          workers: int = WORKERS) -> dict:
     """Starts a local `engine` cluster, job server and worker pool.
+
+    Its `workers` TaskManagers or Spark workers have one slot or core each:
+    the parallelism of its jobs.
 
     Returns:
         Its state (pids, ports, endpoints), also written to state_path().
@@ -680,7 +684,7 @@ def start(engine: str,
     cluster = _Cluster(engine, state_dir)
     try:
         starter = _start_flink if engine == 'flink' else _start_spark
-        state = starter(cluster, python)
+        state = starter(cluster, python, workers)
     except BaseException:
         cluster.kill()
         raise
@@ -716,9 +720,11 @@ def stop(engine: str, state_dir: Optional[str] = None) -> List[int]:
 
 
 @contextlib.contextmanager
-def running(engine: str, state_dir: str) -> Iterator[dict]:
+def running(engine: str,
+            state_dir: str,
+            workers: int = WORKERS) -> Iterator[dict]:
     """A started cluster, stopped on leaving."""
-    state = start(engine, state_dir)
+    state = start(engine, state_dir, workers=workers)
     try:
         yield state
     finally:
@@ -855,12 +861,18 @@ def add_engine_command(commands) -> None:
     engine.add_argument('--python',
                         help='the Python of the SDK workers (default: this '
                         'one)')
+    engine.add_argument('--workers',
+                        type=int,
+                        default=WORKERS,
+                        help='TaskManagers or Spark workers, one slot or '
+                        f'core each: the jobs\' parallelism (default '
+                        f'{WORKERS})')
 
 
 def engine_command(args: argparse.Namespace) -> dict:
     """Runs `engine start|stop|status`; its JSON result."""
     if args.action == 'start':
-        state = start(args.engine, args.state_dir, args.python)
+        state = start(args.engine, args.state_dir, args.python, args.workers)
         return {
             **state, 'beam_engine_flags': [
                 f'--beam-engine={args.engine}',

@@ -308,8 +308,7 @@ def _wait_for(condition, what, deadline_seconds=1200.0):
 
 def _flink_job_states(state):
     return {
-        job['jid']: job['state']
-        for job in engines._http_json(  # pylint: disable=protected-access
+        job['jid']: job['state'] for job in engines._http_json(  # pylint: disable=protected-access
             f'http://{state["rest"]}/jobs/overview')['jobs']
     }
 
@@ -346,9 +345,8 @@ def _run_with_a_worker_killed(command, state):
             return any(s == 'RUNNING' for s in jobs.values())
 
         _wait_for(second_job_running, 'second Beam job running on Flink')
-        new = _wait_for(
-            lambda: _alive_worker_pids(state) - first_workers,
-            'SDK worker of the second job')
+        new = _wait_for(lambda: _alive_worker_pids(state) - first_workers,
+                        'SDK worker of the second job')
         for pid in new:
             os.kill(pid, signal.SIGKILL)
         stdout, stderr = process.communicate(timeout=1800)
@@ -356,8 +354,8 @@ def _run_with_a_worker_killed(command, state):
         if process.poll() is None:
             process.kill()
             process.wait()
-    return subprocess.CompletedProcess(process.args, process.returncode,
-                                       stdout, stderr), new
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout,
+                                       stderr), new
 
 
 def _served_top_classes(tmp_path, pushed_models, examples):
@@ -367,7 +365,9 @@ def _served_top_classes(tmp_path, pushed_models, examples):
         name: "{name}"
         base_path: "{os.path.dirname(path)}"
         model_platform: "tensorflow"
-        model_version_policy {{ specific {{ versions: {os.path.basename(path)} }} }}
+        model_version_policy {{
+          specific {{ versions: {os.path.basename(path)} }}
+        }}
       }}""" for name, path in pushed_models.items())
     config = tmp_path / 'models.config'
     config.write_text('model_config_list {%s\n}\n' % entries)
@@ -381,8 +381,7 @@ def _served_top_classes(tmp_path, pushed_models, examples):
                 client.wait_until_available(name, timeout=600)
                 answers[name] = [
                     p.top_class for p in client.send_classify(
-                        client_lib.build_classification_request(
-                            name, examples))
+                        client_lib.build_classification_request(name, examples))
                 ]
     finally:
         server.stop()
@@ -444,8 +443,7 @@ def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
     _assert_same_beam_outputs(str(tmp_path / 'engine'), str(tmp_path / 'local'),
                               model)
     [report] = glob.glob(
-        os.path.join(engine_root, 'Trainer', 'model_run', '*',
-                     'training.json'))
+        os.path.join(engine_root, 'Trainer', 'model_run', '*', 'training.json'))
     with open(report, encoding='utf-8') as f:
         training = json.load(f)
     assert training['cached_splits']['train'] is False
@@ -476,8 +474,8 @@ def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
         assert len(counted) >= 2
     if engine == 'flink':
         jobs = engines.flink_jobs(state)
-        assert jobs and all(j['state'] in ('FINISHED', 'FAILED', 'CANCELED')
-                            for j in jobs)
+        assert jobs and all(
+            j['state'] in ('FINISHED', 'FAILED', 'CANCELED') for j in jobs)
         finished = [j for j in jobs if j['state'] == 'FINISHED']
         assert finished and max(j['max_parallelism'] for j in finished) >= 2
     else:

@@ -16,7 +16,6 @@ from typing import (
 import apache_beam as beam
 
 from common import names
-
 from formats.errors import InputDataError
 
 _BAD = 'bad'
