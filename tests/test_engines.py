@@ -295,15 +295,52 @@ def _worker_pids(state):
         }
 
 
-def _wait_for(condition, what, deadline_seconds=1200.0):
-    """Polls `condition()` until it gives something true (liveness only)."""
+def _wait_for(condition, what, process=None, deadline_seconds=1200.0):
+    """Polls `condition()` until it gives something true (liveness only),
+    while `process` (if given) runs."""
     deadline = time.monotonic() + deadline_seconds
     while True:
         value = condition()
         if value:
             return value
+        assert process is None or process.poll() is None, (
+            f'the run ended before {what}: {_output(process)[1][-3000:]}')
         assert time.monotonic() < deadline, f'no {what}'
         time.sleep(0.5)
+
+
+def _start_run(command, folder):
+    """`python -m pipeline COMMAND` started, its output to files in
+    `folder` (a pipe nobody reads would stop it once full)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / 'stdout', 'w',
+              encoding='utf-8') as out, open(folder / 'stderr',
+                                             'w',
+                                             encoding='utf-8') as err:
+        process = subprocess.Popen([sys.executable, '-m', 'pipeline', *command],
+                                   cwd=REPO,
+                                   stdout=out,
+                                   stderr=err,
+                                   text=True)
+    process.folder = folder
+    return process
+
+
+def _output(process):
+    return tuple((process.folder / name).read_text(encoding='utf-8')
+                 for name in ('stdout', 'stderr'))
+
+
+def _finished(process, timeout=1800):
+    """The started run's CompletedProcess once it ends."""
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode,
+                                       *_output(process))
 
 
 def _flink_job_states(state):
@@ -319,15 +356,11 @@ def _alive_worker_pids(state):
     }
 
 
-def _run_with_a_worker_killed(command, state):
+def _run_with_a_worker_killed(command, state, folder):
     """Runs `command` on Flink, SIGKILLs the SDK workers of its second Beam
     job mid-job; the finished process and the pids killed."""
     seen = set(_flink_job_states(state))
-    process = subprocess.Popen([sys.executable, '-m', 'pipeline', *command],
-                               cwd=REPO,
-                               stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE,
-                               text=True)
+    process = _start_run(command, folder)
     try:
         # The first job (ExampleGen's) ended and a second runs: its workers
         # are the ones started since.
@@ -344,18 +377,15 @@ def _run_with_a_worker_killed(command, state):
                 return False
             return any(s == 'RUNNING' for s in jobs.values())
 
-        _wait_for(second_job_running, 'second Beam job running on Flink')
+        _wait_for(second_job_running, 'second Beam job running on Flink',
+                  process)
         new = _wait_for(lambda: _alive_worker_pids(state) - first_workers,
-                        'SDK worker of the second job')
+                        'SDK worker of the second job', process)
         for pid in new:
             os.kill(pid, signal.SIGKILL)
-        stdout, stderr = process.communicate(timeout=1800)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout,
-                                       stderr), new
+        result = _finished(process)
+    return result, new
 
 
 def _served_top_classes(tmp_path, pushed_models, examples):
@@ -417,7 +447,8 @@ def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
     if engine == 'flink':
         # A worker killed mid-job: Flink restarts nothing, the run fails
         # with one line, pushes nothing, and the next run resumes.
-        failed, killed = _run_with_a_worker_killed(engine_run, state)
+        failed, killed = _run_with_a_worker_killed(engine_run, state,
+                                                   tmp_path / 'killed')
         assert failed.returncode == 1, failed.stderr[-3000:]
         [error] = _errors(failed)
         assert error.startswith('error: Beam job ') and ' ended FAILED on the '
@@ -491,34 +522,28 @@ def test_an_interrupted_run_cancels_its_job_on_the_engine(clusters, tmp_path):
     state_dir, state = clusters('flink')
     seen = set(_flink_job_states(state))
     data = datasets.write_ts_dataset(str(tmp_path / 'data'), train=60, test=30)
-    process = subprocess.Popen([
-        sys.executable, '-m', 'pipeline', 'run', '--model', 'rnn', '--data',
-        data, '--home',
+    process = _start_run([
+        'run', '--model', 'rnn', '--data', data, '--home',
         str(tmp_path / 'home'), *TINY, '--beam-engine', 'flink',
         '--engine-state-dir', state_dir
-    ],
-                               cwd=REPO,
-                               stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE,
-                               text=True)
+    ], tmp_path / 'run')
     try:
         [job] = _wait_for(
             lambda: [
                 jid for jid, s in _flink_job_states(state).items()
                 if jid not in seen and s == 'RUNNING'
-            ], 'Beam job running on Flink')
+            ], 'Beam job running on Flink', process)
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=600)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == cli.EXIT_INTERRUPTED, stderr[-3000:]
-    [error] = _errors(subprocess.CompletedProcess([], 0, '', stderr))
+        finished = _finished(process, timeout=600)
+    stderr = finished.stderr
+    assert finished.returncode == cli.EXIT_INTERRUPTED, stderr[-3000:]
+    [error] = _errors(finished)
     assert error.startswith('error: run interrupted by SIGTERM; cancelled '
                             'Beam job '), error
     _wait_for(lambda: _flink_job_states(state)[job] == 'CANCELED',
-              'job cancelled on Flink', 300)
+              'job cancelled on Flink',
+              deadline_seconds=300)
     assert not os.path.exists(tmp_path / 'home' / 'serving')
 
 
