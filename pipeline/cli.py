@@ -342,7 +342,10 @@ def _run(args: argparse.Namespace) -> dict:
               file=sys.stderr,
               flush=True)
         lock.acquire(blocking=True)
-    jobs = engines.BeamJobs()
+    jobs = engines.BeamJobs(
+        engines.flink_rest_of(args.engine_beam_args +
+                              args.beam_args, args.engine_state_dir) if args.
+        beam_engine == 'flink' else None)
     try:
         with jobs.tracking(), _jobs_cancelled_on_signal(jobs):
             result = runner.run_local(config,

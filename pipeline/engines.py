@@ -237,9 +237,18 @@ class BeamJobs:
     job server's Job API (a `run` interrupted while a job runs).
     """
 
-    def __init__(self):
+    def __init__(self, flink_rest: Optional[str] = None):
+        """Keeps no job yet.
+
+        Args:
+            flink_rest: The REST address of the Flink cluster the jobs run
+                on, if known: Beam's Flink job server marks a job cancelled
+                without cancelling it on a Flink cluster, so it is
+                cancelled there too.
+        """
         self.jobs: List[dict] = []
         self._results: list = []
+        self._flink_rest = flink_rest
 
     @contextlib.contextmanager
     def tracking(self) -> Iterator['BeamJobs']:
@@ -307,12 +316,46 @@ class BeamJobs:
                 if str(result.state) in _TERMINAL_STATES:
                     continue
                 result.cancel()
+                if self._flink_rest:
+                    cancel_flink_job(self._flink_rest, job['job_id'])
             except Exception as error:  # pylint: disable=broad-except
                 job['cancel_error'] = f'{type(error).__name__}: {error}'
                 continue
             job['state'] = 'CANCELLED'
             cancelled.append(job['job_id'])
         return cancelled
+
+
+def cancel_flink_job(rest: str, beam_job_id: str) -> List[str]:
+    """Cancels through Flink's REST API the Flink job of a Beam job.
+
+    Beam's Flink job server names the Flink job after the Beam job's id
+    (up to its `_`); its own Cancel only stops waiting for the job.
+
+    Returns:
+        The Flink job ids cancelled.
+    """
+    name = beam_job_id.split('_')[0]
+    cancelled = []
+    for job in _http_json(f'http://{rest}/jobs/overview')['jobs']:
+        if job['name'] == name and job['state'] not in ('FINISHED', 'FAILED',
+                                                        'CANCELED'):
+            request = urllib.request.Request(
+                f'http://{rest}/jobs/{job["jid"]}?mode=cancel', method='PATCH')
+            with urllib.request.urlopen(request, timeout=10):
+                cancelled.append(job['jid'])
+    return cancelled
+
+
+def flink_rest_of(flags: List[str], state_dir: Optional[str]) -> Optional[str]:
+    """The REST address of the local Flink cluster `flags` point at, if so."""
+    try:
+        state = read_state('flink', state_dir)
+    except EngineError:
+        return None
+    if endpoint(flags, 'job_endpoint') != state.get('job_endpoint'):
+        return None
+    return state.get('rest')
 
 
 def _worker_pids_counted(result) -> List[int]:
