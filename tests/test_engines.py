@@ -120,6 +120,49 @@ def test_workers_that_cannot_start_are_one_line_not_a_hang():
     ] or 'missing; `make engines` fetches it' in process.stderr
 
 
+def test_engine_jobs_are_kept_with_their_worker_pids_and_fail_in_one_line():
+    """Through Beam's own Python job service (a real Job API server)."""
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+
+    from components.example_gen import reading  # pylint: disable=import-outside-toplevel
+    port = engines.free_port()
+    service = subprocess.Popen([
+        sys.executable, '-m',
+        'apache_beam.runners.portability.local_job_service_main', '--port',
+        str(port)
+    ],
+                               stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        _wait_for(lambda: engines.port_answers(f'127.0.0.1:{port}'),
+                  'job service', service, 120)
+        options = beam.options.pipeline_options.PipelineOptions([
+            '--runner=PortableRunner', f'--job_endpoint=127.0.0.1:{port}',
+            '--environment_type=LOOPBACK'
+        ])
+        jobs = engines.BeamJobs()
+        with jobs.tracking():
+            with beam.Pipeline(options=options) as pipeline:
+                reading.read_items(pipeline, ['a', 'b'],
+                                   lambda item: [item.encode()])
+            with pytest.raises(engines.EngineJobFailed) as failed:
+                with beam.Pipeline(options=options) as pipeline:
+                    _ = (pipeline | beam.Create([0]) |
+                         beam.Map(lambda x: 1 // x))
+        [done, failing] = jobs.jobs
+        assert done['state'] == 'DONE'
+        assert done['sdk_worker_pids'] == [os.getpid()]  # LOOPBACK: here.
+        assert failing['state'] == 'FAILED'
+        message = str(failed.value)
+        assert message.startswith(f'Beam job {failing["job_id"]} ended '
+                                  'FAILED on the engine: ')
+        assert '\n' not in message
+    finally:
+        os.killpg(service.pid, signal.SIGKILL)
+        service.wait()
+
+
 def test_cache_plan_streams_a_split_over_the_budget():
     from models import training  # pylint: disable=import-outside-toplevel
     sizes = {'train': 600 * 2**10, 'eval': 300 * 2**10}
