@@ -60,8 +60,9 @@ def _uptime() -> str:
 
 
 def trained_epochs_flag(run: Optional[Dict[str, Any]]) -> List[str]:
-    """`--epochs N` for a by-hand twin: the epochs the run's Trainer trained
-    (its schedule's, up to early stopping), so that both do the same job.
+    """`--epochs N` for a by-hand twin: the epochs the run's Trainer trained.
+
+    Its schedule's, up to early stopping, so that both do the same job.
     """
     epochs = common.trained_epochs(run)
     return [f'--epochs={epochs}'] if epochs else []
@@ -151,10 +152,12 @@ class Bench:
                     run['cpu_seconds'] / hand['cpu_seconds'], 3)
 
     def smoke(self) -> None:
-        """The smoke profile end to end (a full run measures it apart), then
-        two reruns in its home: the first evaluates the model against the
-        one the first run pushed, the second takes every component from the
-        cache."""
+        """The smoke profile end to end, then two reruns in its home.
+
+        A full run measures the smoke profile apart. Of the reruns, the
+        first evaluates the model against the one the first run pushed, the
+        second takes every component from the cache.
+        """
         for model in self.models:
             home = self.home(model, 'smoke')
             run = self.section(f'pipeline {model} smoke',

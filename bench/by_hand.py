@@ -38,6 +38,7 @@ import warnings  # noqa: E402
 from typing import Any, Dict, List, Optional, Sequence, Tuple  # noqa: E402
 
 from common import environment  # noqa: E402
+from common import settings  # noqa: E402
 
 environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -178,7 +179,7 @@ def load_data(
     watch = common.Stopwatch()
     source = data_source.detect(config.data_path, config.family.kind)
     paths = _split_paths(source)
-    seed = int(params.get('seed', 42))
+    seed = int(settings.value(params, 'seed'))
     extra: Dict[str, Any] = {}
     if source.kind == names.IMAGES:
         num_classes = len(source.class_names)
@@ -275,7 +276,7 @@ def train_and_evaluate(config: configs.RunConfig,
     params.update(fitted)  # As the Trainer (batch-norm momentum too).
     epochs = int(epochs or params['epochs'])
     with watch('build'):
-        strategy = distribute.make_strategy(params.get('strategy', 'auto'))
+        strategy = distribute.make_strategy(settings.value(params, 'strategy'))
         with strategy.scope():
             model = module.build_model(params, num_classes)
             training.compile_model(model, params)

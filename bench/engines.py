@@ -165,8 +165,7 @@ def plot(results: Dict[str, Any], path: Path) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """`python -m bench.engines`: the same as `python -m bench --only
-    engines`."""
+    """`python -m bench.engines`: `python -m bench --only engines`."""
     import argparse  # pylint: disable=import-outside-toplevel
     parser = argparse.ArgumentParser(prog='python -m bench.engines',
                                      description=__doc__.split('\n')[0])

@@ -1,5 +1,6 @@
-"""Metric learning on classes held out of training: the embedding model
-against the same trunk trained as a softmax classifier.
+"""Metric learning on classes held out of training, against a classifier.
+
+The embedding model against the same trunk trained as a softmax classifier.
 
     python -m bench.metric_learning [--train-per-class 1000] [--epochs 10]
         [--seen 0-6] [--draws 20] [--output bench/results/metric_learning.json]
@@ -60,8 +61,10 @@ def _classes(text: str) -> List[int]:
 
 def load_split(prefix: str, classes: Sequence[int], per_class: Optional[int],
                seed: int):
-    """(images uint8 [n, 28, 28], labels) of `classes`, `per_class` of each
-    drawn at random (None: all)."""
+    """Images (uint8 [n, 28, 28]) and labels of `classes`.
+
+    `per_class` of each, drawn at random (None: all).
+    """
     path = os.path.join(names.FASHION_MNIST_DIR,
                         f'{prefix}-images-idx3-ubyte.gz')
     images, labels = image_formats.read_idx_dataset(
@@ -79,8 +82,10 @@ def load_split(prefix: str, classes: Sequence[int], per_class: Optional[int],
 
 def nearest_reference_accuracy(vectors: np.ndarray, labels: np.ndarray, k: int,
                                draws: int, seed: int) -> List[float]:
-    """Accuracy per draw of classifying by the nearest of k references a
-    class (the references themselves are not scored)."""
+    """Accuracy per draw of classifying by the nearest of k references a class.
+
+    The references themselves are not scored.
+    """
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
     accuracies = []
@@ -130,6 +135,7 @@ def evaluate(vectors: np.ndarray, labels: np.ndarray, draws: int,
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Trains both models, scores them, writes `--output`."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--train-per-class', type=int, default=1000)
     parser.add_argument('--epochs', type=int, default=10)

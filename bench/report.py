@@ -166,8 +166,10 @@ def evaluate_targets(results: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def pipeline_breakdown(run: Dict[str, Any]) -> List[Tuple[str, float]]:
-    """(name, seconds) of a pipeline run: start-up, the costly components,
-    the rest summed; in _COMPONENT_ORDER."""
+    """A pipeline run's (name, seconds) parts, in _COMPONENT_ORDER.
+
+    Start-up, the costly components, the rest summed.
+    """
     components = dict(run.get('component_seconds') or {})
     parts = {'startup': max(0.0, float(run.get('startup_seconds') or 0.0))}
     for name in _COMPONENT_ORDER[1:-1]:
@@ -187,8 +189,11 @@ def by_hand_breakdown(run: Dict[str, Any]) -> List[Tuple[str, float]]:
 
 
 def _bars(axis, results: Dict[str, Any]) -> None:
-    """Wall time per model, pipeline next to by hand, stacked by component
-    or phase and coloured by phase; the test accuracy on top."""
+    """Draws wall time per model, pipeline next to by hand.
+
+    Stacked by component or phase and coloured by phase; the test accuracy
+    on top.
+    """
     labels = []
     for x, (label, stack, accuracy) in enumerate(_stacks(results)):
         labels.append(label)
@@ -289,8 +294,11 @@ def _serving(axis, results: Dict[str, Any]) -> None:
 
 
 def plot(results: Dict[str, Any], path: Path) -> None:
-    """Writes the report's figure: wall time bars, rows/s against data size,
-    and the model server's requests/s against clients."""
+    """Writes the report's figure.
+
+    Wall time bars, rows/s against data size, and the model server's
+    requests/s against clients.
+    """
     import matplotlib  # pylint: disable=import-outside-toplevel
     matplotlib.use('Agg')
     from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
@@ -327,8 +335,10 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 
 def _epochs_by_batch(run: Dict[str, Any]) -> str:
-    """'15x128': the epochs trained and the global batch, of a pipeline
-    run (its Trainer's report) or of a by-hand run."""
+    """The epochs trained and the global batch, as '15x128'.
+
+    Of a pipeline run (its Trainer's report) or of a by-hand run.
+    """
     training = run.get('training')
     if training:
         return f'{common.trained_epochs(run)}x{training.get("global_batch")}'

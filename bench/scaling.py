@@ -98,7 +98,7 @@ def write_scaled_idx(source: str, dest: str, scale: float) -> Dict[str, int]:
 
 def growth_exponent(sizes: Sequence[float],
                     seconds: Sequence[float]) -> Optional[float]:
-    """k in seconds ~ size^k between the smallest and the largest size.
+    """The exponent k of seconds ~ size^k, smallest to largest size.
 
     1 is linear growth; below 1, fixed costs still dominate.
     """

@@ -129,6 +129,7 @@ def export_convnet(base_path: str) -> str:
 
 
 def png_image(seed: int = 0) -> bytes:
+    """A 28x28 gray PNG of random pixels."""
     from PIL import Image  # pylint: disable=import-outside-toplevel
     pixels = np.random.default_rng(seed).integers(0, 256, (28, 28), np.uint8)
     buffer = io.BytesIO()
@@ -137,6 +138,7 @@ def png_image(seed: int = 0) -> bytes:
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
@@ -557,6 +559,7 @@ def format_table(results: dict) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the serving benchmark; prints and writes its results."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick',
                         action='store_true',

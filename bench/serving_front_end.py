@@ -7,7 +7,8 @@ A SavedModel whose signature multiplies a [None, 3] float input by a 3x2
 matrix, so that every figure is the front end's own cost. For the server of
 this checkout and for the previous front end (PREVIOUS_FRONT_END, the last
 commit with it, extracted by `git archive` into a temporary directory and
-started the same way, same flags, one after the other in the same run):
+started the same way, same flags; both up at once and measured in turn,
+ROUNDS times, the medians kept):
   * one client on one kept-alive REST connection (`wrk -c1`): median ms;
   * 64 REST connections (`wrk -c64`): requests/s;
   * 64 concurrent gRPC unary Predicts (grpc.aio client): requests/s;
@@ -22,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from bench import serving_bench
+from common import environment
 
 # The last commit whose server had the thread-per-request front end.
 PREVIOUS_FRONT_END = '2ec7f20c61fa9ce913ff840e3745c55aed280166'
@@ -38,6 +41,9 @@ MODEL_NAME = 'matmul'
 ROWS = [[1.0, 2.0, 3.0]]
 WRK = 'wrk'
 CONNECTIONS = 64
+# Each server's cells are measured this many times, alternating servers;
+# the table gives the medians.
+ROUNDS = 3
 _WRK_SCRIPT = """\
 wrk.method = "POST"
 wrk.body = '%s'
@@ -89,7 +95,7 @@ class _RestServer:
         self.grpc_port = serving_bench.free_port()
         self.rest_port = serving_bench.free_port()
         env = dict(os.environ,
-                   TF_USE_LEGACY_KERAS='1',
+                   **environment.LEGACY_KERAS_ENV,
                    TF_CPP_MIN_LOG_LEVEL='2',
                    PYTHONPATH=source_root)
         self._log_path = log_path
@@ -130,8 +136,10 @@ def _millis(text: str) -> float:
 
 def wrk(url: str, script: str, connections: int, seconds: float,
         server_pid: int) -> Dict[str, float]:
-    """requests/s, median ms and the server's CPU ms a request of `wrk`
-    POSTing the script's body."""
+    """Requests/s, median ms and server CPU ms a request of a `wrk` run.
+
+    `wrk` POSTs the script's body.
+    """
     server_cpu = serving_bench.cpu_seconds(server_pid)
     command = [
         WRK, f'-t{min(connections, 2)}', f'-c{connections}',
@@ -170,7 +178,6 @@ def _measure(server: _RestServer, script: str, request,
     url = (f'http://127.0.0.1:{server.rest_port}/v1/models/{MODEL_NAME}'
            ':predict')
     pid = server.process.pid
-    wrk(url, script, 1, 1, pid)  # Warm-up.
     grpc_cell = serving_bench.grpc_load(server.grpc_port, pid, request,
                                         CONNECTIONS, seconds)
     return {
@@ -183,6 +190,21 @@ def _measure(server: _RestServer, script: str, request,
             'p50_ms': grpc_cell['p50'],
             'server_cpu_ms': grpc_cell.get('server_cpu_ms')
         },
+    }
+
+
+Cells = Dict[str, Dict[str, float]]
+
+
+def _median_cells(rounds: List[Cells]) -> Cells:
+    """Each figure of each cell, the median over the rounds."""
+    return {
+        key: {
+            field: (statistics.median(r[key][field]
+                                      for r in rounds)
+                    if rounds[0][key].get(field) is not None else None)
+            for field in rounds[0][key]
+        } for key in rounds[0]
     }
 
 
@@ -219,13 +241,27 @@ def run(quick: bool = False) -> dict:
             'previous': _previous_source(workdir),
             'current': str(serving_bench.REPO_ROOT)
         }
-        for name, source in sources.items():
-            server = _RestServer(source, base_path,
-                                 os.path.join(workdir, f'{name}.log'))
-            try:
-                results[name] = _measure(server, script, request, seconds)
-            finally:
+        servers = {}
+        try:
+            for name, source in sources.items():
+                servers[name] = _RestServer(
+                    source, base_path, os.path.join(workdir, f'{name}.log'))
+            for server in servers.values():  # Warm-up.
+                wrk(
+                    f'http://127.0.0.1:{server.rest_port}/v1/models/'
+                    f'{MODEL_NAME}:predict', script, 1, 1, server.process.pid)
+            # Both servers up, measured in turn, round after round: on a
+            # shared machine both see the same spells of load.
+            rounds = {name: [] for name in servers}
+            for _ in range(ROUNDS):
+                for name, server in servers.items():
+                    rounds[name].append(
+                        _measure(server, script, request, seconds))
+        finally:
+            for server in servers.values():
                 server.stop()
+        for name, cells in rounds.items():
+            results[name] = _median_cells(cells)
         results['in_process_calls_per_s'] = _in_process(base_path, seconds)
     results['ratios'] = {
         key:
@@ -237,6 +273,7 @@ def run(quick: bool = False) -> dict:
     }
     results['settings'] = {
         'seconds_per_cell': seconds,
+        'rounds': ROUNDS,
         'previous_front_end': PREVIOUS_FRONT_END,
         'cpus': os.cpu_count(),
         'load_average': [load_at_start, [round(x, 2) for x in os.getloadavg()]]
@@ -268,12 +305,15 @@ def format_table(results: dict) -> str:
     for key, rps in results['in_process_calls_per_s'].items():
         lines.append(f'| in process, {key.replace("_", " ")}, calls/s | | '
                      f'{rps:.0f} | |')
-    lines.append(f'\nload average at start and end: '
-                 f'{results["settings"]["load_average"]}')
+    settings = results['settings']
+    lines.append(f'\nmedians of {settings.get("rounds", 1)} rounds of '
+                 f'{settings["seconds_per_cell"]:g} s a cell; load average '
+                 f'at start and end: {settings["load_average"]}')
     return '\n'.join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the front ends' table; prints and writes it."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='3 s a cell')
     parser.add_argument('--output',

@@ -1,5 +1,6 @@
-"""Small data sets for the defaults that adapt to the data, and a plain Keras
-script to compare the pipeline with.
+"""Small data sets, and a plain Keras script to compare the pipeline with.
+
+They check the defaults that adapt to the data's size.
 
     python -m bench.small_data images DIR [--per-class 150] [--size 32]
     python -m bench.small_data sequences NAME DIR [--train 100]
@@ -53,9 +54,11 @@ def write_image_folders(root: str,
                         classes: Sequence[int] = range(10),
                         colour: bool = True,
                         test_per_class: Optional[int] = None) -> None:
-    """`per_class` training and `test_per_class` (default `per_class // 3`)
-    test images of each of `classes` (Fashion-MNIST label indices), RGB or
-    gray."""
+    """Writes training and test images of each of `classes`, RGB or gray.
+
+    `per_class` training and `test_per_class` (default `per_class // 3`)
+    test images of each of `classes` (Fashion-MNIST label indices).
+    """
     rng = np.random.default_rng(seed)
     for split, prefix, count in (('train', 'train', per_class),
                                  ('test', 't10k', test_per_class or
@@ -140,8 +143,10 @@ def _newest(pattern: str) -> str:
 
 
 def kept_model_accuracy(home: str, model: str) -> dict:
-    """The exported model's accuracy on the newest run's eval and test
-    splits, and the eval accuracy of the epoch whose weights it kept.
+    """The exported model's accuracy on the eval and test splits.
+
+    Of the newest run, beside the eval accuracy of the epoch whose weights
+    it kept.
 
     The end of training is the exported model: the kept epoch's weights
     with batch-norm statistics recomputed (models/weights.py), which can

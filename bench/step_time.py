@@ -1,5 +1,6 @@
-"""Time of a training step under the Trainer's speed-ups, against the plain
-compile, in one process.
+"""Time of a training step under the Trainer's speed-ups and without them.
+
+The plain compile against each variant, in one process.
 
     python -m bench.step_time --model convnet [--profile full] [--steps 12]
         [--rounds 3] [--threads 1] [--variant KEY=VALUE[,KEY=VALUE...] ...]
@@ -30,6 +31,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from common import environment
+from common import settings
 
 environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -70,7 +72,7 @@ def measure(model_name: str, profile: str, steps: int, rounds: int,
     batches = -(-count // batch)
     models = []
     for variant in [{}] + variants:
-        tf.keras.utils.set_random_seed(int(params.get('seed', 42)))
+        tf.keras.utils.set_random_seed(int(settings.value(params, 'seed')))
         model = module.build_model(params, num_classes)
         training.compile_model(model, params)
         training.apply_speedups(model, {**params, **variant})

@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from common import environment
+from common import settings
 
 environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -165,11 +166,11 @@ def measure(
         input_rates.append(count / (time.monotonic() - started))
     arrays, labels = materialize(pipeline_dataset(shuffle=False))
 
-    strategy = distribute.make_strategy(params.get('strategy', 'auto'))
+    strategy = distribute.make_strategy(settings.value(params, 'strategy'))
     models = {}
     for key in ('make_dataset', 'arrays'):
         with strategy.scope():
-            tf.keras.utils.set_random_seed(int(params.get('seed', 42)))
+            tf.keras.utils.set_random_seed(int(settings.value(params, 'seed')))
             model = module.build_model(params, len(source.class_names))
             training.compile_model(model, params)
             if key == 'make_dataset':

@@ -1,5 +1,6 @@
-"""Multi-scale vs single-scale convnets, and transfer vs from scratch, at
-the same budget (steps) each.
+"""Multi-scale vs single-scale convnets, transfer vs from scratch.
+
+Each at the same budget (steps).
 
     python -m bench.transfer [--out DIR] [--part all|transfer|scales]
         [--seeds 3]
@@ -32,7 +33,8 @@ does. Prints a table and one JSON line.
 Measured (docs/results/model-quality.md, "Transfer and multi-scale"):
 the source reached 0.981 test accuracy; on the small set over seeds 0-2,
 from scratch 0.707 ± 0.012, transfer with the defaults 0.727 ± 0.007,
-fine-tuned at the full rate 0.739 ± 0.008."""
+fine-tuned at the full rate 0.739 ± 0.008.
+"""
 
 import argparse
 import json
@@ -79,8 +81,10 @@ Arrays = Tuple[np.ndarray, np.ndarray]
 
 def fashion_mnist(split: str, classes: Sequence[int], per_class: int,
                   seed: int) -> Arrays:
-    """`per_class` 28x28 images of each of `classes` (0: all of them),
-    labels 0..k-1."""
+    """`per_class` 28x28 images of each of `classes`, labels 0..k-1.
+
+    `per_class` 0: all of them.
+    """
     prefix = 'train' if split == 'train' else 't10k'
     path = os.path.join(names.FASHION_MNIST_DIR,
                         f'{prefix}-images-idx3-ubyte.gz')
@@ -112,8 +116,10 @@ def class_folders(root: str, split: str) -> Arrays:
 
 
 def z_scored(train: np.ndarray, *others: np.ndarray) -> List[np.ndarray]:
-    """Pixels in [0, 1], z-scored per channel with `train`'s statistics (as
-    the convnet's preprocessing_fn)."""
+    """Pixels in [0, 1], z-scored per channel with `train`'s statistics.
+
+    As the convnet's preprocessing_fn does.
+    """
     scaled = [a.astype('float32') / 255 for a in (train, *others)]
     mean = scaled[0].mean(axis=(0, 1, 2))
     std = scaled[0].std(axis=(0, 1, 2))
@@ -127,8 +133,11 @@ def fit(settings: Dict[str, Any],
         seed: int,
         save_to: Optional[str] = None,
         test_each_epoch: bool = False) -> Dict[str, Any]:
-    """Trains a convnet for `epochs` epochs; its test accuracy (and each
-    epoch's, before batch-norm recalibration, with `test_each_epoch`)."""
+    """Trains a convnet for `epochs` epochs; returns its test accuracy.
+
+    With `test_each_epoch`, each epoch's too, before batch-norm
+    recalibration.
+    """
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
 
@@ -188,9 +197,11 @@ def fit(settings: Dict[str, Any],
 
 def source_model(out: str, per_class: int, epochs: int,
                  record: Callable[[str, str, Dict[str, Any]], None]) -> str:
-    """The source model's base path, `out/source`: trained on `per_class`
-    training images of each source class (0: all) and saved, or the one a
-    run with the same settings saved there before."""
+    """The source model's base path, `out/source`, trained if need be.
+
+    Trained on `per_class` training images of each source class (0: all)
+    and saved, or the one a run with the same settings saved there before.
+    """
     source_dir = os.path.join(out, 'source')
     settings = {
         'classes': list(SOURCE_CLASSES),
@@ -223,8 +234,10 @@ def source_model(out: str, per_class: int, epochs: int,
 
 
 def summary(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Each small-set variant's test accuracy over its seeds: mean,
-    standard deviation, lowest and highest."""
+    """Each small-set variant's test accuracy over its seeds.
+
+    Mean, standard deviation, lowest and highest.
+    """
     by_variant: Dict[str, List[float]] = {}
     for row in rows:
         if 'seed' in row:

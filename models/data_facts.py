@@ -1,13 +1,11 @@
 """What the pipeline learns from the data at run time.
 
-What the pipeline learns from the data at run time: class names, channels,
-format and span.
-
-ExampleGen reads them from the data it converts and writes them as a small
-JSON file beside its output (`write`); Transform copies the file into the
-transform graph it writes, which the Trainer (and a Tuner) read through
-`from_fn_args`. Nothing is read from the data when the pipeline is compiled,
-so a compiled Kubeflow job holds no fact of the compiling machine's files.
+Class names, channels, format and span. ExampleGen reads them from the data it
+converts and writes them as a small JSON file beside its output (`write`);
+Transform copies the file into the transform graph it writes, which the Trainer
+(and a Tuner) read through `from_fn_args`. Nothing is read from the data when
+the pipeline is compiled, so a compiled Kubeflow job holds no fact of the
+compiling machine's files.
 """
 
 import json
@@ -36,8 +34,7 @@ def write(directory: str, facts: Dict[str, Any]) -> str:
 def read(directory: str) -> Dict[str, Any]:
     """The facts written under `directory`.
 
-    The facts written under `directory` (an Examples artifact or a transform
-    graph).
+    `directory`: an Examples artifact or a transform graph.
 
     Raises:
         FileNotFoundError: naming the file, if `directory` holds none.

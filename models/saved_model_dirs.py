@@ -24,8 +24,7 @@ class SavedModelDirError(ValueError):
 def newest_saved_model(path: str) -> str:
     """The SavedModel directory `path` names.
 
-    The SavedModel directory `path` names: itself, or the newest version of the
-    model base path it is.
+    Itself, or the newest version of the model base path it is.
 
     Raises:
         SavedModelDirError: naming the path and what is wrong with it.

@@ -1,9 +1,8 @@
-"""How long and how fast a model trains, fitted to the data.
+"""How long and how fast a model trains, fitted to the data and replicas.
 
-How long and how fast a model trains, fitted to the data's size and the
-replicas: batch size, epochs, batch-norm momentum, patience, the learning rate's
-scaling, warm-up, plateau or cosine decay, and the metric that chooses the epoch
-whose weights are kept.
+Batch size, epochs, batch-norm momentum, patience, the learning rate's
+scaling, warm-up, plateau or cosine decay, and the metric that chooses the
+epoch whose weights are kept, from the data's size and the replicas.
 """
 
 import math
@@ -46,7 +45,7 @@ def fitted_batch_size(params: Params,
     noisy steps, not one or two near-full-batch ones. 0 turns the cap off.
     """
     batch = int(params['batch_size'])
-    fraction = float(params.get('max_batch_fraction') or 0)
+    fraction = float(settings.value(params, 'max_batch_fraction'))
     if fraction > 0:
         cap = int(fraction * int(train_examples)) // max(int(replicas), 1)
         batch = min(batch, max(cap, 1))
@@ -106,7 +105,7 @@ def training_schedule(params: Params,
     """
     steps_per_epoch = max(int(steps_per_epoch), 1)
     configured = int(params.get('batch_size') or 1)
-    length = float(params.get('training_length') or 1.0)
+    length = float(settings.value(params, 'training_length'))
 
     def epochs_for(steps_key: str) -> int:
         """Epochs that make `params[steps_key]` steps.
@@ -126,7 +125,8 @@ def training_schedule(params: Params,
                    epochs // 5)
     plateau = max(
         1,
-        math.ceil(int(params.get('lr_plateau_steps') or 0) / steps_per_epoch))
+        math.ceil(
+            int(settings.value(params, 'lr_plateau_steps')) / steps_per_epoch))
     if (params.get('max_train_steps') and eval_examples is not None and
             best_epoch_monitor(eval_examples)[0] == 'loss'):
         epochs = max(epochs, epochs_for('max_train_steps'))
@@ -163,7 +163,7 @@ def learning_rate_plateau(
     (the warm-up of many replicas, a cosine decay), which Keras cannot
     reset.
     """
-    factor = float(params.get('lr_plateau_factor') or 0)
+    factor = float(settings.value(params, 'lr_plateau_factor'))
     if not 0 < factor < 1 or not isinstance(learning_rate, float):
         return None
     return _RelativePlateau(float(settings.value(params,
@@ -172,7 +172,8 @@ def learning_rate_plateau(
                             mode='min',
                             factor=factor,
                             patience=int(params['lr_plateau_patience']),
-                            min_lr=float(params.get('min_learning_rate') or 0),
+                            min_lr=float(
+                                settings.value(params, 'min_learning_rate')),
                             verbose=1)
 
 
@@ -303,7 +304,7 @@ def decayed_learning_rate(params: Params, learning_rate: LearningRate,
     steps = int(params['epochs']) * max(int(steps_per_epoch), 1)
     warmup = learning_rate if isinstance(learning_rate, LinearWarmup) else None
     peak = warmup.target if warmup else float(learning_rate)
-    floor = min(float(params.get('min_learning_rate') or 0), peak)
+    floor = min(float(settings.value(params, 'min_learning_rate')), peak)
     warmup_steps = warmup.warmup_steps if warmup else 0
     # Without a warm-up target, CosineDecay decays from its initial rate.
     return keras.optimizers.schedules.CosineDecay(

@@ -1,7 +1,7 @@
 """The Trainer's side of training, around the training loop.
 
-The Trainer's side of training: the Tuner's best family and values, then this
-process or worker processes, then the report.
+The Tuner's best family and values, then this process or worker processes,
+then the report (`names.TRAINING_REPORT`).
 
 `run` is what every family's TFX run_fn calls (models/entry_points.py); the
 loop it runs is models/training.py `train`, which a Tuner's trial
@@ -62,10 +62,10 @@ def run(fn_args: 'tfx.components.FnArgs',
         report = workers.launch(fn_args, recipe, params)
     else:
         report = training.train(fn_args, recipe, params, export_model)
-    if report['chief'] and export_model:
+    if report.chief and export_model:
         tf.io.gfile.makedirs(fn_args.model_run_dir)
         with tf.io.gfile.GFile(
                 os.path.join(fn_args.model_run_dir, names.TRAINING_REPORT),
                 'w') as f:
-            json.dump(report, f)
-    return report['best_val_accuracy']
+            json.dump(report.as_json(), f)
+    return report.best_val_accuracy

@@ -2,8 +2,9 @@
 
 A model package supplies a `ModelRecipe` (models/recipe.py: how to build
 its Keras model, how transformed features become model inputs, its extra
-serving signatures); `train` does the rest, the same for every model. The
-Trainer's entry point around it is models/trainer.py.
+serving signatures); `train` does the rest, the same for every model, in
+named steps, and returns a `TrainingReport` (models/training_report.py).
+The Trainer's entry point around it is models/trainer.py.
 
 Hyper-parameters arrive in the Trainer's `custom_config` (from
 pipeline/configs.py) and may be overridden by a Tuner's `hyperparameters`;
@@ -12,6 +13,7 @@ class names and channels come from the data, through the transform graph
 """
 
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -21,10 +23,12 @@ import time
 from typing import (
     TYPE_CHECKING,
     Any,
+    Callable,
     Dict,
     Iterator,
     List,
     Optional,
+    Tuple,
 )
 
 import tensorflow as tf
@@ -45,6 +49,7 @@ from models import transfer
 from models import weights
 from models.schedule import LearningRate  # Type aliases.
 from models.schedule import Params  # Type aliases.
+from models.training_report import TrainingReport
 
 if TYPE_CHECKING:  # TFX itself is not imported to build or train a model.
     from tfx import v1 as tfx
@@ -53,11 +58,10 @@ keras = tf.keras
 
 
 def hyperparameters(fn_args: 'tfx.components.FnArgs') -> Dict[str, Any]:
-    """The run's hyper-parameters.
+    """The run's hyper-parameters: custom_config, the data's, a Tuner's.
 
-    The run's hyper-parameters: custom_config and what ExampleGen learned from
-    the data (`class_names`, `num_channels`: models/data_facts.py), overridden
-    by a Tuner's.
+    custom_config and what ExampleGen learned from the data (`class_names`,
+    `num_channels`: models/data_facts.py), overridden by a Tuner's values.
     """
     params = {
         **(fn_args.custom_config or {}),
@@ -90,10 +94,9 @@ def compile_model(model: keras.Model,
 def apply_speedups(model: keras.Model, params: Dict[str, Any]) -> None:
     """Applies the speed-ups a plain Keras script does not.
 
-    What the Trainer does that a plain Keras script does not, on a compiled
-    model (inside the strategy's scope): the training, eval and predict steps
-    compiled by XLA (`jit_compile`) and `steps_per_execution` steps run per call
-    of the step function.
+    On a compiled model (inside the strategy's scope): the training, eval and
+    predict steps compiled by XLA (`jit_compile`) and `steps_per_execution`
+    steps run per call of the step function.
 
     XLA only without distribution (TensorFlow's default strategy, what
     `auto` is on a machine without GPUs): under MirroredStrategy over
@@ -181,41 +184,144 @@ def cache_plan(params: Params, split_bytes: Dict[str, int]) -> Dict[str, Any]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """How this process trains: cluster, batches, the data's size, cache."""
+    strategy_name: str
+    replicas: int
+    chief: bool
+    workers: int
+    per_replica_batch: int
+    global_batch: int
+    # The last batch of an epoch may be short (no drop_remainder).
+    steps_per_epoch: int
+    train_examples: int
+    eval_examples: int
+    # cache_plan's.
+    cache: Dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class _InputData:
+    """The datasets a fit reads, and how to make more of them."""
+    tf_transform_output: tft.TFTransformOutput
+    to_model_inputs: Callable[..., Any]
+    # inputs.make_dataset over the run's data: files -> dataset.
+    make: Callable[..., tf.data.Dataset]
+    train: Any
+    evaluation: Any
+    # Where an epoch ends, for datasets that repeat (distributing).
+    fit_args: Dict[str, int]
+    # Each training input pipeline's per-replica batch, shard and shards
+    # (distributing strategies; inputs.distributed_dataset).
+    pipelines: List[Dict[str, int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _LearningRate:
+    """The rate to train at, the rate reported and its warm-up steps."""
+    rate: LearningRate
+    reported: float
+    warmup_steps: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fit:
+    """What `model.fit` did, and the settings it ran under."""
+    history: Dict[str, List[float]]
+    stopping: schedule.ConvergenceStop
+    # The metric the kept epoch is chosen by.
+    best_epoch_by: str
+    epoch_seconds: List[float]
+    steps: int
+    lr_plateau: bool
+    jit_compile: bool
+
+
 def train(fn_args: 'tfx.components.FnArgs',
           recipe: recipe_lib.ModelRecipe,
           params: Params,
-          export_model: bool = True) -> Dict[str, Any]:
-    """Trains (and exports) in this process.
+          export_model: bool = True) -> TrainingReport:
+    """Trains (and exports) in this process, as one replica set of a cluster.
 
-    Trains (and exports) in this process, as one replica set of the cluster.
+    The steps: the strategy; the plan (batches, cache); the input data; the
+    learning rate; the schedule fitted to the data's size (into `params`);
+    the model; the fit; the export.
 
     Returns:
-        What the training did: strategy, replicas, workers, batch sizes,
-        learning rate, steps, epoch seconds, the best eval accuracy, where
-        the model went, a digest of the final weights.
+        What the training did (models/training_report.py).
     """
     tracing.skip_autograph_of_tf_keras()
+    strategy = _start_strategy(params)
+    class_names = params['class_names']
+    plan = _plan(fn_args, params, strategy)
+    data = _input_data(fn_args, recipe, params, strategy, plan)
+    rate = _learning_rate(params, strategy, plan)
+    logging.info('Training with %s: %s, %s',
+                 type(strategy).__name__, plan, rate)
+    fitted = schedule.training_schedule(params, plan.steps_per_epoch,
+                                        plan.per_replica_batch,
+                                        plan.eval_examples)
+    params.update(fitted)
+    logging.info(
+        '%d training examples, batch %d, %d steps an epoch; '
+        'schedule %s', plan.train_examples, plan.per_replica_batch,
+        plan.steps_per_epoch, fitted)
+    learning_rate = schedule.decayed_learning_rate(params, rate.rate,
+                                                   plan.steps_per_epoch)
+    model, transferred = _build_model(fn_args, recipe, params, strategy,
+                                      len(class_names), learning_rate)
+    fit = _fit(fn_args, model, params, plan, data, learning_rate, transferred)
+    report = _report(params, plan, data, rate, fitted, fit, transferred)
+    if not export_model:
+        return report
+    export_dir = _export(fn_args, recipe, params, model, strategy, plan, data)
+    return dataclasses.replace(report,
+                               export_dir=export_dir,
+                               weights_sha256=weights.weights_digest(model))
+
+
+def _start_strategy(params: Params) -> tf.distribute.Strategy:
+    """The configured strategy, made first; then the seed."""
     name = settings.value(params, 'strategy')
-    # The strategy first: MultiWorkerMirroredStrategy must be made before
-    # anything starts TensorFlow (the seed, listing devices, any op).
+    # MultiWorkerMirroredStrategy must be made before anything starts
+    # TensorFlow (the seed, listing devices, any op).
     distribute.prepare_devices(name, int(settings.value(params, 'cpu_devices')))
     strategy = distribute.make_strategy(name)
     if params.get('seed') is not None:
         # Same data and seed, same weights: initial weights, dropout and the
         # shuffle order all draw from it.
         keras.utils.set_random_seed(int(params['seed']))
-    class_names = params['class_names']
+    return strategy
+
+
+def _plan(fn_args: 'tfx.components.FnArgs', params: Params,
+          strategy: tf.distribute.Strategy) -> _Plan:
+    """The batches, steps and cache that fit the data and the replicas."""
     replicas = strategy.num_replicas_in_sync
     train_examples, train_bytes = inputs.split_size(fn_args.train_files)
     eval_examples, eval_bytes = inputs.split_size(fn_args.eval_files)
-    cached = cache_plan(params, {'train': train_bytes, 'eval': eval_bytes})
+    cache = cache_plan(params, {'train': train_bytes, 'eval': eval_bytes})
     per_replica_batch = schedule.fitted_batch_size(params, train_examples,
                                                    replicas)
     global_batch = per_replica_batch * replicas
-    # The last batch of an epoch may be short (no drop_remainder).
-    steps_per_epoch = math.ceil(train_examples / global_batch)
-    chief, num_workers = distribute.chief_and_workers(strategy)
+    chief, workers = distribute.chief_and_workers(strategy)
+    return _Plan(strategy_name=settings.value(params, 'strategy'),
+                 replicas=replicas,
+                 chief=chief,
+                 workers=workers,
+                 per_replica_batch=per_replica_batch,
+                 global_batch=global_batch,
+                 steps_per_epoch=math.ceil(train_examples / global_batch),
+                 train_examples=train_examples,
+                 eval_examples=eval_examples,
+                 cache=cache)
 
+
+def _input_data(fn_args: 'tfx.components.FnArgs',
+                recipe: recipe_lib.ModelRecipe, params: Params,
+                strategy: tf.distribute.Strategy, plan: _Plan) -> _InputData:
+    """The training and eval datasets, whole or one shard per replica."""
     # transform_graph_path: the Tuner's FnArgs leave the deprecated
     # transform_output unset.
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
@@ -225,98 +331,98 @@ def train(fn_args: 'tfx.components.FnArgs',
                              data_accessor=fn_args.data_accessor,
                              schema=schema,
                              to_model_inputs=to_model_inputs)
-    learning_rate: LearningRate = float(settings.value(params, 'learning_rate'))
-    report: Dict[str, Any] = {
-        'strategy': name,
-        'replicas': replicas,
-        'workers': num_workers,
-        'per_replica_batch': per_replica_batch,
-        'global_batch': global_batch,
-        'learning_rate': learning_rate,
-        'warmup_steps': 0,
-        'steps_per_epoch': None,
-        'train_examples': train_examples,
-        **cached
-    }
-    if names.FAMILY in params:  # A Tuner chose the family.
-        report[names.FAMILY] = params[names.FAMILY]
-    fit_args: Dict[str, Any] = {}
+    cached = plan.cache['cached_splits']
+    pipelines: List[Dict[str, int]] = []
     if distribute.is_default(strategy):
         train_data = make(fn_args.train_files,
-                          cache=cached['cached_splits']['train'],
-                          batch_size=global_batch,
+                          cache=cached[names.TRAIN],
+                          batch_size=plan.global_batch,
                           shuffle=True,
                           seed=params.get('seed'))
         evaluation = make(fn_args.eval_files,
-                          cache=cached['cached_splits']['eval'],
-                          batch_size=global_batch,
+                          cache=cached[names.EVAL],
+                          batch_size=plan.global_batch,
                           shuffle=False)
+        fit_args = {}
     else:
         # Each replica (or worker) reads its own shard through its own
         # iterator, made once for the whole fit: Keras then drops no
         # MultiDeviceIterator between epochs (a stall of up to 60 s each).
-        pipelines: List[Dict[str, int]] = []
         train_data = inputs.distributed_dataset(
-            strategy, global_batch, pipelines,
+            strategy, plan.global_batch, pipelines,
             functools.partial(make,
                               fn_args.train_files,
-                              cache=cached['cached_splits']['train'],
+                              cache=cached[names.TRAIN],
                               shuffle=True,
                               seed=params.get('seed'),
                               repeat=True))
         evaluation = inputs.distributed_dataset(
-            strategy, global_batch, [],
+            strategy, plan.global_batch, [],
             functools.partial(make,
                               fn_args.eval_files,
-                              cache=cached['cached_splits']['eval'],
+                              cache=cached[names.EVAL],
                               shuffle=False,
                               repeat=True))
         # It repeats: Keras is told where an epoch ends.
-        fit_args = dict(steps_per_epoch=steps_per_epoch,
-                        validation_steps=math.ceil(eval_examples /
-                                                   global_batch))
-        target = schedule.scaled_learning_rate(params, replicas)
-        warmup = round(
-            float(settings.value(params, 'warmup_epochs')) * steps_per_epoch)
-        if target != learning_rate and warmup > 0:
-            learning_rate = schedule.LinearWarmup(learning_rate, target, warmup)
-        else:
-            learning_rate = target
-        report.update(learning_rate=target,
-                      warmup_steps=warmup if isinstance(
-                          learning_rate, schedule.LinearWarmup) else 0,
-                      steps_per_epoch=steps_per_epoch,
-                      per_replica_batch=pipelines[0]['batch'],
-                      input_shards=[[p['shard'], p['shards']] for p in pipelines
-                                   ])
-    logging.info('Training with %s: %s', type(strategy).__name__, report)
+        fit_args = dict(steps_per_epoch=plan.steps_per_epoch,
+                        validation_steps=math.ceil(plan.eval_examples /
+                                                   plan.global_batch))
+    return _InputData(tf_transform_output=tf_transform_output,
+                      to_model_inputs=to_model_inputs,
+                      make=make,
+                      train=train_data,
+                      evaluation=evaluation,
+                      fit_args=fit_args,
+                      pipelines=pipelines)
 
-    fitted = schedule.training_schedule(params, steps_per_epoch,
-                                        per_replica_batch, eval_examples)
-    params.update(fitted)
-    logging.info(
-        '%d training examples, batch %d, %d steps an epoch; '
-        'schedule %s', train_examples, per_replica_batch, steps_per_epoch,
-        fitted)
-    learning_rate = schedule.decayed_learning_rate(params, learning_rate,
-                                                   steps_per_epoch)
 
+def _learning_rate(params: Params, strategy: tf.distribute.Strategy,
+                   plan: _Plan) -> _LearningRate:
+    """The configured rate; distributing, scaled, after a linear warm-up."""
+    configured = float(settings.value(params, 'learning_rate'))
+    if distribute.is_default(strategy):
+        return _LearningRate(rate=configured,
+                             reported=configured,
+                             warmup_steps=0)
+    target = schedule.scaled_learning_rate(params, plan.replicas)
+    warmup = round(
+        float(settings.value(params, 'warmup_epochs')) * plan.steps_per_epoch)
+    if target != configured and warmup > 0:
+        return _LearningRate(rate=schedule.LinearWarmup(configured, target,
+                                                        warmup),
+                             reported=target,
+                             warmup_steps=warmup)
+    return _LearningRate(rate=target, reported=target, warmup_steps=0)
+
+
+def _build_model(
+    fn_args: 'tfx.components.FnArgs', recipe: recipe_lib.ModelRecipe,
+    params: Params, strategy: tf.distribute.Strategy, num_classes: int,
+    learning_rate: LearningRate
+) -> Tuple[keras.Model, Optional[transfer.Transfer]]:
+    """The compiled model in the strategy's scope, and what it transferred."""
     transferred = None
     with strategy.scope():
-        model = recipe.build_model(params, len(class_names))
+        model = recipe.build_model(params, num_classes)
         if params.get('transfer_from'):
             transferred = transfer.start_from(model, params)
-            report['transfer'] = transferred.report
         (recipe.compile_model or compile_model)(model, params, learning_rate)
         apply_speedups(model, params)
         if fn_args.base_model and params.get('warm_start'):
             weights.warm_start(model, fn_args.base_model)
+    return model, transferred
 
-    # The weights of the best epoch are restored whether or not training
-    # stops early.
-    monitor, mode = schedule.best_epoch_monitor(eval_examples)
-    report.update(eval_examples=eval_examples, best_epoch_by=monitor)
-    early_stopping = schedule.ConvergenceStop(
+
+def _fit(fn_args: 'tfx.components.FnArgs', model: keras.Model, params: Params,
+         plan: _Plan, data: _InputData, learning_rate: LearningRate,
+         transferred: Optional[transfer.Transfer]) -> _Fit:
+    """Fits until the schedule or the stopping rules end it.
+
+    The weights of the best epoch are restored whether or not training
+    stops early.
+    """
+    monitor, mode = schedule.best_epoch_monitor(plan.eval_examples)
+    stopping = schedule.ConvergenceStop(
         monitor,
         mode,
         patience=int(params['early_stopping_patience']),
@@ -324,81 +430,113 @@ def train(fn_args: 'tfx.components.FnArgs',
         fitted_loss=float(settings.value(params, 'fitted_loss')),
         fitted_patience=int(params.get('fitted_patience') or 0))
     timer = _EpochTimer()
-    callbacks = [early_stopping, timer, progress.TrainingProgress()]
+    callbacks = [stopping, timer, progress.TrainingProgress()]
     plateau = schedule.learning_rate_plateau(params, learning_rate)
     if plateau:
         callbacks.insert(0, plateau)
-    report.update(fitted,
-                  steps_per_epoch=steps_per_epoch,
-                  lr_plateau=bool(plateau),
-                  learning_rate_decay=settings.value(params,
-                                                     'learning_rate_decay'),
-                  jit_compile=bool(model.jit_compile),
-                  steps_per_execution=int(
-                      settings.value(params, 'steps_per_execution')))
+    jit_compile = bool(model.jit_compile)
     if transferred:
         callbacks.append(transferred.callback)
     with contextlib.ExitStack() as stack:
         if fn_args.model_run_dir:  # A Tuner's trials have none.
-            log_dir = stack.enter_context(_own_dir(fn_args.model_run_dir,
-                                                   chief))
+            log_dir = stack.enter_context(
+                _own_dir(fn_args.model_run_dir, plan.chief))
             callbacks.append(
                 keras.callbacks.TensorBoard(log_dir=log_dir,
                                             update_freq='epoch'))
-        history = model.fit(train_data,
-                            validation_data=evaluation,
+        history = model.fit(data.train,
+                            validation_data=data.evaluation,
                             epochs=int(params['epochs']),
                             callbacks=callbacks,
                             verbose=0,
-                            **fit_args)
-    kept_epoch = early_stopping.best_epoch
-    report.update(
-        chief=chief,
-        # The eval accuracy of the epoch whose weights are kept.
-        best_val_accuracy=float(history.history['val_accuracy'][kept_epoch]),
-        steps=int(model.optimizer.iterations.numpy()),
-        epoch_seconds=timer.seconds,
+                            **data.fit_args)
+    return _Fit(history=history.history,
+                stopping=stopping,
+                best_epoch_by=monitor,
+                epoch_seconds=timer.seconds,
+                steps=int(model.optimizer.iterations.numpy()),
+                lr_plateau=bool(plateau),
+                jit_compile=jit_compile)
+
+
+def _report(params: Params, plan: _Plan, data: _InputData, rate: _LearningRate,
+            fitted: Params, fit: _Fit,
+            transferred: Optional[transfer.Transfer]) -> TrainingReport:
+    """What the training did, from its steps."""
+    history = fit.history
+    kept_epoch = fit.stopping.best_epoch
+    return TrainingReport(
+        strategy=plan.strategy_name,
+        replicas=plan.replicas,
+        workers=plan.workers,
+        # Distributing, as the input pipelines split the global batch.
+        per_replica_batch=(data.pipelines[0]['batch']
+                           if data.pipelines else plan.per_replica_batch),
+        global_batch=plan.global_batch,
+        learning_rate=rate.reported,
+        warmup_steps=rate.warmup_steps,
+        steps_per_epoch=plan.steps_per_epoch,
+        train_examples=plan.train_examples,
+        **plan.cache,
+        family=params.get(names.FAMILY),
+        input_shards=([[p['shard'], p['shards']] for p in data.pipelines]
+                      if data.pipelines else None),
+        transfer=transferred.report if transferred else None,
+        eval_examples=plan.eval_examples,
+        best_epoch_by=fit.best_epoch_by,
+        **fitted,
+        lr_plateau=fit.lr_plateau,
+        learning_rate_decay=settings.value(params, 'learning_rate_decay'),
+        jit_compile=fit.jit_compile,
+        steps_per_execution=int(settings.value(params, 'steps_per_execution')),
+        chief=plan.chief,
+        best_val_accuracy=float(history['val_accuracy'][kept_epoch]),
+        steps=fit.steps,
+        epoch_seconds=fit.epoch_seconds,
         val_accuracy=[
-            round(float(v), 4) for v in history.history.get('val_accuracy', [])
+            round(float(v), 4) for v in history.get('val_accuracy', [])
         ],
         kept_epoch=kept_epoch,
-        # Why it stopped: schedule.STOP_REASONS.
-        stop_reason=early_stopping.stop_reason,
-        # The rate each epoch trained at (lr_plateau).
-        epoch_learning_rates=[float(v) for v in history.history.get('lr', [])],
-        # Every metric by epoch: the run's report draws them.
+        stop_reason=fit.stopping.stop_reason,
+        epoch_learning_rates=[float(v) for v in history.get('lr', [])],
         history={
             name: [round(float(v), 4) for v in values]
-            for name, values in history.history.items()
+            for name, values in history.items()
             if name != 'lr'
         })
-    if not export_model:
-        return report
+
+
+def _export(fn_args: 'tfx.components.FnArgs', recipe: recipe_lib.ModelRecipe,
+            params: Params, model: keras.Model,
+            strategy: tf.distribute.Strategy, plan: _Plan,
+            data: _InputData) -> str:
+    """Exports the serving model; returns the folder it went to.
+
+    Every worker saves (the variables are read collectively), only the chief
+    where the model belongs; the others into a folder they remove.
+    """
     if distribute.is_default(strategy):
         # Outside one device, the pass would have to run per replica.
         weights.recalibrate_batch_norm(
-            model, train_data,
+            model, data.train,
             int(settings.value(params, 'recalibration_batches')))
-    # Every worker saves (the variables are read collectively), only the
-    # chief where the model belongs; the others into a folder they remove.
     exporter = export.export_serving_model
     if recipe.export_model is not None:
-        exporter = functools.partial(recipe.export_model,
-                                     params=params,
-                                     train_data=make(
-                                         fn_args.train_files,
-                                         cache=cached['cached_splits']['train'],
-                                         batch_size=global_batch,
-                                         shuffle=False))
-    with _own_dir(fn_args.serving_model_dir, chief) as export_dir:
+        exporter = functools.partial(
+            recipe.export_model,
+            params=params,
+            train_data=data.make(fn_args.train_files,
+                                 cache=plan.cache['cached_splits'][names.TRAIN],
+                                 batch_size=plan.global_batch,
+                                 shuffle=False))
+    with _own_dir(fn_args.serving_model_dir, plan.chief) as export_dir:
         exporter(
-            model, tf_transform_output, class_names, to_model_inputs, {
+            model, data.tf_transform_output, params['class_names'],
+            data.to_model_inputs, {
                 name: functools.partial(make_signature, params=params)
                 for name, make_signature in recipe.extra_signatures.items()
             }, export_dir)
-    report.update(export_dir=export_dir,
-                  weights_sha256=weights.weights_digest(model))
-    return report
+    return export_dir
 
 
 @contextlib.contextmanager

@@ -44,8 +44,8 @@ class TransferError(ValueError):
 def saved_model_variables(saved_model_dir: str) -> Dict[str, tf.Variable]:
     """Every variable a SavedModel holds, by name.
 
-    Every variable a SavedModel holds, by name, whether or not Keras traces were
-    saved with it (models/export.py saves none).
+    Whether or not Keras traces were saved with it (models/export.py saves
+    none).
     """
     loaded = tf.saved_model.load(saved_model_dir)
     return {

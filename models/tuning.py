@@ -48,6 +48,7 @@ from typing import (
 import keras_tuner
 from absl import logging
 
+from common import settings
 from models import recipe as recipe_lib
 from models import schedule
 from models import training
@@ -107,7 +108,8 @@ def trial_table(
     the chosen family's only); a line naming the `held` ones.
     """
     shown = [
-        tuning_space.shown_values(t.hyperparameters.values) for t in trials
+        tuning_space.trial_table_values(t.hyperparameters.values)
+        for t in trials
     ]
     names = sorted({name for values in shown for name in values})
     rows = [['trial', 'score', *names]]
@@ -153,12 +155,12 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
         # Read by schedule.training_schedule: the Trainer trains all. The
         # search's budget is the run's, whichever family the trial trains.
         params['epochs_fraction'] = float(
-            self._params.get('tune_epochs_fraction') or 1.0)
+            settings.value(self._params, 'tune_epochs_fraction'))
         report = training.train(self._fn_args,
                                 recipe,
                                 params,
                                 export_model=False)
-        return {OBJECTIVE.name: report['best_val_accuracy']}
+        return {OBJECTIVE.name: report.best_val_accuracy}
 
     def on_search_end(self):
         super().on_search_end()
@@ -179,11 +181,10 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
 def make_tuner(fn_args: Optional['tfx.components.FnArgs'],
                recipe: recipe_lib.ModelRecipe, params: schedule.Params,
                **kwargs) -> TrialTuner:
-    """The random search the run's `params` ask for.
+    """The random search the run's `params` ask for (`search`).
 
-    The random search the run's `params` ask for (`search`), its first trial the
-    running family's profile (`family` its own); `kwargs` go to KerasTuner's
-    BaseTuner (directory, project_name).
+    Its first trial is the running family's profile (`family` its own);
+    `kwargs` go to KerasTuner's BaseTuner (directory, project_name).
     """
     chosen = tuning_space.search(recipe, params)
     oracle = make_oracle(chosen.search_space, chosen.params[chosen.first])
@@ -199,8 +200,7 @@ def tuner_fn(fn_args: 'tfx.components.FnArgs',
              recipe: recipe_lib.ModelRecipe) -> 'tfx.components.TunerFnResult':
     """The TFX Tuner's `tuner_fn` for `recipe`'s family.
 
-    The TFX Tuner's `tuner_fn` for `recipe`'s family, or with `tune_families`
-    for it and the families the pipeline names.
+    With `tune_families`, for it and the families the pipeline names.
     """
     from tfx import v1 as tfx  # pylint: disable=import-outside-toplevel
     # The same hyper-parameters (and class names) the Trainer's run_fn reads.

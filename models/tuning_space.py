@@ -78,7 +78,7 @@ class _Declaring:
         return declare
 
 
-class _Holding:
+class _HeldHyperParameters:
     """A HyperParameters that fixes the held settings.
 
     A HyperParameters on which a hyper-parameter named as a held setting
@@ -103,7 +103,8 @@ class _Holding:
         return declare
 
 
-def _made(space: SearchSpace, values: Dict[str, Any]) -> schedule.Params:
+def _params_made_by(space: SearchSpace, values: Dict[str,
+                                                     Any]) -> schedule.Params:
     """The params `space` makes with `values` (the rest at defaults)."""
     hp = keras_tuner.HyperParameters()
     hp.values.update(values)
@@ -113,11 +114,10 @@ def _made(space: SearchSpace, values: Dict[str, Any]) -> schedule.Params:
 def held_settings(
         space: SearchSpace, params: schedule.Params,
         names: Iterable[str]) -> Tuple[Dict[str, Any], schedule.Params]:
-    """What holding the settings `names` at their values takes.
+    """What holding the settings `names` at their values in `params` takes.
 
-    What holding the settings `names` at their values in `params` takes: (hyper-
-    parameter -> the value it is fixed at, setting the space makes -> the value
-    that replaces it).
+    Returns (hyper-parameter -> the value it is fixed at, setting the space
+    makes -> the value that replaces it).
 
     A setting the space names as a hyper-parameter is fixed at its value.
     A setting it makes from others (`conv_filters` from `width` and
@@ -138,7 +138,7 @@ def held_settings(
     def changes(h: Any) -> Set[str]:
         return {
             key for choice in h.values
-            for key, value in _made(space, {
+            for key, value in _params_made_by(space, {
                 h.name: choice
             }).items() if value != defaults[key]
         }
@@ -156,7 +156,7 @@ def held_settings(
     made.update({name: params[name] for name in held_made})
     for choices in itertools.product(*(h.values for h in makers)):
         candidate = {h.name: choice for h, choice in zip(makers, choices)}
-        made_by_them = _made(space, candidate)
+        made_by_them = _params_made_by(space, candidate)
         if all(made_by_them[key] == params[key] for key in held_made):
             break
     else:
@@ -164,24 +164,27 @@ def held_settings(
     return {**fixed, **candidate}, made
 
 
-def _holding(space: SearchSpace, fixed: Dict[str, Any],
-             made: schedule.Params) -> SearchSpace:
+def _space_with_held(space: SearchSpace, fixed: Dict[str, Any],
+                     made: schedule.Params) -> SearchSpace:
     """`space` with the held settings fixed.
 
-    `space` with the hyper-parameters of `fixed` fixed at their values and the
-    params of `made` replaced by theirs (`held_settings`).
+    The hyper-parameters of `fixed` are fixed at their values and the params
+    of `made` replaced by theirs (`held_settings`).
     """
     if not (fixed or made):
         return space
-    return lambda hp: {**space(_Holding(hp, fixed)), **copy.deepcopy(made)}
+    return lambda hp: {
+        **space(_HeldHyperParameters(hp, fixed)),
+        **copy.deepcopy(made)
+    }
 
 
 def family_space(spaces: Dict[str, SearchSpace], first: str) -> SearchSpace:
     """The families' search spaces as one.
 
-    The families' search spaces as one: a `family` hyper-parameter (its default
-    `first`) and each family's own hyper-parameters in a conditional scope of
-    it, so that a trial holds the chosen family's values only.
+    A `family` hyper-parameter (its default `first`) and each family's own
+    hyper-parameters in a conditional scope of it, so that a trial holds the
+    chosen family's values only.
 
     Their names are prefixed by the family's (`fcn/width`): KerasTuner keeps
     one value per name and drops the values of inactive hyper-parameters by
@@ -212,11 +215,10 @@ def _param_name(hyperparameter: Any) -> str:
     return hyperparameter.name.rsplit('/', 1)[-1]
 
 
-def shown_values(values: Dict[str, Any]) -> Dict[str, Any]:
+def trial_table_values(values: Dict[str, Any]) -> Dict[str, Any]:
     """A trial's values as the trial table shows them.
 
-    A trial's values as the trial table shows them: a family's own under their
-    names in its space (`width`, beside `family`).
+    A family's own under their names in its space (`width`, beside `family`).
     """
     prefix = f'{values.get(FAMILY)}/'
     return {
@@ -229,8 +231,8 @@ def shown_values(values: Dict[str, Any]) -> Dict[str, Any]:
 class Search:
     """What a search chooses between.
 
-    What a search chooses between: the families (one, or several with
-    `tune_families`), each with its recipe and its own params.
+    The families (one, or several with `tune_families`), each with its recipe
+    and its own params.
 
     Attributes:
         recipes: Family name -> its recipe.
@@ -274,7 +276,7 @@ class Search:
     @functools.cached_property
     def search_space(self) -> SearchSpace:
         spaces = {
-            family: _holding(self.recipes[family].search_space, *held)
+            family: _space_with_held(self.recipes[family].search_space, *held)
             for family, held in self._held_settings.items()
         }
         if len(spaces) == 1:
@@ -296,11 +298,10 @@ class Search:
 def search(recipe: recipe_lib.ModelRecipe, params: schedule.Params) -> Search:
     """The search the run's `params` ask for.
 
-    The search the run's `params` ask for: over `recipe`'s family and the
-    families the pipeline handed down params for (`names.FAMILY_PARAMS`, found
-    by name: models/families.py) when `tune_families` is on, else over
-    `recipe`'s own space; the settings the pipeline names as the user's
-    (`names.HELD_SETTINGS`) held at their values.
+    Over `recipe`'s family and the families the pipeline handed down params for
+    (`names.FAMILY_PARAMS`, found by name: models/families.py) when
+    `tune_families` is on, else over `recipe`'s own space; the settings the
+    pipeline names as the user's (`names.HELD_SETTINGS`) held at their values.
     """
     own = {
         key: value
@@ -335,8 +336,8 @@ def best_recipe(
 ) -> Tuple[recipe_lib.ModelRecipe, schedule.Params]:
     """What the Trainer trains after a Tuner.
 
-    What the Trainer trains after a Tuner: the best trial's family (when the
-    search chose between families) with its own params, under the best values.
+    The best trial's family (when the search chose between families) with its
+    own params, under the best values.
 
     Args:
         best_hyperparameters: The Tuner's best hyper-parameters (their
@@ -364,7 +365,7 @@ def tuned_params(search_space: SearchSpace,
     return search_space(hp)
 
 
-def _holds(hyperparameter: Any, value: Any) -> bool:
+def _can_take(hyperparameter: Any, value: Any) -> bool:
     """Whether a KerasTuner hyper-parameter can take `value`."""
     step = getattr(hyperparameter, 'step', 1)
     if step is None:  # A continuous range.
@@ -388,7 +389,7 @@ def _assignments(space: List[Any], params: schedule.Params,
         yield from _assignments(rest, params, values)
         return
     name = _param_name(head)
-    if name in params and _holds(head, params[name]):
+    if name in params and _can_take(head, params[name]):
         choices = (params[name],)
     elif getattr(head, 'step', 1) is None:
         return  # A continuous range cannot be tried in turn.
@@ -400,10 +401,10 @@ def _assignments(space: List[Any], params: schedule.Params,
 
 def profile_values(search_space: SearchSpace,
                    params: schedule.Params) -> Optional[Dict[str, Any]]:
-    """The hyper-parameter values that stand for `params`.
+    """The hyper-parameter values that stand for `params`, or None.
 
-    The hyper-parameter values that stand for `params` (a profile's own
-    configuration), or None when the search space does not hold them.
+    `params` is a profile's own configuration; None when the search space
+    does not hold it.
 
     A hyper-parameter named as a param (`dropout`, `learning_rate`,
     `family`, ...) takes the param's value; the others (a convnet's `width`
@@ -414,7 +415,7 @@ def profile_values(search_space: SearchSpace,
     hp = keras_tuner.HyperParameters()
     search_space(hp)  # Declares the space.
     for values in _assignments(list(hp.space), params, {}):
-        stands_for = _made(search_space, values)
+        stands_for = _params_made_by(search_space, values)
         if all(params.get(key) == value for key, value in stands_for.items()):
             return values
     return None

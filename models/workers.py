@@ -20,6 +20,7 @@ SPEC.json, written by `launch` (and kept in `<model run dir>/workers/`):
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from common import environment
 from common import settings
+from models import training_report
 
 if TYPE_CHECKING:  # Neither TFX nor training is imported to start workers.
     from tfx import v1 as tfx
@@ -118,7 +120,7 @@ def _wait(processes: Sequence[subprocess.Popen], logs: Sequence[str],
 
 
 def launch(fn_args: 'tfx.components.FnArgs', recipe: 'recipe_lib.ModelRecipe',
-           params: Dict[str, Any]) -> Dict[str, Any]:
+           params: Dict[str, Any]) -> training_report.TrainingReport:
     """Trains as `params['workers']` worker processes on 127.0.0.1.
 
     Returns:
@@ -132,7 +134,7 @@ def launch(fn_args: 'tfx.components.FnArgs', recipe: 'recipe_lib.ModelRecipe',
     count = int(settings.value(params, 'workers'))
     if count < 1:
         raise ValueError(f'workers must be at least 1, got {count}')
-    timeout = float(params.get('worker_timeout_seconds') or 0)
+    timeout = float(settings.value(params, 'worker_timeout_seconds'))
     folder = os.path.join(fn_args.model_run_dir, 'workers')
     os.makedirs(folder, exist_ok=True)
     args = {k: v for k, v in vars(fn_args).items() if k != 'data_accessor'}
@@ -191,13 +193,12 @@ def launch(fn_args: 'tfx.components.FnArgs', recipe: 'recipe_lib.ModelRecipe',
     reports = []
     for index in range(count):
         with open(spec['report'].format(index=index), encoding='utf-8') as f:
-            reports.append(json.load(f))
-    return {
-        **reports[0], 'worker_weights_sha256': [
-            r['weights_sha256'] for r in reports
-        ],
-        'worker_export_dirs': [r['export_dir'] for r in reports]
-    }
+            reports.append(
+                training_report.TrainingReport.from_json(json.load(f)))
+    return dataclasses.replace(
+        reports[0],
+        worker_weights_sha256=[r.weights_sha256 for r in reports],
+        worker_export_dirs=[r.export_dir for r in reports])
 
 
 def data_accessor(examples_uri: str) -> 'tfx.components.DataAccessor':
@@ -243,7 +244,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     path = spec['report'].format(index=index)
     # Local or a bucket (gs://...) as on a cluster; whole or not at all.
     with tf.io.gfile.GFile(path + '.partial', 'w') as f:
-        json.dump(report, f)
+        json.dump(report.as_json(), f)
     tf.io.gfile.rename(path + '.partial', path, overwrite=True)
     return 0
 

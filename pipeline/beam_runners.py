@@ -66,8 +66,7 @@ def _flag_values(beam_args: List[str], name: str) -> List[str]:
 def _runner_key(value: str) -> str:
     """`--runner`'s value as Beam matches it.
 
-    `--runner`'s value as Beam matches it: any case, with or without "Runner" or
-    a module path.
+    Any case, with or without "Runner" or a module path.
     """
     key = value.rsplit('.', 1)[-1].lower()
     return key if key.endswith('runner') else key + 'runner'

@@ -470,8 +470,7 @@ def _list_settings(model: Optional[str]) -> None:
 def _check_arguments(args: argparse.Namespace) -> None:
     """Checks the settings and the data before TFX and TensorFlow load.
 
-    Checks the settings and the data before TFX and TensorFlow load, so that a
-    typo or unreadable data is answered in seconds.
+    A typo or unreadable data is then answered in seconds.
 
     Raises:
         setting_checks.SettingError: a `--set` the model does not accept.
@@ -527,8 +526,7 @@ def _check_transfer_source(path: str) -> None:
 def _engine_beam_args(args: argparse.Namespace) -> List[str]:
     """The Beam flags of `--beam-engine`.
 
-    The Beam flags of `--beam-engine`; for `run`, once the engine's job server
-    and worker pool answer.
+    For `run`, once the engine's job server and worker pool answer.
 
     Raises:
         engines.EngineError: naming the endpoint or state file at fault.

@@ -35,6 +35,7 @@ import urllib.error
 import urllib.request
 from typing import Dict, Iterator, List, Optional
 
+from common import environment
 from common import names
 
 ENGINES = ('local', 'flink', 'spark')
@@ -412,8 +413,8 @@ class _Cluster:
     def wait_for(self, what: str, ready, deadline: float) -> None:
         """Polls `ready()` until true.
 
-        Polls `ready()` until true; EngineError if a process died or the
-        deadline passed.
+        Raises:
+            EngineError: if a process died or the deadline passed.
         """
         while not ready():
             for process in self.processes:
@@ -642,8 +643,7 @@ def _start_job_server(cluster: _Cluster, main: List[str],
 def check_worker_python(python: str) -> None:
     """Checks that `python` imports Beam's SDK worker and this project.
 
-    Checks that `python` imports Beam's SDK worker and this project: a pool
-    whose workers cannot start would fail every job.
+    A pool whose workers cannot start would fail every job.
 
     Raises:
         EngineError: naming the interpreter and the import that failed.
@@ -686,13 +686,13 @@ def _start_worker_pool(cluster: _Cluster, python: str, deadline: float) -> str:
 def _worker_env(python: str) -> Dict[str, str]:
     """The workers' environment.
 
-    The workers' environment: `python`'s folder first on PATH (Beam's pool
-    starts `python`), this project importable, TensorFlow quiet.
+    `python`'s folder first on PATH (Beam's pool starts `python`), this project
+    importable, TensorFlow quiet.
     """
     return {
         'PATH': os.path.dirname(python) + os.pathsep + os.environ['PATH'],
         'PYTHONPATH': REPO,
-        'TF_USE_LEGACY_KERAS': '1',
+        **environment.LEGACY_KERAS_ENV,
         'TF_CPP_MIN_LOG_LEVEL': '2',
         'PYTHONWARNINGS': 'ignore::FutureWarning',
     }
@@ -956,8 +956,7 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
 def engine_flags_of(args: argparse.Namespace) -> List[str]:
     """The `--beam-engine` flags of parsed arguments, as given.
 
-    The `--beam-engine` flags of parsed arguments, as given (for a command line
-    made from them, e.g. `schedule`'s runs).
+    For a command line made from them, e.g. `schedule`'s runs.
     """
     if getattr(args, 'beam_engine', 'local') == 'local':
         return []

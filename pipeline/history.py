@@ -137,8 +137,8 @@ def run_details(store: metadata_store.MetadataStore,
                 run: str) -> Dict[str, Any]:
     """One run: `list_runs`' fields plus its components.
 
-    One run: `list_runs`' fields plus its components, in the order they ran,
-    each with its state, wall seconds and {output key: [uri, ...]}.
+    The components in the order they ran, each with its state, wall seconds
+    and {output key: [uri, ...]}.
 
     Raises:
         NoSuchRun: `find_run` finds no single run.

@@ -1,7 +1,8 @@
 """Runs a compiled Kubeflow job here, task by task.
 
-Runs a compiled Kubeflow job here, task by task, as KFP's v2 launcher would run
-it on a cluster: `python -m pipeline run-compiled FILE`.
+    python -m pipeline run-compiled FILE
+
+As KFP's v2 launcher would run it on a cluster.
 
 No cluster runs here, so this stands in for the cluster's launcher, and only
 for it; everything inside a task is what the pods run. For each task of the

@@ -54,11 +54,10 @@ SERVING_CHECK_SPLIT = names.TEST
 def trainer_config(config: configs.RunConfig) -> Dict[str, Any]:
     """The Tuner's and the Trainer's custom_config.
 
-    The Tuner's and the Trainer's custom_config: the run's hyper-parameters and,
-    with a Tuner, what its search reads (models/tuning.py): the settings the
-    user gave, which it holds at their values, and the families it may choose
-    instead of the run's with their own settings (a trial, and the Trainer, of
-    another family trains them).
+    The run's hyper-parameters and, with a Tuner, what its search reads
+    (models/tuning.py): the settings the user gave, which it holds at their
+    values, and the families it may choose instead of the run's with their own
+    settings (a trial, and the Trainer, of another family trains them).
     """
     params = config.hyperparameters
     if int(params['tune_trials']) <= 0:
@@ -73,9 +72,8 @@ def trainer_config(config: configs.RunConfig) -> Dict[str, Any]:
 def example_gen_settings(config: configs.RunConfig, data_uri: str) -> dict:
     """What the ExampleGen executor needs to read `data_uri`.
 
-    What the ExampleGen executor needs to read `data_uri`: the data's kind and
-    name (its layout and classes are learned where it is read, at run time), the
-    carved splits' sizes and the reading limits.
+    The data's kind and name (its layout and classes are learned where it is
+    read, at run time), the carved splits' sizes and the reading limits.
     """
     params = config.hyperparameters
     return {
@@ -90,11 +88,11 @@ def example_gen_settings(config: configs.RunConfig, data_uri: str) -> dict:
         'max_examples_per_split':
             params.get('max_examples_per_split', 0),
         'max_length':
-            params.get('max_length', 0),
+            settings.value(params, 'max_length'),
         'on_bad_record':
             settings.value(params, 'on_bad_record'),
         'span_window':
-            params.get('span_window', 1),
+            settings.value(params, 'span_window'),
     }
 
 

@@ -263,8 +263,8 @@ def render(run_id: str,
            validation: Optional[List[str]] = None) -> str:
     """The report's HTML page.
 
-    The report's HTML page: one <section id=...> per entry of `SECTIONS`, each
-    saying so when its component did not run.
+    One <section id=...> per entry of `SECTIONS`, each saying so when its
+    component did not run.
     """
     bodies = {
         'summary': _summary_section(run_id, run),

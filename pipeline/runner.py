@@ -114,11 +114,11 @@ class _FirstRunResolutionFilter(logging.Filter):
 
 
 class _BelowErrorFilter(logging.Filter):
-    """Drops INFO and WARNING records.
+    """Drops INFO and WARNING records, whatever level a library's logger has.
 
-    Drops INFO and WARNING records, whatever level a library set its logger to:
-    TFX's `ArtifactQuery.property_predicate is not supported` and
-    `payload_format` warnings reach absl's logger at WARNING.
+    TFX's
+    `ArtifactQuery.property_predicate is not supported` and `payload_format`
+    warnings reach absl's logger at WARNING.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:

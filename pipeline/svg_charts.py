@@ -13,8 +13,7 @@ COLORS = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd')
 def curves(title: str, series: Dict[str, List[float]]) -> str:
     """A line chart by epoch as inline SVG.
 
-    A line chart by epoch as inline SVG (no plotting library: drawing with one
-    cost seconds a run).
+    (no plotting library: drawing with one cost seconds a run).
     """
     width, height, left, top, bottom = 470, 240, 44, 24, 36
     # The legend right of the plot.

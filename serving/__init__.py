@@ -1,0 +1,1 @@
+"""Our model server on TF Serving's APIs (docs/serving.md)."""

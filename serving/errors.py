@@ -116,14 +116,17 @@ class VersionStatus:
 
 
 def invalid_argument(message: str) -> ServingError:
+    """An INVALID_ARGUMENT error saying `message`."""
     return ServingError(Code.INVALID_ARGUMENT, message)
 
 
 def not_found(message: str) -> ServingError:
+    """A NOT_FOUND error saying `message`."""
     return ServingError(Code.NOT_FOUND, message)
 
 
 def failed_precondition(message: str) -> ServingError:
+    """A FAILED_PRECONDITION error saying `message`."""
     return ServingError(Code.FAILED_PRECONDITION, message)
 
 

@@ -25,7 +25,7 @@ gRPC requests above 64 MiB are refused (RESOURCE_EXHAUSTED) unless
 (connections, idle or slow, live on an event loop and hold none), and
 --rest_api_timeout_in_ms closes idle connections and answers 408 to a
 request body that does not arrive in time; --grpc_max_threads threads run
-gRPC calls (received on the same event loop).
+gRPC calls (received on an event loop of their own).
 """
 
 import dataclasses

@@ -1,5 +1,7 @@
-"""gRPC services on grpc.aio: tensorflow.serving.PredictionService and
-ModelService, plus the standard grpc.health.v1 health service.
+"""gRPC services on grpc.aio: TF Serving's, and grpc.health.v1's health.
+
+tensorflow.serving.PredictionService and ModelService, plus the standard
+grpc.health.v1 health service.
 
 Calls are received on the event loop, so a slow or stalled client holds a
 stream, not a thread; the model work of each call runs on
@@ -8,10 +10,8 @@ status code and message, as TF Serving returns them; a request that cannot
 even be parsed is INTERNAL and never reaches the servicers.
 """
 
-import asyncio
 import threading
 import time
-from concurrent import futures
 from typing import Callable, List, Optional, Tuple
 
 import grpc
@@ -23,6 +23,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from serving import errors
+from serving import event_loop
 from serving import inference as inference_lib
 from serving import memory
 
@@ -44,7 +45,7 @@ def _grpc_code(code: errors.Code) -> grpc.StatusCode:
 class _Timed:
     """Runs one API call on a worker, records its metrics, maps errors."""
 
-    def __init__(self, metrics, workers: futures.Executor):
+    def __init__(self, metrics, workers: event_loop.WorkerPool):
         self._metrics = metrics
         self._workers = workers
 
@@ -73,19 +74,19 @@ class _Timed:
                        fn,
                        request,
                        counted: bool = True):
-        loop = asyncio.get_running_loop()
-        response, error = await loop.run_in_executor(self._workers, self._run,
-                                                     api, model_name, fn,
-                                                     request, counted)
+        response, error = await self._workers.run(self._run, api, model_name,
+                                                  fn, request, counted)
         if error is not None:
             await context.abort(_grpc_code(error.code), error.message)
         return response
 
 
 def _internal_on_parse_error(handler: grpc.RpcMethodHandler):
-    """The handler, parsing its request itself: a request that does not
-    parse is INTERNAL, as gRPC's sync server and TF Serving answer it
-    (grpc.aio would say UNKNOWN)."""
+    """The handler, parsing its request itself.
+
+    A request that does not parse is INTERNAL, as gRPC's sync server and TF
+    Serving answer it (grpc.aio would say UNKNOWN).
+    """
     if (handler is None or handler.unary_unary is None or
             handler.request_deserializer is None):
         return handler
@@ -169,7 +170,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """tensorflow.serving.ModelService."""
 
     def __init__(self, inference: inference_lib.Inference, reload: ReloadFn,
-                 timed: _Timed, workers: futures.Executor):
+                 timed: _Timed, workers: event_loop.WorkerPool):
         self._inference = inference
         self._reload = reload
         self._timed = timed
@@ -200,9 +201,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         # The reload stops waiting for its loads once the caller is gone.
         gone = threading.Event()
         context.add_done_callback(lambda _: gone.set())
-        error = await asyncio.get_running_loop().run_in_executor(
-            self._workers, self._reload_config, request,
-            lambda: not gone.is_set())
+        error = await self._workers.run(self._reload_config, request,
+                                        lambda: not gone.is_set())
         if error is not None:
             await context.abort(_grpc_code(error.code), error.message)
         response = model_management_pb2.ReloadConfigResponse()
@@ -214,7 +214,7 @@ class GrpcServer:
     """The gRPC port(s) of the server, on the running event loop."""
 
     def __init__(self, server: grpc.aio.Server, ports: List[int],
-                 health_servicer, workers: futures.Executor):
+                 health_servicer, workers: event_loop.WorkerPool):
         self.ports = ports
         self._server = server
         self._health = health_servicer
@@ -224,7 +224,7 @@ class GrpcServer:
         """Reports NOT_SERVING, then ends calls after `grace` seconds."""
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
-        self._workers.shutdown(wait=False, cancel_futures=True)
+        self._workers.shutdown()
 
 
 async def start(inference: inference_lib.Inference,
@@ -245,8 +245,7 @@ async def start(inference: inference_lib.Inference,
     ])
     merged.update(options)
     server = grpc.aio.server(options=list(merged.items()))
-    workers = futures.ThreadPoolExecutor(max_workers=max(1, max_threads),
-                                         thread_name_prefix='grpc')
+    workers = event_loop.WorkerPool(max_threads, 'grpc')
     timed = _Timed(metrics, workers)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(inference, timed), _Registrar(server))
@@ -267,7 +266,7 @@ async def start(inference: inference_lib.Inference,
             ports.append(port)
         await server.start()
     except BaseException:
-        workers.shutdown(wait=False)
+        workers.shutdown()
         raise
     for service in ('', _PREDICTION_SERVICE, _MODEL_SERVICE):
         await health_servicer.set(service,

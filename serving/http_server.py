@@ -19,12 +19,12 @@ Bounds (the flags' meaning is TF Serving's, plus our body limit):
 import asyncio
 import logging
 import socket
-from concurrent import futures
 from typing import Optional, Tuple
 
 import aiohttp
 from aiohttp import web
 
+from serving import event_loop
 from serving import json_codec
 from serving import memory
 from serving import rest_api
@@ -63,8 +63,7 @@ class HttpServer:
         self._api = api
         self._timeout = max(timeout_ms, 1) / 1000.0
         self._max_body_bytes = max_body_bytes
-        self._workers = futures.ThreadPoolExecutor(max(1, num_threads),
-                                                   thread_name_prefix='rest')
+        self._workers = event_loop.WorkerPool(num_threads, 'rest')
         self._runner: Optional[web.ServerRunner] = None
 
     async def start(self, host: str, port: int) -> int:
@@ -88,7 +87,7 @@ class HttpServer:
         """Closes the port and the connections; ends the worker threads."""
         if self._runner is not None:
             await self._runner.cleanup()
-        self._workers.shutdown(wait=False, cancel_futures=True)
+        self._workers.shutdown()
 
     def _check_size(self, size: int) -> None:
         if self._max_body_bytes and size > self._max_body_bytes:
@@ -165,9 +164,7 @@ class HttpServer:
         except ClientGone as e:
             return self._client_gone(request, peer, str(e))
         path = request.raw_path.partition('?')[0]
-        loop = asyncio.get_running_loop()
-        answer = await loop.run_in_executor(self._workers, self._call,
-                                            request.method, path, body)
+        answer = await self._workers.run(self._call, request.method, path, body)
         del body
         transport = request.transport
         if transport is None or transport.is_closing():

@@ -42,6 +42,7 @@ def spec_target(
 
 
 def fill_spec(spec: model_pb2.ModelSpec, servable, signature_name: str) -> None:
+    """Fills a response's model spec: the servable's name and version."""
     spec.name = servable.name
     spec.version.value = servable.version
     spec.signature_name = signature_name

@@ -59,6 +59,7 @@ class _Model:
 
 @dataclasses.dataclass
 class ManagerOptions:
+    """How the manager polls, loads, retries and swaps versions."""
     poll_seconds: int = 1
     settle_seconds: float = 1.0
     max_load_retries: int = 5
@@ -238,8 +239,7 @@ class ModelManager:
         self._cv.notify_all()
 
     def _publish(self, name: str) -> None:
-        """Publishes the AVAILABLE versions of `name`; caller holds the lock.
-        """
+        """Publishes the AVAILABLE versions of `name`; caller holds the lock."""
         model = self._models.get(name)
         self._served.publish(name, {} if model is None else {
             v: h.servable

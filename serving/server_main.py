@@ -7,6 +7,7 @@ are the gRPC and REST ports opened. A model that fails to load at startup
 fails the server ("Failed to start server. Error: ..."), exit status 255.
 """
 
+import gc
 import importlib.metadata
 import logging
 import os
@@ -170,6 +171,12 @@ def serve(flags) -> int:
             load_retry_interval=flags.load_retry_interval_micros / 1e6,
             allow_labels_for_unavailable=(
                 flags.allow_version_labels_for_unavailable_models)))
+    # TensorFlow, gRPC and aiohttp leave ~420,000 objects behind their
+    # imports, all alive for good: a full collection walked them all, holding
+    # the GIL for 0.2-1 s (one every ~40 s under load). Frozen, it walks only
+    # what came after (models, requests): milliseconds. Before the models
+    # load, so that an unloaded version's cycles are still collected.
+    gc.freeze()
     try:
         manager.reload(config)
     except errors.ServingError as e:
@@ -180,29 +187,32 @@ def serve(flags) -> int:
     addresses = [_bind(flags.host, flags.port)]
     if flags.grpc_socket_path:
         addresses.append(f'unix:{flags.grpc_socket_path}')
-    loop = event_loop.EventLoopThread()
+    grpc_loop = event_loop.EventLoopThread('grpc-loop', libuv=True)
     try:
-        grpc = loop.run(
+        grpc = grpc_loop.run(
             grpc_server.start(inference, manager.reload, addresses,
                               flags.grpc_max_threads, channel_args, metrics))
     except (OSError, RuntimeError) as e:
-        loop.close()
+        grpc_loop.close()
         manager.stop()
         return _fail(f'failed to start gRPC server: {e}')
     logging.info('Running gRPC ModelServer at %s ...',
                  _bind(flags.host, grpc.ports[0]))
-    http = None
+    http, rest_loop = None, None
     if flags.rest_api_port:
+        rest_loop = event_loop.EventLoopThread('rest-loop')
         http = http_server.HttpServer(
             rest_api.RestApi(inference, metrics, prometheus_path),
             num_threads=flags.rest_api_num_threads,
             timeout_ms=flags.rest_api_timeout_in_ms,
             max_body_bytes=flags.rest_api_max_body_bytes)
         try:
-            rest_port = loop.run(http.start(flags.host, flags.rest_api_port))
+            rest_port = rest_loop.run(
+                http.start(flags.host, flags.rest_api_port))
         except OSError as e:
-            loop.run(grpc.stop(0))
-            loop.close()
+            rest_loop.close()
+            grpc_loop.run(grpc.stop(0))
+            grpc_loop.close()
             manager.stop()
             return _fail(f'failed to start HTTP server: {e}')
         logging.info('Exporting HTTP/REST API at:%s ...',
@@ -222,10 +232,11 @@ def serve(flags) -> int:
     signal.signal(signal.SIGINT, on_signal)
     while not stop.wait(1.0):
         pass
-    loop.run(grpc.stop(grace=2), timeout=10)
+    grpc_loop.run(grpc.stop(grace=2), timeout=10)
     if http is not None:
-        loop.run(http.stop(), timeout=10)
-    loop.close()
+        rest_loop.run(http.stop(), timeout=10)
+        rest_loop.close()
+    grpc_loop.close()
     manager.stop()
     if batcher is not None:
         batcher.stop()

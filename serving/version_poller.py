@@ -1,5 +1,6 @@
-"""Which versions of each model are on disk: TF Serving's
-FileSystemStoragePathSource.
+"""Which versions of each model are on disk.
+
+As TF Serving's FileSystemStoragePathSource finds them.
 
 Every `poll_seconds` each model's base path is listed; numeric directories
 are versions, and the model's version policy (latest N, all, specific) picks

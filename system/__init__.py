@@ -26,8 +26,7 @@ class Metrics(artifact.Artifact):
 class ClassificationMetrics(artifact.Artifact):
     """A confusion matrix the Kubeflow UI draws.
 
-    A confusion matrix the Kubeflow UI draws, from the artifact's metadata
-    `confusionMatrix` ({annotationSpecs: [{displayName}], rows: [{row: [count
-    per predicted class]}]} by true class).
+    From the artifact's metadata `confusionMatrix` ({annotationSpecs:
+    [{displayName}], rows: [{row: [count per predicted class]}]} by true class).
     """
     TYPE_NAME = 'system.ClassificationMetrics'

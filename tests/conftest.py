@@ -9,7 +9,9 @@ import warnings
 
 import pytest
 
-os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+from common import environment  # Imports nothing of TensorFlow's.
+
+environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 warnings.filterwarnings('ignore', category=FutureWarning)
 

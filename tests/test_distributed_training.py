@@ -3,6 +3,7 @@ tests/conftest.py) and `multi_worker` (real worker processes on 127.0.0.1),
 on a tiny real tf.Transform output of the convnet's preprocessing_fn, read
 through a real TFX DataAccessor, as the Trainer does."""
 
+import dataclasses
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from models import entry_points
 from models import features
 from models import inputs
 from models import schedule
+from models import training_report
 from models import workers
 from models.convnet import model as convnet
 from tests import datasets
@@ -85,6 +87,8 @@ def test_mirrored_run_fn_gives_each_replica_its_shard_and_scales_the_rate(
     assert report['warmup_steps'] == steps
     assert len(report['epoch_seconds']) == PARAMS['epochs']
     assert not report['jit_compile'] and report['steps_per_execution'] == 2
+    # The typed report reads back what it wrote.
+    assert training_report.TrainingReport.from_json(report).as_json() == report
     # Trained: the exported model tells the classes apart (chance is 1/3).
     assert _accuracy(fn_args.serving_model_dir) > 0.8
 
@@ -124,6 +128,13 @@ def test_a_set_fitted_in_a_few_epochs_stops_soon_after_and_says_why(
     assert len(report['epoch_seconds']) == fitted + 1 < 40, history
     assert report['stop_reason'] == schedule.STOP_FITTED
     assert report['fitted_patience'] == 2
+    # One process, no Tuner, no transfer: every field but those, in order.
+    assert list(report) == [
+        field.name
+        for field in dataclasses.fields(training_report.TrainingReport)
+        if field.name not in ('family', 'input_shards', 'transfer',
+                              'worker_weights_sha256', 'worker_export_dirs')
+    ]
 
 
 def test_linear_warmup_climbs_from_one_replicas_rate_to_the_scaled_one():

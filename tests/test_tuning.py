@@ -6,6 +6,7 @@ logic is what is tested; and a model built from the space's extremes."""
 
 import dataclasses
 import importlib
+import types
 
 import keras_tuner
 import numpy as np
@@ -48,10 +49,8 @@ def _search(monkeypatch,
     def train(fn_args, recipe, params, export_model):
         # A trial's score: its learning rate's rank, so the best is known.
         trained.append(params)
-        return {
-            'best_val_accuracy': [3e-4, 1e-3, 3e-3].index(
-                params['learning_rate']) / 2
-        }
+        return types.SimpleNamespace(best_val_accuracy=[3e-4, 1e-3, 3e-3].index(
+            params['learning_rate']) / 2)
 
     monkeypatch.setattr(training, 'train', train)
     params = {
@@ -219,11 +218,9 @@ def _family_search(monkeypatch, tmp_path, model, *overrides, score=None):
     def train(fn_args, recipe, params, export_model):
         trained.append((recipe, params))
         if score:
-            return {'best_val_accuracy': score(params)}
-        return {
-            'best_val_accuracy': [3e-4, 1e-3, 3e-3].index(
-                params['learning_rate']) / 2
-        }
+            return types.SimpleNamespace(best_val_accuracy=score(params))
+        return types.SimpleNamespace(best_val_accuracy=[3e-4, 1e-3, 3e-3].index(
+            params['learning_rate']) / 2)
 
     monkeypatch.setattr(training, 'train', train)
     params = _family_params(model, 'smoke', *overrides)

@@ -41,6 +41,7 @@ PARAMS = {
     # A fixed schedule: these tests count steps and epochs (the schedule's
     # adaptation to the data is tested in test_training.py).
     'min_train_steps': 0,
+    'max_batch_fraction': 0.0,
     'early_stopping_patience': 100,
 }
 

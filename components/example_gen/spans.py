@@ -1,7 +1,6 @@
 """Spans: the one parser of `{SPAN}` patterns.
 
-Spans: the one parser of `{SPAN}` patterns, for ExampleGen and the new-data
-trigger.
+ExampleGen and the new-data trigger both read spans through it.
 
 The patterns are TFX's (`tfx/components/example_gen/utils.py`): a path
 relative to a root with one `{SPAN}` (any number of digits) or `{SPAN:N}`
@@ -86,8 +85,7 @@ def newest_span(root: Union[str, os.PathLike], pattern: str) -> Optional[int]:
 def fill(pattern: str, span: int) -> str:
     """The pattern with its span token replaced by `span`.
 
-    The pattern with its span token replaced by `span` (zero-padded to a
-    `{SPAN:N}` width), as TFX resolves it.
+    Zero-padded to a `{SPAN:N}` width, as TFX resolves it.
     """
     return _SPAN_TOKEN.sub(lambda m: str(span).zfill(int(m.group(1) or 0)),
                            pattern)

@@ -1,7 +1,6 @@
 """Why a model is not blessed: the ServingCheck's failures.
 
-Why a model is not blessed: the ServingCheck's failures (as TFX's InfraValidator
-has `error_types`).
+As TFX's InfraValidator has `error_types`.
 """
 
 _PORT_IN_USE_MARKERS = ('address already in use', 'failed to bind',

@@ -1,7 +1,7 @@
 """The ServingCheck's executor.
 
-The ServingCheck's executor: serves the candidate model in a local model server
-subprocess, queries it (answer_checks.py) and writes the blessing.
+Serves the candidate model in a local model server subprocess, queries it
+(answer_checks.py) and writes the blessing.
 """
 
 import contextlib

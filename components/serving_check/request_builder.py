@@ -1,8 +1,7 @@
 """The ServingCheck's requests, built from the raw examples.
 
-The ServingCheck's requests, built from the raw examples (as TFX's
-InfraValidator has `request_builder`): the serialized tf.Examples for a
-Classify, and the inputs of each other signature it knows how to feed.
+As TFX's InfraValidator has `request_builder`: the serialized tf.Examples for
+a Classify, and the inputs of each other signature it knows how to feed.
 """
 
 import os

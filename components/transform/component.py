@@ -1,7 +1,7 @@
 """Transform: TFX's component, run by this project's executor.
 
-Transform: TFX's component, run by this project's executor (executor.py), which
-hands ExampleGen's data facts to the preprocessing_fn and on to the Trainer.
+The executor (executor.py) hands ExampleGen's data facts to the
+preprocessing_fn and on to the Trainer.
 """
 
 from tfx.components.transform import component

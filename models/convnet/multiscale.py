@@ -1,7 +1,7 @@
 """A multi-scale convnet trunk.
 
-A multi-scale convnet trunk: the same image at several resolutions at once, each
-through a stack of filter banks, merged before the head.
+The same image at several resolutions at once, each through a stack of filter
+banks, merged before the head.
 
 The lower resolutions are made inside the model by average pooling, so the
 model's input, tf.Transform and the serving signatures are those of the

@@ -21,6 +21,7 @@ from typing import Any, Dict
 import tensorflow as tf
 
 from common import names
+from common import settings
 from models import recipe as recipe_lib
 from models import schedule
 from models import sequence_io
@@ -59,7 +60,7 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
                                                                      mask=mask)
         x = keras.layers.ReLU(name=f'block{block}_relu')(x)
     x = keras.layers.GlobalAveragePooling1D(name='pool')(x, mask=mask)
-    x = keras.layers.Dropout(float(params.get('dropout', 0.0)),
+    x = keras.layers.Dropout(float(settings.value(params, 'dropout')),
                              name='dropout')(x)
     scores = keras.layers.Dense(num_classes,
                                 activation='softmax',

@@ -45,9 +45,8 @@ _PROPERTIES = ('blessed', 'current_model', 'baseline_model', 'drifted_features',
 def _plain(artifact: types.Artifact) -> metadata_store_pb2.Artifact:
     """The artifact as ML Metadata holds it after a local run.
 
-    The artifact as ML Metadata holds it after a local run: its URI and the
-    custom properties the report reads, as plain numbers and strings (a Kubeflow
-    run hands them over as JSON values).
+    Its URI and the custom properties the report reads, as plain numbers and
+    strings (a Kubeflow run hands them over as JSON values).
     """
     plain = metadata_store_pb2.Artifact(uri=artifact.uri)
     for name in _PROPERTIES:
@@ -89,8 +88,7 @@ def headline_metrics(gathered: Dict[str, Any]) -> Dict[str, float]:
 def confusion_matrix(gathered: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The confusion matrix as KFP's ClassificationMetrics metadata.
 
-    The confusion matrix as KFP's ClassificationMetrics metadata: the classes by
-    name, then a row of counts per true class.
+    The classes by name, then a row of counts per true class.
     """
     matrix: Optional[List[List[float]]] = gathered.get('confusion')
     if not matrix:

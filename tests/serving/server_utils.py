@@ -23,6 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from common import environment
 from serving.process import free_port  # pylint: disable=unused-import
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,7 @@ _REST_LINE = 'Exporting HTTP/REST API at'
 
 def server_env() -> Dict[str, str]:
     env = dict(os.environ)
-    env['TF_USE_LEGACY_KERAS'] = '1'
+    env.update(environment.LEGACY_KERAS_ENV)
     env['TF_CPP_MIN_LOG_LEVEL'] = '2'
     env['PYTHONPATH'] = os.pathsep.join(
         [str(REPO_ROOT)] +

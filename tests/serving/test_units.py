@@ -1,5 +1,6 @@
 """In-process tests of the server's pieces (no server process, fast)."""
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving import batching
 from serving import config as config_lib
 from serving import errors
+from serving import event_loop
 from serving import flags as flags_lib
 from serving import json_codec
 from serving import manager as manager_lib
@@ -497,3 +499,64 @@ def test_deeply_nested_json_is_a_parse_error():
     body = b'{"instances": ' + b'[' * 100000 + b']' * 100000 + b'}'
     with pytest.raises(errors.ServingError, match='JSON Parse error'):
         json_codec.parse_body(body)
+
+
+def test_json_small_outputs_format_as_large_ones():
+    values = np.array([0.1, 1.0, 1e-5, 9e6, 0.123456789, np.nan, 3e38, 1e-45],
+                      np.float32)
+    large = np.tile(values, 3)  # Above _SMALL_OUTPUT: numpy's formatting.
+    assert large.size > json_codec._SMALL_OUTPUT >= values.size
+    assert (json_codec._tokens(large,
+                               False) == json_codec._tokens(values, False) * 3)
+
+
+def test_signature_flat_call_feeds_inputs_by_name(tmp_path):
+    """Inputs declared out of alphabetical order reach the right arguments
+    on the flat call (a swap would answer 21, not 12)."""
+
+    class Module(tf.Module):
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([None], tf.float32, name='zeta'),
+            tf.TensorSpec([None], tf.float32, name='alpha')
+        ])
+        def serve(self, zeta, alpha):
+            return {'out': zeta * 10.0 + alpha}
+
+    module = Module()
+    tf.saved_model.save(module,
+                        str(tmp_path / '1'),
+                        signatures={'serving_default': module.serve})
+    loaded = servable_lib.load('m', 1, str(tmp_path / '1'), ('serve',))
+    sig = loaded.signatures['serving_default']
+    assert sig._flat_call is not None
+    out = sig.run({
+        'zeta': np.array([1.0], np.float32),
+        'alpha': np.array([2.0], np.float32)
+    })
+    assert out['out'].tolist() == [12.0]
+
+
+def test_worker_pool_bounds_threads_and_returns_results_and_errors():
+    pool = event_loop.WorkerPool(3, 'test')
+    first_three = threading.Barrier(3, timeout=60)  # All three threads run.
+    names = set()
+
+    def call(i):
+        names.add(threading.current_thread().name)
+        if i < 3:
+            first_three.wait()
+        if i == 7:
+            raise ValueError('seven')
+        return i * i
+
+    async def run_all():
+        return await asyncio.gather(*(pool.run(call, i) for i in range(10)),
+                                    return_exceptions=True)
+
+    results = asyncio.run(run_all())
+    pool.shutdown()
+    assert [r for i, r in enumerate(results) if i != 7
+           ] == [i * i for i in range(10) if i != 7]
+    assert isinstance(results[7], ValueError)
+    assert 1 <= len(names) <= 3 and all(n.startswith('test_') for n in names)
