@@ -11,6 +11,8 @@ Measures, in one run and side by side:
 4. ExampleGen + StatisticsGen + Transform at 1x, 2x, 4x Fashion-MNIST
    (0.05x, 0.1x, 0.2x with --quick) (bench/scaling.py);
 5. the model server (bench/serving_bench.py, when present).
+`--only engines` (never by default: about an hour) measures 4. in process
+against Flink and Spark clusters started here (bench/engines.py).
 Writes bench/results/report.json and report.png and prints a table.
 Benchmarks report numbers; nothing here asserts a timing.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from bench import common
+from bench import engines as engines_bench
 from bench import pipeline_runs
 from bench import report
 from bench import scaling
@@ -34,6 +37,8 @@ from pipeline import beam_runners
 
 MODELS = ('convnet', 'rnn')
 SECTIONS = ('pipeline', 'smoke', 'throughput', 'scaling', 'serving')
+# Sections run only when named in --only.
+NAMED_SECTIONS = ('engines',)
 QUICK_SCALES = (0.05, 0.1, 0.2)
 FULL_SCALES = (1.0, 2.0, 4.0)
 
@@ -254,7 +259,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help='smoke profile, 0.05x-0.2x scales: minutes')
     parser.add_argument('--only',
                         default=','.join(SECTIONS),
-                        help=f'comma-separated sections of {SECTIONS}')
+                        help=f'comma-separated sections of {SECTIONS}, '
+                        f'or of {NAMED_SECTIONS}')
     parser.add_argument('--models', default=','.join(MODELS))
     parser.add_argument('--beam-arg',
                         action='append',
@@ -276,11 +282,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--output',
                         default=str(common.RESULTS_DIR),
                         help='folder for report.json and report.png')
+    engines_bench.add_flags(parser)
     args = parser.parse_args(argv)
     sections = [s for s in args.only.split(',') if s]
-    unknown = set(sections) - set(SECTIONS)
+    unknown = set(sections) - set(SECTIONS) - set(NAMED_SECTIONS)
     if unknown:
         parser.error(f'unknown sections {sorted(unknown)}')
+    if 'engines' in sections:
+        sections.remove('engines')
+        failed = engines_bench.run_from_flags(args, Path(args.output))
+        if not sections:
+            return failed
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix='bench-'))
     bench = Bench(args.quick, workdir, args.beam_args,

@@ -30,6 +30,11 @@ LENGTH_KEY = 'length'
 # default data.
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 
+# The Beam counters, one per process id, that ExampleGen's readers count the
+# items they read under: which SDK worker processes did the work
+# (pipeline/engines.py reads them from an engine's jobs).
+WORKER_PID_COUNTERS = 'sdk_worker_pid'
+
 # Files.
 # What the Trainer did, as JSON, in its model run directory.
 TRAINING_REPORT = 'training.json'

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -68,6 +69,7 @@ from pipeline import setting_checks  # noqa: E402
 
 EXIT_BAD_DATA = 2
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def _override(text: str) -> Tuple[str, Any]:
@@ -272,7 +274,7 @@ def _add_kubeflow_flags(parser: argparse.ArgumentParser,
 
 
 def _data_error(error: BaseException) -> Optional[BaseException]:
-    """The InputDataError or DataValidationError behind `error`, if any.
+    """The InputDataError, DataValidationError or EngineJobFailed behind it.
 
     Errors raised inside Beam workers or TFX launchers arrive wrapped; the
     cause chain, or failing that the message, still carries ours.
@@ -280,7 +282,9 @@ def _data_error(error: BaseException) -> Optional[BaseException]:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, (InputDataError, DataValidationError)):
+        if isinstance(
+                error,
+            (InputDataError, DataValidationError, engines.EngineJobFailed)):
             return error
         error = error.__cause__ or error.__context__
     return None
@@ -339,14 +343,52 @@ def _run(args: argparse.Namespace) -> dict:
               file=sys.stderr,
               flush=True)
         lock.acquire(blocking=True)
+    jobs = engines.BeamJobs(
+        engines.flink_rest_of(args.engine_beam_args +
+                              args.beam_args, args.engine_state_dir) if args.
+        beam_engine == 'flink' else None)
     try:
-        return runner.run_local(config,
-                                verbose=args.verbose,
-                                serving_check=not args.no_serving_check,
-                                started=_STARTED)
+        with jobs.tracking(), _jobs_cancelled_on_signal(jobs):
+            result = runner.run_local(config,
+                                      verbose=args.verbose,
+                                      serving_check=not args.no_serving_check,
+                                      started=_STARTED)
+        if jobs.jobs:
+            result['engine_jobs'] = jobs.jobs
+        return result
     finally:
         if not args.no_lock:
             lock.release()
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM during `run`, its engine jobs cancelled."""
+
+
+@contextlib.contextmanager
+def _jobs_cancelled_on_signal(jobs: engines.BeamJobs) -> Iterator[None]:
+    """SIGINT and SIGTERM cancel the run's running engine jobs, then end it.
+
+    Without this a killed `run` leaves its Beam job running on the engine.
+    """
+
+    def interrupt(signum, frame):
+        del frame
+        name = signal.Signals(signum).name
+        cancelled = jobs.cancel_running()
+        raise RunInterrupted(f'run interrupted by {name}' + (
+            f'; cancelled Beam job {", ".join(cancelled)} on the engine'
+            if cancelled else ''))
+
+    previous = {
+        signum: signal.signal(signum, interrupt)
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -544,7 +586,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         _check_arguments(args)
         if args.command == 'run':
-            print(json.dumps(_run(args)), flush=True)
+            try:
+                print(json.dumps(_run(args)), flush=True)
+            except RunInterrupted as interrupted:
+                print(f'error: {interrupted}', file=sys.stderr, flush=True)
+                return EXIT_INTERRUPTED
         elif args.command in ('runs', 'show'):
             return _history(args)
         elif args.command == 'add-class':
@@ -583,6 +629,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_BAD_DATA
     except Exception as error:  # pylint: disable=broad-except
         data_error = _data_error(error)
+        if isinstance(data_error, engines.EngineJobFailed):
+            print(f'error: {data_error}', file=sys.stderr, flush=True)
+            return 1
         if data_error is None:
             raise
         print(f'error: {data_error}', file=sys.stderr, flush=True)

@@ -36,6 +36,7 @@ import urllib.request
 from typing import Dict, Iterator, List, Optional
 
 from common import environment
+from common import names
 
 ENGINES = ('local', 'flink', 'spark')
 CLUSTER_ENGINES = ('flink', 'spark')
@@ -219,6 +220,161 @@ def spark_applications(state: dict) -> dict:
     return _http_json(f'http://{state["rest"]}/json/')
 
 
+class EngineJobFailed(Exception):
+    """A Beam job that failed on an engine: one line, naming the job."""
+
+
+_TERMINAL_STATES = ('DONE', 'FAILED', 'CANCELLED', 'UPDATED', 'DRAINED')
+
+
+class BeamJobs:
+    """The Beam jobs this process sends to engines, to report and cancel.
+
+    While `tracking()`, every job submitted through Beam's portable runner
+    (PortableRunner, and FlinkRunner and SparkRunner, which are one) is
+    kept: its job id, its end state and the SDK worker process ids its
+    counters name (names.WORKER_PID_COUNTERS); a job that fails raises
+    EngineJobFailed; `cancel_running()` cancels those not ended through the
+    job server's Job API (a `run` interrupted while a job runs).
+    """
+
+    def __init__(self, flink_rest: Optional[str] = None):
+        """Keeps no job yet.
+
+        Args:
+            flink_rest: The REST address of the Flink cluster the jobs run
+                on, if known: Beam's Flink job server marks a job cancelled
+                without cancelling it on a Flink cluster, so it is
+                cancelled there too.
+        """
+        self.jobs: List[dict] = []
+        self._results: list = []
+        self._flink_rest = flink_rest
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator['BeamJobs']:
+        """Keeps the portable jobs submitted meanwhile."""
+        # pylint: disable=import-outside-toplevel
+        from apache_beam.runners.portability import portable_runner
+        runner_class = portable_runner.PortableRunner
+        result_class = portable_runner.PipelineResult
+        run_pipeline = runner_class.run_pipeline
+        wait_until_finish = result_class.wait_until_finish
+        tracker = self
+
+        def tracked_run(runner, pipeline, options):
+            result = run_pipeline(runner, pipeline, options)
+            if isinstance(result, result_class):
+                tracker._results.append(result)  # pylint: disable=protected-access
+                tracker.jobs.append({
+                    'job_id': result._job_id,  # pylint: disable=protected-access
+                    'state': 'RUNNING'
+                })
+            return result
+
+        def tracked_wait(result, duration=None):
+            job = tracker.job_of(result)
+            try:
+                state = wait_until_finish(result, duration)
+            except Exception as error:  # pylint: disable=broad-except
+                if job is None:
+                    raise
+                job['state'] = str(result._state or 'FAILED')  # pylint: disable=protected-access
+                message = result._last_error_message()  # pylint: disable=protected-access
+                if message == 'unknown error':
+                    message = str(error)
+                lines = message.strip().splitlines() or ['(no message)']
+                raise EngineJobFailed(
+                    f'Beam job {job["job_id"]} ended {job["state"]} on the '
+                    f'engine: {lines[0][:300]}') from error
+            if job is not None:
+                job['state'] = str(state)
+                job['sdk_worker_pids'] = _worker_pids_counted(result)
+            return state
+
+        runner_class.run_pipeline = tracked_run
+        result_class.wait_until_finish = tracked_wait
+        try:
+            yield self
+        finally:
+            runner_class.run_pipeline = run_pipeline
+            result_class.wait_until_finish = wait_until_finish
+
+    def job_of(self, result) -> Optional[dict]:
+        """The kept job of a PipelineResult, if it is one of ours."""
+        for kept, job in zip(self._results, self.jobs):
+            if kept is result:
+                return job
+        return None
+
+    def cancel_running(self) -> List[str]:
+        """Cancels every kept job not ended; their ids."""
+        cancelled = []
+        for result, job in zip(self._results, self.jobs):
+            if job['state'] in _TERMINAL_STATES:
+                continue
+            try:
+                if str(result.state) in _TERMINAL_STATES:
+                    continue
+                result.cancel()
+                if self._flink_rest:
+                    cancel_flink_job(self._flink_rest, job['job_id'])
+            except Exception as error:  # pylint: disable=broad-except
+                job['cancel_error'] = f'{type(error).__name__}: {error}'
+                continue
+            job['state'] = 'CANCELLED'
+            cancelled.append(job['job_id'])
+        return cancelled
+
+
+def cancel_flink_job(rest: str, beam_job_id: str) -> List[str]:
+    """Cancels through Flink's REST API the Flink job of a Beam job.
+
+    Beam's Flink job server names the Flink job after the Beam job's id
+    (up to its `_`); its own Cancel only stops waiting for the job.
+
+    Returns:
+        The Flink job ids cancelled.
+    """
+    name = beam_job_id.split('_')[0]
+    cancelled = []
+    for job in _http_json(f'http://{rest}/jobs/overview')['jobs']:
+        if job['name'] == name and job['state'] not in ('FINISHED', 'FAILED',
+                                                        'CANCELED'):
+            request = urllib.request.Request(
+                f'http://{rest}/jobs/{job["jid"]}?mode=cancel', method='PATCH')
+            with urllib.request.urlopen(request, timeout=10):
+                cancelled.append(job['jid'])
+    return cancelled
+
+
+def flink_rest_of(flags: List[str], state_dir: Optional[str]) -> Optional[str]:
+    """The REST address of the local Flink cluster `flags` point at, if so."""
+    try:
+        state = read_state('flink', state_dir)
+    except EngineError:
+        return None
+    if endpoint(flags, 'job_endpoint') != state.get('job_endpoint'):
+        return None
+    return state.get('rest')
+
+
+def _worker_pids_counted(result) -> List[int]:
+    """The SDK worker pids a finished job's counters name (may be none)."""
+    # pylint: disable=import-outside-toplevel
+    from apache_beam.metrics.metric import MetricsFilter
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace(
+            names.WORKER_PID_COUNTERS))['counters']
+    except Exception:  # pylint: disable=broad-except
+        return []  # A job server that keeps no metrics.
+    return sorted({
+        int(c.key.metric.name)
+        for c in counters
+        if (c.committed or c.attempted) and c.key.metric.name.isdigit()
+    })
+
+
 @dataclasses.dataclass
 class _Process:
     name: str
@@ -326,7 +482,7 @@ def _check_artifacts(engine: str) -> None:
             raise EngineError(f'{path}: missing; `make engines` fetches it')
 
 
-def _start_flink(cluster: _Cluster, python: str) -> dict:
+def _start_flink(cluster: _Cluster, python: str, workers: int) -> dict:
     home = flink_home()
     conf = os.path.join(cluster.dir, 'conf')
     os.makedirs(conf, exist_ok=True)
@@ -352,7 +508,7 @@ def _start_flink(cluster: _Cluster, python: str) -> dict:
         # Each sort-merge shuffle partition takes 512 buffers by default;
         # TFDV's and tf.Transform's jobs open dozens at once.
         'taskmanager.network.sort-shuffle.min-buffers': 64,
-        'parallelism.default': WORKERS,
+        'parallelism.default': workers,
         'io.tmp.dirs': os.path.join(cluster.dir, 'tmp'),
         'web.tmpdir': os.path.join(cluster.dir, 'tmp'),
         'env.java.opts.all': '-XX:+IgnoreUnrecognizedVMOptions',
@@ -374,7 +530,7 @@ def _start_flink(cluster: _Cluster, python: str) -> dict:
     cluster.spawn(
         'jobmanager',
         [os.path.join(home, 'bin', 'jobmanager.sh'), 'start-foreground'], env)
-    for index in range(WORKERS):
+    for index in range(workers):
         cluster.spawn(
             f'taskmanager-{index}',
             [os.path.join(home, 'bin', 'taskmanager.sh'), 'start-foreground'],
@@ -385,9 +541,9 @@ def _start_flink(cluster: _Cluster, python: str) -> dict:
             overview = _http_json(f'http://127.0.0.1:{rest}/overview')
         except (OSError, ValueError):
             return False
-        return overview.get('taskmanagers', 0) >= WORKERS
+        return overview.get('taskmanagers', 0) >= workers
 
-    cluster.wait_for(f'{WORKERS} TaskManagers registered', all_taskmanagers,
+    cluster.wait_for(f'{workers} TaskManagers registered', all_taskmanagers,
                      deadline)
     job = _start_job_server(cluster, [
         'org.apache.beam.runners.flink.FlinkJobServerDriver',
@@ -398,7 +554,7 @@ def _start_flink(cluster: _Cluster, python: str) -> dict:
         'rest': f'127.0.0.1:{rest}',
         'job_endpoint': job,
         'worker_pool': pool,
-        'parallelism': WORKERS
+        'parallelism': workers
     }
 
 
@@ -414,7 +570,7 @@ _JAVA17_OPENS = [
 ]
 
 
-def _start_spark(cluster: _Cluster, python: str) -> dict:
+def _start_spark(cluster: _Cluster, python: str, workers: int) -> dict:
     home = spark_home()
     port, ui = free_port(), free_port()
     env = {
@@ -435,7 +591,7 @@ def _start_spark(cluster: _Cluster, python: str) -> dict:
         str(ui)
     ], env)
     master = f'spark://127.0.0.1:{port}'
-    for index in range(WORKERS):
+    for index in range(workers):
         cluster.spawn(f'worker-{index}', [
             spark_class, 'org.apache.spark.deploy.worker.Worker', '--host',
             '127.0.0.1', '--port',
@@ -448,9 +604,9 @@ def _start_spark(cluster: _Cluster, python: str) -> dict:
             status = _http_json(f'http://127.0.0.1:{ui}/json/')
         except (OSError, ValueError):
             return False
-        return status.get('aliveworkers', 0) >= WORKERS
+        return status.get('aliveworkers', 0) >= workers
 
-    cluster.wait_for(f'{WORKERS} Spark workers alive', all_workers, deadline)
+    cluster.wait_for(f'{workers} Spark workers alive', all_workers, deadline)
     job = _start_job_server(cluster, [
         *_JAVA17_OPENS, 'org.apache.beam.runners.spark.SparkJobServerDriver',
         f'--spark-master-url={master}'
@@ -461,7 +617,7 @@ def _start_spark(cluster: _Cluster, python: str) -> dict:
         'master': master,
         'job_endpoint': job,
         'worker_pool': pool,
-        'parallelism': WORKERS
+        'parallelism': workers
     }
 
 
@@ -544,8 +700,12 @@ def _worker_env(python: str) -> Dict[str, str]:
 
 def start(engine: str,
           state_dir: Optional[str] = None,
-          python: Optional[str] = None) -> dict:
+          python: Optional[str] = None,
+          workers: int = WORKERS) -> dict:
     """Starts a local `engine` cluster, job server and worker pool.
+
+    Its `workers` TaskManagers or Spark workers have one slot or core each:
+    the parallelism of its jobs.
 
     Returns:
         Its state (pids, ports, endpoints), also written to state_path().
@@ -567,7 +727,7 @@ def start(engine: str,
     cluster = _Cluster(engine, state_dir)
     try:
         starter = _start_flink if engine == 'flink' else _start_spark
-        state = starter(cluster, python)
+        state = starter(cluster, python, workers)
     except BaseException:
         cluster.kill()
         raise
@@ -603,9 +763,11 @@ def stop(engine: str, state_dir: Optional[str] = None) -> List[int]:
 
 
 @contextlib.contextmanager
-def running(engine: str, state_dir: str) -> Iterator[dict]:
+def running(engine: str,
+            state_dir: str,
+            workers: int = WORKERS) -> Iterator[dict]:
     """A started cluster, stopped on leaving."""
-    state = start(engine, state_dir)
+    state = start(engine, state_dir, workers=workers)
     try:
         yield state
     finally:
@@ -742,12 +904,18 @@ def add_engine_command(commands) -> None:
     engine.add_argument('--python',
                         help='the Python of the SDK workers (default: this '
                         'one)')
+    engine.add_argument('--workers',
+                        type=int,
+                        default=WORKERS,
+                        help='TaskManagers or Spark workers, one slot or '
+                        f'core each: the jobs\' parallelism (default '
+                        f'{WORKERS})')
 
 
 def engine_command(args: argparse.Namespace) -> dict:
     """Runs `engine start|stop|status`; its JSON result."""
     if args.action == 'start':
-        state = start(args.engine, args.state_dir, args.python)
+        state = start(args.engine, args.state_dir, args.python, args.workers)
         return {
             **state, 'beam_engine_flags': [
                 f'--beam-engine={args.engine}',

@@ -11,8 +11,10 @@ The cluster runs need `make engines`; without its artifacts they skip.
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -23,7 +25,9 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 from pipeline import beam_runners
 from pipeline import cli
 from pipeline import engines
+from serving import client as client_lib
 from tests import datasets
+from tests.serving import server_utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Tiny budgets: the Beam steps are checked, not the accuracy.
@@ -114,6 +118,49 @@ def test_workers_that_cannot_start_are_one_line_not_a_hang():
         'error: /usr/bin/python3: cannot run Beam SDK workers: '
         "ModuleNotFoundError: No module named 'apache_beam'"
     ] or 'missing; `make engines` fetches it' in process.stderr
+
+
+def test_engine_jobs_are_kept_with_their_worker_pids_and_fail_in_one_line():
+    """Through Beam's own Python job service (a real Job API server)."""
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+
+    from components.example_gen import reading  # pylint: disable=import-outside-toplevel
+    port = engines.free_port()
+    service = subprocess.Popen([
+        sys.executable, '-m',
+        'apache_beam.runners.portability.local_job_service_main', '--port',
+        str(port)
+    ],
+                               stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        _wait_for(lambda: engines.port_answers(f'127.0.0.1:{port}'),
+                  'job service', service, 120)
+        options = beam.options.pipeline_options.PipelineOptions([
+            '--runner=PortableRunner', f'--job_endpoint=127.0.0.1:{port}',
+            '--environment_type=LOOPBACK'
+        ])
+        jobs = engines.BeamJobs()
+        with jobs.tracking():
+            with beam.Pipeline(options=options) as pipeline:
+                reading.read_items(pipeline, ['a', 'b'],
+                                   lambda item: [item.encode()])
+            with pytest.raises(engines.EngineJobFailed) as failed:
+                with beam.Pipeline(options=options) as pipeline:
+                    _ = (pipeline | beam.Create([0]) |
+                         beam.Map(lambda x: 1 // x))
+        [done, failing] = jobs.jobs
+        assert done['state'] == 'DONE'
+        assert done['sdk_worker_pids'] == [os.getpid()]  # LOOPBACK: here.
+        assert failing['state'] == 'FAILED'
+        message = str(failed.value)
+        assert message.startswith(f'Beam job {failing["job_id"]} ended '
+                                  'FAILED on the engine: ')
+        assert '\n' not in message
+    finally:
+        os.killpg(service.pid, signal.SIGKILL)
+        service.wait()
 
 
 def test_cache_plan_streams_a_split_over_the_budget():
@@ -291,6 +338,135 @@ def _worker_pids(state):
         }
 
 
+def _wait_for(condition, what, process=None, deadline_seconds=1200.0):
+    """Polls `condition()` until it gives something true (liveness only),
+    while `process` (if given) runs."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert process is None or process.poll() is None, (
+            f'the run ended before {what}: {_output(process)[1][-3000:]}')
+        assert time.monotonic() < deadline, f'no {what}'
+        time.sleep(0.5)
+
+
+def _start_run(command, folder):
+    """`python -m pipeline COMMAND` started, its output to files in
+    `folder` (a pipe nobody reads would stop it once full)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / 'stdout', 'w',
+              encoding='utf-8') as out, open(folder / 'stderr',
+                                             'w',
+                                             encoding='utf-8') as err:
+        process = subprocess.Popen([sys.executable, '-m', 'pipeline', *command],
+                                   cwd=REPO,
+                                   stdout=out,
+                                   stderr=err,
+                                   text=True)
+    process.folder = folder
+    return process
+
+
+def _output(process):
+    return tuple((process.folder / name).read_text(encoding='utf-8')
+                 for name in ('stdout', 'stderr'))
+
+
+def _finished(process, timeout=1800):
+    """The started run's CompletedProcess once it ends."""
+    try:
+        process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode,
+                                       *_output(process))
+
+
+def _flink_job_states(state):
+    return {
+        job['jid']: job['state'] for job in engines._http_json(  # pylint: disable=protected-access
+            f'http://{state["rest"]}/jobs/overview')['jobs']
+    }
+
+
+def _alive_worker_pids(state):
+    return {
+        pid for pid in _worker_pids(state) if engines._alive(pid)  # pylint: disable=protected-access
+    }
+
+
+def _run_with_a_worker_killed(command, state, folder):
+    """Runs `command` on Flink, SIGKILLs the SDK workers of its second Beam
+    job mid-job; the finished process and the pids killed."""
+    seen = set(_flink_job_states(state))
+    process = _start_run(command, folder)
+    try:
+        # The first job (ExampleGen's) ended and a second runs: its workers
+        # are the ones started since.
+        first_workers = set()
+
+        def second_job_running():
+            jobs = {
+                jid: s
+                for jid, s in _flink_job_states(state).items()
+                if jid not in seen
+            }
+            if len(jobs) < 2:  # Before the second job's workers start.
+                first_workers.update(_worker_pids(state))
+                return False
+            return any(s == 'RUNNING' for s in jobs.values())
+
+        _wait_for(second_job_running, 'second Beam job running on Flink',
+                  process)
+        new = _wait_for(lambda: _alive_worker_pids(state) - first_workers,
+                        'SDK worker of the second job', process)
+        for pid in new:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        result = _finished(process)
+    return result, new
+
+
+def _served_top_classes(tmp_path, pushed_models, examples):
+    """Each pushed model's top class for every example, from one server."""
+    entries = ''.join(f"""
+      config {{
+        name: "{name}"
+        base_path: "{os.path.dirname(path)}"
+        model_platform: "tensorflow"
+        model_version_policy {{
+          specific {{ versions: {os.path.basename(path)} }}
+        }}
+      }}""" for name, path in pushed_models.items())
+    config = tmp_path / 'models.config'
+    config.write_text('model_config_list {%s\n}\n' % entries)
+    server = server_utils.start_model_server(tmp_path,
+                                             [f'--model_config_file={config}'],
+                                             timeout=600)
+    try:
+        with client_lib.ModelServerClient(server.grpc_address) as client:
+            answers = {}
+            for name in pushed_models:
+                client.wait_until_available(name, timeout=600)
+                answers[name] = [
+                    p.top_class for p in client.send_classify(
+                        client_lib.build_classification_request(name, examples))
+                ]
+    finally:
+        server.stop()
+    return answers
+
+
+def _raw_test_examples(root):
+    files = glob.glob(
+        os.path.join(root, '*ExampleGen', 'examples', '*', 'Split-test', '*'))
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, 'GZIP')]
+
+
 @needs_engines
 @pytest.mark.parametrize('engine,model', [('flink', 'rnn'),
                                           ('spark', 'convnet')])
@@ -308,38 +484,110 @@ def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
     common = ('run', '--model', model, '--data', data, *TINY)
     local = _summary(_cli(*common, '--home', str(tmp_path / 'local')))
     # A memory budget below the training split: it is streamed.
-    on_engine = _summary(
-        _cli(*common, '--home', str(tmp_path / 'engine'), '--beam-engine',
-             engine, '--engine-state-dir', state_dir, '--set',
-             'cache_memory_mb=0.01'))
+    engine_run = (*common, '--home', str(tmp_path / 'engine'), '--beam-engine',
+                  engine, '--engine-state-dir', state_dir, '--set',
+                  'cache_memory_mb=0.01')
+    if engine == 'flink':
+        # A worker killed mid-job: Flink restarts nothing, the run fails
+        # with one line, pushes nothing, and the next run resumes.
+        failed, killed = _run_with_a_worker_killed(engine_run, state,
+                                                   tmp_path / 'killed')
+        assert failed.returncode == 1, failed.stderr[-3000:]
+        [error] = _errors(failed)
+        assert error.startswith('error: Beam job ') and ' ended FAILED on the '
+        'engine: ' in error, (error, killed)
+        assert not os.path.exists(tmp_path / 'engine' / 'serving')
+        resumed = _cli(*engine_run)
+        assert ' done in ' in resumed.stderr
+        cached = [
+            line for line in resumed.stderr.splitlines()
+            if line.endswith('(cached)')
+        ]
+        assert any('ExampleGen' in line for line in cached), resumed.stderr
+        on_engine = _summary(resumed)
+    else:
+        on_engine = _summary(_cli(*engine_run))
     print(f'{engine} {model} seconds: in process '
           f'{local["component_seconds"]}, on {engine} '
           f'{on_engine["component_seconds"]}')
     assert on_engine['pushed_model'] and os.path.isdir(
         on_engine['pushed_model'])
     assert local['pushed_model']
+    engine_root = _pipeline_root(str(tmp_path / 'engine'), model)
     _assert_same_beam_outputs(str(tmp_path / 'engine'), str(tmp_path / 'local'),
                               model)
     [report] = glob.glob(
-        os.path.join(_pipeline_root(str(tmp_path / 'engine'), model), 'Trainer',
-                     'model_run', '*', 'training.json'))
+        os.path.join(engine_root, 'Trainer', 'model_run', '*', 'training.json'))
     with open(report, encoding='utf-8') as f:
         training = json.load(f)
     assert training['cached_splits']['train'] is False
     assert (training['split_bytes_in_memory']['train']
             > training['cache_budget_bytes'])
+    # The engine run's pushed model, served, answers as the in-process one
+    # (within the noise of two one-epoch trainings).
+    examples = _raw_test_examples(engine_root)
+    answers = _served_top_classes(tmp_path, {
+        'engine': on_engine['pushed_model'],
+        'local': local['pushed_model']
+    }, examples)
+    agree = np.mean(np.equal(answers['engine'], answers['local']))
+    print(f'{engine} {model}: served answers agree on {agree:.3f} of '
+          f'{len(examples)} test examples')
+    assert len(answers['engine']) == len(examples) > 0
+    assert agree >= 0.8
     # Distribution, as the engines report it.
-    assert len(_worker_pids(state)) >= 2
+    jobs = on_engine['engine_jobs']
+    assert jobs and all(j['state'] == 'DONE' for j in jobs), jobs
+    pool_pids = _worker_pids(state)
+    assert len(pool_pids) >= 2
+    counted = {p for j in jobs for p in j.get('sdk_worker_pids', [])}
+    print(f'{engine}: SDK worker pids counted {sorted(counted)}; pool '
+          f'started {len(pool_pids)}')
+    assert counted <= pool_pids
+    if model == 'convnet':  # Its reader's 32 items (the rnn's: 2 files).
+        assert len(counted) >= 2
     if engine == 'flink':
         jobs = engines.flink_jobs(state)
-        assert jobs and all(j['state'] == 'FINISHED' for j in jobs)
-        assert max(j['max_parallelism'] for j in jobs) >= 2
+        assert jobs and all(
+            j['state'] in ('FINISHED', 'FAILED', 'CANCELED') for j in jobs)
+        finished = [j for j in jobs if j['state'] == 'FINISHED']
+        assert finished and max(j['max_parallelism'] for j in finished) >= 2
     else:
         master = engines.spark_applications(state)
         apps = master['completedapps']
         assert apps and all(a['state'] == 'FINISHED' for a in apps)
         assert max(a['cores'] for a in apps) >= 2
         assert master['aliveworkers'] >= 2
+
+
+@needs_engines
+def test_an_interrupted_run_cancels_its_job_on_the_engine(clusters, tmp_path):
+    state_dir, state = clusters('flink')
+    seen = set(_flink_job_states(state))
+    data = datasets.write_ts_dataset(str(tmp_path / 'data'), train=60, test=30)
+    process = _start_run([
+        'run', '--model', 'rnn', '--data', data, '--home',
+        str(tmp_path / 'home'), *TINY, '--beam-engine', 'flink',
+        '--engine-state-dir', state_dir
+    ], tmp_path / 'run')
+    try:
+        [job] = _wait_for(
+            lambda: [
+                jid for jid, s in _flink_job_states(state).items()
+                if jid not in seen and s == 'RUNNING'
+            ], 'Beam job running on Flink', process)
+        process.send_signal(signal.SIGTERM)
+    finally:
+        finished = _finished(process, timeout=600)
+    stderr = finished.stderr
+    assert finished.returncode == cli.EXIT_INTERRUPTED, stderr[-3000:]
+    [error] = _errors(finished)
+    assert error.startswith('error: run interrupted by SIGTERM; cancelled '
+                            'Beam job '), error
+    _wait_for(lambda: _flink_job_states(state)[job] == 'CANCELED',
+              'job cancelled on Flink',
+              deadline_seconds=300)
+    assert not os.path.exists(tmp_path / 'home' / 'serving')
 
 
 def test_a_kubeflow_job_carries_the_engines_flags(tmp_path):

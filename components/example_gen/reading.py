@@ -1,6 +1,7 @@
 """Beam plumbing shared by format readers: fan out, read, divert bad input."""
 
 import glob
+import os
 from typing import (
     Any,
     Callable,
@@ -14,6 +15,7 @@ from typing import (
 
 import apache_beam as beam
 
+from common import names
 from formats.errors import InputDataError
 
 _BAD = 'bad'
@@ -27,6 +29,10 @@ class _ReadDoFn(beam.DoFn):
         self._read_fn = read_fn
 
     def process(self, item: Any) -> Iterator[Any]:
+        # Which worker process read it: on an engine, evidence that the
+        # items were spread over two or more SDK workers.
+        beam.metrics.Metrics.counter(names.WORKER_PID_COUNTERS,
+                                     str(os.getpid())).inc()
         try:
             yield from self._read_fn(item)
         except InputDataError as error:
