@@ -20,7 +20,6 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
-from common import names
 from common import settings
 from models import recipe as recipe_lib
 from models import schedule
@@ -37,14 +36,8 @@ def _zero_padding(args):
 
 def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     """The FCN for sequences of `num_channels` channels."""
-    channels = int(params['num_channels'])
     momentum = schedule.batch_norm_momentum(params)
-    sequence = keras.Input((None, channels), name=names.SEQUENCE_KEY)
-    length = keras.Input((), dtype=tf.int64, name=names.LENGTH_KEY)
-    mask = keras.layers.Lambda(
-        lambda args: tf.sequence_mask(args[1],
-                                      tf.shape(args[0])[1]),
-        name='mask')([sequence, length])
+    sequence, length, mask = sequence_io.masked_inputs(params)
     x = sequence
     for block, (filters, kernel) in enumerate(
             zip(params['conv_filters'], params['kernel_sizes'])):
@@ -62,15 +55,7 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     x = keras.layers.GlobalAveragePooling1D(name='pool')(x, mask=mask)
     x = keras.layers.Dropout(float(settings.value(params, 'dropout')),
                              name='dropout')(x)
-    scores = keras.layers.Dense(num_classes,
-                                activation='softmax',
-                                name='classifier')(x)
-    return keras.Model({
-        names.SEQUENCE_KEY: sequence,
-        names.LENGTH_KEY: length
-    },
-                       scores,
-                       name='fcn')
+    return sequence_io.classifier(sequence, length, x, num_classes, 'fcn')
 
 
 def search_space(hp) -> Dict[str, Any]:
@@ -88,8 +73,4 @@ def search_space(hp) -> Dict[str, Any]:
     }
 
 
-RECIPE = recipe_lib.ModelRecipe(name='fcn',
-                                build_model=build_model,
-                                to_model_inputs=sequence_io.to_model_inputs,
-                                extra_signatures=sequence_io.SIGNATURES,
-                                search_space=search_space)
+RECIPE = sequence_io.recipe('fcn', build_model, search_space)

@@ -24,7 +24,6 @@ from typing import Any, Dict, List
 
 import tensorflow as tf
 
-from common import names
 from common import settings
 from models import recipe as recipe_lib
 from models import schedule
@@ -107,16 +106,10 @@ def _shortcut(residual: tf.Tensor, x: tf.Tensor, mask: tf.Tensor,
 
 def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     """InceptionTime for sequences of `num_channels` channels."""
-    channels = int(params['num_channels'])
     momentum = schedule.batch_norm_momentum(params)
     kernel_sizes = [int(k) for k in params['kernel_sizes']]
     bottleneck = int(settings.value(params, 'bottleneck_filters'))
-    sequence = keras.Input((None, channels), name=names.SEQUENCE_KEY)
-    length = keras.Input((), dtype=tf.int64, name=names.LENGTH_KEY)
-    mask = keras.layers.Lambda(
-        lambda args: tf.sequence_mask(args[1],
-                                      tf.shape(args[0])[1]),
-        name='mask')([sequence, length])
+    sequence, length, mask = sequence_io.masked_inputs(params)
     x = residual = sequence
     for index, filters in enumerate(params['conv_filters']):
         x = _module(x, mask, int(filters), kernel_sizes, bottleneck, momentum,
@@ -127,15 +120,8 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     x = keras.layers.GlobalAveragePooling1D(name='pool')(x, mask=mask)
     x = keras.layers.Dropout(float(settings.value(params, 'dropout')),
                              name='dropout')(x)
-    scores = keras.layers.Dense(num_classes,
-                                activation='softmax',
-                                name='classifier')(x)
-    return keras.Model({
-        names.SEQUENCE_KEY: sequence,
-        names.LENGTH_KEY: length
-    },
-                       scores,
-                       name='inception_time')
+    return sequence_io.classifier(sequence, length, x, num_classes,
+                                  'inception_time')
 
 
 def search_space(hp) -> Dict[str, Any]:
@@ -153,8 +139,4 @@ def search_space(hp) -> Dict[str, Any]:
     }
 
 
-RECIPE = recipe_lib.ModelRecipe(name='inception_time',
-                                build_model=build_model,
-                                to_model_inputs=sequence_io.to_model_inputs,
-                                extra_signatures=sequence_io.SIGNATURES,
-                                search_space=search_space)
+RECIPE = sequence_io.recipe('inception_time', build_model, search_space)

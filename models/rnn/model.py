@@ -11,7 +11,6 @@ from typing import Any, Dict
 
 import tensorflow as tf
 
-from common import names
 from common import settings
 from models import recipe as recipe_lib
 from models import sequence_io
@@ -22,15 +21,9 @@ _CELLS = {'lstm': keras.layers.LSTM, 'gru': keras.layers.GRU}
 
 def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     """The RNN for sequences of `num_channels` channels."""
-    channels = int(params['num_channels'])
     dropout = float(settings.value(params, 'dropout'))
     cell = _CELLS[settings.value(params, 'cell')]
-    sequence = keras.Input((None, channels), name=names.SEQUENCE_KEY)
-    length = keras.Input((), dtype=tf.int64, name=names.LENGTH_KEY)
-    mask = keras.layers.Lambda(
-        lambda args: tf.sequence_mask(args[1],
-                                      tf.shape(args[0])[1]),
-        name='mask')([sequence, length])
+    sequence, length, mask = sequence_io.masked_inputs(params)
     x = sequence
     units = [int(u) for u in params['units']]
     for index, width in enumerate(units):
@@ -41,15 +34,7 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
             layer = keras.layers.Bidirectional(layer, name=f'birnn{index}')
         x = layer(x, mask=mask)
         x = keras.layers.Dropout(dropout, name=f'dropout{index}')(x)
-    scores = keras.layers.Dense(num_classes,
-                                activation='softmax',
-                                name='classifier')(x)
-    return keras.Model({
-        names.SEQUENCE_KEY: sequence,
-        names.LENGTH_KEY: length
-    },
-                       scores,
-                       name='rnn')
+    return sequence_io.classifier(sequence, length, x, num_classes, 'rnn')
 
 
 def search_space(hp) -> Dict[str, Any]:
@@ -64,8 +49,4 @@ def search_space(hp) -> Dict[str, Any]:
     }
 
 
-RECIPE = recipe_lib.ModelRecipe(name='rnn',
-                                build_model=build_model,
-                                to_model_inputs=sequence_io.to_model_inputs,
-                                extra_signatures=sequence_io.SIGNATURES,
-                                search_space=search_space)
+RECIPE = sequence_io.recipe('rnn', build_model, search_space)
