@@ -293,6 +293,10 @@ def encode_png(image: np.ndarray) -> bytes:
                     zlib.compress(rows.tobytes())), _png_chunk(b'IEND', b'')))
 
 
+# The marker that ends a JPEG (EOI), zero padding after it allowed.
+_JPEG_END = b'\xff\xd9'
+
+
 def decode_image_file(path: str) -> bytes:
     """Checks an image file by decoding it fully, and returns it encoded.
 
@@ -320,6 +324,11 @@ def decode_image_file(path: str) -> bytes:
             image.verify()
         with Image.open(io.BytesIO(data)) as image:
             image.load()
+            if (image.format in ('JPEG', 'MPO') and
+                    not data.rstrip(b'\x00').endswith(_JPEG_END)):
+                # libjpeg only warns when the end-of-image marker is
+                # missing, and often has every pixel by then.
+                raise OSError('no JPEG end-of-image marker')
             if image.format in ('PNG', 'JPEG', 'MPO'):  # MPO: camera JPEG
                 return data
             if image.mode not in _PNG_MODES:
