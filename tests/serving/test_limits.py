@@ -353,11 +353,16 @@ def _rss_mb(server) -> float:
 
 @pytest.fixture
 def fresh_server(start_server, tmp_path, add_version):
-    """A server of its own, default limits: its memory is this test's
-    traffic only, not the run's before it."""
+    """A server of its own, default body limit: its memory is this test's
+    traffic only, not the run's before it. The body's deadline is ten
+    minutes, not 30 s: on a busy machine four 30 MB bodies at once took
+    longer than 30 s to arrive (408s), and the deadline is not what this
+    test checks."""
     add_version(tmp_path / 'mnist', 1, 0.0)
-    return start_server(
-        ['--model_name=mnist', f'--model_base_path={tmp_path / "mnist"}'])
+    return start_server([
+        '--model_name=mnist', f'--model_base_path={tmp_path / "mnist"}',
+        '--rest_api_timeout_in_ms=600000'
+    ])
 
 
 def test_memory_of_large_requests_is_returned(fresh_server):
