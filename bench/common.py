@@ -147,3 +147,10 @@ def setting(item: str) -> Tuple[str, Any]:
 def trained_epochs(run: Optional[Dict[str, Any]]) -> int:
     """The epochs a pipeline run's Trainer trained (0: no training report)."""
     return len(((run or {}).get('training') or {}).get('epoch_seconds') or [])
+
+
+def write_results(path: str, results: Dict[str, Any]) -> None:
+    """Writes `results` as indented JSON to `path`, making its folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(results, f, indent=1)

@@ -44,6 +44,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # pylint: disable=wrong-import-position
 import numpy as np  # noqa: E402
 
+from bench import common  # noqa: E402
 from common import settings  # noqa: E402
 from formats import image_formats  # noqa: E402
 from pipeline import profiles  # noqa: E402
@@ -251,9 +252,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         }
         print(f'{name}: {json.dumps(models[name])}', flush=True)
     results['models'] = models
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, 'w', encoding='utf-8') as f:
-        json.dump(results, f, indent=1)
+    common.write_results(args.output, results)
     print(format_table(results))
     return 0
 

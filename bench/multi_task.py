@@ -37,6 +37,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # pylint: disable=wrong-import-position
 import numpy as np  # noqa: E402
 
+from bench import common  # noqa: E402
 from common import settings  # noqa: E402
 from formats import class_groups  # noqa: E402
 from formats import image_formats  # noqa: E402
@@ -182,9 +183,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             }
             results['runs'].append(run)
             print(json.dumps(run), flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, 'w', encoding='utf-8') as f:
-        json.dump(results, f, indent=1)
+    common.write_results(args.output, results)
     print(format_table(results))
     return 0
 

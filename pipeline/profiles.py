@@ -57,6 +57,24 @@ class ModelFamily:
     grouped: bool = False
 
 
+# The sequence families: they read one tf.Transform output (the RNN's) and
+# serve the same signatures (models/sequence_io.py), so a Tuner may choose
+# any of them for another (`tune_families`).
+SEQUENCE_FAMILIES = ('rnn', 'fcn', 'inception_time')
+
+
+def _sequence_family(name: str, **fields: Any) -> ModelFamily:
+    """The sequence family `name`, on JapaneseVowels by default."""
+    return ModelFamily(
+        kind=names.SEQUENCES,
+        preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
+        run_fn=f'models.entry_points.{name}_run_fn',
+        tuner_fn=f'models.entry_points.{name}_tuner_fn',
+        tuned_with=tuple(f for f in SEQUENCE_FAMILIES if f != name),
+        default_data=_sktime_data('JapaneseVowels'),
+        **fields)
+
+
 _CONVNET_PROFILES: Dict[str, Dict[str, Any]] = {
     'smoke':
         dict(max_examples_per_split=2000,
@@ -135,13 +153,8 @@ MODELS: Dict[str, ModelFamily] = {
             grouped=True,
             profiles=copy.deepcopy(_CONVNET_PROFILES)),
     'rnn':
-        ModelFamily(
-            kind=names.SEQUENCES,
-            preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
-            run_fn='models.entry_points.rnn_run_fn',
-            tuner_fn='models.entry_points.rnn_tuner_fn',
-            tuned_with=('fcn', 'inception_time'),
-            default_data=_sktime_data('JapaneseVowels'),
+        _sequence_family(
+            'rnn',
             # No small-data batch cap: a recurrent step costs about the same at
             # any batch (one step of the cell per time step), so more, smaller
             # steps would cost more time, not the same.
@@ -170,45 +183,34 @@ MODELS: Dict[str, ModelFamily] = {
     # Wang et al. 2017's FCN: the same data, preprocessing_fn and
     # signatures as the RNN.
     'fcn':
-        ModelFamily(
-            kind=names.SEQUENCES,
-            preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
-            run_fn='models.entry_points.fcn_run_fn',
-            tuner_fn='models.entry_points.fcn_tuner_fn',
-            tuned_with=('rnn', 'inception_time'),
-            default_data=_sktime_data('JapaneseVowels'),
-            profiles={
-                'smoke':
-                    dict(max_examples_per_split=0,
-                         conv_filters=[32, 64, 32],
-                         kernel_sizes=[8, 5, 3],
-                         dropout=0.0,
-                         epochs=3,
-                         min_train_steps=200,
-                         max_train_steps=0,
-                         batch_size=32,
-                         min_accuracy=0.2,
-                         tune_families=True),
-                'full':
-                    dict(max_examples_per_split=0,
-                         conv_filters=[128, 256, 128],
-                         kernel_sizes=[8, 5, 3],
-                         dropout=0.0,
-                         epochs=60,
-                         batch_size=16,
-                         min_accuracy=0.9,
-                         tune_families=True),
-            }),
+        _sequence_family('fcn',
+                         profiles={
+                             'smoke':
+                                 dict(max_examples_per_split=0,
+                                      conv_filters=[32, 64, 32],
+                                      kernel_sizes=[8, 5, 3],
+                                      dropout=0.0,
+                                      epochs=3,
+                                      min_train_steps=200,
+                                      max_train_steps=0,
+                                      batch_size=32,
+                                      min_accuracy=0.2,
+                                      tune_families=True),
+                             'full':
+                                 dict(max_examples_per_split=0,
+                                      conv_filters=[128, 256, 128],
+                                      kernel_sizes=[8, 5, 3],
+                                      dropout=0.0,
+                                      epochs=60,
+                                      batch_size=16,
+                                      min_accuracy=0.9,
+                                      tune_families=True),
+                         }),
     # Fawaz et al. 2020's InceptionTime (one network, not their ensemble of
     # five): the same data, preprocessing_fn and signatures as the RNN.
     'inception_time':
-        ModelFamily(
-            kind=names.SEQUENCES,
-            preprocessing_fn='models.rnn.preprocessing.preprocessing_fn',
-            run_fn='models.entry_points.inception_time_run_fn',
-            tuner_fn='models.entry_points.inception_time_tuner_fn',
-            tuned_with=('rnn', 'fcn'),
-            default_data=_sktime_data('JapaneseVowels'),
+        _sequence_family(
+            'inception_time',
             profiles={
                 'smoke':
                     dict(max_examples_per_split=0,
