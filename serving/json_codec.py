@@ -15,7 +15,8 @@ import base64
 import binascii
 import json
 import math
-from typing import Any, Dict, List, Mapping, Tuple
+from json import encoder as json_encoder
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 from tensorflow.core.example import example_pb2
@@ -247,6 +248,40 @@ def predict_inputs(
     raise errors.invalid_argument("Missing 'inputs' or 'instances' key")
 
 
+def _numbers_at_once(instances: List[Any], dtype: int) -> Optional[np.ndarray]:
+    """`instances` as one array when all of it is numbers that fit `dtype`.
+
+    None otherwise: the element-by-element path then finds and words the
+    fault. Its result is the same; this is ~20x faster on large requests.
+    """
+    if dtype not in _FLOAT_MAX and dtype not in _INT_RANGES:
+        return None
+    try:
+        grid = np.array(instances, dtype=object)
+    except ValueError:
+        return None
+    kinds = set(map(type, grid.flat))
+    try:
+        if dtype in _FLOAT_MAX and kinds and kinds <= {int, float}:
+            ints = [v for v in grid.flat if type(v) is int]
+            if ints and max(map(abs, ints)) > _FLOAT_MAX_INT[dtype]:
+                return None
+            values = grid.astype(np.float64)
+            finite = values[np.isfinite(values)]
+            if finite.size and np.abs(finite).max() > _FLOAT_MAX[dtype]:
+                return None
+            return values.astype(tensors.numpy_dtype(dtype))
+        if dtype in _INT_RANGES and kinds == {int}:
+            low, high = _INT_RANGES[dtype]
+            if min(grid.flat) < low or max(grid.flat) > high:
+                return None
+            wide = np.uint64 if dtype == types_pb2.DT_UINT64 else np.int64
+            return grid.astype(wide).astype(tensors.numpy_dtype(dtype))
+    except OverflowError:  # An int too large for a float64.
+        return None
+    return None
+
+
 def _is_element_object(value: Any) -> bool:
     return isinstance(value, dict) and not _is_b64(value)
 
@@ -260,6 +295,10 @@ def _from_instances(
             'multiple input tensors required as per tensorinfo_map')
     objects = _is_element_object(instances[0])
     names = sorted(specs)
+    if not objects and len(names) == 1:
+        array = _numbers_at_once(instances, specs[names[0]].dtype)
+        if array is not None:
+            return {names[0]: array}
     parts: Dict[str, List[np.ndarray]] = {}
     shapes: Dict[str, List[int]] = {}
 
@@ -428,51 +467,37 @@ def fill_examples(doc: Dict[str, Any], request) -> None:
 
 # -------------------------------------------------------------- responses
 
-# Outputs this small are formatted element by element: numpy's vectorized
-# formatting costs ~40 microseconds a call, whatever the size.
-_SMALL_OUTPUT = 16
-
-
-def _decimal_token(value: float, short: int, full: int, np_type) -> str:
-    """One value as `_decimal_tokens` writes it."""
-    if not math.isfinite(value):
-        return 'NaN' if math.isnan(value) else (
-            '-Infinity' if value < 0 else 'Infinity')
-    token = '%.*g' % (short, value)
-    if np_type(token) != np_type(value):
-        token = '%.*g' % (full, value)
-    if '.' not in token and 'e' not in token:
-        token += '.0'
-    return token
+# How printf writes what JSON spells otherwise.
+_NON_FINITE = {
+    'nan': 'NaN',
+    '-nan': 'NaN',
+    'inf': 'Infinity',
+    '-inf': '-Infinity'
+}
 
 
 def _decimal_tokens(flat: np.ndarray, short: int, full: int,
                     np_type) -> List[str]:
     """Each number as the shorter of %.{short}g and %.{full}g that round-trips.
 
-    As json_tensor.cc's WriteDecimal writes floats.
+    As json_tensor.cc's WriteDecimal writes floats. Python's own formatting
+    and parsing, not numpy's: numpy's vectorized string functions were 5x
+    slower (12 s for 3.8 million floats).
     """
-    if flat.size <= _SMALL_OUTPUT:
-        return [_decimal_token(v, short, full, np_type) for v in flat.tolist()]
     wide = flat.astype(np.float64)
-    tokens = np.char.mod(f'%.{short}g', wide)
-    finite = np.isfinite(flat)
+    short_form, full_form = f'%.{short}g', f'%.{full}g'
+    tokens = [short_form % v for v in wide.tolist()]
     with np.errstate(invalid='ignore', over='ignore'):
-        back = tokens.astype(np_type)
-    out = tokens.tolist()
-    redo = np.flatnonzero(finite & (back != flat))
+        back = np.array([float(t) for t in tokens]).astype(np_type)
+    redo = np.flatnonzero(back != flat)  # NaNs too: no matter.
     if redo.size:
-        precise = np.char.mod(f'%.{full}g', wide[redo]).tolist()
-        for i, token in zip(redo.tolist(), precise):
-            out[i] = token
-    for i in np.flatnonzero(~finite).tolist():
-        value = flat[i]
-        out[i] = 'NaN' if np.isnan(value) else (
-            '-Infinity' if value < 0 else 'Infinity')
-    for i, token in enumerate(out):
-        if finite[i] and '.' not in token and 'e' not in token:
-            out[i] = token + '.0'
-    return out
+        table = np.array(tokens, dtype=object)
+        table[redo] = [full_form % v for v in wide[redo].tolist()]
+        tokens = table.tolist()
+    return [
+        t if '.' in t or 'e' in t else _NON_FINITE.get(t, t + '.0')
+        for t in tokens
+    ]
 
 
 def _tokens(array: np.ndarray, as_bytes: bool) -> List[str]:
@@ -495,8 +520,9 @@ def _tokens(array: np.ndarray, as_bytes: bool) -> List[str]:
                 '{"b64": "%s"}' % base64.b64encode(v).decode('ascii')
                 for v in flat.tolist()
             ]
+        # What json.dumps(ensure_ascii=False) calls, without its set-up.
         return [
-            json.dumps(v.decode('utf-8', 'replace'), ensure_ascii=False)
+            json_encoder.encode_basestring(v.decode('utf-8', 'replace'))
             for v in flat.tolist()
         ]
     raise errors.invalid_argument(
@@ -513,6 +539,20 @@ def _nest(tokens: List[str], shape: Tuple[int, ...]) -> str:
     return '[' + ', '.join(
         _nest(tokens[i * step:(i + 1) * step], shape[1:])
         for i in range(shape[0])) + ']'
+
+
+def _row_texts(tokens: List[str], shape: Tuple[int, ...]) -> List[str]:
+    """The JSON text of each batch element of a [batch, ...] tensor."""
+    batch, inner = shape[0], shape[1:]
+    if not inner:
+        return tokens
+    step = len(tokens) // batch if batch else 0
+    if len(inner) == 1 and step:  # The common case, without recursion.
+        return [
+            '[' + ', '.join(tokens[i:i + step]) + ']'
+            for i in range(0, len(tokens), step)
+        ]
+    return [_nest(tokens[i * step:(i + 1) * step], inner) for i in range(batch)]
 
 
 def predict_response(outputs: Dict[str, np.ndarray], fmt: str) -> str:
@@ -543,19 +583,16 @@ def predict_response(outputs: Dict[str, np.ndarray], fmt: str) -> str:
                 f'Tensor name: {name} has inconsistent batch size: {shape[0]} '
                 f'expecting: {batch}')
         batch = shape[0]
-    rows = []
-    for i in range(batch):
-        parts = {}
-        for name in names:
-            shape = outputs[name].shape
-            step = len(tokens[name]) // batch
-            parts[name] = _nest(tokens[name][i * step:(i + 1) * step],
-                                shape[1:])
-        if len(names) == 1:
-            rows.append(parts[names[0]])
-        else:
-            rows.append('{' + ', '.join(
-                f'{json.dumps(n)}: {parts[n]}' for n in names) + '}')
+    texts = [_row_texts(tokens[n], outputs[n].shape) for n in names]
+    if len(names) == 1:
+        rows = texts[0]
+    else:
+        keys = [json.dumps(n) + ': ' for n in names]
+        rows = [
+            '{' + ', '.join(k + t
+                            for k, t in zip(keys, parts)) + '}'
+            for parts in zip(*texts)
+        ]
     return '{"predictions": [' + ', '.join(rows) + ']}'
 
 
