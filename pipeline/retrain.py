@@ -24,20 +24,44 @@ class RunFailed(RuntimeError):
     """A pipeline run child process failed; carries its last error line."""
 
 
+# How long a run stopped by the scheduler has to cancel its engine jobs.
+_CHILD_STOP_SECONDS = 120.0
+
+
 def run_in_child(run_args: List[str]) -> Dict[str, Any]:
     """Runs `python -m pipeline run RUN_ARGS`; returns its JSON summary."""
-    process = subprocess.run(
-        [sys.executable, '-m', 'pipeline', 'run', *run_args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        check=False)
-    sys.stderr.write(process.stderr)
-    summaries = [
-        line for line in process.stdout.splitlines() if line.startswith('{')
-    ]
+    return child_summary([sys.executable, '-m', 'pipeline', 'run', *run_args])
+
+
+def child_summary(command: List[str]) -> Dict[str, Any]:
+    """Runs `command` (a pipeline run); its JSON summary.
+
+    If the scheduler is aborted meanwhile (a second SIGINT or SIGTERM), the
+    child gets SIGTERM, as a `run` killed by hand, so that it cancels its
+    Beam jobs on an engine (docs/engines.md), and is killed only if it has
+    not ended after _CHILD_STOP_SECONDS.
+
+    Raises:
+        RunFailed: the child failed or printed no summary.
+    """
+    with subprocess.Popen(command,
+                          stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE,
+                          text=True) as process:
+        try:
+            stdout, stderr = process.communicate()
+        except BaseException:
+            process.terminate()
+            try:
+                _, stderr = process.communicate(timeout=_CHILD_STOP_SECONDS)
+                sys.stderr.write(stderr)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            raise
+    sys.stderr.write(stderr)
+    summaries = [line for line in stdout.splitlines() if line.startswith('{')]
     if process.returncode != 0 or not summaries:
-        errors = process.stderr.strip().splitlines() or ['(no output)']
+        errors = stderr.strip().splitlines() or ['(no output)']
         raise RunFailed(f'exit code {process.returncode}: {errors[-1]}')
     return json.loads(summaries[-1])
 

@@ -615,3 +615,50 @@ def test_second_signal_aborts_the_run(tmp_path):
     assert 'scheduler aborted' in child.stdout()
     # The lock died with the process.
     assert RunLock(lock_path(child.state)).acquire()
+
+
+RUN_CHILD = r'''
+import os, signal, sys, time
+markers = sys.argv[1]
+
+def interrupted(signum, frame):
+    # As `pipeline run` does: cancel the engine's jobs, one line, 130.
+    open(os.path.join(markers, 'cancelled-jobs'), 'w').close()
+    print('error: run interrupted by SIGTERM', file=sys.stderr, flush=True)
+    sys.exit(130)
+
+signal.signal(signal.SIGTERM, interrupted)
+open(os.path.join(markers, 'run-started'), 'w').close()
+while True:
+    time.sleep(0.01)
+'''
+
+
+def test_an_aborted_schedule_lets_its_run_cancel_its_engine_jobs(
+        tmp_path, capfd):
+    # The scheduler aborted (a second signal) while a run's child runs: the
+    # child is sent SIGTERM, as a `run` interrupted by hand, so that it
+    # cancels its Beam jobs on the engine, not killed outright.
+    from pipeline import retrain  # pylint: disable=import-outside-toplevel
+    from pipeline.scheduler import SchedulerAborted  # pylint: disable=import-outside-toplevel
+
+    def abort(signum, frame):
+        del signum, frame
+        raise SchedulerAborted('second signal SIGTERM')
+
+    def abort_once_started():
+        while not (tmp_path / 'run-started').exists():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, abort)
+    try:
+        threading.Thread(target=abort_once_started, daemon=True).start()
+        with pytest.raises(SchedulerAborted):
+            retrain.child_summary(
+                [sys.executable, '-c', RUN_CHILD,
+                 str(tmp_path)])
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert (tmp_path / 'cancelled-jobs').exists()
+    assert 'error: run interrupted by SIGTERM' in capfd.readouterr().err
