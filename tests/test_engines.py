@@ -393,16 +393,30 @@ def _flink_job_states(state):
     }
 
 
+def _spark_app_states(state):
+    """The Spark master's applications (one a Beam job), by id."""
+    master = engines.spark_applications(state)
+    return {
+        app['id']: app['state']
+        for app in master['activeapps'] + master['completedapps']
+    }
+
+
+_JOB_STATES = {'flink': _flink_job_states, 'spark': _spark_app_states}
+
+
 def _alive_worker_pids(state):
     return {
         pid for pid in _worker_pids(state) if engines._alive(pid)  # pylint: disable=protected-access
     }
 
 
-def _run_with_a_worker_killed(command, state, folder):
-    """Runs `command` on Flink, SIGKILLs the SDK workers of its second Beam
-    job mid-job; the finished process and the pids killed."""
-    seen = set(_flink_job_states(state))
+def _run_with_a_worker_killed(command, engine, state, folder):
+    """Runs `command` on the engine, SIGKILLs the SDK workers of its second
+    Beam job (Flink job, Spark application) mid-job; the finished process
+    and the pids killed."""
+    job_states = _JOB_STATES[engine]
+    seen = set(job_states(state))
     process = _start_run(command, folder)
     try:
         # The first job (ExampleGen's) ended and a second runs: its workers
@@ -412,7 +426,7 @@ def _run_with_a_worker_killed(command, state, folder):
         def second_job_running():
             jobs = {
                 jid: s
-                for jid, s in _flink_job_states(state).items()
+                for jid, s in job_states(state).items()
                 if jid not in seen
             }
             if len(jobs) < 2:  # Before the second job's workers start.
@@ -420,7 +434,7 @@ def _run_with_a_worker_killed(command, state, folder):
                 return False
             return any(s == 'RUNNING' for s in jobs.values())
 
-        _wait_for(second_job_running, 'second Beam job running on Flink',
+        _wait_for(second_job_running, f'second Beam job running on {engine}',
                   process)
         new = _wait_for(lambda: _alive_worker_pids(state) - first_workers,
                         'SDK worker of the second job', process)
@@ -487,13 +501,23 @@ def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
     engine_run = (*common, '--home', str(tmp_path / 'engine'), '--beam-engine',
                   engine, '--engine-state-dir', state_dir, '--set',
                   'cache_memory_mb=0.01')
-    if engine == 'flink':
-        # A worker killed mid-job: Flink restarts nothing, the run fails
-        # with one line, pushes nothing, and the next run resumes.
-        failed, killed = _run_with_a_worker_killed(engine_run, state,
+    # A worker killed mid-job. Flink restarts nothing: the run fails with
+    # one line, pushes nothing, and the next run resumes from the cache.
+    # Spark retries the failed task (spark.task.maxFailures, 4 on a
+    # cluster), on a new SDK worker.
+    log = os.path.join(state['logs'], 'job-server.log')
+    log_before = os.path.getsize(log)
+    killed_run, killed = _run_with_a_worker_killed(engine_run, engine, state,
                                                    tmp_path / 'killed')
-        assert failed.returncode == 1, failed.stderr[-3000:]
-        [error] = _errors(failed)
+    with open(log, encoding='utf-8', errors='replace') as f:
+        f.seek(log_before)
+        lost_tasks = [line for line in f if 'Lost task' in line]
+    print(f'{engine}: killed SDK workers {sorted(killed)}; the run exited '
+          f'{killed_run.returncode}; {len(lost_tasks)} lost task lines: '
+          f'{lost_tasks[:2]}; errors {_errors(killed_run)}')
+    if engine == 'flink' or killed_run.returncode != 0:
+        assert killed_run.returncode == 1, killed_run.stderr[-3000:]
+        [error] = _errors(killed_run)
         assert error.startswith('error: Beam job ') and ' ended FAILED on the '
         'engine: ' in error, (error, killed)
         assert not os.path.exists(tmp_path / 'engine' / 'serving')
@@ -506,7 +530,8 @@ def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
         assert any('ExampleGen' in line for line in cached), resumed.stderr
         on_engine = _summary(resumed)
     else:
-        on_engine = _summary(_cli(*engine_run))
+        on_engine = _summary(killed_run)
+        assert lost_tasks, 'no task retried after its SDK worker was killed'
     print(f'{engine} {model} seconds: in process '
           f'{local["component_seconds"]}, on {engine} '
           f'{on_engine["component_seconds"]}')
@@ -554,9 +579,10 @@ def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
         assert finished and max(j['max_parallelism'] for j in finished) >= 2
     else:
         master = engines.spark_applications(state)
-        apps = master['completedapps']
-        assert apps and all(a['state'] == 'FINISHED' for a in apps)
-        assert max(a['cores'] for a in apps) >= 2
+        finished = [
+            a for a in master['completedapps'] if a['state'] == 'FINISHED'
+        ]
+        assert finished and max(a['cores'] for a in finished) >= 2
         assert master['aliveworkers'] >= 2
 
 
