@@ -4,6 +4,10 @@ Behaviour only; nothing here times anything."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -11,6 +15,7 @@ import tensorflow as tf
 from bench import __main__ as bench_main
 from bench import by_hand
 from bench import common
+from bench import larger_than_memory
 from bench import report
 from bench import scaling
 from bench import serving_bench
@@ -426,3 +431,32 @@ def test_by_hand_job_trains_the_epochs_the_schedule_fits(tmp_path):
     # steps of the profile's batch are 64 steps of 5: 6 epochs, not 1.
     assert (result['batch_size'], result['epochs']) == (batch, 6) == (5, 6)
     assert fitted['epochs'] == 6 and config.hyperparameters['epochs'] == 1
+
+
+def test_tree_rss_counts_the_memory_of_descendants(tmp_path):
+    # bench/larger_than_memory.py's peak RSS is the run's whole tree: a
+    # grandchild holding 200 MiB adds that much to its grandparent's.
+    ready = tmp_path / 'ready'
+    holder = ('import os, sys, time; block = b"x" * (200 * 2**20); '
+              'open(sys.argv[1], "w").write(str(os.getpid())); '
+              'time.sleep(600)')
+    middle = subprocess.Popen([
+        sys.executable, '-c',
+        'import subprocess, sys; subprocess.run(sys.argv[1:])', sys.executable,
+        '-c', holder,
+        str(ready)
+    ])
+    try:
+        deadline = time.monotonic() + 120  # Liveness only.
+        while not (ready.exists() and ready.read_text()):
+            assert middle.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        with open(f'/proc/{middle.pid}/statm', encoding='utf-8') as f:
+            own = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+        tree = larger_than_memory.tree_rss_bytes(middle.pid)
+        assert tree - own >= 200 * 2**20
+    finally:
+        if ready.exists() and ready.read_text():
+            os.kill(int(ready.read_text()), signal.SIGKILL)
+        middle.kill()
+        middle.wait()
