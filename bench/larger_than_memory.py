@@ -5,7 +5,8 @@
 
 For each scale of Fashion-MNIST (1: 70k rows, bench/scaling.py's scaled IDX
 set) and each Trainer memory budget (`--set cache_memory_mb`), one
-`python -m pipeline run --model convnet` of one epoch: its process tree's
+`python -m pipeline run --model convnet` of one epoch over all the rows
+(the smoke model, `max_examples_per_split=0`): its process tree's
 resident memory is sampled (from /proc) while it runs, and each sample
 attributed to the component running then (the run's progress lines). With
 `--data-limit-mb` every run gets that hard cap on its data segment
@@ -31,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from bench import common
 from bench import scaling
 
-SCALES = (0.25, 1.0)
+SCALES = (0.5, 0.125)
 BUDGETS_MB = (1.0, 4096.0)
 SAMPLE_SECONDS = 0.2
 _PAGE = os.sysconf('SC_PAGE_SIZE')
@@ -115,10 +116,15 @@ def measured_run(command: Sequence[str], log_path: Path,
         ]
         for reader in readers:
             reader.start()
-        while process.poll() is None:
-            rss = tree_rss_bytes(process.pid)
-            peaks[component[0]] = max(peaks.get(component[0], 0), rss)
-            time.sleep(SAMPLE_SECONDS)
+        try:
+            while process.poll() is None:
+                rss = tree_rss_bytes(process.pid)
+                peaks[component[0]] = max(peaks.get(component[0], 0), rss)
+                time.sleep(SAMPLE_SECONDS)
+        except BaseException:
+            process.terminate()  # The run cancels its engine jobs.
+            process.wait()
+            raise
         for reader in readers:
             reader.join()
     try:
@@ -184,7 +190,8 @@ def run(
                 'run', '--model', 'convnet', '--data',
                 str(data), '--home',
                 str(home), '--set', 'min_train_steps=0', '--set', 'epochs=1',
-                '--set', f'cache_memory_mb={budget:g}', *extra_args
+                '--set', f'cache_memory_mb={budget:g}', '--set',
+                'max_examples_per_split=0', *extra_args
             ], workdir / f'run-{scale:g}-{budget:g}.log', data_limit_mb)
             training = _training_report(home)
             examples = list(home.glob('pipelines/*/*ExampleGen/examples'))
