@@ -16,11 +16,13 @@
   parameter servers) comes from TF_CONFIG, as for `multi_worker`.
 """
 
+import os
 from typing import Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
 from common import settings
+from models import workers
 
 STRATEGIES = settings.STRATEGIES
 
@@ -125,6 +127,10 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         # TensorFlow, and collective ops must be configured before it starts.
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == 'parameter_server':
+        problem = workers.cluster_problem(name,
+                                          os.environ.get('TF_CONFIG') or '{}')
+        if problem:
+            raise ValueError(problem)
         return tf.distribute.ParameterServerStrategy(
             tf.distribute.cluster_resolver.TFConfigClusterResolver())
     if name not in STRATEGIES:

@@ -69,6 +69,26 @@ def in_cluster() -> bool:
     return bool(config.get('cluster'))
 
 
+def cluster_problem(strategy: str, tf_config: Optional[str]) -> Optional[str]:
+    """What a cluster's TF_CONFIG lacks for `strategy`, or None.
+
+    None too without TF_CONFIG (`launch` starts the cluster) and for the
+    strategies that need no cluster's particular tasks.
+    """
+    if strategy != 'parameter_server' or not tf_config:
+        return None
+    try:
+        cluster = json.loads(tf_config).get('cluster') or {}
+    except (ValueError, AttributeError) as error:
+        return f'TF_CONFIG: not JSON: {error}'
+    needed = ('chief', 'worker', 'ps')
+    if not isinstance(cluster, dict) or not all(cluster.get(t) for t in needed):
+        has = [t for t in needed if isinstance(cluster, dict) and cluster.get(t)]
+        return ('TF_CONFIG: strategy parameter_server needs a cluster with '
+                f'chief, worker and ps tasks; it has {", ".join(has) or "none"}')
+    return None
+
+
 def free_ports(count: int) -> List[int]:
     """`count` distinct TCP ports free on 127.0.0.1 right now."""
     with contextlib.ExitStack() as stack:
@@ -158,24 +178,35 @@ def _wait(tasks: Sequence[_Task], deadline: Optional[float],
         time.sleep(0.2)
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(('127.0.0.1', port)) == 0
+# How long a chief waits for its cluster's servers to answer (liveness
+# only: they start as it does, and a pod may be scheduled late).
+CLUSTER_WAIT_SECONDS = 600
 
 
-def _wait_for_servers(servers: Sequence[_Task], ports: Sequence[int],
-                      deadline: Optional[float], timeout: float) -> None:
-    """Waits until every server task listens on its port."""
-    waiting = list(zip(servers, ports))
+def _wait_for_cluster(cluster: Dict[str, List[str]]) -> None:
+    """Waits until every worker and parameter server takes connections.
+
+    Raises:
+        WorkerError: one does not within CLUSTER_WAIT_SECONDS.
+    """
+    deadline = time.monotonic() + CLUSTER_WAIT_SECONDS
+    waiting = [(t, i, a) for t in ('ps', 'worker')
+               for i, a in enumerate(cluster.get(t, []))]
     while waiting:
-        for task, _ in waiting:
-            if task.process.poll() is not None:
-                raise _failure(task, len(servers))
-        waiting = [(t, port) for t, port in waiting if not _listening(port)]
-        if waiting and deadline is not None and time.monotonic() > deadline:
-            raise _overrun([t for t, _ in waiting], timeout)
+        still = []
+        for task_type, index, address in waiting:
+            host, port = address.rsplit(':', 1)
+            with socket.socket() as sock:
+                if sock.connect_ex((host, int(port))) != 0:
+                    still.append((task_type, index, address))
+        waiting = still
+        if waiting and time.monotonic() > deadline:
+            task_type, index, address = waiting[0]
+            raise WorkerError(
+                f'TF_CONFIG: {task_type} {index} at {address} did not answer '
+                f'in {CLUSTER_WAIT_SECONDS} s')
         if waiting:
-            time.sleep(0.1)
+            time.sleep(0.2)
 
 
 def _wait_for_chief(chief: _Task, servers: Sequence[_Task],
@@ -321,15 +352,13 @@ def launch(fn_args: 'tfx.components.FnArgs', recipe: 'recipe_lib.ModelRecipe',
             _wait([start('worker', i) for i in range(shape['worker'])],
                   deadline, timeout)
         else:
+            # All at once: the chief imports TensorFlow while the servers
+            # start, then waits for them to answer (`main`).
             servers = [
                 start(task_type, index)
                 for task_type in ('ps', 'worker')
                 for index in range(shape[task_type])
             ]
-            _wait_for_servers(
-                servers,
-                [int(a.rsplit(':', 1)[1]) for t in ('ps', 'worker')
-                 for a in cluster[t]], deadline, timeout)
             lost = _wait_for_chief(start('chief', 0), servers, deadline,
                                    timeout)
     finally:
@@ -404,6 +433,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from models import families
     from models import training
     absl_logging.set_verbosity(absl_logging.INFO)
+    if 'ps' in config['cluster']:  # A parameter-server cluster's chief.
+        _wait_for_cluster(config['cluster'])
     recipe = families.recipe(spec['family'])
     fn_args = fn_args_utils.FnArgs(**spec['fn_args'],
                                    data_accessor=data_accessor(

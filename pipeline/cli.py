@@ -1,7 +1,8 @@
 """The command line: `python -m pipeline run|compile|submit|schedule`.
 
     python -m pipeline run --model convnet [--profile smoke|full] [--data PATH]
-        [--home DIR] [--strategy auto|mirrored|one_device|multi_worker]
+        [--home DIR] [--strategy auto|mirrored|one_device|multi_worker|
+                                 parameter_server]
     python -m pipeline compile --model convnet --target kubeflow --output FILE
         --pipeline-root URI [--image IMAGE] [--data URI]
                                              (URIs as pods see them)
@@ -61,6 +62,7 @@ from formats import class_groups  # noqa: E402
 from formats import image_formats  # noqa: E402
 from formats.errors import InputDataError  # noqa: E402
 from models import saved_model_dirs  # noqa: E402
+from models import workers  # noqa: E402
 from pipeline import beam_runners  # noqa: E402
 from pipeline import configs  # noqa: E402
 from pipeline import engines  # noqa: E402
@@ -483,6 +485,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.command != 'run':  # The scheduler may wait for the data.
         return
     config = _run_config(args)
+    cluster_problem = workers.cluster_problem(
+        settings.value(config.hyperparameters, 'strategy'),
+        os.environ.get('TF_CONFIG'))
+    if cluster_problem:
+        raise setting_checks.SettingError(cluster_problem)
     if config.hyperparameters.get('schema_path'):
         _check_schema_file(config.hyperparameters['schema_path'])
     if config.hyperparameters.get('transfer_from'):
