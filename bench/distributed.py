@@ -78,7 +78,8 @@ def train_once(model_name: str, home: str, strategy: str, out: str,
     return {
         **{
             key: report.get(key) for key in shown
-        }, 'slowest_over_median_epoch': round(max(later) / median, 3),
+        },
+        'slowest_over_median_epoch': round(max(later) / median, 3),
         # Examples seen in all: the same for every strategy at the same
         # epochs (each epoch is the split once, however it is divided).
         'examples_seen': report['steps'] * report['global_batch']

@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
+from common import cluster
 from common import settings
-from models import workers
 
 STRATEGIES = settings.STRATEGIES
 
@@ -92,8 +92,11 @@ def parameter_servers(strategy: tf.distribute.Strategy) -> Optional[int]:
 def _cluster_resolver(
     strategy: tf.distribute.Strategy
 ) -> Optional[tf.distribute.cluster_resolver.ClusterResolver]:
-    """The strategy's cluster resolver; TF_CONFIG's for a parameter-server
-    strategy (made from it by `make_strategy`; it does not expose its own)."""
+    """The strategy's cluster resolver.
+
+    TF_CONFIG's for a parameter-server strategy (made from it by
+    `make_strategy`; it does not expose its own).
+    """
     if is_parameter_server(strategy):
         return tf.distribute.cluster_resolver.TFConfigClusterResolver()
     return strategy.cluster_resolver
@@ -127,7 +130,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         # TensorFlow, and collective ops must be configured before it starts.
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == 'parameter_server':
-        problem = workers.cluster_problem(name,
+        problem = cluster.cluster_problem(name,
                                           os.environ.get('TF_CONFIG') or '{}')
         if problem:
             raise ValueError(problem)

@@ -7,7 +7,6 @@ server cluster; `count_examples` sizes an epoch.
 """
 
 import contextlib
-
 from typing import (
     TYPE_CHECKING,
     Callable,
@@ -179,8 +178,7 @@ def distributed_dataset(strategy: tf.distribute.Strategy, global_batch: int,
 
 @contextlib.contextmanager
 def _unseeded_graph() -> Iterator[None]:
-    """Ops made inside draw their seeds when they run, not from the global
-    seed.
+    """Ops made inside draw their seeds when they run, not from one seed.
 
     A graph's ops without a seed of their own get one derived from the global
     seed (keras.utils.set_random_seed) when they are traced; inside, they get

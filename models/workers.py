@@ -69,26 +69,6 @@ def in_cluster() -> bool:
     return bool(config.get('cluster'))
 
 
-def cluster_problem(strategy: str, tf_config: Optional[str]) -> Optional[str]:
-    """What a cluster's TF_CONFIG lacks for `strategy`, or None.
-
-    None too without TF_CONFIG (`launch` starts the cluster) and for the
-    strategies that need no cluster's particular tasks.
-    """
-    if strategy != 'parameter_server' or not tf_config:
-        return None
-    try:
-        cluster = json.loads(tf_config).get('cluster') or {}
-    except (ValueError, AttributeError) as error:
-        return f'TF_CONFIG: not JSON: {error}'
-    needed = ('chief', 'worker', 'ps')
-    if not isinstance(cluster, dict) or not all(cluster.get(t) for t in needed):
-        has = [t for t in needed if isinstance(cluster, dict) and cluster.get(t)]
-        return ('TF_CONFIG: strategy parameter_server needs a cluster with '
-                f'chief, worker and ps tasks; it has {", ".join(has) or "none"}')
-    return None
-
-
 def free_ports(count: int) -> List[int]:
     """`count` distinct TCP ports free on 127.0.0.1 right now."""
     with contextlib.ExitStack() as stack:
@@ -153,12 +133,11 @@ def _failure(task: _Task, of: int) -> WorkerError:
 def _overrun(tasks: Sequence[_Task], timeout: float) -> WorkerError:
     running = [t for t in tasks if t.process.poll() is None]
     which = (f'workers {[t.index for t in running]}' if all(
-        t.type == 'worker' for t in running) else ', '.join(t.name
-                                                            for t in running))
-    return WorkerError(
-        f'{which} still running after {timeout:g} s '
-        f'(worker_timeout_seconds); stopped them. The end of '
-        f'{running[0].log}:\n{_log_tail(running[0].log)}')
+        t.type == 'worker' for t in running) else ', '.join(
+            t.name for t in running))
+    return WorkerError(f'{which} still running after {timeout:g} s '
+                       f'(worker_timeout_seconds); stopped them. The end of '
+                       f'{running[0].log}:\n{_log_tail(running[0].log)}')
 
 
 def _wait(tasks: Sequence[_Task], deadline: Optional[float],
@@ -190,7 +169,8 @@ def _wait_for_cluster(cluster: Dict[str, List[str]]) -> None:
         WorkerError: one does not within CLUSTER_WAIT_SECONDS.
     """
     deadline = time.monotonic() + CLUSTER_WAIT_SECONDS
-    waiting = [(t, i, a) for t in ('ps', 'worker')
+    waiting = [(t, i, a)
+               for t in ('ps', 'worker')
                for i, a in enumerate(cluster.get(t, []))]
     while waiting:
         still = []
@@ -240,18 +220,19 @@ def _wait_for_chief(chief: _Task, servers: Sequence[_Task],
                     'the others', task.index, len(workers),
                     _how(task.process.returncode))
         if len(lost) == len(workers):
-            raise WorkerError(
-                f'every worker died ({len(workers)}); the last, '
-                f'{_failure(workers[lost[-1]], len(workers))}')
+            raise WorkerError(f'every worker died ({len(workers)}); the last, '
+                              f'{_failure(workers[lost[-1]], len(workers))}')
         if deadline is not None and time.monotonic() > deadline:
             raise _overrun([chief], timeout)
         time.sleep(0.2)
 
 
 def cluster_shape(params: Dict[str, Any]) -> Dict[str, int]:
-    """The tasks of each type (TF_CONFIG's names) of the cluster `launch`
-    starts for the configured strategy; the TFJobs under deploy/ have as
-    many replicas at the settings' defaults."""
+    """Task type (TF_CONFIG's names) -> tasks of the cluster `launch` starts.
+
+    For the configured strategy; the TFJobs under deploy/ have as many
+    replicas at the settings' defaults.
+    """
     workers = int(settings.value(params, 'workers'))
     if settings.value(params, 'strategy') == 'parameter_server':
         return {
@@ -394,8 +375,10 @@ def data_accessor(examples_uri: str) -> 'tfx.components.DataAccessor':
 
 
 def serve() -> None:  # pragma: no cover - runs until killed.
-    """A worker or parameter server of a parameter-server cluster: a
-    TensorFlow server that runs what the coordinator sends, until killed."""
+    """A parameter-server cluster's worker or parameter server.
+
+    A TensorFlow server that runs what the coordinator sends, until killed.
+    """
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
     resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
@@ -404,9 +387,10 @@ def serve() -> None:  # pragma: no cover - runs until killed.
                                   task_index=resolver.task_id,
                                   protocol='grpc',
                                   start=True)
-    print(f'{resolver.task_type} {resolver.task_id} serving at '
-          f'{server.target}',
-          flush=True)
+    print(
+        f'{resolver.task_type} {resolver.task_id} serving at '
+        f'{server.target}',
+        flush=True)
     server.join()
 
 

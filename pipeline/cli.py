@@ -55,6 +55,7 @@ warnings.filterwarnings('ignore', category=FutureWarning)
 # the environment set-up above.
 # pylint: disable=wrong-import-position
 from common import arguments  # noqa: E402
+from common import cluster  # noqa: E402
 from common import settings  # noqa: E402
 from components.errors import DataValidationError  # noqa: E402
 from components.example_gen import data_source  # noqa: E402
@@ -62,7 +63,6 @@ from formats import class_groups  # noqa: E402
 from formats import image_formats  # noqa: E402
 from formats.errors import InputDataError  # noqa: E402
 from models import saved_model_dirs  # noqa: E402
-from models import workers  # noqa: E402
 from pipeline import beam_runners  # noqa: E402
 from pipeline import configs  # noqa: E402
 from pipeline import engines  # noqa: E402
@@ -485,11 +485,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.command != 'run':  # The scheduler may wait for the data.
         return
     config = _run_config(args)
-    cluster_problem = workers.cluster_problem(
+    problem = cluster.cluster_problem(
         settings.value(config.hyperparameters, 'strategy'),
         os.environ.get('TF_CONFIG'))
-    if cluster_problem:
-        raise setting_checks.SettingError(cluster_problem)
+    if problem:
+        raise setting_checks.SettingError(problem)
     if config.hyperparameters.get('schema_path'):
         _check_schema_file(config.hyperparameters['schema_path'])
     if config.hyperparameters.get('transfer_from'):

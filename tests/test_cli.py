@@ -92,8 +92,13 @@ _WORKERS_ONLY = {'cluster': {'worker': ['w0:2222']}, 'task': {'type': 'worker'}}
     ('workers=2', _WORKERS_ONLY,
      'error: TF_CONFIG: strategy parameter_server needs a cluster with '
      'chief, worker and ps tasks; it has worker'),
-    ('workers=2', {'cluster': {'chief': ['c:1'], 'worker': ['w:1'], 'ps': []}},
-     'error: TF_CONFIG: strategy parameter_server needs a cluster with '
+    ('workers=2', {
+        'cluster': {
+            'chief': ['c:1'],
+            'worker': ['w:1'],
+            'ps': []
+        }
+    }, 'error: TF_CONFIG: strategy parameter_server needs a cluster with '
      'chief, worker and ps tasks; it has chief, worker'),
     ('workers=2', 'chief:1', 'error: TF_CONFIG: not JSON: '),
 ])

@@ -152,8 +152,11 @@ def test_each_tfjob_is_the_cluster_its_strategy_starts_locally(path, strategy):
     assert job['kind'] == 'TFJob'
     replicas = job['spec']['tfReplicaSpecs']
     shape = workers.cluster_shape({'strategy': strategy})
-    assert {kind: spec['replicas'] for kind, spec in replicas.items()
-           } == {_REPLICA_TYPES[t]: count for t, count in shape.items()}
+    assert {
+        kind: spec['replicas'] for kind, spec in replicas.items()
+    } == {
+        _REPLICA_TYPES[t]: count for t, count in shape.items()
+    }
     for kind, spec in replicas.items():
         [container] = spec['template']['spec']['containers']
         assert container['command'][:3] == ['python', '-m', 'models.workers']

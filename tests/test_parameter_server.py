@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import threading
-import time
 
 import psutil
 import pytest
@@ -114,8 +113,8 @@ def test_the_chiefs_export_is_served_by_our_server(ps_run, tmp_path):
     fn_args = ps_run[0]
     base = tmp_path / 'convnet'
     shutil.copytree(fn_args.serving_model_dir, base / '1')
-    images, labels = datasets.images_with_labels(30, tiny_transform.CLASSES,
-                                                 9, tiny_transform.SIZE)
+    images, labels = datasets.images_with_labels(30, tiny_transform.CLASSES, 9,
+                                                 tiny_transform.SIZE)
     pngs = [datasets.png_bytes(image) for image in images]
     model = tf.saved_model.load(str(base / '1'))
     own = model.signatures[signatures.DEFAULT_SIGNATURE](inputs=tf.constant(
@@ -130,7 +129,9 @@ def test_the_chiefs_export_is_served_by_our_server(ps_run, tmp_path):
     try:
         with client_lib.ModelServerClient(server.grpc_address) as client:
             client.wait_until_available('convnet', 120)
-            served = [p.top_class for p in client.predict_images('convnet', pngs)]
+            served = [
+                p.top_class for p in client.predict_images('convnet', pngs)
+            ]
     finally:
         server.stop()
     assert served == own_top
