@@ -98,8 +98,12 @@ def test_a_killed_worker_leaves_the_fit_to_the_others(ps_run):
     assert report['workers_lost'] == [1]
     assert 'Worker /job:worker/replica:0/task:1 failed' in log, log[-3000:]
     # Every epoch ran, every step of each: none was lost with the worker.
+    # At least once, not exactly: the step the dead worker had running (the
+    # coordinator gives a worker one at a time) may have updated the
+    # parameter server before its answer was lost; it runs again elsewhere.
     assert len(report['epoch_seconds']) == EPOCHS
-    assert report['steps'] == report['steps_per_epoch'] * EPOCHS
+    scheduled = report['steps_per_epoch'] * EPOCHS
+    assert scheduled <= report['steps'] <= scheduled + 1, report['steps']
     # Asynchronous SGD: one replica's batch a step, the rate unscaled.
     assert report['global_batch'] == report['per_replica_batch'] == 16
     assert report['learning_rate'] == pytest.approx(0.01)
