@@ -1,15 +1,18 @@
 """Strategies compared through the Trainer's own training (`trainer.run`).
 
     python -m bench.distributed --home HOME [--model convnet] [--epochs 5]
-        [--strategies auto,mirrored,multi_worker] [--set KEY=VALUE ...]
+        [--strategies auto,mirrored,multi_worker,parameter_server]
+        [--set KEY=VALUE ...]
 
 Reads the newest Transform output of the model's pipeline in HOME (a
 pipeline run, or `python -m bench.scaling`), and trains on it once per
 strategy, each in a fresh process (`mirrored` splits the CPU into
 `cpu_devices` logical devices at start; `multi_worker` starts `workers`
-worker processes). Reports, per strategy: replicas, batch sizes, learning
-rate, each epoch's seconds, the slowest epoch over the median (a stall
-shows as a ratio far above 1), and the eval accuracy after each epoch.
+worker processes, `parameter_server` as many and `parameter_servers`
+parameter servers and a chief). Reports, per strategy: replicas, batch
+sizes, examples seen, learning rate, each epoch's seconds, the slowest
+epoch over the median (a stall shows as a ratio far above 1), and the eval
+accuracy after each epoch.
 """
 
 import argparse
@@ -68,13 +71,18 @@ def train_once(model_name: str, home: str, strategy: str, out: str,
     # The first epoch also traces the step and fills the cache.
     later = seconds[1:] or seconds
     median = statistics.median(later)
-    shown = ('strategy', 'replicas', 'workers', 'per_replica_batch',
-             'global_batch', 'learning_rate', 'warmup_steps', 'epoch_seconds',
-             'val_accuracy')
+    shown = ('strategy', 'replicas', 'workers', 'parameter_servers',
+             'per_replica_batch', 'global_batch', 'learning_rate',
+             'warmup_steps', 'steps', 'epoch_seconds', 'val_accuracy',
+             'workers_lost')
     return {
         **{
             key: report.get(key) for key in shown
-        }, 'slowest_over_median_epoch': round(max(later) / median, 3)
+        },
+        'slowest_over_median_epoch': round(max(later) / median, 3),
+        # Examples seen in all: the same for every strategy at the same
+        # epochs (each epoch is the split once, however it is divided).
+        'examples_seen': report['steps'] * report['global_batch']
     }
 
 
@@ -86,7 +94,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         default='convnet',
                         choices=sorted(profiles.MODELS))
     parser.add_argument('--epochs', type=int, default=5)
-    parser.add_argument('--strategies', default='auto,mirrored,multi_worker')
+    parser.add_argument('--strategies',
+                        default='auto,mirrored,multi_worker,parameter_server')
     parser.add_argument('--set',
                         action='append',
                         default=[],

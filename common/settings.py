@@ -31,7 +31,10 @@ ABOVE_ZERO = 'above zero'  # A factor of a length: more than 0.
 BOUNDS = (NON_NEGATIVE, COUNT, ABOVE_ZERO)
 
 # Words some settings take, named for the code that reads them.
-STRATEGIES = ('auto', 'mirrored', 'one_device', 'multi_worker')
+STRATEGIES = ('auto', 'mirrored', 'one_device', 'multi_worker',
+              'parameter_server')
+# The strategies that train as a cluster of processes (models/workers.py).
+CLUSTER_STRATEGIES = ('multi_worker', 'parameter_server')
 LEARNING_RATE_DECAYS = ('plateau', 'cosine')
 LEARNING_RATE_SCALINGS = ('linear', 'sqrt', 'none')
 AUGMENTATIONS = ('none', 'shift', 'shift_flip')
@@ -381,16 +384,25 @@ _TABLE = (
             choices=STRATEGIES),
     # Scale-out (models/distribute.py, models/workers.py). `mirrored` on a
     # machine without GPUs mirrors over this many logical CPU devices;
-    # `multi_worker` outside a cluster starts this many worker processes,
-    # stopped after worker_timeout_seconds (0: no limit).
+    # `multi_worker` and `parameter_server` outside a cluster start this many
+    # worker processes (and `parameter_server` this many parameter servers
+    # and a chief), stopped after worker_timeout_seconds (0: no limit). The
+    # TFJob manifests under deploy/ have as many replicas (a test checks).
     Setting('cpu_devices',
             'logical CPU devices `mirrored` uses when there is no GPU',
             default=2,
             group=DISTRIBUTION,
             bound=COUNT),
     Setting('workers',
-            'worker processes `multi_worker` starts outside a cluster',
+            'worker processes `multi_worker` and `parameter_server` start '
+            'outside a cluster',
             default=2,
+            group=DISTRIBUTION,
+            bound=COUNT),
+    Setting('parameter_servers',
+            'parameter-server processes `parameter_server` starts outside a '
+            'cluster',
+            default=1,
             group=DISTRIBUTION,
             bound=COUNT),
     Setting('worker_timeout_seconds',

@@ -9,12 +9,19 @@
 - `multi_worker`: MultiWorkerMirroredStrategy; the cluster comes from the
   TF_CONFIG environment variable, as on Kubeflow or any TF cluster, or from
   the worker processes models/workers.py starts.
+- `parameter_server`: ParameterServerStrategy, asynchronous SGD: the chief
+  runs Keras's fit as the cluster coordinator, which sends training steps
+  to whichever worker is free, each step reading and updating the
+  variables held by the parameter servers; the cluster (a chief, workers,
+  parameter servers) comes from TF_CONFIG, as for `multi_worker`.
 """
 
-from typing import Dict, List, Tuple
+import os
+from typing import Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
+from common import cluster
 from common import settings
 
 STRATEGIES = settings.STRATEGIES
@@ -70,17 +77,46 @@ def is_default(strategy: tf.distribute.Strategy) -> bool:
         tf.distribute.get_strategy())
 
 
+def is_parameter_server(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `strategy` trains asynchronously on parameter servers."""
+    return isinstance(strategy, tf.distribute.ParameterServerStrategy)
+
+
+def parameter_servers(strategy: tf.distribute.Strategy) -> Optional[int]:
+    """The parameter servers `strategy` keeps its variables on, if any."""
+    if not is_parameter_server(strategy):
+        return None
+    return _cluster_resolver(strategy).cluster_spec().num_tasks('ps')
+
+
+def _cluster_resolver(
+    strategy: tf.distribute.Strategy
+) -> Optional[tf.distribute.cluster_resolver.ClusterResolver]:
+    """The strategy's cluster resolver.
+
+    TF_CONFIG's for a parameter-server strategy (made from it by
+    `make_strategy`; it does not expose its own).
+    """
+    if is_parameter_server(strategy):
+        return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    return strategy.cluster_resolver
+
+
 def chief_and_workers(strategy: tf.distribute.Strategy) -> Tuple[bool, int]:
     """(whether this process is the chief, how many workers train).
 
     The chief is the `chief` task, else worker 0 (TF_CONFIG's convention);
     a process outside any cluster is the chief of one.
     """
-    resolver = strategy.cluster_resolver
+    resolver = _cluster_resolver(strategy)
     spec = resolver.cluster_spec() if resolver else None
     if not spec or not spec.jobs:
         return True, 1
-    jobs = [job for job in ('chief', 'worker') if job in spec.jobs]
+    # With parameter servers the chief coordinates and the workers train.
+    jobs = [
+        job for job in ('chief', 'worker')
+        if job in spec.jobs and not (job == 'chief' and 'ps' in spec.jobs)
+    ]
     chief = (resolver.task_type == 'chief' or
              (resolver.task_type == 'worker' and resolver.task_id == 0 and
               'chief' not in spec.jobs))
@@ -93,6 +129,13 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         # First, before anything lists devices: listing them starts
         # TensorFlow, and collective ops must be configured before it starts.
         return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == 'parameter_server':
+        problem = cluster.cluster_problem(name,
+                                          os.environ.get('TF_CONFIG') or '{}')
+        if problem:
+            raise ValueError(problem)
+        return tf.distribute.ParameterServerStrategy(
+            tf.distribute.cluster_resolver.TFConfigClusterResolver())
     if name not in STRATEGIES:
         raise ValueError(
             f'unknown strategy {name!r}; expected one of {STRATEGIES}')

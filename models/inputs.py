@@ -2,10 +2,20 @@
 
 `make_dataset` reads one split (or one replica's or worker's shard of it)
 through the Trainer's TFXIO data accessor; `distributed_dataset` gives each
-replica or worker its own; `count_examples` sizes an epoch.
+replica or worker its own; `per_worker_dataset` each worker of a parameter-
+server cluster; `count_examples` sizes an epoch.
 """
 
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+import contextlib
+from typing import (
+    TYPE_CHECKING,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+)
 
 import numpy as np
 import tensorflow as tf
@@ -164,3 +174,46 @@ def distributed_dataset(strategy: tf.distribute.Strategy, global_batch: int,
     else:
         options = tf.distribute.InputOptions()
     return strategy.distribute_datasets_from_function(dataset_fn, options)
+
+
+@contextlib.contextmanager
+def _unseeded_graph() -> Iterator[None]:
+    """Ops made inside draw their seeds when they run, not from one seed.
+
+    A graph's ops without a seed of their own get one derived from the global
+    seed (keras.utils.set_random_seed) when they are traced; inside, they get
+    none, and each kernel draws its own when it is made.
+    """
+    graph = tf.compat.v1.get_default_graph()
+    seed = graph.seed
+    graph.seed = None
+    try:
+        yield
+    finally:
+        graph.seed = seed
+
+
+def per_worker_dataset(global_batch: int, inputs: List[Dict[str, int]],
+                       make: Callable[..., tf.data.Dataset]):
+    """The input of Keras's fit under ParameterServerStrategy: a DatasetCreator.
+
+    `make(batch_size=, shuffle=)` is traced once on the coordinator and the
+    dataset made on every worker from it: each worker reads the whole split,
+    repeated, in an order of its own (a worker cannot be told apart inside
+    the function, so no shard: with a fixed shuffle seed every worker would
+    step through the same batches). A worker that dies leaves no examples
+    unread. The shuffle order then does not follow `seed` (nor does
+    asynchronous training's order of updates).
+
+    `inputs` gets the pipeline's per-replica `batch`, `shard` and `shards`
+    (0 of 1: every worker reads all).
+    """
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        batch = context.get_per_replica_batch_size(global_batch)
+        if not inputs:  # Keras may call it more than once.
+            inputs.append({'batch': batch, 'shard': 0, 'shards': 1})
+        with _unseeded_graph():
+            return make(batch_size=batch, seed=None)
+
+    return tf.keras.utils.experimental.DatasetCreator(dataset_fn)

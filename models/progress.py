@@ -112,3 +112,13 @@ class TrainingProgress(keras.callbacks.Callback):
     def _write(self, text: str) -> None:
         self._stream.write(text)
         self._stream.flush()
+
+
+class EpochProgress(TrainingProgress):
+    """TrainingProgress without the lines within an epoch.
+
+    What ParameterServerStrategy allows: Keras refuses callbacks with batch
+    hooks there (the steps run on the workers, asynchronously).
+    """
+
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Optional
 import tensorflow as tf
 
 from common import names
+from common import settings
 from models import recipe as recipe_lib
 from models import schedule
 from models import training
@@ -30,9 +31,10 @@ def run(fn_args: 'tfx.components.FnArgs',
         export_model: bool = True) -> float:
     """Trains the recipe's model under the configured strategy and exports it.
 
-    `multi_worker` outside a cluster (no TF_CONFIG) starts the configured
-    number of worker processes here (models/workers.py), each of which trains
-    (`train`) inside the cluster. The chief writes what the training did
+    `multi_worker` and `parameter_server` outside a cluster (no TF_CONFIG)
+    start the configured cluster of processes here (models/workers.py),
+    whose chief (every worker, for `multi_worker`) trains (`train`) inside
+    the cluster. The chief writes what the training did
     (`names.TRAINING_REPORT` in the model run directory).
 
     Args:
@@ -57,8 +59,8 @@ def run(fn_args: 'tfx.components.FnArgs',
             # are named (models/workers.py).
             recipe, params = tuning_space.best_recipe(fn_args.hyperparameters,
                                                       recipe, params)
-    if (params.get('strategy') == 'multi_worker' and export_model and
-            not workers.in_cluster()):
+    if (params.get('strategy') in settings.CLUSTER_STRATEGIES and
+            export_model and not workers.in_cluster()):
         report = workers.launch(fn_args, recipe, params)
     else:
         report = training.train(fn_args, recipe, params, export_model)

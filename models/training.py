@@ -191,6 +191,8 @@ class _Plan:
     replicas: int
     chief: bool
     workers: int
+    # None without parameter servers.
+    parameter_servers: Optional[int]
     per_replica_batch: int
     global_batch: int
     # The last batch of an epoch may be short (no drop_remainder).
@@ -309,6 +311,7 @@ def _plan(fn_args: 'tfx.components.FnArgs', params: Params,
                  replicas=replicas,
                  chief=chief,
                  workers=workers,
+                 parameter_servers=distribute.parameter_servers(strategy),
                  per_replica_batch=per_replica_batch,
                  global_batch=global_batch,
                  steps_per_epoch=steps_per_epoch,
@@ -346,6 +349,26 @@ def _input_data(fn_args: 'tfx.components.FnArgs',
                           batch_size=plan.global_batch,
                           shuffle=False)
         fit_args = {}
+    elif distribute.is_parameter_server(strategy):
+        # Keras's fit under ParameterServerStrategy: a dataset per worker,
+        # made on it, repeated; an epoch is steps sent to any free worker.
+        train_data = inputs.per_worker_dataset(
+            plan.global_batch, pipelines,
+            functools.partial(make,
+                              fn_args.train_files,
+                              cache=cached[names.TRAIN],
+                              shuffle=True,
+                              repeat=True))
+        # Shuffled too: the validation steps, spread over workers that each
+        # read the split from its start, would see its first part only.
+        evaluation = inputs.per_worker_dataset(
+            plan.global_batch, [],
+            functools.partial(make,
+                              fn_args.eval_files,
+                              cache=cached[names.EVAL],
+                              shuffle=True,
+                              repeat=True))
+        fit_args = _steps(plan)
     else:
         # Each replica (or worker) reads its own shard through its own
         # iterator, made once for the whole fit: Keras then drops no
@@ -365,10 +388,7 @@ def _input_data(fn_args: 'tfx.components.FnArgs',
                               cache=cached[names.EVAL],
                               shuffle=False,
                               repeat=True))
-        # It repeats: Keras is told where an epoch ends.
-        fit_args = dict(steps_per_epoch=plan.steps_per_epoch,
-                        validation_steps=math.ceil(plan.eval_examples /
-                                                   plan.global_batch))
+        fit_args = _steps(plan)
     return _InputData(tf_transform_output=tf_transform_output,
                       to_model_inputs=to_model_inputs,
                       make=make,
@@ -376,6 +396,13 @@ def _input_data(fn_args: 'tfx.components.FnArgs',
                       evaluation=evaluation,
                       fit_args=fit_args,
                       pipelines=pipelines)
+
+
+def _steps(plan: _Plan) -> Dict[str, int]:
+    """Where an epoch ends, for Keras, of datasets that repeat."""
+    return dict(steps_per_epoch=plan.steps_per_epoch,
+                validation_steps=math.ceil(plan.eval_examples /
+                                           plan.global_batch))
 
 
 def _learning_rate(params: Params, strategy: tf.distribute.Strategy,
@@ -432,7 +459,11 @@ def _fit(fn_args: 'tfx.components.FnArgs', model: keras.Model, params: Params,
         fitted_loss=float(settings.value(params, 'fitted_loss')),
         fitted_patience=int(params.get('fitted_patience') or 0))
     timer = _EpochTimer()
-    callbacks = [stopping, timer, progress.TrainingProgress()]
+    callbacks = [
+        stopping, timer,
+        (progress.EpochProgress()
+         if plan.parameter_servers else progress.TrainingProgress())
+    ]
     plateau = schedule.learning_rate_plateau(params, learning_rate)
     if plateau:
         callbacks.insert(0, plateau)
@@ -505,7 +536,8 @@ def _report(params: Params, plan: _Plan, data: _InputData, rate: _LearningRate,
             name: [round(float(v), 4) for v in values]
             for name, values in history.items()
             if name != 'lr'
-        })
+        },
+        parameter_servers=plan.parameter_servers)
 
 
 def _export(fn_args: 'tfx.components.FnArgs', recipe: recipe_lib.ModelRecipe,

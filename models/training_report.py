@@ -14,10 +14,12 @@ import dataclasses
 from typing import Any, Dict, List, Optional
 
 # Fields written only where they apply: a Tuner's family, a distributing
-# strategy's input shards, a transfer, an export, worker processes.
+# strategy's input shards, a transfer, an export, worker processes,
+# parameter servers.
 _WRITTEN_WHEN_SET = frozenset({
     'family', 'input_shards', 'transfer', 'export_dir', 'weights_sha256',
-    'worker_weights_sha256', 'worker_export_dirs'
+    'worker_weights_sha256', 'worker_export_dirs', 'parameter_servers',
+    'workers_lost'
 })
 
 
@@ -81,6 +83,10 @@ class TrainingReport:
     # Every worker's, when worker processes trained (models/workers.py).
     worker_weights_sha256: Optional[List[str]] = None
     worker_export_dirs: Optional[List[str]] = None
+    # With parameter servers: how many, and the workers that died while the
+    # chief trained (their steps went to the others; models/workers.py).
+    parameter_servers: Optional[int] = None
+    workers_lost: Optional[List[int]] = None
 
     def as_json(self) -> Dict[str, Any]:
         """The report as training.json holds it."""

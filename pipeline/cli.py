@@ -1,7 +1,8 @@
 """The command line: `python -m pipeline run|compile|submit|schedule`.
 
     python -m pipeline run --model convnet [--profile smoke|full] [--data PATH]
-        [--home DIR] [--strategy auto|mirrored|one_device|multi_worker]
+        [--home DIR] [--strategy auto|mirrored|one_device|multi_worker|
+                                 parameter_server]
     python -m pipeline compile --model convnet --target kubeflow --output FILE
         --pipeline-root URI [--image IMAGE] [--data URI]
                                              (URIs as pods see them)
@@ -54,6 +55,7 @@ warnings.filterwarnings('ignore', category=FutureWarning)
 # the environment set-up above.
 # pylint: disable=wrong-import-position
 from common import arguments  # noqa: E402
+from common import cluster  # noqa: E402
 from common import settings  # noqa: E402
 from components.errors import DataValidationError  # noqa: E402
 from components.example_gen import data_source  # noqa: E402
@@ -483,6 +485,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.command != 'run':  # The scheduler may wait for the data.
         return
     config = _run_config(args)
+    problem = cluster.cluster_problem(
+        settings.value(config.hyperparameters, 'strategy'),
+        os.environ.get('TF_CONFIG'))
+    if problem:
+        raise setting_checks.SettingError(problem)
     if config.hyperparameters.get('schema_path'):
         _check_schema_file(config.hyperparameters['schema_path'])
     if config.hyperparameters.get('transfer_from'):

@@ -104,6 +104,8 @@ def run_summary(store: metadata_store.MetadataStore,
 TRAINING_KEYS = ('strategy', 'replicas', 'workers', 'per_replica_batch',
                  'global_batch', 'learning_rate', 'warmup_steps',
                  'epoch_seconds', 'stop_reason', 'transfer')
+# Shown too where the report has them: parameter_server's cluster.
+TRAINING_KEYS_WHEN_SET = ('parameter_servers', 'workers_lost')
 
 
 def training_summary(model_run_uri: str) -> Optional[Dict[str, Any]]:
@@ -117,7 +119,14 @@ def training_summary(model_run_uri: str) -> Optional[Dict[str, Any]]:
         return None
     with open(path, encoding='utf-8') as f:
         report = json.load(f)
-    return {key: report.get(key) for key in TRAINING_KEYS}
+    return {
+        **{
+            key: report.get(key) for key in TRAINING_KEYS
+        },
+        **{
+            key: report[key] for key in TRAINING_KEYS_WHEN_SET if key in report
+        }
+    }
 
 
 def drifted_features(drift_uri: str) -> List[str]:

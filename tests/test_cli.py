@@ -32,13 +32,14 @@ _MAIN_THEN_REPORT_IMPORTS = (
     'sys.exit(code)\n')
 
 
-def run_cli(*args):
+def run_cli(*args, env=None):
     return subprocess.run(
         [sys.executable, '-c', _MAIN_THEN_REPORT_IMPORTS, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
         check=False)
 
 
@@ -75,6 +76,56 @@ def test_a_bad_setting_exits_2_with_one_line_before_tensorflow_loads(
     assert process.returncode == 2, process.stderr
     assert len(_error_lines(process)) == 1, process.stderr
     assert message in _error_lines(process)[0]
+    assert 'Traceback' not in process.stderr
+    assert 'loaded: []' in process.stdout
+    assert not os.path.exists(tmp_path / 'home')
+
+
+# A real cluster's TF_CONFIG (the Trainer joins it, models/workers.py).
+_WORKERS_ONLY = {'cluster': {'worker': ['w0:2222']}, 'task': {'type': 'worker'}}
+
+
+@pytest.mark.parametrize('setting, tf_config, message', [
+    ('parameter_servers=0', None,
+     'error: --set parameter_servers=0: must be positive'),
+    ('workers=0', None, 'error: --set workers=0: must be positive'),
+    ('workers=2', _WORKERS_ONLY,
+     'error: TF_CONFIG: strategy parameter_server needs a cluster with '
+     'chief, worker and ps tasks; it has worker'),
+    ('workers=2', {
+        'cluster': {
+            'chief': ['c:1'],
+            'worker': ['w:1'],
+            'ps': []
+        }
+    }, 'error: TF_CONFIG: strategy parameter_server needs a cluster with '
+     'chief, worker and ps tasks; it has chief, worker'),
+    ('workers=2', 'chief:1', 'error: TF_CONFIG: not JSON: '),
+])
+def test_a_bad_parameter_server_cluster_exits_2_with_one_line(
+        idx_data, tmp_path, setting, tf_config, message):
+    """`--strategy parameter_server` with no parameter server or worker to
+    start, or a cluster's TF_CONFIG it cannot train on: one line, exit 2,
+    before TensorFlow loads."""
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CONFIG'}
+    if tf_config is not None:
+        env['TF_CONFIG'] = (tf_config if isinstance(tf_config, str) else
+                            json.dumps(tf_config))
+    process = run_cli('run',
+                      '--model',
+                      'convnet',
+                      '--data',
+                      idx_data,
+                      '--home',
+                      str(tmp_path / 'home'),
+                      '--strategy',
+                      'parameter_server',
+                      '--set',
+                      setting,
+                      env=env)
+    assert process.returncode == 2, process.stderr
+    assert _error_lines(process) == [_error_lines(process)[0]]
+    assert _error_lines(process)[0].startswith(message), process.stderr
     assert 'Traceback' not in process.stderr
     assert 'loaded: []' in process.stdout
     assert not os.path.exists(tmp_path / 'home')

@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 import yaml
 
+from models import workers
 from pipeline import configs
 from pipeline import engines
 
@@ -126,11 +127,41 @@ def test_every_image_is_the_projects_or_tf_serving():
             assert repository == configs.IMAGE_REPOSITORY, (path, image)
     # Each kustomization of the project's image retags that repository.
     deploys = [k for k in kustomizations() if k.startswith('deploy')]
-    assert len(deploys) == 3, deploys  # The Trainer, Flink and Spark.
+    # The Trainer (multi_worker, parameter_server), Flink and Spark.
+    assert len(deploys) == 4, deploys
     for deploy in deploys:
         [entry] = documents(deploy)[0]['images']
         assert entry['name'] == configs.IMAGE_REPOSITORY
         assert entry['newName'].endswith(configs.IMAGE_REPOSITORY)
+
+
+# TFJob replica types by TF_CONFIG's task types.
+_REPLICA_TYPES = {'chief': 'Chief', 'worker': 'Worker', 'ps': 'PS'}
+
+
+@pytest.mark.parametrize('path, strategy', [
+    ('deploy/trainer-tfjob.yaml', 'multi_worker'),
+    ('deploy/parameter-server/trainer-ps-tfjob.yaml', 'parameter_server'),
+])
+def test_each_tfjob_is_the_cluster_its_strategy_starts_locally(path, strategy):
+    """The TFJob's replicas are the cluster `launch` starts at the settings'
+    defaults (models/workers.py cluster_shape), each pod running the task
+    entry point; only workers restart (the parameter-server coordinator
+    gives a restarted worker steps again; a multi-worker ring cannot)."""
+    [job] = documents(path)
+    assert job['kind'] == 'TFJob'
+    replicas = job['spec']['tfReplicaSpecs']
+    shape = workers.cluster_shape({'strategy': strategy})
+    assert {
+        kind: spec['replicas'] for kind, spec in replicas.items()
+    } == {
+        _REPLICA_TYPES[t]: count for t, count in shape.items()
+    }
+    for kind, spec in replicas.items():
+        [container] = spec['template']['spec']['containers']
+        assert container['command'][:3] == ['python', '-m', 'models.workers']
+        restarts = kind == 'Worker' and strategy == 'parameter_server'
+        assert spec['restartPolicy'] == ('OnFailure' if restarts else 'Never')
 
 
 def resources(kustomization: str) -> List[Dict[str, Any]]:
