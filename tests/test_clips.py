@@ -30,6 +30,7 @@ from models import features
 from models.convnet3d import model as convnet3d
 from models.convnet3d import preprocessing
 from pipeline import cli
+from serving import cli as serving_cli
 from serving import client as client_lib
 from tests.serving import server_utils
 
@@ -317,10 +318,12 @@ def test_the_export_serves_examples_and_clips_alike(exported):
                                atol=1e-5)
 
 
-def test_our_server_classifies_examples_and_predicts_clips(exported, tmp_path):
+def test_our_server_classifies_examples_and_predicts_clips(
+        exported, tmp_path, capsys):
     base, _ = exported
     clips, labels = _moving_dots(5, 3)
     examples = _examples(clips, labels)
+    np.save(tmp_path / 'first.npy', clips[0, ..., 0])
     server = server_utils.start_model_server(
         tmp_path, ['--model_name=clips', f'--model_base_path={base}'],
         rest=False)
@@ -336,12 +339,24 @@ def test_our_server_classifies_examples_and_predicts_clips(exported, tmp_path):
                                        inputs,
                                        signature=signatures.CLIP_SIGNATURE)
             classified = client.classify_examples('clips', examples)
+            by_client = client.predict_clips('clips', clips, top_k=None)
+        code = serving_cli.main([
+            'predict', '--server', server.grpc_address, '--model', 'clips',
+            '--top', '1',
+            str(tmp_path / 'first.npy')
+        ])
     finally:
         server.stop()
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert str(tmp_path / 'first.npy') in printed, printed
+    assert by_client[0].top_class in printed, printed
     np.testing.assert_array_equal(inputs[signatures.CLIP_INPUT], clips)
     scores = predicted[signatures.SCORES_OUTPUT]
     assert scores.shape == (5, len(CLASSES))
     assert [p.top_class for p in classified
+           ] == [CLASSES[i] for i in scores.argmax(axis=1)]
+    assert [p.top_class for p in by_client
            ] == [CLASSES[i] for i in scores.argmax(axis=1)]
 
 
