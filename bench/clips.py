@@ -79,13 +79,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         'command':
             ' '.join(['python -m bench.clips'] +
                      (argv if argv is not None else sys.argv[1:])),
-        'epochs': args.epochs,
-        'profile': args.profile,
-        'load_average_at_start': common.load_average(),
+        'epochs':
+            args.epochs,
+        'profile':
+            args.profile,
+        'load_average_at_start':
+            common.load_average(),
         'settings': {
-            k: params[k]
-            for k in ('conv_filters', 'dense_units', 'batch_size',
-                      'learning_rate', 'dropout')
+            k: params[k] for k in ('conv_filters', 'dense_units', 'batch_size',
+                                  'learning_rate', 'dropout')
         },
         'runs': []
     }
@@ -109,36 +111,45 @@ def main(argv: Optional[List[str]] = None) -> int:
                 }
                 model = convnet3d.build_model(model_params, len(class_names))
                 training.compile_model(model, model_params)
-                dataset = tf.data.Dataset.from_tensor_slices(
-                    ({
-                        'clip': train
-                    }, train_labels))
+                dataset = tf.data.Dataset.from_tensor_slices(({
+                    'clip': train
+                }, train_labels))
                 started = time.monotonic()
                 cpu_started = time.process_time()
                 model.fit(dataset.shuffle(len(train_labels),
                                           seed=seed).batch(batch),
                           epochs=args.epochs,
                           verbose=0)
-                weights.recalibrate_batch_norm(model, dataset.batch(batch),
-                                               100)
+                weights.recalibrate_batch_norm(model, dataset.batch(batch), 100)
                 seconds = time.monotonic() - started
                 cpu_seconds = time.process_time() - cpu_started
                 scores = model.predict({'clip': test},
                                        batch_size=256,
                                        verbose=0)
                 run = {
-                    'label': label,
-                    'classes': len(class_names),
-                    'model': convolution,
-                    'seed': seed,
-                    'train_clips': int(len(train_labels)),
-                    'test_clips': int(len(test_labels)),
-                    'weights': int(model.count_params()),
-                    'train_seconds': round(seconds, 1),
-                    'train_cpu_seconds': round(cpu_seconds, 1),
-                    'accuracy': round(
-                        float((scores.argmax(axis=1) == test_labels).mean()),
-                        4)
+                    'label':
+                        label,
+                    'classes':
+                        len(class_names),
+                    'model':
+                        convolution,
+                    'seed':
+                        seed,
+                    'train_clips':
+                        int(len(train_labels)),
+                    'test_clips':
+                        int(len(test_labels)),
+                    'weights':
+                        int(model.count_params()),
+                    'train_seconds':
+                        round(seconds, 1),
+                    'train_cpu_seconds':
+                        round(cpu_seconds, 1),
+                    'accuracy':
+                        round(
+                            float(
+                                (scores.argmax(axis=1) == test_labels).mean()),
+                            4)
                 }
                 results['runs'].append(run)
                 print(json.dumps(run), flush=True)
@@ -162,12 +173,11 @@ def format_table(results: Dict[str, Any]) -> str:
         accuracy = [r['accuracy'] for r in runs]
         spread = (f' ({min(accuracy):.4f}-{max(accuracy):.4f})'
                   if len(runs) > 1 else '')
-        lines.append(
-            f'| {label} ({runs[0]["classes"]} classes) | {model} | '
-            f'{len(runs)} | {np.mean(accuracy):.4f}{spread} | '
-            f'{runs[0]["weights"]} | '
-            f'{np.mean([r["train_seconds"] for r in runs]):.0f} | '
-            f'{np.mean([r["train_cpu_seconds"] for r in runs]):.0f} |')
+        lines.append(f'| {label} ({runs[0]["classes"]} classes) | {model} | '
+                     f'{len(runs)} | {np.mean(accuracy):.4f}{spread} | '
+                     f'{runs[0]["weights"]} | '
+                     f'{np.mean([r["train_seconds"] for r in runs]):.0f} | '
+                     f'{np.mean([r["train_cpu_seconds"] for r in runs]):.0f} |')
     return '\n'.join(lines)
 
 

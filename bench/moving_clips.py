@@ -56,8 +56,8 @@ def load_items(prefix: str) -> Tuple[np.ndarray, np.ndarray]:
                         f'{prefix}-images-idx3-ubyte.gz')
     images, labels = image_formats.read_idx_dataset(
         path, image_formats.labels_path_for(path), 10)
-    shrunk = images.reshape(-1, ITEM, 2, ITEM, 2).astype(np.float32).mean(
-        axis=(2, 4))
+    shrunk = images.reshape(-1, ITEM, 2, ITEM,
+                            2).astype(np.float32).mean(axis=(2, 4))
     return np.round(shrunk).astype(np.uint8), labels
 
 

@@ -171,14 +171,13 @@ _TABLE = (
         families=('convnet', 'embedding', 'multitask'),
         group=MODEL,
         choices=AUGMENTATIONS),
-    Setting(
-        'clip_convolution',
-        "'3d': 3-D filter banks over frames and space; 'per_frame': a 2-D "
-        "convnet on each frame, the frames' class scores averaged",
-        default=CLIP_CONVOLUTIONS[0],
-        families=('convnet3d',),
-        group=MODEL,
-        choices=CLIP_CONVOLUTIONS),
+    Setting('clip_convolution',
+            "'3d': 3-D filter banks over frames and space; 'per_frame': a 2-D "
+            "convnet on each frame, the frames' class scores averaged",
+            default=CLIP_CONVOLUTIONS[0],
+            families=('convnet3d',),
+            group=MODEL,
+            choices=CLIP_CONVOLUTIONS),
     Setting('cell',
             'recurrent cell: lstm or gru',
             default=CELLS[0],

@@ -42,23 +42,23 @@ Shape = Tuple[int, int, int, int]
 
 def is_clip(path: str) -> bool:
     """Whether `path` is a clip: a folder (of frames) or a `.npy`/`.npz`."""
-    return (os.path.isdir(path) or
-            path.lower().endswith(ARRAY_EXTENSIONS)) and not os.path.basename(
-                path).startswith('.')
+    return (os.path.isdir(path) or path.lower().endswith(ARRAY_EXTENSIONS)
+           ) and not os.path.basename(path).startswith('.')
 
 
 def _natural_key(name: str) -> List[object]:
-    return [int(part) if part.isdigit() else part
-            for part in re.split(r'(\d+)', name)]
+    return [
+        int(part) if part.isdigit() else part
+        for part in re.split(r'(\d+)', name)
+    ]
 
 
 def frame_files(folder: str) -> List[str]:
     """A clip folder's frame images, in the natural order of their names."""
     try:
         names = [
-            n for n in os.listdir(folder)
-            if not n.startswith('.') and n.lower().endswith(
-                image_formats.IMAGE_EXTENSIONS)
+            n for n in os.listdir(folder) if not n.startswith('.') and
+            n.lower().endswith(image_formats.IMAGE_EXTENSIONS)
         ]
     except OSError as e:
         raise InputDataError(folder, f'cannot be listed: {e.strerror}') from e
@@ -73,8 +73,7 @@ def _frame_channels(mode: str) -> int:
     return 1 if mode in _GRAY_MODES else 3
 
 
-def _check_frame_sizes(
-        frames: List[Tuple[str, Tuple[int, int, int]]]) -> None:
+def _check_frame_sizes(frames: List[Tuple[str, Tuple[int, int, int]]]) -> None:
     first_path, first = frames[0]
     for path, shape in frames[1:]:
         if shape != first:
@@ -208,7 +207,9 @@ def read_clip(path: str) -> np.ndarray:
     return values
 
 
-def check_shape(path: str, shape: Shape, expected: Shape,
+def check_shape(path: str,
+                shape: Shape,
+                expected: Shape,
                 first: Optional[str] = None) -> None:
     """Raises InputDataError if a clip's `shape` is not the data set's."""
     if tuple(shape) != tuple(expected):
@@ -252,10 +253,10 @@ def _scan_split(folder: str) -> Dict[str, List[str]]:
         n for n in _visible(folder) if os.path.isdir(os.path.join(folder, n))
     ]
     if not classes:
+        example = os.path.join(folder, 'wave', '1.npy')
         raise InputDataError(
             folder, 'has no class folders: put the clips of each class in '
-            f'their own sub-folder, e.g. {os.path.join(folder, "wave", "1.npy")}'
-        )
+            f'their own sub-folder, e.g. {example}')
     found = {}
     for name in classes:
         class_folder = os.path.join(folder, name)
@@ -297,14 +298,12 @@ def scan_clip_folders(root: str) -> ClipDataset:
         others = sorted(set(subfolders) - set(splits))
         if others or 'train' not in splits:
             raise InputDataError(
-                root, f'has split folders ({", ".join(splits)}) '
-                + (f'mixed with other folders ({", ".join(others)})'
-                   if others else 'but no train/ folder') +
+                root, f'has split folders ({", ".join(splits)}) ' +
+                (f'mixed with other folders ({", ".join(others)})'
+                 if others else 'but no train/ folder') +
                 ': use train/ and test/ (and eval/), or no split folders')
-        folders = {
-            image_formats.SPLIT_FOLDERS[n]: os.path.join(root, n)
-            for n in splits
-        }
+        split_names = image_formats.SPLIT_FOLDERS
+        folders = {split_names[n]: os.path.join(root, n) for n in splits}
     else:
         folders = {'train': root}
     by_split = {split: _scan_split(f) for split, f in folders.items()}
@@ -322,7 +321,8 @@ def scan_clip_folders(root: str) -> ClipDataset:
             tuple(
                 sorted((path, label[name])
                        for name, paths in classes.items()
-                       for path in paths)) for split, classes in by_split.items()
+                       for path in paths))
+        for split, classes in by_split.items()
     }
     first = files['train'][0][0]
     shape = clip_shape(first)

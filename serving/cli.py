@@ -8,8 +8,8 @@
 `predict` takes image files (anything Pillow reads; PNG and JPEG are sent as
 they are, other formats re-encoded as PNG), sequence files (`.ts`, and
 long-format `.csv`) and clips (`.npy`/`.npz` arrays, or folders of frame
-images: formats/clip_formats.py), and prints the most likely classes of each input, with
-the true label when the file carries one.
+images: formats/clip_formats.py), and prints the most likely classes of
+each input, with the true label when the file carries one.
 
 `local-config` rewrites the container base paths (`/models/...`) of a
 ModelServerConfig text proto to a local folder, so the local server can read
@@ -210,7 +210,7 @@ def _read_sequences(path: str, suffix: str) -> List[_Input]:
 
 
 def _read_clip(path: str):
-    """A clip (a `.npy`/`.npz` array or a folder of frames), as read to train."""
+    """A clip (a `.npy`/`.npz` or a folder of frames), as read to train."""
     # Lazy: image and sequence prediction must not depend on the clip reader.
     from formats import clip_formats  # pylint: disable=import-outside-toplevel
     from formats.errors import InputDataError  # pylint: disable=import-outside-toplevel

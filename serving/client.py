@@ -567,13 +567,14 @@ class ModelServerClient:
                                       label, top_k))
         return results
 
-    def predict_clips(self,
-                      model: str,
-                      clips: Sequence[np.ndarray],
-                      version: Optional[int] = None,
-                      label: Optional[str] = None,
-                      top_k: Optional[int] = 5,
-                      batch_size: int = _DEFAULT_BATCH_SIZE) -> List[Prediction]:
+    def predict_clips(
+            self,
+            model: str,
+            clips: Sequence[np.ndarray],
+            version: Optional[int] = None,
+            label: Optional[str] = None,
+            top_k: Optional[int] = 5,
+            batch_size: int = _DEFAULT_BATCH_SIZE) -> List[Prediction]:
         """Classifies clips on the clip signature.
 
         Args:

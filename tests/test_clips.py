@@ -93,8 +93,8 @@ def _clip_set(root, per_class=2):
     for name in CLASSES:
         os.makedirs(root / name)
         for n in range(per_class):
-            np.save(root / name / f'{n}.npy',
-                    np.zeros(CLIP_SHAPE[:3], np.uint8))
+            np.save(root / name / f'{n}.npy', np.zeros(CLIP_SHAPE[:3],
+                                                       np.uint8))
     return root
 
 
@@ -166,8 +166,8 @@ def _nan_in_first_clip(root):
 
 
 @pytest.mark.parametrize('fault', [
-    _wrong_rank, _mismatched_frames, _unreadable_frame, _empty_clip,
-    _no_frames, _another_shape, _two_arrays, _not_numbers, _not_a_numpy_file,
+    _wrong_rank, _mismatched_frames, _unreadable_frame, _empty_clip, _no_frames,
+    _another_shape, _two_arrays, _not_numbers, _not_a_numpy_file,
     _nan_in_first_clip
 ],
                          ids=lambda f: f.__name__.strip('_'))
@@ -176,10 +176,11 @@ def test_a_bad_clip_exits_2_with_one_line_before_any_component(
     data = _clip_set(tmp_path / 'data')
     path, fragment = fault(data)
     home = tmp_path / 'home'
-    code = cli.main(
-        ['run', '--model', 'convnet3d', '--data',
-         str(data), '--home',
-         str(home)])
+    code = cli.main([
+        'run', '--model', 'convnet3d', '--data',
+        str(data), '--home',
+        str(home)
+    ])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith('error: ')]
     assert code == cli.EXIT_BAD_DATA, err
@@ -201,8 +202,8 @@ def test_the_beam_reader_reports_a_clip_only_decoding_finds(tmp_path):
     (folder / '3.png').write_bytes(whole[:len(whole) // 2])
     settings = {'class_names': CLASSES, 'clip_shape': CLIP_SHAPE}
     with beam.Pipeline() as pipeline:
-        examples, bad = clip_reader.read_clip_folders(
-            pipeline, settings, [str(data / '*' / '*')])
+        examples, bad = clip_reader.read_clip_folders(pipeline, settings,
+                                                      [str(data / '*' / '*')])
         beam_util.assert_that(examples | beam.combiners.Count.Globally(),
                               beam_util.equal_to([4]),
                               label='Good')
@@ -272,11 +273,7 @@ def exported(tmp_path_factory):
             data_facts.CLIP_SHAPE: CLIP_SHAPE
         })
     out = root / 'trainer'
-    base = {
-        **tiny_transform.PARAMS,
-        **PARAMS, 'epochs': 1,
-        'batch_size': 16
-    }
+    base = {**tiny_transform.PARAMS, **PARAMS, 'epochs': 1, 'batch_size': 16}
     entry_points.convnet3d_run_fn(
         tiny_transform.fn_args(root, out, base_params=base))
     # A model base path with one version, as Pusher writes it.
@@ -310,7 +307,8 @@ def test_the_export_serves_examples_and_clips_alike(exported):
         clips=tf.constant(clips))
     for answer in (by_example, by_clip):
         assert answer[signatures.SCORES_OUTPUT].shape == (6, len(CLASSES))
-        assert [[c.decode() for c in row]
+        assert [[c.decode()
+                 for c in row]
                 for row in answer[signatures.CLASSES_OUTPUT].numpy()
                ] == [CLASSES] * 6
     np.testing.assert_allclose(by_clip[signatures.SCORES_OUTPUT].numpy(),

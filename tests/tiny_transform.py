@@ -113,17 +113,16 @@ def fn_args(root, out, base_params=None, **params):
     `write_transform_output`), writing to `out`; `params` override
     `base_params` (default: PARAMS)."""
     examples = str(root / 'examples')
-    return fn_args_utils.FnArgs(working_dir=str(out),
-                                train_files=[f'{examples}/Split-train/*'],
-                                eval_files=[f'{examples}/Split-eval/*'],
-                                transform_output=str(root / 'transform_graph'),
-                                transform_graph_path=str(root /
-                                                         'transform_graph'),
-                                serving_model_dir=str(out / 'serving_model'),
-                                model_run_dir=str(out / 'model_run'),
-                                custom_config={
-                                    **(PARAMS if base_params is None else
-                                       base_params),
-                                    **params
-                                },
-                                data_accessor=workers.data_accessor(examples))
+    return fn_args_utils.FnArgs(
+        working_dir=str(out),
+        train_files=[f'{examples}/Split-train/*'],
+        eval_files=[f'{examples}/Split-eval/*'],
+        transform_output=str(root / 'transform_graph'),
+        transform_graph_path=str(root / 'transform_graph'),
+        serving_model_dir=str(out / 'serving_model'),
+        model_run_dir=str(out / 'model_run'),
+        custom_config={
+            **(PARAMS if base_params is None else base_params),
+            **params
+        },
+        data_accessor=workers.data_accessor(examples))

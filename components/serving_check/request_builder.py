@@ -92,8 +92,8 @@ def build_signature_inputs(
             input_names == {signatures.CLIP_INPUT}):
         # [batch, frames, height, width, channels]: the signature's shape.
         clip_shape = [
-            int(d.size)
-            for d in signature_def.inputs[signatures.CLIP_INPUT].tensor_shape.dim
+            int(d.size) for d in signature_def.inputs[
+                signatures.CLIP_INPUT].tensor_shape.dim
         ][1:]
         clips = []
         for i, e in enumerate(examples):

@@ -80,8 +80,8 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
                                           momentum,
                                           pool_padding='same'):
             x = layer(x)
-        x = _dense(keras.layers.Flatten(name='flatten')(x), params, dropout,
-                   momentum)
+        x = _dense(
+            keras.layers.Flatten(name='flatten')(x), params, dropout, momentum)
         frame_scores = keras.layers.Dense(num_classes,
                                           activation='softmax',
                                           name='classifier')(x)
@@ -95,8 +95,8 @@ def build_model(params: Dict[str, Any], num_classes: int) -> keras.Model:
     for layer in filter_banks_3d(clip_shape, params['conv_filters'], dropout,
                                  momentum):
         x = layer(x)
-    x = _dense(keras.layers.Flatten(name='flatten')(x), params, dropout,
-               momentum)
+    x = _dense(
+        keras.layers.Flatten(name='flatten')(x), params, dropout, momentum)
     scores = keras.layers.Dense(num_classes,
                                 activation='softmax',
                                 name='classifier')(x)
@@ -119,9 +119,8 @@ def clip_signature(predict: export.PredictFn, params: Dict[str, Any]):
     clip_shape = [int(d) for d in params[data_facts.CLIP_SHAPE]]
 
     @tf.function(input_signature=[
-        tf.TensorSpec([None, *clip_shape],
-                      tf.float32,
-                      name=signatures.CLIP_INPUT)
+        tf.TensorSpec(
+            [None, *clip_shape], tf.float32, name=signatures.CLIP_INPUT)
     ])
     def serve_clips(clips):
         flat = tf.reshape(clips, [tf.shape(clips)[0], -1])
