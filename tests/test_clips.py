@@ -197,9 +197,11 @@ def test_the_beam_reader_reports_a_clip_only_decoding_finds(tmp_path):
     folder = data / 'right' / '9'
     folder.mkdir()
     for t in range(4):
-        _png(folder / f'{t}.png', np.zeros((8, 8)))
+        _png(folder / f'{t}.png',
+             np.random.default_rng(t).integers(0, 256, (8, 8)))
     whole = (folder / '3.png').read_bytes()
-    (folder / '3.png').write_bytes(whole[:len(whole) // 2])
+    (folder / '3.png').write_bytes(whole[:-20])  # Its header intact.
+    assert clip_formats.clip_shape(str(folder)) == tuple(CLIP_SHAPE)
     settings = {'class_names': CLASSES, 'clip_shape': CLIP_SHAPE}
     with beam.Pipeline() as pipeline:
         examples, bad = clip_reader.read_clip_folders(pipeline, settings,
@@ -208,7 +210,7 @@ def test_the_beam_reader_reports_a_clip_only_decoding_finds(tmp_path):
                               beam_util.equal_to([4]),
                               label='Good')
         beam_util.assert_that(
-            bad | beam.Map(lambda r: (r['path'], 'damaged' in r['reason'])),
+            bad | beam.Map(lambda r: (r['path'], 'truncated' in r['reason'])),
             beam_util.equal_to([(str(folder / '3.png'), True)]),
             label='Bad')
 
