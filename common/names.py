@@ -8,6 +8,8 @@ reads.
 # The kinds of raw data a model family reads (pipeline/profiles.py MODELS).
 IMAGES = 'images'
 SEQUENCES = 'sequences'
+# Clips: short videos, frames x height x width x channels (models/convnet3d/).
+CLIPS = 'clips'
 
 # Example splits: ExampleGen writes them; Transform analyzes train; the
 # Trainer trains on train and chooses epochs on eval; the Evaluator and the
@@ -24,11 +26,18 @@ LABEL_KEY = 'label'
 GROUP_LABEL_KEY = 'group_label'
 IMAGE_KEY = 'image'
 SEQUENCE_KEY = 'sequence'
+# A clip's values, frames x height x width x channels flattened row-major;
+# the data set's one clip shape is a data fact (models/data_facts.py).
+CLIP_KEY = 'clip'
 LENGTH_KEY = 'length'
 
 # Debian's dataset-fashion-mnist package (`make data`): the image families'
 # default data.
 FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+# The clip family's default data: Fashion-MNIST items moving across a
+# canvas, written there by `python -m bench.moving_clips` (nothing
+# downloads).
+MOVING_CLIPS_DIR = '~/.cache/tfx-clips/moving-fashion-mnist'
 
 # The Beam counters, one per process id, that ExampleGen's readers count the
 # items they read under: which SDK worker processes did the work

@@ -40,6 +40,10 @@ LEARNING_RATE_SCALINGS = ('linear', 'sqrt', 'none')
 AUGMENTATIONS = ('none', 'shift', 'shift_flip')
 CELLS = ('lstm', 'gru')
 SEQUENCE_NORMALIZATIONS = ('per_set', 'per_series')
+# How the clip family (models/convnet3d/) convolves a clip: 3-D filter
+# banks over frames and space, or a 2-D convnet on each frame whose
+# frames' class scores are averaged (the baseline).
+CLIP_CONVOLUTIONS = ('3d', 'per_frame')
 # The families that read sequences (pipeline/profiles.py MODELS).
 SEQUENCE_FAMILIES = ('rnn', 'fcn', 'inception_time')
 ON_BAD_RECORD_FAIL = 'fail'
@@ -170,6 +174,13 @@ _TABLE = (
         families=('convnet', 'embedding', 'multitask'),
         group=MODEL,
         choices=AUGMENTATIONS),
+    Setting('clip_convolution',
+            "'3d': 3-D filter banks over frames and space; 'per_frame': a 2-D "
+            "convnet on each frame, the frames' class scores averaged",
+            default=CLIP_CONVOLUTIONS[0],
+            families=('convnet3d',),
+            group=MODEL,
+            choices=CLIP_CONVOLUTIONS),
     Setting('cell',
             'recurrent cell: lstm or gru',
             default=CELLS[0],

@@ -10,6 +10,9 @@ names from here. This module imports nothing heavy (no TensorFlow).
 - Image models add `serving_image`: encoded image bytes (PNG, JPEG, ...).
 - Sequence models add `serving_sequence`: a float tensor of padded
   sequences [batch, time, channels] and their lengths [batch].
+- Clip models add `serving_clip`: a float tensor of clips
+  [batch, frames, height, width, channels], of the data set's clip shape,
+  values as the clips' files hold them (0-255 for frame images).
 All signatures return `scores` (class probabilities, [batch, num_classes])
 and `classes` (class names, [batch, num_classes], aligned with `scores`).
 
@@ -47,6 +50,9 @@ EMBEDDINGS_OUTPUT = 'embeddings'
 REFERENCE_SIGNATURE = 'serving_reference'
 NEAREST_CLASS_OUTPUT = 'nearest_class'
 SIMILARITY_OUTPUT = 'similarity'
+
+CLIP_SIGNATURE = 'serving_clip'
+CLIP_INPUT = 'clips'
 
 SCORES_OUTPUT = 'scores'
 CLASSES_OUTPUT = 'classes'

@@ -58,7 +58,7 @@ _PNG_COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> gray, RGB, RGBA
 _PNG_MODES = ('1', 'L', 'LA', 'P', 'RGB', 'RGBA', 'I;16')
 
 # Split folder name -> split name.
-_SPLIT_FOLDERS = {
+SPLIT_FOLDERS = {
     'train': 'train',
     'test': 'test',
     'eval': 'eval',
@@ -461,9 +461,9 @@ def scan_class_folders(root: str) -> ClassFolderDataset:
             'is not a folder' if os.path.exists(root) else 'does not exist')
     skipped: List[str] = []
     subfolders, files = _list_folder(root)
-    splits = [name for name in subfolders if name in _SPLIT_FOLDERS]
+    splits = [name for name in subfolders if name in SPLIT_FOLDERS]
     if splits:
-        others = [name for name in subfolders if name not in _SPLIT_FOLDERS]
+        others = [name for name in subfolders if name not in SPLIT_FOLDERS]
         if others:
             raise InputDataError(
                 root, f'mixes split folders ({", ".join(splits)}) with other '
@@ -479,7 +479,7 @@ def scan_class_folders(root: str) -> ClassFolderDataset:
         _check_no_images_beside(root, files, 'split folders')
         skipped.extend(os.path.join(root, name) for name in files)
         split_folders = {
-            _SPLIT_FOLDERS[name]: os.path.join(root, name) for name in splits
+            SPLIT_FOLDERS[name]: os.path.join(root, name) for name in splits
         }
     else:
         split_folders = {'train': root}

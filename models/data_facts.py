@@ -20,6 +20,9 @@ CLASS_NAMES = 'class_names'
 NUM_CHANNELS = 'num_channels'
 FORMAT = 'format'
 SPAN = 'span'
+# Clip data only (formats/clip_formats.py): [frames, height, width,
+# channels] of every clip.
+CLIP_SHAPE = 'clip_shape'
 # Multi-task data only (formats/class_groups.py): the sorted group names and
 # each class label's group label.
 GROUP_NAMES = 'group_names'

@@ -60,6 +60,17 @@ def multitask_tuner_fn(
     return _tune(fn_args, 'multitask')
 
 
+def convnet3d_run_fn(fn_args: 'tfx.components.FnArgs') -> None:
+    """The TFX Trainer's run_fn of the clip convnet."""
+    _run(fn_args, 'convnet3d')
+
+
+def convnet3d_tuner_fn(
+        fn_args: 'tfx.components.FnArgs') -> 'tfx.components.TunerFnResult':
+    """The TFX Tuner's tuner_fn of the clip convnet."""
+    return _tune(fn_args, 'convnet3d')
+
+
 def rnn_run_fn(fn_args: 'tfx.components.FnArgs') -> None:
     """The TFX Trainer's run_fn of the RNN."""
     _run(fn_args, 'rnn')

@@ -16,6 +16,7 @@ MODULES = {
     'convnet': 'models.convnet.model',
     'embedding': 'models.embedding.model',
     'multitask': 'models.multitask.model',
+    'convnet3d': 'models.convnet3d.model',
     'rnn': 'models.rnn.model',
     'fcn': 'models.fcn.model',
     'inception_time': 'models.inception_time.model',

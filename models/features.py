@@ -5,6 +5,8 @@ ExampleGen writes tf.Examples with these features; each model's
 parses them. Labels are integer indices into the data set's class names.
 
 Images:    `image` (bytes, encoded PNG/JPEG), `label` (int64).
+Clips:     `clip` (float list: the [frames, height, width, channels] values
+           flattened row-major), `label` (int64).
 Sequences: `sequence` (float list: the [length, channels] values flattened
            row-major, NaN where missing), `length` (int64), `label` (int64).
 """
@@ -45,6 +47,18 @@ def sequence_example(values: np.ndarray, label: int) -> bytes:
                     value=values.ravel())),
             names.LENGTH_KEY:
                 _int64(values.shape[0]),
+            names.LABEL_KEY:
+                _int64(label),
+        })).SerializeToString(deterministic=True)
+
+
+def clip_example(values: np.ndarray, label: int) -> bytes:
+    """A serialized tf.Example holding one clip's values and its label."""
+    return example_pb2.Example(features=feature_pb2.Features(
+        feature={
+            names.CLIP_KEY:
+                feature_pb2.Feature(float_list=feature_pb2.FloatList(
+                    value=np.asarray(values, dtype=np.float32).ravel())),
             names.LABEL_KEY:
                 _int64(label),
         })).SerializeToString(deterministic=True)

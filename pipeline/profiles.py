@@ -34,7 +34,7 @@ class ModelFamily:
     """A model package and the data it learns from.
 
     Attributes:
-        kind: The data kind it reads (names.IMAGES or SEQUENCES).
+        kind: The data kind it reads (names.IMAGES, SEQUENCES or CLIPS).
         preprocessing_fn: Dotted path of its tf.Transform preprocessing_fn.
         run_fn: Dotted path of its TFX Trainer run_fn.
         default_data: The public data set it trains on by default.
@@ -152,6 +152,33 @@ MODELS: Dict[str, ModelFamily] = {
             default_data=names.FASHION_MNIST_DIR,
             grouped=True,
             profiles=copy.deepcopy(_CONVNET_PROFILES)),
+    # 3-D convolutions on clips (models/convnet3d/); its default data is
+    # written by `python -m bench.moving_clips` (docs/clips.md).
+    'convnet3d':
+        ModelFamily(
+            kind=names.CLIPS,
+            preprocessing_fn='models.convnet3d.preprocessing.preprocessing_fn',
+            run_fn='models.entry_points.convnet3d_run_fn',
+            tuner_fn='models.entry_points.convnet3d_tuner_fn',
+            default_data=os.path.expanduser(names.MOVING_CLIPS_DIR),
+            profiles={
+                'smoke':
+                    dict(max_examples_per_split=1000,
+                         conv_filters=[8, 16],
+                         dense_units=32,
+                         epochs=2,
+                         min_train_steps=100,
+                         max_train_steps=0,
+                         batch_size=32,
+                         min_accuracy=0.3),
+                'full':
+                    dict(max_examples_per_split=0,
+                         conv_filters=[16, 32, 64],
+                         dense_units=128,
+                         epochs=15,
+                         batch_size=32,
+                         min_accuracy=0.8),
+            }),
     'rnn':
         _sequence_family(
             'rnn',

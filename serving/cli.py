@@ -6,9 +6,10 @@
     python -m serving local-config CONFIG --models-dir DIR [--output FILE]
 
 `predict` takes image files (anything Pillow reads; PNG and JPEG are sent as
-they are, other formats re-encoded as PNG) and sequence files (`.ts`, and
-long-format `.csv`), and prints the most likely classes of each input, with
-the true label when the file carries one.
+they are, other formats re-encoded as PNG), sequence files (`.ts`, and
+long-format `.csv`) and clips (`.npy`/`.npz` arrays, or folders of frame
+images: formats/clip_formats.py), and prints the most likely classes of
+each input, with the true label when the file carries one.
 
 `local-config` rewrites the container base paths (`/models/...`) of a
 ModelServerConfig text proto to a local folder, so the local server can read
@@ -29,6 +30,7 @@ from serving.errors import ServingError
 
 _EXIT_ERROR = 1
 _SEQUENCE_SUFFIXES = ('.ts', '.csv')
+_CLIP_SUFFIXES = ('.npy', '.npz')
 _CONTAINER_MODELS_DIR = '/models'
 
 
@@ -45,9 +47,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser(
         'predict',
-        help='classify image and sequence files',
-        description='Classify image files (PNG, JPEG, anything Pillow reads) '
-        'and sequence files (.ts, long-format .csv).')
+        help='classify image, sequence and clip files',
+        description='Classify image files (PNG, JPEG, anything Pillow reads), '
+        'sequence files (.ts, long-format .csv) and clips (.npy, .npz, or a '
+        'folder of frame images).')
     _add_server_args(predict)
     which = predict.add_mutually_exclusive_group()
     which.add_argument('--version', type=int, help='model version number')
@@ -60,8 +63,9 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument('files',
                          nargs='+',
                          metavar='FILE',
-                         help='image files (anything Pillow reads) or '
-                         'sequence files (.ts, long-format .csv)')
+                         help='image files (anything Pillow reads), '
+                         'sequence files (.ts, long-format .csv) or clips '
+                         '(.npy, .npz, a folder of frames)')
 
     status = commands.add_parser(
         'status', help="show the state of each of a model's versions")
@@ -154,25 +158,31 @@ def _is_expected(error: Exception) -> bool:
 
 
 class _Input:
-    """One thing to classify: an image or one sequence of a file."""
+    """One thing to classify: an image, one sequence of a file, a clip."""
 
     def __init__(self,
                  name: str,
                  image: Optional[bytes] = None,
                  sequence=None,
-                 label: str = ''):
+                 label: str = '',
+                 clip=None):
         self.name = name
         self.image = image
         self.sequence = sequence
         self.label = label
+        self.clip = clip
 
 
 def _read_inputs(paths: Sequence[str]) -> List[_Input]:
     inputs: List[_Input] = []
     for path in paths:
+        suffix = os.path.splitext(path)[1].lower()
+        if os.path.isdir(path) or (suffix in _CLIP_SUFFIXES and
+                                   os.path.isfile(path)):
+            inputs.append(_Input(path, clip=_read_clip(path)))
+            continue
         if not os.path.isfile(path):
             raise CliError(f'{path}: no such file')
-        suffix = os.path.splitext(path)[1].lower()
         if suffix in _SEQUENCE_SUFFIXES:
             inputs.extend(_read_sequences(path, suffix))
         else:
@@ -199,6 +209,17 @@ def _read_sequences(path: str, suffix: str) -> List[_Input]:
     return inputs
 
 
+def _read_clip(path: str):
+    """A clip (a `.npy`/`.npz` or a folder of frames), as read to train."""
+    # Lazy: image and sequence prediction must not depend on the clip reader.
+    from formats import clip_formats  # pylint: disable=import-outside-toplevel
+    from formats.errors import InputDataError  # pylint: disable=import-outside-toplevel
+    try:
+        return clip_formats.read_clip(path)
+    except InputDataError as e:
+        raise CliError(str(e)) from None
+
+
 def _read_image(path: str) -> bytes:
     """The file as PNG or JPEG bytes, decoded as the pipeline's reader does."""
     # Lazy: sequence prediction must not depend on the image readers.
@@ -217,6 +238,7 @@ def _predict(args: argparse.Namespace) -> None:
     inputs = _read_inputs(args.files)
     images = [i for i in inputs if i.image is not None]
     sequences = [i for i in inputs if i.sequence is not None]
+    clips = [i for i in inputs if i.clip is not None]
     results = {}
     with client_lib.ModelServerClient(args.server, args.timeout) as client:
         if images:
@@ -233,6 +255,13 @@ def _predict(args: argparse.Namespace) -> None:
                 label=args.label,
                 top_k=args.top)
             results.update(zip(map(id, sequences), predictions))
+        if clips:
+            predictions = client.predict_clips(args.model,
+                                               [i.clip for i in clips],
+                                               version=args.version,
+                                               label=args.label,
+                                               top_k=args.top)
+            results.update(zip(map(id, clips), predictions))
     for item in inputs:
         print(_format_prediction(item, results[id(item)].pairs()))
 

@@ -567,6 +567,43 @@ class ModelServerClient:
                                       label, top_k))
         return results
 
+    def predict_clips(
+            self,
+            model: str,
+            clips: Sequence[np.ndarray],
+            version: Optional[int] = None,
+            label: Optional[str] = None,
+            top_k: Optional[int] = 5,
+            batch_size: int = _DEFAULT_BATCH_SIZE) -> List[Prediction]:
+        """Classifies clips on the clip signature.
+
+        Args:
+            model: The model name.
+            clips: Arrays [frames, height, width, channels] of the model's
+                clip shape, values as the clips' files hold them.
+            version: The model version (default: the latest).
+            label: The version label.
+            top_k: Keep this many classes per clip (all if None).
+            batch_size: Clips per request.
+
+        Returns:
+            One `Prediction` per clip, in order.
+
+        Raises:
+            ServingError: The RPC failed (a clip of another shape than the
+                model's) or the answer is malformed.
+        """
+        results: List[Prediction] = []
+        for batch in _batches(list(clips), batch_size):
+            inputs = {
+                signatures.CLIP_INPUT:
+                    np.stack([np.asarray(c, np.float32) for c in batch])
+            }
+            results.extend(
+                self._predict_classes(model, inputs, signatures.CLIP_SIGNATURE,
+                                      version, label, top_k))
+        return results
+
     def classify_examples(self,
                           model: str,
                           serialized_examples: Sequence[bytes],

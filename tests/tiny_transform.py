@@ -58,13 +58,28 @@ def raw_examples(count, seed):
 def write_transformed(root):
     """<root>/transform_graph (as TFX's Transform writes it) and
     <root>/examples/Split-{train,eval}/ gzipped transformed tf.Examples."""
-    raw_metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec({
+    return write_transform_output(
+        root, {
             names.IMAGE_KEY: tf.io.VarLenFeature(tf.string),
             names.LABEL_KEY: tf.io.VarLenFeature(tf.int64)
-        }))
+        }, {
+            'train': raw_examples(TRAIN, 0),
+            'eval': raw_examples(EVAL, 1)
+        }, preprocessing.preprocessing_fn, {'image_shape': [SIZE, SIZE, 1]}, {
+            data_facts.CLASS_NAMES: PARAMS['class_names'],
+            data_facts.NUM_CHANNELS: 1
+        })
+
+
+def write_transform_output(root, raw_feature_spec, splits, preprocessing_fn,
+                           custom_config, facts):
+    """<root>/transform_graph and <root>/examples/Split-<name>/ of `splits`
+    (name -> raw rows) through `preprocessing_fn`, analyzed on `train`, as
+    the project's Transform writes them (with the data `facts`)."""
+    raw_metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(raw_feature_spec))
     graph = str(root / 'transform_graph')
-    splits = {'train': raw_examples(TRAIN, 0), 'eval': raw_examples(EVAL, 1)}
+    config = {**custom_config, **facts}
     with tempfile.TemporaryDirectory() as temp_dir:
         with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
             with beam.Pipeline() as pipeline:
@@ -74,8 +89,7 @@ def write_transformed(root):
                 }
                 transform_fn = (
                     (raw['train'], raw_metadata) | tft_beam.AnalyzeDataset(
-                        lambda inputs: preprocessing.preprocessing_fn(
-                            inputs, {'image_shape': [SIZE, SIZE, 1]})))
+                        lambda inputs: preprocessing_fn(inputs, config)))
                 _ = transform_fn | tft_beam.WriteTransformFn(graph)
                 for name, rows in raw.items():
                     (data, metadata) = (
@@ -90,27 +104,25 @@ def write_transformed(root):
         raw_metadata, os.path.join(graph,
                                    tft.TFTransformOutput.RAW_METADATA_DIR))
     # What the project's Transform copies from ExampleGen's output.
-    data_facts.write(graph, {
-        data_facts.CLASS_NAMES: PARAMS['class_names'],
-        data_facts.NUM_CHANNELS: 1
-    })
+    data_facts.write(graph, facts)
     return root
 
 
-def fn_args(root, out, **params):
-    """The Trainer's FnArgs over `write_transformed(root)`, writing to
-    `out`; `params` override PARAMS."""
+def fn_args(root, out, base_params=None, **params):
+    """The Trainer's FnArgs over `write_transformed(root)` (or another
+    `write_transform_output`), writing to `out`; `params` override
+    `base_params` (default: PARAMS)."""
     examples = str(root / 'examples')
-    return fn_args_utils.FnArgs(working_dir=str(out),
-                                train_files=[f'{examples}/Split-train/*'],
-                                eval_files=[f'{examples}/Split-eval/*'],
-                                transform_output=str(root / 'transform_graph'),
-                                transform_graph_path=str(root /
-                                                         'transform_graph'),
-                                serving_model_dir=str(out / 'serving_model'),
-                                model_run_dir=str(out / 'model_run'),
-                                custom_config={
-                                    **PARAMS,
-                                    **params
-                                },
-                                data_accessor=workers.data_accessor(examples))
+    return fn_args_utils.FnArgs(
+        working_dir=str(out),
+        train_files=[f'{examples}/Split-train/*'],
+        eval_files=[f'{examples}/Split-eval/*'],
+        transform_output=str(root / 'transform_graph'),
+        transform_graph_path=str(root / 'transform_graph'),
+        serving_model_dir=str(out / 'serving_model'),
+        model_run_dir=str(out / 'model_run'),
+        custom_config={
+            **(PARAMS if base_params is None else base_params),
+            **params
+        },
+        data_accessor=workers.data_accessor(examples))

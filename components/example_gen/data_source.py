@@ -9,6 +9,10 @@ Images
   - Class folders: `<root>/[train|test|eval/]<class name>/<image files>`.
   - TFRecords of tf.Example (`*.tfrecord*`, optionally under `train/`, `test/`)
     with an `image` bytes and a `label` int64 feature.
+Clips
+  - Class folders of clips: `<root>/[train|test|eval/]<class name>/<clip>`,
+    a clip a folder of frame images or a `.npy`/`.npz` array
+    (formats/clip_formats.py).
 Sequences
   - UCR/UEA `.ts` files: a `<NAME>_TRAIN.ts` / `<NAME>_TEST.ts` pair (a folder,
     a prefix, or one of the two files).
@@ -28,6 +32,7 @@ from typing import Dict, List, Optional, Tuple
 from common import names
 from components.example_gen import class_check
 from components.example_gen import spans
+from formats import clip_formats
 from formats import image_formats
 from formats import long_csv_format
 from formats import ts_format
@@ -47,6 +52,8 @@ class DataSource:
             train by a stable hash.
         class_names: Names of the classes; a label is an index into them.
         num_channels: Channels per time step (sequences only).
+        clip_shape: [frames, height, width, channels] of every clip (clips
+            only).
     """
 
     kind: str
@@ -55,6 +62,7 @@ class DataSource:
     split_patterns: Dict[str, str]
     class_names: Tuple[str, ...]
     num_channels: Optional[int] = None
+    clip_shape: Optional[Tuple[int, ...]] = None
 
     @property
     def has_spans(self) -> bool:
@@ -89,6 +97,8 @@ def detect(path: str, kind: str) -> DataSource:
         source = _detect_images(path)
     elif kind == names.SEQUENCES:
         source = _detect_sequences(path)
+    elif kind == names.CLIPS:
+        source = _detect_clips(path)
     else:
         raise ValueError(f'unknown data kind {kind!r}')
     class_check.check(source)
@@ -129,6 +139,21 @@ def _detect_images(path: str) -> DataSource:
     }
     return DataSource(names.IMAGES, 'class_folders', path, patterns,
                       dataset.class_names)
+
+
+def _detect_clips(path: str) -> DataSource:
+    dataset = clip_formats.scan_clip_folders(path)
+    split_dirs = _split_dirs(path)
+    patterns = {
+        split: (f'{split_dirs[split]}/*/*' if split in split_dirs else '*/*')
+        for split in dataset.files
+    }
+    return DataSource(names.CLIPS,
+                      'clip_folders',
+                      path,
+                      patterns,
+                      dataset.class_names,
+                      clip_shape=dataset.shape)
 
 
 def _split_dirs(path: str) -> Dict[str, str]:
@@ -276,3 +301,7 @@ def check_first_records(source: DataSource) -> None:
             ]
             if images:
                 image_formats.decode_image_file(images[0])
+        elif source.format == 'clip_folders':
+            clips = [f for f in files if clip_formats.is_clip(f)]
+            if clips:
+                clip_formats.read_clip(clips[0])

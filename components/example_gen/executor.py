@@ -32,6 +32,7 @@ from tfx.utils import proto_utils
 
 from common import names
 from common.settings import ON_BAD_RECORD_SKIP
+from components.example_gen import clips
 from components.example_gen import data_source
 from components.example_gen import images
 from components.example_gen import sequences
@@ -61,6 +62,7 @@ _READERS: Dict[str, Callable[..., Any]] = {
     'idx': images.read_idx,
     'class_folders': images.read_class_folders,
     'tfrecord': images.read_tfrecords,
+    'clip_folders': clips.read_clip_folders,
     'ts': sequences.read_ts,
     'csv': sequences.read_csv,
 }
@@ -117,6 +119,9 @@ def _learn_layout(
         data_facts.FORMAT: source.format,
         data_facts.SPAN: span
     }
+    if source.clip_shape is not None:
+        settings['clip_shape'] = list(source.clip_shape)
+        facts[data_facts.CLIP_SHAPE] = list(source.clip_shape)
     if GROUPS_FILE in settings:
         groups = class_groups.read(settings[GROUPS_FILE], source.root,
                                    source.class_names)

@@ -88,6 +88,24 @@ def build_signature_inputs(
             for e in examples
         ]
         return {signatures.IMAGE_INPUT: np.array(images, dtype=object)}
+    if (signature == signatures.CLIP_SIGNATURE and
+            input_names == {signatures.CLIP_INPUT}):
+        # [batch, frames, height, width, channels]: the signature's shape.
+        clip_shape = [
+            int(d.size) for d in signature_def.inputs[
+                signatures.CLIP_INPUT].tensor_shape.dim
+        ][1:]
+        clips = []
+        for i, e in enumerate(examples):
+            values = np.array(_feature(e, names.CLIP_KEY, 'float_list',
+                                       signature),
+                              dtype=np.float32)
+            if values.size != np.prod(clip_shape):
+                raise WrongAnswer(
+                    f'example {i}: {values.size} clip values do not reshape '
+                    f'to the signature\'s clip shape {clip_shape}')
+            clips.append(values.reshape(clip_shape))
+        return {signatures.CLIP_INPUT: np.stack(clips)}
     if (signature == signatures.SEQUENCE_SIGNATURE and input_names
             == {signatures.SEQUENCE_INPUT, signatures.LENGTH_INPUT}):
         sequences = []

@@ -1,0 +1,1 @@
+"""The clip family: 3-D convolutions over frames and space."""
