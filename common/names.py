@@ -8,6 +8,9 @@ reads.
 # The kinds of raw data a model family reads (pipeline/profiles.py MODELS).
 IMAGES = 'images'
 SEQUENCES = 'sequences'
+# Images whose labels, if any, are not read: a folder of image files, or any
+# labelled image set (pretraining, models/convnet/pretraining.py).
+UNLABELLED_IMAGES = 'unlabelled_images'
 
 # Example splits: ExampleGen writes them; Transform analyzes train; the
 # Trainer trains on train and chooses epochs on eval; the Evaluator and the

@@ -160,7 +160,13 @@ class RunConfig:
 
     @property
     def serving_model_dir(self) -> str:
-        """`<home>/serving/<model>`: Pusher writes `<version>/` below it."""
+        """`<home>/serving/<model>`: Pusher writes `<version>/` below it.
+
+        `<home>/trunks/<model>` for a family that learns without labels: a
+        trunk for `transfer_from`, not a model to serve.
+        """
+        if self.family.unlabelled:
+            return os.path.join(self.home_path, 'trunks', self.model)
         return os.path.join(self.serving_base_path, self.model)
 
     @property

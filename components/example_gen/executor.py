@@ -61,6 +61,7 @@ _READERS: Dict[str, Callable[..., Any]] = {
     'idx': images.read_idx,
     'class_folders': images.read_class_folders,
     'tfrecord': images.read_tfrecords,
+    'unlabelled_folder': images.read_unlabelled_folder,
     'ts': sequences.read_ts,
     'csv': sequences.read_csv,
 }
