@@ -1,6 +1,7 @@
 """Pretraining without labels against from scratch and supervised transfer.
 
-    python -m bench.pretraining [--out DIR] [--seeds 3] [--steps 1126]
+    python -m bench.pretraining [--out DIR] [--seeds 3] [--steps 300]
+        [--full-rate]
 
 The small labelled target set is bench/transfer.py's: the 4 tops of
 Fashion-MNIST (T-shirt, Pullover, Coat, Shirt) as 32x32 gray PNGs, 300
@@ -17,12 +18,13 @@ filter banks start:
 4. from a supervised source (bench/transfer.py `source_model`) trained on
    the 6 other classes with their labels.
 
-Each source gets the same steps (`--steps` of 64 28x28 images: 1126 is two
-epochs of the 6 classes); each transfer takes the filter banks with the
-defaults of `transfer_from` (frozen a quarter of the epochs, then a tenth
-of the rate) and, as a second variant, fine-tuned at the full rate. Each
-small-set variant runs with `--seeds` seeds. Prints a table and one JSON
-line.
+Each source gets the same steps (`--steps` of 64 28x28 images; the
+supervised source's images are `--steps` batches of its classes, one
+epoch); each transfer takes the filter banks with the defaults of
+`transfer_from` (frozen a quarter of the epochs, then a tenth of the
+rate) and, with `--full-rate`, also fine-tuned at the full rate. Seed by
+seed, every variant runs once (`--seeds` seeds): a run stopped early has
+whole seeds. Prints a line a run, a table and one JSON line.
 """
 
 import argparse
@@ -42,11 +44,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # noqa: E402
 
 from bench import common  # noqa: E402
+from bench import small_data  # noqa: E402
+from bench import transfer  # noqa: E402
 from common import names  # noqa: E402
 from common import settings  # noqa: E402
 from formats import image_formats  # noqa: E402
-from bench import small_data  # noqa: E402
-from bench import transfer  # noqa: E402
 from pipeline import profiles  # noqa: E402
 
 BATCH = 64
@@ -58,8 +60,7 @@ def unlabelled_images(classes: Sequence[int], exclude: Set[int]) -> np.ndarray:
     images, labels = image_formats.read_idx_dataset(
         path, image_formats.labels_path_for(path), 10)
     index = [
-        i for i in np.flatnonzero(np.isin(labels, classes))
-        if i not in exclude
+        i for i in np.flatnonzero(np.isin(labels, classes)) if i not in exclude
     ]
     return images[index][..., np.newaxis]
 
@@ -89,7 +90,8 @@ def pretrained_trunk(out: str, name: str, images: np.ndarray, steps: int,
     }
     tf.keras.utils.set_random_seed(0)
     model = pretraining.build_autoencoder(params)
-    pretraining.compile_autoencoder(model, float(settings.value(params, 'learning_rate')))
+    pretraining.compile_autoencoder(
+        model, float(settings.value(params, 'learning_rate')))
     data = pretraining.images_dataset(train_x, BATCH, 0)
     began = time.monotonic()
     epochs = 10
@@ -116,9 +118,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--seeds', type=int, default=3)
     parser.add_argument('--steps',
                         type=int,
-                        default=1126,
+                        default=300,
                         help='steps of 64 images for each source')
     parser.add_argument('--small-epochs', type=int, default=40)
+    parser.add_argument('--full-rate',
+                        action='store_true',
+                        help='also fine-tune each transfer at the full rate')
     args = parser.parse_args(argv)
     out = args.out or tempfile.mkdtemp(prefix='bench-pretraining-')
     began = time.monotonic()
@@ -126,12 +131,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def record(data: str, variant: str, result: Dict[str, Any]) -> None:
         rows.append({'data': data, 'variant': variant, **result})
-        score = (f'{result["test_accuracy"]:.3f}' if 'test_accuracy'
-                 in result else f'loss {result["loss_by_tenth"]}')
-        print(f'{data:28s} {variant:44s} {score} '
-              f'({result["steps"]} steps, {result["seconds"]} s)',
-              file=sys.stderr,
-              flush=True)
+        score = (f'{result["test_accuracy"]:.3f}' if 'test_accuracy' in result
+                 else f'loss {result["loss_by_tenth"]}')
+        print(
+            f'{data:28s} {variant:44s} {score} '
+            f'({result["steps"]} steps, {result["seconds"]} s)',
+            file=sys.stderr,
+            flush=True)
 
     small = os.path.join(out, 'small')
     if not os.path.isdir(small):
@@ -147,18 +153,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name in os.listdir(os.path.join(small, 'train', folder))
     }
     sources = {
-        'other classes':
-            unlabelled_images(transfer.SOURCE_CLASSES, set()),
-        'same classes':
-            unlabelled_images(transfer.SMALL_CLASSES, in_small),
+        'other classes': unlabelled_images(transfer.SOURCE_CLASSES, set()),
+        'same classes': unlabelled_images(transfer.SMALL_CLASSES, in_small),
     }
     trunks = {
-        name: pretrained_trunk(out, name.replace(' ', '-'), images,
-                               args.steps, record)
-        for name, images in sources.items()
+        name:
+            pretrained_trunk(out, name.replace(' ', '-'), images, args.steps,
+                             record) for name, images in sources.items()
     }
-    source_epochs = max(1, round(args.steps * BATCH / 36000))
-    supervised = transfer.source_model(out, 0, source_epochs, record)
+    supervised = transfer.source_model(
+        out, args.steps * BATCH // len(transfer.SOURCE_CLASSES), 1, record)
     starts = {
         'pretrained, other classes (unlabelled)': trunks['other classes'],
         'pretrained, same classes (unlabelled)': trunks['same classes'],
@@ -166,19 +170,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     }
     variants: Dict[str, Dict[str, Any]] = {'from scratch': {}}
     variants.update({k: {'transfer_from': v} for k, v in starts.items()})
-    variants.update({
-        f'{k}, full rate': {
-            'transfer_from': v,
-            'transfer_learning_rate_factor': 1.0
-        } for k, v in starts.items()
-    })
-    (train_x, train_y), (test_x, test_y) = (transfer.class_folders(
-        small, 'train'), transfer.class_folders(small, 'test'))
+    if args.full_rate:
+        variants.update({
+            f'{k}, full rate': {
+                'transfer_from': v,
+                'transfer_learning_rate_factor': 1.0
+            } for k, v in starts.items()
+        })
+    (train_x, train_y), (test_x,
+                         test_y) = (transfer.class_folders(small, 'train'),
+                                    transfer.class_folders(small, 'test'))
     train_x, test_x = transfer.z_scored(train_x, test_x)
     name = f'small: {len(train_y)} train 32x32'
-    for variant, settings in variants.items():
-        for seed in range(args.seeds):
-            result = transfer.fit(settings, (train_x, train_y),
+    for seed in range(args.seeds):
+        for variant, overrides in variants.items():
+            result = transfer.fit(overrides, (train_x, train_y),
                                   (test_x, test_y), args.small_epochs, seed)
             record(name, variant, {**result, 'seed': seed})
     seeds = transfer.summary(rows)

@@ -31,8 +31,7 @@ def image_example(image: bytes, label: Optional[int] = None) -> bytes:
     """
     feature = {
         names.IMAGE_KEY:
-            feature_pb2.Feature(bytes_list=feature_pb2.BytesList(
-                value=[image]))
+            feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[image]))
     }
     if label is not None:
         feature[names.LABEL_KEY] = _int64(label)

@@ -142,9 +142,9 @@ def _detect_images(path: str) -> DataSource:
 def _detect_unlabelled_images(path: str) -> DataSource:
     """A folder of image files, or a labelled image set read as images."""
     if (not os.path.isdir(path) or image_formats.holds_images(path) or
-            not (_idx_patterns(path) or _tfrecord_patterns(path) or
-                 any(os.path.isdir(os.path.join(path, name))
-                     for name in os.listdir(path)))):
+            not (_idx_patterns(path) or _tfrecord_patterns(path) or any(
+                os.path.isdir(os.path.join(path, name))
+                for name in os.listdir(path)))):
         # Raises if there is no image file.
         image_formats.scan_unlabelled_folder(path)
         return DataSource(names.UNLABELLED_IMAGES, 'unlabelled_folder', path,

@@ -125,8 +125,7 @@ def build_autoencoder(params: Dict[str, Any]) -> keras.Model:
 
 def compile_autoencoder(model: keras.Model, learning_rate: float) -> None:
     """Adam on the mean squared error of the rebuilt pixels."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss='mse')
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss='mse')
 
 
 def images_dataset(images: np.ndarray, batch_size: int,
@@ -228,9 +227,11 @@ def run(fn_args: 'tfx.components.FnArgs') -> None:
     began = time.monotonic()
     losses = pretrain(model, data, steps, int(planned['epochs']))
     # At most an epoch's batches: a small set's are all there are.
-    recalibrate_on_clean_images(model, data, min(steps, 100))
-    logging.info('Pretrained %d epochs of %d steps: loss %s',
-                 planned['epochs'], steps, losses)
+    recalibrate_on_clean_images(
+        model, data,
+        min(steps, int(settings.value(params, 'recalibration_batches'))))
+    logging.info('Pretrained %d epochs of %d steps: loss %s', planned['epochs'],
+                 steps, losses)
     model.save(fn_args.serving_model_dir, save_format='tf', save_traces=False)
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(
