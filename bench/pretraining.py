@@ -1,6 +1,6 @@
 """Pretraining without labels against from scratch and supervised transfer.
 
-    python -m bench.pretraining [--out DIR] [--seeds 3] [--steps 300]
+    python -m bench.pretraining [--out DIR] [--seeds 3] [--steps 200]
         [--full-rate]
 
 The small labelled target set is bench/transfer.py's: the 4 tops of
@@ -25,6 +25,10 @@ epoch); each transfer takes the filter banks with the defaults of
 rate) and, with `--full-rate`, also fine-tuned at the full rate. Seed by
 seed, every variant runs once (`--seeds` seeds): a run stopped early has
 whole seeds. Prints a line a run, a table and one JSON line.
+
+Measured (docs/pretraining.md): 3 seeds, from scratch 0.707 ± 0.013,
+pretrained on the other classes 0.705 ± 0.011, on the same classes 0.713
+± 0.003, supervised transfer from a 200-step source 0.682 ± 0.002.
 """
 
 import argparse
@@ -118,7 +122,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--seeds', type=int, default=3)
     parser.add_argument('--steps',
                         type=int,
-                        default=300,
+                        default=200,
                         help='steps of 64 images for each source')
     parser.add_argument('--small-epochs', type=int, default=40)
     parser.add_argument('--full-rate',
