@@ -47,6 +47,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from common import environment
 from common import names
+from common import settings as settings_table
 
 environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -147,7 +148,7 @@ def fit(settings: Dict[str, Any],
     from models import weights
     from models.convnet import model as convnet
     params = {
-        **settings.DEFAULTS,
+        **settings_table.DEFAULTS,
         **profiles.MODELS['convnet'].profiles['smoke'],
         **settings, 'image_shape': list(train[0].shape[1:]),
         'epochs': epochs

@@ -10,6 +10,9 @@ IMAGES = 'images'
 SEQUENCES = 'sequences'
 # Clips: short videos, frames x height x width x channels (models/convnet3d/).
 CLIPS = 'clips'
+# Images whose labels, if any, are not read: a folder of image files, or any
+# labelled image set (pretraining, models/convnet/pretraining.py).
+UNLABELLED_IMAGES = 'unlabelled_images'
 
 # Example splits: ExampleGen writes them; Transform analyzes train; the
 # Trainer trains on train and chooses epochs on eval; the Evaluator and the

@@ -244,6 +244,26 @@ _TABLE = (
             families=('multitask',),
             group=MODEL,
             choices=TASKS),
+    # Pretraining without labels (models/convnet/pretraining.py): a masked
+    # denoising autoencoder on the convnet's filter banks.
+    Setting('pretrain_mask_patch',
+            'side in pixels of the square patches blanked out of each image '
+            'the pretraining autoencoder rebuilds',
+            default=4,
+            families=('pretrain',),
+            group=MODEL,
+            bound=COUNT),
+    Setting('pretrain_mask_fraction',
+            'fraction of the patches blanked out of each pretraining image',
+            default=0.5,
+            families=('pretrain',),
+            group=MODEL),
+    Setting('pretrain_noise',
+            'standard deviation of the Gaussian noise added to each z-scored '
+            'pretraining image',
+            default=0.2,
+            families=('pretrain',),
+            group=MODEL),
     # training
     Setting('epochs', 'passes over the training split', bound=COUNT),
     Setting('batch_size', 'examples per step and replica', bound=COUNT),

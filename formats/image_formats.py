@@ -429,6 +429,39 @@ def _scan_split(folder: str, skipped: List[str]) -> Dict[str, List[str]]:
     return classes
 
 
+def holds_images(folder: str) -> bool:
+    """Whether `folder` holds image files itself (not only in sub-folders)."""
+    return os.path.isdir(folder) and any(
+        _is_image(name) for name in _list_folder(folder)[1])
+
+
+def scan_unlabelled_folder(root: str) -> Tuple[str, ...]:
+    """The image files of a folder of images without labels, sorted.
+
+    The files directly in `root` whose extension is in IMAGE_EXTENSIONS;
+    sub-folders, hidden files and other files are not read.
+
+    Raises:
+        InputDataError: If root is missing, not a folder, cannot be listed or
+            holds no image files.
+    """
+    if not os.path.isdir(root):
+        raise InputDataError(
+            root,
+            'is not a folder' if os.path.exists(root) else 'does not exist')
+    images = [
+        os.path.join(root, name)
+        for name in _list_folder(root)[1]
+        if _is_image(name)
+    ]
+    if not images:
+        raise InputDataError(
+            root, 'holds no image files (ending in '
+            f'{", ".join(IMAGE_EXTENSIONS)}) to pretrain on, nor a labelled '
+            'image set (class folders, IDX or TFRecord files)')
+    return tuple(images)
+
+
 def scan_class_folders(root: str) -> ClassFolderDataset:
     """Lists image files and labels in Keras's class-folder layout.
 

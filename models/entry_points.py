@@ -71,6 +71,13 @@ def convnet3d_tuner_fn(
     return _tune(fn_args, 'convnet3d')
 
 
+def pretrain_run_fn(fn_args: 'tfx.components.FnArgs') -> None:
+    """The TFX Trainer's run_fn of pretraining without labels."""
+    # Its own run (models/convnet/pretraining.py): no classifier, no recipe.
+    from models.convnet import pretraining  # pylint: disable=import-outside-toplevel
+    pretraining.run(fn_args)
+
+
 def rnn_run_fn(fn_args: 'tfx.components.FnArgs') -> None:
     """The TFX Trainer's run_fn of the RNN."""
     _run(fn_args, 'rnn')

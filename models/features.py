@@ -4,14 +4,15 @@ ExampleGen writes tf.Examples with these features; each model's
 `preprocessing_fn` reads them, and the exported `serving_default` signature
 parses them. Labels are integer indices into the data set's class names.
 
-Images:    `image` (bytes, encoded PNG/JPEG), `label` (int64).
+Images:    `image` (bytes, encoded PNG/JPEG), `label` (int64; none when
+           unlabelled).
 Clips:     `clip` (float list: the [frames, height, width, channels] values
            flattened row-major), `label` (int64).
 Sequences: `sequence` (float list: the [length, channels] values flattened
            row-major, NaN where missing), `length` (int64), `label` (int64).
 """
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -25,16 +26,19 @@ def _int64(value: int) -> feature_pb2.Feature:
     return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[value]))
 
 
-def image_example(image: bytes, label: int) -> bytes:
-    """A serialized tf.Example holding one encoded image and its label."""
+def image_example(image: bytes, label: Optional[int] = None) -> bytes:
+    """A serialized tf.Example holding one encoded image and its label.
+
+    No label feature with `label` None (unlabelled images).
+    """
+    feature = {
+        names.IMAGE_KEY:
+            feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[image]))
+    }
+    if label is not None:
+        feature[names.LABEL_KEY] = _int64(label)
     return example_pb2.Example(features=feature_pb2.Features(
-        feature={
-            names.IMAGE_KEY:
-                feature_pb2.Feature(bytes_list=feature_pb2.BytesList(
-                    value=[image])),
-            names.LABEL_KEY:
-                _int64(label),
-        })).SerializeToString(deterministic=True)
+        feature=feature)).SerializeToString(deterministic=True)
 
 
 def sequence_example(values: np.ndarray, label: int) -> bytes:

@@ -58,7 +58,8 @@ class KubeflowTarget:
             pod).
         data: The raw data's URI as the pods read it.
         serving_model_dir: Where Pusher writes versions:
-            `<pipeline root>/serving/<model>`.
+            `<pipeline root>/serving/<model>` (`trunks/<model>` for a family
+            that learns without labels).
     """
 
     image: str
@@ -66,6 +67,12 @@ class KubeflowTarget:
     data: str
     serving_model_dir: str
 
+
+# Folders of a home (or Kubeflow's pipeline root) that Pusher writes model
+# base paths into: models to serve, and pretrained trunks for
+# `transfer_from` (pipeline/profiles.py ModelFamily.unlabelled).
+SERVING_DIR = 'serving'
+TRUNKS_DIR = 'trunks'
 
 EVAL_PERCENT = 10
 TEST_PERCENT = 20
@@ -135,7 +142,8 @@ class RunConfig:
                               pipeline_root=self.kubeflow_root,
                               data=data,
                               serving_model_dir=posixpath.join(
-                                  self.kubeflow_root, 'serving', self.model))
+                                  self.kubeflow_root, self._pushed_to,
+                                  self.model))
 
     @property
     def home_path(self) -> str:
@@ -156,12 +164,21 @@ class RunConfig:
     @property
     def serving_base_path(self) -> str:
         """`<home>/serving`: the model base paths TF Serving polls live here."""
-        return os.path.join(self.home_path, 'serving')
+        return os.path.join(self.home_path, SERVING_DIR)
 
     @property
     def serving_model_dir(self) -> str:
-        """`<home>/serving/<model>`: Pusher writes `<version>/` below it."""
-        return os.path.join(self.serving_base_path, self.model)
+        """`<home>/serving/<model>`: Pusher writes `<version>/` below it.
+
+        `<home>/trunks/<model>` for a family that learns without labels: a
+        trunk for `transfer_from`, not a model to serve.
+        """
+        return os.path.join(self.home_path, self._pushed_to, self.model)
+
+    @property
+    def _pushed_to(self) -> str:
+        """`serving`, or `trunks` for a family that learns without labels."""
+        return TRUNKS_DIR if self.family.unlabelled else SERVING_DIR
 
     @property
     def scheduler_state_dir(self) -> str:

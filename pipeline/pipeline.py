@@ -3,7 +3,10 @@
 ExampleGen → StatisticsGen → SchemaGen → ExampleValidator → DataGate
 → Transform → Trainer → Evaluator (vs. the last blessed model)
 → ServingCheck → Pusher. The same pipeline serves every model family and
-both runners (local and Kubeflow).
+both runners (local and Kubeflow). A family that learns without labels
+(pretraining: `ModelFamily.unlabelled`) ends Transform → Trainer → Pusher:
+its model is a trunk for `transfer_from`, with nothing to evaluate or
+serve.
 """
 
 import posixpath
@@ -266,6 +269,13 @@ def create_pipeline(config: configs.RunConfig,
         model_blessing=Channel(type=standard_artifacts.ModelBlessing),
     ).with_id('latest_blessed_model_resolver')
 
+    if family.unlabelled:
+        return _pretraining_pipeline(config, [
+            example_gen, previous_statistics, statistics_gen, schema_gen,
+            example_validator, data_gate, transform
+        ], metadata_connection_config, beam_pipeline_args, pipeline_root,
+                                     serving_model_dir)
+
     # The base model is an input only when used: as an input it would change
     # the Trainer's cache key with every newly blessed model.
     warm_start = ({
@@ -353,6 +363,43 @@ def create_pipeline(config: configs.RunConfig,
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root or config.pipeline_root,
         components=components,
+        enable_cache=True,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args or config.effective_beam_args)
+
+
+def _pretraining_pipeline(
+        config: configs.RunConfig, components: List[Any],
+        metadata_connection_config, beam_pipeline_args: Optional[List[str]],
+        pipeline_root: Optional[str],
+        serving_model_dir: Optional[str]) -> tfx_pipeline.Pipeline:
+    """`components` (up to Transform), then a Trainer and a Pusher.
+
+    The Trainer pretrains (models/convnet/pretraining.py) and the Pusher
+    copies its trunk, unblessed (no labels to evaluate it by), to a new
+    version of the trunk's model base path.
+    """
+    transform = components[-1]
+    trainer = Trainer(
+        run_fn=config.family.run_fn,
+        examples=transform.outputs['transformed_examples'],
+        transform_graph=transform.outputs['transform_graph'],
+        schema=transform.inputs['schema'],
+        train_args=trainer_pb2.TrainArgs(splits=[names.TRAIN]),
+        # The Trainer wants an eval split; pretraining reads none.
+        eval_args=trainer_pb2.EvalArgs(splits=[names.EVAL]),
+        custom_config=config.hyperparameters)
+    pusher = Pusher(
+        model=trainer.outputs['model'],
+        custom_executor_spec=executor_spec.ExecutorClassSpec(
+            pusher_executor.Executor),
+        push_destination=pusher_pb2.PushDestination(
+            filesystem=pusher_pb2.PushDestination.Filesystem(
+                base_directory=serving_model_dir or config.serving_model_dir)))
+    return tfx_pipeline.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=pipeline_root or config.pipeline_root,
+        components=[*components, trainer, pusher],
         enable_cache=True,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args or config.effective_beam_args)

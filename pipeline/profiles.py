@@ -34,7 +34,8 @@ class ModelFamily:
     """A model package and the data it learns from.
 
     Attributes:
-        kind: The data kind it reads (names.IMAGES, SEQUENCES or CLIPS).
+        kind: The data kind it reads (names.IMAGES, UNLABELLED_IMAGES,
+            SEQUENCES or CLIPS).
         preprocessing_fn: Dotted path of its tf.Transform preprocessing_fn.
         run_fn: Dotted path of its TFX Trainer run_fn.
         default_data: The public data set it trains on by default.
@@ -45,6 +46,10 @@ class ModelFamily:
             serve the same signatures (models/sequence_io.py).
         grouped: Its examples carry a group label beside the class label,
             from the data's class -> group mapping (formats/class_groups.py).
+        unlabelled: It learns without labels (pretraining): it reads a
+            folder of images without class folders, or ignores a labelled
+            set's labels, and its model is a trunk for `transfer_from`, not
+            a classifier: no Evaluator, no ServingCheck.
     """
 
     kind: str
@@ -55,6 +60,7 @@ class ModelFamily:
     tuner_fn: Optional[str] = None
     tuned_with: Tuple[str, ...] = ()
     grouped: bool = False
+    unlabelled: bool = False
 
 
 # The sequence families: they read one tf.Transform output (the RNN's) and
@@ -178,6 +184,32 @@ MODELS: Dict[str, ModelFamily] = {
                          epochs=15,
                          batch_size=32,
                          min_accuracy=0.8),
+            }),
+    # Pretraining without labels (models/convnet/pretraining.py): a masked
+    # denoising autoencoder on the convnet's filter banks, at the convnet's
+    # widths in each profile (so that its trunk transfers into it).
+    'pretrain':
+        ModelFamily(
+            kind=names.UNLABELLED_IMAGES,
+            preprocessing_fn='models.convnet.preprocessing.preprocessing_fn',
+            run_fn='models.entry_points.pretrain_run_fn',
+            default_data=names.FASHION_MNIST_DIR,
+            unlabelled=True,
+            profiles={
+                'smoke':
+                    dict(max_examples_per_split=2000,
+                         image_shape=[28, 28, 1],
+                         conv_filters=[16, 32],
+                         epochs=1,
+                         min_train_steps=200,
+                         max_train_steps=0,
+                         batch_size=64),
+                'full':
+                    dict(max_examples_per_split=0,
+                         image_shape=[28, 28, 1],
+                         conv_filters=[32, 64],
+                         epochs=5,
+                         batch_size=128),
             }),
     'rnn':
         _sequence_family(

@@ -115,9 +115,10 @@ def gather_artifacts(
     `found`: (artifact type, input or output key) -> artifact, as
     `_artifacts_by_key` finds them.
     """
-    # ExampleGen's output, beside which it wrote the data's facts.
-    examples = found.get(('Examples', 'examples'))
-    facts = data_facts.read(examples.uri) if examples else {}
+    # The data's facts: Transform copies ExampleGen's into its graph (the
+    # `examples` a pretraining run's last component reads are Transform's).
+    graph = found.get(('TransformGraph', 'transform_graph'))
+    facts = data_facts.read(graph.uri) if graph else {}
     gathered: Dict[str, Any] = {
         'class_names': facts.get(data_facts.CLASS_NAMES) or [],
         'statistics': {},

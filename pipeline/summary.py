@@ -103,7 +103,7 @@ def run_summary(store: metadata_store.MetadataStore,
 # What the JSON line shows of the Trainer's report (models/training.py).
 TRAINING_KEYS = ('strategy', 'replicas', 'workers', 'per_replica_batch',
                  'global_batch', 'learning_rate', 'warmup_steps',
-                 'epoch_seconds', 'stop_reason', 'transfer')
+                 'epoch_seconds', 'stop_reason', 'transfer', 'pretraining')
 # Shown too where the report has them: parameter_server's cluster.
 TRAINING_KEYS_WHEN_SET = ('parameter_servers', 'workers_lost')
 

@@ -86,6 +86,22 @@ def corrupt_image(d):
     return 'convnet', root, path, None, 'is not an image Pillow can read'
 
 
+def unlabelled_corrupt_image(d):
+    root = datasets.write_class_folders(os.path.join(d, 'data'), ['cat', 'dog'],
+                                        per_class=2)
+    folder = os.path.join(root, 'train', 'cat')
+    # The first file in order: the one read before a run starts.
+    path = os.path.join(folder, '0-broken.png')
+    with open(path, 'wb') as f:
+        f.write(datasets.png_bytes(np.zeros((9, 9), np.uint8))[:40])
+    return 'pretrain', folder, path, None, 'is not an image Pillow can read'
+
+
+def unlabelled_no_images(d):
+    path = os.path.dirname(_write(os.path.join(d, 'data', 'notes.txt'), 'x'))
+    return 'pretrain', path, path, None, 'holds no image files'
+
+
 def truncated_idx(d):
     root = datasets.write_idx_dataset(os.path.join(d, 'data'),
                                       train=20,
@@ -195,11 +211,11 @@ def csv_test_label_unseen(d):
 
 
 IN_PROCESS = [
-    empty_folder, missing_path, zero_byte_image, truncated_idx,
-    idx_label_out_of_range, idx_test_label_unseen, ts_one_class_in_train,
-    ts_bad_header, ts_bad_row, ts_bad_value, ts_test_label_unseen,
-    csv_missing_column, csv_non_numeric_time, csv_duplicate_time,
-    csv_test_label_unseen
+    empty_folder, missing_path, zero_byte_image, unlabelled_corrupt_image,
+    unlabelled_no_images, truncated_idx, idx_label_out_of_range,
+    idx_test_label_unseen, ts_one_class_in_train, ts_bad_header, ts_bad_row,
+    ts_bad_value, ts_test_label_unseen, csv_missing_column,
+    csv_non_numeric_time, csv_duplicate_time, csv_test_label_unseen
 ]
 SUBPROCESS = [corrupt_image, idx_stray_label, one_class_folder]
 

@@ -13,6 +13,9 @@ Clips
   - Class folders of clips: `<root>/[train|test|eval/]<class name>/<clip>`,
     a clip a folder of frame images or a `.npy`/`.npz` array
     (formats/clip_formats.py).
+Unlabelled images (pretraining)
+  - A folder of image files, `<root>/<image files>`: no labels; or any of
+    the image layouts above, its labels not checked (the model reads none).
 Sequences
   - UCR/UEA `.ts` files: a `<NAME>_TRAIN.ts` / `<NAME>_TEST.ts` pair (a folder,
     a prefix, or one of the two files).
@@ -44,13 +47,15 @@ class DataSource:
     """A data set as ExampleGen reads it.
 
     Attributes:
-        kind: `images` or `sequences`.
-        format: `idx`, `class_folders`, `tfrecord`, `ts` or `csv`.
+        kind: `images`, `unlabelled_images` or `sequences`.
+        format: `idx`, `class_folders`, `tfrecord`, `unlabelled_folder`,
+            `ts` or `csv`.
         root: The ExampleGen `input_base`.
         split_patterns: Split name -> file pattern relative to `root`; may
             hold `{SPAN}`. Splits missing here (eval, test) are carved from
             train by a stable hash.
-        class_names: Names of the classes; a label is an index into them.
+        class_names: Names of the classes; a label is an index into them
+            (none for an unlabelled folder).
         num_channels: Channels per time step (sequences only).
         clip_shape: [frames, height, width, channels] of every clip (clips
             only).
@@ -75,7 +80,7 @@ def detect(path: str, kind: str) -> DataSource:
 
     Args:
         path: A data folder, a file, or (for `.ts`) a TRAIN/TEST prefix.
-        kind: `images` or `sequences`.
+        kind: `images`, `unlabelled_images` or `sequences`.
 
     Raises:
         InputDataError: if nothing readable of that kind is found there.
@@ -99,6 +104,9 @@ def detect(path: str, kind: str) -> DataSource:
         source = _detect_sequences(path)
     elif kind == names.CLIPS:
         source = _detect_clips(path)
+    elif kind == names.UNLABELLED_IMAGES:
+        # Labels, where the data has them, are not read: not checked.
+        return _detect_unlabelled_images(path)
     else:
         raise ValueError(f'unknown data kind {kind!r}')
     class_check.check(source)
@@ -154,6 +162,20 @@ def _detect_clips(path: str) -> DataSource:
                       patterns,
                       dataset.class_names,
                       clip_shape=dataset.shape)
+
+
+def _detect_unlabelled_images(path: str) -> DataSource:
+    """A folder of image files, or a labelled image set read as images."""
+    if (not os.path.isdir(path) or image_formats.holds_images(path) or
+            not (_idx_patterns(path) or _tfrecord_patterns(path) or any(
+                os.path.isdir(os.path.join(path, name))
+                for name in os.listdir(path)))):
+        # Raises if there is no image file.
+        image_formats.scan_unlabelled_folder(path)
+        return DataSource(names.UNLABELLED_IMAGES, 'unlabelled_folder', path,
+                          {names.TRAIN: '*'}, ())
+    return dataclasses.replace(_detect_images(path),
+                               kind=names.UNLABELLED_IMAGES)
 
 
 def _split_dirs(path: str) -> Dict[str, str]:
@@ -294,7 +316,7 @@ def check_first_records(source: DataSource) -> None:
                 image_formats.read_idx_dataset(
                     images, image_formats.labels_path_for(images),
                     len(source.class_names))
-        elif source.format == 'class_folders':
+        elif source.format in ('class_folders', 'unlabelled_folder'):
             images = [
                 f for f in files
                 if f.lower().endswith(image_formats.IMAGE_EXTENSIONS)

@@ -63,6 +63,7 @@ _READERS: Dict[str, Callable[..., Any]] = {
     'class_folders': images.read_class_folders,
     'tfrecord': images.read_tfrecords,
     'clip_folders': clips.read_clip_folders,
+    'unlabelled_folder': images.read_unlabelled_folder,
     'ts': sequences.read_ts,
     'csv': sequences.read_csv,
 }

@@ -1,4 +1,4 @@
-"""Beam readers for image data: IDX files, class folders, TFRecords."""
+"""Beam readers for image data: IDX, class folders, TFRecords, unlabelled."""
 
 import functools
 import hashlib
@@ -68,6 +68,23 @@ def read_class_folders(pipeline: beam.Pipeline, settings: Dict[str, Any],
         label = reading.label_index(class_names, class_name, path)
         yield features.image_example(image_formats.decode_image_file(path),
                                      label)
+
+    return reading.read_items(pipeline, files, read_file)
+
+
+def read_unlabelled_folder(pipeline: beam.Pipeline, settings: Dict[str, Any],
+                           patterns: List[str]):
+    """Reads the image files matching `patterns` as examples without label."""
+    files = [
+        f for f in reading.glob_files(patterns)
+        if f.lower().endswith(image_formats.IMAGE_EXTENSIONS)
+    ]
+    limit = reading.first_n(settings)
+    if limit:
+        files = sorted(sorted(files, key=_stable_order)[:limit])
+
+    def read_file(path: str) -> Iterator[bytes]:
+        yield features.image_example(image_formats.decode_image_file(path))
 
     return reading.read_items(pipeline, files, read_file)
 
