@@ -467,6 +467,10 @@ def fill_examples(doc: Dict[str, Any], request) -> None:
 
 # -------------------------------------------------------------- responses
 
+# Outputs this small are formatted value by value: numpy's calls cost more
+# than the values (~10 us a response).
+_SMALL_OUTPUT = 16
+
 # How printf writes what JSON spells otherwise.
 _NON_FINITE = {
     'nan': 'NaN',
@@ -476,28 +480,41 @@ _NON_FINITE = {
 }
 
 
+def _json_number(token: str) -> str:
+    """A printf token as JSON writes it: ".0" on whole numbers, NaN spelt."""
+    if '.' in token or 'e' in token:
+        return token
+    return _NON_FINITE.get(token, token + '.0')
+
+
+def _decimal_token(value: float, short_form: str, full_form: str,
+                   np_type) -> str:
+    """One value as `_decimal_tokens` writes it."""
+    token = short_form % value
+    if np_type(token) != np_type(value):  # NaN too: no matter.
+        token = full_form % value
+    return _json_number(token)
+
+
 def _decimal_tokens(flat: np.ndarray, short: int, full: int,
                     np_type) -> List[str]:
     """Each number as the shorter of %.{short}g and %.{full}g that round-trips.
 
     As json_tensor.cc's WriteDecimal writes floats. Python's own formatting
     and parsing, not numpy's: numpy's vectorized string functions were 5x
-    slower (12 s for 3.8 million floats).
+    slower on large outputs (12 s for 3.8 million floats).
     """
-    wide = flat.astype(np.float64)
+    values = flat.tolist()
     short_form, full_form = f'%.{short}g', f'%.{full}g'
-    tokens = [short_form % v for v in wide.tolist()]
-    with np.errstate(invalid='ignore', over='ignore'):
-        back = np.array([float(t) for t in tokens]).astype(np_type)
-    redo = np.flatnonzero(back != flat)  # NaNs too: no matter.
-    if redo.size:
-        table = np.array(tokens, dtype=object)
-        table[redo] = [full_form % v for v in wide[redo].tolist()]
-        tokens = table.tolist()
-    return [
-        t if '.' in t or 'e' in t else _NON_FINITE.get(t, t + '.0')
-        for t in tokens
-    ]
+    if flat.size <= _SMALL_OUTPUT:
+        return [
+            _decimal_token(v, short_form, full_form, np_type) for v in values
+        ]
+    tokens = [short_form % v for v in values]
+    back = np.array([float(t) for t in tokens]).astype(np_type)
+    for i in np.flatnonzero(back != flat).tolist():
+        tokens[i] = full_form % values[i]
+    return [_json_number(t) for t in tokens]
 
 
 def _tokens(array: np.ndarray, as_bytes: bool) -> List[str]:

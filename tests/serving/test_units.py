@@ -503,6 +503,15 @@ def test_deeply_nested_json_is_a_parse_error():
         json_codec.parse_body(body)
 
 
+def test_json_small_outputs_format_as_large_ones():
+    values = np.array([0.1, 1.0, 1e-5, 9e6, 0.123456789, np.nan, 3e38, 1e-45],
+                      np.float32)
+    large = np.tile(values, 3)  # Above _SMALL_OUTPUT: vectorized checks.
+    assert large.size > json_codec._SMALL_OUTPUT >= values.size
+    assert (json_codec._tokens(large,
+                               False) == json_codec._tokens(values, False) * 3)
+
+
 def test_json_floats_are_the_shortest_that_round_trip():
     """Against WriteDecimal's rule applied one value at a time."""
     values = np.random.default_rng(7).standard_normal(2000).astype(
