@@ -141,13 +141,16 @@ format-check: setup
 # In a random order (pytest-randomly), a new one each time, on two test
 # workers (pytest-xdist; most tests wait on one pipeline or server process
 # at a time, one core's work): each module and its module-scoped runs stay
-# on one worker (--dist loadfile). The run's last line names its seed;
-# `make test SEED=N` runs that order again in one process, where each
-# worker's order is a part of it (WORKERS=2 keeps two workers).
+# on one worker (--dist loadfile), which takes the next module in the
+# collection's order (--no-loadscope-reorder: not xdist's most-tests-first,
+# which left the heaviest modules, with few tests, to the end), and the
+# heavy modules come first in it (tests/conftest.py). The run's last line
+# names its seed; `make test SEED=N` runs that order again in one process,
+# where each worker's order is a part of it (WORKERS=2 keeps two workers).
 WORKERS ?= $(if $(SEED),0,2)
 test: setup lint
 	$(PY) -m pytest tests -q -p no:cacheprovider -n $(WORKERS) \
-	    $(if $(filter-out 0,$(WORKERS)),--dist loadfile) \
+	    $(if $(filter-out 0,$(WORKERS)),--dist loadfile --no-loadscope-reorder) \
 	    $(if $(SEED),--randomly-seed=$(SEED))
 
 bench: setup

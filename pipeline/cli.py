@@ -427,13 +427,18 @@ def _retrain(args: argparse.Namespace) -> int:
                                          args.namespace)
     elif args.target == 'kubeflow':
         if not (args.host and args.cron):
-            raise SystemExit('schedule --target kubeflow needs --host and '
-                             '--cron')
+            print('error: schedule --target kubeflow needs --host and --cron',
+                  file=sys.stderr,
+                  flush=True)
+            return EXIT_USAGE
         result = retrain.schedule_kubeflow(config, args.host, args.experiment,
                                            args.cron, args.namespace)
     else:
         if not (args.cron or args.on_new_data):
-            raise SystemExit('schedule needs --cron, --on-new-data, or both')
+            print('error: schedule needs --cron, --on-new-data, or both',
+                  file=sys.stderr,
+                  flush=True)
+            return EXIT_USAGE
         return retrain.schedule_local(config, _run_flags(args), args.cron,
                                       args.on_new_data, args.max_runs,
                                       args.poll_seconds)

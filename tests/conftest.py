@@ -35,6 +35,30 @@ def tiny_transformed(tmp_path_factory):
         tmp_path_factory.mktemp('tiny_transformed'))
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'heavy(seconds): a module whose tests keep one test worker '
+        'busy about `seconds` on an idle machine; such modules run first, the '
+        'heaviest first (see pytest_collection_modifyitems)')
+
+
+def _heavy_seconds(item) -> float:
+    marker = item.get_closest_marker('heavy')
+    return marker.args[0] if marker else 0
+
+
+def pytest_collection_modifyitems(items):
+    """The heavy modules first, the heaviest first; the rest after them in
+    pytest-randomly's order (a stable sort on top of its shuffle).
+
+    On two test workers (`make test`: pytest-xdist, --dist loadfile
+    --no-loadscope-reorder) each worker takes the next module in this order
+    when it is almost out of work: a long module started last would keep
+    one worker busy while the other idles.
+    """
+    items.sort(key=lambda item: -_heavy_seconds(item))
+
+
 def pytest_terminal_summary(terminalreporter, config):
     """Names the random order's seed (pytest-randomly) last, where a failing
     run's reader looks: `make test SEED=N` replays that order."""

@@ -1,8 +1,9 @@
 """What the end-to-end modules share (tests/test_pipeline_e2e.py, the
-convnet's runs; tests/test_pipeline_e2e_sequences.py, the RNN's and the
-FCN's): `python -m pipeline run` as a user runs it, a model server for the
-models a module's runs pushed, and the served answers compared with the
-SavedModel's own."""
+convnet's runs; tests/test_pipeline_e2e_sequences.py, the RNN's;
+tests/test_pipeline_e2e_convolutional.py, the FCN's and InceptionTime's):
+`python -m pipeline run` as a user runs it, a model server for the models a
+module's runs pushed, and the served answers compared with the SavedModel's
+own."""
 
 import base64
 import contextlib
@@ -15,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import signatures
+from formats import ts_format
 from serving import client as client_lib
 from tests.serving import server_utils
 
@@ -36,6 +38,25 @@ def run_pipeline(*args):
     if process.returncode != 0 or not lines:
         return None, process.stderr
     return json.loads(lines[-1]), process.stderr
+
+
+def test_sequences(data, count=6):
+    """The first `count` test sequences of tests/datasets.py's .ts set."""
+    return list(ts_format.read_ts(os.path.join(data, 'Toy_TEST.ts')))[:count]
+
+
+def padded_sequences(sequences):
+    """The serving_sequence inputs: values zero-padded to the longest."""
+    longest = max(len(s.values) for s in sequences)
+    padded = np.zeros((len(sequences), longest, 3), np.float32)
+    for i, s in enumerate(sequences):
+        padded[i, :len(s.values)] = s.values
+    return {
+        signatures.SEQUENCE_INPUT:
+            padded,
+        signatures.LENGTH_INPUT:
+            np.array([len(s.values) for s in sequences], np.int64)
+    }
 
 
 def rest_value(value):

@@ -16,6 +16,9 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 from bench import common
 from tests import datasets
 
+# Heavy (tests/conftest.py): two ingests, one on multi-processing Beam.
+pytestmark = pytest.mark.heavy(205)
+
 MODES = ('in_memory', 'multi_processing')
 
 

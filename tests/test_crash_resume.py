@@ -15,6 +15,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -23,6 +24,9 @@ from common import signatures
 from pipeline import configs
 from pipeline import runner
 from tests import datasets
+
+# Heavy (tests/conftest.py): a killed convnet run and its rerun.
+pytestmark = pytest.mark.heavy(100)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNING = metadata_store_pb2.Execution.RUNNING

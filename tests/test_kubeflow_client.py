@@ -11,6 +11,9 @@ import copy
 import http.server
 import itertools
 import json
+import os
+import subprocess
+import sys
 import threading
 import urllib.parse
 
@@ -207,6 +210,7 @@ class KfpApiStub:
             'body': body
         })
         status, answer = self._answer(method, url.path, query, body)
+        self.requests[-1]['answer'] = answer
         payload = json.dumps(answer).encode()
         handler.send_response(status)
         handler.send_header('Content-Type', 'application/json')
@@ -449,6 +453,112 @@ def test_recurring_run_posts_the_projects_compiled_job_whole(project_job):
     sent = api.body_of('POST', f'{API}/recurringruns')
     _arrived_whole(sent, job)
     assert sent['trigger'] == {'cron_schedule': {'cron': '0 0 3 * * *'}}
+
+
+# The command lines `submit` and `schedule --target kubeflow`, run as a user
+# runs them against the stand-in API: each compiles the job (TFX, in the
+# child process) and hands it to kfp's real client.
+PROJECT_DATA = 'gs://bucket/data/JapaneseVowels'
+JOB_FLAGS = ('--model', 'rnn', '--target', 'kubeflow', '--image',
+             kubeflow_jobs.IMAGE, '--pipeline-root',
+             kubeflow_jobs.PIPELINE_ROOT, '--data', PROJECT_DATA)
+
+
+def _pipeline_cli(folder, *args):
+    """`python -m pipeline ARGS` run in `folder`, whose HOME it is: no kfp
+    context (~/.config/kfp/context.json) and no KF_PIPELINES_* variables of
+    the machine's reach the client."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith('KF_PIPELINES_')
+    }
+    env.update(PYTHONPATH=kubeflow_jobs.REPO, HOME=str(folder))
+    return subprocess.run(
+        [sys.executable, '-m', 'pipeline', *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,  # Bounds a hang only.
+        check=False)
+
+
+def _printed(process):
+    """The command's JSON line."""
+    assert process.returncode == 0, process.stderr[-3000:]
+    [line
+    ] = [text for text in process.stdout.splitlines() if text.startswith('{')]
+    return json.loads(line)
+
+
+def test_submit_command_starts_one_run_of_the_compiled_job(
+        project_job, tmp_path):
+    _, job = project_job
+    with KfpApiStub() as api:
+        process = _pipeline_cli(tmp_path, 'submit', *JOB_FLAGS, '--host',
+                                api.url, '--experiment', 'retraining')
+    printed = _printed(process)
+    assert api.paths() == [
+        ('GET', f'{API}/healthz'),
+        ('GET', f'{API}/experiments'),
+        ('POST', f'{API}/experiments'),
+        ('POST', f'{API}/runs'),
+    ]
+    [run] = [r for r in api.requests if r['path'] == f'{API}/runs']
+    # The job `compile` writes for the same flags, whole, in the experiment
+    # named, under the pipeline's name.
+    _arrived_whole(run['body'], job)
+    assert run['body']['experiment_id'] == api.experiments['retraining']
+    assert run['body']['display_name'] == 'rnn-pipeline'
+    # The id printed is the one the API gave the run.
+    assert printed == {'kubeflow_run_id': run['answer']['run_id']}
+
+
+def test_schedule_command_on_kubeflow_creates_a_recurring_run(
+        project_job, tmp_path):
+    _, job = project_job
+    with KfpApiStub(experiments={'tfx-deep-pipelines': 'exp-existing'}) as api:
+        process = _pipeline_cli(tmp_path, 'schedule', *JOB_FLAGS, '--host',
+                                api.url, '--namespace', 'team-a', '--cron',
+                                '30 3 * * mon-fri')
+    printed = _printed(process)
+    # With a namespace no health check; the default experiment exists in it.
+    assert api.paths() == [
+        ('GET', f'{API}/experiments'),
+        ('POST', f'{API}/recurringruns'),
+    ]
+    assert api.requests[0]['query']['namespace'] == 'team-a'
+    [recurring
+    ] = [r for r in api.requests if r['path'] == f'{API}/recurringruns']
+    sent = recurring['body']
+    _arrived_whole(sent, job)
+    assert sent['experiment_id'] == 'exp-existing'
+    assert sent['display_name'] == 'rnn-pipeline-recurring'
+    # The 5-field cron as KFP's 6 fields; one run at a time, no backfill.
+    assert sent['trigger'] == {'cron_schedule': {'cron': '0 30 3 * * 1-5'}}
+    assert int(sent['max_concurrency']) == 1
+    assert sent['no_catchup'] is True and sent['mode'] == 'ENABLE'
+    assert printed == {
+        'kubeflow_recurring_run_id': recurring['answer']['recurring_run_id']
+    }
+
+
+@pytest.mark.parametrize('missing, flags', [
+    ('--cron', ['--host', 'HOST']),
+    ('--host', ['--cron', '0 3 * * *']),
+])
+def test_schedule_on_kubeflow_without_its_flags_is_one_line_and_exit_2(
+        tmp_path, missing, flags):
+    with KfpApiStub() as api:
+        process = _pipeline_cli(
+            tmp_path, 'schedule', *JOB_FLAGS,
+            *[api.url if flag == 'HOST' else flag for flag in flags])
+    assert process.returncode == 2, process.stderr
+    assert process.stderr.splitlines() == [
+        'error: schedule --target kubeflow needs --host and --cron'
+    ], missing
+    assert api.requests == []
 
 
 @pytest.mark.parametrize('expression, expected', [

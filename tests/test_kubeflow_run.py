@@ -30,6 +30,9 @@ from serving import client as client_lib
 from tests import datasets
 from tests.serving import server_utils
 
+# Heavy (tests/conftest.py): two Kubeflow jobs, task by task.
+pytestmark = pytest.mark.heavy(450)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Smoke-sized, set at compile time as a user would: a few epochs of a few
 # steps (min_train_steps=0, not the smoke profile's 200 steps); the classes

@@ -29,6 +29,9 @@ from serving import client as client_lib
 from tests import datasets
 from tests.serving import server_utils
 
+# Heavy (tests/conftest.py): one multitask run.
+pytestmark = pytest.mark.heavy(120)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ['boot', 'coat', 'sandal', 'shirt']
 GROUPS = {

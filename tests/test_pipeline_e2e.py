@@ -28,6 +28,10 @@ from tests import browser
 from tests import datasets
 from tests import pipeline_runs
 
+# Heavy (tests/conftest.py): the convnet's first run, its cached rerun,
+# the mirrored and the worse-model runs.
+pytestmark = pytest.mark.heavy(520)
+
 
 @pytest.fixture(scope='module')
 def convnet_run(tmp_path_factory):
