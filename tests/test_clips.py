@@ -34,6 +34,8 @@ from serving import cli as serving_cli
 from serving import client as client_lib
 from tests.serving import server_utils
 
+pytestmark = pytest.mark.heavy(60)  # Seconds on an idle machine, a guess.
+
 CLIP_SHAPE = [4, 8, 8, 1]
 CLASSES = ['left', 'right']
 PARAMS = {

@@ -24,6 +24,8 @@ from tests import datasets
 from tests import tiny_transform
 from tests.serving import server_utils
 
+pytestmark = pytest.mark.heavy(70)  # Seconds on an idle machine, a guess.
+
 EPOCHS = 6
 # The epoch whose start tells the killer that training runs: the first
 # (tracing the step, filling the cache) has ended; EPOCHS - 1 remain.

@@ -22,6 +22,8 @@ from tests import datasets
 from tests import tiny_transform as tiny
 from tests.serving import server_utils
 
+pytestmark = pytest.mark.heavy(50)  # Seconds on an idle machine, a guess.
+
 # tiny_transform's one block of 4 filters.
 TRUNK_LAYERS = [
     'block0_conv0', 'block0_conv0_bn', 'block0_conv1', 'block0_conv1_bn'
