@@ -116,9 +116,11 @@ def gather_artifacts(
     `_artifacts_by_key` finds them.
     """
     # The data's facts: Transform copies ExampleGen's into its graph (the
-    # `examples` a pretraining run's last component reads are Transform's).
-    graph = found.get(('TransformGraph', 'transform_graph'))
-    facts = data_facts.read(graph.uri) if graph else {}
+    # `examples` a pretraining run's last component reads are Transform's);
+    # a compiled job's report task is given ExampleGen's examples only.
+    source = (found.get(('TransformGraph', 'transform_graph')) or
+              found.get(('Examples', 'examples')))
+    facts = data_facts.read(source.uri) if source else {}
     gathered: Dict[str, Any] = {
         'class_names': facts.get(data_facts.CLASS_NAMES) or [],
         'statistics': {},
