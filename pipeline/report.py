@@ -118,8 +118,8 @@ def gather_artifacts(
     # The data's facts: Transform copies ExampleGen's into its graph (the
     # `examples` a pretraining run's last component reads are Transform's);
     # a compiled job's report task is given ExampleGen's examples only.
-    source = (found.get(('TransformGraph', 'transform_graph')) or
-              found.get(('Examples', 'examples')))
+    source = (found.get(('TransformGraph', 'transform_graph')) or found.get(
+        ('Examples', 'examples')))
     facts = data_facts.read(source.uri) if source else {}
     gathered: Dict[str, Any] = {
         'class_names': facts.get(data_facts.CLASS_NAMES) or [],
