@@ -103,6 +103,22 @@ _CONVNET_PROFILES: Dict[str, Dict[str, Any]] = {
 }
 
 
+def _pretrain_profile(profile: str, **pretraining: Any) -> Dict[str, Any]:
+    """The convnet's data limits, trunk and batch; pretraining's own epochs.
+
+    The trunk's widths are the convnet's, so that it transfers into it.
+    """
+    convnet = _CONVNET_PROFILES[profile]
+    shared = ('max_examples_per_split', 'image_shape', 'conv_filters',
+              'min_train_steps', 'max_train_steps', 'batch_size')
+    return {
+        **{
+            key: convnet[key] for key in shared if key in convnet
+        },
+        **pretraining
+    }
+
+
 def _embedding_profile(profile: str, **embedding: Any) -> Dict[str, Any]:
     """The embedding's profile: the convnet's, with its own settings.
 
@@ -196,20 +212,8 @@ MODELS: Dict[str, ModelFamily] = {
             default_data=names.FASHION_MNIST_DIR,
             unlabelled=True,
             profiles={
-                'smoke':
-                    dict(max_examples_per_split=2000,
-                         image_shape=[28, 28, 1],
-                         conv_filters=[16, 32],
-                         epochs=1,
-                         min_train_steps=200,
-                         max_train_steps=0,
-                         batch_size=64),
-                'full':
-                    dict(max_examples_per_split=0,
-                         image_shape=[28, 28, 1],
-                         conv_filters=[32, 64],
-                         epochs=5,
-                         batch_size=128),
+                'smoke': _pretrain_profile('smoke', epochs=1),
+                'full': _pretrain_profile('full', epochs=5),
             }),
     'rnn':
         _sequence_family(

@@ -50,10 +50,8 @@ def _stable_order(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()
 
 
-def read_class_folders(pipeline: beam.Pipeline, settings: Dict[str, Any],
-                       patterns: List[str]):
-    """Reads `<class name>/<image file>` paths matching `patterns`."""
-    class_names = settings['class_names']
+def _image_files(settings: Dict[str, Any], patterns: List[str]) -> List[str]:
+    """The image files matching `patterns`, at most the settings' limit."""
     files = [
         f for f in reading.glob_files(patterns)
         if f.lower().endswith(image_formats.IMAGE_EXTENSIONS)
@@ -62,6 +60,14 @@ def read_class_folders(pipeline: beam.Pipeline, settings: Dict[str, Any],
     if limit:
         # A hash order, so that a limited read still spans every class.
         files = sorted(sorted(files, key=_stable_order)[:limit])
+    return files
+
+
+def read_class_folders(pipeline: beam.Pipeline, settings: Dict[str, Any],
+                       patterns: List[str]):
+    """Reads `<class name>/<image file>` paths matching `patterns`."""
+    class_names = settings['class_names']
+    files = _image_files(settings, patterns)
 
     def read_file(path: str) -> Iterator[bytes]:
         class_name = path.replace('\\', '/').split('/')[-2]
@@ -75,13 +81,7 @@ def read_class_folders(pipeline: beam.Pipeline, settings: Dict[str, Any],
 def read_unlabelled_folder(pipeline: beam.Pipeline, settings: Dict[str, Any],
                            patterns: List[str]):
     """Reads the image files matching `patterns` as examples without label."""
-    files = [
-        f for f in reading.glob_files(patterns)
-        if f.lower().endswith(image_formats.IMAGE_EXTENSIONS)
-    ]
-    limit = reading.first_n(settings)
-    if limit:
-        files = sorted(sorted(files, key=_stable_order)[:limit])
+    files = _image_files(settings, patterns)
 
     def read_file(path: str) -> Iterator[bytes]:
         yield features.image_example(image_formats.decode_image_file(path))
