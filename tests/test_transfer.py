@@ -162,12 +162,14 @@ def test_transferred_layers_stay_frozen_then_fine_tune_at_a_lower_rate(source):
     assert any(not np.array_equal(a, b) for a, b in zip(lower_1, lower_2))
     assert all(mine.get_layer(n).trainable for n in CONV_LAYERS)
     # Fine-tuning: the layers taken move at a tenth of the rate, the new
-    # head at the rate itself (an Adam step moves a weight by about the
-    # rate), which the optimizer keeps.
+    # head at the rate itself, which the optimizer keeps. An Adam step moves
+    # a weight by at most about the rate, and by about the rate when its
+    # gradients keep their sign; a head whose gradients all turn in one step
+    # moves less, so the head's largest move is taken over the steps.
     assert float(mine.optimizer.learning_rate) == pytest.approx(rate)
-    for lower_step, head_step in steps_taken[steps:]:
-        assert 0 < lower_step < 0.3 * rate
-        assert head_step > 0.5 * rate
+    lower_steps, head_steps = zip(*steps_taken[steps:])
+    assert all(0 < step < 0.3 * rate for step in lower_steps), lower_steps
+    assert max(head_steps) > 0.5 * rate, head_steps
 
 
 def test_scaled_updates_are_the_optimizers_steps_times_the_factor():
