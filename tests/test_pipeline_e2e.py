@@ -31,7 +31,7 @@ from tests import pipeline_runs
 
 # Heavy (tests/conftest.py): the convnet's first run, its cached rerun,
 # the mirrored and the worse-model runs.
-pytestmark = pytest.mark.heavy(520)
+pytestmark = pytest.mark.heavy(240)
 
 
 @pytest.fixture(scope='module')

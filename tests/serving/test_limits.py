@@ -21,6 +21,10 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from tests.serving import testmodels
 
+# Heavy (tests/conftest.py): servers of its own, eight 30 MB bodies; about
+# 65 s of one test worker idle.
+pytestmark = pytest.mark.heavy(65)
+
 REST_THREADS = 2
 TIMEOUT_MS = 1500
 MAX_BODY = 100_000
