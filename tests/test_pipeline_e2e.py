@@ -176,8 +176,11 @@ def test_demo_serves_the_homes_model_and_prints_its_answers(convnet_run):
     _, _, home, _ = convnet_run
     demo = _make_demo_commands(home)[-1]
     assert demo[1:] == ['-m', 'pipeline', 'demo', '--home', home], demo
+    # The recipe's interpreter is the Makefile's venv's, this one under
+    # `make test`; here (and under Bazel, whose runfiles hold no venv) the
+    # one running the tests.
     process = subprocess.run(
-        demo,
+        [sys.executable, *demo[1:]],
         cwd=pipeline_runs.REPO,
         capture_output=True,
         text=True,
