@@ -482,37 +482,76 @@ def _check_artifacts(engine: str) -> None:
             raise EngineError(f'{path}: missing; `make engines` fetches it')
 
 
+# Flink's managed memory, which its batch operators sort in. Beam's Flink
+# runner turns each GroupByKey into a GroupCombine (chained to the stage
+# before it) and a GroupReduce, each sorting in its own share of a slot's
+# managed memory: Flink's optimizer gives every memory consumer of a job the
+# same fraction (PlanFinalizer: weight / all consumers' weights), whether
+# or not they run at once. The chained combiner (SynchronousChainedCombine-
+# Driver) fails on a record larger than its share ("Cannot write record to
+# fresh sort buffer. Record too large."); the GroupReduce's sorter too ("The
+# record exceeds the maximum size of a sort buffer").
+FLINK_PAGE_BYTES = 32 * 1024  # taskmanager.memory.segment-size, Flink's.
+# Consumers of the largest job: StatisticsGen's of three splits has 60
+# (30 GroupCombine, 30 GroupReduce in Flink's `/jobs/<id>/plan`).
+FLINK_MEMORY_CONSUMERS = 64
+# The largest record one GroupByKey element may be: TFDV's top-k of a
+# bytes feature keeps its 1000 most frequent values (the rank histogram),
+# so for the convnet's 784-byte images a bundle's TopCombineFn accumulator
+# is 791 kB; room for images of 2.5 times that.
+FLINK_SORT_RECORD_BYTES = 2 * 1024 * 1024
+# Pages a sorter keeps beside its records: the sort index's, the spilling
+# sorter's write buffers (2), one spare.
+FLINK_SORTER_PAGES = 4
+FLINK_MANAGED_MB = -(-FLINK_MEMORY_CONSUMERS *
+                     (FLINK_SORT_RECORD_BYTES +
+                      FLINK_SORTER_PAGES * FLINK_PAGE_BYTES) // 2**20)
+# A TaskManager without its managed memory: 320 MB of network buffers, 344
+# MB of task heap, Flink's framework heap and off-heap, metaspace and JVM
+# overhead (Flink's defaults).
+FLINK_TASKMANAGER_BASE_MB = 1368
+
+
+def flink_settings(cluster_dir: str, rpc_port: int, rest_port: int,
+                   workers: int) -> Dict[str, object]:
+    """The Flink configuration (config.yaml) of a local cluster."""
+    return {
+        'jobmanager.rpc.address': '127.0.0.1',
+        'jobmanager.rpc.port': rpc_port,
+        'jobmanager.bind-host': '127.0.0.1',
+        'jobmanager.memory.process.size': '1000m',
+        'rest.address': '127.0.0.1',
+        'rest.bind-address': '127.0.0.1',
+        'rest.port': rest_port,
+        'taskmanager.host': '127.0.0.1',
+        'taskmanager.bind-host': '127.0.0.1',
+        'taskmanager.numberOfTaskSlots': 1,
+        'taskmanager.memory.process.size':
+            f'{FLINK_TASKMANAGER_BASE_MB + FLINK_MANAGED_MB}m',
+        # A Beam job's many shuffles need more buffers than the default
+        # fraction of a small TaskManager gives ("Insufficient number of
+        # network buffers").
+        'taskmanager.memory.network.min': '320m',
+        'taskmanager.memory.network.max': '320m',
+        # Beam's GroupByKeys sort in it: each its share (see above).
+        'taskmanager.memory.managed.size': f'{FLINK_MANAGED_MB}m',
+        'taskmanager.memory.segment-size': f'{FLINK_PAGE_BYTES // 1024}kb',
+        # Each sort-merge shuffle partition takes 512 buffers by default;
+        # TFDV's and tf.Transform's jobs open dozens at once.
+        'taskmanager.network.sort-shuffle.min-buffers': 64,
+        'parallelism.default': workers,
+        'io.tmp.dirs': os.path.join(cluster_dir, 'tmp'),
+        'web.tmpdir': os.path.join(cluster_dir, 'tmp'),
+        'env.java.opts.all': '-XX:+IgnoreUnrecognizedVMOptions',
+    }
+
+
 def _start_flink(cluster: _Cluster, python: str, workers: int) -> dict:
     home = flink_home()
     conf = os.path.join(cluster.dir, 'conf')
     os.makedirs(conf, exist_ok=True)
     rpc, rest = free_port(), free_port()
-    settings = {
-        'jobmanager.rpc.address': '127.0.0.1',
-        'jobmanager.rpc.port': rpc,
-        'jobmanager.bind-host': '127.0.0.1',
-        'jobmanager.memory.process.size': '1000m',
-        'rest.address': '127.0.0.1',
-        'rest.bind-address': '127.0.0.1',
-        'rest.port': rest,
-        'taskmanager.host': '127.0.0.1',
-        'taskmanager.bind-host': '127.0.0.1',
-        'taskmanager.numberOfTaskSlots': 1,
-        'taskmanager.memory.process.size': '1400m',
-        # A Beam job's many shuffles need more buffers than the default
-        # fraction of a small TaskManager gives ("Insufficient number of
-        # network buffers"); Beam's operators need no managed memory.
-        'taskmanager.memory.network.min': '320m',
-        'taskmanager.memory.network.max': '320m',
-        'taskmanager.memory.managed.size': '32m',
-        # Each sort-merge shuffle partition takes 512 buffers by default;
-        # TFDV's and tf.Transform's jobs open dozens at once.
-        'taskmanager.network.sort-shuffle.min-buffers': 64,
-        'parallelism.default': workers,
-        'io.tmp.dirs': os.path.join(cluster.dir, 'tmp'),
-        'web.tmpdir': os.path.join(cluster.dir, 'tmp'),
-        'env.java.opts.all': '-XX:+IgnoreUnrecognizedVMOptions',
-    }
+    settings = flink_settings(cluster.dir, rpc, rest, workers)
     with open(os.path.join(conf, 'config.yaml'), 'w', encoding='utf-8') as f:
         for key, value in settings.items():
             f.write(f'{key}: {json.dumps(value)}\n')

@@ -180,6 +180,48 @@ def test_cache_plan_streams_a_split_over_the_budget():
     assert training.cache_plan({}, sizes)['cache_budget_bytes'] > 0
 
 
+def _mebibytes(size: str) -> int:
+    """Flink's `1504m` / `32kb` as bytes."""
+    number, unit = re.fullmatch(r'(\d+)(m|kb)', size).groups()
+    return int(number) * (2**20 if unit == 'm' else 2**10)
+
+
+def test_flinks_sort_buffers_hold_tfdvs_largest_record_of_an_image():
+    # pylint: disable=import-outside-toplevel
+    from apache_beam.transforms import combiners
+    from tensorflow_data_validation import StatsOptions
+    settings = engines.flink_settings('/tmp/cluster', 1, 2, 2)
+    # What Flink gives one sorter: the slot's managed memory over the job's
+    # memory consumers, in whole pages, less the pages it keeps aside.
+    page = _mebibytes(settings['taskmanager.memory.segment-size'])
+    slot_pages = (_mebibytes(settings['taskmanager.memory.managed.size']) //
+                  settings['taskmanager.numberOfTaskSlots'] // page)
+    record_room = (slot_pages // engines.FLINK_MEMORY_CONSUMERS -
+                   engines.FLINK_SORTER_PAGES) * page
+    # The record that failed the convnet's StatisticsGen on Flink: a
+    # bundle's top-k accumulator of the 28x28 images (TFDV's rank histogram
+    # keeps its 1000 most frequent values), as Beam encodes it.
+    top = combiners.TopCombineFn(StatsOptions().num_rank_histogram_buckets)
+    accumulator = top.create_accumulator()
+    for image in range(2000):
+        accumulator = top.add_input(accumulator,
+                                    (1, image.to_bytes(784, 'big')))
+    record = len(top.get_accumulator_coder().encode(
+        top.compact(accumulator)))
+    assert record > 700_000
+    assert record_room >= record, (record_room, record)
+    # The managed memory is added to the TaskManager, not taken from its
+    # heap: Flink's task heap is what is left of the process (less network
+    # memory, framework heap and off-heap 128m each, metaspace 256m, JVM
+    # overhead 10% but at least 192m); 344m ran the pipelines.
+    process = _mebibytes(settings['taskmanager.memory.process.size'])
+    task_heap = (process -
+                 _mebibytes(settings['taskmanager.memory.managed.size']) -
+                 _mebibytes(settings['taskmanager.memory.network.max']) -
+                 (128 + 128 + 256) * 2**20 - max(192 * 2**20, process // 10))
+    assert task_heap >= 344 * 2**20, task_heap / 2**20
+
+
 def test_deployments_of_the_engines_are_valid_yaml_naming_the_image():
     with open(os.path.join(REPO, 'deploy', 'trainer-tfjob.yaml'),
               encoding='utf-8') as f:
