@@ -349,7 +349,15 @@ def cancel_flink_job(rest: str, beam_job_id: str) -> List[str]:
 
 
 def flink_rest_of(flags: List[str], state_dir: Optional[str]) -> Optional[str]:
-    """The REST address of the local Flink cluster `flags` point at, if so."""
+    """The REST address of the Flink cluster `flags` run on, if known.
+
+    Beam's `--flink_master=HOST:PORT` (a remote cluster's REST API, which
+    Beam's Flink job server then submits to), else the local cluster's if
+    the flags point at its job server.
+    """
+    master = endpoint(flags, 'flink_master')
+    if master and not master.startswith('['):  # Not [auto], [local].
+        return master.split('://', 1)[-1].rstrip('/')
     try:
         state = read_state('flink', state_dir)
     except EngineError:
@@ -503,9 +511,9 @@ FLINK_SORT_RECORD_BYTES = 2 * 1024 * 1024
 # Pages a sorter keeps beside its records: the sort index's, the spilling
 # sorter's write buffers (2), one spare.
 FLINK_SORTER_PAGES = 4
-FLINK_MANAGED_MB = -(-FLINK_MEMORY_CONSUMERS *
-                     (FLINK_SORT_RECORD_BYTES +
-                      FLINK_SORTER_PAGES * FLINK_PAGE_BYTES) // 2**20)
+FLINK_MANAGED_MB = -(
+    -FLINK_MEMORY_CONSUMERS *
+    (FLINK_SORT_RECORD_BYTES + FLINK_SORTER_PAGES * FLINK_PAGE_BYTES) // 2**20)
 # A TaskManager without its managed memory: 320 MB of network buffers, 344
 # MB of task heap, Flink's framework heap and off-heap, metaspace and JVM
 # overhead (Flink's defaults).
@@ -515,6 +523,7 @@ FLINK_TASKMANAGER_BASE_MB = 1368
 def flink_settings(cluster_dir: str, rpc_port: int, rest_port: int,
                    workers: int) -> Dict[str, object]:
     """The Flink configuration (config.yaml) of a local cluster."""
+    taskmanager_mb = FLINK_TASKMANAGER_BASE_MB + FLINK_MANAGED_MB
     return {
         'jobmanager.rpc.address': '127.0.0.1',
         'jobmanager.rpc.port': rpc_port,
@@ -526,8 +535,7 @@ def flink_settings(cluster_dir: str, rpc_port: int, rest_port: int,
         'taskmanager.host': '127.0.0.1',
         'taskmanager.bind-host': '127.0.0.1',
         'taskmanager.numberOfTaskSlots': 1,
-        'taskmanager.memory.process.size':
-            f'{FLINK_TASKMANAGER_BASE_MB + FLINK_MANAGED_MB}m',
+        'taskmanager.memory.process.size': f'{taskmanager_mb}m',
         # A Beam job's many shuffles need more buffers than the default
         # fraction of a small TaskManager gives ("Insufficient number of
         # network buffers").

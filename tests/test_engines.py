@@ -84,6 +84,18 @@ def test_beam_engine_expands_to_the_portable_runner_and_the_pool():
     assert '--engine-address=10.0.0.5:8099' in run_flags
 
 
+def test_a_remote_flink_is_cancelled_at_its_flink_master(tmp_path):
+    # `--engine-address` alone says nothing of the Flink cluster behind the
+    # job server: no REST address to cancel a job at.
+    remote = engines.beam_args('flink', '10.0.0.5:8099')
+    assert engines.flink_rest_of(remote, str(tmp_path)) is None
+    assert engines.flink_rest_of(
+        remote + ['--flink_master=http://10.0.0.6:8081/'],
+        str(tmp_path)) == '10.0.0.6:8081'
+    assert engines.flink_rest_of(remote + ['--flink_master=[auto]'],
+                                 str(tmp_path)) is None
+
+
 def test_an_engine_not_running_is_one_line_before_any_component(tmp_path):
     port = engines.free_port()  # Nothing listens there.
     home = tmp_path / 'home'
@@ -206,8 +218,7 @@ def test_flinks_sort_buffers_hold_tfdvs_largest_record_of_an_image():
     for image in range(2000):
         accumulator = top.add_input(accumulator,
                                     (1, image.to_bytes(784, 'big')))
-    record = len(top.get_accumulator_coder().encode(
-        top.compact(accumulator)))
+    record = len(top.get_accumulator_coder().encode(top.compact(accumulator)))
     assert record > 700_000
     assert record_room >= record, (record_room, record)
     # The managed memory is added to the TaskManager, not taken from its
@@ -659,14 +670,27 @@ def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
 
 @needs_engines
 def test_an_interrupted_run_cancels_its_job_on_the_engine(clusters, tmp_path):
-    state_dir, state = clusters('flink')
+    _, state = clusters('flink')
     seen = set(_flink_job_states(state))
     data = datasets.write_ts_dataset(str(tmp_path / 'data'), train=60, test=30)
-    process = _start_run([
-        'run', '--model', 'rnn', '--data', data, '--home',
-        str(tmp_path / 'home'), *TINY, '--beam-engine', 'flink',
-        '--engine-state-dir', state_dir
-    ], tmp_path / 'run')
+    process = _start_run(
+        [
+            'run',
+            '--model',
+            'rnn',
+            '--data',
+            data,
+            '--home',
+            str(tmp_path / 'home'),
+            *TINY,
+            '--beam-engine',
+            'flink',
+            # As a remote cluster: the job server's and Flink's addresses.
+            f'--engine-address={state["job_endpoint"]}',
+            f'--worker-pool={state["worker_pool"]}',
+            f'--beam-arg=--flink_master={state["rest"]}'
+        ],
+        tmp_path / 'run')
     try:
         [job] = _wait_for(
             lambda: [
