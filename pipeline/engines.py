@@ -514,44 +514,95 @@ FLINK_SORTER_PAGES = 4
 FLINK_MANAGED_MB = -(
     -FLINK_MEMORY_CONSUMERS *
     (FLINK_SORT_RECORD_BYTES + FLINK_SORTER_PAGES * FLINK_PAGE_BYTES) // 2**20)
-# A TaskManager without its managed memory: 320 MB of network buffers, 344
-# MB of task heap, Flink's framework heap and off-heap, metaspace and JVM
-# overhead (Flink's defaults).
+# Direct memory for the code a task runs besides Flink's: Beam's Fn API
+# servers (gRPC over netty) to the SDK workers. Flink caps a TaskManager's
+# direct memory at its network memory (taken whole at start) + framework
+# off-heap (128m) + this (default 0).
+FLINK_TASK_OFF_HEAP_MB = 256
+# A TaskManager without its managed and task off-heap memory: 320 MB of
+# network buffers, 344 MB of task heap, Flink's framework heap and
+# off-heap, metaspace and JVM overhead (Flink's defaults).
 FLINK_TASKMANAGER_BASE_MB = 1368
 
 
-def flink_settings(cluster_dir: str, rpc_port: int, rest_port: int,
-                   workers: int) -> Dict[str, object]:
-    """The Flink configuration (config.yaml) of a local cluster."""
-    taskmanager_mb = FLINK_TASKMANAGER_BASE_MB + FLINK_MANAGED_MB
+def flink_settings(cluster_dir: str,
+                   rpc_port: int,
+                   rest_port: int,
+                   workers: int,
+                   java_options: str = '') -> Dict[str, object]:
+    """The Flink configuration (config.yaml) of a local cluster.
+
+    Args:
+        java_options: The distribution's own JVM options (flink_java_options).
+    """
+    taskmanager_mb = (FLINK_TASKMANAGER_BASE_MB + FLINK_MANAGED_MB +
+                      FLINK_TASK_OFF_HEAP_MB)
     return {
-        'jobmanager.rpc.address': '127.0.0.1',
-        'jobmanager.rpc.port': rpc_port,
-        'jobmanager.bind-host': '127.0.0.1',
-        'jobmanager.memory.process.size': '1000m',
-        'rest.address': '127.0.0.1',
-        'rest.bind-address': '127.0.0.1',
-        'rest.port': rest_port,
-        'taskmanager.host': '127.0.0.1',
-        'taskmanager.bind-host': '127.0.0.1',
-        'taskmanager.numberOfTaskSlots': 1,
-        'taskmanager.memory.process.size': f'{taskmanager_mb}m',
+        'jobmanager.rpc.address':
+            '127.0.0.1',
+        'jobmanager.rpc.port':
+            rpc_port,
+        'jobmanager.bind-host':
+            '127.0.0.1',
+        'jobmanager.memory.process.size':
+            '1000m',
+        'rest.address':
+            '127.0.0.1',
+        'rest.bind-address':
+            '127.0.0.1',
+        'rest.port':
+            rest_port,
+        'taskmanager.host':
+            '127.0.0.1',
+        'taskmanager.bind-host':
+            '127.0.0.1',
+        'taskmanager.numberOfTaskSlots':
+            1,
+        'taskmanager.memory.process.size':
+            f'{taskmanager_mb}m',
         # A Beam job's many shuffles need more buffers than the default
         # fraction of a small TaskManager gives ("Insufficient number of
         # network buffers").
-        'taskmanager.memory.network.min': '320m',
-        'taskmanager.memory.network.max': '320m',
+        'taskmanager.memory.network.min':
+            '320m',
+        'taskmanager.memory.network.max':
+            '320m',
         # Beam's GroupByKeys sort in it: each its share (see above).
-        'taskmanager.memory.managed.size': f'{FLINK_MANAGED_MB}m',
-        'taskmanager.memory.segment-size': f'{FLINK_PAGE_BYTES // 1024}kb',
+        'taskmanager.memory.managed.size':
+            f'{FLINK_MANAGED_MB}m',
+        'taskmanager.memory.segment-size':
+            f'{FLINK_PAGE_BYTES // 1024}kb',
+        'taskmanager.memory.task.off-heap.size':
+            f'{FLINK_TASK_OFF_HEAP_MB}m',
         # Each sort-merge shuffle partition takes 512 buffers by default;
         # TFDV's and tf.Transform's jobs open dozens at once.
-        'taskmanager.network.sort-shuffle.min-buffers': 64,
-        'parallelism.default': workers,
-        'io.tmp.dirs': os.path.join(cluster_dir, 'tmp'),
-        'web.tmpdir': os.path.join(cluster_dir, 'tmp'),
-        'env.java.opts.all': '-XX:+IgnoreUnrecognizedVMOptions',
+        'taskmanager.network.sort-shuffle.min-buffers':
+            64,
+        'parallelism.default':
+            workers,
+        'io.tmp.dirs':
+            os.path.join(cluster_dir, 'tmp'),
+        'web.tmpdir':
+            os.path.join(cluster_dir, 'tmp'),
+        'env.java.opts.all':
+            f'{java_options} -XX:+IgnoreUnrecognizedVMOptions'.strip(),
     }
+
+
+def flink_java_options(home: str) -> str:
+    """`env.java.opts.all` of the Flink distribution's own config.yaml.
+
+    Flink's `--add-opens` for Java 17: without them Flink fails where it
+    reflects into the JDK (e.g. while reporting a task's OutOfMemoryError,
+    which then shuts the TaskManager down).
+    """
+    import yaml  # pylint: disable=import-outside-toplevel
+    with open(os.path.join(home, 'conf', 'config.yaml'), encoding='utf-8') as f:
+        config = yaml.safe_load(f) or {}
+    try:
+        return str(config['env']['java']['opts']['all'])
+    except (KeyError, TypeError):
+        return str(config.get('env.java.opts.all', ''))
 
 
 def _start_flink(cluster: _Cluster, python: str, workers: int) -> dict:
@@ -559,7 +610,8 @@ def _start_flink(cluster: _Cluster, python: str, workers: int) -> dict:
     conf = os.path.join(cluster.dir, 'conf')
     os.makedirs(conf, exist_ok=True)
     rpc, rest = free_port(), free_port()
-    settings = flink_settings(cluster.dir, rpc, rest, workers)
+    settings = flink_settings(cluster.dir, rpc, rest, workers,
+                              flink_java_options(home))
     with open(os.path.join(conf, 'config.yaml'), 'w', encoding='utf-8') as f:
         for key, value in settings.items():
             f.write(f'{key}: {json.dumps(value)}\n')
