@@ -533,6 +533,10 @@ def flink_settings(cluster_dir: str,
     """The Flink configuration (config.yaml) of a local cluster.
 
     Args:
+        cluster_dir: The cluster's folder (its temporary files go there).
+        rpc_port: The JobManager's RPC port.
+        rest_port: The REST API's port.
+        workers: TaskManagers: the jobs' default parallelism.
         java_options: The distribution's own JVM options (flink_java_options).
     """
     taskmanager_mb = (FLINK_TASKMANAGER_BASE_MB + FLINK_MANAGED_MB +
