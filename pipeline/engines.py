@@ -517,12 +517,14 @@ FLINK_MANAGED_MB = -(
 # Direct memory for the code a task runs besides Flink's: Beam's Fn API
 # servers (gRPC over netty) to the SDK workers. Flink caps a TaskManager's
 # direct memory at its network memory (taken whole at start) + framework
-# off-heap (128m) + this (default 0).
+# off-heap (128m) + this (default 0): in Transform's job at 70k rows the
+# TaskManagers' direct memory reached 438 MB of that 448 MB cap.
 FLINK_TASK_OFF_HEAP_MB = 256
-# A TaskManager without its managed and task off-heap memory: 320 MB of
-# network buffers, 344 MB of task heap, Flink's framework heap and
-# off-heap, metaspace and JVM overhead (Flink's defaults).
-FLINK_TASKMANAGER_BASE_MB = 1368
+# The heap of the tasks: Beam's Fn API data plane receives the SDK workers'
+# outputs on it; with 344m (what a 1.4 GB TaskManager leaves) Transform's
+# job at 70k rows ran out ("Java heap space" parsing BeamFnApi.Elements in
+# a gRPC thread).
+FLINK_TASK_HEAP_MB = 1024
 
 
 def flink_settings(cluster_dir: str,
@@ -539,57 +541,37 @@ def flink_settings(cluster_dir: str,
         workers: TaskManagers: the jobs' default parallelism.
         java_options: The distribution's own JVM options (flink_java_options).
     """
-    taskmanager_mb = (FLINK_TASKMANAGER_BASE_MB + FLINK_MANAGED_MB +
-                      FLINK_TASK_OFF_HEAP_MB)
+    java_options = f'{java_options} -XX:+IgnoreUnrecognizedVMOptions'.strip()
     return {
-        'jobmanager.rpc.address':
-            '127.0.0.1',
-        'jobmanager.rpc.port':
-            rpc_port,
-        'jobmanager.bind-host':
-            '127.0.0.1',
-        'jobmanager.memory.process.size':
-            '1000m',
-        'rest.address':
-            '127.0.0.1',
-        'rest.bind-address':
-            '127.0.0.1',
-        'rest.port':
-            rest_port,
-        'taskmanager.host':
-            '127.0.0.1',
-        'taskmanager.bind-host':
-            '127.0.0.1',
-        'taskmanager.numberOfTaskSlots':
-            1,
-        'taskmanager.memory.process.size':
-            f'{taskmanager_mb}m',
+        'jobmanager.rpc.address': '127.0.0.1',
+        'jobmanager.rpc.port': rpc_port,
+        'jobmanager.bind-host': '127.0.0.1',
+        'jobmanager.memory.process.size': '1000m',
+        'rest.address': '127.0.0.1',
+        'rest.bind-address': '127.0.0.1',
+        'rest.port': rest_port,
+        'taskmanager.host': '127.0.0.1',
+        'taskmanager.bind-host': '127.0.0.1',
+        'taskmanager.numberOfTaskSlots': 1,
+        # The TaskManager's size follows from these (Flink adds its
+        # framework's heap and off-heap, metaspace and JVM overhead).
+        'taskmanager.memory.task.heap.size': f'{FLINK_TASK_HEAP_MB}m',
         # A Beam job's many shuffles need more buffers than the default
         # fraction of a small TaskManager gives ("Insufficient number of
         # network buffers").
-        'taskmanager.memory.network.min':
-            '320m',
-        'taskmanager.memory.network.max':
-            '320m',
+        'taskmanager.memory.network.min': '320m',
+        'taskmanager.memory.network.max': '320m',
         # Beam's GroupByKeys sort in it: each its share (see above).
-        'taskmanager.memory.managed.size':
-            f'{FLINK_MANAGED_MB}m',
-        'taskmanager.memory.segment-size':
-            f'{FLINK_PAGE_BYTES // 1024}kb',
-        'taskmanager.memory.task.off-heap.size':
-            f'{FLINK_TASK_OFF_HEAP_MB}m',
+        'taskmanager.memory.managed.size': f'{FLINK_MANAGED_MB}m',
+        'taskmanager.memory.segment-size': f'{FLINK_PAGE_BYTES // 1024}kb',
+        'taskmanager.memory.task.off-heap.size': f'{FLINK_TASK_OFF_HEAP_MB}m',
         # Each sort-merge shuffle partition takes 512 buffers by default;
         # TFDV's and tf.Transform's jobs open dozens at once.
-        'taskmanager.network.sort-shuffle.min-buffers':
-            64,
-        'parallelism.default':
-            workers,
-        'io.tmp.dirs':
-            os.path.join(cluster_dir, 'tmp'),
-        'web.tmpdir':
-            os.path.join(cluster_dir, 'tmp'),
-        'env.java.opts.all':
-            f'{java_options} -XX:+IgnoreUnrecognizedVMOptions'.strip(),
+        'taskmanager.network.sort-shuffle.min-buffers': 64,
+        'parallelism.default': workers,
+        'io.tmp.dirs': os.path.join(cluster_dir, 'tmp'),
+        'web.tmpdir': os.path.join(cluster_dir, 'tmp'),
+        'env.java.opts.all': java_options,
     }
 
 
