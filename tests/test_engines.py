@@ -660,27 +660,14 @@ def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
 
 @needs_engines
 def test_an_interrupted_run_cancels_its_job_on_the_engine(clusters, tmp_path):
-    _, state = clusters('flink')
+    state_dir, state = clusters('flink')
     seen = set(_flink_job_states(state))
     data = datasets.write_ts_dataset(str(tmp_path / 'data'), train=60, test=30)
-    process = _start_run(
-        [
-            'run',
-            '--model',
-            'rnn',
-            '--data',
-            data,
-            '--home',
-            str(tmp_path / 'home'),
-            *TINY,
-            '--beam-engine',
-            'flink',
-            # As a remote cluster: the job server's and Flink's addresses.
-            f'--engine-address={state["job_endpoint"]}',
-            f'--worker-pool={state["worker_pool"]}',
-            f'--beam-arg=--flink_master={state["rest"]}'
-        ],
-        tmp_path / 'run')
+    process = _start_run([
+        'run', '--model', 'rnn', '--data', data, '--home',
+        str(tmp_path / 'home'), *TINY, '--beam-engine', 'flink',
+        '--engine-state-dir', state_dir
+    ], tmp_path / 'run')
     try:
         [job] = _wait_for(
             lambda: [
