@@ -275,16 +275,18 @@ def run(quick: bool = False) -> dict:
         for name, cells in rounds.items():
             results[name] = _median_cells(cells)
         results['in_process_calls_per_s'] = _in_process(base_path, seconds)
-    results['ratios'] = {
-        name: {
-            key:
-                round(
-                    results[name][key]['rps'] /
-                    results['previous'][key]['rps'], 2)
-                if results['previous'][key]['rps'] else None
-            for key in results[name]
-        } for name in sources if name != 'previous'
-    }
+    # requests/s over the previous front end's: 'ratios' of the current
+    # server with one process, f'ratios_{PROCESSES}_processes' with more.
+    for name in sources:
+        if name != 'previous':
+            results['ratios' + name[len('current'):]] = {
+                key:
+                    round(
+                        results[name][key]['rps'] /
+                        results['previous'][key]['rps'], 2)
+                    if results['previous'][key]['rps'] else None
+                for key in results[name]
+            }
     results['settings'] = {
         'seconds_per_cell': seconds,
         'rounds': ROUNDS,
@@ -303,8 +305,10 @@ def format_table(results: dict) -> str:
     multi = f'current_{results["settings"].get("processes", 2)}_processes'
     names = ['previous', 'current'] + ([multi] if multi in results else [])
     processes = multi.split('_')[1]
-    titles = {'current': 'current, 1 process',
-              multi: f'current, {processes} processes'}
+    titles = {
+        'current': 'current, 1 process',
+        multi: f'current, {processes} processes'
+    }
     lines = [
         f'Front end, {results["model"]} (previous = '
         f'{results["settings"]["previous_front_end"][:10]})', '',
@@ -321,8 +325,9 @@ def format_table(results: dict) -> str:
             cells = [results[n][key].get(field) for n in names]
             if any(c is None for c in cells):
                 continue
-            ratios = [c / before[field] if before[field] else 0.0
-                      for c in cells[1:]]
+            ratios = [
+                c / before[field] if before[field] else 0.0 for c in cells[1:]
+            ]
             lines.append(f'| {key.replace("_", " ")}, {what} | ' +
                          ' | '.join(f'{c:{form}}' for c in cells) + ' | ' +
                          ' | '.join(f'{r:.2f}x' for r in ratios) + ' |')

@@ -68,7 +68,10 @@ class HttpServer:
         self._workers = event_loop.WorkerPool(num_threads, 'rest')
         self._runner: Optional[web.ServerRunner] = None
 
-    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+    async def start(self,
+                    host: str,
+                    port: int,
+                    reuse_port: bool = False) -> int:
         """Opens the port (0: any free one); returns the bound port.
 
         With `reuse_port`, other processes of the same user that set it too

@@ -117,7 +117,8 @@ def _snapshot(counters: Counters, histograms: Histograms) -> Dict[str, Any]:
                      for name, series in counters.items()
                      for labels, value in series.items()],
         'histograms': [[
-            name, labels, list(h.limits), h.counts, h.total, h.count
+            name, labels,
+            list(h.limits), h.counts, h.total, h.count
         ]
                        for name, series in histograms.items()
                        for labels, h in series.items()],

@@ -40,8 +40,7 @@ _LOG_FORMAT = ('%(asctime)s.%(msecs)03d: %(levelname).1s '
                'serving/%(module)s] {}%(message)s')
 
 
-def _fail(message: str,
-          role: Optional[server_processes.Role] = None) -> int:
+def _fail(message: str, role: Optional[server_processes.Role] = None) -> int:
     """Prints TF Serving's one line (a child tells its supervisor instead)."""
     if role is not None:
         role.failed(message)
@@ -176,8 +175,7 @@ def serve(flags, role: Optional[server_processes.Role] = None) -> int:
     `role`: this process is one of --server_processes, on shared ports.
     """
     try:
-        config, batching, prometheus_path, channel_args = _read_settings(
-            flags)
+        config, batching, prometheus_path, channel_args = _read_settings(flags)
     except _SETTINGS_ERRORS as e:
         return _fail(str(e), role)
     if role is not None:
@@ -233,18 +231,17 @@ def serve(flags, role: Optional[server_processes.Role] = None) -> int:
     grpc_loop = event_loop.EventLoopThread('grpc-loop', libuv=True)
     try:
         grpc = grpc_loop.run(
-            grpc_server.start(inference,
-                              manager.reload if role is None else
-                              _reload_refused, addresses,
-                              flags.grpc_max_threads, channel_args, metrics))
+            grpc_server.start(
+                inference, manager.reload if role is None else _reload_refused,
+                addresses, flags.grpc_max_threads, channel_args, metrics))
     except (OSError, RuntimeError) as e:
         grpc_loop.close()
         manager.stop()
         return _fail(f'failed to start gRPC server: {e}', role)
     # One of several processes: its supervisor logs TF Serving's lines.
     logging.info(
-        'Running gRPC ModelServer at %s ...' if role is None else
-        'gRPC at %s', _bind(flags.host, grpc.ports[0]))
+        'Running gRPC ModelServer at %s ...' if role is None else 'gRPC at %s',
+        _bind(flags.host, grpc.ports[0]))
     http, rest_loop = None, None
     if flags.rest_api_port:
         rest_loop = event_loop.EventLoopThread('rest-loop')
@@ -255,8 +252,7 @@ def serve(flags, role: Optional[server_processes.Role] = None) -> int:
             max_body_bytes=flags.rest_api_max_body_bytes)
         try:
             rest_port = rest_loop.run(
-                http.start(flags.host, flags.rest_api_port,
-                           role is not None))
+                http.start(flags.host, flags.rest_api_port, role is not None))
         except OSError as e:
             rest_loop.close()
             grpc_loop.run(grpc.stop(0))
@@ -322,8 +318,7 @@ def _supervise(flags, count: int) -> int:
         return _fail(str(e))
     holders = []
     try:
-        for port, what in ((flags.port, 'gRPC'), (flags.rest_api_port,
-                                                  'HTTP')):
+        for port, what in ((flags.port, 'gRPC'), (flags.rest_api_port, 'HTTP')):
             if port or what == 'gRPC':
                 try:
                     holders.append(
@@ -343,9 +338,8 @@ def _supervise(flags, count: int) -> int:
             logging.info('%d server processes share these ports', count)
 
         supervisor = server_processes.Supervisor(
-            count, run_child,
-            (dataclasses.replace(flags, port=grpc_port,
-                                 rest_api_port=rest_port),), _fail)
+            count, run_child, (dataclasses.replace(
+                flags, port=grpc_port, rest_api_port=rest_port),), _fail)
         return supervisor.run((grpc_port, rest_port), on_serving)
     finally:
         for holder in holders:

@@ -39,7 +39,7 @@ import socket
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 MAX_START_FAILURES = 3
 _STOP_GRACE_SECONDS = 30.0
@@ -130,7 +130,8 @@ class Supervisor:
         role = Role(index, self._count, self._metrics_dir, theirs, os.getpid())
         process = self._context.Process(target=self._target,
                                         args=(*self._args, role),
-                                        name=f'server process {index + 1}/{self._count}')
+                                        name=f'server process {index + 1}/'
+                                        f'{self._count}')
         process.start()
         theirs.close()
         self._children[index] = _Child(index, process, ours, False,
@@ -151,8 +152,8 @@ class Supervisor:
                 child.process.join()
             child.connection.close()
 
-    def run(self, ports: Tuple[int, int],
-            on_serving: Callable[[int, int], None]) -> int:
+    def run(self, ports: Tuple[int, int], on_serving: Callable[[int, int],
+                                                               None]) -> int:
         """Serves until SIGTERM/SIGINT; returns the exit status.
 
         `ports` are the reserved gRPC and REST ports; `on_serving` is called
@@ -175,8 +176,8 @@ class Supervisor:
             self._stop_children()
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
-    def _watch(self, ports: Tuple[int, int],
-               on_serving: Callable[[int, int], None]) -> int:
+    def _watch(self, ports: Tuple[int, int], on_serving: Callable[[int, int],
+                                                                  None]) -> int:
         while not self._stop.is_set():
             owners: Dict[Any, _Child] = {}
             for child in self._children.values():

@@ -82,10 +82,10 @@ def server(tmp_path_factory, models):
     monitoring = conftest.write_text(workdir / 'monitoring.config',
                                      conftest.MONITORING_CONFIG)
     config = conftest.write_text(
-        workdir / 'models.config', 'model_config_list { ' + ' '.join(
-            f'config {{ name: "{name}" base_path: "{models / name}" '
-            f'model_platform: "tensorflow" }}'
-            for name in ('m', 'counted')) + ' }\n')
+        workdir / 'models.config', 'model_config_list { ' +
+        ' '.join(f'config {{ name: "{name}" base_path: "{models / name}" '
+                 f'model_platform: "tensorflow" }}'
+                 for name in ('m', 'counted')) + ' }\n')
     server = server_utils.start_model_server(workdir, [
         f'--model_config_file={config}',
         f'--monitoring_config_file={monitoring}', '--server_processes=2',
@@ -139,8 +139,7 @@ def test_processes_share_both_ports_and_sum_their_metrics(server):
     # Only this test calls `counted`. New connections, so that the kernel
     # spreads them over both processes (all 60 to one: 2**-59); a scrape
     # reaches one and must count all.
-    assert [_fresh_predict(server, 'counted') for _ in range(60)
-           ] == [200] * 60
+    assert [_fresh_predict(server, 'counted') for _ in range(60)] == [200] * 60
     request = testmodels.float_predict_request(ROWS, 'counted')
     for _ in range(10):
         with grpc.insecure_channel(server.grpc_address) as channel:
@@ -150,8 +149,9 @@ def test_processes_share_both_ports_and_sum_their_metrics(server):
     # Ten scrapes on new connections reach both processes (all ten to one:
     # 2**-9), and each must count all 70, no more.
     _wait_until(
-        lambda: [_ok_requests(server, 'counted') for _ in range(10)] ==
-        [70] * 10, 'every scrape to count both processes\' requests')
+        lambda: [_ok_requests(server, 'counted')
+                 for _ in range(10)] == [70] * 10,
+        'every scrape to count both processes\' requests')
     assert [_ok_requests(server, 'counted') for _ in range(20)] == [70] * 20
 
 
@@ -196,8 +196,7 @@ def test_a_killed_process_is_replaced_while_the_other_answers(server):
         replacement = (set(_children(server.process.pid)) - {survivor}).pop()
         server.wait_for_log(f'(pid {replacement}) serving', _DEADLINE)
     assert replacement != victim
-    assert {server.grpc_port,
-            server.rest_port} <= _listening_ports(replacement)
+    assert {server.grpc_port, server.rest_port} <= _listening_ports(replacement)
     assert f'exited with status -{int(signal.SIGKILL)}' in server.log()
     # Only requests the killed process held can fail, not later ones.
     assert load.outcomes[killed_at:][-20:] == [200] * 20, load.outcomes[-40:]
@@ -255,7 +254,6 @@ def test_versions_swap_in_both_processes_without_a_failed_request(
         for thread in threads:
             thread.join(60)
     rest_failures = [o for o in load.outcomes if o != 200]
-    assert not failures and not rest_failures, (failures[:3],
-                                                rest_failures[:3])
+    assert not failures and not rest_failures, (failures[:3], rest_failures[:3])
     assert versions and versions[-1] == first + 1
     assert load.outcomes.count(200) + len(versions) >= 100
