@@ -156,6 +156,25 @@ def test_class_folders_with_a_corrupt_image_fail_or_skip_and_count(tmp_path):
     assert _labels(splits['test']) == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
+def test_a_validation_folder_is_read_as_the_eval_split(tmp_path):
+    """train/ and validation/ class folders: validation/'s images are the
+    eval split; only test is carved from train."""
+    root = datasets.write_class_folders(str(tmp_path / 'folders'),
+                                        ['cat', 'dog'],
+                                        per_class=2,
+                                        splits=('train', 'validation'))
+    source = data_source.detect(root, names.IMAGES)
+    assert source.split_patterns == {
+        'train': 'train/*/*',
+        'eval': 'validation/*/*'
+    }
+
+    splits, _ = run_example_gen(tmp_path, source)
+
+    assert _labels(splits['eval']) == [0, 0, 1, 1]
+    assert len(splits['train']) + len(splits['test']) == 4
+
+
 def _write_tfrecords(path, images, labels, compress):
     options = tf.io.TFRecordOptions('GZIP' if compress else '')
     with tf.io.TFRecordWriter(path, options) as writer:

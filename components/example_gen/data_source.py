@@ -30,7 +30,7 @@ a rolling window of them) and records the span in ML Metadata.
 import dataclasses
 import glob
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from common import names
 from components.example_gen import class_check
@@ -141,25 +141,17 @@ def _detect_images(path: str) -> DataSource:
         return DataSource(names.IMAGES, 'tfrecord', path, records,
                           _class_names_file(path, required=True))
     dataset = image_formats.scan_class_folders(path)
-    patterns = {
-        split: (f'{split}/*/*' if split in _split_dirs(path) else '*/*')
-        for split in dataset.files
-    }
-    return DataSource(names.IMAGES, 'class_folders', path, patterns,
+    return DataSource(names.IMAGES, 'class_folders', path,
+                      _class_folder_patterns(path, dataset.files),
                       dataset.class_names)
 
 
 def _detect_clips(path: str) -> DataSource:
     dataset = clip_formats.scan_clip_folders(path)
-    split_dirs = _split_dirs(path)
-    patterns = {
-        split: (f'{split_dirs[split]}/*/*' if split in split_dirs else '*/*')
-        for split in dataset.files
-    }
     return DataSource(names.CLIPS,
                       'clip_folders',
                       path,
-                      patterns,
+                      _class_folder_patterns(path, dataset.files),
                       dataset.class_names,
                       clip_shape=dataset.shape)
 
@@ -180,16 +172,24 @@ def _detect_unlabelled_images(path: str) -> DataSource:
 
 def _split_dirs(path: str) -> Dict[str, str]:
     """Split name -> sub-folder name, for the split folders present."""
-    splits = {
-        'train': names.TRAIN,
-        'test': names.TEST,
-        'eval': names.EVAL,
-        'validation': names.EVAL
-    }
     return {
-        splits[d]: d
+        image_formats.SPLIT_FOLDERS[d]: d
         for d in os.listdir(path)
-        if d in splits and os.path.isdir(os.path.join(path, d))
+        if d in image_formats.SPLIT_FOLDERS and
+        os.path.isdir(os.path.join(path, d))
+    }
+
+
+def _class_folder_patterns(path: str, splits: Iterable[str]) -> Dict[str, str]:
+    """Split name -> file pattern of its class folders' files.
+
+    A split's files are in its split folder (`validation/` holds split
+    'eval'), or, without split folders, in the class folders at the top.
+    """
+    split_dirs = _split_dirs(path)
+    return {
+        split: f'{split_dirs[split]}/*/*' if split in split_dirs else '*/*'
+        for split in splits
     }
 
 
