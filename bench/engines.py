@@ -143,20 +143,47 @@ def format_table(results: Dict[str, Any]) -> str:
 
 
 def plot(results: Dict[str, Any], path: Path) -> None:
-    """Ingest seconds against rows, one line per configuration."""
+    """Each configuration's seconds per component, stacked, per size.
+
+    One bar per configuration and size, labelled with its ratio to the
+    in-process run of the same size.
+    """
     import matplotlib  # pylint: disable=import-outside-toplevel
     matplotlib.use('Agg')
     from matplotlib import pyplot  # pylint: disable=import-outside-toplevel
-    figure, axis = pyplot.subplots(figsize=(7, 4.5))
-    for name, points in _ingest_seconds(results).items():
-        rows = sorted(points)
-        axis.plot(rows, [points[r] for r in rows], marker='o', label=name)
-    axis.set_xlabel('rows (train + test)')
-    axis.set_ylabel('ExampleGen + StatisticsGen + Transform (s)')
+    local = _ingest_seconds(results).get('in process', {})
+    bars = [(run_result['name'], point)
+            for point_rows in sorted(
+                {p['total_rows']
+                 for r in results['runs']
+                 for p in r['points']})
+            for run_result in results['runs']
+            for point in run_result['points']
+            if point['total_rows'] == point_rows]
+    figure, axis = pyplot.subplots(figsize=(max(5, 1.1 * len(bars) + 2), 4.5))
+    bottoms = [0.0] * len(bars)
+    for component in scaling.TIMED:
+        heights = [point['component_seconds'][component] for _, point in bars]
+        axis.bar(range(len(bars)), heights, bottom=bottoms, label=component)
+        bottoms = [b + h for b, h in zip(bottoms, heights)]
+    for index, (_, point) in enumerate(bars):
+        base = local.get(point['total_rows'])
+        if base:
+            axis.annotate(f'{point["ingest_seconds"] / base:.2f}x',
+                          (index, bottoms[index]),
+                          ha='center',
+                          va='bottom',
+                          fontsize=8)
+    axis.set_xticks(range(len(bars)))
+    axis.set_xticklabels([
+        f'{name}\n{point["total_rows"] // 1000}k rows' for name, point in bars
+    ],
+                         fontsize=8)
+    axis.set_ylabel('seconds (ratio to in process above)')
     axis.legend(fontsize=8)
     machine = results['machine']
     axis.set_title(
-        f'in process, Flink and Spark; load average at start '
+        f'ExampleGen + StatisticsGen + Transform\nload average at start '
         f'{machine.get("load_start")}, at end {machine.get("load_end")}',
         fontsize=8)
     figure.tight_layout()

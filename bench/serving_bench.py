@@ -265,14 +265,43 @@ def _grpc_latency(port: int, request, iterations: int) -> Dict[str, float]:
     return _percentiles(samples)
 
 
+def _descendants(pid: int) -> List[int]:
+    """The live child processes of `pid`, theirs, and so on."""
+    found: List[int] = []
+    try:
+        tasks = os.listdir(f'/proc/{pid}/task')
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f'/proc/{pid}/task/{task}/children',
+                      encoding='ascii') as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child] + _descendants(child)
+    return found
+
+
 def cpu_seconds(pid: Optional[int] = None) -> float:
-    """User + system CPU seconds of a process (this one by default)."""
+    """User + system CPU seconds of a process (this one by default).
+
+    Of another process: its and its live descendants' (a server of several
+    processes, --server_processes).
+    """
     if pid is None:
         times = os.times()
         return times.user + times.system
-    with open(f'/proc/{pid}/stat', encoding='ascii') as f:
-        fields = f.read().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    total = 0
+    for process in [pid] + _descendants(pid):
+        try:
+            with open(f'/proc/{process}/stat', encoding='ascii') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue  # Gone meanwhile.
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf('SC_CLK_TCK')
 
 
 def _cell(latencies: List[float], elapsed: float, client_cpu: float,

@@ -5,10 +5,11 @@
 
 A SavedModel whose signature multiplies a [None, 3] float input by a 3x2
 matrix, so that every figure is the front end's own cost. For the server of
-this checkout and for the previous front end (PREVIOUS_FRONT_END, the last
-commit with it, extracted by `git archive` into a temporary directory and
-started the same way, same flags; both up at once and measured in turn,
-ROUNDS times, the medians kept):
+this checkout, one process and PROCESSES (`--server_processes`), and for
+the previous front end (PREVIOUS_FRONT_END, the last commit with it,
+extracted by `git archive` into a temporary directory and started the same
+way, same flags; all up at once and measured in turn, ROUNDS times, the
+medians kept; server CPU is the server's processes' together):
   * one client on one kept-alive REST connection (`wrk -c1`): median ms;
   * 64 REST connections (`wrk -c64`): requests/s;
   * 64 concurrent gRPC unary Predicts (grpc.aio client): requests/s;
@@ -30,7 +31,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from bench import serving_bench
 from common import environment
@@ -41,6 +42,8 @@ MODEL_NAME = 'matmul'
 ROWS = [[1.0, 2.0, 3.0]]
 WRK = 'wrk'
 CONNECTIONS = 64
+# The current server is measured with one process and with this many.
+PROCESSES = 2
 # Each server's cells are measured this many times, alternating servers;
 # the table gives the medians.
 ROUNDS = 3
@@ -91,7 +94,11 @@ def _previous_source(workdir: str) -> str:
 class _RestServer:
     """`python -m serving serve` from a source tree, gRPC and REST."""
 
-    def __init__(self, source_root: str, base_path: str, log_path: str):
+    def __init__(self,
+                 source_root: str,
+                 base_path: str,
+                 log_path: str,
+                 extra_flags: Sequence[str] = ()):
         self.grpc_port = serving_bench.free_port()
         self.rest_port = serving_bench.free_port()
         env = dict(os.environ,
@@ -103,7 +110,8 @@ class _RestServer:
             self.process = subprocess.Popen([
                 sys.executable, '-m', 'serving', 'serve',
                 f'--port={self.grpc_port}', f'--rest_api_port={self.rest_port}',
-                f'--model_name={MODEL_NAME}', f'--model_base_path={base_path}'
+                f'--model_name={MODEL_NAME}', f'--model_base_path={base_path}',
+                *extra_flags
             ],
                                             stdout=log,
                                             stderr=subprocess.STDOUT,
@@ -237,15 +245,19 @@ def run(quick: bool = False) -> dict:
         Path(script).write_text(_WRK_SCRIPT % json.dumps({'instances': ROWS}))
         request = _predict_request()
         results = {'model': '[None, 3] x [3, 2] matmul, one row a request'}
+        current = str(serving_bench.REPO_ROOT)
         sources = {
-            'previous': _previous_source(workdir),
-            'current': str(serving_bench.REPO_ROOT)
+            'previous': (_previous_source(workdir), ()),
+            'current': (current, ()),
+            f'current_{PROCESSES}_processes':
+                (current, (f'--server_processes={PROCESSES}',)),
         }
         servers = {}
         try:
-            for name, source in sources.items():
+            for name, (source, flags) in sources.items():
                 servers[name] = _RestServer(
-                    source, base_path, os.path.join(workdir, f'{name}.log'))
+                    source, base_path, os.path.join(workdir, f'{name}.log'),
+                    flags)
             for server in servers.values():  # Warm-up.
                 wrk(
                     f'http://127.0.0.1:{server.rest_port}/v1/models/'
@@ -263,18 +275,23 @@ def run(quick: bool = False) -> dict:
         for name, cells in rounds.items():
             results[name] = _median_cells(cells)
         results['in_process_calls_per_s'] = _in_process(base_path, seconds)
-    results['ratios'] = {
-        key:
-            round(
-                results['current'][key]['rps'] /
-                results['previous'][key]['rps'], 2)
-            if results['previous'][key]['rps'] else None
-        for key in results['current']
-    }
+    # requests/s over the previous front end's: 'ratios' of the current
+    # server with one process, f'ratios_{PROCESSES}_processes' with more.
+    for name in sources:
+        if name != 'previous':
+            results['ratios' + name[len('current'):]] = {
+                key:
+                    round(
+                        results[name][key]['rps'] /
+                        results['previous'][key]['rps'], 2)
+                    if results['previous'][key]['rps'] else None
+                for key in results[name]
+            }
     results['settings'] = {
         'seconds_per_cell': seconds,
         'rounds': ROUNDS,
         'previous_front_end': PREVIOUS_FRONT_END,
+        'processes': PROCESSES,
         'cpus': os.cpu_count(),
         'load_average': [load_at_start, [round(x, 2) for x in os.getloadavg()]]
     }
@@ -282,29 +299,41 @@ def run(quick: bool = False) -> dict:
 
 
 def format_table(results: dict) -> str:
-    """The figures as a Markdown table; ratio is current over previous."""
+    """The figures as a Markdown table; ratios are over previous."""
     if 'skipped' in results:
         return f'front end: skipped, {results["skipped"]}'
+    multi = f'current_{results["settings"].get("processes", 2)}_processes'
+    names = ['previous', 'current'] + ([multi] if multi in results else [])
+    processes = multi.split('_')[1]
+    titles = {
+        'current': 'current, 1 process',
+        multi: f'current, {processes} processes'
+    }
     lines = [
         f'Front end, {results["model"]} (previous = '
         f'{results["settings"]["previous_front_end"][:10]})', '',
-        '| | previous | current | current / previous |',
-        '| --- | ---: | ---: | ---: |'
+        '| | previous | ' + ' | '.join(titles[n] for n in names[1:]) + ' | ' +
+        ' | '.join(f'{titles[n].replace("current, ", "")} / previous'
+                   for n in names[1:]) + ' |',
+        '| --- |' + ' ---: |' * (2 * len(names) - 1)
     ]
     rows = (('p50_ms', 'median ms', '.2f'), ('rps', 'requests/s', '.0f'),
             ('server_cpu_ms', 'server CPU ms a request', '.2f'))
-    for key, cell in results['current'].items():
+    for key in results['current']:
         before = results['previous'][key]
         for field, what, form in rows:
-            if cell.get(field) is None or before.get(field) is None:
+            cells = [results[n][key].get(field) for n in names]
+            if any(c is None for c in cells):
                 continue
-            ratio = cell[field] / before[field] if before[field] else 0.0
-            lines.append(f'| {key.replace("_", " ")}, {what} | '
-                         f'{before[field]:{form}} | {cell[field]:{form}} | '
-                         f'{ratio:.2f}x |')
+            ratios = [
+                c / before[field] if before[field] else 0.0 for c in cells[1:]
+            ]
+            lines.append(f'| {key.replace("_", " ")}, {what} | ' +
+                         ' | '.join(f'{c:{form}}' for c in cells) + ' | ' +
+                         ' | '.join(f'{r:.2f}x' for r in ratios) + ' |')
     for key, rps in results['in_process_calls_per_s'].items():
         lines.append(f'| in process, {key.replace("_", " ")}, calls/s | | '
-                     f'{rps:.0f} | |')
+                     f'{rps:.0f} |' + ' |' * (2 * len(names) - 3))
     settings = results['settings']
     lines.append(f'\nmedians of {settings.get("rounds", 1)} rounds of '
                  f'{settings["seconds_per_cell"]:g} s a cell; load average '

@@ -17,6 +17,11 @@ Additions that tensorflow_model_server does not have:
   --rest_api_max_body_bytes larger REST request bodies are answered 413
                             as soon as the headers say so, the rest read and
                             dropped (default 32 MiB, 0: no limit).
+  --server_processes        serving processes sharing the gRPC and REST ports
+                            (SO_REUSEPORT), each loading its own copy of the
+                            models, under one supervising process (default
+                            1; "auto": one a usable CPU). TF Serving serves
+                            from one process and has no such flag.
 
 Bounds TF Serving has a flag for keep its flag, but not always its default:
 gRPC requests above 64 MiB are refused (RESOURCE_EXHAUSTED) unless
@@ -133,6 +138,12 @@ _FLAGS: Dict[str, Tuple[type, Any, str]] = {
                                 'request bodies are answered 413 (the rest '
                                 'is dropped); 0 for no limit (not a TF '
                                 'Serving flag).'),
+    'server_processes': (str, '1', 'Serving processes that share the gRPC '
+                         'and REST ports (SO_REUSEPORT; the kernel spreads '
+                         'connections over them), each with its own copy of '
+                         'the models, under a parent that restarts any that '
+                         'dies; "auto": one a usable CPU (not a TF Serving '
+                         'flag: TF Serving has no such flag).'),
 }
 
 _UNSUPPORTED = {
@@ -146,6 +157,7 @@ _UNSUPPORTED = {
 ServerFlags = dataclasses.make_dataclass(
     'ServerFlags', [(name, spec[0], dataclasses.field(default=spec[1]))
                     for name, spec in _FLAGS.items()])
+ServerFlags.__module__ = __name__  # Picklable: spawned processes get flags.
 ServerFlags.__doc__ = 'Parsed tensorflow_model_server flags.'
 
 
@@ -208,7 +220,30 @@ def parse(argv: Sequence[str]) -> Any:
     for name, reason in _UNSUPPORTED.items():
         if getattr(flags, name):
             raise FlagError(f'--{name}: {reason}')
+    if process_count(flags) > 1 and flags.grpc_socket_path:
+        raise FlagError('--grpc_socket_path: a UNIX socket cannot be shared '
+                        'by --server_processes; serve it from one process')
     return flags
+
+
+def process_count(flags) -> int:
+    """--server_processes as a number ("auto": the CPUs usable here).
+
+    Raises:
+      FlagError: neither a positive integer nor "auto".
+    """
+    raw = flags.server_processes.strip().lower()
+    if raw == 'auto':
+        return len(os.sched_getaffinity(0)) or 1
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise FlagError(f'Illegal value for flag --server_processes: '
+                        f'{flags.server_processes!r} (a positive integer or '
+                        f'"auto")')
+    return count
 
 
 def grpc_channel_arguments(spec: str) -> List[Tuple[str, Any]]:

@@ -239,8 +239,9 @@ async def start(inference: inference_lib.Inference,
     merged = dict([
         ('grpc.max_receive_message_length', DEFAULT_MAX_RECEIVE_MESSAGE_LENGTH),
         ('grpc.max_send_message_length', -1),
-        # No SO_REUSEPORT: a port already taken fails loudly
-        # instead of being shared.
+        # No SO_REUSEPORT: a port already taken fails loudly instead of
+        # being shared (--server_processes turns it on once its supervisor
+        # has found the port free and holds it).
         ('grpc.so_reuseport', 0)
     ])
     merged.update(options)

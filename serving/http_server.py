@@ -41,11 +41,13 @@ class ClientGone(Exception):
     """The client closed its connection before the response was sent."""
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ':' in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(1024)
         sock.setblocking(False)
@@ -66,9 +68,16 @@ class HttpServer:
         self._workers = event_loop.WorkerPool(num_threads, 'rest')
         self._runner: Optional[web.ServerRunner] = None
 
-    async def start(self, host: str, port: int) -> int:
-        """Opens the port (0: any free one); returns the bound port."""
-        sock = _bind(host, port)
+    async def start(self,
+                    host: str,
+                    port: int,
+                    reuse_port: bool = False) -> int:
+        """Opens the port (0: any free one); returns the bound port.
+
+        With `reuse_port`, other processes of the same user that set it too
+        listen on the same port (SO_REUSEPORT; --server_processes).
+        """
+        sock = _bind(host, port, reuse_port)
         server = web.Server(self._handle,
                             keepalive_timeout=self._timeout,
                             lingering_time=self._timeout,

@@ -5,8 +5,13 @@ command line or config fails fast, before TensorFlow is imported), then the
 models are loaded, and only once every model's latest version is AVAILABLE
 are the gRPC and REST ports opened. A model that fails to load at startup
 fails the server ("Failed to start server. Error: ..."), exit status 255.
+
+With --server_processes N > 1 this process checks the flags and config,
+reserves the ports and supervises N serving processes
+(`serving/server_processes.py`), each running `serve` on the shared ports.
 """
 
+import dataclasses
 import gc
 import importlib.metadata
 import logging
@@ -16,7 +21,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
@@ -24,19 +29,25 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving import config as config_lib
 from serving import errors
 from serving import flags as flags_lib
-from serving import manager as manager_lib
 from serving import metrics as metrics_lib
-from serving import served_versions
+from serving import server_processes
+
+if TYPE_CHECKING:
+    from serving import manager as manager_lib
 
 _EXIT_FAILURE = 255
 _LOG_FORMAT = ('%(asctime)s.%(msecs)03d: %(levelname).1s '
-               'serving/%(module)s] %(message)s')
+               'serving/%(module)s] {}%(message)s')
 
 
-def _fail(message: str) -> int:
-    print(f'Failed to start server. Error: {message}',
-          file=sys.stderr,
-          flush=True)
+def _fail(message: str, role: Optional[server_processes.Role] = None) -> int:
+    """Prints TF Serving's one line (a child tells its supervisor instead)."""
+    if role is not None:
+        role.failed(message)
+    else:
+        print(f'Failed to start server. Error: {message}',
+              file=sys.stderr,
+              flush=True)
     return _EXIT_FAILURE
 
 
@@ -107,7 +118,7 @@ def _make_loader(flags, inference, metrics: metrics_lib.Metrics):
     return load
 
 
-def _poll_config_file(flags, manager: manager_lib.ModelManager,
+def _poll_config_file(flags, manager: 'manager_lib.ModelManager',
                       stop: threading.Event) -> None:
     """Re-applies --model_config_file whenever it differs from the config."""
     while not stop.wait(flags.model_config_file_poll_wait_seconds):
@@ -127,22 +138,48 @@ def _bind(host: str, port: int) -> str:
     return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
 
 
-def serve(flags) -> int:
-    """Runs the server until SIGTERM/SIGINT; returns the exit status."""
+def _read_settings(flags):
+    """(config, batching, prometheus path, gRPC channel arguments).
+
+    Raises:
+      OSError, text_format.ParseError, errors.ServingError,
+      flags_lib.FlagError: a file or flag is bad.
+    """
+    config = _read_model_config(flags)
+    config_lib.validate_model_server_config(config)
+    _check_startup_labels(config,
+                          flags.allow_version_labels_for_unavailable_models)
+    batching = (config_lib.read_batching_parameters(
+        flags.batching_parameters_file) if flags.enable_batching else None)
+    prometheus_path = config_lib.read_monitoring_path(
+        flags.monitoring_config_file)
+    channel_args = flags_lib.grpc_channel_arguments(
+        flags.grpc_channel_arguments)
+    return config, batching, prometheus_path, channel_args
+
+
+_SETTINGS_ERRORS = (OSError, text_format.ParseError, errors.ServingError,
+                    flags_lib.FlagError)
+
+
+def _reload_refused(*_, **__) -> None:
+    raise errors.failed_precondition(
+        'HandleReloadConfigRequest reaches one of --server_processes: '
+        'reload with --model_config_file and '
+        '--model_config_file_poll_wait_seconds instead')
+
+
+def serve(flags, role: Optional[server_processes.Role] = None) -> int:
+    """Runs the server until SIGTERM/SIGINT; returns the exit status.
+
+    `role`: this process is one of --server_processes, on shared ports.
+    """
     try:
-        config = _read_model_config(flags)
-        config_lib.validate_model_server_config(config)
-        _check_startup_labels(config,
-                              flags.allow_version_labels_for_unavailable_models)
-        batching = (config_lib.read_batching_parameters(
-            flags.batching_parameters_file) if flags.enable_batching else None)
-        prometheus_path = config_lib.read_monitoring_path(
-            flags.monitoring_config_file)
-        channel_args = flags_lib.grpc_channel_arguments(
-            flags.grpc_channel_arguments)
-    except (OSError, text_format.ParseError, errors.ServingError,
-            flags_lib.FlagError) as e:
-        return _fail(str(e))
+        config, batching, prometheus_path, channel_args = _read_settings(flags)
+    except _SETTINGS_ERRORS as e:
+        return _fail(str(e), role)
+    if role is not None:
+        channel_args.append(('grpc.so_reuseport', 1))
 
     _configure_tensorflow(flags)
     # pylint: disable=import-outside-toplevel
@@ -151,9 +188,13 @@ def serve(flags) -> int:
     from serving import grpc_server
     from serving import http_server
     from serving import inference as inference_lib
+    from serving import manager as manager_lib
     from serving import rest_api
+    from serving import served_versions
 
     metrics = metrics_lib.Metrics()
+    if role is not None:
+        metrics.share(role.metrics_dir, role.index)
     batcher = (batching_lib.BatchScheduler(batching, metrics)
                if batching else None)
     # Requests and warmup read the served versions; the manager, loading
@@ -181,7 +222,7 @@ def serve(flags) -> int:
         manager.reload(config)
     except errors.ServingError as e:
         manager.stop()
-        return _fail(str(e))
+        return _fail(str(e), role)
 
     stop = threading.Event()
     addresses = [_bind(flags.host, flags.port)]
@@ -190,14 +231,17 @@ def serve(flags) -> int:
     grpc_loop = event_loop.EventLoopThread('grpc-loop', libuv=True)
     try:
         grpc = grpc_loop.run(
-            grpc_server.start(inference, manager.reload, addresses,
-                              flags.grpc_max_threads, channel_args, metrics))
+            grpc_server.start(
+                inference, manager.reload if role is None else _reload_refused,
+                addresses, flags.grpc_max_threads, channel_args, metrics))
     except (OSError, RuntimeError) as e:
         grpc_loop.close()
         manager.stop()
-        return _fail(f'failed to start gRPC server: {e}')
-    logging.info('Running gRPC ModelServer at %s ...',
-                 _bind(flags.host, grpc.ports[0]))
+        return _fail(f'failed to start gRPC server: {e}', role)
+    # One of several processes: its supervisor logs TF Serving's lines.
+    logging.info(
+        'Running gRPC ModelServer at %s ...' if role is None else 'gRPC at %s',
+        _bind(flags.host, grpc.ports[0]))
     http, rest_loop = None, None
     if flags.rest_api_port:
         rest_loop = event_loop.EventLoopThread('rest-loop')
@@ -208,15 +252,16 @@ def serve(flags) -> int:
             max_body_bytes=flags.rest_api_max_body_bytes)
         try:
             rest_port = rest_loop.run(
-                http.start(flags.host, flags.rest_api_port))
+                http.start(flags.host, flags.rest_api_port, role is not None))
         except OSError as e:
             rest_loop.close()
             grpc_loop.run(grpc.stop(0))
             grpc_loop.close()
             manager.stop()
-            return _fail(f'failed to start HTTP server: {e}')
-        logging.info('Exporting HTTP/REST API at:%s ...',
-                     _bind(flags.host, rest_port))
+            return _fail(f'failed to start HTTP server: {e}', role)
+        logging.info(
+            'Exporting HTTP/REST API at:%s ...' if role is None else
+            'HTTP/REST at %s', _bind(flags.host, rest_port))
     if (flags.model_config_file and
             flags.model_config_file_poll_wait_seconds > 0):
         threading.Thread(target=_poll_config_file,
@@ -230,6 +275,8 @@ def serve(flags) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if role is not None:
+        role.ready(grpc.ports[0], flags.rest_api_port)
     while not stop.wait(1.0):
         pass
     grpc_loop.run(grpc.stop(grace=2), timeout=10)
@@ -240,7 +287,63 @@ def serve(flags) -> int:
     manager.stop()
     if batcher is not None:
         batcher.stop()
+    metrics.close()
     return 0
+
+
+def _configure_logging(name: str) -> None:
+    """Logs to stderr, each line naming the process if `name` is given."""
+    logging.basicConfig(level=logging.INFO,
+                        format=_LOG_FORMAT.format(f'{name}: ' if name else ''),
+                        datefmt='%Y-%m-%d %H:%M:%S',
+                        stream=sys.stderr,
+                        force=True)
+    # Importing TensorFlow drags in google.api_core, which nags about Python
+    # 3.10 on every start.
+    warnings.filterwarnings('ignore', category=FutureWarning)
+
+
+def run_child(flags, role: server_processes.Role) -> None:
+    """A spawned serving process of --server_processes: `serve` on its ports."""
+    _configure_logging(role.name)
+    role.watch_supervisor()
+    sys.exit(serve(flags, role))
+
+
+def _supervise(flags, count: int) -> int:
+    """Checks the settings, reserves the ports, runs `count` serving ones."""
+    try:
+        _read_settings(flags)
+    except _SETTINGS_ERRORS as e:
+        return _fail(str(e))
+    holders = []
+    try:
+        for port, what in ((flags.port, 'gRPC'), (flags.rest_api_port, 'HTTP')):
+            if port or what == 'gRPC':
+                try:
+                    holders.append(
+                        server_processes.reserve_port(flags.host, port))
+                except OSError as e:
+                    return _fail(f'failed to start {what} server: Failed to '
+                                 f'bind to {_bind(flags.host, port)}: {e}')
+        ports = [h.getsockname()[1] for h in holders] + [0]
+        grpc_port, rest_port = ports[0], ports[1]
+
+        def on_serving(grpc_port: int, rest_port: int) -> None:
+            logging.info('Running gRPC ModelServer at %s ...',
+                         _bind(flags.host, grpc_port))
+            if rest_port:
+                logging.info('Exporting HTTP/REST API at:%s ...',
+                             _bind(flags.host, rest_port))
+            logging.info('%d server processes share these ports', count)
+
+        supervisor = server_processes.Supervisor(
+            count, run_child, (dataclasses.replace(
+                flags, port=grpc_port, rest_api_port=rest_port),), _fail)
+        return supervisor.run((grpc_port, rest_port), on_serving)
+    finally:
+        for holder in holders:
+            holder.close()
 
 
 def _version_text() -> str:
@@ -276,12 +379,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             f'--model_config_file are empty!',
             file=sys.stderr)
         return _EXIT_FAILURE
-    logging.basicConfig(level=logging.INFO,
-                        format=_LOG_FORMAT,
-                        datefmt='%Y-%m-%d %H:%M:%S',
-                        stream=sys.stderr,
-                        force=True)
-    # Importing TensorFlow drags in google.api_core, which nags about Python
-    # 3.10 on every start.
-    warnings.filterwarnings('ignore', category=FutureWarning)
+    count = flags_lib.process_count(flags)
+    if count > 1:
+        _configure_logging(f'supervisor pid {os.getpid()}')
+        return _supervise(flags, count)
+    _configure_logging('')
     return serve(flags)

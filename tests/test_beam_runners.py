@@ -17,7 +17,7 @@ from bench import common
 from tests import datasets
 
 # Heavy (tests/conftest.py): two ingests, one on multi-processing Beam.
-pytestmark = pytest.mark.heavy(205)
+pytestmark = pytest.mark.heavy(110)
 
 MODES = ('in_memory', 'multi_processing')
 

@@ -26,7 +26,7 @@ from pipeline import runner
 from tests import datasets
 
 # Heavy (tests/conftest.py): a killed convnet run and its rerun.
-pytestmark = pytest.mark.heavy(100)
+pytestmark = pytest.mark.heavy(55)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNING = metadata_store_pb2.Execution.RUNNING

@@ -31,6 +31,10 @@ from models.convnet import model as convnet
 from tests import datasets
 from tests import tiny_transform
 
+# Heavy (tests/conftest.py): workers and parameter servers as processes,
+# a dozen trainings; about 85 s of one test worker idle.
+pytestmark = pytest.mark.heavy(85)
+
 CLASSES, PARAMS, SIZE, TRAIN = (tiny_transform.CLASSES, tiny_transform.PARAMS,
                                 tiny_transform.SIZE, tiny_transform.TRAIN)
 _fn_args = tiny_transform.fn_args

@@ -84,6 +84,18 @@ def test_beam_engine_expands_to_the_portable_runner_and_the_pool():
     assert '--engine-address=10.0.0.5:8099' in run_flags
 
 
+def test_a_remote_flink_is_cancelled_at_its_flink_master(tmp_path):
+    # `--engine-address` alone says nothing of the Flink cluster behind the
+    # job server: no REST address to cancel a job at.
+    remote = engines.beam_args('flink', '10.0.0.5:8099')
+    assert engines.flink_rest_of(remote, str(tmp_path)) is None
+    assert engines.flink_rest_of(
+        remote + ['--flink_master=http://10.0.0.6:8081/'],
+        str(tmp_path)) == '10.0.0.6:8081'
+    assert engines.flink_rest_of(remote + ['--flink_master=[auto]'],
+                                 str(tmp_path)) is None
+
+
 def test_an_engine_not_running_is_one_line_before_any_component(tmp_path):
     port = engines.free_port()  # Nothing listens there.
     home = tmp_path / 'home'
@@ -178,6 +190,37 @@ def test_cache_plan_streams_a_split_over_the_budget():
     }, sizes)
     assert plan['cached_splits'] == {'train': False, 'eval': False}
     assert training.cache_plan({}, sizes)['cache_budget_bytes'] > 0
+
+
+def _mebibytes(size: str) -> int:
+    """Flink's `1504m` / `32kb` as bytes."""
+    number, unit = re.fullmatch(r'(\d+)(m|kb)', size).groups()
+    return int(number) * (2**20 if unit == 'm' else 2**10)
+
+
+def test_flinks_sort_buffers_hold_tfdvs_largest_record_of_an_image():
+    # pylint: disable=import-outside-toplevel
+    from apache_beam.transforms import combiners
+    from tensorflow_data_validation import StatsOptions
+    settings = engines.flink_settings('/tmp/cluster', 1, 2, 2)
+    # What Flink gives one sorter: the slot's managed memory over the job's
+    # memory consumers, in whole pages, less the pages it keeps aside.
+    page = _mebibytes(settings['taskmanager.memory.segment-size'])
+    slot_pages = (_mebibytes(settings['taskmanager.memory.managed.size']) //
+                  settings['taskmanager.numberOfTaskSlots'] // page)
+    record_room = (slot_pages // engines.FLINK_MEMORY_CONSUMERS -
+                   engines.FLINK_SORTER_PAGES) * page
+    # The record that failed the convnet's StatisticsGen on Flink: a
+    # bundle's top-k accumulator of the 28x28 images (TFDV's rank histogram
+    # keeps its 1000 most frequent values), as Beam encodes it.
+    top = combiners.TopCombineFn(StatsOptions().num_rank_histogram_buckets)
+    accumulator = top.create_accumulator()
+    for image in range(2000):
+        accumulator = top.add_input(accumulator,
+                                    (1, image.to_bytes(784, 'big')))
+    record = len(top.get_accumulator_coder().encode(top.compact(accumulator)))
+    assert record > 700_000
+    assert record_room >= record, (record_room, record)
 
 
 def test_deployments_of_the_engines_are_valid_yaml_naming_the_image():

@@ -31,7 +31,7 @@ from tests import datasets
 from tests.serving import server_utils
 
 # Heavy (tests/conftest.py): two Kubeflow jobs, task by task.
-pytestmark = pytest.mark.heavy(450)
+pytestmark = pytest.mark.heavy(270)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Smoke-sized, set at compile time as a user would: a few epochs of a few

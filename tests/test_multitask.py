@@ -30,7 +30,7 @@ from tests import datasets
 from tests.serving import server_utils
 
 # Heavy (tests/conftest.py): one multitask run.
-pytestmark = pytest.mark.heavy(120)
+pytestmark = pytest.mark.heavy(95)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ['boot', 'coat', 'sandal', 'shirt']

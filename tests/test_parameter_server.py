@@ -24,7 +24,7 @@ from tests import datasets
 from tests import tiny_transform
 from tests.serving import server_utils
 
-pytestmark = pytest.mark.heavy(70)  # Seconds on an idle machine, a guess.
+pytestmark = pytest.mark.heavy(45)  # Idle seconds: the run of seed 1245933834.
 
 EPOCHS = 6
 # The epoch whose start tells the killer that training runs: the first

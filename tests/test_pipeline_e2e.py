@@ -10,6 +10,7 @@ Beam runs with the pipeline's defaults (FnApiRunner, in memory).
 import glob
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -30,7 +31,7 @@ from tests import pipeline_runs
 
 # Heavy (tests/conftest.py): the convnet's first run, its cached rerun,
 # the mirrored and the worse-model runs.
-pytestmark = pytest.mark.heavy(520)
+pytestmark = pytest.mark.heavy(240)
 
 
 @pytest.fixture(scope='module')
@@ -134,13 +135,52 @@ def test_the_runs_report_renders_every_section_in_chromium(convnet_run):
     assert page.body['data-figures-shown'] == '3'
 
 
+def _make_demo_commands(home):
+    """`make demo HOME_DIR=home`'s pipeline commands, as `make -n` prints
+    them (the recipe's lines; nothing is run)."""
+    process = subprocess.run(['make', '-n', 'demo', f'HOME_DIR={home}'],
+                             cwd=pipeline_runs.REPO,
+                             capture_output=True,
+                             text=True,
+                             timeout=300,
+                             check=True)
+    return [
+        shlex.split(line)
+        for line in process.stdout.splitlines()
+        if ' -m pipeline ' in line
+    ]
+
+
+def test_make_demo_trains_both_families_on_their_full_data(tmp_path):
+    """`make demo`'s two runs (an hour together: not run here) are command
+    lines the pipeline takes, the full profile of the convnet and the RNN
+    into HOME_DIR, on their default data, which is there and readable:
+    the checks `pipeline run` makes before it loads TensorFlow."""
+    home = str(tmp_path / 'home')
+    *runs, _ = _make_demo_commands(home)
+    models = []
+    for command in runs:
+        assert command[1:4] == ['-m', 'pipeline', 'run'], command
+        args = pipeline_cli.build_parser().parse_args(command[3:])
+        assert (args.profile, args.home, args.data) == ('full', home, None)
+        pipeline_cli._check_arguments(args)  # pylint: disable=protected-access
+        models.append(args.model)
+    assert models == ['convnet', 'rnn']
+
+
 def test_demo_serves_the_homes_model_and_prints_its_answers(convnet_run):
-    """`python -m pipeline demo --home H` (the README's third command):
-    serves what H's runs pushed and prints its answers to Fashion-MNIST's
-    first test images, each beside its true class."""
+    """`make demo`'s last command, `python -m pipeline demo --home H` (the
+    README's third command), as the Makefile's recipe has it: serves what
+    H's runs pushed and prints its answers to Fashion-MNIST's first test
+    images, each beside its true class."""
     _, _, home, _ = convnet_run
+    demo = _make_demo_commands(home)[-1]
+    assert demo[1:] == ['-m', 'pipeline', 'demo', '--home', home], demo
+    # The recipe's interpreter is the Makefile's venv's, this one under
+    # `make test`; here (and under Bazel, whose runfiles hold no venv) the
+    # one running the tests.
     process = subprocess.run(
-        [sys.executable, '-m', 'pipeline', 'demo', '--home', home],
+        [sys.executable, *demo[1:]],
         cwd=pipeline_runs.REPO,
         capture_output=True,
         text=True,

@@ -23,7 +23,7 @@ from tests import pipeline_runs
 
 # Heavy (tests/conftest.py): the FCN with its search and its rerun,
 # InceptionTime.
-pytestmark = pytest.mark.heavy(360)
+pytestmark = pytest.mark.heavy(150)
 
 
 def _signature(model, name):

@@ -26,7 +26,7 @@ from tests import datasets
 from tests import pipeline_runs
 
 # Heavy (tests/conftest.py): the RNN and three runs the DataGate stops.
-pytestmark = pytest.mark.heavy(340)
+pytestmark = pytest.mark.heavy(115)
 
 
 def _signature(model, name):

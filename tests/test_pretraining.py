@@ -22,7 +22,7 @@ from tests import datasets
 from tests import tiny_transform as tiny
 from tests.serving import server_utils
 
-pytestmark = pytest.mark.heavy(50)  # Seconds on an idle machine, a guess.
+pytestmark = pytest.mark.heavy(25)  # Idle seconds: the run of seed 1245933834.
 
 # tiny_transform's one block of 4 filters.
 TRUNK_LAYERS = [

@@ -24,7 +24,7 @@ from serving.process import free_port
 from tests import datasets
 
 # Heavy (tests/conftest.py): two scheduled convnet runs and a server.
-pytestmark = pytest.mark.heavy(180)
+pytestmark = pytest.mark.heavy(105)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Deadlines bound a hang only: a run took 14 minutes with the machine's two

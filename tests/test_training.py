@@ -18,6 +18,10 @@ from models.fcn import model as fcn
 from models.inception_time import model as inception_time
 from models.rnn import model as rnn
 
+# Heavy (tests/conftest.py): in-process trainings under MirroredStrategy
+# (the RNN's graph alone about 30 s); about 80 s of one test worker idle.
+pytestmark = pytest.mark.heavy(80)
+
 
 @pytest.fixture
 def mirrored():

@@ -21,11 +21,19 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from tests.serving import testmodels
 
+# Heavy (tests/conftest.py): servers of its own, eight 30 MB bodies; about
+# 65 s of one test worker idle.
+pytestmark = pytest.mark.heavy(65)
+
 REST_THREADS = 2
 TIMEOUT_MS = 1500
 MAX_BODY = 100_000
 MAX_GRPC = 200_000
 ROWS = [[0.1, 0.2, 0.3, 0.4]]
+# The clients' socket timeouts bound a hang only: with both cores busy and
+# the load average near 20, `_rest_ok` once waited over 20 s for its answer,
+# behind the predictions of twenty bodies whose clients had gone.
+HANG_SECONDS = 300
 
 
 @pytest.fixture(scope='module')
@@ -80,7 +88,7 @@ def _rest_ok(server) -> None:
     code, body = server.http('POST',
                              '/v1/models/m:predict',
                              raw=_predict_body(ROWS),
-                             timeout=20)
+                             timeout=HANG_SECONDS)
     assert code == 200, body
 
 
@@ -99,7 +107,7 @@ def test_grpc_request_above_max_receive_is_resource_exhausted(server, stub):
 def test_rest_body_above_the_limit_is_413_unread(server):
     connection = http.client.HTTPConnection('127.0.0.1',
                                             server.rest_port,
-                                            timeout=20)
+                                            timeout=HANG_SECONDS)
     # Headers only: the server must answer without waiting for the body.
     connection.putrequest('POST', '/v1/models/m:predict')
     connection.putheader('Content-Length', str(50 * MAX_BODY))
@@ -119,7 +127,8 @@ def test_rest_client_still_sending_a_large_body_reads_the_413(server):
     """A body 80 times the limit, sent whole: the client reads the 413 the
     server answered early, not a connection reset."""
     body = b' ' * (80 * MAX_BODY)
-    with socket.create_connection(('127.0.0.1', server.rest_port), 20) as s:
+    with socket.create_connection(('127.0.0.1', server.rest_port),
+                                  HANG_SECONDS) as s:
         s.sendall(b'POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n'
                   b'Content-Length: %d\r\n\r\n' % len(body) + body)
         reply = b''
@@ -139,7 +148,8 @@ def test_rest_stalled_body_is_408_and_idle_connections_close(server):
                   b'Content-Length: 100\r\n\r\n{"instan')
         reply = s.recv(4096)
         assert reply.startswith(b'HTTP/1.1 408'), reply
-    with socket.create_connection(('127.0.0.1', server.rest_port), 20) as s:
+    with socket.create_connection(('127.0.0.1', server.rest_port),
+                                  HANG_SECONDS) as s:
         assert s.recv(10) == b''  # Idle: closed by the server.
     _rest_ok(server)
 
@@ -148,12 +158,13 @@ def test_rest_threads_stay_bounded_under_many_connections(server):
     _rest_ok(server)
     before = _threads(server)
     idle = [
-        socket.create_connection(('127.0.0.1', server.rest_port), 20)
+        socket.create_connection(('127.0.0.1', server.rest_port), HANG_SECONDS)
         for _ in range(60)
     ]
     stalled = []
     for _ in range(20):
-        s = socket.create_connection(('127.0.0.1', server.rest_port), 20)
+        s = socket.create_connection(('127.0.0.1', server.rest_port),
+                                     HANG_SECONDS)
         s.sendall(b'POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n'
                   b'Content-Length: 1000\r\n\r\n{')
         stalled.append(s)
@@ -174,7 +185,8 @@ def test_client_disconnects_are_logged_in_one_line(server):
     linger = struct.pack('ii', 1, 0)  # close() sends a reset
     body = _predict_body(np.ones((2000, 4)).tolist())
     for _ in range(20):
-        s = socket.create_connection(('127.0.0.1', server.rest_port), 20)
+        s = socket.create_connection(('127.0.0.1', server.rest_port),
+                                     HANG_SECONDS)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
         s.sendall(b'POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n'
                   b'Content-Length: %d\r\n\r\n' % len(body) + body)

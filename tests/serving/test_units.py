@@ -1,6 +1,7 @@
 """In-process tests of the server's pieces (no server process, fast)."""
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from serving import event_loop
 from serving import flags as flags_lib
 from serving import json_codec
 from serving import manager as manager_lib
+from serving import metrics as metrics_lib
 from serving import servable as servable_lib
 from serving import served_versions
 from serving import tensors
@@ -50,10 +52,47 @@ def test_flags_both_forms_and_defaults():
     (['--port=x'], 'Illegal value'),
     (['--enable_batching=maybe'], 'Illegal value'),
     (['--use_tflite_model'], 'TFLite'),
+    (['--server_processes=0'], 'Illegal value for flag --server_processes'),
+    (['--server_processes=two'], 'Illegal value for flag --server_processes'),
+    (['--server_processes=2', '--grpc_socket_path=/s'], 'UNIX socket'),
 ])
 def test_flags_errors(argv, message):
     with pytest.raises(flags_lib.FlagError, match=message):
         flags_lib.parse(argv)
+
+
+def test_shared_metrics_sum_processes_and_survive_a_replacement(tmp_path):
+    """--server_processes: any process's scrape gives the totals."""
+    first, second = metrics_lib.Metrics(), metrics_lib.Metrics()
+    first.share(str(tmp_path), 0)
+    second.share(str(tmp_path), 1)
+    for metrics, count in ((first, 3), (second, 4)):
+        for _ in range(count):
+            metrics.request('m', 'predict', 'REST', 'OK', 100.0)
+        metrics.versions_available('m', count)
+    first.close()  # A last write of each; the live process reads the other.
+    second.close()
+    ok = ':tensorflow:serving:request_count{model_name="m",status="OK"} 7'
+    latency = (':tensorflow:serving:request_latency_count{model_name="m",'
+               'API="predict",entrypoint="REST"} 7')
+    for metrics, gauge in ((first, 3), (second, 4)):
+        text = metrics.render()
+        assert ok in text and latency in text
+        assert (':tensorflow:serving:model_versions_available{model_name="m"} '
+                f'{gauge}') in text.splitlines()
+    replacement = metrics_lib.Metrics()  # Of the first, after it died.
+    replacement.share(str(tmp_path), 0)
+    replacement.request('m', 'predict', 'REST', 'OK', 100.0)
+    replacement.close()
+    assert ok.replace('} 7', '} 8') in replacement.render()
+
+
+def test_server_processes_counts():
+    count = flags_lib.process_count
+    assert count(flags_lib.parse([])) == 1
+    assert count(flags_lib.parse(['--server_processes', '3'])) == 3
+    assert count(flags_lib.parse(['--server_processes=auto'
+                                 ])) == len(os.sched_getaffinity(0))
 
 
 def test_grpc_channel_arguments():
