@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from bench import __main__ as bench_main
@@ -365,6 +366,51 @@ def test_kept_reads_the_newest_trainer_model_and_scores_both_splits(tmp_path):
     }
 
 
+# A process that burns some CPU, starts a child that does the same, prints
+# each one's own CPU seconds (os.times) and waits on its stdin.
+_PROCESS_TREE = """
+import os, subprocess, sys
+
+def burn():
+    total = 0
+    for i in range(3_000_000):
+        total += i
+    times = os.times()
+    return times.user + times.system
+
+if sys.argv[1] == 'parent':
+    child = subprocess.Popen([sys.executable, '-c', sys.argv[2], 'child', ''],
+                             stdout=subprocess.PIPE, text=True)
+    child_line = child.stdout.readline()
+    print(burn(), child_line.strip(), flush=True)
+    sys.stdin.read()
+    child.wait()
+else:
+    print(burn(), flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_servers_cpu_by_its_id_counts_its_live_child_processes():
+    """cpu_seconds(pid) (read from /proc) is the process's CPU and its
+    children's, as each of them counts its own."""
+    tree = subprocess.Popen(
+        [sys.executable, '-c', _PROCESS_TREE, 'parent', _PROCESS_TREE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True)
+    try:
+        parent_cpu, child_cpu = map(float, tree.stdout.readline().split())
+        assert child_cpu > 0.05
+        # Both now wait on stdin: their CPU stays what they printed.
+        assert serving_bench.cpu_seconds(tree.pid) == pytest.approx(parent_cpu +
+                                                                    child_cpu,
+                                                                    abs=0.05)
+    finally:
+        tree.stdin.close()
+        tree.wait(timeout=60)
+
+
 def test_serving_bench_cells_count_per_request_and_print_every_client_count():
     # 10 requests of 1 ms and one of 101 ms in 2 s; 11 ms of client CPU
     # and 22 ms of server CPU in all.
@@ -373,10 +419,6 @@ def test_serving_bench_cells_count_per_request_and_print_every_client_count():
     assert cell['p50'] == 1.0 and cell['p99'] == 91.0
     assert (cell['client_cpu_ms'], cell['server_cpu_ms']) == (1.0, 2.0)
     assert 'server_cpu_ms' not in serving_bench._cell([0.001], 1.0, 0.0, None)  # pylint: disable=protected-access
-    # The CPU of a process by its id (/proc) agrees with this process's own.
-    own = serving_bench.cpu_seconds()
-    by_pid = serving_bench.cpu_seconds(os.getpid())
-    assert own > 0 and abs(by_pid - own) < 0.1
     cells = {str(c): dict(cell) for c in serving_bench.CONCURRENCY}
     results = {
         'latency_ms': {
