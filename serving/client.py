@@ -16,7 +16,7 @@ Example:
 
 import dataclasses
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -487,6 +487,21 @@ class ModelServerClient:
             output_filter=[signatures.SCORES_OUTPUT, signatures.CLASSES_OUTPUT])
         return predictions_from_outputs(outputs, top_k, what=signature)
 
+    def _classify_in_batches(self, model: str, items: Sequence[Any],
+                             batch_size: int,
+                             to_inputs: Callable[[Sequence[Any]],
+                                                 Mapping[str,
+                                                         Any]], signature: str,
+                             version: Optional[int], label: Optional[str],
+                             top_k: Optional[int]) -> List[Prediction]:
+        """Classifies `items` a request per `batch_size`, in order."""
+        results: List[Prediction] = []
+        for batch in _batches(list(items), batch_size):
+            results.extend(
+                self._predict_classes(model, to_inputs(batch), signature,
+                                      version, label, top_k))
+        return results
+
     def predict_images(
             self,
             model: str,
@@ -511,16 +526,11 @@ class ModelServerClient:
         Raises:
             ServingError: The RPC failed or the answer is malformed.
         """
-        results: List[Prediction] = []
-        for batch in _batches(list(images), batch_size):
-            inputs = {
+        return self._classify_in_batches(
+            model, images, batch_size, lambda batch: {
                 signatures.IMAGE_INPUT:
                     np.array([bytes(b) for b in batch], dtype=object)
-            }
-            results.extend(
-                self._predict_classes(model, inputs, signatures.IMAGE_SIGNATURE,
-                                      version, label, top_k))
-        return results
+            }, signatures.IMAGE_SIGNATURE, version, label, top_k)
 
     def predict_sequences(
             self,
@@ -554,18 +564,18 @@ class ModelServerClient:
                                    version, label)
         values_dtype = dtypes.get(signatures.SEQUENCE_INPUT, np.float32)
         lengths_dtype = dtypes.get(signatures.LENGTH_INPUT, np.int64)
-        results: List[Prediction] = []
-        for batch in _batches(list(sequences), batch_size):
+
+        def to_inputs(batch):
             padded, lengths = pad_sequences(batch, dtype=values_dtype)
-            inputs = {
+            return {
                 signatures.SEQUENCE_INPUT: padded,
                 signatures.LENGTH_INPUT: lengths.astype(lengths_dtype),
             }
-            results.extend(
-                self._predict_classes(model, inputs,
-                                      signatures.SEQUENCE_SIGNATURE, version,
-                                      label, top_k))
-        return results
+
+        return self._classify_in_batches(model, sequences, batch_size,
+                                         to_inputs,
+                                         signatures.SEQUENCE_SIGNATURE, version,
+                                         label, top_k)
 
     def predict_clips(
             self,
@@ -593,16 +603,11 @@ class ModelServerClient:
             ServingError: The RPC failed (a clip of another shape than the
                 model's) or the answer is malformed.
         """
-        results: List[Prediction] = []
-        for batch in _batches(list(clips), batch_size):
-            inputs = {
+        return self._classify_in_batches(
+            model, clips, batch_size, lambda batch: {
                 signatures.CLIP_INPUT:
                     np.stack([np.asarray(c, np.float32) for c in batch])
-            }
-            results.extend(
-                self._predict_classes(model, inputs, signatures.CLIP_SIGNATURE,
-                                      version, label, top_k))
-        return results
+            }, signatures.CLIP_SIGNATURE, version, label, top_k)
 
     def classify_examples(self,
                           model: str,
