@@ -19,10 +19,15 @@ warnings.filterwarnings('ignore', category=FutureWarning)
 # above at import time.
 # pylint: disable=wrong-import-position
 from models import distribute  # noqa: E402
+from models import tracing  # noqa: E402
 
 # Devices must be split before TensorFlow initializes them, i.e. before any
 # test runs an op.
 distribute.split_cpu(2)
+# As the Trainer does (models/tracing.py): the tests that build and fit
+# models in process would otherwise have AutoGraph rewrite tf_keras's own
+# code on each worker's first trace, 20-40 s of CPU each.
+tracing.skip_autograph_of_tf_keras()
 
 
 @pytest.fixture(scope='session')
