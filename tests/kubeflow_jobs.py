@@ -2,9 +2,11 @@
 (`python -m pipeline compile` in a folder of its own), shared by the tests
 that read them (tests/test_kubeflow_compile.py, test_kubeflow_client.py)."""
 
+import atexit
 import dataclasses
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,8 @@ def compiled_job(model: str,
     """The job of `model` for IMAGE and PIPELINE_ROOT, reading `data`,
     compiled with more `flags`."""
     cwd = tempfile.mkdtemp(prefix=f'compile_{model}_')
+    # Cached for the test process's life, so removed when it ends.
+    atexit.register(shutil.rmtree, cwd, ignore_errors=True)
     path = os.path.join(cwd, f'{model}.json')
     process = compile_command(cwd, '--model', model, '--target', 'kubeflow',
                               '--output', path, '--image', IMAGE,
