@@ -17,7 +17,6 @@ import psutil
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-# AutoGraph's rules and test (models/tracing.py).
 from tensorflow.python.autograph.core import config as autograph_config
 from tensorflow.python.autograph.impl import conversion
 
