@@ -247,6 +247,37 @@ def test_deployments_of_the_engines_are_valid_yaml_naming_the_image():
         assert pools, name
 
 
+def test_the_flink_deployments_taskmanagers_have_the_local_clusters_memory():
+    """deploy/flink's TaskManagers carry the memory settings the local
+    clusters run the pipelines' Beam jobs with (engines.flink_settings): a
+    size alone (`taskmanager.memory.process.size`) left 350 MB of task heap,
+    short of what Transform's job needs at 70k rows."""
+    path = os.path.join(REPO, 'deploy', 'flink', 'flink-cluster.yaml')
+    with open(path, encoding='utf-8') as f:
+        [taskmanager] = [
+            d for d in yaml.safe_load_all(f)
+            if d and d['kind'] == 'Deployment' and
+            d['metadata']['name'] == 'flink-taskmanager'
+        ]
+    [container] = [
+        c for c in taskmanager['spec']['template']['spec']['containers']
+        if c['name'] == 'taskmanager'
+    ]
+    [properties] = [
+        e['value'] for e in container['env'] if e['name'] == 'FLINK_PROPERTIES'
+    ]
+    deployed = yaml.safe_load(properties)
+    local = engines.flink_settings('/cluster', 6123, 8081, workers=2)
+    memory = {
+        key: value
+        for key, value in local.items()
+        if key.startswith(('taskmanager.memory.', 'taskmanager.network.'))
+    }
+    assert len(memory) == 7, sorted(memory)
+    assert {key: deployed.get(key) for key in memory} == memory
+    assert 'taskmanager.memory.process.size' not in deployed
+
+
 # On the clusters ---------------------------------------------------------
 
 # A pipeline on a local cluster takes several minutes on two cores, so the
