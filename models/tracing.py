@@ -16,14 +16,19 @@ Our own code (input functions, serving signatures, any custom layer's
 # AutoGraph's rules are not public API; they have had this shape since
 # TF 2.2 (`tensorflow/python/autograph/core/config.py`).
 from tensorflow.python.autograph.core import config as _autograph_config
+from tensorflow.python.autograph.core import config_lib as _config_lib
+
+
+def skips_tf_keras(rule: _config_lib.Rule) -> bool:
+    """Whether an AutoGraph conversion rule leaves `tf_keras` unconverted."""
+    return (isinstance(rule, _autograph_config.DoNotConvert) and
+            rule.matches('tf_keras'))
 
 
 def skip_autograph_of_tf_keras() -> None:
     """Adds `tf_keras` to AutoGraph's libraries never converted (once)."""
     rules = _autograph_config.CONVERSION_RULES
-    if any(
-            isinstance(rule, _autograph_config.DoNotConvert) and
-            rule.matches('tf_keras') for rule in rules):
+    if any(skips_tf_keras(rule) for rule in rules):
         return
     _autograph_config.CONVERSION_RULES = (
         _autograph_config.DoNotConvert('tf_keras'),) + tuple(rules)

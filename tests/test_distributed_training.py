@@ -27,6 +27,7 @@ from models import entry_points
 from models import features
 from models import inputs
 from models import schedule
+from models import tracing
 from models import training_report
 from models import workers
 from models.convnet import model as convnet
@@ -79,9 +80,7 @@ def mirrored_run(transformed, tmp_path_factory):
     # tests/conftest.py set for the whole test process: the run sets its own.
     rules = autograph_config.CONVERSION_RULES
     autograph_config.CONVERSION_RULES = tuple(
-        rule for rule in rules
-        if not (isinstance(rule, autograph_config.DoNotConvert) and
-                rule.matches('tf_keras')))
+        rule for rule in rules if not tracing.skips_tf_keras(rule))
     try:
         entry_points.convnet_run_fn(fn_args)
         tf_keras_unconverted = conversion.is_allowlisted(
