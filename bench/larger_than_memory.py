@@ -1,7 +1,8 @@
 """Peak memory of a pipeline run against the size of its data.
 
     python -m bench.larger_than_memory [--scales 0.25,1]
-        [--budgets-mb 1,4096] [--data-limit-mb N] [--run-arg=...]
+        [--budgets-mb 1,4096] [--data-limit-mb N] [--engine flink|spark]
+        [--run-arg=...]
 
 For each scale of Fashion-MNIST (1: 70k rows, bench/scaling.py's scaled IDX
 set) and each Trainer memory budget (`--set cache_memory_mb`), one
@@ -11,12 +12,17 @@ resident memory is sampled (from /proc) while it runs, and each sample
 attributed to the component running then (the run's progress lines). With
 `--data-limit-mb` every run gets that hard cap on its data segment
 (RLIMIT_DATA: heap and private anonymous memory, the kernel refuses more)
-instead of sampling alone. Writes bench/results/larger_than_memory.json and
-prints a table: data sizes (IDX bytes, ExampleGen's output bytes, the
-training split's parsed size as the Trainer estimates it), whether the
-Trainer cached or streamed it, and peak RSS per component.
+instead of sampling alone. With `--engine` each run's Beam steps go to a
+local cluster of that engine started for the run alone (`--beam-engine`),
+whose processes (JVMs, job server, SDK worker pool and its workers) are
+sampled apart from the run's. Writes bench/results/larger_than_memory.json
+(`larger_than_memory-<engine>.json` with `--engine`) and prints a table:
+data sizes (IDX bytes, ExampleGen's output bytes, the training split's
+parsed size as the Trainer estimates it), whether the Trainer cached or
+streamed it, and peak RSS per component.
 """
 
+import contextlib
 import datetime
 import os
 import re
@@ -27,10 +33,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from bench import common
 from bench import scaling
+from pipeline import engines
 
 SCALES = (0.5, 0.125)
 BUDGETS_MB = (1.0, 4096.0)
@@ -60,9 +67,9 @@ def _children() -> Dict[int, List[int]]:
     return tree
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Resident bytes of `pid` and all its descendants."""
-    tree, total, todo = _children(), 0, [pid]
+def tree_rss_bytes(*pids: int) -> int:
+    """Resident bytes of `pids` and all their descendants."""
+    tree, total, todo = _children(), 0, list(pids)
     while todo:
         current = todo.pop()
         todo.extend(tree.get(current, []))
@@ -78,12 +85,17 @@ def _folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob('*') if f.is_file())
 
 
-def measured_run(command: Sequence[str], log_path: Path,
-                 data_limit_mb: Optional[float]) -> Dict[str, Any]:
+def measured_run(
+    command: Sequence[str],
+    log_path: Path,
+    data_limit_mb: Optional[float],
+    engine_pids: Sequence[int] = ()
+) -> Dict[str, Any]:
     """Runs `python -m pipeline ...`, sampling its tree's RSS.
 
     Returns the exit code, the peak RSS (MiB) overall and per component,
-    the wall seconds and the run's JSON line (if any).
+    the same for the trees of `engine_pids` (a cluster's processes), the
+    wall seconds and the run's JSON line (if any).
     """
 
     def limit() -> None:
@@ -92,6 +104,7 @@ def measured_run(command: Sequence[str], log_path: Path,
             resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
 
     peaks: Dict[str, int] = {}
+    engine_peaks: Dict[str, int] = {}
     component = ['(start-up)']
     started = time.monotonic()
     with open(log_path, 'w', encoding='utf-8') as log:
@@ -118,8 +131,11 @@ def measured_run(command: Sequence[str], log_path: Path,
             reader.start()
         try:
             while process.poll() is None:
-                rss = tree_rss_bytes(process.pid)
-                peaks[component[0]] = max(peaks.get(component[0], 0), rss)
+                now = component[0]
+                peaks[now] = max(peaks.get(now, 0), tree_rss_bytes(process.pid))
+                if engine_pids:
+                    engine_peaks[now] = max(engine_peaks.get(now, 0),
+                                            tree_rss_bytes(*engine_pids))
                 time.sleep(SAMPLE_SECONDS)
         except BaseException:
             process.terminate()  # The run cancels its engine jobs.
@@ -131,15 +147,23 @@ def measured_run(command: Sequence[str], log_path: Path,
         summary = common.last_json_line(''.join(stdout))
     except ValueError:
         summary = {}
-    mib = 2**20
     return {
         'returncode': process.returncode,
         'wall_seconds': round(time.monotonic() - started, 1),
-        'peak_rss_mib': round(max(peaks.values(), default=0) / mib, 1),
-        'component_peak_rss_mib': {
+        **_peaks_mib('', peaks),
+        **_peaks_mib('engine_', engine_peaks),
+        'summary': summary,
+    }
+
+
+def _peaks_mib(prefix: str, peaks: Dict[str, int]) -> Dict[str, Any]:
+    """The overall and per-component peaks of `peaks`, in MiB."""
+    mib = 2**20
+    return {
+        f'{prefix}peak_rss_mib': round(max(peaks.values(), default=0) / mib, 1),
+        f'component_{prefix}peak_rss_mib': {
             name: round(value / mib, 1) for name, value in peaks.items()
         },
-        'summary': summary,
     }
 
 
@@ -163,13 +187,31 @@ def _training_report(home: Path) -> Dict[str, Any]:
     return json.loads(reports[-1].read_text(encoding='utf-8'))
 
 
+@contextlib.contextmanager
+def _cluster(engine: Optional[str], state_dir: Path,
+             workers: int) -> Iterator[Tuple[List[str], List[int]]]:
+    """A run's flags for a fresh local `engine` cluster, and its pids.
+
+    A cluster of its own for each run, so that one run's JVM heaps do not
+    count in the next one's peak. No engine: no flags, no pids.
+    """
+    if not engine:
+        yield [], []
+        return
+    with engines.running(engine, str(state_dir), workers=workers) as state:
+        yield (['--beam-engine', engine, '--engine-state-dir',
+                str(state_dir)], list(state['pids'].values()))
+
+
 def run(
     workdir: Path,
     output: Path,
     scales: Sequence[float] = SCALES,
     budgets_mb: Sequence[float] = BUDGETS_MB,
     data_limit_mb: Optional[float] = None,
-    extra_args: Sequence[str] = ()
+    extra_args: Sequence[str] = (),
+    engine: Optional[str] = None,
+    workers: int = engines.WORKERS,
 ) -> Dict[str, Any]:
     """Every (scale, budget) run; the results, also written as JSON."""
     results: Dict[str, Any] = {
@@ -177,6 +219,8 @@ def run(
         'load_start': common.load_average(),
         'data_limit_mb': data_limit_mb,
         'extra_args': list(extra_args),
+        'engine': engine,
+        'workers': workers if engine else None,
         'runs': [],
     }
     for scale in scales:
@@ -186,13 +230,16 @@ def run(
             home = workdir / f'home-{scale:g}-{budget:g}'
             _say(f'scale {scale:g} ({rows}) budget {budget:g} MiB ... '
                  f'(load {common.load_average()})')
-            measured = measured_run([
-                'run', '--model', 'convnet', '--data',
-                str(data), '--home',
-                str(home), '--set', 'min_train_steps=0', '--set', 'epochs=1',
-                '--set', f'cache_memory_mb={budget:g}', '--set',
-                'max_examples_per_split=0', *extra_args
-            ], workdir / f'run-{scale:g}-{budget:g}.log', data_limit_mb)
+            with _cluster(engine, workdir / f'cluster-{scale:g}-{budget:g}',
+                          workers) as (engine_args, engine_pids):
+                measured = measured_run([
+                    'run', '--model', 'convnet', '--data',
+                    str(data), '--home',
+                    str(home), '--set', 'min_train_steps=0', '--set',
+                    'epochs=1', '--set', f'cache_memory_mb={budget:g}', '--set',
+                    'max_examples_per_split=0', *engine_args, *extra_args
+                ], workdir / f'run-{scale:g}-{budget:g}.log', data_limit_mb,
+                                        engine_pids)
             training = _training_report(home)
             examples = list(home.glob('pipelines/*/*ExampleGen/examples'))
             results['runs'].append({
@@ -210,9 +257,13 @@ def run(
             _say(f'exit {measured["returncode"]}, peak RSS '
                  f'{measured["peak_rss_mib"]} MiB')
             results['load_end'] = common.load_average()
-            common.write_results(str(output / 'larger_than_memory.json'),
-                                 results)
+            common.write_results(str(output / results_name(engine)), results)
     return results
+
+
+def results_name(engine: Optional[str]) -> str:
+    """The results file of runs in process or on `engine`."""
+    return f'larger_than_memory{"-" + engine if engine else ""}.json'
 
 
 def format_table(results: Dict[str, Any]) -> str:
@@ -221,13 +272,16 @@ def format_table(results: Dict[str, Any]) -> str:
     lines = [
         '| rows | IDX (MiB) | examples (MiB) | train split parsed (MiB) | '
         'budget (MiB) | train split | exit | pushed | peak RSS (MiB) | '
-        'peak in Beam steps (MiB) | peak in Trainer (MiB) |',
+        'peak in Beam steps (MiB) | peak in Trainer (MiB) |' +
+        (' engine cluster\'s peak (MiB) |' if results.get('engine') else ''),
         '| ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | '
-        '---: |'
+        '---: |' + (' ---: |' if results.get('engine') else '')
     ]
     beam = ('FileBasedExampleGen', 'StatisticsGen', 'Transform', 'Evaluator')
     for item in results['runs']:
         peaks = item['component_peak_rss_mib']
+        engine_peak = (f' {item.get("engine_peak_rss_mib", 0):.0f} |'
+                       if results.get('engine') else '')
         parsed = (item['split_bytes_in_memory'] or {}).get('train')
         cached = (item['cached_splits'] or {}).get('train')
         lines.append(
@@ -238,7 +292,7 @@ def format_table(results: Dict[str, Any]) -> str:
             f' | {item["returncode"]} | {"yes" if item["pushed"] else "no"} | '
             f'{item["peak_rss_mib"]:.0f} | '
             f'{max((peaks.get(n, 0) for n in beam), default=0):.0f} | '
-            f'{peaks.get("Trainer", 0):.0f} |')
+            f'{peaks.get("Trainer", 0):.0f} |{engine_peak}')
     return '\n'.join(lines)
 
 
@@ -256,11 +310,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--data-limit-mb',
                         type=float,
                         help='RLIMIT_DATA of every run, MiB')
+    parser.add_argument('--engine',
+                        choices=[e for e in engines.ENGINES if e != 'local'],
+                        help='each run\'s Beam steps on a local cluster of '
+                        'this engine, started for it (default: in process)')
+    parser.add_argument('--workers',
+                        type=int,
+                        default=engines.WORKERS,
+                        help='the cluster\'s TaskManagers or Spark workers')
     parser.add_argument(
         '--run-arg',
         action='append',
         default=[],
-        help='passed to each run (e.g. --run-arg=--beam-engine=spark)')
+        help='passed to each run (e.g. --run-arg=--set=epochs=2)')
     parser.add_argument('--output', default=str(common.RESULTS_DIR))
     parser.add_argument('--workdir')
     args = parser.parse_args(argv)
@@ -269,10 +331,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = run(workdir, Path(args.output),
                   [float(s) for s in args.scales.split(',') if s],
                   [float(b) for b in args.budgets_mb.split(',') if b],
-                  args.data_limit_mb, args.run_arg)
+                  args.data_limit_mb, args.run_arg, args.engine, args.workers)
     print(format_table(results), flush=True)
     print(
-        f'\nreport: {Path(args.output) / "larger_than_memory.json"}\n'
+        f'\nreport: {Path(args.output) / results_name(args.engine)}\n'
         f'logs:   {workdir}',
         flush=True)
     return 0 if all(r['returncode'] == 0 for r in results['runs']) else 1

@@ -475,24 +475,31 @@ def test_by_hand_job_trains_the_epochs_the_schedule_fits(tmp_path):
     assert fitted['epochs'] == 6 and config.hyperparameters['epochs'] == 1
 
 
+# A process holding 200 MiB that writes its pid to argv[1] once it does.
+_HOLDER = ('import os, sys, time; block = b"x" * (200 * 2**20); '
+           'open(sys.argv[1], "w").write(str(os.getpid())); '
+           'time.sleep(600)')
+
+
+def _wait_for_pid_file(ready, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120  # Liveness only.
+    while not (ready.exists() and ready.read_text()):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def test_tree_rss_counts_the_memory_of_descendants(tmp_path):
     # bench/larger_than_memory.py's peak RSS is the run's whole tree: a
     # grandchild holding 200 MiB adds that much to its grandparent's.
     ready = tmp_path / 'ready'
-    holder = ('import os, sys, time; block = b"x" * (200 * 2**20); '
-              'open(sys.argv[1], "w").write(str(os.getpid())); '
-              'time.sleep(600)')
     middle = subprocess.Popen([
         sys.executable, '-c',
         'import subprocess, sys; subprocess.run(sys.argv[1:])', sys.executable,
-        '-c', holder,
+        '-c', _HOLDER,
         str(ready)
     ])
     try:
-        deadline = time.monotonic() + 120  # Liveness only.
-        while not (ready.exists() and ready.read_text()):
-            assert middle.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        _wait_for_pid_file(ready, middle)
         with open(f'/proc/{middle.pid}/statm', encoding='utf-8') as f:
             own = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
         tree = larger_than_memory.tree_rss_bytes(middle.pid)
@@ -502,3 +509,24 @@ def test_tree_rss_counts_the_memory_of_descendants(tmp_path):
             os.kill(int(ready.read_text()), signal.SIGKILL)
         middle.kill()
         middle.wait()
+
+
+def test_memory_bench_samples_an_engines_processes_apart_from_the_run(tmp_path):
+    # With --engine, the cluster's processes are not the run's children:
+    # measured_run samples their trees apart. A process holding 200 MiB
+    # stands in for the cluster's JVMs (the sampling reads /proc alike).
+    ready = tmp_path / 'ready'
+    engine = subprocess.Popen([sys.executable, '-c', _HOLDER, str(ready)])
+    try:
+        _wait_for_pid_file(ready, engine)
+        measured = larger_than_memory.measured_run(['run', '--list-settings'],
+                                                   tmp_path / 'run.log', None,
+                                                   [engine.pid])
+    finally:
+        engine.kill()
+        engine.wait()
+    assert measured['returncode'] == 0
+    assert measured['engine_peak_rss_mib'] >= 200
+    assert measured['peak_rss_mib'] < 200  # The run's own tree, not both.
+    assert (set(measured['component_engine_peak_rss_mib']) == set(
+        measured['component_peak_rss_mib']))
