@@ -525,6 +525,11 @@ FLINK_TASK_OFF_HEAP_MB = 256
 # job at 70k rows ran out ("Java heap space" parsing BeamFnApi.Elements in
 # a gRPC thread).
 FLINK_TASK_HEAP_MB = 1024
+# A TaskManager whose heap runs out ends its JVM, so the job fails and the
+# run ends with one line. Without it Transform's job at 280k rows hung: the
+# OutOfMemoryError killed the gRPC thread of Beam's data plane, and the
+# job's tasks waited for its data, running, for as long as they were let.
+FLINK_TASKMANAGER_JAVA_OPTIONS = '-XX:+ExitOnOutOfMemoryError'
 
 
 def flink_settings(cluster_dir: str,
@@ -572,6 +577,7 @@ def flink_settings(cluster_dir: str,
         'io.tmp.dirs': os.path.join(cluster_dir, 'tmp'),
         'web.tmpdir': os.path.join(cluster_dir, 'tmp'),
         'env.java.opts.all': java_options,
+        'env.java.opts.taskmanager': FLINK_TASKMANAGER_JAVA_OPTIONS,
     }
 
 

@@ -251,7 +251,8 @@ def test_the_flink_deployments_taskmanagers_have_the_local_clusters_memory():
     """deploy/flink's TaskManagers carry the memory settings the local
     clusters run the pipelines' Beam jobs with (engines.flink_settings): a
     size alone (`taskmanager.memory.process.size`) left 350 MB of task heap,
-    short of what Transform's job needs at 70k rows."""
+    short of what Transform's job needs at 70k rows; and their JVM options
+    (exit when the heap runs out: a job that fails, not one that hangs)."""
     path = os.path.join(REPO, 'deploy', 'flink', 'flink-cluster.yaml')
     with open(path, encoding='utf-8') as f:
         [taskmanager] = [
@@ -271,9 +272,10 @@ def test_the_flink_deployments_taskmanagers_have_the_local_clusters_memory():
     memory = {
         key: value
         for key, value in local.items()
-        if key.startswith(('taskmanager.memory.', 'taskmanager.network.'))
+        if key.startswith(('taskmanager.memory.', 'taskmanager.network.',
+                           'env.java.opts.taskmanager'))
     }
-    assert len(memory) == 7, sorted(memory)
+    assert len(memory) == 8, sorted(memory)
     assert {key: deployed.get(key) for key in memory} == memory
     assert 'taskmanager.memory.process.size' not in deployed
 
