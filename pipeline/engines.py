@@ -23,6 +23,7 @@ that runner supports.
 import argparse
 import contextlib
 import dataclasses
+import glob
 import json
 import os
 import signal
@@ -80,6 +81,21 @@ def flink_home() -> str:
 def spark_home() -> str:
     """Where the Spark distribution is unpacked."""
     return os.path.join(ENGINES_DIR, f'spark-{SPARK_VERSION}')
+
+
+def spark_executor_classpath() -> str:
+    """What Spark's executors put before Spark's own jars: a newer Guava.
+
+    Spark's jars/ has guava-14, which comes first on its executors; Beam's
+    GCS connector (in the job server's jars, registered in every task)
+    calls Guava methods added since, and each attempt of a task failed
+    with a NoSuchMethodError (every attempt, at 280k rows). The job
+    server's own Guava, first, has them.
+    """
+    return ':'.join(
+        sorted(
+            glob.glob(
+                os.path.join(ENGINES_DIR, 'spark-job-server', 'guava-*.jar'))))
 
 
 def job_server_classpath(engine: str) -> str:
@@ -699,7 +715,9 @@ def _start_spark(cluster: _Cluster, python: str, workers: int) -> dict:
 
     cluster.wait_for(f'{workers} Spark workers alive', all_workers, deadline)
     job = _start_job_server(cluster, [
-        *_JAVA17_OPENS, 'org.apache.beam.runners.spark.SparkJobServerDriver',
+        *_JAVA17_OPENS,
+        '-Dspark.executor.extraClassPath=' + spark_executor_classpath(),
+        'org.apache.beam.runners.spark.SparkJobServerDriver',
         f'--spark-master-url={master}'
     ], deadline)
     pool = _start_worker_pool(cluster, python, deadline)
@@ -716,7 +734,7 @@ def _start_job_server(cluster: _Cluster, main: List[str],
                       deadline: float) -> str:
     """Beam's job server for the cluster's engine; its HOST:PORT."""
     job, artifact, expansion = free_port(), free_port(), free_port()
-    jvm_options = [arg for arg in main if arg.startswith('--add-opens')]
+    jvm_options = [arg for arg in main if arg.startswith(('--add-opens', '-D'))]
     main = [arg for arg in main if arg not in jvm_options]
     cluster.spawn('job-server', [
         'java', '-Xmx1g', *jvm_options,

@@ -280,6 +280,27 @@ def test_the_flink_deployments_taskmanagers_have_the_local_clusters_memory():
     assert 'taskmanager.memory.process.size' not in deployed
 
 
+@pytest.mark.skipif(
+    not os.path.isdir(os.path.join(engines.ENGINES_DIR, 'spark-job-server')),
+    reason='`make engines` has not fetched the job servers')
+def test_sparks_executors_put_a_guava_with_what_beams_gcs_connector_calls_first(
+):
+    """Spark's executors load its guava-14 before the job server's jars, and
+    Beam's GCS connector, registered in every task, calls a Guava method
+    added since: at 280k rows every attempt of a task failed
+    (NoSuchMethodError). The executors' class path starts with the job
+    server's Guava, which has it."""
+    jars = engines.spark_executor_classpath().split(':')
+    assert jars and all(os.path.isfile(jar) for jar in jars), jars
+    signatures = subprocess.run([
+        'javap', '-cp', ':'.join(jars), 'com.google.common.base.Preconditions'
+    ],
+                                capture_output=True,
+                                text=True,
+                                check=True).stdout
+    assert 'checkState(boolean, java.lang.String, long)' in signatures
+
+
 # On the clusters ---------------------------------------------------------
 
 # A pipeline on a local cluster takes several minutes on two cores, so the
