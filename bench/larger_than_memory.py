@@ -67,9 +67,13 @@ def _children() -> Dict[int, List[int]]:
     return tree
 
 
-def tree_rss_bytes(*pids: int) -> int:
-    """Resident bytes of `pids` and all their descendants."""
-    tree, total, todo = _children(), 0, list(pids)
+def tree_rss_bytes(*pids: int,
+                   tree: Optional[Dict[int, List[int]]] = None) -> int:
+    """Resident bytes of `pids` and all their descendants.
+
+    `tree`: parent pid -> child pids, if already read from /proc.
+    """
+    tree, total, todo = tree or _children(), 0, list(pids)
     while todo:
         current = todo.pop()
         todo.extend(tree.get(current, []))
@@ -131,11 +135,13 @@ def measured_run(
             reader.start()
         try:
             while process.poll() is None:
-                now = component[0]
-                peaks[now] = max(peaks.get(now, 0), tree_rss_bytes(process.pid))
+                now, tree = component[0], _children()  # One /proc scan.
+                peaks[now] = max(peaks.get(now, 0),
+                                 tree_rss_bytes(process.pid, tree=tree))
                 if engine_pids:
-                    engine_peaks[now] = max(engine_peaks.get(now, 0),
-                                            tree_rss_bytes(*engine_pids))
+                    engine_peaks[now] = max(
+                        engine_peaks.get(now, 0),
+                        tree_rss_bytes(*engine_pids, tree=tree))
                 time.sleep(SAMPLE_SECONDS)
         except BaseException:
             process.terminate()  # The run cancels its engine jobs.
@@ -269,19 +275,20 @@ def results_name(engine: Optional[str]) -> str:
 def format_table(results: Dict[str, Any]) -> str:
     """One row a run: data sizes, the Trainer's choice, peak RSS."""
     mib = 2**20
+    on_engine = bool(results.get('engine'))
     lines = [
         '| rows | IDX (MiB) | examples (MiB) | train split parsed (MiB) | '
         'budget (MiB) | train split | exit | pushed | peak RSS (MiB) | '
         'peak in Beam steps (MiB) | peak in Trainer (MiB) |' +
-        (' engine cluster\'s peak (MiB) |' if results.get('engine') else ''),
+        (' engine cluster\'s peak (MiB) |' if on_engine else ''),
         '| ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: | '
-        '---: |' + (' ---: |' if results.get('engine') else '')
+        '---: |' + (' ---: |' if on_engine else '')
     ]
     beam = ('FileBasedExampleGen', 'StatisticsGen', 'Transform', 'Evaluator')
     for item in results['runs']:
         peaks = item['component_peak_rss_mib']
         engine_peak = (f' {item.get("engine_peak_rss_mib", 0):.0f} |'
-                       if results.get('engine') else '')
+                       if on_engine else '')
         parsed = (item['split_bytes_in_memory'] or {}).get('train')
         cached = (item['cached_splits'] or {}).get('train')
         lines.append(
@@ -311,7 +318,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         type=float,
                         help='RLIMIT_DATA of every run, MiB')
     parser.add_argument('--engine',
-                        choices=[e for e in engines.ENGINES if e != 'local'],
+                        choices=engines.CLUSTER_ENGINES,
                         help='each run\'s Beam steps on a local cluster of '
                         'this engine, started for it (default: in process)')
     parser.add_argument('--workers',

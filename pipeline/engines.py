@@ -652,7 +652,7 @@ def _start_flink(cluster: _Cluster, python: str, workers: int) -> dict:
 
     cluster.wait_for(f'{workers} TaskManagers registered', all_taskmanagers,
                      deadline)
-    job = _start_job_server(cluster, [
+    job = _start_job_server(cluster, [], [
         'org.apache.beam.runners.flink.FlinkJobServerDriver',
         f'--flink-master=127.0.0.1:{rest}', f'--flink-conf-dir={conf}'
     ], deadline)
@@ -716,7 +716,8 @@ def _start_spark(cluster: _Cluster, python: str, workers: int) -> dict:
     cluster.wait_for(f'{workers} Spark workers alive', all_workers, deadline)
     job = _start_job_server(cluster, [
         *_JAVA17_OPENS,
-        '-Dspark.executor.extraClassPath=' + spark_executor_classpath(),
+        '-Dspark.executor.extraClassPath=' + spark_executor_classpath()
+    ], [
         'org.apache.beam.runners.spark.SparkJobServerDriver',
         f'--spark-master-url={master}'
     ], deadline)
@@ -730,12 +731,10 @@ def _start_spark(cluster: _Cluster, python: str, workers: int) -> dict:
     }
 
 
-def _start_job_server(cluster: _Cluster, main: List[str],
-                      deadline: float) -> str:
-    """Beam's job server for the cluster's engine; its HOST:PORT."""
+def _start_job_server(cluster: _Cluster, jvm_options: List[str],
+                      main: List[str], deadline: float) -> str:
+    """Beam's job server (`main`: its class and flags); its HOST:PORT."""
     job, artifact, expansion = free_port(), free_port(), free_port()
-    jvm_options = [arg for arg in main if arg.startswith(('--add-opens', '-D'))]
-    main = [arg for arg in main if arg not in jvm_options]
     cluster.spawn('job-server', [
         'java', '-Xmx1g', *jvm_options,
         '-Djava.io.tmpdir=' + os.path.join(cluster.dir, 'tmp'), '-cp',
