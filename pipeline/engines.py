@@ -65,6 +65,12 @@ WORKERS = 2  # TaskManagers or Spark workers, one slot or core each.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STARTUP_SECONDS = 180.0
 _WORKER_IDLE_MILLIS = 30000
+# A Spark executor's heap: Beam's portable Spark runner holds each
+# partition's output of a fused stage in it (apache/beam#23852 fixed only
+# the classic runner), and Transform's stage at 280k images outgrew 1 GB.
+SPARK_EXECUTOR_HEAP_MB = 3072
+# What each Spark worker offers: one executor and Spark's overhead.
+SPARK_WORKER_MB = SPARK_EXECUTOR_HEAP_MB + 512
 # What a worker prints once Beam's SDK harness imported (see WorkerPool).
 _WORKER_READY = 'beam-sdk-worker-ready'
 
@@ -96,6 +102,18 @@ def spark_executor_classpath() -> str:
         sorted(
             glob.glob(
                 os.path.join(ENGINES_DIR, 'spark-job-server', 'guava-*.jar'))))
+
+
+def spark_driver_properties() -> Dict[str, str]:
+    """The Spark settings Beam's job server, Spark's driver, is started with.
+
+    Given as Java system properties, which its SparkConf reads; deploy/spark
+    gives its job server the same (`JAVA_TOOL_OPTIONS`).
+    """
+    return {
+        'spark.executor.extraClassPath': spark_executor_classpath(),
+        'spark.executor.memory': f'{SPARK_EXECUTOR_HEAP_MB}m'
+    }
 
 
 def job_server_classpath(engine: str) -> str:
@@ -537,10 +555,12 @@ FLINK_MANAGED_MB = -(
 # TaskManagers' direct memory reached 438 MB of that 448 MB cap.
 FLINK_TASK_OFF_HEAP_MB = 256
 # The heap of the tasks: Beam's Fn API data plane receives the SDK workers'
-# outputs on it; with 344m (what a 1.4 GB TaskManager leaves) Transform's
-# job at 70k rows ran out ("Java heap space" parsing BeamFnApi.Elements in
-# a gRPC thread).
-FLINK_TASK_HEAP_MB = 1024
+# outputs on it, holding up to 100 messages of up to ~20 MB of a bundle's
+# output until the bundle is done (`run_sdk_worker`); with 344m (what a
+# 1.4 GB TaskManager leaves) Transform's job at 70k rows ran out ("Java
+# heap space" parsing BeamFnApi.Elements in a gRPC thread), with 1 GB at
+# 280k rows.
+FLINK_TASK_HEAP_MB = 3072
 # A TaskManager whose heap runs out ends its JVM, so the job fails and the
 # run ends with one line. Without it Transform's job at 280k rows hung: the
 # OutOfMemoryError killed the gRPC thread of Beam's data plane, and the
@@ -703,7 +723,8 @@ def _start_spark(cluster: _Cluster, python: str, workers: int) -> dict:
             spark_class, 'org.apache.spark.deploy.worker.Worker', '--host',
             '127.0.0.1', '--port',
             str(free_port()), '--webui-port',
-            str(free_port()), '--cores', '1', '--memory', '1500m', master
+            str(free_port()), '--cores', '1', '--memory', f'{SPARK_WORKER_MB}m',
+            master
         ], env)
 
     def all_workers() -> bool:
@@ -715,8 +736,8 @@ def _start_spark(cluster: _Cluster, python: str, workers: int) -> dict:
 
     cluster.wait_for(f'{workers} Spark workers alive', all_workers, deadline)
     job = _start_job_server(cluster, [
-        *_JAVA17_OPENS,
-        '-Dspark.executor.extraClassPath=' + spark_executor_classpath()
+        *_JAVA17_OPENS, *(f'-D{key}={value}'
+                          for key, value in spark_driver_properties().items())
     ], [
         'org.apache.beam.runners.spark.SparkJobServerDriver',
         f'--spark-master-url={master}'
@@ -901,9 +922,8 @@ class WorkerPool:
 
     def start_worker(self, control: str, worker_id: str) -> str:
         """Starts one SDK worker; '' or what went wrong."""
-        code = ('from apache_beam.runners.worker.sdk_worker import '
-                f'SdkHarness; print({_WORKER_READY!r}, flush=True); '
-                f'SdkHarness({control!r}, worker_id={worker_id!r}).run()')
+        code = ('from pipeline.engines import run_sdk_worker; '
+                f'run_sdk_worker({control!r}, {worker_id!r})')
         process = subprocess.Popen(
             [self.python, '-X', 'faulthandler', '-u', '-c', code],
             stdout=subprocess.PIPE,
@@ -941,6 +961,39 @@ class WorkerPool:
                 process.kill()
         for process in self.workers:
             process.wait()
+
+
+def run_sdk_worker(control: str, worker_id: str) -> None:
+    """Runs one Beam SDK worker (a WorkerPool's process) until it is stopped.
+
+    Its output to the runner is queued without bound. Beam 2.74's SDK waits
+    once 100 MB of a worker's output is queued (apache/beam#38407), while our
+    2.62 job servers' runners read a bundle's output past their first 100
+    messages only after the SDK reports the bundle done
+    (`SdkHarnessClient.ActiveBundle.close`): a bundle whose output outgrows
+    both waits on the runner, which waits on it. Flink and Spark run a
+    stage's whole partition as one bundle, so Transform's stage at 280k
+    images stopped for good on both engines. Unbounded, the SDK finishes
+    the bundle and the runner then reads the rest.
+    """
+    from apache_beam.runners.worker import sdk_worker  # pylint: disable=import-outside-toplevel
+    queue_output_without_bound()
+    print(_WORKER_READY, flush=True)
+    sdk_worker.SdkHarness(control, worker_id=worker_id).run()
+
+
+def queue_output_without_bound() -> None:
+    """This process's Beam data channels queue their output without bound."""
+    from apache_beam.runners.worker import data_plane  # pylint: disable=import-outside-toplevel
+    from apache_beam.utils import byte_limited_queue  # pylint: disable=import-outside-toplevel
+    channel_class = data_plane._GrpcDataChannel  # pylint: disable=protected-access
+    bounded_init = channel_class.__init__
+
+    def unbounded_init(channel, *args, **kwargs):
+        bounded_init(channel, *args, **kwargs)
+        channel._to_send = byte_limited_queue.ByteLimitedQueue()  # pylint: disable=protected-access
+
+    channel_class.__init__ = unbounded_init
 
 
 def _drain(process: subprocess.Popen, worker_id: str) -> None:

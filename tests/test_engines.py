@@ -223,6 +223,44 @@ def test_flinks_sort_buffers_hold_tfdvs_largest_record_of_an_image():
     assert record_room >= record, (record_room, record)
 
 
+# An SDK worker's Beam data channel whose output nothing takes (as Beam
+# 2.62's runners take none past their first 100 messages until the bundle
+# is done), written 160 MB.
+_WRITE_TO_A_RUNNER_NOT_READING = """
+import sys
+from apache_beam.runners.worker import data_plane
+from pipeline import engines
+
+if sys.argv[1] == 'unbounded':
+    engines.queue_output_without_bound()
+channel = data_plane._GrpcDataChannel()
+stream = channel.output_stream('bundle-1', 'transform-1')
+for _ in range(16):
+    stream.write(b'x' * (10 << 20))
+stream.close()
+print('bundle output queued', flush=True)
+"""
+
+
+def test_an_sdk_workers_output_is_queued_for_a_runner_that_reads_it_late():
+    """Our SDK workers queue a bundle's output past Beam 2.74's 100 MB bound
+    (`run_sdk_worker`): our job servers' runners read it only after the
+    bundle is done, and Transform at 280k images waited forever on both
+    engines. 160 MB written towards a runner that reads none of it."""
+    worker = subprocess.Popen(
+        [sys.executable, '-c', _WRITE_TO_A_RUNNER_NOT_READING, 'unbounded'],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        # A liveness deadline only: the writes take about a second.
+        output, _ = worker.communicate(timeout=120)
+    finally:
+        worker.kill()
+    assert 'bundle output queued' in output, output[-2000:]
+
+
 def test_deployments_of_the_engines_are_valid_yaml_naming_the_image():
     with open(os.path.join(REPO, 'deploy', 'trainer-tfjob.yaml'),
               encoding='utf-8') as f:
@@ -278,6 +316,54 @@ def test_the_flink_deployments_taskmanagers_have_the_local_clusters_memory():
     assert len(memory) == 8, sorted(memory)
     assert {key: deployed.get(key) for key in memory} == memory
     assert 'taskmanager.memory.process.size' not in deployed
+
+
+@pytest.mark.skipif(
+    not os.path.isdir(os.path.join(engines.ENGINES_DIR, 'spark-job-server')),
+    reason='`make engines` has not fetched the job servers')
+def test_the_spark_deployment_gives_its_executors_the_local_clusters_settings():
+    """deploy/spark's job server (Spark's driver) has the Spark settings
+    the local cluster's runs with, the Guava jar by the same name, put there
+    by its workers' init container, and its workers offer what an executor
+    takes (at 1 GB, Transform's executors ran out of heap at 280k rows)."""
+    path = os.path.join(REPO, 'deploy', 'spark', 'spark-cluster.yaml')
+    with open(path, encoding='utf-8') as f:
+        deployments = {
+            d['metadata']['name']: d['spec']['template']['spec']
+            for d in yaml.safe_load_all(f)
+            if d and d['kind'] == 'Deployment'
+        }
+    [job_server] = deployments['beam-spark-job-server']['containers']
+    [options] = [
+        e['value']
+        for e in job_server['env']
+        if e['name'] == 'JAVA_TOOL_OPTIONS'
+    ]
+    deployed = dict(
+        option[len('-D'):].split('=', 1) for option in options.split())
+    local = engines.spark_driver_properties()
+    assert deployed.keys() == local.keys()
+    assert deployed['spark.executor.memory'] == local['spark.executor.memory']
+    [jar] = deployed['spark.executor.extraClassPath'].split(':')
+    assert [os.path.basename(jar)] == [
+        os.path.basename(path)
+        for path in local['spark.executor.extraClassPath'].split(':')
+    ]
+    worker = deployments['spark-worker']
+    [fetch] = worker['initContainers']
+    copied = {
+        arg.split('=', 1)[0]: arg.split('=', 1)[1]
+        for arg in fetch['command']
+        if '=' in arg
+    }
+    name, version = copied['-Dartifact'].split(':')[1:]
+    assert os.path.join(copied['-DoutputDirectory'],
+                        f'{name}-{version}.jar') == jar
+    [spark] = [c for c in worker['containers'] if c['name'] == 'worker']
+    offered = spark['args'][spark['args'].index('--memory') + 1]
+    assert offered == f'{engines.SPARK_WORKER_MB}m'
+    assert any(
+        m['mountPath'] == os.path.dirname(jar) for m in spark['volumeMounts'])
 
 
 @pytest.mark.skipif(
