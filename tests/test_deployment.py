@@ -29,6 +29,8 @@ ENGINE_IMAGES = {
         engines.FLINK_VERSION.rsplit('.', 1)[0],
         engines.BEAM_JOB_SERVER_VERSION),
     f'apache/beam_spark3_job_server:{engines.BEAM_JOB_SERVER_VERSION}',
+    # deploy/spark's init container: the Guava its executors put first.
+    'maven:3.9-eclipse-temurin-17',
 }
 
 
