@@ -318,9 +318,13 @@ def test_the_flink_deployments_taskmanagers_have_the_local_clusters_memory():
     assert 'taskmanager.memory.process.size' not in deployed
 
 
-@pytest.mark.skipif(
+# The job servers' jars, which `make engines` (in `make setup`) fetches.
+needs_job_servers = pytest.mark.skipif(
     not os.path.isdir(os.path.join(engines.ENGINES_DIR, 'spark-job-server')),
     reason='`make engines` has not fetched the job servers')
+
+
+@needs_job_servers
 def test_the_spark_deployment_gives_its_executors_the_local_clusters_settings():
     """deploy/spark's job server (Spark's driver) has the Spark settings
     the local cluster's runs with, the Guava jar by the same name, put there
@@ -351,11 +355,7 @@ def test_the_spark_deployment_gives_its_executors_the_local_clusters_settings():
     ]
     worker = deployments['spark-worker']
     [fetch] = worker['initContainers']
-    copied = {
-        arg.split('=', 1)[0]: arg.split('=', 1)[1]
-        for arg in fetch['command']
-        if '=' in arg
-    }
+    copied = dict(arg.split('=', 1) for arg in fetch['command'] if '=' in arg)
     name, version = copied['-Dartifact'].split(':')[1:]
     assert os.path.join(copied['-DoutputDirectory'],
                         f'{name}-{version}.jar') == jar
@@ -366,9 +366,7 @@ def test_the_spark_deployment_gives_its_executors_the_local_clusters_settings():
         m['mountPath'] == os.path.dirname(jar) for m in spark['volumeMounts'])
 
 
-@pytest.mark.skipif(
-    not os.path.isdir(os.path.join(engines.ENGINES_DIR, 'spark-job-server')),
-    reason='`make engines` has not fetched the job servers')
+@needs_job_servers
 def test_sparks_executors_put_a_guava_with_what_beams_gcs_connector_calls_first(
 ):
     """Spark's executors load its guava-14 before the job server's jars, and
