@@ -270,6 +270,14 @@ _TABLE = (
     Setting('learning_rate', "Adam's learning rate", default=0.001),
     Setting('clip_norm', 'clip gradients to this global norm (0: no clipping)'),
     Setting('seed', 'seed of weights, dropout and shuffling', default=42),
+    # Fawaz et al.'s InceptionTime is five networks' average (models/
+    # ensemble.py); one network trains in a fifth of the time.
+    Setting('ensemble_size',
+            'networks trained apart (seeds seed, seed+1, ...) whose class '
+            'scores the served model averages',
+            default=1,
+            families=SEQUENCE_FAMILIES,
+            bound=COUNT),
     # Training length adapts to the data (models/schedule.py): at least this
     # many steps, however few an epoch has; early stopping on the eval
     # split's accuracy after this many epochs without a better one (or a

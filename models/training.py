@@ -39,6 +39,7 @@ from common import names
 from common import settings
 from models import data_facts
 from models import distribute
+from models import ensemble
 from models import export
 from models import inputs
 from models import progress
@@ -240,6 +241,15 @@ class _Fit:
     jit_compile: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class _Network:
+    """One trained network: its model, seed, fit and what it transferred."""
+    model: keras.Model
+    seed: Optional[int]
+    fit: _Fit
+    transferred: Optional[transfer.Transfer]
+
+
 def train(fn_args: 'tfx.components.FnArgs',
           recipe: recipe_lib.ModelRecipe,
           params: Params,
@@ -248,14 +258,14 @@ def train(fn_args: 'tfx.components.FnArgs',
 
     The steps: the strategy; the plan (batches, cache); the input data; the
     learning rate; the schedule fitted to the data's size (into `params`);
-    the model; the fit; the export.
+    the model and its fit (each network's, for an ensemble:
+    models/ensemble.py); the export.
 
     Returns:
         What the training did (models/training_report.py).
     """
     tracing.skip_autograph_of_tf_keras()
     strategy = _start_strategy(params)
-    class_names = params['class_names']
     plan = _plan(fn_args, params, strategy)
     data = _input_data(fn_args, recipe, params, strategy, plan)
     rate = _learning_rate(params, strategy, plan)
@@ -270,10 +280,19 @@ def train(fn_args: 'tfx.components.FnArgs',
         plan.steps_per_epoch, fitted)
     learning_rate = schedule.decayed_learning_rate(params, rate.rate,
                                                    plan.steps_per_epoch)
-    model, transferred = _build_model(fn_args, recipe, params, strategy,
-                                      len(class_names), learning_rate)
-    fit = _fit(fn_args, model, params, plan, data, learning_rate, transferred)
-    report = _report(params, plan, data, rate, fitted, fit, transferred)
+    networks = [
+        _train_network(fn_args, recipe, params, strategy, plan, data,
+                       learning_rate, index)
+        for index in range(ensemble.size(params))
+    ]
+    model = networks[0].model
+    report = _report(params, plan, data, rate, fitted, networks[0].fit,
+                     networks[0].transferred)
+    if len(networks) > 1:
+        report = dataclasses.replace(report,
+                                     ensemble=_ensemble_report(networks))
+        with strategy.scope():
+            model = ensemble.average([network.model for network in networks])
     if not export_model:
         return report
     export_dir = _export(fn_args, recipe, params, model, strategy, plan, data)
@@ -424,12 +443,36 @@ def _learning_rate(params: Params, strategy: tf.distribute.Strategy,
     return _LearningRate(rate=target, reported=target, warmup_steps=0)
 
 
+def _train_network(fn_args: 'tfx.components.FnArgs',
+                   recipe: recipe_lib.ModelRecipe, params: Params,
+                   strategy: tf.distribute.Strategy, plan: _Plan,
+                   data: _InputData, learning_rate: LearningRate,
+                   index: int) -> _Network:
+    """Builds and fits network `index` (of an ensemble; 0 alone)."""
+    seed = ensemble.seed_network(params, index)
+    model, transferred = _build_model(fn_args, recipe, params, strategy,
+                                      len(params['class_names']), learning_rate,
+                                      index)
+    fit = _fit(fn_args, model, params, plan, data, learning_rate, transferred,
+               f'network{index}' if index else None)
+    return _Network(model=model, seed=seed, fit=fit, transferred=transferred)
+
+
 def _build_model(
-    fn_args: 'tfx.components.FnArgs', recipe: recipe_lib.ModelRecipe,
-    params: Params, strategy: tf.distribute.Strategy, num_classes: int,
-    learning_rate: LearningRate
+        fn_args: 'tfx.components.FnArgs',
+        recipe: recipe_lib.ModelRecipe,
+        params: Params,
+        strategy: tf.distribute.Strategy,
+        num_classes: int,
+        learning_rate: LearningRate,
+        network_index: int = 0
 ) -> Tuple[keras.Model, Optional[transfer.Transfer]]:
-    """The compiled model in the strategy's scope, and what it transferred."""
+    """The compiled model in the strategy's scope, and what it transferred.
+
+    An ensemble's networks (network `network_index` of them) start afresh:
+    warm-started from the last model, all would start from its first
+    network and learn alike.
+    """
     transferred = None
     with strategy.scope():
         model = recipe.build_model(params, num_classes)
@@ -438,17 +481,28 @@ def _build_model(
         (recipe.compile_model or compile_model)(model, params, learning_rate)
         apply_speedups(model, params)
         if fn_args.base_model and params.get('warm_start'):
-            weights.warm_start(model, fn_args.base_model)
+            if ensemble.size(params) == 1:
+                weights.warm_start(model, fn_args.base_model)
+            elif not network_index:
+                logging.info(
+                    'An ensemble of %d networks: each starts afresh, '
+                    'not from %s', ensemble.size(params), fn_args.base_model)
     return model, transferred
 
 
-def _fit(fn_args: 'tfx.components.FnArgs', model: keras.Model, params: Params,
-         plan: _Plan, data: _InputData, learning_rate: LearningRate,
-         transferred: Optional[transfer.Transfer]) -> _Fit:
+def _fit(fn_args: 'tfx.components.FnArgs',
+         model: keras.Model,
+         params: Params,
+         plan: _Plan,
+         data: _InputData,
+         learning_rate: LearningRate,
+         transferred: Optional[transfer.Transfer],
+         log_subdir: Optional[str] = None) -> _Fit:
     """Fits until the schedule or the stopping rules end it.
 
     The weights of the best epoch are restored whether or not training
-    stops early.
+    stops early. TensorBoard's logs go to the model run directory, or
+    `log_subdir` in it (an ensemble's later networks).
     """
     monitor, mode = schedule.best_epoch_monitor(plan.eval_examples)
     stopping = schedule.ConvergenceStop(
@@ -474,6 +528,8 @@ def _fit(fn_args: 'tfx.components.FnArgs', model: keras.Model, params: Params,
         if fn_args.model_run_dir:  # A Tuner's trials have none.
             log_dir = stack.enter_context(
                 _own_dir(fn_args.model_run_dir, plan.chief))
+            if log_subdir:
+                log_dir = os.path.join(log_dir, log_subdir)
             callbacks.append(
                 keras.callbacks.TensorBoard(log_dir=log_dir,
                                             update_freq='epoch'))
@@ -523,7 +579,7 @@ def _report(params: Params, plan: _Plan, data: _InputData, rate: _LearningRate,
         jit_compile=fit.jit_compile,
         steps_per_execution=int(settings.value(params, 'steps_per_execution')),
         chief=plan.chief,
-        best_val_accuracy=float(history['val_accuracy'][kept_epoch]),
+        best_val_accuracy=_kept_val_accuracy(fit),
         steps=fit.steps,
         epoch_seconds=fit.epoch_seconds,
         val_accuracy=[
@@ -538,6 +594,21 @@ def _report(params: Params, plan: _Plan, data: _InputData, rate: _LearningRate,
             if name != 'lr'
         },
         parameter_servers=plan.parameter_servers)
+
+
+def _ensemble_report(networks: List[_Network]) -> List[Params]:
+    """Each network's seed and training, as training.json lists them."""
+    return [
+        ensemble.network_report(n.seed, n.fit.steps, n.fit.stopping.best_epoch,
+                                n.fit.stopping.stop_reason,
+                                _kept_val_accuracy(n.fit), n.fit.epoch_seconds)
+        for n in networks
+    ]
+
+
+def _kept_val_accuracy(fit: _Fit) -> float:
+    """The eval accuracy of the epoch whose weights are kept."""
+    return float(fit.history['val_accuracy'][fit.stopping.best_epoch])
 
 
 def _export(fn_args: 'tfx.components.FnArgs', recipe: recipe_lib.ModelRecipe,

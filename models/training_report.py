@@ -15,11 +15,11 @@ from typing import Any, Dict, List, Optional
 
 # Fields written only where they apply: a Tuner's family, a distributing
 # strategy's input shards, a transfer, an export, worker processes,
-# parameter servers.
+# parameter servers, an ensemble.
 _WRITTEN_WHEN_SET = frozenset({
     'family', 'input_shards', 'transfer', 'export_dir', 'weights_sha256',
     'worker_weights_sha256', 'worker_export_dirs', 'parameter_servers',
-    'workers_lost'
+    'workers_lost', 'ensemble'
 })
 
 
@@ -87,6 +87,9 @@ class TrainingReport:
     # chief trained (their steps went to the others; models/workers.py).
     parameter_servers: Optional[int] = None
     workers_lost: Optional[List[int]] = None
+    # An ensemble's networks, each as models/ensemble.py `network_report`
+    # gives it; the fields above are then its first network's.
+    ensemble: Optional[List[Dict[str, Any]]] = None
 
     def as_json(self) -> Dict[str, Any]:
         """The report as training.json holds it."""

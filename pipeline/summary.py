@@ -104,8 +104,9 @@ def run_summary(store: metadata_store.MetadataStore,
 TRAINING_KEYS = ('strategy', 'replicas', 'workers', 'per_replica_batch',
                  'global_batch', 'learning_rate', 'warmup_steps',
                  'epoch_seconds', 'stop_reason', 'transfer', 'pretraining')
-# Shown too where the report has them: parameter_server's cluster.
-TRAINING_KEYS_WHEN_SET = ('parameter_servers', 'workers_lost')
+# Shown too where the report has them: parameter_server's cluster, an
+# ensemble's networks.
+TRAINING_KEYS_WHEN_SET = ('parameter_servers', 'workers_lost', 'ensemble')
 
 
 def training_summary(model_run_uri: str) -> Optional[Dict[str, Any]]:

@@ -17,6 +17,7 @@ from common import settings
 from common import signatures
 from formats import ts_format
 from models import features
+from models import schedule
 from pipeline import profiles
 from tests import datasets
 from tests import pipeline_runs
@@ -53,7 +54,8 @@ def fcn_run(tmp_path_factory):
 @pytest.fixture(scope='module')
 def inception_time_run(tmp_path_factory):
     """One run of the InceptionTime pipeline on small sequences, no Tuner:
-    as the RNN's run, a few epochs of two steps."""
+    as the RNN's run, a few epochs of two steps, for each of an ensemble's
+    two networks."""
     root = tmp_path_factory.mktemp('inception_time')
     data = datasets.write_ts_dataset(str(root / 'data'), train=60, test=30)
     home = str(root / 'home')
@@ -61,7 +63,8 @@ def inception_time_run(tmp_path_factory):
                                               '--data', data, '--home', home,
                                               '--set', 'epochs=10', '--set',
                                               'min_train_steps=0', '--set',
-                                              'learning_rate=0.01')
+                                              'learning_rate=0.01', '--set',
+                                              'ensemble_size=2')
     assert summary is not None, log
     return summary, data, home, log
 
@@ -106,6 +109,20 @@ def test_convolutional_runs_push_a_model_that_ignores_padding(family, request):
         ]))
     np.testing.assert_allclose(
         from_examples[signatures.SCORES_OUTPUT].numpy()[0], alone, atol=1e-5)
+
+
+def test_inception_time_trains_and_pushes_an_ensemble(inception_time_run):
+    """Two networks, one after the other, each of its own seed and with its
+    own stop; the padding and serving tests here run on their average."""
+    summary, _, _, log = inception_time_run
+    networks = summary['training']['ensemble']
+    seed = settings.value({}, 'seed')
+    assert [n['seed'] for n in networks] == [seed, seed + 1], log
+    for network in networks:
+        assert network['steps'] > 0
+        assert network['epochs'] >= network['kept_epoch'] + 1
+        assert network['stop_reason'] in schedule.STOP_REASONS
+    assert summary['training']['stop_reason'] == networks[0]['stop_reason']
 
 
 def _only_file(pattern):
