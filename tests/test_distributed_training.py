@@ -148,13 +148,14 @@ def test_a_set_fitted_in_a_few_epochs_stops_soon_after_and_says_why(
     assert len(report['epoch_seconds']) == fitted + 1 < 40, history
     assert report['stop_reason'] == schedule.STOP_FITTED
     assert report['fitted_patience'] == 2
-    # One process, no Tuner, no transfer: every field but those, in order.
+    # One process, no Tuner, no transfer, one network: every field but
+    # those, in order.
     assert list(report) == [
         field.name
         for field in dataclasses.fields(training_report.TrainingReport)
         if field.name not in ('family', 'input_shards', 'transfer',
                               'worker_weights_sha256', 'worker_export_dirs',
-                              'parameter_servers', 'workers_lost')
+                              'parameter_servers', 'workers_lost', 'ensemble')
     ]
 
 
