@@ -469,9 +469,9 @@ def _build_model(
 ) -> Tuple[keras.Model, Optional[transfer.Transfer]]:
     """The compiled model in the strategy's scope, and what it transferred.
 
-    An ensemble's networks (network `network_index` of them) start afresh:
-    warm-started from the last model, all would start from its first
-    network and learn alike.
+    `network_index` is which of an ensemble's networks this is. They start
+    afresh, not warm-started from the last model: from it, all would start
+    from its first network and learn alike.
     """
     transferred = None
     with strategy.scope():
