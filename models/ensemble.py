@@ -38,15 +38,12 @@ def seed_network(params: Dict[str, Any], index: int) -> Optional[int]:
     return seed
 
 
-def _inputs_like(model: keras.Model) -> Any:
-    """New Keras inputs of the structure, names and specs of `model`'s."""
-    if isinstance(model.input, dict):
-        return {
-            name: keras.Input(type_spec=tensor.type_spec, name=name)
-            for name, tensor in model.input.items()
-        }
-    return tf.nest.map_structure(
-        lambda tensor: keras.Input(type_spec=tensor.type_spec), model.input)
+def _inputs_like(model: keras.Model) -> Dict[str, keras.Input]:
+    """New Keras inputs named and shaped as `model`'s (a sequence family's)."""
+    return {
+        name: keras.Input(type_spec=tensor.type_spec, name=name)
+        for name, tensor in model.input.items()
+    }
 
 
 def average(networks: Sequence[keras.Model]) -> keras.Model:

@@ -280,6 +280,13 @@ def train(fn_args: 'tfx.components.FnArgs',
         plan.steps_per_epoch, fitted)
     learning_rate = schedule.decayed_learning_rate(params, rate.rate,
                                                    plan.steps_per_epoch)
+    if (ensemble.size(params) > 1 and fn_args.base_model and
+            params.get('warm_start')):
+        # Warm-started from the last model, all would start from its first
+        # network and learn alike.
+        logging.info(
+            'An ensemble of %d networks: each starts afresh, not '
+            'from %s', ensemble.size(params), fn_args.base_model)
     networks = [
         _train_network(fn_args, recipe, params, strategy, plan, data,
                        learning_rate, index)
@@ -452,26 +459,25 @@ def _train_network(fn_args: 'tfx.components.FnArgs',
     seed = ensemble.seed_network(params, index)
     model, transferred = _build_model(fn_args, recipe, params, strategy,
                                       len(params['class_names']), learning_rate,
-                                      index)
+                                      ensemble.size(params) == 1)
     fit = _fit(fn_args, model, params, plan, data, learning_rate, transferred,
                f'network{index}' if index else None)
     return _Network(model=model, seed=seed, fit=fit, transferred=transferred)
 
 
 def _build_model(
-        fn_args: 'tfx.components.FnArgs',
-        recipe: recipe_lib.ModelRecipe,
-        params: Params,
-        strategy: tf.distribute.Strategy,
-        num_classes: int,
-        learning_rate: LearningRate,
-        network_index: int = 0
+    fn_args: 'tfx.components.FnArgs',
+    recipe: recipe_lib.ModelRecipe,
+    params: Params,
+    strategy: tf.distribute.Strategy,
+    num_classes: int,
+    learning_rate: LearningRate,
+    may_warm_start: bool = True
 ) -> Tuple[keras.Model, Optional[transfer.Transfer]]:
     """The compiled model in the strategy's scope, and what it transferred.
 
-    `network_index` is which of an ensemble's networks this is. They start
-    afresh, not warm-started from the last model: from it, all would start
-    from its first network and learn alike.
+    Warm-started from the last model when `may_warm_start` and the run asks
+    for it (`warm_start`); an ensemble's networks may not.
     """
     transferred = None
     with strategy.scope():
@@ -480,13 +486,8 @@ def _build_model(
             transferred = transfer.start_from(model, params)
         (recipe.compile_model or compile_model)(model, params, learning_rate)
         apply_speedups(model, params)
-        if fn_args.base_model and params.get('warm_start'):
-            if ensemble.size(params) == 1:
-                weights.warm_start(model, fn_args.base_model)
-            elif not network_index:
-                logging.info(
-                    'An ensemble of %d networks: each starts afresh, '
-                    'not from %s', ensemble.size(params), fn_args.base_model)
+        if may_warm_start and fn_args.base_model and params.get('warm_start'):
+            weights.warm_start(model, fn_args.base_model)
     return model, transferred
 
 

@@ -31,8 +31,15 @@ from tests import datasets
 from tests.serving import server_utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _epochs(count):
+    """`--set`s that train `count` epochs, however few steps they are."""
+    return ('--set', 'min_train_steps=0', '--set', f'epochs={count}')
+
+
 # Tiny budgets: the Beam steps are checked, not the accuracy.
-TINY = ('--set', 'min_train_steps=0', '--set', 'epochs=1')
+TINY = _epochs(1)
 # Epochs after which two trainings of a family on the test's data answer
 # alike whatever the order of their examples (an engine writes them in its
 # own order). Measured over seeds 0-3: after one epoch the convnet's served
@@ -714,8 +721,8 @@ def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
         data = datasets.write_idx_dataset(str(tmp_path / 'data'),
                                           train=200,
                                           test=60)
-    common = ('run', '--model', model, '--data', data, '--set',
-              'min_train_steps=0', '--set', f'epochs={CONVERGED_EPOCHS[model]}')
+    common = ('run', '--model', model, '--data', data,
+              *_epochs(CONVERGED_EPOCHS[model]))
     local = _summary(_cli(*common, '--home', str(tmp_path / 'local')))
     # A memory budget below the training split: it is streamed.
     engine_run = (*common, '--home', str(tmp_path / 'engine'), '--beam-engine',
