@@ -2,19 +2,25 @@
 
     python -m bench.sequence_study DIR [--epochs 40] [--every 5]
         [--variant fcn/per_set --variant fcn/per_series ...]
+        [--variant 'fcn/per_set+kernel_sizes=[40,20,10]' ...]
 
 Trains each variant (`family/normalization`: a sequence family's `full`
 profile, the sequences z-scored per channel over the training split,
 `per_set`, or per series over its own steps, `per_series`, by the formulas
-of models/rnn/preprocessing.py) on DIR's TRAIN file and scores it on its
-TEST file, the variants in turn one epoch each, so that when it is stopped
+of models/rnn/preprocessing.py; then any `+KEY=VALUE` settings of that
+variant alone, JSON values, so that one change can be tried against the
+same variant without it) on DIR's TRAIN file and scores it on its TEST
+file, the variants in turn one epoch each, so that when it is stopped
 every variant has trained as many epochs as the others. Without the
 pipeline (no eval split carved from train: all training series train), in
 one process, for a machine too loaded for whole runs. Adam at the
-profile's rate, the batch as the Trainer fits it (min(batch_size, N/10)),
-batch-norm momentum from the steps an epoch. Prints one JSON line per
-variant every `--every` epochs: the training loss and accuracy of the
-epoch and the test accuracy, with the CPU-seconds it has used.
+profile's rate, constant, or along a half cosine over the `--epochs` with
+`+learning_rate_decay="cosine"` (models/schedule.py's own schedule; the
+pipeline's plateau halving is not reproduced here), the batch as the
+Trainer fits it (min(batch_size, N/10)), batch-norm momentum from the
+steps an epoch. Prints one JSON line per variant every `--every` epochs:
+the training loss and accuracy of the epoch and the test accuracy, with
+the CPU-seconds it has used.
 """
 
 import argparse
@@ -96,8 +102,9 @@ class _Variant:
     """One family and normalization, trained an epoch at a time."""
 
     def __init__(self, name: str, data: Dict[str, tuple], classes: int,
-                 overrides: Sequence[Tuple[str, object]]):
-        family, normalization = name.split('/')
+                 overrides: Sequence[Tuple[str, object]], epochs: int):
+        base, *own = name.split('+')
+        family, normalization = base.split('/')
         self.name = name
         train, test = _NORMALIZATIONS[normalization](data['train'][0],
                                                      data['test'][0])
@@ -105,9 +112,11 @@ class _Variant:
         self.train_labels = data['train'][1]
         self.test = _padded(test)
         self.test_labels = data['test'][1]
-        params = configs.RunConfig(model=family,
-                                   profile='full',
-                                   overrides=tuple(overrides)).hyperparameters
+        params = configs.RunConfig(
+            model=family,
+            profile='full',
+            overrides=tuple(overrides) +
+            tuple(_setting(text) for text in own)).hyperparameters
         params['num_channels'] = int(train[0].shape[1])
         self.batch = schedule.fitted_batch_size(params, len(train))
         steps = -(-len(train) // self.batch)
@@ -115,8 +124,11 @@ class _Variant:
                                             _LEFT_AFTER_EPOCH**(1 / steps))
         tf.keras.utils.set_random_seed(int(params['seed']))
         self.model = families.recipe(family).build_model(params, classes)
-        self.model.compile(tf.keras.optimizers.Adam(
-            float(params['learning_rate'])),
+        params['epochs'] = epochs
+        rate = schedule.decayed_learning_rate(params,
+                                              float(params['learning_rate']),
+                                              steps)
+        self.model.compile(tf.keras.optimizers.Adam(rate),
                            loss='sparse_categorical_crossentropy',
                            metrics=['accuracy'])
         self.epochs = 0
@@ -143,6 +155,12 @@ class _Variant:
         return float(np.mean(np.argmax(scores, axis=1) == self.test_labels))
 
 
+def _setting(text: str) -> Tuple[str, object]:
+    """KEY=VALUE (a JSON value) as (key, value)."""
+    key, value = text.split('=', 1)
+    return key, json.loads(value)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Trains the variants in turn and prints their JSON lines."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -166,10 +184,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         'train': (train, np.array([index[x] for x in train_labels])),
         'test': (test, np.array([index[x] for x in test_labels]))
     }
-    overrides = [(key, json.loads(value))
-                 for key, value in (s.split('=', 1) for s in args.set)]
+    overrides = [_setting(text) for text in args.set]
     variants = [
-        _Variant(name, data, len(names), overrides)
+        _Variant(name, data, len(names), overrides, args.epochs)
         for name in (args.variant or ['fcn/per_set', 'fcn/per_series'])
     ]
     for epoch in range(1, args.epochs + 1):
