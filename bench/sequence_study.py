@@ -16,7 +16,10 @@ pipeline (no eval split carved from train: all training series train), in
 one process, for a machine too loaded for whole runs. Adam at the
 profile's rate, constant, or along a half cosine over the `--epochs` with
 `+learning_rate_decay="cosine"` (models/schedule.py's own schedule; the
-pipeline's plateau halving is not reproduced here), the batch as the
+pipeline's plateau halving is not reproduced here). `+pool="max"`, a
+change of this study's only (not a setting): the global pooling over time
+(the layer `pool`, which averages a series' real steps) takes each
+channel's largest value over them instead. The batch as the
 Trainer fits it (min(batch_size, N/10)), batch-norm momentum from the
 steps an epoch. Prints one JSON line per variant every `--every` epochs:
 the training loss and accuracy of the epoch and the test accuracy, with
@@ -98,6 +101,31 @@ def _padded(series: Sequence[np.ndarray]) -> Dict[str, np.ndarray]:
     }
 
 
+# Variant changes that are not settings: `pool` ('average' or 'max').
+_POOL = 'pool'
+
+
+class _MaskedMaxPool(tf.keras.layers.Layer):
+    """Each channel's largest value over a series' real steps."""
+
+    def call(self, x, mask=None):
+        lowest = tf.fill(tf.shape(x), x.dtype.min)
+        return tf.reduce_max(tf.where(mask[..., tf.newaxis], x, lowest), axis=1)
+
+
+def _max_pooled(model: tf.keras.Model) -> tf.keras.Model:
+    """The model, its weights too, with the `pool` layer a masked max."""
+
+    def clone(layer):
+        if layer.name == _POOL:
+            return _MaskedMaxPool(name=_POOL)
+        return layer.__class__.from_config(layer.get_config())
+
+    pooled = tf.keras.models.clone_model(model, clone_function=clone)
+    pooled.set_weights(model.get_weights())
+    return pooled
+
+
 class _Variant:
     """One family and normalization, trained an epoch at a time."""
 
@@ -112,11 +140,14 @@ class _Variant:
         self.train_labels = data['train'][1]
         self.test = _padded(test)
         self.test_labels = data['test'][1]
-        params = configs.RunConfig(
-            model=family,
-            profile='full',
-            overrides=tuple(overrides) +
-            tuple(_setting(text) for text in own)).hyperparameters
+        own = dict(_setting(text) for text in own)
+        pool = own.pop(_POOL, 'average')
+        if pool not in ('average', 'max'):
+            raise ValueError(f'{name}: pool {pool!r}, not average or max')
+        params = configs.RunConfig(model=family,
+                                   profile='full',
+                                   overrides=tuple(overrides) +
+                                   tuple(own.items())).hyperparameters
         params['num_channels'] = int(train[0].shape[1])
         self.batch = schedule.fitted_batch_size(params, len(train))
         steps = -(-len(train) // self.batch)
@@ -124,6 +155,8 @@ class _Variant:
                                             _LEFT_AFTER_EPOCH**(1 / steps))
         tf.keras.utils.set_random_seed(int(params['seed']))
         self.model = families.recipe(family).build_model(params, classes)
+        if pool == 'max':
+            self.model = _max_pooled(self.model)
         params['epochs'] = epochs
         rate = schedule.decayed_learning_rate(params,
                                               float(params['learning_rate']),
