@@ -131,7 +131,7 @@ class _Variant:
 
     def __init__(self, name: str, data: Dict[str, tuple], classes: int,
                  overrides: Sequence[Tuple[str, object]], epochs: int):
-        base, *own = name.split('+')
+        base, *changes = name.split('+')
         family, normalization = base.split('/')
         self.name = name
         train, test = _NORMALIZATIONS[normalization](data['train'][0],
@@ -140,7 +140,7 @@ class _Variant:
         self.train_labels = data['train'][1]
         self.test = _padded(test)
         self.test_labels = data['test'][1]
-        own = dict(_setting(text) for text in own)
+        own = dict(_setting(text) for text in changes)
         pool = own.pop(_POOL, 'average')
         if pool not in ('average', 'max'):
             raise ValueError(f'{name}: pool {pool!r}, not average or max')
