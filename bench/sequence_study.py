@@ -8,9 +8,9 @@ Trains each variant (`family/normalization`: a sequence family's `full`
 profile, the sequences z-scored per channel over the training split,
 `per_set`, or per series over its own steps, `per_series`, by the formulas
 of models/rnn/preprocessing.py; then any `+KEY=VALUE` settings of that
-variant alone, JSON values, so that one change can be tried against the
-same variant without it) on DIR's TRAIN file and scores it on its TEST
-file, the variants in turn one epoch each, so that when it is stopped
+variant alone, JSON values or else text, so that one change can be tried
+against the same variant without it) on DIR's TRAIN file and scores it on
+its TEST file, the variants in turn one epoch each, so that when it is stopped
 every variant has trained as many epochs as the others. Without the
 pipeline (no eval split carved from train: all training series train), in
 one process, for a machine too loaded for whole runs. Adam at the
@@ -47,6 +47,7 @@ from formats import ts_format  # noqa: E402
 from models import families  # noqa: E402
 from models import schedule  # noqa: E402
 from pipeline import configs  # noqa: E402
+from pipeline import setting_checks  # noqa: E402
 
 # The least standard deviation models/rnn/preprocessing.py divides by.
 _MIN_STD = 1e-6
@@ -140,7 +141,7 @@ class _Variant:
         self.train_labels = data['train'][1]
         self.test = _padded(test)
         self.test_labels = data['test'][1]
-        own = dict(_setting(text) for text in changes)
+        own = dict(setting_checks.parse_setting(text) for text in changes)
         pool = own.pop(_POOL, 'average')
         if pool not in ('average', 'max'):
             raise ValueError(f'{name}: pool {pool!r}, not average or max')
@@ -188,12 +189,6 @@ class _Variant:
         return float(np.mean(np.argmax(scores, axis=1) == self.test_labels))
 
 
-def _setting(text: str) -> Tuple[str, object]:
-    """KEY=VALUE (a JSON value) as (key, value)."""
-    key, value = text.split('=', 1)
-    return key, json.loads(value)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Trains the variants in turn and prints their JSON lines."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -217,7 +212,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         'train': (train, np.array([index[x] for x in train_labels])),
         'test': (test, np.array([index[x] for x in test_labels]))
     }
-    overrides = [_setting(text) for text in args.set]
+    overrides = [setting_checks.parse_setting(text) for text in args.set]
     variants = [
         _Variant(name, data, len(names), overrides, args.epochs)
         for name in (args.variant or ['fcn/per_set', 'fcn/per_series'])

@@ -280,16 +280,10 @@ def train(fn_args: 'tfx.components.FnArgs',
         plan.steps_per_epoch, fitted)
     learning_rate = schedule.decayed_learning_rate(params, rate.rate,
                                                    plan.steps_per_epoch)
-    if (ensemble.size(params) > 1 and fn_args.base_model and
-            params.get('warm_start')):
-        # Warm-started from the last model, all would start from its first
-        # network and learn alike.
-        logging.info(
-            'An ensemble of %d networks: each starts afresh, not '
-            'from %s', ensemble.size(params), fn_args.base_model)
+    warm_start_from = _warm_start_from(fn_args, params)
     networks = [
         _train_network(fn_args, recipe, params, strategy, plan, data,
-                       learning_rate, index)
+                       learning_rate, index, warm_start_from)
         for index in range(ensemble.size(params))
     ]
     model = networks[0].model
@@ -450,34 +444,48 @@ def _learning_rate(params: Params, strategy: tf.distribute.Strategy,
     return _LearningRate(rate=target, reported=target, warmup_steps=0)
 
 
+def _warm_start_from(fn_args: 'tfx.components.FnArgs',
+                     params: Params) -> Optional[str]:
+    """The last model to start from: when the run asks, for one network."""
+    if not (fn_args.base_model and params.get('warm_start')):
+        return None
+    if ensemble.size(params) > 1:
+        # Warm-started from the last model, all would start from its first
+        # network and learn alike.
+        logging.info(
+            'An ensemble of %d networks: each starts afresh, not '
+            'from %s', ensemble.size(params), fn_args.base_model)
+        return None
+    return fn_args.base_model
+
+
 def _train_network(fn_args: 'tfx.components.FnArgs',
                    recipe: recipe_lib.ModelRecipe, params: Params,
                    strategy: tf.distribute.Strategy, plan: _Plan,
-                   data: _InputData, learning_rate: LearningRate,
-                   index: int) -> _Network:
+                   data: _InputData, learning_rate: LearningRate, index: int,
+                   warm_start_from: Optional[str]) -> _Network:
     """Builds and fits network `index` (of an ensemble; 0 alone)."""
     seed = ensemble.seed_network(params, index)
-    model, transferred = _build_model(fn_args, recipe, params, strategy,
+    model, transferred = _build_model(recipe, params, strategy,
                                       len(params['class_names']), learning_rate,
-                                      ensemble.size(params) == 1)
+                                      warm_start_from)
     fit = _fit(fn_args, model, params, plan, data, learning_rate, transferred,
                f'network{index}' if index else None)
     return _Network(model=model, seed=seed, fit=fit, transferred=transferred)
 
 
 def _build_model(
-    fn_args: 'tfx.components.FnArgs',
     recipe: recipe_lib.ModelRecipe,
     params: Params,
     strategy: tf.distribute.Strategy,
     num_classes: int,
     learning_rate: LearningRate,
-    may_warm_start: bool = True
+    warm_start_from: Optional[str] = None
 ) -> Tuple[keras.Model, Optional[transfer.Transfer]]:
     """The compiled model in the strategy's scope, and what it transferred.
 
-    Warm-started from the last model when `may_warm_start` and the run asks
-    for it (`warm_start`); an ensemble's networks may not.
+    Its weights start from the SavedModel `warm_start_from` when given
+    (`_warm_start_from`).
     """
     transferred = None
     with strategy.scope():
@@ -486,8 +494,8 @@ def _build_model(
             transferred = transfer.start_from(model, params)
         (recipe.compile_model or compile_model)(model, params, learning_rate)
         apply_speedups(model, params)
-        if may_warm_start and fn_args.base_model and params.get('warm_start'):
-            weights.warm_start(model, fn_args.base_model)
+        if warm_start_from:
+            weights.warm_start(model, warm_start_from)
     return model, transferred
 
 
