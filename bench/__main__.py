@@ -34,6 +34,7 @@ from bench import pipeline_runs
 from bench import report
 from bench import scaling
 from pipeline import beam_runners
+from pipeline import setting_checks
 
 MODELS = ('convnet', 'rnn')
 SECTIONS = ('pipeline', 'smoke', 'throughput', 'scaling', 'serving')
@@ -130,7 +131,7 @@ class Bench:
                 f'pipeline {model} {self.profile}',
                 pipeline_runs.run_pipeline, model, self.profile,
                 self.home(model, self.profile), None, self.beam_args,
-                [common.setting(item) for item in self.overrides],
+                [setting_checks.parse_setting(item) for item in self.overrides],
                 self.logs / f'pipeline-{model}.log')
             if run:
                 self.results['pipeline'][model] = run

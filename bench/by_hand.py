@@ -51,6 +51,7 @@ from formats import image_formats  # noqa: E402
 from formats import ts_format  # noqa: E402
 from pipeline import configs  # noqa: E402
 from pipeline import profiles  # noqa: E402
+from pipeline import setting_checks  # noqa: E402
 
 Arrays = Dict[str, np.ndarray]
 EPSILON = 1e-6  # As the preprocessing_fns add to the variance.
@@ -308,7 +309,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--set',
                         action='append',
                         default=[],
-                        type=common.setting,
+                        type=setting_checks.parse_setting,
                         dest='overrides',
                         metavar='KEY=VALUE')
     parser.add_argument('--epochs',

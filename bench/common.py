@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from common import environment
 
@@ -133,15 +133,6 @@ class Stopwatch:
         self.seconds[self._name] = round(
             self.seconds.get(self._name, 0.0) + time.monotonic() -
             self._started, 2)
-
-
-def setting(item: str) -> Tuple[str, Any]:
-    """`KEY=VALUE` (VALUE as JSON, else a string) as a (key, value) pair."""
-    key, _, value = item.partition('=')
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def trained_epochs(run: Optional[Dict[str, Any]]) -> int:
