@@ -17,6 +17,7 @@ from models.convnet import model as convnet
 from models.fcn import model as fcn
 from models.inception_time import model as inception_time
 from models.rnn import model as rnn
+from pipeline import profiles
 
 # Heavy (tests/conftest.py): in-process trainings under MirroredStrategy
 # (the RNN's graph alone about 30 s); about 80 s of one test worker idle.
@@ -361,6 +362,23 @@ def test_a_small_set_trains_on_a_tenth_of_it_a_batch_in_more_steps():
         # The default fitted_steps (200) is within one epoch of 469 steps.
         'fitted_patience': 1
     }
+
+
+def test_inception_time_trains_the_papers_batch_and_patience():
+    """InceptionTime's full profile: batches of 64 however small the set
+    (the paper's), not the FCN's cap; the rate halves after the paper's 50
+    epochs on ACSF1 (91 training series, two steps an epoch)."""
+    inception = profiles.MODELS['inception_time'].profiles['full']
+    fcn = profiles.MODELS['fcn'].profiles['full']
+    for examples in (34, 91, 182):  # ArrowHead, ACSF1, OSULeaf.
+        assert schedule.fitted_batch_size(inception, examples) == 64
+        assert schedule.fitted_batch_size(fcn,
+                                          examples) == min(16, examples // 10)
+    batch, steps_per_epoch, acsf1 = schedule.fitted_to_data(inception,
+                                                            train_examples=91,
+                                                            eval_examples=9)
+    assert (batch, steps_per_epoch) == (64, 2)
+    assert acsf1['lr_plateau_patience'] == 50
 
 
 def test_a_set_too_small_to_evaluate_trains_while_its_loss_falls():
