@@ -296,6 +296,16 @@ _TABLE = (
         'with under 50 eval examples, train on while the training loss falls, '
         'up to this many steps of batch_size; 0: min_train_steps',
         default=5000),
+    # With too few eval examples to choose an epoch by, the eval split
+    # serves only the printed val_ metrics: the Trainer may train on it too,
+    # the whole training set, as the FCN and InceptionTime authors train
+    # (models/training.py _plan). The Tuner's trials never do: they are
+    # scored on it.
+    Setting(
+        'train_on_small_eval',
+        'with under 50 eval examples, train on the eval split too (its val_ '
+        'metrics are then of trained-on data); never in Tuner trials',
+        default=False),
     # Multiplies epochs, min_train_steps and max_train_steps (a dimension
     # of the Tuner's search space).
     Setting('training_length',

@@ -198,8 +198,12 @@ class _Plan:
     global_batch: int
     # The last batch of an epoch may be short (no drop_remainder).
     steps_per_epoch: int
+    # What the training reads: the training split's files, and the eval
+    # split's too when it is trained on (train_on_small_eval).
+    train_files: List[str]
     train_examples: int
     eval_examples: int
+    trained_on_eval: bool
     # cache_plan's.
     cache: Dict[str, Any]
 
@@ -322,6 +326,12 @@ def _plan(fn_args: 'tfx.components.FnArgs', params: Params,
     replicas = strategy.num_replicas_in_sync
     train_examples, train_bytes = inputs.split_size(fn_args.train_files)
     eval_examples, eval_bytes = inputs.split_size(fn_args.eval_files)
+    train_files = list(fn_args.train_files)
+    trained_on_eval = _trains_on_eval(params, eval_examples)
+    if trained_on_eval:
+        train_files += fn_args.eval_files
+        train_examples += eval_examples
+        train_bytes += eval_bytes
     cache = cache_plan(params, {'train': train_bytes, 'eval': eval_bytes})
     per_replica_batch, steps_per_epoch, _ = schedule.fitted_to_data(
         params, train_examples, eval_examples, replicas)
@@ -335,9 +345,22 @@ def _plan(fn_args: 'tfx.components.FnArgs', params: Params,
                  per_replica_batch=per_replica_batch,
                  global_batch=global_batch,
                  steps_per_epoch=steps_per_epoch,
+                 train_files=train_files,
                  train_examples=train_examples,
                  eval_examples=eval_examples,
+                 trained_on_eval=trained_on_eval,
                  cache=cache)
+
+
+def _trains_on_eval(params: Params, eval_examples: int) -> bool:
+    """Whether the training reads the eval split too (train_on_small_eval).
+
+    Only where the eval split is too small to choose the epoch by
+    (schedule.best_epoch_monitor): there it would serve nothing but the
+    printed val_ metrics.
+    """
+    return (bool(settings.value(params, 'train_on_small_eval')) and
+            schedule.best_epoch_monitor(eval_examples)[0] == 'loss')
 
 
 def _input_data(fn_args: 'tfx.components.FnArgs',
@@ -359,7 +382,7 @@ def _input_data(fn_args: 'tfx.components.FnArgs',
     cached = plan.cache['cached_splits']
     pipelines: List[Dict[str, int]] = []
     if distribute.is_default(strategy):
-        train_data = make(fn_args.train_files,
+        train_data = make(plan.train_files,
                           cache=cached[names.TRAIN],
                           batch_size=plan.global_batch,
                           shuffle=True,
@@ -375,7 +398,7 @@ def _input_data(fn_args: 'tfx.components.FnArgs',
         train_data = inputs.per_worker_dataset(
             plan.global_batch, pipelines,
             functools.partial(make,
-                              fn_args.train_files,
+                              plan.train_files,
                               cache=cached[names.TRAIN],
                               shuffle=True,
                               repeat=True))
@@ -396,7 +419,7 @@ def _input_data(fn_args: 'tfx.components.FnArgs',
         train_data = inputs.distributed_dataset(
             strategy, plan.global_batch, pipelines,
             functools.partial(make,
-                              fn_args.train_files,
+                              plan.train_files,
                               cache=cached[names.TRAIN],
                               shuffle=True,
                               seed=params.get('seed'),
@@ -581,6 +604,7 @@ def _report(params: Params, plan: _Plan, data: _InputData, rate: _LearningRate,
                       if data.pipelines else None),
         transfer=transferred.report if transferred else None,
         eval_examples=plan.eval_examples,
+        trained_on_eval=plan.trained_on_eval,
         best_epoch_by=fit.best_epoch_by,
         **fitted,
         lr_plateau=fit.lr_plateau,
@@ -639,7 +663,7 @@ def _export(fn_args: 'tfx.components.FnArgs', recipe: recipe_lib.ModelRecipe,
         exporter = functools.partial(
             recipe.export_model,
             params=params,
-            train_data=data.make(fn_args.train_files,
+            train_data=data.make(plan.train_files,
                                  cache=plan.cache['cached_splits'][names.TRAIN],
                                  batch_size=plan.global_batch,
                                  shuffle=False))

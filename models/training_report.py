@@ -51,6 +51,9 @@ class TrainingReport:
     # What was transferred (models/transfer.py `Transfer.report`).
     transfer: Optional[Dict[str, Any]] = None
     eval_examples: int
+    # Whether the eval split was trained on too (train_on_small_eval):
+    # train_examples then counts it.
+    trained_on_eval: bool
     # The metric the kept epoch is chosen by (schedule.best_epoch_monitor).
     best_epoch_by: str
     # The schedule fitted to the data's size (schedule.training_schedule).

@@ -156,6 +156,8 @@ class TrialTuner(keras_tuner.engine.base_tuner.BaseTuner):
         # search's budget is the run's, whichever family the trial trains.
         params['epochs_fraction'] = float(
             settings.value(self._params, 'tune_epochs_fraction'))
+        # A trial is scored on the eval split: it never trains on it.
+        params['train_on_small_eval'] = False
         report = training.train(self._fn_args,
                                 recipe,
                                 params,

@@ -132,6 +132,28 @@ def _only_file(pattern):
         return json.load(f)
 
 
+@pytest.mark.parametrize('family,trains_on_eval', [('fcn', False),
+                                                   ('inception_time', True)])
+def test_a_small_eval_split_is_trained_on_where_the_profile_says(
+        family, trains_on_eval, request):
+    """The toy set's 60 training series less the eval split's handful (too
+    few to choose an epoch by): InceptionTime's profile trains on all 60, as
+    its paper trains on the whole training set; the FCN's on the rest."""
+    _, _, home, _ = request.getfixturevalue(f'{family}_run')
+    # Every Trainer run of the home (the FCN's test above reruns it).
+    paths = glob.glob(
+        os.path.join(home, 'pipelines', f'{family}-pipeline', 'Trainer',
+                     'model_run', '*', 'training.json'))
+    assert paths
+    for path in paths:
+        with open(path, encoding='utf-8') as f:
+            report = json.load(f)
+        assert 0 < report['eval_examples'] < schedule.MIN_EVAL_EXAMPLES
+        assert report['trained_on_eval'] is trains_on_eval
+        assert report['train_examples'] == 60 - (0 if trains_on_eval else
+                                                 report['eval_examples'])
+
+
 def test_tuner_tries_two_trials_and_the_trainer_trains_the_best(fcn_run):
     summary, data, home, log = fcn_run
     outputs = os.path.join(home, 'pipelines', 'fcn-pipeline', 'Tuner')

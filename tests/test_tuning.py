@@ -125,6 +125,16 @@ def test_a_trial_trains_its_fraction_of_the_epochs(monkeypatch, tmp_path):
     assert [p['epochs_fraction'] for p in tuner.trained] == [1 / 3, 1 / 3]
 
 
+def test_a_trial_never_trains_on_the_eval_split_it_is_scored_on(
+        monkeypatch, tmp_path):
+    tuner = _search(monkeypatch,
+                    tmp_path,
+                    max_trials=2,
+                    max_seconds=3600,
+                    profile={'train_on_small_eval': True})
+    assert [p['train_on_small_eval'] for p in tuner.trained] == [False, False]
+
+
 def test_no_trial_starts_after_the_wall_time_budget(monkeypatch, tmp_path):
     tuner = _search(monkeypatch, tmp_path, max_trials=6, max_seconds=0)
     assert len(tuner.oracle.trials) == 1
@@ -295,7 +305,11 @@ def test_the_sequence_searchs_first_trial_is_the_running_familys_profile(
     assert recipe is families.recipe(model)
     assert first[names.FAMILY] == model
     profile = profiles.MODELS[model].profiles['smoke']
-    assert {key: first[key] for key in profile} == profile
+    expected = dict(profile)
+    if 'train_on_small_eval' in profile:
+        # A trial is scored on the eval split: it never trains on it.
+        expected['train_on_small_eval'] = False
+    assert {key: first[key] for key in profile} == expected
     assert first['learning_rate'] == settings.DEFAULTS['learning_rate']
 
 
