@@ -286,7 +286,6 @@ MODELS: Dict[str, ModelFamily] = {
                          max_train_steps=0,
                          batch_size=32,
                          min_accuracy=0.2,
-                         train_on_small_eval=True,
                          tune_families=True),
                 # The paper's: six modules of 32 filters a branch, kernels
                 # 40/20/10 (and its bottleneck of 32, the setting's
@@ -294,9 +293,7 @@ MODELS: Dict[str, ModelFamily] = {
                 # FCN's cap (OSULeaf 94.2 against 89.7 in batches of 18),
                 # and the rate halved after 100 steps without a lower loss:
                 # the paper's 50 epochs on ACSF1's 2-step epochs, where 500
-                # never halved it; the whole training set, as the paper
-                # trains, where the eval split is too small to choose the
-                # epoch by (docs/sequences.md).
+                # never halved it (docs/sequences.md).
                 'full':
                     dict(max_examples_per_split=0,
                          conv_filters=[32] * 6,
@@ -306,7 +303,6 @@ MODELS: Dict[str, ModelFamily] = {
                          batch_size=64,
                          max_batch_fraction=0.0,
                          lr_plateau_steps=100,
-                         train_on_small_eval=True,
                          min_accuracy=0.9,
                          tune_families=True),
             }),

@@ -55,16 +55,15 @@ def fcn_run(tmp_path_factory):
 def inception_time_run(tmp_path_factory):
     """One run of the InceptionTime pipeline on small sequences, no Tuner:
     as the RNN's run, a few epochs of two steps, for each of an ensemble's
-    two networks."""
+    two networks, trained on the eval split too."""
     root = tmp_path_factory.mktemp('inception_time')
     data = datasets.write_ts_dataset(str(root / 'data'), train=60, test=30)
     home = str(root / 'home')
-    summary, log = pipeline_runs.run_pipeline('--model', 'inception_time',
-                                              '--data', data, '--home', home,
-                                              '--set', 'epochs=10', '--set',
-                                              'min_train_steps=0', '--set',
-                                              'learning_rate=0.01', '--set',
-                                              'ensemble_size=2')
+    summary, log = pipeline_runs.run_pipeline(
+        '--model', 'inception_time', '--data', data, '--home', home, '--set',
+        'epochs=10', '--set', 'min_train_steps=0', '--set',
+        'learning_rate=0.01', '--set', 'ensemble_size=2', '--set',
+        'train_on_small_eval=true')
     assert summary is not None, log
     return summary, data, home, log
 
@@ -134,11 +133,12 @@ def _only_file(pattern):
 
 @pytest.mark.parametrize('family,trains_on_eval', [('fcn', False),
                                                    ('inception_time', True)])
-def test_a_small_eval_split_is_trained_on_where_the_profile_says(
-        family, trains_on_eval, request):
+def test_a_small_eval_split_is_trained_on_when_asked(family, trains_on_eval,
+                                                     request):
     """The toy set's 60 training series less the eval split's handful (too
-    few to choose an epoch by): InceptionTime's profile trains on all 60, as
-    its paper trains on the whole training set; the FCN's on the rest."""
+    few to choose an epoch by): the InceptionTime run, given
+    `train_on_small_eval`, trains on all 60; the FCN's, by default, on the
+    rest."""
     _, _, home, _ = request.getfixturevalue(f'{family}_run')
     # Every Trainer run of the home (the FCN's test above reruns it).
     paths = glob.glob(

@@ -305,11 +305,7 @@ def test_the_sequence_searchs_first_trial_is_the_running_familys_profile(
     assert recipe is families.recipe(model)
     assert first[names.FAMILY] == model
     profile = profiles.MODELS[model].profiles['smoke']
-    expected = dict(profile)
-    if 'train_on_small_eval' in profile:
-        # A trial is scored on the eval split: it never trains on it.
-        expected['train_on_small_eval'] = False
-    assert {key: first[key] for key in profile} == expected
+    assert {key: first[key] for key in profile} == profile
     assert first['learning_rate'] == settings.DEFAULTS['learning_rate']
 
 
