@@ -140,7 +140,7 @@ def test_a_small_eval_split_is_trained_on_when_asked(family, trains_on_eval,
     `train_on_small_eval`, trains on all 60; the FCN's, by default, on the
     rest."""
     _, _, home, _ = request.getfixturevalue(f'{family}_run')
-    # Every Trainer run of the home (the FCN's test above reruns it).
+    # Every Trainer run of the home (the FCN's Tuner test reruns it).
     paths = glob.glob(
         os.path.join(home, 'pipelines', f'{family}-pipeline', 'Trainer',
                      'model_run', '*', 'training.json'))
