@@ -145,7 +145,7 @@ def training_schedule(params: Params,
         math.ceil(
             int(settings.value(params, 'lr_plateau_steps')) / steps_per_epoch))
     if (params.get('max_train_steps') and eval_examples is not None and
-            best_epoch_monitor(eval_examples)[0] == 'loss'):
+            eval_too_small(eval_examples)):
         epochs = max(epochs, epochs_for('max_train_steps'))
         patience = max(int(settings.value(params, 'early_stopping_patience')),
                        2 * plateau)
@@ -338,6 +338,11 @@ def decayed_learning_rate(params: Params, learning_rate: LearningRate,
 MIN_EVAL_EXAMPLES = 50
 
 
+def eval_too_small(eval_examples: int) -> bool:
+    """Whether an eval split this size is too small to choose an epoch by."""
+    return eval_examples < MIN_EVAL_EXAMPLES
+
+
 def best_epoch_monitor(eval_examples: int) -> Tuple[str, str]:
     """(Keras metric, mode) that chooses the epoch whose weights are kept.
 
@@ -346,9 +351,9 @@ def best_epoch_monitor(eval_examples: int) -> Tuple[str, str]:
     authors choose the epoch of a model trained without a validation set
     (Wang et al. 2017; Fawaz et al. 2019).
     """
-    if eval_examples >= MIN_EVAL_EXAMPLES:
-        return 'val_accuracy', 'max'
-    return 'loss', 'min'
+    if eval_too_small(eval_examples):
+        return 'loss', 'min'
+    return 'val_accuracy', 'max'
 
 
 class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):

@@ -355,12 +355,12 @@ def _plan(fn_args: 'tfx.components.FnArgs', params: Params,
 def _trains_on_eval(params: Params, eval_examples: int) -> bool:
     """Whether the training reads the eval split too (train_on_small_eval).
 
-    Only where the eval split is too small to choose the epoch by
-    (schedule.best_epoch_monitor): there it would serve nothing but the
-    printed val_ metrics.
+    Only where the eval split is too small to choose the epoch by (the
+    training loss chooses it): there it would serve nothing but the printed
+    val_ metrics.
     """
     return (bool(settings.value(params, 'train_on_small_eval')) and
-            schedule.best_epoch_monitor(eval_examples)[0] == 'loss')
+            schedule.eval_too_small(eval_examples))
 
 
 def _input_data(fn_args: 'tfx.components.FnArgs',
