@@ -55,6 +55,11 @@ TASKS = signatures.TASKS
 # The search space's `training_length`s: half, all or twice the profile's
 # epochs and steps (models/schedule.py training_schedule).
 TRAINING_LENGTHS = (0.5, 1.0, 2.0)
+# With fewer eval examples than this, eval accuracy moves in steps too
+# coarse to choose an epoch by (two examples: 0, 0.5 or 1; measured on
+# ArrowHead's cut: an epoch at eval 1.0 gave test accuracy 0.39), so the
+# training loss chooses (models/schedule.py eval_too_small).
+MIN_EVAL_EXAMPLES = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,11 +296,11 @@ _TABLE = (
     # chooses), training goes on while the training loss falls, up to this
     # many steps (models/schedule.py); 0 (the smoke profiles: minutes):
     # min_train_steps as for any set.
-    Setting(
-        'max_train_steps',
-        'with under 50 eval examples, train on while the training loss falls, '
-        'up to this many steps of batch_size; 0: min_train_steps',
-        default=5000),
+    Setting('max_train_steps',
+            f'with under {MIN_EVAL_EXAMPLES} eval examples, train on while the '
+            'training loss falls, up to this many steps of batch_size; 0: '
+            'min_train_steps',
+            default=5000),
     # With too few eval examples to choose an epoch by, the eval split
     # serves only the printed val_ metrics: the Trainer may train on it too,
     # the whole training set, as the FCN and InceptionTime authors train
@@ -303,8 +308,9 @@ _TABLE = (
     # scored on it.
     Setting(
         'train_on_small_eval',
-        'with under 50 eval examples, train on the eval split too (its val_ '
-        'metrics are then of trained-on data); never in Tuner trials',
+        f'with under {MIN_EVAL_EXAMPLES} eval examples, train on the eval '
+        'split too (its val_ metrics are then of trained-on data); never in '
+        'Tuner trials',
         default=False),
     # Multiplies epochs, min_train_steps and max_train_steps (a dimension
     # of the Tuner's search space).

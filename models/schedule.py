@@ -99,7 +99,8 @@ def training_schedule(params: Params,
       the rate was at its floor by epoch 96 of 445, the training loss
       still 0.5.
     - Too few eval examples to choose an epoch by (`eval_examples` under
-      MIN_EVAL_EXAMPLES: the training loss chooses, best_epoch_monitor):
+      settings.MIN_EVAL_EXAMPLES: the training loss chooses,
+      best_epoch_monitor):
       training goes on while the training loss still falls, up to
       `max_train_steps` (counted as `min_train_steps` is), and stops when
       it has not improved (by more than `min_loss_improvement` of itself,
@@ -332,15 +333,9 @@ def decayed_learning_rate(params: Params, learning_rate: LearningRate,
         warmup_steps=warmup_steps)
 
 
-# With fewer eval examples than this, eval accuracy moves in steps too
-# coarse to choose an epoch by (two examples: 0, 0.5 or 1; measured on
-# ArrowHead's cut: an epoch at eval 1.0 gave test accuracy 0.39).
-MIN_EVAL_EXAMPLES = 50
-
-
 def eval_too_small(eval_examples: int) -> bool:
     """Whether an eval split this size is too small to choose an epoch by."""
-    return eval_examples < MIN_EVAL_EXAMPLES
+    return eval_examples < settings.MIN_EVAL_EXAMPLES
 
 
 def best_epoch_monitor(eval_examples: int) -> Tuple[str, str]:

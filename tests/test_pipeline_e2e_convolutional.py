@@ -148,7 +148,7 @@ def test_a_small_eval_split_is_trained_on_when_asked(family, trains_on_eval,
     for path in paths:
         with open(path, encoding='utf-8') as f:
             report = json.load(f)
-        assert 0 < report['eval_examples'] < schedule.MIN_EVAL_EXAMPLES
+        assert 0 < report['eval_examples'] < settings.MIN_EVAL_EXAMPLES
         assert report['trained_on_eval'] is trains_on_eval
         assert report['train_examples'] == 60 - (0 if trains_on_eval else
                                                  report['eval_examples'])

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from bench import throughput
+from common import settings
 from models import distribute
 from models import inputs
 from models import schedule
@@ -407,7 +408,7 @@ def test_a_set_too_small_to_evaluate_trains_while_its_loss_falls():
     assert capped['epochs'] == math.ceil(math.ceil(5000 * 16 / 3) / 12)
     # Enough eval examples (eval accuracy chooses), or the cap off: the
     # fixed budget and patience.
-    for eval_examples, cap in ((schedule.MIN_EVAL_EXAMPLES, 5000), (18, 0)):
+    for eval_examples, cap in ((settings.MIN_EVAL_EXAMPLES, 5000), (18, 0)):
         assert schedule.training_schedule({
             **fcn_full, 'max_train_steps': cap
         }, 12, 16, eval_examples) == fixed
@@ -627,10 +628,10 @@ def test_a_loss_still_falling_meaningfully_keeps_training():
 def test_the_kept_epoch_is_chosen_by_eval_accuracy_only_when_it_can_tell():
     # A 2-example eval split scores 0, 0.5 or 1: the training loss chooses.
     assert schedule.best_epoch_monitor(2) == ('loss', 'min')
-    assert schedule.best_epoch_monitor(schedule.MIN_EVAL_EXAMPLES -
+    assert schedule.best_epoch_monitor(settings.MIN_EVAL_EXAMPLES -
                                        1) == ('loss', 'min')
     assert schedule.best_epoch_monitor(
-        schedule.MIN_EVAL_EXAMPLES) == ('val_accuracy', 'max')
+        settings.MIN_EVAL_EXAMPLES) == ('val_accuracy', 'max')
     assert schedule.best_epoch_monitor(6000) == ('val_accuracy', 'max')
 
 
