@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
+from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from common import names
@@ -82,6 +83,23 @@ def test_rnn_run_pushes_a_model_whose_two_signatures_agree(rnn_run):
                                from_tensors[signatures.SCORES_OUTPUT],
                                rtol=1e-5,
                                atol=1e-6)
+
+
+def test_rnn_export_keeps_cudnns_kernel_for_a_gpu_to_choose(rnn_run):
+    """The RNN trained without cuDNN's kernel (no GPU here:
+    tests/test_training.py); its SavedModel has it beside the standard one,
+    as tf_keras writes it, so a GPU serving it runs cuDNN."""
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(rnn_run[0]['pushed_model'], 'saved_model.pb'),
+              'rb') as f:
+        saved.ParseFromString(f.read())
+    ops = {
+        node.op
+        for function in saved.meta_graphs[0].graph_def.library.function
+        for node in function.node_def
+    }
+    assert any(op.startswith('CudnnRNN') for op in ops)
+    assert 'While' in ops or 'StatelessWhile' in ops  # The standard kernel.
 
 
 def test_served_rnn_answers_equal_the_saved_models_own(rnn_run, e2e_server):

@@ -90,6 +90,41 @@ def test_rnn_masks_padding_and_clips_gradients_under_mirrored_strategy(
     np.testing.assert_allclose(clean, padded, atol=1e-6)
 
 
+def _holds_cudnn_kernel(graph: tf.Graph) -> bool:
+    return any(
+        node.op.startswith('CudnnRNN')
+        for function in graph.as_graph_def().library.function
+        for node in function.node_def)
+
+
+def test_rnn_traces_no_cudnn_kernel_where_no_gpu_is_visible():
+    """In a tf.function tf_keras traces each LSTM and GRU twice, the
+    standard kernel and cuDNN's, for Grappler to choose when it runs; with
+    no GPU the RNN traces the standard one only (its export traces both:
+    tests/test_pipeline_e2e_sequences.py)."""
+    assert not tf.config.list_logical_devices('GPU')
+    specs = {
+        'sequence': tf.TensorSpec([None, None, 2], tf.float32),
+        'length': tf.TensorSpec([None], tf.int64)
+    }
+    # What tf_keras traces by default: the check sees cuDNN's kernel.
+    inputs = tf.keras.Input((None, 2))
+    plain = tf.keras.Model(inputs, tf.keras.layers.LSTM(4)(inputs))
+    assert _holds_cudnn_kernel(
+        tf.function(plain).get_concrete_function(specs['sequence']).graph)
+    for cell in ('lstm', 'gru'):
+        model = rnn.build_model(
+            {
+                'num_channels': 2,
+                'units': [4, 4],
+                'bidirectional': True,
+                'cell': cell
+            },
+            num_classes=3)
+        traced = tf.function(model).get_concrete_function(specs)
+        assert not _holds_cudnn_kernel(traced.graph), cell
+
+
 # The FCN's two blocks; InceptionTime's three modules of kernels 5 and 3 and
 # their max-pool, then a residual shortcut.
 _CONVOLUTIONAL = {
