@@ -116,7 +116,7 @@ def test_rnn_traces_no_cudnn_kernel_where_no_gpu_is_visible():
         model = rnn.build_model(
             {
                 'num_channels': 2,
-                'units': [4, 4],
+                'units': [4],
                 'bidirectional': True,
                 'cell': cell
             },
