@@ -7,7 +7,7 @@ kernel and cuDNN's, for Grappler to choose when it runs; where no GPU is
 visible the RNN traces the standard one only (models/rnn/model.py). Each
 measurement is a fresh process (TensorFlow caches what it traced): the
 profile's RNN, built by the recipe, on the first batches of the by-hand
-script's data (bench/by_hand.py `load_data`), one epoch of training and
+script's data (bench/step_time.py `first_batches`), one epoch of training and
 evaluation (both steps traced), the variants alternating. Prints one JSON
 line per process: the variant (`cudnn_traced`), the epoch's wall and CPU
 seconds, and the load average.
@@ -26,8 +26,7 @@ from common import environment
 environment.use_legacy_keras()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from pipeline import configs  # pylint: disable=wrong-import-position  # noqa: E402
-from pipeline import profiles  # noqa: E402
+from pipeline import profiles  # pylint: disable=wrong-import-position  # noqa: E402
 
 _BATCHES = 4
 
@@ -35,24 +34,14 @@ _BATCHES = 4
 def first_epoch(profile: str, cudnn_traced: bool) -> dict:
     """The seconds of one process's first epoch of the RNN."""
     # pylint: disable=import-outside-toplevel
-    import tensorflow as tf
-
-    from bench import by_hand
+    from bench import step_time
     from models import tracing
     from models import training
     from models.rnn import model as rnn
 
     tracing.skip_autograph_of_tf_keras()  # As the Trainer does.
-    config = configs.RunConfig(model='rnn', profile=profile)
-    splits, extra = by_hand.load_data(config)
-    num_classes = extra.pop('num_classes')
-    extra.pop('_seconds')
-    params = {**config.hyperparameters, **extra}
-    batch = int(params['batch_size'])
-    features, labels = splits['train']
-    dataset = tf.data.Dataset.from_tensor_slices(({
-        k: v[:batch * _BATCHES] for k, v in features.items()
-    }, labels[:batch * _BATCHES])).batch(batch)
+    params, num_classes, dataset, _ = step_time.first_batches(
+        'rnn', profile, _BATCHES)
     model = rnn.build_model(params, num_classes)
     rnn.trace_cudnn_kernel(model, cudnn_traced)
     training.compile_model(model, params)

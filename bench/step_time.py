@@ -47,17 +47,17 @@ def _variant(text: str) -> Dict[str, Any]:
     return dict(setting_checks.parse_setting(item) for item in text.split(','))
 
 
-def measure(model_name: str, profile: str, steps: int, rounds: int,
-            variants: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Step times of the plain compile and of each variant's speed-ups."""
+def first_batches(model_name: str, profile: str, steps: int):
+    """(params, classes, dataset, batches): the first `steps` batches.
+
+    Of the by-hand script's training split (bench/by_hand.py `load_data`),
+    in the profile's `batch_size`, with the profile's params and what the
+    data adds to them (`num_channels`, ...).
+    """
     # pylint: disable=import-outside-toplevel
     import tensorflow as tf
-    from tensorflow.python.util import _pywrap_util_port
 
     from bench import by_hand
-    from models import training
-    module = __import__(f'models.{model_name}.model', fromlist=['model'])
-
     config = configs.RunConfig(model=model_name, profile=profile)
     splits, extra = by_hand.load_data(config)
     num_classes = extra.pop('num_classes')
@@ -69,7 +69,21 @@ def measure(model_name: str, profile: str, steps: int, rounds: int,
     dataset = tf.data.Dataset.from_tensor_slices(({
         k: v[:count] for k, v in features.items()
     }, labels[:count])).batch(batch).cache()
-    batches = -(-count // batch)
+    return params, num_classes, dataset, -(-count // batch)
+
+
+def measure(model_name: str, profile: str, steps: int, rounds: int,
+            variants: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Step times of the plain compile and of each variant's speed-ups."""
+    # pylint: disable=import-outside-toplevel
+    import tensorflow as tf
+    from tensorflow.python.util import _pywrap_util_port
+
+    from models import training
+    module = __import__(f'models.{model_name}.model', fromlist=['model'])
+
+    params, num_classes, dataset, batches = first_batches(
+        model_name, profile, steps)
     models = []
     for variant in [{}] + variants:
         tf.keras.utils.set_random_seed(int(settings.value(params, 'seed')))
