@@ -28,7 +28,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from common import environment
 from common import settings
@@ -47,7 +47,8 @@ def _variant(text: str) -> Dict[str, Any]:
     return dict(setting_checks.parse_setting(item) for item in text.split(','))
 
 
-def first_batches(model_name: str, profile: str, steps: int):
+def first_batches(model_name: str, profile: str,
+                  steps: int) -> Tuple[Dict[str, Any], int, Any, int]:
     """(params, classes, dataset, batches): the first `steps` batches.
 
     Of the by-hand script's training split (bench/by_hand.py `load_data`),

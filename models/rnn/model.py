@@ -9,10 +9,10 @@ exploding gradients through time), cross-entropy on shuffled mini-batches
 Where no GPU is visible the layers train with the standard kernel only: in a
 tf.function tf_keras otherwise traces each layer twice, the standard kernel
 and a cuDNN one for Grappler to choose at run time, and on a CPU the second
-trace is wasted time (the full profile's first training and eval steps: 27
-CPU-s against 11, docs/results/performance.md). The export traces both
-again, so the SavedModel is the one tf_keras writes, and a GPU serving it
-runs cuDNN.
+trace is wasted time (the full profile's first epoch, which traces the
+training and eval steps: 30 s against 11, docs/results/performance.md).
+The export traces both again, so the SavedModel is the one tf_keras
+writes, and a GPU serving it runs cuDNN.
 """
 
 import dataclasses
