@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from bench import common
 from bench import scaling
+from pipeline import engine_clusters
 from pipeline import engines
 
 SCALES = (1.0, 4.0)
@@ -84,9 +85,9 @@ def run(workdir: Path,
                                             scaling.FASHION_MNIST, folder)
             else:
                 state_dir = str(folder / 'cluster')
-                with engines.running(engine,
-                                     state_dir,
-                                     workers=configuration['parallelism']):
+                with engine_clusters.running(
+                        engine, state_dir,
+                        workers=configuration['parallelism']):
                     value = scaling.run_scaling(
                         scales, folder / 'work',
                         engines.beam_args(engine, state_dir=state_dir),

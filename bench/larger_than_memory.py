@@ -37,6 +37,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from bench import common
 from bench import scaling
+from pipeline import engine_clusters
 from pipeline import engines
 
 SCALES = (0.5, 0.125)
@@ -204,7 +205,8 @@ def _cluster(engine: Optional[str], state_dir: Path,
     if not engine:
         yield [], []
         return
-    with engines.running(engine, str(state_dir), workers=workers) as state:
+    with engine_clusters.running(engine, str(state_dir),
+                                 workers=workers) as state:
         yield (['--beam-engine', engine, '--engine-state-dir',
                 str(state_dir)], list(state['pids'].values()))
 

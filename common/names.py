@@ -44,7 +44,7 @@ MOVING_CLIPS_DIR = '~/.cache/tfx-clips/moving-fashion-mnist'
 
 # The Beam counters, one per process id, that ExampleGen's readers count the
 # items they read under: which SDK worker processes did the work
-# (pipeline/engines.py reads them from an engine's jobs).
+# (pipeline/engine_jobs.py reads them from an engine's jobs).
 WORKER_PID_COUNTERS = 'sdk_worker_pid'
 
 # Files.

@@ -77,7 +77,7 @@ def beam_runs_locally(beam_args: List[str]) -> bool:
 
     The FnApiRunner, in this process or in worker processes of this Python
     environment, or SDK workers of an EXTERNAL worker pool, which runs this
-    project's Python (pipeline/engines.py) or image (deploy/).
+    project's Python (pipeline/sdk_worker_pool.py) or image (deploy/).
     """
     runners = _flag_values(beam_args, 'runner')
     environments = _flag_values(beam_args, 'environment_type')

@@ -65,6 +65,8 @@ from formats.errors import InputDataError  # noqa: E402
 from models import saved_model_dirs  # noqa: E402
 from pipeline import beam_runners  # noqa: E402
 from pipeline import configs  # noqa: E402
+from pipeline import engine_clusters  # noqa: E402
+from pipeline import engine_jobs  # noqa: E402
 from pipeline import engines  # noqa: E402
 from pipeline import profiles  # noqa: E402
 from pipeline import setting_checks  # noqa: E402
@@ -240,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                       default=configs.DEFAULT_HOME,
                       help='the pipeline home whose serving/ to serve '
                       f'(default {configs.DEFAULT_HOME})')
-    engines.add_engine_command(commands)
+    engine_clusters.add_engine_command(commands)
     demo.add_argument('--count',
                       type=arguments.positive_int,
                       default=5,
@@ -286,7 +288,7 @@ def _data_error(error: BaseException) -> Optional[BaseException]:
         seen.add(id(error))
         if isinstance(
                 error,
-            (InputDataError, DataValidationError, engines.EngineJobFailed)):
+            (InputDataError, DataValidationError, engine_jobs.EngineJobFailed)):
             return error
         error = error.__cause__ or error.__context__
     return None
@@ -345,10 +347,10 @@ def _run(args: argparse.Namespace) -> dict:
               file=sys.stderr,
               flush=True)
         lock.acquire(blocking=True)
-    jobs = engines.BeamJobs(
-        engines.flink_rest_of(args.engine_beam_args +
-                              args.beam_args, args.engine_state_dir) if args.
-        beam_engine == 'flink' else None)
+    jobs = engine_jobs.BeamJobs(
+        engine_jobs.flink_rest_of(args.engine_beam_args +
+                                  args.beam_args, args.engine_state_dir
+                                 ) if args.beam_engine == 'flink' else None)
     try:
         with jobs.tracking(), _jobs_cancelled_on_signal(jobs):
             result = runner.run_local(config,
@@ -368,7 +370,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _jobs_cancelled_on_signal(jobs: engines.BeamJobs) -> Iterator[None]:
+def _jobs_cancelled_on_signal(jobs: engine_jobs.BeamJobs) -> Iterator[None]:
     """SIGINT and SIGTERM cancel the run's running engine jobs, then end it.
 
     Without this a killed `run` leaves its Beam job running on the engine.
@@ -570,7 +572,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if args.command == 'engine':
         try:
-            print(json.dumps(engines.engine_command(args)), flush=True)
+            print(json.dumps(engine_clusters.engine_command(args)), flush=True)
         except engines.EngineError as error:
             print(f'error: {error}', file=sys.stderr, flush=True)
             return EXIT_USAGE
@@ -641,7 +643,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_BAD_DATA
     except Exception as error:  # pylint: disable=broad-except
         data_error = _data_error(error)
-        if isinstance(data_error, engines.EngineJobFailed):
+        if isinstance(data_error, engine_jobs.EngineJobFailed):
             print(f'error: {data_error}', file=sys.stderr, flush=True)
             return 1
         if data_error is None:

@@ -25,7 +25,10 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from pipeline import beam_runners
 from pipeline import cli
+from pipeline import engine_clusters
+from pipeline import engine_jobs
 from pipeline import engines
+from pipeline import sdk_worker_pool
 from serving import client as client_lib
 from tests import datasets
 from tests.serving import server_utils
@@ -102,12 +105,12 @@ def test_a_remote_flink_is_cancelled_at_its_flink_master(tmp_path):
     # `--engine-address` alone says nothing of the Flink cluster behind the
     # job server: no REST address to cancel a job at.
     remote = engines.beam_args('flink', '10.0.0.5:8099')
-    assert engines.flink_rest_of(remote, str(tmp_path)) is None
-    assert engines.flink_rest_of(
+    assert engine_jobs.flink_rest_of(remote, str(tmp_path)) is None
+    assert engine_jobs.flink_rest_of(
         remote + ['--flink_master=http://10.0.0.6:8081/'],
         str(tmp_path)) == '10.0.0.6:8081'
-    assert engines.flink_rest_of(remote + ['--flink_master=[auto]'],
-                                 str(tmp_path)) is None
+    assert engine_jobs.flink_rest_of(remote + ['--flink_master=[auto]'],
+                                     str(tmp_path)) is None
 
 
 def test_an_engine_not_running_is_one_line_before_any_component(tmp_path):
@@ -134,7 +137,7 @@ def test_an_engine_not_running_is_one_line_before_any_component(tmp_path):
 
 def test_workers_that_cannot_start_are_one_line_not_a_hang():
     # The interpreter Beam's own pool would have used: no Beam there.
-    pool = engines.WorkerPool(python='/usr/bin/python3')
+    pool = sdk_worker_pool.WorkerPool(python='/usr/bin/python3')
     error = pool.start_worker('127.0.0.1:1', 'worker-1')
     assert error.startswith('Beam SDK worker (/usr/bin/python3) exited 1 '
                             'before starting: ModuleNotFoundError')
@@ -168,12 +171,12 @@ def test_engine_jobs_are_kept_with_their_worker_pids_and_fail_in_one_line():
             '--runner=PortableRunner', f'--job_endpoint=127.0.0.1:{port}',
             '--environment_type=LOOPBACK'
         ])
-        jobs = engines.BeamJobs()
+        jobs = engine_jobs.BeamJobs()
         with jobs.tracking():
             with beam.Pipeline(options=options) as pipeline:
                 reading.read_items(pipeline, ['a', 'b'],
                                    lambda item: [item.encode()])
-            with pytest.raises(engines.EngineJobFailed) as failed:
+            with pytest.raises(engine_jobs.EngineJobFailed) as failed:
                 with beam.Pipeline(options=options) as pipeline:
                     _ = (pipeline | beam.Create([0]) |
                          beam.Map(lambda x: 1 // x))
@@ -216,14 +219,14 @@ def test_flinks_sort_buffers_hold_tfdvs_largest_record_of_an_image():
     # pylint: disable=import-outside-toplevel
     from apache_beam.transforms import combiners
     from tensorflow_data_validation import StatsOptions
-    settings = engines.flink_settings('/tmp/cluster', 1, 2, 2)
+    settings = engine_clusters.flink_settings('/tmp/cluster', 1, 2, 2)
     # What Flink gives one sorter: the slot's managed memory over the job's
     # memory consumers, in whole pages, less the pages it keeps aside.
     page = _mebibytes(settings['taskmanager.memory.segment-size'])
     slot_pages = (_mebibytes(settings['taskmanager.memory.managed.size']) //
                   settings['taskmanager.numberOfTaskSlots'] // page)
-    record_room = (slot_pages // engines.FLINK_MEMORY_CONSUMERS -
-                   engines.FLINK_SORTER_PAGES) * page
+    record_room = (slot_pages // engine_clusters.FLINK_MEMORY_CONSUMERS -
+                   engine_clusters.FLINK_SORTER_PAGES) * page
     # The record that failed the convnet's StatisticsGen on Flink: a
     # bundle's top-k accumulator of the 28x28 images (TFDV's rank histogram
     # keeps its 1000 most frequent values), as Beam encodes it.
@@ -243,10 +246,10 @@ def test_flinks_sort_buffers_hold_tfdvs_largest_record_of_an_image():
 _WRITE_TO_A_RUNNER_NOT_READING = """
 import sys
 from apache_beam.runners.worker import data_plane
-from pipeline import engines
+from pipeline import sdk_worker_pool
 
 if sys.argv[1] == 'unbounded':
-    engines.queue_output_without_bound()
+    sdk_worker_pool.queue_output_without_bound()
 channel = data_plane._GrpcDataChannel()
 stream = channel.output_stream('bundle-1', 'transform-1')
 for _ in range(16):
@@ -294,17 +297,18 @@ def test_deployments_of_the_engines_are_valid_yaml_naming_the_image():
         pools = [
             c for d in documents if d['kind'] == 'Deployment'
             for c in d['spec']['template']['spec']['containers']
-            if 'pipeline.engines' in ' '.join(c.get('args', []))
+            if 'pipeline.sdk_worker_pool' in ' '.join(c.get('args', []))
         ]
         assert pools, name
 
 
 def test_the_flink_deployments_taskmanagers_have_the_local_clusters_memory():
     """deploy/flink's TaskManagers carry the memory settings the local
-    clusters run the pipelines' Beam jobs with (engines.flink_settings): a
-    size alone (`taskmanager.memory.process.size`) left 350 MB of task heap,
-    short of what Transform's job needs at 70k rows; and their JVM options
-    (exit when the heap runs out: a job that fails, not one that hangs)."""
+    clusters run the pipelines' Beam jobs with
+    (engine_clusters.flink_settings): a size alone
+    (`taskmanager.memory.process.size`) left 350 MB of task heap, short of
+    what Transform's job needs at 70k rows; and their JVM options (exit
+    when the heap runs out: a job that fails, not one that hangs)."""
     path = os.path.join(REPO, 'deploy', 'flink', 'flink-cluster.yaml')
     with open(path, encoding='utf-8') as f:
         [taskmanager] = [
@@ -320,7 +324,7 @@ def test_the_flink_deployments_taskmanagers_have_the_local_clusters_memory():
         e['value'] for e in container['env'] if e['name'] == 'FLINK_PROPERTIES'
     ]
     deployed = yaml.safe_load(properties)
-    local = engines.flink_settings('/cluster', 6123, 8081, workers=2)
+    local = engine_clusters.flink_settings('/cluster', 6123, 8081, workers=2)
     memory = {
         key: value
         for key, value in local.items()
@@ -359,7 +363,7 @@ def test_the_spark_deployment_gives_its_executors_the_local_clusters_settings():
     ]
     deployed = dict(
         option[len('-D'):].split('=', 1) for option in options.split())
-    local = engines.spark_driver_properties()
+    local = engine_clusters.spark_driver_properties()
     assert deployed.keys() == local.keys()
     assert deployed['spark.executor.memory'] == local['spark.executor.memory']
     [jar] = deployed['spark.executor.extraClassPath'].split(':')
@@ -375,7 +379,7 @@ def test_the_spark_deployment_gives_its_executors_the_local_clusters_settings():
                         f'{name}-{version}.jar') == jar
     [spark] = [c for c in worker['containers'] if c['name'] == 'worker']
     offered = spark['args'][spark['args'].index('--memory') + 1]
-    assert offered == f'{engines.SPARK_WORKER_MB}m'
+    assert offered == f'{engine_clusters.SPARK_WORKER_MB}m'
     assert any(
         m['mountPath'] == os.path.dirname(jar) for m in spark['volumeMounts'])
 
@@ -388,7 +392,7 @@ def test_sparks_executors_put_a_guava_with_what_beams_gcs_connector_calls_first(
     added since: at 280k rows every attempt of a task failed
     (NoSuchMethodError). The executors' class path starts with the job
     server's Guava, which has it."""
-    jars = engines.spark_executor_classpath().split(':')
+    jars = engine_clusters.spark_executor_classpath().split(':')
     assert jars and all(os.path.isfile(jar) for jar in jars), jars
     signatures = subprocess.run([
         'javap', '-cp', ':'.join(jars), 'com.google.common.base.Preconditions'
@@ -405,7 +409,8 @@ def test_sparks_executors_put_a_guava_with_what_beams_gcs_connector_calls_first(
 # cluster runs are `make engine-test` (ENGINE_TEST=1), not `make test`.
 needs_engines = pytest.mark.skipif(
     not os.environ.get('ENGINE_TEST') or not all(
-        os.path.isdir(p) for p in (engines.flink_home(), engines.spark_home())),
+        os.path.isdir(p)
+        for p in (engine_clusters.flink_home(), engine_clusters.spark_home())),
     reason='runs pipelines on Flink and Spark clusters: `make engine-test` '
     '(ENGINE_TEST=1, after make engines)')
 
@@ -435,7 +440,7 @@ def clusters(tmp_path_factory):
             _cli('engine', 'stop', engine, '--state-dir', state_dir)
         for state in started.values():
             for pid in state['pids'].values():
-                assert not engines._alive(pid)  # pylint: disable=protected-access
+                assert not engine_clusters._alive(pid)  # pylint: disable=protected-access
 
 
 def _pipeline_root(home, model):
@@ -584,14 +589,14 @@ def _finished(process, timeout=1800):
 
 def _flink_job_states(state):
     return {
-        job['jid']: job['state'] for job in engines._http_json(  # pylint: disable=protected-access
+        job['jid']: job['state'] for job in engines.http_json(  # pylint: disable=protected-access
             f'http://{state["rest"]}/jobs/overview')['jobs']
     }
 
 
 def _spark_app_states(state):
     """The Spark master's applications (one a Beam job), by id."""
-    master = engines.spark_applications(state)
+    master = engine_jobs.spark_applications(state)
     return {
         app['id']: app['state']
         for app in master['activeapps'] + master['completedapps']
@@ -603,7 +608,7 @@ _JOB_STATES = {'flink': _flink_job_states, 'spark': _spark_app_states}
 
 def _alive_worker_pids(state):
     return {
-        pid for pid in _worker_pids(state) if engines._alive(pid)  # pylint: disable=protected-access
+        pid for pid in _worker_pids(state) if engine_clusters._alive(pid)  # pylint: disable=protected-access
     }
 
 
@@ -797,13 +802,13 @@ def test_pipeline_beam_steps_on_an_engine_equal_the_in_process_run(
     if model == 'convnet':  # Its reader's 32 items (the rnn's: 2 files).
         assert len(counted) >= 2
     if engine == 'flink':
-        jobs = engines.flink_jobs(state)
+        jobs = engine_jobs.flink_jobs(state)
         assert jobs and all(
             j['state'] in ('FINISHED', 'FAILED', 'CANCELED') for j in jobs)
         finished = [j for j in jobs if j['state'] == 'FINISHED']
         assert finished and max(j['max_parallelism'] for j in finished) >= 2
     else:
-        master = engines.spark_applications(state)
+        master = engine_jobs.spark_applications(state)
         finished = [
             a for a in master['completedapps'] if a['state'] == 'FINISHED'
         ]
