@@ -347,10 +347,11 @@ def _run(args: argparse.Namespace) -> dict:
               file=sys.stderr,
               flush=True)
         lock.acquire(blocking=True)
-    jobs = engine_jobs.BeamJobs(
-        engine_jobs.flink_rest_of(args.engine_beam_args +
-                                  args.beam_args, args.engine_state_dir
-                                 ) if args.beam_engine == 'flink' else None)
+    flink_rest = None
+    if args.beam_engine == 'flink':
+        flink_rest = engine_jobs.flink_rest_of(
+            args.engine_beam_args + args.beam_args, args.engine_state_dir)
+    jobs = engine_jobs.BeamJobs(flink_rest)
     try:
         with jobs.tracking(), _jobs_cancelled_on_signal(jobs):
             result = runner.run_local(config,
