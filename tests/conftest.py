@@ -4,6 +4,7 @@ the fixtures the whole run shares, and the random order's seed at the end.
 See docs/testing.md.
 """
 
+import logging
 import os
 import warnings
 
@@ -28,6 +29,42 @@ distribute.split_cpu(2)
 # models in process would otherwise have AutoGraph rewrite tf_keras's own
 # code on each worker's first trace, 20-40 s of CPU each.
 tracing.skip_autograph_of_tf_keras()
+
+
+class _PrismAttempts(logging.Handler):
+    """What Beam's default runner logs when it tries the Prism runner."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        if 'PrismRunner' in record.getMessage():
+            self.messages.append(record.getMessage())
+
+
+# Beam's default runner first downloads the Prism runner from GitHub
+# (pipeline/beam_runners.py): offline it falls back and leaves a folder in
+# /tmp, online the test would run on a binary nobody tested. Its logger is
+# watched without importing Beam, which not every test worker needs.
+_PRISM = _PrismAttempts()
+_DIRECT_RUNNER_LOG = logging.getLogger(
+    'apache_beam.runners.direct.direct_runner')
+_DIRECT_RUNNER_LOG.setLevel(logging.INFO)
+_DIRECT_RUNNER_LOG.addHandler(_PRISM)
+
+
+@pytest.fixture(autouse=True)
+def _no_beam_default_runner():
+    """Fails the test (or the fixture it set up) that ran a Beam pipeline
+    on Beam's default runner: name `beam_runners.default_beam_args()`."""
+    yield
+    attempts, _PRISM.messages[:] = list(_PRISM.messages), []
+    if attempts:
+        pytest.fail(
+            "a Beam pipeline ran on Beam's default runner, which first "
+            'fetches the Prism runner: give it PipelineOptions('
+            f'pipeline.beam_runners.default_beam_args()); Beam: {attempts}')
 
 
 @pytest.fixture(scope='session')

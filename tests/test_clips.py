@@ -14,6 +14,7 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import util as beam_util
 from PIL import Image
 from tensorflow.core.example import example_pb2
@@ -29,6 +30,7 @@ from models import entry_points
 from models import features
 from models.convnet3d import model as convnet3d
 from models.convnet3d import preprocessing
+from pipeline import beam_runners
 from pipeline import cli
 from serving import cli as serving_cli
 from serving import client as client_lib
@@ -205,7 +207,8 @@ def test_the_beam_reader_reports_a_clip_only_decoding_finds(tmp_path):
     (folder / '3.png').write_bytes(whole[:-20])  # Its header intact.
     assert clip_formats.clip_shape(str(folder)) == tuple(CLIP_SHAPE)
     settings = {'class_names': CLASSES, 'clip_shape': CLIP_SHAPE}
-    with beam.Pipeline() as pipeline:
+    with beam.Pipeline(options=PipelineOptions(
+            beam_runners.default_beam_args())) as pipeline:
         examples, bad = clip_reader.read_clip_folders(pipeline, settings,
                                                       [str(data / '*' / '*')])
         beam_util.assert_that(examples | beam.combiners.Count.Globally(),

@@ -10,6 +10,7 @@ import apache_beam as beam
 import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
+from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata
 from tensorflow_transform.tf_metadata import metadata_io
 from tensorflow_transform.tf_metadata import schema_utils
@@ -19,6 +20,7 @@ from common import names
 from models import data_facts
 from models import workers
 from models.convnet import preprocessing
+from pipeline import beam_runners
 from tests import datasets
 
 SIZE = 12
@@ -82,7 +84,8 @@ def write_transform_output(root, raw_feature_spec, splits, preprocessing_fn,
     config = {**custom_config, **facts}
     with tempfile.TemporaryDirectory() as temp_dir:
         with tft_beam.Context(temp_dir=temp_dir, force_tf_compat_v1=False):
-            with beam.Pipeline() as pipeline:
+            with beam.Pipeline(options=PipelineOptions(
+                    beam_runners.default_beam_args())) as pipeline:
                 raw = {
                     name: pipeline | f'Create{name}' >> beam.Create(rows)
                     for name, rows in splits.items()
