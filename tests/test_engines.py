@@ -28,7 +28,9 @@ from pipeline import cli
 from pipeline import engine_clusters
 from pipeline import engine_jobs
 from pipeline import engines
+from pipeline import flink_cluster
 from pipeline import sdk_worker_pool
+from pipeline import spark_cluster
 from serving import client as client_lib
 from tests import datasets
 from tests.serving import server_utils
@@ -219,14 +221,14 @@ def test_flinks_sort_buffers_hold_tfdvs_largest_record_of_an_image():
     # pylint: disable=import-outside-toplevel
     from apache_beam.transforms import combiners
     from tensorflow_data_validation import StatsOptions
-    settings = engine_clusters.flink_settings('/tmp/cluster', 1, 2, 2)
+    settings = flink_cluster.flink_settings('/tmp/cluster', 1, 2, 2)
     # What Flink gives one sorter: the slot's managed memory over the job's
     # memory consumers, in whole pages, less the pages it keeps aside.
     page = _mebibytes(settings['taskmanager.memory.segment-size'])
     slot_pages = (_mebibytes(settings['taskmanager.memory.managed.size']) //
                   settings['taskmanager.numberOfTaskSlots'] // page)
-    record_room = (slot_pages // engine_clusters.FLINK_MEMORY_CONSUMERS -
-                   engine_clusters.FLINK_SORTER_PAGES) * page
+    record_room = (slot_pages // flink_cluster.FLINK_MEMORY_CONSUMERS -
+                   flink_cluster.FLINK_SORTER_PAGES) * page
     # The record that failed the convnet's StatisticsGen on Flink: a
     # bundle's top-k accumulator of the 28x28 images (TFDV's rank histogram
     # keeps its 1000 most frequent values), as Beam encodes it.
@@ -305,7 +307,7 @@ def test_deployments_of_the_engines_are_valid_yaml_naming_the_image():
 def test_the_flink_deployments_taskmanagers_have_the_local_clusters_memory():
     """deploy/flink's TaskManagers carry the memory settings the local
     clusters run the pipelines' Beam jobs with
-    (engine_clusters.flink_settings): a size alone
+    (flink_cluster.flink_settings): a size alone
     (`taskmanager.memory.process.size`) left 350 MB of task heap, short of
     what Transform's job needs at 70k rows; and their JVM options (exit
     when the heap runs out: a job that fails, not one that hangs)."""
@@ -324,7 +326,7 @@ def test_the_flink_deployments_taskmanagers_have_the_local_clusters_memory():
         e['value'] for e in container['env'] if e['name'] == 'FLINK_PROPERTIES'
     ]
     deployed = yaml.safe_load(properties)
-    local = engine_clusters.flink_settings('/cluster', 6123, 8081, workers=2)
+    local = flink_cluster.flink_settings('/cluster', 6123, 8081, workers=2)
     memory = {
         key: value
         for key, value in local.items()
@@ -363,7 +365,7 @@ def test_the_spark_deployment_gives_its_executors_the_local_clusters_settings():
     ]
     deployed = dict(
         option[len('-D'):].split('=', 1) for option in options.split())
-    local = engine_clusters.spark_driver_properties()
+    local = spark_cluster.spark_driver_properties()
     assert deployed.keys() == local.keys()
     assert deployed['spark.executor.memory'] == local['spark.executor.memory']
     [jar] = deployed['spark.executor.extraClassPath'].split(':')
@@ -379,7 +381,7 @@ def test_the_spark_deployment_gives_its_executors_the_local_clusters_settings():
                         f'{name}-{version}.jar') == jar
     [spark] = [c for c in worker['containers'] if c['name'] == 'worker']
     offered = spark['args'][spark['args'].index('--memory') + 1]
-    assert offered == f'{engine_clusters.SPARK_WORKER_MB}m'
+    assert offered == f'{spark_cluster.SPARK_WORKER_MB}m'
     assert any(
         m['mountPath'] == os.path.dirname(jar) for m in spark['volumeMounts'])
 
@@ -392,7 +394,7 @@ def test_sparks_executors_put_a_guava_with_what_beams_gcs_connector_calls_first(
     added since: at 280k rows every attempt of a task failed
     (NoSuchMethodError). The executors' class path starts with the job
     server's Guava, which has it."""
-    jars = engine_clusters.spark_executor_classpath().split(':')
+    jars = spark_cluster.spark_executor_classpath().split(':')
     assert jars and all(os.path.isfile(jar) for jar in jars), jars
     signatures = subprocess.run([
         'javap', '-cp', ':'.join(jars), 'com.google.common.base.Preconditions'
@@ -409,8 +411,7 @@ def test_sparks_executors_put_a_guava_with_what_beams_gcs_connector_calls_first(
 # cluster runs are `make engine-test` (ENGINE_TEST=1), not `make test`.
 needs_engines = pytest.mark.skipif(
     not os.environ.get('ENGINE_TEST') or not all(
-        os.path.isdir(p)
-        for p in (engine_clusters.flink_home(), engine_clusters.spark_home())),
+        os.path.isdir(p) for p in (flink_cluster.home(), spark_cluster.home())),
     reason='runs pipelines on Flink and Spark clusters: `make engine-test` '
     '(ENGINE_TEST=1, after make engines)')
 
