@@ -9,9 +9,9 @@ a Spark master and two workers; Beam's job server for that engine; and a
 Beam SDK worker pool (pipeline/sdk_worker_pool.py, an EXTERNAL environment)
 running this project's Python. Their pids and ports go to
 `<state-dir>/<engine>.json` (engines.read_state); `stop` ends them all.
-Each engine's settings and processes are its own module's
-(pipeline/flink_cluster.py, pipeline/spark_cluster.py), the processes'
-common handling pipeline/cluster_processes.py's.
+Each engine's settings and start are in its own module
+(pipeline/flink_cluster.py, pipeline/spark_cluster.py); what both do with
+their processes is in pipeline/cluster_processes.py.
 
 No job server jar of Beam's is served by the Maven registry reached here, so
 `make engines` assembles one from Beam's runner modules (Beam 2.62, the
