@@ -37,10 +37,12 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
@@ -244,8 +246,11 @@ def cluster_shape(params: Dict[str, Any]) -> Dict[str, int]:
 
 
 def _start(spec_path: str, cluster: Dict[str, List[str]], task_type: str,
-           index: int, log: str) -> subprocess.Popen:
-    """`python -m models.workers SPEC` as one task of `cluster`."""
+           index: int, log: str, temporary: str) -> subprocess.Popen:
+    """`python -m models.workers SPEC` as one task of `cluster`.
+
+    Its temporary files go to `temporary` (TMPDIR).
+    """
     pythonpath = os.pathsep.join(
         p for p in (_PROJECT_ROOT, os.environ.get('PYTHONPATH')) if p)
     env = {
@@ -253,6 +258,8 @@ def _start(spec_path: str, cluster: Dict[str, List[str]], task_type: str,
             'ignore::FutureWarning',
         **os.environ, 'PYTHONPATH':
             pythonpath,
+        'TMPDIR':
+            temporary,
         'TF_CONFIG':
             json.dumps({
                 'cluster': cluster,
@@ -319,12 +326,18 @@ def launch(fn_args: 'tfx.components.FnArgs', recipe: 'recipe_lib.ModelRecipe',
         for task_type, count in shape.items()
     }
     tasks: List[_Task] = []
+    # The tasks' temporary files, removed after them: AutoGraph writes one
+    # per function it converts and deletes it at exit, which a killed task
+    # (a lost worker, the timeout, the parameter servers at the end) never
+    # reaches.
+    temporary = tempfile.mkdtemp(prefix='workers-')
 
     def start(task_type: str, index: int) -> _Task:
         log = os.path.join(folder, f'{task_type}-{index}.log')
         tasks.append(
             _Task(task_type, index,
-                  _start(spec_path, cluster, task_type, index, log), log))
+                  _start(spec_path, cluster, task_type, index, log, temporary),
+                  log))
         return tasks[-1]
 
     lost = None
@@ -344,6 +357,7 @@ def launch(fn_args: 'tfx.components.FnArgs', recipe: 'recipe_lib.ModelRecipe',
                                    timeout)
     finally:
         _stop([task.process for task in tasks])
+        shutil.rmtree(temporary, ignore_errors=True)
     trained = ['chief'] if lost is not None else range(shape['worker'])
     reports = []
     for index in trained:

@@ -55,8 +55,12 @@ def test_a_run_killed_in_the_trainer_resumes_from_the_cache(tmp_path):
         sys.executable, '-m', 'pipeline', 'run', '--model', 'convnet', '--data',
         data, '--home', home, '--set', 'epochs=3', '--set', 'min_train_steps=0'
     ]
+    # Killed, it cannot delete its temporary files: they stay in tmp_path.
     process = subprocess.Popen(command,
                                cwd=REPO,
+                               env={
+                                   **os.environ, 'TMPDIR': str(tmp_path)
+                               },
                                stderr=subprocess.PIPE,
                                stdout=subprocess.DEVNULL,
                                text=True,

@@ -269,12 +269,17 @@ def test_a_worker_that_dies_fails_the_run_with_its_log(transformed, tmp_path):
                        worker_timeout_seconds=900)
     log = os.path.join(fn_args.model_run_dir, 'workers', 'worker-1.log')
     killed = []
+    temporary = []
 
     def kill_worker_1_once_training():
         while not killed:
             if os.path.exists(log) and 'Training with' in open(log).read():
                 for process in _worker_processes():
-                    if '"index": 1' in process.environ().get('TF_CONFIG', ''):
+                    environ = process.environ()
+                    if '"index": 1' in environ.get('TF_CONFIG', ''):
+                        folder = environ.get('TMPDIR', '')
+                        temporary.append((folder, os.listdir(folder)
+                                          if os.path.isdir(folder) else []))
                         process.kill()
                         killed.append(process.pid)
             time.sleep(0.5)
@@ -290,6 +295,13 @@ def test_a_worker_that_dies_fails_the_run_with_its_log(transformed, tmp_path):
     # Worker 0, waiting on its peer, was stopped; nothing was exported.
     assert not _worker_processes()
     assert not os.path.exists(fn_args.serving_model_dir)
+    # The killed workers' temporary files (AutoGraph's, of the functions
+    # they had converted, which they would have deleted at exit) went with
+    # the folder they were given, not left in the machine's /tmp.
+    [(folder, files_when_killed)] = temporary
+    assert os.path.basename(folder).startswith('workers-'), folder
+    assert files_when_killed
+    assert not os.path.exists(folder)
 
 
 def test_workers_past_worker_timeout_seconds_are_stopped(transformed, tmp_path):
@@ -331,8 +343,11 @@ def test_workers_die_with_the_trainer(transformed, tmp_path):
          str(transformed),
          str(tmp_path)],
         cwd=repo,
+        # Killed, it cannot remove its workers' temporary folder: it stays
+        # in tmp_path.
         env={
-            **os.environ, 'PYTHONPATH': repo
+            **os.environ, 'PYTHONPATH': repo,
+            'TMPDIR': str(tmp_path)
         })
     logs = [
         tmp_path / 'model_run' / 'workers' / f'worker-{i}.log' for i in (0, 1)
