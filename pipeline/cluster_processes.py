@@ -22,9 +22,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STARTUP_SECONDS = 180.0
 
 
+def job_server_dir(engine: str) -> str:
+    """Where `make engines` put the jars of Beam's job server for `engine`."""
+    return os.path.join(engines.ENGINES_DIR, f'{engine}-job-server')
+
+
 def job_server_jars(engine: str) -> str:
-    """The classpath of Beam's job server for `engine` (`make engines`)."""
-    return os.path.join(engines.ENGINES_DIR, f'{engine}-job-server', '*')
+    """The classpath of Beam's job server for `engine`."""
+    return os.path.join(job_server_dir(engine), '*')
 
 
 @dataclasses.dataclass

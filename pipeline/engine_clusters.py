@@ -38,7 +38,7 @@ _ENGINES = {'flink': flink_cluster, 'spark': spark_cluster}
 
 def _check_artifacts(engine: str) -> None:
     for path in (_ENGINES[engine].home(),
-                 os.path.join(engines.ENGINES_DIR, f'{engine}-job-server')):
+                 cluster_processes.job_server_dir(engine)):
         if not os.path.isdir(path):
             raise engines.EngineError(
                 f'{path}: missing; `make engines` fetches it')
@@ -79,6 +79,7 @@ def start(engine: str,
         cluster.kill()
         raise
     state.update(engine=engine,
+                 parallelism=workers,
                  pids={p.name: p.popen.pid for p in cluster.processes},
                  logs=os.path.join(cluster.dir, 'log'))
     with open(path, 'w', encoding='utf-8') as f:

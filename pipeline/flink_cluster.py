@@ -130,7 +130,11 @@ def flink_java_options(home: str) -> str:
 
 def start(cluster: cluster_processes.Cluster, python: str,
           workers: int) -> dict:
-    """The JobManager, `workers` TaskManagers, job server and worker pool."""
+    """The JobManager, `workers` TaskManagers, job server and worker pool.
+
+    Returns:
+        Their addresses (engine_clusters.start adds pids and parallelism).
+    """
     flink = home()
     conf = os.path.join(cluster.dir, 'conf')
     os.makedirs(conf, exist_ok=True)
@@ -174,6 +178,5 @@ def start(cluster: cluster_processes.Cluster, python: str,
     return {
         'rest': f'127.0.0.1:{rest}',
         'job_endpoint': job,
-        'worker_pool': pool,
-        'parallelism': workers
+        'worker_pool': pool
     }

@@ -38,7 +38,7 @@ def spark_executor_classpath() -> str:
     return ':'.join(
         sorted(
             glob.glob(
-                os.path.join(engines.ENGINES_DIR, 'spark-job-server',
+                os.path.join(cluster_processes.job_server_dir('spark'),
                              'guava-*.jar'))))
 
 
@@ -74,7 +74,11 @@ _JAVA17_OPENS = [
 
 def start(cluster: cluster_processes.Cluster, python: str,
           workers: int) -> dict:
-    """The master, `workers` workers, job server and worker pool."""
+    """The master, `workers` workers, job server and worker pool.
+
+    Returns:
+        Their addresses (engine_clusters.start adds pids and parallelism).
+    """
     spark = home()
     port, ui = engines.free_port(), engines.free_port()
     env = {
@@ -120,6 +124,5 @@ def start(cluster: cluster_processes.Cluster, python: str,
         'rest': f'127.0.0.1:{ui}',
         'master': master,
         'job_endpoint': job,
-        'worker_pool': pool,
-        'parallelism': workers
+        'worker_pool': pool
     }
